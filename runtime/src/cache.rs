@@ -1,0 +1,189 @@
+//! The on-disk cache of compiled code.
+//!
+//! An entry is keyed by the artifact's sha256 and the engine's compatibility
+//! hash (wasmtime version, target, and every setting that changes generated
+//! code, fuel metering included), so a changed file or engine never meets a
+//! stale entry. Entries are written atomically (temp file, fsync, rename) and
+//! end with a trailer holding an xxh3-128 checksum of the payload, so a
+//! truncated or corrupted entry is detected, removed and compiled again
+//! rather than handed to wasmtime, which trusts serialized code.
+//!
+//! Layout: `<payload> <xxh3-128: 16 bytes LE> <payload length: u64 LE> <b"SKIFFCW1">`.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+
+const MAGIC: &[u8; 8] = b"SKIFFCW1";
+const TRAILER: usize = 16 + 8 + 8;
+
+/// A directory of compiled artifacts for one engine configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct CompileCache {
+    dir: PathBuf,
+    engine_hash: String,
+}
+
+/// What a cache lookup found.
+pub(crate) enum Lookup {
+    Hit(Vec<u8>),
+    Miss,
+    /// An entry existed but failed its checksum; it has been removed.
+    Corrupt,
+}
+
+impl CompileCache {
+    pub(crate) fn new(dir: PathBuf, engine: &Engine) -> Self {
+        let mut hasher = Xxh3::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        CompileCache {
+            dir,
+            engine_hash: format!("{:016x}", hasher.finish()),
+        }
+    }
+
+    /// The file an artifact with this sha256 (hex) compiles to.
+    pub(crate) fn entry_path(&self, sha256_hex: &str) -> PathBuf {
+        self.dir
+            .join(format!("{sha256_hex}-{}.cwasm", self.engine_hash))
+    }
+
+    pub(crate) fn lookup(&self, sha256_hex: &str) -> Lookup {
+        let path = self.entry_path(sha256_hex);
+        let Ok(mut data) = fs::read(&path) else {
+            return Lookup::Miss;
+        };
+        match payload_len(&data) {
+            Some(len) => {
+                data.truncate(len);
+                Lookup::Hit(data)
+            }
+            None => {
+                tracing::warn!(path = %path.display(), "corrupt compiled-code cache entry; recompiling");
+                let _ = fs::remove_file(&path);
+                Lookup::Corrupt
+            }
+        }
+    }
+
+    /// Removes an entry that wasmtime refused to load.
+    pub(crate) fn evict(&self, sha256_hex: &str) {
+        let _ = fs::remove_file(self.entry_path(sha256_hex));
+    }
+
+    pub(crate) fn store(&self, sha256_hex: &str, payload: &[u8]) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let path = self.entry_path(sha256_hex);
+        let mut trailer = [0u8; TRAILER];
+        trailer[..16].copy_from_slice(&xxh3_128(payload).to_le_bytes());
+        trailer[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        trailer[24..].copy_from_slice(MAGIC);
+        write_atomically(&path, &[payload, &trailer])
+    }
+}
+
+/// Validates the trailer and returns the payload length.
+fn payload_len(data: &[u8]) -> Option<usize> {
+    let body_len = data.len().checked_sub(TRAILER)?;
+    let trailer = &data[body_len..];
+    if &trailer[24..] != MAGIC {
+        return None;
+    }
+    let len = u64::from_le_bytes(trailer[16..24].try_into().ok()?);
+    if usize::try_from(len).ok()? != body_len {
+        return None;
+    }
+    let sum = u128::from_le_bytes(trailer[..16].try_into().ok()?);
+    (xxh3_128(&data[..body_len]) == sum).then_some(body_len)
+}
+
+/// Writes `parts` to a temporary file beside `path`, fsyncs it and renames it
+/// into place, so readers see either nothing or the whole file.
+pub(crate) fn write_atomically(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile_in(dir, path)?;
+    let result = (|| {
+        for part in parts {
+            tmp.1.write_all(part)?;
+        }
+        tmp.1.sync_all()?;
+        fs::rename(&tmp.0, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp.0);
+    }
+    result?;
+    // Make the rename itself durable.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn tempfile_in(dir: &Path, target: &Path) -> io::Result<(PathBuf, fs::File)> {
+    let stem = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for attempt in 0..16u32 {
+        let name = format!(".{stem}.{}.{attempt}.tmp", std::process::id());
+        let candidate = dir.join(name);
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
+            Ok(f) => return Ok((candidate, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "could not create a temporary file",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailer_round_trips_and_detects_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompileCache::new(dir.path().to_path_buf(), &engine);
+        cache.store("abc", b"compiled bytes").unwrap();
+        assert!(matches!(cache.lookup("abc"), Lookup::Hit(d) if d == b"compiled bytes"));
+
+        // Flip one payload byte: the checksum catches it and the entry goes.
+        let path = cache.entry_path("abc");
+        let mut raw = fs::read(&path).unwrap();
+        raw[3] ^= 0xff;
+        fs::write(&path, &raw).unwrap();
+        assert!(matches!(cache.lookup("abc"), Lookup::Corrupt));
+        assert!(!path.exists());
+
+        // A truncated entry is corrupt too, and a missing one is a miss.
+        cache.store("abc", b"compiled bytes").unwrap();
+        let raw = fs::read(&path).unwrap();
+        fs::write(&path, &raw[..raw.len() - 5]).unwrap();
+        assert!(matches!(cache.lookup("abc"), Lookup::Corrupt));
+        assert!(matches!(cache.lookup("abc"), Lookup::Miss));
+    }
+
+    #[test]
+    fn key_depends_on_engine_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = Engine::default();
+        let mut fuel = wasmtime::Config::new();
+        fuel.consume_fuel(true);
+        let fuel = Engine::new(&fuel).unwrap();
+        let a = CompileCache::new(dir.path().to_path_buf(), &plain);
+        let b = CompileCache::new(dir.path().to_path_buf(), &fuel);
+        assert_ne!(a.entry_path("abc"), b.entry_path("abc"));
+    }
+}

@@ -1,0 +1,83 @@
+//! Runtime settings. Every knob has a documented default and the reason for it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How a [`Runtime`](crate::Runtime) is built. `Default` is right for an agent
+/// that runs many tasks; `skiff run` shrinks the pool to what one task needs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Root of skiff's on-disk state. Compiled code lives in
+    /// `DATA_DIR/cache/compiled`. Default: `$SKIFF_DATA_DIR`, else `~/.skiff`.
+    pub data_dir: PathBuf,
+    /// Keep compiled code on disk so a second start never compiles.
+    /// Default: on. Off only for measurements of the cold path.
+    pub compile_cache: bool,
+    /// How many instances may exist at once (tasks' containers plus in-flight
+    /// HTTP requests). Sizes the pooling allocator. Default: 1000, the same as
+    /// wasmtime's own default pool.
+    pub max_instances: u32,
+    /// Largest linear memory any instance may have, the pool's slot size.
+    /// Per-instance limits (`--memory`) are enforced below this. Default: 4 GiB,
+    /// the wasm32 maximum.
+    pub max_memory_per_instance: u64,
+    /// Bytes of each freed memory slot kept resident and zeroed with `memset`
+    /// instead of returned to the kernel with `madvise`. Reusing a slot is
+    /// then free of page faults for small guests. Default: 1 MiB.
+    pub memory_keep_resident: usize,
+    /// Meter instructions so `fuel` limits can be enforced. It costs a few
+    /// percent of guest speed and changes the compiled code (and so the cache
+    /// key), so it is off unless a task asks for a fuel limit.
+    pub fuel: bool,
+    /// The period of the engine's epoch, the clock that preempts guests.
+    /// Default: 1 ms.
+    pub epoch_tick: Duration,
+    /// The time slice one vCPU (1024 CPU units) gets before a guest yields
+    /// to the scheduler; a task with `cpu` units runs for
+    /// `slice × cpu / 1024` before yielding. Default: 2 ms.
+    pub cpu_slice: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            data_dir: default_data_dir(),
+            compile_cache: true,
+            max_instances: 1000,
+            max_memory_per_instance: 4 << 30,
+            memory_keep_resident: 1 << 20,
+            fuel: false,
+            epoch_tick: Duration::from_millis(1),
+            cpu_slice: Duration::from_millis(2),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Sets the data directory.
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// Where compiled code is cached.
+    pub fn compiled_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache").join("compiled")
+    }
+
+    /// Where named volumes (`-v name:/path`) live.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.data_dir.join("volumes")
+    }
+}
+
+/// `$SKIFF_DATA_DIR`, else `$HOME/.skiff`, else `./.skiff`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SKIFF_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => Path::new(&home).join(".skiff"),
+        None => PathBuf::from(".skiff"),
+    }
+}

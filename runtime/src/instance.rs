@@ -1,0 +1,369 @@
+//! Running instances: spawn, preempt, limit, stop, and report how they ended.
+
+use crate::artifact::{Artifact, ArtifactKind, Prepared};
+use crate::limits::{Usage, UsageCounters, thread_cpu_time};
+use crate::sandbox::{Host, InstanceSpec};
+use crate::stdio::Stdin;
+use crate::{Inner, SpawnError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::I32Exit;
+
+/// Which limit ended an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `memory.grow` was refused at this many bytes and the guest trapped
+    /// (or could not even be instantiated within the limit).
+    Memory(u64),
+    /// The instruction budget ran out.
+    Fuel(u64),
+    /// The wall-clock limit passed.
+    Timeout(Duration),
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Memory(bytes) => write!(f, "memory limit of {}", crate::format_bytes(*bytes)),
+            Limit::Fuel(fuel) => write!(f, "fuel limit of {fuel}"),
+            Limit::Timeout(d) => write!(f, "time limit of {}", crate::format_duration(*d)),
+        }
+    }
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest exited with this code (`proc_exit`, `wasi:cli/exit`, or
+    /// returning from `main`).
+    Exited(i32),
+    /// The guest trapped. The message includes the wasm backtrace.
+    Trapped(String),
+    /// A limit stopped the guest. `detail` says what happened (for memory,
+    /// the trap that followed the refused growth).
+    LimitExceeded {
+        /// The limit that was hit.
+        limit: Limit,
+        /// What the guest was doing.
+        detail: String,
+    },
+    /// Stopped on request, after the grace period ran out.
+    Stopped,
+    /// The instance could not be started.
+    Failed(String),
+}
+
+impl Outcome {
+    /// The exit status a shell would see, following container conventions:
+    /// the guest's own code; 134 (SIGABRT) for a trap; 137 (SIGKILL) for the
+    /// memory limit or a forced stop; 124 (as `timeout(1)`) for the time and
+    /// fuel limits; 125 when skiff could not start the guest.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Exited(code) => *code,
+            Outcome::Trapped(_) => 134,
+            Outcome::LimitExceeded {
+                limit: Limit::Memory(_),
+                ..
+            } => 137,
+            Outcome::LimitExceeded { .. } => 124,
+            Outcome::Stopped => 137,
+            Outcome::Failed(_) => 125,
+        }
+    }
+}
+
+/// A running (or finished) instance. Dropping it kills the instance.
+pub struct Instance {
+    id: u64,
+    task: Option<JoinHandle<Outcome>>,
+    outcome: Option<Outcome>,
+    stop: watch::Sender<Option<Duration>>,
+    counters: Arc<UsageCounters>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("id", &self.id)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// A process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// CPU time and memory used so far.
+    pub fn usage(&self) -> Usage {
+        self.counters.snapshot()
+    }
+
+    /// Asks the instance to stop: its stdin closes at once (if it was
+    /// [`Stdin::UntilStopped`]) and, if it has not exited after `grace`, it
+    /// is killed. Returns immediately; [`wait`](Self::wait) for the outcome.
+    pub fn stop(&self, grace: Duration) {
+        self.stop.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(grace);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Waits for the instance to end. Returns the same outcome every time.
+    pub async fn wait(&mut self) -> Outcome {
+        if let Some(task) = self.task.as_mut() {
+            let outcome = match task.await {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Failed(format!("the instance's task failed: {e}")),
+            };
+            self.task = None;
+            self.outcome = Some(outcome);
+        }
+        self.outcome
+            .clone()
+            .unwrap_or_else(|| Outcome::Failed("no outcome recorded".into()))
+    }
+
+    /// Whether the instance has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Starts an instance of `artifact` on the current tokio runtime.
+pub(crate) fn spawn(
+    inner: &Arc<Inner>,
+    artifact: &Arc<Artifact>,
+    spec: InstanceSpec,
+) -> Result<Instance, SpawnError> {
+    if artifact.kind() == ArtifactKind::HttpProxy {
+        return Err(SpawnError::NotACommand(artifact.name().to_string()));
+    }
+    if spec.limits.fuel.is_some() && !inner.config.fuel {
+        return Err(SpawnError::FuelDisabled);
+    }
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoExecutor)?;
+
+    let counters = Arc::new(UsageCounters::default());
+    let (stdin_writer, stdin_reader) = match spec.stdin {
+        Stdin::UntilStopped => {
+            let (w, r) = tokio::io::duplex(64);
+            (Some(w), Some(r))
+        }
+        _ => (None, None),
+    };
+    let host = Host::new(&spec, stdin_reader, Arc::clone(&counters))?;
+    let store = new_store(inner, host, &spec)?;
+
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let supervised = supervise(
+        store,
+        Arc::clone(artifact),
+        spec.limits.clone(),
+        Arc::clone(&counters),
+        stop_rx,
+        stdin_writer,
+    );
+    let task = handle.spawn(CpuMeter {
+        inner: Box::pin(supervised),
+        counters: Arc::clone(&counters),
+    });
+    Ok(Instance {
+        id,
+        task: Some(task),
+        outcome: None,
+        stop: stop_tx,
+        counters,
+    })
+}
+
+/// A store with the spec's limits applied: memory limiter, fuel, and the
+/// epoch deadline that makes the guest yield after its CPU slice.
+pub(crate) fn new_store(
+    inner: &Inner,
+    host: Host,
+    spec: &InstanceSpec,
+) -> Result<Store<Host>, SpawnError> {
+    let mut store = Store::new(&inner.engine, host);
+    store.limiter(|h| &mut h.limiter);
+    if inner.config.fuel {
+        store
+            .set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))
+            .map_err(|e| SpawnError::Store(format!("{e:#}")))?;
+    }
+    let slice = inner.slice_ticks(spec.limits.cpu_units);
+    store.set_epoch_deadline(slice);
+    store.epoch_deadline_callback(move |_| {
+        Ok(UpdateDeadline::YieldCustom(
+            slice,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
+    Ok(store)
+}
+
+async fn supervise(
+    mut store: Store<Host>,
+    artifact: Arc<Artifact>,
+    limits: crate::Limits,
+    counters: Arc<UsageCounters>,
+    mut stop: watch::Receiver<Option<Duration>>,
+    stdin_writer: Option<tokio::io::DuplexStream>,
+) -> Outcome {
+    let run = run_guest(&mut store, &artifact);
+    tokio::pin!(run);
+    let deadline = async {
+        match limits.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+
+    let result = tokio::select! {
+        result = &mut run => Some(result),
+        () = &mut deadline => {
+            let t = limits.timeout.unwrap_or_default();
+            return Outcome::LimitExceeded {
+                limit: crate::Limit::Timeout(t),
+                detail: format!("still running after {}", crate::format_duration(t)),
+            };
+        }
+        grace = stop_requested(&mut stop) => {
+            drop(stdin_writer);
+            tokio::time::timeout(grace, &mut run).await.ok()
+        }
+    };
+    match result {
+        Some(result) => classify(result, &limits, &counters),
+        None => Outcome::Stopped,
+    }
+}
+
+async fn stop_requested(stop: &mut watch::Receiver<Option<Duration>>) -> Duration {
+    loop {
+        if let Some(grace) = *stop.borrow_and_update() {
+            return grace;
+        }
+        if stop.changed().await.is_err() {
+            // The `Instance` is gone; its task is being aborted anyway.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn run_guest(store: &mut Store<Host>, artifact: &Artifact) -> wasmtime::Result<()> {
+    match &artifact.pre {
+        Prepared::Module(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+                init.call_async(&mut *store, ()).await?;
+            }
+            let start = match instance.get_typed_func::<(), ()>(&mut *store, "_start") {
+                Ok(f) => f,
+                Err(_) => instance.get_typed_func::<(), ()>(&mut *store, "")?,
+            };
+            start.call_async(&mut *store, ()).await
+        }
+        Prepared::Command(pre) => {
+            let command = pre.instantiate_async(&mut *store).await?;
+            match command.wasi_cli_run().call_run(&mut *store).await? {
+                Ok(()) => Ok(()),
+                Err(()) => Err(I32Exit(1).into()),
+            }
+        }
+        Prepared::Proxy(_) => wasmtime::bail!("an HTTP component cannot be run as a command"),
+    }
+}
+
+fn classify(
+    result: wasmtime::Result<()>,
+    limits: &crate::Limits,
+    counters: &UsageCounters,
+) -> Outcome {
+    let error = match result {
+        Ok(()) => return Outcome::Exited(0),
+        Err(e) => e,
+    };
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return Outcome::Exited(exit.0);
+    }
+    let trap = error.downcast_ref::<Trap>().copied();
+    if trap == Some(Trap::OutOfFuel) {
+        return Outcome::LimitExceeded {
+            limit: crate::Limit::Fuel(limits.fuel.unwrap_or_default()),
+            detail: "ran out of fuel".into(),
+        };
+    }
+    if counters.memory_denied.load(Ordering::Relaxed)
+        && let Some(limit) = limits.memory
+    {
+        let detail = match trap {
+            Some(trap) => format!("memory.grow was refused, then the guest trapped ({trap})"),
+            None => format!(
+                "it could not be instantiated within the limit ({})",
+                error.root_cause()
+            ),
+        };
+        return Outcome::LimitExceeded {
+            limit: crate::Limit::Memory(limit),
+            detail,
+        };
+    }
+    if let Some(trap) = trap {
+        // The trap first, then where it happened.
+        let mut message = trap.to_string();
+        if let Some(backtrace) = error.downcast_ref::<WasmBacktrace>() {
+            message.push('\n');
+            message.push_str(&backtrace.to_string());
+        }
+        return Outcome::Trapped(message);
+    }
+    Outcome::Failed(format!("{error:#}"))
+}
+
+/// Adds the thread CPU time of every poll of the inner future to the
+/// instance's usage. Guest code runs inside these polls (on a fiber, on the
+/// polling thread), so this is the instance's CPU time.
+struct CpuMeter<F> {
+    inner: Pin<Box<F>>,
+    counters: Arc<UsageCounters>,
+}
+
+impl<F: Future> Future for CpuMeter<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = thread_cpu_time();
+        let result = self.inner.as_mut().poll(cx);
+        let spent = thread_cpu_time().saturating_sub(start);
+        self.counters.cpu_nanos.fetch_add(
+            u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        result
+    }
+}

@@ -1,0 +1,235 @@
+//! skiff's data plane: compile Wasm once, start it many times, each instance
+//! sandboxed and limited.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use skiff_runtime::{InstanceSpec, Output, Runtime, RuntimeConfig};
+//!
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let hello = runtime.load_file("hello.wasm".as_ref())?;
+//! let mut instance = runtime.spawn(&hello, InstanceSpec {
+//!     args: vec!["hello".into()],
+//!     stdout: Output::Inherit,
+//!     ..InstanceSpec::default()
+//! })?;
+//! let outcome = instance.wait().await;
+//! println!("exit code {}", outcome.exit_code());
+//! # Ok(()) }
+//! ```
+//!
+//! One [`Runtime`] per process owns the wasmtime engine (pooling allocator,
+//! copy-on-write memory images, epoch preemption), the linkers, the compile
+//! cache and the artifacts loaded so far. [`Runtime::spawn`] starts an
+//! instance of an [`Artifact`] from an [`InstanceSpec`]; [`Instance`] waits
+//! for its [`Outcome`], stops it, and reports its [`Usage`].
+//! [`http::serve`] serves a `wasi:http/proxy` component, one instance per
+//! request.
+
+mod artifact;
+mod cache;
+mod config;
+mod engine;
+pub mod http;
+mod instance;
+mod limits;
+pub mod net;
+mod sandbox;
+mod stdio;
+pub mod units;
+
+pub use artifact::{Artifact, ArtifactKind, LoadSource};
+pub use config::{RuntimeConfig, default_data_dir};
+pub use instance::{Instance, Limit, Outcome};
+pub use limits::{Limits, Usage};
+pub use net::NetworkMode;
+pub use sandbox::{InstanceSpec, Mount};
+pub use stdio::{CaptureSink, Output, OutputSink, Stdin};
+pub use units::{format_bytes, format_duration};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use wasmtime::Engine;
+
+/// The runtime could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime refused the engine configuration.
+    #[error("cannot create the Wasm engine: {0}")]
+    Engine(String),
+    /// The epoch thread could not be started.
+    #[error("cannot start the epoch thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// An artifact could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a Wasm binary at all.
+    #[error("{name} is not a WebAssembly binary: {reason}")]
+    NotWasm {
+        /// The artifact's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A Wasm binary that does not validate.
+    #[error("{name} is not valid WebAssembly: {reason}")]
+    Invalid {
+        /// The artifact's name.
+        name: String,
+        /// The validator's message.
+        reason: String,
+    },
+    /// Valid Wasm that skiff cannot run: an import no skiff world provides,
+    /// or no entry point.
+    #[error("{name} cannot run on skiff: {reason}")]
+    Unsupported {
+        /// The artifact's name.
+        name: String,
+        /// What is missing.
+        reason: String,
+    },
+}
+
+/// An instance could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// A mount's host directory could not be opened.
+    #[error("cannot mount {}: {reason}", host.display())]
+    Mount {
+        /// The host directory.
+        host: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// HTTP components are served, not run.
+    #[error("{0} is a wasi:http/proxy component: serve it (`skiff run -p`) instead")]
+    NotACommand(String),
+    /// A fuel limit was asked of a runtime without fuel metering.
+    #[error("a fuel limit needs a runtime created with fuel metering on")]
+    FuelDisabled,
+    /// The store could not be set up.
+    #[error("cannot set up the instance: {0}")]
+    Store(String),
+    /// `spawn` was called outside a tokio runtime.
+    #[error("instances must be spawned from within a tokio runtime")]
+    NoExecutor,
+}
+
+/// The data plane of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) config: RuntimeConfig,
+    linkers: artifact::Linkers,
+    cache: Option<cache::CompileCache>,
+    loaded: Mutex<HashMap<String, Arc<Artifact>>>,
+    pub(crate) next_id: AtomicU64,
+    _ticker: engine::EpochTicker,
+}
+
+impl Inner {
+    /// Epoch ticks a guest with `cpu_units` runs before it yields.
+    pub(crate) fn slice_ticks(&self, cpu_units: u32) -> u64 {
+        let tick = self.config.epoch_tick.as_nanos().max(1);
+        let slice = self.config.cpu_slice.as_nanos() * u128::from(cpu_units.max(1)) / 1024;
+        u64::try_from(slice / tick).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Creates the engine, the linkers and the epoch thread.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let engine =
+            engine::build_engine(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let linkers =
+            artifact::Linkers::new(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let cache = config
+            .compile_cache
+            .then(|| cache::CompileCache::new(config.compiled_cache_dir(), &engine));
+        let ticker = engine::EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                config,
+                linkers,
+                cache,
+                loaded: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The configuration this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Loads a Wasm file: compiles it, or takes its compiled code from the
+    /// cache, and pre-links it. Loading the same bytes again returns the
+    /// artifact already in memory.
+    pub fn load_file(&self, path: &Path) -> Result<Arc<Artifact>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let name = path.display().to_string();
+        self.load_bytes(&name, &bytes)
+    }
+
+    /// Loads a Wasm binary held in memory. `name` is used in messages.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Arc<Artifact>, LoadError> {
+        let sha = artifact::sha256_hex(bytes);
+        if let Some(found) = self.loaded_artifact(&sha) {
+            return Ok(found);
+        }
+        let loaded = Arc::new(artifact::load(
+            &self.inner.engine,
+            &self.inner.linkers,
+            self.inner.cache.as_ref(),
+            name,
+            bytes,
+        )?);
+        if let Ok(mut map) = self.inner.loaded.lock() {
+            map.insert(sha, Arc::clone(&loaded));
+        }
+        Ok(loaded)
+    }
+
+    fn loaded_artifact(&self, sha: &str) -> Option<Arc<Artifact>> {
+        self.inner.loaded.lock().ok()?.get(sha).cloned()
+    }
+
+    /// Starts an instance. Must be called within a tokio runtime; the
+    /// instance runs as a task on it, preempted every CPU slice.
+    pub fn spawn(
+        &self,
+        artifact: &Arc<Artifact>,
+        spec: InstanceSpec,
+    ) -> Result<Instance, SpawnError> {
+        instance::spawn(&self.inner, artifact, spec)
+    }
+}

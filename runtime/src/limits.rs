@@ -1,0 +1,150 @@
+//! Per-instance resource limits and usage accounting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Limits on one instance. `Default` is unlimited except for CPU share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Hard limit on the instance's linear memory, all memories together,
+    /// in bytes. `memory.grow` past it fails inside the guest.
+    pub memory: Option<u64>,
+    /// CPU share in ECS units (1024 = one vCPU). Under contention tasks get
+    /// CPU in proportion to their units. Default 1024.
+    pub cpu_units: u32,
+    /// Total instruction budget. Requires a runtime built with fuel on.
+    pub fuel: Option<u64>,
+    /// Wall-clock limit from the start of the instance.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: None,
+            cpu_units: 1024,
+            fuel: None,
+            timeout: None,
+        }
+    }
+}
+
+/// What an instance has used so far. Cheap to read at any time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// CPU time spent running this instance (guest code and the host calls
+    /// it makes on its own thread).
+    pub cpu_time: Duration,
+    /// Current linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Largest linear memory reached, in bytes.
+    pub peak_memory_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct UsageCounters {
+    pub(crate) cpu_nanos: AtomicU64,
+    pub(crate) memory_bytes: AtomicU64,
+    pub(crate) peak_memory_bytes: AtomicU64,
+    /// Set once a `memory.grow` was refused because of the limit.
+    pub(crate) memory_denied: AtomicBool,
+}
+
+impl UsageCounters {
+    pub(crate) fn snapshot(&self) -> Usage {
+        Usage {
+            cpu_time: Duration::from_nanos(self.cpu_nanos.load(Ordering::Relaxed)),
+            memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
+            peak_memory_bytes: self.peak_memory_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Most table elements any instance may have: tables hold function
+/// references, and a guest growing one without end would eat host memory.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// The store's resource limiter: enforces [`Limits::memory`] across all of
+/// an instance's memories and records usage.
+pub(crate) struct MemoryLimiter {
+    limit: Option<usize>,
+    total: usize,
+    counters: Arc<UsageCounters>,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit: Option<u64>, counters: Arc<UsageCounters>) -> Self {
+        MemoryLimiter {
+            limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+            total: 0,
+            counters,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.total.saturating_sub(current).saturating_add(desired);
+        if self.limit.is_some_and(|limit| total > limit) {
+            self.counters.memory_denied.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        self.total = total;
+        let bytes = total as u64;
+        self.counters.memory_bytes.store(bytes, Ordering::Relaxed);
+        self.counters
+            .peak_memory_bytes
+            .fetch_max(bytes, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Thread CPU time of the calling thread.
+pub(crate) fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; the clock id is a constant the
+    // kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn limit_applies_to_all_memories_together() {
+        let counters = Arc::new(UsageCounters::default());
+        let mut l = MemoryLimiter::new(Some(100), Arc::clone(&counters));
+        assert!(l.memory_growing(0, 60, None).unwrap());
+        assert!(l.memory_growing(0, 30, None).unwrap()); // a second memory
+        assert!(!l.memory_growing(30, 50, None).unwrap()); // 60 + 50 > 100
+        assert!(counters.memory_denied.load(Ordering::Relaxed));
+        assert!(l.memory_growing(60, 70, None).unwrap()); // 70 + 30 = 100
+        let usage = counters.snapshot();
+        assert_eq!(usage.memory_bytes, 100);
+        assert_eq!(usage.peak_memory_bytes, 100);
+    }
+}

@@ -1,0 +1,183 @@
+//! The network policy in front of every socket a guest opens.
+//!
+//! All of a guest's networking goes through WASI (`wasi:sockets`,
+//! `wasi:http`), so a policy consulted on each bind, connect and send is a
+//! complete firewall: there is no other way out of the sandbox.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// What a task's network looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// No network at all: every socket operation and outgoing HTTP request
+    /// is denied. The default, as for a container with `--network none`.
+    #[default]
+    None,
+    /// The host's loopback network: the guest may bind and connect on
+    /// 127.0.0.0/8 and ::1, and nothing else. Binding the unspecified
+    /// address (0.0.0.0) is refused, since that would listen beyond loopback.
+    Host,
+}
+
+impl FromStr for NetworkMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            "bridge" | "awsvpc" => Err(format!(
+                "network mode `{s}` is not supported yet (available: none, host)"
+            )),
+            other => Err(format!(
+                "unknown network mode `{other}` (expected none or host)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+        })
+    }
+}
+
+/// What a guest wants to do with an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketUse {
+    /// Bind a TCP socket to this local address. Connecting binds implicitly
+    /// to the unspecified address with port 0 first.
+    TcpBind,
+    /// Listen on this (local) address.
+    TcpListen,
+    /// Accept a connection from this remote address.
+    TcpAccept,
+    /// Connect to this remote address.
+    TcpConnect,
+    /// Bind a UDP socket to this local address (implicitly, as for TCP,
+    /// before the first send).
+    UdpBind,
+    /// Send datagrams to this remote address.
+    UdpSend,
+    /// Receive a datagram from this remote address.
+    UdpReceive,
+}
+
+/// Decides, per address, what a task's guests may do on the network. The
+/// networking layer (awsvpc, security groups) plugs in its own policy here.
+pub trait NetworkPolicy: Send + Sync + 'static {
+    /// May the guest use `addr` this way?
+    fn allows(&self, addr: SocketAddr, usage: SocketUse) -> bool;
+    /// May the guest create sockets at all (TCP, UDP)?
+    fn sockets_enabled(&self) -> bool;
+    /// May the guest resolve names?
+    fn name_lookup_enabled(&self) -> bool;
+    /// May the guest send an outgoing HTTP request to `host:port`?
+    fn allows_http(&self, host: &str, port: u16) -> bool;
+}
+
+/// Denies everything.
+#[derive(Debug, Default)]
+pub struct DenyAll;
+
+impl NetworkPolicy for DenyAll {
+    fn allows(&self, _: SocketAddr, _: SocketUse) -> bool {
+        false
+    }
+    fn sockets_enabled(&self) -> bool {
+        false
+    }
+    fn name_lookup_enabled(&self) -> bool {
+        false
+    }
+    fn allows_http(&self, _: &str, _: u16) -> bool {
+        false
+    }
+}
+
+/// The host's loopback addresses, nothing else.
+#[derive(Debug, Default)]
+pub struct LoopbackOnly;
+
+impl NetworkPolicy for LoopbackOnly {
+    fn allows(&self, addr: SocketAddr, usage: SocketUse) -> bool {
+        let ip = addr.ip();
+        match usage {
+            // The implicit bind before a connect or first send names the
+            // unspecified address with port 0; where that socket may go is
+            // checked on connect/send. An explicit bind of 0.0.0.0 to a real
+            // port, or listening on it, would reach beyond loopback.
+            SocketUse::TcpBind | SocketUse::UdpBind => {
+                ip.is_loopback() || (ip.is_unspecified() && addr.port() == 0)
+            }
+            _ => ip.is_loopback(),
+        }
+    }
+    fn sockets_enabled(&self) -> bool {
+        true
+    }
+    fn name_lookup_enabled(&self) -> bool {
+        true
+    }
+    fn allows_http(&self, host: &str, _: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl NetworkMode {
+    /// The policy that implements this mode.
+    pub fn policy(self) -> Arc<dyn NetworkPolicy> {
+        match self {
+            NetworkMode::None => Arc::new(DenyAll),
+            NetworkMode::Host => Arc::new(LoopbackOnly),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only_refuses_everything_but_loopback() {
+        let p = LoopbackOnly;
+        let ok: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let ok6: SocketAddr = "[::1]:80".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:80".parse().unwrap();
+        let lan: SocketAddr = "192.168.1.1:80".parse().unwrap();
+        assert!(p.allows(ok, SocketUse::TcpConnect));
+        assert!(p.allows(ok6, SocketUse::TcpBind));
+        assert!(!p.allows(any, SocketUse::TcpBind));
+        assert!(!p.allows(any, SocketUse::TcpListen));
+        let implicit: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        assert!(p.allows(implicit, SocketUse::TcpBind));
+        assert!(p.allows(implicit, SocketUse::UdpBind));
+        assert!(!p.allows(implicit, SocketUse::TcpListen));
+        assert!(!p.allows(lan, SocketUse::TcpConnect));
+        assert!(p.allows_http("localhost", 80));
+        assert!(p.allows_http("127.0.0.9", 80));
+        assert!(p.allows_http("[::1]", 80));
+        assert!(!p.allows_http("example.com", 80));
+    }
+
+    #[test]
+    fn modes_parse_and_future_modes_are_refused_clearly() {
+        assert_eq!("none".parse::<NetworkMode>(), Ok(NetworkMode::None));
+        assert_eq!("host".parse::<NetworkMode>(), Ok(NetworkMode::Host));
+        let err = "awsvpc".parse::<NetworkMode>().unwrap_err();
+        assert!(err.contains("not supported yet"), "{err}");
+        assert!(
+            "wifi"
+                .parse::<NetworkMode>()
+                .unwrap_err()
+                .contains("unknown")
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! A task's sandbox: the per-instance store state, built from an
+//! [`InstanceSpec`]. Each capability (arguments and environment, mounts,
+//! stdio, network, memory) is one small piece; nothing reaches the guest
+//! that the spec did not grant.
+
+use crate::SpawnError;
+use crate::limits::{Limits, MemoryLimiter, UsageCounters};
+use crate::net::{NetworkMode, NetworkPolicy, SocketUse};
+use crate::stdio::{Output, SinkStream, Stdin};
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// A host directory made visible to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// The name the guest opens it by: an absolute path (`/data`) or a
+    /// relative name (`fixtures.dir`), exactly as `wasmtime run --dir`.
+    pub guest: String,
+    /// Refuse every write-like operation: create, write, append, truncate,
+    /// remove, rename, mkdir, symlink.
+    pub read_only: bool,
+}
+
+/// Everything that makes one instance of an artifact: the container of an
+/// ECS task, or one `skiff run`.
+#[derive(Clone)]
+pub struct InstanceSpec {
+    /// `argv`, including `argv[0]` (the program name).
+    pub args: Vec<String>,
+    /// The guest's entire environment: nothing of the host's leaks in.
+    pub env: Vec<(String, String)>,
+    /// The only parts of the host filesystem the guest can reach.
+    pub mounts: Vec<Mount>,
+    /// Memory, CPU, fuel and time limits.
+    pub limits: Limits,
+    /// The network policy every socket operation is checked against.
+    pub network: Arc<dyn NetworkPolicy>,
+    /// Where stdin comes from.
+    pub stdin: Stdin,
+    /// Where stdout goes.
+    pub stdout: Output,
+    /// Where stderr goes.
+    pub stderr: Output,
+}
+
+impl Default for InstanceSpec {
+    fn default() -> Self {
+        InstanceSpec {
+            args: Vec::new(),
+            env: Vec::new(),
+            mounts: Vec::new(),
+            limits: Limits::default(),
+            network: NetworkMode::None.policy(),
+            stdin: Stdin::Null,
+            stdout: Output::Null,
+            stderr: Output::Null,
+        }
+    }
+}
+
+impl std::fmt::Debug for InstanceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSpec")
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field("mounts", &self.mounts)
+            .field("limits", &self.limits)
+            .field("stdin", &self.stdin)
+            .field("stdout", &self.stdout)
+            .field("stderr", &self.stderr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `T` of every `Store<T>` skiff creates.
+pub(crate) struct Host {
+    wasi: WasiP1Ctx,
+    http: WasiHttpCtx,
+    hooks: HttpPolicy,
+    pub(crate) limiter: MemoryLimiter,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi.ctx()
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: self.wasi.ctx().table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl Host {
+    pub(crate) fn p1(&mut self) -> &mut WasiP1Ctx {
+        &mut self.wasi
+    }
+
+    /// Builds the sandbox for one instance. `stdin` overrides the spec's
+    /// stdin with an already-made stream (used for [`Stdin::UntilStopped`]).
+    pub(crate) fn new(
+        spec: &InstanceSpec,
+        stdin: Option<tokio::io::DuplexStream>,
+        counters: Arc<UsageCounters>,
+    ) -> Result<Host, SpawnError> {
+        let mut b = WasiCtxBuilder::new();
+        b.args(&spec.args);
+        for (k, v) in &spec.env {
+            b.env(k, v);
+        }
+        for m in &spec.mounts {
+            let perms = if m.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            b.preopened_dir(&m.host, &m.guest, perms)
+                .map_err(|e| SpawnError::Mount {
+                    host: m.host.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+        }
+        match (&spec.stdin, stdin) {
+            (_, Some(pipe)) => {
+                b.stdin(wasmtime_wasi::cli::AsyncStdinStream::new(pipe));
+            }
+            (Stdin::Null | Stdin::UntilStopped, None) => {}
+            (Stdin::Inherit, None) => {
+                b.inherit_stdin();
+            }
+            (Stdin::Bytes(bytes), None) => {
+                b.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes.clone()));
+            }
+        }
+        match &spec.stdout {
+            Output::Null => {}
+            Output::Inherit => {
+                b.stdout(std::io::stdout());
+            }
+            Output::Sink(s) => {
+                b.stdout(SinkStream(Arc::clone(s)));
+            }
+        }
+        match &spec.stderr {
+            Output::Null => {}
+            Output::Inherit => {
+                b.stderr(std::io::stderr());
+            }
+            Output::Sink(s) => {
+                b.stderr(SinkStream(Arc::clone(s)));
+            }
+        }
+        let policy = Arc::clone(&spec.network);
+        b.allow_tcp(policy.sockets_enabled())
+            .allow_udp(policy.sockets_enabled())
+            .allow_ip_name_lookup(policy.name_lookup_enabled())
+            .socket_addr_check(move |addr, usage| {
+                let allowed = policy.allows(addr, socket_use(usage));
+                Box::pin(async move { allowed })
+            });
+        Ok(Host {
+            wasi: b.build_p1(),
+            http: WasiHttpCtx::new(),
+            hooks: HttpPolicy {
+                policy: Arc::clone(&spec.network),
+            },
+            limiter: MemoryLimiter::new(spec.limits.memory, counters),
+        })
+    }
+}
+
+fn socket_use(usage: SocketAddrUse) -> SocketUse {
+    match usage {
+        SocketAddrUse::TcpBind => SocketUse::TcpBind,
+        SocketAddrUse::TcpListen => SocketUse::TcpListen,
+        SocketAddrUse::TcpAccept => SocketUse::TcpAccept,
+        SocketAddrUse::TcpConnect => SocketUse::TcpConnect,
+        SocketAddrUse::UdpBind => SocketUse::UdpBind,
+        SocketAddrUse::UdpSend => SocketUse::UdpSend,
+        SocketAddrUse::UdpReceive => SocketUse::UdpReceive,
+    }
+}
+
+/// Outgoing `wasi:http` requests pass the same network policy as sockets.
+struct HttpPolicy {
+    policy: Arc<dyn NetworkPolicy>,
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let uri = request.uri();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if !self.policy.allows_http(host, port) {
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
