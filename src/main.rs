@@ -1,0 +1,78 @@
+//! `skiff`: Amazon ECS rebuilt for WebAssembly. This binary is a thin client
+//! of the libraries: it parses, calls them, and prints.
+
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "Amazon ECS rebuilt for WebAssembly",
+    propagate_version = true
+)]
+struct Cli {
+    /// Where skiff keeps its state (compiled code, volumes).
+    #[arg(long, global = true, env = "SKIFF_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a WASI module or component, sandboxed and limited.
+    Run(Box<run::RunArgs>),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(&e),
+    };
+    init_logging();
+    let data_dir = cli.data_dir.unwrap_or_else(skiff_runtime::default_data_dir);
+    let code = match cli.command {
+        Command::Run(args) => run::run(*args, data_dir),
+    };
+    ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+}
+
+/// Help and version go to stdout as usual; a usage error is one line on
+/// stderr and exit status 2.
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
+            eprintln!("{first}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `SKIFF_LOG` takes a tracing filter (`debug`, `skiff_runtime=trace`);
+/// warnings and errors show by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,545 @@
+//! `skiff run`: one task, from a Wasm file, in the foreground.
+
+use clap::Args;
+use skiff_runtime::net::NetworkMode;
+use skiff_runtime::units::{parse_duration, parse_size};
+use skiff_runtime::{
+    ArtifactKind, InstanceSpec, Limit, Limits, LoadSource, Mount, Outcome, Output, Runtime,
+    RuntimeConfig, Stdin,
+};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+#[command(
+    override_usage = "skiff run [OPTIONS] <WASM_FILE | IMAGE_REF> [ARGS]...",
+    after_help = "Options go before the Wasm file; everything after it is passed to the guest."
+)]
+pub struct RunArgs {
+    /// Set an environment variable (KEY alone takes the host's value). The
+    /// guest sees only the variables given here.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<EnvVar>,
+
+    /// Preopen HOST at GUEST, read-write (as `wasmtime run --dir`). GUEST may
+    /// be relative (`fixtures.dir`); HOST alone is mounted at its own path.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+    dirs: Vec<DirArg>,
+
+    /// Mount a host directory or a named volume (as `docker run -v`). GUEST
+    /// must be absolute; `:ro` makes it read-only.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro|:rw]", value_parser = parse_volume)]
+    volumes: Vec<VolumeArg>,
+
+    /// Hard limit on the instance's linear memory (64m, 1g, 65536).
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = parse_memory)]
+    memory: Option<u64>,
+
+    /// CPU share in ECS units, 1024 = one core.
+    #[arg(long, value_name = "UNITS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(2..=262_144))]
+    cpu: u32,
+
+    /// Total instruction budget.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    fuel: Option<u64>,
+
+    /// Wall-clock limit (500ms, 2s, 1m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+
+    /// none (default): no network at all. host: the host's loopback only.
+    #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_network)]
+    network: NetworkMode,
+
+    /// Where an HTTP component is served (default 127.0.0.1:8080).
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOSTPORT:CONTAINERPORT", value_parser = parse_publish)]
+    publish: Option<Publish>,
+
+    /// The Wasm file (or, once registries land, an image reference), then
+    /// the guest's arguments.
+    #[arg(value_name = "WASM_FILE | IMAGE_REF", required = true, trailing_var_arg = true,
+          allow_hyphen_values = true, num_args = 1..)]
+    target_and_args: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct EnvVar(String, Option<String>);
+
+#[derive(Debug, Clone)]
+struct DirArg {
+    host: String,
+    guest: String,
+}
+
+#[derive(Debug, Clone)]
+struct VolumeArg {
+    source: VolumeSource,
+    guest: String,
+    read_only: bool,
+}
+
+#[derive(Debug, Clone)]
+enum VolumeSource {
+    Path(PathBuf),
+    Named(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Publish {
+    host: SocketAddr,
+    container_port: u16,
+}
+
+fn parse_env(s: &str) -> Result<EnvVar, String> {
+    let (key, value) = match s.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (s, None),
+    };
+    if key.is_empty() {
+        return Err(format!("`{s}` has no variable name (expected KEY=VALUE)"));
+    }
+    Ok(EnvVar(key.to_string(), value))
+}
+
+fn parse_dir(s: &str) -> Result<DirArg, String> {
+    let (host, guest) = match s.split_once("::") {
+        Some((h, g)) => (h, g),
+        None => (s, s),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("`{s}` is not HOST[::GUEST]"));
+    }
+    Ok(DirArg {
+        host: host.to_string(),
+        guest: guest.to_string(),
+    })
+}
+
+fn parse_volume(s: &str) -> Result<VolumeArg, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, guest, mode) = match parts.as_slice() {
+        [h, g] => (*h, *g, "rw"),
+        [h, g, m] => (*h, *g, *m),
+        _ => return Err(format!("`{s}` is not HOST:GUEST[:ro|:rw]")),
+    };
+    let read_only = match mode {
+        "ro" => true,
+        "rw" => false,
+        other => {
+            return Err(format!(
+                "`{s}` has an unknown mode `{other}` (expected ro or rw)"
+            ));
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host path or volume name"));
+    }
+    if !guest.starts_with('/') {
+        return Err(format!("`{s}`: the guest path `{guest}` must be absolute"));
+    }
+    let source = if host.starts_with('/') || host.starts_with('.') {
+        VolumeSource::Path(PathBuf::from(host))
+    } else if host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && host.starts_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        VolumeSource::Named(host.to_string())
+    } else {
+        return Err(format!(
+            "`{s}`: `{host}` is neither a path (start it with / or ./) nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+        ));
+    };
+    Ok(VolumeArg {
+        source,
+        guest: guest.to_string(),
+        read_only,
+    })
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err("the memory limit must be greater than zero".to_string()),
+        n => Ok(n),
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("the timeout must be greater than zero".to_string()),
+        d => Ok(d),
+    }
+}
+
+fn parse_network(s: &str) -> Result<NetworkMode, String> {
+    s.parse()
+}
+
+fn parse_publish(s: &str) -> Result<Publish, String> {
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("`{s}`: `{p}` is not a port number"))
+    };
+    // [IP:]HOSTPORT:CONTAINERPORT, where IP may be a bracketed IPv6 address.
+    let (ip, rest) = if let Some(stripped) = s.strip_prefix('[') {
+        let (ip, rest) = stripped
+            .split_once("]:")
+            .ok_or_else(|| format!("`{s}` is not [IP:]HOSTPORT:CONTAINERPORT"))?;
+        (Some(ip), rest)
+    } else {
+        match s.matches(':').count() {
+            1 => (None, s),
+            2 => {
+                let (ip, rest) = s.split_once(':').unwrap_or_default();
+                (Some(ip), rest)
+            }
+            _ => return Err(format!("`{s}` is not [IP:]HOSTPORT:CONTAINERPORT")),
+        }
+    };
+    let (host_port, container_port) = rest
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not [IP:]HOSTPORT:CONTAINERPORT"))?;
+    let ip: IpAddr = match ip {
+        Some(ip) => ip
+            .parse()
+            .map_err(|_| format!("`{s}`: `{ip}` is not an IP address"))?,
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    Ok(Publish {
+        host: SocketAddr::new(ip, port(host_port)?),
+        container_port: port(container_port)?,
+    })
+}
+
+/// Runs the command and returns the process exit status.
+pub fn run(args: RunArgs, data_dir: PathBuf) -> i32 {
+    match execute(args, data_dir) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            125
+        }
+    }
+}
+
+fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
+    let (target, guest_args) = args
+        .target_and_args
+        .split_first()
+        .ok_or("no Wasm file given")?;
+    let path = resolve_target(target)?;
+
+    let config = RuntimeConfig {
+        data_dir,
+        fuel: args.fuel.is_some(),
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(config).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let artifact = runtime.load_file(&path).map_err(|e| e.to_string())?;
+    tracing::debug!(
+        artifact = %artifact.name(),
+        kind = %artifact.kind(),
+        digest = %artifact.digest(),
+        cached = artifact.source() == LoadSource::DiskCache,
+        elapsed = ?started.elapsed(),
+        "loaded"
+    );
+
+    // argv[0] is the file's name without its directories, as wasmtime does.
+    let argv0 = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| target.clone());
+    let mut env = Vec::new();
+    for EnvVar(key, value) in &args.env {
+        match value {
+            Some(v) => env.push((key.clone(), v.clone())),
+            None => {
+                if let Ok(v) = std::env::var(key) {
+                    env.push((key.clone(), v));
+                }
+            }
+        }
+    }
+    let spec = InstanceSpec {
+        args: std::iter::once(argv0)
+            .chain(guest_args.iter().cloned())
+            .collect(),
+        env,
+        mounts: mounts(&args, runtime.config())?,
+        limits: Limits {
+            memory: args.memory,
+            cpu_units: args.cpu,
+            fuel: args.fuel,
+            timeout: args.timeout,
+        },
+        network: args.network.policy(),
+        stdin: Stdin::Inherit,
+        stdout: Output::Inherit,
+        stderr: Output::Inherit,
+    };
+
+    let tokio = match artifact.kind() {
+        ArtifactKind::HttpProxy => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+    .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+
+    match artifact.kind() {
+        ArtifactKind::HttpProxy => {
+            let publish = args.publish.unwrap_or(Publish {
+                host: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+                container_port: 8080,
+            });
+            tokio.block_on(serve(&runtime, &artifact, spec, publish))
+        }
+        _ => {
+            if let Some(p) = args.publish {
+                return Err(format!(
+                    "-p {}:{} publishes a wasi:http component, but {} is a {}; \
+                     TCP servers need --network bridge or awsvpc, which are not supported yet",
+                    p.host,
+                    p.container_port,
+                    artifact.name(),
+                    artifact.kind()
+                ));
+            }
+            tokio.block_on(run_command(&runtime, &artifact, spec))
+        }
+    }
+}
+
+/// A file path, or an image reference (refused until registries land).
+fn resolve_target(target: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(target);
+    if path.exists() {
+        return Ok(path);
+    }
+    let looks_like_path = target.starts_with(['/', '.'])
+        || [".wasm", ".wat", ".cwasm"]
+            .iter()
+            .any(|ext| target.ends_with(ext));
+    if !looks_like_path && looks_like_reference(target) {
+        return Err(format!(
+            "`{target}` is not a file, and running an image reference needs a registry, \
+             which skiff does not support yet; give the path to a .wasm file"
+        ));
+    }
+    Err(format!("cannot read {target}: no such file"))
+}
+
+/// `[registry[:port]/]name[/name...][:tag][@sha256:...]` in the OCI shape.
+fn looks_like_reference(s: &str) -> bool {
+    let (rest, digest) = match s.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (s, None),
+    };
+    if digest.is_some_and(|d| !d.starts_with("sha256:") && !d.starts_with("sha512:")) {
+        return false;
+    }
+    !rest.is_empty()
+        && rest.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '/' | ':' | '.' | '_' | '-')
+        })
+}
+
+fn mounts(args: &RunArgs, config: &RuntimeConfig) -> Result<Vec<Mount>, String> {
+    let mut mounts = Vec::new();
+    for d in &args.dirs {
+        mounts.push(Mount {
+            host: PathBuf::from(&d.host),
+            guest: d.guest.clone(),
+            read_only: false,
+        });
+    }
+    for v in &args.volumes {
+        let host = match &v.source {
+            VolumeSource::Path(p) => {
+                if !p.is_dir() {
+                    return Err(format!(
+                        "volume source {} is not a directory on this host",
+                        p.display()
+                    ));
+                }
+                p.clone()
+            }
+            VolumeSource::Named(name) => {
+                let dir = config.volumes_dir().join(name);
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    format!("cannot create volume {name} at {}: {e}", dir.display())
+                })?;
+                dir
+            }
+        };
+        mounts.push(Mount {
+            host,
+            guest: v.guest.clone(),
+            read_only: v.read_only,
+        });
+    }
+    Ok(mounts)
+}
+
+async fn run_command(
+    runtime: &Runtime,
+    artifact: &std::sync::Arc<skiff_runtime::Artifact>,
+    spec: InstanceSpec,
+) -> Result<i32, String> {
+    let mut instance = runtime.spawn(artifact, spec).map_err(|e| e.to_string())?;
+    let signal = tokio::select! {
+        outcome = instance.wait() => return Ok(report(artifact.name(), &outcome)),
+        signal = shutdown_signal() => signal,
+    };
+    instance.stop(Duration::ZERO);
+    let outcome = instance.wait().await;
+    Ok(match outcome {
+        Outcome::Stopped => 128 + signal,
+        other => report(artifact.name(), &other),
+    })
+}
+
+/// Prints how the guest ended (if it did not simply exit) and returns the
+/// exit status.
+fn report(name: &str, outcome: &Outcome) -> i32 {
+    match outcome {
+        Outcome::Exited(_) | Outcome::Stopped => {}
+        Outcome::Trapped(trap) => eprintln!("skiff: {name} trapped: {trap}"),
+        Outcome::LimitExceeded {
+            limit: limit @ Limit::Memory(_),
+            detail,
+        } => {
+            eprintln!("skiff: {name} exceeded its {limit}: {detail}");
+        }
+        Outcome::LimitExceeded { limit, .. } => {
+            eprintln!("skiff: {name} was stopped: it exceeded its {limit}");
+        }
+        Outcome::Failed(why) => eprintln!("error: {name} could not run: {why}"),
+    }
+    outcome.exit_code()
+}
+
+async fn serve(
+    runtime: &Runtime,
+    artifact: &std::sync::Arc<skiff_runtime::Artifact>,
+    spec: InstanceSpec,
+    publish: Publish,
+) -> Result<i32, String> {
+    let listener = tokio::net::TcpListener::bind(publish.host)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", publish.host))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    eprintln!(
+        "Serving HTTP on http://{local}/ (container port {})",
+        publish.container_port
+    );
+    let report = skiff_runtime::http::serve(runtime, artifact, listener, spec, async {
+        shutdown_signal().await;
+        eprintln!("skiff: shutting down, finishing requests in flight");
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    tracing::info!(
+        requests = report.requests,
+        failed = report.failed,
+        "stopped serving"
+    );
+    Ok(0)
+}
+
+/// Waits for SIGINT or SIGTERM and returns its number.
+async fn shutdown_signal() -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        _ => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = int.recv() => libc::SIGINT,
+        _ = term.recv() => libc::SIGTERM,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn dir_follows_wasmtime() {
+        let d = parse_dir("some/host/path::fixtures.dir").unwrap();
+        assert_eq!(
+            (d.host.as_str(), d.guest.as_str()),
+            ("some/host/path", "fixtures.dir")
+        );
+        let d = parse_dir("/tmp/x").unwrap();
+        assert_eq!((d.host.as_str(), d.guest.as_str()), ("/tmp/x", "/tmp/x"));
+        assert!(parse_dir("::x").is_err());
+    }
+
+    #[test]
+    fn volume_follows_docker() {
+        let v = parse_volume("/srv/data:/data:ro").unwrap();
+        assert!(v.read_only);
+        assert!(matches!(v.source, VolumeSource::Path(ref p) if p == Path::new("/srv/data")));
+        let v = parse_volume("cache:/cache").unwrap();
+        assert!(!v.read_only);
+        assert!(matches!(v.source, VolumeSource::Named(ref n) if n == "cache"));
+        assert!(
+            parse_volume("/a:relative")
+                .unwrap_err()
+                .contains("must be absolute")
+        );
+        assert!(
+            parse_volume("/a:/b:rx")
+                .unwrap_err()
+                .contains("unknown mode")
+        );
+        assert!(parse_volume("/a").is_err());
+        assert!(parse_volume("/a:/b:ro:x").is_err());
+        assert!(parse_volume("bad name:/b").is_err());
+    }
+
+    #[test]
+    fn publish_forms() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(p.host, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(p.container_port, 80);
+        let p = parse_publish("127.0.0.2:9000:80").unwrap();
+        assert_eq!(p.host, "127.0.0.2:9000".parse().unwrap());
+        let p = parse_publish("[::1]:9000:80").unwrap();
+        assert_eq!(p.host, "[::1]:9000".parse().unwrap());
+        assert!(parse_publish("8080").is_err());
+        assert!(parse_publish("host:1:2").is_err());
+        assert!(parse_publish("1:99999").is_err());
+    }
+
+    #[test]
+    fn references_are_told_from_files() {
+        assert!(looks_like_reference("localhost:5050/hello:latest"));
+        assert!(looks_like_reference("hello"));
+        assert!(looks_like_reference("ghcr.io/a/b@sha256:abc"));
+        assert!(!looks_like_reference("Hello World"));
+        assert!(
+            resolve_target("localhost:5050/hello:v1")
+                .unwrap_err()
+                .contains("registry")
+        );
+        assert!(
+            resolve_target("missing.wasm")
+                .unwrap_err()
+                .contains("cannot read")
+        );
+    }
+}
