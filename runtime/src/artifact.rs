@@ -5,6 +5,7 @@ use crate::LoadError;
 use crate::cache::{CompileCache, Lookup};
 use crate::sandbox::Host;
 use sha2::{Digest as _, Sha256};
+use std::sync::OnceLock;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -87,14 +88,12 @@ impl Artifact {
     }
 }
 
-/// The binary layer, read from the 8-byte header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layer {
-    Module,
-    Component,
-}
-
-fn layer(name: &str, bytes: &[u8]) -> Result<Layer, LoadError> {
+/// Reads what kind of program `bytes` is without compiling it: the header
+/// says module or component, a component's exports say command or HTTP
+/// proxy. Also rejects, with a reason, what is not Wasm, does not parse, or
+/// has no entry point skiff can call.
+pub fn inspect(name: &str, bytes: &[u8]) -> Result<ArtifactKind, LoadError> {
+    use wasmparser::{Encoding, Parser, Payload};
     let not_wasm = |reason: &str| LoadError::NotWasm {
         name: name.to_string(),
         reason: reason.to_string(),
@@ -107,13 +106,72 @@ fn layer(name: &str, bytes: &[u8]) -> Result<Layer, LoadError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(not_wasm("it does not start with the `\\0asm` magic number"));
     }
-    match bytes[4..8] {
-        [1, 0, 0, 0] => Ok(Layer::Module),
-        [_, _, 1, 0] => Ok(Layer::Component),
-        _ => Err(not_wasm(&format!(
+    if !matches!(bytes[4..8], [1, 0, 0, 0] | [_, _, 1, 0]) {
+        return Err(not_wasm(&format!(
             "unknown binary version {:02x?}",
             &bytes[4..8]
-        ))),
+        )));
+    }
+    let invalid = |e: wasmparser::BinaryReaderError| LoadError::Invalid {
+        name: name.to_string(),
+        reason: e.to_string(),
+    };
+
+    // Only the outermost module or component matters; nested ones are
+    // walked past (each opens with `Version` and closes with `End`).
+    let mut depth = 0usize;
+    let mut component = false;
+    let mut exports: Vec<String> = Vec::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(invalid)? {
+            Payload::Version { encoding, .. } => {
+                depth += 1;
+                if depth == 1 {
+                    component = encoding == Encoding::Component;
+                }
+            }
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    exports.push(export.map_err(invalid)?.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    exports.push(export.map_err(invalid)?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    if !component {
+        if exports.iter().any(|e| e == "_start" || e.is_empty()) {
+            return Ok(ArtifactKind::Module);
+        }
+        return Err(LoadError::Unsupported {
+            name: name.to_string(),
+            reason: "the module exports no `_start` function, so it is not a WASI command".into(),
+        });
+    }
+    let exports_iface = |iface: &str| exports.iter().any(|e| e.split('@').next() == Some(iface));
+    if exports_iface("wasi:http/incoming-handler") {
+        Ok(ArtifactKind::HttpProxy)
+    } else if exports_iface("wasi:cli/run") {
+        Ok(ArtifactKind::Command)
+    } else {
+        Err(LoadError::Unsupported {
+            name: name.to_string(),
+            reason: format!(
+                "the component exports neither `wasi:cli/run` nor \
+                 `wasi:http/incoming-handler` (it exports: {})",
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            ),
+        })
     }
 }
 
@@ -122,23 +180,44 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Everything skiff provides to guests: WASI preview 1 (and its
+/// `wasi_unstable` ancestor) to core modules; WASI 0.2 (`wasi:cli`,
+/// `wasi:filesystem`, `wasi:sockets`, `wasi:http`...) to components. Each
+/// linker is built the first time an artifact of its kind is loaded, so a
+/// process that only runs modules never pays for the component linker.
+#[derive(Default)]
 pub(crate) struct Linkers {
-    pub(crate) module: wasmtime::Linker<Host>,
-    pub(crate) component: wasmtime::component::Linker<Host>,
+    module: OnceLock<Result<wasmtime::Linker<Host>, String>>,
+    component: OnceLock<Result<wasmtime::component::Linker<Host>, String>>,
 }
 
 impl Linkers {
-    /// Everything skiff provides to guests: WASI preview 1 (and its
-    /// `wasi_unstable` ancestor) to core modules; WASI 0.2 (`wasi:cli`,
-    /// `wasi:filesystem`, `wasi:sockets`, `wasi:http`...) to components.
-    pub(crate) fn new(engine: &Engine) -> wasmtime::Result<Linkers> {
-        let mut module = wasmtime::Linker::new(engine);
-        wasmtime_wasi::p0::add_to_linker_async(&mut module, Host::p1)?;
-        wasmtime_wasi::p1::add_to_linker_async(&mut module, Host::p1)?;
-        let mut component = wasmtime::component::Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut component)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component)?;
-        Ok(Linkers { module, component })
+    fn module(&self, engine: &Engine) -> Result<&wasmtime::Linker<Host>, String> {
+        self.module
+            .get_or_init(|| {
+                let mut linker = wasmtime::Linker::new(engine);
+                wasmtime_wasi::p0::add_to_linker_async(&mut linker, Host::p1)
+                    .and_then(|()| wasmtime_wasi::p1::add_to_linker_async(&mut linker, Host::p1))
+                    .map(|()| linker)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn component(&self, engine: &Engine) -> Result<&wasmtime::component::Linker<Host>, String> {
+        self.component
+            .get_or_init(|| {
+                let mut linker = wasmtime::component::Linker::new(engine);
+                wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+                    .and_then(|()| {
+                        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+                    })
+                    .map(|()| linker)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -150,15 +229,19 @@ pub(crate) fn load(
     name: &str,
     bytes: &[u8],
 ) -> Result<Artifact, LoadError> {
-    let layer = layer(name, bytes)?;
+    let kind = inspect(name, bytes)?;
     let sha = sha256_hex(bytes);
     let invalid = |e: wasmtime::Error| LoadError::Invalid {
         name: name.to_string(),
         reason: format!("{e:#}"),
     };
+    let linker_failed = |reason: String| LoadError::Unsupported {
+        name: name.to_string(),
+        reason: format!("the WASI linker could not be built: {reason}"),
+    };
 
-    let (kind, pre, source) = match layer {
-        Layer::Module => {
+    let (pre, source) = match kind {
+        ArtifactKind::Module => {
             let (module, source) = compile_or_load(
                 cache,
                 &sha,
@@ -171,22 +254,14 @@ pub(crate) fn load(
                 Module::serialize,
             )
             .map_err(invalid)?;
-            let has_start =
-                module.get_export("_start").is_some() || module.get_export("").is_some();
-            if !has_start {
-                return Err(LoadError::Unsupported {
-                    name: name.to_string(),
-                    reason: "the module exports no `_start` function, so it is not a WASI command"
-                        .into(),
-                });
-            }
             let pre = linkers
-                .module
+                .module(engine)
+                .map_err(linker_failed)?
                 .instantiate_pre(&module)
-                .map_err(|e| unsupported_import(name, e))?;
-            (ArtifactKind::Module, Prepared::Module(pre), source)
+                .map_err(|e| unsupported(name, e))?;
+            (Prepared::Module(pre), source)
         }
-        Layer::Component => {
+        ArtifactKind::Command | ArtifactKind::HttpProxy => {
             let (component, source) = compile_or_load(
                 cache,
                 &sha,
@@ -196,33 +271,21 @@ pub(crate) fn load(
                 Component::serialize,
             )
             .map_err(invalid)?;
-            let ty = component.component_type();
-            let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-            let exports_iface =
-                |iface: &str| exports.iter().any(|e| e.split('@').next() == Some(iface));
             let pre = linkers
-                .component
+                .component(engine)
+                .map_err(linker_failed)?
                 .instantiate_pre(&component)
-                .map_err(|e| unsupported_import(name, e))?;
-            if exports_iface("wasi:http/incoming-handler") {
-                let pre = ProxyPre::new(pre).map_err(|e| unsupported(name, e))?;
-                (ArtifactKind::HttpProxy, Prepared::Proxy(pre), source)
-            } else if exports_iface("wasi:cli/run") {
-                let pre = CommandPre::new(pre).map_err(|e| unsupported(name, e))?;
-                (ArtifactKind::Command, Prepared::Command(pre), source)
+                .map_err(|e| unsupported(name, e))?;
+            if kind == ArtifactKind::HttpProxy {
+                (
+                    Prepared::Proxy(ProxyPre::new(pre).map_err(|e| unsupported(name, e))?),
+                    source,
+                )
             } else {
-                return Err(LoadError::Unsupported {
-                    name: name.to_string(),
-                    reason: format!(
-                        "the component exports neither `wasi:cli/run` nor \
-                         `wasi:http/incoming-handler` (it exports: {})",
-                        if exports.is_empty() {
-                            "nothing".to_string()
-                        } else {
-                            exports.join(", ")
-                        }
-                    ),
-                });
+                (
+                    Prepared::Command(CommandPre::new(pre).map_err(|e| unsupported(name, e))?),
+                    source,
+                )
             }
         }
     };
@@ -268,17 +331,11 @@ fn compile_or_load<T>(
     Ok((compiled, LoadSource::Compiled))
 }
 
-fn unsupported_import(name: &str, e: wasmtime::Error) -> LoadError {
-    LoadError::Unsupported {
-        name: name.to_string(),
-        reason: format!("{e:#}").replace('\n', " "),
-    }
-}
-
+/// Link errors name the import that no skiff world provides.
 fn unsupported(name: &str, e: wasmtime::Error) -> LoadError {
     LoadError::Unsupported {
         name: name.to_string(),
-        reason: format!("{e:#}"),
+        reason: format!("{e:#}").replace('\n', " "),
     }
 }
 
@@ -287,16 +344,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_decides_the_layer() {
-        assert_eq!(layer("m", b"\0asm\x01\0\0\0").unwrap(), Layer::Module);
-        assert_eq!(layer("c", b"\0asm\x0d\0\x01\0").unwrap(), Layer::Component);
-        let err = layer("x", b"hello world").unwrap_err().to_string();
+    fn inspect_reads_the_kind_without_compiling() {
+        let module = wat::parse_str(r#"(module (func (export "_start")))"#).unwrap();
+        assert_eq!(inspect("m", &module).unwrap(), ArtifactKind::Module);
+        let library = wat::parse_str(r#"(module (func (export "add")))"#).unwrap();
+        let err = inspect("lib", &library).unwrap_err().to_string();
+        assert!(err.contains("no `_start`"), "{err}");
+        // A component with a nested module that exports `_start` is still
+        // judged by its own exports.
+        let nested =
+            wat::parse_str(r#"(component (core module (func (export "_start"))))"#).unwrap();
+        let err = inspect("c", &nested).unwrap_err().to_string();
+        assert!(err.contains("exports neither"), "{err}");
+    }
+
+    #[test]
+    fn inspect_rejects_what_is_not_wasm() {
+        let err = inspect("x", b"hello world").unwrap_err().to_string();
         assert!(err.contains("x is not a WebAssembly binary"), "{err}");
-        let err = layer("elf", b"\x7fELF\x02\x01\x01\0")
+        let err = inspect("elf", b"\x7fELF\x02\x01\x01\0")
             .unwrap_err()
             .to_string();
         assert!(err.contains("precompiled"), "{err}");
-        let err = layer("v", b"\0asm\x02\0\0\0").unwrap_err().to_string();
+        let err = inspect("v", b"\0asm\x02\0\0\0").unwrap_err().to_string();
         assert!(err.contains("unknown binary version"), "{err}");
+        let err = inspect("t", b"\0asm\x01\0\0\0\x07\x10")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t is not valid WebAssembly"), "{err}");
     }
 }

@@ -13,6 +13,9 @@ pub struct RuntimeConfig {
     /// Keep compiled code on disk so a second start never compiles.
     /// Default: on. Off only for measurements of the cold path.
     pub compile_cache: bool,
+    /// Allocate instances from a pre-reserved pool (fast, the default) or
+    /// with fresh mmaps each time (`false`; only a baseline for benchmarks).
+    pub pooling: bool,
     /// How many instances may exist at once (tasks' containers plus in-flight
     /// HTTP requests). Sizes the pooling allocator. Default: 1000, the same as
     /// wasmtime's own default pool.
@@ -34,8 +37,14 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// The time slice one vCPU (1024 CPU units) gets before a guest yields
     /// to the scheduler; a task with `cpu` units runs for
-    /// `slice × cpu / 1024` before yielding. Default: 2 ms.
+    /// `cpu_slice × cpu / 1024` before yielding, at least one epoch tick and
+    /// at most `max_cpu_slice`. Under contention tasks therefore get CPU in
+    /// proportion to their units, from 256 units (one tick) up to 12.5 vCPU
+    /// (the cap). Default: 4 ms.
     pub cpu_slice: Duration,
+    /// The longest a guest runs before yielding, however many units it has:
+    /// the worst delay it can impose on the others. Default: 50 ms.
+    pub max_cpu_slice: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -43,12 +52,15 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             data_dir: default_data_dir(),
             compile_cache: true,
+            pooling: true,
+
             max_instances: 1000,
             max_memory_per_instance: 4 << 30,
             memory_keep_resident: 1 << 20,
             fuel: false,
             epoch_tick: Duration::from_millis(1),
-            cpu_slice: Duration::from_millis(2),
+            cpu_slice: Duration::from_millis(4),
+            max_cpu_slice: Duration::from_millis(50),
         }
     }
 }

@@ -14,18 +14,26 @@ pub(crate) fn build_engine(cfg: &RuntimeConfig) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     // A component is one component instance made of several core instances
     // (Rust's wasip2 output has a handful); a task may be either kind.
+    // Memories and stacks reserve address space (and a stack's guard page
+    // costs a syscall at startup), so they scale with `n` exactly; the small
+    // floors let one component with a few inner modules fit a pool of one.
     pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(4))
-        .total_memories(n.saturating_mul(2))
-        .total_tables(n.saturating_mul(4))
+        .total_core_instances(n.saturating_mul(4).max(32))
+        .total_memories(n.saturating_mul(2).max(4))
+        .total_tables(n.saturating_mul(4).max(16))
         .total_stacks(n)
         .max_memory_size(usize::try_from(cfg.max_memory_per_instance).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(cfg.memory_keep_resident)
         .table_keep_resident(cfg.memory_keep_resident);
 
+    let strategy = if cfg.pooling {
+        InstanceAllocationStrategy::Pooling(pool)
+    } else {
+        InstanceAllocationStrategy::OnDemand
+    };
     let mut config = Config::new();
     config
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .allocation_strategy(strategy)
         .memory_init_cow(true)
         .epoch_interruption(true)
         .consume_fuel(cfg.fuel)
@@ -49,7 +57,9 @@ impl EpochTicker {
             .name("skiff-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
+                    // Parked rather than asleep, so dropping the ticker
+                    // wakes it at once instead of waiting out a tick.
+                    std::thread::park_timeout(tick);
                     engine.increment_epoch();
                 }
             })?;
@@ -64,6 +74,7 @@ impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }

@@ -333,10 +333,16 @@ fn classify(
             detail,
         };
     }
-    if let Some(trap) = trap {
-        // The trap first, then where it happened.
-        let mut message = trap.to_string();
-        if let Some(backtrace) = error.downcast_ref::<WasmBacktrace>() {
+    // A trap, or a host call that failed fatally while the guest ran (such
+    // as a WASI preview 1 `proc_exit` outside 0..126): the reason first,
+    // then where in the guest it happened.
+    let backtrace = error.downcast_ref::<WasmBacktrace>();
+    if trap.is_some() || backtrace.is_some() {
+        let mut message = match trap {
+            Some(trap) => trap.to_string(),
+            None => error.root_cause().to_string(),
+        };
+        if let Some(backtrace) = backtrace {
             message.push('\n');
             message.push_str(&backtrace.to_string());
         }
@@ -366,4 +372,22 @@ impl<F: Future> Future for CpuMeter<F> {
         );
         result
     }
+}
+
+/// Instantiates `artifact` in a fresh sandbox built from `spec`, without
+/// running it: the whole start path of a task, for benchmarks.
+pub(crate) async fn instantiate_only(
+    inner: &Inner,
+    artifact: &Artifact,
+    spec: &InstanceSpec,
+) -> Result<(), SpawnError> {
+    let counters = Arc::new(UsageCounters::default());
+    let host = Host::new(spec, None, counters)?;
+    let mut store = new_store(inner, host, spec)?;
+    let result = match &artifact.pre {
+        Prepared::Module(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        Prepared::Command(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        Prepared::Proxy(pre) => pre.instantiate_async(&mut store).await.map(drop),
+    };
+    result.map_err(|e| SpawnError::Store(format!("{e:#}")))
 }

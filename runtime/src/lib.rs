@@ -37,7 +37,7 @@ mod sandbox;
 mod stdio;
 pub mod units;
 
-pub use artifact::{Artifact, ArtifactKind, LoadSource};
+pub use artifact::{Artifact, ArtifactKind, LoadSource, inspect};
 pub use config::{RuntimeConfig, default_data_dir};
 pub use instance::{Instance, Limit, Outcome};
 pub use limits::{Limits, Usage};
@@ -146,7 +146,8 @@ impl Inner {
     /// Epoch ticks a guest with `cpu_units` runs before it yields.
     pub(crate) fn slice_ticks(&self, cpu_units: u32) -> u64 {
         let tick = self.config.epoch_tick.as_nanos().max(1);
-        let slice = self.config.cpu_slice.as_nanos() * u128::from(cpu_units.max(1)) / 1024;
+        let slice = (self.config.cpu_slice.as_nanos() * u128::from(cpu_units.max(1)) / 1024)
+            .min(self.config.max_cpu_slice.as_nanos());
         u64::try_from(slice / tick).unwrap_or(u64::MAX).max(1)
     }
 }
@@ -160,12 +161,13 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Creates the engine, the linkers and the epoch thread.
+    /// Creates the engine and the epoch thread. Linkers are built when the
+    /// first artifact needing one is loaded.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let engine =
             engine::build_engine(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let linkers =
-            artifact::Linkers::new(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let linkers = artifact::Linkers::default();
+
         let cache = config
             .compile_cache
             .then(|| cache::CompileCache::new(config.compiled_cache_dir(), &engine));
@@ -223,6 +225,17 @@ impl Runtime {
         self.inner.loaded.lock().ok()?.get(sha).cloned()
     }
 
+    /// Builds a sandbox from `spec` and instantiates `artifact` in it without
+    /// running anything: exactly the work of starting a task. Benchmarks use
+    /// it to time the start path alone.
+    pub async fn instantiate_only(
+        &self,
+        artifact: &Artifact,
+        spec: &InstanceSpec,
+    ) -> Result<(), SpawnError> {
+        instance::instantiate_only(&self.inner, artifact, spec).await
+    }
+
     /// Starts an instance. Must be called within a tokio runtime; the
     /// instance runs as a task on it, preempted every CPU slice.
     pub fn spawn(
@@ -231,5 +244,23 @@ impl Runtime {
         spec: InstanceSpec,
     ) -> Result<Instance, SpawnError> {
         instance::spawn(&self.inner, artifact, spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_slices_follow_units_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(RuntimeConfig::default().with_data_dir(dir.path())).unwrap();
+        let ticks = |units| rt.inner.slice_ticks(units);
+        // 1 ms ticks, 4 ms per vCPU, capped at 50 ms, at least one tick.
+        assert_eq!(ticks(1024), 4);
+        assert_eq!(ticks(3072), 12);
+        assert_eq!(ticks(256), 1);
+        assert_eq!(ticks(2), 1);
+        assert_eq!(ticks(262_144), 50);
     }
 }
