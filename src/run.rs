@@ -59,8 +59,12 @@ pub struct RunArgs {
 
     /// The Wasm file (or, once registries land, an image reference), then
     /// the guest's arguments.
-    #[arg(value_name = "WASM_FILE | IMAGE_REF", required = true, trailing_var_arg = true,
-          allow_hyphen_values = true, num_args = 1..)]
+    #[arg(
+        value_name = "WASM_FILE | IMAGE_REF",
+        required = true,
+        trailing_var_arg = true,
+        num_args = 1..
+    )]
     target_and_args: Vec<String>,
 }
 
@@ -230,15 +234,28 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         .split_first()
         .ok_or("no Wasm file given")?;
     let path = resolve_target(target)?;
+    let name = path.display().to_string();
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    let kind = skiff_runtime::inspect(&name, &bytes).map_err(|e| e.to_string())?;
 
+    // One command needs a pool of one instance; a server needs room for
+    // every request in flight. Reserving 1000 slots (and their stacks'
+    // guard pages) would cost a one-shot command more than it runs.
     let config = RuntimeConfig {
         data_dir,
         fuel: args.fuel.is_some(),
+        max_instances: if kind == ArtifactKind::HttpProxy {
+            1000
+        } else {
+            1
+        },
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::new(config).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let artifact = runtime.load_file(&path).map_err(|e| e.to_string())?;
+    let artifact = runtime
+        .load_bytes(&name, &bytes)
+        .map_err(|e| e.to_string())?;
     tracing::debug!(
         artifact = %artifact.name(),
         kind = %artifact.kind(),
@@ -292,7 +309,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
     }
     .map_err(|e| format!("cannot start the async runtime: {e}"))?;
 
-    match artifact.kind() {
+    let code = match artifact.kind() {
         ArtifactKind::HttpProxy => {
             let publish = args.publish.unwrap_or(Publish {
                 host: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
@@ -313,7 +330,18 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
             }
             tokio.block_on(run_command(&runtime, &artifact, spec))
         }
-    }
+    }?;
+    exit_now(code)
+}
+
+/// Exits at once, without tearing down the engine: the kernel releases its
+/// address-space reservations and threads faster than unmapping them one
+/// by one would, and a one-shot command should not pay for that.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code)
 }
 
 /// A file path, or an image reference (refused until registries land).
