@@ -1,0 +1,72 @@
+//! `http::serve` from the library: requests answered, failures counted,
+//! shutdown drains.
+
+use crate::*;
+use skiff_runtime::http::{ServeError, ServeReport, serve};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_until_shutdown_and_reports() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let art = rt.load_file(app("HTTP_HELLO_P2").as_ref()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (spec, out, _) = captured(&["http-hello"]);
+    let server = tokio::spawn({
+        let rt = rt.clone();
+        async move {
+            serve(&rt, &art, listener, spec, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    });
+    let client = tokio::task::spawn_blocking(move || {
+        assert_eq!(get(addr, "/a"), (200, "Hello from skiff! path=/a\n".into()));
+        assert_eq!(get(addr, "/count"), (200, "1\n".into()));
+        assert_eq!(get(addr, "/trap").0, 500);
+    });
+    client.await.unwrap();
+    stop_tx.send(()).unwrap();
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        ServeReport {
+            requests: 2,
+            failed: 1
+        }
+    );
+    assert!(out.text().contains("http-hello: /a\n"), "{}", out.text());
+}
+
+#[tokio::test]
+async fn a_command_cannot_be_served() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let art = rt.load_file(app("HELLO_P2").as_ref()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = serve(&rt, &art, listener, InstanceSpec::default(), async {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServeError::NotHttp(_)), "{err}");
+}

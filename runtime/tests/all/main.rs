@@ -1,0 +1,55 @@
+//! Tests of the `skiff-runtime` library API, as the agent will use it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cache;
+mod cpu;
+mod http_serve;
+mod lifecycle;
+mod wasi;
+
+use skiff_runtime::{CaptureSink, InstanceSpec, Output, Runtime, RuntimeConfig};
+use std::sync::Arc;
+
+/// A runtime with its own data dir, so cache state is the test's own.
+pub fn runtime(data: &std::path::Path) -> Runtime {
+    Runtime::new(RuntimeConfig::default().with_data_dir(data)).unwrap()
+}
+
+pub fn app(name: &str) -> &'static str {
+    wasm_apps::path(name).unwrap_or_else(|| panic!("no guest program {name}"))
+}
+
+/// Both builds of a guest program: (label, path).
+pub fn both(program: &str) -> [(&'static str, &'static str); 2] {
+    let upper = program.to_uppercase().replace('-', "_");
+    [
+        ("wasip1 module", app(&format!("{upper}_P1"))),
+        ("wasip2 component", app(&format!("{upper}_P2"))),
+    ]
+}
+
+/// A spec whose stdout and stderr are captured.
+pub fn captured(args: &[&str]) -> (InstanceSpec, CaptureSink, CaptureSink) {
+    let out = CaptureSink::new();
+    let err = CaptureSink::new();
+    let spec = InstanceSpec {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        stdout: Output::Sink(Arc::new(out.clone())),
+        stderr: Output::Sink(Arc::new(err.clone())),
+        ..InstanceSpec::default()
+    };
+    (spec, out, err)
+}
+
+/// Polls `cond` until it holds; fails the test after 30 s.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,141 @@
+//! Bad input: one clear line on stderr, a non-zero exit, no panic.
+
+use crate::support::*;
+
+#[test]
+fn a_file_that_is_not_wasm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("notes.wasm");
+    std::fs::write(&path, "just some text\n").unwrap();
+    skiff(["run", path.to_str().unwrap()])
+        .run()
+        .assert_one_line_error(125, "is not a WebAssembly binary");
+}
+
+#[test]
+fn a_truncated_wasm_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(app("HELLO_P1")).unwrap();
+    let path = tmp.path().join("cut.wasm");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    skiff(["run", path.to_str().unwrap()])
+        .run()
+        .assert_one_line_error(125, "is not valid WebAssembly");
+}
+
+#[test]
+fn a_module_importing_what_no_world_provides_names_the_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = wat_file(
+        tmp.path(),
+        "needs-env.wasm",
+        r#"(module
+             (import "env" "launch_missiles" (func))
+             (func (export "_start")))"#,
+    );
+    skiff(["run", wasm.to_str().unwrap()])
+        .run()
+        .assert_one_line_error(125, "env::launch_missiles");
+}
+
+#[test]
+fn a_component_importing_what_no_world_provides_names_the_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = wat_file(
+        tmp.path(),
+        "needs-iface.wasm",
+        r#"(component
+             (import "acme:rockets/launch@1.0.0" (instance
+               (export "fire" (func))))
+             (core module $m (func (export "run") (result i32) i32.const 0))
+             (core instance $i (instantiate $m))
+             (func $run (result (result)) (canon lift (core func $i "run")))
+             (instance $cli (export "run" (func $run)))
+             (export "wasi:cli/run@0.2.0" (instance $cli)))"#,
+    );
+    skiff(["run", wasm.to_str().unwrap()])
+        .run()
+        .assert_one_line_error(125, "acme:rockets/launch@1.0.0");
+}
+
+#[test]
+fn a_module_without_an_entry_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = wat_file(tmp.path(), "lib.wasm", r#"(module (func (export "add")))"#);
+    skiff(["run", wasm.to_str().unwrap()])
+        .run()
+        .assert_one_line_error(125, "no `_start`");
+}
+
+#[test]
+fn a_missing_file() {
+    skiff(["run", "/definitely/not/here.wasm"])
+        .run()
+        .assert_one_line_error(125, "cannot read /definitely/not/here.wasm");
+}
+
+#[test]
+fn an_image_reference_is_refused_until_registries_land() {
+    skiff(["run", "localhost:5050/hello:latest"])
+        .run()
+        .assert_one_line_error(125, "registry");
+}
+
+#[test]
+fn malformed_flags_are_one_line_usage_errors() {
+    let hello = app("HELLO_P1");
+    for (args, needle) in [
+        (vec!["--volume", "/tmp"], "--volume"),
+        (vec!["-v", "/tmp:relative"], "must be absolute"),
+        (vec!["-v", "/tmp:/data:rx"], "unknown mode"),
+        (vec!["--memory", "lots"], "--memory"),
+        (vec!["-m", "12q"], "unknown unit"),
+        (vec!["-m", "0"], "greater than zero"),
+        (vec!["--timeout", "soon"], "--timeout"),
+        (vec!["--timeout", "0s"], "greater than zero"),
+        (vec!["--fuel", "lots"], "--fuel"),
+        (vec!["--network", "bridge"], "not supported yet"),
+        (vec!["--network", "wifi"], "unknown network mode"),
+        (vec!["-p", "80"], "--publish"),
+        (vec!["--dir", "::x"], "HOST[::GUEST]"),
+        (vec!["--no-such-flag"], "--no-such-flag"),
+    ] {
+        let mut cmd = vec!["run"];
+        cmd.extend(&args);
+        cmd.push(hello);
+        skiff(cmd).run().assert_one_line_error(2, needle);
+    }
+}
+
+#[test]
+fn a_volume_whose_host_side_is_missing() {
+    skiff(["run", "-v", "/no/such/dir:/data", app("HELLO_P1")])
+        .run()
+        .assert_one_line_error(125, "/no/such/dir");
+}
+
+#[test]
+fn publishing_a_command_is_refused() {
+    skiff(["run", "-p", "127.0.0.1:0:80", app("HELLO_P1")])
+        .run()
+        .assert_one_line_error(125, "wasi:http");
+}
+
+#[test]
+fn no_file_at_all_is_a_usage_error() {
+    let out = skiff(["run"]).run();
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+}
+
+#[test]
+fn a_component_with_nothing_to_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = wat_file(tmp.path(), "empty.wasm", "(component)");
+    skiff(["run", wasm.to_str().unwrap()])
+        .run()
+        .assert_one_line_error(
+            125,
+            "exports neither `wasi:cli/run` nor `wasi:http/incoming-handler`",
+        );
+}

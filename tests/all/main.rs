@@ -1,0 +1,14 @@
+//! End-to-end tests of the `skiff` binary: what a user types, what they see.
+//! One test binary (faster to link), one module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod exit_status;
+mod http;
+mod limits;
+mod network;
+mod run_flags;
+mod sandbox;
+mod streaming;
+mod support;

@@ -1,0 +1,129 @@
+//! `--network none` (the default) denies every socket operation; `host`
+//! allows loopback and nothing else.
+
+use crate::support::*;
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+
+#[test]
+fn none_denies_tcp_udp_and_name_lookup() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let udp_addr = udp.local_addr().unwrap().to_string();
+    for (kind, probe) in both("net-probe") {
+        for (op, target) in [
+            ("connect", addr.as_str()),
+            ("bind", "127.0.0.1:0"),
+            ("udp", udp_addr.as_str()),
+            ("lookup", "localhost"),
+        ] {
+            let out = skiff(["run", probe, op, target]).run();
+            assert_eq!(
+                out.code, 1,
+                "{kind}: {op} {target} succeeded: {}",
+                out.stdout
+            );
+            assert!(
+                out.stderr.contains(&format!("{op} failed")),
+                "{kind}: {}",
+                out.stderr
+            );
+        }
+    }
+    // Nothing reached the host.
+    assert!(listener.accept().is_err(), "a connection got through");
+    assert!(
+        udp.recv_from(&mut [0u8; 16]).is_err(),
+        "a datagram got through"
+    );
+}
+
+#[test]
+fn host_allows_loopback_tcp_and_udp() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let out = skiff([
+        "run",
+        "--network",
+        "host",
+        app("NET_PROBE_P2"),
+        "connect",
+        &addr,
+    ])
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), format!("ok connected to {addr}"));
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut buf = Vec::new();
+    conn.read_to_end(&mut buf).unwrap();
+
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let target = udp.local_addr().unwrap().to_string();
+    let out = skiff([
+        "run",
+        "--network",
+        "host",
+        app("NET_PROBE_P2"),
+        "udp",
+        &target,
+    ])
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut buf = [0u8; 16];
+    let (n, from) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    assert!(from.ip().is_loopback());
+
+    let out = skiff([
+        "run",
+        "--network",
+        "host",
+        app("NET_PROBE_P2"),
+        "bind",
+        "127.0.0.1:0",
+    ])
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("ok listening on 127.0.0.1:"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn host_refuses_listening_beyond_loopback() {
+    let out = skiff([
+        "run",
+        "--network",
+        "host",
+        app("NET_PROBE_P2"),
+        "bind",
+        "0.0.0.0:0",
+    ])
+    .run();
+    assert_eq!(
+        out.code, 1,
+        "listening on 0.0.0.0 was allowed: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn wasip1_modules_have_no_sockets_even_on_host() {
+    let out = skiff([
+        "run",
+        "--network",
+        "host",
+        app("NET_PROBE_P1"),
+        "bind",
+        "127.0.0.1:0",
+    ])
+    .run();
+    assert_eq!(out.code, 1, "{}", out.stdout);
+}

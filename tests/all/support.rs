@@ -1,0 +1,182 @@
+//! Helpers to run the real `skiff` binary the way a user does.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The skiff binary built for these tests.
+pub fn skiff_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_skiff")
+}
+
+/// A data dir shared by the tests of this run: compiled guests are reused
+/// across tests (and the concurrent writes exercise the atomic cache).
+pub fn shared_data_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("skiff-test-data")
+}
+
+/// What a finished `skiff` process left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Finished {
+    pub fn stdout_lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    /// Asserts the process failed with exactly one line on stderr and no
+    /// trace of a Rust panic or backtrace.
+    pub fn assert_one_line_error(&self, code: i32, needle: &str) {
+        assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one line of error, got: {:?}",
+            self.stderr
+        );
+        assert!(
+            lines[0].contains(needle),
+            "error {:?} does not mention {needle:?}",
+            lines[0]
+        );
+        assert!(lines[0].starts_with("error: "), "{:?}", lines[0]);
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        assert!(!self.stderr.contains("RUST_BACKTRACE"), "{}", self.stderr);
+    }
+}
+
+/// A `skiff` command with its data dir set (the shared one unless changed).
+pub struct Skiff {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+    limit: Duration,
+}
+
+pub fn skiff<I, S>(args: I) -> Skiff
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(skiff_bin());
+    cmd.args(args)
+        .env("SKIFF_DATA_DIR", shared_data_dir())
+        .env_remove("SKIFF_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Skiff {
+        cmd,
+        stdin: None,
+        limit: Duration::from_secs(60),
+    }
+}
+
+impl Skiff {
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.cmd.env("SKIFF_DATA_DIR", dir);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    pub fn stdin(mut self, bytes: &[u8]) -> Self {
+        self.stdin = Some(bytes.to_vec());
+        self.cmd.stdin(Stdio::piped());
+        self
+    }
+
+    pub fn spawn(mut self) -> Child {
+        self.cmd.spawn().expect("start skiff")
+    }
+
+    /// Runs to completion (killing it after a generous limit, so a hang is
+    /// a failure rather than a stuck CI job).
+    pub fn run(mut self) -> Finished {
+        let start = Instant::now();
+        let mut child = self.cmd.spawn().expect("start skiff");
+        if let Some(bytes) = self.stdin.take() {
+            let mut stdin = child.stdin.take().expect("stdin");
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = stdin.write_all(&bytes);
+            });
+        }
+        let stdout = reader(child.stdout.take().expect("stdout"));
+        let stderr = reader(child.stderr.take().expect("stderr"));
+        let status = wait_with_limit(&mut child, self.limit);
+        Finished {
+            code: status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+            elapsed: start.elapsed(),
+        }
+    }
+}
+
+fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Waits for `child`; kills it and panics if it outlives `limit`.
+pub fn wait_with_limit(child: &mut Child, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return exit_code(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("skiff did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// A guest program built by `wasm-apps`.
+pub fn app(name: &str) -> &'static str {
+    wasm_apps::path(name).unwrap_or_else(|| panic!("no guest program {name}"))
+}
+
+/// Both builds of a guest program: (label, path).
+pub fn both(program: &str) -> [(&'static str, &'static str); 2] {
+    let upper = program.to_uppercase().replace('-', "_");
+    [
+        ("wasip1 module", app(&format!("{upper}_P1"))),
+        ("wasip2 component", app(&format!("{upper}_P2"))),
+    ]
+}
+
+/// Writes a WAT module to a temp file and returns its path.
+pub fn wat_file(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let bytes = wat::parse_str(wat).expect("valid wat");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write wasm");
+    path
+}
