@@ -3,7 +3,7 @@
 //! An entry is keyed by the artifact's sha256 and the engine's compatibility
 //! hash (wasmtime version, target, and every setting that changes generated
 //! code, fuel metering included), so a changed file or engine never meets a
-//! stale entry. Entries are written atomically (temp file, fsync, rename) and
+//! stale entry. Entries are written atomically (temp file, rename) and
 //! end with a trailer holding an xxh3-128 checksum of the payload, so a
 //! truncated or corrupted entry is detected, removed and compiled again
 //! rather than handed to wasmtime, which trusts serialized code.
@@ -100,51 +100,18 @@ fn payload_len(data: &[u8]) -> Option<usize> {
     (xxh3_128(&data[..body_len]) == sum).then_some(body_len)
 }
 
-/// Writes `parts` to a temporary file beside `path`, fsyncs it and renames it
-/// into place, so readers see either nothing or the whole file.
-pub(crate) fn write_atomically(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+/// Writes `parts` to a temporary file beside `path` and renames it into
+/// place, so readers see either nothing or a whole file. There is no fsync:
+/// an entry torn by a power cut fails its checksum and is compiled again,
+/// which is cheaper than making every first start wait for the disk.
+fn write_atomically(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile_in(dir, path)?;
-    let result = (|| {
-        for part in parts {
-            tmp.1.write_all(part)?;
-        }
-        tmp.1.sync_all()?;
-        fs::rename(&tmp.0, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp.0);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    for part in parts {
+        tmp.write_all(part)?;
     }
-    result?;
-    // Make the rename itself durable.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
-}
-
-fn tempfile_in(dir: &Path, target: &Path) -> io::Result<(PathBuf, fs::File)> {
-    let stem = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for attempt in 0..16u32 {
-        let name = format!(".{stem}.{}.{attempt}.tmp", std::process::id());
-        let candidate = dir.join(name);
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&candidate)
-        {
-            Ok(f) => return Ok((candidate, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "could not create a temporary file",
-    ))
 }
 
 #[cfg(test)]
