@@ -4,6 +4,9 @@
 //! - `/sleep?ms=N` → waits N milliseconds before answering (for drain tests)
 //! - `/echo` → answers with the request body
 //! - `/trap` → traps, so the host must answer 500 and keep serving
+//! - `/count` → how many requests this instance has handled: always 1 when
+//!   every request gets a fresh instance
+//! - `/env` → the instance's environment, one `KEY=VALUE` per line
 //!
 //! Every request also prints one line on stdout, which the host streams.
 
@@ -13,6 +16,8 @@ use wasip2::http::types::{
 use wasip2::io::streams::StreamError;
 
 struct HttpHello;
+
+static HANDLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn read_body(request: &IncomingRequest) -> Vec<u8> {
     let mut data = Vec::new();
@@ -57,6 +62,7 @@ fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) 
 
 impl wasip2::exports::http::incoming_handler::Guest for HttpHello {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let handled = HANDLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let path = request.path_with_query().unwrap_or_else(|| "/".to_string());
         println!("http-hello: {path}");
         if let Some(query) = path.strip_prefix("/sleep?ms=") {
@@ -68,6 +74,13 @@ impl wasip2::exports::http::incoming_handler::Guest for HttpHello {
             respond(out, 200, "application/octet-stream", &body);
         } else if path == "/trap" {
             core::arch::wasm32::unreachable();
+        } else if path == "/count" {
+            respond(out, 200, "text/plain", format!("{handled}\n").as_bytes());
+        } else if path == "/env" {
+            let mut vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}\n")).collect();
+            vars.sort();
+            respond(out, 200, "text/plain", vars.concat().as_bytes());
+
         } else {
             respond(
                 out,
