@@ -237,6 +237,13 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
     let name = path.display().to_string();
     let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
     let kind = skiff_runtime::inspect(&name, &bytes).map_err(|e| e.to_string())?;
+    if let (Some(p), false) = (args.publish, kind == ArtifactKind::HttpProxy) {
+        return Err(format!(
+            "-p {}:{} publishes a wasi:http component, but {name} is a {kind}; \
+             TCP servers need --network bridge or awsvpc, which are not supported yet",
+            p.host, p.container_port,
+        ));
+    }
 
     // One command needs a pool of one instance; a server needs room for
     // every request in flight. Reserving 1000 slots (and their stacks'
@@ -251,6 +258,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         },
         ..RuntimeConfig::default()
     };
+    let mounts = mounts(&args, &config)?;
     let runtime = Runtime::new(config).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let artifact = runtime
@@ -286,7 +294,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
             .chain(guest_args.iter().cloned())
             .collect(),
         env,
-        mounts: mounts(&args, runtime.config())?,
+        mounts,
         limits: Limits {
             memory: args.memory,
             cpu_units: args.cpu,
@@ -317,19 +325,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
             });
             tokio.block_on(serve(&runtime, &artifact, spec, publish))
         }
-        _ => {
-            if let Some(p) = args.publish {
-                return Err(format!(
-                    "-p {}:{} publishes a wasi:http component, but {} is a {}; \
-                     TCP servers need --network bridge or awsvpc, which are not supported yet",
-                    p.host,
-                    p.container_port,
-                    artifact.name(),
-                    artifact.kind()
-                ));
-            }
-            tokio.block_on(run_command(&runtime, &artifact, spec))
-        }
+        _ => tokio.block_on(run_command(&runtime, &artifact, spec)),
     }?;
     exit_now(code)
 }
