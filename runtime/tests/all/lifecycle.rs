@@ -233,3 +233,44 @@ fn load_errors_say_what_is_wrong() {
         .to_string();
     assert!(err.contains("cannot read /no/such.wasm"), "{err}");
 }
+
+/// Thousands of tasks share a couple of threads: 2000 guests sleeping at
+/// once on a two-worker runtime, then all stopped.
+#[test]
+fn two_thousand_sleeping_tasks_share_two_threads() {
+    let exec = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    exec.block_on(async {
+        let data = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(RuntimeConfig {
+            max_instances: 2000,
+            ..RuntimeConfig::default().with_data_dir(data.path())
+        })
+        .unwrap();
+        let sleeper = rt.load_file(app("SLEEPER_P1").as_ref()).unwrap();
+        let sink = CaptureSink::new();
+        let mut tasks = Vec::new();
+        for _ in 0..2000 {
+            let spec = InstanceSpec {
+                args: vec!["sleeper".into()],
+                stdout: Output::Sink(std::sync::Arc::new(sink.clone())),
+                ..InstanceSpec::default()
+            };
+            tasks.push(rt.spawn(&sleeper, spec).unwrap());
+        }
+        wait_until("all 2000 are running", || {
+            sink.text().matches("sleeper: started").count() == 2000
+        })
+        .await;
+        assert!(tasks.iter().all(|t| !t.is_finished()));
+        for task in &tasks {
+            task.stop(Duration::ZERO);
+        }
+        for mut task in tasks {
+            assert_eq!(task.wait().await, Outcome::Stopped);
+        }
+    });
+}
