@@ -242,3 +242,56 @@ fn a_request_without_a_host_is_a_client_error() {
     assert_eq!(get(server.addr, "/").0, 200);
     assert_eq!(server.terminate(), 0);
 }
+
+/// An upstream on loopback answering every request with `body`; it reports
+/// each request line it saw.
+fn upstream(body: &'static str) -> (SocketAddr, mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
+                    break;
+                }
+            }
+            let _ = tx.send(request_line.trim().to_string());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn outgoing_http_is_denied_without_network() {
+    let (up, seen) = upstream("should not be reached");
+    let mut server = Server::start(&[]);
+    let (status, body) = get(server.addr, &format!("/fetch?url=http://{up}/x"));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert!(seen.try_recv().is_err(), "the request reached the upstream");
+    assert_eq!(server.terminate(), 0);
+}
+
+#[test]
+fn outgoing_http_to_loopback_works_on_the_host_network() {
+    let (up, seen) = upstream("upstream says hi");
+    let mut server = Server::start(&["--network", "host"]);
+    let (status, body) = get(server.addr, &format!("/fetch?url=http://{up}/x"));
+    assert_eq!((status, body.as_str()), (200, "upstream says hi"));
+    assert_eq!(
+        seen.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "GET /x HTTP/1.1"
+    );
+    assert_eq!(server.terminate(), 0);
+}

@@ -7,26 +7,25 @@
 //! - `/count` → how many requests this instance has handled: always 1 when
 //!   every request gets a fresh instance
 //! - `/env` → the instance's environment, one `KEY=VALUE` per line
+//! - `/fetch?url=http://HOST:PORT/PATH` → makes an outgoing `wasi:http`
+//!   request and answers with its status and body, or 502 and the error
+//!   code when the host refuses or the request fails
 //!
 //! Every request also prints one line on stdout, which the host streams.
 
+use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    Fields, IncomingBody, IncomingRequest, IncomingResponse, OutgoingBody, OutgoingRequest,
+    OutgoingResponse, ResponseOutparam, Scheme,
 };
-use wasip2::io::streams::StreamError;
+use wasip2::io::streams::{InputStream, StreamError};
 
 struct HttpHello;
 
 static HANDLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn read_body(request: &IncomingRequest) -> Vec<u8> {
+fn read_all(stream: &InputStream) -> Vec<u8> {
     let mut data = Vec::new();
-    let Ok(body) = request.consume() else {
-        return data;
-    };
-    let Ok(stream) = body.stream() else {
-        return data;
-    };
     loop {
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => data.extend_from_slice(&chunk),
@@ -34,9 +33,54 @@ fn read_body(request: &IncomingRequest) -> Vec<u8> {
             Err(StreamError::LastOperationFailed(_)) => break,
         }
     }
+    data
+}
+
+fn read_body(request: &IncomingRequest) -> Vec<u8> {
+    let Ok(body) = request.consume() else {
+        return Vec::new();
+    };
+    let Ok(stream) = body.stream() else {
+        return Vec::new();
+    };
+    let data = read_all(&stream);
     drop(stream);
     let _ = IncomingBody::finish(body);
     data
+}
+
+fn response_body(response: &IncomingResponse) -> Vec<u8> {
+    let Ok(body) = response.consume() else {
+        return Vec::new();
+    };
+    let Ok(stream) = body.stream() else {
+        return Vec::new();
+    };
+    let data = read_all(&stream);
+    drop(stream);
+    let _ = IncomingBody::finish(body);
+    data
+}
+
+/// GETs an `http://` URL through `wasi:http/outgoing-handler`.
+fn fetch(url: &str) -> Result<(u16, Vec<u8>), String> {
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "bad scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
+    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    pending.subscribe().block();
+    let response = pending
+        .get()
+        .ok_or("no response")?
+        .map_err(|()| "response already taken")?
+        .map_err(|e| format!("{e:?}"))?;
+    Ok((response.status(), response_body(&response)))
 }
 
 fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
@@ -74,7 +118,13 @@ impl wasip2::exports::http::incoming_handler::Guest for HttpHello {
             respond(out, 200, "application/octet-stream", &body);
         } else if path == "/trap" {
             core::arch::wasm32::unreachable();
+        } else if let Some(url) = path.strip_prefix("/fetch?url=") {
+            match fetch(url) {
+                Ok((status, body)) => respond(out, status, "application/octet-stream", &body),
+                Err(e) => respond(out, 502, "text/plain", format!("fetch failed: {e}\n").as_bytes()),
+            }
         } else if path == "/count" {
+
             respond(out, 200, "text/plain", format!("{handled}\n").as_bytes());
         } else if path == "/env" {
             let mut vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}\n")).collect();
