@@ -181,6 +181,12 @@ async fn instantiate_and_call(
         )
     };
     let inner = &state.runtime.inner;
+    // A request beyond the pool's capacity waits for a slot rather than
+    // failing.
+    let slot = Arc::clone(&inner.slots)
+        .acquire_owned()
+        .await
+        .map_err(|e| internal("instance pool", &e))?;
     let counters = Arc::new(UsageCounters::default());
     let host = Host::new(&state.spec, None, counters).map_err(|e| internal("sandbox", &e))?;
     let mut store =
@@ -202,6 +208,8 @@ async fn instantiate_and_call(
     // The guest keeps running after it has sent the response head, to write
     // the body, so it runs in its own task.
     let guest = tokio::spawn(async move {
+        // The pool slot is held until the guest is done with it.
+        let _slot = slot;
         let call = async {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy

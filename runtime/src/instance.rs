@@ -165,6 +165,9 @@ pub(crate) fn spawn(
         return Err(SpawnError::FuelDisabled);
     }
     let handle = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoExecutor)?;
+    let slot = Arc::clone(&inner.slots)
+        .try_acquire_owned()
+        .map_err(|_| SpawnError::AtCapacity(inner.config.max_instances))?;
 
     let counters = Arc::new(UsageCounters::default());
     let (stdin_writer, stdin_reader) = match spec.stdin {
@@ -180,6 +183,7 @@ pub(crate) fn spawn(
     let (stop_tx, stop_rx) = watch::channel(None);
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let supervised = supervise(
+        slot,
         store,
         Arc::clone(artifact),
         spec.limits.clone(),
@@ -226,6 +230,8 @@ pub(crate) fn new_store(
 }
 
 async fn supervise(
+    // Held until the instance ends, freeing its slot in the pool.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     mut store: Store<Host>,
     artifact: Arc<Artifact>,
     limits: crate::Limits,

@@ -121,6 +121,9 @@ pub enum SpawnError {
     /// The store could not be set up.
     #[error("cannot set up the instance: {0}")]
     Store(String),
+    /// Every instance slot of the pool is in use.
+    #[error("all {0} instance slots are in use")]
+    AtCapacity(u32),
     /// `spawn` was called outside a tokio runtime.
     #[error("instances must be spawned from within a tokio runtime")]
     NoExecutor,
@@ -138,6 +141,9 @@ pub(crate) struct Inner {
     linkers: artifact::Linkers,
     cache: Option<cache::CompileCache>,
     loaded: Mutex<HashMap<String, Arc<Artifact>>>,
+    /// One permit per instance the pool can hold, taken by every running
+    /// task and in-flight HTTP request.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
     pub(crate) next_id: AtomicU64,
     _ticker: engine::EpochTicker,
 }
@@ -167,7 +173,7 @@ impl Runtime {
         let engine =
             engine::build_engine(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let linkers = artifact::Linkers::default();
-
+        let slots = usize::try_from(config.max_instances.max(1)).unwrap_or(usize::MAX);
         let cache = config
             .compile_cache
             .then(|| cache::CompileCache::new(config.compiled_cache_dir(), &engine));
@@ -179,6 +185,7 @@ impl Runtime {
                 linkers,
                 cache,
                 loaded: Mutex::new(HashMap::new()),
+                slots: Arc::new(tokio::sync::Semaphore::new(slots)),
                 next_id: AtomicU64::new(1),
                 _ticker: ticker,
             }),

@@ -30,11 +30,7 @@ fn progress(out: &CaptureSink) -> usize {
 /// may starve.
 #[test]
 fn contended_tasks_share_cpu_by_units() {
-    let exec = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    exec.block_on(async {
+    one_thread().block_on(async {
         let data = tempfile::tempdir().unwrap();
         let rt = runtime(data.path());
         let (mut small, small_out) = burner(&rt, 1024);
@@ -70,11 +66,7 @@ fn contended_tasks_share_cpu_by_units() {
 /// the guest yields after each CPU slice.
 #[test]
 fn a_spinning_guest_does_not_starve_the_runtime() {
-    let exec = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    exec.block_on(async {
+    one_thread().block_on(async {
         let data = tempfile::tempdir().unwrap();
         let rt = runtime(data.path());
         let (mut spinner, _) = burner(&rt, 262_144);

@@ -70,3 +70,42 @@ async fn a_command_cannot_be_served() {
         .unwrap_err();
     assert!(matches!(err, ServeError::NotHttp(_)), "{err}");
 }
+
+/// More requests in flight than the pool has slots: they queue, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_pool_wait_for_a_slot() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 2,
+        ..RuntimeConfig::default().with_data_dir(data.path())
+    })
+    .unwrap();
+    let art = rt.load_file(app("HTTP_HELLO_P2").as_ref()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let rt = rt.clone();
+        async move {
+            serve(&rt, &art, listener, InstanceSpec::default(), async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    });
+    let clients: Vec<_> = (0..8)
+        .map(|_| tokio::task::spawn_blocking(move || get(addr, "/sleep?ms=100")))
+        .collect();
+    for c in clients {
+        assert_eq!(c.await.unwrap(), (200, "slept 100ms\n".to_string()));
+    }
+    stop_tx.send(()).unwrap();
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        ServeReport {
+            requests: 8,
+            failed: 0
+        }
+    );
+}

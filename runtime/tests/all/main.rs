@@ -16,17 +16,14 @@ pub fn runtime(data: &std::path::Path) -> Runtime {
     Runtime::new(RuntimeConfig::default().with_data_dir(data)).unwrap()
 }
 
-pub fn app(name: &str) -> &'static str {
-    wasm_apps::path(name).unwrap_or_else(|| panic!("no guest program {name}"))
-}
+pub use wasm_apps::{app, both};
 
-/// Both builds of a guest program: (label, path).
-pub fn both(program: &str) -> [(&'static str, &'static str); 2] {
-    let upper = program.to_uppercase().replace('-', "_");
-    [
-        ("wasip1 module", app(&format!("{upper}_P1"))),
-        ("wasip2 component", app(&format!("{upper}_P2"))),
-    ]
+/// A runtime on the calling thread only, so instances contend for it.
+pub fn one_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A spec whose stdout and stderr are captured.
