@@ -41,19 +41,16 @@ fn none_denies_tcp_udp_and_name_lookup() {
     );
 }
 
+/// net-probe (the wasip2 component) under `--network host`.
+fn host_probe(op: &str, target: &str) -> Finished {
+    skiff(["run", "--network", "host", app("NET_PROBE_P2"), op, target]).run()
+}
+
 #[test]
 fn host_allows_loopback_tcp_and_udp() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let out = skiff([
-        "run",
-        "--network",
-        "host",
-        app("NET_PROBE_P2"),
-        "connect",
-        &addr,
-    ])
-    .run();
+    let out = host_probe("connect", &addr);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), format!("ok connected to {addr}"));
     let (mut conn, _) = listener.accept().unwrap();
@@ -64,30 +61,14 @@ fn host_allows_loopback_tcp_and_udp() {
     udp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     let target = udp.local_addr().unwrap().to_string();
-    let out = skiff([
-        "run",
-        "--network",
-        "host",
-        app("NET_PROBE_P2"),
-        "udp",
-        &target,
-    ])
-    .run();
+    let out = host_probe("udp", &target);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let mut buf = [0u8; 16];
     let (n, from) = udp.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"ping");
     assert!(from.ip().is_loopback());
 
-    let out = skiff([
-        "run",
-        "--network",
-        "host",
-        app("NET_PROBE_P2"),
-        "bind",
-        "127.0.0.1:0",
-    ])
-    .run();
+    let out = host_probe("bind", "127.0.0.1:0");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout.starts_with("ok listening on 127.0.0.1:"),
@@ -98,15 +79,7 @@ fn host_allows_loopback_tcp_and_udp() {
 
 #[test]
 fn host_refuses_listening_beyond_loopback() {
-    let out = skiff([
-        "run",
-        "--network",
-        "host",
-        app("NET_PROBE_P2"),
-        "bind",
-        "0.0.0.0:0",
-    ])
-    .run();
+    let out = host_probe("bind", "0.0.0.0:0");
     assert_eq!(
         out.code, 1,
         "listening on 0.0.0.0 was allowed: {}",

@@ -159,19 +159,7 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-/// A guest program built by `wasm-apps`.
-pub fn app(name: &str) -> &'static str {
-    wasm_apps::path(name).unwrap_or_else(|| panic!("no guest program {name}"))
-}
-
-/// Both builds of a guest program: (label, path).
-pub fn both(program: &str) -> [(&'static str, &'static str); 2] {
-    let upper = program.to_uppercase().replace('-', "_");
-    [
-        ("wasip1 module", app(&format!("{upper}_P1"))),
-        ("wasip2 component", app(&format!("{upper}_P2"))),
-    ]
-}
+pub use wasm_apps::{app, both};
 
 /// Writes a WAT module to a temp file and returns its path.
 pub fn wat_file(dir: &Path, name: &str, wat: &str) -> PathBuf {
