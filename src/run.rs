@@ -8,7 +8,7 @@ use skiff_runtime::{
     RuntimeConfig, Stdin,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -53,7 +53,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_network)]
     network: NetworkMode,
 
-    /// Where an HTTP component is served (default 127.0.0.1:8080).
+    /// Where an HTTP component is served (default 127.0.0.1:8080; HOSTPORT 0
+    /// picks a free port). A wasi:http component answers every request, so
+    /// CONTAINERPORT only labels it in the startup line.
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOSTPORT:CONTAINERPORT", value_parser = parse_publish)]
     publish: Option<Publish>,
 
@@ -374,26 +376,30 @@ fn looks_like_reference(s: &str) -> bool {
         })
 }
 
+/// The mounts of `--dir` and `-v`, checked before anything is compiled:
+/// every host side must be a directory (WASI preopens are directories).
 fn mounts(args: &RunArgs, config: &RuntimeConfig) -> Result<Vec<Mount>, String> {
+    let host_dir = |p: &Path, flag: &str| {
+        if p.is_dir() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!(
+                "{flag} {} is not a directory on this host",
+                p.display()
+            ))
+        }
+    };
     let mut mounts = Vec::new();
     for d in &args.dirs {
         mounts.push(Mount {
-            host: PathBuf::from(&d.host),
+            host: host_dir(Path::new(&d.host), "--dir")?,
             guest: d.guest.clone(),
             read_only: false,
         });
     }
     for v in &args.volumes {
         let host = match &v.source {
-            VolumeSource::Path(p) => {
-                if !p.is_dir() {
-                    return Err(format!(
-                        "volume source {} is not a directory on this host",
-                        p.display()
-                    ));
-                }
-                p.clone()
-            }
+            VolumeSource::Path(p) => host_dir(p, "volume source")?,
             VolumeSource::Named(name) => {
                 let dir = config.volumes_dir().join(name);
                 std::fs::create_dir_all(&dir).map_err(|e| {
@@ -498,7 +504,6 @@ async fn shutdown_signal() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     #[test]
     fn dir_follows_wasmtime() {

@@ -108,10 +108,17 @@ fn malformed_flags_are_one_line_usage_errors() {
 }
 
 #[test]
-fn a_volume_whose_host_side_is_missing() {
+fn a_mount_whose_host_side_is_missing_or_a_file() {
     skiff(["run", "-v", "/no/such/dir:/data", app("HELLO_P1")])
         .run()
-        .assert_one_line_error(125, "/no/such/dir");
+        .assert_one_line_error(125, "/no/such/dir is not a directory");
+    skiff(["run", "--dir", "/no/such/dir", app("HELLO_P1")])
+        .run()
+        .assert_one_line_error(125, "--dir /no/such/dir is not a directory");
+    let file = app("HELLO_P1");
+    skiff(["run", "--dir", &format!("{file}::/x"), file])
+        .run()
+        .assert_one_line_error(125, "is not a directory");
 }
 
 #[test]
