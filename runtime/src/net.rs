@@ -17,7 +17,9 @@ pub enum NetworkMode {
     None,
     /// The host's loopback network: the guest may bind and connect on
     /// 127.0.0.0/8 and ::1, and nothing else. Binding the unspecified
-    /// address (0.0.0.0) is refused, since that would listen beyond loopback.
+    /// address (0.0.0.0) is refused, since that would listen beyond loopback,
+    /// and so is name lookup, since the host's resolver would carry the
+    /// guest's queries off the machine: use `127.0.0.1` or `::1`.
     Host,
 }
 
@@ -100,7 +102,7 @@ impl NetworkPolicy for DenyAll {
     }
 }
 
-/// The host's loopback addresses, nothing else.
+/// The host's loopback addresses, nothing else: no name lookup either.
 #[derive(Debug, Default)]
 pub struct LoopbackOnly;
 
@@ -122,7 +124,7 @@ impl NetworkPolicy for LoopbackOnly {
         true
     }
     fn name_lookup_enabled(&self) -> bool {
-        true
+        false
     }
     fn allows_http(&self, host: &str, _: u16) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -161,7 +163,11 @@ mod tests {
         assert!(p.allows(implicit, SocketUse::UdpBind));
         assert!(!p.allows(implicit, SocketUse::TcpListen));
         assert!(!p.allows(lan, SocketUse::TcpConnect));
+        assert!(p.sockets_enabled());
+        assert!(!p.name_lookup_enabled(), "DNS would leave the machine");
+        assert!(!DenyAll.sockets_enabled() && !DenyAll.name_lookup_enabled());
         assert!(p.allows_http("localhost", 80));
+
         assert!(p.allows_http("127.0.0.9", 80));
         assert!(p.allows_http("[::1]", 80));
         assert!(!p.allows_http("example.com", 80));
