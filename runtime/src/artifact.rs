@@ -133,7 +133,11 @@ pub fn inspect(name: &str, bytes: &[u8]) -> Result<ArtifactKind, LoadError> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ExportSection(reader) if depth == 1 => {
                 for export in reader {
-                    exports.push(export.map_err(invalid)?.name.to_string());
+                    let export = export.map_err(invalid)?;
+                    // Only functions can be entry points.
+                    if export.kind == wasmparser::ExternalKind::Func {
+                        exports.push(export.name.to_string());
+                    }
                 }
             }
             Payload::ComponentExportSection(reader) if depth == 1 => {
@@ -231,10 +235,7 @@ pub(crate) fn load(
 ) -> Result<Artifact, LoadError> {
     let kind = inspect(name, bytes)?;
     let sha = sha256_hex(bytes);
-    let invalid = |e: wasmtime::Error| LoadError::Invalid {
-        name: name.to_string(),
-        reason: format!("{e:#}"),
-    };
+    let invalid = |e: wasmtime::Error| compile_error(name, bytes, e);
     let linker_failed = |reason: String| LoadError::Unsupported {
         name: name.to_string(),
         reason: format!("the WASI linker could not be built: {reason}"),
@@ -298,6 +299,23 @@ pub(crate) fn load(
     })
 }
 
+/// Why `bytes` did not compile: the binary's fault if it does not
+/// validate, skiff's limits otherwise (a proposal wasmtime is built without,
+/// more memories or instances than an instance's share of the pool).
+fn compile_error(name: &str, bytes: &[u8], e: wasmtime::Error) -> LoadError {
+    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+    match validator.validate_all(bytes) {
+        Err(invalid) => LoadError::Invalid {
+            name: name.to_string(),
+            reason: invalid.to_string(),
+        },
+        Ok(_) => LoadError::Unsupported {
+            name: name.to_string(),
+            reason: format!("it is valid WebAssembly, but beyond what skiff runs: {e:#}"),
+        },
+    }
+}
+
 /// Takes compiled code from the cache if a valid entry exists (one that
 /// wasmtime refuses is evicted), else compiles and fills the cache.
 fn compile_or_load<T>(
@@ -347,6 +365,12 @@ mod tests {
     fn inspect_reads_the_kind_without_compiling() {
         let module = wat::parse_str(r#"(module (func (export "_start")))"#).unwrap();
         assert_eq!(inspect("m", &module).unwrap(), ArtifactKind::Module);
+        let global =
+            wat::parse_str(r#"(module (global (export "_start") i32 (i32.const 0)))"#).unwrap();
+        assert!(
+            inspect("g", &global).is_err(),
+            "a global named _start is no entry point"
+        );
         let library = wat::parse_str(r#"(module (func (export "add")))"#).unwrap();
         let err = inspect("lib", &library).unwrap_err().to_string();
         assert!(err.contains("no `_start`"), "{err}");

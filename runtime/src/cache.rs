@@ -13,6 +13,7 @@
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
@@ -53,6 +54,16 @@ impl CompileCache {
 
     pub(crate) fn lookup(&self, sha256_hex: &str) -> Lookup {
         let path = self.entry_path(sha256_hex);
+        match fs::metadata(&path) {
+            Ok(meta) if !trusted(&meta) => {
+                // Loading compiled code runs it: never take it from a file
+                // someone else could have written.
+                tracing::warn!(path = %path.display(), "ignoring a compiled-code cache entry not owned by this user or writable by others");
+                return Lookup::Miss;
+            }
+            Ok(_) => {}
+            Err(_) => return Lookup::Miss,
+        }
         let Ok(mut data) = fs::read(&path) else {
             return Lookup::Miss;
         };
@@ -75,7 +86,11 @@ impl CompileCache {
     }
 
     pub(crate) fn store(&self, sha256_hex: &str, payload: &[u8]) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+        // Private to this user: entries are native code skiff will run.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
         let path = self.entry_path(sha256_hex);
         let mut trailer = [0u8; TRAILER];
         trailer[..16].copy_from_slice(&xxh3_128(payload).to_le_bytes());
@@ -83,6 +98,13 @@ impl CompileCache {
         trailer[24..].copy_from_slice(MAGIC);
         write_atomically(&path, &[payload, &trailer])
     }
+}
+
+/// Owned by this user and writable by nobody else.
+fn trusted(meta: &fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    meta.uid() == me && meta.mode() & 0o022 == 0
 }
 
 /// Validates the trailer and returns the payload length.
@@ -140,6 +162,24 @@ mod tests {
         fs::write(&path, &raw[..raw.len() - 5]).unwrap();
         assert!(matches!(cache.lookup("abc"), Lookup::Corrupt));
         assert!(matches!(cache.lookup("abc"), Lookup::Miss));
+    }
+
+    #[test]
+    fn entries_others_could_have_written_are_ignored() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache/compiled");
+        let cache = CompileCache::new(cache_dir.clone(), &Engine::default());
+        cache.store("abc", b"code").unwrap();
+        let path = cache.entry_path("abc");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(cache.lookup("abc"), Lookup::Miss));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(cache.lookup("abc"), Lookup::Hit(_)));
+        for d in [&cache_dir, &dir.path().join("cache")] {
+            let mode = fs::metadata(d).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is private", d.display());
+        }
     }
 
     #[test]

@@ -20,13 +20,15 @@ pub struct RuntimeConfig {
     /// HTTP requests). Sizes the pooling allocator. Default: 1000, the same as
     /// wasmtime's own default pool.
     pub max_instances: u32,
-    /// Largest linear memory any instance may have, the pool's slot size.
-    /// Per-instance limits (`--memory`) are enforced below this. Default: 4 GiB,
-    /// the wasm32 maximum.
+    /// Largest linear memory any instance may have (the pool's slot size;
+    /// enforced by the memory limiter when pooling is off). Per-instance
+    /// limits (`--memory`) apply below this. Default: 4 GiB, the wasm32
+    /// maximum.
     pub max_memory_per_instance: u64,
-    /// Bytes of each freed memory (and table) slot kept resident and zeroed
-    /// with `memset` instead of returned to the kernel with `madvise`, so
-    /// the next instance in the slot takes no page faults there. Too little
+    /// (Pooling only.) Bytes of each freed memory (and table) slot kept
+    /// resident and zeroed with `memset` instead of returned to the kernel
+    /// with `madvise`, so the next instance in the slot takes no page faults
+    /// there. Too little
     /// and every request pays page faults (HTTP hello: 6.9k req/s with 0);
     /// too much and every instance pays a large memset (instantiate: 6 µs
     /// at 64 KiB, 23 µs at 1 MiB). Default: 64 KiB, the best of both on
@@ -37,13 +39,15 @@ pub struct RuntimeConfig {
     /// key), so it is off unless a task asks for a fuel limit.
     pub fuel: bool,
     /// The period of the engine's epoch, the clock that preempts guests.
-    /// Default: 1 ms.
+    /// A guest's slice is a whole number of ticks counted from a tick already
+    /// under way, so the tick bounds how finely CPU is shared. The ticker
+    /// sleeps while no instance runs. Default: 500 µs.
     pub epoch_tick: Duration,
     /// The time slice one vCPU (1024 CPU units) gets before a guest yields
     /// to the scheduler; a task with `cpu` units runs for
     /// `cpu_slice × cpu / 1024` before yielding, at least one epoch tick and
     /// at most `max_cpu_slice`. Under contention tasks therefore get CPU in
-    /// proportion to their units, from 256 units (one tick) up to 12.5 vCPU
+    /// proportion to their units, from 128 units (one tick) up to 12.5 vCPU
     /// (the cap). Default: 4 ms.
     pub cpu_slice: Duration,
     /// The longest a guest runs before yielding, however many units it has:
@@ -63,7 +67,7 @@ impl Default for RuntimeConfig {
             memory_keep_resident: 64 << 10,
 
             fuel: false,
-            epoch_tick: Duration::from_millis(1),
+            epoch_tick: Duration::from_micros(500),
             cpu_slice: Duration::from_millis(4),
             max_cpu_slice: Duration::from_millis(50),
         }
@@ -80,6 +84,26 @@ impl RuntimeConfig {
     /// Where compiled code is cached.
     pub fn compiled_cache_dir(&self) -> PathBuf {
         self.data_dir.join("cache").join("compiled")
+    }
+
+    /// Checks that every setting is in range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_instances == 0 {
+            return Err("max_instances must be at least 1".into());
+        }
+        if !(64 << 10..=4 << 30).contains(&self.max_memory_per_instance) {
+            return Err(format!(
+                "max_memory_per_instance must be between 64 KiB and 4 GiB, not {}",
+                crate::format_bytes(self.max_memory_per_instance)
+            ));
+        }
+        if self.epoch_tick < Duration::from_micros(100) {
+            return Err("epoch_tick must be at least 100 µs".into());
+        }
+        if self.cpu_slice.is_zero() || self.max_cpu_slice.is_zero() {
+            return Err("cpu_slice and max_cpu_slice must be greater than zero".into());
+        }
+        Ok(())
     }
 
     /// Where named volumes (`-v name:/path`) live.

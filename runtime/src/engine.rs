@@ -5,7 +5,17 @@ use crate::config::RuntimeConfig;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use tokio::sync::Semaphore;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Core module instances one instance may be made of: a component built by
+/// Rust's wasip2 target has a handful, language runtimes a dozen or two.
+pub(crate) const CORE_INSTANCES_PER_INSTANCE: u32 = 32;
+/// Linear memories one instance may have (multi-memory modules, components
+/// of several modules).
+pub(crate) const MEMORIES_PER_INSTANCE: u32 = 4;
+/// Tables one instance may have.
+pub(crate) const TABLES_PER_INSTANCE: u32 = 16;
 
 /// Builds the engine: pooling allocator, copy-on-write memory images, epoch
 /// interruption (preemption) and, if asked, fuel metering.
@@ -14,14 +24,21 @@ pub(crate) fn build_engine(cfg: &RuntimeConfig) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     // A component is one component instance made of several core instances
     // (Rust's wasip2 output has a handful); a task may be either kind.
-    // Memories and stacks reserve address space (and a stack's guard page
-    // costs a syscall at startup), so they scale with `n` exactly; the small
-    // floors let one component with a few inner modules fit a pool of one.
+    // Every instance, module or component, gets at most the same share of
+    // the pool, and the pool holds `n` such shares: so the runtime's count
+    // of free slots (one per instance) is exact, and an artifact needing
+    // more than a share is refused when it is loaded, not when it starts.
     pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(4).max(32))
-        .total_memories(n.saturating_mul(2).max(4))
-        .total_tables(n.saturating_mul(4).max(16))
+        .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_INSTANCE))
+        .total_memories(n.saturating_mul(MEMORIES_PER_INSTANCE))
+        .total_tables(n.saturating_mul(TABLES_PER_INSTANCE))
         .total_stacks(n)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_INSTANCE)
+        .max_memories_per_component(MEMORIES_PER_INSTANCE)
+        .max_tables_per_component(TABLES_PER_INSTANCE)
+        .max_memories_per_module(MEMORIES_PER_INSTANCE)
+        .max_tables_per_module(TABLES_PER_INSTANCE)
+        .table_elements(crate::limits::MAX_TABLE_ELEMENTS)
         .max_memory_size(usize::try_from(cfg.max_memory_per_instance).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(cfg.memory_keep_resident)
         .table_keep_resident(cfg.memory_keep_resident);
@@ -44,19 +61,44 @@ pub(crate) fn build_engine(cfg: &RuntimeConfig) -> wasmtime::Result<Engine> {
 /// Advances the engine's epoch every `tick` on a dedicated thread. Guests
 /// check the epoch at function entries and loop headers; this is what lets a
 /// spinning guest be preempted, timed out or stopped.
+///
+/// While no instance holds a pool slot there is nothing to preempt, so the
+/// thread sleeps until [`wake`](EpochTicker::wake) is called: an idle agent
+/// costs no wakeups.
 pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
+    /// True while the thread sleeps for want of instances.
+    idle: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    pub(crate) fn start(engine: Engine, tick: std::time::Duration) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        engine: Engine,
+        tick: std::time::Duration,
+        slots: Arc<Semaphore>,
+        total_slots: usize,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let idle = Arc::new(AtomicBool::new(false));
+        let sleeping = Arc::clone(&idle);
         let thread = std::thread::Builder::new()
             .name("skiff-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
+                    if slots.available_permits() == total_slots {
+                        // Idle: sleep until an instance starts (or the
+                        // ticker is dropped). `wake` clears the flag before
+                        // unparking, so a start between the check and the
+                        // park is not missed (its unpark token stays).
+                        sleeping.store(true, Ordering::SeqCst);
+                        if slots.available_permits() == total_slots {
+                            std::thread::park();
+                        }
+                        sleeping.store(false, Ordering::SeqCst);
+                        continue;
+                    }
                     // Parked rather than asleep, so dropping the ticker
                     // wakes it at once instead of waiting out a tick.
                     std::thread::park_timeout(tick);
@@ -65,8 +107,19 @@ impl EpochTicker {
             })?;
         Ok(EpochTicker {
             stop,
+            idle,
             thread: Some(thread),
         })
+    }
+
+    /// Resumes ticking; call after an instance takes a pool slot. Costs a
+    /// syscall only when the ticker was idle.
+    pub(crate) fn wake(&self) {
+        if self.idle.swap(false, Ordering::SeqCst)
+            && let Some(thread) = &self.thread
+        {
+            thread.thread().unpark();
+        }
     }
 }
 

@@ -168,6 +168,7 @@ pub(crate) fn spawn(
     let slot = Arc::clone(&inner.slots)
         .try_acquire_owned()
         .map_err(|_| SpawnError::AtCapacity(inner.config.max_instances))?;
+    inner.ticker.wake();
 
     let counters = Arc::new(UsageCounters::default());
     let (stdin_writer, stdin_reader) = match spec.stdin {
@@ -177,7 +178,7 @@ pub(crate) fn spawn(
         }
         _ => (None, None),
     };
-    let host = Host::new(&spec, stdin_reader, Arc::clone(&counters))?;
+    let host = Host::new(&inner.config, &spec, stdin_reader, Arc::clone(&counters))?;
     let store = new_store(inner, host, &spec)?;
 
     let (stop_tx, stop_rx) = watch::channel(None);
@@ -239,6 +240,7 @@ async fn supervise(
     mut stop: watch::Receiver<Option<Duration>>,
     stdin_writer: Option<tokio::io::DuplexStream>,
 ) -> Outcome {
+    let outputs = store.data().outputs.clone();
     let run = run_guest(&mut store, &artifact);
     tokio::pin!(run);
     let deadline = async {
@@ -249,23 +251,35 @@ async fn supervise(
     };
     tokio::pin!(deadline);
 
-    let result = tokio::select! {
-        result = &mut run => Some(result),
-        () = &mut deadline => {
-            let t = limits.timeout.unwrap_or_default();
-            return Outcome::LimitExceeded {
-                limit: crate::Limit::Timeout(t),
-                detail: format!("still running after {}", crate::format_duration(t)),
-            };
-        }
+    let timeout = limits.timeout.unwrap_or_default();
+    let timed_out = || Outcome::LimitExceeded {
+        limit: crate::Limit::Timeout(timeout),
+        detail: format!("still running after {}", crate::format_duration(timeout)),
+    };
+    // `Ok`: the guest ended by itself; `Err`: it was ended.
+    let ended = tokio::select! {
+        result = &mut run => Ok(result),
+        () = &mut deadline => Err(timed_out()),
         grace = stop_requested(&mut stop) => {
             drop(stdin_writer);
-            tokio::time::timeout(grace, &mut run).await.ok()
+            // The grace period does not extend the time limit.
+            tokio::select! {
+                result = tokio::time::timeout(grace, &mut run) => {
+                    result.map_err(|_| Outcome::Stopped)
+                }
+                () = &mut deadline => Err(timed_out()),
+            }
         }
     };
-    match result {
-        Some(result) => classify(result, &limits, &counters),
-        None => Outcome::Stopped,
+    // A guest that ended by itself has its output delivered before its
+    // outcome is known, as a process's output is before its exit status.
+    // One that was ended may have been stuck on a reader: do not wait.
+    for output in &outputs {
+        output.finish(ended.is_ok()).await;
+    }
+    match ended {
+        Ok(result) => classify(result, &limits, &counters),
+        Err(outcome) => outcome,
     }
 }
 
@@ -324,25 +338,33 @@ fn classify(
             detail: "ran out of fuel".into(),
         };
     }
+    // A refused `memory.grow` explains a trap that follows it (Rust aborts
+    // on allocation failure) or a failure to instantiate at all. Anything
+    // else (a clean exit, a host error) is reported as what it is.
+    let backtrace = error.downcast_ref::<WasmBacktrace>();
     if counters.memory_denied.load(Ordering::Relaxed)
         && let Some(limit) = limits.memory
     {
         let detail = match trap {
-            Some(trap) => format!("memory.grow was refused, then the guest trapped ({trap})"),
-            None => format!(
+            Some(trap) => Some(format!(
+                "memory.grow was refused, then the guest trapped ({trap})"
+            )),
+            None if backtrace.is_none() => Some(format!(
                 "it could not be instantiated within the limit ({})",
                 error.root_cause()
-            ),
+            )),
+            None => None,
         };
-        return Outcome::LimitExceeded {
-            limit: crate::Limit::Memory(limit),
-            detail,
-        };
+        if let Some(detail) = detail {
+            return Outcome::LimitExceeded {
+                limit: crate::Limit::Memory(limit),
+                detail,
+            };
+        }
     }
     // A trap, or a host call that failed fatally while the guest ran (such
     // as a WASI preview 1 `proc_exit` outside 0..126): the reason first,
     // then where in the guest it happened.
-    let backtrace = error.downcast_ref::<WasmBacktrace>();
     if trap.is_some() || backtrace.is_some() {
         let mut message = match trap {
             Some(trap) => trap.to_string(),
@@ -388,7 +410,7 @@ pub(crate) async fn instantiate_only(
     spec: &InstanceSpec,
 ) -> Result<(), SpawnError> {
     let counters = Arc::new(UsageCounters::default());
-    let host = Host::new(spec, None, counters)?;
+    let host = Host::new(&inner.config, spec, None, counters)?;
     let mut store = new_store(inner, host, spec)?;
     let result = match &artifact.pre {
         Prepared::Module(pre) => pre.instantiate_async(&mut store).await.map(drop),

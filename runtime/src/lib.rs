@@ -49,7 +49,7 @@ pub use units::{format_bytes, format_duration};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use wasmtime::Engine;
 
 /// The runtime could not be created.
@@ -58,6 +58,9 @@ pub enum RuntimeError {
     /// wasmtime refused the engine configuration.
     #[error("cannot create the Wasm engine: {0}")]
     Engine(String),
+    /// A setting is out of range.
+    #[error("invalid runtime configuration: {0}")]
+    Config(String),
     /// The epoch thread could not be started.
     #[error("cannot start the epoch thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -112,6 +115,9 @@ pub enum SpawnError {
         /// Why.
         reason: String,
     },
+    /// Two mounts share one guest path.
+    #[error("two mounts use the guest path {0}")]
+    DuplicateMount(String),
     /// HTTP components are served, not run.
     #[error("{0} is a wasi:http/proxy component: serve it (`skiff run -p`) instead")]
     NotACommand(String),
@@ -140,12 +146,14 @@ pub(crate) struct Inner {
     pub(crate) config: RuntimeConfig,
     linkers: artifact::Linkers,
     cache: Option<cache::CompileCache>,
-    loaded: Mutex<HashMap<String, Arc<Artifact>>>,
+    /// Artifacts in use, by (sha256, name): loading one again while it is
+    /// held anywhere returns it without touching the disk.
+    loaded: Mutex<HashMap<(String, String), Weak<Artifact>>>,
     /// One permit per instance the pool can hold, taken by every running
     /// task and in-flight HTTP request.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
     pub(crate) next_id: AtomicU64,
-    _ticker: engine::EpochTicker,
+    pub(crate) ticker: engine::EpochTicker,
 }
 
 impl Inner {
@@ -170,14 +178,21 @@ impl Runtime {
     /// Creates the engine and the epoch thread. Linkers are built when the
     /// first artifact needing one is loaded.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        config.validate().map_err(RuntimeError::Config)?;
         let engine =
             engine::build_engine(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let linkers = artifact::Linkers::default();
-        let slots = usize::try_from(config.max_instances.max(1)).unwrap_or(usize::MAX);
+        let total_slots = usize::try_from(config.max_instances).unwrap_or(usize::MAX);
         let cache = config
             .compile_cache
             .then(|| cache::CompileCache::new(config.compiled_cache_dir(), &engine));
-        let ticker = engine::EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(total_slots));
+        let ticker = engine::EpochTicker::start(
+            engine.clone(),
+            config.epoch_tick,
+            Arc::clone(&slots),
+            total_slots,
+        )?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -185,9 +200,9 @@ impl Runtime {
                 linkers,
                 cache,
                 loaded: Mutex::new(HashMap::new()),
-                slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+                slots,
                 next_id: AtomicU64::new(1),
-                _ticker: ticker,
+                ticker,
             }),
         })
     }
@@ -198,8 +213,8 @@ impl Runtime {
     }
 
     /// Loads a Wasm file: compiles it, or takes its compiled code from the
-    /// cache, and pre-links it. Loading the same bytes again returns the
-    /// artifact already in memory.
+    /// cache, and pre-links it. Loading the same bytes under the same name
+    /// while the artifact is still held returns it as it is.
     pub fn load_file(&self, path: &Path) -> Result<Arc<Artifact>, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
@@ -211,8 +226,8 @@ impl Runtime {
 
     /// Loads a Wasm binary held in memory. `name` is used in messages.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Arc<Artifact>, LoadError> {
-        let sha = artifact::sha256_hex(bytes);
-        if let Some(found) = self.loaded_artifact(&sha) {
+        let key = (artifact::sha256_hex(bytes), name.to_string());
+        if let Some(found) = self.loaded_artifact(&key) {
             return Ok(found);
         }
         let loaded = Arc::new(artifact::load(
@@ -223,13 +238,15 @@ impl Runtime {
             bytes,
         )?);
         if let Ok(mut map) = self.inner.loaded.lock() {
-            map.insert(sha, Arc::clone(&loaded));
+            // Forget artifacts nobody holds any more.
+            map.retain(|_, a| a.strong_count() > 0);
+            map.insert(key, Arc::downgrade(&loaded));
         }
         Ok(loaded)
     }
 
-    fn loaded_artifact(&self, sha: &str) -> Option<Arc<Artifact>> {
-        self.inner.loaded.lock().ok()?.get(sha).cloned()
+    fn loaded_artifact(&self, key: &(String, String)) -> Option<Arc<Artifact>> {
+        self.inner.loaded.lock().ok()?.get(key)?.upgrade()
     }
 
     /// Builds a sandbox from `spec` and instantiates `artifact` in it without
@@ -259,15 +276,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn out_of_range_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = RuntimeConfig::default().with_data_dir(dir.path());
+        for bad in [
+            RuntimeConfig {
+                max_instances: 0,
+                ..base.clone()
+            },
+            RuntimeConfig {
+                epoch_tick: std::time::Duration::ZERO,
+                ..base.clone()
+            },
+            RuntimeConfig {
+                cpu_slice: std::time::Duration::ZERO,
+                ..base.clone()
+            },
+            RuntimeConfig {
+                max_memory_per_instance: 1024,
+                ..base.clone()
+            },
+            RuntimeConfig {
+                max_memory_per_instance: 8 << 30,
+                ..base.clone()
+            },
+        ] {
+            assert!(matches!(Runtime::new(bad), Err(RuntimeError::Config(_))));
+        }
+    }
+
+    #[test]
     fn cpu_slices_follow_units_within_bounds() {
         let dir = tempfile::tempdir().unwrap();
         let rt = Runtime::new(RuntimeConfig::default().with_data_dir(dir.path())).unwrap();
         let ticks = |units| rt.inner.slice_ticks(units);
-        // 1 ms ticks, 4 ms per vCPU, capped at 50 ms, at least one tick.
-        assert_eq!(ticks(1024), 4);
-        assert_eq!(ticks(3072), 12);
-        assert_eq!(ticks(256), 1);
+        // 500 µs ticks, 4 ms per vCPU, capped at 50 ms, at least one tick.
+        assert_eq!(ticks(1024), 8);
+        assert_eq!(ticks(3072), 24);
+        assert_eq!(ticks(256), 2);
+        assert_eq!(ticks(128), 1);
         assert_eq!(ticks(2), 1);
-        assert_eq!(ticks(262_144), 50);
+        assert_eq!(ticks(262_144), 100);
     }
 }

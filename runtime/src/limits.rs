@@ -61,22 +61,27 @@ impl UsageCounters {
     }
 }
 
-/// Most table elements any instance may have: tables hold function
-/// references, and a guest growing one without end would eat host memory.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Most elements any one table may have: tables hold function references,
+/// and a guest growing one without end would eat host memory. (Debug builds
+/// of some language runtimes need tens of thousands.)
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// The store's resource limiter: enforces [`Limits::memory`] across all of
 /// an instance's memories and records usage.
 pub(crate) struct MemoryLimiter {
     limit: Option<usize>,
+    /// The runtime's largest single memory (`max_memory_per_instance`).
+    ceiling: usize,
     total: usize,
     counters: Arc<UsageCounters>,
 }
 
 impl MemoryLimiter {
-    pub(crate) fn new(limit: Option<u64>, counters: Arc<UsageCounters>) -> Self {
+    pub(crate) fn new(limit: Option<u64>, ceiling: u64, counters: Arc<UsageCounters>) -> Self {
+        let bytes = |b: u64| usize::try_from(b).unwrap_or(usize::MAX);
         MemoryLimiter {
-            limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+            limit: limit.map(bytes),
+            ceiling: bytes(ceiling),
             total: 0,
             counters,
         }
@@ -88,8 +93,15 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // wasmtime asks before its own checks. Growth past the memory's
+        // declared maximum or the runtime's largest memory would fail there
+        // anyway: refuse it here without charging it, so it is neither
+        // counted as usage nor taken for hitting the task's limit.
+        if maximum.is_some_and(|max| desired > max) || desired > self.ceiling {
+            return Ok(false);
+        }
         let total = self.total.saturating_sub(current).saturating_add(desired);
         if self.limit.is_some_and(|limit| total > limit) {
             self.counters.memory_denied.store(true, Ordering::Relaxed);
@@ -137,7 +149,7 @@ mod tests {
     #[test]
     fn limit_applies_to_all_memories_together() {
         let counters = Arc::new(UsageCounters::default());
-        let mut l = MemoryLimiter::new(Some(100), Arc::clone(&counters));
+        let mut l = MemoryLimiter::new(Some(100), 1000, Arc::clone(&counters));
         assert!(l.memory_growing(0, 60, None).unwrap());
         assert!(l.memory_growing(0, 30, None).unwrap()); // a second memory
         assert!(!l.memory_growing(30, 50, None).unwrap()); // 60 + 50 > 100
@@ -146,5 +158,20 @@ mod tests {
         let usage = counters.snapshot();
         assert_eq!(usage.memory_bytes, 100);
         assert_eq!(usage.peak_memory_bytes, 100);
+    }
+
+    #[test]
+    fn growth_that_would_fail_anyway_is_not_charged() {
+        let counters = Arc::new(UsageCounters::default());
+        let mut l = MemoryLimiter::new(Some(100), 80, Arc::clone(&counters));
+        assert!(l.memory_growing(0, 10, Some(20)).unwrap());
+        // Past the memory's own maximum, and past the runtime's ceiling.
+        assert!(!l.memory_growing(10, 30, Some(20)).unwrap());
+        assert!(!l.memory_growing(10, 90, None).unwrap());
+        assert!(!counters.memory_denied.load(Ordering::Relaxed));
+        assert_eq!(counters.snapshot().memory_bytes, 10);
+        // Legitimate growth still fits the limit afterwards.
+        assert!(l.memory_growing(10, 20, Some(20)).unwrap());
+        assert_eq!(counters.snapshot().memory_bytes, 20);
     }
 }

@@ -3,10 +3,11 @@
 //! stdio, network, memory) is one small piece; nothing reaches the guest
 //! that the spec did not grant.
 
-use crate::SpawnError;
 use crate::limits::{Limits, MemoryLimiter, UsageCounters};
 use crate::net::{NetworkMode, NetworkPolicy, SocketUse};
-use crate::stdio::{Output, SinkStream, Stdin};
+use crate::stdio::{GuestOutput, Output, Stdin};
+use crate::{RuntimeConfig, SpawnError};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -84,6 +85,8 @@ pub(crate) struct Host {
     http: WasiHttpCtx,
     hooks: HttpPolicy,
     pub(crate) limiter: MemoryLimiter,
+    /// The guest's stdout and stderr pipes, to flush when it ends.
+    pub(crate) outputs: Vec<GuestOutput>,
 }
 
 impl WasiView for Host {
@@ -110,6 +113,7 @@ impl Host {
     /// Builds the sandbox for one instance. `stdin` overrides the spec's
     /// stdin with an already-made stream (used for [`Stdin::UntilStopped`]).
     pub(crate) fn new(
+        config: &RuntimeConfig,
         spec: &InstanceSpec,
         stdin: Option<tokio::io::DuplexStream>,
         counters: Arc<UsageCounters>,
@@ -119,7 +123,13 @@ impl Host {
         for (k, v) in &spec.env {
             b.env(k, v);
         }
+        let mut guest_paths = HashSet::new();
         for m in &spec.mounts {
+            // Two preopens under one name would let the guest pick either,
+            // read-write over read-only.
+            if !guest_paths.insert(m.guest.as_str()) {
+                return Err(SpawnError::DuplicateMount(m.guest.clone()));
+            }
             let perms = if m.read_only {
                 FsPerms::ReadOnly
             } else {
@@ -143,23 +153,24 @@ impl Host {
                 b.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes.clone()));
             }
         }
-        match &spec.stdout {
-            Output::Null => {}
-            Output::Inherit => {
-                b.stdout(std::io::stdout());
-            }
-            Output::Sink(s) => {
-                b.stdout(SinkStream(Arc::clone(s)));
-            }
+        let mut outputs = Vec::new();
+        let stdout = match &spec.stdout {
+            Output::Null => None,
+            Output::Inherit => Some(GuestOutput::stdout()),
+            Output::Sink(s) => Some(GuestOutput::sink(Arc::clone(s))),
+        };
+        if let Some(out) = stdout {
+            b.stdout(out.clone());
+            outputs.push(out);
         }
-        match &spec.stderr {
-            Output::Null => {}
-            Output::Inherit => {
-                b.stderr(std::io::stderr());
-            }
-            Output::Sink(s) => {
-                b.stderr(SinkStream(Arc::clone(s)));
-            }
+        let stderr = match &spec.stderr {
+            Output::Null => None,
+            Output::Inherit => Some(GuestOutput::stderr()),
+            Output::Sink(s) => Some(GuestOutput::sink(Arc::clone(s))),
+        };
+        if let Some(err) = stderr {
+            b.stderr(err.clone());
+            outputs.push(err);
         }
         let policy = Arc::clone(&spec.network);
         b.allow_tcp(policy.sockets_enabled())
@@ -169,16 +180,37 @@ impl Host {
                 let allowed = policy.allows(addr, socket_use(usage));
                 Box::pin(async move { allowed })
             });
+        let mut wasi = b.build_p1();
+        // Host-side state a guest creates (files, streams, sockets, HTTP
+        // fields) lives outside its linear memory, so `Limits::memory`
+        // cannot see it: bound it here instead.
+        wasi.ctx().table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
         Ok(Host {
-            wasi: b.build_p1(),
-            http: WasiHttpCtx::new(),
+            wasi,
+            http,
             hooks: HttpPolicy {
                 policy: Arc::clone(&spec.network),
             },
-            limiter: MemoryLimiter::new(spec.limits.memory, counters),
+            limiter: MemoryLimiter::new(
+                spec.limits.memory,
+                config.max_memory_per_instance,
+                counters,
+            ),
+            outputs,
         })
     }
 }
+
+/// Most handles (files, streams, sockets, HTTP objects...) one instance may
+/// hold at once.
+const MAX_RESOURCES: usize = 4096;
+
+/// Largest total size of one set of HTTP headers or trailers an instance may
+/// build. With [`MAX_RESOURCES`] this bounds the host memory a guest can pin
+/// through `wasi:http` to 4096 × 64 KiB = 256 MiB in the worst case.
+const MAX_HTTP_FIELDS_BYTES: usize = 64 * 1024;
 
 fn socket_use(usage: SocketAddrUse) -> SocketUse {
     match usage {

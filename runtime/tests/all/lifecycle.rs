@@ -123,10 +123,150 @@ async fn timeout_and_memory_outcomes_name_the_limit() {
         "{outcome:?}"
     );
     assert_eq!(outcome.exit_code(), 137);
+    // It got close to the limit before it was refused.
+    let peak = task.usage().peak_memory_bytes;
+    assert!((8 << 20..=16 << 20).contains(&peak), "{:?}", task.usage());
+}
+#[tokio::test]
+async fn a_stop_grace_period_does_not_extend_the_time_limit() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let sleeper = rt.load_file(app("SLEEPER_P1").as_ref()).unwrap();
+    let (spec, out, _) = captured(&["sleeper"]);
+    let spec = InstanceSpec {
+        limits: Limits {
+            timeout: Some(Duration::from_millis(500)),
+            ..Limits::default()
+        },
+        ..spec
+    };
+    let mut task = rt.spawn(&sleeper, spec).unwrap();
+    wait_until("the sleeper started", || out.text().contains("started")).await;
+    task.stop(Duration::from_secs(600));
+    let start = Instant::now();
+    let outcome = task.wait().await;
     assert!(
-        task.usage().peak_memory_bytes <= 16 << 20,
+        matches!(
+            outcome,
+            Outcome::LimitExceeded {
+                limit: Limit::Timeout(_),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
-        task.usage()
+        start.elapsed()
+    );
+}
+
+/// A sink that blocks every write until the test lets go.
+struct BlockedSink(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl skiff_runtime::OutputSink for BlockedSink {
+    fn write(&self, _: &[u8]) -> std::io::Result<()> {
+        if let Ok(gate) = self.0.lock() {
+            let _ = gate.recv();
+        }
+        Ok(())
+    }
+}
+
+/// A reader that never reads holds up its own guest, never the thread the
+/// guest shares with timers and other tasks: the time limit still fires.
+#[test]
+fn a_blocked_output_stalls_only_its_own_guest() {
+    one_thread().block_on(async {
+        let data = tempfile::tempdir().unwrap();
+        let rt = runtime(data.path());
+        let flood = rt.load_file(app("FLOOD_P1").as_ref()).unwrap();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let spec = InstanceSpec {
+            args: vec!["flood".into(), "64".into()],
+            stdout: Output::Sink(std::sync::Arc::new(BlockedSink(std::sync::Mutex::new(
+                gate,
+            )))),
+            limits: Limits {
+                timeout: Some(Duration::from_millis(500)),
+                ..Limits::default()
+            },
+            ..InstanceSpec::default()
+        };
+        let start = Instant::now();
+        let outcome = rt.spawn(&flood, spec).unwrap().wait().await;
+        assert!(
+            matches!(
+                outcome,
+                Outcome::LimitExceeded {
+                    limit: Limit::Timeout(_),
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(release);
+    });
+}
+
+#[tokio::test]
+async fn two_mounts_at_one_guest_path_are_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let hello = rt.load_file(app("HELLO_P1").as_ref()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = |read_only| Mount {
+        host: dir.path().into(),
+        guest: "/data".into(),
+        read_only,
+    };
+    let spec = InstanceSpec {
+        mounts: vec![mount(true), mount(false)],
+        ..InstanceSpec::default()
+    };
+    let err = rt.spawn(&hello, spec).unwrap_err();
+    assert!(
+        matches!(err, SpawnError::DuplicateMount(ref p) if p == "/data"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn multi_memory_modules_run_within_an_instances_share_of_the_pool() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let two = wat::parse_str(
+        r#"(module (memory 1) (memory $b 1)
+             (func (export "_start") (i32.store $b (i32.const 0) (i32.const 7))))"#,
+    )
+    .unwrap();
+    let art = rt.load_bytes("two-memories", &two).unwrap();
+    assert_eq!(
+        rt.spawn(&art, InstanceSpec::default())
+            .unwrap()
+            .wait()
+            .await,
+        Outcome::Exited(0)
+    );
+    // More memories than an instance's share is valid Wasm skiff will not
+    // run, said as such, not "invalid".
+    let five = wat::parse_str(
+        r#"(module (memory 1) (memory 1) (memory 1) (memory 1) (memory 1) (func (export "_start")))"#,
+    )
+    .unwrap();
+    let err = rt
+        .load_bytes("five-memories", &five)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("five-memories cannot run on skiff") && err.contains("valid WebAssembly"),
+        "{err}"
     );
 }
 
