@@ -7,30 +7,71 @@ use crate::limits::UsageCounters;
 use crate::sandbox::{Host, InstanceSpec};
 use crate::{Runtime, SpawnError};
 use bytes::Bytes;
+use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+/// How a component is served. [`ServeOptions::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Each request gets a new instance built from this: args, env, mounts,
+    /// limits, network and stdout/stderr (stdin is always closed). Its
+    /// `limits.timeout` bounds each request, from arrival to the guest's end.
+    pub spec: InstanceSpec,
+    /// After shutdown is asked, how long requests in flight may take to
+    /// finish before they are abandoned. Default: 30 s.
+    pub drain_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    /// Default: 4096.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers. Default: 30 s.
+    pub header_timeout: Duration,
+    /// How long a request may wait for a free instance slot before it is
+    /// answered 503. Default: 30 s.
+    pub queue_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// The defaults, serving instances built from `spec`.
+    pub fn new(spec: InstanceSpec) -> Self {
+        ServeOptions {
+            spec,
+            drain_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(30),
+            queue_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// What a server did before it shut down.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServeReport {
-    /// Requests answered by the guest.
+    /// Requests whose guest ran to completion.
     pub requests: u64,
-    /// Requests the guest failed to answer (trap, limit, no response): each
-    /// got a 500.
+    /// Requests that failed on the server's side: the guest trapped, hit a
+    /// limit, or answered nothing (500, 504, or a response cut short), or no
+    /// instance slot freed up in time (503).
     pub failed: u64,
+    /// Guests still running when the drain timeout ran out; they were
+    /// stopped.
+    pub abandoned: u64,
 }
 
 /// Serving could not start.
@@ -39,7 +80,7 @@ pub enum ServeError {
     /// The artifact is not a `wasi:http/proxy` component.
     #[error("{0} is not a wasi:http/proxy component, so it cannot be served")]
     NotHttp(String),
-    /// A fuel limit was asked of a runtime without fuel metering.
+    /// The spec asks for something the runtime cannot honour.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
 }
@@ -47,102 +88,120 @@ pub enum ServeError {
 struct State {
     runtime: Runtime,
     pre: ProxyPre<Host>,
-    spec: InstanceSpec,
+    options: ServeOptions,
+    guests: TaskTracker,
+    /// Flips to true when the drain timeout runs out: guests still running
+    /// stop at their next yield.
+    abandon: watch::Receiver<bool>,
     requests: AtomicU64,
     failed: AtomicU64,
 }
 
 /// Serves `artifact` on `listener` until `shutdown` completes, then stops
-/// accepting, lets every in-flight request finish, and returns.
-///
-/// Each request gets a new instance built from `spec` (its args, env,
-/// mounts, limits, network and stdout/stderr; stdin is always closed). A
-/// `limits.timeout` bounds each request.
+/// accepting, lets the requests in flight finish (for at most
+/// `drain_timeout`), and returns what it did.
 pub async fn serve(
     runtime: &Runtime,
     artifact: &Arc<Artifact>,
     listener: TcpListener,
-    spec: InstanceSpec,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<ServeReport, ServeError> {
     let Prepared::Proxy(pre) = &artifact.pre else {
         return Err(ServeError::NotHttp(artifact.name().to_string()));
     };
-    if spec.limits.fuel.is_some() && !runtime.inner.config.fuel {
+    if options.spec.limits.fuel.is_some() && !runtime.inner.config.fuel {
         return Err(SpawnError::FuelDisabled.into());
     }
+    let mut options = options;
+    options.spec.stdin = crate::Stdin::Null;
+    let (abandon_tx, abandon_rx) = watch::channel(false);
     let state = Arc::new(State {
         runtime: runtime.clone(),
         pre: pre.clone(),
-        spec: InstanceSpec {
-            stdin: crate::Stdin::Null,
-            ..spec
-        },
+        guests: TaskTracker::new(),
+        abandon: abandon_rx,
         requests: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        options,
     });
 
-    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut http = http1::Builder::new();
+    http.keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.options.header_timeout);
+    let graceful = GracefulShutdown::new();
+    let connection_slots = Arc::new(Semaphore::new(state.options.max_connections.max(1)));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        let Ok(permit) = Arc::clone(&connection_slots).acquire_owned().await else {
+            break;
+        };
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, Arc::clone(&state), drain_rx.clone()));
+                    let state = Arc::clone(&state);
+                    let service = service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(handle(state, req).await) }
+                    });
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    connections.spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!("connection ended with an error: {e}");
+                        }
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving.
                     tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
         }
     }
     drop(listener);
-    let _ = drain_tx.send(true);
-    while connections.join_next().await.is_some() {}
+
+    // Finish what is in flight: idle connections close now, busy ones after
+    // their request; then every guest must end. Past the deadline, stop
+    // waiting and stop the guests.
+    state.guests.close();
+    let drained = tokio::time::timeout(state.options.drain_timeout, async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+        state.guests.wait().await;
+    })
+    .await;
+    let abandoned = if drained.is_err() {
+        let left = state.guests.len() as u64;
+        tracing::warn!(
+            guests = left,
+            "drain timeout: stopping the requests still running"
+        );
+        // Guests stop at their next yield; let their clients have the 503,
+        // then drop whatever connection is still open.
+        let _ = abandon_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            state.guests.wait().await;
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        connections.shutdown().await;
+        state.guests.wait().await;
+        left
+    } else {
+        0
+    };
     Ok(ServeReport {
         requests: state.requests.load(Ordering::Relaxed),
         failed: state.failed.load(Ordering::Relaxed),
+        abandoned,
     })
-}
-
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    state: Arc<State>,
-    mut drain: watch::Receiver<bool>,
-) {
-    let service = service_fn(move |req| {
-        let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handle(state, req).await) }
-    });
-    let conn = http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!("connection ended with an error: {e}");
-            }
-        }
-        () = draining(&mut drain) => {
-            // Finish the request in flight (if any), then close.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
-}
-
-async fn draining(drain: &mut watch::Receiver<bool>) {
-    if drain.wait_for(|draining| *draining).await.is_err() {
-        // The server is gone without draining: nothing to wait for.
-        std::future::pending::<()>().await;
-    }
 }
 
 async fn handle(
@@ -150,66 +209,104 @@ async fn handle(
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
     match instantiate_and_call(&state, req).await {
-        Ok(response) => {
-            state.requests.fetch_add(1, Ordering::Relaxed);
-            response
+        Ok(response) => response,
+        Err(Failure::Client(message)) => text_response(StatusCode::BAD_REQUEST, &message),
+        Err(Failure::Server(status, message)) => {
+            state.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("request failed: {message}");
+            text_response(status, public_reason(status))
         }
-        Err((status, message)) => {
-            if status.is_server_error() {
-                // The details (trap, backtrace) are for the operator's log,
-                // not for the client.
-                state.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("request failed: {message}");
-                text_response(status, "the service failed to answer this request")
-            } else {
-                text_response(status, &message)
-            }
-        }
+        // Counted and logged by the guest's task.
+        Err(Failure::Guest(status)) => text_response(status, public_reason(status)),
     }
 }
 
-type Failure = (http::StatusCode, String);
+/// What the client is told: the details (trap, backtrace) are for the
+/// operator's log.
+fn public_reason(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE => "the service is busy; try again",
+        StatusCode::GATEWAY_TIMEOUT => "the service did not answer in time",
+        _ => "the service failed to answer this request",
+    }
+}
+
+enum Failure {
+    /// The request itself is wrong: 400 with the reason.
+    Client(String),
+    /// The server could not start the guest: this status, and a reason for
+    /// the log.
+    Server(StatusCode, String),
+    /// The guest did not answer; its task has counted and logged why.
+    Guest(StatusCode),
+}
+
+/// How a guest's run ended.
+enum GuestEnd {
+    Done,
+    Failed(String),
+    TimedOut(Duration),
+    Abandoned,
+}
 
 async fn instantiate_and_call(
-    state: &State,
+    state: &Arc<State>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
     let internal = |what: &str, e: &dyn std::fmt::Display| {
-        (
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{what}: {e}"),
-        )
+        Failure::Server(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}"))
     };
     let inner = &state.runtime.inner;
-    // A request beyond the pool's capacity waits for a slot rather than
-    // failing.
-    let slot = Arc::clone(&inner.slots)
-        .acquire_owned()
-        .await
-        .map_err(|e| internal("instance pool", &e))?;
+    let spec = &state.options.spec;
+    let started = tokio::time::Instant::now();
+    // A request beyond the pool's capacity waits for a slot, for a while.
+    let slot = tokio::time::timeout(
+        state.options.queue_timeout,
+        Arc::clone(&inner.slots).acquire_owned(),
+    )
+    .await
+    .map_err(|_| {
+        Failure::Server(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no instance slot freed up in time".into(),
+        )
+    })?
+    .map_err(|e| internal("instance pool", &e))?;
+    inner.ticker.wake();
+
     let counters = Arc::new(UsageCounters::default());
-    let host = Host::new(&state.spec, None, counters).map_err(|e| internal("sandbox", &e))?;
+    let host =
+        Host::new(&inner.config, spec, None, counters).map_err(|e| internal("sandbox", &e))?;
     let mut store =
-        crate::instance::new_store(inner, host, &state.spec).map_err(|e| internal("store", &e))?;
+        crate::instance::new_store(inner, host, spec).map_err(|e| internal("store", &e))?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let req = store
         .data_mut()
         .http()
         .new_incoming_request(Scheme::Http, req)
-        .map_err(|e| (http::StatusCode::BAD_REQUEST, format!("bad request: {e:#}")))?;
+        .map_err(|e| Failure::Client(format!("bad request: {e:#}")))?;
+    let responded = Arc::new(AtomicBool::new(false));
     let out = store
         .data_mut()
         .http()
-        .new_response_outparam(sender)
+        .new_response_outparam_from_callback({
+            let responded = Arc::clone(&responded);
+            move |response| {
+                responded.store(true, Ordering::Relaxed);
+                // The client may be gone; the guest need not know.
+                let _ = sender.send(response);
+            }
+        })
         .map_err(|e| internal("response", &format!("{e:#}")))?;
     let pre = state.pre.clone();
-    let timeout = state.spec.limits.timeout;
+    // The time limit counts from the request's arrival, queueing included.
+    let deadline = spec.limits.timeout.map(|t| (started + t, t));
+    let mut abandon = state.abandon.clone();
+    let counting = Arc::clone(state);
 
     // The guest keeps running after it has sent the response head, to write
-    // the body, so it runs in its own task.
-    let guest = tokio::spawn(async move {
-        // The pool slot is held until the guest is done with it.
-        let _slot = slot;
+    // the body, so it runs in its own (tracked) task.
+    let guest = state.guests.spawn(async move {
         let call = async {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
@@ -217,16 +314,44 @@ async fn instantiate_and_call(
                 .call_handle(&mut store, req, out)
                 .await
         };
-        match timeout {
-            Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(result) => result,
-                Err(_) => Err(wasmtime::format_err!(
-                    "request exceeded its time limit of {}",
-                    crate::format_duration(limit)
-                )),
+        let limit = async {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let end = tokio::select! {
+            result = call => match result {
+                Ok(()) => GuestEnd::Done,
+                Err(e) => GuestEnd::Failed(format!("{e:#}")),
             },
-            None => call.await,
-        }
+            () = limit => GuestEnd::TimedOut(deadline.map(|(_, t)| t).unwrap_or_default()),
+            _ = abandon.wait_for(|gone| *gone) => GuestEnd::Abandoned,
+        };
+        // Free the instance before its slot, so the next request finds the
+        // pool's memory free.
+        drop(store);
+        drop(slot);
+        let failure = match &end {
+            GuestEnd::Done if !responded.load(Ordering::Relaxed) => {
+                Some("the guest returned without setting a response".to_string())
+            }
+            GuestEnd::Done => None,
+            GuestEnd::Failed(why) => Some(why.clone()),
+            GuestEnd::TimedOut(t) => Some(format!(
+                "exceeded its time limit of {}",
+                crate::format_duration(*t)
+            )),
+            GuestEnd::Abandoned => Some("stopped: the server shut down".into()),
+        };
+        match failure {
+            None => counting.requests.fetch_add(1, Ordering::Relaxed),
+            Some(why) => {
+                tracing::warn!("request failed: {why}");
+                counting.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        end
     });
 
     match receiver.await {
@@ -235,18 +360,18 @@ async fn instantiate_and_call(
             "the guest answered with an error",
             &format!("{code:?}"),
         )),
-        Err(_) => {
-            let why = match guest.await {
-                Ok(Ok(())) => "the guest returned without setting a response".to_string(),
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(e) => format!("the guest's task failed: {e}"),
-            };
-            Err(internal("no response", &why))
-        }
+        Err(_) => Err(match guest.await {
+            Ok(GuestEnd::Done) | Ok(GuestEnd::Failed(_)) => {
+                Failure::Guest(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            Ok(GuestEnd::TimedOut(_)) => Failure::Guest(StatusCode::GATEWAY_TIMEOUT),
+            Ok(GuestEnd::Abandoned) => Failure::Guest(StatusCode::SERVICE_UNAVAILABLE),
+            Err(e) => internal("the guest's task failed", &e),
+        }),
     }
 }
 
-fn text_response(status: http::StatusCode, message: &str) -> hyper::Response<HyperOutgoingBody> {
+fn text_response(status: StatusCode, message: &str) -> hyper::Response<HyperOutgoingBody> {
     let body = Full::new(Bytes::from(format!("{message}\n")))
         .map_err(|never: Infallible| match never {})
         .boxed_unsync();

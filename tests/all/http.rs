@@ -221,8 +221,8 @@ fn env_and_timeout_apply_to_every_request() {
         (200, "REGION=local\n".to_string())
     );
     let started = std::time::Instant::now();
-    let (status, _) = get(server.addr, "/sleep?ms=10000");
-    assert_eq!(status, 500);
+    let (status, body) = get(server.addr, "/sleep?ms=10000");
+    assert_eq!(status, 504, "{body}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

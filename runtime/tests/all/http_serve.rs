@@ -2,7 +2,7 @@
 //! shutdown drains.
 
 use crate::*;
-use skiff_runtime::http::{ServeError, ServeReport, serve};
+use skiff_runtime::http::{ServeError, ServeOptions, ServeReport, serve};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 
@@ -35,7 +35,7 @@ async fn serves_until_shutdown_and_reports() {
     let server = tokio::spawn({
         let rt = rt.clone();
         async move {
-            serve(&rt, &art, listener, spec, async {
+            serve(&rt, &art, listener, ServeOptions::new(spec), async {
                 let _ = stop_rx.await;
             })
             .await
@@ -53,7 +53,8 @@ async fn serves_until_shutdown_and_reports() {
         report,
         ServeReport {
             requests: 2,
-            failed: 1
+            failed: 1,
+            abandoned: 0
         }
     );
     assert!(out.text().contains("http-hello: /a\n"), "{}", out.text());
@@ -65,9 +66,15 @@ async fn a_command_cannot_be_served() {
     let rt = runtime(data.path());
     let art = rt.load_file(app("HELLO_P2").as_ref()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = serve(&rt, &art, listener, InstanceSpec::default(), async {})
-        .await
-        .unwrap_err();
+    let err = serve(
+        &rt,
+        &art,
+        listener,
+        ServeOptions::new(InstanceSpec::default()),
+        async {},
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ServeError::NotHttp(_)), "{err}");
 }
 
@@ -87,9 +94,15 @@ async fn requests_beyond_the_pool_wait_for_a_slot() {
     let server = tokio::spawn({
         let rt = rt.clone();
         async move {
-            serve(&rt, &art, listener, InstanceSpec::default(), async {
-                let _ = stop_rx.await;
-            })
+            serve(
+                &rt,
+                &art,
+                listener,
+                ServeOptions::new(InstanceSpec::default()),
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
             .await
         }
     });
@@ -105,7 +118,122 @@ async fn requests_beyond_the_pool_wait_for_a_slot() {
         report,
         ServeReport {
             requests: 8,
-            failed: 0
+            failed: 0,
+            abandoned: 0
+        }
+    );
+}
+
+/// A server on 127.0.0.1:0 with `options`, and the sender that stops it.
+async fn start(
+    rt: &Runtime,
+    options: ServeOptions,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<ServeReport, ServeError>>,
+) {
+    let art = rt.load_file(app("HTTP_HELLO_P2").as_ref()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let rt = rt.clone();
+    let server = tokio::spawn(async move {
+        serve(&rt, &art, listener, options, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    (addr, stop_tx, server)
+}
+
+/// A client that never finishes its headers cannot hold the server open
+/// past the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_does_not_hold_shutdown() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let options = ServeOptions {
+        header_timeout: std::time::Duration::from_millis(300),
+        ..ServeOptions::new(InstanceSpec::default())
+    };
+    let (addr, stop, server) = start(&rt, options).await;
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: te").unwrap();
+    stop.send(()).unwrap();
+    let started = std::time::Instant::now();
+    let report = server.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report, ServeReport::default());
+}
+
+/// A guest still running when the drain timeout ends is stopped, and its
+/// client told 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_outliving_the_drain_timeout_are_abandoned() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let (spec, out, _) = captured(&["http-hello"]);
+    let options = ServeOptions {
+        drain_timeout: std::time::Duration::from_millis(300),
+        ..ServeOptions::new(spec)
+    };
+    let (addr, stop, server) = start(&rt, options).await;
+    let client = tokio::task::spawn_blocking(move || get(addr, "/sleep?ms=600000"));
+    wait_until("the request reached the guest", || {
+        out.text().contains("/sleep")
+    })
+    .await;
+    stop.send(()).unwrap();
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        ServeReport {
+            requests: 0,
+            failed: 1,
+            abandoned: 1
+        }
+    );
+    assert_eq!(client.await.unwrap().0, 503);
+}
+
+/// With every slot busy, a request waits at most `queue_timeout`, then 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_get_a_slot_in_time_gets_503() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 1,
+        ..RuntimeConfig::default().with_data_dir(data.path())
+    })
+    .unwrap();
+    let (spec, out, _) = captured(&["http-hello"]);
+    let options = ServeOptions {
+        queue_timeout: std::time::Duration::from_millis(200),
+        ..ServeOptions::new(spec)
+    };
+    let (addr, stop, server) = start(&rt, options).await;
+    let busy = tokio::task::spawn_blocking(move || get(addr, "/sleep?ms=3000"));
+    wait_until("the slow request holds the slot", || {
+        out.text().contains("/sleep")
+    })
+    .await;
+    let (status, _) = tokio::task::spawn_blocking(move || get(addr, "/"))
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(busy.await.unwrap(), (200, "slept 3000ms\n".to_string()));
+    stop.send(()).unwrap();
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        ServeReport {
+            requests: 1,
+            failed: 1,
+            abandoned: 0
         }
     );
 }
