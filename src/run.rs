@@ -1,6 +1,7 @@
 //! `skiff run`: one task, from a Wasm file, in the foreground.
 
 use clap::Args;
+use skiff_runtime::http::ServeOptions;
 use skiff_runtime::net::NetworkMode;
 use skiff_runtime::units::{parse_duration, parse_size};
 use skiff_runtime::{
@@ -261,6 +262,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         ..RuntimeConfig::default()
     };
     let mounts = mounts(&args, &config)?;
+    let env = guest_env(&args.env)?;
     let runtime = Runtime::new(config).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let artifact = runtime
@@ -280,17 +282,6 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| target.clone());
-    let mut env = Vec::new();
-    for EnvVar(key, value) in &args.env {
-        match value {
-            Some(v) => env.push((key.clone(), v.clone())),
-            None => {
-                if let Ok(v) = std::env::var(key) {
-                    env.push((key.clone(), v));
-                }
-            }
-        }
-    }
     let spec = InstanceSpec {
         args: std::iter::once(argv0)
             .chain(guest_args.iter().cloned())
@@ -335,10 +326,12 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
 /// Exits at once, without tearing down the engine: the kernel releases its
 /// address-space reservations and threads faster than unmapping them one
 /// by one would, and a one-shot command should not pay for that.
+///
+/// The guest's output is already delivered when it ended by itself (see
+/// `Instance::wait`). After a limit or a signal it may be stuck on a reader
+/// that never reads, holding stdout's lock: so no explicit flush here, which
+/// would wait for that lock (`process::exit` only tries it).
 fn exit_now(code: i32) -> ! {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
     std::process::exit(code)
 }
 
@@ -374,6 +367,27 @@ fn looks_like_reference(s: &str) -> bool {
         && rest.chars().all(|c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '/' | ':' | '.' | '_' | '-')
         })
+}
+
+/// The guest's environment: `KEY=VALUE` as given, `KEY` alone from the
+/// host (left out when the host has none).
+fn guest_env(vars: &[EnvVar]) -> Result<Vec<(String, String)>, String> {
+    let mut env = Vec::new();
+    for EnvVar(key, value) in vars {
+        match value {
+            Some(v) => env.push((key.clone(), v.clone())),
+            None => match std::env::var(key) {
+                Ok(v) => env.push((key.clone(), v)),
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(format!(
+                        "-e {key}: the host's value is not UTF-8, and WASI environment variables are text"
+                    ));
+                }
+            },
+        }
+    }
+    Ok(env)
 }
 
 /// The mounts of `--dir` and `-v`, checked before anything is compiled:
@@ -413,6 +427,12 @@ fn mounts(args: &RunArgs, config: &RuntimeConfig) -> Result<Vec<Mount>, String> 
             guest: v.guest.clone(),
             read_only: v.read_only,
         });
+    }
+    // Two preopens under one name would let the guest pick the read-write
+    // one over a read-only one; docker refuses duplicate mount points too.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = mounts.iter().find(|m| !seen.insert(m.guest.as_str())) {
+        return Err(format!("two mounts use the guest path {}", dup.guest));
     }
     Ok(mounts)
 }
@@ -471,15 +491,22 @@ async fn serve(
         "Serving HTTP on http://{local}/ (container port {})",
         publish.container_port
     );
-    let report = skiff_runtime::http::serve(runtime, artifact, listener, spec, async {
+    let options = ServeOptions::new(spec);
+    let report = skiff_runtime::http::serve(runtime, artifact, listener, options, async {
         shutdown_signal().await;
-        eprintln!("skiff: shutting down, finishing requests in flight");
+        eprintln!("skiff: shutting down, finishing requests in flight (signal again to stop now)");
+        // A second signal means now.
+        tokio::spawn(async {
+            let signal = shutdown_signal().await;
+            exit_now(128 + signal)
+        });
     })
     .await
     .map_err(|e| e.to_string())?;
     tracing::info!(
         requests = report.requests,
         failed = report.failed,
+        abandoned = report.abandoned,
         "stopped serving"
     );
     Ok(0)

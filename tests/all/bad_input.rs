@@ -146,3 +146,13 @@ fn a_component_with_nothing_to_run() {
             "exports neither `wasi:cli/run` nor `wasi:http/incoming-handler`",
         );
 }
+
+#[test]
+fn two_mounts_at_one_guest_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ro = format!("{}:/data:ro", tmp.path().display());
+    let rw = format!("{}::/data", tmp.path().display());
+    skiff(["run", "-v", &ro, "--dir", &rw, app("HELLO_P1")])
+        .run()
+        .assert_one_line_error(125, "two mounts use the guest path /data");
+}

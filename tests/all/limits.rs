@@ -127,3 +127,11 @@ fn cpu_units_are_validated_and_accepted() {
         .run()
         .assert_one_line_error(2, "--cpu");
 }
+
+#[test]
+fn a_reader_that_never_reads_does_not_stop_the_time_limit() {
+    // stdout is a pipe nobody reads: the guest blocks on it, skiff does not.
+    let mut child = skiff(["run", "--timeout", "1s", app("FLOOD_P1"), "256"]).spawn();
+    let code = wait_with_limit(&mut child, Duration::from_secs(30));
+    assert_eq!(code, 124);
+}
