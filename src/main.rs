@@ -1,7 +1,9 @@
 //! `skiff`: Amazon ECS rebuilt for WebAssembly. This binary is a thin client
 //! of the libraries: it parses, calls them, and prints.
 
+mod registry;
 mod run;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run a WASI module or component, sandboxed and limited.
     Run(Box<run::RunArgs>),
+    /// Run the OCI registry alone, in the foreground.
+    Registry(registry::RegistryArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
     let data_dir = cli.data_dir.unwrap_or_else(skiff_runtime::default_data_dir);
     let code = match cli.command {
         Command::Run(args) => run::run(*args, data_dir),
+        Command::Registry(args) => registry::run(args, &data_dir),
     };
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
 }

@@ -445,7 +445,7 @@ async fn run_command(
     let mut instance = runtime.spawn(artifact, spec).map_err(|e| e.to_string())?;
     let signal = tokio::select! {
         outcome = instance.wait() => return Ok(report(artifact.name(), &outcome)),
-        signal = shutdown_signal() => signal,
+        signal = crate::signals::shutdown_signal() => signal,
     };
     instance.stop(Duration::ZERO);
     let outcome = instance.wait().await;
@@ -493,11 +493,11 @@ async fn serve(
     );
     let options = ServeOptions::new(spec);
     let report = skiff_runtime::http::serve(runtime, artifact, listener, options, async {
-        shutdown_signal().await;
+        crate::signals::shutdown_signal().await;
         eprintln!("skiff: shutting down, finishing requests in flight (signal again to stop now)");
         // A second signal means now.
         tokio::spawn(async {
-            let signal = shutdown_signal().await;
+            let signal = crate::signals::shutdown_signal().await;
             exit_now(128 + signal)
         });
     })
@@ -510,22 +510,6 @@ async fn serve(
         "stopped serving"
     );
     Ok(0)
-}
-
-/// Waits for SIGINT or SIGTERM and returns its number.
-async fn shutdown_signal() -> i32 {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut int, mut term) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(i), Ok(t)) => (i, t),
-        _ => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = int.recv() => libc::SIGINT,
-        _ = term.recv() => libc::SIGTERM,
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,110 @@
+//! skiff's registry: an OCI distribution (v1.1) registry for Wasm
+//! artifacts, with ECR's repository behaviour on top.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use skiff_registry::{Registry, RegistryConfig};
+//! let registry = Registry::open(RegistryConfig::new("/var/lib/skiff/registry"))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5050").await?;
+//! registry.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+mod blobs;
+mod db;
+pub mod digest;
+pub mod error;
+mod gc;
+pub mod manifest;
+pub mod names;
+mod server;
+
+pub use digest::{Algorithm, Digest};
+pub use gc::GcReport;
+pub use server::RegistryConfig;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The registry could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the registry: {0}")]
+pub struct OpenError(#[from] error::Internal);
+
+/// A registry over one data directory. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<server::Inner>,
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry stored under `config.root`.
+    /// Uploads interrupted by a crash are discarded.
+    pub fn open(config: RegistryConfig) -> Result<Registry, OpenError> {
+        Ok(Registry {
+            inner: Arc::new(server::Inner::open(config)?),
+        })
+    }
+
+    /// Serves the distribution API on `listener` until `shutdown`
+    /// completes, then finishes the requests in flight and returns.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut http = http1::Builder::new();
+        http.keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+        let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let inner = Arc::clone(&self.inner);
+                        let service = service_fn(move |req| {
+                            let inner = Arc::clone(&inner);
+                            async move { Ok::<_, Infallible>(inner.handle(req).await) }
+                        });
+                        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                        connections.spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!("registry connection ended: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            graceful.shutdown().await;
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Deletes blobs nothing references any more (see [`GcReport`]).
+    pub async fn collect_garbage(&self) -> Result<GcReport, error::Internal> {
+        self.inner.collect_garbage().await
+    }
+}

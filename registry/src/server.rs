@@ -1,0 +1,1219 @@
+//! The OCI distribution API over HTTP: routing, and one handler per
+//! endpoint of the spec (v1.1: pull, push, content discovery, content
+//! management).
+
+use crate::blobs::Blobs;
+use crate::db::{Db, NewManifest};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Code, Error, Failure, Internal, Result};
+use crate::manifest::{self, MAX_MANIFEST_BYTES};
+use crate::names::{valid_repository, valid_tag};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The response body of every endpoint.
+pub type Body = Full<Bytes>;
+type Response = http::Response<Body>;
+
+/// How a registry behaves.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Where blobs and metadata live (`DATA_DIR/registry` under skiff).
+    pub root: PathBuf,
+    /// Create a repository on its first push (ECR creates them only by
+    /// API unless configured; skiff defaults to creating them). Default: on.
+    pub create_on_push: bool,
+    /// How long a blob no manifest references is kept after it was last
+    /// uploaded or mounted, so a push in progress never loses its layers to
+    /// garbage collection. Default: 1 hour.
+    pub gc_grace: Duration,
+}
+
+impl RegistryConfig {
+    /// Defaults, storing under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RegistryConfig {
+            root: root.into(),
+            create_on_push: true,
+            gc_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// An upload in progress, with the repository it belongs to.
+type Session = (String, Arc<tokio::sync::Mutex<Upload>>);
+
+/// An upload in progress.
+struct Upload {
+    repo: String,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    offset: u64,
+    /// sha256 of everything so far (the common digest).
+    hasher: Option<Hasher>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: RegistryConfig,
+    pub(crate) db: Db,
+    pub(crate) blobs: Blobs,
+    /// Uploads in progress by id.
+    uploads: Mutex<HashMap<String, Session>>,
+    /// Commits and manifest pushes hold it shared, garbage collection
+    /// exclusively: a blob is never swept between being checked and being
+    /// referenced.
+    pub(crate) gc_lock: tokio::sync::RwLock<()>,
+}
+
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Inner {
+    pub(crate) fn open(config: RegistryConfig) -> std::result::Result<Inner, Internal> {
+        std::fs::create_dir_all(&config.root)?;
+        let blobs = Blobs::open(&config.root)?;
+        // Nothing survives a restart of an upload but its half-written file.
+        blobs.clear_uploads()?;
+        let db = Db::open(&config.root.join("registry.db"))?;
+        Ok(Inner {
+            config,
+            db,
+            blobs,
+            uploads: Mutex::new(HashMap::new()),
+            gc_lock: tokio::sync::RwLock::new(()),
+        })
+    }
+
+    /// Runs blocking work (disk, database) off the async threads.
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Inner) -> std::result::Result<T, Internal> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Failure::Internal(Internal::Other(format!("blocking task: {e}"))))?
+            .map_err(Failure::Internal)
+    }
+
+    pub(crate) async fn handle(self: &Arc<Self>, req: http::Request<Incoming>) -> Response {
+        let method = req.method().clone();
+        let mut response = match self.route(req).await {
+            Ok(r) => r,
+            Err(Failure::Client(e)) => error_response(&e),
+            Err(Failure::Internal(e)) => {
+                tracing::error!("registry failure: {e}");
+                let e = Error::new(
+                    Code::Unsupported,
+                    "the registry failed to serve this request",
+                )
+                .with_status(StatusCode::INTERNAL_SERVER_ERROR);
+                error_response(&e)
+            }
+        };
+        response.headers_mut().insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static("registry/2.0"),
+        );
+        if method == Method::HEAD {
+            *response.body_mut() = Full::new(Bytes::new());
+        }
+        response
+    }
+
+    async fn route(self: &Arc<Self>, req: http::Request<Incoming>) -> Result<Response> {
+        let path = percent_decode(req.uri().path());
+        let query = parse_query(req.uri().query());
+        let method = req.method().clone();
+        let Some(rest) = path.strip_prefix("/v2/") else {
+            return Err(not_found(&path).into());
+        };
+        if rest.is_empty() {
+            return Ok(json_response(StatusCode::OK, "{}".into()));
+        }
+        let route = Route::parse(rest).ok_or_else(|| not_found(&path))?;
+        let name = route.name();
+        if !valid_repository(name) {
+            return Err(Error::new(
+                Code::NameInvalid,
+                format!("invalid repository name {name:?}"),
+            )
+            .into());
+        }
+        match (route, method) {
+            (Route::Manifest { name, reference }, Method::GET | Method::HEAD) => {
+                self.get_manifest(name, reference).await
+            }
+            (Route::Manifest { name, reference }, Method::PUT) => {
+                self.put_manifest(name, reference, req).await
+            }
+            (Route::Manifest { name, reference }, Method::DELETE) => {
+                self.delete_manifest(name, reference).await
+            }
+            (Route::Blob { name, digest }, Method::GET | Method::HEAD) => {
+                self.get_blob(name, digest, req.headers()).await
+            }
+            (Route::Blob { name, digest }, Method::DELETE) => self.delete_blob(name, digest).await,
+            (Route::Uploads { name, id: None }, Method::POST) => {
+                self.start_upload(name, &query, req).await
+            }
+            (Route::Uploads { name, id: Some(id) }, Method::PATCH) => {
+                self.patch_upload(name, id, req).await
+            }
+            (Route::Uploads { name, id: Some(id) }, Method::PUT) => {
+                self.finish_upload(name, id, &query, req).await
+            }
+            (Route::Uploads { name, id: Some(id) }, Method::GET) => {
+                self.upload_status(name, id).await
+            }
+            (Route::Uploads { name, id: Some(id) }, Method::DELETE) => {
+                self.cancel_upload(name, id).await
+            }
+            (Route::Tags { name }, Method::GET) => self.list_tags(name, &query).await,
+            (Route::Referrers { name, digest }, Method::GET) => {
+                self.referrers(name, digest, &query).await
+            }
+            (_, method) => Err(Error::new(
+                Code::Unsupported,
+                format!("{method} is not supported on {path}"),
+            )
+            .into()),
+        }
+    }
+
+    // ---- repositories -------------------------------------------------
+
+    async fn require_repository(self: &Arc<Self>, name: &str) -> Result<()> {
+        let n = name.to_string();
+        if self.blocking(move |i| i.db.repository_exists(&n)).await? {
+            Ok(())
+        } else {
+            Err(Error::new(Code::NameUnknown, format!("repository {name} is not known")).into())
+        }
+    }
+
+    /// A push into `name`: the repository must exist, or be created now.
+    async fn pushable(self: &Arc<Self>, name: &str) -> Result<()> {
+        if self.config.create_on_push {
+            let n = name.to_string();
+            self.blocking(move |i| i.db.create_repository(&n, now()))
+                .await?;
+            Ok(())
+        } else {
+            self.require_repository(name).await
+        }
+    }
+
+    // ---- manifests ----------------------------------------------------
+
+    async fn get_manifest(self: &Arc<Self>, name: &str, reference: &str) -> Result<Response> {
+        check_reference(reference)?;
+        self.require_repository(name).await?;
+        let (n, r) = (name.to_string(), reference.to_string());
+        let found = self.blocking(move |i| i.db.manifest(&n, &r)).await?;
+        let Some(row) = found else {
+            return Err(Error::new(
+                Code::ManifestUnknown,
+                format!("manifest {reference} is not in {name}"),
+            )
+            .into());
+        };
+        let digest: Digest = row
+            .digest
+            .parse()
+            .map_err(|e| Internal::Other(format!("stored digest: {e}")))?;
+        let bytes = self.blocking(move |i| Ok(i.blobs.read(&digest)?)).await?;
+        let mut response = http::Response::new(Full::new(Bytes::from(bytes)));
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, header_value(&row.media_type)?);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(row.size));
+        h.insert("docker-content-digest", header_value(&row.digest)?);
+        h.insert(header::ETAG, header_value(&format!("\"{}\"", row.digest))?);
+        Ok(response)
+    }
+
+    async fn put_manifest(
+        self: &Arc<Self>,
+        name: &str,
+        reference: &str,
+        req: http::Request<Incoming>,
+    ) -> Result<Response> {
+        let by_digest: Option<Digest> = if reference.contains(':') {
+            Some(
+                reference
+                    .parse()
+                    .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?,
+            )
+        } else if valid_tag(reference) {
+            None
+        } else {
+            return Err(
+                Error::new(Code::ManifestInvalid, format!("invalid tag {reference:?}")).into(),
+            );
+        };
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        let bytes = read_limited(req.into_body(), MAX_MANIFEST_BYTES).await?;
+        let parsed = manifest::parse(&bytes, &content_type)?;
+        let digest = match &by_digest {
+            Some(d) => {
+                let actual = Digest::of(d.algorithm(), &bytes);
+                if &actual != d {
+                    return Err(Error::new(
+                        Code::DigestInvalid,
+                        format!("the manifest's digest is {actual}, not {d}"),
+                    )
+                    .into());
+                }
+                actual
+            }
+            None => Digest::sha256_of(&bytes),
+        };
+        self.pushable(name).await?;
+
+        let _shared = self.gc_lock.read().await;
+        // Everything it references must be here (or embedded, or foreign).
+        for (blob, size, elsewhere) in &parsed.blobs {
+            if *elsewhere {
+                continue;
+            }
+            let (n, b) = (name.to_string(), blob.clone());
+            match self.blocking(move |i| i.db.linked_blob(&n, &b)).await? {
+                Some(stored) if stored == *size => {}
+                Some(stored) => {
+                    return Err(Error::new(
+                        Code::ManifestInvalid,
+                        format!("blob {blob} has {stored} bytes, not the {size} the manifest says"),
+                    )
+                    .into());
+                }
+                None => {
+                    return Err(Error::new(
+                        Code::ManifestBlobUnknown,
+                        format!("blob {blob} is not in {name}"),
+                    )
+                    .into());
+                }
+            }
+        }
+        for child in &parsed.manifests {
+            let (n, c) = (name.to_string(), child.clone());
+            if !self.blocking(move |i| i.db.has_manifest(&n, &c)).await? {
+                return Err(Error::new(
+                    Code::ManifestBlobUnknown,
+                    format!("manifest {child} is not in {name}"),
+                )
+                .into());
+            }
+        }
+        let children: Vec<Digest> = parsed
+            .blobs
+            .iter()
+            .map(|(d, _, _)| d.clone())
+            .chain(parsed.manifests.iter().cloned())
+            .collect();
+        let (n, d, tag) = (
+            name.to_string(),
+            digest.clone(),
+            by_digest.is_none().then(|| reference.to_string()),
+        );
+        let stored = parsed.clone();
+        let size = bytes.len() as u64;
+        self.blocking(move |i| {
+            i.blobs.put(&d, &bytes)?;
+            i.db.put_manifest(&NewManifest {
+                repo: &n,
+                digest: &d,
+                media_type: &stored.media_type,
+                artifact_type: stored.artifact_type.as_deref(),
+                config_media_type: stored.config_media_type.as_deref(),
+                size,
+                subject: stored.subject.as_ref(),
+                annotations: stored.annotations.clone(),
+                children,
+                tag: tag.as_deref(),
+                now: now(),
+            })
+        })
+        .await?;
+
+        let mut response = empty(StatusCode::CREATED);
+        let h = response.headers_mut();
+        h.insert(
+            header::LOCATION,
+            header_value(&format!("/v2/{name}/manifests/{digest}"))?,
+        );
+        h.insert("docker-content-digest", header_value(&digest.to_string())?);
+        if let Some(subject) = &parsed.subject {
+            h.insert("oci-subject", header_value(&subject.to_string())?);
+        }
+        Ok(response)
+    }
+
+    async fn delete_manifest(self: &Arc<Self>, name: &str, reference: &str) -> Result<Response> {
+        check_reference(reference)?;
+        self.require_repository(name).await?;
+        let (n, r) = (name.to_string(), reference.to_string());
+        let deleted = if reference.contains(':') {
+            let d: Digest = reference
+                .parse()
+                .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
+            self.blocking(move |i| i.db.delete_manifest(&n, &d)).await?
+        } else {
+            self.blocking(move |i| i.db.delete_tag(&n, &r)).await?
+        };
+        if !deleted {
+            return Err(Error::new(
+                Code::ManifestUnknown,
+                format!("manifest {reference} is not in {name}"),
+            )
+            .into());
+        }
+        Ok(empty(StatusCode::ACCEPTED))
+    }
+
+    // ---- blobs --------------------------------------------------------
+
+    async fn get_blob(
+        self: &Arc<Self>,
+        name: &str,
+        digest: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response> {
+        let digest: Digest = digest
+            .parse()
+            .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
+        self.require_repository(name).await?;
+        let (n, d) = (name.to_string(), digest.clone());
+        let size = self.blocking(move |i| i.db.linked_blob(&n, &d)).await?;
+        let Some(size) = size else {
+            return Err(
+                Error::new(Code::BlobUnknown, format!("blob {digest} is not in {name}")).into(),
+            );
+        };
+        let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+            Some(spec) => match parse_range(spec, size) {
+                Some(r) => Some(r),
+                None => {
+                    let mut response = error_response(
+                        &Error::new(
+                            Code::BlobUnknown,
+                            format!("range {spec} is outside the blob's {size} bytes"),
+                        )
+                        .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
+                    );
+                    response.headers_mut().insert(
+                        header::CONTENT_RANGE,
+                        header_value(&format!("bytes */{size}"))?,
+                    );
+                    return Ok(response);
+                }
+            },
+            None => None,
+        };
+        let d = digest.clone();
+        let body = self
+            .blocking(move |i| {
+                let path = i.blobs.path(&d);
+                let file = std::fs::File::open(&path)?;
+                if size == 0 {
+                    return Ok(Bytes::new());
+                }
+                // SAFETY: blob files are immutable once committed, and a
+                // removed file stays mapped until the mapping is dropped.
+                let map = unsafe { memmap2::Mmap::map(&file)? };
+                Ok(Bytes::from_owner(map))
+            })
+            .await?;
+        let (status, body) = match range {
+            Some((start, end)) => (
+                StatusCode::PARTIAL_CONTENT,
+                body.slice(start as usize..=end as usize),
+            ),
+            None => (StatusCode::OK, body),
+        };
+        let len = body.len() as u64;
+        let mut response = http::Response::new(Full::new(body));
+        *response.status_mut() = status;
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert("docker-content-digest", header_value(&digest.to_string())?);
+        h.insert(header::ETAG, header_value(&format!("\"{digest}\""))?);
+        if let Some((start, end)) = range {
+            h.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes {start}-{end}/{size}"))?,
+            );
+        }
+        Ok(response)
+    }
+
+    async fn delete_blob(self: &Arc<Self>, name: &str, digest: &str) -> Result<Response> {
+        let digest: Digest = digest
+            .parse()
+            .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
+        self.require_repository(name).await?;
+        let (n, d) = (name.to_string(), digest.clone());
+        if !self.blocking(move |i| i.db.unlink_blob(&n, &d)).await? {
+            return Err(
+                Error::new(Code::BlobUnknown, format!("blob {digest} is not in {name}")).into(),
+            );
+        }
+        Ok(empty(StatusCode::ACCEPTED))
+    }
+
+    // ---- uploads ------------------------------------------------------
+
+    async fn start_upload(
+        self: &Arc<Self>,
+        name: &str,
+        query: &HashMap<String, String>,
+        req: http::Request<Incoming>,
+    ) -> Result<Response> {
+        self.pushable(name).await?;
+        if let Some(mount) = query.get("mount") {
+            let digest: Digest = mount
+                .parse()
+                .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
+            let from = query.get("from").cloned();
+            if let Some(from) = &from
+                && !valid_repository(from)
+            {
+                return Err(Error::new(
+                    Code::NameInvalid,
+                    format!("invalid repository name {from:?}"),
+                )
+                .into());
+            }
+            let _shared = self.gc_lock.read().await;
+            let (n, d) = (name.to_string(), digest.clone());
+            let mounted = self
+                .blocking(move |i| {
+                    let Some(size) = i.db.blob_owner(&d, from.as_deref())? else {
+                        return Ok(false);
+                    };
+                    if !i.blobs.exists(&d) {
+                        return Ok(false);
+                    }
+                    i.db.link_blob(&n, &d, size, now())?;
+                    Ok(true)
+                })
+                .await?;
+            if mounted {
+                return blob_created(name, &digest);
+            }
+            // Not mountable: an ordinary upload session instead.
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let path = self.blobs.upload_path(&id);
+        let p = path.clone();
+        let file = self
+            .blocking(move |_| {
+                Ok(std::fs::OpenOptions::new()
+                    .create_new(true)
+                    .append(true)
+                    .open(&p)?)
+            })
+            .await?;
+        let upload = Arc::new(tokio::sync::Mutex::new(Upload {
+            repo: name.to_string(),
+            path,
+            file: Some(file),
+            offset: 0,
+            hasher: Some(Hasher::new(Algorithm::Sha256)),
+        }));
+        if let Some(digest) = query.get("digest") {
+            // Single-POST monolithic upload.
+            let digest: Digest = digest
+                .parse()
+                .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
+            let mut up = upload.lock().await;
+            let expect = content_length(req.headers());
+            let result = async {
+                self.receive(&mut up, req.into_body(), expect).await?;
+                self.commit(&mut up, &digest).await
+            }
+            .await;
+            if result.is_err() {
+                self.discard(&mut up).await;
+            }
+            result?;
+            return blob_created(name, &digest);
+        }
+        self.uploads_lock()?
+            .insert(id.clone(), (name.to_string(), upload));
+        let mut response = empty(StatusCode::ACCEPTED);
+        let h = response.headers_mut();
+        h.insert(
+            header::LOCATION,
+            header_value(&format!("/v2/{name}/blobs/uploads/{id}"))?,
+        );
+        h.insert(header::RANGE, HeaderValue::from_static("0-0"));
+        h.insert("docker-upload-uuid", header_value(&id)?);
+        Ok(response)
+    }
+
+    fn uploads_lock(
+        &self,
+    ) -> std::result::Result<std::sync::MutexGuard<'_, HashMap<String, Session>>, Internal> {
+        self.uploads
+            .lock()
+            .map_err(|_| Internal::Other("uploads lock poisoned".into()))
+    }
+
+    fn session(&self, name: &str, id: &str) -> Result<Arc<tokio::sync::Mutex<Upload>>> {
+        let unknown = || {
+            Error::new(
+                Code::BlobUploadUnknown,
+                format!("upload {id} is not in progress"),
+            )
+        };
+        match self.uploads_lock()?.get(id) {
+            // An upload belongs to the repository it was started in.
+            Some((repo, upload)) if repo == name => Ok(Arc::clone(upload)),
+            _ => Err(unknown().into()),
+        }
+    }
+
+    async fn patch_upload(
+        self: &Arc<Self>,
+        name: &str,
+        id: &str,
+        req: http::Request<Incoming>,
+    ) -> Result<Response> {
+        let upload = self.session(name, id)?;
+        let mut up = upload.lock().await;
+        let expect = match content_range(req.headers())? {
+            Some((start, end)) => {
+                if start != up.offset || end < start {
+                    return range_not_satisfiable(name, id, up.offset);
+                }
+                Some(end - start + 1)
+            }
+            None => content_length(req.headers()),
+        };
+        self.receive(&mut up, req.into_body(), expect).await?;
+        upload_progress(StatusCode::ACCEPTED, name, id, up.offset)
+    }
+
+    async fn finish_upload(
+        self: &Arc<Self>,
+        name: &str,
+        id: &str,
+        query: &HashMap<String, String>,
+        req: http::Request<Incoming>,
+    ) -> Result<Response> {
+        let upload = self.session(name, id)?;
+        let mut up = upload.lock().await;
+        let digest: Digest = query
+            .get("digest")
+            .ok_or_else(|| Error::new(Code::DigestInvalid, "closing an upload needs ?digest="))?
+            .parse()
+            .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
+        let expect = match content_range(req.headers())? {
+            Some((start, end)) => {
+                if start != up.offset || end < start {
+                    return range_not_satisfiable(name, id, up.offset);
+                }
+                Some(end - start + 1)
+            }
+            None => content_length(req.headers()),
+        };
+        let result = async {
+            self.receive(&mut up, req.into_body(), expect).await?;
+            self.commit(&mut up, &digest).await
+        }
+        .await;
+        // Closed, whatever happened: a failed digest check ends the session.
+        self.uploads_lock()?.remove(id);
+        if result.is_err() {
+            self.discard(&mut up).await;
+        }
+        result?;
+        blob_created(name, &digest)
+    }
+
+    async fn upload_status(self: &Arc<Self>, name: &str, id: &str) -> Result<Response> {
+        let upload = self.session(name, id)?;
+        let up = upload.lock().await;
+        upload_progress(StatusCode::NO_CONTENT, name, id, up.offset)
+    }
+
+    async fn cancel_upload(self: &Arc<Self>, name: &str, id: &str) -> Result<Response> {
+        let upload = self.session(name, id)?;
+        self.uploads_lock()?.remove(id);
+        let mut up = upload.lock().await;
+        self.discard(&mut up).await;
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// Appends a request body to an upload, hashing as it goes, in batches
+    /// written off the async threads. `expect` is the length the request
+    /// announced; a body of another length fails the request.
+    async fn receive(
+        self: &Arc<Self>,
+        up: &mut Upload,
+        mut body: Incoming,
+        expect: Option<u64>,
+    ) -> Result<()> {
+        const BATCH: usize = 1 << 20;
+        let mut received: u64 = 0;
+        let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
+        loop {
+            let frame = body.frame().await;
+            let done = match frame {
+                None => true,
+                Some(Err(e)) => {
+                    return Err(Error::new(
+                        Code::BlobUploadInvalid,
+                        format!("the upload was cut short: {e}"),
+                    )
+                    .into());
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        received += data.len() as u64;
+                        if expect.is_some_and(|n| received > n) {
+                            return Err(Error::new(
+                                Code::SizeInvalid,
+                                "the body is longer than its declared length",
+                            )
+                            .into());
+                        }
+                        batch.extend_from_slice(&data);
+                    }
+                    false
+                }
+            };
+            if batch.len() >= BATCH || (done && !batch.is_empty()) {
+                let (mut file, mut hasher) = (up.file.take(), up.hasher.take());
+                let bytes = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                let written = bytes.len() as u64;
+                let (file_back, hasher_back) = tokio::task::spawn_blocking(move || {
+                    let written = match file.as_mut() {
+                        Some(f) => std::io::Write::write_all(f, &bytes),
+                        None => Err(std::io::Error::other("upload file closed")),
+                    };
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&bytes);
+                    }
+                    (written.map(|()| file), hasher)
+                })
+                .await
+                .map_err(|e| Internal::Other(format!("blocking task: {e}")))?;
+                up.hasher = hasher_back;
+                up.file = file_back?;
+                up.offset += written;
+            }
+            if done {
+                break;
+            }
+        }
+        if expect.is_some_and(|n| received != n) {
+            return Err(Error::new(
+                Code::SizeInvalid,
+                "the body is shorter than its declared length",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Checks the digest of everything uploaded and makes it a blob of the
+    /// upload's repository.
+    async fn commit(self: &Arc<Self>, up: &mut Upload, digest: &Digest) -> Result<()> {
+        let path = up.path.clone();
+        let size = up.offset;
+        let actual = match (digest.algorithm(), up.hasher.take()) {
+            (Algorithm::Sha256, Some(h)) => h.finish(),
+            (alg, _) => {
+                let p = path.clone();
+                self.blocking(move |_| Ok(Blobs::hash_file(&p, alg)?))
+                    .await?
+            }
+        };
+        if &actual != digest {
+            return Err(Error::new(
+                Code::DigestInvalid,
+                format!("the uploaded content's digest is {actual}, not {digest}"),
+            )
+            .with_detail(serde_json::json!({ "digest": digest.to_string() }))
+            .into());
+        }
+        up.file = None;
+        let _shared = self.gc_lock.read().await;
+        let (repo, d) = (up.repo.clone(), digest.clone());
+        self.blocking(move |i| {
+            i.blobs.commit(&path, &d)?;
+            i.db.link_blob(&repo, &d, size, now())
+        })
+        .await
+    }
+
+    async fn discard(self: &Arc<Self>, up: &mut Upload) {
+        up.file = None;
+        let path = up.path.clone();
+        let _ = self
+            .blocking(move |_| {
+                let _ = std::fs::remove_file(&path);
+                Ok(())
+            })
+            .await;
+    }
+
+    // ---- discovery ----------------------------------------------------
+
+    async fn list_tags(
+        self: &Arc<Self>,
+        name: &str,
+        query: &HashMap<String, String>,
+    ) -> Result<Response> {
+        self.require_repository(name).await?;
+        let n: Option<u64> = match query.get("n") {
+            Some(v) => Some(v.parse().map_err(|_| {
+                Error::new(Code::Unsupported, format!("n={v} is not a number"))
+                    .with_status(StatusCode::BAD_REQUEST)
+            })?),
+            None => None,
+        };
+        let last = query.get("last").cloned();
+        let limit = n.map(|n| n.saturating_add(1)).unwrap_or(u64::MAX);
+        let (repo, l) = (name.to_string(), last.clone());
+        let mut tags = if n == Some(0) {
+            Vec::new()
+        } else {
+            self.blocking(move |i| i.db.tags(&repo, l.as_deref(), limit))
+                .await?
+        };
+        let more = n.is_some_and(|n| tags.len() as u64 > n);
+        if let Some(n) = n {
+            tags.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        let body = serde_json::json!({ "name": name, "tags": tags }).to_string();
+        let mut response = json_response(StatusCode::OK, body);
+        if more && let (Some(n), Some(last_tag)) = (n, tags.last()) {
+            let link = format!(
+                "</v2/{name}/tags/list?n={n}&last={}>; rel=\"next\"",
+                form_urlencoded::byte_serialize(last_tag.as_bytes()).collect::<String>()
+            );
+            response
+                .headers_mut()
+                .insert(header::LINK, header_value(&link)?);
+        }
+        Ok(response)
+    }
+
+    async fn referrers(
+        self: &Arc<Self>,
+        name: &str,
+        digest: &str,
+        query: &HashMap<String, String>,
+    ) -> Result<Response> {
+        let subject: Digest = digest
+            .parse()
+            .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
+        let repo = name.to_string();
+        let rows = self
+            .blocking(move |i| i.db.referrers(&repo, &subject))
+            .await?;
+        let filter = query.get("artifactType").filter(|a| !a.is_empty());
+        let manifests: Vec<serde_json::Value> = rows
+            .into_iter()
+            .filter_map(|row| {
+                let is_index = row.media_type == manifest::OCI_INDEX
+                    || row.media_type == manifest::DOCKER_LIST;
+                // The manifest's own artifactType, else its config's media
+                // type (image manifests only).
+                let artifact_type = row.artifact_type.clone().or(if is_index {
+                    None
+                } else {
+                    row.config_media_type.clone()
+                });
+                if let Some(filter) = filter
+                    && artifact_type.as_deref() != Some(filter.as_str())
+                {
+                    return None;
+                }
+                let mut d = serde_json::json!({
+                    "mediaType": row.media_type,
+                    "digest": row.digest,
+                    "size": row.size,
+                });
+                if let Some(t) = artifact_type {
+                    d["artifactType"] = serde_json::Value::String(t);
+                }
+                if let Some(a) = row
+                    .annotations
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str(a).ok())
+                {
+                    d["annotations"] = a;
+                }
+                Some(d)
+            })
+            .collect();
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_INDEX,
+            "manifests": manifests,
+        })
+        .to_string();
+        let mut response = json_response(StatusCode::OK, body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(manifest::OCI_INDEX),
+        );
+        if filter.is_some() {
+            response.headers_mut().insert(
+                "oci-filters-applied",
+                HeaderValue::from_static("artifactType"),
+            );
+        }
+        Ok(response)
+    }
+}
+
+/// What a `/v2/<rest>` path names.
+enum Route<'a> {
+    Manifest { name: &'a str, reference: &'a str },
+    Blob { name: &'a str, digest: &'a str },
+    Uploads { name: &'a str, id: Option<&'a str> },
+    Tags { name: &'a str },
+    Referrers { name: &'a str, digest: &'a str },
+}
+
+impl<'a> Route<'a> {
+    /// Repository names contain slashes, so each route is recognised by its
+    /// tail and the name is everything before it.
+    fn parse(rest: &'a str) -> Option<Route<'a>> {
+        if let Some(name) = rest.strip_suffix("/tags/list") {
+            return Some(Route::Tags { name });
+        }
+        if let Some(name) = rest
+            .strip_suffix("/blobs/uploads/")
+            .or_else(|| rest.strip_suffix("/blobs/uploads"))
+        {
+            return Some(Route::Uploads { name, id: None });
+        }
+        let tail = |marker: &str| {
+            rest.rfind(marker)
+                .map(|i| (&rest[..i], &rest[i + marker.len()..]))
+                .filter(|(_, last)| !last.is_empty() && !last.contains('/'))
+        };
+        if let Some((name, id)) = tail("/blobs/uploads/") {
+            return Some(Route::Uploads { name, id: Some(id) });
+        }
+        if let Some((name, reference)) = tail("/manifests/") {
+            return Some(Route::Manifest { name, reference });
+        }
+        if let Some((name, digest)) = tail("/blobs/") {
+            return Some(Route::Blob { name, digest });
+        }
+        if let Some((name, digest)) = tail("/referrers/") {
+            return Some(Route::Referrers { name, digest });
+        }
+        None
+    }
+
+    fn name(&self) -> &'a str {
+        match self {
+            Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Uploads { name, .. }
+            | Route::Tags { name }
+            | Route::Referrers { name, .. } => name,
+        }
+    }
+}
+
+fn check_reference(reference: &str) -> Result<()> {
+    if reference.contains(':') {
+        reference
+            .parse::<Digest>()
+            .map(|_| ())
+            .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")).into())
+    } else if valid_tag(reference) {
+        Ok(())
+    } else {
+        Err(Error::new(Code::ManifestInvalid, format!("invalid tag {reference:?}")).into())
+    }
+}
+
+fn not_found(path: &str) -> Error {
+    Error::new(Code::Unsupported, format!("no such endpoint: {path}"))
+        .with_status(StatusCode::NOT_FOUND)
+}
+
+fn header_value(s: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(s).map_err(|e| Internal::Other(format!("header value {s:?}: {e}")).into())
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut r = http::Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = http::Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(e: &Error) -> Response {
+    json_response(e.status, e.body())
+}
+
+fn blob_created(name: &str, digest: &Digest) -> Result<Response> {
+    let mut response = empty(StatusCode::CREATED);
+    let h = response.headers_mut();
+    h.insert(
+        header::LOCATION,
+        header_value(&format!("/v2/{name}/blobs/{digest}"))?,
+    );
+    h.insert("docker-content-digest", header_value(&digest.to_string())?);
+    Ok(response)
+}
+
+/// `Range: 0-<last byte>` as uploads report progress (`0-0` before any).
+fn upload_progress(status: StatusCode, name: &str, id: &str, offset: u64) -> Result<Response> {
+    let mut response = empty(status);
+    let h = response.headers_mut();
+    h.insert(
+        header::LOCATION,
+        header_value(&format!("/v2/{name}/blobs/uploads/{id}"))?,
+    );
+    h.insert(
+        header::RANGE,
+        header_value(&format!("0-{}", offset.saturating_sub(1)))?,
+    );
+    h.insert("docker-upload-uuid", header_value(id)?);
+    Ok(response)
+}
+
+fn range_not_satisfiable(name: &str, id: &str, offset: u64) -> Result<Response> {
+    let e = Error::new(
+        Code::BlobUploadInvalid,
+        format!("the chunk must start at byte {offset}"),
+    )
+    .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+    let mut response = error_response(&e);
+    let h = response.headers_mut();
+    h.insert(
+        header::LOCATION,
+        header_value(&format!("/v2/{name}/blobs/uploads/{id}"))?,
+    );
+    h.insert(
+        header::RANGE,
+        header_value(&format!("0-{}", offset.saturating_sub(1)))?,
+    );
+    h.insert("docker-upload-uuid", header_value(id)?);
+    Ok(response)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// An upload chunk's `Content-Range: <start>-<end>` (inclusive; a `bytes `
+/// prefix is tolerated).
+fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::new(
+            Code::BlobUploadInvalid,
+            "Content-Range must be <start>-<end>",
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+    };
+    let s = v.to_str().map_err(|_| bad())?;
+    let s = s.trim().trim_start_matches("bytes").trim();
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    Ok(Some((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    )))
+}
+
+/// A blob request's `Range: bytes=<start>-[<end>]` or `bytes=-<suffix>`,
+/// clamped to the blob; None if it cannot be satisfied.
+fn parse_range(spec: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = spec.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 {
+                return None;
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (start, "") => (start.parse().ok()?, size - 1),
+        (start, end) => (start.parse().ok()?, end.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+/// Reads a whole request body, refusing more than `limit` bytes with 413.
+async fn read_limited(mut body: Incoming, limit: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Error::new(
+                Code::ManifestInvalid,
+                format!("the body was cut short: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(Error::new(
+                    Code::ManifestInvalid,
+                    format!("the manifest is larger than {limit} bytes"),
+                )
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+                .into());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// Decodes `%XX` escapes in a path (clients may escape the `:` of a digest).
+fn percent_decode(path: &str) -> String {
+    if !path.contains('%') {
+        return path.to_string();
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_take_the_name_from_before_the_tail() {
+        assert!(matches!(
+            Route::parse("a/b/manifests/latest"),
+            Some(Route::Manifest {
+                name: "a/b",
+                reference: "latest"
+            })
+        ));
+        assert!(matches!(
+            Route::parse("a/manifests/b/manifests/v1"),
+            Some(Route::Manifest {
+                name: "a/manifests/b",
+                reference: "v1"
+            })
+        ));
+        assert!(matches!(
+            Route::parse("x/blobs/uploads/"),
+            Some(Route::Uploads {
+                name: "x",
+                id: None
+            })
+        ));
+        assert!(matches!(
+            Route::parse("x/blobs/uploads/abc"),
+            Some(Route::Uploads {
+                name: "x",
+                id: Some("abc")
+            })
+        ));
+        assert!(matches!(
+            Route::parse("x/blobs/sha256:00"),
+            Some(Route::Blob {
+                name: "x",
+                digest: "sha256:00"
+            })
+        ));
+        assert!(matches!(
+            Route::parse("x/y/tags/list"),
+            Some(Route::Tags { name: "x/y" })
+        ));
+        assert!(matches!(
+            Route::parse("x/referrers/sha256:00"),
+            Some(Route::Referrers { name: "x", .. })
+        ));
+        assert!(Route::parse("x/nothing").is_none());
+        assert!(Route::parse("x/manifests/").is_none());
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-1000", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=9-0", 100), None);
+        assert_eq!(parse_range("bytes=0-0", 0), None);
+        assert_eq!(parse_range("lines=0-1", 100), None);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode("/v2/a/blobs/sha256%3Aab"),
+            "/v2/a/blobs/sha256:ab"
+        );
+        assert_eq!(percent_decode("/v2/a%2"), "/v2/a%2");
+    }
+}
