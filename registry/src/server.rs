@@ -520,6 +520,7 @@ impl Inner {
                 })
                 .await?;
             if mounted {
+                tracing::debug!(%digest, into = name, "mounted a blob from another repository");
                 return blob_created(name, &digest);
             }
             // Not mountable: an ordinary upload session instead.

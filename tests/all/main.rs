@@ -8,6 +8,7 @@ mod exit_status;
 mod http;
 mod limits;
 mod network;
+mod registry_peers;
 mod run_flags;
 mod sandbox;
 mod streaming;

@@ -168,3 +168,131 @@ pub fn wat_file(dir: &Path, name: &str, wat: &str) -> PathBuf {
     std::fs::write(&path, bytes).expect("write wasm");
     path
 }
+
+/// A `skiff registry` process on an ephemeral loopback port.
+pub struct RegistryProcess {
+    pub child: Child,
+    pub addr: String,
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl RegistryProcess {
+    pub fn start(data_dir: &Path) -> RegistryProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(skiff_bin())
+            .args(["registry", "--addr", "127.0.0.1:0"])
+            .env("SKIFF_DATA_DIR", data_dir)
+            .env("SKIFF_LOG", "skiff_registry=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start skiff registry");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let banner = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the registry printed where it listens");
+        let addr = banner
+            .strip_prefix("Registry listening on http://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+            .to_string();
+        RegistryProcess {
+            child,
+            addr,
+            log: rx,
+        }
+    }
+
+    /// Everything the registry logged so far.
+    pub fn logged(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a peer tool to completion and returns (success, stdout, stderr).
+pub fn peer(program: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (is it installed? .ci/run installs it): {e}")
+        });
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes an OCI image layout holding one manifest tagged `tag`: `config`
+/// with `config_type`, and `layers` as (media type, bytes). Returns the
+/// manifest's digest.
+pub fn oci_layout(
+    dir: &Path,
+    tag: &str,
+    config_type: &str,
+    config: &[u8],
+    layers: &[(&str, &[u8])],
+) -> String {
+    use sha2::Digest as _;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (cd, cs) = put(config);
+    let layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(mt, bytes)| {
+            let (d, s) = put(bytes);
+            serde_json::json!({"mediaType": mt, "digest": d, "size": s})
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": config_type, "digest": cd, "size": cs},
+        "layers": layers,
+    }))
+    .unwrap();
+    let (md, ms) = put(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": ms,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    md
+}
+
+/// The sha256 digest of bytes, as `sha256:<hex>`.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
