@@ -1,6 +1,7 @@
 //! `skiff`: Amazon ECS rebuilt for WebAssembly. This binary is a thin client
 //! of the libraries: it parses, calls them, and prints.
 
+mod images;
 mod registry;
 mod run;
 mod signals;
@@ -31,6 +32,16 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Run the OCI registry alone, in the foreground.
     Registry(registry::RegistryArgs),
+    /// Push a Wasm file to a registry as an OCI artifact.
+    Push(images::PushArgs),
+    /// Pull an image and compile it, so its first start only instantiates.
+    Pull(images::PullArgs),
+    /// List pulled images.
+    Images,
+    /// Forget pulled images.
+    Rmi(images::RmiArgs),
+    /// Save credentials for a registry.
+    Login(images::LoginArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +54,11 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run::run(*args, data_dir),
         Command::Registry(args) => registry::run(args, &data_dir),
+        Command::Push(args) => images::push(args, &data_dir),
+        Command::Pull(args) => images::pull(args, &data_dir),
+        Command::Images => images::images(&data_dir),
+        Command::Rmi(args) => images::rmi(args, &data_dir),
+        Command::Login(args) => images::login(args, &data_dir),
     };
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
 }

@@ -60,8 +60,11 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOSTPORT:CONTAINERPORT", value_parser = parse_publish)]
     publish: Option<Publish>,
 
-    /// The Wasm file (or, once registries land, an image reference), then
-    /// the guest's arguments.
+    #[command(flatten)]
+    registry: crate::images::RegistryOptions,
+
+    /// The Wasm file or image reference (pulled once, then run from the
+    /// image store), then the guest's arguments.
     #[arg(
         value_name = "WASM_FILE | IMAGE_REF",
         required = true,
@@ -236,9 +239,34 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         .target_and_args
         .split_first()
         .ok_or("no Wasm file given")?;
-    let path = resolve_target(target)?;
-    let name = path.display().to_string();
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    // A file, or an image pulled (once) into the image store.
+    let (name, bytes, argv0, image_args, image_env) = match resolve_target(target)? {
+        Target::File(path) => {
+            let name = path.display().to_string();
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
+            // argv[0] is the file's name without its directories, as
+            // wasmtime does.
+            let argv0 = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| target.clone());
+            (name, bytes, argv0, Vec::new(), Vec::new())
+        }
+        Target::Image(reference) => {
+            let (record, bytes) =
+                crate::images::pull_and_compile(&reference, &data_dir, &args.registry, false)?;
+            // argv[0] is the repository's last component ("hello" for
+            // registry/team/hello:v1).
+            let argv0 = record
+                .reference
+                .split(['@'])
+                .next()
+                .and_then(|r| r.rsplit('/').next())
+                .map(|r| r.split(':').next().unwrap_or(r).to_string())
+                .unwrap_or_else(|| record.reference.clone());
+            (record.reference, bytes, argv0, record.args, record.env)
+        }
+    };
     let kind = skiff_runtime::inspect(&name, &bytes).map_err(|e| e.to_string())?;
     if let (Some(p), false) = (args.publish, kind == ArtifactKind::HttpProxy) {
         return Err(format!(
@@ -262,7 +290,18 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         ..RuntimeConfig::default()
     };
     let mounts = mounts(&args, &config)?;
-    let env = guest_env(&args.env)?;
+    // The image's environment, then the user's (which wins).
+    let mut env = image_env;
+    for (key, value) in guest_env(&args.env)? {
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+    }
+    // The user's arguments replace the image's, as `docker run` does.
+    let guest_args: Vec<String> = if guest_args.is_empty() {
+        image_args
+    } else {
+        guest_args.to_vec()
+    };
     let runtime = Runtime::new(config).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let artifact = runtime
@@ -277,11 +316,6 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         "loaded"
     );
 
-    // argv[0] is the file's name without its directories, as wasmtime does.
-    let argv0 = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| target.clone());
     let spec = InstanceSpec {
         args: std::iter::once(argv0)
             .chain(guest_args.iter().cloned())
@@ -335,21 +369,24 @@ fn exit_now(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// A file path, or an image reference (refused until registries land).
-fn resolve_target(target: &str) -> Result<PathBuf, String> {
+/// What `skiff run` was given.
+enum Target {
+    File(PathBuf),
+    Image(String),
+}
+
+/// A file path if it exists (or looks like one), else an image reference.
+fn resolve_target(target: &str) -> Result<Target, String> {
     let path = PathBuf::from(target);
     if path.exists() {
-        return Ok(path);
+        return Ok(Target::File(path));
     }
     let looks_like_path = target.starts_with(['/', '.'])
         || [".wasm", ".wat", ".cwasm"]
             .iter()
             .any(|ext| target.ends_with(ext));
     if !looks_like_path && looks_like_reference(target) {
-        return Err(format!(
-            "`{target}` is not a file, and running an image reference needs a registry, \
-             which skiff does not support yet; give the path to a .wasm file"
-        ));
+        return Ok(Target::Image(target.to_string()));
     }
     Err(format!("cannot read {target}: no such file"))
 }
@@ -571,15 +608,10 @@ mod tests {
         assert!(looks_like_reference("hello"));
         assert!(looks_like_reference("ghcr.io/a/b@sha256:abc"));
         assert!(!looks_like_reference("Hello World"));
-        assert!(
-            resolve_target("localhost:5050/hello:v1")
-                .unwrap_err()
-                .contains("registry")
-        );
-        assert!(
-            resolve_target("missing.wasm")
-                .unwrap_err()
-                .contains("cannot read")
-        );
+        assert!(matches!(
+            resolve_target("localhost:5050/hello:v1"),
+            Ok(Target::Image(r)) if r == "localhost:5050/hello:v1"
+        ));
+        assert!(matches!(resolve_target("missing.wasm"), Err(e) if e.contains("cannot read")));
     }
 }

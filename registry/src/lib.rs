@@ -10,13 +10,16 @@
 //! # Ok(()) }
 //! ```
 
+pub mod artifact;
 mod blobs;
 mod db;
 pub mod digest;
 pub mod error;
 mod gc;
+pub mod images;
 pub mod manifest;
 pub mod names;
+pub mod remote;
 mod server;
 
 pub use digest::{Algorithm, Digest};
@@ -33,6 +36,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+
+/// Counters of what a registry served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Manifest GETs answered.
+    pub manifests_served: u64,
+    /// Blob GETs answered.
+    pub blobs_served: u64,
+}
 
 /// The registry could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +113,15 @@ impl Registry {
         })
         .await;
         Ok(())
+    }
+
+    /// How many manifests and blobs the registry has served (GET).
+    pub fn stats(&self) -> RegistryStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        RegistryStats {
+            manifests_served: self.inner.manifests_served.load(Relaxed),
+            blobs_served: self.inner.blobs_served.load(Relaxed),
+        }
     }
 
     /// Deletes blobs nothing references any more (see [`GcReport`]).

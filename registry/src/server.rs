@@ -70,6 +70,9 @@ pub(crate) struct Inner {
     /// exclusively: a blob is never swept between being checked and being
     /// referenced.
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
+    /// Manifests and blobs served (GET), for observing pulls.
+    pub(crate) manifests_served: std::sync::atomic::AtomicU64,
+    pub(crate) blobs_served: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn now() -> i64 {
@@ -92,6 +95,8 @@ impl Inner {
             blobs,
             uploads: Mutex::new(HashMap::new()),
             gc_lock: tokio::sync::RwLock::new(()),
+            manifests_served: Default::default(),
+            blobs_served: Default::default(),
         })
     }
 
@@ -234,6 +239,8 @@ impl Inner {
             .parse()
             .map_err(|e| Internal::Other(format!("stored digest: {e}")))?;
         let bytes = self.blocking(move |i| Ok(i.blobs.read(&digest)?)).await?;
+        self.manifests_served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut response = http::Response::new(Full::new(Bytes::from(bytes)));
         let h = response.headers_mut();
         h.insert(header::CONTENT_TYPE, header_value(&row.media_type)?);
@@ -440,6 +447,8 @@ impl Inner {
                 Ok(Bytes::from_owner(map))
             })
             .await?;
+        self.blobs_served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (status, body) = match range {
             Some((start, end)) => (
                 StatusCode::PARTIAL_CONTENT,

@@ -249,6 +249,15 @@ impl Runtime {
         self.inner.loaded.lock().ok()?.get(key)?.upgrade()
     }
 
+    /// Whether the compile cache holds valid compiled code, for this
+    /// runtime's engine, of a binary with this sha256 (hex).
+    pub fn is_compiled(&self, sha256_hex: &str) -> bool {
+        self.inner
+            .cache
+            .as_ref()
+            .is_some_and(|c| matches!(c.lookup(sha256_hex), cache::Lookup::Hit(_)))
+    }
+
     /// Builds a sandbox from `spec` and instantiates `artifact` in it without
     /// running anything: exactly the work of starting a task. Benchmarks use
     /// it to time the start path alone.

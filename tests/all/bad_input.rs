@@ -75,10 +75,11 @@ fn a_missing_file() {
 }
 
 #[test]
-fn an_image_reference_is_refused_until_registries_land() {
-    skiff(["run", "localhost:5050/hello:latest"])
+fn an_image_from_an_unreachable_registry() {
+    // Nothing listens on port 1 of loopback.
+    skiff(["run", "127.0.0.1:1/hello:latest"])
         .run()
-        .assert_one_line_error(125, "registry");
+        .assert_one_line_error(125, "127.0.0.1:1/hello:latest");
 }
 
 #[test]

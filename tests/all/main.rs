@@ -6,6 +6,7 @@
 mod bad_input;
 mod exit_status;
 mod http;
+mod images;
 mod limits;
 mod network;
 mod registry_peers;

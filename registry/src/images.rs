@@ -1,0 +1,222 @@
+//! The local image store: what `skiff pull` brought down, by reference.
+//!
+//! `DATA_DIR/images/wasm/<sha256>.wasm` holds binaries (shared between
+//! references); `DATA_DIR/images/refs/<sha256 of the reference>.json` holds
+//! one record per reference. Every file is written whole (temp + rename).
+
+use crate::digest::Digest;
+use crate::remote::{self, Pulled, RemoteError, RemoteOptions};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// One pulled image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageRecord {
+    /// The reference, normalised.
+    pub reference: String,
+    /// The manifest it resolved to.
+    pub manifest_digest: String,
+    /// The Wasm binary's sha256.
+    pub wasm_digest: String,
+    /// The binary's size.
+    pub size: u64,
+    /// Arguments from the image config.
+    pub args: Vec<String>,
+    /// Environment from the image config.
+    pub env: Vec<(String, String)>,
+    /// When it was pulled (seconds since the epoch).
+    pub pulled_at: i64,
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+impl ImageStore {
+    /// The store under `root` (`DATA_DIR/images`).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ImageStore { root: root.into() }
+    }
+
+    fn record_path(&self, reference: &str) -> PathBuf {
+        let key = Digest::sha256_of(reference.as_bytes());
+        self.root.join("refs").join(format!("{}.json", key.hex()))
+    }
+
+    /// Where a binary with this sha256 (hex) lives.
+    pub fn wasm_path(&self, wasm_hex: &str) -> PathBuf {
+        self.root.join("wasm").join(format!("{wasm_hex}.wasm"))
+    }
+
+    /// The record for a (normalised) reference, if pulled.
+    pub fn get(&self, reference: &str) -> std::io::Result<Option<ImageRecord>> {
+        match std::fs::read(self.record_path(reference)) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads a stored image's binary, checking it against its digest.
+    pub fn read_wasm(&self, record: &ImageRecord) -> std::io::Result<Vec<u8>> {
+        let hex = record.wasm_digest.trim_start_matches("sha256:");
+        let bytes = std::fs::read(self.wasm_path(hex))?;
+        if Digest::sha256_of(&bytes).to_string() != record.wasm_digest {
+            return Err(std::io::Error::other(format!(
+                "the stored binary of {} is damaged; pull it again",
+                record.reference
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Stores a pulled image.
+    pub fn put(&self, pulled: &Pulled, now: i64) -> std::io::Result<ImageRecord> {
+        let wasm_digest = Digest::sha256_of(&pulled.wasm);
+        let path = self.wasm_path(wasm_digest.hex());
+        if !path.exists() {
+            write_whole(&path, &pulled.wasm)?;
+        }
+        let record = ImageRecord {
+            reference: pulled.reference.clone(),
+            manifest_digest: pulled.manifest_digest.to_string(),
+            wasm_digest: wasm_digest.to_string(),
+            size: pulled.wasm.len() as u64,
+            args: pulled.run.args.clone(),
+            env: pulled.run.env.clone(),
+            pulled_at: now,
+        };
+        let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+        write_whole(&self.record_path(&record.reference), &json)?;
+        Ok(record)
+    }
+
+    /// Every pulled image, by reference.
+    pub fn list(&self) -> std::io::Result<Vec<ImageRecord>> {
+        let mut out = Vec::new();
+        let dir = match std::fs::read_dir(self.root.join("refs")) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in dir.flatten() {
+            if let Ok(record) = serde_json::from_slice::<ImageRecord>(&std::fs::read(entry.path())?)
+            {
+                out.push(record);
+            }
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// Forgets a reference, and its binary if no other reference uses it.
+    /// False if it was not pulled.
+    pub fn remove(&self, reference: &str) -> std::io::Result<bool> {
+        let Some(record) = self.get(reference)? else {
+            return Ok(false);
+        };
+        std::fs::remove_file(self.record_path(reference))?;
+        if !self
+            .list()?
+            .iter()
+            .any(|r| r.wasm_digest == record.wasm_digest)
+        {
+            let hex = record.wasm_digest.trim_start_matches("sha256:");
+            let _ = std::fs::remove_file(self.wasm_path(hex));
+        }
+        Ok(true)
+    }
+}
+
+/// Pulls into an [`ImageStore`]; pulls of one reference that overlap (two
+/// tasks starting at once) download it once.
+pub struct Puller {
+    store: ImageStore,
+    options: RemoteOptions,
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Puller {
+    /// A puller into `store`, reaching registries with `options`.
+    pub fn new(store: ImageStore, options: RemoteOptions) -> Self {
+        Puller {
+            store,
+            options,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store it fills.
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    fn lock_for(&self, reference: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.in_flight.lock() {
+            Ok(mut map) => Arc::clone(map.entry(reference.to_string()).or_default()),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The image, from the store if it was pulled before, else pulled now.
+    pub async fn ensure(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<(ImageRecord, Vec<u8>), RemoteError> {
+        let whole = remote::parse_reference(reference)?.whole();
+        let lock = self.lock_for(&whole);
+        let _one_at_a_time = lock.lock().await;
+        if let Some(record) = self.store.get(&whole).ok().flatten()
+            && let Ok(wasm) = self.store.read_wasm(&record)
+        {
+            return Ok((record, wasm));
+        }
+        self.fetch(&whole, progress).await
+    }
+
+    /// Pulls the image now, whatever the store holds.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<(ImageRecord, Vec<u8>), RemoteError> {
+        let whole = remote::parse_reference(reference)?.whole();
+        let lock = self.lock_for(&whole);
+        let _one_at_a_time = lock.lock().await;
+        self.fetch(&whole, progress).await
+    }
+
+    async fn fetch(
+        &self,
+        whole: &str,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<(ImageRecord, Vec<u8>), RemoteError> {
+        let pulled = remote::pull(whole, &self.options, progress).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let record = self
+            .store
+            .put(&pulled, now)
+            .map_err(|e| RemoteError::Registry {
+                reference: whole.to_string(),
+                detail: format!("cannot store the image: {e}"),
+            })?;
+        Ok((record, pulled.wasm))
+    }
+}

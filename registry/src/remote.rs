@@ -1,0 +1,376 @@
+//! Talking to registries as a client (ours or anyone's): pushing a Wasm
+//! binary as a CNCF artifact, and pulling any shape of Wasm image down to
+//! its binary, with oci-client.
+//!
+//! Plain HTTP is used for loopback registries and for those named
+//! insecure; everything else is HTTPS. Blob digests are verified by
+//! oci-client as they stream; manifest digests here.
+
+use crate::artifact::{self, RunConfig, WasmSource};
+use crate::digest::Digest;
+use crate::manifest::{self, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// Registries (`host[:port]`) spoken to over plain HTTP, besides the
+    /// loopback ones, which always are.
+    pub insecure_registries: Vec<String>,
+    /// Credentials per registry (`host[:port]` → user, password).
+    pub credentials: Vec<(String, Credentials)>,
+}
+
+/// A username and password (or `AWS` and a token).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Credentials {
+    /// The user.
+    pub username: String,
+    /// The secret.
+    pub password: String,
+}
+
+/// Pulling or pushing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// The reference does not parse.
+    #[error("{reference:?} is not an image reference: {reason}")]
+    BadReference {
+        /// What was given.
+        reference: String,
+        /// Why it is not a reference.
+        reason: String,
+    },
+    /// The image is something skiff cannot run.
+    #[error("{reference} cannot run on skiff: it is {what}")]
+    Unrunnable {
+        /// The image.
+        reference: String,
+        /// What it is and why skiff refuses it.
+        what: String,
+    },
+    /// Content did not match its digest.
+    #[error("{reference}: {detail}")]
+    Corrupt {
+        /// The image.
+        reference: String,
+        /// What did not match.
+        detail: String,
+    },
+    /// The registry or the network failed, or refused.
+    #[error("{reference}: {detail}")]
+    Registry {
+        /// The image.
+        reference: String,
+        /// What the registry said.
+        detail: String,
+    },
+}
+
+/// A pulled image: its Wasm binary and how its config says to run it.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The reference, normalised (`registry/repository:tag`).
+    pub reference: String,
+    /// The digest of the manifest that was resolved.
+    pub manifest_digest: Digest,
+    /// The Wasm binary.
+    pub wasm: Vec<u8>,
+    /// Arguments and environment from an image config, if any.
+    pub run: RunConfig,
+}
+
+/// Parses an image reference (`[registry/]repository[:tag][@digest]`).
+pub fn parse_reference(reference: &str) -> Result<Reference, RemoteError> {
+    reference
+        .parse::<Reference>()
+        .map_err(|e| RemoteError::BadReference {
+            reference: reference.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Is `registry` (`host[:port]`) on this machine's loopback?
+pub fn is_loopback(registry: &str) -> bool {
+    let host = registry
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map(|(h, _)| h)
+        .unwrap_or(registry)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Makes ring the process's TLS provider, once (reqwest is built without
+/// one of its own). Anything that builds an HTTP client calls it first.
+pub fn ensure_tls_provider() {
+    static TLS: std::sync::Once = std::sync::Once::new();
+    TLS.call_once(|| {
+        // Another part of the process may have chosen already; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn client_for(reference: &Reference, options: &RemoteOptions) -> (Client, RegistryAuth) {
+    ensure_tls_provider();
+    let registry = reference.resolve_registry().to_string();
+    let mut plain: Vec<String> = options.insecure_registries.clone();
+    if is_loopback(&registry) {
+        plain.push(registry.clone());
+    }
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(plain),
+        ..ClientConfig::default()
+    });
+    let auth = options
+        .credentials
+        .iter()
+        .find(|(r, _)| *r == registry)
+        .map(|(_, c)| RegistryAuth::Basic(c.username.clone(), c.password.clone()))
+        .unwrap_or(RegistryAuth::Anonymous);
+    (client, auth)
+}
+
+/// Pushes `wasm` to `reference` as a CNCF Wasm OCI artifact and returns the
+/// manifest's digest.
+pub async fn push(
+    reference: &str,
+    wasm: &[u8],
+    options: &RemoteOptions,
+) -> Result<Digest, RemoteError> {
+    let image = parse_reference(reference)?;
+    let registry_error = |e: oci_client::errors::OciDistributionError| RemoteError::Registry {
+        reference: image.whole(),
+        detail: e.to_string(),
+    };
+    let packaged = artifact::package(wasm, std::time::SystemTime::now()).map_err(|what| {
+        RemoteError::Unrunnable {
+            reference: image.whole(),
+            what: format!("not a Wasm binary ({what})"),
+        }
+    })?;
+    let (client, auth) = client_for(&image, options);
+    client
+        .auth(&image, &auth, oci_client::RegistryOperation::Push)
+        .await
+        .map_err(registry_error)?;
+    client
+        .push_blob(&image, wasm.to_vec(), &packaged.layer_digest.to_string())
+        .await
+        .map_err(registry_error)?;
+    let config_digest = Digest::sha256_of(&packaged.config);
+    client
+        .push_blob(&image, packaged.config.clone(), &config_digest.to_string())
+        .await
+        .map_err(registry_error)?;
+    client
+        .push_manifest_raw(
+            &image,
+            packaged.manifest.clone(),
+            http::HeaderValue::from_static(OCI_MANIFEST),
+        )
+        .await
+        .map_err(registry_error)?;
+    Ok(Digest::sha256_of(&packaged.manifest))
+}
+
+/// Pulls `reference` and returns its Wasm binary. `progress` is told how
+/// many bytes of the binary's layer arrived, and of how many.
+pub async fn pull(
+    reference: &str,
+    options: &RemoteOptions,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<Pulled, RemoteError> {
+    let image = parse_reference(reference)?;
+    let whole = image.whole();
+    let registry_error = |e: oci_client::errors::OciDistributionError| RemoteError::Registry {
+        reference: whole.clone(),
+        detail: e.to_string(),
+    };
+    let unrunnable = |what: String| RemoteError::Unrunnable {
+        reference: whole.clone(),
+        what,
+    };
+    let (client, auth) = client_for(&image, options);
+    const ACCEPT: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+    let (bytes, _) = client
+        .pull_manifest_raw(&image, &auth, &ACCEPT)
+        .await
+        .map_err(registry_error)?;
+    let mut manifest_digest = verified_digest(&whole, image.digest(), &bytes)?;
+    let mut parsed =
+        manifest::parse(&bytes, "").map_err(|e| unrunnable(format!("not an image ({e})")))?;
+    if parsed.is_index() {
+        let entry = artifact::pick_wasm_platform(&parsed).map_err(&unrunnable)?;
+        let child = image.clone_with_digest(entry.digest.clone());
+        let (bytes, _) = client
+            .pull_manifest_raw(&child, &auth, &ACCEPT)
+            .await
+            .map_err(registry_error)?;
+        manifest_digest = verified_digest(&whole, Some(&entry.digest), &bytes)?;
+        parsed =
+            manifest::parse(&bytes, "").map_err(|e| unrunnable(format!("not an image ({e})")))?;
+        if parsed.is_index() {
+            return Err(unrunnable(
+                "an index whose wasm entry is another index".into(),
+            ));
+        }
+    }
+    // An image config says os/architecture and how to run the binary.
+    let config_bytes = match &parsed.config {
+        Some(config)
+            if config.media_type.contains("image.config")
+                || config.media_type.contains("container.image") =>
+        {
+            let mut buf = Vec::new();
+            client
+                .pull_blob(&image, config.digest.as_str(), &mut buf)
+                .await
+                .map_err(registry_error)?;
+            Some(buf)
+        }
+        _ => None,
+    };
+    let source = artifact::locate_wasm(&parsed, config_bytes.as_deref()).map_err(&unrunnable)?;
+    let run = config_bytes
+        .as_deref()
+        .map(artifact::run_config)
+        .unwrap_or_default();
+    let (digest, tar) = match &source {
+        WasmSource::Layer(d) => (d.clone(), None),
+        WasmSource::TarLayer { digest, gzip } => (digest.clone(), Some(*gzip)),
+    };
+    let total = parsed
+        .layers
+        .iter()
+        .find(|l| l.digest == digest)
+        .map(|l| u64::try_from(l.size).unwrap_or(0))
+        .unwrap_or(0);
+    let mut sink = Progress {
+        bytes: Vec::new(),
+        total,
+        report: progress,
+    };
+    client
+        .pull_blob(&image, digest.as_str(), &mut sink)
+        .await
+        .map_err(registry_error)?;
+    let layer = sink.bytes;
+    let wasm = match tar {
+        None => layer,
+        Some(gzip) => {
+            artifact::wasm_from_tar(&layer, gzip, run.wasm_path.as_deref()).map_err(&unrunnable)?
+        }
+    };
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        return Err(unrunnable(
+            "an image whose layer is not a Wasm binary".into(),
+        ));
+    }
+    Ok(Pulled {
+        reference: whole.clone(),
+        manifest_digest,
+        wasm,
+        run,
+    })
+}
+
+/// The digest of manifest bytes, checked against the one asked for.
+fn verified_digest(
+    reference: &str,
+    expected: Option<&str>,
+    bytes: &[u8],
+) -> Result<Digest, RemoteError> {
+    let corrupt = |detail: String| RemoteError::Corrupt {
+        reference: reference.to_string(),
+        detail,
+    };
+    match expected {
+        Some(expected) => {
+            let expected: Digest = expected.parse().map_err(|e| corrupt(format!("{e}")))?;
+            let actual = Digest::of(expected.algorithm(), bytes);
+            if actual != expected {
+                return Err(corrupt(format!(
+                    "the manifest's digest is {actual}, not {expected}"
+                )));
+            }
+            Ok(actual)
+        }
+        None => Ok(Digest::sha256_of(bytes)),
+    }
+}
+
+/// Collects a blob in memory and reports progress.
+struct Progress<'a> {
+    bytes: Vec<u8>,
+    total: u64,
+    report: &'a (dyn Fn(u64, u64) + Send + Sync),
+}
+
+impl tokio::io::AsyncWrite for Progress<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.bytes.extend_from_slice(buf);
+        (self.report)(self.bytes.len() as u64, self.total);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Checks that `registry` accepts the credentials `options` hold for it.
+pub async fn check_login(registry: &str, options: &RemoteOptions) -> Result<(), RemoteError> {
+    // Any repository will do: the registry answers the challenge the same.
+    let probe = parse_reference(&format!("{registry}/skiff/login:probe"))?;
+    let (client, auth) = client_for(&probe, options);
+    client
+        .auth(&probe, &auth, oci_client::RegistryOperation::Pull)
+        .await
+        .map(|_| ())
+        .map_err(|e| RemoteError::Registry {
+            reference: registry.to_string(),
+            detail: format!("login failed: {e}"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_plain_http() {
+        for r in [
+            "localhost:5050",
+            "127.0.0.1:5050",
+            "127.18.0.3",
+            "[::1]:5000",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "registry.example.com:443",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The pull and push path (oci-client) against the registry: the CNCF
+//! artifact skiff pushes, every image shape it accepts, the ones it
+//! refuses, and one download for overlapping pulls.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use skiff_registry::Digest;
+use skiff_registry::images::{ImageStore, Puller};
+use skiff_registry::remote::{self, RemoteError, RemoteOptions};
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn no_progress(_: u64, _: u64) {}
+
+fn reference(s: &Server, repo: &str) -> String {
+    format!("{}/{repo}", s.base.trim_start_matches("http://"))
+}
+
+const MODULE: &str = r#"(module (func (export "_start")))"#;
+
+#[test]
+fn push_then_pull_round_trips_a_cncf_wasm_artifact() {
+    let s = Server::start();
+    let component =
+        wat::parse_str(r#"(component (import "wasi:cli/stdout@0.2.0" (instance)))"#).unwrap();
+    let r = reference(&s, "art/hello:v1");
+    let digest = block_on(remote::push(&r, &component, &RemoteOptions::default())).unwrap();
+
+    // The manifest and config are the CNCF shape.
+    let manifest: serde_json::Value = s
+        .get(&format!("/v2/art/hello/manifests/{digest}"))
+        .json()
+        .unwrap();
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config: serde_json::Value = s
+        .get(&format!("/v2/art/hello/blobs/{config_digest}"))
+        .json()
+        .unwrap();
+    assert_eq!(config["architecture"], "wasm");
+    assert_eq!(config["os"], "wasip2");
+    assert_eq!(
+        config["component"]["imports"],
+        json!(["wasi:cli/stdout@0.2.0"])
+    );
+
+    let pulled = block_on(remote::pull(&r, &RemoteOptions::default(), &no_progress)).unwrap();
+    assert_eq!(pulled.wasm, component);
+    assert_eq!(pulled.manifest_digest, digest);
+    // By digest too.
+    let by_digest = format!("{}@{digest}", reference(&s, "art/hello"));
+    let pulled = block_on(remote::pull(
+        &by_digest,
+        &RemoteOptions::default(),
+        &no_progress,
+    ))
+    .unwrap();
+    assert_eq!(pulled.wasm, component);
+}
+
+/// Pushes a manifest with `config` (type, bytes) and `layers` (type, bytes)
+/// straight through the distribution API; returns the reference.
+fn push_image(
+    s: &Server,
+    repo: &str,
+    tag: &str,
+    config: (&str, &[u8]),
+    layers: &[(&str, &[u8])],
+) -> String {
+    let c = s.push_blob(repo, config.1);
+    let layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(mt, bytes)| json!({"mediaType": mt, "digest": s.push_blob(repo, bytes).to_string(), "size": bytes.len()}))
+        .collect();
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": config.0, "digest": c.to_string(), "size": config.1.len()},
+        "layers": layers,
+    }))
+    .unwrap();
+    let r = s.push_manifest(repo, tag, OCI_MANIFEST, &body);
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    reference(s, &format!("{repo}:{tag}"))
+}
+
+fn tar_of(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        builder.append_data(&mut header, name, *data).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    if !gzip {
+        return tar;
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn every_shape_of_wasm_image_yields_its_binary() {
+    let s = Server::start();
+    let wasm = wat::parse_str(MODULE).unwrap();
+    let image_config = serde_json::to_vec(&json!({
+        "os": "wasip1", "architecture": "wasm",
+        "config": {"Entrypoint": ["/bin/app.wasm"], "Cmd": ["serve", "--port", "80"], "Env": ["MODE=prod"]},
+    }))
+    .unwrap();
+    // Docker/runwasi images: a tar or tar+gzip layer, run as the config says.
+    for (tag, layer_type, gzip) in [
+        ("tar", "application/vnd.oci.image.layer.v1.tar", false),
+        (
+            "targz",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            true,
+        ),
+    ] {
+        let layer = tar_of(&[("bin/app.wasm", &wasm), ("etc/motd", b"hi")], gzip);
+        let r = push_image(
+            &s,
+            "shapes/docker",
+            tag,
+            ("application/vnd.oci.image.config.v1+json", &image_config),
+            &[(layer_type, &layer)],
+        );
+        let pulled = block_on(remote::pull(&r, &RemoteOptions::default(), &no_progress)).unwrap();
+        assert_eq!(pulled.wasm, wasm, "{tag}");
+        assert_eq!(pulled.run.args, ["serve", "--port", "80"], "{tag}");
+        assert_eq!(
+            pulled.run.env,
+            [("MODE".to_string(), "prod".to_string())],
+            "{tag}"
+        );
+    }
+    // Single raw-wasm-layer images of each media type.
+    for (i, layer_type) in [
+        "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+        "application/vnd.wasm.content.layer.v1+wasm",
+        "application/vnd.module.wasm.content.layer.v1+wasm",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = push_image(
+            &s,
+            "shapes/raw",
+            &format!("t{i}"),
+            ("application/vnd.unknown.config.v1+json", b"{}"),
+            &[(layer_type, &wasm)],
+        );
+        let pulled = block_on(remote::pull(&r, &RemoteOptions::default(), &no_progress)).unwrap();
+        assert_eq!(pulled.wasm, wasm, "{layer_type}");
+    }
+    // An index with a linux entry and a wasm entry: the wasm one is run.
+    let wasm_image = push_image(
+        &s,
+        "shapes/multi",
+        "wasm-only",
+        ("application/vnd.wasm.config.v0+json", b"{}"),
+        &[("application/wasm", &wasm)],
+    );
+    let linux = push_image(
+        &s,
+        "shapes/multi",
+        "linux-only",
+        (
+            "application/vnd.oci.image.config.v1+json",
+            br#"{"os":"linux","architecture":"amd64"}"#,
+        ),
+        &[(
+            "application/vnd.oci.image.layer.v1.tar",
+            &tar_of(&[("bin/sh", b"elf")], false),
+        )],
+    );
+    let digest_of = |r: &str| {
+        let tag = r.rsplit(':').next().unwrap();
+        let resp = s.get(&format!("/v2/shapes/multi/manifests/{tag}"));
+        let d = header(&resp, "docker-content-digest").unwrap();
+        (d, resp.bytes().unwrap().len())
+    };
+    let ((ld, ls), (wd, ws)) = (digest_of(&linux), digest_of(&wasm_image));
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": ld, "size": ls, "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": OCI_MANIFEST, "digest": wd, "size": ws, "platform": {"os": "wasip1", "architecture": "wasm"}},
+        ],
+    }))
+    .unwrap();
+    assert_eq!(
+        s.push_manifest("shapes/multi", "both", OCI_INDEX, &index)
+            .status(),
+        reqwest::StatusCode::CREATED
+    );
+    let pulled = block_on(remote::pull(
+        &reference(&s, "shapes/multi:both"),
+        &RemoteOptions::default(),
+        &no_progress,
+    ))
+    .unwrap();
+    assert_eq!(pulled.wasm, wasm);
+    assert_eq!(pulled.manifest_digest.to_string(), wd);
+}
+
+#[test]
+fn what_skiff_cannot_run_is_refused_with_what_it_is() {
+    let s = Server::start();
+    let wasm = wat::parse_str(MODULE).unwrap();
+    let spin = push_image(
+        &s,
+        "refuse/spin",
+        "v1",
+        ("application/vnd.fermyon.spin.application.v1+config", b"{}"),
+        &[
+            ("application/vnd.wasm.content.layer.v1+wasm", &wasm),
+            (
+                "application/vnd.wasm.content.layer.v1+wasm",
+                b"\0asm\x01\0\0\0",
+            ),
+        ],
+    );
+    let linux = push_image(
+        &s,
+        "refuse/linux",
+        "v1",
+        (
+            "application/vnd.oci.image.config.v1+json",
+            br#"{"os":"linux","architecture":"arm64"}"#,
+        ),
+        &[(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &tar_of(&[("bin/sh", b"elf")], true),
+        )],
+    );
+    let helm = push_image(
+        &s,
+        "refuse/helm",
+        "v1",
+        ("application/vnd.cncf.helm.config.v1+json", b"{}"),
+        &[(
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+            b"chart",
+        )],
+    );
+    for (r, says) in [
+        (spin, "Spin application"),
+        (linux, "linux/arm64 container image"),
+        (helm, "one Wasm layer"),
+    ] {
+        match block_on(remote::pull(&r, &RemoteOptions::default(), &no_progress)) {
+            Err(e @ RemoteError::Unrunnable { .. }) => {
+                assert!(e.to_string().contains(says), "{e}");
+                assert!(e.to_string().contains("cannot run on skiff"), "{e}");
+            }
+            other => panic!("{r}: expected a refusal, got {other:?}"),
+        }
+    }
+    // Missing images and malformed references are errors, not panics.
+    assert!(matches!(
+        block_on(remote::pull(
+            &reference(&s, "refuse/none:v1"),
+            &RemoteOptions::default(),
+            &no_progress
+        )),
+        Err(RemoteError::Registry { .. })
+    ));
+    assert!(matches!(
+        block_on(remote::pull(
+            "UPPER/Case:v1",
+            &RemoteOptions::default(),
+            &no_progress
+        )),
+        Err(RemoteError::BadReference { .. })
+    ));
+}
+
+#[test]
+fn overlapping_pulls_of_one_image_download_it_once() {
+    let s = Server::start();
+    let wasm = wat::parse_str(MODULE).unwrap();
+    let r = reference(&s, "once/hello:v1");
+    block_on(remote::push(&r, &wasm, &RemoteOptions::default())).unwrap();
+    let before = s.registry.stats();
+    let dir = tempfile::tempdir().unwrap();
+    let puller = std::sync::Arc::new(Puller::new(
+        ImageStore::new(dir.path()),
+        RemoteOptions::default(),
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let results: Vec<_> = rt.block_on(async {
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (puller, r) = (puller.clone(), r.clone());
+                tokio::spawn(async move { puller.ensure(&r, &no_progress).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap().unwrap());
+        }
+        out
+    });
+    assert!(results.iter().all(|(_, bytes)| *bytes == wasm));
+    let after = s.registry.stats();
+    assert_eq!(
+        after.manifests_served - before.manifests_served,
+        1,
+        "one manifest fetch"
+    );
+    assert_eq!(
+        after.blobs_served - before.blobs_served,
+        1,
+        "one layer download"
+    );
+    // The store remembers it: listed, readable, removable.
+    let store = puller.store();
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].wasm_digest, Digest::sha256_of(&wasm).to_string());
+    assert!(store.remove(&listed[0].reference).unwrap());
+    assert!(store.list().unwrap().is_empty());
+}
