@@ -5,6 +5,7 @@
 
 use crate::digest::Digest;
 use crate::error::Internal;
+use crate::repos::{Image, Repository, RepositorySettings, TagMutability};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -56,6 +57,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repo, tag)
      );
      CREATE INDEX tags_by_digest ON tags (repo, digest);",
+    // 2: ECR's repository behaviour: tag mutability, scan on push,
+    // lifecycle policies, scan results, issued tokens.
+    "ALTER TABLE repositories ADD COLUMN tag_mutability TEXT NOT NULL DEFAULT 'MUTABLE';
+     ALTER TABLE repositories ADD COLUMN mutability_filters TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE repositories ADD COLUMN scan_on_push INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE repositories ADD COLUMN lifecycle_policy TEXT;
+     CREATE TABLE scans (
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        status TEXT NOT NULL,
+        report TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, digest)
+     );
+     CREATE TABLE tokens (
+        token_hash TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+     );",
 ];
 
 /// The metadata database.
@@ -153,15 +172,6 @@ impl Db {
             })
             .optional()?
             .is_some())
-    }
-
-    pub(crate) fn create_repository(&self, repo: &str, now: i64) -> Result<bool, Internal> {
-        let conn = self.lock()?;
-        let n = conn.execute(
-            "INSERT OR IGNORE INTO repositories (name, created_at) VALUES (?1, ?2)",
-            params![repo, now],
-        )?;
-        Ok(n > 0)
     }
 
     /// The size of a blob linked into `repo`, if it is.
@@ -275,7 +285,9 @@ impl Db {
 
     /// Records a manifest push in one transaction: the repository, the
     /// manifest (stored as a blob too), what it references, and its tag.
-    pub(crate) fn put_manifest(&self, m: &NewManifest<'_>) -> Result<(), Internal> {
+    /// Returns false, recording nothing, if the push would move an
+    /// immutable tag.
+    pub(crate) fn put_manifest(&self, m: &NewManifest<'_>) -> Result<bool, Internal> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let digest = m.digest.to_string();
@@ -283,6 +295,21 @@ impl Db {
             "INSERT OR IGNORE INTO repositories (name, created_at) VALUES (?1, ?2)",
             params![m.repo, m.now],
         )?;
+        if let Some(tag) = m.tag {
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT digest FROM tags WHERE repo = ?1 AND tag = ?2",
+                    params![m.repo, tag],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if current.is_some_and(|c| c != digest) {
+                let settings = read_settings(&tx, m.repo)?.unwrap_or_default();
+                if !settings.tag_is_mutable(tag) {
+                    return Ok(false);
+                }
+            }
+        }
         tx.execute(
             "INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)",
             params![digest, m.size as i64, m.now],
@@ -324,7 +351,7 @@ impl Db {
             )?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// Is `digest` a manifest stored in `repo`?
@@ -371,6 +398,10 @@ impl Db {
             "DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2",
             params![repo, d],
         )?;
+        tx.execute(
+            "DELETE FROM scans WHERE repo = ?1 AND digest = ?2",
+            params![repo, d],
+        )?;
         tx.commit()?;
         Ok(n > 0)
     }
@@ -414,6 +445,165 @@ impl Db {
     }
 }
 
+/// A repository's settings, read inside a transaction or on a connection.
+fn read_settings(conn: &Connection, repo: &str) -> Result<Option<RepositorySettings>, Internal> {
+    let row: Option<(String, String, i64)> = conn
+        .query_row(
+            "SELECT tag_mutability, mutability_filters, scan_on_push FROM repositories WHERE name = ?1",
+            [repo],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((mutability, filters, scan)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(RepositorySettings {
+        tag_mutability: TagMutability::parse(&mutability).map_err(internal)?,
+        mutability_filters: serde_json::from_str(&filters).map_err(internal)?,
+        scan_on_push: scan != 0,
+    }))
+}
+
+impl Db {
+    /// A repository with its settings.
+    pub(crate) fn repository(&self, repo: &str) -> Result<Option<Repository>, Internal> {
+        let conn = self.lock()?;
+        let row: Option<(i64, Option<String>)> = conn
+            .query_row(
+                "SELECT created_at, lifecycle_policy FROM repositories WHERE name = ?1",
+                [repo],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((created_at, lifecycle_policy)) = row else {
+            return Ok(None);
+        };
+        let settings = read_settings(&conn, repo)?.unwrap_or_default();
+        Ok(Some(Repository {
+            name: repo.to_string(),
+            created_at,
+            settings,
+            lifecycle_policy,
+        }))
+    }
+
+    /// Every repository's name, sorted.
+    pub(crate) fn repository_names(&self) -> Result<Vec<String>, Internal> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare("SELECT name FROM repositories ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Creates a repository with settings. False if it already exists.
+    pub(crate) fn create_repository_with(
+        &self,
+        repo: &str,
+        settings: &RepositorySettings,
+        now: i64,
+    ) -> Result<bool, Internal> {
+        let conn = self.lock()?;
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO repositories (name, created_at, tag_mutability, mutability_filters, scan_on_push)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                repo,
+                now,
+                settings.tag_mutability.as_str(),
+                serde_json::to_string(&settings.mutability_filters).map_err(internal)?,
+                settings.scan_on_push as i64
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Replaces a repository's settings. False if there is no such
+    /// repository.
+    pub(crate) fn set_settings(
+        &self,
+        repo: &str,
+        settings: &RepositorySettings,
+    ) -> Result<bool, Internal> {
+        let conn = self.lock()?;
+        let n = conn.execute(
+            "UPDATE repositories SET tag_mutability = ?2, mutability_filters = ?3, scan_on_push = ?4 WHERE name = ?1",
+            params![
+                repo,
+                settings.tag_mutability.as_str(),
+                serde_json::to_string(&settings.mutability_filters).map_err(internal)?,
+                settings.scan_on_push as i64
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Sets (or clears) a repository's lifecycle policy. False if there is
+    /// no such repository.
+    pub(crate) fn set_lifecycle_policy(
+        &self,
+        repo: &str,
+        policy: Option<&str>,
+    ) -> Result<bool, Internal> {
+        let conn = self.lock()?;
+        let n = conn.execute(
+            "UPDATE repositories SET lifecycle_policy = ?2 WHERE name = ?1",
+            params![repo, policy],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Deletes a repository and everything in it. With `force` false, a
+    /// repository that still has images is kept and Ok(false) returned.
+    pub(crate) fn delete_repository(&self, repo: &str, force: bool) -> Result<bool, Internal> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        let images: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM manifests WHERE repo = ?1",
+            [repo],
+            |r| r.get(0),
+        )?;
+        if images > 0 && !force {
+            return Ok(false);
+        }
+        for table in ["tags", "manifest_refs", "manifests", "repo_blobs", "scans"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE repo = ?1"), [repo])?;
+        }
+        tx.execute("DELETE FROM repositories WHERE name = ?1", [repo])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The images of a repository, newest first: each manifest, its tags,
+    /// and its size with everything it references.
+    pub(crate) fn images(&self, repo: &str) -> Result<Vec<Image>, Internal> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT m.digest, m.media_type, COALESCE(m.artifact_type, m.config_media_type), m.size, m.pushed_at, m.subject,
+                    (SELECT group_concat(t.tag, char(10)) FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest),
+                    (SELECT COALESCE(SUM(b.size), 0) FROM manifest_refs r JOIN blobs b ON b.digest = r.child
+                      WHERE r.repo = m.repo AND r.manifest = m.digest)
+             FROM manifests m WHERE m.repo = ?1 ORDER BY m.pushed_at DESC, m.digest",
+        )?;
+        let rows = stmt.query_map([repo], |r| {
+            let tags: Option<String> = r.get(6)?;
+            let mut tags: Vec<String> = tags
+                .map(|t| t.split('\n').map(str::to_string).collect())
+                .unwrap_or_default();
+            tags.sort();
+            Ok(Image {
+                digest: r.get(0)?,
+                media_type: r.get(1)?,
+                artifact_type: r.get(2)?,
+                size: (r.get::<_, i64>(3)? + r.get::<_, i64>(7)?) as u64,
+                pushed_at: r.get(4)?,
+                subject: r.get(5)?,
+                tags,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
 fn row_to_manifest(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {
     Ok(ManifestRow {
         digest: r.get(0)?,
@@ -423,4 +613,130 @@ fn row_to_manifest(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {
         size: r.get::<_, i64>(4)? as u64,
         annotations: r.get(5)?,
     })
+}
+
+impl Db {
+    /// Records a scan's state and report (JSON) for a manifest.
+    pub(crate) fn put_scan(
+        &self,
+        repo: &str,
+        digest: &str,
+        status: &str,
+        report: &str,
+        now: i64,
+    ) -> Result<(), Internal> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO scans (repo, digest, status, report, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (repo, digest) DO UPDATE SET status = excluded.status,
+                 report = excluded.report, updated_at = excluded.updated_at",
+            params![repo, digest, status, report, now],
+        )?;
+        Ok(())
+    }
+
+    /// The last scan report (JSON) of a manifest.
+    pub(crate) fn scan(&self, repo: &str, digest: &str) -> Result<Option<String>, Internal> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT report FROM scans WHERE repo = ?1 AND digest = ?2",
+                params![repo, digest],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Manifests of `repo` that another manifest of it lists (the entries
+    /// of its indexes): parts of an image, not images of their own.
+    pub(crate) fn child_manifests(&self, repo: &str) -> Result<Vec<String>, Internal> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT r.child FROM manifest_refs r
+             JOIN manifests m ON m.repo = r.repo AND m.digest = r.child WHERE r.repo = ?1",
+        )?;
+        let rows = stmt.query_map([repo], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The manifests `parent` lists that are in `repo`.
+    pub(crate) fn manifest_children(
+        &self,
+        repo: &str,
+        parent: &str,
+    ) -> Result<Vec<String>, Internal> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT r.child FROM manifest_refs r
+             JOIN manifests m ON m.repo = r.repo AND m.digest = r.child
+             WHERE r.repo = ?1 AND r.manifest = ?2",
+        )?;
+        let rows = stmt.query_map(params![repo, parent], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Is manifest `digest` of `repo` neither tagged nor listed by another?
+    pub(crate) fn manifest_is_loose(&self, repo: &str, digest: &str) -> Result<bool, Internal> {
+        let conn = self.lock()?;
+        let held: i64 = conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM tags WHERE repo = ?1 AND digest = ?2)
+                  + (SELECT COUNT(*) FROM manifest_refs WHERE repo = ?1 AND child = ?2)",
+            params![repo, digest],
+            |r| r.get(0),
+        )?;
+        Ok(held == 0)
+    }
+
+    /// Repositories that have a lifecycle policy.
+    pub(crate) fn repositories_with_policies(&self) -> Result<Vec<String>, Internal> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT name FROM repositories WHERE lifecycle_policy IS NOT NULL ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Scans that were still running when the registry stopped.
+    pub(crate) fn scans_in_progress(&self) -> Result<Vec<(String, String)>, Internal> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT repo, digest FROM scans WHERE status = 'IN_PROGRESS'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records an issued registry token (its SHA-256, never the token).
+    pub(crate) fn put_token(
+        &self,
+        token_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), Internal> {
+        let conn = self.lock()?;
+        conn.execute("DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
+        conn.execute(
+            "INSERT INTO tokens (token_hash, expires_at) VALUES (?1, ?2)",
+            params![token_hash, expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// When an issued token expires, if it was issued.
+    pub(crate) fn token_expiry(&self, token_hash: &str) -> Result<Option<i64>, Internal> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT expires_at FROM tokens WHERE token_hash = ?1",
+                [token_hash],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Forgets every issued token.
+    pub(crate) fn revoke_tokens(&self) -> Result<u64, Internal> {
+        let conn = self.lock()?;
+        Ok(conn.execute("DELETE FROM tokens", [])? as u64)
+    }
 }

@@ -84,16 +84,21 @@ impl Code {
 /// defaults to the code's own, and is overridden for the few cases the spec
 /// pins, such as 413 and 416).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {message}", code.as_str())]
+#[error("{}: {message}", code_name.unwrap_or(code.as_str()))]
 pub struct Error {
     /// The OCI code.
     pub code: Code,
+    /// The code's name on the wire when it is not an OCI one (ECR answers
+    /// an immutable tag with `TAG_INVALID`).
+    pub code_name: Option<&'static str>,
     /// What went wrong, for people.
     pub message: String,
     /// The HTTP status.
     pub status: StatusCode,
     /// Optional structured detail.
     pub detail: Option<serde_json::Value>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<String>,
 }
 
 impl Error {
@@ -101,15 +106,29 @@ impl Error {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Error {
             code,
+            code_name: None,
             message: message.into(),
             status: code.status(),
             detail: None,
+            challenge: None,
         }
     }
 
     /// The same error with another status.
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
+        self
+    }
+
+    /// The same error under another code name on the wire.
+    pub fn with_code_name(mut self, name: &'static str) -> Self {
+        self.code_name = Some(name);
+        self
+    }
+
+    /// The same error with a `WWW-Authenticate` challenge.
+    pub fn with_challenge(mut self, challenge: String) -> Self {
+        self.challenge = Some(challenge);
         self
     }
 
@@ -122,7 +141,7 @@ impl Error {
     /// The JSON body.
     pub fn body(&self) -> String {
         let mut entry = serde_json::json!({
-            "code": self.code.as_str(),
+            "code": self.code_name.unwrap_or(self.code.as_str()),
             "message": self.message,
         });
         if let Some(detail) = &self.detail {

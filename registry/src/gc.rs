@@ -14,6 +14,9 @@ pub struct GcReport {
     pub blobs_removed: u64,
     /// Bytes freed.
     pub bytes_freed: u64,
+    /// Another process serves the registry, and collects its garbage:
+    /// nothing was done here.
+    pub deferred: bool,
 }
 
 impl Inner {
@@ -24,6 +27,21 @@ impl Inner {
     /// nothing in use is ever collected.
     pub(crate) async fn collect_garbage(&self) -> Result<GcReport, Internal> {
         let _exclusive = self.gc_lock.write().await;
+        // Uploads and pushes of another process are invisible to this
+        // one's lock: collect only while serving, or while no one serves.
+        let _directory = if self.is_serving() {
+            None
+        } else {
+            match self.lock_directory()? {
+                Some(lock) => Some(lock),
+                None => {
+                    return Ok(GcReport {
+                        deferred: true,
+                        ..GcReport::default()
+                    });
+                }
+            }
+        };
         let cutoff = now() - i64::try_from(self.config.gc_grace.as_secs()).unwrap_or(i64::MAX);
         let mut report = GcReport::default();
         let doomed: Vec<(String, i64)> = {

@@ -10,18 +10,25 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 pub mod artifact;
+pub mod auth;
 mod blobs;
 mod db;
 pub mod digest;
 pub mod error;
 mod gc;
 pub mod images;
+pub mod lifecycle;
 pub mod manifest;
 pub mod names;
 pub mod remote;
+pub mod repos;
+pub mod scan;
 mod server;
 
+pub use admin::AdminError;
+pub use auth::{AuthMode, ChallengeKind, IssuedToken};
 pub use digest::{Algorithm, Digest};
 pub use gc::GcReport;
 pub use server::RegistryConfig;
@@ -59,7 +66,6 @@ pub struct Registry {
 
 impl Registry {
     /// Opens (creating if needed) the registry stored under `config.root`.
-    /// Uploads interrupted by a crash are discarded.
     pub fn open(config: RegistryConfig) -> Result<Registry, OpenError> {
         Ok(Registry {
             inner: Arc::new(server::Inner::open(config)?),
@@ -68,7 +74,58 @@ impl Registry {
 
     /// Serves the distribution API on `listener` until `shutdown`
     /// completes, then finishes the requests in flight and returns.
+    ///
+    /// Only one process serves a directory at a time (an error otherwise).
+    /// Uploads a crash interrupted are discarded, scans it interrupted run
+    /// again, and while serving the registry applies lifecycle policies
+    /// and collects garbage every
+    /// [`RegistryConfig::maintenance_interval`] and after every delete.
     pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        self.inner.start_serving()?;
+        let background = self.start_background();
+        let served = self.accept_loop(listener, shutdown).await;
+        background.abort();
+        self.inner.stop_serving();
+        served
+    }
+
+    /// Resumes interrupted scans, and runs the maintenance loop.
+    fn start_background(&self) -> tokio::task::JoinHandle<()> {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            match inner.off_thread(|i| i.db.scans_in_progress()).await {
+                Ok(pending) => {
+                    for (repo, digest) in pending {
+                        if let Err(e) = inner.start_scan(&repo, &digest).await {
+                            tracing::warn!(%repo, %digest, "cannot resume a scan: {e}");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot list interrupted scans: {e}"),
+            }
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(inner.config.maintenance_interval) => {}
+                    () = inner.maintenance.notified() => {}
+                }
+                match inner.maintain().await {
+                    Ok(gc) if gc.blobs_removed > 0 => tracing::info!(
+                        blobs = gc.blobs_removed,
+                        bytes = gc.bytes_freed,
+                        "garbage collected"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("registry maintenance failed: {e}"),
+                }
+            }
+        })
+    }
+
+    async fn accept_loop(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
@@ -124,7 +181,9 @@ impl Registry {
         }
     }
 
-    /// Deletes blobs nothing references any more (see [`GcReport`]).
+    /// Deletes blobs nothing references any more (see [`GcReport`]). In
+    /// a process that does not serve the directory while another does,
+    /// nothing is collected ([`GcReport::deferred`]): the server does it.
     pub async fn collect_garbage(&self) -> Result<GcReport, error::Internal> {
         self.inner.collect_garbage().await
     }

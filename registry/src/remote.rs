@@ -10,6 +10,7 @@ use crate::artifact::{self, RunConfig, WasmSource};
 use crate::digest::Digest;
 use crate::manifest::{self, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use std::pin::Pin;
@@ -339,14 +340,37 @@ pub async fn check_login(registry: &str, options: &RemoteOptions) -> Result<(), 
     // Any repository will do: the registry answers the challenge the same.
     let probe = parse_reference(&format!("{registry}/skiff/login:probe"))?;
     let (client, auth) = client_for(&probe, options);
+    let failed = |e: OciDistributionError| RemoteError::Registry {
+        reference: registry.to_string(),
+        detail: format!("login failed: {e}"),
+    };
+    // Fetches a bearer token if the registry asks for one...
     client
         .auth(&probe, &auth, oci_client::RegistryOperation::Pull)
         .await
-        .map(|_| ())
-        .map_err(|e| RemoteError::Registry {
-            reference: registry.to_string(),
-            detail: format!("login failed: {e}"),
-        })
+        .map_err(failed)?;
+    // ...but Basic credentials are only checked by a request that uses
+    // them: anything but "unauthorized" means they were accepted.
+    match client.list_tags(&probe, &auth, Some(1), None).await {
+        Ok(_) => Ok(()),
+        Err(e) if refused(&e) => Err(failed(e)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Did the registry refuse the credentials (rather than the request)?
+fn refused(e: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode;
+    match e {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => true,
+        OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

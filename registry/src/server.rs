@@ -2,12 +2,15 @@
 //! endpoint of the spec (v1.1: pull, push, content discovery, content
 //! management).
 
+use crate::auth::{Action, Auth, AuthMode, Caller, ChallengeKind};
 use crate::blobs::Blobs;
 use crate::db::{Db, NewManifest};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Code, Error, Failure, Internal, Result};
 use crate::manifest::{self, MAX_MANIFEST_BYTES};
 use crate::names::{valid_repository, valid_tag};
+use crate::repos::RepositorySettings;
+use crate::scan::SCAN_REPORT_TYPE;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
@@ -34,6 +37,17 @@ pub struct RegistryConfig {
     /// uploaded or mounted, so a push in progress never loses its layers to
     /// garbage collection. Default: 1 hour.
     pub gc_grace: Duration,
+    /// Who must authenticate. Default: nobody.
+    pub auth: AuthMode,
+    /// How a 401 asks for credentials. Default: a bearer challenge.
+    pub challenge: ChallengeKind,
+    /// The settings of repositories created by a push. Default: ECR's
+    /// (mutable tags, no scan on push).
+    pub default_settings: RepositorySettings,
+    /// How often a serving registry applies lifecycle policies and
+    /// collects garbage (it also does after every delete). Default: 10
+    /// minutes.
+    pub maintenance_interval: Duration,
 }
 
 impl RegistryConfig {
@@ -43,6 +57,10 @@ impl RegistryConfig {
             root: root.into(),
             create_on_push: true,
             gc_grace: Duration::from_secs(3600),
+            auth: AuthMode::Off,
+            challenge: ChallengeKind::Bearer,
+            default_settings: RepositorySettings::default(),
+            maintenance_interval: Duration::from_secs(600),
         }
     }
 }
@@ -73,6 +91,12 @@ pub(crate) struct Inner {
     /// Manifests and blobs served (GET), for observing pulls.
     pub(crate) manifests_served: std::sync::atomic::AtomicU64,
     pub(crate) blobs_served: std::sync::atomic::AtomicU64,
+    pub(crate) auth: Auth,
+    /// Wakes the maintenance loop (after deletes).
+    pub(crate) maintenance: tokio::sync::Notify,
+    /// Held while this registry serves: one server per directory, and
+    /// other processes leave garbage collection to it.
+    pub(crate) serving: Mutex<Option<std::fs::File>>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -86,9 +110,8 @@ impl Inner {
     pub(crate) fn open(config: RegistryConfig) -> std::result::Result<Inner, Internal> {
         std::fs::create_dir_all(&config.root)?;
         let blobs = Blobs::open(&config.root)?;
-        // Nothing survives a restart of an upload but its half-written file.
-        blobs.clear_uploads()?;
         let db = Db::open(&config.root.join("registry.db"))?;
+        let auth = Auth::open(&config.root, config.auth, config.challenge)?;
         Ok(Inner {
             config,
             db,
@@ -97,19 +120,76 @@ impl Inner {
             gc_lock: tokio::sync::RwLock::new(()),
             manifests_served: Default::default(),
             blobs_served: Default::default(),
+            auth,
+            maintenance: tokio::sync::Notify::new(),
+            serving: Mutex::new(None),
         })
     }
 
+    /// Takes the directory's serve lock: fails if another process serves
+    /// it. Uploads a crash interrupted are discarded then (nothing
+    /// survives a restart of an upload but its half-written file).
+    pub(crate) fn start_serving(&self) -> std::io::Result<()> {
+        let Some(file) = self.lock_directory()? else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "another registry is already serving {}",
+                    self.config.root.display()
+                ),
+            ));
+        };
+        self.blobs.clear_uploads()?;
+        *self
+            .serving
+            .lock()
+            .map_err(|_| std::io::Error::other("serve lock poisoned"))? = Some(file);
+        Ok(())
+    }
+
+    /// Locks the directory against other processes (an advisory lock on
+    /// `serve.lock`), or None if one holds it.
+    pub(crate) fn lock_directory(&self) -> std::io::Result<Option<std::fs::File>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.config.root.join("serve.lock"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    pub(crate) fn stop_serving(&self) {
+        if let Ok(mut serving) = self.serving.lock() {
+            *serving = None;
+        }
+    }
+
+    /// Is this process the one serving the directory?
+    pub(crate) fn is_serving(&self) -> bool {
+        self.serving.lock().is_ok_and(|s| s.is_some())
+    }
+
     /// Runs blocking work (disk, database) off the async threads.
+    pub(crate) async fn off_thread<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Inner) -> std::result::Result<T, Internal> + Send + 'static,
+    ) -> std::result::Result<T, Internal> {
+        let inner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Internal::Other(format!("blocking task: {e}")))?
+    }
+
+    /// [`Inner::off_thread`], for handlers.
     async fn blocking<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Inner) -> std::result::Result<T, Internal> + Send + 'static,
     ) -> Result<T> {
-        let inner = Arc::clone(self);
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| Failure::Internal(Internal::Other(format!("blocking task: {e}"))))?
-            .map_err(Failure::Internal)
+        self.off_thread(f).await.map_err(Failure::Internal)
     }
 
     pub(crate) async fn handle(self: &Arc<Self>, req: http::Request<Incoming>) -> Response {
@@ -139,12 +219,16 @@ impl Inner {
 
     async fn route(self: &Arc<Self>, req: http::Request<Incoming>) -> Result<Response> {
         let path = percent_decode(req.uri().path());
-        let query = parse_query(req.uri().query());
+        let mut query = parse_query(req.uri().query());
         let method = req.method().clone();
+        if path == "/v2/token" && matches!(method, Method::GET | Method::POST) {
+            return self.token(req).await;
+        }
         let Some(rest) = path.strip_prefix("/v2/") else {
             return Err(not_found(&path).into());
         };
         if rest.is_empty() {
+            self.authorize(req.headers(), None, &[]).await?;
             return Ok(json_response(StatusCode::OK, "{}".into()));
         }
         let route = Route::parse(rest).ok_or_else(|| not_found(&path))?;
@@ -155,6 +239,16 @@ impl Inner {
                 format!("invalid repository name {name:?}"),
             )
             .into());
+        }
+        let caller = self
+            .authorize(req.headers(), Some(name), route.actions(&method))
+            .await?;
+        // Mounting from a repository the caller may not pull is an
+        // ordinary upload instead (as the spec allows).
+        if let Some(from) = query.get("from")
+            && !self.auth.allows(&caller, Some(from), Action::Pull)
+        {
+            query.remove("mount");
         }
         match (route, method) {
             (Route::Manifest { name, reference }, Method::GET | Method::HEAD) => {
@@ -197,6 +291,95 @@ impl Inner {
         }
     }
 
+    // ---- authentication -----------------------------------------------
+
+    /// Who is asking, if they may do `actions` on `repo` (None: `/v2/`);
+    /// otherwise the 401 that tells them how to authenticate.
+    async fn authorize(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        repo: Option<&str>,
+        actions: &[Action],
+    ) -> Result<Caller> {
+        if self.auth.mode() == AuthMode::Off {
+            return Ok(Caller::Anonymous);
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        let caller = self
+            .blocking(move |i| i.auth.caller(&i.db, authorization.as_deref(), now()))
+            .await?;
+        let caller = match caller {
+            Ok(c) => c,
+            Err(why) => {
+                return Err(self.auth.challenge(&host, repo, actions, why).into());
+            }
+        };
+        let allowed = if actions.is_empty() {
+            self.auth.allows(&caller, None, Action::Pull)
+        } else {
+            actions.iter().all(|a| self.auth.allows(&caller, repo, *a))
+        };
+        if allowed {
+            return Ok(caller);
+        }
+        let why = match (&caller, repo) {
+            (Caller::Anonymous, _) | (_, None) => Error::new(
+                Code::Unauthorized,
+                "authentication required (user AWS, a token from `skiff registry token`)",
+            ),
+            (_, Some(repo)) => Error::new(
+                Code::Unauthorized,
+                format!(
+                    "the token does not grant {} on {repo}",
+                    actions
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ),
+        };
+        Err(self.auth.challenge(&host, repo, actions, why).into())
+    }
+
+    /// `GET`/`POST /v2/token`: the Docker token endpoint.
+    async fn token(self: &Arc<Self>, req: http::Request<Incoming>) -> Result<Response> {
+        if self.auth.mode() == AuthMode::Off {
+            return Err(not_found("/v2/token (authentication is off)").into());
+        }
+        let mut params: Vec<(String, String)> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        if req.method() == Method::POST {
+            let body = read_limited(req.into_body(), 64 << 10).await?;
+            params.extend(form_urlencoded::parse(&body).into_owned());
+        }
+        let answer = self
+            .blocking(move |i| {
+                i.auth
+                    .token_endpoint(&i.db, authorization.as_deref(), &params, now())
+            })
+            .await?;
+        match answer {
+            Ok(body) => Ok(json_response(StatusCode::OK, body)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     // ---- repositories -------------------------------------------------
 
     async fn require_repository(self: &Arc<Self>, name: &str) -> Result<()> {
@@ -212,8 +395,10 @@ impl Inner {
     async fn pushable(self: &Arc<Self>, name: &str) -> Result<()> {
         if self.config.create_on_push {
             let n = name.to_string();
-            self.blocking(move |i| i.db.create_repository(&n, now()))
-                .await?;
+            self.blocking(move |i| {
+                i.db.create_repository_with(&n, &i.config.default_settings, now())
+            })
+            .await?;
             Ok(())
         } else {
             self.require_repository(name).await
@@ -341,23 +526,41 @@ impl Inner {
         );
         let stored = parsed.clone();
         let size = bytes.len() as u64;
-        self.blocking(move |i| {
-            i.blobs.put(&d, &bytes)?;
-            i.db.put_manifest(&NewManifest {
-                repo: &n,
-                digest: &d,
-                media_type: &stored.media_type,
-                artifact_type: stored.artifact_type.as_deref(),
-                config_media_type: stored.config_media_type.as_deref(),
-                size,
-                subject: stored.subject.as_ref(),
-                annotations: stored.annotations.clone(),
-                children,
-                tag: tag.as_deref(),
-                now: now(),
+        let scan =
+            parsed.subject.is_none() && parsed.artifact_type.as_deref() != Some(SCAN_REPORT_TYPE);
+        let (recorded, scan) = self
+            .blocking(move |i| {
+                i.blobs.put(&d, &bytes)?;
+                i.db.put_manifest(&NewManifest {
+                    repo: &n,
+                    digest: &d,
+                    media_type: &stored.media_type,
+                    artifact_type: stored.artifact_type.as_deref(),
+                    config_media_type: stored.config_media_type.as_deref(),
+                    size,
+                    subject: stored.subject.as_ref(),
+                    annotations: stored.annotations.clone(),
+                    children,
+                    tag: tag.as_deref(),
+                    now: now(),
+                })
+                .and_then(|recorded| {
+                    let scan = scan
+                        && recorded
+                        && i.db
+                            .repository(&n)?
+                            .is_some_and(|r| r.settings.scan_on_push);
+                    Ok((recorded, scan))
+                })
             })
-        })
-        .await?;
+            .await?;
+        drop(_shared);
+        if scan {
+            self.start_scan(name, &digest.to_string()).await?;
+        }
+        if !recorded {
+            return Err(crate::repos::tag_already_exists(reference, name).into());
+        }
 
         let mut response = empty(StatusCode::CREATED);
         let h = response.headers_mut();
@@ -391,6 +594,7 @@ impl Inner {
             )
             .into());
         }
+        self.maintenance.notify_one();
         Ok(empty(StatusCode::ACCEPTED))
     }
 
@@ -488,6 +692,7 @@ impl Inner {
                 Error::new(Code::BlobUnknown, format!("blob {digest} is not in {name}")).into(),
             );
         }
+        self.maintenance.notify_one();
         Ok(empty(StatusCode::ACCEPTED))
     }
 
@@ -945,6 +1150,18 @@ impl<'a> Route<'a> {
         None
     }
 
+    /// What a request on this route does to its repository.
+    fn actions(&self, method: &Method) -> &'static [Action] {
+        const PULL: &[Action] = &[Action::Pull];
+        const PUSH: &[Action] = &[Action::Pull, Action::Push];
+        const DELETE: &[Action] = &[Action::Delete];
+        match (self, method) {
+            (Route::Manifest { .. } | Route::Blob { .. }, &Method::DELETE) => DELETE,
+            (Route::Manifest { .. }, &Method::PUT) | (Route::Uploads { .. }, _) => PUSH,
+            _ => PULL,
+        }
+    }
+
     fn name(&self) -> &'a str {
         match self {
             Route::Manifest { name, .. }
@@ -997,7 +1214,17 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 fn error_response(e: &Error) -> Response {
-    json_response(e.status, e.body())
+    let mut response = json_response(e.status, e.body());
+    if let Some(challenge) = e
+        .challenge
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
 }
 
 fn blob_created(name: &str, digest: &Digest) -> Result<Response> {

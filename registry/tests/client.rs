@@ -342,3 +342,122 @@ fn overlapping_pulls_of_one_image_download_it_once() {
     assert!(store.remove(&listed[0].reference).unwrap());
     assert!(store.list().unwrap().is_empty());
 }
+
+#[test]
+fn oci_client_pushes_chunked_and_monolithic_alike() {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    use oci_client::secrets::RegistryAuth;
+    let s = Server::start();
+    let host = s.base.trim_start_matches("http://").to_string();
+    // 9 MiB and a bit: three of oci-client's 4 MiB chunks, the last short.
+    let blob: Vec<u8> = (0..(9 << 20) + 12_345u32)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let digest = Digest::sha256_of(&blob).to_string();
+    for (repo, monolithic) in [("chunked/blob", false), ("monolithic/blob", true)] {
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(vec![host.clone()]),
+            use_monolithic_push: monolithic,
+            ..ClientConfig::default()
+        });
+        let image: oci_client::Reference = format!("{host}/{repo}:t").parse().unwrap();
+        block_on(async {
+            client
+                .auth(
+                    &image,
+                    &RegistryAuth::Anonymous,
+                    oci_client::RegistryOperation::Push,
+                )
+                .await
+                .unwrap();
+            if monolithic {
+                client
+                    .push_blob(&image, blob.clone(), &digest)
+                    .await
+                    .unwrap();
+            } else {
+                // The stream form never falls back to a monolithic PUT.
+                let chunks: Vec<oci_client::errors::Result<bytes::Bytes>> = blob
+                    .chunks(3 << 20)
+                    .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                    .collect();
+                let pushed = client
+                    .push_blob_stream_chunked(&image, futures_util::stream::iter(chunks))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    (pushed.blob_digest, pushed.size),
+                    (digest.clone(), blob.len() as u64)
+                );
+            }
+            let mut pulled = Vec::new();
+            client
+                .pull_blob(&image, digest.as_str(), &mut pulled)
+                .await
+                .unwrap();
+            assert_eq!(pulled.len(), blob.len());
+            assert!(pulled == blob, "{repo}: the blob came back different");
+        });
+    }
+}
+
+fn auth_server(challenge: skiff_registry::ChallengeKind) -> (Server, RemoteOptions) {
+    let s = Server::start_in(tempfile::tempdir().unwrap(), |c| {
+        c.auth = skiff_registry::AuthMode::All;
+        c.challenge = challenge;
+    });
+    let token = s
+        .registry
+        .issue_token(std::time::Duration::from_secs(3600))
+        .unwrap();
+    let options = RemoteOptions {
+        credentials: vec![(
+            s.base.trim_start_matches("http://").to_string(),
+            remote::Credentials {
+                username: "AWS".into(),
+                password: token.token,
+            },
+        )],
+        ..RemoteOptions::default()
+    };
+    (s, options)
+}
+
+#[test]
+fn oci_client_authenticates_with_basic_and_with_bearer_tokens() {
+    let module = wat::parse_str(MODULE).unwrap();
+    for challenge in [
+        skiff_registry::ChallengeKind::Basic,
+        skiff_registry::ChallengeKind::Bearer,
+    ] {
+        let (s, options) = auth_server(challenge);
+        let r = reference(&s, "secured/app:v1");
+        let digest = block_on(remote::push(&r, &module, &options)).unwrap();
+        let pulled = block_on(remote::pull(&r, &options, &no_progress)).unwrap();
+        assert_eq!(pulled.manifest_digest, digest, "{challenge:?}");
+        assert_eq!(pulled.wasm, module);
+        block_on(remote::check_login(
+            s.base.trim_start_matches("http://"),
+            &options,
+        ))
+        .unwrap();
+
+        // Without credentials, or with a wrong token, nothing.
+        let anonymous = block_on(remote::pull(&r, &RemoteOptions::default(), &no_progress));
+        assert!(
+            matches!(&anonymous, Err(RemoteError::Registry { detail, .. }) if detail.to_lowercase().contains("auth") || detail.contains("401")),
+            "{challenge:?}: {anonymous:?}"
+        );
+        let mut wrong = options.clone();
+        wrong.credentials[0].1.password = "not-a-token".into();
+        let refused = block_on(remote::push(&r, &module, &wrong));
+        assert!(refused.is_err(), "{challenge:?}");
+        assert!(
+            block_on(remote::check_login(
+                s.base.trim_start_matches("http://"),
+                &wrong
+            ))
+            .is_err()
+        );
+    }
+}

@@ -175,3 +175,35 @@ pub fn image_manifest(config: &Digest, config_len: usize, layers: &[(&Digest, us
     }))
     .unwrap()
 }
+
+/// Pushes `wasm` as a CNCF Wasm artifact (`config` as its config) to
+/// `repo:tag` (or untagged, by digest, if `tag` is None); returns the
+/// manifest's digest.
+pub fn push_wasm(s: &Server, repo: &str, tag: Option<&str>, wasm: &[u8], config: &[u8]) -> Digest {
+    let layer = s.push_blob(repo, wasm);
+    let c = s.push_blob(repo, config);
+    let body = image_manifest(&c, config.len(), &[(&layer, wasm.len())]);
+    let digest = Digest::sha256_of(&body);
+    let reference = tag.map_or_else(|| digest.to_string(), str::to_string);
+    let r = s.push_manifest(repo, &reference, OCI_MANIFEST, &body);
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().unwrap_or_default()
+    );
+    digest
+}
+
+/// Waits (up to 20 s) until `done` holds, polling; panics naming `what`
+/// otherwise.
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
