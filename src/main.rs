@@ -3,6 +3,7 @@
 
 mod images;
 mod registry;
+mod repo;
 mod run;
 mod signals;
 
@@ -42,6 +43,9 @@ enum Command {
     Rmi(images::RmiArgs),
     /// Save credentials for a registry.
     Login(images::LoginArgs),
+    /// Manage the local registry's repositories: tag immutability, scan
+    /// on push, lifecycle policies, scan findings.
+    Repo(repo::RepoArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Images => images::images(&data_dir),
         Command::Rmi(args) => images::rmi(args, &data_dir),
         Command::Login(args) => images::login(args, &data_dir),
+        Command::Repo(args) => repo::run(args, &data_dir),
     };
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
 }

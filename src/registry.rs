@@ -1,12 +1,17 @@
 //! `skiff registry`: the OCI registry alone, in the foreground.
 
-use clap::Args;
-use skiff_registry::{Registry, RegistryConfig};
+use clap::{Args, Subcommand};
+use skiff_registry::{AuthMode, ChallengeKind, Registry, RegistryConfig};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct RegistryArgs {
+    #[command(subcommand)]
+    command: Option<RegistryCommand>,
+
     /// Address to listen on.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:5050")]
     addr: SocketAddr,
@@ -15,13 +20,83 @@ pub struct RegistryArgs {
     /// instead of creating them on first push.
     #[arg(long)]
     no_create_on_push: bool,
+
+    /// Who must authenticate: off, push (pulls stay anonymous) or all.
+    #[arg(long, value_name = "WHO", default_value = "off", value_parser = AuthMode::parse)]
+    auth: AuthMode,
+
+    /// How a 401 asks for credentials: bearer (the Docker token flow) or
+    /// basic (as ECR does). Both accept Basic AWS:<token>.
+    #[arg(long, value_name = "KIND", default_value = "bearer", value_parser = parse_challenge)]
+    auth_challenge: ChallengeKind,
+
+    /// Scan the images pushed to repositories this creates.
+    #[arg(long)]
+    scan_on_push: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RegistryCommand {
+    /// Issue a registry token: the password for user AWS (ECR's
+    /// GetAuthorizationToken).
+    Token {
+        /// How long it lasts (`12h`, `30m`, `7days`).
+        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Revoke every issued token.
+    RevokeTokens,
+}
+
+fn parse_challenge(s: &str) -> Result<ChallengeKind, String> {
+    match s {
+        "bearer" => Ok(ChallengeKind::Bearer),
+        "basic" => Ok(ChallengeKind::Basic),
+        other => Err(format!(
+            "unknown challenge {other:?} (expected bearer or basic)"
+        )),
+    }
+}
+
+fn admin(args: RegistryCommand, data_dir: &Path) -> Result<(), String> {
+    let registry = Registry::open(RegistryConfig::new(data_dir.join("registry")))
+        .map_err(|e| e.to_string())?;
+    match args {
+        RegistryCommand::Token { ttl } => {
+            let token = registry.issue_token(ttl).map_err(|e| e.to_string())?;
+            let expires =
+                std::time::UNIX_EPOCH + Duration::from_secs(token.expires_at.max(0) as u64);
+            eprintln!(
+                "Token for user AWS, valid until {}:",
+                humantime::format_rfc3339_seconds(expires)
+            );
+            println!("{}", token.token);
+        }
+        RegistryCommand::RevokeTokens => {
+            let n = registry.revoke_tokens().map_err(|e| e.to_string())?;
+            println!("Revoked {n} token(s)");
+        }
+    }
+    Ok(())
 }
 
 /// Serves until SIGINT/SIGTERM; returns the exit status.
 pub fn run(args: RegistryArgs, data_dir: &Path) -> i32 {
+    if let Some(command) = args.command {
+        return match admin(command, data_dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        };
+    }
     let result = (|| -> Result<(), String> {
         let mut config = RegistryConfig::new(data_dir.join("registry"));
         config.create_on_push = !args.no_create_on_push;
+        config.auth = args.auth;
+        config.challenge = args.auth_challenge;
+        config.default_settings.scan_on_push = args.scan_on_push;
         let registry = Registry::open(config).map_err(|e| e.to_string())?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -10,6 +10,7 @@ mod images;
 mod limits;
 mod network;
 mod registry_peers;
+mod repo_cli;
 mod run_flags;
 mod sandbox;
 mod streaming;

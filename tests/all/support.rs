@@ -178,9 +178,15 @@ pub struct RegistryProcess {
 
 impl RegistryProcess {
     pub fn start(data_dir: &Path) -> RegistryProcess {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// With more `skiff registry` flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> RegistryProcess {
         use std::io::BufRead;
         let mut child = Command::new(skiff_bin())
             .args(["registry", "--addr", "127.0.0.1:0"])
+            .args(flags)
             .env("SKIFF_DATA_DIR", data_dir)
             .env("SKIFF_LOG", "skiff_registry=debug")
             .stdin(Stdio::null())
