@@ -1,0 +1,321 @@
+//! skiff's registry against Debian's `docker-registry` (distribution 2.8),
+//! in the same run, on the same machine, with the same client: oci-client,
+//! the library skiff pulls with.
+//!
+//! `cargo bench --bench registry` (needs `docker-registry` on PATH:
+//! `apt-get install docker-registry`; without it the comparison is skipped).
+//!
+//! For blobs of 1, 10 and 100 MiB: a push of fresh content, and a pull of
+//! it, against each registry in turn, interleaved, with two clients:
+//!
+//! - oci-client, as skiff pulls: pushes chunked in 4 MiB PATCHes, and
+//!   pulls verifying the digest (twice over: the layer's and the
+//!   `Docker-Content-Digest` header's, both SHA-256 on the client's core);
+//! - plain HTTP (reqwest): a monolithic POST + PUT, and a GET streamed
+//!   into nothing. This one measures the registries rather than the
+//!   client: on large blobs oci-client's hashing is the ceiling for both.
+//!
+//! Median of SKIFF_BENCH_REGISTRY_RUNS runs (default 15, 8 for 100 MiB).
+//! Both registries serve plain HTTP on loopback from a directory on the
+//! same disk; skiff fsyncs every blob before it becomes visible,
+//! docker-registry does not. Goal: skiff ≥ 1.5× docker-registry on each.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
+const MIB: usize = 1 << 20;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_until_serving(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing is serving on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_skiff(dir: &Path) -> (Server, String) {
+    let mut child = Command::new(SKIFF)
+        .env("SKIFF_DATA_DIR", dir)
+        .args(["registry", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start skiff registry");
+    let mut banner = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let addr = banner
+        .trim()
+        .strip_prefix("Registry listening on http://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+        .to_string();
+    wait_until_serving(&addr);
+    (Server(child), addr)
+}
+
+fn start_docker_registry(dir: &Path) -> Option<(Server, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .args(["serve", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = Server(child);
+    wait_until_serving(&addr);
+    Some((server, addr))
+}
+
+fn blob(size: usize, seed: u64) -> Vec<u8> {
+    // Cheap, incompressible enough, different for every seed.
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+struct Target {
+    name: &'static str,
+    client: Client,
+    image: Reference,
+}
+
+impl Target {
+    fn new(name: &'static str, addr: &str) -> Target {
+        skiff_registry::remote::ensure_tls_provider();
+        let client = Client::new(ClientConfig {
+            protocol: ClientProtocol::Http,
+            ..ClientConfig::default()
+        });
+        let image: Reference = format!("{addr}/bench/blobs:latest").parse().unwrap();
+        Target {
+            name,
+            client,
+            image,
+        }
+    }
+
+    async fn push(&self, data: &[u8], digest: &str) -> Duration {
+        self.client
+            .auth(
+                &self.image,
+                &RegistryAuth::Anonymous,
+                RegistryOperation::Push,
+            )
+            .await
+            .unwrap();
+        let start = Instant::now();
+        self.client
+            .push_blob(&self.image, data.to_vec(), digest)
+            .await
+            .unwrap_or_else(|e| panic!("{}: push: {e}", self.name));
+        start.elapsed()
+    }
+
+    async fn pull(&self, digest: &str, size: usize) -> Duration {
+        let mut out = Vec::with_capacity(size);
+        let start = Instant::now();
+        self.client
+            .pull_blob(&self.image, digest, &mut out)
+            .await
+            .unwrap_or_else(|e| panic!("{}: pull: {e}", self.name));
+        let took = start.elapsed();
+        assert_eq!(out.len(), size, "{}: short pull", self.name);
+        took
+    }
+}
+
+/// The same operations with a plain HTTP client.
+struct Raw {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Raw {
+    fn new(addr: &str) -> Raw {
+        Raw {
+            client: reqwest::Client::new(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    async fn push(&self, data: &[u8], digest: &str) -> Duration {
+        let body = data.to_vec();
+        let start = Instant::now();
+        let r = self
+            .client
+            .post(format!("{}/v2/bench/raw/blobs/uploads/", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}: start upload", self.base);
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{location}", self.base)
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let r = self
+            .client
+            .put(format!("{location}{sep}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}: finish upload", self.base);
+        start.elapsed()
+    }
+
+    async fn pull(&self, digest: &str, size: usize) -> Duration {
+        let start = Instant::now();
+        let mut r = self
+            .client
+            .get(format!("{}/v2/bench/raw/blobs/{digest}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}: pull", self.base);
+        let mut n = 0;
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            n += chunk.len();
+        }
+        let took = start.elapsed();
+        assert_eq!(n, size, "{}: short pull", self.base);
+        took
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn rate(size: usize, d: Duration) -> String {
+    format!("{:>8.1} MiB/s", size as f64 / MIB as f64 / d.as_secs_f64())
+}
+
+fn main() {
+    let runs: usize = std::env::var("SKIFF_BENCH_REGISTRY_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_skiff, skiff_addr) = start_skiff(dirs.0.path());
+    let Some((_docker, docker_addr)) = start_docker_registry(dirs.1.path()) else {
+        println!(
+            "registry: skipped, no `docker-registry` on PATH (apt-get install docker-registry)"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let targets = [
+        Target::new("skiff", &skiff_addr),
+        Target::new("docker-registry", &docker_addr),
+    ];
+    let raw = [Raw::new(&skiff_addr), Raw::new(&docker_addr)];
+    println!("skiff registry vs docker-registry, blobs, median of runs (higher is better)");
+    println!(
+        "{:<8} {:<10} {:<5} {:>16} {:>18} {:>8}",
+        "size", "client", "op", "skiff", "docker-registry", "ratio"
+    );
+    let mut seed = 0u64;
+    for size_mib in [1usize, 10, 100] {
+        let size = size_mib * MIB;
+        let n = if size_mib >= 100 {
+            runs.div_ceil(2)
+        } else {
+            runs
+        };
+        // [client][registry] -> times
+        let mut push = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+        let mut pull = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+        rt.block_on(async {
+            for round in 0..=n {
+                seed += 1;
+                let data = blob(size, seed);
+                let d = digest(&data);
+                // Alternate who goes first, so neither always gets a
+                // warmer page cache. Round 0 warms up and is not counted.
+                let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for i in order {
+                    let (a, b) = (
+                        targets[i].push(&data, &d).await,
+                        targets[i].pull(&d, size).await,
+                    );
+                    let (c, e) = (raw[i].push(&data, &d).await, raw[i].pull(&d, size).await);
+                    if round > 0 {
+                        push[0][i].push(a);
+                        pull[0][i].push(b);
+                        push[1][i].push(c);
+                        pull[1][i].push(e);
+                    }
+                }
+            }
+        });
+        for (c, client) in ["oci-client", "http"].into_iter().enumerate() {
+            for (op, times) in [("push", &mut push[c]), ("pull", &mut pull[c])] {
+                let [s, d] =
+                    [std::mem::take(&mut times[0]), std::mem::take(&mut times[1])].map(median);
+                println!(
+                    "{:<8} {:<10} {:<5} {:>16} {:>18} {:>7.2}x",
+                    format!("{size_mib} MiB"),
+                    client,
+                    op,
+                    rate(size, s),
+                    rate(size, d),
+                    d.as_secs_f64() / s.as_secs_f64()
+                );
+            }
+        }
+    }
+}
