@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The skiff demo: run a WASI program twice (the second start loads compiled
 # code from the cache instead of compiling), then serve an HTTP component
-# with a fresh instance per request, then watch limits stop hostile guests.
+# with a fresh instance per request, then watch limits stop hostile guests,
+# then push to skiff's own registry (token auth, scan on push) and run the
+# image by reference.
 # Installs the Wasm targets it needs; builds skiff and the guests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,3 +74,26 @@ echo "   -> exit status ${PIPESTATUS[0]}"
 "$skiff" run --timeout 1s "$apps/wasm32-wasip1/release/cpu-burn.wasm"
 echo "   -> exit status $?"
 set -e
+
+step "6. the registry: token auth, scan on push, run by reference"
+reg_log="$SKIFF_DATA_DIR/registry.log"
+"$skiff" registry --addr 127.0.0.1:0 --auth all --scan-on-push 2>"$reg_log" &
+registry=$!
+for _ in $(seq 1 200); do grep -q "Registry listening" "$reg_log" 2>/dev/null && break; sleep 0.05; done
+addr=$(sed -n 's|^Registry listening on http://\([^/]*\)/.*|\1|p' "$reg_log")
+echo "\$ skiff registry --auth all --scan-on-push    # on $addr"
+echo "\$ skiff registry token | skiff login $addr -u AWS --password-stdin"
+"$skiff" registry token --ttl 1h 2>/dev/null | "$skiff" login "$addr" -u AWS --password-stdin
+echo "\$ skiff push hello.wasm $addr/demo/hello:v1"
+"$skiff" push "$hello_p2" "$addr/demo/hello:v1"
+for _ in $(seq 1 100); do
+    "$skiff" repo findings demo/hello v1 2>/dev/null | grep -q COMPLETE && break; sleep 0.05
+done
+echo "\$ skiff repo findings demo/hello v1"
+"$skiff" repo findings demo/hello v1
+echo "\$ skiff run $addr/demo/hello:v1 from-the-registry"
+"$skiff" run "$addr/demo/hello:v1" from-the-registry
+echo "\$ skiff images"
+"$skiff" images
+kill -TERM "$registry"
+wait "$registry" || true
