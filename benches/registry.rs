@@ -11,9 +11,10 @@
 //! - oci-client, as skiff pulls: pushes chunked in 4 MiB PATCHes, and
 //!   pulls verifying the digest (twice over: the layer's and the
 //!   `Docker-Content-Digest` header's, both SHA-256 on the client's core);
-//! - plain HTTP (reqwest): a monolithic POST + PUT, and a GET streamed
-//!   into nothing. This one measures the registries rather than the
-//!   client: on large blobs oci-client's hashing is the ceiling for both.
+//! - curl (`apt-get install curl`): a POST and the whole blob in one PUT
+//!   (`-T`), and a GET into /dev/null, timed by curl's own `time_total`.
+//!   This one measures the registries rather than the client: on large
+//!   blobs oci-client's hashing is the ceiling for both.
 //!
 //! Median of SKIFF_BENCH_REGISTRY_RUNS runs (default 15, 8 for 100 MiB).
 //! Both registries serve plain HTTP on loopback from a directory on the
@@ -169,65 +170,79 @@ impl Target {
     }
 }
 
-/// The same operations with a plain HTTP client.
-struct Raw {
-    client: reqwest::Client,
+/// The same operations with curl: the plain HTTP client, whose own cost is
+/// small enough that the figures are the registries'.
+struct Curl {
     base: String,
+    /// Where the blob to push is written for curl to read (tmpfs when
+    /// there is one, so the client reads from memory).
+    file: std::path::PathBuf,
 }
 
-impl Raw {
-    fn new(addr: &str) -> Raw {
-        Raw {
-            client: reqwest::Client::new(),
+impl Curl {
+    fn new(addr: &str, scratch: &Path) -> Curl {
+        Curl {
             base: format!("http://{addr}"),
+            file: scratch.join(format!("blob-{}", addr.replace([':', '.'], "-"))),
         }
     }
 
-    async fn push(&self, data: &[u8], digest: &str) -> Duration {
-        let body = data.to_vec();
-        let start = Instant::now();
-        let r = self
-            .client
-            .post(format!("{}/v2/bench/raw/blobs/uploads/", self.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202, "{}: start upload", self.base);
-        let location = r.headers()["location"].to_str().unwrap().to_string();
+    /// Runs curl; returns its `time_total` and the headers it received.
+    fn curl(args: &[&str]) -> (Duration, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-S", "--fail", "-D", "-", "-o", "/dev/null"])
+            .args(["-w", "\ntime_total=%{time_total}\n"])
+            .args(args)
+            .output()
+            .expect("curl is installed");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let secs: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("time_total="))
+            .and_then(|t| t.trim().parse().ok())
+            .expect("curl printed time_total");
+        (Duration::from_secs_f64(secs), text)
+    }
+
+    /// POST, then the whole blob in one PUT, as docker pushes a layer.
+    fn push(&self, data: &[u8], digest: &str) -> Duration {
+        std::fs::write(&self.file, data).unwrap();
+        let (started, headers) = Self::curl(&[
+            "-X",
+            "POST",
+            &format!("{}/v2/bench/curl/blobs/uploads/", self.base),
+        ]);
+        let location = headers
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .expect("a Location header");
         let location = if location.starts_with("http") {
             location
         } else {
             format!("{}{location}", self.base)
         };
         let sep = if location.contains('?') { '&' } else { '?' };
-        let r = self
-            .client
-            .put(format!("{location}{sep}digest={digest}"))
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}: finish upload", self.base);
-        start.elapsed()
+        let (put, _) = Self::curl(&[
+            "-T",
+            self.file.to_str().unwrap(),
+            "-H",
+            "content-type: application/octet-stream",
+            &format!("{location}{sep}digest={digest}"),
+        ]);
+        started + put
     }
 
-    async fn pull(&self, digest: &str, size: usize) -> Duration {
-        let start = Instant::now();
-        let mut r = self
-            .client
-            .get(format!("{}/v2/bench/raw/blobs/{digest}", self.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}: pull", self.base);
-        let mut n = 0;
-        while let Some(chunk) = r.chunk().await.unwrap() {
-            n += chunk.len();
-        }
-        let took = start.elapsed();
-        assert_eq!(n, size, "{}: short pull", self.base);
-        took
+    fn pull(&self, digest: &str) -> Duration {
+        Self::curl(&[&format!("{}/v2/bench/curl/blobs/{digest}", self.base)]).0
     }
 }
 
@@ -262,7 +277,16 @@ fn main() {
         Target::new("skiff", &skiff_addr),
         Target::new("docker-registry", &docker_addr),
     ];
-    let raw = [Raw::new(&skiff_addr), Raw::new(&docker_addr)];
+    let scratch = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    })
+    .unwrap();
+    let curl = [
+        Curl::new(&skiff_addr, scratch.path()),
+        Curl::new(&docker_addr, scratch.path()),
+    ];
     println!("skiff registry vs docker-registry, blobs, median of runs (higher is better)");
     println!(
         "{:<8} {:<10} {:<5} {:>16} {:>18} {:>8}",
@@ -292,7 +316,7 @@ fn main() {
                         targets[i].push(&data, &d).await,
                         targets[i].pull(&d, size).await,
                     );
-                    let (c, e) = (raw[i].push(&data, &d).await, raw[i].pull(&d, size).await);
+                    let (c, e) = (curl[i].push(&data, &d), curl[i].pull(&d));
                     if round > 0 {
                         push[0][i].push(a);
                         pull[0][i].push(b);
@@ -302,7 +326,7 @@ fn main() {
                 }
             }
         });
-        for (c, client) in ["oci-client", "http"].into_iter().enumerate() {
+        for (c, client) in ["oci-client", "curl"].into_iter().enumerate() {
             for (op, times) in [("push", &mut push[c]), ("pull", &mut pull[c])] {
                 let [s, d] =
                     [std::mem::take(&mut times[0]), std::mem::take(&mut times[1])].map(median);

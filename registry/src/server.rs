@@ -555,8 +555,9 @@ impl Inner {
             })
             .await?;
         drop(_shared);
-        if scan {
-            self.start_scan(name, &digest.to_string()).await?;
+        // The push has succeeded whatever happens to its scan.
+        if scan && let Err(e) = self.start_scan(name, &digest.to_string()).await {
+            tracing::warn!(repository = name, %digest, "cannot start a scan: {e}");
         }
         if !recorded {
             return Err(crate::repos::tag_already_exists(reference, name).into());
