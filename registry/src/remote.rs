@@ -150,7 +150,7 @@ pub async fn push(
     let image = parse_reference(reference)?;
     let registry_error = |e: oci_client::errors::OciDistributionError| RemoteError::Registry {
         reference: image.whole(),
-        detail: e.to_string(),
+        detail: describe(&e),
     };
     let packaged = artifact::package(wasm, std::time::SystemTime::now()).map_err(|what| {
         RemoteError::Unrunnable {
@@ -194,7 +194,7 @@ pub async fn pull(
     let whole = image.whole();
     let registry_error = |e: oci_client::errors::OciDistributionError| RemoteError::Registry {
         reference: whole.clone(),
-        detail: e.to_string(),
+        detail: describe(&e),
     };
     let unrunnable = |what: String| RemoteError::Unrunnable {
         reference: whole.clone(),
@@ -342,7 +342,7 @@ pub async fn check_login(registry: &str, options: &RemoteOptions) -> Result<(), 
     let (client, auth) = client_for(&probe, options);
     let failed = |e: OciDistributionError| RemoteError::Registry {
         reference: registry.to_string(),
-        detail: format!("login failed: {e}"),
+        detail: format!("login failed: {}", describe(&e)),
     };
     // Fetches a bearer token if the registry asks for one...
     client
@@ -355,6 +355,37 @@ pub async fn check_login(registry: &str, options: &RemoteOptions) -> Result<(), 
         Ok(_) => Ok(()),
         Err(e) if refused(&e) => Err(failed(e)),
         Err(_) => Ok(()),
+    }
+}
+
+/// What a registry said, for people: its OCI error codes and messages
+/// rather than the raw body oci-client quotes.
+fn describe(e: &OciDistributionError) -> String {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let said = |body: &str| {
+        serde_json::from_str::<Envelope>(body).ok().map(|env| {
+            env.errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    };
+    match e {
+        OciDistributionError::ServerError { code, message, .. } => match said(message) {
+            Some(said) => format!("the registry answered {code}: {said}"),
+            None => e.to_string(),
+        },
+        _ => e.to_string(),
     }
 }
 
