@@ -122,29 +122,6 @@ impl Inner {
         Ok(policy.evaluate(&images, now()))
     }
 
-    /// Deletes image `digest` with its referrers and the index entries
-    /// nothing else holds. Returns how many manifests went.
-    fn expire_image(&self, repo: &str, digest: &str) -> std::result::Result<u64, Internal> {
-        let mut removed = 0;
-        let mut queue = vec![digest.to_string()];
-        while let Some(next) = queue.pop() {
-            let Ok(d) = next.parse::<Digest>() else {
-                continue;
-            };
-            queue.extend(self.db.referrers(repo, &d)?.into_iter().map(|r| r.digest));
-            let children = self.db.manifest_children(repo, &next)?;
-            if self.db.delete_manifest(repo, &d)? {
-                removed += 1;
-            }
-            for child in children {
-                if self.db.manifest_is_loose(repo, &child)? {
-                    queue.push(child);
-                }
-            }
-        }
-        Ok(removed)
-    }
-
     /// Applies `repo`'s lifecycle policy: expires what it selects.
     pub(crate) async fn apply_lifecycle(self: &Arc<Self>, repo: &str) -> Result<Vec<Expiry>> {
         let r = repo.to_string();
@@ -155,10 +132,15 @@ impl Inner {
                     Err(AdminError::Internal(e)) => return Err(e),
                     Err(other) => return Ok(Err(other)),
                 };
-                for e in &plan {
-                    i.expire_image(&r, &e.digest)?;
+                // Each checked again as it goes: an image retagged or
+                // listed by a new index since the plan stays.
+                let mut expired = Vec::with_capacity(plan.len());
+                for e in plan {
+                    if i.db.expire_image(&r, &e.digest, &e.tags)? > 0 {
+                        expired.push(e);
+                    }
                 }
-                Ok(Ok(plan))
+                Ok(Ok(expired))
             })
             .await??;
         if !expired.is_empty() {

@@ -381,29 +381,71 @@ impl Db {
     pub(crate) fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, Internal> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
-        let d = digest.to_string();
-        let n = tx.execute(
-            "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2",
-            params![repo, d],
-        )?;
-        tx.execute(
-            "DELETE FROM tags WHERE repo = ?1 AND digest = ?2",
-            params![repo, d],
-        )?;
-        tx.execute(
-            "DELETE FROM manifest_refs WHERE repo = ?1 AND manifest = ?2",
-            params![repo, d],
-        )?;
-        tx.execute(
-            "DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2",
-            params![repo, d],
-        )?;
-        tx.execute(
-            "DELETE FROM scans WHERE repo = ?1 AND digest = ?2",
-            params![repo, d],
-        )?;
+        let n = delete_manifest_rows(&tx, repo, &digest.to_string())?;
         tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// Expires image `digest` of `repo` if it is still what a lifecycle
+    /// plan saw — exactly `tags`, and listed by no other manifest — with
+    /// its referrers and the index entries nothing else holds, in one
+    /// transaction (against pushes from any process). Returns how many
+    /// manifests went; 0 if the image changed and was left alone.
+    pub(crate) fn expire_image(
+        &self,
+        repo: &str,
+        digest: &str,
+        tags: &[String],
+    ) -> Result<u64, Internal> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let strings = |sql: &str, a: &str| -> Result<Vec<String>, Internal> {
+            let mut stmt = tx.prepare(sql)?;
+            let rows = stmt.query_map(params![repo, a], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        };
+        let mut now_tags = strings(
+            "SELECT tag FROM tags WHERE repo = ?1 AND digest = ?2",
+            digest,
+        )?;
+        now_tags.sort();
+        let mut planned = tags.to_vec();
+        planned.sort();
+        let listed = strings(
+            "SELECT manifest FROM manifest_refs WHERE repo = ?1 AND child = ?2",
+            digest,
+        )?;
+        if now_tags != planned || !listed.is_empty() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        let mut queue = vec![digest.to_string()];
+        while let Some(next) = queue.pop() {
+            queue.extend(strings(
+                "SELECT digest FROM manifests WHERE repo = ?1 AND subject = ?2",
+                &next,
+            )?);
+            let children = strings(
+                "SELECT r.child FROM manifest_refs r
+                 JOIN manifests m ON m.repo = r.repo AND m.digest = r.child
+                 WHERE r.repo = ?1 AND r.manifest = ?2",
+                &next,
+            )?;
+            removed += delete_manifest_rows(&tx, repo, &next)? as u64;
+            for child in children {
+                let held: i64 = tx.query_row(
+                    "SELECT (SELECT COUNT(*) FROM tags WHERE repo = ?1 AND digest = ?2)
+                          + (SELECT COUNT(*) FROM manifest_refs WHERE repo = ?1 AND child = ?2)",
+                    params![repo, child],
+                    |r| r.get(0),
+                )?;
+                if held == 0 {
+                    queue.push(child);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(removed)
     }
 
     /// Tags of `repo` after `last` (exclusive), in byte order, at most `n`
@@ -443,6 +485,23 @@ impl Db {
         let rows = stmt.query_map(params![repo, subject.to_string()], row_to_manifest)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Deletes a manifest and everything recorded about it (not its blobs).
+fn delete_manifest_rows(tx: &Connection, repo: &str, digest: &str) -> Result<usize, Internal> {
+    let n = tx.execute(
+        "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2",
+        params![repo, digest],
+    )?;
+    for sql in [
+        "DELETE FROM tags WHERE repo = ?1 AND digest = ?2",
+        "DELETE FROM manifest_refs WHERE repo = ?1 AND manifest = ?2",
+        "DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2",
+        "DELETE FROM scans WHERE repo = ?1 AND digest = ?2",
+    ] {
+        tx.execute(sql, params![repo, digest])?;
+    }
+    Ok(n)
 }
 
 /// A repository's settings, read inside a transaction or on a connection.
@@ -659,34 +718,6 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The manifests `parent` lists that are in `repo`.
-    pub(crate) fn manifest_children(
-        &self,
-        repo: &str,
-        parent: &str,
-    ) -> Result<Vec<String>, Internal> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT r.child FROM manifest_refs r
-             JOIN manifests m ON m.repo = r.repo AND m.digest = r.child
-             WHERE r.repo = ?1 AND r.manifest = ?2",
-        )?;
-        let rows = stmt.query_map(params![repo, parent], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Is manifest `digest` of `repo` neither tagged nor listed by another?
-    pub(crate) fn manifest_is_loose(&self, repo: &str, digest: &str) -> Result<bool, Internal> {
-        let conn = self.lock()?;
-        let held: i64 = conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM tags WHERE repo = ?1 AND digest = ?2)
-                  + (SELECT COUNT(*) FROM manifest_refs WHERE repo = ?1 AND child = ?2)",
-            params![repo, digest],
-            |r| r.get(0),
-        )?;
-        Ok(held == 0)
-    }
-
     /// Repositories that have a lifecycle policy.
     pub(crate) fn repositories_with_policies(&self) -> Result<Vec<String>, Internal> {
         let conn = self.lock()?;
@@ -738,5 +769,63 @@ impl Db {
     pub(crate) fn revoke_tokens(&self) -> Result<u64, Internal> {
         let conn = self.lock()?;
         Ok(conn.execute("DELETE FROM tokens", [])? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn put(
+        db: &Db,
+        digest: &Digest,
+        tag: Option<&str>,
+        subject: Option<&Digest>,
+        children: Vec<Digest>,
+    ) {
+        db.put_manifest(&NewManifest {
+            repo: "r",
+            digest,
+            media_type: "application/vnd.oci.image.manifest.v1+json",
+            artifact_type: None,
+            config_media_type: None,
+            size: 1,
+            subject,
+            annotations: None,
+            children,
+            tag,
+            now: 1,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn expiry_leaves_an_image_that_changed_since_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        let image = Digest::sha256_of(b"image");
+        let report = Digest::sha256_of(b"report");
+        let index = Digest::sha256_of(b"index");
+        put(&db, &image, None, None, vec![]);
+        put(&db, &report, None, Some(&image), vec![]);
+
+        // Planned untagged; tagged since: left alone.
+        put(&db, &image, Some("v2"), None, vec![]);
+        assert_eq!(db.expire_image("r", &image.to_string(), &[]).unwrap(), 0);
+        assert!(db.has_manifest("r", &image).unwrap());
+
+        // Listed by an index since: left alone too.
+        db.delete_tag("r", "v2").unwrap();
+        put(&db, &index, Some("multi"), None, vec![image.clone()]);
+        assert_eq!(db.expire_image("r", &image.to_string(), &[]).unwrap(), 0);
+
+        // As planned: the index goes, and takes its loose entry and that
+        // entry's referrer with it.
+        let tags = vec!["multi".to_string()];
+        assert_eq!(db.expire_image("r", &index.to_string(), &tags).unwrap(), 3);
+        for d in [&image, &report, &index] {
+            assert!(!db.has_manifest("r", d).unwrap());
+        }
     }
 }

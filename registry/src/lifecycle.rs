@@ -196,13 +196,19 @@ impl LifecyclePolicy {
     }
 
     /// The images the policy expires now, in rule order.
+    ///
+    /// As ECR does: each rule counts every image its selection matches,
+    /// newest first, but never expires one a higher-priority rule's
+    /// selection matched ("rules can never mark images that are marked by
+    /// higher priority rules, but can still identify them as if they
+    /// haven't been expired").
     pub fn evaluate(&self, images: &[Image], now: i64) -> Vec<Expiry> {
         let mut claimed = vec![false; images.len()];
         let mut expired = Vec::new();
         for rule in &self.rules {
             // Newest first, as ECR counts.
             let mut matched: Vec<usize> = (0..images.len())
-                .filter(|&i| !claimed[i] && rule.selects(&images[i]))
+                .filter(|&i| rule.selects(&images[i]))
                 .collect();
             matched.sort_by(|&a, &b| {
                 images[b]
@@ -210,9 +216,6 @@ impl LifecyclePolicy {
                     .cmp(&images[a].pushed_at)
                     .then(images[a].digest.cmp(&images[b].digest))
             });
-            for &i in &matched {
-                claimed[i] = true;
-            }
             let doomed: Vec<usize> = match rule.count {
                 Count::MoreThan(n) => matched
                     .iter()
@@ -229,6 +232,10 @@ impl LifecyclePolicy {
                         .collect()
                 }
             };
+            let doomed: Vec<usize> = doomed.into_iter().filter(|&i| !claimed[i]).collect();
+            for &i in &matched {
+                claimed[i] = true;
+            }
             expired.extend(doomed.into_iter().map(|i| Expiry {
                 digest: images[i].digest.clone(),
                 tags: images[i].tags.clone(),
@@ -340,9 +347,35 @@ mod tests {
             .map(|e| (e.digest.as_str(), e.rule_priority))
             .collect();
         // Rule 1 keeps the newest two prod images; rule 2 takes the week-old
-        // untagged one (and claims the newer untagged one, which it keeps);
-        // rule 3 sees only dev-a and dev-b, and keeps one.
-        assert_eq!(got, [("p1", 1), ("u-old", 2), ("dev-a", 3)]);
+        // untagged one. Rule 3 counts all seven and keeps the newest
+        // (u-new), but may expire only what no earlier rule matched.
+        assert_eq!(got, [("p1", 1), ("u-old", 2), ("dev-b", 3), ("dev-a", 3)]);
+    }
+
+    #[test]
+    fn lower_rules_count_what_higher_rules_protect() {
+        // ECR's own example of the rule: images tagged 16.x are kept by
+        // rule 10; rule 20 keeps 2 of the 16_ images, counting the ones
+        // also tagged 16.x, and expires only the unprotected rest.
+        let policy = LifecyclePolicy::parse(
+            r#"{"rules":[
+                {"rulePriority":10,"selection":{"tagStatus":"tagged","tagPrefixList":["16."],"countType":"imageCountMoreThan","countNumber":9999},"action":{"type":"expire"}},
+                {"rulePriority":20,"selection":{"tagStatus":"tagged","tagPrefixList":["16_"],"countType":"imageCountMoreThan","countNumber":2},"action":{"type":"expire"}}
+            ]}"#,
+        )
+        .unwrap();
+        let images = [
+            image("a", &["16_a", "16.1"], 5),
+            image("b", &["16_b", "16.2"], 4),
+            image("c", &["16_c"], 3),
+            image("d", &["16_d"], 2),
+        ];
+        let got: Vec<String> = policy
+            .evaluate(&images, 10)
+            .into_iter()
+            .map(|e| e.digest)
+            .collect();
+        assert_eq!(got, ["c", "d"]);
     }
 
     #[test]
