@@ -312,6 +312,11 @@ pub fn run_config(config: &[u8]) -> RunConfig {
 
 /// Finds the Wasm binary in a tar layer: the file `path` names, or else
 /// the only `.wasm` file.
+/// The largest Wasm binary skiff takes out of a layer (or scans): far more
+/// than any binary it could run well, and a bound on what a hostile layer
+/// (a small gzip that expands to gigabytes) can make it allocate.
+pub const MAX_WASM_BYTES: u64 = 512 << 20;
+
 pub fn wasm_from_tar(layer: &[u8], gzip: bool, path: Option<&str>) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let reader: Box<dyn Read + '_> = if gzip {
@@ -346,11 +351,25 @@ pub fn wasm_from_tar(layer: &[u8], gzip: bool, path: Option<&str>) -> Result<Vec
             None => name.ends_with(".wasm"),
         };
         if matches {
+            if found.len() == 1 && wanted.is_none() {
+                // A second candidate: ambiguous, whatever else follows.
+                found.push((name, Vec::new()));
+                break;
+            }
+            let size = entry.header().size().unwrap_or(u64::MAX);
+            if size > MAX_WASM_BYTES {
+                return Err(format!(
+                    "{name} is {size} bytes, more than the {MAX_WASM_BYTES} skiff takes"
+                ));
+            }
             let mut bytes = Vec::new();
             entry
                 .read_to_end(&mut bytes)
                 .map_err(|e| format!("reading {name}: {e}"))?;
             found.push((name, bytes));
+            if wanted.is_some() {
+                break;
+            }
         }
     }
     match (found.len(), &wanted) {
@@ -464,6 +483,19 @@ mod tests {
                 ("B".to_string(), "two=2".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn a_tar_entry_too_large_to_take_is_refused_before_it_is_read() {
+        // A header that claims more than the limit, and nothing after it:
+        // refused from the header alone, nothing allocated.
+        let mut header = tar::Header::new_gnu();
+        header.set_path("huge.wasm").unwrap();
+        header.set_size(MAX_WASM_BYTES + 1);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let err = wasm_from_tar(header.as_bytes(), false, None).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
     }
 
     #[test]

@@ -718,6 +718,17 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Renews a blob's link into `repo` (at most once a minute), so the
+    /// garbage collector's grace period starts again.
+    pub(crate) fn touch_link(&self, repo: &str, digest: &Digest, now: i64) -> Result<(), Internal> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE repo_blobs SET linked_at = ?3 WHERE repo = ?1 AND digest = ?2 AND linked_at < ?3 - 60",
+            params![repo, digest.to_string(), now],
+        )?;
+        Ok(())
+    }
+
     /// Repositories that have a lifecycle policy.
     pub(crate) fn repositories_with_policies(&self) -> Result<Vec<String>, Internal> {
         let conn = self.lock()?;

@@ -6,6 +6,7 @@ use crate::error::Internal;
 use crate::server::{Inner, now};
 use rusqlite::params;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// What a collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,8 +26,13 @@ impl Inner {
     /// not blobs yet, pushes take the lock shared while they check and
     /// record references, and a reader that has a blob open keeps it: so
     /// nothing in use is ever collected.
-    pub(crate) async fn collect_garbage(&self) -> Result<GcReport, Internal> {
+    pub(crate) async fn collect_garbage(self: &Arc<Self>) -> Result<GcReport, Internal> {
         let _exclusive = self.gc_lock.write().await;
+        self.off_thread(|i| i.sweep()).await
+    }
+
+    /// The collection itself: blocking, under the exclusive lock.
+    fn sweep(&self) -> Result<GcReport, Internal> {
         // Uploads and pushes of another process are invisible to this
         // one's lock: collect only while serving, or while no one serves.
         let _directory = if self.is_serving() {

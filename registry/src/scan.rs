@@ -483,6 +483,13 @@ impl Inner {
         repo: &str,
         digest: &str,
     ) -> Result<Option<ScanReport>, Internal> {
+        // One scan at a time: each holds a whole binary in memory, and
+        // pushes must not queue behind a burst of them.
+        let _slot = self
+            .scan_slots
+            .acquire()
+            .await
+            .map_err(|e| Internal::Other(format!("scan slots: {e}")))?;
         let (r, d) = (repo.to_string(), digest.to_string());
         let Some(report) = self.off_thread(move |i| i.scan_image(&r, &d)).await? else {
             return Ok(None);
@@ -514,11 +521,43 @@ impl Inner {
             .map_err(|e| Internal::Other(format!("stored manifest {digest}: {e}")))
     }
 
-    fn blob(&self, digest: &str) -> Result<Vec<u8>, String> {
+    /// The content of a descriptor of `manifest`: embedded, or a blob.
+    fn content(&self, repo: &str, manifest: &Parsed, digest: &str) -> Result<Vec<u8>, String> {
+        // Embedded in the manifest (`data`, checked when it was pushed)?
+        let embedded = manifest
+            .config
+            .iter()
+            .chain(&manifest.layers)
+            .find(|d| d.digest == digest)
+            .and_then(|d| d.data.as_deref());
+        if let Some(data) = embedded {
+            use base64::Engine;
+            return base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| format!("the embedded data of {digest} is not base64: {e}"));
+        }
+        self.blob(repo, digest)
+    }
+
+    /// A blob of `repo`, if it is one (never another repository's: a
+    /// layer pushed with `urls` is not checked at push time) and not too
+    /// large to scan.
+    fn blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>, String> {
         let d: Digest = digest.parse().map_err(|e| format!("{e}"))?;
-        self.blobs
-            .read(&d)
-            .map_err(|e| format!("blob {digest} cannot be read: {e}"))
+        match self.db.linked_blob(repo, &d) {
+            Ok(Some(size)) if size > artifact::MAX_WASM_BYTES => Err(format!(
+                "blob {digest} is {size} bytes, more than the {} skiff scans",
+                artifact::MAX_WASM_BYTES
+            )),
+            Ok(Some(_)) => self
+                .blobs
+                .read(&d)
+                .map_err(|e| format!("blob {digest} cannot be read: {e}")),
+            Ok(None) => Err(format!(
+                "blob {digest} is not in {repo} (a layer stored elsewhere is not scanned)"
+            )),
+            Err(e) => Err(format!("blob {digest} cannot be looked up: {e}")),
+        }
     }
 
     /// Scans the image `digest` of `repo` (blocking). None if there is no
@@ -553,7 +592,9 @@ impl Inner {
             }
         }
         let config = match parsed.config.as_ref() {
-            Some(c) if c.media_type.ends_with("config.v1+json") => self.blob(&c.digest).ok(),
+            Some(c) if c.media_type.ends_with("config.v1+json") => {
+                self.content(repo, &parsed, &c.digest).ok()
+            }
             _ => None,
         };
         let located = match artifact::locate_wasm(&parsed, config.as_deref()) {
@@ -561,7 +602,7 @@ impl Inner {
             Err(why) => return unsupported(why),
         };
         let wasm = match located {
-            WasmSource::Layer(layer) => self.blob(&layer),
+            WasmSource::Layer(layer) => self.content(repo, &parsed, &layer),
             WasmSource::TarLayer {
                 digest: layer,
                 gzip,
@@ -570,7 +611,7 @@ impl Inner {
                     .as_deref()
                     .map(artifact::run_config)
                     .and_then(|c| c.wasm_path);
-                self.blob(&layer)
+                self.content(repo, &parsed, &layer)
                     .and_then(|tar| artifact::wasm_from_tar(&tar, gzip, path.as_deref()))
             }
         };

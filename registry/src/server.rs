@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     pub(crate) manifests_served: std::sync::atomic::AtomicU64,
     pub(crate) blobs_served: std::sync::atomic::AtomicU64,
     pub(crate) auth: Auth,
+    /// Scans run one at a time.
+    pub(crate) scan_slots: tokio::sync::Semaphore,
     /// Wakes the maintenance loop (after deletes).
     pub(crate) maintenance: tokio::sync::Notify,
     /// Held while this registry serves: one server per directory, and
@@ -121,6 +123,7 @@ impl Inner {
             manifests_served: Default::default(),
             blobs_served: Default::default(),
             auth,
+            scan_slots: tokio::sync::Semaphore::new(1),
             maintenance: tokio::sync::Notify::new(),
             serving: Mutex::new(None),
         })
@@ -244,10 +247,14 @@ impl Inner {
             .authorize(req.headers(), Some(name), route.actions(&method))
             .await?;
         // Mounting from a repository the caller may not pull is an
-        // ordinary upload instead (as the spec allows).
-        if let Some(from) = query.get("from")
-            && !self.auth.allows(&caller, Some(from), Action::Pull)
-        {
+        // ordinary upload instead (as the spec allows). Without `from`
+        // the registry looks in every repository, so only a caller who
+        // may pull them all gets that.
+        let may_mount = match query.get("from") {
+            Some(from) => self.auth.allows(&caller, Some(from), Action::Pull),
+            None => self.auth.mode() == AuthMode::Off || matches!(caller, Caller::Token),
+        };
+        if !may_mount {
             query.remove("mount");
         }
         match (route, method) {
@@ -260,8 +267,9 @@ impl Inner {
             (Route::Manifest { name, reference }, Method::DELETE) => {
                 self.delete_manifest(name, reference).await
             }
-            (Route::Blob { name, digest }, Method::GET | Method::HEAD) => {
-                self.get_blob(name, digest, req.headers()).await
+            (Route::Blob { name, digest }, m @ (Method::GET | Method::HEAD)) => {
+                self.get_blob(name, digest, req.headers(), m == Method::HEAD)
+                    .await
             }
             (Route::Blob { name, digest }, Method::DELETE) => self.delete_blob(name, digest).await,
             (Route::Uploads { name, id: None }, Method::POST) => {
@@ -606,6 +614,7 @@ impl Inner {
         name: &str,
         digest: &str,
         headers: &HeaderMap,
+        head: bool,
     ) -> Result<Response> {
         let digest: Digest = digest
             .parse()
@@ -618,6 +627,14 @@ impl Inner {
                 Error::new(Code::BlobUnknown, format!("blob {digest} is not in {name}")).into(),
             );
         };
+        if head {
+            // A client that finds a blob here skips uploading it and will
+            // reference it soon: keep it from garbage collection as if it
+            // had just been uploaded.
+            let (n, d) = (name.to_string(), digest.clone());
+            self.blocking(move |i| i.db.touch_link(&n, &d, now()))
+                .await?;
+        }
         let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
             Some(spec) => match parse_range(spec, size) {
                 Some(r) => Some(r),
@@ -830,8 +847,16 @@ impl Inner {
             }
             None => content_length(req.headers()),
         };
-        self.receive(&mut up, req.into_body(), expect).await?;
-        upload_progress(StatusCode::ACCEPTED, name, id, up.offset)
+        match self.receive(&mut up, req.into_body(), expect).await {
+            Ok(()) => upload_progress(StatusCode::ACCEPTED, name, id, up.offset),
+            Err(Failure::Internal(e)) => {
+                // The disk failed: this upload cannot go on.
+                self.uploads_lock()?.remove(id);
+                self.discard(&mut up).await;
+                Err(Failure::Internal(e))
+            }
+            Err(client) => Err(client),
+        }
     }
 
     async fn finish_upload(

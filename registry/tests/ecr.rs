@@ -233,6 +233,30 @@ fn scan_on_push_validates_and_attaches_the_report_as_a_referrer() {
         ("WASM-INVALID", Severity::Critical)
     );
 
+    // A binary embedded in the manifest (`data`) is scanned too.
+    use base64::Engine;
+    let embedded = command(7);
+    let config = s.push_blob("scanned", CONFIG);
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json",
+                   "digest": config.to_string(), "size": CONFIG.len()},
+        "layers": [{"mediaType": "application/wasm",
+                    "digest": Digest::sha256_of(&embedded).to_string(),
+                    "size": embedded.len(),
+                    "data": base64::engine::general_purpose::STANDARD.encode(&embedded)}],
+    }))
+    .unwrap();
+    let r = s.push_manifest("scanned", "embedded", OCI_MANIFEST, &body);
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let report = findings_of(&s, "scanned", "embedded");
+    assert_eq!(
+        report.image_scan_status.status,
+        ScanStatus::Complete,
+        "{report:?}"
+    );
+    assert_eq!(report.wasm.unwrap().size, embedded.len() as u64);
+
     // Never scanned, unknown: the errors ECR gives.
     s.registry
         .create_repository("quiet", &RepositorySettings::default())
@@ -538,6 +562,18 @@ fn bearer_flow_challenges_with_scope_and_honours_it() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().unwrap(), "hello");
+    // A scoped token cannot mount without `from` (that would search every
+    // repository): it gets an upload session instead.
+    let r = s
+        .client
+        .post(s.url(&format!(
+            "/v2/app/blobs/uploads/?mount={}",
+            Digest::sha256_of(b"hello")
+        )))
+        .bearer_auth(&push)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
     // A token for one repository is not a token for another.
     let r = s
         .client
