@@ -279,7 +279,17 @@ impl Auth {
             return Ok(self.check_basic(db, rest, now)?.map(|_| Caller::Token));
         }
         if scheme.eq_ignore_ascii_case("bearer") {
-            return Ok(self.verify(rest, now).map(|c| Caller::Bearer(c.access)));
+            return Ok(self.verify(rest, now).and_then(|c| {
+                // Minted for nobody while anonymous pull was on: not
+                // good once it is off (the key survives restarts).
+                if c.sub.is_empty() && self.mode == AuthMode::All {
+                    Err(unauthorized(
+                        "an anonymous token is not accepted: this registry requires credentials",
+                    ))
+                } else {
+                    Ok(Caller::Bearer(c.access))
+                }
+            }));
         }
         Ok(Err(unauthorized(format!(
             "unsupported authorization scheme {scheme:?}"
@@ -576,6 +586,25 @@ mod tests {
 
     #[test]
     fn anonymous_pull_can_be_turned_off() {
+        // A token minted anonymously while pulls were open...
+        let (dir, open, db) = auth(AuthMode::Push);
+        let body = open
+            .token_endpoint(
+                &db,
+                None,
+                &[("scope".into(), "repository:app:pull".into())],
+                1,
+            )
+            .unwrap()
+            .unwrap();
+        let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+        assert!(open.caller(&db, Some(&bearer), 2).unwrap().is_ok());
+        // ...is refused once they are closed, under the same key.
+        let closed = Auth::open(dir.path(), AuthMode::All, ChallengeKind::Bearer).unwrap();
+        let refused = closed.caller(&db, Some(&bearer), 2).unwrap();
+        assert!(refused.is_err());
+
         let (_dir, auth, db) = auth(AuthMode::All);
         let err = auth
             .token_endpoint(
