@@ -109,6 +109,16 @@ pub(crate) struct NewManifest<'a> {
     pub(crate) now: i64,
 }
 
+/// What became of a manifest push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    Stored,
+    /// It would move an immutable tag: nothing was recorded.
+    TagImmutable,
+    /// The repository does not exist (any more): nothing was recorded.
+    NoRepository,
+}
+
 fn internal(e: impl std::fmt::Display) -> Internal {
     Internal::Other(e.to_string())
 }
@@ -195,13 +205,13 @@ impl Db {
         digest: &Digest,
         size: u64,
         now: i64,
-    ) -> Result<(), Internal> {
+    ) -> Result<bool, Internal> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT OR IGNORE INTO repositories (name, created_at) VALUES (?1, ?2)",
-            params![repo, now],
-        )?;
+        if read_settings(&tx, repo)?.is_none() {
+            // Deleted since the upload began: it is not brought back.
+            return Ok(false);
+        }
         tx.execute(
             "INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)",
             params![digest.to_string(), size as i64, now],
@@ -212,7 +222,7 @@ impl Db {
             params![repo, digest.to_string(), now],
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// Removes `repo`'s link to a blob. False if there was none.
@@ -287,14 +297,14 @@ impl Db {
     /// manifest (stored as a blob too), what it references, and its tag.
     /// Returns false, recording nothing, if the push would move an
     /// immutable tag.
-    pub(crate) fn put_manifest(&self, m: &NewManifest<'_>) -> Result<bool, Internal> {
+    pub(crate) fn put_manifest(&self, m: &NewManifest<'_>) -> Result<Recorded, Internal> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let digest = m.digest.to_string();
-        tx.execute(
-            "INSERT OR IGNORE INTO repositories (name, created_at) VALUES (?1, ?2)",
-            params![m.repo, m.now],
-        )?;
+        let Some(settings) = read_settings(&tx, m.repo)? else {
+            // Deleted since the push began: it is not brought back.
+            return Ok(Recorded::NoRepository);
+        };
         if let Some(tag) = m.tag {
             let current: Option<String> = tx
                 .query_row(
@@ -303,11 +313,8 @@ impl Db {
                     |r| r.get(0),
                 )
                 .optional()?;
-            if current.is_some_and(|c| c != digest) {
-                let settings = read_settings(&tx, m.repo)?.unwrap_or_default();
-                if !settings.tag_is_mutable(tag) {
-                    return Ok(false);
-                }
+            if current.is_some_and(|c| c != digest) && !settings.tag_is_mutable(tag) {
+                return Ok(Recorded::TagImmutable);
             }
         }
         tx.execute(
@@ -351,7 +358,7 @@ impl Db {
             )?;
         }
         tx.commit()?;
-        Ok(true)
+        Ok(Recorded::Stored)
     }
 
     /// Is `digest` a manifest stored in `repo`?
@@ -812,9 +819,42 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_repository_is_not_brought_back_by_a_late_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        let settings = RepositorySettings {
+            scan_on_push: true,
+            ..RepositorySettings::default()
+        };
+        db.create_repository_with("r", &settings, 1).unwrap();
+        assert!(db.delete_repository("r", true).unwrap());
+        let blob = Digest::sha256_of(b"layer");
+        assert!(!db.link_blob("r", &blob, 5, 2).unwrap());
+        let outcome = db
+            .put_manifest(&NewManifest {
+                repo: "r",
+                digest: &blob,
+                media_type: "application/vnd.oci.image.manifest.v1+json",
+                artifact_type: None,
+                config_media_type: None,
+                size: 1,
+                subject: None,
+                annotations: None,
+                children: vec![],
+                tag: Some("v1"),
+                now: 2,
+            })
+            .unwrap();
+        assert_eq!(outcome, Recorded::NoRepository);
+        assert!(!db.repository_exists("r").unwrap());
+    }
+
+    #[test]
     fn expiry_leaves_an_image_that_changed_since_the_plan() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db")).unwrap();
+        db.create_repository_with("r", &RepositorySettings::default(), 1)
+            .unwrap();
         let image = Digest::sha256_of(b"image");
         let report = Digest::sha256_of(b"report");
         let index = Digest::sha256_of(b"index");

@@ -695,7 +695,7 @@ impl Inner {
             .map_err(|e| Internal::Other(format!("scan report manifest: {e}")))?;
         let digest = Digest::sha256_of(&bytes);
         self.blobs.put(&digest, &bytes)?;
-        self.db.put_manifest(&crate::db::NewManifest {
+        let stored = self.db.put_manifest(&crate::db::NewManifest {
             repo,
             digest: &digest,
             media_type: manifest::OCI_MANIFEST,
@@ -708,6 +708,10 @@ impl Inner {
             tag: None,
             now: at,
         })?;
+        if stored != crate::db::Recorded::Stored {
+            // The repository went while the image was scanned.
+            return Ok(());
+        }
         // Finished only once the referrer is there too.
         record()
     }

@@ -4,7 +4,7 @@
 
 use crate::auth::{Action, Auth, AuthMode, Caller, ChallengeKind};
 use crate::blobs::Blobs;
-use crate::db::{Db, NewManifest};
+use crate::db::{Db, NewManifest, Recorded};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Code, Error, Failure, Internal, Result};
 use crate::manifest::{self, MAX_MANIFEST_BYTES};
@@ -554,7 +554,7 @@ impl Inner {
                 })
                 .and_then(|recorded| {
                     let scan = scan
-                        && recorded
+                        && recorded == Recorded::Stored
                         && i.db
                             .repository(&n)?
                             .is_some_and(|r| r.settings.scan_on_push);
@@ -567,8 +567,12 @@ impl Inner {
         if scan && let Err(e) = self.start_scan(name, &digest.to_string()).await {
             tracing::warn!(repository = name, %digest, "cannot start a scan: {e}");
         }
-        if !recorded {
-            return Err(crate::repos::tag_already_exists(reference, name).into());
+        match recorded {
+            Recorded::Stored => {}
+            Recorded::TagImmutable => {
+                return Err(crate::repos::tag_already_exists(reference, name).into());
+            }
+            Recorded::NoRepository => return Err(repository_gone(name).into()),
         }
 
         let mut response = empty(StatusCode::CREATED);
@@ -749,8 +753,7 @@ impl Inner {
                     if !i.blobs.exists(&d) {
                         return Ok(false);
                     }
-                    i.db.link_blob(&n, &d, size, now())?;
-                    Ok(true)
+                    i.db.link_blob(&n, &d, size, now())
                 })
                 .await?;
             if mounted {
@@ -1029,11 +1032,16 @@ impl Inner {
         up.file = None;
         let _shared = self.gc_lock.read().await;
         let (repo, d) = (up.repo.clone(), digest.clone());
-        self.blocking(move |i| {
-            i.blobs.commit(&path, &d)?;
-            i.db.link_blob(&repo, &d, size, now())
-        })
-        .await
+        let linked = self
+            .blocking(move |i| {
+                i.blobs.commit(&path, &d)?;
+                i.db.link_blob(&repo, &d, size, now())
+            })
+            .await?;
+        if !linked {
+            return Err(repository_gone(&up.repo).into());
+        }
+        Ok(())
     }
 
     async fn discard(self: &Arc<Self>, up: &mut Upload) {
@@ -1235,6 +1243,14 @@ fn check_reference(reference: &str) -> Result<()> {
     } else {
         Err(Error::new(Code::ManifestInvalid, format!("invalid tag {reference:?}")).into())
     }
+}
+
+/// A push into a repository deleted while it went on.
+fn repository_gone(name: &str) -> Error {
+    Error::new(
+        Code::NameUnknown,
+        format!("repository {name} was deleted during the push"),
+    )
 }
 
 fn not_found(path: &str) -> Error {
