@@ -12,14 +12,6 @@ use skiff_registry::Digest;
 use skiff_registry::images::{ImageStore, Puller};
 use skiff_registry::remote::{self, RemoteError, RemoteOptions};
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn no_progress(_: u64, _: u64) {}
 
 fn reference(s: &Server, repo: &str) -> String {

@@ -28,14 +28,6 @@ fn command(n: u32) -> Vec<u8> {
     ))
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn tag_digest(s: &Server, repo: &str, tag: &str) -> Option<String> {
     let r = s
         .client
