@@ -18,6 +18,18 @@ use std::sync::Arc;
 /// scanned images.
 pub const SCAN_REPORT_TYPE: &str = "application/vnd.skiff.scan.report.v1+json";
 
+/// The WebAssembly features skiff's engine compiles: wasmtime 48's
+/// defaults (the WebAssembly 3.0 set) as skiff builds it — without the
+/// `gc` and `threads` crate features, so no GC types, exceptions or shared
+/// memory — and the component model without async. Kept in step with the
+/// wasmtime features in the workspace's Cargo.toml; the end-to-end tests
+/// check that what the scan flags, `skiff run` refuses.
+pub const ENGINE_FEATURES: wasmparser::WasmFeatures = wasmparser::WasmFeatures::WASM3
+    .union(wasmparser::WasmFeatures::COMPONENT_MODEL)
+    .difference(wasmparser::WasmFeatures::GC_TYPES)
+    .difference(wasmparser::WasmFeatures::EXCEPTIONS)
+    .difference(wasmparser::WasmFeatures::THREADS);
+
 /// Above this size a binary gets a LOW finding: it is slow to pull, compile
 /// and keep in memory.
 pub const LARGE_BINARY: u64 = 50 << 20;
@@ -335,14 +347,26 @@ pub fn scan_wasm(bytes: &[u8]) -> (Vec<Finding>, Option<WasmInfo>) {
             return (findings, None);
         }
     };
-    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
-    if let Err(e) = validator.validate_all(bytes) {
-        findings.push(finding(
-            "WASM-INVALID",
-            Severity::Critical,
-            format!("the binary does not validate: {e}"),
-            vec![attr("offset", e.offset().to_string())],
-        ));
+    let validate =
+        |features| wasmparser::Validator::new_with_features(features).validate_all(bytes);
+    if let Err(e) = validate(ENGINE_FEATURES) {
+        match validate(wasmparser::WasmFeatures::all()) {
+            // Valid WebAssembly, but not what skiff compiles.
+            Ok(_) => findings.push(finding(
+                "WASM-UNSUPPORTED-FEATURE",
+                Severity::High,
+                format!(
+                    "the binary uses a WebAssembly feature skiff's engine does not enable (no threads, GC, exceptions or async components): {e}; compiling it will fail"
+                ),
+                vec![attr("offset", e.offset().to_string())],
+            )),
+            Err(e) => findings.push(finding(
+                "WASM-INVALID",
+                Severity::Critical,
+                format!("the binary does not validate: {e}"),
+                vec![attr("offset", e.offset().to_string())],
+            )),
+        }
     }
     let kind = if info.component {
         "component"

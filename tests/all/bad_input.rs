@@ -157,3 +157,62 @@ fn two_mounts_at_one_guest_path() {
         .run()
         .assert_one_line_error(125, "two mounts use the guest path /data");
 }
+
+/// The registry's scan and the engine agree on which WebAssembly features
+/// skiff compiles: what the scan flags as unsupported, `skiff run`
+/// refuses; what it lets through, runs.
+#[test]
+fn the_scan_flags_exactly_the_features_the_engine_refuses() {
+    use skiff_registry::scan::scan_wasm;
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "shared-memory",
+            r#"(module (memory 1 1 shared) (func (export "_start")))"#,
+            false,
+        ),
+        (
+            "gc",
+            r#"(module (type (struct (field i32))) (func (export "_start")))"#,
+            false,
+        ),
+        (
+            "exceptions",
+            r#"(module (tag) (func (export "_start")))"#,
+            false,
+        ),
+        (
+            "tail-call",
+            r#"(module (func $f) (func (export "_start") (return_call $f)))"#,
+            true,
+        ),
+        (
+            "multi-memory",
+            r#"(module (memory 1) (memory 1) (func (export "_start")))"#,
+            true,
+        ),
+        (
+            "memory64",
+            r#"(module (memory i64 1) (func (export "_start")))"#,
+            true,
+        ),
+    ];
+    for (name, wat, supported) in cases {
+        let wasm = wat_file(tmp.path(), &format!("{name}.wasm"), wat);
+        let (findings, _) = scan_wasm(&std::fs::read(&wasm).unwrap());
+        let flagged = findings
+            .iter()
+            .any(|f| f.name == "WASM-UNSUPPORTED-FEATURE");
+        assert_eq!(flagged, !supported, "{name}: {findings:?}");
+        assert!(
+            !findings.iter().any(|f| f.name == "WASM-INVALID"),
+            "{name}: {findings:?}"
+        );
+        let out = skiff(["run", wasm.to_str().unwrap()]).run();
+        if supported {
+            assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        } else {
+            assert_eq!(out.code, 125, "{name}: {}", out.stderr);
+        }
+    }
+}
