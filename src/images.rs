@@ -108,7 +108,8 @@ fn runtime_for(data_dir: &Path) -> Result<Runtime, String> {
     .map_err(|e| e.to_string())
 }
 
-fn tokio() -> Result<tokio::runtime::Runtime, String> {
+/// A current-thread runtime for one command's async work.
+pub(crate) fn tokio() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -25,10 +25,11 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "WHO", default_value = "off", value_parser = AuthMode::parse)]
     auth: AuthMode,
 
-    /// How a 401 asks for credentials: bearer (the Docker token flow) or
-    /// basic (as ECR does). Both accept Basic AWS:<token>.
-    #[arg(long, value_name = "KIND", default_value = "bearer", value_parser = parse_challenge)]
-    auth_challenge: ChallengeKind,
+    /// How a 401 asks for credentials: bearer (the Docker token flow,
+    /// the default) or basic (as ECR does). Both accept Basic
+    /// AWS:<token>. Only with --auth push or all.
+    #[arg(long, value_name = "KIND", value_parser = parse_challenge)]
+    auth_challenge: Option<ChallengeKind>,
 
     /// Scan the images pushed to repositories this creates.
     #[arg(long)]
@@ -91,11 +92,17 @@ pub fn run(args: RegistryArgs, data_dir: &Path) -> i32 {
             }
         };
     }
+    if args.auth_challenge.is_some() && args.auth == AuthMode::Off {
+        // Nothing is ever challenged with auth off: say so rather than
+        // accept a flag that does nothing.
+        eprintln!("error: --auth-challenge needs --auth push or --auth all");
+        return 2;
+    }
     let result = (|| -> Result<(), String> {
         let mut config = RegistryConfig::new(data_dir.join("registry"));
         config.create_on_push = !args.no_create_on_push;
         config.auth = args.auth;
-        config.challenge = args.auth_challenge;
+        config.challenge = args.auth_challenge.unwrap_or_default();
         config.default_settings.scan_on_push = args.scan_on_push;
         let registry = Registry::open(config).map_err(|e| e.to_string())?;
         let rt = tokio::runtime::Builder::new_multi_thread()

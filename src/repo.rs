@@ -2,6 +2,7 @@
 //! (the data dir's `registry/`), whether or not `skiff registry` is
 //! serving it.
 
+use crate::images::tokio;
 use clap::{Args, Subcommand};
 use skiff_registry::repos::{Repository, RepositorySettings, TagMutability};
 use skiff_registry::scan::{ScanReport, ScanStatus};
@@ -111,13 +112,6 @@ impl SettingsArgs {
 
 fn open(data_dir: &Path) -> Result<Registry, String> {
     Registry::open(RegistryConfig::new(data_dir.join("registry"))).map_err(|e| e.to_string())
-}
-
-fn tokio() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 fn when(epoch: i64) -> String {

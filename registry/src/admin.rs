@@ -173,10 +173,6 @@ impl Inner {
 }
 
 impl Registry {
-    fn inner(&self) -> &Arc<Inner> {
-        &self.inner
-    }
-
     /// Creates a repository (`CreateRepository`).
     pub fn create_repository(
         &self,
@@ -186,7 +182,7 @@ impl Registry {
         check_name(name)?;
         settings.validate().map_err(AdminError::InvalidParameter)?;
         if !self
-            .inner()
+            .inner
             .db
             .create_repository_with(name, settings, now())?
         {
@@ -198,8 +194,8 @@ impl Registry {
     /// Every repository, by name (`DescribeRepositories`).
     pub fn repositories(&self) -> Result<Vec<Repository>> {
         let mut all = Vec::new();
-        for name in self.inner().db.repository_names()? {
-            if let Some(r) = self.inner().db.repository(&name)? {
+        for name in self.inner.db.repository_names()? {
+            if let Some(r) = self.inner.db.repository(&name)? {
                 all.push(r);
             }
         }
@@ -208,41 +204,41 @@ impl Registry {
 
     /// One repository.
     pub fn repository(&self, name: &str) -> Result<Repository> {
-        self.inner().existing(name)
+        self.inner.existing(name)
     }
 
     /// Changes a repository's tag mutability and scan-on-push
     /// (`PutImageTagMutability`, `PutImageScanningConfiguration`).
     pub fn set_settings(&self, name: &str, settings: &RepositorySettings) -> Result<Repository> {
-        self.inner().existing(name)?;
+        self.inner.existing(name)?;
         settings.validate().map_err(AdminError::InvalidParameter)?;
-        self.inner().db.set_settings(name, settings)?;
+        self.inner.db.set_settings(name, settings)?;
         self.repository(name)
     }
 
     /// Deletes a repository (`DeleteRepository`); one with images only
     /// with `force`. Its blobs are collected (by the serving process).
     pub async fn delete_repository(&self, name: &str, force: bool) -> Result<Repository> {
-        let found = self.inner().existing(name)?;
-        if !self.inner().db.delete_repository(name, force)? {
+        let found = self.inner.existing(name)?;
+        if !self.inner.db.delete_repository(name, force)? {
             return Err(AdminError::RepositoryNotEmpty(name.to_string()));
         }
-        self.inner().maintenance.notify_one();
+        self.inner.maintenance.notify_one();
         Ok(found)
     }
 
     /// Sets a repository's lifecycle policy (`PutLifecyclePolicy`), after
     /// validating it against ECR's schema.
     pub fn put_lifecycle_policy(&self, name: &str, policy: &str) -> Result<()> {
-        self.inner().existing(name)?;
+        self.inner.existing(name)?;
         LifecyclePolicy::parse(policy).map_err(AdminError::InvalidParameter)?;
-        self.inner().db.set_lifecycle_policy(name, Some(policy))?;
+        self.inner.db.set_lifecycle_policy(name, Some(policy))?;
         Ok(())
     }
 
     /// A repository's lifecycle policy text (`GetLifecyclePolicy`).
     pub fn lifecycle_policy(&self, name: &str) -> Result<String> {
-        self.inner()
+        self.inner
             .existing(name)?
             .lifecycle_policy
             .ok_or_else(|| AdminError::LifecyclePolicyNotFound(name.to_string()))
@@ -252,36 +248,36 @@ impl Registry {
     /// (`DeleteLifecyclePolicy`).
     pub fn delete_lifecycle_policy(&self, name: &str) -> Result<String> {
         let policy = self.lifecycle_policy(name)?;
-        self.inner().db.set_lifecycle_policy(name, None)?;
+        self.inner.db.set_lifecycle_policy(name, None)?;
         Ok(policy)
     }
 
     /// What the policy would expire now, changing nothing
     /// (`GetLifecyclePolicyPreview`).
     pub fn lifecycle_preview(&self, name: &str) -> Result<Vec<Expiry>> {
-        self.inner().lifecycle_plan(name)
+        self.inner.lifecycle_plan(name)
     }
 
     /// Expires what the policy selects now, and collects the blobs that
     /// freed (a serving registry also does this on its own, every
     /// [`crate::RegistryConfig::maintenance_interval`]).
     pub async fn apply_lifecycle(&self, name: &str) -> Result<(Vec<Expiry>, GcReport)> {
-        let expired = self.inner().apply_lifecycle(name).await?;
-        let gc = self.inner().collect_garbage().await?;
+        let expired = self.inner.apply_lifecycle(name).await?;
+        let gc = self.inner.collect_garbage().await?;
         Ok((expired, gc))
     }
 
     /// The images of a repository, newest first (`DescribeImages`).
     pub fn images(&self, name: &str) -> Result<Vec<Image>> {
-        self.inner().existing(name)?;
-        Ok(self.inner().db.images(name)?)
+        self.inner.existing(name)?;
+        Ok(self.inner.db.images(name)?)
     }
 
     /// Scans an image now and returns the finished report (what
     /// `StartImageScan` starts, run to its end).
     pub async fn scan(&self, name: &str, reference: &str) -> Result<ScanReport> {
-        let digest = self.inner().resolve(name, reference)?;
-        self.inner()
+        let digest = self.inner.resolve(name, reference)?;
+        self.inner
             .run_scan(name, &digest)
             .await?
             .ok_or_else(|| AdminError::ImageNotFound {
@@ -293,21 +289,21 @@ impl Registry {
     /// Starts a scan in the background and returns at once, IN_PROGRESS
     /// (`StartImageScan`).
     pub async fn start_scan(&self, name: &str, reference: &str) -> Result<ScanReport> {
-        let digest = self.inner().resolve(name, reference)?;
-        Ok(self.inner().start_scan(name, &digest).await?)
+        let digest = self.inner.resolve(name, reference)?;
+        Ok(self.inner.start_scan(name, &digest).await?)
     }
 
     /// The last scan report of an image (`DescribeImageScanFindings`).
     pub fn scan_findings(&self, name: &str, reference: &str) -> Result<ScanReport> {
-        let digest = self.inner().resolve(name, reference)?;
-        let json =
-            self.inner()
-                .db
-                .scan(name, &digest)?
-                .ok_or_else(|| AdminError::ScanNotFound {
-                    repository: name.to_string(),
-                    reference: reference.to_string(),
-                })?;
+        let digest = self.inner.resolve(name, reference)?;
+        let json = self
+            .inner
+            .db
+            .scan(name, &digest)?
+            .ok_or_else(|| AdminError::ScanNotFound {
+                repository: name.to_string(),
+                reference: reference.to_string(),
+            })?;
         serde_json::from_str(&json)
             .map_err(|e| Internal::Other(format!("stored scan report: {e}")).into())
     }
@@ -320,13 +316,13 @@ impl Registry {
                 "a token must last longer than 0s".into(),
             ));
         }
-        Ok(self.inner().auth.issue(&self.inner().db, ttl, now())?)
+        Ok(self.inner.auth.issue(&self.inner.db, ttl, now())?)
     }
 
     /// Revokes every issued token; returns how many there were. Bearer
     /// tokens already traded for one stay valid until they expire (at
     /// most [`crate::auth::BEARER_TTL`]).
     pub fn revoke_tokens(&self) -> Result<u64> {
-        Ok(self.inner().db.revoke_tokens()?)
+        Ok(self.inner.db.revoke_tokens()?)
     }
 }

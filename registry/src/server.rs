@@ -1305,20 +1305,8 @@ fn blob_created(name: &str, digest: &Digest) -> Result<Response> {
     Ok(response)
 }
 
-/// `Range: 0-<last byte>` as uploads report progress (`0-0` before any).
 fn upload_progress(status: StatusCode, name: &str, id: &str, offset: u64) -> Result<Response> {
-    let mut response = empty(status);
-    let h = response.headers_mut();
-    h.insert(
-        header::LOCATION,
-        header_value(&format!("/v2/{name}/blobs/uploads/{id}"))?,
-    );
-    h.insert(
-        header::RANGE,
-        header_value(&format!("0-{}", offset.saturating_sub(1)))?,
-    );
-    h.insert("docker-upload-uuid", header_value(id)?);
-    Ok(response)
+    with_upload_headers(empty(status), name, id, offset)
 }
 
 fn range_not_satisfiable(name: &str, id: &str, offset: u64) -> Result<Response> {
@@ -1327,7 +1315,17 @@ fn range_not_satisfiable(name: &str, id: &str, offset: u64) -> Result<Response> 
         format!("the chunk must start at byte {offset}"),
     )
     .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
-    let mut response = error_response(&e);
+    with_upload_headers(error_response(&e), name, id, offset)
+}
+
+/// Where an upload is, and `Range: 0-<last byte>` for how far it got
+/// (`0-0` before any).
+fn with_upload_headers(
+    mut response: Response,
+    name: &str,
+    id: &str,
+    offset: u64,
+) -> Result<Response> {
     let h = response.headers_mut();
     h.insert(
         header::LOCATION,

@@ -72,6 +72,11 @@ fn tokens_gate_a_registry_and_login_opens_it() {
         .data_dir(registry_data.path())
         .run()
         .assert_one_line_error(2, "everyone");
+    // A challenge with nothing to challenge is refused, not ignored.
+    skiff(["registry", "--auth-challenge", "basic"])
+        .data_dir(registry_data.path())
+        .run()
+        .assert_one_line_error(2, "--auth-challenge needs --auth");
 }
 
 /// Runs `skiff repo ARGS` against `data`, expecting success.
