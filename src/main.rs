@@ -5,6 +5,7 @@ mod images;
 mod registry;
 mod repo;
 mod run;
+mod serve;
 mod signals;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the ECS API, the registry, the control plane and a local
+    /// container instance, in the foreground.
+    Serve(serve::ServeArgs),
     /// Run a WASI module or component, sandboxed and limited.
     Run(Box<run::RunArgs>),
     /// Run the OCI registry alone, in the foreground.
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
     init_logging();
     let data_dir = cli.data_dir.unwrap_or_else(skiff_runtime::default_data_dir);
     let code = match cli.command {
+        Command::Serve(args) => serve::run(args, &data_dir),
         Command::Run(args) => run::run(*args, data_dir),
         Command::Registry(args) => registry::run(args, &data_dir),
         Command::Push(args) => images::push(args, &data_dir),

@@ -1,0 +1,866 @@
+//! The agent: one container instance's worker. It runs the tasks the
+//! control plane places on it through `skiff-runtime` and reports every
+//! state change back.
+//!
+//! A task goes PENDING (images pulled, compiled once per digest),
+//! ACTIVATING (volumes and log streams made), RUNNING (every container
+//! started, in `dependsOn` order), and, once an essential container exits
+//! or it is asked to stop, DEACTIVATING → STOPPING (containers stopped:
+//! stdin closes, then after `stopTimeout` they are killed) →
+//! DEPROVISIONING (task-scoped volumes removed) → STOPPED.
+
+use crate::logs::{LineSink, LogStore};
+use crate::model::{Task, now};
+use crate::taskdef::{ContainerDefinition, TaskDefinition};
+use skiff_registry::images::Puller;
+use skiff_runtime::{
+    Artifact, ArtifactKind, InstanceSpec, Limit, Limits, Mount, NetworkMode, Outcome, Output,
+    Runtime, Stdin,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What changed about a task, as the agent saw it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TaskPatch {
+    pub last_status: Option<&'static str>,
+    pub pull_started_at: Option<f64>,
+    pub pull_stopped_at: Option<f64>,
+    pub started_at: Option<f64>,
+    pub execution_stopped_at: Option<f64>,
+    pub stopped_at: Option<f64>,
+    /// Set only when the agent decided the task stops (an essential
+    /// container exited, it failed to start); a stop the control plane
+    /// asked for keeps the code it set.
+    pub stop_code: Option<&'static str>,
+    pub stopped_reason: Option<String>,
+    pub health_status: Option<&'static str>,
+    pub containers: Vec<ContainerPatch>,
+}
+
+/// What changed about one container.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ContainerPatch {
+    pub name: String,
+    pub last_status: Option<&'static str>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub runtime_id: Option<String>,
+    pub image_digest: Option<String>,
+    pub health_status: Option<&'static str>,
+}
+
+/// A task's patch, on its way to the control plane.
+#[derive(Debug)]
+pub struct Report {
+    pub task_id: String,
+    pub patch: TaskPatch,
+}
+
+/// Why the agent is told to stop a task.
+#[derive(Debug, Clone, Copy)]
+struct StopOrder;
+
+/// Runs tasks on this machine.
+pub struct Agent {
+    pub(crate) instance_arn: String,
+    runtime: Runtime,
+    puller: Arc<Puller>,
+    logs: LogStore,
+    /// Where `hello:v1` (no registry host) is pulled from.
+    default_registry: String,
+    data_dir: PathBuf,
+    reports: mpsc::UnboundedSender<Report>,
+    running: Mutex<HashMap<String, watch::Sender<Option<StopOrder>>>>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("instance_arn", &self.instance_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default grace period between asking a container to stop and
+/// killing it (ECS's `stopTimeout` default).
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Agent {
+    pub(crate) fn new(
+        instance_arn: String,
+        runtime: Runtime,
+        puller: Arc<Puller>,
+        logs: LogStore,
+        default_registry: String,
+        data_dir: PathBuf,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> Agent {
+        Agent {
+            instance_arn,
+            runtime,
+            puller,
+            logs,
+            default_registry,
+            data_dir,
+            reports,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the agent is running (or starting) this task.
+    pub(crate) fn has(&self, task_id: &str) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains_key(task_id))
+            .unwrap_or(false)
+    }
+
+    /// Starts a task in the background (nothing if it already runs here).
+    pub(crate) fn start(self: &Arc<Self>, task: Task, td: TaskDefinition) {
+        let (tx, rx) = watch::channel(None);
+        {
+            let Ok(mut running) = self.running.lock() else {
+                return;
+            };
+            if running.contains_key(task.id()) {
+                return;
+            }
+            running.insert(task.id().to_string(), tx);
+        }
+        let agent = Arc::clone(self);
+        tokio::spawn(async move {
+            let id = task.id().to_string();
+            agent.run(task, td, rx).await;
+            if let Ok(mut running) = agent.running.lock() {
+                running.remove(&id);
+            }
+        });
+    }
+
+    /// Asks a task to stop (nothing if it does not run here).
+    pub(crate) fn stop(&self, task_id: &str) {
+        if let Ok(running) = self.running.lock()
+            && let Some(tx) = running.get(task_id)
+        {
+            let _ = tx.send(Some(StopOrder));
+        }
+    }
+
+    fn report(&self, task_id: &str, patch: TaskPatch) {
+        let _ = self.reports.send(Report {
+            task_id: task_id.to_string(),
+            patch,
+        });
+    }
+
+    /// A reference with no registry host names an image in skiff's own
+    /// registry.
+    fn qualify(&self, image: &str) -> String {
+        let first = image.split('/').next().unwrap_or("");
+        let has_host = image.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost");
+        if has_host {
+            image.to_string()
+        } else {
+            format!("{}/{image}", self.default_registry)
+        }
+    }
+
+    async fn run(
+        &self,
+        task: Task,
+        td: TaskDefinition,
+        mut stop: watch::Receiver<Option<StopOrder>>,
+    ) {
+        let id = task.id().to_string();
+        let fail = |reason: String, containers: Vec<ContainerPatch>| {
+            let t = now();
+            self.report(
+                &id,
+                TaskPatch {
+                    last_status: Some("STOPPED"),
+                    execution_stopped_at: Some(t),
+                    stopped_at: Some(t),
+                    stop_code: Some("TaskFailedToStart"),
+                    stopped_reason: Some(reason),
+                    containers,
+                    ..TaskPatch::default()
+                },
+            );
+        };
+        self.report(
+            &id,
+            TaskPatch {
+                last_status: Some("PENDING"),
+                pull_started_at: Some(now()),
+                ..TaskPatch::default()
+            },
+        );
+
+        // Pull and compile every image.
+        let mut images = Vec::with_capacity(td.container_definitions.len());
+        let mut pulled = Vec::new();
+        for c in &td.container_definitions {
+            if stop.borrow().is_some() {
+                return fail("Task stopped before it started".into(), Vec::new());
+            }
+            let reference = self.qualify(&c.image);
+            let loaded = async {
+                let (record, bytes) = self
+                    .puller
+                    .ensure(&reference, &|_, _| {})
+                    .await
+                    .map_err(|e| format!("CannotPullContainerError: {e}"))?;
+                let runtime = self.runtime.clone();
+                let name = record.reference.clone();
+                let artifact = tokio::task::spawn_blocking(move || runtime.load_bytes(&name, &bytes))
+                    .await
+                    .map_err(|e| format!("CannotPullContainerError: compiling failed: {e}"))?
+                    .map_err(|e| format!("CannotPullContainerError: {e}"))?;
+                if artifact.kind() == ArtifactKind::HttpProxy {
+                    return Err(format!(
+                        "CannotStartContainerError: {} is a wasi:http/proxy component; skiff runs those as tasks once the networking lands",
+                        record.reference
+                    ));
+                }
+                Ok::<_, String>((record, artifact))
+            }
+            .await;
+            match loaded {
+                Ok((record, artifact)) => {
+                    pulled.push(ContainerPatch {
+                        name: c.name.clone(),
+                        image_digest: Some(record.manifest_digest.clone()),
+                        ..ContainerPatch::default()
+                    });
+                    images.push((record, artifact));
+                }
+                Err(reason) => {
+                    let containers = vec![ContainerPatch {
+                        name: c.name.clone(),
+                        last_status: Some("STOPPED"),
+                        reason: Some(reason.clone()),
+                        ..ContainerPatch::default()
+                    }];
+                    return fail(reason, containers);
+                }
+            }
+        }
+        self.report(
+            &id,
+            TaskPatch {
+                last_status: Some("ACTIVATING"),
+                pull_stopped_at: Some(now()),
+                containers: pulled,
+                ..TaskPatch::default()
+            },
+        );
+
+        // Volumes and log streams.
+        let scratch = self.data_dir.join("tasks").join(&id);
+        let volumes = match self.volumes(&td, &scratch) {
+            Ok(v) => v,
+            Err(reason) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return fail(reason, Vec::new());
+            }
+        };
+        let mut sinks: HashMap<String, Arc<LineSink>> = HashMap::new();
+        for c in &td.container_definitions {
+            match self.log_sink(c, &id) {
+                Ok(Some(sink)) => {
+                    sinks.insert(c.name.clone(), sink);
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    return fail(reason, Vec::new());
+                }
+            }
+        }
+
+        // Start in dependency order, then supervise.
+        let specs: Vec<(ContainerDefinition, InstanceSpec)> = td
+            .container_definitions
+            .iter()
+            .zip(&images)
+            .map(|(c, (record, _))| {
+                let spec = self.spec(&task, &td, c, record, &volumes, sinks.get(&c.name));
+                (c.clone(), spec)
+            })
+            .collect();
+        let artifacts: Vec<Arc<Artifact>> = images.into_iter().map(|(_, a)| a).collect();
+        let outcome = self.supervise(&id, &specs, &artifacts, &mut stop).await;
+
+        for sink in sinks.values() {
+            sink.flush();
+        }
+        self.report(
+            &id,
+            TaskPatch {
+                last_status: Some("DEPROVISIONING"),
+                execution_stopped_at: Some(now()),
+                ..TaskPatch::default()
+            },
+        );
+        if let Err(e) = std::fs::remove_dir_all(&scratch)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(task = %id, "cannot remove the task's scratch volumes: {e}");
+        }
+        let (stop_code, stopped_reason) = match outcome {
+            Supervised::EssentialExited(name) => (
+                Some("EssentialContainerExited"),
+                Some(format!("Essential container in task exited ({name})")),
+            ),
+            Supervised::FailedToStart(reason) => (Some("TaskFailedToStart"), Some(reason)),
+            Supervised::Stopped => (None, None),
+        };
+        self.report(
+            &id,
+            TaskPatch {
+                last_status: Some("STOPPED"),
+                stopped_at: Some(now()),
+                stop_code,
+                stopped_reason,
+                ..TaskPatch::default()
+            },
+        );
+    }
+
+    fn volumes(
+        &self,
+        td: &TaskDefinition,
+        scratch: &Path,
+    ) -> Result<HashMap<String, PathBuf>, String> {
+        let mut out = HashMap::new();
+        for v in &td.volumes {
+            let path = match (&v.host, &v.docker_volume_configuration) {
+                (Some(h), _) if h.source_path.is_some() => {
+                    let p = PathBuf::from(h.source_path.as_deref().unwrap_or_default());
+                    if !p.is_dir() {
+                        return Err(format!(
+                            "CannotCreateContainerError: volume {}: host path {} is not a directory",
+                            v.name,
+                            p.display()
+                        ));
+                    }
+                    p
+                }
+                (_, Some(d)) if d.scope == "shared" => {
+                    let p = self.runtime.config().volumes_dir().join(&v.name);
+                    if !p.is_dir() && d.autoprovision != Some(true) {
+                        return Err(format!(
+                            "CannotCreateContainerError: shared volume {} does not exist (set autoprovision to create it)",
+                            v.name
+                        ));
+                    }
+                    std::fs::create_dir_all(&p).map_err(|e| {
+                        format!("CannotCreateContainerError: volume {}: {e}", v.name)
+                    })?;
+                    p
+                }
+                _ => {
+                    let p = scratch.join("volumes").join(&v.name);
+                    std::fs::create_dir_all(&p).map_err(|e| {
+                        format!("CannotCreateContainerError: volume {}: {e}", v.name)
+                    })?;
+                    p
+                }
+            };
+            out.insert(v.name.clone(), path);
+        }
+        Ok(out)
+    }
+
+    fn log_sink(
+        &self,
+        c: &ContainerDefinition,
+        task_id: &str,
+    ) -> Result<Option<Arc<LineSink>>, String> {
+        let Some(log) = &c.log_configuration else {
+            return Ok(None);
+        };
+        let group = log
+            .options
+            .get("awslogs-group")
+            .cloned()
+            .unwrap_or_default();
+        let create = log
+            .options
+            .get("awslogs-create-group")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let exists = self.logs.group_exists(&group).map_err(|e| e.message)?;
+        if !exists {
+            if !create {
+                return Err(format!(
+                    "CannotStartContainerError: log group {group} does not exist (create it, or set awslogs-create-group to true)"
+                ));
+            }
+            self.logs.create_group(&group).map_err(|e| e.message)?;
+        }
+        let stream = match log.options.get("awslogs-stream-prefix") {
+            Some(prefix) if !prefix.is_empty() => format!("{prefix}/{}/{task_id}", c.name),
+            _ => format!("{}/{task_id}", c.name),
+        };
+        self.logs
+            .create_stream(&group, &stream)
+            .map_err(|e| e.message)?;
+        Ok(Some(Arc::new(LineSink::new(
+            self.logs.clone(),
+            group,
+            stream,
+        ))))
+    }
+
+    fn spec(
+        &self,
+        task: &Task,
+        td: &TaskDefinition,
+        c: &ContainerDefinition,
+        record: &skiff_registry::images::ImageRecord,
+        volumes: &HashMap<String, PathBuf>,
+        sink: Option<&Arc<LineSink>>,
+    ) -> InstanceSpec {
+        let overrides = task
+            .overrides
+            .container_overrides
+            .iter()
+            .find(|o| o.name == c.name);
+        // argv: entryPoint (its first word is argv[0]) or the container's
+        // name, then command (or the override's) or the image's arguments.
+        let command = overrides
+            .and_then(|o| o.command.clone())
+            .unwrap_or_else(|| c.command.clone());
+        let mut args: Vec<String> = if c.entry_point.is_empty() {
+            vec![c.name.clone()]
+        } else {
+            c.entry_point.clone()
+        };
+        if command.is_empty() {
+            args.extend(record.args.iter().cloned());
+        } else {
+            args.extend(command);
+        }
+        // The image's environment, the definition's, then the override's.
+        let mut env = record.env.clone();
+        let mut set = |k: &str, v: &str| {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        };
+        for kv in &c.environment {
+            set(&kv.name, &kv.value);
+        }
+        for kv in overrides.map(|o| o.environment.as_slice()).unwrap_or(&[]) {
+            set(&kv.name, &kv.value);
+        }
+        // Mounts: the container's own, then those of volumesFrom.
+        let mut mounts = Vec::new();
+        let mut add = |points: &[crate::taskdef::MountPoint], force_ro: bool| {
+            for m in points {
+                if let Some(host) = volumes.get(&m.source_volume)
+                    && !mounts.iter().any(|x: &Mount| x.guest == m.container_path)
+                {
+                    mounts.push(Mount {
+                        host: host.clone(),
+                        guest: m.container_path.clone(),
+                        read_only: m.read_only || force_ro,
+                    });
+                }
+            }
+        };
+        add(&c.mount_points, false);
+        for from in &c.volumes_from {
+            if let Some(src) = td
+                .container_definitions
+                .iter()
+                .find(|x| x.name == from.source_container)
+            {
+                add(&src.mount_points, from.read_only);
+            }
+        }
+        let memory_mib = overrides
+            .and_then(|o| o.memory)
+            .or(c.memory)
+            .or_else(|| td.memory.as_deref().and_then(|m| m.parse().ok()));
+        let cpu = overrides.and_then(|o| o.cpu).unwrap_or(c.cpu);
+        let cpu_units = if cpu > 0 {
+            cpu
+        } else {
+            td.cpu
+                .as_deref()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1024)
+        }
+        .max(2);
+        let network = match td.network_mode.as_deref() {
+            Some("host") => NetworkMode::Host,
+            _ => NetworkMode::None,
+        };
+        let output = match sink {
+            Some(s) => Output::Sink(Arc::clone(s) as Arc<dyn skiff_runtime::OutputSink>),
+            None => Output::Null,
+        };
+        InstanceSpec {
+            args,
+            env,
+            mounts,
+            limits: Limits {
+                memory: memory_mib.map(|m| u64::from(m) << 20),
+                cpu_units,
+                fuel: None,
+                timeout: None,
+            },
+            network: network.policy(),
+            stdin: Stdin::UntilStopped,
+            stdout: output.clone(),
+            stderr: output,
+        }
+    }
+
+    async fn supervise(
+        &self,
+        task_id: &str,
+        specs: &[(ContainerDefinition, InstanceSpec)],
+        artifacts: &[Arc<Artifact>],
+        stop: &mut watch::Receiver<Option<StopOrder>>,
+    ) -> Supervised {
+        let n = specs.len();
+        let (exits, mut exited) = mpsc::unbounded_channel::<(usize, Outcome)>();
+        let (halt, _) = watch::channel(false);
+        let mut started = vec![false; n];
+        let mut outcome: Vec<Option<Outcome>> = vec![None; n];
+        let mut health: Vec<Option<&'static str>> = specs
+            .iter()
+            .map(|(c, _)| c.health_check.as_ref().map(|_| "UNKNOWN"))
+            .collect();
+        let (health_tx, mut health_rx) = mpsc::unbounded_channel::<(usize, &'static str)>();
+        let mut running_reported = false;
+        let mut result: Option<Supervised> = None;
+        let mut checkers = Vec::new();
+
+        loop {
+            // Start whatever can start now.
+            if result.is_none() {
+                for i in 0..n {
+                    if started[i] {
+                        continue;
+                    }
+                    let (c, spec) = &specs[i];
+                    let mut ready = true;
+                    for d in &c.depends_on {
+                        let Some(j) = specs.iter().position(|(x, _)| x.name == d.container_name)
+                        else {
+                            continue;
+                        };
+                        let ok = match d.condition.as_str() {
+                            "START" => started[j],
+                            "COMPLETE" => outcome[j].is_some(),
+                            "SUCCESS" => match &outcome[j] {
+                                Some(o) if o.exit_code() != 0 => {
+                                    result = Some(Supervised::FailedToStart(format!(
+                                        "CannotStartContainerError: {} depends on {} succeeding, which exited with {}",
+                                        c.name,
+                                        d.container_name,
+                                        o.exit_code()
+                                    )));
+                                    false
+                                }
+                                Some(_) => true,
+                                None => false,
+                            },
+                            _ => health[j] == Some("HEALTHY"),
+                        };
+                        ready &= ok;
+                    }
+                    if result.is_some() {
+                        break;
+                    }
+                    if !ready {
+                        continue;
+                    }
+                    match self.runtime.spawn(&artifacts[i], spec.clone()) {
+                        Ok(instance) => {
+                            started[i] = true;
+                            self.report(
+                                task_id,
+                                TaskPatch {
+                                    containers: vec![ContainerPatch {
+                                        name: c.name.clone(),
+                                        last_status: Some("RUNNING"),
+                                        runtime_id: Some(format!("{task_id}-{}", instance.id())),
+                                        health_status: health[i],
+                                        ..ContainerPatch::default()
+                                    }],
+                                    ..TaskPatch::default()
+                                },
+                            );
+                            let grace = c
+                                .stop_timeout
+                                .map(|s| Duration::from_secs(u64::from(s)))
+                                .unwrap_or(DEFAULT_STOP_TIMEOUT);
+                            spawn_watch(instance, i, grace, exits.clone(), halt.subscribe());
+                            if let Some(check) = &c.health_check {
+                                checkers.push(tokio::spawn(health_loop(
+                                    self.runtime.clone(),
+                                    Arc::clone(&artifacts[i]),
+                                    spec.clone(),
+                                    check.clone(),
+                                    i,
+                                    health_tx.clone(),
+                                    halt.subscribe(),
+                                )));
+                            }
+                        }
+                        Err(e) => {
+                            result = Some(Supervised::FailedToStart(format!(
+                                "CannotStartContainerError: {}: {e}",
+                                c.name
+                            )));
+                            break;
+                        }
+                    }
+                }
+                if result.is_none() && !running_reported && started.iter().all(|s| *s) {
+                    running_reported = true;
+                    self.report(
+                        task_id,
+                        TaskPatch {
+                            last_status: Some("RUNNING"),
+                            started_at: Some(now()),
+                            ..TaskPatch::default()
+                        },
+                    );
+                }
+            }
+            if result.is_some() {
+                break;
+            }
+            if (0..n).all(|i| !started[i] || outcome[i].is_some()) && started.iter().any(|s| !s) {
+                // Everything that started has ended, and the rest wait on
+                // conditions that can no longer be met.
+                result = Some(Supervised::FailedToStart(
+                    "CannotStartContainerError: container dependencies can never be met".into(),
+                ));
+                break;
+            }
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || stop.borrow().is_some() {
+                        result = Some(Supervised::Stopped);
+                        break;
+                    }
+                }
+                Some((i, o)) = exited.recv() => {
+                    let (c, _) = &specs[i];
+                    self.report(task_id, TaskPatch {
+                        containers: vec![exit_patch(&c.name, &o)],
+                        ..TaskPatch::default()
+                    });
+                    let essential = c.essential;
+                    outcome[i] = Some(o);
+                    if essential {
+                        result = Some(Supervised::EssentialExited(c.name.clone()));
+                        break;
+                    }
+                }
+                Some((i, status)) = health_rx.recv() => {
+                    if health[i] != Some(status) {
+                        health[i] = Some(status);
+                        let task_health = task_health(specs, &health);
+                        self.report(task_id, TaskPatch {
+                            health_status: Some(task_health),
+                            containers: vec![ContainerPatch {
+                                name: specs[i].0.name.clone(),
+                                health_status: Some(status),
+                                ..ContainerPatch::default()
+                            }],
+                            ..TaskPatch::default()
+                        });
+                    }
+                }
+            }
+        }
+
+        // Stop everything still running.
+        self.report(
+            task_id,
+            TaskPatch {
+                last_status: Some("DEACTIVATING"),
+                ..TaskPatch::default()
+            },
+        );
+        for c in &checkers {
+            c.abort();
+        }
+        self.report(
+            task_id,
+            TaskPatch {
+                last_status: Some("STOPPING"),
+                ..TaskPatch::default()
+            },
+        );
+        let _ = halt.send(true);
+        drop(exits);
+        let still_running = (0..n)
+            .filter(|i| started[*i] && outcome[*i].is_none())
+            .count();
+        let mut remaining = still_running;
+        while remaining > 0 {
+            let Some((i, o)) = exited.recv().await else {
+                break;
+            };
+            if outcome[i].is_none() {
+                remaining -= 1;
+                self.report(
+                    task_id,
+                    TaskPatch {
+                        containers: vec![exit_patch(&specs[i].0.name, &o)],
+                        ..TaskPatch::default()
+                    },
+                );
+                outcome[i] = Some(o);
+            }
+        }
+        // Containers that never started end STOPPED with no exit code.
+        let never: Vec<ContainerPatch> = (0..n)
+            .filter(|i| !started[*i])
+            .map(|i| ContainerPatch {
+                name: specs[i].0.name.clone(),
+                last_status: Some("STOPPED"),
+                ..ContainerPatch::default()
+            })
+            .collect();
+        if !never.is_empty() {
+            self.report(
+                task_id,
+                TaskPatch {
+                    containers: never,
+                    ..TaskPatch::default()
+                },
+            );
+        }
+        result.unwrap_or(Supervised::Stopped)
+    }
+}
+
+/// How supervision ended.
+enum Supervised {
+    EssentialExited(String),
+    FailedToStart(String),
+    Stopped,
+}
+
+fn task_health(
+    specs: &[(ContainerDefinition, InstanceSpec)],
+    health: &[Option<&'static str>],
+) -> &'static str {
+    let essential: Vec<&'static str> = specs
+        .iter()
+        .zip(health)
+        .filter(|((c, _), _)| c.essential)
+        .filter_map(|(_, h)| *h)
+        .collect();
+    if essential.contains(&"UNHEALTHY") {
+        "UNHEALTHY"
+    } else if !essential.is_empty() && essential.iter().all(|h| *h == "HEALTHY") {
+        "HEALTHY"
+    } else {
+        "UNKNOWN"
+    }
+}
+
+fn exit_patch(name: &str, o: &Outcome) -> ContainerPatch {
+    let reason = match o {
+        Outcome::Exited(_) | Outcome::Stopped => None,
+        Outcome::Trapped(t) => Some(format!("Trapped: {}", first_line(t))),
+        Outcome::LimitExceeded {
+            limit: l @ Limit::Memory(_),
+            ..
+        } => Some(format!("OutOfMemoryError: the container exceeded its {l}")),
+        Outcome::LimitExceeded { limit, .. } => Some(format!("the container exceeded its {limit}")),
+        Outcome::Failed(why) => Some(format!("CannotStartContainerError: {why}")),
+    };
+    ContainerPatch {
+        name: name.to_string(),
+        last_status: Some("STOPPED"),
+        exit_code: Some(o.exit_code()),
+        reason,
+        ..ContainerPatch::default()
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Resolves once `halt` turns true (or its sender is gone).
+async fn halted(halt: &mut watch::Receiver<bool>) {
+    let _ = halt.wait_for(|h| *h).await.map(|_| ());
+}
+
+/// Waits for one container; on halt, stops it with its grace period.
+fn spawn_watch(
+    mut instance: skiff_runtime::Instance,
+    index: usize,
+    grace: Duration,
+    exits: mpsc::UnboundedSender<(usize, Outcome)>,
+    mut halt: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            o = instance.wait() => o,
+            () = halted(&mut halt) => {
+                instance.stop(grace);
+                instance.wait().await
+            }
+        };
+        let _ = exits.send((index, outcome));
+    });
+}
+
+/// Runs a container's health check: a fresh instance of its module with the
+/// check's argv, every `interval`; `retries` failures in a row after
+/// `startPeriod` make it UNHEALTHY, one pass HEALTHY.
+async fn health_loop(
+    runtime: Runtime,
+    artifact: Arc<Artifact>,
+    spec: InstanceSpec,
+    check: crate::taskdef::HealthCheck,
+    index: usize,
+    report: mpsc::UnboundedSender<(usize, &'static str)>,
+    mut halt: watch::Receiver<bool>,
+) {
+    let started = tokio::time::Instant::now();
+    let start_period = Duration::from_secs(u64::from(check.start_period.unwrap_or(0)));
+    let mut failures = 0;
+    loop {
+        let mut probe = spec.clone();
+        probe.args = check.command[1..].to_vec();
+        probe.stdin = Stdin::Null;
+        probe.stdout = Output::Null;
+        probe.stderr = Output::Null;
+        probe.limits.timeout = Some(Duration::from_secs(u64::from(check.timeout)));
+        let passed = match runtime.spawn(&artifact, probe) {
+            Ok(mut i) => i.wait().await == Outcome::Exited(0),
+            Err(_) => false,
+        };
+        if passed {
+            failures = 0;
+            let _ = report.send((index, "HEALTHY"));
+        } else if started.elapsed() >= start_period {
+            failures += 1;
+            if failures >= check.retries {
+                let _ = report.send((index, "UNHEALTHY"));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(u64::from(check.interval))) => {}
+            () = halted(&mut halt) => return,
+        }
+    }
+}

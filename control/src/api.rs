@@ -1,0 +1,176 @@
+//! The HTTP front: AWS JSON 1.1 on `POST /`, the operation named by
+//! `X-Amz-Target`, SigV4 verified when credentials are configured.
+
+use crate::ControlPlane;
+use crate::error::ApiError;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The largest request body accepted (RegisterTaskDefinition's limit is
+/// 64 KiB of container definitions; this leaves room).
+const MAX_BODY: usize = 4 << 20;
+
+fn respond(status: u16, body: &Value, error_type: Option<&str>) -> Response<Full<Bytes>> {
+    let mut b = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string());
+    if let Some(t) = error_type {
+        b = b.header("x-amzn-errortype", t);
+    }
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    b.body(Full::new(Bytes::from(bytes)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
+    if e.status >= 500 {
+        tracing::error!(kind = e.kind, "{}", e.message);
+    }
+    respond(
+        e.status,
+        &json!({ "__type": e.kind, "message": e.message }),
+        Some(e.kind),
+    )
+}
+
+impl ControlPlane {
+    async fn http(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match self.http_inner(req).await {
+            Ok(v) => respond(200, &v, None),
+            Err(e) => error_response(&e),
+        }
+    }
+
+    async fn http_inner(&self, req: Request<Incoming>) -> Result<Value, ApiError> {
+        let (parts, body) = req.into_parts();
+        if parts.method != http::Method::POST {
+            return Err(ApiError {
+                kind: "UnknownOperationException",
+                message: format!(
+                    "{} {} is not an operation: AWS JSON 1.1 requests are POST / with X-Amz-Target",
+                    parts.method,
+                    parts.uri.path()
+                ),
+                status: 404,
+            });
+        }
+        let body = Limited::new(body, MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| ApiError {
+                kind: "SerializationException",
+                message: format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
+                status: 413,
+            })?
+            .to_bytes();
+        let headers: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let config = self.config();
+        let region = if config.credentials.is_empty() {
+            header("authorization")
+                .and_then(crate::sigv4::Authorization::parse)
+                .map(|a| a.region)
+                .unwrap_or_else(|| config.region.clone())
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let received = crate::sigv4::Received {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query().unwrap_or(""),
+                headers: &headers,
+                body: &body,
+            };
+            crate::sigv4::verify(&received, &config.credentials, now)?.region
+        };
+        let target = header("x-amz-target").ok_or_else(|| {
+            ApiError::unknown_operation("(none: the X-Amz-Target header is missing)")
+        })?;
+        let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                ApiError::serialization(format!("the request body is not valid JSON: {e}"))
+            })?
+        };
+        self.handle(target, &value, &region).await
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves, then
+    /// finishes the requests in flight (up to 30 seconds).
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut http = http1::Builder::new();
+        http.keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+        let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let control = self.clone();
+                        let service = service_fn(move |req| {
+                            let control = control.clone();
+                            async move { Ok::<_, Infallible>(control.http(req).await) }
+                        });
+                        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                        connections.spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!("API connection ended: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            graceful.shutdown().await;
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,415 @@
+//! skiff's control plane: the ECS objects (clusters, container instances,
+//! task definitions, tasks), their durable state, task placement, the
+//! local agent that runs tasks, and the AWS-shaped API that the AWS CLI
+//! and SDKs speak to (ECS and CloudWatch Logs, AWS JSON 1.1, SigV4).
+//!
+//! ```no_run
+//! # async fn demo(runtime: skiff_runtime::Runtime,
+//! #               puller: std::sync::Arc<skiff_registry::images::Puller>)
+//! #               -> Result<(), Box<dyn std::error::Error>> {
+//! use skiff_control::{ControlConfig, ControlPlane};
+//! let control = ControlPlane::start(ControlConfig::new("/var/lib/skiff"), runtime, puller).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7700").await?;
+//! control.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod agent;
+pub mod api;
+mod ecs;
+pub mod error;
+pub mod logs;
+pub mod model;
+pub mod placement;
+pub mod sigv4;
+mod state;
+pub mod store;
+pub mod taskdef;
+
+pub use error::ApiError;
+
+use crate::agent::{Agent, Report};
+use crate::logs::LogStore;
+use crate::model::{Task, now};
+use crate::state::{State, Write};
+use crate::store::{SqliteStore, StateStore};
+use skiff_registry::images::Puller;
+use skiff_runtime::Runtime;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How the control plane is set up.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Where `state.db` and `logs.db` live, and task scratch space.
+    pub data_dir: PathBuf,
+    /// The region of objects made before any request named one (the
+    /// default cluster, the local instance). Default: `us-east-1`.
+    pub region: String,
+    /// Access key → secret. Empty: any signature is accepted (and the API
+    /// must listen on loopback only).
+    pub credentials: HashMap<String, String>,
+    /// Where images named without a registry host are pulled from (skiff's
+    /// own registry). Default: `127.0.0.1:5050`.
+    pub default_registry: String,
+    /// The local container instance's CPU units. Default: cores × 1024.
+    pub agent_cpu: Option<u32>,
+    /// The local container instance's memory in MiB. Default: what the
+    /// machine has available at start.
+    pub agent_memory: Option<u32>,
+    /// Host ports the local instance reserves (the API's, the registry's).
+    pub reserved_ports: Vec<u16>,
+    /// How long a STOPPED task stays describable. Default: 1 hour (ECS
+    /// keeps them at least that long).
+    pub stopped_task_retention: Duration,
+}
+
+impl ControlConfig {
+    /// Defaults, with state under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ControlConfig {
+            data_dir: data_dir.into(),
+            region: "us-east-1".into(),
+            credentials: HashMap::new(),
+            default_registry: "127.0.0.1:5050".into(),
+            agent_cpu: None,
+            agent_memory: None,
+            reserved_ports: Vec::new(),
+            stopped_task_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ControlConfig,
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) state: tokio::sync::Mutex<State>,
+    pub(crate) logs: LogStore,
+    pub(crate) agent: Arc<Agent>,
+    pub(crate) rng: Mutex<placement::Rng>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// CPU cores and available memory (MiB) of this machine.
+fn machine_size() -> (u32, u32) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let available_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .unwrap_or(1 << 20);
+    (
+        cores,
+        (available_kib / 1024).min(u64::from(u32::MAX)) as u32,
+    )
+}
+
+impl ControlPlane {
+    /// Opens the state store, rebuilds the state, registers the local
+    /// container instance in cluster `default`, and resumes: tasks placed
+    /// here that had not started start now, tasks that were running when
+    /// skiff last stopped are recorded as stopped.
+    pub async fn start(
+        config: ControlConfig,
+        runtime: Runtime,
+        puller: Arc<Puller>,
+    ) -> Result<ControlPlane, ApiError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ApiError::server(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let store: Arc<dyn StateStore> =
+            Arc::new(SqliteStore::open(&config.data_dir.join("state.db"))?);
+        let logs = LogStore::open(&config.data_dir.join("logs.db"))?;
+        let mut state = State::load(store.as_ref()).await?;
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+
+        // The default cluster and the local instance.
+        let region = config.region.clone();
+        let mut writes = Vec::new();
+        if state
+            .clusters
+            .get("default")
+            .is_none_or(|c| c.value.status != "ACTIVE")
+        {
+            writes.push(Write::Cluster(ecs::new_cluster(
+                "default",
+                &region,
+                Vec::new(),
+            )));
+        }
+        let (cores, memory) = machine_size();
+        let cpu = config.agent_cpu.unwrap_or(cores * 1024);
+        let memory = config.agent_memory.unwrap_or(memory);
+        let existing = state
+            .instances
+            .values()
+            .find(|i| i.value.ec2_instance_id.as_deref() == Some(LOCAL_INSTANCE_ID))
+            .map(|i| i.value.clone());
+        let instance = ecs::local_instance(existing, &region, cpu, memory, &config.reserved_ports);
+        let instance_arn = instance.container_instance_arn.clone();
+        writes.push(Write::Instance(instance));
+        state.apply(store.as_ref(), writes).await?;
+
+        let agent = Arc::new(Agent::new(
+            instance_arn.clone(),
+            runtime,
+            puller,
+            logs.clone(),
+            config.default_registry.clone(),
+            config.data_dir.clone(),
+            reports_tx,
+        ));
+        let control = ControlPlane {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                state: tokio::sync::Mutex::new(state),
+                logs,
+                agent,
+                rng: Mutex::new(placement::Rng::from_entropy()),
+            }),
+        };
+        control.resume().await?;
+        tokio::spawn(report_loop(Arc::clone(&control.inner), reports_rx));
+        tokio::spawn(retention_loop(Arc::downgrade(&control.inner)));
+        Ok(control)
+    }
+
+    /// Level-triggered: makes the agent's work match the store.
+    async fn resume(&self) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock().await;
+        let mut writes = Vec::new();
+        let mut to_start = Vec::new();
+        for t in state.tasks.values() {
+            let t = &t.value;
+            if t.container_instance_arn.as_deref() != Some(&inner.agent.instance_arn)
+                || t.last_status == "STOPPED"
+                || inner.agent.has(t.id())
+            {
+                continue;
+            }
+            let never_started = matches!(t.last_status.as_str(), "PROVISIONING" | "PENDING");
+            if t.desired_status == "RUNNING" && never_started {
+                to_start.push(t.clone());
+            } else {
+                // It was running (or stopping) in a process that is gone.
+                let mut t = t.clone();
+                let at = now();
+                t.last_status = "STOPPED".into();
+                t.desired_status = "STOPPED".into();
+                if t.stop_code.is_none() {
+                    t.stop_code = Some("TerminationNotice".into());
+                    t.stopped_reason = Some(
+                        "skiff serve stopped while the task ran; its containers ended with it"
+                            .into(),
+                    );
+                }
+                t.stopping_at.get_or_insert(at);
+                t.execution_stopped_at.get_or_insert(at);
+                t.stopped_at = Some(at);
+                for c in &mut t.containers {
+                    if c.last_status != "STOPPED" {
+                        c.last_status = "STOPPED".into();
+                    }
+                }
+                t.version += 1;
+                writes.push(Write::Task(t));
+            }
+        }
+        state.apply(inner.store.as_ref(), writes).await?;
+        for t in to_start {
+            if let Some(td) = ecs::taskdef_of(&state, &t.task_definition_arn) {
+                inner.agent.start(t, td);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one AWS JSON 1.1 request: `target` is the `X-Amz-Target`
+    /// header, `region` the request's signing region.
+    pub async fn handle(
+        &self,
+        target: &str,
+        body: &serde_json::Value,
+        region: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        if let Some(op) = target.strip_prefix("AmazonEC2ContainerServiceV20141113.") {
+            return ecs::handle(&self.inner, op, body, region).await;
+        }
+        if let Some(op) = target.strip_prefix("Logs_20140328.") {
+            let logs = self.inner.logs.clone();
+            let (op, body, region) = (op.to_string(), body.clone(), region.to_string());
+            return tokio::task::spawn_blocking(move || logs.handle(&op, &body, &region))
+                .await
+                .map_err(|e| ApiError::server(format!("the logs worker failed: {e}")))?;
+        }
+        Err(ApiError::unknown_operation(target))
+    }
+
+    /// Stops every task on the local agent (their containers end with this
+    /// process) and waits, up to `within`, until each is recorded STOPPED.
+    pub async fn shutdown(&self, within: Duration) {
+        let ids: Vec<String> = {
+            let mut state = self.inner.state.lock().await;
+            let mut writes = Vec::new();
+            for t in state.tasks.values() {
+                let t = &t.value;
+                if t.container_instance_arn.as_deref() == Some(&self.inner.agent.instance_arn)
+                    && t.last_status != "STOPPED"
+                {
+                    let mut t = t.clone();
+                    if t.desired_status != "STOPPED" {
+                        t.desired_status = "STOPPED".into();
+                        t.stop_code = Some("TerminationNotice".into());
+                        t.stopped_reason = Some("skiff serve shut down".into());
+                        t.stopping_at = Some(now());
+                        t.version += 1;
+                        writes.push(Write::Task(t));
+                    }
+                }
+            }
+            let ids = writes
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Task(t) => Some(t.id().to_string()),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = state.apply(self.inner.store.as_ref(), writes).await {
+                tracing::warn!("cannot record the shutdown's task stops: {e}");
+            }
+            ids
+        };
+        for id in &ids {
+            self.inner.agent.stop(id);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let pending = {
+                let state = self.inner.state.lock().await;
+                state.tasks.values().any(|t| {
+                    t.value.container_instance_arn.as_deref()
+                        == Some(&self.inner.agent.instance_arn)
+                        && t.value.last_status != "STOPPED"
+                        && self.inner.agent.has(t.value.id())
+                })
+            };
+            if !pending || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let the report loop write the last states.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ControlConfig {
+        &self.inner.config
+    }
+}
+
+/// The local instance's `ec2InstanceId`.
+pub(crate) const LOCAL_INSTANCE_ID: &str = "i-skiff-local";
+
+/// Applies the agent's reports, in order, batching whatever arrived
+/// together into one store transaction.
+async fn report_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Report>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let mut state = inner.state.lock().await;
+        let mut changed: HashMap<String, Task> = HashMap::new();
+        for Report { task_id, patch } in batch.drain(..) {
+            let Some(current) = changed
+                .get(&task_id)
+                .cloned()
+                .or_else(|| state.tasks.get(&task_id).map(|t| t.value.clone()))
+            else {
+                continue;
+            };
+            changed.insert(task_id, ecs::apply_patch(current, patch));
+        }
+        let writes = changed.into_values().map(Write::Task).collect();
+        if let Err(e) = state.apply(inner.store.as_ref(), writes).await {
+            tracing::error!("cannot record task state changes: {e}");
+        }
+    }
+}
+
+/// Forgets STOPPED tasks once they have been stopped for the retention
+/// period.
+async fn retention_loop(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let cutoff = now() - inner.config.stopped_task_retention.as_secs_f64();
+        let mut state = inner.state.lock().await;
+        let writes: Vec<Write> = state
+            .tasks
+            .values()
+            .filter(|t| t.value.last_status == "STOPPED")
+            .filter(|t| t.value.stopped_at.is_some_and(|s| s < cutoff))
+            .map(|t| Write::RemoveTask(t.value.id().to_string()))
+            .collect();
+        if let Err(e) = state.apply(inner.store.as_ref(), writes).await {
+            tracing::warn!("cannot forget old stopped tasks: {e}");
+        }
+    }
+}
+
+/// The container instance as placement and DescribeContainerInstances
+/// see it: used resources come from the tasks on it that are not STOPPED.
+pub(crate) fn instance_usage(state: &State, arn: &str) -> (i64, i64, Vec<u16>, Vec<u16>, u32, u32) {
+    let mut cpu = 0;
+    let mut memory = 0;
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    let mut running = 0;
+    let mut pending = 0;
+    for t in state.tasks.values() {
+        let t = &t.value;
+        if t.container_instance_arn.as_deref() != Some(arn) || t.last_status == "STOPPED" {
+            continue;
+        }
+        cpu += t.cpu.parse::<i64>().unwrap_or(0);
+        memory += t.memory.parse::<i64>().unwrap_or(0);
+        for c in &t.containers {
+            for b in &c.network_bindings {
+                if b.protocol == "udp" {
+                    udp.push(b.host_port);
+                } else {
+                    tcp.push(b.host_port);
+                }
+            }
+        }
+        if t.last_status == "RUNNING" {
+            running += 1;
+        } else if model::state_rank(&t.last_status) < model::state_rank("RUNNING") {
+            pending += 1;
+        }
+    }
+    (cpu, memory, tcp, udp, running, pending)
+}

@@ -1,0 +1,213 @@
+//! The control plane's in-memory view of the store, and the one way to
+//! change it: a batch of writes committed to the store (compare-and-swap on
+//! every revision the batch read) before memory changes. A crash between the
+//! two loses nothing: memory is rebuilt from the store on start.
+
+use crate::error::ApiError;
+use crate::model::{Cluster, ContainerInstance, Task};
+use crate::store::{Compare, Op, StateStore, Txn};
+use crate::taskdef::TaskDefinition;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap};
+
+/// A value and the store revision it was read at.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry<T> {
+    pub value: T,
+    pub revision: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// By name.
+    pub clusters: BTreeMap<String, Entry<Cluster>>,
+    /// By family, then revision.
+    pub taskdefs: BTreeMap<String, BTreeMap<u32, Entry<TaskDefinition>>>,
+    /// By task id.
+    pub tasks: BTreeMap<String, Entry<Task>>,
+    /// By ARN.
+    pub instances: BTreeMap<String, Entry<ContainerInstance>>,
+    /// RunTask client tokens → the task ids they made.
+    pub client_tokens: HashMap<String, Vec<String>>,
+}
+
+/// One object to write (or remove). Tasks dominate the writes, so their
+/// variant is not boxed.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Write {
+    Cluster(Cluster),
+    TaskDef(TaskDefinition),
+    Task(Task),
+    Instance(ContainerInstance),
+    RemoveTask(String),
+}
+
+fn cluster_key(name: &str) -> String {
+    format!("clusters/{name}")
+}
+fn taskdef_key(family: &str, revision: u32) -> String {
+    format!("taskdefs/{family}/{revision:010}")
+}
+fn task_key(id: &str) -> String {
+    format!("tasks/{id}")
+}
+fn instance_key(arn: &str) -> String {
+    format!("instances/{}", arn.rsplit('/').next().unwrap_or(arn))
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::server(format!("cannot encode state: {e}")))
+}
+
+fn compare(key: &str, revision: Option<u64>) -> Compare {
+    match revision {
+        Some(r) => Compare::Revision(key.to_string(), r),
+        None => Compare::Absent(key.to_string()),
+    }
+}
+
+async fn load<T: DeserializeOwned>(
+    store: &dyn StateStore,
+    prefix: &str,
+) -> Result<Vec<Entry<T>>, ApiError> {
+    let mut out = Vec::new();
+    for (key, v) in store.range(prefix).await? {
+        let value = serde_json::from_slice(&v.value)
+            .map_err(|e| ApiError::server(format!("the state store holds a corrupt {key}: {e}")))?;
+        out.push(Entry {
+            value,
+            revision: v.revision,
+        });
+    }
+    Ok(out)
+}
+
+impl State {
+    /// Everything the store holds.
+    pub async fn load(store: &dyn StateStore) -> Result<State, ApiError> {
+        let mut state = State::default();
+        for c in load::<Cluster>(store, "clusters/").await? {
+            state.clusters.insert(c.value.cluster_name.clone(), c);
+        }
+        for td in load::<TaskDefinition>(store, "taskdefs/").await? {
+            state
+                .taskdefs
+                .entry(td.value.family.clone())
+                .or_default()
+                .insert(td.value.revision, td);
+        }
+        for t in load::<Task>(store, "tasks/").await? {
+            if let Some(token) = &t.value.client_token {
+                state
+                    .client_tokens
+                    .entry(token.clone())
+                    .or_default()
+                    .push(t.value.id().to_string());
+            }
+            state.tasks.insert(t.value.id().to_string(), t);
+        }
+        for i in load::<ContainerInstance>(store, "instances/").await? {
+            state
+                .instances
+                .insert(i.value.container_instance_arn.clone(), i);
+        }
+        Ok(state)
+    }
+
+    /// Commits `writes` to the store and then to memory, all or nothing.
+    pub async fn apply(
+        &mut self,
+        store: &dyn StateStore,
+        writes: Vec<Write>,
+    ) -> Result<(), ApiError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut txn = Txn::default();
+        for w in &writes {
+            let (key, revision, value) = match w {
+                Write::Cluster(c) => (
+                    cluster_key(&c.cluster_name),
+                    self.clusters.get(&c.cluster_name).map(|e| e.revision),
+                    Some(json(c)?),
+                ),
+                Write::TaskDef(td) => (
+                    taskdef_key(&td.family, td.revision),
+                    self.taskdefs
+                        .get(&td.family)
+                        .and_then(|f| f.get(&td.revision))
+                        .map(|e| e.revision),
+                    Some(json(td)?),
+                ),
+                Write::Task(t) => (
+                    task_key(t.id()),
+                    self.tasks.get(t.id()).map(|e| e.revision),
+                    Some(json(t)?),
+                ),
+                Write::Instance(i) => (
+                    instance_key(&i.container_instance_arn),
+                    self.instances
+                        .get(&i.container_instance_arn)
+                        .map(|e| e.revision),
+                    Some(json(i)?),
+                ),
+                Write::RemoveTask(id) => {
+                    (task_key(id), self.tasks.get(id).map(|e| e.revision), None)
+                }
+            };
+            txn.compares.push(compare(&key, revision));
+            txn.ops.push(match value {
+                Some(v) => Op::Put(key, v),
+                None => Op::Delete(key),
+            });
+        }
+        let Some(revision) = store.commit(txn).await? else {
+            return Err(ApiError::server(
+                "the state store changed under this control plane (is another one using it?)",
+            ));
+        };
+        for w in writes {
+            match w {
+                Write::Cluster(c) => {
+                    self.clusters
+                        .insert(c.cluster_name.clone(), Entry { value: c, revision });
+                }
+                Write::TaskDef(td) => {
+                    self.taskdefs.entry(td.family.clone()).or_default().insert(
+                        td.revision,
+                        Entry {
+                            value: td,
+                            revision,
+                        },
+                    );
+                }
+                Write::Task(t) => {
+                    if let Some(token) = &t.client_token {
+                        let ids = self.client_tokens.entry(token.clone()).or_default();
+                        if !ids.iter().any(|i| i == t.id()) {
+                            ids.push(t.id().to_string());
+                        }
+                    }
+                    self.tasks
+                        .insert(t.id().to_string(), Entry { value: t, revision });
+                }
+                Write::Instance(i) => {
+                    self.instances.insert(
+                        i.container_instance_arn.clone(),
+                        Entry { value: i, revision },
+                    );
+                }
+                Write::RemoveTask(id) => {
+                    if let Some(t) = self.tasks.remove(&id)
+                        && let Some(token) = &t.value.client_token
+                    {
+                        self.client_tokens.remove(token);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,343 @@
+//! The state store: where clusters, task definitions, tasks, services and
+//! container instances live, durably.
+//!
+//! The trait is a small versioned key-value store with compare-and-swap
+//! transactions — exactly what etcd offers (`Range`, `Txn` with
+//! `mod_revision` compares) — so a store backed by etcd can replace the
+//! SQLite one without the control plane noticing. Values are JSON
+//! documents; keys are `/`-separated paths (`tasks/default/<id>`), so a
+//! prefix lists a kind or a cluster's share of one.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+/// A store operation's future.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The store failed (I/O, corruption): never the caller's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// A value and the store revision that last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The document.
+    pub value: Vec<u8>,
+    /// The revision of the transaction that wrote it (never 0).
+    pub revision: u64,
+}
+
+/// A condition a transaction needs to hold to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key does not exist.
+    Absent(String),
+    /// The key was last written at this revision.
+    Revision(String, u64),
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create or replace.
+    Put(String, Vec<u8>),
+    /// Remove (a missing key is fine).
+    Delete(String),
+}
+
+/// All of `ops`, atomically, if every compare holds; else nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    /// What must hold.
+    pub compares: Vec<Compare>,
+    /// What to write.
+    pub ops: Vec<Op>,
+}
+
+/// The control plane's durable state.
+pub trait StateStore: Send + Sync + 'static {
+    /// One key.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>>;
+    /// Every key starting with `prefix`, in key order.
+    fn range<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<(String, Versioned)>>;
+    /// Applies `txn`: `Some(revision)` once it is durable, `None` if a
+    /// compare failed (and nothing was written).
+    fn commit(&self, txn: Txn) -> StoreFuture<'_, Option<u64>>;
+}
+
+/// Schema migrations, in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // v1: the key-value table and the revision counter.
+    "CREATE TABLE kv (
+         key TEXT PRIMARY KEY NOT NULL,
+         value BLOB NOT NULL,
+         revision INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 0), current INTEGER NOT NULL);
+     INSERT INTO revision (id, current) VALUES (0, 0);",
+];
+
+/// The default store: SQLite in WAL mode, every commit fsynced before it
+/// returns.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    StoreError(format!("sqlite: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating as needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        // FULL: the WAL is fsynced at every commit, so an answered request
+        // survives a power cut, not only a crash.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError("the store's lock is poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError(format!("the store's worker failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "the state store has schema version {version}, newer than this skiff knows ({}): use a newer skiff",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute_batch(migration).map_err(sql)?;
+        tx.pragma_update(None, "user_version", i + 1).map_err(sql)?;
+        tx.commit().map_err(sql)?;
+    }
+    Ok(())
+}
+
+fn apply(conn: &mut Connection, txn: &Txn) -> Result<Option<u64>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    for compare in &txn.compares {
+        let (key, want) = match compare {
+            Compare::Absent(k) => (k, None),
+            Compare::Revision(k, r) => (k, Some(*r)),
+        };
+        let have: Option<i64> = tx
+            .query_row("SELECT revision FROM kv WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)?;
+        if have.map(|r| r as u64) != want {
+            return Ok(None);
+        }
+    }
+    let revision: i64 = tx
+        .query_row(
+            "UPDATE revision SET current = current + 1 WHERE id = 0 RETURNING current",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql)?;
+    for op in &txn.ops {
+        match op {
+            Op::Put(key, value) => {
+                tx.execute(
+                    "INSERT INTO kv (key, value, revision) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision",
+                    params![key, value, revision],
+                )
+                .map_err(sql)?;
+            }
+            Op::Delete(key) => {
+                tx.execute("DELETE FROM kv WHERE key = ?1", [key])
+                    .map_err(sql)?;
+            }
+        }
+    }
+    tx.commit().map_err(sql)?;
+    Ok(Some(revision as u64))
+}
+
+impl StateStore for SqliteStore {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        let key = key.to_string();
+        Box::pin(self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT value, revision FROM kv WHERE key = ?1",
+                [&key],
+                |r| {
+                    Ok(Versioned {
+                        value: r.get(0)?,
+                        revision: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql)
+        }))
+    }
+
+    fn range<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<(String, Versioned)>> {
+        let prefix = prefix.to_string();
+        Box::pin(self.with_conn(move |conn| {
+            // Keys in [prefix, prefix + U+10FFFF): a range scan, no LIKE
+            // escaping.
+            let end = format!("{prefix}\u{10FFFF}");
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT key, value, revision FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map([&prefix, &end], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        Versioned {
+                            value: r.get(1)?,
+                            revision: r.get::<_, i64>(2)? as u64,
+                        },
+                    ))
+                })
+                .map_err(sql)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+        }))
+    }
+
+    fn commit(&self, txn: Txn) -> StoreFuture<'_, Option<u64>> {
+        Box::pin(self.with_conn(move |conn| apply(conn, &txn)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put(k.into(), v.as_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_applies_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let r1 = store
+            .commit(Txn {
+                compares: vec![Compare::Absent("a".into())],
+                ops: vec![put("a", "1"), put("b", "1")],
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        // A stale revision: nothing written, not even the other key.
+        let lost = store
+            .commit(Txn {
+                compares: vec![Compare::Revision("a".into(), r1 + 7)],
+                ops: vec![put("a", "2"), Op::Delete("b".into())],
+            })
+            .await
+            .unwrap();
+        assert_eq!(lost, None);
+        assert_eq!(store.get("b").await.unwrap().unwrap().value, b"1");
+        let r2 = store
+            .commit(Txn {
+                compares: vec![Compare::Revision("a".into(), r1)],
+                ops: vec![put("a", "2"), Op::Delete("b".into())],
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r2 > r1);
+        let a = store.get("a").await.unwrap().unwrap();
+        assert_eq!((a.value.as_slice(), a.revision), (b"2".as_slice(), r2));
+        assert_eq!(store.get("b").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn range_lists_a_prefix_in_order_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .commit(Txn {
+                    compares: vec![],
+                    ops: vec![
+                        put("tasks/b/2", "x"),
+                        put("tasks/a/1", "y"),
+                        put("tasksz", "z"),
+                    ],
+                })
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let keys: Vec<String> = store
+            .range("tasks/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["tasks/a/1", "tasks/b/2"]);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(err.0.contains("newer than this skiff knows"), "{err}");
+    }
+}

@@ -1,0 +1,1053 @@
+//! Task definitions: the ECS JSON document, validated and normalised the
+//! way ECS does it (defaults filled in, so a tool that registers a
+//! definition and describes it back sees no difference).
+//!
+//! Every field ECS defines is either honoured or refused with an
+//! `InvalidParameterException` naming it; fields ECS does not define are
+//! ignored, as the AWS SDKs expect of a service.
+
+use crate::error::ApiError;
+use crate::model::{KeyValue, Tag};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+
+/// A registered task definition, as DescribeTaskDefinition returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefinition {
+    pub task_definition_arn: String,
+    pub container_definitions: Vec<ContainerDefinition>,
+    pub family: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    pub revision: u32,
+    pub volumes: Vec<Volume>,
+    pub status: String,
+    pub requires_attributes: Vec<Attribute>,
+    pub placement_constraints: Vec<TaskDefinitionPlacementConstraint>,
+    pub compatibilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires_compatibilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    pub registered_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistered_at: Option<f64>,
+    /// The tags given at registration (returned only when asked for).
+    #[serde(default, skip_serializing)]
+    pub tags: Vec<Tag>,
+}
+
+/// One container of a task definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDefinition {
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub cpu: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<u32>,
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+    #[serde(default = "yes")]
+    pub essential: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entry_point: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub environment: Vec<KeyValue>,
+    #[serde(default)]
+    pub mount_points: Vec<MountPoint>,
+    #[serde(default)]
+    pub volumes_from: Vec<VolumeFrom>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<ContainerDependency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly_root_filesystem: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_configuration: Option<LogConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub system_controls: Vec<Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub container_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountPoint {
+    pub source_volume: String,
+    pub container_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFrom {
+    pub source_container: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDependency {
+    pub container_name: String,
+    pub condition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogConfiguration {
+    pub log_driver: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A container health check. A Wasm container has no shell and no other
+/// programs, so `["CMD", arg0, args...]` starts a fresh instance of the
+/// container's own module with that argv (and the container's environment,
+/// mounts and network); exit status 0 within `timeout` is a pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    pub command: Vec<String>,
+    #[serde(default = "thirty")]
+    pub interval: u32,
+    #[serde(default = "five")]
+    pub timeout: u32,
+    #[serde(default = "three")]
+    pub retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<u32>,
+}
+
+fn thirty() -> u32 {
+    30
+}
+fn five() -> u32 {
+    5
+}
+fn three() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostVolume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_volume_configuration: Option<DockerVolumeConfiguration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostVolume {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
+}
+
+/// A skiff-managed volume: `scope` `task` is scratch space removed when the
+/// task stops; `shared` lives on under the data dir (`volumes/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerVolumeConfiguration {
+    #[serde(default = "task_scope")]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoprovision: Option<bool>,
+    #[serde(default = "local_driver")]
+    pub driver: String,
+}
+
+fn task_scope() -> String {
+    "task".into()
+}
+fn local_driver() -> String {
+    "local".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attribute {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefinitionPlacementConstraint {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+}
+
+/// Task-definition fields ECS defines that skiff does not (yet) honour:
+/// refused when given a value other than their neutral one.
+const UNSUPPORTED_TASK_FIELDS: &[&str] = &[
+    "pidMode",
+    "ipcMode",
+    "proxyConfiguration",
+    "inferenceAccelerators",
+    "ephemeralStorage",
+    "runtimePlatform",
+    "enableFaultInjection",
+];
+
+/// The same for container definitions.
+const UNSUPPORTED_CONTAINER_FIELDS: &[&str] = &[
+    "repositoryCredentials",
+    "links",
+    "restartPolicy",
+    "environmentFiles",
+    "linuxParameters",
+    "secrets",
+    "startTimeout",
+    "versionConsistency",
+    "hostname",
+    "user",
+    "workingDirectory",
+    "disableNetworking",
+    "privileged",
+    "dnsServers",
+    "dnsSearchDomains",
+    "extraHosts",
+    "dockerSecurityOptions",
+    "interactive",
+    "pseudoTerminal",
+    "ulimits",
+    "resourceRequirements",
+    "firelensConfiguration",
+    "credentialSpecs",
+];
+
+/// Neutral values: absent, null, false, "", [], {}.
+fn is_neutral(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(_) => false,
+    }
+}
+
+fn refuse_unsupported(
+    obj: &serde_json::Map<String, Value>,
+    fields: &[&str],
+    at: &str,
+) -> Result<(), ApiError> {
+    for field in fields {
+        if let Some(v) = obj.get(*field).filter(|v| !is_neutral(v)) {
+            return Err(ApiError::invalid_parameter(format!(
+                "{at}{field} is not supported by skiff (given {v}); remove it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A RegisterTaskDefinition request, before normalisation.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Register {
+    family: Option<String>,
+    task_role_arn: Option<String>,
+    execution_role_arn: Option<String>,
+    network_mode: Option<String>,
+    container_definitions: Option<Vec<ContainerDefinition>>,
+    #[serde(default)]
+    volumes: Vec<RegisterVolume>,
+    #[serde(default)]
+    placement_constraints: Vec<TaskDefinitionPlacementConstraint>,
+    #[serde(default)]
+    requires_compatibilities: Vec<String>,
+    cpu: Option<String>,
+    memory: Option<String>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterVolume {
+    name: Option<String>,
+    host: Option<HostVolume>,
+    docker_volume_configuration: Option<DockerVolumeConfiguration>,
+    efs_volume_configuration: Option<Value>,
+    fsx_windows_file_server_volume_configuration: Option<Value>,
+    configured_at_launch: Option<bool>,
+}
+
+/// The network modes skiff runs today.
+pub const NETWORK_MODES: &[&str] = &["none", "host"];
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Validates and normalises a RegisterTaskDefinition request into the
+/// definition to store, without its ARN, revision and timestamps.
+pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::serialization("the request body must be a JSON object"))?;
+    refuse_unsupported(obj, UNSUPPORTED_TASK_FIELDS, "")?;
+    if let Some(Value::Array(containers)) = obj.get("containerDefinitions") {
+        for (i, c) in containers.iter().enumerate() {
+            if let Some(c) = c.as_object() {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+                refuse_unsupported(
+                    c,
+                    UNSUPPORTED_CONTAINER_FIELDS,
+                    &format!("containerDefinitions[{i}] ({name}): "),
+                )?;
+            }
+        }
+    }
+    let req: Register = serde_json::from_value(body.clone())
+        .map_err(|e| ApiError::serialization(format!("malformed task definition: {e}")))?;
+
+    let family = req
+        .family
+        .ok_or_else(|| ApiError::client("Family should not be null or empty."))?;
+    if !valid_name(&family) {
+        return Err(ApiError::client(format!(
+            "Family {family:?} is invalid: up to 255 letters (uppercase and lowercase), numbers, hyphens, and underscores are allowed."
+        )));
+    }
+    let containers = req
+        .container_definitions
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::client("Container list cannot be empty."))?;
+    if containers.len() > 10 {
+        return Err(ApiError::client(format!(
+            "A task definition can have at most 10 containers, not {}.",
+            containers.len()
+        )));
+    }
+
+    let network_mode = match req.network_mode.as_deref() {
+        None => {
+            return Err(ApiError::invalid_parameter(
+                "networkMode is not set, and ECS's default is bridge, which skiff does not run yet: set networkMode to none or host",
+            ));
+        }
+        Some(m) if NETWORK_MODES.contains(&m) => m.to_string(),
+        Some(m @ ("bridge" | "awsvpc")) => {
+            return Err(ApiError::invalid_parameter(format!(
+                "networkMode {m} is not supported by skiff yet: use none or host"
+            )));
+        }
+        Some(m) => {
+            return Err(ApiError::client(format!(
+                "networkMode {m:?} is invalid: expected none, host, bridge or awsvpc"
+            )));
+        }
+    };
+
+    for compat in &req.requires_compatibilities {
+        match compat.as_str() {
+            "EC2" => {}
+            "FARGATE" => {
+                return Err(ApiError::client(format!(
+                    "Fargate requires networkMode awsvpc, and this definition uses {network_mode} (skiff runs awsvpc once its networking lands)"
+                )));
+            }
+            "EXTERNAL" | "MANAGED_INSTANCES" => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "requiresCompatibilities {compat} is not supported by skiff: use EC2 or FARGATE"
+                )));
+            }
+            other => {
+                return Err(ApiError::client(format!(
+                    "requiresCompatibilities {other:?} is invalid: expected EC2, FARGATE, EXTERNAL or MANAGED_INSTANCES"
+                )));
+            }
+        }
+    }
+
+    let cpu = req.cpu.as_deref().map(parse_task_cpu).transpose()?;
+    let memory = req.memory.as_deref().map(parse_task_memory).transpose()?;
+
+    let volumes = req
+        .volumes
+        .into_iter()
+        .map(normalise_volume)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut volume_names = HashSet::new();
+    for v in &volumes {
+        if !volume_names.insert(v.name.as_str()) {
+            return Err(ApiError::client(format!(
+                "Volume name {:?} is used more than once.",
+                v.name
+            )));
+        }
+    }
+
+    let mut names = HashSet::new();
+    let mut normalised = Vec::with_capacity(containers.len());
+    for c in &containers {
+        if !names.insert(c.name.as_str()) {
+            return Err(ApiError::client(format!(
+                "Container name {:?} is used more than once.",
+                c.name
+            )));
+        }
+    }
+    for c in containers.iter() {
+        normalised.push(normalise_container(
+            c.clone(),
+            &network_mode,
+            memory.is_some(),
+            &volume_names,
+            &names,
+        )?);
+    }
+    if !normalised.iter().any(|c| c.essential) {
+        return Err(ApiError::client(
+            "A task definition must have at least one essential container.",
+        ));
+    }
+    check_dependency_cycles(&normalised)?;
+    if let (Some(task_mem), sum) = (
+        memory,
+        normalised
+            .iter()
+            .map(|c| u64::from(c.memory.or(c.memory_reservation).unwrap_or(0)))
+            .sum::<u64>(),
+    ) && sum > u64::from(task_mem)
+    {
+        return Err(ApiError::client(format!(
+            "The containers' memory ({sum} MiB) is more than the task's memory ({task_mem} MiB)."
+        )));
+    }
+    if let Some(task_cpu) = cpu {
+        let sum: u64 = normalised.iter().map(|c| u64::from(c.cpu)).sum();
+        if sum > u64::from(task_cpu) {
+            return Err(ApiError::client(format!(
+                "The containers' cpu ({sum} units) is more than the task's cpu ({task_cpu} units)."
+            )));
+        }
+    }
+
+    for pc in &req.placement_constraints {
+        if pc.kind != "memberOf" {
+            return Err(ApiError::client(format!(
+                "Task definition placement constraints must be of type memberOf, not {:?}.",
+                pc.kind
+            )));
+        }
+        let expr = pc.expression.as_deref().unwrap_or("");
+        crate::placement::Expression::parse(expr).map_err(|e| {
+            ApiError::client(format!(
+                "Invalid placement constraint expression {expr:?}: {e}"
+            ))
+        })?;
+    }
+    if req.placement_constraints.len() > 10 {
+        return Err(ApiError::client(
+            "A task definition can have at most 10 placement constraints.",
+        ));
+    }
+    crate::model::check_tags(&req.tags)?;
+
+    let requires_attributes = requires_attributes(&normalised, req.task_role_arn.is_some());
+    Ok(TaskDefinition {
+        task_definition_arn: String::new(),
+        container_definitions: normalised,
+        family,
+        task_role_arn: req.task_role_arn,
+        execution_role_arn: req.execution_role_arn,
+        network_mode: Some(network_mode),
+        revision: 0,
+        volumes,
+        status: "ACTIVE".into(),
+        requires_attributes,
+        placement_constraints: req.placement_constraints,
+        compatibilities: vec!["EC2".into()],
+        requires_compatibilities: req.requires_compatibilities,
+        cpu: cpu.map(|c| c.to_string()),
+        memory: memory.map(|m| m.to_string()),
+        registered_at: 0.0,
+        registered_by: None,
+        deregistered_at: None,
+        tags: req.tags,
+    })
+}
+
+fn normalise_volume(v: RegisterVolume) -> Result<Volume, ApiError> {
+    let name = v
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::client("Volume name should not be null or empty."))?;
+    if !valid_name(&name) {
+        return Err(ApiError::client(format!(
+            "Volume name {name:?} is invalid: up to 255 letters, numbers, hyphens and underscores."
+        )));
+    }
+    for (field, given) in [
+        (
+            "efsVolumeConfiguration",
+            v.efs_volume_configuration.is_some(),
+        ),
+        (
+            "fsxWindowsFileServerVolumeConfiguration",
+            v.fsx_windows_file_server_volume_configuration.is_some(),
+        ),
+        ("configuredAtLaunch", v.configured_at_launch == Some(true)),
+    ] {
+        if given {
+            return Err(ApiError::invalid_parameter(format!(
+                "volumes ({name}): {field} is not supported by skiff; use host.sourcePath or dockerVolumeConfiguration"
+            )));
+        }
+    }
+    if v.host.is_some() && v.docker_volume_configuration.is_some() {
+        return Err(ApiError::client(format!(
+            "Volume {name:?} cannot have both host and dockerVolumeConfiguration."
+        )));
+    }
+    if let Some(path) = v.host.as_ref().and_then(|h| h.source_path.as_deref())
+        && !path.starts_with('/')
+    {
+        return Err(ApiError::client(format!(
+            "Volume {name:?}: host.sourcePath {path:?} must be an absolute path."
+        )));
+    }
+    if let Some(d) = &v.docker_volume_configuration {
+        if !matches!(d.scope.as_str(), "task" | "shared") {
+            return Err(ApiError::client(format!(
+                "Volume {name:?}: scope {:?} is invalid: expected task or shared.",
+                d.scope
+            )));
+        }
+        if d.driver != "local" {
+            return Err(ApiError::invalid_parameter(format!(
+                "Volume {name:?}: driver {:?} is not supported by skiff: only local",
+                d.driver
+            )));
+        }
+        if d.autoprovision.is_some() && d.scope == "task" {
+            return Err(ApiError::client(format!(
+                "Volume {name:?}: autoprovision applies only to shared volumes."
+            )));
+        }
+    }
+    Ok(Volume {
+        name,
+        // ECS returns `host: {}` for a bind volume with no source path.
+        host: match (&v.host, &v.docker_volume_configuration) {
+            (None, None) => Some(HostVolume { source_path: None }),
+            (h, _) => h.clone(),
+        },
+        docker_volume_configuration: v.docker_volume_configuration,
+    })
+}
+
+fn normalise_container(
+    mut c: ContainerDefinition,
+    network_mode: &str,
+    task_memory: bool,
+    volumes: &HashSet<&str>,
+    containers: &HashSet<&str>,
+) -> Result<ContainerDefinition, ApiError> {
+    let name = c.name.clone();
+    if !valid_name(&name) {
+        return Err(ApiError::client(format!(
+            "Container name {name:?} is invalid: up to 255 letters, numbers, hyphens and underscores."
+        )));
+    }
+    if c.image.trim().is_empty() {
+        return Err(ApiError::client(format!(
+            "Container.image should not be null or empty (container {name})."
+        )));
+    }
+    if c.memory.is_none() && c.memory_reservation.is_none() && !task_memory {
+        return Err(ApiError::client(format!(
+            "Invalid setting for container '{name}'. At least one of 'memory' or 'memoryReservation' must be specified."
+        )));
+    }
+    if let Some(m) = c.memory
+        && m < 6
+    {
+        return Err(ApiError::client(format!(
+            "Invalid 'memory' setting for container '{name}'. The memory must be at least 6 MiB."
+        )));
+    }
+    if let (Some(hard), Some(soft)) = (c.memory, c.memory_reservation)
+        && soft > hard
+    {
+        return Err(ApiError::client(format!(
+            "Invalid setting for container '{name}'. 'memoryReservation' ({soft}) must be less than or equal to 'memory' ({hard})."
+        )));
+    }
+    if !c.port_mappings.is_empty() && network_mode == "none" {
+        return Err(ApiError::client(format!(
+            "Container '{name}' has portMappings, but networkMode none gives a task no network."
+        )));
+    }
+    let mut ports = HashSet::new();
+    for p in &mut c.port_mappings {
+        if p.container_port == 0 {
+            return Err(ApiError::client(format!(
+                "Container '{name}': containerPort must be between 1 and 65535."
+            )));
+        }
+        if !matches!(p.protocol.as_str(), "tcp" | "udp") {
+            return Err(ApiError::client(format!(
+                "Container '{name}': protocol {:?} is invalid: expected tcp or udp.",
+                p.protocol
+            )));
+        }
+        // In host mode a container port is the host port (as in awsvpc).
+        match p.host_port {
+            None => p.host_port = Some(p.container_port),
+            Some(h) if h == p.container_port => {}
+            Some(h) => {
+                return Err(ApiError::client(format!(
+                    "Container '{name}': with networkMode {network_mode} the hostPort ({h}) must equal the containerPort ({}).",
+                    p.container_port
+                )));
+            }
+        }
+        if !ports.insert((p.container_port, p.protocol.clone())) {
+            return Err(ApiError::client(format!(
+                "Container '{name}' maps port {}/{} twice.",
+                p.container_port, p.protocol
+            )));
+        }
+    }
+    for m in &c.mount_points {
+        if !volumes.contains(m.source_volume.as_str()) {
+            return Err(ApiError::client(format!(
+                "Container '{name}': mountPoints sourceVolume {:?} is not a volume of this task definition.",
+                m.source_volume
+            )));
+        }
+        if !m.container_path.starts_with('/') {
+            return Err(ApiError::client(format!(
+                "Container '{name}': mountPoints containerPath {:?} must be an absolute path.",
+                m.container_path
+            )));
+        }
+    }
+    for v in &c.volumes_from {
+        if v.source_container == name || !containers.contains(v.source_container.as_str()) {
+            return Err(ApiError::client(format!(
+                "Container '{name}': volumesFrom sourceContainer {:?} is not another container of this task definition.",
+                v.source_container
+            )));
+        }
+    }
+    for d in &c.depends_on {
+        if d.container_name == name || !containers.contains(d.container_name.as_str()) {
+            return Err(ApiError::client(format!(
+                "Container '{name}': dependsOn containerName {:?} is not another container of this task definition.",
+                d.container_name
+            )));
+        }
+        if !matches!(
+            d.condition.as_str(),
+            "START" | "COMPLETE" | "SUCCESS" | "HEALTHY"
+        ) {
+            return Err(ApiError::client(format!(
+                "Container '{name}': dependsOn condition {:?} is invalid: expected START, COMPLETE, SUCCESS or HEALTHY.",
+                d.condition
+            )));
+        }
+    }
+    if let Some(log) = &c.log_configuration {
+        if log.log_driver != "awslogs" {
+            return Err(ApiError::invalid_parameter(format!(
+                "Container '{name}': logDriver {:?} is not supported by skiff: use awslogs",
+                log.log_driver
+            )));
+        }
+        for key in log.options.keys() {
+            if !matches!(
+                key.as_str(),
+                "awslogs-group"
+                    | "awslogs-region"
+                    | "awslogs-stream-prefix"
+                    | "awslogs-create-group"
+                    | "mode"
+                    | "max-buffer-size"
+            ) {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Container '{name}': awslogs option {key:?} is not supported by skiff"
+                )));
+            }
+        }
+        if log
+            .options
+            .get("awslogs-group")
+            .is_none_or(|g| g.is_empty())
+        {
+            return Err(ApiError::client(format!(
+                "Container '{name}': the awslogs log driver needs the option awslogs-group."
+            )));
+        }
+    }
+    if let Some(h) = &c.health_check {
+        match h.command.first().map(String::as_str) {
+            Some("CMD") if h.command.len() > 1 => {}
+            Some("CMD-SHELL") => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Container '{name}': healthCheck CMD-SHELL needs a shell, which a Wasm container does not have: use [\"CMD\", argv0, args...] to run the container's module with those arguments"
+                )));
+            }
+            _ => {
+                return Err(ApiError::client(format!(
+                    "Container '{name}': healthCheck.command must be [\"CMD\", argv0, args...]."
+                )));
+            }
+        }
+        let ranges = [
+            ("interval", h.interval, 5, 300),
+            ("timeout", h.timeout, 2, 60),
+            ("retries", h.retries, 1, 10),
+            ("startPeriod", h.start_period.unwrap_or(0), 0, 300),
+        ];
+        for (field, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(ApiError::client(format!(
+                    "Container '{name}': healthCheck.{field} must be between {lo} and {hi}, not {v}."
+                )));
+            }
+        }
+    }
+    if let Some(t) = c.stop_timeout
+        && t > 120
+    {
+        return Err(ApiError::client(format!(
+            "Container '{name}': stopTimeout must be at most 120 seconds, not {t}."
+        )));
+    }
+    if c.cpu > 10 * 1024 * 16 {
+        return Err(ApiError::client(format!(
+            "Container '{name}': cpu {} is out of range.",
+            c.cpu
+        )));
+    }
+    Ok(c)
+}
+
+fn check_dependency_cycles(containers: &[ContainerDefinition]) -> Result<(), ApiError> {
+    // Depth-first search for a cycle; at most 10 containers.
+    fn visit<'a>(
+        name: &'a str,
+        containers: &'a [ContainerDefinition],
+        path: &mut Vec<&'a str>,
+    ) -> Result<(), ApiError> {
+        if path.contains(&name) {
+            return Err(ApiError::client(format!(
+                "Container dependencies form a cycle: {} -> {name}.",
+                path.join(" -> ")
+            )));
+        }
+        path.push(name);
+        if let Some(c) = containers.iter().find(|c| c.name == name) {
+            for d in &c.depends_on {
+                visit(&d.container_name, containers, path)?;
+            }
+        }
+        path.pop();
+        Ok(())
+    }
+    for c in containers {
+        visit(&c.name, containers, &mut Vec::new())?;
+    }
+    Ok(())
+}
+
+fn requires_attributes(containers: &[ContainerDefinition], task_role: bool) -> Vec<Attribute> {
+    let mut names = Vec::new();
+    if containers.iter().any(|c| c.log_configuration.is_some()) {
+        names.push("com.amazonaws.ecs.capability.logging-driver.awslogs");
+    }
+    if containers.iter().any(|c| c.health_check.is_some()) {
+        names.push("ecs.capability.container-health-check");
+    }
+    if containers.iter().any(|c| !c.depends_on.is_empty()) {
+        names.push("ecs.capability.container-ordering");
+    }
+    if task_role {
+        names.push("com.amazonaws.ecs.capability.task-iam-role");
+    }
+    names
+        .into_iter()
+        .map(|n| Attribute {
+            name: n.into(),
+            value: None,
+            target_type: None,
+            target_id: None,
+        })
+        .collect()
+}
+
+/// Task cpu: units (`"256"`) or vCPU (`"0.25 vCPU"`, `"1 vcpu"`).
+pub fn parse_task_cpu(s: &str) -> Result<u32, ApiError> {
+    let bad = || {
+        ApiError::client(format!(
+            "Invalid 'cpu' setting for task: {s:?} is neither CPU units (\"256\") nor vCPU (\"0.25 vCPU\")."
+        ))
+    };
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let units = if let Some(v) = lower.strip_suffix("vcpu") {
+        let vcpu: f64 = v.trim().parse().map_err(|_| bad())?;
+        (vcpu * 1024.0).round()
+    } else {
+        t.parse::<u32>().map_err(|_| bad())? as f64
+    };
+    if !(128.0..=196_608.0).contains(&units) {
+        return Err(ApiError::client(format!(
+            "Invalid 'cpu' setting for task: {s:?} must be between 128 units (0.125 vCPU) and 192 vCPU."
+        )));
+    }
+    Ok(units as u32)
+}
+
+/// Task memory: MiB (`"512"`) or GB (`"1 GB"`, `"0.5GB"`).
+pub fn parse_task_memory(s: &str) -> Result<u32, ApiError> {
+    let bad = || {
+        ApiError::client(format!(
+            "Invalid 'memory' setting for task: {s:?} is neither MiB (\"512\") nor GB (\"1 GB\")."
+        ))
+    };
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let mib = if let Some(v) = lower.strip_suffix("gb") {
+        let gb: f64 = v.trim().parse().map_err(|_| bad())?;
+        (gb * 1024.0).round()
+    } else {
+        t.parse::<u32>().map_err(|_| bad())? as f64
+    };
+    if !(6.0..=1_048_576.0).contains(&mib) {
+        return Err(ApiError::client(format!(
+            "Invalid 'memory' setting for task: {s:?} must be between 6 MiB and 1 TiB."
+        )));
+    }
+    Ok(mib as u32)
+}
+
+/// Fargate's cpu → memory table: the memory values (MiB) allowed with each
+/// cpu value (units).
+pub fn fargate_memory_options(cpu: u32) -> Option<Vec<u32>> {
+    let range = |lo: u32, hi: u32, step: u32| (lo..=hi).step_by(step as usize).collect();
+    Some(match cpu {
+        256 => vec![512, 1024, 2048],
+        512 => range(1024, 4096, 1024),
+        1024 => range(2048, 8192, 1024),
+        2048 => range(4096, 16384, 1024),
+        4096 => range(8192, 30720, 1024),
+        8192 => range(16384, 61440, 4096),
+        16384 => range(32768, 122_880, 8192),
+        _ => return None,
+    })
+}
+
+/// Checks a task's cpu and memory against Fargate's table.
+pub fn check_fargate_size(cpu: Option<u32>, memory: Option<u32>) -> Result<(), ApiError> {
+    let (Some(cpu), Some(memory)) = (cpu, memory) else {
+        return Err(ApiError::client(
+            "Fargate requires task definition to have cpu and memory set at the task level.",
+        ));
+    };
+    let Some(options) = fargate_memory_options(cpu) else {
+        return Err(ApiError::client(format!(
+            "No Fargate configuration exists for cpu {cpu}: use 256, 512, 1024, 2048, 4096, 8192 or 16384."
+        )));
+    };
+    if !options.contains(&memory) {
+        return Err(ApiError::client(format!(
+            "No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. With {cpu} CPU units memory must be one of {options:?} MiB."
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn register(v: Value) -> Result<TaskDefinition, ApiError> {
+        parse_register(&v)
+    }
+
+    #[test]
+    fn defaults_are_filled_in_the_way_ecs_returns_them() {
+        let td = register(json!({
+            "family": "web",
+            "networkMode": "host",
+            "containerDefinitions": [{"name": "app", "image": "hello:v1", "memory": 64,
+                                      "portMappings": [{"containerPort": 8080}]}],
+        }))
+        .unwrap();
+        let c = serde_json::to_value(&td.container_definitions[0]).unwrap();
+        assert_eq!(
+            c,
+            json!({
+                "name": "app", "image": "hello:v1", "cpu": 0, "memory": 64,
+                "portMappings": [{"containerPort": 8080, "hostPort": 8080, "protocol": "tcp"}],
+                "essential": true, "environment": [], "mountPoints": [], "volumesFrom": [],
+                "systemControls": [],
+            })
+        );
+        assert_eq!(td.compatibilities, ["EC2"]);
+        assert_eq!(td.status, "ACTIVE");
+    }
+
+    #[test]
+    fn fields_skiff_cannot_honour_are_refused_by_name() {
+        let err = register(json!({
+            "family": "x", "networkMode": "none",
+            "containerDefinitions": [{"name": "a", "image": "i", "memory": 8, "privileged": true}],
+        }))
+        .unwrap_err();
+        assert_eq!(err.kind, "InvalidParameterException");
+        assert!(err.message.contains("privileged"), "{}", err.message);
+        // A neutral value is no request at all.
+        register(json!({
+            "family": "x", "networkMode": "none",
+            "containerDefinitions": [{"name": "a", "image": "i", "memory": 8, "privileged": false, "links": []}],
+        }))
+        .unwrap();
+        let err = register(json!({
+            "family": "x", "networkMode": "none", "pidMode": "host",
+            "containerDefinitions": [{"name": "a", "image": "i", "memory": 8}],
+        }))
+        .unwrap_err();
+        assert!(err.message.contains("pidMode"));
+        // Fields ECS does not define are ignored.
+        register(json!({
+            "family": "x", "networkMode": "none", "somethingNew": 1,
+            "containerDefinitions": [{"name": "a", "image": "i", "memory": 8}],
+        }))
+        .unwrap();
+    }
+
+    #[test]
+    fn ecs_validation_rules() {
+        let base =
+            |c: Value| json!({"family": "f", "networkMode": "none", "containerDefinitions": [c]});
+        let msg = |v| register(v).unwrap_err().message;
+        assert!(msg(base(json!({"name": "a", "image": "i"}))).contains("memoryReservation"));
+        assert!(msg(base(json!({"name": "a", "image": "", "memory": 8}))).contains("image"));
+        assert!(
+            msg(base(
+                json!({"name": "a", "image": "i", "memory": 8, "memoryReservation": 9})
+            ))
+            .contains("less than or equal")
+        );
+        assert!(
+            msg(base(
+                json!({"name": "a", "image": "i", "memory": 8, "essential": false})
+            ))
+            .contains("essential")
+        );
+        assert!(
+            msg(base(json!({"name": "a", "image": "i", "memory": 8,
+                           "portMappings": [{"containerPort": 80}]})))
+            .contains("networkMode none")
+        );
+        assert!(
+            msg(base(json!({"name": "a", "image": "i", "memory": 8,
+                           "mountPoints": [{"sourceVolume": "nope", "containerPath": "/d"}]})))
+            .contains("nope")
+        );
+        assert!(
+            msg(base(json!({"name": "a", "image": "i", "memory": 8,
+                           "healthCheck": {"command": ["CMD-SHELL", "true"]}})))
+            .contains("shell")
+        );
+        let no_mode = json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "i", "memory": 8}]});
+        assert!(msg(no_mode).contains("bridge"));
+        let cycle = json!({"family": "f", "networkMode": "none", "containerDefinitions": [
+            {"name": "a", "image": "i", "memory": 8, "dependsOn": [{"containerName": "b", "condition": "START"}]},
+            {"name": "b", "image": "i", "memory": 8, "dependsOn": [{"containerName": "a", "condition": "START"}]},
+        ]});
+        assert!(msg(cycle).contains("cycle"));
+        let eleven: Vec<Value> = (0..11)
+            .map(|i| json!({"name": format!("c{i}"), "image": "i", "memory": 8}))
+            .collect();
+        assert!(
+            msg(json!({"family": "f", "networkMode": "none", "containerDefinitions": eleven}))
+                .contains("at most 10")
+        );
+    }
+
+    #[test]
+    fn task_sizes_parse_in_both_notations() {
+        assert_eq!(parse_task_cpu("256").unwrap(), 256);
+        assert_eq!(parse_task_cpu("0.25 vCPU").unwrap(), 256);
+        assert_eq!(parse_task_cpu("1 vcpu").unwrap(), 1024);
+        assert!(parse_task_cpu("lots").is_err());
+        assert_eq!(parse_task_memory("1 GB").unwrap(), 1024);
+        assert_eq!(parse_task_memory("0.5GB").unwrap(), 512);
+        assert_eq!(parse_task_memory("2048").unwrap(), 2048);
+        assert!(parse_task_memory("2").is_err());
+    }
+
+    #[test]
+    fn fargate_sizes_follow_the_table() {
+        check_fargate_size(Some(256), Some(512)).unwrap();
+        check_fargate_size(Some(4096), Some(30720)).unwrap();
+        check_fargate_size(Some(8192), Some(20480)).unwrap();
+        assert!(check_fargate_size(Some(256), Some(4096)).is_err());
+        assert!(check_fargate_size(Some(8192), Some(17408)).is_err());
+        assert!(check_fargate_size(Some(300), Some(512)).is_err());
+        assert!(check_fargate_size(None, Some(512)).is_err());
+    }
+}

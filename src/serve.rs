@@ -1,0 +1,222 @@
+//! `skiff serve`: the API, the registry, the control plane and one local
+//! container instance, in one foreground process.
+
+use clap::Args;
+use skiff_control::{ControlConfig, ControlPlane};
+use skiff_registry::images::Puller;
+use skiff_registry::{Registry, RegistryConfig};
+use skiff_runtime::{Runtime, RuntimeConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where the ECS (and CloudWatch Logs) API listens.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7700")]
+    api_addr: SocketAddr,
+
+    /// Where the registry listens.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:5050")]
+    registry_addr: SocketAddr,
+
+    /// The region of ARNs made before a request names one.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+
+    /// Require SigV4 signatures made with the keys in this file (the AWS
+    /// CLI's INI format: aws_access_key_id / aws_secret_access_key in any
+    /// profile). Without credentials skiff accepts any signature and
+    /// listens on loopback only.
+    #[arg(long, value_name = "FILE")]
+    credentials_file: Option<PathBuf>,
+
+    /// An access key to require signatures with (with --secret-access-key).
+    #[arg(long, env = "SKIFF_ACCESS_KEY_ID", requires = "secret_access_key")]
+    access_key_id: Option<String>,
+
+    /// Its secret.
+    #[arg(
+        long,
+        env = "SKIFF_SECRET_ACCESS_KEY",
+        requires = "access_key_id",
+        hide_env_values = true
+    )]
+    secret_access_key: Option<String>,
+
+    /// CPU units of the local container instance (default: cores × 1024).
+    #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u32).range(128..))]
+    cpu: Option<u32>,
+
+    /// Memory of the local container instance in MiB (default: what the
+    /// machine has available).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(64..))]
+    memory: Option<u32>,
+}
+
+/// The access keys of an AWS credentials file.
+fn read_credentials(path: &Path) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut keys = HashMap::new();
+    let mut id: Option<String> = None;
+    let mut secret: Option<String> = None;
+    let mut flush = |id: &mut Option<String>, secret: &mut Option<String>| {
+        if let (Some(i), Some(s)) = (id.take(), secret.take()) {
+            keys.insert(i, s);
+        }
+    };
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            flush(&mut id, &mut secret);
+        } else if let Some((k, v)) = line.split_once('=') {
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v.trim().to_string()),
+                "aws_secret_access_key" => secret = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    flush(&mut id, &mut secret);
+    if keys.is_empty() {
+        return Err(format!(
+            "{} holds no aws_access_key_id / aws_secret_access_key pair",
+            path.display()
+        ));
+    }
+    Ok(keys)
+}
+
+/// Serves until SIGINT/SIGTERM; returns the exit status.
+pub fn run(args: ServeArgs, data_dir: &Path) -> i32 {
+    match serve(args, data_dir) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
+    let mut credentials = match &args.credentials_file {
+        Some(p) => read_credentials(p)?,
+        None => HashMap::new(),
+    };
+    if let (Some(id), Some(secret)) = (&args.access_key_id, &args.secret_access_key) {
+        credentials.insert(id.clone(), secret.clone());
+    }
+    if credentials.is_empty() && !args.api_addr.ip().is_loopback() {
+        return Err(format!(
+            "refusing to serve the API on {} without credentials: anyone who can reach it could run tasks. \
+             Give --credentials-file or --access-key-id/--secret-access-key, or listen on a loopback address",
+            args.api_addr
+        ));
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let registry = Registry::open(RegistryConfig::new(data_dir.join("registry")))
+        .map_err(|e| e.to_string())?;
+    let runtime = Runtime::new(RuntimeConfig::default().with_data_dir(data_dir))
+        .map_err(|e| e.to_string())?;
+    let puller = Arc::new(Puller::new(
+        crate::images::image_store(data_dir),
+        crate::images::remote_options(data_dir, &crate::images::RegistryOptions::default()),
+    ));
+    let mut config = ControlConfig::new(data_dir.join("control"));
+    config.region = args.region.clone();
+    config.credentials = credentials;
+    config.default_registry = args.registry_addr.to_string();
+    config.agent_cpu = args.cpu;
+    config.agent_memory = args.memory;
+    config.reserved_ports = vec![args.api_addr.port(), args.registry_addr.port()];
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async move {
+        let api = tokio::net::TcpListener::bind(args.api_addr)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.api_addr))?;
+        let reg = tokio::net::TcpListener::bind(args.registry_addr)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.registry_addr))?;
+        let api_local = api.local_addr().map_err(|e| e.to_string())?;
+        let reg_local = reg.local_addr().map_err(|e| e.to_string())?;
+        // Port 0 picks a port: unqualified images must name the real one.
+        config.default_registry = reg_local.to_string();
+        config.reserved_ports = vec![api_local.port(), reg_local.port()];
+        let signed = !config.credentials.is_empty();
+        let control = ControlPlane::start(config, runtime, puller)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}, data in {}",
+            if signed {
+                "SigV4 required"
+            } else {
+                "any signature accepted"
+            },
+            data_dir.display()
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let registry_task = {
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                registry
+                    .serve(reg, async move {
+                        let _ = rx.wait_for(|s| *s).await.map(|_| ());
+                    })
+                    .await
+            })
+        };
+        let api_task = {
+            let control = control.clone();
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                control
+                    .serve(api, async move {
+                        let _ = rx.wait_for(|s| *s).await.map(|_| ());
+                    })
+                    .await
+            })
+        };
+        crate::signals::shutdown_signal().await;
+        eprintln!("skiff serve: shutting down, stopping tasks (signal again to stop now)");
+        tokio::spawn(async {
+            let signal = crate::signals::shutdown_signal().await;
+            std::process::exit(128 + signal);
+        });
+        // Tasks first (they record their end through the store), then the
+        // listeners.
+        control.shutdown(Duration::from_secs(35)).await;
+        let _ = stop_tx.send(true);
+        let _ = api_task.await;
+        let _ = registry_task.await;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_files_in_the_aws_cli_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("credentials");
+        std::fs::write(
+            &p,
+            "[default]\naws_access_key_id = AKIA1\naws_secret_access_key = s1\n\n[other]\naws_access_key_id=AKIA2\naws_secret_access_key=s2\nregion=x\n",
+        )
+        .unwrap();
+        let keys = read_credentials(&p).unwrap();
+        assert_eq!(keys.get("AKIA1").map(String::as_str), Some("s1"));
+        assert_eq!(keys.get("AKIA2").map(String::as_str), Some("s2"));
+        std::fs::write(&p, "[default]\nregion=x\n").unwrap();
+        assert!(read_credentials(&p).is_err());
+    }
+}
