@@ -3,7 +3,7 @@
 # code from the cache instead of compiling), then serve an HTTP component
 # with a fresh instance per request, then watch limits stop hostile guests,
 # then push to skiff's own registry (token auth, scan on push) and run the
-# image by reference.
+# image by reference, then drive `skiff serve` with the real AWS CLI.
 # Installs the Wasm targets it needs; builds skiff and the guests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,3 +97,17 @@ echo "\$ skiff images"
 "$skiff" images
 kill -TERM "$registry"
 wait "$registry" || true
+
+step "7. skiff serve: the ECS API, driven only by the AWS CLI (examples/ecs)"
+command -v aws >/dev/null 2>&1 || python3 -m pip install --quiet awscli
+serve_log="$SKIFF_DATA_DIR/serve.log"
+"$skiff" serve --api-addr 127.0.0.1:0 --registry-addr 127.0.0.1:0 2>"$serve_log" &
+serve=$!
+for _ in $(seq 1 200); do grep -q "API on" "$serve_log" 2>/dev/null && break; sleep 0.05; done
+api=$(sed -n 's|^skiff serve: API on \(http://[^/]*\)/.*|\1|p' "$serve_log")
+serve_registry=$(sed -n 's|.*registry on \([^,]*\),.*|\1|p' "$serve_log")
+echo "\$ skiff serve    # API on $api, registry on $serve_registry"
+"$skiff" push "$hello_p1" "$serve_registry/hello:v1" >/dev/null
+SKIFF_API="$api" bash "$(dirname "$0")/ecs/walkthrough.sh"
+kill -TERM "$serve"
+wait "$serve" || true

@@ -54,6 +54,15 @@ fn page<T>(
     Ok((out, next))
 }
 
+/// A task definition as ECS shows it (its tags travel beside it).
+fn taskdef_view(td: &TaskDefinition) -> Value {
+    let mut v = to_value(td);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("tags");
+    }
+    v
+}
+
 fn with_next(mut v: Value, next: Option<String>) -> Value {
     if let Some(n) = next {
         v["nextToken"] = json!(n);
@@ -492,6 +501,9 @@ fn instance_view(state: &State, i: &ContainerInstance, with_tags: bool) -> Value
         }
     }
     let mut v = to_value(i);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("cluster");
+    }
     v["remainingResources"] = to_value(&remaining);
     v["runningTasksCount"] = json!(running);
     v["pendingTasksCount"] = json!(pending);
@@ -846,7 +858,7 @@ async fn register_taskdef(inner: &Inner, body: &Value, region: &str) -> Result<V
     state
         .apply(inner.store.as_ref(), vec![Write::TaskDef(td.clone())])
         .await?;
-    Ok(json!({ "taskDefinition": to_value(&td), "tags": to_value(&td.tags) }))
+    Ok(json!({ "taskDefinition": taskdef_view(&td), "tags": to_value(&td.tags) }))
 }
 
 async fn describe_taskdef(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
@@ -856,7 +868,7 @@ async fn describe_taskdef(inner: &Inner, body: &Value) -> Result<Value, ApiError
         .ok_or_else(|| ApiError::invalid_parameter("taskDefinition is required"))?;
     let state = inner.state.lock().await;
     let td = resolve_taskdef(&state, given, false)?;
-    let mut out = json!({ "taskDefinition": to_value(&td) });
+    let mut out = json!({ "taskDefinition": taskdef_view(&td) });
     if includes(body, "TAGS") {
         out["tags"] = to_value(&td.tags);
     }
@@ -957,7 +969,7 @@ async fn deregister_taskdef(inner: &Inner, body: &Value) -> Result<Value, ApiErr
             .apply(inner.store.as_ref(), vec![Write::TaskDef(td.clone())])
             .await?;
     }
-    Ok(json!({ "taskDefinition": to_value(&td) }))
+    Ok(json!({ "taskDefinition": taskdef_view(&td) }))
 }
 
 // ---- tasks ----------------------------------------------------------------
@@ -1175,8 +1187,11 @@ fn new_task(
 
 fn task_view(t: &Task, with_tags: bool) -> Value {
     let mut v = to_value(t);
-    if !with_tags && let Some(o) = v.as_object_mut() {
-        o.remove("tags");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("clientToken");
+        if !with_tags {
+            o.remove("tags");
+        }
     }
     v
 }
@@ -1689,7 +1704,7 @@ fn locate(state: &State, resource: &str) -> Result<Located, ApiError> {
     };
     let path = resource
         .strip_prefix("arn:")
-        .and_then(|r| r.splitn(6, ':').nth(5))
+        .and_then(|r| r.splitn(5, ':').nth(4))
         .ok_or_else(|| ApiError::invalid_parameter(format!("{resource:?} is not an ARN.")))?;
     let (kind, rest) = path.split_once('/').ok_or_else(not_found)?;
     let found = match kind {

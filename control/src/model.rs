@@ -175,8 +175,9 @@ pub struct ContainerInstance {
     pub registered_at: f64,
     #[serde(default)]
     pub tags: Vec<Tag>,
-    /// The cluster's name (not part of ECS's shape).
-    #[serde(skip_serializing, default)]
+    /// The cluster's name (stored; not part of ECS's shape, so views
+    /// leave it out).
+    #[serde(default)]
     pub cluster: String,
 }
 
@@ -314,8 +315,9 @@ pub struct Task {
     pub health_status: Option<String>,
     #[serde(default)]
     pub enable_execute_command: bool,
-    /// The idempotency token RunTask was called with (not in ECS's shape).
-    #[serde(skip_serializing, default)]
+    /// The idempotency token RunTask was called with (stored; not in
+    /// ECS's shape, so views leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
 }
 

@@ -42,8 +42,9 @@ pub struct TaskDefinition {
     pub registered_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deregistered_at: Option<f64>,
-    /// The tags given at registration (returned only when asked for).
-    #[serde(default, skip_serializing)]
+    /// The tags given at registration (stored; returned beside the
+    /// definition, not in it).
+    #[serde(default)]
     pub tags: Vec<Tag>,
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_input;
+mod ecs_cli;
 mod exit_status;
 mod http;
 mod images;

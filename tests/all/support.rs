@@ -356,3 +356,178 @@ impl Drop for DockerRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// A `skiff serve` process on ephemeral loopback ports, and the AWS CLI
+/// and boto3 pointed at it.
+pub struct ServeProcess {
+    pub child: Child,
+    pub api: String,
+    pub registry: String,
+    pub data_dir: PathBuf,
+    /// Access key and secret the server requires, if any.
+    pub keys: Option<(String, String)>,
+}
+
+impl ServeProcess {
+    pub fn start(data_dir: &Path) -> ServeProcess {
+        Self::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(skiff_bin())
+            .args([
+                "serve",
+                "--api-addr",
+                "127.0.0.1:0",
+                "--registry-addr",
+                "127.0.0.1:0",
+                "--region",
+                "eu-west-1",
+            ])
+            .args(flags)
+            .env("SKIFF_DATA_DIR", data_dir)
+            .env("SKIFF_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start skiff serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let banner = lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("skiff serve printed nothing"));
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        // "skiff serve: API on http://A/ (...), registry on R, data in D"
+        let api = banner
+            .split("API on http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+            .to_string();
+        let registry = banner
+            .split("registry on ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+            .to_string();
+        let keys = flags
+            .iter()
+            .position(|f| *f == "--access-key-id")
+            .map(|i| (flags[i + 1].to_string(), flags[i + 3].to_string()));
+        ServeProcess {
+            child,
+            api,
+            registry,
+            data_dir: data_dir.to_path_buf(),
+            keys,
+        }
+    }
+
+    /// The credentials clients sign with.
+    fn signing_keys(&self) -> (String, String) {
+        self.keys
+            .clone()
+            .unwrap_or_else(|| ("AKIDSKIFFTEST".into(), "secret".into()))
+    }
+
+    /// Runs `aws SERVICE ARGS... --endpoint-url ...`: (success, stdout, stderr).
+    pub fn aws(&self, args: &[&str]) -> (bool, String, String) {
+        let (id, secret) = self.signing_keys();
+        let out = Command::new("aws")
+            .args(args)
+            .args(["--endpoint-url", &format!("http://{}", self.api)])
+            .args(["--output", "json"])
+            .env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_DEFAULT_REGION", "eu-west-1")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_PAGER", "")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run aws (.ci/run installs awscli): {e}"));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `aws ...` that must succeed; its JSON output.
+    pub fn aws_ok(&self, args: &[&str]) -> serde_json::Value {
+        let (ok, out, err) = self.aws(args);
+        assert!(ok, "aws {args:?} failed: {err}");
+        if out.trim().is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("aws {args:?}: {e}: {out}"))
+    }
+
+    /// `aws ...` that must fail with this error code; its message.
+    pub fn aws_err(&self, args: &[&str], code: &str) -> String {
+        let (ok, out, err) = self.aws(args);
+        assert!(!ok, "aws {args:?} succeeded: {out}");
+        assert!(
+            err.contains(&format!("({code})")),
+            "aws {args:?} failed with something other than {code}: {err}"
+        );
+        err
+    }
+
+    /// Runs a Python script with boto3, `ENDPOINT` and `REGION` defined;
+    /// returns its stdout.
+    pub fn boto3(&self, script: &str, key: &str, secret: &str) -> String {
+        let program = format!(
+            "import boto3, botocore, json\nENDPOINT = 'http://{}'\nREGION = 'eu-west-1'\n{script}",
+            self.api
+        );
+        let out = Command::new("python3")
+            .args(["-c", &program])
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "the boto3 script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pushes a Wasm file to the server's registry as REPO:TAG.
+    pub fn push(&self, wasm: &str, repo_tag: &str) {
+        let out = Command::new(skiff_bin())
+            .args(["push", wasm, &format!("{}/{repo_tag}", self.registry)])
+            .env("SKIFF_DATA_DIR", &self.data_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("skiff push");
+        assert!(
+            out.status.success(),
+            "push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; its exit status.
+    pub fn terminate(&mut self) -> i32 {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_with_limit(&mut self.child, Duration::from_secs(60))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,702 @@
+//! `skiff serve` driven by the real AWS CLI and boto3, unchanged: the
+//! issue's test of the control plane.
+
+use crate::support::ServeProcess;
+use serde_json::{Value, json};
+use std::path::Path;
+use wasm_apps::app;
+
+fn write_json(dir: &Path, name: &str, v: &Value) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+    format!("file://{}", p.display())
+}
+
+/// A one-container job: `hello` with a command and an exit code, its
+/// output in awslogs.
+fn hello_job(family: &str, exit: u8) -> Value {
+    json!({
+        "family": family,
+        "networkMode": "none",
+        "containerDefinitions": [{
+            "name": "app",
+            "image": "hello:v1",
+            "memory": 64,
+            "command": ["first", "--exit", exit.to_string()],
+            "environment": [{"name": "NAME", "value": "ecs"}],
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": format!("/ecs/{family}"),
+                "awslogs-region": "eu-west-1",
+                "awslogs-stream-prefix": "job",
+                "awslogs-create-group": "true",
+            }},
+        }],
+    })
+}
+
+fn task_id(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap()
+}
+
+#[test]
+fn the_aws_cli_runs_a_job_and_reads_its_exit_code_and_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("HELLO_P1"), "hello:v1");
+
+    let td = write_json(dir.path(), "job.json", &hello_job("job", 3));
+    let registered = serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &td]);
+    let def = &registered["taskDefinition"];
+    assert_eq!(
+        def["taskDefinitionArn"],
+        "arn:aws:ecs:eu-west-1:000000000000:task-definition/job:1"
+    );
+    // Normalised as ECS returns it.
+    assert_eq!(def["containerDefinitions"][0]["essential"], true);
+    assert_eq!(def["containerDefinitions"][0]["cpu"], 0);
+    assert_eq!(def["containerDefinitions"][0]["mountPoints"], json!([]));
+    assert_eq!(def["status"], "ACTIVE");
+    assert_eq!(def["revision"], 1);
+
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "job",
+        "--started-by",
+        "ci",
+    ]);
+    assert_eq!(run["failures"], json!([]));
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    assert!(arn.starts_with("arn:aws:ecs:eu-west-1:000000000000:task/default/"));
+
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
+    let described = serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn]);
+    let task = &described["tasks"][0];
+    assert_eq!(task["lastStatus"], "STOPPED");
+    assert_eq!(task["desiredStatus"], "STOPPED");
+    assert_eq!(task["stopCode"], "EssentialContainerExited");
+    assert_eq!(task["containers"][0]["exitCode"], 3);
+    assert_eq!(task["containers"][0]["lastStatus"], "STOPPED");
+    assert_eq!(task["startedBy"], "ci");
+    assert_eq!(task["group"], "family:job");
+    assert!(
+        task["containers"][0]["imageDigest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    // The lifecycle's timestamps, in order.
+    let ts: Vec<f64> = [
+        "createdAt",
+        "pullStartedAt",
+        "pullStoppedAt",
+        "startedAt",
+        "stoppingAt",
+        "executionStoppedAt",
+        "stoppedAt",
+    ]
+    .iter()
+    .map(|k| {
+        task[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} missing: {task}"))
+    })
+    .collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+
+    let stream = format!("job/app/{}", task_id(&arn));
+    let logs = serve.aws_ok(&[
+        "logs",
+        "get-log-events",
+        "--log-group-name",
+        "/ecs/job",
+        "--log-stream-name",
+        &stream,
+        "--start-from-head",
+    ]);
+    let lines: Vec<&str> = logs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "Hello, ecs!",
+            "arg[0]=app",
+            "arg[1]=first",
+            "arg[2]=--exit",
+            "arg[3]=3"
+        ]
+    );
+    // At the end of the stream, the same forward token comes back.
+    let token = logs["nextForwardToken"].as_str().unwrap();
+    let again = serve.aws_ok(&[
+        "logs",
+        "get-log-events",
+        "--log-group-name",
+        "/ecs/job",
+        "--log-stream-name",
+        &stream,
+        "--next-token",
+        token,
+    ]);
+    assert_eq!(again["events"], json!([]));
+    assert_eq!(again["nextForwardToken"], token);
+    let streams = serve.aws_ok(&[
+        "logs",
+        "describe-log-streams",
+        "--log-group-name",
+        "/ecs/job",
+    ]);
+    assert_eq!(streams["logStreams"][0]["logStreamName"], stream.as_str());
+
+    // Overrides: command and environment per container.
+    let overrides = json!({"containerOverrides": [{"name": "app", "command": ["x"], "environment": [{"name": "NAME", "value": "override"}]}]});
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "job:1",
+        "--overrides",
+        &overrides.to_string(),
+    ]);
+    let arn2 = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn2]);
+    let task = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn2])["tasks"][0];
+    assert_eq!(task["containers"][0]["exitCode"], 0);
+    let logs = serve.aws_ok(&[
+        "logs",
+        "filter-log-events",
+        "--log-group-name",
+        "/ecs/job",
+        "--filter-pattern",
+        "Hello",
+    ]);
+    let greetings: Vec<&str> = logs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(greetings, ["Hello, ecs!", "Hello, override!"]);
+
+    let listed = serve.aws_ok(&[
+        "ecs",
+        "list-tasks",
+        "--desired-status",
+        "STOPPED",
+        "--family",
+        "job",
+    ]);
+    assert_eq!(listed["taskArns"].as_array().unwrap().len(), 2);
+    let listed = serve.aws_ok(&[
+        "ecs",
+        "list-tasks",
+        "--started-by",
+        "ci",
+        "--desired-status",
+        "STOPPED",
+    ]);
+    assert_eq!(listed["taskArns"], json!([arn]));
+}
+
+#[test]
+fn clusters_definitions_and_mistakes_answer_as_ecs_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+
+    let created = serve.aws_ok(&[
+        "ecs",
+        "create-cluster",
+        "--cluster-name",
+        "demo",
+        "--tags",
+        "key=team,value=a",
+    ]);
+    assert_eq!(created["cluster"]["status"], "ACTIVE");
+    let clusters = serve.aws_ok(&["ecs", "list-clusters"]);
+    assert_eq!(clusters["clusterArns"].as_array().unwrap().len(), 2);
+    let d = serve.aws_ok(&[
+        "ecs",
+        "describe-clusters",
+        "--clusters",
+        "default",
+        "demo",
+        "ghost",
+        "--include",
+        "TAGS",
+    ]);
+    assert_eq!(d["clusters"][0]["registeredContainerInstancesCount"], 1);
+    assert_eq!(d["clusters"][1]["registeredContainerInstancesCount"], 0);
+    assert_eq!(
+        d["clusters"][1]["tags"],
+        json!([{"key": "team", "value": "a"}])
+    );
+    assert_eq!(
+        d["failures"],
+        json!([{"arn": "arn:aws:ecs:eu-west-1:000000000000:cluster/ghost", "reason": "MISSING"}])
+    );
+
+    // The local instance, sized from the machine.
+    let instances = serve.aws_ok(&["ecs", "list-container-instances"]);
+    let instance = instances["containerInstanceArns"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let di = serve.aws_ok(&[
+        "ecs",
+        "describe-container-instances",
+        "--container-instances",
+        &instance,
+    ]);
+    let ci = &di["containerInstances"][0];
+    assert_eq!(ci["status"], "ACTIVE");
+    assert_eq!(ci["agentConnected"], true);
+    let cores = std::thread::available_parallelism().unwrap().get() as i64;
+    assert_eq!(ci["registeredResources"][0]["integerValue"], cores * 1024);
+
+    // A cluster with no instances cannot run tasks; it can be deleted.
+    let td = write_json(dir.path(), "job.json", &hello_job("job", 0));
+    serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &td]);
+    let msg = serve.aws_err(
+        &[
+            "ecs",
+            "run-task",
+            "--cluster",
+            "demo",
+            "--task-definition",
+            "job",
+        ],
+        "InvalidParameterException",
+    );
+    assert!(msg.contains("No Container Instances were found"), "{msg}");
+    serve.aws_ok(&["ecs", "delete-cluster", "--cluster", "demo"]);
+    let d = serve.aws_ok(&["ecs", "describe-clusters", "--clusters", "demo"]);
+    assert_eq!(d["clusters"][0]["status"], "INACTIVE");
+    serve.aws_err(
+        &["ecs", "delete-cluster", "--cluster", "default"],
+        "ClusterContainsContainerInstancesException",
+    );
+    serve.aws_err(
+        &["ecs", "list-tasks", "--cluster", "demo"],
+        "ClusterNotFoundException",
+    );
+
+    // Revisions, families, deregistration.
+    serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &td]);
+    let arns = serve.aws_ok(&[
+        "ecs",
+        "list-task-definitions",
+        "--family-prefix",
+        "job",
+        "--sort",
+        "DESC",
+    ]);
+    assert_eq!(
+        arns["taskDefinitionArns"],
+        json!([
+            "arn:aws:ecs:eu-west-1:000000000000:task-definition/job:2",
+            "arn:aws:ecs:eu-west-1:000000000000:task-definition/job:1"
+        ])
+    );
+    let gone = serve.aws_ok(&[
+        "ecs",
+        "deregister-task-definition",
+        "--task-definition",
+        "job:2",
+    ]);
+    assert_eq!(gone["taskDefinition"]["status"], "INACTIVE");
+    let latest = serve.aws_ok(&[
+        "ecs",
+        "describe-task-definition",
+        "--task-definition",
+        "job",
+    ]);
+    assert_eq!(latest["taskDefinition"]["revision"], 1);
+    serve.aws_err(
+        &["ecs", "run-task", "--task-definition", "job:2"],
+        "ClientException",
+    );
+    let families = serve.aws_ok(&["ecs", "list-task-definition-families"]);
+    assert_eq!(families["families"], json!(["job"]));
+
+    // Malformed and unsupported input: the right __type, never a 5xx.
+    let bridge = write_json(
+        dir.path(),
+        "bridge.json",
+        &json!({
+            "family": "web", "networkMode": "bridge",
+            "containerDefinitions": [{"name": "a", "image": "x", "memory": 8}],
+        }),
+    );
+    serve.aws_err(
+        &[
+            "ecs",
+            "register-task-definition",
+            "--cli-input-json",
+            &bridge,
+        ],
+        "InvalidParameterException",
+    );
+    let no_memory = write_json(
+        dir.path(),
+        "nomem.json",
+        &json!({
+            "family": "web", "networkMode": "none", "containerDefinitions": [{"name": "a", "image": "x"}],
+        }),
+    );
+    let msg = serve.aws_err(
+        &[
+            "ecs",
+            "register-task-definition",
+            "--cli-input-json",
+            &no_memory,
+        ],
+        "ClientException",
+    );
+    assert!(msg.contains("memoryReservation"), "{msg}");
+    let privileged = write_json(
+        dir.path(),
+        "priv.json",
+        &json!({
+            "family": "web", "networkMode": "none",
+            "containerDefinitions": [{"name": "a", "image": "x", "memory": 8, "privileged": true}],
+        }),
+    );
+    let msg = serve.aws_err(
+        &[
+            "ecs",
+            "register-task-definition",
+            "--cli-input-json",
+            &privileged,
+        ],
+        "InvalidParameterException",
+    );
+    assert!(msg.contains("privileged"), "{msg}");
+    serve.aws_err(
+        &[
+            "ecs",
+            "describe-task-definition",
+            "--task-definition",
+            "nope",
+        ],
+        "ClientException",
+    );
+    serve.aws_err(
+        &[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            "job",
+            "--count",
+            "11",
+        ],
+        "InvalidParameterException",
+    );
+    serve.aws_err(
+        &[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            "job",
+            "--launch-type",
+            "FARGATE",
+        ],
+        "InvalidParameterException",
+    );
+    serve.aws_err(
+        &[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            "job",
+            "--placement-constraints",
+            "type=memberOf,expression=attribute:x ==",
+        ],
+        "InvalidParameterException",
+    );
+    serve.aws_err(
+        &["ecs", "stop-task", "--task", "nope"],
+        "InvalidParameterException",
+    );
+    let d = serve.aws_ok(&["ecs", "describe-tasks", "--tasks", "0123"]);
+    assert_eq!(d["failures"][0]["reason"], "MISSING");
+
+    // Placement: a task that cannot fit says why, per instance.
+    let huge = write_json(
+        dir.path(),
+        "huge.json",
+        &json!({
+            "family": "huge", "networkMode": "none",
+            "containerDefinitions": [{"name": "a", "image": "x", "memory": 8, "cpu": 100_000}],
+        }),
+    );
+    serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &huge]);
+    let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "huge"]);
+    assert_eq!(run["tasks"], json!([]));
+    assert_eq!(
+        run["failures"],
+        json!([{"arn": instance, "reason": "RESOURCE:CPU"}])
+    );
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "job",
+        "--placement-constraints",
+        "type=memberOf,expression=attribute:ecs.instance-type == t2.*",
+    ]);
+    assert_eq!(
+        run["failures"][0]["reason"],
+        "MemberOf placement constraint unsatisfied."
+    );
+
+    // Attributes feed memberOf.
+    serve.aws_ok(&[
+        "ecs",
+        "put-attributes",
+        "--attributes",
+        &format!("name=stack,value=prod,targetId={instance}"),
+    ]);
+    let attrs = serve.aws_ok(&[
+        "ecs",
+        "list-attributes",
+        "--target-type",
+        "container-instance",
+        "--attribute-name",
+        "stack",
+    ]);
+    assert_eq!(attrs["attributes"][0]["value"], "prod");
+    let filtered = serve.aws_ok(&[
+        "ecs",
+        "list-container-instances",
+        "--filter",
+        "attribute:stack == prod",
+    ]);
+    assert_eq!(filtered["containerInstanceArns"], json!([instance]));
+    let filtered = serve.aws_ok(&[
+        "ecs",
+        "list-container-instances",
+        "--filter",
+        "attribute:stack == test",
+    ]);
+    assert_eq!(filtered["containerInstanceArns"], json!([]));
+
+    // Tags on a task definition.
+    let td_arn = "arn:aws:ecs:eu-west-1:000000000000:task-definition/job:1";
+    serve.aws_ok(&[
+        "ecs",
+        "tag-resource",
+        "--resource-arn",
+        td_arn,
+        "--tags",
+        "key=a,value=1",
+        "key=b,value=2",
+    ]);
+    serve.aws_ok(&[
+        "ecs",
+        "untag-resource",
+        "--resource-arn",
+        td_arn,
+        "--tag-keys",
+        "a",
+    ]);
+    let tags = serve.aws_ok(&["ecs", "list-tags-for-resource", "--resource-arn", td_arn]);
+    assert_eq!(tags["tags"], json!([{"key": "b", "value": "2"}]));
+}
+
+#[test]
+fn stop_task_stops_gracefully_and_state_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = ServeProcess::start(dir.path());
+    serve.push(app("SLEEPER_P1"), "sleeper:v1");
+    let def = |family: &str, args: &[&str], stop_timeout: u32| {
+        json!({
+            "family": family, "networkMode": "none",
+            "containerDefinitions": [{
+                "name": "main", "image": "sleeper:v1", "memory": 32, "command": args,
+                "stopTimeout": stop_timeout,
+            }],
+        })
+    };
+    let polite = write_json(
+        dir.path(),
+        "polite.json",
+        &def("polite", &["--until-stdin-eof"], 30),
+    );
+    let stubborn = write_json(dir.path(), "stubborn.json", &def("stubborn", &[], 2));
+    serve.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--cli-input-json",
+        &polite,
+    ]);
+    serve.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--cli-input-json",
+        &stubborn,
+    ]);
+
+    // A guest that exits when its stdin closes stops at once, exit code 0.
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "polite",
+        "--client-token",
+        "tok-1",
+    ]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    // The same client token returns the same task, not a second one.
+    let again = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "polite",
+        "--client-token",
+        "tok-1",
+    ]);
+    assert_eq!(again["tasks"][0]["taskArn"], arn.as_str());
+    serve.aws_ok(&["ecs", "wait", "tasks-running", "--tasks", &arn]);
+    let stopped = serve.aws_ok(&["ecs", "stop-task", "--task", &arn, "--reason", "enough"]);
+    assert_eq!(stopped["task"]["desiredStatus"], "STOPPED");
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
+    let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0];
+    assert_eq!(t["stopCode"], "UserInitiated");
+    assert_eq!(t["stoppedReason"], "enough");
+    assert_eq!(t["containers"][0]["exitCode"], 0);
+
+    // One that ignores it is killed after its stopTimeout (137).
+    let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "stubborn"]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    serve.aws_ok(&["ecs", "wait", "tasks-running", "--tasks", &arn]);
+    serve.aws_ok(&["ecs", "stop-task", "--task", &arn]);
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
+    let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0];
+    assert_eq!(t["containers"][0]["exitCode"], 137);
+    let took = t["stoppedAt"].as_f64().unwrap() - t["stoppingAt"].as_f64().unwrap();
+    assert!((2.0..10.0).contains(&took), "stopped after {took} s");
+
+    // Killed outright while a task runs: on restart everything is still
+    // there, and the task that died with the process is recorded STOPPED.
+    let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "polite"]);
+    let lost = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    serve.aws_ok(&["ecs", "wait", "tasks-running", "--tasks", &lost]);
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    let mut serve = ServeProcess::start(dir.path());
+    let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &lost])["tasks"][0];
+    assert_eq!(t["lastStatus"], "STOPPED");
+    assert_eq!(t["stopCode"], "TerminationNotice");
+    let families = serve.aws_ok(&["ecs", "list-task-definition-families"]);
+    assert_eq!(families["families"], json!(["polite", "stubborn"]));
+    let instances = serve.aws_ok(&["ecs", "list-container-instances"]);
+    assert_eq!(
+        instances["containerInstanceArns"].as_array().unwrap().len(),
+        1,
+        "the instance is re-used, not duplicated"
+    );
+
+    // SIGTERM stops running tasks gracefully and records them.
+    let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "polite"]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    serve.aws_ok(&["ecs", "wait", "tasks-running", "--tasks", &arn]);
+    assert_eq!(serve.terminate(), 0);
+    let serve = ServeProcess::start(dir.path());
+    let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0];
+    assert_eq!(t["lastStatus"], "STOPPED");
+    assert_eq!(t["containers"][0]["exitCode"], 0, "{t}");
+    assert_eq!(t["stoppedReason"], "skiff serve shut down");
+}
+
+#[test]
+fn boto3_sees_ecs_error_codes_waiters_and_sigv4() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start_with(
+        dir.path(),
+        &[
+            "--access-key-id",
+            "AKIDSKIFF",
+            "--secret-access-key",
+            "s3cret",
+        ],
+    );
+    serve.push(app("HELLO_P1"), "hello:v1");
+    let script = r#"
+ecs = boto3.client('ecs', endpoint_url=ENDPOINT, region_name=REGION)
+ecs.register_task_definition(family='job', networkMode='none', containerDefinitions=[
+    {'name': 'app', 'image': 'hello:v1', 'memory': 64, 'command': ['--exit', '7']}])
+task = ecs.run_task(taskDefinition='job')['tasks'][0]['taskArn']
+ecs.get_waiter('tasks_stopped').wait(tasks=[task], WaiterConfig={'Delay': 1})
+t = ecs.describe_tasks(tasks=[task])['tasks'][0]
+print(json.dumps({'exit': t['containers'][0]['exitCode'], 'code': t['stopCode']}))
+for call in [lambda: ecs.describe_clusters(clusters=['ghost']),
+             lambda: ecs.list_tasks(cluster='ghost'),
+             lambda: ecs.run_task(taskDefinition='nope'),
+             lambda: ecs.register_task_definition(family='x', networkMode='awsvpc', containerDefinitions=[{'name': 'a', 'image': 'i', 'memory': 8}])]:
+    try:
+        r = call()
+        print(json.dumps({'ok': r.get('failures')}))
+    except botocore.exceptions.ClientError as e:
+        print(json.dumps({'error': e.response['Error']['Code'], 'status': e.response['ResponseMetadata']['HTTPStatusCode']}))
+"#;
+    let out = serve.boto3(script, "AKIDSKIFF", "s3cret");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0],
+        json!({"exit": 7, "code": "EssentialContainerExited"})
+    );
+    assert_eq!(
+        lines[1],
+        json!({"ok": [{"arn": "arn:aws:ecs:eu-west-1:000000000000:cluster/ghost", "reason": "MISSING"}]})
+    );
+    assert_eq!(
+        lines[2],
+        json!({"error": "ClusterNotFoundException", "status": 400})
+    );
+    assert_eq!(lines[3], json!({"error": "ClientException", "status": 400}));
+    assert_eq!(
+        lines[4],
+        json!({"error": "InvalidParameterException", "status": 400})
+    );
+
+    let probe = r#"
+ecs = boto3.client('ecs', endpoint_url=ENDPOINT, region_name=REGION)
+try:
+    ecs.list_clusters()
+    print('ok')
+except botocore.exceptions.ClientError as e:
+    print(e.response['Error']['Code'])
+"#;
+    assert_eq!(
+        serve.boto3(probe, "AKIDSKIFF", "wrong").trim(),
+        "InvalidSignatureException"
+    );
+    assert_eq!(
+        serve.boto3(probe, "AKIDOTHER", "s3cret").trim(),
+        "UnrecognizedClientException"
+    );
+    assert_eq!(serve.boto3(probe, "AKIDSKIFF", "s3cret").trim(), "ok");
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::support::skiff([
+        "serve",
+        "--api-addr",
+        "0.0.0.0:0",
+        "--registry-addr",
+        "127.0.0.1:0",
+    ])
+    .data_dir(dir.path())
+    .run();
+    out.assert_one_line_error(1, "without credentials");
+}
