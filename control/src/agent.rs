@@ -294,7 +294,14 @@ impl Agent {
             })
             .collect();
         let artifacts: Vec<Arc<Artifact>> = images.into_iter().map(|(_, a)| a).collect();
-        let outcome = self.supervise(&id, &specs, &artifacts, &mut stop).await;
+        let container_sinks: Vec<Option<Arc<LineSink>>> = td
+            .container_definitions
+            .iter()
+            .map(|c| sinks.get(&c.name).cloned())
+            .collect();
+        let outcome = self
+            .supervise(&id, &specs, &artifacts, &container_sinks, &mut stop)
+            .await;
 
         for sink in sinks.values() {
             sink.flush();
@@ -527,8 +534,16 @@ impl Agent {
         task_id: &str,
         specs: &[(ContainerDefinition, InstanceSpec)],
         artifacts: &[Arc<Artifact>],
+        sinks: &[Option<Arc<LineSink>>],
         stop: &mut watch::Receiver<Option<StopOrder>>,
     ) -> Supervised {
+        // A container's last line may lack a newline: write it when the
+        // container ends, not when the task does.
+        let flush = |i: usize| {
+            if let Some(Some(sink)) = sinks.get(i) {
+                sink.flush();
+            }
+        };
         let n = specs.len();
         let (exits, mut exited) = mpsc::unbounded_channel::<(usize, Outcome)>();
         let (halt, _) = watch::channel(false);
@@ -656,6 +671,7 @@ impl Agent {
                     }
                 }
                 Some((i, o)) = exited.recv() => {
+                    flush(i);
                     let (c, _) = &specs[i];
                     self.report(task_id, TaskPatch {
                         containers: vec![exit_patch(&c.name, &o)],
@@ -716,6 +732,7 @@ impl Agent {
             };
             if outcome[i].is_none() {
                 remaining -= 1;
+                flush(i);
                 self.report(
                     task_id,
                     TaskPatch {

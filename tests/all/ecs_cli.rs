@@ -700,3 +700,131 @@ fn serve_refuses_a_public_address_without_credentials() {
     .run();
     out.assert_one_line_error(1, "without credentials");
 }
+
+/// Polls DescribeTasks until `done` holds for the task (at most 60 s).
+fn describe_until(serve: &ServeProcess, arn: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let t = serve.aws_ok(&["ecs", "describe-tasks", "--tasks", arn])["tasks"][0].clone();
+        if done(&t) {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn containers_start_in_dependency_order_share_volumes_and_are_health_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("FS_TOOL_P1"), "fs-tool:v1");
+    serve.push(app("SLEEPER_P1"), "sleeper:v1");
+    let logs = |prefix: &str| {
+        json!({"logDriver": "awslogs", "options": {
+        "awslogs-group": "/ecs/deps", "awslogs-stream-prefix": prefix, "awslogs-create-group": "true"}})
+    };
+    let td = write_json(
+        dir.path(),
+        "deps.json",
+        &json!({
+            "family": "deps", "networkMode": "none",
+            "volumes": [{"name": "scratch"}, {"name": "out", "host": {"sourcePath": host.path()}}],
+            "containerDefinitions": [
+                {"name": "writer", "image": "fs-tool:v1", "memory": 32, "essential": false,
+                 "command": ["write", "/scratch/note", "written-by-writer"],
+                 "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/scratch"}]},
+                {"name": "reader", "image": "fs-tool:v1", "memory": 32, "essential": false,
+                 "command": ["cat", "/scratch/note"], "volumesFrom": [{"sourceContainer": "writer", "readOnly": true}],
+                 "dependsOn": [{"containerName": "writer", "condition": "SUCCESS"}], "logConfiguration": logs("r")},
+                {"name": "main", "image": "sleeper:v1", "memory": 32, "command": ["--until-stdin-eof"],
+                 "dependsOn": [{"containerName": "reader", "condition": "COMPLETE"}],
+                 "healthCheck": {"command": ["CMD", "sleeper", "--until-stdin-eof"], "interval": 5, "timeout": 2, "retries": 1}},
+                {"name": "sidecar", "image": "fs-tool:v1", "memory": 32, "essential": false,
+                 "command": ["write", "/out/sidecar", "after-healthy"],
+                 "mountPoints": [{"sourceVolume": "out", "containerPath": "/out"}],
+                 "dependsOn": [{"containerName": "main", "condition": "HEALTHY"}]},
+            ],
+        }),
+    );
+    serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &td]);
+    let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "deps"]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    // The sidecar runs only once main's health check has passed.
+    let t = describe_until(&serve, &arn, |t| {
+        t["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "sidecar" && c["exitCode"] == 0)
+    });
+    assert_eq!(t["lastStatus"], "RUNNING");
+    assert_eq!(t["healthStatus"], "HEALTHY");
+    let c = |name: &str| {
+        t["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(c("writer")["exitCode"], 0);
+    assert_eq!(c("reader")["exitCode"], 0);
+    assert_eq!(c("main")["healthStatus"], "HEALTHY");
+    assert_eq!(c("main")["lastStatus"], "RUNNING");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("sidecar")).unwrap(),
+        "after-healthy"
+    );
+    // The reader saw what the writer wrote, through volumesFrom.
+    let stream = format!("r/reader/{}", task_id(&arn));
+    let out = serve.aws_ok(&[
+        "logs",
+        "get-log-events",
+        "--log-group-name",
+        "/ecs/deps",
+        "--log-stream-name",
+        &stream,
+    ]);
+    assert_eq!(out["events"][0]["message"], "written-by-writer");
+
+    serve.aws_ok(&["ecs", "stop-task", "--task", &arn]);
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
+    let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0];
+    assert_eq!(t["stopCode"], "UserInitiated");
+    // The task's scratch volume is gone with it; the host volume stays.
+    assert!(
+        !dir.path()
+            .join("control/tasks")
+            .join(task_id(&arn))
+            .exists()
+    );
+    assert!(host.path().join("sidecar").exists());
+}
+
+#[test]
+fn a_failing_health_check_marks_the_task_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("SLEEPER_P1"), "sleeper:v1");
+    // Without --until-stdin-eof the probe sleeps past its timeout.
+    let td = write_json(
+        dir.path(),
+        "sick.json",
+        &json!({
+            "family": "sick", "networkMode": "none",
+            "containerDefinitions": [{"name": "main", "image": "sleeper:v1", "memory": 32,
+                "command": ["--until-stdin-eof"],
+                "healthCheck": {"command": ["CMD", "sleeper"], "interval": 5, "timeout": 2, "retries": 1}}],
+        }),
+    );
+    serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &td]);
+    let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "sick"]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    assert_eq!(run["tasks"][0]["healthStatus"], "UNKNOWN");
+    let t = describe_until(&serve, &arn, |t| t["healthStatus"] == "UNHEALTHY");
+    assert_eq!(t["containers"][0]["healthStatus"], "UNHEALTHY");
+    assert_eq!(t["lastStatus"], "RUNNING");
+}
