@@ -115,6 +115,14 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             args.api_addr
         ));
     }
+    if !args.registry_addr.ip().is_loopback() {
+        // The registry in `skiff serve` runs without authentication:
+        // anyone reaching it could replace the images tasks run.
+        return Err(format!(
+            "refusing to serve the registry on {} without authentication: keep --registry-addr on a loopback address (run `skiff registry --auth all` for a shared one)",
+            args.registry_addr
+        ));
+    }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let registry = Registry::open(RegistryConfig::new(data_dir.join("registry")))

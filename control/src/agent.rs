@@ -30,6 +30,7 @@ pub struct TaskPatch {
     pub pull_started_at: Option<f64>,
     pub pull_stopped_at: Option<f64>,
     pub started_at: Option<f64>,
+    pub stopping_at: Option<f64>,
     pub execution_stopped_at: Option<f64>,
     pub stopped_at: Option<f64>,
     /// Set only when the agent decided the task stops (an essential
@@ -132,13 +133,18 @@ impl Agent {
             running.insert(task.id().to_string(), tx);
         }
         let agent = Arc::clone(self);
-        tokio::spawn(async move {
-            let id = task.id().to_string();
-            agent.run(task, td, rx).await;
-            if let Ok(mut running) = agent.running.lock() {
-                running.remove(&id);
-            }
-        });
+        // The task stays "had" until the control plane has recorded it
+        // STOPPED (`forget`), so a StopTask racing its end never mistakes
+        // it for a lost task.
+        tokio::spawn(async move { agent.run(task, td, rx).await });
+    }
+
+    /// The control plane recorded the task STOPPED: the agent is done
+    /// with it.
+    pub(crate) fn forget(&self, task_id: &str) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(task_id);
+        }
     }
 
     /// Asks a task to stop (nothing if it does not run here).
@@ -177,8 +183,19 @@ impl Agent {
         mut stop: watch::Receiver<Option<StopOrder>>,
     ) {
         let id = task.id().to_string();
-        let fail = |reason: String, containers: Vec<ContainerPatch>| {
+        let fail = |reason: String, specific: Vec<ContainerPatch>| {
             let t = now();
+            // Every container ends STOPPED; the ones that failed say why.
+            let mut containers: Vec<ContainerPatch> = td
+                .container_definitions
+                .iter()
+                .map(|c| ContainerPatch {
+                    name: c.name.clone(),
+                    last_status: Some("STOPPED"),
+                    ..ContainerPatch::default()
+                })
+                .collect();
+            containers.extend(specific);
             self.report(
                 &id,
                 TaskPatch {
@@ -250,6 +267,9 @@ impl Agent {
                 }
             }
         }
+        if stop.borrow().is_some() {
+            return fail("Task stopped before it started".into(), Vec::new());
+        }
         self.report(
             &id,
             TaskPatch {
@@ -283,6 +303,10 @@ impl Agent {
             }
         }
 
+        if stop.borrow().is_some() {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return fail("Task stopped before it started".into(), Vec::new());
+        }
         // Start in dependency order, then supervise.
         let specs: Vec<(ContainerDefinition, InstanceSpec)> = td
             .container_definitions
@@ -401,6 +425,8 @@ impl Agent {
             .options
             .get("awslogs-create-group")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        crate::logs::check_group_name(&group)
+            .map_err(|e| format!("CannotStartContainerError: {}", e.message))?;
         let exists = self.logs.group_exists(&group).map_err(|e| e.message)?;
         if !exists {
             if !create {
@@ -707,6 +733,7 @@ impl Agent {
             task_id,
             TaskPatch {
                 last_status: Some("DEACTIVATING"),
+                stopping_at: Some(now()),
                 ..TaskPatch::default()
             },
         );

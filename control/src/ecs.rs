@@ -599,6 +599,16 @@ async fn list_instances(inner: &Inner, body: &Value) -> Result<Value, ApiError> 
         None => None,
     };
     let status = body.get("status").and_then(Value::as_str);
+    if let Some(s) = status
+        && !matches!(
+            s,
+            "ACTIVE" | "DRAINING" | "REGISTERING" | "DEREGISTERING" | "REGISTRATION_FAILED"
+        )
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "status {s:?} is invalid: expected ACTIVE, DRAINING, REGISTERING, DEREGISTERING or REGISTRATION_FAILED"
+        )));
+    }
     let arns: Vec<String> = state
         .instances
         .values()
@@ -881,6 +891,11 @@ async fn list_taskdefs(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         .get("status")
         .and_then(Value::as_str)
         .unwrap_or("ACTIVE");
+    if !matches!(status, "ACTIVE" | "INACTIVE" | "DELETE_IN_PROGRESS") {
+        return Err(ApiError::invalid_parameter(format!(
+            "status must be ACTIVE, INACTIVE or DELETE_IN_PROGRESS, not {status:?}"
+        )));
+    }
     let desc = match body.get("sort").and_then(Value::as_str) {
         None | Some("ASC") => false,
         Some("DESC") => true,
@@ -920,7 +935,8 @@ async fn list_families(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
     let status = body
         .get("status")
         .and_then(Value::as_str)
-        .unwrap_or("ACTIVE");
+        // Without a status ECS lists every family, active or not.
+        .unwrap_or("ALL");
     if !matches!(status, "ACTIVE" | "INACTIVE" | "ALL") {
         return Err(ApiError::invalid_parameter(
             "status must be ACTIVE, INACTIVE or ALL",
@@ -1006,6 +1022,7 @@ struct RunTaskReq {
 /// Fields of RunTask/StartTask skiff cannot honour yet.
 const UNSUPPORTED_RUN_FIELDS: &[&str] = &[
     "networkConfiguration",
+    "propagateTags",
     "capacityProviderStrategy",
     "enableECSManagedTags",
     "enableExecuteCommand",
@@ -1268,6 +1285,14 @@ async fn run_task(
         strategies.push(Strategy::Random);
     }
 
+    if inner
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(ApiError::server(
+            "skiff serve is shutting down: no new tasks start",
+        ));
+    }
     let mut state = inner.state.lock().await;
     if let Some(token) = &req.client_token
         && let Some(ids) = state.client_tokens.get(token)
@@ -1450,16 +1475,21 @@ async fn stop_task(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
     let task = find_task(&state, &cluster, given)
         .cloned()
         .ok_or_else(|| ApiError::invalid_parameter("The referenced task was not found."))?;
-    if task.desired_status == "STOPPED" || task.last_status == "STOPPED" {
+    let running_here = inner.agent.has(task.id());
+    // Already stopped, or stopping on the agent: nothing more to do. A task
+    // no agent runs (lost with a previous process) is stopped below, even
+    // if a stop was asked for before.
+    if task.last_status == "STOPPED" || (task.desired_status == "STOPPED" && running_here) {
         return Ok(json!({ "task": task_view(&task, false) }));
     }
     let mut t = task;
-    t.desired_status = "STOPPED".into();
-    t.stop_code = Some("UserInitiated".into());
-    t.stopped_reason = Some(reason.unwrap_or("Task stopped by user").to_string());
-    t.stopping_at = Some(now());
+    if t.desired_status != "STOPPED" {
+        t.desired_status = "STOPPED".into();
+        t.stop_code = Some("UserInitiated".into());
+        t.stopped_reason = Some(reason.unwrap_or("Task stopped by user").to_string());
+        t.stopping_at = Some(now());
+    }
     t.version += 1;
-    let running_here = inner.agent.has(t.id());
     if !running_here {
         // Nothing runs it: it stops now.
         t.last_status = "STOPPED".into();
@@ -1527,13 +1557,8 @@ async fn list_tasks(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         .values()
         .map(|t| &t.value)
         .filter(|t| t.cluster_arn == cluster.cluster_arn)
-        .filter(|t| match desired {
-            // ECS's PENDING: tasks that want to run and do not yet.
-            "PENDING" => {
-                t.desired_status == "RUNNING" && state_rank(&t.last_status) < state_rank("RUNNING")
-            }
-            d => t.desired_status == d,
-        })
+        // No task ever has desired status PENDING: that filter lists none.
+        .filter(|t| t.desired_status == desired)
         .filter(|t| {
             s("family").is_none_or(|f| name_of(&t.task_definition_arn).split(':').next() == Some(f))
         })
@@ -1573,7 +1598,6 @@ pub(crate) fn apply_patch(mut t: Task, p: TaskPatch) -> Task {
         }
         if matches!(s, "DEACTIVATING" | "STOPPING") {
             t.desired_status = "STOPPED".into();
-            t.stopping_at.get_or_insert(now());
         }
     }
     let once = |slot: &mut Option<f64>, v: Option<f64>| {
@@ -1584,6 +1608,7 @@ pub(crate) fn apply_patch(mut t: Task, p: TaskPatch) -> Task {
     once(&mut t.pull_started_at, p.pull_started_at);
     once(&mut t.pull_stopped_at, p.pull_stopped_at);
     once(&mut t.started_at, p.started_at);
+    once(&mut t.stopping_at, p.stopping_at);
     once(&mut t.execution_stopped_at, p.execution_stopped_at);
     once(&mut t.stopped_at, p.stopped_at);
     if t.last_status == "STOPPED" {
@@ -1722,12 +1747,12 @@ fn locate(state: &State, resource: &str) -> Result<Located, ApiError> {
         }
         "task" => state
             .tasks
-            .get(name_of(rest))
+            .get(rest.rsplit('/').next().unwrap_or(rest))
             .map(|t| Located::Task(Box::new(t.value.clone()))),
         "container-instance" => state
             .instances
             .values()
-            .find(|i| name_of(&i.value.container_instance_arn) == name_of(rest))
+            .find(|i| i.value.container_instance_arn == resource)
             .map(|i| Located::Instance(Box::new(i.value.clone()))),
         _ => None,
     };

@@ -96,6 +96,10 @@ pub(crate) struct Inner {
     pub(crate) logs: LogStore,
     pub(crate) agent: Arc<Agent>,
     pub(crate) rng: Mutex<placement::Rng>,
+    /// Set by `shutdown`: no new tasks start.
+    pub(crate) shutting_down: std::sync::atomic::AtomicBool,
+    /// Held while this process uses the data dir.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -139,6 +143,21 @@ impl ControlPlane {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             ApiError::server(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
+        // One control plane per data dir: a second would fight over the
+        // store's revisions and run every task twice.
+        let lock_path = config.data_dir.join("serve.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ApiError::server(format!("cannot open {}: {e}", lock_path.display())))?;
+        if lock.try_lock().is_err() {
+            return Err(ApiError::server(format!(
+                "another skiff serve is using {}",
+                config.data_dir.display()
+            )));
+        }
         let store: Arc<dyn StateStore> =
             Arc::new(SqliteStore::open(&config.data_dir.join("state.db"))?);
         let logs = LogStore::open(&config.data_dir.join("logs.db"))?;
@@ -189,6 +208,8 @@ impl ControlPlane {
                 logs,
                 agent,
                 rng: Mutex::new(placement::Rng::from_entropy()),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
+                _lock: lock,
             }),
         };
         control.resume().await?;
@@ -272,6 +293,9 @@ impl ControlPlane {
     /// Stops every task on the local agent (their containers end with this
     /// process) and waits, up to `within`, until each is recorded STOPPED.
     pub async fn shutdown(&self, within: Duration) {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let ids: Vec<String> = {
             let mut state = self.inner.state.lock().await;
             let mut writes = Vec::new();
@@ -310,10 +334,10 @@ impl ControlPlane {
         loop {
             let pending = {
                 let state = self.inner.state.lock().await;
+                // The agent forgets a task once its STOPPED is recorded.
                 state.tasks.values().any(|t| {
                     t.value.container_instance_arn.as_deref()
                         == Some(&self.inner.agent.instance_arn)
-                        && t.value.last_status != "STOPPED"
                         && self.inner.agent.has(t.value.id())
                 })
             };
@@ -322,8 +346,6 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Let the report loop write the last states.
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     /// The configuration.
@@ -337,24 +359,45 @@ pub(crate) const LOCAL_INSTANCE_ID: &str = "i-skiff-local";
 
 /// Applies the agent's reports, in order, batching whatever arrived
 /// together into one store transaction.
+/// A batch the store refused is kept and tried again: a report is never
+/// dropped, or a task could stay short of STOPPED forever.
 async fn report_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Report>) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 1024).await > 0 {
+    while !batch.is_empty() || rx.recv_many(&mut batch, 1024).await > 0 {
+        // Whatever else has arrived joins this batch.
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
+        }
         let mut state = inner.state.lock().await;
         let mut changed: HashMap<String, Task> = HashMap::new();
-        for Report { task_id, patch } in batch.drain(..) {
+        for Report { task_id, patch } in &batch {
             let Some(current) = changed
-                .get(&task_id)
+                .get(task_id)
                 .cloned()
-                .or_else(|| state.tasks.get(&task_id).map(|t| t.value.clone()))
+                .or_else(|| state.tasks.get(task_id).map(|t| t.value.clone()))
             else {
                 continue;
             };
-            changed.insert(task_id, ecs::apply_patch(current, patch));
+            changed.insert(task_id.clone(), ecs::apply_patch(current, patch.clone()));
         }
+        let stopped: Vec<String> = changed
+            .values()
+            .filter(|t| t.last_status == "STOPPED")
+            .map(|t| t.id().to_string())
+            .collect();
         let writes = changed.into_values().map(Write::Task).collect();
-        if let Err(e) = state.apply(inner.store.as_ref(), writes).await {
-            tracing::error!("cannot record task state changes: {e}");
+        match state.apply(inner.store.as_ref(), writes).await {
+            Ok(()) => {
+                batch.clear();
+                for id in stopped {
+                    inner.agent.forget(&id);
+                }
+            }
+            Err(e) => {
+                drop(state);
+                tracing::error!("cannot record task state changes, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
 }

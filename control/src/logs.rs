@@ -181,6 +181,7 @@ impl LogStore {
             |name: &str| crate::model::arn("logs", region, &format!("log-group:{name}:*"));
         match op {
             "CreateLogGroup" => {
+                refuse(body, &["tags", "kmsKeyId", "logGroupClass"])?;
                 let name = required("logGroupName")?;
                 check_group_name(name)?;
                 if !self.create_group(name)? {
@@ -207,6 +208,14 @@ impl LogStore {
                 Ok(json!({}))
             }
             "DescribeLogGroups" => {
+                refuse(
+                    body,
+                    &[
+                        "logGroupNamePattern",
+                        "logGroupIdentifiers",
+                        "accountIdentifiers",
+                    ],
+                )?;
                 let prefix = str_field("logGroupNamePrefix").unwrap_or("");
                 let limit = limit(50, 50)?;
                 let after = str_field("nextToken").unwrap_or("");
@@ -384,14 +393,15 @@ impl LogStore {
                     let mut stmt = c
                         .prepare_cached(&format!(
                             "SELECT id, ts, ingested, message FROM events
-                             WHERE grp = ?1 AND stream = ?2 AND id {cmp} ?3 AND ts >= ?4 AND ts <= ?5
+                             WHERE grp = ?1 AND stream = ?2 AND id {cmp} ?3 AND ts >= ?4 AND ts < ?5
                              ORDER BY id {order} LIMIT ?6"
                         ))
                         .map_err(sql)?;
                     let mut rows: Vec<(i64, i64, i64, String)> = stmt
-                        .query_map(params![group, stream, bound_value, start, end, limit], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                        })
+                        .query_map(
+                            params![group, stream, bound_value, start, end, limit],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        )
                         .map_err(sql)?
                         .collect::<Result<_, _>>()
                         .map_err(sql)?;
@@ -407,7 +417,10 @@ impl LogStore {
                     };
                     let next_backward = match rows.first() {
                         Some(first) => format!("b/{}", first.0),
-                        None => token.filter(|t| t.starts_with("b/")).map(String::from).unwrap_or_else(|| "b/0".into()),
+                        None => token
+                            .filter(|t| t.starts_with("b/"))
+                            .map(String::from)
+                            .unwrap_or_else(|| "b/0".into()),
                     };
                     let events: Vec<Value> = rows
                         .into_iter()
@@ -509,7 +522,19 @@ impl LogStore {
     }
 }
 
-fn check_group_name(name: &str) -> Result<(), ApiError> {
+/// Refuses request fields skiff's log store does not honour.
+fn refuse(body: &Value, fields: &[&str]) -> Result<(), ApiError> {
+    for f in fields {
+        if body.get(*f).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::invalid_parameter(format!(
+                "{f} is not supported by skiff's log store; remove it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_group_name(name: &str) -> Result<(), ApiError> {
     let ok = (1..=512).contains(&name.len())
         && name
             .chars()

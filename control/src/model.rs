@@ -184,6 +184,7 @@ pub struct ContainerInstance {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkBinding {
+    #[serde(rename = "bindIP")]
     pub bind_ip: String,
     pub container_port: u16,
     pub host_port: u16,

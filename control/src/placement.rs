@@ -121,6 +121,7 @@ pub fn reason(why: Rejection) -> &'static str {
         Rejection::Cpu => "RESOURCE:CPU",
         Rejection::Memory => "RESOURCE:MEMORY",
         Rejection::Ports => "RESOURCE:PORTS",
+        Rejection::PortsUdp => "RESOURCE:PORTS_UDP",
         Rejection::DistinctInstance => "DistinctInstance placement constraint unsatisfied.",
         Rejection::MemberOf => "MemberOf placement constraint unsatisfied.",
     }
@@ -135,6 +136,7 @@ pub enum Rejection {
     Cpu,
     Memory,
     Ports,
+    PortsUdp,
     DistinctInstance,
     MemberOf,
 }
@@ -159,10 +161,11 @@ fn check(c: &Candidate, demand: &Demand, constraints: &[Constraint]) -> Result<(
     if c.remaining_memory < demand.memory {
         return Err(Rejection::Memory);
     }
-    if demand.tcp_ports.iter().any(|p| c.used_tcp.contains(p))
-        || demand.udp_ports.iter().any(|p| c.used_udp.contains(p))
-    {
+    if demand.tcp_ports.iter().any(|p| c.used_tcp.contains(p)) {
         return Err(Rejection::Ports);
+    }
+    if demand.udp_ports.iter().any(|p| c.used_udp.contains(p)) {
+        return Err(Rejection::PortsUdp);
     }
     for constraint in constraints {
         match constraint {
@@ -528,18 +531,29 @@ impl Parser {
     }
 }
 
-/// `*` in a value matches any run of characters.
+/// `*` in a value matches any run of characters. Greedy with one
+/// backtrack point (the last `*`): linear in practice, never exponential.
 fn wildcard(pattern: &str, value: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == value,
-        Some((head, tail)) => {
-            value.starts_with(head)
-                && (0..=value.len() - head.len()).any(|i| {
-                    value.is_char_boundary(head.len() + i)
-                        && wildcard(tail, &value[head.len() + i..])
-                })
+    let p: Vec<char> = pattern.chars().collect();
+    let v: Vec<char> = value.chars().collect();
+    let (mut pi, mut vi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while vi < v.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, vi));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == v[vi] {
+            pi += 1;
+            vi += 1;
+        } else if let Some((sp, sv)) = star {
+            pi = sp + 1;
+            vi = sv + 1;
+            star = Some((sp, sv + 1));
+        } else {
+            return false;
         }
     }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 impl Expression {
@@ -744,6 +758,15 @@ mod tests {
         let p = place(&mut c, &d, 1, &[], &[], &mut Rng::new(1));
         assert_eq!(p.rejections, [(0, Rejection::Cpu), (1, Rejection::Ports)]);
         assert_eq!(reason(Rejection::Ports), "RESOURCE:PORTS");
+        let mut c = vec![instance(0, 4096, 4096, "a")];
+        c[0].used_udp.insert(53);
+        let udp = Demand {
+            udp_ports: vec![53],
+            ..demand(1, 1)
+        };
+        let p = place(&mut c, &udp, 1, &[], &[], &mut Rng::new(1));
+        assert_eq!(p.rejections, [(0, Rejection::PortsUdp)]);
+        assert_eq!(reason(Rejection::PortsUdp), "RESOURCE:PORTS_UDP");
         // Partial placement: the first fits, the second reports why not.
         let mut c = vec![instance(0, 1024, 1024, "a")];
         let p = place(&mut c, &demand(600, 1), 2, &[], &[], &mut Rng::new(1));
@@ -796,6 +819,9 @@ mod tests {
         let yes = |e: &str| Expression::parse(e).unwrap().matches(&c);
         assert!(yes("attribute:ecs.instance-type == t2.small"));
         assert!(yes("attribute:ecs.instance-type == t2.*"));
+        assert!(yes("attribute:ecs.instance-type == *.sm*l*"));
+        assert!(!yes("attribute:ecs.instance-type == *.big"));
+        assert!(!wildcard("*a*a*a*a*a*a*a*a*b", &"a".repeat(50_000)));
         assert!(!yes("attribute:ecs.instance-type != t2.small"));
         assert!(yes(
             "attribute:ecs.availability-zone in [us-east-1a, us-east-1b]"

@@ -182,14 +182,16 @@ pub fn verify(
             "The signed headers must include host.",
         ));
     }
-    let body_hash = hex::encode(Sha256::digest(req.body));
-    if let Some(claimed) = header("x-amz-content-sha256").first()
-        && *claimed != "UNSIGNED-PAYLOAD"
-        && *claimed != body_hash
-    {
-        return Err(ApiError::invalid_signature(
-            "The provided x-amz-content-sha256 header does not match what was computed.",
-        ));
+    let mut body_hash = hex::encode(Sha256::digest(req.body));
+    if let Some(claimed) = header("x-amz-content-sha256").first() {
+        if *claimed == "UNSIGNED-PAYLOAD" {
+            // The client signed without the body; so does the check.
+            body_hash = (*claimed).to_string();
+        } else if *claimed != body_hash {
+            return Err(ApiError::invalid_signature(
+                "The provided x-amz-content-sha256 header does not match what was computed.",
+            ));
+        }
     }
     let mut canonical_headers = String::new();
     for name in &auth.signed_headers {

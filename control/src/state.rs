@@ -202,8 +202,12 @@ impl State {
                 Write::RemoveTask(id) => {
                     if let Some(t) = self.tasks.remove(&id)
                         && let Some(token) = &t.value.client_token
+                        && let Some(ids) = self.client_tokens.get_mut(token)
                     {
-                        self.client_tokens.remove(token);
+                        ids.retain(|i| *i != id);
+                        if ids.is_empty() {
+                            self.client_tokens.remove(token);
+                        }
                     }
                 }
             }

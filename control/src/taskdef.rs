@@ -265,6 +265,7 @@ const UNSUPPORTED_CONTAINER_FIELDS: &[&str] = &[
     "resourceRequirements",
     "firelensConfiguration",
     "credentialSpecs",
+    "systemControls",
 ];
 
 /// Neutral values: absent, null, false, "", [], {}.
@@ -347,10 +348,30 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
         for (i, c) in containers.iter().enumerate() {
             if let Some(c) = c.as_object() {
                 let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+                let at = format!("containerDefinitions[{i}] ({name}): ");
+                refuse_unsupported(c, UNSUPPORTED_CONTAINER_FIELDS, &at)?;
+                if let Some(Value::Array(ports)) = c.get("portMappings") {
+                    for p in ports.iter().filter_map(Value::as_object) {
+                        refuse_unsupported(
+                            p,
+                            &["appProtocol", "containerPortRange", "hostPortRange"],
+                            &format!("{at}portMappings "),
+                        )?;
+                    }
+                }
+                if let Some(Value::Object(log)) = c.get("logConfiguration") {
+                    refuse_unsupported(log, &["secretOptions"], &format!("{at}logConfiguration "))?;
+                }
+            }
+        }
+    }
+    if let Some(Value::Array(volumes)) = obj.get("volumes") {
+        for v in volumes {
+            if let Some(Value::Object(d)) = v.get("dockerVolumeConfiguration") {
                 refuse_unsupported(
-                    c,
-                    UNSUPPORTED_CONTAINER_FIELDS,
-                    &format!("containerDefinitions[{i}] ({name}): "),
+                    d,
+                    &["driverOpts", "labels"],
+                    "volumes dockerVolumeConfiguration ",
                 )?;
             }
         }
@@ -460,6 +481,25 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
         ));
     }
     check_dependency_cycles(&normalised)?;
+    for c in &normalised {
+        for d in &c.depends_on {
+            let Some(target) = normalised.iter().find(|t| t.name == d.container_name) else {
+                continue;
+            };
+            if matches!(d.condition.as_str(), "COMPLETE" | "SUCCESS") && target.essential {
+                return Err(ApiError::client(format!(
+                    "Container '{}': dependsOn {} {} needs {} to be non-essential (an essential container's exit stops the task).",
+                    c.name, d.condition, target.name, target.name
+                )));
+            }
+            if d.condition == "HEALTHY" && target.health_check.is_none() {
+                return Err(ApiError::client(format!(
+                    "Container '{}': dependsOn HEALTHY {} needs {} to have a healthCheck.",
+                    c.name, target.name, target.name
+                )));
+            }
+        }
+    }
     if let (Some(task_mem), sum) = (
         memory,
         normalised
@@ -1026,6 +1066,42 @@ mod tests {
         assert!(
             msg(json!({"family": "f", "networkMode": "none", "containerDefinitions": eleven}))
                 .contains("at most 10")
+        );
+    }
+
+    #[test]
+    fn dependency_conditions_must_be_meetable_and_unknown_sub_fields_refused() {
+        let two = |cond: &str, a_essential: bool, a_health: bool| {
+            let mut a = json!({"name": "a", "image": "i", "memory": 8, "essential": a_essential});
+            if a_health {
+                a["healthCheck"] = json!({"command": ["CMD", "a"]});
+            }
+            json!({"family": "f", "networkMode": "none", "containerDefinitions": [a,
+                {"name": "b", "image": "i", "memory": 8,
+                 "dependsOn": [{"containerName": "a", "condition": cond}]}]})
+        };
+        assert!(
+            register(two("SUCCESS", true, false))
+                .unwrap_err()
+                .message
+                .contains("non-essential")
+        );
+        register(two("SUCCESS", false, false)).unwrap();
+        assert!(
+            register(two("HEALTHY", true, false))
+                .unwrap_err()
+                .message
+                .contains("healthCheck")
+        );
+        register(two("HEALTHY", true, true)).unwrap();
+        let ranged = json!({"family": "f", "networkMode": "host", "containerDefinitions": [
+            {"name": "a", "image": "i", "memory": 8,
+             "portMappings": [{"containerPort": 80, "appProtocol": "http"}]}]});
+        assert!(
+            register(ranged)
+                .unwrap_err()
+                .message
+                .contains("appProtocol")
         );
     }
 

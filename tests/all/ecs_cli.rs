@@ -65,6 +65,8 @@ fn the_aws_cli_runs_a_job_and_reads_its_exit_code_and_logs() {
         "job",
         "--started-by",
         "ci",
+        "--tags",
+        "key=run,value=1",
     ]);
     assert_eq!(run["failures"], json!([]));
     let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
@@ -104,6 +106,21 @@ fn the_aws_cli_runs_a_job_and_reads_its_exit_code_and_logs() {
     })
     .collect();
     assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+
+    // Tags on the task, by its ARN.
+    serve.aws_ok(&[
+        "ecs",
+        "tag-resource",
+        "--resource-arn",
+        &arn,
+        "--tags",
+        "key=more,value=2",
+    ]);
+    let tags = serve.aws_ok(&["ecs", "list-tags-for-resource", "--resource-arn", &arn]);
+    assert_eq!(
+        tags["tags"],
+        json!([{"key": "run", "value": "1"}, {"key": "more", "value": "2"}])
+    );
 
     let stream = format!("job/app/{}", task_id(&arn));
     let logs = serve.aws_ok(&[
