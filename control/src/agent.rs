@@ -61,10 +61,6 @@ pub struct Report {
     pub patch: TaskPatch,
 }
 
-/// Why the agent is told to stop a task.
-#[derive(Debug, Clone, Copy)]
-struct StopOrder;
-
 /// Runs tasks on this machine.
 pub struct Agent {
     pub(crate) instance_arn: String,
@@ -75,7 +71,7 @@ pub struct Agent {
     default_registry: String,
     data_dir: PathBuf,
     reports: mpsc::UnboundedSender<Report>,
-    running: Mutex<HashMap<String, watch::Sender<Option<StopOrder>>>>,
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -122,7 +118,7 @@ impl Agent {
 
     /// Starts a task in the background (nothing if it already runs here).
     pub(crate) fn start(self: &Arc<Self>, task: Task, td: TaskDefinition) {
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = watch::channel(false);
         {
             let Ok(mut running) = self.running.lock() else {
                 return;
@@ -152,7 +148,7 @@ impl Agent {
         if let Ok(running) = self.running.lock()
             && let Some(tx) = running.get(task_id)
         {
-            let _ = tx.send(Some(StopOrder));
+            let _ = tx.send(true);
         }
     }
 
@@ -176,14 +172,12 @@ impl Agent {
         }
     }
 
-    async fn run(
-        &self,
-        task: Task,
-        td: TaskDefinition,
-        mut stop: watch::Receiver<Option<StopOrder>>,
-    ) {
+    async fn run(&self, task: Task, td: TaskDefinition, mut stop: watch::Receiver<bool>) {
         let id = task.id().to_string();
+        // Task-scoped volumes; removed however the task ends.
+        let scratch = self.data_dir.join("tasks").join(&id);
         let fail = |reason: String, specific: Vec<ContainerPatch>| {
+            let _ = std::fs::remove_dir_all(&scratch);
             let t = now();
             // Every container ends STOPPED; the ones that failed say why.
             let mut containers: Vec<ContainerPatch> = td
@@ -222,7 +216,7 @@ impl Agent {
         let mut images = Vec::with_capacity(td.container_definitions.len());
         let mut pulled = Vec::new();
         for c in &td.container_definitions {
-            if stop.borrow().is_some() {
+            if *stop.borrow() {
                 return fail("Task stopped before it started".into(), Vec::new());
             }
             let reference = self.qualify(&c.image);
@@ -267,7 +261,7 @@ impl Agent {
                 }
             }
         }
-        if stop.borrow().is_some() {
+        if *stop.borrow() {
             return fail("Task stopped before it started".into(), Vec::new());
         }
         self.report(
@@ -281,11 +275,9 @@ impl Agent {
         );
 
         // Volumes and log streams.
-        let scratch = self.data_dir.join("tasks").join(&id);
         let volumes = match self.volumes(&td, &scratch) {
             Ok(v) => v,
             Err(reason) => {
-                let _ = std::fs::remove_dir_all(&scratch);
                 return fail(reason, Vec::new());
             }
         };
@@ -297,14 +289,12 @@ impl Agent {
                 }
                 Ok(None) => {}
                 Err(reason) => {
-                    let _ = std::fs::remove_dir_all(&scratch);
                     return fail(reason, Vec::new());
                 }
             }
         }
 
-        if stop.borrow().is_some() {
-            let _ = std::fs::remove_dir_all(&scratch);
+        if *stop.borrow() {
             return fail("Task stopped before it started".into(), Vec::new());
         }
         // Start in dependency order, then supervise.
@@ -561,7 +551,7 @@ impl Agent {
         specs: &[(ContainerDefinition, InstanceSpec)],
         artifacts: &[Arc<Artifact>],
         sinks: &[Option<Arc<LineSink>>],
-        stop: &mut watch::Receiver<Option<StopOrder>>,
+        stop: &mut watch::Receiver<bool>,
     ) -> Supervised {
         // A container's last line may lack a newline: write it when the
         // container ends, not when the task does.
@@ -691,7 +681,7 @@ impl Agent {
             }
             tokio::select! {
                 changed = stop.changed() => {
-                    if changed.is_err() || stop.borrow().is_some() {
+                    if changed.is_err() || *stop.borrow() {
                         result = Some(Supervised::Stopped);
                         break;
                     }

@@ -11,7 +11,7 @@ use crate::model::{
 use crate::placement::{self, Candidate, Constraint, Demand, Strategy};
 use crate::state::{State, Write};
 use crate::taskdef::{self, Attribute, TaskDefinition};
-use crate::{Inner, LOCAL_INSTANCE_ID, instance_usage};
+use crate::{Inner, LOCAL_INSTANCE_ID};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -63,11 +63,28 @@ fn taskdef_view(td: &TaskDefinition) -> Value {
     v
 }
 
-fn with_next(mut v: Value, next: Option<String>) -> Value {
+/// A List operation's answer: one page of `items` under `key`, as the
+/// request's `nextToken` and `maxResults` (up to 100) ask, and the next
+/// token when more remain.
+fn listed<T: serde::Serialize>(body: &Value, key: &str, items: Vec<T>) -> Result<Value, ApiError> {
+    let (items, next) = page(
+        items,
+        body.get("nextToken").and_then(Value::as_str),
+        body.get("maxResults").and_then(Value::as_i64),
+        100,
+    )?;
+    let mut v = json!({ key: items });
     if let Some(n) = next {
         v["nextToken"] = json!(n);
     }
-    v
+    Ok(v)
+}
+
+/// A required string field of the request.
+fn required<'a>(body: &'a Value, field: &str) -> Result<&'a str, ApiError> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid_parameter(format!("{field} is required")))
 }
 
 pub(crate) fn new_cluster(name: &str, region: &str, tags: Vec<Tag>) -> Cluster {
@@ -301,7 +318,7 @@ fn cluster_view(state: &State, c: &Cluster, with_tags: bool, with_settings: bool
     for t in tasks {
         if t.last_status == "RUNNING" {
             running += 1;
-        } else if state_rank(&t.last_status) < state_rank("RUNNING") {
+        } else if is_pending(t) {
             pending += 1;
         }
     }
@@ -438,20 +455,11 @@ async fn list_clusters(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         .filter(|c| c.value.status == "ACTIVE")
         .map(|c| c.value.cluster_arn.clone())
         .collect();
-    let (arns, next) = page(
-        arns,
-        body.get("nextToken").and_then(Value::as_str),
-        body.get("maxResults").and_then(Value::as_i64),
-        100,
-    )?;
-    Ok(with_next(json!({ "clusterArns": arns }), next))
+    listed(body, "clusterArns", arns)
 }
 
 async fn delete_cluster(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
-    let given = body
-        .get("cluster")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_parameter("cluster is required"))?;
+    let given = required(body, "cluster")?;
     let mut state = inner.state.lock().await;
     let cluster = active_cluster(&state, Some(given))?.clone();
     if state
@@ -484,16 +492,67 @@ async fn delete_cluster(inner: &Inner, body: &Value) -> Result<Value, ApiError> 
 
 // ---- container instances -------------------------------------------------
 
-fn instance_view(state: &State, i: &ContainerInstance, with_tags: bool) -> Value {
-    let (cpu, memory, tcp, udp, running, pending) =
-        instance_usage(state, &i.container_instance_arn);
+/// A task not yet RUNNING (PROVISIONING, PENDING or ACTIVATING).
+fn is_pending(t: &Task) -> bool {
+    state_rank(&t.last_status) < state_rank("RUNNING")
+}
+
+/// What the tasks on one container instance that are not STOPPED use:
+/// placement and DescribeContainerInstances both see this.
+#[derive(Debug, Default)]
+struct Usage {
+    cpu: i64,
+    memory: i64,
+    tcp: Vec<u16>,
+    udp: Vec<u16>,
+    running: u32,
+    pending: u32,
+    /// Tasks by task group.
+    groups: HashMap<String, u32>,
+}
+
+/// Every instance's usage, by instance ARN, in one pass over the tasks.
+fn usage_by_instance(state: &State) -> HashMap<&str, Usage> {
+    let mut all: HashMap<&str, Usage> = HashMap::new();
+    for t in state.tasks.values().map(|t| &t.value) {
+        let Some(arn) = t.container_instance_arn.as_deref() else {
+            continue;
+        };
+        if t.last_status == "STOPPED" {
+            continue;
+        }
+        let u = all.entry(arn).or_default();
+        u.cpu += t.cpu.parse::<i64>().unwrap_or(0);
+        u.memory += t.memory.parse::<i64>().unwrap_or(0);
+        for b in t.containers.iter().flat_map(|c| &c.network_bindings) {
+            if b.protocol == "udp" {
+                u.udp.push(b.host_port);
+            } else {
+                u.tcp.push(b.host_port);
+            }
+        }
+        if t.last_status == "RUNNING" {
+            u.running += 1;
+        } else if is_pending(t) {
+            u.pending += 1;
+        }
+        *u.groups
+            .entry(t.group.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    all
+}
+
+fn instance_view(i: &ContainerInstance, usage: Option<&Usage>, with_tags: bool) -> Value {
+    let none = Usage::default();
+    let u = usage.unwrap_or(&none);
     let mut remaining = i.registered_resources.clone();
     for r in &mut remaining {
         match r.name.as_str() {
-            "CPU" => r.integer_value -= cpu,
-            "MEMORY" => r.integer_value -= memory,
+            "CPU" => r.integer_value -= u.cpu,
+            "MEMORY" => r.integer_value -= u.memory,
             "PORTS" | "PORTS_UDP" => {
-                let used = if r.name == "PORTS" { &tcp } else { &udp };
+                let used = if r.name == "PORTS" { &u.tcp } else { &u.udp };
                 let set = r.string_set_value.get_or_insert_with(Vec::new);
                 set.extend(used.iter().map(|p| p.to_string()));
             }
@@ -505,8 +564,8 @@ fn instance_view(state: &State, i: &ContainerInstance, with_tags: bool) -> Value
         o.remove("cluster");
     }
     v["remainingResources"] = to_value(&remaining);
-    v["runningTasksCount"] = json!(running);
-    v["pendingTasksCount"] = json!(pending);
+    v["runningTasksCount"] = json!(u.running);
+    v["pendingTasksCount"] = json!(u.pending);
     if !with_tags && let Some(o) = v.as_object_mut() {
         o.remove("tags");
     }
@@ -528,17 +587,19 @@ fn find_instance<'a>(
 
 /// The placement view of every instance in a cluster.
 fn candidates(state: &State, cluster: &str) -> Vec<Candidate> {
+    let usage = usage_by_instance(state);
     state
         .instances
         .values()
         .map(|e| &e.value)
         .filter(|i| i.cluster == cluster && i.status != "INACTIVE")
-        .map(|i| candidate(state, i))
+        .map(|i| candidate(i, usage.get(i.container_instance_arn.as_str())))
         .collect()
 }
 
-fn candidate(state: &State, i: &ContainerInstance) -> Candidate {
-    let (cpu, memory, mut tcp, udp, running, _) = instance_usage(state, &i.container_instance_arn);
+fn candidate(i: &ContainerInstance, usage: Option<&Usage>) -> Candidate {
+    let none = Usage::default();
+    let u = usage.unwrap_or(&none);
     let registered = |name: &str| {
         i.registered_resources
             .iter()
@@ -553,35 +614,23 @@ fn candidate(state: &State, i: &ContainerInstance) -> Candidate {
         .and_then(|r| r.string_set_value.as_ref())
         .map(|s| s.iter().filter_map(|p| p.parse().ok()).collect())
         .unwrap_or_default();
-    tcp.extend(reserved);
-    let mut groups: HashMap<String, u32> = HashMap::new();
-    for t in state.tasks.values() {
-        let t = &t.value;
-        if t.container_instance_arn.as_deref() == Some(&i.container_instance_arn)
-            && t.last_status != "STOPPED"
-        {
-            *groups
-                .entry(t.group.clone().unwrap_or_default())
-                .or_default() += 1;
-        }
-    }
     Candidate {
         arn: i.container_instance_arn.clone(),
         instance_id: i.ec2_instance_id.clone().unwrap_or_default(),
         active: i.status == "ACTIVE",
         agent_connected: i.agent_connected,
         registered_at: i.registered_at,
-        running_tasks: running,
+        running_tasks: u.running,
         attributes: i
             .attributes
             .iter()
             .map(|a| (a.name.clone(), a.value.clone()))
             .collect::<BTreeMap<_, _>>(),
-        remaining_cpu: registered("CPU") - cpu,
-        remaining_memory: registered("MEMORY") - memory,
-        used_tcp: tcp.into_iter().collect(),
-        used_udp: udp.into_iter().collect(),
-        groups,
+        remaining_cpu: registered("CPU") - u.cpu,
+        remaining_memory: registered("MEMORY") - u.memory,
+        used_tcp: u.tcp.iter().copied().chain(reserved).collect(),
+        used_udp: u.udp.iter().copied().collect(),
+        groups: u.groups.clone(),
     }
 }
 
@@ -609,6 +658,7 @@ async fn list_instances(inner: &Inner, body: &Value) -> Result<Value, ApiError> 
             "status {s:?} is invalid: expected ACTIVE, DRAINING, REGISTERING, DEREGISTERING or REGISTRATION_FAILED"
         )));
     }
+    let usage = usage_by_instance(&state);
     let arns: Vec<String> = state
         .instances
         .values()
@@ -619,19 +669,13 @@ async fn list_instances(inner: &Inner, body: &Value) -> Result<Value, ApiError> 
             None => i.status != "INACTIVE",
         })
         .filter(|i| {
-            filter
-                .as_ref()
-                .is_none_or(|f| f.matches(&candidate(&state, i)))
+            filter.as_ref().is_none_or(|f| {
+                f.matches(&candidate(i, usage.get(i.container_instance_arn.as_str())))
+            })
         })
         .map(|i| i.container_instance_arn.clone())
         .collect();
-    let (arns, next) = page(
-        arns,
-        body.get("nextToken").and_then(Value::as_str),
-        body.get("maxResults").and_then(Value::as_i64),
-        100,
-    )?;
-    Ok(with_next(json!({ "containerInstanceArns": arns }), next))
+    listed(body, "containerInstanceArns", arns)
 }
 
 fn string_list(body: &Value, field: &str) -> Result<Vec<String>, ApiError> {
@@ -672,11 +716,16 @@ async fn describe_instances(inner: &Inner, body: &Value, region: &str) -> Result
     }
     let state = inner.state.lock().await;
     let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?;
+    let usage = usage_by_instance(&state);
     let mut found = Vec::new();
     let mut failures = Vec::new();
     for g in given {
         match find_instance(&state, &cluster.cluster_name, &g) {
-            Some(i) => found.push(instance_view(&state, i, includes(body, "TAGS"))),
+            Some(i) => found.push(instance_view(
+                i,
+                usage.get(i.container_instance_arn.as_str()),
+                includes(body, "TAGS"),
+            )),
             None => failures.push(Failure::missing(instance_arn_for(
                 region,
                 &cluster.cluster_name,
@@ -731,10 +780,17 @@ async fn update_instances_state(
         })
         .collect();
     state.apply(inner.store.as_ref(), writes).await?;
+    let usage = usage_by_instance(&state);
     let views: Vec<Value> = arns
         .iter()
         .filter_map(|a| state.instances.get(a))
-        .map(|i| instance_view(&state, &i.value, false))
+        .map(|i| {
+            instance_view(
+                &i.value,
+                usage.get(i.value.container_instance_arn.as_str()),
+                false,
+            )
+        })
         .collect();
     Ok(json!({ "containerInstances": views, "failures": failures }))
 }
@@ -837,13 +893,7 @@ async fn list_attributes(inner: &Inner, body: &Value) -> Result<Value, ApiError>
             }));
         }
     }
-    let (out, next) = page(
-        out,
-        body.get("nextToken").and_then(Value::as_str),
-        body.get("maxResults").and_then(Value::as_i64),
-        100,
-    )?;
-    Ok(with_next(json!({ "attributes": out }), next))
+    listed(body, "attributes", out)
 }
 
 // ---- task definitions -----------------------------------------------------
@@ -872,10 +922,7 @@ async fn register_taskdef(inner: &Inner, body: &Value, region: &str) -> Result<V
 }
 
 async fn describe_taskdef(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
-    let given = body
-        .get("taskDefinition")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_parameter("taskDefinition is required"))?;
+    let given = required(body, "taskDefinition")?;
     let state = inner.state.lock().await;
     let td = resolve_taskdef(&state, given, false)?;
     let mut out = json!({ "taskDefinition": taskdef_view(&td) });
@@ -918,13 +965,7 @@ async fn list_taskdefs(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
     if desc {
         arns.reverse();
     }
-    let (arns, next) = page(
-        arns,
-        body.get("nextToken").and_then(Value::as_str),
-        body.get("maxResults").and_then(Value::as_i64),
-        100,
-    )?;
-    Ok(with_next(json!({ "taskDefinitionArns": arns }), next))
+    listed(body, "taskDefinitionArns", arns)
 }
 
 async fn list_families(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
@@ -957,20 +998,11 @@ async fn list_families(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         })
         .map(|(f, _)| f.clone())
         .collect();
-    let (families, next) = page(
-        families,
-        body.get("nextToken").and_then(Value::as_str),
-        body.get("maxResults").and_then(Value::as_i64),
-        100,
-    )?;
-    Ok(with_next(json!({ "families": families }), next))
+    listed(body, "families", families)
 }
 
 async fn deregister_taskdef(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
-    let given = body
-        .get("taskDefinition")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_parameter("taskDefinition is required"))?;
+    let given = required(body, "taskDefinition")?;
     if !name_of(given).contains(':') {
         return Err(ApiError::client(
             "A revision is required: family:revision or a full ARN.",
@@ -1460,10 +1492,7 @@ fn find_task<'a>(state: &'a State, cluster: &Cluster, given: &str) -> Option<&'a
 }
 
 async fn stop_task(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
-    let given = body
-        .get("task")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_parameter("task is required"))?;
+    let given = required(body, "task")?;
     let reason = body.get("reason").and_then(Value::as_str);
     if reason.is_some_and(|r| r.len() > 255) {
         return Err(ApiError::invalid_parameter(
@@ -1576,13 +1605,7 @@ async fn list_tasks(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         .collect();
     tasks.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
     let arns: Vec<String> = tasks.iter().map(|t| t.task_arn.clone()).collect();
-    let (arns, next) = page(
-        arns,
-        s("nextToken"),
-        body.get("maxResults").and_then(Value::as_i64),
-        100,
-    )?;
-    Ok(with_next(json!({ "taskArns": arns }), next))
+    listed(body, "taskArns", arns)
 }
 
 /// Applies an agent's report to a task. A stop the control plane asked for
@@ -1655,10 +1678,7 @@ pub(crate) fn apply_patch(mut t: Task, p: TaskPatch) -> Task {
 // ---- tags -------------------------------------------------------------------
 
 async fn tag_resource(inner: &Inner, body: &Value, remove: bool) -> Result<Value, ApiError> {
-    let resource = body
-        .get("resourceArn")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_parameter("resourceArn is required"))?;
+    let resource = required(body, "resourceArn")?;
     let (new, keys): (Vec<Tag>, Vec<String>) = if remove {
         (Vec::new(), string_list(body, "tagKeys")?)
     } else {
@@ -1699,10 +1719,7 @@ async fn tag_resource(inner: &Inner, body: &Value, remove: bool) -> Result<Value
 }
 
 async fn list_tags(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
-    let resource = body
-        .get("resourceArn")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_parameter("resourceArn is required"))?;
+    let resource = required(body, "resourceArn")?;
     let state = inner.state.lock().await;
     let tags = match locate(&state, resource)? {
         Located::Cluster(c) => c.tags,

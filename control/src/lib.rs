@@ -422,37 +422,3 @@ async fn retention_loop(inner: std::sync::Weak<Inner>) {
         }
     }
 }
-
-/// The container instance as placement and DescribeContainerInstances
-/// see it: used resources come from the tasks on it that are not STOPPED.
-pub(crate) fn instance_usage(state: &State, arn: &str) -> (i64, i64, Vec<u16>, Vec<u16>, u32, u32) {
-    let mut cpu = 0;
-    let mut memory = 0;
-    let mut tcp = Vec::new();
-    let mut udp = Vec::new();
-    let mut running = 0;
-    let mut pending = 0;
-    for t in state.tasks.values() {
-        let t = &t.value;
-        if t.container_instance_arn.as_deref() != Some(arn) || t.last_status == "STOPPED" {
-            continue;
-        }
-        cpu += t.cpu.parse::<i64>().unwrap_or(0);
-        memory += t.memory.parse::<i64>().unwrap_or(0);
-        for c in &t.containers {
-            for b in &c.network_bindings {
-                if b.protocol == "udp" {
-                    udp.push(b.host_port);
-                } else {
-                    tcp.push(b.host_port);
-                }
-            }
-        }
-        if t.last_status == "RUNNING" {
-            running += 1;
-        } else if model::state_rank(&t.last_status) < model::state_rank("RUNNING") {
-            pending += 1;
-        }
-    }
-    (cpu, memory, tcp, udp, running, pending)
-}

@@ -177,6 +177,16 @@ impl LogStore {
                 },
             }
         };
+        let time =
+            |name: &str, default: i64| body.get(name).and_then(Value::as_i64).unwrap_or(default);
+        let bad_token = || ApiError::invalid_parameter("The specified nextToken is invalid.");
+        // DescribeLogStreams and FilterLogEvents page with a number.
+        let numeric_token = || -> Result<i64, ApiError> {
+            str_field("nextToken")
+                .map(|t| t.parse().map_err(|_| bad_token()))
+                .transpose()
+                .map(|t| t.unwrap_or(0))
+        };
         let group_arn =
             |name: &str| crate::model::arn("logs", region, &format!("log-group:{name}:*"));
         match op {
@@ -276,13 +286,7 @@ impl LogStore {
                     ));
                 }
                 let limit = limit(50, 50)?;
-                let offset: i64 = str_field("nextToken")
-                    .map(|t| {
-                        t.parse()
-                            .map_err(|_| ApiError::invalid_parameter("invalid nextToken"))
-                    })
-                    .transpose()?
-                    .unwrap_or(0);
+                let offset = numeric_token()?;
                 self.with(|c| {
                     Self::require_group(c, group)?;
                     let order = if descending { "DESC" } else { "ASC" };
@@ -342,33 +346,18 @@ impl LogStore {
                     .get("startFromHead")
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
-                let start = body
-                    .get("startTime")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(i64::MIN);
-                let end = body
-                    .get("endTime")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(i64::MAX);
+                let (start, end) = (time("startTime", i64::MIN), time("endTime", i64::MAX));
                 let token = str_field("nextToken");
                 // Tokens: f/ID reads forward after event ID, b/ID backward
                 // before it.
                 let (forward, bound) = match token {
                     None => (from_head, None),
                     Some(t) => {
-                        let parse = |s: &str| {
-                            s.parse::<i64>().map_err(|_| {
-                                ApiError::invalid_parameter("The specified nextToken is invalid.")
-                            })
-                        };
+                        let parse = |s: &str| s.parse::<i64>().map_err(|_| bad_token());
                         match t.split_once('/') {
                             Some(("f", id)) => (true, Some(parse(id)?)),
                             Some(("b", id)) => (false, Some(parse(id)?)),
-                            _ => {
-                                return Err(ApiError::invalid_parameter(
-                                    "The specified nextToken is invalid.",
-                                ));
-                            }
+                            _ => return Err(bad_token()),
                         }
                     }
                 };
@@ -438,14 +427,7 @@ impl LogStore {
             "FilterLogEvents" => {
                 let group = required("logGroupName")?;
                 let limit = limit(MAX_EVENTS, MAX_EVENTS)?;
-                let start = body
-                    .get("startTime")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(i64::MIN);
-                let end = body
-                    .get("endTime")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(i64::MAX);
+                let (start, end) = (time("startTime", i64::MIN), time("endTime", i64::MAX));
                 let streams: Vec<String> = match body.get("logStreamNames") {
                     Some(Value::Array(a)) => a
                         .iter()
@@ -461,14 +443,7 @@ impl LogStore {
                     ));
                 }
                 let pattern = FilterPattern::parse(str_field("filterPattern").unwrap_or(""))?;
-                let after: i64 = str_field("nextToken")
-                    .map(|t| {
-                        t.parse().map_err(|_| {
-                            ApiError::invalid_parameter("The specified nextToken is invalid.")
-                        })
-                    })
-                    .transpose()?
-                    .unwrap_or(0);
+                let after = numeric_token()?;
                 self.with(|c| {
                     Self::require_group(c, group)?;
                     let mut stmt = c

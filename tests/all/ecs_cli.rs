@@ -34,6 +34,16 @@ fn hello_job(family: &str, exit: u8) -> Value {
     })
 }
 
+/// The messages of a GetLogEvents or FilterLogEvents answer.
+fn messages(logs: &Value) -> Vec<&str> {
+    logs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect()
+}
+
 fn task_id(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap()
 }
@@ -132,12 +142,7 @@ fn the_aws_cli_runs_a_job_and_reads_its_exit_code_and_logs() {
         &stream,
         "--start-from-head",
     ]);
-    let lines: Vec<&str> = logs["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
+    let lines = messages(&logs);
     assert_eq!(
         lines,
         [
@@ -192,12 +197,7 @@ fn the_aws_cli_runs_a_job_and_reads_its_exit_code_and_logs() {
         "--filter-pattern",
         "Hello",
     ]);
-    let greetings: Vec<&str> = logs["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
+    let greetings = messages(&logs);
     assert_eq!(greetings, ["Hello, ecs!", "Hello, override!"]);
 
     let listed = serve.aws_ok(&[
