@@ -757,5 +757,21 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.kind, "InvalidParameterException");
+        // Fields the store does not honour are refused, not ignored.
+        for (op, body) in [
+            (
+                "CreateLogGroup",
+                json!({"logGroupName": "h", "kmsKeyId": "k"}),
+            ),
+            (
+                "CreateLogGroup",
+                json!({"logGroupName": "h", "tags": {"a": "b"}}),
+            ),
+            ("DescribeLogGroups", json!({"logGroupNamePattern": "x"})),
+        ] {
+            let err = s.handle(op, &body, "r").unwrap_err();
+            assert_eq!(err.kind, "InvalidParameterException", "{op} {body}");
+        }
+        assert!(!s.group_exists("h").unwrap());
     }
 }

@@ -716,6 +716,42 @@ fn serve_refuses_a_public_address_without_credentials() {
     .data_dir(dir.path())
     .run();
     out.assert_one_line_error(1, "without credentials");
+    // Its registry has no authentication: loopback only, even with keys.
+    let out = crate::support::skiff([
+        "serve",
+        "--api-addr",
+        "127.0.0.1:0",
+        "--registry-addr",
+        "0.0.0.0:0",
+        "--access-key-id",
+        "AKID",
+        "--secret-access-key",
+        "s",
+    ])
+    .data_dir(dir.path())
+    .run();
+    out.assert_one_line_error(1, "without authentication");
+}
+
+#[test]
+fn one_serve_per_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = ServeProcess::start(dir.path());
+    let second = crate::support::skiff([
+        "serve",
+        "--api-addr",
+        "127.0.0.1:0",
+        "--registry-addr",
+        "127.0.0.1:0",
+    ])
+    .data_dir(dir.path())
+    .run();
+    assert_ne!(second.code, 0, "a second serve started: {}", second.stderr);
+    assert!(
+        second.stderr.contains("another skiff serve"),
+        "{}",
+        second.stderr
+    );
 }
 
 /// Polls DescribeTasks until `done` holds for the task (at most 60 s).
