@@ -18,6 +18,7 @@ skiff="$target/release/skiff"
 apps="$target/wasm-apps"
 hello_p1="$apps/wasm32-wasip1/release/hello.wasm"
 hello_p2="$apps/wasm32-wasip2/release/hello.wasm"
+sleeper_p1="$apps/wasm32-wasip1/release/sleeper.wasm"
 http_hello="$apps/wasm32-wasip2/release/http_hello.wasm"
 
 # A fresh data dir, so the first run really has nothing cached.
@@ -108,6 +109,7 @@ api=$(sed -n 's|^skiff serve: API on \(http://[^/]*\)/.*|\1|p' "$serve_log")
 serve_registry=$(sed -n 's|.*registry on \([^,]*\),.*|\1|p' "$serve_log")
 echo "\$ skiff serve    # API on $api, registry on $serve_registry"
 "$skiff" push "$hello_p1" "$serve_registry/hello:v1" >/dev/null
+"$skiff" push "$sleeper_p1" "$serve_registry/sleeper:v1" >/dev/null
 SKIFF_API="$api" bash "$(dirname "$0")/ecs/walkthrough.sh"
 kill -TERM "$serve"
 wait "$serve" || true

@@ -5,10 +5,12 @@
 use crate::agent::TaskPatch;
 use crate::error::ApiError;
 use crate::model::{
-    Cluster, Container, ContainerInstance, Failure, KeyValue, NetworkBinding, Resource, Tag, Task,
-    TaskOverride, arn, check_tags, merge_tags, name_of, new_id, now, state_rank,
+    Cluster, Container, ContainerInstance, Failure, KeyValue, NetworkBinding, PlacementItem,
+    Resource, Tag, Task, TaskOverride, arn, check_tags, merge_tags, name_of, new_id, now,
+    state_rank,
 };
 use crate::placement::{self, Candidate, Constraint, Demand, Strategy};
+use crate::services::{self, Service};
 use crate::state::{State, Write};
 use crate::taskdef::{self, Attribute, TaskDefinition};
 use crate::{Inner, LOCAL_INSTANCE_ID};
@@ -17,12 +19,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 
-fn parse<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
     serde_json::from_value(body.clone())
         .map_err(|e| ApiError::serialization(format!("malformed request: {e}")))
 }
 
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
+pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
@@ -66,7 +68,11 @@ fn taskdef_view(td: &TaskDefinition) -> Value {
 /// A List operation's answer: one page of `items` under `key`, as the
 /// request's `nextToken` and `maxResults` (up to 100) ask, and the next
 /// token when more remain.
-fn listed<T: serde::Serialize>(body: &Value, key: &str, items: Vec<T>) -> Result<Value, ApiError> {
+pub(crate) fn listed<T: serde::Serialize>(
+    body: &Value,
+    key: &str,
+    items: Vec<T>,
+) -> Result<Value, ApiError> {
     let (items, next) = page(
         items,
         body.get("nextToken").and_then(Value::as_str),
@@ -81,7 +87,7 @@ fn listed<T: serde::Serialize>(body: &Value, key: &str, items: Vec<T>) -> Result
 }
 
 /// A required string field of the request.
-fn required<'a>(body: &'a Value, field: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn required<'a>(body: &'a Value, field: &str) -> Result<&'a str, ApiError> {
     body.get(field)
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::invalid_parameter(format!("{field} is required")))
@@ -194,7 +200,10 @@ fn cluster_name(given: Option<&str>) -> &str {
     name_of(given.filter(|c| !c.is_empty()).unwrap_or("default"))
 }
 
-fn active_cluster<'a>(state: &'a State, given: Option<&str>) -> Result<&'a Cluster, ApiError> {
+pub(crate) fn active_cluster<'a>(
+    state: &'a State,
+    given: Option<&str>,
+) -> Result<&'a Cluster, ApiError> {
     state
         .clusters
         .get(cluster_name(given))
@@ -205,7 +214,7 @@ fn active_cluster<'a>(state: &'a State, given: Option<&str>) -> Result<&'a Clust
 
 /// Resolves `family`, `family:revision` or an ARN. `active_only` refuses
 /// INACTIVE revisions (they cannot start tasks).
-fn resolve_taskdef(
+pub(crate) fn resolve_taskdef(
     state: &State,
     given: &str,
     active_only: bool,
@@ -273,6 +282,11 @@ pub(crate) async fn handle(
         "StopTask" => stop_task(inner, body).await,
         "DescribeTasks" => describe_tasks(inner, body, region).await,
         "ListTasks" => list_tasks(inner, body).await,
+        "CreateService" => services::create_service(inner, body, region).await,
+        "UpdateService" => services::update_service(inner, body).await,
+        "DeleteService" => services::delete_service(inner, body).await,
+        "DescribeServices" => services::describe_services(inner, body, region).await,
+        "ListServices" => services::list_services(inner, body).await,
         "TagResource" => tag_resource(inner, body, false).await,
         "UntagResource" => tag_resource(inner, body, true).await,
         "ListTagsForResource" => list_tags(inner, body).await,
@@ -282,14 +296,14 @@ pub(crate) async fn handle(
     }
 }
 
-fn includes(body: &Value, what: &str) -> bool {
+pub(crate) fn includes(body: &Value, what: &str) -> bool {
     body.get("include")
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(what)))
 }
 
 /// Refuses request fields ECS defines that skiff cannot honour yet.
-fn refuse(body: &Value, fields: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn refuse(body: &Value, fields: &[&str]) -> Result<(), ApiError> {
     for f in fields {
         match body.get(*f) {
             None | Some(Value::Null) | Some(Value::Bool(false)) => {}
@@ -334,7 +348,7 @@ fn cluster_view(state: &State, c: &Cluster, with_tags: bool, with_settings: bool
         "registeredContainerInstancesCount": if c.status == "ACTIVE" { instances } else { 0 },
         "runningTasksCount": running,
         "pendingTasksCount": pending,
-        "activeServicesCount": 0,
+        "activeServicesCount": services::active_services(state, &c.cluster_arn),
         "statistics": [],
         "capacityProviders": [],
         "defaultCapacityProviderStrategy": [],
@@ -470,6 +484,12 @@ async fn delete_cluster(inner: &Inner, body: &Value) -> Result<Value, ApiError> 
         return Err(ApiError::cluster_contains(
             "ClusterContainsContainerInstancesException",
             "The Cluster cannot be deleted while Container Instances are active or draining.",
+        ));
+    }
+    if services::has_services(&state, &cluster.cluster_arn) {
+        return Err(ApiError::cluster_contains(
+            "ClusterContainsServicesException",
+            "The Cluster cannot be deleted while Services are active.",
         ));
     }
     if state
@@ -678,7 +698,7 @@ async fn list_instances(inner: &Inner, body: &Value) -> Result<Value, ApiError> 
     listed(body, "containerInstanceArns", arns)
 }
 
-fn string_list(body: &Value, field: &str) -> Result<Vec<String>, ApiError> {
+pub(crate) fn string_list(body: &Value, field: &str) -> Result<Vec<String>, ApiError> {
     match body.get(field) {
         Some(Value::Array(a)) => a
             .iter()
@@ -780,6 +800,8 @@ async fn update_instances_state(
         })
         .collect();
     state.apply(inner.store.as_ref(), writes).await?;
+    // Services move their tasks off draining instances.
+    inner.wake.notify_one();
     let usage = usage_by_instance(&state);
     let views: Vec<Value> = arns
         .iter()
@@ -1022,13 +1044,74 @@ async fn deregister_taskdef(inner: &Inner, body: &Value) -> Result<Value, ApiErr
 
 // ---- tasks ----------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PlacementItem {
-    #[serde(rename = "type")]
-    kind: String,
-    field: Option<String>,
-    expression: Option<String>,
+/// Parses placement constraints and strategies (at most 10 and 5), with
+/// `random` when no strategy is given.
+pub(crate) fn placement_rules(
+    constraints: &[PlacementItem],
+    strategies: &[PlacementItem],
+) -> Result<(Vec<Constraint>, Vec<Strategy>), ApiError> {
+    let constraints = constraints
+        .iter()
+        .map(|c| Constraint::parse(&c.kind, c.expression.as_deref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::invalid_parameter)?;
+    let mut strategies = strategies
+        .iter()
+        .map(|s| Strategy::parse(&s.kind, s.field.as_deref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::invalid_parameter)?;
+    if constraints.len() > 10 || strategies.len() > 5 {
+        return Err(ApiError::invalid_parameter(
+            "At most 10 placement constraints and 5 placement strategies.",
+        ));
+    }
+    if strategies.is_empty() {
+        strategies.push(Strategy::Random);
+    }
+    Ok((constraints, strategies))
+}
+
+/// What to launch: one task definition, how, and where it may go.
+#[derive(Clone)]
+pub(crate) struct Launch {
+    pub td: TaskDefinition,
+    pub overrides: TaskOverride,
+    /// The request's constraints and the task definition's.
+    pub constraints: Vec<Constraint>,
+    pub strategies: Vec<Strategy>,
+    pub group: String,
+    pub started_by: Option<String>,
+    pub tags: Vec<Tag>,
+    pub client_token: Option<String>,
+    pub launch_type: String,
+}
+
+impl Launch {
+    /// A launch of `td` with the request's `constraints` and the task
+    /// definition's own.
+    pub(crate) fn new(
+        td: TaskDefinition,
+        mut constraints: Vec<Constraint>,
+        strategies: Vec<Strategy>,
+        group: String,
+    ) -> Result<Launch, ApiError> {
+        for pc in &td.placement_constraints {
+            constraints.push(
+                Constraint::parse(&pc.kind, pc.expression.as_deref()).map_err(ApiError::client)?,
+            );
+        }
+        Ok(Launch {
+            td,
+            overrides: TaskOverride::default(),
+            constraints,
+            strategies,
+            group,
+            started_by: None,
+            tags: Vec::new(),
+            client_token: None,
+            launch_type: "EC2".into(),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -1139,18 +1222,15 @@ fn host_ports(td: &TaskDefinition) -> (Vec<u16>, Vec<u16>) {
     (tcp, udp)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn new_task(
     region: &str,
     cluster: &Cluster,
-    td: &TaskDefinition,
+    launch: &Launch,
     instance_arn: &str,
-    req: &RunTaskReq,
-    launch_type: &str,
-    group: &str,
     cpu: i64,
     memory: i64,
 ) -> Task {
+    let td = &launch.td;
     let id = new_id();
     let cluster_name = &cluster.cluster_name;
     let task_arn = arn("ecs", region, &format!("task/{cluster_name}/{id}"));
@@ -1158,7 +1238,7 @@ fn new_task(
         .container_definitions
         .iter()
         .map(|c| {
-            let o = req
+            let o = launch
                 .overrides
                 .container_overrides
                 .iter()
@@ -1203,15 +1283,15 @@ fn new_task(
         cluster_arn: cluster.cluster_arn.clone(),
         task_definition_arn: td.task_definition_arn.clone(),
         container_instance_arn: Some(instance_arn.to_string()),
-        overrides: req.overrides.clone(),
+        overrides: launch.overrides.clone(),
         last_status: "PROVISIONING".into(),
         desired_status: "RUNNING".into(),
         cpu: cpu.to_string(),
         memory: memory.to_string(),
         containers,
-        started_by: req.started_by.clone(),
-        group: Some(group.to_string()),
-        launch_type: launch_type.to_string(),
+        started_by: launch.started_by.clone(),
+        group: Some(launch.group.clone()),
+        launch_type: launch.launch_type.clone(),
         version: 1,
         stop_code: None,
         stopped_reason: None,
@@ -1223,14 +1303,14 @@ fn new_task(
         execution_stopped_at: None,
         stopped_at: None,
         attachments: Vec::new(),
-        tags: req.tags.clone(),
+        tags: launch.tags.clone(),
         health_status: td
             .container_definitions
             .iter()
             .any(|c| c.health_check.is_some())
             .then(|| "UNKNOWN".to_string()),
         enable_execute_command: false,
-        client_token: req.client_token.clone(),
+        client_token: launch.client_token.clone(),
     }
 }
 
@@ -1296,27 +1376,8 @@ async fn run_task(
             )));
         }
     }
-    let constraints = req
-        .placement_constraints
-        .iter()
-        .map(|c| Constraint::parse(&c.kind, c.expression.as_deref()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::invalid_parameter)?;
-    let mut strategies = req
-        .placement_strategy
-        .iter()
-        .map(|s| Strategy::parse(&s.kind, s.field.as_deref()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::invalid_parameter)?;
-    if constraints.len() > 10 || strategies.len() > 5 {
-        return Err(ApiError::invalid_parameter(
-            "At most 10 placement constraints and 5 placement strategies.",
-        ));
-    }
-    if strategies.is_empty() {
-        strategies.push(Strategy::Random);
-    }
-
+    let (constraints, strategies) =
+        placement_rules(&req.placement_constraints, &req.placement_strategy)?;
     if inner
         .shutting_down
         .load(std::sync::atomic::Ordering::SeqCst)
@@ -1340,11 +1401,6 @@ async fn run_task(
     let cluster = active_cluster(&state, req.cluster.as_deref())?.clone();
     let td = resolve_taskdef(&state, given_td, true)?;
     check_overrides(body, &td, &req.overrides)?;
-    let mut all_constraints = constraints;
-    for pc in &td.placement_constraints {
-        all_constraints
-            .push(Constraint::parse(&pc.kind, pc.expression.as_deref()).map_err(ApiError::client)?);
-    }
     let group = req
         .group
         .clone()
@@ -1354,23 +1410,66 @@ async fn run_task(
             "group is at most 255 characters.",
         ));
     }
-    let (cpu, memory) = task_size(&td, &req.overrides);
-    let (tcp, udp) = host_ports(&td);
+    let mut launch = Launch::new(td, constraints, strategies, group)?;
+    launch.overrides = req.overrides;
+    launch.started_by = req.started_by;
+    launch.tags = req.tags;
+    launch.client_token = req.client_token;
+    launch.launch_type = launch_type;
+    let (tasks, failures) = place_tasks(
+        inner,
+        &state,
+        region,
+        &cluster,
+        &launch,
+        count as usize,
+        on.as_deref(),
+    )?;
+    state
+        .apply(
+            inner.store.as_ref(),
+            tasks.iter().cloned().map(Write::Task).collect(),
+        )
+        .await?;
+    for t in &tasks {
+        if t.container_instance_arn.as_deref() == Some(&inner.agent.instance_arn) {
+            inner.agent.start(t.clone(), launch.td.clone());
+        }
+    }
+    let views: Vec<Value> = tasks.iter().map(|t| task_view(t, false)).collect();
+    Ok(json!({ "tasks": views, "failures": failures }))
+}
+
+/// Places `count` tasks of `launch` in `cluster` (or one on each instance
+/// of `on`): the new tasks, not yet written, and why instances refused.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn place_tasks(
+    inner: &Inner,
+    state: &State,
+    region: &str,
+    cluster: &Cluster,
+    launch: &Launch,
+    count: usize,
+    on: Option<&[String]>,
+) -> Result<(Vec<Task>, Vec<Failure>), ApiError> {
+    let td = &launch.td;
+    let (cpu, memory) = task_size(td, &launch.overrides);
+    let (tcp, udp) = host_ports(td);
     let demand = Demand {
         cpu,
         memory,
         tcp_ports: tcp,
         udp_ports: udp,
-        group: group.clone(),
+        group: launch.group.clone(),
         required_attributes: td
             .requires_attributes
             .iter()
             .map(|a| a.name.clone())
             .collect(),
     };
-    let mut cands = candidates(&state, &cluster.cluster_name);
+    let mut cands = candidates(state, &cluster.cluster_name);
     let mut failures = Vec::new();
-    let chosen: Vec<usize> = match &on {
+    let chosen: Vec<usize> = match on {
         None => {
             if cands.is_empty() {
                 return Err(ApiError::invalid_parameter(
@@ -1385,9 +1484,9 @@ async fn run_task(
             let p = placement::place(
                 &mut cands,
                 &demand,
-                count as usize,
-                &all_constraints,
-                &strategies,
+                count,
+                &launch.constraints,
+                &launch.strategies,
                 &mut rng,
             );
             if let Ok(mut r) = inner.rng.lock() {
@@ -1418,7 +1517,7 @@ async fn run_task(
                     &mut one,
                     &demand,
                     1,
-                    &all_constraints,
+                    &launch.constraints,
                     &[],
                     &mut placement::Rng::new(1),
                 );
@@ -1437,35 +1536,11 @@ async fn run_task(
             chosen
         }
     };
-    let tasks: Vec<Task> = chosen
+    let tasks = chosen
         .iter()
-        .map(|i| {
-            new_task(
-                region,
-                &cluster,
-                &td,
-                &cands[*i].arn,
-                &req,
-                &launch_type,
-                &group,
-                cpu,
-                memory,
-            )
-        })
+        .map(|i| new_task(region, cluster, launch, &cands[*i].arn, cpu, memory))
         .collect();
-    state
-        .apply(
-            inner.store.as_ref(),
-            tasks.iter().cloned().map(Write::Task).collect(),
-        )
-        .await?;
-    for t in &tasks {
-        if t.container_instance_arn.as_deref() == Some(&inner.agent.instance_arn) {
-            inner.agent.start(t.clone(), td.clone());
-        }
-    }
-    let views: Vec<Value> = tasks.iter().map(|t| task_view(t, false)).collect();
-    Ok(json!({ "tasks": views, "failures": failures }))
+    Ok((tasks, failures))
 }
 
 async fn start_task(inner: &Inner, body: &Value, region: &str) -> Result<Value, ApiError> {
@@ -1511,11 +1586,33 @@ async fn stop_task(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
     if task.last_status == "STOPPED" || (task.desired_status == "STOPPED" && running_here) {
         return Ok(json!({ "task": task_view(&task, false) }));
     }
-    let mut t = task;
+    let (t, running_here) = stop_request(
+        inner,
+        task,
+        "UserInitiated",
+        reason.unwrap_or("Task stopped by user"),
+    );
+    state
+        .apply(inner.store.as_ref(), vec![Write::Task(t.clone())])
+        .await?;
+    if running_here {
+        inner.agent.stop(t.id());
+    }
+    // A service replaces its stopped task.
+    inner.wake.notify_one();
+    Ok(json!({ "task": task_view(&t, false) }))
+}
+
+/// Asks `t` to stop with `code` and `reason` (a stop asked for before
+/// keeps its own). A task no agent runs stops at once. Returns the task to
+/// write and whether the agent runs it (and must be told once it is
+/// written).
+pub(crate) fn stop_request(inner: &Inner, mut t: Task, code: &str, reason: &str) -> (Task, bool) {
+    let running_here = inner.agent.has(t.id());
     if t.desired_status != "STOPPED" {
         t.desired_status = "STOPPED".into();
-        t.stop_code = Some("UserInitiated".into());
-        t.stopped_reason = Some(reason.unwrap_or("Task stopped by user").to_string());
+        t.stop_code = Some(code.into());
+        t.stopped_reason = Some(reason.into());
         t.stopping_at = Some(now());
     }
     t.version += 1;
@@ -1528,13 +1625,7 @@ async fn stop_task(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
             c.last_status = "STOPPED".into();
         }
     }
-    state
-        .apply(inner.store.as_ref(), vec![Write::Task(t.clone())])
-        .await?;
-    if running_here {
-        inner.agent.stop(t.id());
-    }
-    Ok(json!({ "task": task_view(&t, false) }))
+    (t, running_here)
 }
 
 async fn describe_tasks(inner: &Inner, body: &Value, region: &str) -> Result<Value, ApiError> {
@@ -1713,6 +1804,10 @@ async fn tag_resource(inner: &Inner, body: &Value, remove: bool) -> Result<Value
             edit(&mut i.tags)?;
             Write::Instance(*i)
         }
+        Located::Service(mut s) => {
+            edit(&mut s.tags)?;
+            Write::Service(s)
+        }
     };
     state.apply(inner.store.as_ref(), vec![write]).await?;
     Ok(json!({}))
@@ -1726,6 +1821,7 @@ async fn list_tags(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         Located::TaskDef(td) => td.tags,
         Located::Task(t) => t.tags,
         Located::Instance(i) => i.tags,
+        Located::Service(s) => s.tags,
     };
     Ok(json!({ "tags": to_value(&tags) }))
 }
@@ -1735,6 +1831,7 @@ enum Located {
     TaskDef(Box<TaskDefinition>),
     Task(Box<Task>),
     Instance(Box<ContainerInstance>),
+    Service(Box<Service>),
 }
 
 fn locate(state: &State, resource: &str) -> Result<Located, ApiError> {
@@ -1766,6 +1863,19 @@ fn locate(state: &State, resource: &str) -> Result<Located, ApiError> {
             .tasks
             .get(rest.rsplit('/').next().unwrap_or(rest))
             .map(|t| Located::Task(Box::new(t.value.clone()))),
+        "service" => {
+            // New-style ARNs name the cluster: service/CLUSTER/NAME.
+            let key = if rest.contains('/') {
+                rest.to_string()
+            } else {
+                format!("default/{rest}")
+            };
+            state
+                .services
+                .get(&key)
+                .filter(|s| s.value.status != "INACTIVE")
+                .map(|s| Located::Service(Box::new(s.value.clone())))
+        }
         "container-instance" => state
             .instances
             .values()

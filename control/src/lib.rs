@@ -21,6 +21,7 @@ pub mod error;
 pub mod logs;
 pub mod model;
 pub mod placement;
+pub mod services;
 pub mod sigv4;
 mod state;
 pub mod store;
@@ -98,6 +99,8 @@ pub(crate) struct Inner {
     pub(crate) rng: Mutex<placement::Rng>,
     /// Set by `shutdown`: no new tasks start.
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,
+    /// Wakes the service scheduler: a task, service or instance changed.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
     /// Held while this process uses the data dir.
     _lock: std::fs::File,
 }
@@ -209,12 +212,14 @@ impl ControlPlane {
                 agent,
                 rng: Mutex::new(placement::Rng::from_entropy()),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
+                wake: Arc::new(tokio::sync::Notify::new()),
                 _lock: lock,
             }),
         };
         control.resume().await?;
         tokio::spawn(report_loop(Arc::clone(&control.inner), reports_rx));
         tokio::spawn(retention_loop(Arc::downgrade(&control.inner)));
+        tokio::spawn(services::scheduler_loop(Arc::downgrade(&control.inner)));
         Ok(control)
     }
 
@@ -392,6 +397,8 @@ async fn report_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Report>)
                 for id in stopped {
                     inner.agent.forget(&id);
                 }
+                // Services see their tasks' new states.
+                inner.wake.notify_one();
             }
             Err(e) => {
                 drop(state);

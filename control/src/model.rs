@@ -81,6 +81,18 @@ pub fn merge_tags(tags: &mut Vec<Tag>, new: &[Tag]) {
     }
 }
 
+/// A placement constraint or strategy as ECS's requests carry it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementItem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+}
+
 /// A `failures` entry of a Describe or RunTask answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {

@@ -5,6 +5,7 @@
 
 use crate::error::ApiError;
 use crate::model::{Cluster, ContainerInstance, Task};
+use crate::services::Service;
 use crate::store::{Compare, Op, StateStore, Txn};
 use crate::taskdef::TaskDefinition;
 use serde::Serialize;
@@ -28,6 +29,8 @@ pub(crate) struct State {
     pub tasks: BTreeMap<String, Entry<Task>>,
     /// By ARN.
     pub instances: BTreeMap<String, Entry<ContainerInstance>>,
+    /// By `CLUSTER/NAME`.
+    pub services: BTreeMap<String, Entry<Service>>,
     /// RunTask client tokens → the task ids they made.
     pub client_tokens: HashMap<String, Vec<String>>,
 }
@@ -41,6 +44,7 @@ pub(crate) enum Write {
     TaskDef(TaskDefinition),
     Task(Task),
     Instance(ContainerInstance),
+    Service(Box<Service>),
     RemoveTask(String),
 }
 
@@ -49,6 +53,9 @@ fn cluster_key(name: &str) -> String {
 }
 fn taskdef_key(family: &str, revision: u32) -> String {
     format!("taskdefs/{family}/{revision:010}")
+}
+fn service_key(key: &str) -> String {
+    format!("services/{key}")
 }
 fn task_key(id: &str) -> String {
     format!("tasks/{id}")
@@ -113,6 +120,9 @@ impl State {
                 .instances
                 .insert(i.value.container_instance_arn.clone(), i);
         }
+        for s in load::<Service>(store, "services/").await? {
+            state.services.insert(s.value.key(), s);
+        }
         Ok(state)
     }
 
@@ -152,6 +162,11 @@ impl State {
                         .get(&i.container_instance_arn)
                         .map(|e| e.revision),
                     Some(json(i)?),
+                ),
+                Write::Service(svc) => (
+                    service_key(&svc.key()),
+                    self.services.get(&svc.key()).map(|e| e.revision),
+                    Some(json(svc)?),
                 ),
                 Write::RemoveTask(id) => {
                     (task_key(id), self.tasks.get(id).map(|e| e.revision), None)
@@ -197,6 +212,15 @@ impl State {
                     self.instances.insert(
                         i.container_instance_arn.clone(),
                         Entry { value: i, revision },
+                    );
+                }
+                Write::Service(svc) => {
+                    self.services.insert(
+                        svc.key(),
+                        Entry {
+                            value: *svc,
+                            revision,
+                        },
                     );
                 }
                 Write::RemoveTask(id) => {

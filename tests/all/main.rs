@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod ecs_cli;
+mod ecs_services;
 mod exit_status;
 mod http;
 mod images;

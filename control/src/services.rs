@@ -1,0 +1,1882 @@
+//! ECS services and the service scheduler.
+//!
+//! A service keeps `desiredCount` tasks of its task definition running
+//! (REPLICA) or one task on every eligible container instance (DAEMON).
+//! Each change of task definition is a deployment (`ecs-svc/…`); the task
+//! of a deployment carries its id in `startedBy` and `service:NAME` as its
+//! group, exactly as on ECS.
+//!
+//! The scheduler is level-triggered: every pass reads the service and its
+//! tasks from the state (which is the store), decides what to start and
+//! stop with [`decide`] — pure, so the deployment rules are unit-tested —
+//! and commits the new tasks, the stops and the service's new record in one
+//! transaction. Killing the process at any moment and starting again
+//! therefore resumes from what was committed: nothing is started twice and
+//! nothing is lost.
+
+use crate::ecs::{
+    self, Launch, active_cluster, includes, listed, parse, placement_rules, refuse, required,
+    resolve_taskdef, string_list, to_value,
+};
+use crate::error::ApiError;
+use crate::model::{Failure, PlacementItem, Tag, Task, arn, check_tags, name_of, now};
+use crate::placement::{self, Constraint};
+use crate::state::{State, Write};
+use crate::taskdef::TaskDefinition;
+use crate::{Inner, placement::Candidate};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How many events a service keeps (ECS shows the latest 100).
+const MAX_EVENTS: usize = 100;
+
+/// The circuit breaker's switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    pub enable: bool,
+    pub rollback: bool,
+}
+
+/// A service's `deploymentConfiguration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentConfiguration {
+    pub deployment_circuit_breaker: CircuitBreaker,
+    pub maximum_percent: u32,
+    pub minimum_healthy_percent: u32,
+}
+
+/// One deployment of a service: a task definition being rolled out
+/// (PRIMARY) or rolled away from (ACTIVE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    pub status: String,
+    pub task_definition: String,
+    pub desired_count: u32,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub launch_type: String,
+    /// IN_PROGRESS, COMPLETED or FAILED.
+    pub rollout_state: String,
+    pub rollout_state_reason: String,
+    /// Consecutive failed tasks before the first success (what the circuit
+    /// breaker counts; ECS's `failedTasks`).
+    pub failed_tasks: u32,
+    /// A task of this deployment has run (healthy): the circuit breaker
+    /// stops counting.
+    #[serde(default)]
+    pub succeeded: bool,
+    /// Failures since the last task that started successfully: the backoff.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub last_failure_at: Option<f64>,
+    /// Stopped tasks already counted (so a pass never counts one twice).
+    #[serde(default)]
+    pub counted: Vec<String>,
+}
+
+/// A line of a service's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEvent {
+    pub id: String,
+    pub created_at: f64,
+    pub message: String,
+}
+
+/// A service as stored. Views add the counts (computed from the tasks)
+/// and leave out the fields only skiff reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub service_arn: String,
+    pub service_name: String,
+    pub cluster_arn: String,
+    /// ACTIVE, DRAINING (being deleted) or INACTIVE.
+    pub status: String,
+    pub desired_count: u32,
+    pub task_definition: String,
+    pub launch_type: String,
+    /// REPLICA or DAEMON.
+    pub scheduling_strategy: String,
+    pub deployment_configuration: DeploymentConfiguration,
+    #[serde(default)]
+    pub placement_constraints: Vec<PlacementItem>,
+    #[serde(default)]
+    pub placement_strategy: Vec<PlacementItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_grace_period_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// The PRIMARY deployment first.
+    pub deployments: Vec<Deployment>,
+    /// Newest first.
+    pub events: Vec<ServiceEvent>,
+    pub created_at: f64,
+    pub created_by: String,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    /// The last steady state was announced (an event) and holds.
+    #[serde(default)]
+    pub steady: bool,
+    /// The last deployment that completed: where a rollback goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completed: Option<Completed>,
+}
+
+/// A deployment that completed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Completed {
+    pub deployment_id: String,
+    pub task_definition: String,
+}
+
+impl Service {
+    /// The state's key: `CLUSTER/NAME`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", cluster_of(&self.cluster_arn), self.service_name)
+    }
+
+    fn region(&self) -> &str {
+        self.service_arn.split(':').nth(3).unwrap_or("us-east-1")
+    }
+
+    fn group(&self) -> String {
+        format!("service:{}", self.service_name)
+    }
+
+    fn is_daemon(&self) -> bool {
+        self.scheduling_strategy == "DAEMON"
+    }
+
+    /// Adds an event, unless it repeats the newest one.
+    fn event(&mut self, at: f64, message: String) {
+        if self.events.first().is_some_and(|e| e.message == message) {
+            return;
+        }
+        self.events.insert(
+            0,
+            ServiceEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                created_at: at,
+                message,
+            },
+        );
+        self.events.truncate(MAX_EVENTS);
+    }
+
+    fn new_deployment(&mut self, at: f64, id: String, reason: &str) {
+        for d in &mut self.deployments {
+            d.status = "ACTIVE".into();
+        }
+        self.deployments.insert(
+            0,
+            Deployment {
+                id,
+                status: "PRIMARY".into(),
+                task_definition: self.task_definition.clone(),
+                desired_count: self.desired_count,
+                created_at: at,
+                updated_at: at,
+                launch_type: self.launch_type.clone(),
+                rollout_state: "IN_PROGRESS".into(),
+                rollout_state_reason: reason.into(),
+                failed_tasks: 0,
+                succeeded: false,
+                consecutive_failures: 0,
+                last_failure_at: None,
+                counted: Vec::new(),
+            },
+        );
+        self.steady = false;
+    }
+}
+
+fn cluster_of(cluster_arn: &str) -> &str {
+    cluster_arn.rsplit('/').next().unwrap_or(cluster_arn)
+}
+
+fn short_id(task_arn: &str) -> &str {
+    task_arn.rsplit('/').next().unwrap_or(task_arn)
+}
+
+/// A new deployment id, as ECS writes them: `ecs-svc/` and 19 digits.
+fn deployment_id(inner: &Inner) -> String {
+    let n = inner
+        .rng
+        .lock()
+        .map(|mut r| r.next_u64())
+        .unwrap_or_else(|_| placement::Rng::from_entropy().next_u64());
+    format!("ecs-svc/{:019}", n % 10_000_000_000_000_000_000)
+}
+
+// ---- the rules ---------------------------------------------------------------
+
+/// What the scheduler does next for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Start `count` tasks of the PRIMARY deployment wherever placement
+    /// puts them.
+    Start { count: usize },
+    /// Start one task of the PRIMARY deployment on this instance (DAEMON).
+    StartOn { instance: String },
+    /// Stop a task (ServiceSchedulerInitiated).
+    Stop { task: String, reason: String },
+}
+
+/// What the scheduler knows about the world beside the service.
+pub(crate) struct World<'a> {
+    /// The service's tasks (any status).
+    pub tasks: Vec<&'a Task>,
+    /// Container instances that are DRAINING: their tasks move.
+    pub draining: HashSet<&'a str>,
+    /// DAEMON only: the ACTIVE instances a task may run on.
+    pub eligible: Vec<&'a str>,
+    pub now: f64,
+}
+
+/// A task that stopped on its own: it failed to start, or its essential
+/// container exited.
+fn failed(t: &Task) -> bool {
+    t.last_status == "STOPPED"
+        && matches!(
+            t.stop_code.as_deref(),
+            Some("TaskFailedToStart" | "EssentialContainerExited")
+        )
+}
+
+/// A task that reached RUNNING and, if it is health-checked, was healthy.
+fn succeeded(t: &Task) -> bool {
+    t.started_at.is_some() && t.health_status.as_deref().is_none_or(|h| h == "HEALTHY")
+}
+
+/// A task the service still wants.
+fn live(t: &Task) -> bool {
+    t.desired_status == "RUNNING" && t.last_status != "STOPPED"
+}
+
+/// A task that counts toward `minimumHealthyPercent`: running and, if it
+/// is health-checked, HEALTHY.
+fn healthy_running(t: &Task) -> bool {
+    live(t)
+        && t.last_status == "RUNNING"
+        && t.health_status.as_deref().is_none_or(|h| h == "HEALTHY")
+}
+
+/// The circuit breaker's threshold: half the desired count, 3 to 200.
+fn failure_threshold(desired: u32) -> u32 {
+    desired.div_ceil(2).clamp(3, 200)
+}
+
+/// How long the scheduler waits before starting another task after `n`
+/// consecutive failures: none after one, then 1 s doubling to 5 minutes.
+fn backoff(n: u32) -> f64 {
+    if n <= 1 {
+        0.0
+    } else {
+        f64::from(2u32.saturating_pow(n - 2).min(300))
+    }
+}
+
+/// One pass's work in progress: what it has decided so far.
+struct Pass<'w, 'a> {
+    world: &'w World<'a>,
+    /// The PRIMARY deployment's id.
+    primary: String,
+    actions: Vec<Action>,
+    /// Tasks this pass stops.
+    stopping: HashSet<String>,
+}
+
+impl<'a> Pass<'_, 'a> {
+    fn stop(&mut self, t: &Task, reason: String) {
+        if self.stopping.insert(t.id().to_string()) {
+            self.actions.push(Action::Stop {
+                task: t.id().to_string(),
+                reason,
+            });
+        }
+    }
+
+    /// Stops a task to scale or roll (ECS's wording).
+    fn scale_in(&mut self, t: &Task) {
+        let reason = format!(
+            "Scaling activity initiated by (deployment {})",
+            self.primary
+        );
+        self.stop(t, reason);
+    }
+
+    fn is_primary(&self, t: &Task) -> bool {
+        t.started_by.as_deref() == Some(self.primary.as_str())
+    }
+
+    fn on_draining(&self, t: &Task) -> bool {
+        t.container_instance_arn
+            .as_deref()
+            .is_some_and(|i| self.world.draining.contains(i))
+    }
+
+    /// The live tasks this pass is not stopping, cheapest to lose first
+    /// (pending before running, then the newest).
+    fn alive(&self) -> Vec<&'a Task> {
+        let mut v: Vec<&'a Task> = self
+            .world
+            .tasks
+            .iter()
+            .copied()
+            .filter(|t| live(t) && !self.stopping.contains(t.id()))
+            .collect();
+        v.sort_by(|a, b| {
+            let ra = a.last_status == "RUNNING";
+            let rb = b.last_status == "RUNNING";
+            ra.cmp(&rb).then(b.created_at.total_cmp(&a.created_at))
+        });
+        v
+    }
+
+    /// Stops `tasks` that are not healthy, and healthy ones while more than
+    /// `min_healthy` healthy tasks remain.
+    fn retire(&mut self, tasks: Vec<&Task>, min_healthy: usize) {
+        let healthy = self
+            .alive()
+            .into_iter()
+            .filter(|t| healthy_running(t))
+            .count();
+        let mut budget = healthy.saturating_sub(min_healthy);
+        for t in tasks {
+            if !healthy_running(t) {
+                self.scale_in(t);
+            } else if budget > 0 {
+                budget -= 1;
+                self.scale_in(t);
+            }
+        }
+    }
+}
+
+/// Decides one pass for `svc`: updates its deployments (failures, the
+/// circuit breaker, rollout states), adds the events that follow, and
+/// returns what to start and stop. Pure: the caller places and commits.
+pub(crate) fn decide(
+    svc: &mut Service,
+    world: &World<'_>,
+    new_id: &mut dyn FnMut() -> String,
+) -> Vec<Action> {
+    // A deleted service is INACTIVE once its last task has stopped.
+    if svc.status == "DRAINING" && world.tasks.iter().all(|t| t.last_status == "STOPPED") {
+        svc.status = "INACTIVE".into();
+        svc.steady = false;
+        return Vec::new();
+    }
+    let mut pass = Pass {
+        world,
+        primary: String::new(),
+        actions: Vec::new(),
+        stopping: HashSet::new(),
+    };
+    account(svc, &mut pass);
+    trip_breaker(svc, world.now, new_id);
+    let Some(primary) = svc.deployments.first().cloned() else {
+        return pass.actions;
+    };
+    pass.primary = primary.id.clone();
+    let throttled = primary
+        .last_failure_at
+        .is_some_and(|f| world.now < f + backoff(primary.consecutive_failures));
+    if primary.consecutive_failures == 3 && throttled {
+        let name = &svc.service_name;
+        svc.event(
+            world.now,
+            format!("(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."),
+        );
+    }
+    let may_start = svc.status == "ACTIVE" && primary.rollout_state != "FAILED" && !throttled;
+    if svc.is_daemon() {
+        daemon(svc, &mut pass, may_start);
+    } else {
+        replica(svc, &mut pass, may_start);
+    }
+    settle(svc, &pass);
+    pass.actions
+}
+
+/// Counts each deployment's failed tasks (once each) and successes, and
+/// stops tasks that failed their health checks after the grace period.
+fn account(svc: &mut Service, pass: &mut Pass<'_, '_>) {
+    let now = pass.world.now;
+    let grace = f64::from(svc.health_check_grace_period_seconds.unwrap_or(0));
+    for d in &mut svc.deployments {
+        let mine = pass
+            .world
+            .tasks
+            .iter()
+            .filter(|t| t.started_by.as_deref() == Some(d.id.as_str()));
+        for t in mine {
+            if succeeded(t)
+                && d.last_failure_at
+                    .is_none_or(|f| t.started_at.is_some_and(|s| s > f))
+            {
+                if !d.succeeded {
+                    d.succeeded = true;
+                    d.failed_tasks = 0;
+                }
+                d.consecutive_failures = 0;
+            }
+            let unhealthy = live(t)
+                && t.health_status.as_deref() == Some("UNHEALTHY")
+                && t.started_at.is_some_and(|s| now - s >= grace);
+            if unhealthy {
+                pass.stop(t, "Task failed container health checks".into());
+            }
+            let id = t.id().to_string();
+            if (unhealthy || failed(t)) && !d.counted.contains(&id) {
+                d.counted.push(id);
+                d.consecutive_failures += 1;
+                d.last_failure_at = Some(now);
+                if !d.succeeded {
+                    d.failed_tasks += 1;
+                }
+            }
+        }
+        // Forget counted tasks that are gone from the state.
+        d.counted
+            .retain(|id| pass.world.tasks.iter().any(|t| t.id() == id));
+    }
+}
+
+/// The deployment circuit breaker: a PRIMARY deployment none of whose
+/// tasks ever ran, with `failure_threshold` failures, FAILS, and with
+/// rollback the last completed deployment's task definition returns.
+fn trip_breaker(svc: &mut Service, now: f64, new_id: &mut dyn FnMut() -> String) {
+    let breaker = svc.deployment_configuration.deployment_circuit_breaker;
+    let threshold = failure_threshold(svc.desired_count);
+    let name = svc.service_name.clone();
+    let Some(p) = svc.deployments.first_mut() else {
+        return;
+    };
+    if !breaker.enable
+        || p.rollout_state != "IN_PROGRESS"
+        || p.succeeded
+        || p.failed_tasks < threshold
+    {
+        return;
+    }
+    p.rollout_state = "FAILED".into();
+    p.rollout_state_reason = "ECS deployment circuit breaker: tasks failed to start.".into();
+    p.updated_at = now;
+    let failed_id = p.id.clone();
+    svc.event(
+        now,
+        format!(
+            "(service {name}) (deployment {failed_id}) deployment failed: tasks failed to start."
+        ),
+    );
+    if let (true, Some(back)) = (breaker.rollback, svc.last_completed.clone()) {
+        svc.task_definition = back.task_definition.clone();
+        let reason = format!(
+            "ECS deployment circuit breaker: rolling back to deploymentId {}.",
+            back.deployment_id
+        );
+        svc.new_deployment(now, new_id(), &reason);
+        svc.event(
+            now,
+            format!(
+                "(service {name}) rolling back to deployment {}.",
+                back.deployment_id
+            ),
+        );
+    }
+}
+
+/// REPLICA: `desiredCount` tasks of the PRIMARY deployment, rolled out
+/// within maximumPercent and minimumHealthyPercent.
+fn replica(svc: &Service, pass: &mut Pass<'_, '_>, may_start: bool) {
+    let desired = if svc.status == "ACTIVE" {
+        svc.desired_count as usize
+    } else {
+        0
+    };
+    let cfg = svc.deployment_configuration;
+    let max_total = desired * cfg.maximum_percent as usize / 100;
+    let min_healthy =
+        (desired as u64 * u64::from(cfg.minimum_healthy_percent)).div_ceil(100) as usize;
+    let primary: Vec<&Task> = pass
+        .alive()
+        .into_iter()
+        .filter(|t| pass.is_primary(t) && !pass.on_draining(t))
+        .collect();
+    // Too many of the primary: scale in.
+    let excess = primary.len().saturating_sub(desired);
+    for t in &primary[..excess] {
+        pass.scale_in(t);
+    }
+    // Too few: start, within maximumPercent.
+    let want = desired.saturating_sub(primary.len() - excess);
+    let room = max_total.saturating_sub(pass.alive().len());
+    let n = want.min(room);
+    if n > 0 && may_start {
+        pass.actions.push(Action::Start { count: n });
+    }
+    // Everything else (older deployments, tasks on draining instances)
+    // goes, keeping minimumHealthyPercent running.
+    let others: Vec<&Task> = pass
+        .alive()
+        .into_iter()
+        .filter(|t| !pass.is_primary(t) || pass.on_draining(t))
+        .collect();
+    pass.retire(others, min_healthy);
+}
+
+/// DAEMON: one task of the PRIMARY deployment on every eligible instance;
+/// a new deployment replaces each instance's task, stop first.
+fn daemon(svc: &mut Service, pass: &mut Pass<'_, '_>, may_start: bool) {
+    let mut eligible: Vec<&str> = if svc.status == "ACTIVE" {
+        pass.world.eligible.clone()
+    } else {
+        Vec::new()
+    };
+    eligible.sort_unstable();
+    eligible.dedup();
+    svc.desired_count = eligible.len() as u32;
+    let min_healthy = (eligible.len() as u64
+        * u64::from(svc.deployment_configuration.minimum_healthy_percent))
+    .div_ceil(100) as usize;
+    fn here(t: &Task) -> &str {
+        t.container_instance_arn.as_deref().unwrap_or("")
+    }
+    for t in pass.alive() {
+        if !eligible.contains(&here(t)) {
+            pass.scale_in(t);
+        }
+    }
+    for i in eligible {
+        let on_i: Vec<&Task> = pass.alive().into_iter().filter(|t| here(t) == i).collect();
+        let (primary, old): (Vec<&Task>, Vec<&Task>) =
+            on_i.into_iter().partition(|t| pass.is_primary(t));
+        if let Some((_, extra)) = primary.split_last() {
+            for t in extra {
+                pass.scale_in(t);
+            }
+            continue;
+        }
+        if !old.is_empty() {
+            pass.retire(old, min_healthy);
+            continue;
+        }
+        // A task still stopping here holds its resources: wait for it.
+        let busy = pass
+            .world
+            .tasks
+            .iter()
+            .any(|t| here(t) == i && t.last_status != "STOPPED");
+        if may_start && !busy {
+            pass.actions.push(Action::StartOn {
+                instance: i.to_string(),
+            });
+        }
+    }
+}
+
+/// Ends finished deployments and, when nothing is left to do, completes
+/// the rollout and announces the steady state.
+fn settle(svc: &mut Service, pass: &Pass<'_, '_>) {
+    let now = pass.world.now;
+    let name = svc.service_name.clone();
+    // Deployments whose tasks are all gone are over; a failed one stays in
+    // view until the deployment that replaced it completes.
+    let tasks = &pass.world.tasks;
+    svc.deployments.retain(|d| {
+        d.status == "PRIMARY"
+            || d.rollout_state == "FAILED"
+            || tasks.iter().any(|t| {
+                t.started_by.as_deref() == Some(d.id.as_str()) && t.last_status != "STOPPED"
+            })
+    });
+    let settled = |t: &&&Task| healthy_running(t) && pass.is_primary(t);
+    let running = tasks.iter().filter(settled).count();
+    let unsettled = tasks
+        .iter()
+        .any(|t| t.last_status != "STOPPED" && !settled(&t));
+    let want = if svc.status == "ACTIVE" {
+        svc.desired_count as usize
+    } else {
+        0
+    };
+    let deployments = svc
+        .deployments
+        .iter()
+        .filter(|d| d.status == "PRIMARY" || d.rollout_state != "FAILED")
+        .count();
+    let stable = pass.actions.is_empty()
+        && deployments == 1
+        && running == want
+        && !unsettled
+        && svc.status == "ACTIVE";
+    if !stable {
+        svc.steady = false;
+    } else {
+        let p = &mut svc.deployments[0];
+        if p.rollout_state == "IN_PROGRESS" {
+            p.rollout_state = "COMPLETED".into();
+            p.rollout_state_reason = format!("ECS deployment {} completed.", p.id);
+            p.updated_at = now;
+            let (id, td) = (p.id.clone(), p.task_definition.clone());
+            svc.last_completed = Some(Completed {
+                deployment_id: id.clone(),
+                task_definition: td,
+            });
+            svc.event(
+                now,
+                format!("(service {name}) (deployment {id}) deployment completed."),
+            );
+            svc.deployments.truncate(1);
+        }
+        if !svc.steady {
+            svc.steady = true;
+            svc.event(now, format!("(service {name}) has reached a steady state."));
+        }
+    }
+    if let Some(p) = svc.deployments.first_mut() {
+        p.desired_count = svc.desired_count;
+    }
+}
+
+// ---- the scheduler -----------------------------------------------------------
+
+/// Runs passes whenever something changes, and at least every second (for
+/// backoff and grace periods).
+pub(crate) async fn scheduler_loop(inner: Weak<Inner>) {
+    loop {
+        let wake = {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if let Err(e) = reconcile(&inner).await {
+                tracing::error!("the service scheduler failed a pass, retrying: {e}");
+            }
+            Arc::clone(&inner.wake)
+        };
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// One pass over every service that is not INACTIVE.
+pub(crate) async fn reconcile(inner: &Inner) -> Result<(), ApiError> {
+    if inner
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Ok(());
+    }
+    let mut state = inner.state.lock().await;
+    let keys: Vec<String> = state
+        .services
+        .iter()
+        .filter(|(_, s)| s.value.status != "INACTIVE")
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in keys {
+        if let Some(svc) = state.services.get(&key).map(|s| s.value.clone()) {
+            reconcile_one(inner, &mut state, svc).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Result<(), ApiError> {
+    let before = svc.clone();
+    let now = now();
+    let group = svc.group();
+    let cluster_name = cluster_of(&svc.cluster_arn).to_string();
+    let Some(cluster) = state.clusters.get(&cluster_name).map(|c| c.value.clone()) else {
+        return Ok(());
+    };
+    let tasks: Vec<&Task> = state
+        .tasks
+        .values()
+        .map(|t| &t.value)
+        .filter(|t| t.cluster_arn == svc.cluster_arn && t.group.as_deref() == Some(&group))
+        .collect();
+    let draining: HashSet<&str> = state
+        .instances
+        .values()
+        .map(|i| &i.value)
+        .filter(|i| i.cluster == cluster_name && i.status == "DRAINING")
+        .map(|i| i.container_instance_arn.as_str())
+        .collect();
+    let td = crate::ecs::taskdef_of(state, &svc.task_definition);
+    let rules = placement_rules(&svc.placement_constraints, &svc.placement_strategy);
+    let launch = match (td, rules) {
+        (Some(td), Ok((constraints, strategies))) => {
+            Launch::new(td, constraints, strategies, group.clone()).ok()
+        }
+        _ => None,
+    };
+    let eligible: Vec<&str> = match (&launch, svc.is_daemon()) {
+        (Some(l), true) => daemon_instances(state, &cluster_name, l),
+        _ => Vec::new(),
+    };
+    let world = World {
+        tasks,
+        draining,
+        eligible,
+        now,
+    };
+    let mut ids = || deployment_id(inner);
+    let actions = decide(&mut svc, &world, &mut ids);
+    drop(world);
+
+    // Carry the actions out.
+    let region = svc.region().to_string();
+    let name = svc.service_name.clone();
+    let mut writes = Vec::new();
+    let mut to_start: Vec<Task> = Vec::new();
+    let mut to_stop = Vec::new();
+    let mut stopped_running = Vec::new();
+    for a in &actions {
+        match a {
+            Action::Stop { task, reason } => {
+                let Some(t) = state.tasks.get(task).map(|t| t.value.clone()) else {
+                    continue;
+                };
+                if t.last_status == "RUNNING" {
+                    stopped_running.push(t.task_arn.clone());
+                }
+                let (t, running_here) =
+                    ecs::stop_request(inner, t, "ServiceSchedulerInitiated", reason);
+                if running_here {
+                    to_stop.push(t.id().to_string());
+                }
+                writes.push(Write::Task(t));
+            }
+            Action::Start { .. } | Action::StartOn { .. } => {
+                let Some(launch) = launch.as_ref() else {
+                    svc.event(
+                        now,
+                        format!("(service {name}) cannot start tasks: its task definition {} is not registered, or its placement rules are invalid.", svc.task_definition),
+                    );
+                    continue;
+                };
+                let mut l = Launch {
+                    started_by: svc.deployments.first().map(|d| d.id.clone()),
+                    ..launch.clone()
+                };
+                l.tags = Vec::new();
+                let (count, on) = match a {
+                    Action::Start { count } => (*count, None),
+                    Action::StartOn { instance } => (1, Some(vec![instance.clone()])),
+                    Action::Stop { .. } => unreachable!("handled above"),
+                };
+                match ecs::place_tasks(inner, state, &region, &cluster, &l, count, on.as_deref()) {
+                    Ok((tasks, failures)) => {
+                        if tasks.len() < count {
+                            svc.event(now, unable_to_place(&name, &failures));
+                        }
+                        to_start.extend(tasks);
+                    }
+                    Err(e) => svc.event(now, unable_to_place_because(&name, &e.message)),
+                }
+            }
+        }
+    }
+    if !to_start.is_empty() {
+        let list: Vec<String> = to_start
+            .iter()
+            .map(|t| format!("(task {})", t.id()))
+            .collect();
+        svc.event(
+            now,
+            format!(
+                "(service {name}) has started {} tasks: {}.",
+                to_start.len(),
+                list.join(" ")
+            ),
+        );
+    }
+    if !stopped_running.is_empty() {
+        let list: Vec<String> = stopped_running
+            .iter()
+            .map(|a| format!("(task {})", short_id(a)))
+            .collect();
+        svc.event(
+            now,
+            format!(
+                "(service {name}) has stopped {} running tasks: {}.",
+                stopped_running.len(),
+                list.join(" ")
+            ),
+        );
+    }
+    if svc != before {
+        writes.push(Write::Service(Box::new(svc)));
+    }
+    writes.extend(to_start.iter().cloned().map(Write::Task));
+    if writes.is_empty() {
+        return Ok(());
+    }
+    state.apply(inner.store.as_ref(), writes).await?;
+    for id in to_stop {
+        inner.agent.stop(&id);
+    }
+    if let Some(l) = &launch {
+        for t in to_start {
+            if t.container_instance_arn.as_deref() == Some(&inner.agent.instance_arn) {
+                inner.agent.start(t, l.td.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ACTIVE instances of `cluster` a DAEMON task of `launch` may run on:
+/// those meeting its constraints and required attributes.
+fn daemon_instances<'a>(state: &'a State, cluster: &str, launch: &Launch) -> Vec<&'a str> {
+    let required: Vec<&str> = launch
+        .td
+        .requires_attributes
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    state
+        .instances
+        .values()
+        .map(|i| &i.value)
+        .filter(|i| i.cluster == cluster && i.status == "ACTIVE")
+        .filter(|i| {
+            let c = Candidate {
+                arn: i.container_instance_arn.clone(),
+                instance_id: i.ec2_instance_id.clone().unwrap_or_default(),
+                active: true,
+                agent_connected: i.agent_connected,
+                registered_at: i.registered_at,
+                running_tasks: 0,
+                attributes: i
+                    .attributes
+                    .iter()
+                    .map(|a| (a.name.clone(), a.value.clone()))
+                    .collect(),
+                remaining_cpu: 0,
+                remaining_memory: 0,
+                used_tcp: HashSet::new(),
+                used_udp: HashSet::new(),
+                groups: HashMap::new(),
+            };
+            required.iter().all(|r| c.attributes.contains_key(*r))
+                && launch.constraints.iter().all(|k| match k {
+                    Constraint::MemberOf(e) => e.matches(&c),
+                    Constraint::DistinctInstance => true,
+                })
+        })
+        .map(|i| i.container_instance_arn.as_str())
+        .collect()
+}
+
+/// ECS's event when no instance could take a task, naming the closest.
+fn unable_to_place(name: &str, failures: &[Failure]) -> String {
+    let closest = failures.first().map(|f| {
+        let id = f.arn.as_deref().map(short_id).unwrap_or("?");
+        let why = match f.reason.as_str() {
+            "RESOURCE:MEMORY" => "has insufficient memory available",
+            "RESOURCE:CPU" => "has insufficient CPU units available",
+            "RESOURCE:PORTS" | "RESOURCE:PORTS_UDP" => {
+                "is already using a port required by your task"
+            }
+            "ATTRIBUTE" => "is missing an attribute required by your task",
+            "INACTIVE" => "is not ACTIVE",
+            "AGENT" => "has no connected agent",
+            _ => "does not meet the placement constraints",
+        };
+        format!("The closest matching container-instance {id} {why}.")
+    });
+    unable_to_place_because(
+        name,
+        closest
+            .as_deref()
+            .unwrap_or("No Container Instances were found in your cluster."),
+    )
+}
+
+fn unable_to_place_because(name: &str, reason: &str) -> String {
+    format!(
+        "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {reason}"
+    )
+}
+
+// ---- the API -----------------------------------------------------------------
+
+/// Fields of CreateService/UpdateService skiff cannot honour yet.
+const UNSUPPORTED_SERVICE_FIELDS: &[&str] = &[
+    "loadBalancers",
+    "serviceRegistries",
+    "networkConfiguration",
+    "capacityProviderStrategy",
+    "platformVersion",
+    "enableExecuteCommand",
+    "enableECSManagedTags",
+    "serviceConnectConfiguration",
+    "volumeConfigurations",
+    "vpcLatticeConfigurations",
+];
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct CircuitBreakerReq {
+    enable: bool,
+    rollback: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DeploymentConfigurationReq {
+    deployment_circuit_breaker: Option<CircuitBreakerReq>,
+    maximum_percent: Option<i64>,
+    minimum_healthy_percent: Option<i64>,
+}
+
+/// Checks a request's deploymentConfiguration against ECS's rules and
+/// fills in the defaults (REPLICA 200/100, DAEMON 100/0).
+fn deployment_configuration(
+    body: &Value,
+    daemon: bool,
+    current: Option<DeploymentConfiguration>,
+) -> Result<DeploymentConfiguration, ApiError> {
+    let Some(given) = body.get("deploymentConfiguration").filter(|v| !v.is_null()) else {
+        return Ok(current.unwrap_or(DeploymentConfiguration {
+            deployment_circuit_breaker: CircuitBreaker::default(),
+            maximum_percent: if daemon { 100 } else { 200 },
+            minimum_healthy_percent: if daemon { 0 } else { 100 },
+        }));
+    };
+    refuse(
+        given,
+        &[
+            "alarms",
+            "strategy",
+            "bakeTimeInMinutes",
+            "lifecycleHooks",
+            "canaryConfiguration",
+            "linearConfiguration",
+        ],
+    )?;
+    // resetOnHealthyTask true is ECS's default and what skiff does.
+    if given.pointer("/deploymentCircuitBreaker/resetOnHealthyTask") == Some(&Value::Bool(false)) {
+        return Err(ApiError::invalid_parameter(
+            "resetOnHealthyTask false is not supported by skiff: a task that runs healthy resets the failure count",
+        ));
+    }
+    let req: DeploymentConfigurationReq = parse(given)?;
+    let base = current.unwrap_or(DeploymentConfiguration {
+        deployment_circuit_breaker: CircuitBreaker::default(),
+        maximum_percent: if daemon { 100 } else { 200 },
+        minimum_healthy_percent: if daemon { 0 } else { 100 },
+    });
+    let max = req
+        .maximum_percent
+        .unwrap_or(i64::from(base.maximum_percent));
+    let min = req
+        .minimum_healthy_percent
+        .unwrap_or(i64::from(base.minimum_healthy_percent));
+    if !(0..=100).contains(&min) {
+        return Err(ApiError::invalid_parameter(format!(
+            "minimumHealthyPercent must be between 0 and 100, not {min}."
+        )));
+    }
+    if daemon && max != 100 {
+        return Err(ApiError::invalid_parameter(
+            "The maximumPercent of a DAEMON service must be 100.",
+        ));
+    }
+    if !(100..=200).contains(&max) {
+        return Err(ApiError::invalid_parameter(format!(
+            "maximumPercent must be between 100 and 200, not {max}."
+        )));
+    }
+    if max == 100 && min == 100 && !daemon {
+        return Err(ApiError::invalid_parameter(
+            "maximumPercent 100 with minimumHealthyPercent 100 leaves a deployment no room to replace a task: lower minimumHealthyPercent or raise maximumPercent.",
+        ));
+    }
+    Ok(DeploymentConfiguration {
+        deployment_circuit_breaker: req
+            .deployment_circuit_breaker
+            .map(|c| CircuitBreaker {
+                enable: c.enable,
+                rollback: c.rollback,
+            })
+            .unwrap_or(base.deployment_circuit_breaker),
+        maximum_percent: max as u32,
+        minimum_healthy_percent: min as u32,
+    })
+}
+
+fn refuse_unsupported(body: &Value) -> Result<(), ApiError> {
+    refuse(body, UNSUPPORTED_SERVICE_FIELDS)?;
+    if let Some(p) = body.get("propagateTags").and_then(Value::as_str)
+        && p != "NONE"
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "propagateTags {p} is not supported by skiff: use NONE"
+        )));
+    }
+    if let Some(r) = body
+        .get("availabilityZoneRebalancing")
+        .and_then(Value::as_str)
+        && r != "DISABLED"
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "availabilityZoneRebalancing {r} is not supported by skiff (one availability zone): use DISABLED"
+        )));
+    }
+    if let Some(t) = body
+        .pointer("/deploymentController/type")
+        .and_then(Value::as_str)
+        && t != "ECS"
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "deploymentController {t} is not supported by skiff: use ECS (rolling updates)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_launch_type(given: Option<&str>) -> Result<String, ApiError> {
+    match given.unwrap_or("EC2") {
+        "EC2" => Ok("EC2".into()),
+        "FARGATE" => Err(ApiError::invalid_parameter(
+            "launchType FARGATE needs networkMode awsvpc, which skiff runs once its networking lands: use EC2",
+        )),
+        other => Err(ApiError::invalid_parameter(format!(
+            "launchType {other} is not supported by skiff: use EC2"
+        ))),
+    }
+}
+
+/// A service as DescribeServices shows it: the stored record with the
+/// counts of its tasks.
+fn service_view(state: &State, svc: &Service, with_tags: bool) -> Value {
+    let group = svc.group();
+    let tasks: Vec<&Task> = state
+        .tasks
+        .values()
+        .map(|t| &t.value)
+        .filter(|t| {
+            t.cluster_arn == svc.cluster_arn && t.group.as_deref() == Some(&group) && live(t)
+        })
+        .collect();
+    let count = |d: Option<&str>, running: bool| {
+        tasks
+            .iter()
+            .filter(|t| d.is_none_or(|d| t.started_by.as_deref() == Some(d)))
+            .filter(|t| (t.last_status == "RUNNING") == running)
+            .count()
+    };
+    let deployments: Vec<Value> = svc
+        .deployments
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "status": d.status,
+                "taskDefinition": d.task_definition,
+                "desiredCount": if d.status == "PRIMARY" { svc.desired_count } else { 0 },
+                "pendingCount": count(Some(&d.id), false),
+                "runningCount": count(Some(&d.id), true),
+                "failedTasks": d.failed_tasks,
+                "createdAt": d.created_at,
+                "updatedAt": d.updated_at,
+                "launchType": d.launch_type,
+                "rolloutState": d.rollout_state,
+                "rolloutStateReason": d.rollout_state_reason,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "serviceArn": svc.service_arn,
+        "serviceName": svc.service_name,
+        "clusterArn": svc.cluster_arn,
+        "loadBalancers": [],
+        "serviceRegistries": [],
+        "status": svc.status,
+        "desiredCount": svc.desired_count,
+        "runningCount": count(None, true),
+        "pendingCount": count(None, false),
+        "launchType": svc.launch_type,
+        "taskDefinition": svc.task_definition,
+        "deploymentConfiguration": svc.deployment_configuration,
+        "deployments": deployments,
+        "events": svc.events,
+        "createdAt": svc.created_at,
+        "placementConstraints": svc.placement_constraints,
+        "placementStrategy": svc.placement_strategy,
+        "schedulingStrategy": svc.scheduling_strategy,
+        "deploymentController": {"type": "ECS"},
+        "createdBy": svc.created_by,
+        "enableECSManagedTags": false,
+        "propagateTags": "NONE",
+        "enableExecuteCommand": false,
+        "availabilityZoneRebalancing": "DISABLED",
+    });
+    if let Some(g) = svc.health_check_grace_period_seconds {
+        v["healthCheckGracePeriodSeconds"] = json!(g);
+    }
+    if let Some(r) = &svc.role_arn {
+        v["roleArn"] = json!(r);
+    }
+    if with_tags {
+        v["tags"] = to_value(&svc.tags);
+    }
+    v
+}
+
+fn find_service<'a>(state: &'a State, cluster: &str, given: &str) -> Option<&'a Service> {
+    state
+        .services
+        .get(&format!("{cluster}/{}", name_of(given)))
+        .map(|s| &s.value)
+}
+
+fn service_not_found() -> ApiError {
+    ApiError::not_found("ServiceNotFoundException", "Service not found.")
+}
+
+fn valid_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > 255
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "Service name {name:?} is invalid: up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed."
+        )));
+    }
+    Ok(())
+}
+
+fn grace_period(body: &Value) -> Result<Option<u32>, ApiError> {
+    match body.get("healthCheckGracePeriodSeconds") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n) if (0..=2_147_483_647).contains(&n) => Ok(Some(n as u32)),
+            _ => Err(ApiError::invalid_parameter(format!(
+                "healthCheckGracePeriodSeconds must be a whole number of seconds from 0, not {v}."
+            ))),
+        },
+    }
+}
+
+fn desired_count(body: &Value) -> Result<Option<u32>, ApiError> {
+    match body.get("desiredCount") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n) if (0..=100_000).contains(&n) => Ok(Some(n as u32)),
+            _ => Err(ApiError::invalid_parameter(format!(
+                "desiredCount must be between 0 and 100000, not {v}."
+            ))),
+        },
+    }
+}
+
+fn placement_items(body: &Value, field: &str) -> Result<Option<Vec<PlacementItem>>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => parse(v).map(Some),
+    }
+}
+
+pub(crate) async fn create_service(
+    inner: &Inner,
+    body: &Value,
+    region: &str,
+) -> Result<Value, ApiError> {
+    refuse_unsupported(body)?;
+    let name = required(body, "serviceName")?.to_string();
+    valid_name(&name)?;
+    let given_td = required(body, "taskDefinition")?.to_string();
+    let strategy = body
+        .get("schedulingStrategy")
+        .and_then(Value::as_str)
+        .unwrap_or("REPLICA")
+        .to_string();
+    let daemon = match strategy.as_str() {
+        "REPLICA" => false,
+        "DAEMON" => true,
+        other => {
+            return Err(ApiError::invalid_parameter(format!(
+                "schedulingStrategy must be REPLICA or DAEMON, not {other:?}."
+            )));
+        }
+    };
+    let desired = desired_count(body)?;
+    if daemon && desired.is_some() {
+        return Err(ApiError::invalid_parameter(
+            "A DAEMON service runs one task per container instance: leave desiredCount out.",
+        ));
+    }
+    let desired = match (daemon, desired) {
+        (true, _) => 0,
+        (false, Some(n)) => n,
+        (false, None) => {
+            return Err(ApiError::invalid_parameter(
+                "desiredCount is required for a REPLICA service.",
+            ));
+        }
+    };
+    let constraints = placement_items(body, "placementConstraints")?.unwrap_or_default();
+    let strategies = placement_items(body, "placementStrategy")?.unwrap_or_default();
+    if daemon && !strategies.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "Placement strategies are not supported with DAEMON scheduling strategy.",
+        ));
+    }
+    placement_rules(&constraints, &strategies)?;
+    let config = deployment_configuration(body, daemon, None)?;
+    let launch_type = check_launch_type(body.get("launchType").and_then(Value::as_str))?;
+    let tags: Vec<Tag> = match body.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse(v)?,
+    };
+    check_tags(&tags)?;
+    let client_token = body
+        .get("clientToken")
+        .and_then(Value::as_str)
+        .map(String::from);
+    if client_token
+        .as_deref()
+        .is_some_and(|t| t.is_empty() || t.len() > 36)
+    {
+        return Err(ApiError::invalid_parameter(
+            "clientToken must be 1 to 36 characters.",
+        ));
+    }
+    let grace = grace_period(body)?;
+
+    let mut state = inner.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    if let Some(existing) = find_service(&state, &cluster.cluster_name, &name)
+        && existing.status != "INACTIVE"
+    {
+        if client_token.is_some() && existing.client_token == client_token {
+            return Ok(json!({ "service": service_view(&state, existing, false) }));
+        }
+        return Err(ApiError::invalid_parameter(
+            "Creation of service was not idempotent.",
+        ));
+    }
+    let td = resolve_taskdef(&state, &given_td, true)?;
+    ecs_taskdef_runs_here(&td)?;
+    let desired = if daemon {
+        // One task per instance it may run on, from the start.
+        let (c, s) = placement_rules(&constraints, &strategies)?;
+        let launch = Launch::new(td.clone(), c, s, format!("service:{name}"))?;
+        daemon_instances(&state, &cluster.cluster_name, &launch).len() as u32
+    } else {
+        desired
+    };
+    let at = now();
+    let mut svc = Service {
+        service_arn: arn(
+            "ecs",
+            region,
+            &format!("service/{}/{name}", cluster.cluster_name),
+        ),
+        service_name: name.clone(),
+        cluster_arn: cluster.cluster_arn.clone(),
+        status: "ACTIVE".into(),
+        desired_count: desired,
+        task_definition: td.task_definition_arn.clone(),
+        launch_type,
+        scheduling_strategy: strategy,
+        deployment_configuration: config,
+        placement_constraints: constraints,
+        placement_strategy: strategies,
+        health_check_grace_period_seconds: grace,
+        role_arn: body.get("role").and_then(Value::as_str).map(String::from),
+        deployments: Vec::new(),
+        events: Vec::new(),
+        created_at: at,
+        created_by: format!("arn:aws:iam::{}:root", crate::model::ACCOUNT),
+        tags,
+        client_token,
+        steady: false,
+        last_completed: None,
+    };
+    let id = deployment_id(inner);
+    svc.new_deployment(at, id, "ECS deployment in progress.");
+    state
+        .apply(
+            inner.store.as_ref(),
+            vec![Write::Service(Box::new(svc.clone()))],
+        )
+        .await?;
+    inner.wake.notify_one();
+    Ok(json!({ "service": service_view(&state, &svc, false) }))
+}
+
+/// A task definition the local agent can run (bridge and awsvpc come with
+/// the networking work).
+fn ecs_taskdef_runs_here(td: &TaskDefinition) -> Result<(), ApiError> {
+    if td.requires_compatibilities.iter().any(|c| c == "FARGATE")
+        && !td.requires_compatibilities.iter().any(|c| c == "EC2")
+    {
+        return Err(ApiError::invalid_parameter(
+            "The task definition requires FARGATE, which needs networkMode awsvpc: skiff runs it once its networking lands.",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
+    refuse_unsupported(body)?;
+    let given = required(body, "service")?;
+    let desired = desired_count(body)?;
+    let force = body
+        .get("forceNewDeployment")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let constraints = placement_items(body, "placementConstraints")?;
+    let strategies = placement_items(body, "placementStrategy")?;
+    let grace = grace_period(body)?;
+    if let Some(l) = body.get("launchType").and_then(Value::as_str) {
+        check_launch_type(Some(l))?;
+    }
+    let mut state = inner.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    let mut svc = find_service(&state, &cluster.cluster_name, given)
+        .filter(|s| s.status != "INACTIVE")
+        .cloned()
+        .ok_or_else(service_not_found)?;
+    if svc.status != "ACTIVE" {
+        return Err(ApiError::not_found(
+            "ServiceNotActiveException",
+            "Service was not ACTIVE.",
+        ));
+    }
+    let daemon = svc.is_daemon();
+    if daemon && desired.is_some() {
+        return Err(ApiError::invalid_parameter(
+            "A DAEMON service runs one task per container instance: its desiredCount cannot be set.",
+        ));
+    }
+    if daemon && strategies.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid_parameter(
+            "Placement strategies are not supported with DAEMON scheduling strategy.",
+        ));
+    }
+    placement_rules(
+        constraints.as_deref().unwrap_or(&svc.placement_constraints),
+        strategies.as_deref().unwrap_or(&svc.placement_strategy),
+    )?;
+    svc.deployment_configuration =
+        deployment_configuration(body, daemon, Some(svc.deployment_configuration))?;
+    let mut redeploy = force;
+    if let Some(given_td) = body.get("taskDefinition").and_then(Value::as_str) {
+        let td = resolve_taskdef(&state, given_td, true)?;
+        ecs_taskdef_runs_here(&td)?;
+        if td.task_definition_arn != svc.task_definition {
+            svc.task_definition = td.task_definition_arn;
+            redeploy = true;
+        }
+    }
+    if let Some(c) = constraints
+        && c != svc.placement_constraints
+    {
+        svc.placement_constraints = c;
+        redeploy = true;
+    }
+    if let Some(s) = strategies
+        && s != svc.placement_strategy
+    {
+        svc.placement_strategy = s;
+        redeploy = true;
+    }
+    if let Some(n) = desired {
+        svc.desired_count = n;
+    }
+    if grace.is_some() {
+        svc.health_check_grace_period_seconds = grace;
+    }
+    let at = now();
+    if redeploy {
+        let id = deployment_id(inner);
+        svc.new_deployment(at, id, "ECS deployment in progress.");
+    } else if let Some(p) = svc.deployments.first_mut() {
+        p.desired_count = svc.desired_count;
+        p.updated_at = at;
+    }
+    svc.steady = svc.steady && !redeploy && desired.is_none();
+    state
+        .apply(
+            inner.store.as_ref(),
+            vec![Write::Service(Box::new(svc.clone()))],
+        )
+        .await?;
+    inner.wake.notify_one();
+    Ok(json!({ "service": service_view(&state, &svc, false) }))
+}
+
+pub(crate) async fn delete_service(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
+    let given = required(body, "service")?;
+    let force = body.get("force").and_then(Value::as_bool).unwrap_or(false);
+    let mut state = inner.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    let mut svc = find_service(&state, &cluster.cluster_name, given)
+        .filter(|s| s.status != "INACTIVE")
+        .cloned()
+        .ok_or_else(service_not_found)?;
+    if svc.status == "DRAINING" {
+        return Ok(json!({ "service": service_view(&state, &svc, false) }));
+    }
+    if !svc.is_daemon() && svc.desired_count > 0 && !force {
+        return Err(ApiError::invalid_parameter(
+            "The service cannot be stopped while it is scaled above 0.",
+        ));
+    }
+    svc.status = "DRAINING".into();
+    svc.desired_count = 0;
+    svc.steady = false;
+    state
+        .apply(
+            inner.store.as_ref(),
+            vec![Write::Service(Box::new(svc.clone()))],
+        )
+        .await?;
+    inner.wake.notify_one();
+    Ok(json!({ "service": service_view(&state, &svc, false) }))
+}
+
+pub(crate) async fn describe_services(
+    inner: &Inner,
+    body: &Value,
+    region: &str,
+) -> Result<Value, ApiError> {
+    let given = string_list(body, "services")?;
+    if given.is_empty() || given.len() > 10 {
+        return Err(ApiError::invalid_parameter(
+            "services must name 1 to 10 services.",
+        ));
+    }
+    let state = inner.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?;
+    let mut services = Vec::new();
+    let mut failures = Vec::new();
+    for g in given {
+        match find_service(&state, &cluster.cluster_name, &g) {
+            Some(s) => services.push(service_view(&state, s, includes(body, "TAGS"))),
+            None => failures.push(Failure::missing(if g.starts_with("arn:") {
+                g.clone()
+            } else {
+                arn(
+                    "ecs",
+                    region,
+                    &format!("service/{}/{g}", cluster.cluster_name),
+                )
+            })),
+        }
+    }
+    Ok(json!({ "services": services, "failures": failures }))
+}
+
+pub(crate) async fn list_services(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
+    let launch_type = body.get("launchType").and_then(Value::as_str);
+    let strategy = body.get("schedulingStrategy").and_then(Value::as_str);
+    if let Some(s) = strategy
+        && !matches!(s, "REPLICA" | "DAEMON")
+    {
+        return Err(ApiError::invalid_parameter(
+            "schedulingStrategy must be REPLICA or DAEMON.",
+        ));
+    }
+    let state = inner.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?;
+    let arns: Vec<String> = state
+        .services
+        .values()
+        .map(|s| &s.value)
+        .filter(|s| s.cluster_arn == cluster.cluster_arn && s.status != "INACTIVE")
+        .filter(|s| launch_type.is_none_or(|l| s.launch_type == l))
+        .filter(|s| strategy.is_none_or(|st| s.scheduling_strategy == st))
+        .map(|s| s.service_arn.clone())
+        .collect();
+    listed(body, "serviceArns", arns)
+}
+
+/// The services of a cluster that count as active (ACTIVE or DRAINING).
+pub(crate) fn active_services(state: &State, cluster_arn: &str) -> usize {
+    state
+        .services
+        .values()
+        .filter(|s| s.value.cluster_arn == cluster_arn && s.value.status == "ACTIVE")
+        .count()
+}
+
+/// Whether any service of the cluster is not yet INACTIVE.
+pub(crate) fn has_services(state: &State, cluster_arn: &str) -> bool {
+    state
+        .services
+        .values()
+        .any(|s| s.value.cluster_arn == cluster_arn && s.value.status != "INACTIVE")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = "ecs-svc/1";
+    const NEW: &str = "ecs-svc/2";
+
+    fn service(desired: u32, max: u32, min: u32) -> Service {
+        let mut s = Service {
+            service_arn: "arn:aws:ecs:us-east-1:000000000000:service/default/web".into(),
+            service_name: "web".into(),
+            cluster_arn: "arn:aws:ecs:us-east-1:000000000000:cluster/default".into(),
+            status: "ACTIVE".into(),
+            desired_count: desired,
+            task_definition: "web:1".into(),
+            launch_type: "EC2".into(),
+            scheduling_strategy: "REPLICA".into(),
+            deployment_configuration: DeploymentConfiguration {
+                deployment_circuit_breaker: CircuitBreaker::default(),
+                maximum_percent: max,
+                minimum_healthy_percent: min,
+            },
+            placement_constraints: Vec::new(),
+            placement_strategy: Vec::new(),
+            health_check_grace_period_seconds: None,
+            role_arn: None,
+            deployments: Vec::new(),
+            events: Vec::new(),
+            created_at: 0.0,
+            created_by: String::new(),
+            tags: Vec::new(),
+            client_token: None,
+            steady: false,
+            last_completed: None,
+        };
+        s.new_deployment(0.0, OLD.into(), "");
+        s
+    }
+
+    /// `web` rolling from web:1 (OLD) to web:2 (NEW).
+    fn rolling(desired: u32, max: u32, min: u32) -> Service {
+        let mut s = service(desired, max, min);
+        s.deployments[0].rollout_state = "COMPLETED".into();
+        s.last_completed = Some(Completed {
+            deployment_id: OLD.into(),
+            task_definition: "web:1".into(),
+        });
+        s.task_definition = "web:2".into();
+        s.new_deployment(1.0, NEW.into(), "");
+        s
+    }
+
+    fn task(id: &str, deployment: &str, status: &str) -> Task {
+        serde_json::from_value(json!({
+            "taskArn": format!("arn:aws:ecs:us-east-1:000000000000:task/default/{id}"),
+            "clusterArn": "arn:aws:ecs:us-east-1:000000000000:cluster/default",
+            "taskDefinitionArn": "web:1", "overrides": {}, "lastStatus": status,
+            "desiredStatus": if status == "STOPPED" { "STOPPED" } else { "RUNNING" },
+            "cpu": "0", "memory": "8", "containers": [], "launchType": "EC2", "version": 1,
+            "createdAt": id.trim_start_matches(|c: char| c.is_alphabetic()).parse::<f64>().unwrap_or(0.0),
+            "startedBy": deployment, "group": "service:web",
+            "containerInstanceArn": "i-1",
+            "startedAt": if status == "RUNNING" { json!(1.0) } else { Value::Null },
+        }))
+        .unwrap()
+    }
+
+    fn failed_task(id: &str, deployment: &str) -> Task {
+        let mut t = task(id, deployment, "STOPPED");
+        t.stop_code = Some("TaskFailedToStart".into());
+        t
+    }
+
+    fn world<'a>(tasks: &'a [Task], now: f64) -> World<'a> {
+        World {
+            tasks: tasks.iter().collect(),
+            draining: HashSet::new(),
+            eligible: Vec::new(),
+            now,
+        }
+    }
+
+    fn run(svc: &mut Service, tasks: &[Task], now: f64) -> Vec<Action> {
+        let mut n = 2;
+        let mut ids = || {
+            n += 1;
+            format!("ecs-svc/{n}")
+        };
+        decide(svc, &world(tasks, now), &mut ids)
+    }
+
+    fn stops(actions: &[Action]) -> Vec<&str> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop { task, .. } => Some(task.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_service_starts_its_desired_count_then_reaches_a_steady_state() {
+        let mut s = service(3, 200, 100);
+        assert_eq!(run(&mut s, &[], 10.0), vec![Action::Start { count: 3 }]);
+        assert!(s.events.is_empty());
+        let tasks = [
+            task("a1", OLD, "RUNNING"),
+            task("a2", OLD, "RUNNING"),
+            task("a3", OLD, "PENDING"),
+        ];
+        assert_eq!(run(&mut s, &tasks, 11.0), vec![]);
+        assert_eq!(s.deployments[0].rollout_state, "IN_PROGRESS");
+        let tasks = [
+            task("a1", OLD, "RUNNING"),
+            task("a2", OLD, "RUNNING"),
+            task("a3", OLD, "RUNNING"),
+        ];
+        assert_eq!(run(&mut s, &tasks, 12.0), vec![]);
+        assert_eq!(s.deployments[0].rollout_state, "COMPLETED");
+        let messages: Vec<&str> = s.events.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "(service web) has reached a steady state.",
+                "(service web) (deployment ecs-svc/1) deployment completed."
+            ]
+        );
+        assert_eq!(s.last_completed.as_ref().unwrap().task_definition, "web:1");
+        // Steady holds: nothing new is said.
+        run(&mut s, &tasks, 13.0);
+        assert_eq!(s.events.len(), 2);
+    }
+
+    #[test]
+    fn a_rolling_deployment_stays_within_maximum_and_minimum_percent() {
+        // 200/100: all new tasks first, then the old ones go.
+        let mut s = rolling(3, 200, 100);
+        let old = [
+            task("o1", OLD, "RUNNING"),
+            task("o2", OLD, "RUNNING"),
+            task("o3", OLD, "RUNNING"),
+        ];
+        assert_eq!(run(&mut s, &old, 10.0), vec![Action::Start { count: 3 }]);
+        let mut tasks = old.to_vec();
+        tasks.extend([
+            task("n4", NEW, "RUNNING"),
+            task("n5", NEW, "PENDING"),
+            task("n6", NEW, "PENDING"),
+        ]);
+        // 4 healthy, 3 must stay: one old task may go.
+        assert_eq!(stops(&run(&mut s, &tasks, 11.0)).len(), 1);
+
+        // 100/50 with 4: no room above 4, so two old go first, then two new start.
+        let mut s = rolling(4, 100, 50);
+        let old: Vec<Task> = (1..=4)
+            .map(|i| task(&format!("o{i}"), OLD, "RUNNING"))
+            .collect();
+        let a = run(&mut s, &old, 10.0);
+        assert_eq!(stops(&a).len(), 2);
+        assert!(!a.iter().any(|a| matches!(a, Action::Start { .. })));
+        let left = [old[0].clone(), old[1].clone()];
+        assert_eq!(run(&mut s, &left, 11.0), vec![Action::Start { count: 2 }]);
+        // Once the old deployment has no task left it is gone.
+        let new: Vec<Task> = (5..=8)
+            .map(|i| task(&format!("n{i}"), NEW, "RUNNING"))
+            .collect();
+        assert_eq!(run(&mut s, &new, 12.0), vec![]);
+        assert_eq!(s.deployments.len(), 1);
+        assert_eq!(s.deployments[0].rollout_state, "COMPLETED");
+    }
+
+    #[test]
+    fn scaling_down_stops_pending_then_newest_tasks() {
+        let mut s = service(1, 200, 100);
+        let tasks = [
+            task("a1", OLD, "RUNNING"),
+            task("a2", OLD, "RUNNING"),
+            task("a3", OLD, "PENDING"),
+        ];
+        let a = run(&mut s, &tasks, 10.0);
+        assert_eq!(stops(&a), ["a3", "a2"]);
+        assert!(
+            matches!(&a[0], Action::Stop { reason, .. } if reason == "Scaling activity initiated by (deployment ecs-svc/1)")
+        );
+    }
+
+    #[test]
+    fn the_circuit_breaker_fails_a_deployment_and_rolls_back() {
+        let mut s = rolling(1, 200, 100);
+        s.deployment_configuration.deployment_circuit_breaker = CircuitBreaker {
+            enable: true,
+            rollback: true,
+        };
+        let mut tasks = vec![task("o1", OLD, "RUNNING")];
+        tasks.push(failed_task("f1", NEW));
+        tasks.push(failed_task("f2", NEW));
+        run(&mut s, &tasks, 10.0);
+        assert_eq!(s.deployments[0].failed_tasks, 2);
+        assert_eq!(s.deployments[0].rollout_state, "IN_PROGRESS");
+        tasks.push(failed_task("f3", NEW));
+        run(&mut s, &tasks, 20.0);
+        // The same stopped tasks are never counted twice.
+        assert_eq!(s.deployments.len(), 3);
+        assert_eq!(s.deployments[0].status, "PRIMARY");
+        assert_eq!(s.deployments[0].task_definition, "web:1");
+        assert_eq!(
+            s.deployments[0].rollout_state_reason,
+            "ECS deployment circuit breaker: rolling back to deploymentId ecs-svc/1."
+        );
+        assert_eq!(s.deployments[1].id, NEW);
+        assert_eq!(s.deployments[1].rollout_state, "FAILED");
+        assert_eq!(s.deployments[1].failed_tasks, 3);
+        assert_eq!(s.task_definition, "web:1");
+        assert!(s.events.iter().any(|e| e.message
+            == "(service web) (deployment ecs-svc/2) deployment failed: tasks failed to start."));
+
+        // Without rollback the deployment fails and starts nothing more.
+        let mut s = rolling(1, 200, 100);
+        s.deployment_configuration.deployment_circuit_breaker = CircuitBreaker {
+            enable: true,
+            rollback: false,
+        };
+        let tasks = [
+            failed_task("f1", NEW),
+            failed_task("f2", NEW),
+            failed_task("f3", NEW),
+        ];
+        let a = run(&mut s, &tasks, 100.0);
+        assert_eq!(s.deployments[0].rollout_state, "FAILED");
+        assert!(a.is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn a_task_that_ran_resets_the_failure_count_and_ends_the_backoff() {
+        let mut s = service(1, 200, 100);
+        s.deployment_configuration.deployment_circuit_breaker.enable = true;
+        let tasks = [failed_task("f1", OLD), failed_task("f2", OLD)];
+        // Two failures in a row: wait a second before the next start.
+        assert_eq!(run(&mut s, &tasks, 10.0), vec![]);
+        assert_eq!(run(&mut s, &tasks, 10.5), vec![]);
+        assert_eq!(run(&mut s, &tasks, 11.0), vec![Action::Start { count: 1 }]);
+        let mut ok = task("r3", OLD, "RUNNING");
+        ok.started_at = Some(12.0);
+        let tasks = [failed_task("f1", OLD), failed_task("f2", OLD), ok];
+        run(&mut s, &tasks, 12.0);
+        assert_eq!(
+            (
+                s.deployments[0].failed_tasks,
+                s.deployments[0].consecutive_failures
+            ),
+            (0, 0)
+        );
+        assert!(s.deployments[0].succeeded);
+    }
+
+    #[test]
+    fn unhealthy_tasks_are_replaced_after_the_grace_period() {
+        let mut s = service(1, 200, 100);
+        s.health_check_grace_period_seconds = Some(30);
+        let mut t = task("u1", OLD, "RUNNING");
+        t.health_status = Some("UNHEALTHY".into());
+        let tasks = [t];
+        assert_eq!(run(&mut s, &tasks, 20.0), vec![]);
+        let a = run(&mut s, &tasks, 40.0);
+        assert_eq!(
+            a[0],
+            Action::Stop {
+                task: "u1".into(),
+                reason: "Task failed container health checks".into()
+            }
+        );
+        assert_eq!(a[1], Action::Start { count: 1 });
+        assert_eq!(s.deployments[0].failed_tasks, 1);
+    }
+
+    #[test]
+    fn tasks_on_draining_instances_move_keeping_the_minimum_healthy() {
+        let mut s = service(1, 200, 100);
+        let tasks = [task("d1", OLD, "RUNNING")];
+        let mut w = world(&tasks, 10.0);
+        w.draining.insert("i-1");
+        let a = decide(&mut s, &w, &mut || "x".into());
+        assert_eq!(a, vec![Action::Start { count: 1 }]);
+        let mut tasks = tasks.to_vec();
+        let mut moved = task("m2", OLD, "RUNNING");
+        moved.container_instance_arn = Some("i-2".into());
+        tasks.push(moved);
+        let mut w = world(&tasks, 11.0);
+        w.draining.insert("i-1");
+        assert_eq!(stops(&decide(&mut s, &w, &mut || "x".into())), ["d1"]);
+    }
+
+    #[test]
+    fn a_daemon_runs_one_task_per_eligible_instance() {
+        let mut s = service(0, 100, 0);
+        s.scheduling_strategy = "DAEMON".into();
+        let mut elsewhere = task("x2", OLD, "RUNNING");
+        elsewhere.container_instance_arn = Some("i-gone".into());
+        let tasks = [task("a1", OLD, "RUNNING"), elsewhere];
+        let mut w = world(&tasks, 10.0);
+        w.eligible = vec!["i-1", "i-2"];
+        let a = decide(&mut s, &w, &mut || "x".into());
+        assert_eq!(
+            a,
+            vec![
+                Action::Stop {
+                    task: "x2".into(),
+                    reason: "Scaling activity initiated by (deployment ecs-svc/1)".into()
+                },
+                Action::StartOn {
+                    instance: "i-2".into()
+                }
+            ]
+        );
+        assert_eq!(s.desired_count, 2);
+        // A new deployment replaces each instance's task: stop, then start.
+        s.new_deployment(11.0, NEW.into(), "");
+        let tasks = [task("a1", OLD, "RUNNING")];
+        let mut w = world(&tasks, 12.0);
+        w.eligible = vec!["i-1"];
+        assert_eq!(stops(&decide(&mut s, &w, &mut || "x".into())), ["a1"]);
+    }
+
+    #[test]
+    fn a_deleted_service_is_inactive_once_its_tasks_stopped() {
+        let mut s = service(0, 200, 100);
+        s.status = "DRAINING".into();
+        let tasks = [task("a1", OLD, "RUNNING")];
+        assert_eq!(stops(&run(&mut s, &tasks, 10.0)), ["a1"]);
+        assert_eq!(s.status, "DRAINING");
+        let tasks = [task("a1", OLD, "STOPPED")];
+        assert_eq!(run(&mut s, &tasks, 11.0), vec![]);
+        assert_eq!(s.status, "INACTIVE");
+    }
+
+    #[test]
+    fn the_failure_threshold_is_half_the_desired_count_from_3_to_200() {
+        assert_eq!(failure_threshold(1), 3);
+        assert_eq!(failure_threshold(10), 5);
+        assert_eq!(failure_threshold(11), 6);
+        assert_eq!(failure_threshold(1000), 200);
+        assert_eq!(
+            (backoff(1), backoff(2), backoff(3), backoff(40)),
+            (0.0, 1.0, 2.0, 300.0)
+        );
+    }
+}
