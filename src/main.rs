@@ -1,6 +1,8 @@
 //! `skiff`: Amazon ECS rebuilt for WebAssembly. This binary is a thin client
 //! of the libraries: it parses, calls them, and prints.
 
+mod api_client;
+mod ecs_cli;
 mod images;
 mod registry;
 mod repo;
@@ -50,6 +52,15 @@ enum Command {
     /// Manage the local registry's repositories: tag immutability, scan
     /// on push, lifecycle policies, scan findings.
     Repo(repo::RepoArgs),
+    /// List a cluster's tasks (a client of `skiff serve`'s API).
+    Ps(ecs_cli::PsArgs),
+    /// List a cluster's services.
+    Services(ecs_cli::ServicesArgs),
+    /// Print (and follow) a task's or a service's awslogs output.
+    Logs(ecs_cli::LogsArgs),
+    /// Register a task definition and create or update a service with it,
+    /// then wait until the rollout completes.
+    Deploy(ecs_cli::DeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +80,10 @@ fn main() -> ExitCode {
         Command::Rmi(args) => images::rmi(args, &data_dir),
         Command::Login(args) => images::login(args, &data_dir),
         Command::Repo(args) => repo::run(args, &data_dir),
+        Command::Ps(args) => ecs_cli::ps(args),
+        Command::Services(args) => ecs_cli::services(args),
+        Command::Logs(args) => ecs_cli::logs(args),
+        Command::Deploy(args) => ecs_cli::deploy(args),
     };
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
 }

@@ -1,10 +1,12 @@
-//! Verifying AWS Signature Version 4, as AWS services do.
+//! AWS Signature Version 4: verifying, as AWS services do, and signing, for
+//! skiff's own clients of its API (`skiff ps`, `skiff deploy`...).
 //!
 //! The server rebuilds the canonical request from what it received — the
 //! method, path, query, the headers the client chose to sign, and the hash
 //! of the body it actually read — and checks the client's HMAC over it.
 //! (The `aws-sigv4` crate signs; verifying needs only these steps, so they
-//! are written here rather than pulling in the smithy runtime.)
+//! are written here rather than pulling in the smithy runtime, and signing
+//! is the same steps run forward.)
 
 use crate::error::ApiError;
 use hmac::{Hmac, Mac};
@@ -217,19 +219,14 @@ pub fn verify(
         auth.signed_headers.join(";"),
         body_hash
     );
-    let scope = format!(
-        "{}/{}/{}/aws4_request",
-        auth.date, auth.region, auth.service
+    let expected = signature(
+        secret,
+        &auth.date,
+        &auth.region,
+        &auth.service,
+        amz_date,
+        &canonical_request,
     );
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
-    );
-    let k_date = hmac(format!("AWS4{secret}").as_bytes(), auth.date.as_bytes());
-    let k_region = hmac(&k_date, auth.region.as_bytes());
-    let k_service = hmac(&k_region, auth.service.as_bytes());
-    let k_signing = hmac(&k_service, b"aws4_request");
-    let expected = hex::encode(hmac(&k_signing, string_to_sign.as_bytes()));
     // Constant-time comparison: the signature is a secret-derived MAC.
     let matches = expected.len() == auth.signature.len()
         && expected
@@ -243,6 +240,93 @@ pub fn verify(
         ));
     }
     Ok(auth)
+}
+
+/// The hex signature of a canonical request.
+fn signature(
+    secret: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+    amz_date: &str,
+    canonical_request: &str,
+) -> String {
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical_request.as_bytes()))
+    );
+    let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k_region = hmac(&k_date, region.as_bytes());
+    let k_service = hmac(&k_region, service.as_bytes());
+    let k_signing = hmac(&k_service, b"aws4_request");
+    hex::encode(hmac(&k_signing, string_to_sign.as_bytes()))
+}
+
+/// Formats seconds since the epoch as `X-Amz-Date` (`20261122T101500Z`).
+pub fn amz_date(epoch_secs: i64) -> String {
+    let days = epoch_secs.div_euclid(86_400);
+    let secs = epoch_secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Signs a `POST /` AWS JSON request: the headers to send with it
+/// (`x-amz-date`, `x-amz-content-sha256`, `authorization`). `headers`
+/// are the other headers to sign (`host`, `content-type`,
+/// `x-amz-target`), names lowercase.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_post(
+    headers: &[(&str, &str)],
+    body: &[u8],
+    access_key: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+    epoch_secs: i64,
+) -> Vec<(String, String)> {
+    let amz_date = amz_date(epoch_secs);
+    let body_hash = hex::encode(Sha256::digest(body));
+    let mut signed: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    signed.push(("x-amz-date".into(), amz_date.clone()));
+    signed.push(("x-amz-content-sha256".into(), body_hash.clone()));
+    signed.sort();
+    let canonical_headers: String = signed.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
+    let names = signed
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
+    let canonical_request = format!("POST\n/\n\n{canonical_headers}\n{names}\n{body_hash}");
+    let date = &amz_date[..8];
+    let sig = signature(secret, date, region, service, &amz_date, &canonical_request);
+    vec![
+        ("x-amz-date".into(), amz_date.clone()),
+        ("x-amz-content-sha256".into(), body_hash),
+        (
+            "authorization".into(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential={access_key}/{date}/{region}/{service}/aws4_request, SignedHeaders={names}, Signature={sig}"
+            ),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -310,5 +394,43 @@ mod tests {
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
         assert_eq!(parse_amz_date("20000301T000000Z"), Some(951_868_800));
         assert_eq!(parse_amz_date("2000-03-01"), None);
+        for t in [0, 951_868_800, 1_795_394_878, 4_107_542_399] {
+            assert_eq!(parse_amz_date(&amz_date(t)), Some(t));
+        }
+        assert_eq!(amz_date(1_795_394_878), "20261123T004758Z");
+    }
+
+    #[test]
+    fn what_sign_post_signs_verifies_and_a_changed_body_does_not() {
+        let body = br#"{"cluster":"default"}"#;
+        let now = 1_795_394_878;
+        let base = [
+            ("host", "127.0.0.1:7700"),
+            ("content-type", "application/x-amz-json-1.1"),
+            (
+                "x-amz-target",
+                "AmazonEC2ContainerServiceV20141113.ListTasks",
+            ),
+        ];
+        let added = sign_post(&base, body, "AKID", "s3cret", "eu-west-1", "ecs", now);
+        let mut headers: Vec<(String, String)> = base
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        headers.extend(added);
+        let creds = HashMap::from([("AKID".to_string(), "s3cret".to_string())]);
+        let received = |body: &'static [u8]| Received {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body,
+        };
+        let auth = verify(&received(body), &creds, now).unwrap();
+        assert_eq!(
+            (auth.region.as_str(), auth.service.as_str()),
+            ("eu-west-1", "ecs")
+        );
+        assert!(verify(&received(b"{}"), &creds, now).is_err());
     }
 }

@@ -11,6 +11,7 @@ mod http;
 mod images;
 mod limits;
 mod network;
+mod people_cli;
 mod registry_peers;
 mod repo_cli;
 mod run_flags;

@@ -1,0 +1,184 @@
+//! A client of skiff's ECS API (AWS JSON 1.1 over HTTP, SigV4-signed), for
+//! the commands people type: `skiff ps`, `services`, `logs`, `deploy`.
+
+use clap::Args;
+use serde_json::Value;
+use std::fmt;
+
+/// Where the API is and which cluster to look at.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The skiff API (`skiff serve --api-addr`).
+    #[arg(
+        long,
+        env = "SKIFF_ENDPOINT",
+        default_value = "http://127.0.0.1:7700",
+        value_name = "URL"
+    )]
+    pub endpoint: String,
+    /// The cluster.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub cluster: String,
+}
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// The API answered with an error (`__type`, message).
+    Api { kind: String, message: String },
+    /// No answer: the server is not there, or spoke something else.
+    Transport(String),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Api { kind, message } => write!(f, "{kind}: {message}"),
+            CallError::Transport(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// An API client. Signs with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+/// when they are set (a skiff with credentials configured needs them);
+/// otherwise with placeholder keys, which a skiff without credentials
+/// accepts.
+pub struct Api {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    host: String,
+    region: String,
+    key: String,
+    secret: String,
+}
+
+impl Api {
+    pub fn new(endpoint: &str) -> anyhow::Result<Api> {
+        let url = reqwest::Url::parse(endpoint)
+            .map_err(|e| anyhow::anyhow!("--endpoint {endpoint:?} is not a URL: {e}"))?;
+        if url.scheme() != "http" {
+            // `skiff serve` speaks plain HTTP (on loopback unless it has
+            // credentials); put a TLS proxy in front for anything else.
+            anyhow::bail!(
+                "--endpoint {endpoint:?} must be an http:// URL: skiff's API is plain HTTP"
+            );
+        }
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => anyhow::bail!("--endpoint {endpoint:?} names no host"),
+        };
+        // reqwest is built without a TLS provider of its own, and insists
+        // on one even for plain HTTP.
+        skiff_registry::remote::ensure_tls_provider();
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Ok(Api {
+            http: reqwest::Client::new(),
+            url,
+            host,
+            region: env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+            key: env("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "skiff".into()),
+            secret: env("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|| "skiff".into()),
+        })
+    }
+
+    /// Calls `AmazonEC2ContainerServiceV20141113.<op>`.
+    pub async fn ecs(&self, op: &str, body: Value) -> Result<Value, CallError> {
+        self.call(
+            "ecs",
+            &format!("AmazonEC2ContainerServiceV20141113.{op}"),
+            body,
+        )
+        .await
+    }
+
+    /// Calls `Logs_20140328.<op>`.
+    pub async fn logs(&self, op: &str, body: Value) -> Result<Value, CallError> {
+        self.call("logs", &format!("Logs_20140328.{op}"), body)
+            .await
+    }
+
+    async fn call(&self, service: &str, target: &str, body: Value) -> Result<Value, CallError> {
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let content_type = "application/x-amz-json-1.1";
+        let signed = skiff_control::sigv4::sign_post(
+            &[
+                ("host", &self.host),
+                ("content-type", content_type),
+                ("x-amz-target", target),
+            ],
+            &bytes,
+            &self.key,
+            &self.secret,
+            &self.region,
+            service,
+            now,
+        );
+        let mut req = self
+            .http
+            .post(self.url.clone())
+            .header("content-type", content_type)
+            .header("x-amz-target", target);
+        for (n, v) in signed {
+            req = req.header(n, v);
+        }
+        let resp = req.body(bytes).send().await.map_err(|e| {
+            CallError::Transport(format!(
+                "cannot reach skiff's API at {}: {e} (is `skiff serve` running? --endpoint or SKIFF_ENDPOINT name it)",
+                self.url
+            ))
+        })?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| CallError::Transport(format!("the API's answer was cut short: {e}")))?;
+        let v: Value = serde_json::from_str(&text).map_err(|_| {
+            CallError::Transport(format!(
+                "{} answered HTTP {status} with something other than AWS JSON: is it skiff's API?",
+                self.url
+            ))
+        })?;
+        if status.is_success() {
+            return Ok(v);
+        }
+        let kind = v["__type"]
+            .as_str()
+            .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        let message = v["message"]
+            .as_str()
+            .or_else(|| v["Message"].as_str())
+            .unwrap_or("")
+            .to_string();
+        Err(CallError::Api { kind, message })
+    }
+
+    /// Every page of a List operation: the items under `key`.
+    pub async fn ecs_all(
+        &self,
+        op: &str,
+        mut body: Value,
+        key: &str,
+    ) -> Result<Vec<Value>, CallError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.ecs(op, body.clone()).await?;
+            if let Some(items) = page[key].as_array() {
+                out.extend(items.iter().cloned());
+            }
+            match page["nextToken"].as_str() {
+                Some(t) if !t.is_empty() => body["nextToken"] = Value::from(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
