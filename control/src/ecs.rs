@@ -1304,10 +1304,12 @@ fn new_task(
         stopped_at: None,
         attachments: Vec::new(),
         tags: launch.tags.clone(),
+        // A task's health is its essential containers' (as the agent
+        // reports it): checks on other containers do not make one.
         health_status: td
             .container_definitions
             .iter()
-            .any(|c| c.health_check.is_some())
+            .any(|c| c.essential && c.health_check.is_some())
             .then(|| "UNKNOWN".to_string()),
         enable_execute_command: false,
         client_token: launch.client_token.clone(),
@@ -1387,6 +1389,15 @@ async fn run_task(
         ));
     }
     let mut state = inner.state.lock().await;
+    // Again under the lock, which shutdown holds while it stops tasks.
+    if inner
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(ApiError::server(
+            "skiff serve is shutting down: no new tasks start",
+        ));
+    }
     if let Some(token) = &req.client_token
         && let Some(ids) = state.client_tokens.get(token)
     {
@@ -1684,8 +1695,13 @@ async fn list_tasks(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         })
         .filter(|t| s("startedBy").is_none_or(|b| t.started_by.as_deref() == Some(b)))
         .filter(|t| {
-            s("serviceName")
-                .is_none_or(|n| t.group.as_deref() == Some(&format!("service:{}", name_of(n))))
+            // A service's tasks: its group, started by one of its deployments.
+            s("serviceName").is_none_or(|n| {
+                t.group.as_deref() == Some(&format!("service:{}", name_of(n)))
+                    && t.started_by
+                        .as_deref()
+                        .is_some_and(|b| b.starts_with("ecs-svc/"))
+            })
         })
         .filter(|t| s("launchType").is_none_or(|l| t.launch_type == l))
         .filter(|t| {

@@ -80,6 +80,9 @@ pub struct Deployment {
     /// Stopped tasks already counted (so a pass never counts one twice).
     #[serde(default)]
     pub counted: Vec<String>,
+    /// Tasks already seen to work (see [`proven`]).
+    #[serde(default)]
+    pub proven: Vec<String>,
 }
 
 /// A line of a service's history.
@@ -159,9 +162,15 @@ impl Service {
         self.scheduling_strategy == "DAEMON"
     }
 
-    /// Adds an event, unless it repeats the newest one.
+    /// Adds an event, unless the same was said in the last five minutes
+    /// (ECS repeats itself, but not every pass).
     fn event(&mut self, at: f64, message: String) {
-        if self.events.first().is_some_and(|e| e.message == message) {
+        if self
+            .events
+            .iter()
+            .take_while(|e| at - e.created_at < 300.0)
+            .any(|e| e.message == message)
+        {
             return;
         }
         self.events.insert(
@@ -196,10 +205,22 @@ impl Service {
                 consecutive_failures: 0,
                 last_failure_at: None,
                 counted: Vec::new(),
+                proven: Vec::new(),
             },
         );
         self.steady = false;
     }
+}
+
+/// Whether `t` is one of the service's tasks: in its cluster and group,
+/// started by one of its deployments (a RunTask that only borrowed the
+/// group name is not adopted).
+fn belongs(t: &Task, cluster_arn: &str, group: &str) -> bool {
+    t.cluster_arn == cluster_arn
+        && t.group.as_deref() == Some(group)
+        && t.started_by
+            .as_deref()
+            .is_some_and(|b| b.starts_with("ecs-svc/"))
 }
 
 fn cluster_of(cluster_arn: &str) -> &str {
@@ -255,9 +276,21 @@ fn failed(t: &Task) -> bool {
         )
 }
 
-/// A task that reached RUNNING and, if it is health-checked, was healthy.
-fn succeeded(t: &Task) -> bool {
-    t.started_at.is_some() && t.health_status.as_deref().is_none_or(|h| h == "HEALTHY")
+/// How long a task without a health check must run before it shows that
+/// its deployment works (a task that exits sooner is a crash loop).
+const PROVEN_AFTER_SECS: f64 = 10.0;
+
+/// A task that shows its deployment works: HEALTHY, or, without a health
+/// check, RUNNING for [`PROVEN_AFTER_SECS`]. The first one ends the
+/// circuit breaker's count; each one ends the backoff.
+fn proven(t: &Task, now: f64) -> bool {
+    let Some(started) = t.started_at else {
+        return false;
+    };
+    match t.health_status.as_deref() {
+        Some(h) => h == "HEALTHY",
+        None => t.stopped_at.unwrap_or(now) - started >= PROVEN_AFTER_SECS,
+    }
 }
 
 /// A task the service still wants.
@@ -272,6 +305,9 @@ fn healthy_running(t: &Task) -> bool {
         && t.last_status == "RUNNING"
         && t.health_status.as_deref().is_none_or(|h| h == "HEALTHY")
 }
+
+/// How a rollback deployment's rolloutStateReason begins.
+const ROLLING_BACK: &str = "ECS deployment circuit breaker: rolling back to deploymentId ";
 
 /// The circuit breaker's threshold: half the desired count, 3 to 200.
 fn failure_threshold(desired: u32) -> u32 {
@@ -423,10 +459,8 @@ fn account(svc: &mut Service, pass: &mut Pass<'_, '_>) {
             .iter()
             .filter(|t| t.started_by.as_deref() == Some(d.id.as_str()));
         for t in mine {
-            if succeeded(t)
-                && d.last_failure_at
-                    .is_none_or(|f| t.started_at.is_some_and(|s| s > f))
-            {
+            if proven(t, now) && !d.proven.iter().any(|p| p == t.id()) {
+                d.proven.push(t.id().to_string());
                 if !d.succeeded {
                     d.succeeded = true;
                     d.failed_tasks = 0;
@@ -449,9 +483,10 @@ fn account(svc: &mut Service, pass: &mut Pass<'_, '_>) {
                 }
             }
         }
-        // Forget counted tasks that are gone from the state.
-        d.counted
-            .retain(|id| pass.world.tasks.iter().any(|t| t.id() == id));
+        // Forget tasks that are gone from the state.
+        let present = |id: &String| pass.world.tasks.iter().any(|t| t.id() == id);
+        d.counted.retain(present);
+        d.proven.retain(present);
     }
 }
 
@@ -462,6 +497,9 @@ fn trip_breaker(svc: &mut Service, now: f64, new_id: &mut dyn FnMut() -> String)
     let breaker = svc.deployment_configuration.deployment_circuit_breaker;
     let threshold = failure_threshold(svc.desired_count);
     let name = svc.service_name.clone();
+    if svc.status != "ACTIVE" {
+        return;
+    }
     let Some(p) = svc.deployments.first_mut() else {
         return;
     };
@@ -472,6 +510,8 @@ fn trip_breaker(svc: &mut Service, now: f64, new_id: &mut dyn FnMut() -> String)
     {
         return;
     }
+    let was_rollback = p.rollout_state_reason.starts_with(ROLLING_BACK);
+    let failed_td = p.task_definition.clone();
     p.rollout_state = "FAILED".into();
     p.rollout_state_reason = "ECS deployment circuit breaker: tasks failed to start.".into();
     p.updated_at = now;
@@ -482,12 +522,15 @@ fn trip_breaker(svc: &mut Service, now: f64, new_id: &mut dyn FnMut() -> String)
             "(service {name}) (deployment {failed_id}) deployment failed: tasks failed to start."
         ),
     );
-    if let (true, Some(back)) = (breaker.rollback, svc.last_completed.clone()) {
+    // A rollback that fails too, or one that would deploy the same thing
+    // again, stays FAILED: rolling back again would loop.
+    let back = svc
+        .last_completed
+        .clone()
+        .filter(|b| breaker.rollback && !was_rollback && b.task_definition != failed_td);
+    if let Some(back) = back {
         svc.task_definition = back.task_definition.clone();
-        let reason = format!(
-            "ECS deployment circuit breaker: rolling back to deploymentId {}.",
-            back.deployment_id
-        );
+        let reason = format!("{ROLLING_BACK}{}.", back.deployment_id);
         svc.new_deployment(now, new_id(), &reason);
         svc.event(
             now,
@@ -521,9 +564,16 @@ fn replica(svc: &Service, pass: &mut Pass<'_, '_>, may_start: bool) {
     for t in &primary[..excess] {
         pass.scale_in(t);
     }
-    // Too few: start, within maximumPercent.
+    // Too few: start, within maximumPercent — which counts every task not
+    // yet STOPPED, stopping ones included (they still hold resources).
     let want = desired.saturating_sub(primary.len() - excess);
-    let room = max_total.saturating_sub(pass.alive().len());
+    let present = pass
+        .world
+        .tasks
+        .iter()
+        .filter(|t| t.last_status != "STOPPED")
+        .count();
+    let room = max_total.saturating_sub(present);
     let n = want.min(room);
     if n > 0 && may_start {
         pass.actions.push(Action::Start { count: n });
@@ -596,12 +646,14 @@ fn settle(svc: &mut Service, pass: &Pass<'_, '_>) {
     // Deployments whose tasks are all gone are over; a failed one stays in
     // view until the deployment that replaced it completes.
     let tasks = &pass.world.tasks;
+    let mut failed_kept = false;
     svc.deployments.retain(|d| {
-        d.status == "PRIMARY"
-            || d.rollout_state == "FAILED"
-            || tasks.iter().any(|t| {
-                t.started_by.as_deref() == Some(d.id.as_str()) && t.last_status != "STOPPED"
-            })
+        let has_tasks = tasks
+            .iter()
+            .any(|t| t.started_by.as_deref() == Some(d.id.as_str()) && t.last_status != "STOPPED");
+        let newest_failed = d.status != "PRIMARY" && d.rollout_state == "FAILED" && !failed_kept;
+        failed_kept |= newest_failed;
+        d.status == "PRIMARY" || has_tasks || newest_failed
     });
     let settled = |t: &&&Task| healthy_running(t) && pass.is_primary(t);
     let running = tasks.iter().filter(settled).count();
@@ -683,6 +735,14 @@ pub(crate) async fn reconcile(inner: &Inner) -> Result<(), ApiError> {
         return Ok(());
     }
     let mut state = inner.state.lock().await;
+    // Checked again under the lock: shutdown stops tasks under it too, and
+    // must not see the scheduler start new ones after.
+    if inner
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Ok(());
+    }
     let keys: Vec<String> = state
         .services
         .iter()
@@ -691,7 +751,10 @@ pub(crate) async fn reconcile(inner: &Inner) -> Result<(), ApiError> {
         .collect();
     for key in keys {
         if let Some(svc) = state.services.get(&key).map(|s| s.value.clone()) {
-            reconcile_one(inner, &mut state, svc).await?;
+            // One service's failure does not hold up the others.
+            if let Err(e) = reconcile_one(inner, &mut state, svc).await {
+                tracing::error!("the service scheduler failed a pass for {key}: {e}");
+            }
         }
     }
     Ok(())
@@ -709,7 +772,7 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
         .tasks
         .values()
         .map(|t| &t.value)
-        .filter(|t| t.cluster_arn == svc.cluster_arn && t.group.as_deref() == Some(&group))
+        .filter(|t| belongs(t, &svc.cluster_arn, &group))
         .collect();
     let draining: HashSet<&str> = state
         .instances
@@ -718,7 +781,11 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
         .filter(|i| i.cluster == cluster_name && i.status == "DRAINING")
         .map(|i| i.container_instance_arn.as_str())
         .collect();
-    let td = crate::ecs::taskdef_of(state, &svc.task_definition);
+    let primary_before = svc.deployments.first().map(|d| d.id.clone());
+    let td = svc
+        .deployments
+        .first()
+        .and_then(|d| crate::ecs::taskdef_of(state, &d.task_definition));
     let rules = placement_rules(&svc.placement_constraints, &svc.placement_strategy);
     let launch = match (td, rules) {
         (Some(td), Ok((constraints, strategies))) => {
@@ -737,8 +804,14 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
         now,
     };
     let mut ids = || deployment_id(inner);
-    let actions = decide(&mut svc, &world, &mut ids);
+    let mut actions = decide(&mut svc, &world, &mut ids);
     drop(world);
+    if svc.deployments.first().map(|d| d.id.clone()) != primary_before {
+        // A rollback: what to start is the new PRIMARY's, which the next
+        // pass (at once) places with its own task definition.
+        actions.retain(|a| matches!(a, Action::Stop { .. }));
+        inner.wake.notify_one();
+    }
 
     // Carry the actions out.
     let region = svc.region().to_string();
@@ -964,14 +1037,34 @@ fn deployment_configuration(
     refuse(
         given,
         &[
-            "alarms",
-            "strategy",
-            "bakeTimeInMinutes",
             "lifecycleHooks",
             "canaryConfiguration",
             "linearConfiguration",
         ],
     )?;
+    // What DescribeServices returns may be sent back: alarms that are off,
+    // the ROLLING strategy, no bake time.
+    if given.pointer("/alarms/enable") == Some(&Value::Bool(true)) {
+        return Err(ApiError::invalid_parameter(
+            "deploymentConfiguration.alarms is not supported by skiff (there are no CloudWatch alarms): set enable to false",
+        ));
+    }
+    if let Some(st) = given.get("strategy").and_then(Value::as_str)
+        && st != "ROLLING"
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "deployment strategy {st} is not supported by skiff: use ROLLING"
+        )));
+    }
+    if given
+        .get("bakeTimeInMinutes")
+        .and_then(Value::as_i64)
+        .is_some_and(|b| b != 0)
+    {
+        return Err(ApiError::invalid_parameter(
+            "bakeTimeInMinutes applies to blue/green deployments, which skiff does not run",
+        ));
+    }
     // resetOnHealthyTask true is ECS's default and what skiff does.
     if given.pointer("/deploymentCircuitBreaker/resetOnHealthyTask") == Some(&Value::Bool(false)) {
         return Err(ApiError::invalid_parameter(
@@ -1000,9 +1093,9 @@ fn deployment_configuration(
             "The maximumPercent of a DAEMON service must be 100.",
         ));
     }
-    if !(100..=200).contains(&max) {
+    if !(100..=i64::from(i32::MAX)).contains(&max) {
         return Err(ApiError::invalid_parameter(format!(
-            "maximumPercent must be between 100 and 200, not {max}."
+            "maximumPercent must be at least 100, not {max}."
         )));
     }
     if max == 100 && min == 100 && !daemon {
@@ -1073,9 +1166,7 @@ fn service_view(state: &State, svc: &Service, with_tags: bool) -> Value {
         .tasks
         .values()
         .map(|t| &t.value)
-        .filter(|t| {
-            t.cluster_arn == svc.cluster_arn && t.group.as_deref() == Some(&group) && live(t)
-        })
+        .filter(|t| belongs(t, &svc.cluster_arn, &group) && live(t))
         .collect();
     let count = |d: Option<&str>, running: bool| {
         tasks
@@ -1147,6 +1238,10 @@ fn find_service<'a>(state: &'a State, cluster: &str, given: &str) -> Option<&'a 
         .services
         .get(&format!("{cluster}/{}", name_of(given)))
         .map(|s| &s.value)
+}
+
+fn not_active() -> ApiError {
+    ApiError::not_found("ServiceNotActiveException", "Service was not ACTIVE.")
 }
 
 fn service_not_found() -> ApiError {
@@ -1357,14 +1452,10 @@ pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value,
     let mut state = inner.state.lock().await;
     let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
     let mut svc = find_service(&state, &cluster.cluster_name, given)
-        .filter(|s| s.status != "INACTIVE")
         .cloned()
         .ok_or_else(service_not_found)?;
     if svc.status != "ACTIVE" {
-        return Err(ApiError::not_found(
-            "ServiceNotActiveException",
-            "Service was not ACTIVE.",
-        ));
+        return Err(not_active());
     }
     let daemon = svc.is_daemon();
     if daemon && desired.is_some() {
@@ -1435,11 +1526,12 @@ pub(crate) async fn delete_service(inner: &Inner, body: &Value) -> Result<Value,
     let mut state = inner.state.lock().await;
     let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
     let mut svc = find_service(&state, &cluster.cluster_name, given)
-        .filter(|s| s.status != "INACTIVE")
         .cloned()
         .ok_or_else(service_not_found)?;
-    if svc.status == "DRAINING" {
-        return Ok(json!({ "service": service_view(&state, &svc, false) }));
+    match svc.status.as_str() {
+        "DRAINING" => return Ok(json!({ "service": service_view(&state, &svc, false) })),
+        "INACTIVE" => return Err(not_active()),
+        _ => {}
     }
     if !svc.is_daemon() && svc.desired_count > 0 && !force {
         return Err(ApiError::invalid_parameter(
@@ -1777,7 +1869,10 @@ mod tests {
         let mut ok = task("r3", OLD, "RUNNING");
         ok.started_at = Some(12.0);
         let tasks = [failed_task("f1", OLD), failed_task("f2", OLD), ok];
-        run(&mut s, &tasks, 12.0);
+        // Running is not yet proof: a crash loop runs too, briefly.
+        run(&mut s, &tasks, 15.0);
+        assert_eq!(s.deployments[0].consecutive_failures, 2);
+        run(&mut s, &tasks, 22.0);
         assert_eq!(
             (
                 s.deployments[0].failed_tasks,
@@ -1866,6 +1961,61 @@ mod tests {
         let tasks = [task("a1", OLD, "STOPPED")];
         assert_eq!(run(&mut s, &tasks, 11.0), vec![]);
         assert_eq!(s.status, "INACTIVE");
+    }
+
+    #[test]
+    fn a_failing_rollback_stays_failed_instead_of_looping() {
+        let mut s = rolling(1, 200, 100);
+        s.deployment_configuration.deployment_circuit_breaker = CircuitBreaker {
+            enable: true,
+            rollback: true,
+        };
+        let mut tasks = vec![
+            failed_task("f1", NEW),
+            failed_task("f2", NEW),
+            failed_task("f3", NEW),
+        ];
+        run(&mut s, &tasks, 10.0);
+        let rollback = s.deployments[0].id.clone();
+        assert_ne!(rollback, NEW);
+        // The rollback's tasks fail as well: it fails, and nothing more is
+        // deployed.
+        tasks.extend(["r1", "r2", "r3"].map(|id| failed_task(id, &rollback)));
+        let a = run(&mut s, &tasks, 20.0);
+        assert_eq!(s.deployments[0].id, rollback);
+        assert_eq!(s.deployments[0].rollout_state, "FAILED");
+        assert!(a.is_empty(), "{a:?}");
+        // Only the newest failed deployment stays in view beside the primary.
+        assert_eq!(
+            s.deployments
+                .iter()
+                .filter(|d| d.status != "PRIMARY" && d.rollout_state == "FAILED")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_crash_loop_counts_as_failures_and_stopping_tasks_hold_their_room() {
+        let mut s = service(1, 100, 0);
+        s.deployment_configuration.deployment_circuit_breaker.enable = true;
+        // Ran a second, then its essential container exited.
+        let crashed = |id: &str| {
+            let mut t = failed_task(id, OLD);
+            t.stop_code = Some("EssentialContainerExited".into());
+            t.started_at = Some(1.0);
+            t.stopped_at = Some(2.0);
+            t
+        };
+        let tasks = [crashed("c1"), crashed("c2")];
+        run(&mut s, &tasks, 10.0);
+        assert_eq!(s.deployments[0].failed_tasks, 2);
+        assert!(!s.deployments[0].succeeded);
+        // A task still stopping holds the one slot maximumPercent 100 allows.
+        let mut s = rolling(1, 100, 0);
+        let mut stopping = task("o1", OLD, "RUNNING");
+        stopping.desired_status = "STOPPED".into();
+        assert_eq!(run(&mut s, &[stopping], 10.0), vec![]);
     }
 
     #[test]

@@ -312,7 +312,7 @@ fn the_aws_cli_runs_a_service_replaces_rolls_out_scales_and_deletes_it() {
             "--desired-count",
             "1",
         ],
-        "ServiceNotFoundException",
+        "ServiceNotActiveException",
     );
 
     // A cluster with a service cannot be deleted; without it, it can.
