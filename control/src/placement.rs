@@ -141,7 +141,16 @@ pub enum Rejection {
     MemberOf,
 }
 
-fn check(c: &Candidate, demand: &Demand, constraints: &[Constraint]) -> Result<(), Rejection> {
+/// Whether `c` can take one task of `demand`, given what `place` keeps
+/// at hand: the instance's tasks of the demand's group, and whether it met the constraints that do not change
+/// as tasks are placed (`member_ok`).
+fn check(
+    c: &Candidate,
+    demand: &Demand,
+    constraints: &[Constraint],
+    group_n: u32,
+    member_ok: bool,
+) -> Result<(), Rejection> {
     if !c.active {
         return Err(Rejection::Inactive);
     }
@@ -167,10 +176,13 @@ fn check(c: &Candidate, demand: &Demand, constraints: &[Constraint]) -> Result<(
     if demand.udp_ports.iter().any(|p| c.used_udp.contains(p)) {
         return Err(Rejection::PortsUdp);
     }
+    if !member_ok {
+        return Err(Rejection::MemberOf);
+    }
     for constraint in constraints {
         match constraint {
             Constraint::DistinctInstance => {
-                if c.groups.get(&demand.group).copied().unwrap_or(0) > 0 {
+                if group_n > 0 {
                     return Err(Rejection::DistinctInstance);
                 }
             }
@@ -223,6 +235,11 @@ pub struct Placement {
 
 /// Places up to `count` tasks of `demand`, updating `candidates` as it goes
 /// (so a caller placing further work sees what these took).
+///
+/// Each task is one pass over the instances; what a pass would otherwise
+/// recompute per instance is kept beside them: `memberOf` expressions that
+/// placing cannot change are evaluated once, the demand's group count and
+/// each spread attribute's value slot are plain indexes.
 pub fn place(
     candidates: &mut [Candidate],
     demand: &Demand,
@@ -232,44 +249,65 @@ pub fn place(
     rng: &mut Rng,
 ) -> Placement {
     let mut placed = Vec::with_capacity(count);
-    // For spread over an attribute: the group's tasks per attribute value.
-    let spread_counts: Vec<Option<HashMap<Option<String>, u64>>> = strategies
+    let (fixed, moving): (Vec<Constraint>, Vec<Constraint>) =
+        constraints.iter().cloned().partition(|k| match k {
+            Constraint::MemberOf(e) => e.is_static(),
+            Constraint::DistinctInstance => false,
+        });
+    let member_ok: Vec<bool> = candidates
+        .iter()
+        .map(|c| {
+            fixed.iter().all(|k| match k {
+                Constraint::MemberOf(e) => e.matches(c),
+                Constraint::DistinctInstance => true,
+            })
+        })
+        .collect();
+    let mut group_n: Vec<u32> = candidates
+        .iter()
+        .map(|c| c.groups.get(&demand.group).copied().unwrap_or(0))
+        .collect();
+    // For spread over an attribute: each instance's value slot, and the
+    // group's tasks per slot.
+    let mut spread: Vec<Option<(Vec<usize>, Vec<u64>)>> = strategies
         .iter()
         .map(|s| match s {
             Strategy::Spread(Field::Attribute(a)) => {
-                let mut m: HashMap<Option<String>, u64> = HashMap::new();
-                for c in candidates.iter() {
-                    *m.entry(attribute_value(c, a)).or_default() +=
-                        u64::from(c.groups.get(&demand.group).copied().unwrap_or(0));
+                let mut values: HashMap<Option<String>, usize> = HashMap::new();
+                let slots: Vec<usize> = candidates
+                    .iter()
+                    .map(|c| {
+                        let n = values.len();
+                        *values.entry(attribute_value(c, a)).or_insert(n)
+                    })
+                    .collect();
+                let mut counts = vec![0u64; values.len()];
+                for (i, slot) in slots.iter().enumerate() {
+                    counts[*slot] += u64::from(group_n[i]);
                 }
-                Some(m)
+                Some((slots, counts))
             }
             _ => None,
         })
         .collect();
-    let mut spread_counts = spread_counts;
     let mut keys: Vec<i64> = Vec::with_capacity(strategies.len());
     let mut best_keys: Vec<i64> = Vec::with_capacity(strategies.len());
     for _ in 0..count {
         let mut best: Option<usize> = None;
         for (i, c) in candidates.iter().enumerate() {
-            if check(c, demand, constraints).is_err() {
+            if check(c, demand, &moving, group_n[i], member_ok[i]).is_err() {
                 continue;
             }
             keys.clear();
-            for (s, counts) in strategies.iter().zip(&spread_counts) {
-                keys.push(match s {
-                    Strategy::Random => (rng.next_u64() >> 1) as i64,
-                    Strategy::BinpackCpu => c.remaining_cpu,
-                    Strategy::BinpackMemory => c.remaining_memory,
-                    Strategy::Spread(Field::InstanceId) => {
-                        i64::from(c.groups.get(&demand.group).copied().unwrap_or(0))
+            for (s, sp) in strategies.iter().zip(&spread) {
+                keys.push(match (s, sp) {
+                    (Strategy::Random, _) => (rng.next_u64() >> 1) as i64,
+                    (Strategy::BinpackCpu, _) => c.remaining_cpu,
+                    (Strategy::BinpackMemory, _) => c.remaining_memory,
+                    (Strategy::Spread(Field::Attribute(_)), Some((slots, counts))) => {
+                        counts[slots[i]] as i64
                     }
-                    Strategy::Spread(Field::Attribute(a)) => counts
-                        .as_ref()
-                        .and_then(|m| m.get(&attribute_value(c, a)))
-                        .map(|n| *n as i64)
-                        .unwrap_or(0),
+                    (Strategy::Spread(_), _) => i64::from(group_n[i]),
                 });
             }
             // Lowest keys win; the earliest instance breaks full ties, so
@@ -287,10 +325,9 @@ pub fn place(
         c.used_udp.extend(&demand.udp_ports);
         c.running_tasks += 1;
         *c.groups.entry(demand.group.clone()).or_default() += 1;
-        for (s, counts) in strategies.iter().zip(spread_counts.iter_mut()) {
-            if let (Strategy::Spread(Field::Attribute(a)), Some(m)) = (s, counts) {
-                *m.entry(attribute_value(c, a)).or_default() += 1;
-            }
+        group_n[i] += 1;
+        for (slots, counts) in spread.iter_mut().flatten() {
+            counts[slots[i]] += 1;
         }
         placed.push(i);
     }
@@ -298,7 +335,11 @@ pub fn place(
         candidates
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| check(c, demand, constraints).err().map(|r| (i, r)))
+            .filter_map(|(i, c)| {
+                check(c, demand, &moving, group_n[i], member_ok[i])
+                    .err()
+                    .map(|r| (i, r))
+            })
             .collect()
     } else {
         Vec::new()
@@ -570,6 +611,18 @@ impl Expression {
         }
     }
 
+    /// Whether the expression's answer cannot change as tasks are placed
+    /// (it reads neither `runningTasksCount` nor `task:group`).
+    pub fn is_static(&self) -> bool {
+        match self {
+            Expression::And(a, b) | Expression::Or(a, b) => a.is_static() && b.is_static(),
+            Expression::Not(e) => e.is_static(),
+            Expression::Test { subject, .. } => {
+                !matches!(subject, Subject::RunningTasksCount | Subject::TaskGroup)
+            }
+        }
+    }
+
     /// Whether the instance satisfies the expression.
     pub fn matches(&self, c: &Candidate) -> bool {
         match self {
@@ -804,6 +857,21 @@ mod tests {
             &mut Rng::new(1),
         );
         assert_eq!(p.placed, [0, 2, 0, 2]);
+
+        // An expression on what placing changes is evaluated as it changes:
+        // each instance takes tasks while it runs fewer than two.
+        let mut c: Vec<_> = (0..2).map(|i| instance(i, 8192, 8192, "a")).collect();
+        let few = Constraint::parse("memberOf", Some("runningTasksCount < 2")).unwrap();
+        let p = place(
+            &mut c,
+            &demand(1, 1),
+            5,
+            &[few],
+            &[Strategy::BinpackCpu],
+            &mut Rng::new(1),
+        );
+        assert_eq!(p.placed, [0, 0, 1, 1]);
+        assert!(p.rejections.iter().all(|(_, r)| *r == Rejection::MemberOf));
     }
 
     #[test]
