@@ -12,7 +12,7 @@
 use crate::logs::{LineSink, LogStore};
 use crate::model::{Task, now};
 use crate::taskdef::{ContainerDefinition, TaskDefinition};
-use skiff_registry::images::Puller;
+use skiff_registry::images::{ImageRecord, Puller};
 use skiff_runtime::{
     Artifact, ArtifactKind, InstanceSpec, Limit, Limits, Mount, NetworkMode, Outcome, Output,
     Runtime, Stdin,
@@ -72,7 +72,14 @@ pub struct Agent {
     data_dir: PathBuf,
     reports: mpsc::UnboundedSender<Report>,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Compiled images recently started here, by image reference and
+    /// binary digest: the next task of the same image only instantiates
+    /// (no reading, hashing or deserialising the module again).
+    warm: Mutex<HashMap<(String, String), Arc<Artifact>>>,
 }
+
+/// How many compiled images the agent keeps warm.
+const WARM_IMAGES: usize = 64;
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +112,45 @@ impl Agent {
             data_dir,
             reports,
             running: Mutex::new(HashMap::new()),
+            warm: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The compiled image for `reference`: warm if the store still maps it
+    /// to the binary compiled last time, else pulled (or read from the
+    /// store) and compiled (or loaded from the compile cache).
+    async fn image(&self, reference: &str) -> Result<(ImageRecord, Arc<Artifact>), String> {
+        if let Some(record) = self.puller.cached(reference) {
+            let key = (record.reference.clone(), record.wasm_digest.clone());
+            let warm = self.warm.lock().ok().and_then(|w| w.get(&key).cloned());
+            if let Some(artifact) = warm {
+                return Ok((record, artifact));
+            }
+        }
+        let (record, bytes) = self
+            .puller
+            .ensure(reference, &|_, _| {})
+            .await
+            .map_err(|e| format!("CannotPullContainerError: {e}"))?;
+        let runtime = self.runtime.clone();
+        let name = record.reference.clone();
+        let artifact = tokio::task::spawn_blocking(move || runtime.load_bytes(&name, &bytes))
+            .await
+            .map_err(|e| format!("CannotPullContainerError: compiling failed: {e}"))?
+            .map_err(|e| format!("CannotPullContainerError: {e}"))?;
+        if let Ok(mut w) = self.warm.lock() {
+            if w.len() >= WARM_IMAGES {
+                // Forget one: any will do, the compile cache still has it.
+                if let Some(k) = w.keys().next().cloned() {
+                    w.remove(&k);
+                }
+            }
+            w.insert(
+                (record.reference.clone(), record.wasm_digest.clone()),
+                Arc::clone(&artifact),
+            );
+        }
+        Ok((record, artifact))
     }
 
     /// Whether the agent is running (or starting) this task.
@@ -221,17 +266,7 @@ impl Agent {
             }
             let reference = self.qualify(&c.image);
             let loaded = async {
-                let (record, bytes) = self
-                    .puller
-                    .ensure(&reference, &|_, _| {})
-                    .await
-                    .map_err(|e| format!("CannotPullContainerError: {e}"))?;
-                let runtime = self.runtime.clone();
-                let name = record.reference.clone();
-                let artifact = tokio::task::spawn_blocking(move || runtime.load_bytes(&name, &bytes))
-                    .await
-                    .map_err(|e| format!("CannotPullContainerError: compiling failed: {e}"))?
-                    .map_err(|e| format!("CannotPullContainerError: {e}"))?;
+                let (record, artifact) = self.image(&reference).await?;
                 if artifact.kind() == ArtifactKind::HttpProxy {
                     return Err(format!(
                         "CannotStartContainerError: {} is a wasi:http/proxy component; skiff runs those as tasks once the networking lands",

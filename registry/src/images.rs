@@ -188,6 +188,13 @@ impl Puller {
         self.fetch(&whole, progress).await
     }
 
+    /// What the store holds for `reference`, if it was pulled before
+    /// (nothing is fetched).
+    pub fn cached(&self, reference: &str) -> Option<ImageRecord> {
+        let whole = remote::parse_reference(reference).ok()?.whole();
+        self.store.get(&whole).ok().flatten()
+    }
+
     /// Pulls the image now, whatever the store holds.
     pub async fn pull(
         &self,
