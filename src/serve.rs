@@ -161,6 +161,8 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         let control = ControlPlane::start(config, runtime, puller)
             .await
             .map_err(|e| e.to_string())?;
+        // `aws ecr ...` on the API endpoint manages this registry.
+        control.attach_registry(registry.clone());
         eprintln!(
             "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}, data in {}",
             if signed {

@@ -29,7 +29,7 @@ pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// Pages `items` with an opaque token (an offset).
-fn page<T>(
+pub(crate) fn page<T>(
     items: Vec<T>,
     token: Option<&str>,
     max: Option<i64>,

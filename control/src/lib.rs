@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod api;
+mod ecr;
 mod ecs;
 pub mod error;
 pub mod logs;
@@ -99,6 +100,9 @@ pub(crate) struct Inner {
     pub(crate) rng: Mutex<placement::Rng>,
     /// Set by `shutdown`: no new tasks start.
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,
+    /// The registry `skiff serve` runs beside the API, for the ECR
+    /// operations (set once, by `attach_registry`).
+    pub(crate) registry: std::sync::OnceLock<skiff_registry::Registry>,
     /// Wakes the service scheduler: a task, service or instance changed.
     pub(crate) wake: Arc<tokio::sync::Notify>,
     /// Held while this process uses the data dir.
@@ -212,6 +216,7 @@ impl ControlPlane {
                 agent,
                 rng: Mutex::new(placement::Rng::from_entropy()),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
+                registry: std::sync::OnceLock::new(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 _lock: lock,
             }),
@@ -285,6 +290,9 @@ impl ControlPlane {
         if let Some(op) = target.strip_prefix("AmazonEC2ContainerServiceV20141113.") {
             return ecs::handle(&self.inner, op, body, region).await;
         }
+        if let Some(op) = target.strip_prefix("AmazonEC2ContainerRegistry_V20150921.") {
+            return ecr::handle(&self.inner, op, body, region).await;
+        }
         if let Some(op) = target.strip_prefix("Logs_20140328.") {
             let logs = self.inner.logs.clone();
             let (op, body, region) = (op.to_string(), body.clone(), region.to_string());
@@ -351,6 +359,12 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Serves the ECR API from `registry` (the one at
+    /// `config.default_registry`). Once; later calls change nothing.
+    pub fn attach_registry(&self, registry: skiff_registry::Registry) {
+        let _ = self.inner.registry.set(registry);
     }
 
     /// The configuration.

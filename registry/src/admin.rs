@@ -110,6 +110,11 @@ impl Inner {
                 "the stored lifecycle policy of {repo} is invalid: {e}"
             ))
         })?;
+        self.plan_with(repo, &policy)
+    }
+
+    /// What `policy` would expire from `repo` now.
+    fn plan_with(&self, repo: &str, policy: &LifecyclePolicy) -> Result<Vec<Expiry>> {
         // Images only: an index's entries and the artifacts attached to an
         // image (its referrers) go with it, never on their own.
         let parts: HashSet<String> = self.db.child_manifests(repo)?.into_iter().collect();
@@ -256,6 +261,48 @@ impl Registry {
     /// (`GetLifecyclePolicyPreview`).
     pub fn lifecycle_preview(&self, name: &str) -> Result<Vec<Expiry>> {
         self.inner.lifecycle_plan(name)
+    }
+
+    /// What a policy given as text (not necessarily the repository's)
+    /// would expire now, changing nothing (`StartLifecyclePolicyPreview`
+    /// with a `lifecyclePolicyText`).
+    pub fn lifecycle_preview_of(&self, name: &str, policy: &str) -> Result<Vec<Expiry>> {
+        self.inner.existing(name)?;
+        let policy = LifecyclePolicy::parse(policy).map_err(AdminError::InvalidParameter)?;
+        self.inner.plan_with(name, &policy)
+    }
+
+    /// Deletes an image (`BatchDeleteImage`): by digest, the manifest and
+    /// every tag on it; by tag, the tag — and the image with it when that
+    /// was its last tag, as ECR does. Whether anything was there.
+    pub fn delete_image(&self, name: &str, reference: &str) -> Result<bool> {
+        let digest = match self.inner.resolve(name, reference) {
+            Ok(d) => d,
+            Err(AdminError::ImageNotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let d: Digest = digest
+            .parse()
+            .map_err(|e| Internal::Other(format!("a stored digest is invalid: {e}")))?;
+        let deleted = if reference.contains(':') {
+            self.inner.db.delete_manifest(name, &d)?
+        } else {
+            let untagged = self.inner.db.delete_tag(name, reference)?;
+            let last = !self
+                .inner
+                .db
+                .images(name)?
+                .iter()
+                .any(|i| i.digest == digest && !i.tags.is_empty());
+            if untagged && last {
+                self.inner.db.delete_manifest(name, &d)?;
+            }
+            untagged
+        };
+        if deleted {
+            self.inner.maintenance.notify_one();
+        }
+        Ok(deleted)
     }
 
     /// Expires what the policy selects now, and collects the blobs that

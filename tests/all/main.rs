@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_input;
+mod ecr_cli;
 mod ecs_cli;
 mod ecs_services;
 mod exit_status;

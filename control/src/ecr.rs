@@ -1,0 +1,595 @@
+//! The ECR API (`AmazonEC2ContainerRegistry_V20150921.*`) on skiff's API
+//! endpoint, backed by the registry `skiff serve` runs: repositories, tag
+//! mutability, scanning, lifecycle policies, images and tokens — what
+//! `aws ecr` and boto3's ECR client call.
+
+use crate::Inner;
+use crate::ecs::{page, required};
+use crate::error::ApiError;
+use crate::model::{ACCOUNT, arn};
+use serde_json::{Value, json};
+use skiff_registry::lifecycle::Expiry;
+use skiff_registry::repos::{Image, Repository, RepositorySettings, TagMutability};
+use skiff_registry::{AdminError, Registry};
+
+/// How long a GetAuthorizationToken token lasts (ECR's: 12 hours).
+const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+fn ecr_error(e: AdminError) -> ApiError {
+    let message = e.to_string();
+    let kind = match e {
+        AdminError::RepositoryNotFound(_) => "RepositoryNotFoundException",
+        AdminError::RepositoryAlreadyExists(_) => "RepositoryAlreadyExistsException",
+        AdminError::RepositoryNotEmpty(_) => "RepositoryNotEmptyException",
+        AdminError::InvalidParameter(_) => "InvalidParameterException",
+        AdminError::ImageNotFound { .. } => "ImageNotFoundException",
+        AdminError::LifecyclePolicyNotFound(_) => "LifecyclePolicyNotFoundException",
+        AdminError::ScanNotFound { .. } => "ScanNotFoundException",
+        AdminError::Internal(_) => return ApiError::server(message),
+    };
+    ApiError::not_found(kind, message)
+}
+
+/// Handles one ECR operation.
+pub(crate) async fn handle(
+    inner: &Inner,
+    op: &str,
+    body: &Value,
+    region: &str,
+) -> Result<Value, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::serialization(
+            "the request body must be a JSON object",
+        ));
+    }
+    let Some(registry) = inner.registry.get() else {
+        return Err(ApiError::unknown_operation(&format!(
+            "AmazonEC2ContainerRegistry_V20150921.{op} (this control plane serves no registry)"
+        )));
+    };
+    if let Some(id) = body.get("registryId").and_then(Value::as_str)
+        && id != ACCOUNT
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "registryId {id} is not this registry's ({ACCOUNT})"
+        )));
+    }
+    let ecr = Ecr {
+        registry,
+        region,
+        address: &inner.config.default_registry,
+    };
+    match op {
+        "CreateRepository" => ecr.create_repository(body),
+        "DescribeRepositories" => ecr.describe_repositories(body),
+        "DeleteRepository" => ecr.delete_repository(body).await,
+        "PutImageTagMutability" => ecr.put_tag_mutability(body),
+        "PutImageScanningConfiguration" => ecr.put_scanning(body),
+        "DescribeImages" => ecr.describe_images(body),
+        "ListImages" => ecr.list_images(body),
+        "BatchDeleteImage" => ecr.batch_delete(body),
+        "PutLifecyclePolicy" => ecr.put_lifecycle_policy(body),
+        "GetLifecyclePolicy" => ecr.get_lifecycle_policy(body),
+        "DeleteLifecyclePolicy" => ecr.delete_lifecycle_policy(body),
+        "StartLifecyclePolicyPreview" => ecr.lifecycle_preview(body, true),
+        "GetLifecyclePolicyPreview" => ecr.lifecycle_preview(body, false),
+        "StartImageScan" => ecr.start_scan(body).await,
+        "DescribeImageScanFindings" => ecr.scan_findings(body),
+        "GetAuthorizationToken" => ecr.authorization_token(),
+        other => Err(ApiError::unknown_operation(&format!(
+            "AmazonEC2ContainerRegistry_V20150921.{other}"
+        ))),
+    }
+}
+
+struct Ecr<'a> {
+    registry: &'a Registry,
+    region: &'a str,
+    /// host:port of the registry, for `repositoryUri` and `proxyEndpoint`.
+    address: &'a str,
+}
+
+/// An `imageId`: a digest, a tag, or both.
+struct ImageId {
+    digest: Option<String>,
+    tag: Option<String>,
+}
+
+impl ImageId {
+    fn parse(v: &Value) -> Result<ImageId, ApiError> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+        let id = ImageId {
+            digest: s("imageDigest"),
+            tag: s("imageTag"),
+        };
+        if id.digest.is_none() && id.tag.is_none() {
+            return Err(ApiError::invalid_parameter(
+                "an imageId needs an imageDigest or an imageTag",
+            ));
+        }
+        Ok(id)
+    }
+
+    /// The registry reference: the digest when there is one.
+    fn reference(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or_default()
+    }
+
+    fn view(&self) -> Value {
+        let mut v = json!({});
+        if let Some(d) = &self.digest {
+            v["imageDigest"] = json!(d);
+        }
+        if let Some(t) = &self.tag {
+            v["imageTag"] = json!(t);
+        }
+        v
+    }
+
+    fn matches(&self, image: &Image) -> bool {
+        self.digest.as_ref().is_none_or(|d| *d == image.digest)
+            && self.tag.as_ref().is_none_or(|t| image.tags.contains(t))
+    }
+}
+
+fn tag_status(body: &Value) -> Result<&str, ApiError> {
+    match body.pointer("/filter/tagStatus").and_then(Value::as_str) {
+        None => Ok("ANY"),
+        Some(s @ ("TAGGED" | "UNTAGGED" | "ANY")) => Ok(s),
+        Some(other) => Err(ApiError::invalid_parameter(format!(
+            "tagStatus must be TAGGED, UNTAGGED or ANY, not {other:?}"
+        ))),
+    }
+}
+
+/// One page of `items` under `key`, ECR's way (maxResults up to 1000).
+fn paged(body: &Value, key: &str, items: Vec<Value>) -> Result<Value, ApiError> {
+    let (items, next) = page(
+        items,
+        body.get("nextToken").and_then(Value::as_str),
+        body.get("maxResults").and_then(Value::as_i64),
+        1000,
+    )?;
+    let mut v = json!({ key: items });
+    if let Some(n) = next {
+        v["nextToken"] = json!(n);
+    }
+    Ok(v)
+}
+
+/// `imageTagMutability` and its exclusion filters from a request, onto
+/// `settings`.
+fn mutability(body: &Value, settings: &mut RepositorySettings) -> Result<(), ApiError> {
+    if let Some(m) = body.get("imageTagMutability").and_then(Value::as_str) {
+        settings.tag_mutability = TagMutability::parse(m).map_err(ApiError::invalid_parameter)?;
+        settings.mutability_filters.clear();
+    }
+    if let Some(filters) = body
+        .get("imageTagMutabilityExclusionFilters")
+        .and_then(Value::as_array)
+    {
+        let mut out = Vec::new();
+        for f in filters {
+            let kind = f.get("filterType").and_then(Value::as_str).unwrap_or("");
+            if kind != "WILDCARD" {
+                return Err(ApiError::invalid_parameter(format!(
+                    "filterType must be WILDCARD, not {kind:?}"
+                )));
+            }
+            out.push(required(f, "filter")?.to_string());
+        }
+        settings.mutability_filters = out;
+    }
+    Ok(())
+}
+
+impl Ecr<'_> {
+    fn repository_view(&self, r: &Repository) -> Value {
+        let mut v = json!({
+            "repositoryArn": arn("ecr", self.region, &format!("repository/{}", r.name)),
+            "registryId": ACCOUNT,
+            "repositoryName": r.name,
+            "repositoryUri": format!("{}/{}", self.address, r.name),
+            "createdAt": r.created_at,
+            "imageTagMutability": r.settings.tag_mutability.as_str(),
+            "imageScanningConfiguration": {"scanOnPush": r.settings.scan_on_push},
+            "encryptionConfiguration": {"encryptionType": "AES256"},
+        });
+        if !r.settings.mutability_filters.is_empty() {
+            v["imageTagMutabilityExclusionFilters"] = r
+                .settings
+                .mutability_filters
+                .iter()
+                .map(|f| json!({"filterType": "WILDCARD", "filter": f}))
+                .collect();
+        }
+        v
+    }
+
+    fn create_repository(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        if body
+            .get("tags")
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty())
+        {
+            return Err(ApiError::invalid_parameter(
+                "tags on repositories are not supported by skiff yet: create it without tags",
+            ));
+        }
+        if let Some(t) = body
+            .pointer("/encryptionConfiguration/encryptionType")
+            .and_then(Value::as_str)
+            && t != "AES256"
+        {
+            return Err(ApiError::invalid_parameter(format!(
+                "encryptionType {t} is not supported by skiff (there is no KMS): use AES256"
+            )));
+        }
+        let mut settings = RepositorySettings::default();
+        mutability(body, &mut settings)?;
+        if let Some(scan) = body
+            .pointer("/imageScanningConfiguration/scanOnPush")
+            .and_then(Value::as_bool)
+        {
+            settings.scan_on_push = scan;
+        }
+        let r = self
+            .registry
+            .create_repository(name, &settings)
+            .map_err(ecr_error)?;
+        Ok(json!({ "repository": self.repository_view(&r) }))
+    }
+
+    fn describe_repositories(&self, body: &Value) -> Result<Value, ApiError> {
+        let repos = match body.get("repositoryNames").and_then(Value::as_array) {
+            Some(names) if !names.is_empty() => names
+                .iter()
+                .map(|n| {
+                    let n = n.as_str().ok_or_else(|| {
+                        ApiError::serialization("repositoryNames must be strings")
+                    })?;
+                    self.registry.repository(n).map_err(ecr_error)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => self.registry.repositories().map_err(ecr_error)?,
+        };
+        let views = repos.iter().map(|r| self.repository_view(r)).collect();
+        paged(body, "repositories", views)
+    }
+
+    async fn delete_repository(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let force = body.get("force").and_then(Value::as_bool).unwrap_or(false);
+        let r = self
+            .registry
+            .delete_repository(name, force)
+            .await
+            .map_err(ecr_error)?;
+        Ok(json!({ "repository": self.repository_view(&r) }))
+    }
+
+    fn put_tag_mutability(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        required(body, "imageTagMutability")?;
+        let mut settings = self.registry.repository(name).map_err(ecr_error)?.settings;
+        mutability(body, &mut settings)?;
+        let r = self
+            .registry
+            .set_settings(name, &settings)
+            .map_err(ecr_error)?;
+        let v = self.repository_view(&r);
+        let mut out = json!({
+            "registryId": ACCOUNT,
+            "repositoryName": r.name,
+            "imageTagMutability": v["imageTagMutability"],
+        });
+        if !v["imageTagMutabilityExclusionFilters"].is_null() {
+            out["imageTagMutabilityExclusionFilters"] =
+                v["imageTagMutabilityExclusionFilters"].clone();
+        }
+        Ok(out)
+    }
+
+    fn put_scanning(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let scan = body
+            .pointer("/imageScanningConfiguration/scanOnPush")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| {
+                ApiError::invalid_parameter("imageScanningConfiguration.scanOnPush is required")
+            })?;
+        let mut settings = self.registry.repository(name).map_err(ecr_error)?.settings;
+        settings.scan_on_push = scan;
+        self.registry
+            .set_settings(name, &settings)
+            .map_err(ecr_error)?;
+        Ok(json!({
+            "registryId": ACCOUNT,
+            "repositoryName": name,
+            "imageScanningConfiguration": {"scanOnPush": scan},
+        }))
+    }
+
+    fn image_detail(&self, name: &str, i: &Image) -> Value {
+        let mut v = json!({
+            "registryId": ACCOUNT,
+            "repositoryName": name,
+            "imageDigest": i.digest,
+            "imageSizeInBytes": i.size,
+            "imagePushedAt": i.pushed_at,
+            "imageManifestMediaType": i.media_type,
+        });
+        if !i.tags.is_empty() {
+            v["imageTags"] = json!(i.tags);
+        }
+        if let Some(a) = &i.artifact_type {
+            v["artifactMediaType"] = json!(a);
+        }
+        if let Ok(report) = self.registry.scan_findings(name, &i.digest) {
+            v["imageScanStatus"] = json!({
+                "status": report.image_scan_status.status.as_str(),
+                "description": report.image_scan_status.description,
+            });
+            if let Some(f) = &report.image_scan_findings {
+                v["imageScanFindingsSummary"] = json!({
+                    "imageScanCompletedAt": f.image_scan_completed_at,
+                    "findingSeverityCounts": f.finding_severity_counts,
+                });
+            }
+        }
+        v
+    }
+
+    fn describe_images(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let images = self.registry.images(name).map_err(ecr_error)?;
+        let status = tag_status(body)?;
+        let chosen: Vec<&Image> = match body.get("imageIds").and_then(Value::as_array) {
+            Some(ids) if !ids.is_empty() => {
+                let mut out = Vec::new();
+                for id in ids {
+                    let id = ImageId::parse(id)?;
+                    let found = images.iter().find(|i| id.matches(i)).ok_or_else(|| {
+                        ApiError::not_found(
+                            "ImageNotFoundException",
+                            format!(
+                                "The image with imageId {} does not exist within the repository with name '{name}' in the registry with id '{ACCOUNT}'",
+                                id.view()
+                            ),
+                        )
+                    })?;
+                    out.push(found);
+                }
+                out
+            }
+            _ => images
+                .iter()
+                .filter(|i| match status {
+                    "TAGGED" => !i.tags.is_empty(),
+                    "UNTAGGED" => i.tags.is_empty(),
+                    _ => true,
+                })
+                .collect(),
+        };
+        let details = chosen.iter().map(|i| self.image_detail(name, i)).collect();
+        paged(body, "imageDetails", details)
+    }
+
+    fn list_images(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let status = tag_status(body)?;
+        let mut ids = Vec::new();
+        for i in self.registry.images(name).map_err(ecr_error)? {
+            if i.tags.is_empty() {
+                if status != "TAGGED" {
+                    ids.push(json!({"imageDigest": i.digest}));
+                }
+            } else if status != "UNTAGGED" {
+                for t in &i.tags {
+                    ids.push(json!({"imageDigest": i.digest, "imageTag": t}));
+                }
+            }
+        }
+        paged(body, "imageIds", ids)
+    }
+
+    fn batch_delete(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let ids = body
+            .get("imageIds")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty() && a.len() <= 100)
+            .ok_or_else(|| ApiError::invalid_parameter("imageIds must name 1 to 100 images"))?;
+        let images = self.registry.images(name).map_err(ecr_error)?;
+        let mut deleted = Vec::new();
+        let mut failures = Vec::new();
+        for id in ids {
+            let id = ImageId::parse(id)?;
+            let failure = |code: &str, reason: String| json!({"imageId": id.view(), "failureCode": code, "failureReason": reason});
+            if let Some(d) = &id.digest
+                && d.parse::<skiff_registry::Digest>().is_err()
+            {
+                failures.push(failure(
+                    "InvalidImageDigest",
+                    format!("Invalid image digest {d}"),
+                ));
+                continue;
+            }
+            let Some(image) = images.iter().find(|i| id.matches(i)) else {
+                let code = if id.digest.is_some() && id.tag.is_some() {
+                    "ImageTagDoesNotMatchDigest"
+                } else {
+                    "ImageNotFound"
+                };
+                failures.push(failure(code, "Requested image not found".into()));
+                continue;
+            };
+            // A digest deletes the image; a tag alone only that tag.
+            let reference = id.reference().to_string();
+            if self
+                .registry
+                .delete_image(name, &reference)
+                .map_err(ecr_error)?
+            {
+                let mut v = json!({"imageDigest": image.digest});
+                if let Some(t) = &id.tag {
+                    v["imageTag"] = json!(t);
+                }
+                deleted.push(v);
+            } else {
+                failures.push(failure("ImageNotFound", "Requested image not found".into()));
+            }
+        }
+        Ok(json!({ "imageIds": deleted, "failures": failures }))
+    }
+
+    fn put_lifecycle_policy(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let text = required(body, "lifecyclePolicyText")?;
+        self.registry
+            .put_lifecycle_policy(name, text)
+            .map_err(ecr_error)?;
+        Ok(json!({
+            "registryId": ACCOUNT, "repositoryName": name, "lifecyclePolicyText": text,
+        }))
+    }
+
+    fn get_lifecycle_policy(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let text = self.registry.lifecycle_policy(name).map_err(ecr_error)?;
+        Ok(json!({
+            "registryId": ACCOUNT, "repositoryName": name, "lifecyclePolicyText": text,
+        }))
+    }
+
+    fn delete_lifecycle_policy(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let text = self
+            .registry
+            .delete_lifecycle_policy(name)
+            .map_err(ecr_error)?;
+        Ok(json!({
+            "registryId": ACCOUNT, "repositoryName": name, "lifecyclePolicyText": text,
+        }))
+    }
+
+    /// StartLifecyclePolicyPreview and GetLifecyclePolicyPreview: the
+    /// preview is computed when asked (it is quick), of the policy text
+    /// given or the repository's own; nothing is expired.
+    fn lifecycle_preview(&self, body: &Value, start: bool) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let given = body.get("lifecyclePolicyText").and_then(Value::as_str);
+        let (text, expiries): (String, Vec<Expiry>) = match given {
+            Some(t) if start => (
+                t.to_string(),
+                self.registry
+                    .lifecycle_preview_of(name, t)
+                    .map_err(ecr_error)?,
+            ),
+            _ => {
+                let text = self.registry.lifecycle_policy(name).map_err(|e| match e {
+                    AdminError::LifecyclePolicyNotFound(_) if !start => ApiError::not_found(
+                        "LifecyclePolicyPreviewNotFoundException",
+                        format!("There is no lifecycle policy preview for the repository {name}: the repository has no lifecycle policy"),
+                    ),
+                    e => ecr_error(e),
+                })?;
+                let expiries = self.registry.lifecycle_preview(name).map_err(ecr_error)?;
+                (text, expiries)
+            }
+        };
+        let mut out = json!({
+            "registryId": ACCOUNT,
+            "repositoryName": name,
+            "lifecyclePolicyText": text,
+            "status": "COMPLETE",
+        });
+        if start {
+            return Ok(out);
+        }
+        let results: Vec<Value> = expiries
+            .iter()
+            .map(|e| {
+                json!({
+                    "imageTags": e.tags,
+                    "imageDigest": e.digest,
+                    "imagePushedAt": e.pushed_at,
+                    "action": {"type": "EXPIRE"},
+                    "appliedRulePriority": e.rule_priority,
+                })
+            })
+            .collect();
+        out["summary"] = json!({"expiringImageTotalCount": results.len()});
+        out["previewResults"] = json!(results);
+        Ok(out)
+    }
+
+    async fn start_scan(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let id = ImageId::parse(body.get("imageId").unwrap_or(&Value::Null))?;
+        let report = self
+            .registry
+            .start_scan(name, id.reference())
+            .await
+            .map_err(ecr_error)?;
+        let mut image = id.view();
+        image["imageDigest"] = json!(report.image_digest);
+        Ok(json!({
+            "registryId": ACCOUNT,
+            "repositoryName": name,
+            "imageId": image,
+            "imageScanStatus": {
+                "status": report.image_scan_status.status.as_str(),
+                "description": report.image_scan_status.description,
+            },
+        }))
+    }
+
+    fn scan_findings(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        let id = ImageId::parse(body.get("imageId").unwrap_or(&Value::Null))?;
+        let report = self
+            .registry
+            .scan_findings(name, id.reference())
+            .map_err(ecr_error)?;
+        let mut image = id.view();
+        image["imageDigest"] = json!(report.image_digest);
+        let mut out = json!({
+            "registryId": ACCOUNT,
+            "repositoryName": name,
+            "imageId": image,
+            "imageScanStatus": {
+                "status": report.image_scan_status.status.as_str(),
+                "description": report.image_scan_status.description,
+            },
+        });
+        if let Some(f) = &report.image_scan_findings {
+            out["imageScanFindings"] = json!({
+                "imageScanCompletedAt": f.image_scan_completed_at,
+                "findingSeverityCounts": f.finding_severity_counts,
+                "findings": f.findings.iter().map(|x| json!({
+                    "name": x.name,
+                    "description": x.description,
+                    "severity": x.severity.as_str(),
+                    "attributes": x.attributes,
+                })).collect::<Vec<_>>(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn authorization_token(&self) -> Result<Value, ApiError> {
+        let token = self.registry.issue_token(TOKEN_TTL).map_err(ecr_error)?;
+        Ok(json!({
+            "authorizationData": [{
+                "authorizationToken": token.authorization_token(),
+                "expiresAt": token.expires_at,
+                "proxyEndpoint": format!("http://{}", self.address),
+            }],
+        }))
+    }
+}
