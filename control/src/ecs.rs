@@ -269,6 +269,8 @@ pub(crate) async fn handle(
         "ListContainerInstances" => list_instances(inner, body).await,
         "DescribeContainerInstances" => describe_instances(inner, body, region).await,
         "UpdateContainerInstancesState" => update_instances_state(inner, body, region).await,
+        "RegisterContainerInstance" => register_instance(inner, body, region).await,
+        "DeregisterContainerInstance" => deregister_instance(inner, body, region).await,
         "PutAttributes" => put_attributes(inner, body, false).await,
         "DeleteAttributes" => put_attributes(inner, body, true).await,
         "ListAttributes" => list_attributes(inner, body).await,
@@ -815,6 +817,202 @@ async fn update_instances_state(
         })
         .collect();
     Ok(json!({ "containerInstances": views, "failures": failures }))
+}
+
+/// RegisterContainerInstance: records an instance and its resources. skiff
+/// has no remote agent yet, so an instance registered through the API has
+/// no agent connected: it is listed, described and counted, and placement
+/// passes it over with ECS's `AGENT` reason until an agent can serve it.
+async fn register_instance(inner: &Inner, body: &Value, region: &str) -> Result<Value, ApiError> {
+    refuse(body, &["platformDevices"])?;
+    let tags: Vec<Tag> = match body.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse(v)?,
+    };
+    check_tags(&tags)?;
+    let attributes: Vec<Attribute> = match body.get("attributes") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse(v)?,
+    };
+    let resources: Vec<Resource> = match body.get("totalResources") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse(v)?,
+    };
+    let integer = |name: &str| {
+        resources
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.integer_value)
+            .unwrap_or(0)
+    };
+    let (cpu, memory) = (integer("CPU"), integer("MEMORY"));
+    if cpu < 0 || memory < 0 {
+        return Err(ApiError::invalid_parameter(
+            "totalResources CPU and MEMORY cannot be negative.",
+        ));
+    }
+    let ports = |name: &str| -> Result<Vec<u16>, ApiError> {
+        resources
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.string_set_value.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                p.parse::<u16>().map_err(|_| {
+                    ApiError::invalid_parameter(format!("{name} holds {p:?}, which is not a port"))
+                })
+            })
+            .collect()
+    };
+    let registered = vec![
+        Resource::integer("CPU", cpu),
+        Resource::integer("MEMORY", memory),
+        Resource::ports("PORTS", &ports("PORTS")?),
+        Resource::ports("PORTS_UDP", &ports("PORTS_UDP")?),
+    ];
+    // The EC2 instance id from the identity document, as the ECS agent
+    // sends it; otherwise one is made up.
+    let document: Option<Value> = body
+        .get("instanceIdentityDocument")
+        .and_then(Value::as_str)
+        .map(|d| {
+            serde_json::from_str(d).map_err(|e| {
+                ApiError::invalid_parameter(format!(
+                    "instanceIdentityDocument is not a JSON document: {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    let ec2_id = document
+        .as_ref()
+        .and_then(|d| d["instanceId"].as_str())
+        .map(String::from)
+        .unwrap_or_else(|| format!("i-{}", &new_id()[..17]));
+    if ec2_id == LOCAL_INSTANCE_ID {
+        return Err(ApiError::invalid_parameter(format!(
+            "{LOCAL_INSTANCE_ID} is skiff serve's own instance; register another id"
+        )));
+    }
+    let mut state = inner.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    // Re-registering the same EC2 instance updates its record.
+    let existing = state
+        .instances
+        .values()
+        .map(|e| &e.value)
+        .find(|i| {
+            i.cluster == cluster.cluster_name
+                && i.status != "INACTIVE"
+                && i.ec2_instance_id.as_deref() == Some(ec2_id.as_str())
+        })
+        .cloned();
+    let instance = match existing {
+        Some(mut i) => {
+            i.registered_resources = registered.clone();
+            i.remaining_resources = registered;
+            merge_attributes(&mut i.attributes, attributes);
+            merge_tags(&mut i.tags, &tags);
+            i.version += 1;
+            i
+        }
+        None => {
+            let id = new_id();
+            let mut all = vec![Attribute {
+                name: "ecs.availability-zone".into(),
+                value: Some(format!("{region}a")),
+                target_type: None,
+                target_id: None,
+            }];
+            merge_attributes(&mut all, attributes);
+            ContainerInstance {
+                container_instance_arn: arn(
+                    "ecs",
+                    region,
+                    &format!("container-instance/{}/{id}", cluster.cluster_name),
+                ),
+                ec2_instance_id: Some(ec2_id),
+                version: 1,
+                version_info: body.get("versionInfo").cloned().unwrap_or(json!({})),
+                status: "ACTIVE".into(),
+                agent_connected: false,
+                registered_resources: registered.clone(),
+                remaining_resources: registered,
+                running_tasks_count: 0,
+                pending_tasks_count: 0,
+                attributes: all,
+                registered_at: now(),
+                tags,
+                cluster: cluster.cluster_name.clone(),
+            }
+        }
+    };
+    state
+        .apply(
+            inner.store.as_ref(),
+            vec![Write::Instance(instance.clone())],
+        )
+        .await?;
+    Ok(json!({ "containerInstance": instance_view(&instance, None, true) }))
+}
+
+fn merge_attributes(into: &mut Vec<Attribute>, new: Vec<Attribute>) {
+    for mut a in new {
+        a.target_type = None;
+        a.target_id = None;
+        into.retain(|x| x.name != a.name);
+        into.push(a);
+    }
+}
+
+/// DeregisterContainerInstance: the instance becomes INACTIVE. One with
+/// tasks still running needs `force` (they are orphaned, as on ECS); the
+/// local instance is skiff serve's own and stays.
+async fn deregister_instance(inner: &Inner, body: &Value, region: &str) -> Result<Value, ApiError> {
+    let given = required(body, "containerInstance")?;
+    let force = body.get("force").and_then(Value::as_bool).unwrap_or(false);
+    let mut state = inner.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    let Some(mut instance) = find_instance(&state, &cluster.cluster_name, given).cloned() else {
+        return Err(ApiError::invalid_parameter(format!(
+            "The referenced container instance {} was not found.",
+            instance_arn_for(region, &cluster.cluster_name, given)
+        )));
+    };
+    if instance.container_instance_arn == inner.agent.instance_arn {
+        return Err(ApiError::invalid_parameter(
+            "This is skiff serve's own container instance: it leaves when skiff serve stops.",
+        ));
+    }
+    let busy = state.tasks.values().any(|t| {
+        t.value.container_instance_arn.as_deref() == Some(&instance.container_instance_arn)
+            && t.value.last_status != "STOPPED"
+    });
+    if busy && !force {
+        return Err(ApiError::invalid_parameter(
+            "The container instance has tasks that are not stopped: stop them first, or deregister with force.",
+        ));
+    }
+    if instance.status != "INACTIVE" {
+        instance.status = "INACTIVE".into();
+        instance.agent_connected = false;
+        instance.version += 1;
+        state
+            .apply(
+                inner.store.as_ref(),
+                vec![Write::Instance(instance.clone())],
+            )
+            .await?;
+        inner.wake.notify_one();
+    }
+    let usage = usage_by_instance(&state);
+    Ok(json!({
+        "containerInstance": instance_view(
+            &instance,
+            usage.get(instance.container_instance_arn.as_str()),
+            false,
+        )
+    }))
 }
 
 async fn put_attributes(inner: &Inner, body: &Value, delete: bool) -> Result<Value, ApiError> {

@@ -881,3 +881,137 @@ fn a_failing_health_check_marks_the_task_unhealthy() {
     assert_eq!(t["containers"][0]["healthStatus"], "UNHEALTHY");
     assert_eq!(t["lastStatus"], "RUNNING");
 }
+
+#[test]
+fn instances_registered_through_the_api_are_listed_but_have_no_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let doc = r#"{"instanceId": "i-0123456789abcdef0", "region": "eu-west-1"}"#;
+    let registered = serve.aws_ok(&[
+        "ecs",
+        "register-container-instance",
+        "--instance-identity-document",
+        doc,
+        "--total-resources",
+        "name=CPU,type=INTEGER,integerValue=2048",
+        "name=MEMORY,type=INTEGER,integerValue=4096",
+        "--attributes",
+        "name=stack,value=edge",
+    ]);
+    let ci = &registered["containerInstance"];
+    assert_eq!(ci["ec2InstanceId"], "i-0123456789abcdef0");
+    assert_eq!(ci["agentConnected"], false);
+    assert_eq!(ci["status"], "ACTIVE");
+    let arn = ci["containerInstanceArn"].as_str().unwrap().to_string();
+    assert!(arn.starts_with("arn:aws:ecs:eu-west-1:000000000000:container-instance/default/"));
+    // Registering the same EC2 instance again updates it.
+    let again = serve.aws_ok(&[
+        "ecs",
+        "register-container-instance",
+        "--instance-identity-document",
+        doc,
+        "--total-resources",
+        "name=CPU,type=INTEGER,integerValue=4096",
+    ]);
+    assert_eq!(
+        again["containerInstance"]["containerInstanceArn"],
+        arn.as_str()
+    );
+    let listed = serve.aws_ok(&["ecs", "list-container-instances"]);
+    assert_eq!(listed["containerInstanceArns"].as_array().unwrap().len(), 2);
+    let edge = serve.aws_ok(&[
+        "ecs",
+        "list-container-instances",
+        "--filter",
+        "attribute:stack == edge",
+    ]);
+    assert_eq!(edge["containerInstanceArns"], json!([arn]));
+
+    // Placement passes it over: no agent serves it.
+    serve.push(app("HELLO_P1"), "hello:v1");
+    let td = write_json(dir.path(), "job.json", &hello_job("job", 0));
+    serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &td]);
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "job",
+        "--placement-constraints",
+        "type=memberOf,expression=attribute:stack == edge",
+    ]);
+    assert_eq!(run["tasks"], json!([]));
+    let failures = run["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["arn"] == arn.as_str() && f["reason"] == "AGENT"),
+        "{failures:?}"
+    );
+
+    // A cluster with an instance cannot be deleted until it deregisters.
+    serve.aws_ok(&["ecs", "create-cluster", "--cluster-name", "edge"]);
+    let other = serve.aws_ok(&[
+        "ecs",
+        "register-container-instance",
+        "--cluster",
+        "edge",
+        "--total-resources",
+        "name=CPU,type=INTEGER,integerValue=1024",
+    ]);
+    let other_arn = other["containerInstance"]["containerInstanceArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    serve.aws_err(
+        &["ecs", "delete-cluster", "--cluster", "edge"],
+        "ClusterContainsContainerInstancesException",
+    );
+    let gone = serve.aws_ok(&[
+        "ecs",
+        "deregister-container-instance",
+        "--cluster",
+        "edge",
+        "--container-instance",
+        &other_arn,
+    ]);
+    assert_eq!(gone["containerInstance"]["status"], "INACTIVE");
+    serve.aws_ok(&["ecs", "delete-cluster", "--cluster", "edge"]);
+
+    // Mistakes: skiff serve's own instance stays; bad resources and
+    // documents are refused.
+    let local = listed["containerInstanceArns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .find(|a| *a != arn)
+        .unwrap()
+        .to_string();
+    serve.aws_err(
+        &[
+            "ecs",
+            "deregister-container-instance",
+            "--container-instance",
+            &local,
+        ],
+        "InvalidParameterException",
+    );
+    serve.aws_err(
+        &[
+            "ecs",
+            "register-container-instance",
+            "--instance-identity-document",
+            "not json",
+        ],
+        "InvalidParameterException",
+    );
+    serve.aws_err(
+        &[
+            "ecs",
+            "register-container-instance",
+            "--total-resources",
+            "name=PORTS,type=STRINGSET,stringSetValue=http",
+        ],
+        "InvalidParameterException",
+    );
+}
