@@ -127,11 +127,14 @@ impl Db {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub(crate) fn open(path: &Path) -> Result<Db, Internal> {
         let conn = Connection::open(path)?;
+        // First: another process (a server, a CLI command) may hold the
+        // database, and even switching the journal mode must wait for it
+        // rather than fail with "database is locked".
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a transaction is on disk before the client is answered.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let db = Db {
             conn: Mutex::new(conn),
         };
@@ -147,7 +150,10 @@ impl Db {
 
     fn migrate(&self) -> Result<(), Internal> {
         let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock up front (waiting for it), not
+        // upgrade a read lock mid-way, which fails at once when another
+        // process writes.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
             [],
