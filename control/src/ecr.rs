@@ -10,7 +10,13 @@ use crate::model::{ACCOUNT, arn};
 use serde_json::{Value, json};
 use skiff_registry::lifecycle::Expiry;
 use skiff_registry::repos::{Image, Repository, RepositorySettings, TagMutability};
-use skiff_registry::{AdminError, Registry};
+use skiff_registry::{AdminError, ImageDeletion, Registry};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The last lifecycle policy preview started per repository: its policy
+/// text (the repository's own, or one being tried out).
+pub(crate) type Previews = Arc<Mutex<HashMap<String, String>>>;
 
 /// How long a GetAuthorizationToken token lasts (ECR's: 12 hours).
 const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
@@ -55,38 +61,30 @@ pub(crate) async fn handle(
         )));
     }
     let ecr = Ecr {
-        registry,
-        region,
-        address: &inner.config.default_registry,
+        registry: registry.clone(),
+        region: region.to_string(),
+        address: inner.config.default_registry.clone(),
+        previews: Arc::clone(&inner.ecr_previews),
     };
     match op {
-        "CreateRepository" => ecr.create_repository(body),
-        "DescribeRepositories" => ecr.describe_repositories(body),
         "DeleteRepository" => ecr.delete_repository(body).await,
-        "PutImageTagMutability" => ecr.put_tag_mutability(body),
-        "PutImageScanningConfiguration" => ecr.put_scanning(body),
-        "DescribeImages" => ecr.describe_images(body),
-        "ListImages" => ecr.list_images(body),
-        "BatchDeleteImage" => ecr.batch_delete(body),
-        "PutLifecyclePolicy" => ecr.put_lifecycle_policy(body),
-        "GetLifecyclePolicy" => ecr.get_lifecycle_policy(body),
-        "DeleteLifecyclePolicy" => ecr.delete_lifecycle_policy(body),
-        "StartLifecyclePolicyPreview" => ecr.lifecycle_preview(body, true),
-        "GetLifecyclePolicyPreview" => ecr.lifecycle_preview(body, false),
         "StartImageScan" => ecr.start_scan(body).await,
-        "DescribeImageScanFindings" => ecr.scan_findings(body),
-        "GetAuthorizationToken" => ecr.authorization_token(),
-        other => Err(ApiError::unknown_operation(&format!(
-            "AmazonEC2ContainerRegistry_V20150921.{other}"
-        ))),
+        _ => {
+            // The rest are SQLite calls: off the API's async workers.
+            let (op, body) = (op.to_string(), body.clone());
+            tokio::task::spawn_blocking(move || ecr.blocking(&op, &body))
+                .await
+                .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?
+        }
     }
 }
 
-struct Ecr<'a> {
-    registry: &'a Registry,
-    region: &'a str,
+struct Ecr {
+    registry: Registry,
+    region: String,
     /// host:port of the registry, for `repositoryUri` and `proxyEndpoint`.
-    address: &'a str,
+    address: String,
+    previews: Previews,
 }
 
 /// An `imageId`: a digest, a tag, or both.
@@ -186,10 +184,32 @@ fn mutability(body: &Value, settings: &mut RepositorySettings) -> Result<(), Api
     Ok(())
 }
 
-impl Ecr<'_> {
+impl Ecr {
+    fn blocking(&self, op: &str, body: &Value) -> Result<Value, ApiError> {
+        match op {
+            "CreateRepository" => self.create_repository(body),
+            "DescribeRepositories" => self.describe_repositories(body),
+            "PutImageTagMutability" => self.put_tag_mutability(body),
+            "PutImageScanningConfiguration" => self.put_scanning(body),
+            "DescribeImages" => self.describe_images(body),
+            "ListImages" => self.list_images(body),
+            "BatchDeleteImage" => self.batch_delete(body),
+            "PutLifecyclePolicy" => self.put_lifecycle_policy(body),
+            "GetLifecyclePolicy" => self.get_lifecycle_policy(body),
+            "DeleteLifecyclePolicy" => self.delete_lifecycle_policy(body),
+            "StartLifecyclePolicyPreview" => self.start_preview(body),
+            "GetLifecyclePolicyPreview" => self.get_preview(body),
+            "DescribeImageScanFindings" => self.scan_findings(body),
+            "GetAuthorizationToken" => self.authorization_token(),
+            other => Err(ApiError::unknown_operation(&format!(
+                "AmazonEC2ContainerRegistry_V20150921.{other}"
+            ))),
+        }
+    }
+
     fn repository_view(&self, r: &Repository) -> Value {
         let mut v = json!({
-            "repositoryArn": arn("ecr", self.region, &format!("repository/{}", r.name)),
+            "repositoryArn": arn("ecr", &self.region, &format!("repository/{}", r.name)),
             "registryId": ACCOUNT,
             "repositoryName": r.name,
             "repositoryUri": format!("{}/{}", self.address, r.name),
@@ -375,8 +395,19 @@ impl Ecr<'_> {
                 })
                 .collect(),
         };
-        let details = chosen.iter().map(|i| self.image_detail(name, i)).collect();
-        paged(body, "imageDetails", details)
+        // A page first, then the details (a scan lookup each) of that page.
+        let (chosen, next) = page(
+            chosen,
+            body.get("nextToken").and_then(Value::as_str),
+            body.get("maxResults").and_then(Value::as_i64),
+            1000,
+        )?;
+        let details: Vec<Value> = chosen.iter().map(|i| self.image_detail(name, i)).collect();
+        let mut out = json!({ "imageDetails": details });
+        if let Some(n) = next {
+            out["nextToken"] = json!(n);
+        }
+        Ok(out)
     }
 
     fn list_images(&self, body: &Value) -> Result<Value, ApiError> {
@@ -407,41 +438,71 @@ impl Ecr<'_> {
         let images = self.registry.images(name).map_err(ecr_error)?;
         let mut deleted = Vec::new();
         let mut failures = Vec::new();
-        for id in ids {
-            let id = ImageId::parse(id)?;
-            let failure = |code: &str, reason: String| json!({"imageId": id.view(), "failureCode": code, "failureReason": reason});
+        // Every entry is judged on its own: one bad entry is a failure
+        // entry, never an error after others were deleted.
+        for raw in ids {
+            let failure = |code: &str, reason: &str| json!({"imageId": raw, "failureCode": code, "failureReason": reason});
+            let Ok(id) = ImageId::parse(raw) else {
+                failures.push(failure(
+                    "MissingDigestAndTag",
+                    "Invalid request parameters: both tag and digest cannot be null",
+                ));
+                continue;
+            };
             if let Some(d) = &id.digest
                 && d.parse::<skiff_registry::Digest>().is_err()
             {
                 failures.push(failure(
                     "InvalidImageDigest",
-                    format!("Invalid image digest {d}"),
+                    &format!("Invalid image digest {d}"),
                 ));
                 continue;
             }
             let Some(image) = images.iter().find(|i| id.matches(i)) else {
-                let code = if id.digest.is_some() && id.tag.is_some() {
-                    "ImageTagDoesNotMatchDigest"
+                let digest_exists = id
+                    .digest
+                    .as_ref()
+                    .is_some_and(|d| images.iter().any(|i| &i.digest == d));
+                if id.tag.is_some() && digest_exists {
+                    failures.push(failure(
+                        "ImageTagDoesNotMatchDigest",
+                        "Invalid request parameters: image tag does not match digest",
+                    ));
                 } else {
-                    "ImageNotFound"
-                };
-                failures.push(failure(code, "Requested image not found".into()));
+                    failures.push(failure("ImageNotFound", "Requested image not found"));
+                }
                 continue;
             };
-            // A digest deletes the image; a tag alone only that tag.
-            let reference = id.reference().to_string();
-            if self
+            // A tag alone deletes that tag (and the image, if it was the
+            // last); a digest deletes the image and all its tags.
+            let reference = match (&id.tag, &id.digest) {
+                (Some(t), None) => t.clone(),
+                _ => image.digest.clone(),
+            };
+            match self
                 .registry
                 .delete_image(name, &reference)
                 .map_err(ecr_error)?
             {
-                let mut v = json!({"imageDigest": image.digest});
-                if let Some(t) = &id.tag {
-                    v["imageTag"] = json!(t);
+                ImageDeletion::Deleted if reference.contains(':') && !image.tags.is_empty() => {
+                    for t in &image.tags {
+                        deleted.push(json!({"imageDigest": image.digest, "imageTag": t}));
+                    }
                 }
-                deleted.push(v);
-            } else {
-                failures.push(failure("ImageNotFound", "Requested image not found".into()));
+                ImageDeletion::Deleted => {
+                    let mut v = json!({"imageDigest": image.digest});
+                    if let Some(t) = &id.tag {
+                        v["imageTag"] = json!(t);
+                    }
+                    deleted.push(v);
+                }
+                ImageDeletion::NotFound => {
+                    failures.push(failure("ImageNotFound", "Requested image not found"));
+                }
+                ImageDeletion::ReferencedByIndex => failures.push(failure(
+                    "ImageReferencedByManifestList",
+                    "Requested image is referenced by an image index",
+                )),
             }
         }
         Ok(json!({ "imageIds": deleted, "failures": failures }))
@@ -477,42 +538,72 @@ impl Ecr<'_> {
         }))
     }
 
-    /// StartLifecyclePolicyPreview and GetLifecyclePolicyPreview: the
-    /// preview is computed when asked (it is quick), of the policy text
-    /// given or the repository's own; nothing is expired.
-    fn lifecycle_preview(&self, body: &Value, start: bool) -> Result<Value, ApiError> {
+    /// StartLifecyclePolicyPreview: of the policy text given (tried out
+    /// before it is put) or the repository's own. Previews are computed
+    /// when asked for (they are quick), so this records which policy, and
+    /// checks it.
+    fn start_preview(&self, body: &Value) -> Result<Value, ApiError> {
         let name = required(body, "repositoryName")?;
-        let given = body.get("lifecyclePolicyText").and_then(Value::as_str);
-        let (text, expiries): (String, Vec<Expiry>) = match given {
-            Some(t) if start => (
-                t.to_string(),
+        let text = match body.get("lifecyclePolicyText").and_then(Value::as_str) {
+            Some(t) => {
                 self.registry
                     .lifecycle_preview_of(name, t)
-                    .map_err(ecr_error)?,
-            ),
-            _ => {
-                let text = self.registry.lifecycle_policy(name).map_err(|e| match e {
-                    AdminError::LifecyclePolicyNotFound(_) if !start => ApiError::not_found(
-                        "LifecyclePolicyPreviewNotFoundException",
-                        format!("There is no lifecycle policy preview for the repository {name}: the repository has no lifecycle policy"),
-                    ),
-                    e => ecr_error(e),
-                })?;
-                let expiries = self.registry.lifecycle_preview(name).map_err(ecr_error)?;
-                (text, expiries)
+                    .map_err(ecr_error)?;
+                t.to_string()
             }
+            None => self.registry.lifecycle_policy(name).map_err(ecr_error)?,
         };
-        let mut out = json!({
+        if let Ok(mut p) = self.previews.lock() {
+            p.insert(name.to_string(), text.clone());
+        }
+        Ok(json!({
             "registryId": ACCOUNT,
             "repositoryName": name,
             "lifecyclePolicyText": text,
-            "status": "COMPLETE",
-        });
-        if start {
-            return Ok(out);
-        }
-        let results: Vec<Value> = expiries
+            "status": "IN_PROGRESS",
+        }))
+    }
+
+    /// GetLifecyclePolicyPreview: what the previewed policy would expire
+    /// now (nothing is expired), filtered and paged as asked.
+    fn get_preview(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = required(body, "repositoryName")?;
+        self.registry.repository(name).map_err(ecr_error)?;
+        let started = self.previews.lock().ok().and_then(|p| p.get(name).cloned());
+        let Some(text) = started else {
+            return Err(ApiError::not_found(
+                "LifecyclePolicyPreviewNotFoundException",
+                format!(
+                    "There is no lifecycle policy preview for the repository {name}: start one with StartLifecyclePolicyPreview"
+                ),
+            ));
+        };
+        let expiries: Vec<Expiry> = self
+            .registry
+            .lifecycle_preview_of(name, &text)
+            .map_err(ecr_error)?;
+        let status = tag_status(body)?;
+        let ids = match body.get("imageIds").and_then(Value::as_array) {
+            Some(ids) => ids
+                .iter()
+                .map(ImageId::parse)
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let chosen: Vec<Value> = expiries
             .iter()
+            .filter(|e| match status {
+                "TAGGED" => !e.tags.is_empty(),
+                "UNTAGGED" => e.tags.is_empty(),
+                _ => true,
+            })
+            .filter(|e| {
+                ids.is_empty()
+                    || ids.iter().any(|id| {
+                        id.digest.as_ref().is_none_or(|d| *d == e.digest)
+                            && id.tag.as_ref().is_none_or(|t| e.tags.contains(t))
+                    })
+            })
             .map(|e| {
                 json!({
                     "imageTags": e.tags,
@@ -523,8 +614,13 @@ impl Ecr<'_> {
                 })
             })
             .collect();
-        out["summary"] = json!({"expiringImageTotalCount": results.len()});
-        out["previewResults"] = json!(results);
+        let total = chosen.len();
+        let mut out = paged(body, "previewResults", chosen)?;
+        out["registryId"] = json!(ACCOUNT);
+        out["repositoryName"] = json!(name);
+        out["lifecyclePolicyText"] = json!(text);
+        out["status"] = json!("COMPLETE");
+        out["summary"] = json!({"expiringImageTotalCount": total});
         Ok(out)
     }
 

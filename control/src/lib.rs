@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     /// The registry `skiff serve` runs beside the API, for the ECR
     /// operations (set once, by `attach_registry`).
     pub(crate) registry: std::sync::OnceLock<skiff_registry::Registry>,
+    /// ECR lifecycle policy previews started, by repository.
+    pub(crate) ecr_previews: ecr::Previews,
     /// Wakes the service scheduler: a task, service or instance changed.
     pub(crate) wake: Arc<tokio::sync::Notify>,
     /// Held while this process uses the data dir.
@@ -217,6 +219,7 @@ impl ControlPlane {
                 rng: Mutex::new(placement::Rng::from_entropy()),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 registry: std::sync::OnceLock::new(),
+                ecr_previews: Default::default(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 _lock: lock,
             }),

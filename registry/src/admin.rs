@@ -18,6 +18,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What `Registry::delete_image` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageDeletion {
+    /// The tag, or the image, is gone.
+    Deleted,
+    /// There was no such tag or image.
+    NotFound,
+    /// An image index lists the image: it stays.
+    ReferencedByIndex,
+}
+
 /// Why a management call was refused. Everything but `Internal` is the
 /// caller's mistake (ECR's exception of the same name in parentheses).
 #[derive(Debug, thiserror::Error)]
@@ -274,35 +285,39 @@ impl Registry {
 
     /// Deletes an image (`BatchDeleteImage`): by digest, the manifest and
     /// every tag on it; by tag, the tag — and the image with it when that
-    /// was its last tag, as ECR does. Whether anything was there.
-    pub fn delete_image(&self, name: &str, reference: &str) -> Result<bool> {
+    /// was its last tag, as ECR does (in one transaction, so a push of the
+    /// same image under a new tag meanwhile keeps it). An image an index
+    /// lists is not deleted (ECR's `ImageReferencedByManifestList`).
+    pub fn delete_image(&self, name: &str, reference: &str) -> Result<ImageDeletion> {
         let digest = match self.inner.resolve(name, reference) {
             Ok(d) => d,
-            Err(AdminError::ImageNotFound { .. }) => return Ok(false),
+            Err(AdminError::ImageNotFound { .. }) => return Ok(ImageDeletion::NotFound),
             Err(e) => return Err(e),
         };
+        if self.inner.db.child_manifests(name)?.contains(&digest) {
+            return Ok(ImageDeletion::ReferencedByIndex);
+        }
         let d: Digest = digest
             .parse()
             .map_err(|e| Internal::Other(format!("a stored digest is invalid: {e}")))?;
         let deleted = if reference.contains(':') {
             self.inner.db.delete_manifest(name, &d)?
+        } else if self
+            .inner
+            .db
+            .expire_image(name, &digest, &[reference.to_string()])?
+            > 0
+        {
+            // It was the image's last tag: the image went with it.
+            true
         } else {
-            let untagged = self.inner.db.delete_tag(name, reference)?;
-            let last = !self
-                .inner
-                .db
-                .images(name)?
-                .iter()
-                .any(|i| i.digest == digest && !i.tags.is_empty());
-            if untagged && last {
-                self.inner.db.delete_manifest(name, &d)?;
-            }
-            untagged
+            self.inner.db.delete_tag(name, reference)?
         };
-        if deleted {
-            self.inner.maintenance.notify_one();
+        if !deleted {
+            return Ok(ImageDeletion::NotFound);
         }
-        Ok(deleted)
+        self.inner.maintenance.notify_one();
+        Ok(ImageDeletion::Deleted)
     }
 
     /// Expires what the policy selects now, and collects the blobs that

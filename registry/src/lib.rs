@@ -27,7 +27,7 @@ pub mod repos;
 pub mod scan;
 mod server;
 
-pub use admin::AdminError;
+pub use admin::{AdminError, ImageDeletion};
 pub use auth::{AuthMode, ChallengeKind, IssuedToken};
 pub use digest::{Algorithm, Digest};
 pub use gc::GcReport;

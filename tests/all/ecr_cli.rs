@@ -184,6 +184,33 @@ fn the_aws_cli_manages_repositories_images_scans_policies_and_tokens() {
         first_digest.as_str()
     );
     assert_eq!(preview["previewResults"][0]["action"]["type"], "EXPIRE");
+    // A policy can be tried out before it is put: keeping two expires
+    // nothing, and the stored policy is unchanged.
+    let keep_two = policy.replace("\"countNumber\":1", "\"countNumber\":2");
+    assert_ne!(keep_two, policy);
+    serve.aws_ok(&[
+        "ecr",
+        "start-lifecycle-policy-preview",
+        "--repository-name",
+        "apps/hello",
+        "--lifecycle-policy-text",
+        &keep_two,
+    ]);
+    let tried = serve.aws_ok(&[
+        "ecr",
+        "get-lifecycle-policy-preview",
+        "--repository-name",
+        "apps/hello",
+    ]);
+    assert_eq!(tried["lifecyclePolicyText"], keep_two.as_str());
+    assert_eq!(tried["summary"]["expiringImageTotalCount"], 0, "{tried:#}");
+    let got = serve.aws_ok(&[
+        "ecr",
+        "get-lifecycle-policy",
+        "--repository-name",
+        "apps/hello",
+    ]);
+    assert_eq!(got["lifecyclePolicyText"], policy.as_str());
 
     // A scan on demand.
     let started = serve.aws_ok(&[
