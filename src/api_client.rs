@@ -75,7 +75,12 @@ impl Api {
         skiff_registry::remote::ensure_tls_provider();
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Ok(Api {
-            http: reqwest::Client::new(),
+            // A stalled server fails a call rather than hanging `deploy`
+            // or `logs -f` forever.
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {e}"))?,
             url,
             host,
             region: env("AWS_REGION")

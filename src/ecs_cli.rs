@@ -53,9 +53,10 @@ pub struct DeployArgs {
     /// The service to create or update.
     #[arg(long, value_name = "NAME")]
     service: String,
-    /// How many tasks the service keeps running.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    count: u32,
+    /// How many tasks the service keeps running (a new service: 1 unless
+    /// given; an existing one keeps its count unless given).
+    #[arg(long, value_name = "N")]
+    count: Option<u32>,
     /// Give up waiting for the deployment after this long.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -66,6 +67,13 @@ pub struct DeployArgs {
 
 /// Runs an async command on a small runtime; errors print on one line.
 fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: F) -> i32 {
+    // These commands only print: `skiff logs -f web | head` should end
+    // quietly when `head` does, as other Unix tools do, not panic on a
+    // closed stdout.
+    // SAFETY: restoring a signal's default disposition; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -284,8 +292,8 @@ async fn streams(
     tasks: &[Value],
     only: Option<&str>,
     warned: &mut HashSet<String>,
+    defs: &mut BTreeMap<String, Value>,
 ) -> Result<Vec<Stream>, CallError> {
-    let mut defs: BTreeMap<String, Value> = BTreeMap::new();
     let mut out = Vec::new();
     for t in tasks {
         let td_arn = t["taskDefinitionArn"]
@@ -410,7 +418,10 @@ pub fn logs(args: LogsArgs) -> i32 {
             }
         };
         let mut warned = HashSet::new();
+        let mut defs = BTreeMap::new();
         let mut tokens: BTreeMap<Stream, Option<String>> = BTreeMap::new();
+        // Tasks read to their end after they stopped: not read again.
+        let mut finished: HashSet<String> = HashSet::new();
         loop {
             let current = match (&service, &task_arn) {
                 (Some(s), _) => tasks(&api, &cluster, Some(s), true).await?,
@@ -419,7 +430,25 @@ pub fn logs(args: LogsArgs) -> i32 {
                 }
                 (None, None) => Vec::new(),
             };
-            for s in streams(&api, &current, args.container.as_deref(), &mut warned).await? {
+            let stopped: HashSet<String> = current
+                .iter()
+                .filter(|t| t["lastStatus"] == "STOPPED")
+                .map(|t| short(t["taskArn"].as_str().unwrap_or_default()).to_string())
+                .collect();
+            let open: Vec<Value> = current
+                .iter()
+                .filter(|t| !finished.contains(short(t["taskArn"].as_str().unwrap_or_default())))
+                .cloned()
+                .collect();
+            for s in streams(
+                &api,
+                &open,
+                args.container.as_deref(),
+                &mut warned,
+                &mut defs,
+            )
+            .await?
+            {
                 tokens.entry(s).or_insert(None);
             }
             let multi_container = tokens
@@ -446,6 +475,9 @@ pub fn logs(args: LogsArgs) -> i32 {
             for (_, line) in batch {
                 println!("{line}");
             }
+            // A stopped task's streams were just read to their end.
+            tokens.retain(|s, _| !stopped.contains(&s.task));
+            finished.extend(stopped);
             if !args.follow {
                 return Ok(0);
             }
@@ -497,18 +529,17 @@ pub fn deploy(args: DeployArgs) -> i32 {
             .to_string();
         let answer = match status.as_str() {
             "ACTIVE" => {
-                let v = api
-                    .ecs(
-                        "UpdateService",
-                        json!({"cluster": cluster, "service": args.service,
-                               "taskDefinition": td, "desiredCount": args.count}),
-                    )
-                    .await?;
+                let mut update =
+                    json!({"cluster": cluster, "service": args.service, "taskDefinition": td});
+                if let Some(n) = args.count {
+                    update["desiredCount"] = json!(n);
+                }
+                let v = api.ecs("UpdateService", update).await?;
                 println!(
                     "updating service {} to {}, {} task(s)",
                     args.service,
                     short(&td),
-                    args.count
+                    v["service"]["desiredCount"]
                 );
                 v
             }
@@ -517,18 +548,18 @@ pub fn deploy(args: DeployArgs) -> i32 {
                 args.service
             ),
             _ => {
+                let count = args.count.unwrap_or(1);
                 let v = api
                     .ecs(
                         "CreateService",
                         json!({"cluster": cluster, "serviceName": args.service,
-                               "taskDefinition": td, "desiredCount": args.count}),
+                               "taskDefinition": td, "desiredCount": count}),
                     )
                     .await?;
                 println!(
-                    "created service {} with {}, {} task(s)",
+                    "created service {} with {}, {count} task(s)",
                     args.service,
                     short(&td),
-                    args.count
                 );
                 v
             }

@@ -75,11 +75,46 @@ pub struct Agent {
     /// Compiled images recently started here, by image reference and
     /// binary digest: the next task of the same image only instantiates
     /// (no reading, hashing or deserialising the module again).
-    warm: Mutex<HashMap<(String, String), Arc<Artifact>>>,
+    warm: Mutex<Warm>,
 }
 
 /// How many compiled images the agent keeps warm.
 const WARM_IMAGES: usize = 64;
+
+/// The warm images, each with when it was last started (a counter): the
+/// least recently started one goes when there are too many.
+#[derive(Default)]
+struct Warm {
+    images: HashMap<(String, String), (Arc<Artifact>, u64)>,
+    clock: u64,
+}
+
+impl Warm {
+    fn get(&mut self, key: &(String, String)) -> Option<Arc<Artifact>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.images.get_mut(key).map(|(a, used)| {
+            *used = clock;
+            Arc::clone(a)
+        })
+    }
+
+    fn insert(&mut self, key: (String, String), artifact: Arc<Artifact>) {
+        // Another binary under the same reference replaces the old one.
+        self.images.retain(|k, _| k.0 != key.0);
+        if self.images.len() >= WARM_IMAGES
+            && let Some(oldest) = self
+                .images
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            self.images.remove(&oldest);
+        }
+        self.clock += 1;
+        self.images.insert(key, (artifact, self.clock));
+    }
+}
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,7 +147,7 @@ impl Agent {
             data_dir,
             reports,
             running: Mutex::new(HashMap::new()),
-            warm: Mutex::new(HashMap::new()),
+            warm: Mutex::new(Warm::default()),
         }
     }
 
@@ -122,7 +157,7 @@ impl Agent {
     async fn image(&self, reference: &str) -> Result<(ImageRecord, Arc<Artifact>), String> {
         if let Some(record) = self.puller.cached(reference) {
             let key = (record.reference.clone(), record.wasm_digest.clone());
-            let warm = self.warm.lock().ok().and_then(|w| w.get(&key).cloned());
+            let warm = self.warm.lock().ok().and_then(|mut w| w.get(&key));
             if let Some(artifact) = warm {
                 return Ok((record, artifact));
             }
@@ -139,12 +174,6 @@ impl Agent {
             .map_err(|e| format!("CannotPullContainerError: compiling failed: {e}"))?
             .map_err(|e| format!("CannotPullContainerError: {e}"))?;
         if let Ok(mut w) = self.warm.lock() {
-            if w.len() >= WARM_IMAGES {
-                // Forget one: any will do, the compile cache still has it.
-                if let Some(k) = w.keys().next().cloned() {
-                    w.remove(&k);
-                }
-            }
             w.insert(
                 (record.reference.clone(), record.wasm_digest.clone()),
                 Arc::clone(&artifact),

@@ -137,6 +137,13 @@ fn deploy_services_ps_and_logs_drive_a_service() {
     let out = cli(&["deploy", &broken, "--service", "web", "--timeout", "2s"]).run();
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("gave up after 2s"), "{}", out.stderr);
+    // Without --count an existing service keeps its count.
+    assert!(
+        out.stdout
+            .contains("updating service web to web:3, 1 task(s)"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
