@@ -22,9 +22,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "peers/mod.rs"]
+mod peers;
+use peers::find_wasmtime;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -114,27 +117,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn find_wasmtime() -> Option<PathBuf> {
-    let from_pip = Command::new("python3")
-        .args([
-            "-c",
-            "import os, wasmtime_cli; print(os.path.join(os.path.dirname(wasmtime_cli.__file__), 'wasmtime'))",
-        ])
-        .output()
-        .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    std::env::var_os("SKIFF_BENCH_WASMTIME")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(from_pip)
-        .chain(std::env::var_os("PATH").into_iter().flat_map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("wasmtime"))
-                .collect::<Vec<_>>()
-        }))
-        .find(|p| p.is_file())
 }
 
 /// `wasmtime run hello.wasm`, one after another: processes per second.

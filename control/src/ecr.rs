@@ -4,7 +4,7 @@
 //! `aws ecr` and boto3's ECR client call.
 
 use crate::Inner;
-use crate::ecs::{page, required};
+use crate::ecs::{listed_up_to, page, required};
 use crate::error::ApiError;
 use crate::model::{ACCOUNT, arn};
 use serde_json::{Value, json};
@@ -145,17 +145,7 @@ fn tag_status(body: &Value) -> Result<&str, ApiError> {
 
 /// One page of `items` under `key`, ECR's way (maxResults up to 1000).
 fn paged(body: &Value, key: &str, items: Vec<Value>) -> Result<Value, ApiError> {
-    let (items, next) = page(
-        items,
-        body.get("nextToken").and_then(Value::as_str),
-        body.get("maxResults").and_then(Value::as_i64),
-        1000,
-    )?;
-    let mut v = json!({ key: items });
-    if let Some(n) = next {
-        v["nextToken"] = json!(n);
-    }
-    Ok(v)
+    listed_up_to(body, key, items, 1000)
 }
 
 /// `imageTagMutability` and its exclusion filters from a request, onto

@@ -73,11 +73,21 @@ pub(crate) fn listed<T: serde::Serialize>(
     key: &str,
     items: Vec<T>,
 ) -> Result<Value, ApiError> {
+    listed_up_to(body, key, items, 100)
+}
+
+/// `listed` with another largest page (ECR's is 1000).
+pub(crate) fn listed_up_to<T: serde::Serialize>(
+    body: &Value,
+    key: &str,
+    items: Vec<T>,
+    limit: i64,
+) -> Result<Value, ApiError> {
     let (items, next) = page(
         items,
         body.get("nextToken").and_then(Value::as_str),
         body.get("maxResults").and_then(Value::as_i64),
-        100,
+        limit,
     )?;
     let mut v = json!({ key: items });
     if let Some(n) = next {

@@ -1049,13 +1049,7 @@ fn deployment_configuration(
             "deploymentConfiguration.alarms is not supported by skiff (there are no CloudWatch alarms): set enable to false",
         ));
     }
-    if let Some(st) = given.get("strategy").and_then(Value::as_str)
-        && st != "ROLLING"
-    {
-        return Err(ApiError::invalid_parameter(format!(
-            "deployment strategy {st} is not supported by skiff: use ROLLING"
-        )));
-    }
+    only(given, "/strategy", "ROLLING", "")?;
     if given
         .get("bakeTimeInMinutes")
         .and_then(Value::as_i64)
@@ -1116,34 +1110,35 @@ fn deployment_configuration(
     })
 }
 
+/// Refuses a string field (a JSON pointer into the request) holding
+/// anything but the one value skiff runs.
+fn only(body: &Value, pointer: &str, allowed: &str, why: &str) -> Result<(), ApiError> {
+    match body.pointer(pointer).and_then(Value::as_str) {
+        Some(v) if v != allowed => {
+            let field = pointer.trim_start_matches('/').replace('/', ".");
+            Err(ApiError::invalid_parameter(format!(
+                "{field} {v} is not supported by skiff{why}: use {allowed}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn refuse_unsupported(body: &Value) -> Result<(), ApiError> {
     refuse(body, UNSUPPORTED_SERVICE_FIELDS)?;
-    if let Some(p) = body.get("propagateTags").and_then(Value::as_str)
-        && p != "NONE"
-    {
-        return Err(ApiError::invalid_parameter(format!(
-            "propagateTags {p} is not supported by skiff: use NONE"
-        )));
-    }
-    if let Some(r) = body
-        .get("availabilityZoneRebalancing")
-        .and_then(Value::as_str)
-        && r != "DISABLED"
-    {
-        return Err(ApiError::invalid_parameter(format!(
-            "availabilityZoneRebalancing {r} is not supported by skiff (one availability zone): use DISABLED"
-        )));
-    }
-    if let Some(t) = body
-        .pointer("/deploymentController/type")
-        .and_then(Value::as_str)
-        && t != "ECS"
-    {
-        return Err(ApiError::invalid_parameter(format!(
-            "deploymentController {t} is not supported by skiff: use ECS (rolling updates)"
-        )));
-    }
-    Ok(())
+    only(body, "/propagateTags", "NONE", "")?;
+    only(
+        body,
+        "/availabilityZoneRebalancing",
+        "DISABLED",
+        " (one availability zone)",
+    )?;
+    only(
+        body,
+        "/deploymentController/type",
+        "ECS",
+        " (rolling updates)",
+    )
 }
 
 fn check_launch_type(given: Option<&str>) -> Result<String, ApiError> {
