@@ -645,8 +645,9 @@ impl Db {
         Ok(true)
     }
 
-    /// The images of a repository, newest first: each manifest, its tags,
-    /// and its size with everything it references.
+    /// The images of a repository, newest first (pushes within the same
+    /// second in the order they landed): each manifest, its tags, and its
+    /// size with everything it references.
     pub(crate) fn images(&self, repo: &str) -> Result<Vec<Image>, Internal> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare(
@@ -654,7 +655,7 @@ impl Db {
                     (SELECT group_concat(t.tag, char(10)) FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest),
                     (SELECT COALESCE(SUM(b.size), 0) FROM manifest_refs r JOIN blobs b ON b.digest = r.child
                       WHERE r.repo = m.repo AND r.manifest = m.digest)
-             FROM manifests m WHERE m.repo = ?1 ORDER BY m.pushed_at DESC, m.digest",
+             FROM manifests m WHERE m.repo = ?1 ORDER BY m.pushed_at DESC, m.rowid DESC",
         )?;
         let rows = stmt.query_map([repo], |r| {
             let tags: Option<String> = r.get(6)?;

@@ -206,16 +206,13 @@ impl LifecyclePolicy {
         let mut claimed = vec![false; images.len()];
         let mut expired = Vec::new();
         for rule in &self.rules {
-            // Newest first, as ECR counts.
+            // Newest first, as ECR counts; a stable sort, so images pushed
+            // within the same second keep the order they were given in
+            // (the registry lists them newest first).
             let mut matched: Vec<usize> = (0..images.len())
                 .filter(|&i| rule.selects(&images[i]))
                 .collect();
-            matched.sort_by(|&a, &b| {
-                images[b]
-                    .pushed_at
-                    .cmp(&images[a].pushed_at)
-                    .then(images[a].digest.cmp(&images[b].digest))
-            });
+            matched.sort_by(|&a, &b| images[b].pushed_at.cmp(&images[a].pushed_at));
             let doomed: Vec<usize> = match rule.count {
                 Count::MoreThan(n) => matched
                     .iter()

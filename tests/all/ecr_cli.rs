@@ -59,9 +59,10 @@ fn the_aws_cli_manages_repositories_images_scans_policies_and_tokens() {
         "InvalidParameterException",
     );
 
-    // Pushed with skiff, scanned on push, seen by aws ecr.
+    // Pushed with skiff, scanned on push, seen by aws ecr. (One push: a
+    // second push of the same file a second later is another manifest,
+    // since skiff's artifacts carry their creation time.)
     assert_eq!(push(&serve, app("HELLO_P1"), "apps/hello:v1").code, 0);
-    assert_eq!(push(&serve, app("HELLO_P1"), "apps/hello:latest").code, 0);
     serve.aws_ok(&[
         "ecr",
         "wait",
@@ -82,7 +83,7 @@ fn the_aws_cli_manages_repositories_images_scans_policies_and_tokens() {
     let details = described["imageDetails"].as_array().unwrap();
     assert_eq!(details.len(), 1, "{described:#}");
     let first = &details[0];
-    assert_eq!(tags(first), ["latest", "v1"]);
+    assert_eq!(tags(first), ["v1"]);
     assert_eq!(first["imageScanStatus"]["status"], "COMPLETE");
     assert_eq!(
         first["artifactMediaType"],
