@@ -8,13 +8,14 @@ use serde_json::Value;
 /// The account every ARN names.
 pub const ACCOUNT: &str = "000000000000";
 
-/// Seconds since the epoch, with millisecond precision, as AWS JSON
-/// protocols carry timestamps.
+/// Seconds since the epoch, as AWS JSON protocols carry timestamps, to
+/// the microsecond (ECS shows milliseconds; SDKs read any fraction, and a
+/// task's createdAt → startedAt is often under one).
 pub fn now() -> f64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
+    (d.as_micros() as f64) / 1_000_000.0
 }
 
 /// `arn:aws:SERVICE:REGION:000000000000:RESOURCE`.
