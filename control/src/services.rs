@@ -162,9 +162,10 @@ impl Service {
         self.scheduling_strategy == "DAEMON"
     }
 
-    /// Adds an event, unless the same was said in the last five minutes
-    /// (ECS repeats itself, but not every pass).
-    fn event(&mut self, at: f64, message: String) {
+    /// Adds an event about a condition that may last (a task that cannot
+    /// be placed, tasks that keep failing), unless the same was said in the
+    /// last five minutes: ECS repeats itself, but not every pass.
+    fn event_once(&mut self, at: f64, message: String) {
         if self
             .events
             .iter()
@@ -173,6 +174,11 @@ impl Service {
         {
             return;
         }
+        self.event(at, message);
+    }
+
+    /// Adds an event.
+    fn event(&mut self, at: f64, message: String) {
         self.events.insert(
             0,
             ServiceEvent {
@@ -432,7 +438,7 @@ pub(crate) fn decide(
         .is_some_and(|f| world.now < f + backoff(primary.consecutive_failures));
     if primary.consecutive_failures == 3 && throttled {
         let name = &svc.service_name;
-        svc.event(
+        svc.event_once(
             world.now,
             format!("(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."),
         );
@@ -838,7 +844,7 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
             }
             Action::Start { .. } | Action::StartOn { .. } => {
                 let Some(launch) = launch.as_ref() else {
-                    svc.event(
+                    svc.event_once(
                         now,
                         format!("(service {name}) cannot start tasks: its task definition {} is not registered, or its placement rules are invalid.", svc.task_definition),
                     );
@@ -852,16 +858,16 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
                 let (count, on) = match a {
                     Action::Start { count } => (*count, None),
                     Action::StartOn { instance } => (1, Some(vec![instance.clone()])),
-                    Action::Stop { .. } => unreachable!("handled above"),
+                    Action::Stop { .. } => continue,
                 };
                 match ecs::place_tasks(inner, state, &region, &cluster, &l, count, on.as_deref()) {
                     Ok((tasks, failures)) => {
                         if tasks.len() < count {
-                            svc.event(now, unable_to_place(&name, &failures));
+                            svc.event_once(now, unable_to_place(&name, &failures));
                         }
                         to_start.extend(tasks);
                     }
-                    Err(e) => svc.event(now, unable_to_place_because(&name, &e.message)),
+                    Err(e) => svc.event_once(now, unable_to_place_because(&name, &e.message)),
                 }
             }
         }
@@ -1751,6 +1757,20 @@ mod tests {
         // Steady holds: nothing new is said.
         run(&mut s, &tasks, 13.0);
         assert_eq!(s.events.len(), 2);
+        // A deployment later: its end is a steady state again, said again
+        // even within minutes.
+        s.new_deployment(14.0, NEW.into(), "");
+        let new = [
+            task("b1", NEW, "RUNNING"),
+            task("b2", NEW, "RUNNING"),
+            task("b3", NEW, "RUNNING"),
+        ];
+        run(&mut s, &new, 15.0);
+        assert_eq!(
+            s.events[0].message,
+            "(service web) has reached a steady state."
+        );
+        assert_eq!(s.events.len(), 4);
     }
 
     #[test]
