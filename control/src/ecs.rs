@@ -191,6 +191,7 @@ pub(crate) fn local_instance(
                 registered_at: now(),
                 tags: Vec::new(),
                 cluster: "default".into(),
+                deregistered_at: None,
             }
         }
     }
@@ -594,6 +595,7 @@ fn instance_view(i: &ContainerInstance, usage: Option<&Usage>, with_tags: bool) 
     let mut v = to_value(i);
     if let Some(o) = v.as_object_mut() {
         o.remove("cluster");
+        o.remove("deregisteredAt");
     }
     v["remainingResources"] = to_value(&remaining);
     v["runningTasksCount"] = json!(u.running);
@@ -906,6 +908,17 @@ async fn register_instance(inner: &Inner, body: &Value, region: &str) -> Result<
     }
     let mut state = inner.state.lock().await;
     let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    // An instance belongs to one cluster at a time, as on ECS.
+    if let Some(elsewhere) = state.instances.values().map(|e| &e.value).find(|i| {
+        i.cluster != cluster.cluster_name
+            && i.status != "INACTIVE"
+            && i.ec2_instance_id.as_deref() == Some(ec2_id.as_str())
+    }) {
+        return Err(ApiError::invalid_parameter(format!(
+            "Instance {ec2_id} is registered in cluster {}: deregister it there first.",
+            elsewhere.cluster
+        )));
+    }
     // Re-registering the same EC2 instance updates its record.
     let existing = state
         .instances
@@ -954,6 +967,7 @@ async fn register_instance(inner: &Inner, body: &Value, region: &str) -> Result<
                 registered_at: now(),
                 tags,
                 cluster: cluster.cluster_name.clone(),
+                deregistered_at: None,
             }
         }
     };
@@ -1006,6 +1020,7 @@ async fn deregister_instance(inner: &Inner, body: &Value, region: &str) -> Resul
     if instance.status != "INACTIVE" {
         instance.status = "INACTIVE".into();
         instance.agent_connected = false;
+        instance.deregistered_at = Some(now());
         instance.version += 1;
         state
             .apply(

@@ -426,23 +426,103 @@ async fn report_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Report>)
     }
 }
 
+/// What has been gone since before `cutoff` and can be forgotten: STOPPED
+/// tasks, and deregistered container instances.
+fn forgettable(state: &State, cutoff: f64) -> Vec<Write> {
+    let mut writes: Vec<Write> = state
+        .tasks
+        .values()
+        .filter(|t| t.value.last_status == "STOPPED")
+        .filter(|t| t.value.stopped_at.is_some_and(|s| s < cutoff))
+        .map(|t| Write::RemoveTask(t.value.id().to_string()))
+        .collect();
+    writes.extend(
+        state
+            .instances
+            .values()
+            .filter(|i| i.value.status == "INACTIVE")
+            .filter(|i| i.value.deregistered_at.is_some_and(|d| d < cutoff))
+            .map(|i| Write::RemoveInstance(i.value.container_instance_arn.clone())),
+    );
+    writes
+}
+
 /// Forgets STOPPED tasks once they have been stopped for the retention
-/// period.
+/// period, and deregistered container instances as long after they left.
 async fn retention_loop(inner: std::sync::Weak<Inner>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
         let Some(inner) = inner.upgrade() else { return };
         let cutoff = now() - inner.config.stopped_task_retention.as_secs_f64();
         let mut state = inner.state.lock().await;
-        let writes: Vec<Write> = state
-            .tasks
-            .values()
-            .filter(|t| t.value.last_status == "STOPPED")
-            .filter(|t| t.value.stopped_at.is_some_and(|s| s < cutoff))
-            .map(|t| Write::RemoveTask(t.value.id().to_string()))
-            .collect();
+        let writes = forgettable(&state, cutoff);
         if let Err(e) = state.apply(inner.store.as_ref(), writes).await {
             tracing::warn!("cannot forget old stopped tasks: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Entry;
+    use serde_json::json;
+
+    #[test]
+    fn what_left_before_the_cutoff_is_forgotten_and_nothing_else() {
+        let task = |id: &str, status: &str, stopped: Option<f64>| -> Task {
+            serde_json::from_value(json!({
+                "taskArn": format!("arn:aws:ecs:r:0:task/default/{id}"), "clusterArn": "c",
+                "taskDefinitionArn": "td:1", "overrides": {}, "lastStatus": status,
+                "desiredStatus": status, "cpu": "0", "memory": "8", "containers": [],
+                "launchType": "EC2", "version": 1, "createdAt": 1.0, "stoppedAt": stopped,
+            }))
+            .unwrap()
+        };
+        let instance = |arn: &str, status: &str, gone: Option<f64>| -> model::ContainerInstance {
+            serde_json::from_value(json!({
+                "containerInstanceArn": arn, "version": 1, "versionInfo": {}, "status": status,
+                "agentConnected": false, "registeredResources": [], "remainingResources": [],
+                "runningTasksCount": 0, "pendingTasksCount": 0, "attributes": [],
+                "registeredAt": 1.0, "deregisteredAt": gone,
+            }))
+            .unwrap()
+        };
+        let mut state = State::default();
+        for t in [
+            task("old", "STOPPED", Some(10.0)),
+            task("recent", "STOPPED", Some(100.0)),
+            task("running", "RUNNING", None),
+        ] {
+            state.tasks.insert(
+                t.id().to_string(),
+                Entry {
+                    value: t,
+                    revision: 1,
+                },
+            );
+        }
+        for i in [
+            instance("ci/gone", "INACTIVE", Some(10.0)),
+            instance("ci/just-gone", "INACTIVE", Some(100.0)),
+            instance("ci/active", "ACTIVE", None),
+        ] {
+            state.instances.insert(
+                i.container_instance_arn.clone(),
+                Entry {
+                    value: i,
+                    revision: 1,
+                },
+            );
+        }
+        let forgotten: Vec<String> = forgettable(&state, 50.0)
+            .into_iter()
+            .map(|w| match w {
+                Write::RemoveTask(id) => format!("task {id}"),
+                Write::RemoveInstance(arn) => format!("instance {arn}"),
+                _ => "something else".into(),
+            })
+            .collect();
+        assert_eq!(forgotten, ["task old", "instance ci/gone"]);
     }
 }

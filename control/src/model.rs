@@ -192,6 +192,10 @@ pub struct ContainerInstance {
     /// leave it out).
     #[serde(default)]
     pub cluster: String,
+    /// When it was deregistered (stored, for forgetting it later; views
+    /// leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistered_at: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

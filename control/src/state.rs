@@ -46,6 +46,7 @@ pub(crate) enum Write {
     Instance(ContainerInstance),
     Service(Box<Service>),
     RemoveTask(String),
+    RemoveInstance(String),
 }
 
 fn cluster_key(name: &str) -> String {
@@ -171,6 +172,11 @@ impl State {
                 Write::RemoveTask(id) => {
                     (task_key(id), self.tasks.get(id).map(|e| e.revision), None)
                 }
+                Write::RemoveInstance(arn) => (
+                    instance_key(arn),
+                    self.instances.get(arn).map(|e| e.revision),
+                    None,
+                ),
             };
             txn.compares.push(compare(&key, revision));
             txn.ops.push(match value {
@@ -222,6 +228,9 @@ impl State {
                             revision,
                         },
                     );
+                }
+                Write::RemoveInstance(arn) => {
+                    self.instances.remove(&arn);
                 }
                 Write::RemoveTask(id) => {
                     if let Some(t) = self.tasks.remove(&id)

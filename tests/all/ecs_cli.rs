@@ -966,6 +966,18 @@ fn instances_registered_through_the_api_are_listed_but_have_no_agent() {
         &["ecs", "delete-cluster", "--cluster", "edge"],
         "ClusterContainsContainerInstancesException",
     );
+    // An instance belongs to one cluster at a time.
+    serve.aws_err(
+        &[
+            "ecs",
+            "register-container-instance",
+            "--cluster",
+            "edge",
+            "--instance-identity-document",
+            doc,
+        ],
+        "InvalidParameterException",
+    );
     let gone = serve.aws_ok(&[
         "ecs",
         "deregister-container-instance",
