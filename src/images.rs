@@ -133,10 +133,26 @@ pub fn push(args: PushArgs, data_dir: &Path) -> i32 {
         let name = args.file.display().to_string();
         skiff_runtime::inspect(&name, &wasm).map_err(|e| e.to_string())?;
         let options = remote_options(data_dir, &args.registry);
+        // SOURCE_DATE_EPOCH (reproducible builds' convention) fixes the
+        // artifact's creation time, so the same file is the same digest.
+        let created = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.is_empty() => {
+                let secs: u64 = v.trim().parse().map_err(|_| {
+                    format!("SOURCE_DATE_EPOCH must be whole seconds since 1970, not {v:?}")
+                })?;
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+            }
+            _ => std::time::SystemTime::now(),
+        };
         let bar = progress_bar("pushing");
         bar.set_length(wasm.len() as u64);
         let digest = tokio()?
-            .block_on(remote::push(&args.reference, &wasm, &options))
+            .block_on(remote::push_as_of(
+                &args.reference,
+                &wasm,
+                created,
+                &options,
+            ))
             .map_err(|e| e.to_string())?;
         bar.finish_and_clear();
         println!(

@@ -141,10 +141,22 @@ fn client_for(reference: &Reference, options: &RemoteOptions) -> (Client, Regist
 }
 
 /// Pushes `wasm` to `reference` as a CNCF Wasm OCI artifact and returns the
-/// manifest's digest.
+/// manifest's digest. The artifact records now as its creation time.
 pub async fn push(
     reference: &str,
     wasm: &[u8],
+    options: &RemoteOptions,
+) -> Result<Digest, RemoteError> {
+    push_as_of(reference, wasm, std::time::SystemTime::now(), options).await
+}
+
+/// `push`, with the artifact's creation time given: the same binary pushed
+/// as of the same time is the same manifest, whenever it is pushed (what
+/// reproducible builds ask for with `SOURCE_DATE_EPOCH`).
+pub async fn push_as_of(
+    reference: &str,
+    wasm: &[u8],
+    created: std::time::SystemTime,
     options: &RemoteOptions,
 ) -> Result<Digest, RemoteError> {
     let image = parse_reference(reference)?;
@@ -152,11 +164,9 @@ pub async fn push(
         reference: image.whole(),
         detail: describe(&e),
     };
-    let packaged = artifact::package(wasm, std::time::SystemTime::now()).map_err(|what| {
-        RemoteError::Unrunnable {
-            reference: image.whole(),
-            what: format!("not a Wasm binary ({what})"),
-        }
+    let packaged = artifact::package(wasm, created).map_err(|what| RemoteError::Unrunnable {
+        reference: image.whole(),
+        what: format!("not a Wasm binary ({what})"),
     })?;
     let (client, auth) = client_for(&image, options);
     client

@@ -213,3 +213,34 @@ fn login_checks_and_keeps_credentials_private() {
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert!(saved.get("127.0.0.1:1").is_none());
 }
+
+#[test]
+fn source_date_epoch_makes_pushes_reproducible() {
+    let registry_data = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(registry_data.path());
+    let local = tempfile::tempdir().unwrap();
+    let push = |tag: &str, epoch: &str| {
+        let out = skiff([
+            "push",
+            app("HELLO_P1"),
+            &registry_ref(&registry, &format!("r/app:{tag}")),
+        ])
+        .data_dir(local.path())
+        .env("SOURCE_DATE_EPOCH", epoch)
+        .run();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.trim().rsplit('@').next().unwrap().to_string()
+    };
+    let a = push("a", "1700000000");
+    let b = push("b", "1700000000");
+    assert_eq!(
+        a, b,
+        "the same file as of the same time is the same manifest"
+    );
+    assert_ne!(push("c", "1700000001"), a);
+    let out = skiff(["push", app("HELLO_P1"), &registry_ref(&registry, "r/app:d")])
+        .data_dir(local.path())
+        .env("SOURCE_DATE_EPOCH", "yesterday")
+        .run();
+    out.assert_one_line_error(125, "SOURCE_DATE_EPOCH");
+}
