@@ -223,6 +223,11 @@ pub(crate) fn active_cluster<'a>(
         .ok_or_else(ApiError::cluster_not_found)
 }
 
+/// A deleted revision, once nothing uses it: kept only so that its number
+/// is never given again (ECS never reuses revisions); not found by any
+/// operation.
+pub(crate) const DELETED: &str = "DELETED";
+
 /// Resolves `family`, `family:revision` or an ARN. `active_only` refuses
 /// INACTIVE revisions (they cannot start tasks).
 pub(crate) fn resolve_taskdef(
@@ -241,6 +246,7 @@ pub(crate) fn resolve_taskdef(
             family_revs(family)?
                 .get(&rev)
                 .map(|e| e.value.clone())
+                .filter(|td| td.status != DELETED)
                 .ok_or_else(not_found)?
         }
         None => family_revs(name)?
@@ -290,6 +296,7 @@ pub(crate) async fn handle(
         "ListTaskDefinitions" => list_taskdefs(inner, body).await,
         "ListTaskDefinitionFamilies" => list_families(inner, body).await,
         "DeregisterTaskDefinition" => deregister_taskdef(inner, body).await,
+        "DeleteTaskDefinitions" => delete_taskdefs(inner, body, region).await,
         "RunTask" => run_task(inner, body, region, None).await,
         "StartTask" => start_task(inner, body, region).await,
         "StopTask" => stop_task(inner, body).await,
@@ -1233,6 +1240,7 @@ async fn list_families(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         .taskdefs
         .iter()
         .filter(|(f, _)| f.starts_with(prefix))
+        .filter(|(_, revs)| revs.values().any(|t| t.value.status != DELETED))
         .filter(|(_, revs)| {
             let active = revs.values().any(|t| t.value.status == "ACTIVE");
             match status {
@@ -1263,6 +1271,62 @@ async fn deregister_taskdef(inner: &Inner, body: &Value) -> Result<Value, ApiErr
             .await?;
     }
     Ok(json!({ "taskDefinition": taskdef_view(&td) }))
+}
+
+/// DeleteTaskDefinitions: INACTIVE revisions become DELETE_IN_PROGRESS,
+/// still describable while tasks or services use them, and are gone once
+/// nothing does (the retention pass).
+async fn delete_taskdefs(inner: &Inner, body: &Value, region: &str) -> Result<Value, ApiError> {
+    let given = string_list(body, "taskDefinitions")?;
+    if given.is_empty() || given.len() > 10 {
+        return Err(ApiError::invalid_parameter(
+            "taskDefinitions must name 1 to 10 task definition revisions.",
+        ));
+    }
+    let mut state = inner.state.lock().await;
+    let mut deleted = Vec::new();
+    let mut failures = Vec::new();
+    let mut writes = Vec::new();
+    for g in given {
+        let arn_of = || {
+            if g.starts_with("arn:") {
+                g.clone()
+            } else {
+                arn("ecs", region, &format!("task-definition/{g}"))
+            }
+        };
+        if !name_of(&g).contains(':') {
+            failures.push(Failure {
+                arn: Some(arn_of()),
+                reason: "A revision is required: family:revision or a full ARN.".into(),
+                detail: None,
+            });
+            continue;
+        }
+        let mut td = match resolve_taskdef(&state, &g, false) {
+            Ok(td) => td,
+            Err(_) => {
+                failures.push(Failure::missing(arn_of()));
+                continue;
+            }
+        };
+        if td.status == "ACTIVE" {
+            failures.push(Failure {
+                arn: Some(td.task_definition_arn.clone()),
+                reason: "The specified task definition is still in ACTIVE status. Please deregister the target and try again.".into(),
+                detail: None,
+            });
+            continue;
+        }
+        if td.status == "INACTIVE" {
+            td.status = "DELETE_IN_PROGRESS".into();
+            td.delete_requested_at = Some(now());
+            writes.push(Write::TaskDef(td.clone()));
+        }
+        deleted.push(taskdef_view(&td));
+    }
+    state.apply(inner.store.as_ref(), writes).await?;
+    Ok(json!({ "taskDefinitions": deleted, "failures": failures }))
 }
 
 // ---- tasks ----------------------------------------------------------------
@@ -2096,6 +2160,7 @@ fn locate(state: &State, resource: &str) -> Result<Located, ApiError> {
             rev.parse::<u32>()
                 .ok()
                 .and_then(|r| state.taskdefs.get(family)?.get(&r))
+                .filter(|t| t.value.status != DELETED)
                 .map(|t| Located::TaskDef(Box::new(t.value.clone())))
         }
         "task" => state

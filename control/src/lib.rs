@@ -427,7 +427,8 @@ async fn report_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Report>)
 }
 
 /// What has been gone since before `cutoff` and can be forgotten: STOPPED
-/// tasks, and deregistered container instances.
+/// tasks, and deregistered container instances; and task definitions whose
+/// deletion was asked for, once no task or service uses them.
 fn forgettable(state: &State, cutoff: f64) -> Vec<Write> {
     let mut writes: Vec<Write> = state
         .tasks
@@ -443,6 +444,29 @@ fn forgettable(state: &State, cutoff: f64) -> Vec<Write> {
             .filter(|i| i.value.status == "INACTIVE")
             .filter(|i| i.value.deregistered_at.is_some_and(|d| d < cutoff))
             .map(|i| Write::RemoveInstance(i.value.container_instance_arn.clone())),
+    );
+    let in_use = |arn: &str| {
+        state
+            .tasks
+            .values()
+            .any(|t| t.value.task_definition_arn == arn && t.value.last_status != "STOPPED")
+            || state.services.values().any(|s| {
+                s.value.status != "INACTIVE"
+                    && s.value.deployments.iter().any(|d| d.task_definition == arn)
+            })
+    };
+    writes.extend(
+        state
+            .taskdefs
+            .values()
+            .flat_map(|revs| revs.values())
+            .filter(|td| td.value.status == "DELETE_IN_PROGRESS")
+            .filter(|td| !in_use(&td.value.task_definition_arn))
+            .map(|td| {
+                let mut gone = td.value.clone();
+                gone.status = ecs::DELETED.into();
+                Write::TaskDef(gone)
+            }),
     );
     writes
 }
@@ -524,5 +548,43 @@ mod tests {
             })
             .collect();
         assert_eq!(forgotten, ["task old", "instance ci/gone"]);
+
+        // A definition whose deletion was asked for goes once nothing
+        // running uses it.
+        let def = |rev: u32| {
+            let mut td = taskdef::parse_register(&json!({"family": "web", "networkMode": "none",
+                "containerDefinitions": [{"name": "a", "image": "x", "memory": 8}]}))
+            .unwrap();
+            td.revision = rev;
+            td.task_definition_arn = format!("arn:aws:ecs:r:0:task-definition/web:{rev}");
+            td.status = "DELETE_IN_PROGRESS".into();
+            td
+        };
+        for rev in [1, 2] {
+            state.taskdefs.entry("web".into()).or_default().insert(
+                rev,
+                Entry {
+                    value: def(rev),
+                    revision: 1,
+                },
+            );
+        }
+        let mut user = task("user", "RUNNING", None);
+        user.task_definition_arn = "arn:aws:ecs:r:0:task-definition/web:2".into();
+        state.tasks.insert(
+            "user".into(),
+            Entry {
+                value: user,
+                revision: 1,
+            },
+        );
+        let gone: Vec<(u32, String)> = forgettable(&state, 50.0)
+            .into_iter()
+            .filter_map(|w| match w {
+                Write::TaskDef(td) => Some((td.revision, td.status)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gone, [(1, ecs::DELETED.to_string())]);
     }
 }

@@ -42,6 +42,9 @@ pub struct TaskDefinition {
     pub registered_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deregistered_at: Option<f64>,
+    /// When DeleteTaskDefinitions was asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_requested_at: Option<f64>,
     /// The tags given at registration (stored; returned beside the
     /// definition, not in it).
     #[serde(default)]
@@ -562,6 +565,7 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
         registered_at: 0.0,
         registered_by: None,
         deregistered_at: None,
+        delete_requested_at: None,
         tags: req.tags,
     })
 }

@@ -1027,3 +1027,72 @@ fn instances_registered_through_the_api_are_listed_but_have_no_agent() {
         "InvalidParameterException",
     );
 }
+
+#[test]
+fn task_definitions_are_deleted_once_inactive() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let td = write_json(dir.path(), "job.json", &hello_job("gone", 0));
+    for _ in 0..2 {
+        serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &td]);
+    }
+    // An ACTIVE revision is refused, one failure each; nothing changes.
+    let refused = serve.aws_ok(&[
+        "ecs",
+        "delete-task-definitions",
+        "--task-definitions",
+        "gone:1",
+        "gone:9",
+    ]);
+    assert_eq!(refused["taskDefinitions"], json!([]));
+    let reasons: Vec<&str> = refused["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].contains("still in ACTIVE status"), "{reasons:?}");
+    assert_eq!(reasons[1], "MISSING");
+
+    serve.aws_ok(&[
+        "ecs",
+        "deregister-task-definition",
+        "--task-definition",
+        "gone:1",
+    ]);
+    let deleted = serve.aws_ok(&[
+        "ecs",
+        "delete-task-definitions",
+        "--task-definitions",
+        "gone:1",
+    ]);
+    let td = &deleted["taskDefinitions"][0];
+    assert_eq!(td["status"], "DELETE_IN_PROGRESS");
+    assert!(td["deleteRequestedAt"].as_f64().is_some());
+    let listed = serve.aws_ok(&[
+        "ecs",
+        "list-task-definitions",
+        "--status",
+        "DELETE_IN_PROGRESS",
+    ]);
+    assert_eq!(
+        listed["taskDefinitionArns"],
+        json!([td["taskDefinitionArn"]])
+    );
+    // Still describable while its deletion is in progress; the family's
+    // latest ACTIVE revision is untouched.
+    let described = serve.aws_ok(&[
+        "ecs",
+        "describe-task-definition",
+        "--task-definition",
+        "gone:1",
+    ]);
+    assert_eq!(described["taskDefinition"]["status"], "DELETE_IN_PROGRESS");
+    let latest = serve.aws_ok(&[
+        "ecs",
+        "describe-task-definition",
+        "--task-definition",
+        "gone",
+    ]);
+    assert_eq!(latest["taskDefinition"]["revision"], 2);
+}
