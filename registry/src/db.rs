@@ -150,23 +150,48 @@ impl Db {
 
     fn migrate(&self) -> Result<(), Internal> {
         let mut conn = self.lock()?;
+        // Most opens find the schema current: a read, no write lock, so a
+        // CLI command opening the database never holds up the server.
+        let version = |c: &Connection| -> Result<Option<i64>, Internal> {
+            let exists = c
+                .query_row(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+                    [],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(None);
+            }
+            Ok(
+                c.query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+                    .optional()?,
+            )
+        };
+        let known = MIGRATIONS.len() as i64;
+        let too_new = |v: i64| {
+            internal(format!(
+                "the registry database is at schema version {v}, newer than this skiff knows ({known})"
+            ))
+        };
+        match version(&conn)? {
+            Some(v) if v == known => return Ok(()),
+            Some(v) if v > known => return Err(too_new(v)),
+            _ => {}
+        }
         // IMMEDIATE: take the write lock up front (waiting for it), not
         // upgrade a read lock mid-way, which fails at once when another
-        // process writes.
+        // process writes; then look again, another process may have
+        // migrated meanwhile.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
             [],
         )?;
-        let current: i64 = tx
-            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0);
-        if current as usize > MIGRATIONS.len() {
-            return Err(internal(format!(
-                "the registry database is at schema version {current}, newer than this skiff knows ({})",
-                MIGRATIONS.len()
-            )));
+        let current: i64 = version(&tx)?.unwrap_or(0);
+        if current > known {
+            return Err(too_new(current));
         }
         for sql in &MIGRATIONS[current as usize..] {
             tx.execute_batch(sql)?;
@@ -174,7 +199,7 @@ impl Db {
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute(
             "INSERT INTO schema_version (version) VALUES (?1)",
-            params![MIGRATIONS.len() as i64],
+            params![known],
         )?;
         tx.commit()?;
         Ok(())
