@@ -495,6 +495,20 @@ impl Inner {
         tokio::spawn(async move {
             if let Err(e) = inner.run_scan(&repo, &digest).await {
                 tracing::warn!(%repo, %digest, "scan failed: {e}");
+                // Not IN_PROGRESS forever: the scan ended, without findings.
+                let failed = ScanReport::new(
+                    &repo,
+                    &digest,
+                    ScanStatus::Failed,
+                    format!("The scan could not complete: {e}"),
+                );
+                let recorded = {
+                    let _shared = inner.gc_lock.read().await;
+                    inner.off_thread(move |i| i.record_scan(&failed)).await
+                };
+                if let Err(e) = recorded {
+                    tracing::error!(%repo, %digest, "cannot record the failed scan: {e}");
+                }
             }
         });
         Ok(pending)
