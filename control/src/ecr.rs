@@ -4,7 +4,7 @@
 //! `aws ecr` and boto3's ECR client call.
 
 use crate::Inner;
-use crate::ecs::{listed_up_to, page, required};
+use crate::ecs::{json_object, listed_up_to, page, required};
 use crate::error::ApiError;
 use crate::model::{ACCOUNT, arn};
 use serde_json::{Value, json};
@@ -43,11 +43,7 @@ pub(crate) async fn handle(
     body: &Value,
     region: &str,
 ) -> Result<Value, ApiError> {
-    if !body.is_object() {
-        return Err(ApiError::serialization(
-            "the request body must be a JSON object",
-        ));
-    }
+    json_object(body)?;
     let Some(registry) = inner.registry.get() else {
         return Err(ApiError::unknown_operation(&format!(
             "AmazonEC2ContainerRegistry_V20150921.{op} (this control plane serves no registry)"

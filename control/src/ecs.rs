@@ -266,6 +266,18 @@ pub(crate) fn resolve_taskdef(
     Ok(td)
 }
 
+/// Refuses a request body that is not a JSON object (AWS JSON 1.1 bodies
+/// always are).
+pub(crate) fn json_object(body: &Value) -> Result<(), ApiError> {
+    if body.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::serialization(
+            "the request body must be a JSON object",
+        ))
+    }
+}
+
 /// Dispatches one ECS operation.
 pub(crate) async fn handle(
     inner: &Inner,
@@ -273,11 +285,7 @@ pub(crate) async fn handle(
     body: &Value,
     region: &str,
 ) -> Result<Value, ApiError> {
-    if !body.is_object() {
-        return Err(ApiError::serialization(
-            "the request body must be a JSON object",
-        ));
-    }
+    json_object(body)?;
     match op {
         "CreateCluster" => create_cluster(inner, body, region).await,
         "DescribeClusters" => describe_clusters(inner, body).await,
@@ -1982,12 +1990,8 @@ async fn list_tasks(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         })
         .filter(|t| s("startedBy").is_none_or(|b| t.started_by.as_deref() == Some(b)))
         .filter(|t| {
-            // A service's tasks: its group, started by one of its deployments.
             s("serviceName").is_none_or(|n| {
-                t.group.as_deref() == Some(&format!("service:{}", name_of(n)))
-                    && t.started_by
-                        .as_deref()
-                        .is_some_and(|b| b.starts_with("ecs-svc/"))
+                services::belongs(t, &cluster.cluster_arn, &format!("service:{}", name_of(n)))
             })
         })
         .filter(|t| s("launchType").is_none_or(|l| t.launch_type == l))

@@ -58,7 +58,6 @@ pub struct Deployment {
     pub id: String,
     pub status: String,
     pub task_definition: String,
-    pub desired_count: u32,
     pub created_at: f64,
     pub updated_at: f64,
     pub launch_type: String,
@@ -147,7 +146,7 @@ pub struct Completed {
 impl Service {
     /// The state's key: `CLUSTER/NAME`.
     pub fn key(&self) -> String {
-        format!("{}/{}", cluster_of(&self.cluster_arn), self.service_name)
+        format!("{}/{}", name_of(&self.cluster_arn), self.service_name)
     }
 
     fn region(&self) -> &str {
@@ -200,7 +199,6 @@ impl Service {
                 id,
                 status: "PRIMARY".into(),
                 task_definition: self.task_definition.clone(),
-                desired_count: self.desired_count,
                 created_at: at,
                 updated_at: at,
                 launch_type: self.launch_type.clone(),
@@ -221,20 +219,12 @@ impl Service {
 /// Whether `t` is one of the service's tasks: in its cluster and group,
 /// started by one of its deployments (a RunTask that only borrowed the
 /// group name is not adopted).
-fn belongs(t: &Task, cluster_arn: &str, group: &str) -> bool {
+pub(crate) fn belongs(t: &Task, cluster_arn: &str, group: &str) -> bool {
     t.cluster_arn == cluster_arn
         && t.group.as_deref() == Some(group)
         && t.started_by
             .as_deref()
             .is_some_and(|b| b.starts_with("ecs-svc/"))
-}
-
-fn cluster_of(cluster_arn: &str) -> &str {
-    cluster_arn.rsplit('/').next().unwrap_or(cluster_arn)
-}
-
-fn short_id(task_arn: &str) -> &str {
-    task_arn.rsplit('/').next().unwrap_or(task_arn)
 }
 
 /// A new deployment id, as ECS writes them: `ecs-svc/` and 19 digits.
@@ -705,9 +695,6 @@ fn settle(svc: &mut Service, pass: &Pass<'_, '_>) {
             svc.event(now, format!("(service {name}) has reached a steady state."));
         }
     }
-    if let Some(p) = svc.deployments.first_mut() {
-        p.desired_count = svc.desired_count;
-    }
 }
 
 // ---- the scheduler -----------------------------------------------------------
@@ -770,7 +757,7 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
     let before = svc.clone();
     let now = now();
     let group = svc.group();
-    let cluster_name = cluster_of(&svc.cluster_arn).to_string();
+    let cluster_name = name_of(&svc.cluster_arn).to_string();
     let Some(cluster) = state.clusters.get(&cluster_name).map(|c| c.value.clone()) else {
         return Ok(());
     };
@@ -889,7 +876,7 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
     if !stopped_running.is_empty() {
         let list: Vec<String> = stopped_running
             .iter()
-            .map(|a| format!("(task {})", short_id(a)))
+            .map(|a| format!("(task {})", name_of(a)))
             .collect();
         svc.event(
             now,
@@ -967,7 +954,7 @@ fn daemon_instances<'a>(state: &'a State, cluster: &str, launch: &Launch) -> Vec
 /// ECS's event when no instance could take a task, naming the closest.
 fn unable_to_place(name: &str, failures: &[Failure]) -> String {
     let closest = failures.first().map(|f| {
-        let id = f.arn.as_deref().map(short_id).unwrap_or("?");
+        let id = f.arn.as_deref().map(name_of).unwrap_or("?");
         let why = match f.reason.as_str() {
             "RESOURCE:MEMORY" => "has insufficient memory available",
             "RESOURCE:CPU" => "has insufficient CPU units available",
@@ -1413,14 +1400,7 @@ pub(crate) async fn create_service(
     };
     let id = deployment_id(inner);
     svc.new_deployment(at, id, "ECS deployment in progress.");
-    state
-        .apply(
-            inner.store.as_ref(),
-            vec![Write::Service(Box::new(svc.clone()))],
-        )
-        .await?;
-    inner.wake.notify_one();
-    Ok(json!({ "service": service_view(&state, &svc, false) }))
+    save(inner, &mut state, svc).await
 }
 
 /// A task definition the local agent can run (bridge and awsvpc come with
@@ -1507,10 +1487,15 @@ pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value,
         let id = deployment_id(inner);
         svc.new_deployment(at, id, "ECS deployment in progress.");
     } else if let Some(p) = svc.deployments.first_mut() {
-        p.desired_count = svc.desired_count;
         p.updated_at = at;
     }
     svc.steady = svc.steady && !redeploy && desired.is_none();
+    save(inner, &mut state, svc).await
+}
+
+/// Commits a service a request changed, wakes the scheduler to act on it,
+/// and answers with it.
+async fn save(inner: &Inner, state: &mut State, svc: Service) -> Result<Value, ApiError> {
     state
         .apply(
             inner.store.as_ref(),
@@ -1518,7 +1503,7 @@ pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value,
         )
         .await?;
     inner.wake.notify_one();
-    Ok(json!({ "service": service_view(&state, &svc, false) }))
+    Ok(json!({ "service": service_view(state, &svc, false) }))
 }
 
 pub(crate) async fn delete_service(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
@@ -1542,14 +1527,7 @@ pub(crate) async fn delete_service(inner: &Inner, body: &Value) -> Result<Value,
     svc.status = "DRAINING".into();
     svc.desired_count = 0;
     svc.steady = false;
-    state
-        .apply(
-            inner.store.as_ref(),
-            vec![Write::Service(Box::new(svc.clone()))],
-        )
-        .await?;
-    inner.wake.notify_one();
-    Ok(json!({ "service": service_view(&state, &svc, false) }))
+    save(inner, &mut state, svc).await
 }
 
 pub(crate) async fn describe_services(
