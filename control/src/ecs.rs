@@ -934,23 +934,45 @@ async fn register_instance(inner: &Inner, body: &Value, region: &str) -> Result<
             elsewhere.cluster
         )));
     }
-    // Re-registering the same EC2 instance updates its record.
-    let existing = state
-        .instances
-        .values()
-        .map(|e| &e.value)
-        .find(|i| {
-            i.cluster == cluster.cluster_name
-                && i.status != "INACTIVE"
-                && i.ec2_instance_id.as_deref() == Some(ec2_id.as_str())
-        })
-        .cloned();
+    // Re-registering (by containerInstanceArn, or the same EC2 instance)
+    // updates its record.
+    let existing = match body.get("containerInstanceArn").and_then(Value::as_str) {
+        Some(given) => {
+            let found = find_instance(&state, &cluster.cluster_name, given)
+                .filter(|i| i.status != "INACTIVE")
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::invalid_parameter(format!(
+                        "The referenced container instance {given} was not found."
+                    ))
+                })?;
+            if found.container_instance_arn == inner.agent.instance_arn {
+                return Err(ApiError::invalid_parameter(
+                    "This is skiff serve's own container instance: it registers itself.",
+                ));
+            }
+            Some(found)
+        }
+        None => state
+            .instances
+            .values()
+            .map(|e| &e.value)
+            .find(|i| {
+                i.cluster == cluster.cluster_name
+                    && i.status != "INACTIVE"
+                    && i.ec2_instance_id.as_deref() == Some(ec2_id.as_str())
+            })
+            .cloned(),
+    };
     let instance = match existing {
         Some(mut i) => {
             i.registered_resources = registered.clone();
             i.remaining_resources = registered;
             merge_attributes(&mut i.attributes, attributes);
             merge_tags(&mut i.tags, &tags);
+            if let Some(v) = body.get("versionInfo").filter(|v| !v.is_null()) {
+                i.version_info = v.clone();
+            }
             i.version += 1;
             i
         }

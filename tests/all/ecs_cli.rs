@@ -917,6 +917,34 @@ fn instances_registered_through_the_api_are_listed_but_have_no_agent() {
         again["containerInstance"]["containerInstanceArn"],
         arn.as_str()
     );
+    // And by its ARN, with the agent's version.
+    let by_arn = serve.aws_ok(&[
+        "ecs",
+        "register-container-instance",
+        "--container-instance-arn",
+        &arn,
+        "--version-info",
+        "agentVersion=1.80.0,agentHash=abc,dockerVersion=none",
+        "--total-resources",
+        "name=CPU,type=INTEGER,integerValue=4096",
+    ]);
+    assert_eq!(
+        by_arn["containerInstance"]["containerInstanceArn"],
+        arn.as_str()
+    );
+    assert_eq!(
+        by_arn["containerInstance"]["versionInfo"]["agentVersion"],
+        "1.80.0"
+    );
+    serve.aws_err(
+        &[
+            "ecs",
+            "register-container-instance",
+            "--container-instance-arn",
+            "nope",
+        ],
+        "InvalidParameterException",
+    );
     let listed = serve.aws_ok(&["ecs", "list-container-instances"]);
     assert_eq!(listed["containerInstanceArns"].as_array().unwrap().len(), 2);
     let edge = serve.aws_ok(&[
