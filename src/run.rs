@@ -51,14 +51,22 @@ pub struct RunArgs {
     timeout: Option<Duration>,
 
     /// none (default): no network at all. host: the host's loopback only.
+    /// awsvpc, bridge: a loopback address of the task's own (from
+    /// --task-addresses), where its servers listen; `-p` publishes ports on
+    /// the host.
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_network)]
     network: NetworkMode,
 
-    /// Where an HTTP component is served (default 127.0.0.1:8080; HOSTPORT 0
-    /// picks a free port). A wasi:http component answers every request, so
-    /// CONTAINERPORT only labels it in the startup line.
+    /// Publish CONTAINERPORT of an awsvpc/bridge task on the host at
+    /// [IP:]HOSTPORT (IP defaults to 127.0.0.1; HOSTPORT 0 picks a free
+    /// port). Repeatable. For a wasi:http component under none or host it
+    /// is where the component is served (default 127.0.0.1:8080).
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOSTPORT:CONTAINERPORT", value_parser = parse_publish)]
-    publish: Option<Publish>,
+    publish: Vec<Publish>,
+
+    /// The loopback block task addresses come from (awsvpc, bridge).
+    #[arg(long, value_name = "CIDR", default_value = "127.18.0.0/16")]
+    task_addresses: skiff_runtime::addresses::AddressBlock,
 
     #[command(flatten)]
     registry: crate::images::RegistryOptions,
@@ -268,13 +276,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         }
     };
     let kind = skiff_runtime::inspect(&name, &bytes).map_err(|e| e.to_string())?;
-    if let (Some(p), false) = (args.publish, kind == ArtifactKind::HttpProxy) {
-        return Err(format!(
-            "-p {}:{} publishes a wasi:http component, but {name} is a {kind}; \
-             TCP servers need --network bridge or awsvpc, which are not supported yet",
-            p.host, p.container_port,
-        ));
-    }
+    check_publish(&args, kind, &name)?;
 
     // One command needs a pool of one instance; a server needs room for
     // every request in flight. Reserving 1000 slots (and their stacks'
@@ -302,6 +304,19 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
     } else {
         guest_args.to_vec()
     };
+    // An address of the task's own, held until skiff exits.
+    let lease = if args.network.has_own_address() {
+        let pool = skiff_runtime::addresses::AddressPool::new(args.task_addresses)
+            .map_err(|e| format!("cannot lease a task address: {e}"))?;
+        let lease = pool
+            .acquire(&format!("skiff run {}", std::process::id()))
+            .map_err(|e| format!("cannot lease a task address: {e}"))?;
+        eprintln!("skiff: task address {}", lease.ip());
+        Some(lease)
+    } else {
+        None
+    };
+    let address = lease.as_ref().map(|l| l.ip());
     let runtime = Runtime::new(config).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let artifact = runtime
@@ -328,7 +343,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
             fuel: args.fuel,
             timeout: args.timeout,
         },
-        network: args.network.policy(),
+        network: args.network.policy(address),
         stdin: Stdin::Inherit,
         stdout: Output::Inherit,
         stderr: Output::Inherit,
@@ -344,17 +359,96 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
     }
     .map_err(|e| format!("cannot start the async runtime: {e}"))?;
 
-    let code = match artifact.kind() {
-        ArtifactKind::HttpProxy => {
-            let publish = args.publish.unwrap_or(Publish {
-                host: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
-                container_port: 8080,
-            });
-            tokio.block_on(serve(&runtime, &artifact, spec, publish))
+    let code = tokio.block_on(async {
+        match (artifact.kind(), address) {
+            // The component listens on its own address, at the first
+            // published container port (8080 by default); every -p is
+            // carried there.
+            (ArtifactKind::HttpProxy, Some(ip)) => {
+                let port = args.publish.first().map_or(8080, |p| p.container_port);
+                let at = SocketAddr::from((ip, port));
+                publish(&args.publish, ip).await?;
+                serve(&runtime, &artifact, spec, at, port).await
+            }
+            (ArtifactKind::HttpProxy, None) => {
+                let at = args
+                    .publish
+                    .first()
+                    .map_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)), |p| p.host);
+                let port = args.publish.first().map_or(8080, |p| p.container_port);
+                serve(&runtime, &artifact, spec, at, port).await
+            }
+            (_, Some(ip)) => {
+                publish(&args.publish, ip).await?;
+                run_command(&runtime, &artifact, spec).await
+            }
+            (_, None) => run_command(&runtime, &artifact, spec).await,
         }
-        _ => tokio.block_on(run_command(&runtime, &artifact, spec)),
-    }?;
-    exit_now(code)
+    });
+    // process::exit skips destructors: give the address back first.
+    if let Some(lease) = lease
+        && let Err(e) = lease.release()
+    {
+        tracing::warn!("could not release the task address: {e}");
+    }
+    exit_now(code?)
+}
+
+/// What `-p` can mean for this artifact under this network.
+fn check_publish(args: &RunArgs, kind: ArtifactKind, name: &str) -> Result<(), String> {
+    let Some(p) = args.publish.first() else {
+        return Ok(());
+    };
+    let flag = format!("-p {}:{}", p.host, p.container_port);
+    if kind == ArtifactKind::HttpProxy {
+        if !args.network.has_own_address() && args.publish.len() > 1 {
+            return Err(format!(
+                "{flag}: a wasi:http component is served on one address under --network {}; \
+                 publish several ports with --network bridge or awsvpc",
+                args.network
+            ));
+        }
+        return Ok(());
+    }
+    match args.network {
+        NetworkMode::Bridge | NetworkMode::Awsvpc => {
+            if kind == ArtifactKind::Module {
+                return Err(format!(
+                    "{flag}: {name} is a wasip1 module, which has no sockets to listen with; \
+                     build it for wasm32-wasip2"
+                ));
+            }
+            Ok(())
+        }
+        NetworkMode::Host => Err(format!(
+            "{flag}: under --network host the guest listens on the host's ports itself; \
+             drop -p, or use --network bridge or awsvpc"
+        )),
+        NetworkMode::None => Err(format!(
+            "{flag}: --network none gives the task no network to publish; \
+             use --network bridge or awsvpc"
+        )),
+    }
+}
+
+/// Starts carrying each published port to the task's address.
+async fn publish(ports: &[Publish], ip: Ipv4Addr) -> Result<(), String> {
+    for p in ports {
+        let listener = tokio::net::TcpListener::bind(p.host)
+            .await
+            .map_err(|e| format!("cannot publish on {}: {e}", p.host))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the published address: {e}"))?;
+        let target = SocketAddr::from((ip, p.container_port));
+        eprintln!("skiff: publishing {local} -> {target}");
+        tokio::spawn(skiff_runtime::proxy::forward_tcp(
+            listener,
+            target,
+            std::future::pending(),
+        ));
+    }
+    Ok(())
 }
 
 /// Exits at once, without tearing down the engine: the kernel releases its
@@ -516,18 +610,16 @@ async fn serve(
     runtime: &Runtime,
     artifact: &std::sync::Arc<skiff_runtime::Artifact>,
     spec: InstanceSpec,
-    publish: Publish,
+    at: SocketAddr,
+    container_port: u16,
 ) -> Result<i32, String> {
-    let listener = tokio::net::TcpListener::bind(publish.host)
+    let listener = tokio::net::TcpListener::bind(at)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", publish.host))?;
+        .map_err(|e| format!("cannot listen on {at}: {e}"))?;
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
-    eprintln!(
-        "Serving HTTP on http://{local}/ (container port {})",
-        publish.container_port
-    );
+    eprintln!("Serving HTTP on http://{local}/ (container port {container_port})");
     let options = ServeOptions::new(spec);
     let report = skiff_runtime::http::serve(runtime, artifact, listener, options, async {
         crate::signals::shutdown_signal().await;

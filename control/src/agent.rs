@@ -602,7 +602,7 @@ impl Agent {
                 fuel: None,
                 timeout: None,
             },
-            network: network.policy(),
+            network: network.policy(None),
             stdin: Stdin::UntilStopped,
             stdout: output.clone(),
             stderr: output,

@@ -217,6 +217,7 @@ impl Linkers {
                     .and_then(|()| {
                         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
                     })
+                    .and_then(|()| crate::sockets::add_to_linker(&mut linker, Host::task_sockets))
                     .map(|()| linker)
                     .map_err(|e| format!("{e:#}"))
             })

@@ -25,6 +25,7 @@
 //! [`http::serve`] serves a `wasi:http/proxy` component, one instance per
 //! request.
 
+pub mod addresses;
 mod artifact;
 mod cache;
 mod config;
@@ -33,7 +34,9 @@ pub mod http;
 mod instance;
 mod limits;
 pub mod net;
+pub mod proxy;
 mod sandbox;
+mod sockets;
 mod stdio;
 pub mod units;
 

@@ -4,7 +4,7 @@
 //! `wasi:http`), so a policy consulted on each bind, connect and send is a
 //! complete firewall: there is no other way out of the sandbox.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -21,6 +21,12 @@ pub enum NetworkMode {
     /// and so is name lookup, since the host's resolver would carry the
     /// guest's queries off the machine: use `127.0.0.1` or `::1`.
     Host,
+    /// A loopback address of the task's own (see [`OwnAddress`]); ports
+    /// reach the host only where they are published.
+    Bridge,
+    /// A loopback address of the task's own, as an awsvpc task has its own
+    /// network interface.
+    Awsvpc,
 }
 
 impl FromStr for NetworkMode {
@@ -30,11 +36,10 @@ impl FromStr for NetworkMode {
         match s {
             "none" => Ok(NetworkMode::None),
             "host" => Ok(NetworkMode::Host),
-            "bridge" | "awsvpc" => Err(format!(
-                "network mode `{s}` is not supported yet (available: none, host)"
-            )),
+            "bridge" => Ok(NetworkMode::Bridge),
+            "awsvpc" => Ok(NetworkMode::Awsvpc),
             other => Err(format!(
-                "unknown network mode `{other}` (expected none or host)"
+                "unknown network mode `{other}` (expected none, host, bridge or awsvpc)"
             )),
         }
     }
@@ -45,6 +50,8 @@ impl std::fmt::Display for NetworkMode {
         f.write_str(match self {
             NetworkMode::None => "none",
             NetworkMode::Host => "host",
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::Awsvpc => "awsvpc",
         })
     }
 }
@@ -79,8 +86,25 @@ pub trait NetworkPolicy: Send + Sync + 'static {
     fn sockets_enabled(&self) -> bool;
     /// May the guest resolve names?
     fn name_lookup_enabled(&self) -> bool;
-    /// May the guest send an outgoing HTTP request to `host:port`?
+    /// May the guest send an outgoing HTTP request to `host:port`? Asked
+    /// only of policies without a [`task_address`](Self::task_address);
+    /// with one, the request is resolved and checked as a TCP connection.
     fn allows_http(&self, host: &str, port: u16) -> bool;
+    /// The task's own loopback address (awsvpc, bridge), if it has one. The
+    /// guest's binds of the unspecified address, 127.0.0.1 or this address
+    /// land here, its connections leave from here, and `127.0.0.1` and
+    /// `localhost` mean the task itself, never the host. [`allows`]
+    /// (Self::allows) then judges the rewritten addresses.
+    fn task_address(&self) -> Option<Ipv4Addr> {
+        None
+    }
+    /// The addresses of a name this network answers itself (service
+    /// discovery), or `None`. A task with an address of its own resolves
+    /// nothing else: the host's resolver would carry the query off the
+    /// machine.
+    fn resolve(&self, _name: &str) -> Option<Vec<IpAddr>> {
+        None
+    }
 }
 
 /// Denies everything.
@@ -133,12 +157,49 @@ impl NetworkPolicy for LoopbackOnly {
     }
 }
 
+/// A task with a loopback address of its own and no firewall but loopback:
+/// what `skiff run --network awsvpc|bridge` gives a one-off task. (Tasks of
+/// the control plane get security groups and service discovery on top.)
+#[derive(Debug, Clone, Copy)]
+pub struct OwnAddress(pub Ipv4Addr);
+
+impl NetworkPolicy for OwnAddress {
+    fn allows(&self, addr: SocketAddr, usage: SocketUse) -> bool {
+        match (usage, addr.ip()) {
+            (SocketUse::TcpBind | SocketUse::TcpListen | SocketUse::UdpBind, ip) => ip == self.0,
+            (_, IpAddr::V4(ip)) => ip.is_loopback(),
+            (_, IpAddr::V6(_)) => false,
+        }
+    }
+    fn sockets_enabled(&self) -> bool {
+        true
+    }
+    fn name_lookup_enabled(&self) -> bool {
+        false
+    }
+    fn allows_http(&self, _: &str, _: u16) -> bool {
+        false
+    }
+    fn task_address(&self) -> Option<Ipv4Addr> {
+        Some(self.0)
+    }
+}
+
 impl NetworkMode {
-    /// The policy that implements this mode.
-    pub fn policy(self) -> Arc<dyn NetworkPolicy> {
-        match self {
-            NetworkMode::None => Arc::new(DenyAll),
-            NetworkMode::Host => Arc::new(LoopbackOnly),
+    /// Does a task in this mode have an address of its own?
+    pub fn has_own_address(self) -> bool {
+        matches!(self, NetworkMode::Bridge | NetworkMode::Awsvpc)
+    }
+
+    /// The policy that implements this mode. `address` is the task's own,
+    /// for bridge and awsvpc (ignored otherwise); without one, such a task
+    /// has no network at all.
+    pub fn policy(self, address: Option<Ipv4Addr>) -> Arc<dyn NetworkPolicy> {
+        match (self, address) {
+            (NetworkMode::None, _) => Arc::new(DenyAll),
+            (NetworkMode::Host, _) => Arc::new(LoopbackOnly),
+            (NetworkMode::Bridge | NetworkMode::Awsvpc, Some(ip)) => Arc::new(OwnAddress(ip)),
+            (NetworkMode::Bridge | NetworkMode::Awsvpc, None) => Arc::new(DenyAll),
         }
     }
 }
@@ -174,11 +235,11 @@ mod tests {
     }
 
     #[test]
-    fn modes_parse_and_future_modes_are_refused_clearly() {
+    fn modes_parse_and_unknown_modes_are_refused_clearly() {
         assert_eq!("none".parse::<NetworkMode>(), Ok(NetworkMode::None));
         assert_eq!("host".parse::<NetworkMode>(), Ok(NetworkMode::Host));
-        let err = "awsvpc".parse::<NetworkMode>().unwrap_err();
-        assert!(err.contains("not supported yet"), "{err}");
+        assert_eq!("awsvpc".parse::<NetworkMode>(), Ok(NetworkMode::Awsvpc));
+        assert_eq!("bridge".parse::<NetworkMode>(), Ok(NetworkMode::Bridge));
         assert!(
             "wifi"
                 .parse::<NetworkMode>()

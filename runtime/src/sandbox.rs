@@ -5,13 +5,14 @@
 
 use crate::limits::{Limits, MemoryLimiter, UsageCounters};
 use crate::net::{NetworkMode, NetworkPolicy, SocketUse};
+use crate::sockets::TaskSocketsView;
 use crate::stdio::{GuestOutput, Output, Stdin};
 use crate::{RuntimeConfig, SpawnError};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -57,7 +58,7 @@ impl Default for InstanceSpec {
             env: Vec::new(),
             mounts: Vec::new(),
             limits: Limits::default(),
-            network: NetworkMode::None.policy(),
+            network: NetworkMode::None.policy(None),
             stdin: Stdin::Null,
             stdout: Output::Null,
             stderr: Output::Null,
@@ -84,6 +85,7 @@ pub(crate) struct Host {
     wasi: WasiP1Ctx,
     http: WasiHttpCtx,
     hooks: HttpPolicy,
+    network: Arc<dyn NetworkPolicy>,
     pub(crate) limiter: MemoryLimiter,
     /// The guest's stdout and stderr pipes, to flush when it ends.
     pub(crate) outputs: Vec<GuestOutput>,
@@ -108,6 +110,18 @@ impl WasiHttpView for Host {
 impl Host {
     pub(crate) fn p1(&mut self) -> &mut WasiP1Ctx {
         &mut self.wasi
+    }
+
+    /// The guest's sockets, seen through its network's addressing.
+    pub(crate) fn task_sockets(&mut self) -> TaskSocketsView<'_> {
+        let WasiCtxView { ctx, table } = self.wasi.ctx();
+        TaskSocketsView {
+            inner: WasiSocketsCtxView {
+                ctx: ctx.sockets(),
+                table,
+            },
+            policy: &*self.network,
+        }
     }
 
     /// Builds the sandbox for one instance. `stdin` overrides the spec's
@@ -193,6 +207,7 @@ impl Host {
             hooks: HttpPolicy {
                 policy: Arc::clone(&spec.network),
             },
+            network: Arc::clone(&spec.network),
             limiter: MemoryLimiter::new(
                 spec.limits.memory,
                 config.max_memory_per_instance,
@@ -243,9 +258,41 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpPolicy {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let uri = request.uri();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let host = uri.host().unwrap_or_default();
+        let host = uri.host().unwrap_or_default().to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if !self.policy.allows_http(host, port) {
+        let mut request = request;
+        if let Some(own) = self.policy.task_address() {
+            // Resolve as the task's sockets do, check the address as a
+            // connection, and send to the address itself so nothing is
+            // resolved again on the way out. (The `Host` header keeps the
+            // name.) No certificate names a loopback address, so https has
+            // nowhere to go.
+            let target = if https {
+                None
+            } else {
+                task_http_target(&*self.policy, own, &host, port)
+            };
+            let Some(target) = target else {
+                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            };
+            let mut parts = request.uri().clone().into_parts();
+            match target.to_string().parse() {
+                Ok(authority) => parts.authority = Some(authority),
+                Err(_) => {
+                    return Box::new(async {
+                        Err(wasmtime_wasi_http::Error::HttpRequestUriInvalid)
+                    });
+                }
+            }
+            match http::Uri::from_parts(parts) {
+                Ok(uri) => *request.uri_mut() = uri,
+                Err(_) => {
+                    return Box::new(async {
+                        Err(wasmtime_wasi_http::Error::HttpRequestUriInvalid)
+                    });
+                }
+            }
+        } else if !self.policy.allows_http(&host, port) {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         Box::new(async move {
@@ -257,4 +304,32 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpPolicy {
             ))
         })
     }
+}
+
+/// Where a task with its own address may send an HTTP request for
+/// `host:port`: the first of the name's addresses its policy lets it
+/// connect to. `127.0.0.1` and `localhost` are the task itself.
+fn task_http_target(
+    policy: &dyn NetworkPolicy,
+    own: std::net::Ipv4Addr,
+    host: &str,
+    port: u16,
+) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs = if let Ok(ip) = bare.parse::<IpAddr>() {
+        vec![ip]
+    } else if bare.eq_ignore_ascii_case("localhost") {
+        vec![IpAddr::V4(own)]
+    } else {
+        policy.resolve(bare)?
+    };
+    addrs
+        .into_iter()
+        .map(|ip| match ip {
+            IpAddr::V4(Ipv4Addr::LOCALHOST) => IpAddr::V4(own),
+            ip => ip,
+        })
+        .map(|ip| std::net::SocketAddr::new(ip, port))
+        .find(|addr| policy.allows(*addr, SocketUse::TcpConnect))
 }

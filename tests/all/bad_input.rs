@@ -95,7 +95,10 @@ fn malformed_flags_are_one_line_usage_errors() {
         (vec!["--timeout", "soon"], "--timeout"),
         (vec!["--timeout", "0s"], "greater than zero"),
         (vec!["--fuel", "lots"], "--fuel"),
-        (vec!["--network", "bridge"], "not supported yet"),
+        (
+            vec!["--task-addresses", "10.0.0.0/16"],
+            "not inside 127.0.0.0/8",
+        ),
         (vec!["--network", "wifi"], "unknown network mode"),
         (vec!["-p", "80"], "--publish"),
         (vec!["--dir", "::x"], "HOST[::GUEST]"),
@@ -123,10 +126,17 @@ fn a_mount_whose_host_side_is_missing_or_a_file() {
 }
 
 #[test]
-fn publishing_a_command_is_refused() {
-    skiff(["run", "-p", "127.0.0.1:0:80", app("HELLO_P1")])
+fn publishing_without_a_network_of_its_own_is_refused() {
+    skiff(["run", "-p", "127.0.0.1:0:80", app("HELLO_P2")])
         .run()
-        .assert_one_line_error(125, "wasi:http");
+        .assert_one_line_error(125, "--network none gives the task no network");
+    skiff(["run", "--network", "host", "-p", "0:80", app("HELLO_P2")])
+        .run()
+        .assert_one_line_error(125, "listens on the host's ports itself");
+    // A wasip1 module cannot listen at all.
+    skiff(["run", "--network", "bridge", "-p", "0:80", app("HELLO_P1")])
+        .run()
+        .assert_one_line_error(125, "wasip1 module, which has no sockets");
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! `--network none` (the default) denies every socket operation; `host`
-//! allows loopback and nothing else.
+//! allows loopback and nothing else; `awsvpc` and `bridge` give the task a
+//! loopback address of its own, and `-p` publishes its ports.
 
 use crate::support::*;
 use std::io::Read;
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
 
 #[test]
 fn none_denies_tcp_udp_and_name_lookup() {
@@ -109,4 +111,356 @@ fn wasip1_modules_have_no_sockets_even_on_host() {
     ])
     .run();
     assert_eq!(out.code, 1, "{}", out.stdout);
+}
+
+/// A `skiff run` server (echo, or an HTTP component) with its task address
+/// and the lines it printed before it was ready.
+struct Task {
+    child: std::process::Child,
+    /// The task's own address (from `skiff: task address ...`).
+    ip: std::net::Ipv4Addr,
+    /// Published ports, host side (from `skiff: publishing A -> B`).
+    published: Vec<SocketAddr>,
+    /// Kept so the guest's output keeps a reader: on a closed pipe its
+    /// next print would fail.
+    _output: (
+        std::sync::mpsc::Receiver<String>,
+        std::sync::mpsc::Receiver<String>,
+    ),
+}
+
+impl Task {
+    /// Starts `skiff run ARGS` and waits until `ready` appears on stdout or
+    /// stderr.
+    fn start(args: &[&str], ready: &str) -> Task {
+        let mut child = skiff(args.iter().copied()).spawn();
+        let out = lines(child.stdout.take().unwrap());
+        let err = lines(child.stderr.take().unwrap());
+        // Killed on drop, even if it never gets ready.
+        let mut task = Task {
+            child,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            published: Vec::new(),
+            _output: (out, err),
+        };
+        let mut is_ready = false;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (out, err) = &task._output;
+            // The address line comes first, but on stderr: stdout may be
+            // read before it.
+            for line in err.try_iter().chain(out.try_iter()) {
+                if let Some(a) = line.strip_prefix("skiff: task address ") {
+                    task.ip = a.trim().parse().unwrap();
+                }
+                if let Some(p) = line.strip_prefix("skiff: publishing ") {
+                    let host = p.split(" -> ").next().unwrap();
+                    task.published.push(host.parse().unwrap());
+                }
+                is_ready |= line.contains(ready);
+            }
+            if is_ready && !task.ip.is_unspecified() {
+                return task;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {ready:?} and a task address from {args:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// One line to a TCP echo server, its answer back.
+fn say(addr: SocketAddr, line: &str) -> String {
+    use std::io::Write;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    writeln!(s, "{line}").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply.trim_end().to_string()
+}
+
+fn in_default_block(ip: std::net::Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    (a, b) == (127, 18)
+}
+
+fn awsvpc_echo(tag: &str) -> Task {
+    Task::start(
+        &[
+            "run",
+            "--network",
+            "awsvpc",
+            app("ECHO_P2"),
+            "tcp",
+            "0.0.0.0:8080",
+            tag,
+        ],
+        "listening on",
+    )
+}
+
+#[test]
+fn awsvpc_tasks_each_have_their_own_address_and_port_space() {
+    let a = awsvpc_echo("A");
+    let b = awsvpc_echo("B");
+    assert_ne!(a.ip, b.ip);
+    assert!(
+        in_default_block(a.ip) && in_default_block(b.ip),
+        "{} {}",
+        a.ip,
+        b.ip
+    );
+    // Both listen on 8080, each on its own address.
+    assert_eq!(say(SocketAddr::from((a.ip, 8080)), "hi"), "A hi");
+    assert_eq!(say(SocketAddr::from((b.ip, 8080)), "hi"), "B hi");
+    // Task to task: the connection leaves from the caller's own address.
+    let out = skiff([
+        "run",
+        "--network",
+        "awsvpc",
+        "--timeout",
+        "30s",
+        app("NET_PROBE_P2"),
+        "send",
+        &format!("{}:8080", a.ip),
+        "hello",
+    ])
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let probe_ip = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("skiff: task address "))
+        .expect("the probe's address")
+        .trim()
+        .to_string();
+    assert_ne!(probe_ip, a.ip.to_string());
+    assert!(
+        out.stdout.starts_with(&format!("ok from {probe_ip}:")),
+        "not from the task's address: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .trim_end()
+            .ends_with(&format!("to {}:8080: A hello", a.ip)),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn awsvpc_localhost_is_the_task_itself_and_nothing_else_is_bindable() {
+    let probe = |args: &[&str]| {
+        let mut cmd = vec![
+            "run",
+            "--network",
+            "awsvpc",
+            "--timeout",
+            "30s",
+            app("NET_PROBE_P2"),
+        ];
+        cmd.extend(args);
+        skiff(cmd).run()
+    };
+    // A server on the host's 127.0.0.1 is out of reach: there, 127.0.0.1
+    // is the task, which does not listen.
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let port = host.local_addr().unwrap().port();
+    let out = probe(&["connect", &format!("127.0.0.1:{port}")]);
+    assert_eq!(out.code, 1, "reached the host's loopback: {}", out.stdout);
+    assert!(host.accept().is_err(), "the host's listener was reached");
+
+    // Binding 0.0.0.0 or 127.0.0.1 lands on the task's address.
+    for any in ["0.0.0.0:0", "127.0.0.1:0"] {
+        let out = probe(&["bind", any]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let ip = out
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("skiff: task address "))
+            .unwrap()
+            .trim();
+        assert!(
+            out.stdout.starts_with(&format!("ok listening on {ip}:")),
+            "{}",
+            out.stdout
+        );
+    }
+    // Someone else's address is not the task's to bind.
+    let out = probe(&["bind", "127.0.0.5:0"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    // localhost resolves to the task; names skiff does not know, nowhere.
+    let out = probe(&["lookup", "localhost"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("ok 127.18."), "{}", out.stdout);
+    let out = probe(&["lookup", "example.com"]);
+    assert_eq!(out.code, 1, "resolved through the host: {}", out.stdout);
+    // Never anything but loopback.
+    let out = probe(&["connect", "192.168.1.1:80"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("connect failed"), "{}", out.stderr);
+}
+
+#[test]
+fn awsvpc_udp_echo() {
+    let server = Task::start(
+        &[
+            "run",
+            "--network",
+            "awsvpc",
+            app("ECHO_P2"),
+            "udp",
+            "0.0.0.0:9000",
+            "U",
+        ],
+        "listening on",
+    );
+    let out = skiff([
+        "run",
+        "--network",
+        "awsvpc",
+        "--timeout",
+        "30s",
+        app("NET_PROBE_P2"),
+        "udp-send",
+        &format!("{}:9000", server.ip),
+        "hey",
+    ])
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.trim_end(),
+        format!("ok from {}:9000: U hey", server.ip)
+    );
+}
+
+#[test]
+fn bridge_publishes_ports_on_the_host() {
+    // HOSTPORT 0: a port the kernel picks, printed.
+    let t = Task::start(
+        &[
+            "run",
+            "--network",
+            "bridge",
+            "-p",
+            "0:7000",
+            app("ECHO_P2"),
+            "tcp",
+            "0.0.0.0:7000",
+            "P",
+        ],
+        "listening on",
+    );
+    let [host] = t.published[..] else {
+        panic!("published {:?}", t.published)
+    };
+    assert_eq!(host.ip(), std::net::Ipv4Addr::LOCALHOST);
+    assert_ne!(host.port(), 0);
+    assert_eq!(say(host, "through the host"), "P through the host");
+    // And the task's own address answers directly.
+    assert_eq!(say(SocketAddr::from((t.ip, 7000)), "direct"), "P direct");
+}
+
+#[test]
+fn an_http_component_on_its_own_address_and_published() {
+    let t = Task::start(
+        &[
+            "run",
+            "--network",
+            "awsvpc",
+            "-p",
+            "127.0.0.1:0:80",
+            app("HTTP_HELLO_P2"),
+        ],
+        "Serving HTTP on",
+    );
+    for addr in [t.published[0], SocketAddr::from((t.ip, 80))] {
+        let (ok, out, err) = peer(
+            "curl",
+            &["-sS", "--max-time", "10", &format!("http://{addr}/x")],
+        );
+        assert!(ok, "{addr}: {err}");
+        assert_eq!(out.trim_end(), "Hello from skiff! path=/x", "{addr}");
+    }
+}
+
+#[test]
+fn awsvpc_outgoing_http_reaches_tasks_not_the_host() {
+    let target = Task::start(
+        &[
+            "run",
+            "--network",
+            "awsvpc",
+            "-p",
+            "127.0.0.1:0:80",
+            app("HTTP_HELLO_P2"),
+        ],
+        "Serving HTTP on",
+    );
+    let caller = Task::start(
+        &[
+            "run",
+            "--network",
+            "awsvpc",
+            "-p",
+            "127.0.0.1:0:80",
+            app("HTTP_HELLO_P2"),
+        ],
+        "Serving HTTP on",
+    );
+    let fetch = |url: &str| {
+        let (ok, out, err) = peer(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "20",
+                "-w",
+                "\n%{http_code}",
+                &format!("http://{}/fetch?url={url}", caller.published[0]),
+            ],
+        );
+        assert!(ok, "{err}");
+        let (body, code) = out.rsplit_once('\n').unwrap();
+        (code.to_string(), body.trim_end().to_string())
+    };
+    let (code, body) = fetch(&format!("http://{}:80/y", target.ip));
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("200", "Hello from skiff! path=/y")
+    );
+    // The host's loopback is not the task's: 127.0.0.1 is the caller
+    // itself, where nothing listens on that port.
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let (code, _) = fetch(&format!("http://{}/z", host.local_addr().unwrap()));
+    assert_ne!(code, "200");
+    assert!(host.accept().is_err(), "the host's listener was reached");
 }
