@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// machine has available).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(64..))]
     memory: Option<u32>,
+
+    /// The loopback block awsvpc and bridge tasks get their addresses from.
+    #[arg(long, value_name = "CIDR", default_value = "127.18.0.0/16")]
+    task_addresses: skiff_runtime::addresses::AddressBlock,
 }
 
 /// The access keys of an AWS credentials file.
@@ -139,6 +143,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     config.default_registry = args.registry_addr.to_string();
     config.agent_cpu = args.cpu;
     config.agent_memory = args.memory;
+    config.task_addresses = args.task_addresses;
     config.reserved_ports = vec![args.api_addr.port(), args.registry_addr.port()];
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -12,7 +12,9 @@
 use crate::logs::{LineSink, LogStore};
 use crate::model::{Task, now};
 use crate::taskdef::{ContainerDefinition, TaskDefinition};
+use crate::tasknet::TaskNetwork;
 use skiff_registry::images::{ImageRecord, Puller};
+use skiff_runtime::addresses::AddressPool;
 use skiff_runtime::{
     Artifact, ArtifactKind, InstanceSpec, Limit, Limits, Mount, NetworkMode, Outcome, Output,
     Runtime, Stdin,
@@ -40,6 +42,9 @@ pub struct TaskPatch {
     pub stopped_reason: Option<String>,
     pub health_status: Option<&'static str>,
     pub containers: Vec<ContainerPatch>,
+    /// The awsvpc task's network interface: its status, and the address
+    /// once it has one.
+    pub eni: Option<(&'static str, Option<std::net::Ipv4Addr>)>,
 }
 
 /// What changed about one container.
@@ -52,6 +57,8 @@ pub struct ContainerPatch {
     pub runtime_id: Option<String>,
     pub image_digest: Option<String>,
     pub health_status: Option<&'static str>,
+    /// The host ports published for it (bridge), replacing those recorded.
+    pub network_bindings: Option<Vec<crate::model::NetworkBinding>>,
 }
 
 /// A task's patch, on its way to the control plane.
@@ -71,6 +78,8 @@ pub struct Agent {
     default_registry: String,
     data_dir: PathBuf,
     reports: mpsc::UnboundedSender<Report>,
+    /// Where awsvpc and bridge tasks lease their addresses.
+    addresses: Result<Arc<AddressPool>, String>,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Compiled images recently started here, by image reference and
     /// binary digest: the next task of the same image only instantiates
@@ -129,6 +138,7 @@ impl std::fmt::Debug for Agent {
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Agent {
+    #[allow(clippy::too_many_arguments)] // each is one of the agent's parts
     pub(crate) fn new(
         instance_arn: String,
         runtime: Runtime,
@@ -137,6 +147,7 @@ impl Agent {
         default_registry: String,
         data_dir: PathBuf,
         reports: mpsc::UnboundedSender<Report>,
+        addresses: Result<Arc<AddressPool>, String>,
     ) -> Agent {
         Agent {
             instance_arn,
@@ -146,6 +157,7 @@ impl Agent {
             default_registry,
             data_dir,
             reports,
+            addresses,
             running: Mutex::new(HashMap::new()),
             warm: Mutex::new(Warm::default()),
         }
@@ -273,6 +285,8 @@ impl Agent {
                     stop_code: Some("TaskFailedToStart"),
                     stopped_reason: Some(reason),
                     containers,
+                    // An awsvpc task's interface, if it got one, is gone.
+                    eni: Some(("DELETED", None)),
                     ..TaskPatch::default()
                 },
             );
@@ -296,12 +310,7 @@ impl Agent {
             let reference = self.qualify(&c.image);
             let loaded = async {
                 let (record, artifact) = self.image(&reference).await?;
-                if artifact.kind() == ArtifactKind::HttpProxy {
-                    return Err(format!(
-                        "CannotStartContainerError: {} is a wasi:http/proxy component; skiff runs those as tasks once the networking lands",
-                        record.reference
-                    ));
-                }
+                servable(c, &td, artifact.kind(), &record.reference)?;
                 Ok::<_, String>((record, artifact))
             }
             .await;
@@ -361,13 +370,56 @@ impl Agent {
         if *stop.borrow() {
             return fail("Task stopped before it started".into(), Vec::new());
         }
+        // Addresses and published ports, held until the task ends.
+        let network = match TaskNetwork::new(&td, &task.task_arn, &self.addresses) {
+            Ok(n) => n,
+            Err(reason) => {
+                return fail(format!("ResourceInitializationError: {reason}"), Vec::new());
+            }
+        };
+        if network.eni.is_some() || network.bindings.iter().any(|b| !b.is_empty()) {
+            self.report(
+                &id,
+                TaskPatch {
+                    eni: network.eni.map(|ip| ("ATTACHED", Some(ip))),
+                    containers: td
+                        .container_definitions
+                        .iter()
+                        .zip(&network.bindings)
+                        .filter(|(_, b)| !b.is_empty())
+                        .map(|(c, b)| ContainerPatch {
+                            name: c.name.clone(),
+                            network_bindings: Some(b.clone()),
+                            ..ContainerPatch::default()
+                        })
+                        .collect(),
+                    ..TaskPatch::default()
+                },
+            );
+        }
+        // Where each wasi:http container serves: its address (the host's
+        // loopback in host mode), at its first mapped port.
+        let serve_at: Vec<Option<std::net::SocketAddr>> = td
+            .container_definitions
+            .iter()
+            .zip(&images)
+            .zip(&network.addresses)
+            .map(|((c, (_, artifact)), ip)| {
+                let port = c.port_mappings.first()?.container_port;
+                (artifact.kind() == ArtifactKind::HttpProxy).then(|| {
+                    std::net::SocketAddr::from((ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST), port))
+                })
+            })
+            .collect();
         // Start in dependency order, then supervise.
         let specs: Vec<(ContainerDefinition, InstanceSpec)> = td
             .container_definitions
             .iter()
             .zip(&images)
-            .map(|(c, (record, _))| {
-                let spec = self.spec(&task, &td, c, record, &volumes, sinks.get(&c.name));
+            .zip(&network.policies)
+            .map(|((c, (record, _)), policy)| {
+                let mut spec = self.spec(&task, &td, c, record, &volumes, sinks.get(&c.name));
+                spec.network = Arc::clone(policy);
                 (c.clone(), spec)
             })
             .collect();
@@ -378,8 +430,27 @@ impl Agent {
             .map(|c| sinks.get(&c.name).cloned())
             .collect();
         let outcome = self
-            .supervise(&id, &specs, &artifacts, &container_sinks, &mut stop)
+            .supervise(
+                &id,
+                &specs,
+                &artifacts,
+                &serve_at,
+                &container_sinks,
+                &mut stop,
+            )
             .await;
+        // Published ports close and addresses go back.
+        let had_eni = network.eni.is_some();
+        drop(network);
+        if had_eni {
+            self.report(
+                &id,
+                TaskPatch {
+                    eni: Some(("DELETED", None)),
+                    ..TaskPatch::default()
+                },
+            );
+        }
 
         for sink in sinks.values() {
             sink.flush();
@@ -584,10 +655,6 @@ impl Agent {
                 .unwrap_or(1024)
         }
         .max(2);
-        let network = match td.network_mode.as_deref() {
-            Some("host") => NetworkMode::Host,
-            _ => NetworkMode::None,
-        };
         let output = match sink {
             Some(s) => Output::Sink(Arc::clone(s) as Arc<dyn skiff_runtime::OutputSink>),
             None => Output::Null,
@@ -602,7 +669,8 @@ impl Agent {
                 fuel: None,
                 timeout: None,
             },
-            network: network.policy(None),
+            // The task's network sets it (see `run`).
+            network: NetworkMode::None.policy(None),
             stdin: Stdin::UntilStopped,
             stdout: output.clone(),
             stderr: output,
@@ -614,6 +682,7 @@ impl Agent {
         task_id: &str,
         specs: &[(ContainerDefinition, InstanceSpec)],
         artifacts: &[Arc<Artifact>],
+        serve_at: &[Option<std::net::SocketAddr>],
         sinks: &[Option<Arc<LineSink>>],
         stop: &mut watch::Receiver<bool>,
     ) -> Supervised {
@@ -678,6 +747,47 @@ impl Agent {
                     if !ready {
                         continue;
                     }
+                    let grace = c
+                        .stop_timeout
+                        .map(|s| Duration::from_secs(u64::from(s)))
+                        .unwrap_or(DEFAULT_STOP_TIMEOUT);
+                    if let Some(at) = serve_at[i] {
+                        match spawn_server(
+                            &self.runtime,
+                            &artifacts[i],
+                            spec.clone(),
+                            at,
+                            i,
+                            grace,
+                            exits.clone(),
+                            halt.subscribe(),
+                        ) {
+                            Ok(()) => {
+                                started[i] = true;
+                                self.report(
+                                    task_id,
+                                    TaskPatch {
+                                        containers: vec![ContainerPatch {
+                                            name: c.name.clone(),
+                                            last_status: Some("RUNNING"),
+                                            runtime_id: Some(format!("{task_id}-{i}")),
+                                            health_status: health[i],
+                                            ..ContainerPatch::default()
+                                        }],
+                                        ..TaskPatch::default()
+                                    },
+                                );
+                                continue;
+                            }
+                            Err(e) => {
+                                result = Some(Supervised::FailedToStart(format!(
+                                    "CannotStartContainerError: {}: {e}",
+                                    c.name
+                                )));
+                                break;
+                            }
+                        }
+                    }
                     match self.runtime.spawn(&artifacts[i], spec.clone()) {
                         Ok(instance) => {
                             started[i] = true;
@@ -694,10 +804,6 @@ impl Agent {
                                     ..TaskPatch::default()
                                 },
                             );
-                            let grace = c
-                                .stop_timeout
-                                .map(|s| Duration::from_secs(u64::from(s)))
-                                .unwrap_or(DEFAULT_STOP_TIMEOUT);
                             spawn_watch(instance, i, grace, exits.clone(), halt.subscribe());
                             if let Some(check) = &c.health_check {
                                 checkers.push(tokio::spawn(health_loop(
@@ -919,6 +1025,71 @@ fn spawn_watch(
         };
         let _ = exits.send((index, outcome));
     });
+}
+
+/// Serves a wasi:http container at `at` until halted (then drains for at
+/// most `grace`); its end is reported like a container's exit.
+#[allow(clippy::too_many_arguments)]
+fn spawn_server(
+    runtime: &Runtime,
+    artifact: &Arc<Artifact>,
+    spec: InstanceSpec,
+    at: std::net::SocketAddr,
+    index: usize,
+    grace: Duration,
+    exits: mpsc::UnboundedSender<(usize, Outcome)>,
+    mut halt: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let listener =
+        std::net::TcpListener::bind(at).map_err(|e| format!("cannot listen on {at}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|e| format!("cannot listen on {at}: {e}"))
+        .map(|listener| {
+            let runtime = runtime.clone();
+            let artifact = Arc::clone(artifact);
+            let mut options = skiff_runtime::http::ServeOptions::new(spec);
+            options.drain_timeout = grace;
+            tokio::spawn(async move {
+                let served =
+                    skiff_runtime::http::serve(&runtime, &artifact, listener, options, async {
+                        halted(&mut halt).await;
+                    })
+                    .await;
+                let outcome = match served {
+                    Ok(_) => Outcome::Exited(0),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+                let _ = exits.send((index, outcome));
+            });
+        })
+}
+
+/// Can this container run from this image in this network? wasip1 modules
+/// have no sockets, so nothing of theirs can be published; a wasi:http
+/// component needs a network and a port to be served on.
+fn servable(
+    c: &ContainerDefinition,
+    td: &TaskDefinition,
+    kind: ArtifactKind,
+    reference: &str,
+) -> Result<(), String> {
+    match kind {
+        ArtifactKind::Module if !c.port_mappings.is_empty() => Err(format!(
+            "CannotStartContainerError: {reference} is a wasip1 module, which has no sockets: container {} cannot serve its portMappings (build it for wasm32-wasip2)",
+            c.name
+        )),
+        ArtifactKind::HttpProxy if td.network_mode.as_deref() == Some("none") => Err(format!(
+            "CannotStartContainerError: {reference} is a wasi:http component, and networkMode none gives container {} no network to serve on",
+            c.name
+        )),
+        ArtifactKind::HttpProxy if c.port_mappings.is_empty() => Err(format!(
+            "CannotStartContainerError: {reference} is a wasi:http component: give container {} a portMappings entry for the port it serves on",
+            c.name
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Runs a container's health check: a fresh instance of its module with the

@@ -5,9 +5,9 @@
 use crate::agent::TaskPatch;
 use crate::error::ApiError;
 use crate::model::{
-    Cluster, Container, ContainerInstance, Failure, KeyValue, NetworkBinding, PlacementItem,
-    Resource, Tag, Task, TaskOverride, arn, check_tags, merge_tags, name_of, new_id, now,
-    state_rank,
+    Cluster, Container, ContainerInstance, Failure, KeyValue, NetworkBinding, NetworkConfiguration,
+    PlacementItem, Resource, Tag, Task, TaskOverride, arn, check_tags, merge_tags, name_of, new_id,
+    now, state_rank,
 };
 use crate::placement::{self, Candidate, Constraint, Demand, Strategy};
 use crate::services::{self, Service};
@@ -1401,6 +1401,8 @@ pub(crate) struct Launch {
     pub tags: Vec<Tag>,
     pub client_token: Option<String>,
     pub launch_type: String,
+    /// The awsvpc configuration (awsvpc task definitions only).
+    pub network: Option<NetworkConfiguration>,
 }
 
 impl Launch {
@@ -1427,7 +1429,117 @@ impl Launch {
             tags: Vec::new(),
             client_token: None,
             launch_type: "EC2".into(),
+            network: None,
         })
+    }
+}
+
+/// Checks a request's `networkConfiguration` against the task definition's
+/// network mode, as ECS does: awsvpc needs one, with subnets; other modes
+/// take none.
+pub(crate) fn network_configuration(
+    body: &Value,
+    td: &TaskDefinition,
+) -> Result<Option<NetworkConfiguration>, ApiError> {
+    let given = parse_network_configuration(body)?;
+    check_network_configuration(td, given.as_ref())?;
+    Ok(given)
+}
+
+/// A request's `networkConfiguration`, if it has one.
+pub(crate) fn parse_network_configuration(
+    body: &Value,
+) -> Result<Option<NetworkConfiguration>, ApiError> {
+    match body.get("networkConfiguration") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value::<NetworkConfiguration>(v.clone())
+            .map(Some)
+            .map_err(|e| ApiError::client(format!("networkConfiguration is invalid: {e}"))),
+    }
+}
+
+/// See [`network_configuration`].
+pub(crate) fn check_network_configuration(
+    td: &TaskDefinition,
+    given: Option<&NetworkConfiguration>,
+) -> Result<(), ApiError> {
+    let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
+    let Some(config) = given else {
+        return if awsvpc {
+            Err(ApiError::invalid_parameter(
+                "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+            ))
+        } else {
+            Ok(())
+        };
+    };
+    if !awsvpc {
+        return Err(ApiError::invalid_parameter(
+            "Network Configuration is not valid for the given networkMode of this task definition.",
+        ));
+    }
+    let Some(vpc) = &config.awsvpc_configuration else {
+        return Err(ApiError::invalid_parameter(
+            "networkConfiguration.awsvpcConfiguration must be provided when networkMode 'awsvpc' is specified.",
+        ));
+    };
+    if vpc.subnets.is_empty() {
+        return Err(ApiError::invalid_parameter("subnets can not be empty."));
+    }
+    if vpc.subnets.len() > 16 {
+        return Err(ApiError::invalid_parameter(
+            "at most 16 subnets can be given.",
+        ));
+    }
+    if let Some(bad) = vpc.subnets.iter().find(|s| !s.starts_with("subnet-")) {
+        return Err(ApiError::invalid_parameter(format!(
+            "{bad:?} is not a subnet id (subnet-...)."
+        )));
+    }
+    if !vpc.security_groups.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "securityGroups: skiff does not manage security groups yet, so it cannot honour them; leave them out (tasks can then reach each other freely)",
+        ));
+    }
+    match vpc.assign_public_ip.as_deref() {
+        None | Some("DISABLED") => {}
+        Some("ENABLED") => {
+            return Err(ApiError::invalid_parameter(
+                "assignPublicIp ENABLED: skiff gives tasks loopback addresses only, never a public one",
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(format!(
+                "assignPublicIp {other:?} is invalid: expected ENABLED or DISABLED"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a launch type needs of the task definition and the request.
+/// With no definition (yet), only the launch type itself is checked.
+pub(crate) fn check_launch(
+    launch_type: &str,
+    td: Option<&TaskDefinition>,
+    placement_given: bool,
+) -> Result<(), ApiError> {
+    let fargate_ready = td.is_none_or(|td| td.compatibilities.iter().any(|c| c == "FARGATE"));
+    match launch_type {
+        "EC2" => Ok(()),
+        "FARGATE" if !fargate_ready => Err(ApiError::invalid_parameter(
+            "Task definition does not support launch_type FARGATE: it needs networkMode awsvpc and a task-level cpu and memory from Fargate's table.",
+        )),
+        "FARGATE" if placement_given => Err(ApiError::invalid_parameter(
+            "Placement constraints and strategies are not supported with FARGATE launch type.",
+        )),
+        "FARGATE" => Ok(()),
+        "EXTERNAL" => Err(ApiError::invalid_parameter(
+            "launchType EXTERNAL is not supported by skiff: use EC2 or FARGATE",
+        )),
+        other => Err(ApiError::invalid_parameter(format!(
+            "launchType {other:?} is invalid"
+        ))),
     }
 }
 
@@ -1453,7 +1565,6 @@ struct RunTaskReq {
 
 /// Fields of RunTask/StartTask skiff cannot honour yet.
 const UNSUPPORTED_RUN_FIELDS: &[&str] = &[
-    "networkConfiguration",
     "propagateTags",
     "capacityProviderStrategy",
     "enableECSManagedTags",
@@ -1523,12 +1634,21 @@ fn task_size(td: &TaskDefinition, o: &TaskOverride) -> (i64, i64) {
     (cpu, memory)
 }
 
+/// The host ports a task of `td` holds on its instance: every mapped port
+/// in host mode, the static ones in bridge mode (dynamic ones are picked
+/// at start), none in awsvpc (the task has its own address).
 fn host_ports(td: &TaskDefinition) -> (Vec<u16>, Vec<u16>) {
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
+    if !matches!(td.network_mode.as_deref(), Some("host" | "bridge")) {
+        return (tcp, udp);
+    }
     for c in &td.container_definitions {
         for p in &c.port_mappings {
             let port = p.host_port.unwrap_or(p.container_port);
+            if port == 0 {
+                continue;
+            }
             if p.protocol == "udp" {
                 udp.push(port);
             } else {
@@ -1574,16 +1694,23 @@ fn new_task(
                 last_status: "PENDING".into(),
                 exit_code: None,
                 reason: None,
-                network_bindings: c
-                    .port_mappings
-                    .iter()
-                    .map(|p| NetworkBinding {
-                        bind_ip: "127.0.0.1".into(),
-                        container_port: p.container_port,
-                        host_port: p.host_port.unwrap_or(p.container_port),
-                        protocol: p.protocol.clone(),
-                    })
-                    .collect(),
+                // Host ports held from placement on (dynamic bridge ports
+                // are added when the agent picks them); awsvpc tasks hold
+                // none.
+                network_bindings: match td.network_mode.as_deref() {
+                    Some("host" | "bridge") => c
+                        .port_mappings
+                        .iter()
+                        .filter(|p| p.host_port != Some(0))
+                        .map(|p| NetworkBinding {
+                            bind_ip: "127.0.0.1".into(),
+                            container_port: p.container_port,
+                            host_port: p.host_port.unwrap_or(p.container_port),
+                            protocol: p.protocol.clone(),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                },
                 network_interfaces: Vec::new(),
                 health_status: c.health_check.as_ref().map(|_| "UNKNOWN".to_string()),
                 cpu: o.and_then(|o| o.cpu).unwrap_or(c.cpu).to_string(),
@@ -1619,7 +1746,7 @@ fn new_task(
         stopping_at: None,
         execution_stopped_at: None,
         stopped_at: None,
-        attachments: Vec::new(),
+        attachments: eni_attachment(launch).into_iter().collect(),
         tags: launch.tags.clone(),
         // A task's health is its essential containers' (as the agent
         // reports it): checks on other containers do not make one.
@@ -1631,6 +1758,18 @@ fn new_task(
         enable_execute_command: false,
         client_token: launch.client_token.clone(),
     }
+}
+
+/// An awsvpc task's network interface, as ECS shows it before the
+/// interface is attached: the agent fills in the address.
+fn eni_attachment(launch: &Launch) -> Option<Value> {
+    let vpc = launch.network.as_ref()?.awsvpc_configuration.as_ref()?;
+    Some(json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": "ElasticNetworkInterface",
+        "status": "PRECREATED",
+        "details": [{"name": "subnetId", "value": vpc.subnets.first()}],
+    }))
 }
 
 fn task_view(t: &Task, with_tags: bool) -> Value {
@@ -1677,24 +1816,7 @@ async fn run_task(
         ));
     }
     let launch_type = req.launch_type.clone().unwrap_or_else(|| "EC2".into());
-    match launch_type.as_str() {
-        "EC2" => {}
-        "FARGATE" => {
-            return Err(ApiError::invalid_parameter(
-                "Task definition does not support launch_type FARGATE: Fargate tasks need networkMode awsvpc, which skiff runs once its networking lands.",
-            ));
-        }
-        "EXTERNAL" => {
-            return Err(ApiError::invalid_parameter(
-                "launchType EXTERNAL is not supported by skiff: use EC2",
-            ));
-        }
-        other => {
-            return Err(ApiError::invalid_parameter(format!(
-                "launchType {other:?} is invalid"
-            )));
-        }
-    }
+    check_launch(&launch_type, None, false)?;
     let (constraints, strategies) =
         placement_rules(&req.placement_constraints, &req.placement_strategy)?;
     if inner
@@ -1729,6 +1851,12 @@ async fn run_task(
     let cluster = active_cluster(&state, req.cluster.as_deref())?.clone();
     let td = resolve_taskdef(&state, given_td, true)?;
     check_overrides(body, &td, &req.overrides)?;
+    check_launch(
+        &launch_type,
+        Some(&td),
+        !req.placement_constraints.is_empty() || !req.placement_strategy.is_empty(),
+    )?;
+    let network = network_configuration(body, &td)?;
     let group = req
         .group
         .clone()
@@ -1744,6 +1872,7 @@ async fn run_task(
     launch.tags = req.tags;
     launch.client_token = req.client_token;
     launch.launch_type = launch_type;
+    launch.network = network;
     let (tasks, failures) = place_tasks(
         inner,
         &state,
@@ -2067,6 +2196,9 @@ pub(crate) fn apply_patch(mut t: Task, p: TaskPatch) -> Task {
     if let Some(h) = p.health_status {
         t.health_status = Some(h.into());
     }
+    if let Some((status, ip)) = p.eni {
+        attach_eni(&mut t, status, ip);
+    }
     for cp in p.containers {
         if let Some(c) = t.containers.iter_mut().find(|c| c.name == cp.name) {
             if let Some(s) = cp.last_status
@@ -2089,10 +2221,51 @@ pub(crate) fn apply_patch(mut t: Task, p: TaskPatch) -> Task {
             if let Some(h) = cp.health_status {
                 c.health_status = Some(h.into());
             }
+            if let Some(b) = cp.network_bindings {
+                c.network_bindings = b;
+            }
         }
     }
     t.version += 1;
     t
+}
+
+/// Records an awsvpc task's network interface as the agent reports it:
+/// its status, and once it has an address, the interface's details and
+/// each container's `networkInterfaces`, as ECS shows them.
+fn attach_eni(t: &mut Task, status: &str, ip: Option<std::net::Ipv4Addr>) {
+    let Some(eni) = t
+        .attachments
+        .iter_mut()
+        .find(|a| a["type"] == "ElasticNetworkInterface")
+    else {
+        return;
+    };
+    eni["status"] = json!(status);
+    let Some(ip) = ip else {
+        return;
+    };
+    let id = eni["id"].as_str().unwrap_or_default().to_string();
+    let [_, b, c, d] = ip.octets();
+    let hex: String = id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(17)
+        .collect();
+    if let Some(details) = eni["details"].as_array_mut() {
+        details.retain(|d| d["name"] == "subnetId");
+        details.extend([
+            json!({"name": "networkInterfaceId", "value": format!("eni-{hex}")}),
+            json!({"name": "macAddress", "value": format!("02:00:7f:{b:02x}:{c:02x}:{d:02x}")}),
+            json!({"name": "privateIPv4Address", "value": ip.to_string()}),
+        ]);
+    }
+    for c in &mut t.containers {
+        c.network_interfaces = vec![json!({
+            "attachmentId": id,
+            "privateIpv4Address": ip.to_string(),
+        })];
+    }
 }
 
 // ---- tags -------------------------------------------------------------------

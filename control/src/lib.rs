@@ -27,6 +27,7 @@ pub mod sigv4;
 mod state;
 pub mod store;
 pub mod taskdef;
+pub mod tasknet;
 
 pub use error::ApiError;
 
@@ -67,6 +68,9 @@ pub struct ControlConfig {
     /// How long a STOPPED task stays describable. Default: 1 hour (ECS
     /// keeps them at least that long).
     pub stopped_task_retention: Duration,
+    /// Where awsvpc and bridge tasks get their loopback addresses.
+    /// Default: 127.18.0.0/16.
+    pub task_addresses: skiff_runtime::addresses::AddressBlock,
 }
 
 impl ControlConfig {
@@ -81,6 +85,7 @@ impl ControlConfig {
             agent_memory: None,
             reserved_ports: Vec::new(),
             stopped_task_retention: Duration::from_secs(3600),
+            task_addresses: Default::default(),
         }
     }
 }
@@ -208,6 +213,9 @@ impl ControlPlane {
             config.default_registry.clone(),
             config.data_dir.clone(),
             reports_tx,
+            skiff_runtime::addresses::AddressPool::new(config.task_addresses)
+                .map(Arc::new)
+                .map_err(|e| format!("cannot keep task address leases: {e}")),
         ));
         let control = ControlPlane {
             inner: Arc::new(Inner {

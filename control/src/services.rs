@@ -19,7 +19,9 @@ use crate::ecs::{
     resolve_taskdef, string_list, to_value,
 };
 use crate::error::ApiError;
-use crate::model::{Failure, PlacementItem, Tag, Task, arn, check_tags, name_of, now};
+use crate::model::{
+    Failure, NetworkConfiguration, PlacementItem, Tag, Task, arn, check_tags, name_of, now,
+};
 use crate::placement::{self, Constraint};
 use crate::state::{State, Write};
 use crate::taskdef::TaskDefinition;
@@ -133,6 +135,8 @@ pub struct Service {
     /// The last deployment that completed: where a rollback goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_completed: Option<Completed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
 }
 
 /// A deployment that completed.
@@ -782,7 +786,13 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
     let rules = placement_rules(&svc.placement_constraints, &svc.placement_strategy);
     let launch = match (td, rules) {
         (Some(td), Ok((constraints, strategies))) => {
-            Launch::new(td, constraints, strategies, group.clone()).ok()
+            Launch::new(td, constraints, strategies, group.clone())
+                .ok()
+                .map(|mut l| {
+                    l.launch_type = svc.launch_type.clone();
+                    l.network = svc.network_configuration.clone();
+                    l
+                })
         }
         _ => None,
     };
@@ -988,7 +998,6 @@ fn unable_to_place_because(name: &str, reason: &str) -> String {
 const UNSUPPORTED_SERVICE_FIELDS: &[&str] = &[
     "loadBalancers",
     "serviceRegistries",
-    "networkConfiguration",
     "capacityProviderStrategy",
     "platformVersion",
     "enableExecuteCommand",
@@ -1135,15 +1144,9 @@ fn refuse_unsupported(body: &Value) -> Result<(), ApiError> {
 }
 
 fn check_launch_type(given: Option<&str>) -> Result<String, ApiError> {
-    match given.unwrap_or("EC2") {
-        "EC2" => Ok("EC2".into()),
-        "FARGATE" => Err(ApiError::invalid_parameter(
-            "launchType FARGATE needs networkMode awsvpc, which skiff runs once its networking lands: use EC2",
-        )),
-        other => Err(ApiError::invalid_parameter(format!(
-            "launchType {other} is not supported by skiff: use EC2"
-        ))),
-    }
+    let launch_type = given.unwrap_or("EC2");
+    crate::ecs::check_launch(launch_type, None, false)?;
+    Ok(launch_type.to_string())
 }
 
 /// A service as DescribeServices shows it: the stored record with the
@@ -1361,7 +1364,13 @@ pub(crate) async fn create_service(
         ));
     }
     let td = resolve_taskdef(&state, &given_td, true)?;
-    ecs_taskdef_runs_here(&td)?;
+    let network = crate::ecs::parse_network_configuration(body)?;
+    check_runs(
+        &launch_type,
+        &td,
+        !constraints.is_empty() || !strategies.is_empty(),
+        network.as_ref(),
+    )?;
     let desired = if daemon {
         // One task per instance it may run on, from the start.
         let (c, s) = placement_rules(&constraints, &strategies)?;
@@ -1397,23 +1406,31 @@ pub(crate) async fn create_service(
         client_token,
         steady: false,
         last_completed: None,
+        network_configuration: network,
     };
     let id = deployment_id(inner);
     svc.new_deployment(at, id, "ECS deployment in progress.");
     save(inner, &mut state, svc).await
 }
 
-/// A task definition the local agent can run (bridge and awsvpc come with
-/// the networking work).
-fn ecs_taskdef_runs_here(td: &TaskDefinition) -> Result<(), ApiError> {
-    if td.requires_compatibilities.iter().any(|c| c == "FARGATE")
+/// Can the service's tasks run from `td`, with its launch type, placement
+/// and network configuration?
+fn check_runs(
+    svc_launch: &str,
+    td: &TaskDefinition,
+    placement_given: bool,
+    network: Option<&NetworkConfiguration>,
+) -> Result<(), ApiError> {
+    crate::ecs::check_launch(svc_launch, Some(td), placement_given)?;
+    if svc_launch == "EC2"
+        && td.requires_compatibilities.iter().any(|c| c == "FARGATE")
         && !td.requires_compatibilities.iter().any(|c| c == "EC2")
     {
         return Err(ApiError::invalid_parameter(
-            "The task definition requires FARGATE, which needs networkMode awsvpc: skiff runs it once its networking lands.",
+            "The task definition requires FARGATE: create the service with launchType FARGATE.",
         ));
     }
-    Ok(())
+    crate::ecs::check_network_configuration(td, network)
 }
 
 pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
@@ -1456,11 +1473,31 @@ pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value,
     svc.deployment_configuration =
         deployment_configuration(body, daemon, Some(svc.deployment_configuration))?;
     let mut redeploy = force;
-    if let Some(given_td) = body.get("taskDefinition").and_then(Value::as_str) {
-        let td = resolve_taskdef(&state, given_td, true)?;
-        ecs_taskdef_runs_here(&td)?;
+    let network = crate::ecs::parse_network_configuration(body)?;
+    let given_td = body.get("taskDefinition").and_then(Value::as_str);
+    if given_td.is_some() || network.is_some() {
+        let td = match given_td {
+            Some(given) => resolve_taskdef(&state, given, true)?,
+            None => crate::ecs::taskdef_of(&state, &svc.task_definition).ok_or_else(|| {
+                ApiError::client("The service's task definition no longer exists.")
+            })?,
+        };
+        let network = network.or_else(|| svc.network_configuration.clone());
+        let placement_given = !constraints
+            .as_deref()
+            .unwrap_or(&svc.placement_constraints)
+            .is_empty()
+            || !strategies
+                .as_deref()
+                .unwrap_or(&svc.placement_strategy)
+                .is_empty();
+        check_runs(&svc.launch_type, &td, placement_given, network.as_ref())?;
         if td.task_definition_arn != svc.task_definition {
             svc.task_definition = td.task_definition_arn;
+            redeploy = true;
+        }
+        if network != svc.network_configuration {
+            svc.network_configuration = network;
             redeploy = true;
         }
     }
@@ -1637,6 +1674,7 @@ mod tests {
             client_token: None,
             steady: false,
             last_completed: None,
+            network_configuration: None,
         };
         s.new_deployment(0.0, OLD.into(), "");
         s

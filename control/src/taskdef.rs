@@ -330,8 +330,8 @@ struct RegisterVolume {
     configured_at_launch: Option<bool>,
 }
 
-/// The network modes skiff runs today.
-pub const NETWORK_MODES: &[&str] = &["none", "host"];
+/// The network modes skiff runs.
+pub const NETWORK_MODES: &[&str] = &["none", "host", "bridge", "awsvpc"];
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -402,17 +402,9 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
     }
 
     let network_mode = match req.network_mode.as_deref() {
-        None => {
-            return Err(ApiError::invalid_parameter(
-                "networkMode is not set, and ECS's default is bridge, which skiff does not run yet: set networkMode to none or host",
-            ));
-        }
+        // ECS's default for EC2.
+        None => "bridge".to_string(),
         Some(m) if NETWORK_MODES.contains(&m) => m.to_string(),
-        Some(m @ ("bridge" | "awsvpc")) => {
-            return Err(ApiError::invalid_parameter(format!(
-                "networkMode {m} is not supported by skiff yet: use none or host"
-            )));
-        }
         Some(m) => {
             return Err(ApiError::client(format!(
                 "networkMode {m:?} is invalid: expected none, host, bridge or awsvpc"
@@ -423,11 +415,12 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
     for compat in &req.requires_compatibilities {
         match compat.as_str() {
             "EC2" => {}
-            "FARGATE" => {
+            "FARGATE" if network_mode != "awsvpc" => {
                 return Err(ApiError::client(format!(
-                    "Fargate requires networkMode awsvpc, and this definition uses {network_mode} (skiff runs awsvpc once its networking lands)"
+                    "Fargate only supports network mode 'awsvpc', and this definition uses {network_mode}."
                 )));
             }
+            "FARGATE" => {}
             "EXTERNAL" | "MANAGED_INSTANCES" => {
                 return Err(ApiError::invalid_parameter(format!(
                     "requiresCompatibilities {compat} is not supported by skiff: use EC2 or FARGATE"
@@ -443,6 +436,15 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
 
     let cpu = req.cpu.as_deref().map(parse_task_cpu).transpose()?;
     let memory = req.memory.as_deref().map(parse_task_memory).transpose()?;
+    if req.requires_compatibilities.iter().any(|c| c == "FARGATE") {
+        check_fargate_size(cpu, memory)?;
+    }
+    // What the definition can run on, as ECS reports it: Fargate needs
+    // awsvpc and a size from its table.
+    let mut compatibilities = vec!["EC2".to_string()];
+    if network_mode == "awsvpc" && check_fargate_size(cpu, memory).is_ok() {
+        compatibilities.push("FARGATE".into());
+    }
 
     let volumes = req
         .volumes
@@ -558,7 +560,7 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
         status: "ACTIVE".into(),
         requires_attributes,
         placement_constraints: req.placement_constraints,
-        compatibilities: vec!["EC2".into()],
+        compatibilities,
         requires_compatibilities: req.requires_compatibilities,
         cpu: cpu.map(|c| c.to_string()),
         memory: memory.map(|m| m.to_string()),
@@ -694,7 +696,24 @@ fn normalise_container(
                 p.protocol
             )));
         }
-        // In host mode a container port is the host port (as in awsvpc).
+        if network_mode == "bridge" {
+            if p.protocol == "udp" {
+                return Err(ApiError::client(format!(
+                    "Container '{name}': skiff does not publish UDP ports in networkMode bridge (port {}/udp); use awsvpc, where the task's own address serves UDP.",
+                    p.container_port
+                )));
+            }
+            // hostPort 0 or absent: a dynamic port, chosen at start.
+            p.host_port.get_or_insert(0);
+            if !ports.insert((p.container_port, p.protocol.clone())) {
+                return Err(ApiError::client(format!(
+                    "Container '{name}' maps port {}/{} twice.",
+                    p.container_port, p.protocol
+                )));
+            }
+            continue;
+        }
+        // In host and awsvpc mode a container port is the host port.
         match p.host_port {
             None => p.host_port = Some(p.container_port),
             Some(h) if h == p.container_port => {}
@@ -1058,7 +1077,26 @@ mod tests {
             .contains("shell")
         );
         let no_mode = json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "i", "memory": 8}]});
-        assert!(msg(no_mode).contains("bridge"));
+        // ECS's default network mode.
+        assert_eq!(
+            parse_register(&no_mode).unwrap().network_mode.as_deref(),
+            Some("bridge")
+        );
+        let bridge_udp = json!({"family": "f", "networkMode": "bridge", "containerDefinitions": [
+            {"name": "a", "image": "i", "memory": 8, "portMappings": [{"containerPort": 53, "protocol": "udp"}]}]});
+        assert!(msg(bridge_udp).contains("UDP"));
+        let fargate_bridge = json!({"family": "f", "networkMode": "bridge", "requiresCompatibilities": ["FARGATE"],
+            "cpu": "256", "memory": "512", "containerDefinitions": [{"name": "a", "image": "i"}]});
+        assert!(msg(fargate_bridge).contains("awsvpc"));
+        let fargate = json!({"family": "f", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
+            "cpu": "256", "memory": "512", "containerDefinitions": [{"name": "a", "image": "i",
+            "portMappings": [{"containerPort": 80}]}]});
+        let td = parse_register(&fargate).unwrap();
+        assert_eq!(td.compatibilities, ["EC2", "FARGATE"]);
+        assert_eq!(
+            td.container_definitions[0].port_mappings[0].host_port,
+            Some(80)
+        );
         let cycle = json!({"family": "f", "networkMode": "none", "containerDefinitions": [
             {"name": "a", "image": "i", "memory": 8, "dependsOn": [{"containerName": "b", "condition": "START"}]},
             {"name": "b", "image": "i", "memory": 8, "dependsOn": [{"containerName": "a", "condition": "START"}]},

@@ -346,7 +346,8 @@ fn clusters_definitions_and_mistakes_answer_as_ecs_does() {
         "bridge.json",
         &json!({
             "family": "web", "networkMode": "bridge",
-            "containerDefinitions": [{"name": "a", "image": "x", "memory": 8}],
+            "containerDefinitions": [{"name": "a", "image": "x", "memory": 8,
+                "portMappings": [{"containerPort": 53, "protocol": "udp"}]}],
         }),
     );
     serve.aws_err(
@@ -356,7 +357,7 @@ fn clusters_definitions_and_mistakes_answer_as_ecs_does() {
             "--cli-input-json",
             &bridge,
         ],
-        "InvalidParameterException",
+        "ClientException",
     );
     let no_memory = write_json(
         dir.path(),
@@ -654,7 +655,7 @@ print(json.dumps({'exit': t['containers'][0]['exitCode'], 'code': t['stopCode']}
 for call in [lambda: ecs.describe_clusters(clusters=['ghost']),
              lambda: ecs.list_tasks(cluster='ghost'),
              lambda: ecs.run_task(taskDefinition='nope'),
-             lambda: ecs.register_task_definition(family='x', networkMode='awsvpc', containerDefinitions=[{'name': 'a', 'image': 'i', 'memory': 8}])]:
+             lambda: ecs.register_task_definition(family='x', networkMode='awsvpc', requiresCompatibilities=['EXTERNAL'], containerDefinitions=[{'name': 'a', 'image': 'i', 'memory': 8}])]:
     try:
         r = call()
         print(json.dumps({'ok': r.get('failures')}))
