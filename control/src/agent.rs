@@ -80,6 +80,8 @@ pub struct Agent {
     reports: mpsc::UnboundedSender<Report>,
     /// Where awsvpc and bridge tasks lease their addresses.
     addresses: Result<Arc<AddressPool>, String>,
+    /// Security groups and memberships, for task socket policies.
+    fabric: Arc<crate::fabric::Fabric>,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Compiled images recently started here, by image reference and
     /// binary digest: the next task of the same image only instantiates
@@ -148,6 +150,7 @@ impl Agent {
         data_dir: PathBuf,
         reports: mpsc::UnboundedSender<Report>,
         addresses: Result<Arc<AddressPool>, String>,
+        fabric: Arc<crate::fabric::Fabric>,
     ) -> Agent {
         Agent {
             instance_arn,
@@ -158,6 +161,7 @@ impl Agent {
             data_dir,
             reports,
             addresses,
+            fabric,
             running: Mutex::new(HashMap::new()),
             warm: Mutex::new(Warm::default()),
         }
@@ -371,7 +375,7 @@ impl Agent {
             return fail("Task stopped before it started".into(), Vec::new());
         }
         // Addresses and published ports, held until the task ends.
-        let network = match TaskNetwork::new(&td, &task.task_arn, &self.addresses) {
+        let network = match TaskNetwork::new(&td, &task, &self.addresses, &self.fabric) {
             Ok(n) => n,
             Err(reason) => {
                 return fail(format!("ResourceInitializationError: {reason}"), Vec::new());

@@ -46,15 +46,53 @@ fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
     )
 }
 
+/// An answer in the protocol the request came in.
+enum Answer {
+    /// AWS JSON 1.1 (ECS, ECR, Logs).
+    Json(Value),
+    /// Query protocol: the XML document.
+    Xml(String),
+}
+
+fn xml_response(status: u16, body: String, request_id: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "text/xml;charset=UTF-8")
+        .header("x-amzn-requestid", request_id)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
 impl ControlPlane {
     async fn http(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        match self.http_inner(req).await {
-            Ok(v) => respond(200, &v, None),
+        // A form-encoded body is the Query protocol: errors in XML too.
+        let query = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+            && !req.headers().contains_key("x-amz-target");
+        let mut flavor = crate::query::Flavor::Ec2;
+        match self.http_inner(req, query, &mut flavor).await {
+            Ok(Answer::Json(v)) => respond(200, &v, None),
+            Ok(Answer::Xml(doc)) => xml_response(200, doc, &uuid::Uuid::new_v4().to_string()),
+            Err(e) if query => {
+                if e.status >= 500 {
+                    tracing::error!(kind = e.kind, "{}", e.message);
+                }
+                let id = uuid::Uuid::new_v4().to_string();
+                xml_response(e.status, crate::query::error_document(flavor, &e, &id), &id)
+            }
             Err(e) => error_response(&e),
         }
     }
 
-    async fn http_inner(&self, req: Request<Incoming>) -> Result<Value, ApiError> {
+    async fn http_inner(
+        &self,
+        req: Request<Incoming>,
+        query: bool,
+        flavor: &mut crate::query::Flavor,
+    ) -> Result<Answer, ApiError> {
         let (parts, body) = req.into_parts();
         if parts.method != http::Method::POST {
             return Err(ApiError {
@@ -112,6 +150,28 @@ impl ControlPlane {
             };
             crate::sigv4::verify(&received, &config.credentials, now)?.region
         };
+        if query {
+            let params = crate::query::Params::parse(&body);
+            let signed_for = header("authorization")
+                .and_then(crate::sigv4::Authorization::parse)
+                .map(|a| a.service);
+            let service =
+                crate::QueryService::of(signed_for.as_deref(), params.get("Version"))
+                    .ok_or_else(|| {
+                        ApiError::coded(
+                            "InvalidAction",
+                            format!(
+                                "no Query-protocol service here for {} (skiff answers EC2 security groups)",
+                                signed_for.as_deref().or(params.get("Version")).unwrap_or("this request")
+                            ),
+                        )
+                    })?;
+            *flavor = service.flavor();
+            return self
+                .handle_query(service, &params, &region)
+                .await
+                .map(Answer::Xml);
+        }
         let target = header("x-amz-target").ok_or_else(|| {
             ApiError::unknown_operation("(none: the X-Amz-Target header is missing)")
         })?;
@@ -122,7 +182,7 @@ impl ControlPlane {
                 ApiError::serialization(format!("the request body is not valid JSON: {e}"))
             })?
         };
-        self.handle(target, &value, &region).await
+        self.handle(target, &value, &region).await.map(Answer::Json)
     }
 
     /// Serves the API on `listener` until `shutdown` resolves, then

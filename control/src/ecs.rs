@@ -1496,11 +1496,6 @@ pub(crate) fn check_network_configuration(
             "{bad:?} is not a subnet id (subnet-...)."
         )));
     }
-    if !vpc.security_groups.is_empty() {
-        return Err(ApiError::invalid_parameter(
-            "securityGroups: skiff does not manage security groups yet, so it cannot honour them; leave them out (tasks can then reach each other freely)",
-        ));
-    }
     match vpc.assign_public_ip.as_deref() {
         None | Some("DISABLED") => {}
         Some("ENABLED") => {
@@ -1757,6 +1752,7 @@ fn new_task(
             .then(|| "UNKNOWN".to_string()),
         enable_execute_command: false,
         client_token: launch.client_token.clone(),
+        network_configuration: launch.network.clone(),
     }
 }
 
@@ -1776,6 +1772,7 @@ fn task_view(t: &Task, with_tags: bool) -> Value {
     let mut v = to_value(t);
     if let Some(o) = v.as_object_mut() {
         o.remove("clientToken");
+        o.remove("networkConfiguration");
         if !with_tags {
             o.remove("tags");
         }
@@ -1909,6 +1906,25 @@ pub(crate) fn place_tasks(
     count: usize,
     on: Option<&[String]>,
 ) -> Result<(Vec<Task>, Vec<Failure>), ApiError> {
+    // The security groups, by id (none named: the default group).
+    let resolved;
+    let launch = match launch
+        .network
+        .as_ref()
+        .and_then(|n| n.awsvpc_configuration.as_ref())
+    {
+        Some(vpc) => {
+            let mut l = launch.clone();
+            let mut vpc = vpc.clone();
+            vpc.security_groups = crate::ec2::resolve_groups(state, &vpc.security_groups)?;
+            l.network = Some(NetworkConfiguration {
+                awsvpc_configuration: Some(vpc),
+            });
+            resolved = l;
+            &resolved
+        }
+        None => launch,
+    };
     let td = &launch.td;
     let (cpu, memory) = task_size(td, &launch.overrides);
     let (tcp, udp) = host_ports(td);

@@ -24,6 +24,12 @@ impl ApiError {
         }
     }
 
+    /// A client error with a service's own code (EC2's
+    /// `InvalidGroup.NotFound`, ELB's `TargetGroupNotFound`...).
+    pub fn coded(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::new(kind, 400, message)
+    }
+
     /// The caller did something wrong (ECS's catch-all client error).
     pub fn client(message: impl Into<String>) -> Self {
         Self::new("ClientException", 400, message)

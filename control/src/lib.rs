@@ -16,12 +16,15 @@
 
 pub mod agent;
 pub mod api;
+pub mod ec2;
 mod ecr;
 mod ecs;
 pub mod error;
+pub mod fabric;
 pub mod logs;
 pub mod model;
 pub mod placement;
+pub mod query;
 pub mod services;
 pub mod sigv4;
 mod state;
@@ -90,6 +93,30 @@ impl ControlConfig {
     }
 }
 
+/// The services answered in the Query protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryService {
+    Ec2,
+}
+
+impl QueryService {
+    /// Which service a request is for: by its signature's scope, else by
+    /// the API version it names.
+    pub fn of(signed_for: Option<&str>, version: Option<&str>) -> Option<QueryService> {
+        match (signed_for, version) {
+            (Some("ec2"), _) | (None, Some("2016-11-15")) => Some(QueryService::Ec2),
+            _ => None,
+        }
+    }
+
+    /// How its errors look.
+    pub fn flavor(self) -> query::Flavor {
+        match self {
+            QueryService::Ec2 => query::Flavor::Ec2,
+        }
+    }
+}
+
 /// The control plane. Cheap to clone.
 #[derive(Clone)]
 pub struct ControlPlane {
@@ -112,6 +139,8 @@ pub(crate) struct Inner {
     pub(crate) ecr_previews: ecr::Previews,
     /// Wakes the service scheduler: a task, service or instance changed.
     pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Security groups and task memberships, as task sockets see them.
+    pub(crate) fabric: Arc<fabric::Fabric>,
     /// Held while this process uses the data dir.
     _lock: std::fs::File,
 }
@@ -203,7 +232,13 @@ impl ControlPlane {
         let instance = ecs::local_instance(existing, &region, cpu, memory, &config.reserved_ports);
         let instance_arn = instance.container_instance_arn.clone();
         writes.push(Write::Instance(instance));
+        writes.extend(ec2::ensure_default(&state));
         state.apply(store.as_ref(), writes).await?;
+        // The security groups' rules, where task sockets consult them.
+        let fabric = Arc::new(fabric::Fabric::default());
+        for g in state.security_groups.values() {
+            fabric.set_group(&g.value);
+        }
 
         let agent = Arc::new(Agent::new(
             instance_arn.clone(),
@@ -216,6 +251,7 @@ impl ControlPlane {
             skiff_runtime::addresses::AddressPool::new(config.task_addresses)
                 .map(Arc::new)
                 .map_err(|e| format!("cannot keep task address leases: {e}")),
+            Arc::clone(&fabric),
         ));
         let control = ControlPlane {
             inner: Arc::new(Inner {
@@ -229,6 +265,7 @@ impl ControlPlane {
                 registry: std::sync::OnceLock::new(),
                 ecr_previews: Default::default(),
                 wake: Arc::new(tokio::sync::Notify::new()),
+                fabric,
                 _lock: lock,
             }),
         };
@@ -312,6 +349,20 @@ impl ControlPlane {
                 .map_err(|e| ApiError::server(format!("the logs worker failed: {e}")))?;
         }
         Err(ApiError::unknown_operation(target))
+    }
+
+    /// Handles a Query-protocol request (EC2 security groups) and returns
+    /// its XML answer.
+    pub async fn handle_query(
+        &self,
+        service: QueryService,
+        params: &query::Params,
+        region: &str,
+    ) -> Result<String, ApiError> {
+        let action = params.required("Action")?;
+        match service {
+            QueryService::Ec2 => ec2::handle(&self.inner, action, params, region).await,
+        }
     }
 
     /// Stops every task on the local agent (their containers end with this

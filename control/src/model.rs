@@ -356,6 +356,10 @@ pub struct Task {
     /// ECS's shape, so views leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
+    /// The awsvpc configuration it was launched with, security groups
+    /// resolved to ids (stored; views leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
 }
 
 impl Task {

@@ -1371,6 +1371,7 @@ pub(crate) async fn create_service(
         !constraints.is_empty() || !strategies.is_empty(),
         network.as_ref(),
     )?;
+    check_groups(&state, network.as_ref())?;
     let desired = if daemon {
         // One task per instance it may run on, from the start.
         let (c, s) = placement_rules(&constraints, &strategies)?;
@@ -1433,6 +1434,14 @@ fn check_runs(
     crate::ecs::check_network_configuration(td, network)
 }
 
+/// The security groups a service's network configuration names exist.
+fn check_groups(state: &State, network: Option<&NetworkConfiguration>) -> Result<(), ApiError> {
+    if let Some(vpc) = network.and_then(|n| n.awsvpc_configuration.as_ref()) {
+        crate::ec2::resolve_groups(state, &vpc.security_groups)?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
     refuse_unsupported(body)?;
     let given = required(body, "service")?;
@@ -1492,6 +1501,7 @@ pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value,
                 .unwrap_or(&svc.placement_strategy)
                 .is_empty();
         check_runs(&svc.launch_type, &td, placement_given, network.as_ref())?;
+        check_groups(&state, network.as_ref())?;
         if td.task_definition_arn != svc.task_definition {
             svc.task_definition = td.task_definition_arn;
             redeploy = true;

@@ -3,6 +3,7 @@
 //! every revision the batch read) before memory changes. A crash between the
 //! two loses nothing: memory is rebuilt from the store on start.
 
+use crate::ec2::SecurityGroup;
 use crate::error::ApiError;
 use crate::model::{Cluster, ContainerInstance, Task};
 use crate::services::Service;
@@ -31,6 +32,8 @@ pub(crate) struct State {
     pub instances: BTreeMap<String, Entry<ContainerInstance>>,
     /// By `CLUSTER/NAME`.
     pub services: BTreeMap<String, Entry<Service>>,
+    /// Security groups, by id.
+    pub security_groups: BTreeMap<String, Entry<SecurityGroup>>,
     /// RunTask client tokens → the task ids they made.
     pub client_tokens: HashMap<String, Vec<String>>,
 }
@@ -45,8 +48,10 @@ pub(crate) enum Write {
     Task(Task),
     Instance(ContainerInstance),
     Service(Box<Service>),
+    SecurityGroup(Box<SecurityGroup>),
     RemoveTask(String),
     RemoveInstance(String),
+    RemoveSecurityGroup(String),
 }
 
 fn cluster_key(name: &str) -> String {
@@ -60,6 +65,9 @@ fn service_key(key: &str) -> String {
 }
 fn task_key(id: &str) -> String {
     format!("tasks/{id}")
+}
+fn security_group_key(id: &str) -> String {
+    format!("securitygroups/{id}")
 }
 fn instance_key(arn: &str) -> String {
     format!("instances/{}", arn.rsplit('/').next().unwrap_or(arn))
@@ -124,6 +132,9 @@ impl State {
         for s in load::<Service>(store, "services/").await? {
             state.services.insert(s.value.key(), s);
         }
+        for g in load::<SecurityGroup>(store, "securitygroups/").await? {
+            state.security_groups.insert(g.value.group_id.clone(), g);
+        }
         Ok(state)
     }
 
@@ -168,6 +179,16 @@ impl State {
                     service_key(&svc.key()),
                     self.services.get(&svc.key()).map(|e| e.revision),
                     Some(json(svc)?),
+                ),
+                Write::SecurityGroup(g) => (
+                    security_group_key(&g.group_id),
+                    self.security_groups.get(&g.group_id).map(|e| e.revision),
+                    Some(json(g)?),
+                ),
+                Write::RemoveSecurityGroup(id) => (
+                    security_group_key(id),
+                    self.security_groups.get(id).map(|e| e.revision),
+                    None,
                 ),
                 Write::RemoveTask(id) => {
                     (task_key(id), self.tasks.get(id).map(|e| e.revision), None)
@@ -231,6 +252,18 @@ impl State {
                 }
                 Write::RemoveInstance(arn) => {
                     self.instances.remove(&arn);
+                }
+                Write::SecurityGroup(g) => {
+                    self.security_groups.insert(
+                        g.group_id.clone(),
+                        Entry {
+                            value: *g,
+                            revision,
+                        },
+                    );
+                }
+                Write::RemoveSecurityGroup(id) => {
+                    self.security_groups.remove(&id);
                 }
                 Write::RemoveTask(id) => {
                     if let Some(t) = self.tasks.remove(&id)

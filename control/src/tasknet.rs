@@ -4,7 +4,8 @@
 //! go when the [`TaskNetwork`] is dropped: published ports close, and the
 //! addresses go back to the pool (to rest before they are leased again).
 
-use crate::model::NetworkBinding;
+use crate::fabric::{Fabric, TaskPolicy};
+use crate::model::{NetworkBinding, Task};
 use crate::taskdef::TaskDefinition;
 use skiff_runtime::addresses::{AddressPool, Lease};
 use skiff_runtime::net::{NetworkMode, NetworkPolicy};
@@ -26,12 +27,16 @@ pub struct TaskNetwork {
     pub eni: Option<Ipv4Addr>,
     _leases: Vec<Lease>,
     published: Vec<tokio::task::JoinHandle<()>>,
+    fabric: Arc<Fabric>,
 }
 
 impl Drop for TaskNetwork {
     fn drop(&mut self) {
         for p in &self.published {
             p.abort();
+        }
+        if let Some(ip) = self.eni {
+            self.fabric.leave(ip);
         }
     }
 }
@@ -41,9 +46,11 @@ impl TaskNetwork {
     /// a tokio runtime (published ports are served on it).
     pub fn new(
         td: &TaskDefinition,
-        owner: &str,
+        task: &Task,
         pool: &Result<Arc<AddressPool>, String>,
+        fabric: &Arc<Fabric>,
     ) -> Result<TaskNetwork, String> {
+        let owner = task.task_arn.as_str();
         let n = td.container_definitions.len();
         let mode = match td.network_mode.as_deref() {
             Some("host") => NetworkMode::Host,
@@ -58,6 +65,7 @@ impl TaskNetwork {
             eni: None,
             _leases: Vec::new(),
             published: Vec::new(),
+            fabric: Arc::clone(fabric),
         };
         let lease = |net: &mut TaskNetwork| -> Result<Ipv4Addr, String> {
             let pool = pool.as_ref().map_err(Clone::clone)?;
@@ -76,14 +84,33 @@ impl TaskNetwork {
                 // One interface for the task: its containers share the
                 // address, and localhost, as on ECS.
                 let ip = lease(&mut net)?;
+                let groups = task
+                    .network_configuration
+                    .as_ref()
+                    .and_then(|n| n.awsvpc_configuration.as_ref())
+                    .map(|v| v.security_groups.clone())
+                    .unwrap_or_default();
+                fabric.join(ip, groups.clone());
                 net.eni = Some(ip);
-                net.policies = vec![mode.policy(Some(ip)); n];
+                let policy: Arc<dyn NetworkPolicy> = Arc::new(TaskPolicy {
+                    ip,
+                    groups: Some(groups),
+                    fabric: Arc::clone(fabric),
+                });
+                net.policies = vec![policy; n];
                 net.addresses = vec![Some(ip); n];
             }
             NetworkMode::Bridge => {
                 for (i, c) in td.container_definitions.iter().enumerate() {
                     let ip = lease(&mut net)?;
-                    net.policies.push(mode.policy(Some(ip)));
+                    // No groups of its own (bridge tasks use the
+                    // instance's network), but awsvpc tasks' rules still
+                    // apply to what it sends them.
+                    net.policies.push(Arc::new(TaskPolicy {
+                        ip,
+                        groups: None,
+                        fabric: Arc::clone(fabric),
+                    }));
                     net.addresses[i] = Some(ip);
                     for p in &c.port_mappings {
                         let listener = publish(p.host_port.unwrap_or(0)).map_err(|e| {

@@ -366,3 +366,293 @@ fn a_wasi_http_component_runs_as_an_awsvpc_task() {
         "{t:#}"
     );
 }
+
+/// Runs net-probe as an awsvpc task in `groups` (none: the default group)
+/// and returns its exit code once it stopped.
+fn probe_in(serve: &ServeProcess, dir: &Path, groups: &[&str], args: &[&str]) -> i64 {
+    let family = "probe";
+    register(
+        serve,
+        dir,
+        &json!({
+            "family": family, "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+            "containerDefinitions": [{"name": "probe", "image": "net-probe:v1", "command": args}],
+        }),
+    );
+    let net = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": groups}});
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        family,
+        "--network-configuration",
+        &net.to_string(),
+    ]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
+    let t = &describe(serve, &[arn])[0];
+    t["containers"][0]["exitCode"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no exit code: {t:#}"))
+}
+
+fn group_id(serve: &ServeProcess, name: &str, description: &str) -> String {
+    serve.aws_ok(&[
+        "ec2",
+        "create-security-group",
+        "--group-name",
+        name,
+        "--description",
+        description,
+    ])["GroupId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn security_groups_decide_which_tasks_reach_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("ECHO_P2"), "echo:v1");
+    serve.push(app("NET_PROBE_P2"), "net-probe:v1");
+    let web = group_id(&serve, "web", "the echo server");
+    let client = group_id(&serve, "client", "may call web");
+    let other = group_id(&serve, "other", "may not, at first");
+    serve.aws_ok(&[
+        "ec2",
+        "authorize-security-group-ingress",
+        "--group-id",
+        &web,
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+        "--source-group",
+        &client,
+    ]);
+
+    // The echo server, in `web`.
+    register(
+        &serve,
+        dir.path(),
+        &echo_td("sgweb", "awsvpc", json!({"containerPort": 8080})),
+    );
+    let net = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": [web]}});
+    let server = &run_running(
+        &serve,
+        &[
+            "--task-definition",
+            "sgweb",
+            "--network-configuration",
+            &net.to_string(),
+        ],
+    )[0];
+    let ip = detail(&server["attachments"][0], "privateIPv4Address").to_string();
+    let target = format!("{ip}:8080");
+    // Listening before anyone calls.
+    assert_eq!(
+        say(format!("{ip}:8080").parse().unwrap(), "ready?"),
+        "sgweb ready?"
+    );
+
+    // Allowed by a rule naming the caller's group; refused without one.
+    assert_eq!(
+        probe_in(&serve, dir.path(), &[&client], &["send", &target, "hi"]),
+        0
+    );
+    assert_eq!(
+        probe_in(&serve, dir.path(), &[&other], &["send", &target, "hi"]),
+        1
+    );
+    assert_eq!(
+        probe_in(&serve, dir.path(), &[&other], &["connect", &target]),
+        1
+    );
+    // A rule added now applies at once.
+    serve.aws_ok(&[
+        "ec2",
+        "authorize-security-group-ingress",
+        "--group-id",
+        &web,
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+        "--source-group",
+        &other,
+    ]);
+    assert_eq!(
+        probe_in(&serve, dir.path(), &[&other], &["send", &target, "hi"]),
+        0
+    );
+
+    // Egress: a group that may only send to port 9000 cannot reach a
+    // loopback listener elsewhere; the default group (all out) can.
+    let host = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let outside = host.local_addr().unwrap().to_string();
+    let locked = group_id(&serve, "locked", "egress to 9000 only");
+    serve.aws_ok(&[
+        "ec2",
+        "revoke-security-group-egress",
+        "--group-id",
+        &locked,
+        "--ip-permissions",
+        "IpProtocol=-1,IpRanges=[{CidrIp=0.0.0.0/0}]",
+    ]);
+    serve.aws_ok(&[
+        "ec2",
+        "authorize-security-group-egress",
+        "--group-id",
+        &locked,
+        "--ip-permissions",
+        "IpProtocol=tcp,FromPort=9000,ToPort=9000,IpRanges=[{CidrIp=127.0.0.0/8}]",
+    ]);
+    assert_eq!(
+        probe_in(&serve, dir.path(), &[&locked], &["connect", &outside]),
+        1
+    );
+    assert_eq!(probe_in(&serve, dir.path(), &[], &["connect", &outside]), 0);
+
+    // The default group: members reach each other; others do not reach
+    // them.
+    let default_net = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"]}});
+    let member = &run_running(
+        &serve,
+        &[
+            "--task-definition",
+            "sgweb",
+            "--network-configuration",
+            &default_net.to_string(),
+        ],
+    )[0];
+    let member_ip = detail(&member["attachments"][0], "privateIPv4Address").to_string();
+    let member_target = format!("{member_ip}:8080");
+    say(member_target.parse().unwrap(), "ready?");
+    assert_eq!(
+        probe_in(&serve, dir.path(), &[], &["send", &member_target, "hi"]),
+        0
+    );
+    assert_eq!(
+        probe_in(
+            &serve,
+            dir.path(),
+            &[&client],
+            &["send", &member_target, "hi"]
+        ),
+        1
+    );
+
+    // A group in use, or named by another group's rule, stays.
+    serve.aws_err(
+        &["ec2", "delete-security-group", "--group-id", &web],
+        "DependencyViolation",
+    );
+    serve.aws_err(
+        &["ec2", "delete-security-group", "--group-id", &client],
+        "DependencyViolation",
+    );
+    serve.aws_err(
+        &["ec2", "delete-security-group", "--group-name", "default"],
+        "CannotDelete",
+    );
+    // Unknown groups are refused where tasks name them.
+    let bad = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": ["sg-0123456789abcdef0"]}});
+    serve.aws_err(
+        &[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            "sgweb",
+            "--network-configuration",
+            &bad.to_string(),
+        ],
+        "InvalidParameterException",
+    );
+}
+
+#[test]
+fn security_group_mistakes_get_ec2_error_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let sg = group_id(&serve, "a", "a");
+    serve.aws_err(
+        &[
+            "ec2",
+            "create-security-group",
+            "--group-name",
+            "a",
+            "--description",
+            "again",
+        ],
+        "InvalidGroup.Duplicate",
+    );
+    serve.aws_err(
+        &[
+            "ec2",
+            "describe-security-groups",
+            "--group-ids",
+            "sg-0000000000000000a",
+        ],
+        "InvalidGroup.NotFound",
+    );
+    let rule = [
+        "--group-id",
+        &sg,
+        "--protocol",
+        "tcp",
+        "--port",
+        "80",
+        "--cidr",
+        "127.18.0.0/16",
+    ];
+    let mut add = vec!["ec2", "authorize-security-group-ingress"];
+    add.extend(rule);
+    serve.aws_ok(&add);
+    serve.aws_err(&add, "InvalidPermission.Duplicate");
+    let mut remove = vec!["ec2", "revoke-security-group-ingress"];
+    remove.extend(rule);
+    serve.aws_ok(&remove);
+    serve.aws_err(&remove, "InvalidPermission.NotFound");
+    for (args, code) in [
+        (
+            vec!["--protocol", "tcp", "--port", "80", "--cidr", "10.0.0.0/8"],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                "--protocol",
+                "tcp",
+                "--port",
+                "70000",
+                "--cidr",
+                "127.0.0.0/8",
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec!["--protocol", "47", "--port", "1", "--cidr", "127.0.0.0/8"],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                "--protocol",
+                "tcp",
+                "--port",
+                "80",
+                "--source-group",
+                "sg-0000000000000000b",
+            ],
+            "InvalidGroup.NotFound",
+        ),
+    ] {
+        let mut cmd = vec!["ec2", "authorize-security-group-ingress", "--group-id", &sg];
+        cmd.extend(args);
+        serve.aws_err(&cmd, code);
+    }
+    serve.aws_ok(&["ec2", "delete-security-group", "--group-id", &sg]);
+    serve.aws_err(
+        &["ec2", "delete-security-group", "--group-id", &sg],
+        "InvalidGroup.NotFound",
+    );
+}

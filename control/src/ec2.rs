@@ -1,0 +1,784 @@
+//! Security groups: the EC2-shaped subset skiff manages, on the API
+//! endpoint in EC2's Query protocol (`aws ec2 create-security-group`,
+//! `authorize-security-group-ingress`...). Rules name loopback CIDRs (or
+//! 0.0.0.0/0) and other groups; [`crate::fabric`] enforces them on every
+//! connect and send of an awsvpc task that is a member.
+//!
+//! As in a VPC, a `default` group exists from the start: all traffic in
+//! from its own members, everything out. A new group lets everything out
+//! and nothing in until rules are added.
+
+use crate::error::ApiError;
+use crate::model::ACCOUNT;
+use crate::query::{Params, Xml};
+use crate::state::Write;
+use crate::{Inner, model::arn};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
+
+/// The one VPC skiff's groups live in (a label: there is one loopback).
+pub const VPC_ID: &str = "vpc-0000000000000skf";
+
+/// An IPv4 block a rule names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    base: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// 0.0.0.0/0: anywhere (which for a task means anywhere on loopback).
+    pub const ANY: Cidr = Cidr {
+        base: Ipv4Addr::UNSPECIFIED,
+        prefix: 0,
+    };
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        };
+        u32::from(ip) & mask == u32::from(self.base)
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Cidr, String> {
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("CIDR block {s} is malformed"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("CIDR block {s} is malformed"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("CIDR block {s} is malformed"))?;
+        let cidr = Cidr { base: ip, prefix };
+        if !cidr.contains(ip) {
+            return Err(format!("CIDR block {s} is malformed: it has host bits set"));
+        }
+        if prefix != 0 && !(prefix >= 8 && ip.octets()[0] == 127) {
+            return Err(format!(
+                "CIDR block {s} is outside loopback: skiff tasks only ever have 127.0.0.0/8 addresses (use 0.0.0.0/0 or a block inside 127.0.0.0/8)"
+            ));
+        }
+        Ok(cidr)
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        format!("{}/{}", c.base, c.prefix)
+    }
+}
+
+/// Where a rule's traffic comes from (ingress) or goes to (egress).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    Cidr(Cidr),
+    Group(String),
+}
+
+/// One rule: a protocol (`tcp`, `udp`, `icmp`, or `-1` for all), a port
+/// range (ignored for `-1`), and a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    pub id: String,
+    pub protocol: String,
+    pub from_port: i64,
+    pub to_port: i64,
+    pub source: Source,
+}
+
+impl Rule {
+    fn same(&self, other: &Rule) -> bool {
+        self.protocol == other.protocol
+            && (self.protocol == "-1"
+                || (self.from_port == other.from_port && self.to_port == other.to_port))
+            && self.source == other.source
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityGroup {
+    pub group_id: String,
+    pub group_name: String,
+    pub description: String,
+    pub ingress: Vec<Rule>,
+    pub egress: Vec<Rule>,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+}
+
+fn new_id(prefix: &str) -> String {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &hex[..17])
+}
+
+fn everything_out() -> Rule {
+    Rule {
+        id: new_id("sgr"),
+        protocol: "-1".into(),
+        from_port: -1,
+        to_port: -1,
+        source: Source::Cidr(Cidr::ANY),
+    }
+}
+
+/// The VPC's `default` group: all in from its members, all out.
+pub fn default_group() -> SecurityGroup {
+    let id = new_id("sg");
+    SecurityGroup {
+        ingress: vec![Rule {
+            id: new_id("sgr"),
+            protocol: "-1".into(),
+            from_port: -1,
+            to_port: -1,
+            source: Source::Group(id.clone()),
+        }],
+        egress: vec![everything_out()],
+        group_id: id,
+        group_name: "default".into(),
+        description: "default VPC security group".into(),
+        tags: Vec::new(),
+    }
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::coded(
+        "InvalidGroup.NotFound",
+        format!("The security group '{what}' does not exist"),
+    )
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::coded("InvalidParameterValue", message)
+}
+
+/// Handles one EC2 action; the answer is the XML document.
+pub(crate) async fn handle(
+    inner: &Inner,
+    action: &str,
+    p: &Params,
+    region: &str,
+) -> Result<String, ApiError> {
+    match action {
+        "CreateSecurityGroup" => create(inner, p, region).await,
+        "DescribeSecurityGroups" => describe(inner, p, region).await,
+        "DeleteSecurityGroup" => delete(inner, p).await,
+        "AuthorizeSecurityGroupIngress" => authorize(inner, p, false, false).await,
+        "AuthorizeSecurityGroupEgress" => authorize(inner, p, true, false).await,
+        "RevokeSecurityGroupIngress" => authorize(inner, p, false, true).await,
+        "RevokeSecurityGroupEgress" => authorize(inner, p, true, true).await,
+        other => Err(ApiError::coded(
+            "InvalidAction",
+            format!(
+                "The action {other} is not valid for this web service (skiff's EC2 subset: security groups)"
+            ),
+        )),
+    }
+}
+
+fn response(root: &'static str) -> Xml {
+    let mut x = Xml::document(root, XMLNS);
+    x.text("requestId", uuid::Uuid::new_v4());
+    x
+}
+
+fn tags_of(p: &Params) -> Result<Vec<(String, String)>, ApiError> {
+    let mut tags = Vec::new();
+    for spec in p.list("TagSpecification") {
+        if let Some(t) = spec.get("ResourceType")
+            && t != "security-group"
+        {
+            return Err(invalid(format!(
+                "'{t}' is not a valid taggable resource type for this operation."
+            )));
+        }
+        for tag in spec.list("Tag") {
+            let key = tag.required("Key")?.to_string();
+            tags.push((key, tag.get("Value").unwrap_or_default().to_string()));
+        }
+    }
+    Ok(tags)
+}
+
+async fn create(inner: &Inner, p: &Params, region: &str) -> Result<String, ApiError> {
+    let name = p.required("GroupName")?.to_string();
+    let description = p.required("GroupDescription")?.to_string();
+    if name.is_empty() || name.len() > 255 {
+        return Err(invalid("GroupName must be 1 to 255 characters."));
+    }
+    if name.starts_with("sg-") {
+        return Err(invalid("Group names may not be in the format sg-*."));
+    }
+    if description.len() > 255 {
+        return Err(invalid("GroupDescription is at most 255 characters."));
+    }
+    if let Some(vpc) = p.get("VpcId")
+        && vpc != VPC_ID
+    {
+        return Err(ApiError::coded(
+            "InvalidVpcID.NotFound",
+            format!("The vpc ID '{vpc}' does not exist (skiff has one VPC: {VPC_ID})"),
+        ));
+    }
+    let tags = tags_of(p)?;
+    let mut state = inner.state.lock().await;
+    if state
+        .security_groups
+        .values()
+        .any(|g| g.value.group_name == name)
+    {
+        return Err(ApiError::coded(
+            "InvalidGroup.Duplicate",
+            format!("The security group '{name}' already exists for VPC '{VPC_ID}'"),
+        ));
+    }
+    let sg = SecurityGroup {
+        group_id: new_id("sg"),
+        group_name: name,
+        description,
+        ingress: Vec::new(),
+        egress: vec![everything_out()],
+        tags,
+    };
+    state
+        .apply(
+            inner.store.as_ref(),
+            vec![Write::SecurityGroup(Box::new(sg.clone()))],
+        )
+        .await?;
+    inner.fabric.set_group(&sg);
+    let mut x = response("CreateSecurityGroupResponse");
+    x.text("groupId", &sg.group_id).text(
+        "securityGroupArn",
+        arn("ec2", region, &format!("security-group/{}", sg.group_id)),
+    );
+    tag_set(&mut x, &sg.tags);
+    Ok(x.finish())
+}
+
+fn tag_set(x: &mut Xml, tags: &[(String, String)]) {
+    if tags.is_empty() {
+        return;
+    }
+    x.open("tagSet");
+    for (k, v) in tags {
+        x.open("item").text("key", k).text("value", v).close();
+    }
+    x.close();
+}
+
+/// The group a request names by `GroupId` or `GroupName`.
+fn named<'a>(state: &'a crate::state::State, p: &Params) -> Result<&'a SecurityGroup, ApiError> {
+    if let Some(id) = p.get("GroupId") {
+        return state
+            .security_groups
+            .get(id)
+            .map(|e| &e.value)
+            .ok_or_else(|| not_found(id));
+    }
+    let name = p.get("GroupName").ok_or_else(|| {
+        ApiError::coded(
+            "MissingParameter",
+            "The request must contain the parameter GroupId or GroupName",
+        )
+    })?;
+    state
+        .security_groups
+        .values()
+        .map(|e| &e.value)
+        .find(|g| g.group_name == name)
+        .ok_or_else(|| not_found(name))
+}
+
+async fn describe(inner: &Inner, p: &Params, region: &str) -> Result<String, ApiError> {
+    let ids = p.strings("GroupId");
+    let names = p.strings("GroupName");
+    let mut filters: Vec<(String, Vec<String>)> = Vec::new();
+    for f in p.list("Filter") {
+        let name = f.required("Name")?.to_string();
+        if !matches!(
+            name.as_str(),
+            "group-id" | "group-name" | "vpc-id" | "description"
+        ) {
+            return Err(invalid(format!(
+                "The filter '{name}' is invalid (skiff filters on group-id, group-name, vpc-id, description)"
+            )));
+        }
+        filters.push((name, f.strings("Value")));
+    }
+    let max = p.int("MaxResults")?;
+    if let Some(m) = max
+        && !(5..=1000).contains(&m)
+    {
+        return Err(invalid("MaxResults must be between 5 and 1000."));
+    }
+    let start: usize = match p.get("NextToken") {
+        Some(t) => t
+            .parse()
+            .map_err(|_| invalid(format!("The token '{t}' is invalid.")))?,
+        None => 0,
+    };
+    let state = inner.state.lock().await;
+    for id in &ids {
+        if !state.security_groups.contains_key(id) {
+            return Err(not_found(id));
+        }
+    }
+    for name in &names {
+        if !state
+            .security_groups
+            .values()
+            .any(|g| &g.value.group_name == name)
+        {
+            return Err(not_found(name));
+        }
+    }
+    let mut groups: Vec<&SecurityGroup> = state
+        .security_groups
+        .values()
+        .map(|e| &e.value)
+        .filter(|g| ids.is_empty() || ids.contains(&g.group_id))
+        .filter(|g| names.is_empty() || names.contains(&g.group_name))
+        .filter(|g| {
+            filters.iter().all(|(name, values)| {
+                let have = match name.as_str() {
+                    "group-id" => g.group_id.as_str(),
+                    "group-name" => g.group_name.as_str(),
+                    "vpc-id" => VPC_ID,
+                    _ => g.description.as_str(),
+                };
+                values.iter().any(|v| v == have)
+            })
+        })
+        .collect();
+    groups.sort_by(|a, b| a.group_name.cmp(&b.group_name));
+    let page: Vec<&SecurityGroup> = groups
+        .iter()
+        .skip(start)
+        .take(max.map_or(usize::MAX, |m| m as usize))
+        .copied()
+        .collect();
+    let next = (start + page.len() < groups.len()).then(|| (start + page.len()).to_string());
+    let mut x = response("DescribeSecurityGroupsResponse");
+    x.open("securityGroupInfo");
+    for g in page {
+        x.open("item")
+            .text("ownerId", ACCOUNT)
+            .text("groupId", &g.group_id)
+            .text("groupName", &g.group_name)
+            .text("groupDescription", &g.description)
+            .text("vpcId", VPC_ID)
+            .text(
+                "securityGroupArn",
+                arn("ec2", region, &format!("security-group/{}", g.group_id)),
+            );
+        permissions(&mut x, "ipPermissions", &g.ingress);
+        permissions(&mut x, "ipPermissionsEgress", &g.egress);
+        tag_set(&mut x, &g.tags);
+        x.close();
+    }
+    x.close();
+    x.text_opt("nextToken", next);
+    Ok(x.finish())
+}
+
+/// Rules as EC2 lists them: grouped by protocol and ports, each with its
+/// CIDR ranges and group pairs.
+fn permissions(x: &mut Xml, name: &'static str, rules: &[Rule]) {
+    let mut keys: Vec<(&str, i64, i64)> = Vec::new();
+    for r in rules {
+        let k = (r.protocol.as_str(), r.from_port, r.to_port);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    x.open(name);
+    for (protocol, from, to) in keys {
+        x.open("item").text("ipProtocol", protocol);
+        if protocol != "-1" {
+            x.text("fromPort", from).text("toPort", to);
+        }
+        let same = |r: &&Rule| r.protocol == protocol && r.from_port == from && r.to_port == to;
+        x.open("groups");
+        for r in rules.iter().filter(same) {
+            if let Source::Group(g) = &r.source {
+                x.open("item")
+                    .text("userId", ACCOUNT)
+                    .text("groupId", g)
+                    .close();
+            }
+        }
+        x.close().open("ipRanges");
+        for r in rules.iter().filter(same) {
+            if let Source::Cidr(c) = &r.source {
+                x.open("item").text("cidrIp", String::from(*c)).close();
+            }
+        }
+        x.close()
+            .open("ipv6Ranges")
+            .close()
+            .open("prefixListIds")
+            .close()
+            .close();
+    }
+    x.close();
+}
+
+/// The rules an Authorize/Revoke request names.
+fn requested_rules(state: &crate::state::State, p: &Params) -> Result<Vec<Rule>, ApiError> {
+    if p.get("IpProtocol").is_some() || p.get("CidrIp").is_some() {
+        return Err(invalid(
+            "skiff takes rules as IpPermissions (the AWS CLI's --protocol/--port/--cidr/--source-group send them so)",
+        ));
+    }
+    let perms = p.list("IpPermissions");
+    if perms.is_empty() {
+        return Err(ApiError::coded(
+            "MissingParameter",
+            "The request must contain the parameter IpPermissions",
+        ));
+    }
+    let mut rules = Vec::new();
+    for perm in perms {
+        let protocol = match perm.required("IpProtocol")?.to_ascii_lowercase().as_str() {
+            "tcp" | "6" => "tcp",
+            "udp" | "17" => "udp",
+            "icmp" | "1" => "icmp",
+            "-1" | "all" => "-1",
+            other => {
+                return Err(invalid(format!(
+                    "Invalid value '{other}' for IP protocol. Unknown protocol."
+                )));
+            }
+        };
+        let (from, to) = if protocol == "-1" {
+            (-1, -1)
+        } else {
+            let from = perm.int("FromPort")?.ok_or_else(|| {
+                invalid(format!("Invalid value for portRange. Must specify both from and to ports with {protocol}."))
+            })?;
+            let to = perm.int("ToPort")?.ok_or_else(|| {
+                invalid(format!("Invalid value for portRange. Must specify both from and to ports with {protocol}."))
+            })?;
+            let range = if protocol == "icmp" {
+                -1..=255
+            } else {
+                0..=65535
+            };
+            if !range.contains(&from) || !range.contains(&to) || (protocol != "icmp" && from > to) {
+                return Err(invalid(format!(
+                    "Invalid value for portRange: {from}-{to} (ports are 0 to 65535, from <= to)"
+                )));
+            }
+            (from, to)
+        };
+        if !perm.list("Ipv6Ranges").is_empty() {
+            return Err(invalid(
+                "skiff tasks have no IPv6 addresses: Ipv6Ranges cannot match anything",
+            ));
+        }
+        if !perm.list("PrefixListIds").is_empty() {
+            return Err(invalid("skiff has no managed prefix lists"));
+        }
+        let mut sources = Vec::new();
+        for range in perm.list("IpRanges") {
+            let cidr = Cidr::try_from(range.required("CidrIp")?.to_string()).map_err(invalid)?;
+            sources.push(Source::Cidr(cidr));
+        }
+        // On the wire EC2 names the pairs by their location name, Groups.
+        let pairs = perm
+            .list("Groups")
+            .into_iter()
+            .chain(perm.list("UserIdGroupPairs"));
+        for pair in pairs {
+            let group = match (pair.get("GroupId"), pair.get("GroupName")) {
+                (Some(id), _) => state
+                    .security_groups
+                    .get(id)
+                    .map(|e| e.value.group_id.clone())
+                    .ok_or_else(|| not_found(id))?,
+                (None, Some(name)) => state
+                    .security_groups
+                    .values()
+                    .find(|g| g.value.group_name == name)
+                    .map(|g| g.value.group_id.clone())
+                    .ok_or_else(|| not_found(name))?,
+                (None, None) => {
+                    return Err(ApiError::coded(
+                        "MissingParameter",
+                        "A group pair needs a GroupId or GroupName",
+                    ));
+                }
+            };
+            sources.push(Source::Group(group));
+        }
+        if sources.is_empty() {
+            return Err(ApiError::coded(
+                "MissingParameter",
+                "A permission needs IpRanges or UserIdGroupPairs",
+            ));
+        }
+        for source in sources {
+            rules.push(Rule {
+                id: new_id("sgr"),
+                protocol: protocol.into(),
+                from_port: from,
+                to_port: to,
+                source,
+            });
+        }
+    }
+    Ok(rules)
+}
+
+async fn authorize(
+    inner: &Inner,
+    p: &Params,
+    egress: bool,
+    revoke: bool,
+) -> Result<String, ApiError> {
+    let mut state = inner.state.lock().await;
+    if egress && p.get("GroupId").is_none() {
+        return Err(ApiError::coded(
+            "MissingParameter",
+            "The request must contain the parameter GroupId",
+        ));
+    }
+    let mut sg = named(&state, p)?.clone();
+    let rules = requested_rules(&state, p)?;
+    let list = if egress {
+        &mut sg.egress
+    } else {
+        &mut sg.ingress
+    };
+    let mut changed = Vec::new();
+    for r in rules {
+        let existing = list.iter().position(|x| x.same(&r));
+        match (revoke, existing) {
+            (false, Some(_)) => {
+                return Err(ApiError::coded(
+                    "InvalidPermission.Duplicate",
+                    format!(
+                        "the specified rule \"peer: {}, {}, ALLOW\" already exists",
+                        peer(&r.source),
+                        ports(&r)
+                    ),
+                ));
+            }
+            (false, None) => {
+                changed.push(r.clone());
+                list.push(r);
+            }
+            (true, Some(i)) => changed.push(list.remove(i)),
+            (true, None) => {
+                return Err(ApiError::coded(
+                    "InvalidPermission.NotFound",
+                    format!(
+                        "The specified rule does not exist in this security group: peer {}, {}",
+                        peer(&r.source),
+                        ports(&r)
+                    ),
+                ));
+            }
+        }
+    }
+    state
+        .apply(
+            inner.store.as_ref(),
+            vec![Write::SecurityGroup(Box::new(sg.clone()))],
+        )
+        .await?;
+    inner.fabric.set_group(&sg);
+    let root = match (egress, revoke) {
+        (false, false) => "AuthorizeSecurityGroupIngressResponse",
+        (true, false) => "AuthorizeSecurityGroupEgressResponse",
+        (false, true) => "RevokeSecurityGroupIngressResponse",
+        (true, true) => "RevokeSecurityGroupEgressResponse",
+    };
+    let mut x = response(root);
+    x.text("return", "true");
+    if !revoke {
+        x.open("securityGroupRuleSet");
+        for r in &changed {
+            x.open("item")
+                .text("securityGroupRuleId", &r.id)
+                .text("groupId", &sg.group_id)
+                .text("groupOwnerId", ACCOUNT)
+                .text("isEgress", egress)
+                .text("ipProtocol", &r.protocol)
+                .text("fromPort", r.from_port)
+                .text("toPort", r.to_port);
+            match &r.source {
+                Source::Cidr(c) => {
+                    x.text("cidrIpv4", String::from(*c));
+                }
+                Source::Group(g) => {
+                    x.open("referencedGroupInfo")
+                        .text("groupId", g)
+                        .text("userId", ACCOUNT)
+                        .close();
+                }
+            }
+            x.close();
+        }
+        x.close();
+    }
+    Ok(x.finish())
+}
+
+fn peer(s: &Source) -> String {
+    match s {
+        Source::Cidr(c) => String::from(*c),
+        Source::Group(g) => g.clone(),
+    }
+}
+
+fn ports(r: &Rule) -> String {
+    if r.protocol == "-1" {
+        "ALL".into()
+    } else {
+        format!("{} {}-{}", r.protocol, r.from_port, r.to_port)
+    }
+}
+
+async fn delete(inner: &Inner, p: &Params) -> Result<String, ApiError> {
+    let mut state = inner.state.lock().await;
+    let sg = named(&state, p)?.clone();
+    if sg.group_name == "default" {
+        return Err(ApiError::coded(
+            "CannotDelete",
+            format!(
+                "the specified group: \"{}\" name: \"default\" cannot be deleted by a user",
+                sg.group_id
+            ),
+        ));
+    }
+    let referenced = state.security_groups.values().any(|g| {
+        g.value.group_id != sg.group_id
+            && g.value
+                .ingress
+                .iter()
+                .chain(&g.value.egress)
+                .any(|r| r.source == Source::Group(sg.group_id.clone()))
+    });
+    if referenced || inner.fabric.in_use(&sg.group_id) || wanted_by(&state, &sg.group_id) {
+        return Err(ApiError::coded(
+            "DependencyViolation",
+            format!("resource {} has a dependent object", sg.group_id),
+        ));
+    }
+    state
+        .apply(
+            inner.store.as_ref(),
+            vec![Write::RemoveSecurityGroup(sg.group_id.clone())],
+        )
+        .await?;
+    inner.fabric.remove_group(&sg.group_id);
+    let mut x = response("DeleteSecurityGroupResponse");
+    x.text("return", "true").text("groupId", &sg.group_id);
+    Ok(x.finish())
+}
+
+/// Does a task that is not stopped yet, or an active service, name the
+/// group?
+fn wanted_by(state: &crate::state::State, group: &str) -> bool {
+    let names = |n: &Option<crate::model::NetworkConfiguration>| {
+        n.as_ref()
+            .and_then(|n| n.awsvpc_configuration.as_ref())
+            .is_some_and(|v| v.security_groups.iter().any(|g| g == group))
+    };
+    state
+        .tasks
+        .values()
+        .any(|t| t.value.last_status != "STOPPED" && names(&t.value.network_configuration))
+        || state
+            .services
+            .values()
+            .any(|s| s.value.status != "INACTIVE" && names(&s.value.network_configuration))
+}
+
+/// Resolves the groups a task names (ids or names) to ids; none given
+/// means the VPC's default group.
+pub(crate) fn resolve_groups(
+    state: &crate::state::State,
+    given: &[String],
+) -> Result<Vec<String>, ApiError> {
+    if given.len() > 5 {
+        return Err(ApiError::invalid_parameter(
+            "At most 5 security groups can be given.",
+        ));
+    }
+    if given.is_empty() {
+        return state
+            .security_groups
+            .values()
+            .find(|g| g.value.group_name == "default")
+            .map(|g| vec![g.value.group_id.clone()])
+            .ok_or_else(|| ApiError::server("the default security group is missing"));
+    }
+    given
+        .iter()
+        .map(|g| {
+            state
+                .security_groups
+                .get(g)
+                .map(|e| e.value.group_id.clone())
+                .ok_or_else(|| {
+                    ApiError::invalid_parameter(format!(
+                        "Error retrieving security group information for [{g}]: The security group '{g}' does not exist"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Makes sure the VPC's default group exists (first start).
+pub(crate) fn ensure_default(state: &crate::state::State) -> Option<Write> {
+    (!state
+        .security_groups
+        .values()
+        .any(|g| g.value.group_name == "default"))
+    .then(|| Write::SecurityGroup(Box::new(default_group())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_stay_on_loopback() {
+        let ok = |s: &str| Cidr::try_from(s.to_string());
+        assert!(
+            ok("0.0.0.0/0")
+                .unwrap()
+                .contains("127.18.3.4".parse().unwrap())
+        );
+        let block = ok("127.18.0.0/16").unwrap();
+        assert!(block.contains("127.18.9.9".parse().unwrap()));
+        assert!(!block.contains("127.19.0.1".parse().unwrap()));
+        for bad in [
+            "10.0.0.0/8",
+            "192.168.0.0/16",
+            "127.18.0.1/16",
+            "127.0.0.0/4",
+            "x/8",
+            "127.0.0.0/33",
+        ] {
+            assert!(ok(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The network fabric: what every task's socket policy consults. It holds
+//! the security groups' rules (mirrored from the state after each commit),
+//! which task address is in which groups (set by the agent while a task
+//! runs), and the names service discovery answers.
+//!
+//! Checks happen on the sending side, where skiff knows both ends: a
+//! connection or datagram from a task leaves only if one of the sender's
+//! groups allows it out (egress) and, when the destination is an awsvpc
+//! task, one of the destination's groups lets it in (ingress). No task can
+//! send any other way, so this is the whole firewall between tasks.
+
+use crate::ec2::{Rule, SecurityGroup, Source};
+use skiff_runtime::net::{NetworkPolicy, SocketUse};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+
+/// A transport protocol, as rules name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Groups {
+    /// Each group's (ingress, egress) rules.
+    rules: HashMap<String, (Vec<Rule>, Vec<Rule>)>,
+    /// Each awsvpc task address's groups.
+    members: HashMap<Ipv4Addr, Vec<String>>,
+    /// Service discovery: name → addresses.
+    names: HashMap<String, Vec<Ipv4Addr>>,
+}
+
+/// See the module's documentation. Cheap to share (`Arc`).
+#[derive(Debug, Default)]
+pub struct Fabric {
+    inner: RwLock<Groups>,
+}
+
+/// Does `rule` let traffic of `proto` to `port` through, from or to `peer`
+/// (an address and its groups)?
+fn matches(rule: &Rule, proto: Proto, port: u16, peer: Ipv4Addr, peer_groups: &[String]) -> bool {
+    let proto_ok = rule.protocol == "-1" || rule.protocol == proto.name();
+    let port_ok = rule.protocol == "-1"
+        || (i64::from(port) >= rule.from_port && i64::from(port) <= rule.to_port);
+    let source_ok = match &rule.source {
+        Source::Cidr(net) => net.contains(peer),
+        Source::Group(g) => peer_groups.iter().any(|p| p == g),
+    };
+    proto_ok && port_ok && source_ok
+}
+
+impl Fabric {
+    /// Replaces a group's rules (after it was created or changed).
+    pub fn set_group(&self, sg: &SecurityGroup) {
+        if let Ok(mut g) = self.inner.write() {
+            g.rules
+                .insert(sg.group_id.clone(), (sg.ingress.clone(), sg.egress.clone()));
+        }
+    }
+
+    /// Forgets a deleted group.
+    pub fn remove_group(&self, id: &str) {
+        if let Ok(mut g) = self.inner.write() {
+            g.rules.remove(id);
+        }
+    }
+
+    /// A task address joins its groups (while the task runs).
+    pub fn join(&self, ip: Ipv4Addr, groups: Vec<String>) {
+        if let Ok(mut g) = self.inner.write() {
+            g.members.insert(ip, groups);
+        }
+    }
+
+    /// A task address leaves the fabric.
+    pub fn leave(&self, ip: Ipv4Addr) {
+        if let Ok(mut g) = self.inner.write() {
+            g.members.remove(&ip);
+        }
+    }
+
+    /// Is any group of this address using `group`? (A group in use cannot
+    /// be deleted.)
+    pub fn in_use(&self, group: &str) -> bool {
+        self.inner
+            .read()
+            .map(|g| g.members.values().any(|m| m.iter().any(|x| x == group)))
+            .unwrap_or(false)
+    }
+
+    /// The groups of a task address, if it is an awsvpc task's.
+    pub fn groups_of(&self, ip: Ipv4Addr) -> Option<Vec<String>> {
+        self.inner.read().ok()?.members.get(&ip).cloned()
+    }
+
+    /// Sets (or with no addresses, removes) a discoverable name.
+    pub fn set_name(&self, name: &str, addrs: Vec<Ipv4Addr>) {
+        if let Ok(mut g) = self.inner.write() {
+            if addrs.is_empty() {
+                g.names.remove(&name.to_ascii_lowercase());
+            } else {
+                g.names.insert(name.to_ascii_lowercase(), addrs);
+            }
+        }
+    }
+
+    /// The addresses a name resolves to.
+    pub fn resolve(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.inner.read().ok()?.names.get(&name).cloned()
+    }
+
+    /// May traffic of `proto` go from `from` (with `from_groups`, `None`
+    /// for a sender outside security groups: egress open) to `to`?
+    pub fn allows(
+        &self,
+        from: Ipv4Addr,
+        from_groups: Option<&[String]>,
+        to: SocketAddr,
+        proto: Proto,
+    ) -> bool {
+        let IpAddr::V4(to_ip) = to.ip() else {
+            return false;
+        };
+        let Ok(g) = self.inner.read() else {
+            return false;
+        };
+        let to_groups = g.members.get(&to_ip);
+        let empty = Vec::new();
+        let no_groups: &[String] = &empty;
+        // Out of the sender's groups.
+        if let Some(groups) = from_groups {
+            let out = groups.iter().any(|id| {
+                g.rules.get(id).is_some_and(|(_, egress)| {
+                    egress.iter().any(|r| {
+                        matches(
+                            r,
+                            proto,
+                            to.port(),
+                            to_ip,
+                            to_groups.map_or(no_groups, Vec::as_slice),
+                        )
+                    })
+                })
+            });
+            if !out {
+                return false;
+            }
+        }
+        // Into the receiver's, when it is an awsvpc task.
+        if let Some(groups) = to_groups {
+            let sender_groups = from_groups.unwrap_or(no_groups);
+            return groups.iter().any(|id| {
+                g.rules.get(id).is_some_and(|(ingress, _)| {
+                    ingress
+                        .iter()
+                        .any(|r| matches(r, proto, to.port(), from, sender_groups))
+                })
+            });
+        }
+        true
+    }
+}
+
+/// The socket policy of a task with an address of its own: awsvpc (with
+/// its security groups) or bridge (`groups` None: no groups of its own, so
+/// egress is open, but awsvpc tasks' ingress rules still apply to it).
+pub struct TaskPolicy {
+    pub ip: Ipv4Addr,
+    pub groups: Option<Vec<String>>,
+    pub fabric: Arc<Fabric>,
+}
+
+impl NetworkPolicy for TaskPolicy {
+    fn allows(&self, addr: SocketAddr, usage: SocketUse) -> bool {
+        match usage {
+            SocketUse::TcpBind | SocketUse::TcpListen | SocketUse::UdpBind => {
+                addr.ip() == IpAddr::V4(self.ip)
+            }
+            // Ingress was judged where the traffic was sent from; traffic
+            // from the host is not a task's to filter (there are no
+            // namespaces between them).
+            SocketUse::TcpAccept | SocketUse::UdpReceive => addr.ip().is_loopback(),
+            SocketUse::TcpConnect | SocketUse::UdpSend => {
+                let proto = if usage == SocketUse::TcpConnect {
+                    Proto::Tcp
+                } else {
+                    Proto::Udp
+                };
+                // Only loopback, ever; the task itself is always reachable.
+                match addr.ip() {
+                    IpAddr::V4(ip) if ip == self.ip => true,
+                    IpAddr::V4(ip) if ip.is_loopback() => {
+                        self.fabric
+                            .allows(self.ip, self.groups.as_deref(), addr, proto)
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+    fn sockets_enabled(&self) -> bool {
+        true
+    }
+    fn name_lookup_enabled(&self) -> bool {
+        false
+    }
+    fn allows_http(&self, _: &str, _: u16) -> bool {
+        false
+    }
+    fn task_address(&self) -> Option<Ipv4Addr> {
+        Some(self.ip)
+    }
+    fn resolve(&self, name: &str) -> Option<Vec<IpAddr>> {
+        self.fabric
+            .resolve(name)
+            .map(|v| v.into_iter().map(IpAddr::V4).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ec2::Cidr;
+
+    fn rule(protocol: &str, from: i64, to: i64, source: Source) -> Rule {
+        Rule {
+            id: String::new(),
+            protocol: protocol.into(),
+            from_port: from,
+            to_port: to,
+            source,
+        }
+    }
+
+    fn group(id: &str, ingress: Vec<Rule>, egress: Vec<Rule>) -> SecurityGroup {
+        SecurityGroup {
+            group_id: id.into(),
+            group_name: id.into(),
+            description: String::new(),
+            ingress,
+            egress,
+            tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn egress_then_ingress_by_cidr_and_group() {
+        let f = Fabric::default();
+        let anywhere = || Source::Cidr(Cidr::ANY);
+        let a: Ipv4Addr = "127.18.0.1".parse().unwrap();
+        let b: Ipv4Addr = "127.18.0.2".parse().unwrap();
+        let c: Ipv4Addr = "127.18.0.3".parse().unwrap();
+        // web: anything out; in: 8080/tcp from the lb group only.
+        f.set_group(&group(
+            "sg-web",
+            vec![rule("tcp", 8080, 8080, Source::Group("sg-lb".into()))],
+            vec![rule("-1", 0, 0, anywhere())],
+        ));
+        // lb: out only to 8080/tcp.
+        f.set_group(&group(
+            "sg-lb",
+            vec![],
+            vec![rule("tcp", 8080, 8080, anywhere())],
+        ));
+        f.set_group(&group(
+            "sg-other",
+            vec![],
+            vec![rule("-1", 0, 0, anywhere())],
+        ));
+        f.join(a, vec!["sg-web".into()]);
+        f.join(b, vec!["sg-lb".into()]);
+        f.join(c, vec!["sg-other".into()]);
+        let web = SocketAddr::from((a, 8080));
+        let lb_groups = vec!["sg-lb".to_string()];
+        let other_groups = vec!["sg-other".to_string()];
+        assert!(f.allows(b, Some(&lb_groups), web, Proto::Tcp));
+        assert!(
+            !f.allows(b, Some(&lb_groups), web, Proto::Udp),
+            "udp not allowed in"
+        );
+        assert!(!f.allows(b, Some(&lb_groups), SocketAddr::from((a, 9090)), Proto::Tcp));
+        assert!(
+            !f.allows(c, Some(&other_groups), web, Proto::Tcp),
+            "not in the lb group"
+        );
+        // lb's egress stops it at other ports, even to non-tasks.
+        assert!(!f.allows(
+            b,
+            Some(&lb_groups),
+            SocketAddr::from(([127, 0, 0, 9], 80)),
+            Proto::Tcp
+        ));
+        // A sender outside groups (bridge) still meets ingress.
+        assert!(!f.allows(c, None, web, Proto::Tcp));
+        f.leave(a);
+        assert!(
+            f.allows(c, Some(&other_groups), web, Proto::Tcp),
+            "no task there any more"
+        );
+        assert!(f.in_use("sg-lb") && !f.in_use("sg-web"));
+    }
+
+    #[test]
+    fn names_resolve_case_blind_and_disappear() {
+        let f = Fabric::default();
+        let ip: Ipv4Addr = "127.18.0.7".parse().unwrap();
+        f.set_name("api.local", vec![ip]);
+        assert_eq!(f.resolve("API.local."), Some(vec![ip]));
+        f.set_name("api.local", Vec::new());
+        assert_eq!(f.resolve("api.local"), None);
+    }
+}
