@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod discovery;
 pub mod ec2;
 mod ecr;
 mod ecs;
@@ -239,6 +240,7 @@ impl ControlPlane {
         for g in state.security_groups.values() {
             fabric.set_group(&g.value);
         }
+        discovery::refresh(&state, &fabric);
 
         let agent = Arc::new(Agent::new(
             instance_arn.clone(),
@@ -340,6 +342,9 @@ impl ControlPlane {
         }
         if let Some(op) = target.strip_prefix("AmazonEC2ContainerRegistry_V20150921.") {
             return ecr::handle(&self.inner, op, body, region).await;
+        }
+        if let Some(op) = target.strip_prefix("Route53AutoNaming_v20170314.") {
+            return discovery::handle(&self.inner, op, body, region).await;
         }
         if let Some(op) = target.strip_prefix("Logs_20140328.") {
             let logs = self.inner.logs.clone();
@@ -472,6 +477,10 @@ async fn report_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Report>)
                 batch.clear();
                 for id in stopped {
                     inner.agent.forget(&id);
+                }
+                // Discovered names follow their tasks.
+                if !state.discovery.services.is_empty() {
+                    discovery::refresh(&state, &inner.fabric);
                 }
                 // Services see their tasks' new states.
                 inner.wake.notify_one();

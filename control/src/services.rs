@@ -137,6 +137,72 @@ pub struct Service {
     pub last_completed: Option<Completed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_configuration: Option<NetworkConfiguration>,
+    #[serde(default)]
+    pub service_registries: Vec<ServiceRegistry>,
+}
+
+/// A `serviceRegistries` entry: the Cloud Map service the tasks register
+/// in (A records of their awsvpc addresses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceRegistry {
+    pub registry_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+}
+
+/// A request's `serviceRegistries`, checked: at most one, naming a
+/// discovery service that exists, with A records, for an awsvpc
+/// definition.
+fn service_registries(
+    state: &State,
+    body: &Value,
+    td: &TaskDefinition,
+) -> Result<Option<Vec<ServiceRegistry>>, ApiError> {
+    let regs: Vec<ServiceRegistry> = match body.get("serviceRegistries") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            ApiError::invalid_parameter(format!("serviceRegistries is invalid: {e}"))
+        })?,
+    };
+    if regs.len() > 1 {
+        return Err(ApiError::invalid_parameter(
+            "At most one service registry can be given.",
+        ));
+    }
+    for r in &regs {
+        let Some(found) = state
+            .discovery
+            .services
+            .values()
+            .find(|s| s.arn == r.registry_arn)
+        else {
+            return Err(ApiError::invalid_parameter(format!(
+                "The service registry {} does not exist.",
+                r.registry_arn
+            )));
+        };
+        if r.port.is_some() || r.container_name.is_some() || r.container_port.is_some() {
+            return Err(ApiError::invalid_parameter(
+                "port, containerName and containerPort name SRV records, which skiff does not answer: register A records (awsvpc) with registryArn alone",
+            ));
+        }
+        let dns = state
+            .discovery
+            .namespaces
+            .get(&found.namespace_id)
+            .is_some_and(|n| n.kind == "DNS_PRIVATE");
+        if dns && td.network_mode.as_deref() != Some("awsvpc") {
+            return Err(ApiError::invalid_parameter(
+                "A service registry with A records needs networkMode awsvpc (tasks of other modes have no address of their own to register).",
+            ));
+        }
+    }
+    Ok(Some(regs))
 }
 
 /// A deployment that completed.
@@ -754,6 +820,10 @@ pub(crate) async fn reconcile(inner: &Inner) -> Result<(), ApiError> {
             }
         }
     }
+    // Discovered names follow the services' tasks.
+    if !state.discovery.services.is_empty() {
+        crate::discovery::refresh(&state, &inner.fabric);
+    }
     Ok(())
 }
 
@@ -997,7 +1067,6 @@ fn unable_to_place_because(name: &str, reason: &str) -> String {
 /// Fields of CreateService/UpdateService skiff cannot honour yet.
 const UNSUPPORTED_SERVICE_FIELDS: &[&str] = &[
     "loadBalancers",
-    "serviceRegistries",
     "capacityProviderStrategy",
     "platformVersion",
     "enableExecuteCommand",
@@ -1191,7 +1260,7 @@ fn service_view(state: &State, svc: &Service, with_tags: bool) -> Value {
         "serviceName": svc.service_name,
         "clusterArn": svc.cluster_arn,
         "loadBalancers": [],
-        "serviceRegistries": [],
+        "serviceRegistries": svc.service_registries,
         "status": svc.status,
         "desiredCount": svc.desired_count,
         "runningCount": count(None, true),
@@ -1217,6 +1286,9 @@ fn service_view(state: &State, svc: &Service, with_tags: bool) -> Value {
     }
     if let Some(r) = &svc.role_arn {
         v["roleArn"] = json!(r);
+    }
+    if let Some(n) = &svc.network_configuration {
+        v["networkConfiguration"] = json!(n);
     }
     if with_tags {
         v["tags"] = to_value(&svc.tags);
@@ -1372,6 +1444,7 @@ pub(crate) async fn create_service(
         network.as_ref(),
     )?;
     check_groups(&state, network.as_ref())?;
+    let registries = service_registries(&state, body, &td)?.unwrap_or_default();
     let desired = if daemon {
         // One task per instance it may run on, from the start.
         let (c, s) = placement_rules(&constraints, &strategies)?;
@@ -1408,6 +1481,7 @@ pub(crate) async fn create_service(
         steady: false,
         last_completed: None,
         network_configuration: network,
+        service_registries: registries,
     };
     let id = deployment_id(inner);
     svc.new_deployment(at, id, "ECS deployment in progress.");
@@ -1423,14 +1497,6 @@ fn check_runs(
     network: Option<&NetworkConfiguration>,
 ) -> Result<(), ApiError> {
     crate::ecs::check_launch(svc_launch, Some(td), placement_given)?;
-    if svc_launch == "EC2"
-        && td.requires_compatibilities.iter().any(|c| c == "FARGATE")
-        && !td.requires_compatibilities.iter().any(|c| c == "EC2")
-    {
-        return Err(ApiError::invalid_parameter(
-            "The task definition requires FARGATE: create the service with launchType FARGATE.",
-        ));
-    }
     crate::ecs::check_network_configuration(td, network)
 }
 
@@ -1484,7 +1550,7 @@ pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value,
     let mut redeploy = force;
     let network = crate::ecs::parse_network_configuration(body)?;
     let given_td = body.get("taskDefinition").and_then(Value::as_str);
-    if given_td.is_some() || network.is_some() {
+    if given_td.is_some() || network.is_some() || body.get("serviceRegistries").is_some() {
         let td = match given_td {
             Some(given) => resolve_taskdef(&state, given, true)?,
             None => crate::ecs::taskdef_of(&state, &svc.task_definition).ok_or_else(|| {
@@ -1502,6 +1568,12 @@ pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value,
                 .is_empty();
         check_runs(&svc.launch_type, &td, placement_given, network.as_ref())?;
         check_groups(&state, network.as_ref())?;
+        if let Some(regs) = service_registries(&state, body, &td)?
+            && regs != svc.service_registries
+        {
+            svc.service_registries = regs;
+            redeploy = true;
+        }
         if td.task_definition_arn != svc.task_definition {
             svc.task_definition = td.task_definition_arn;
             redeploy = true;
@@ -1685,6 +1757,7 @@ mod tests {
             steady: false,
             last_completed: None,
             network_configuration: None,
+            service_registries: Vec::new(),
         };
         s.new_deployment(0.0, OLD.into(), "");
         s

@@ -3,6 +3,7 @@
 //! every revision the batch read) before memory changes. A crash between the
 //! two loses nothing: memory is rebuilt from the store on start.
 
+use crate::discovery::Registry;
 use crate::ec2::SecurityGroup;
 use crate::error::ApiError;
 use crate::model::{Cluster, ContainerInstance, Task};
@@ -34,6 +35,9 @@ pub(crate) struct State {
     pub services: BTreeMap<String, Entry<Service>>,
     /// Security groups, by id.
     pub security_groups: BTreeMap<String, Entry<SecurityGroup>>,
+    /// Service discovery's namespaces and services (one document).
+    pub discovery: Registry,
+    pub discovery_revision: Option<u64>,
     /// RunTask client tokens → the task ids they made.
     pub client_tokens: HashMap<String, Vec<String>>,
 }
@@ -49,6 +53,7 @@ pub(crate) enum Write {
     Instance(ContainerInstance),
     Service(Box<Service>),
     SecurityGroup(Box<SecurityGroup>),
+    Discovery(Box<Registry>),
     RemoveTask(String),
     RemoveInstance(String),
     RemoveSecurityGroup(String),
@@ -66,6 +71,7 @@ fn service_key(key: &str) -> String {
 fn task_key(id: &str) -> String {
     format!("tasks/{id}")
 }
+const DISCOVERY_KEY: &str = "discovery/registry";
 fn security_group_key(id: &str) -> String {
     format!("securitygroups/{id}")
 }
@@ -135,6 +141,10 @@ impl State {
         for g in load::<SecurityGroup>(store, "securitygroups/").await? {
             state.security_groups.insert(g.value.group_id.clone(), g);
         }
+        if let Some(d) = load::<Registry>(store, DISCOVERY_KEY).await?.pop() {
+            state.discovery = d.value;
+            state.discovery_revision = Some(d.revision);
+        }
         Ok(state)
     }
 
@@ -184,6 +194,11 @@ impl State {
                     security_group_key(&g.group_id),
                     self.security_groups.get(&g.group_id).map(|e| e.revision),
                     Some(json(g)?),
+                ),
+                Write::Discovery(d) => (
+                    DISCOVERY_KEY.to_string(),
+                    self.discovery_revision,
+                    Some(json(d)?),
                 ),
                 Write::RemoveSecurityGroup(id) => (
                     security_group_key(id),
@@ -264,6 +279,10 @@ impl State {
                 }
                 Write::RemoveSecurityGroup(id) => {
                     self.security_groups.remove(&id);
+                }
+                Write::Discovery(d) => {
+                    self.discovery = *d;
+                    self.discovery_revision = Some(revision);
                 }
                 Write::RemoveTask(id) => {
                     if let Some(t) = self.tasks.remove(&id)

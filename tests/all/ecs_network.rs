@@ -85,7 +85,6 @@ fn echo_td(family: &str, mode: &str, port_mapping: Value) -> Value {
     json!({
         "family": family,
         "networkMode": mode,
-        "requiresCompatibilities": if mode == "awsvpc" { json!(["FARGATE"]) } else { json!(["EC2"]) },
         "cpu": "256", "memory": "512",
         "containerDefinitions": [{
             "name": "echo", "image": "echo:v1",
@@ -654,5 +653,204 @@ fn security_group_mistakes_get_ec2_error_codes() {
     serve.aws_err(
         &["ec2", "delete-security-group", "--group-id", &sg],
         "InvalidGroup.NotFound",
+    );
+}
+
+#[test]
+fn tasks_find_a_service_by_its_discovery_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("ECHO_P2"), "echo:v1");
+    serve.push(app("NET_PROBE_P2"), "net-probe:v1");
+    let op = serve.aws_ok(&[
+        "servicediscovery",
+        "create-private-dns-namespace",
+        "--name",
+        "local",
+        "--vpc",
+        "vpc-1",
+    ]);
+    let op = serve.aws_ok(&[
+        "servicediscovery",
+        "get-operation",
+        "--operation-id",
+        op["OperationId"].as_str().unwrap(),
+    ]);
+    assert_eq!(op["Operation"]["Status"], "SUCCESS");
+    let ns = op["Operation"]["Targets"]["NAMESPACE"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let registry = serve.aws_ok(&[
+        "servicediscovery",
+        "create-service",
+        "--name",
+        "api",
+        "--dns-config",
+        &format!("NamespaceId={ns},DnsRecords=[{{Type=A,TTL=10}}]"),
+        "--health-check-custom-config",
+        "FailureThreshold=1",
+    ])["Service"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    register(
+        &serve,
+        dir.path(),
+        &echo_td("api", "awsvpc", json!({"containerPort": 8080})),
+    );
+    let net = "awsvpcConfiguration={subnets=[subnet-1]}";
+    serve.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--service-name",
+        "api",
+        "--task-definition",
+        "api",
+        "--desired-count",
+        "2",
+        "--network-configuration",
+        net,
+        "--service-registries",
+        &format!("registryArn={registry}"),
+    ]);
+    serve.aws_ok(&["ecs", "wait", "services-stable", "--services", "api"]);
+    let svc = &serve.aws_ok(&["ecs", "describe-services", "--services", "api"])["services"][0];
+    assert_eq!(
+        svc["serviceRegistries"][0]["registryArn"],
+        registry.as_str()
+    );
+
+    // Cloud Map lists both tasks' addresses.
+    let arns = serve.aws_ok(&["ecs", "list-tasks", "--service-name", "api"])["taskArns"].clone();
+    let arns: Vec<String> = arns
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let mut task_ips: Vec<String> = describe(&serve, &arns)
+        .iter()
+        .map(|t| detail(&t["attachments"][0], "privateIPv4Address").to_string())
+        .collect();
+    task_ips.sort();
+    let found = serve.aws_ok(&[
+        "servicediscovery",
+        "discover-instances",
+        "--namespace-name",
+        "local",
+        "--service-name",
+        "api",
+    ]);
+    let mut listed: Vec<String> = found["Instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i["Attributes"]["AWS_INSTANCE_IPV4"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, task_ips);
+    for ip in &task_ips {
+        say(format!("{ip}:8080").parse().unwrap(), "ready?");
+    }
+
+    // A task of another service calls it by name.
+    assert_eq!(
+        probe_in(
+            &serve,
+            dir.path(),
+            &[],
+            &["send", "api.local:8080", "hello"]
+        ),
+        0
+    );
+    assert_eq!(
+        probe_in(&serve, dir.path(), &[], &["lookup", "nope.local"]),
+        1
+    );
+
+    // Scaled to zero, the name answers nothing.
+    serve.aws_ok(&[
+        "ecs",
+        "update-service",
+        "--service",
+        "api",
+        "--desired-count",
+        "0",
+    ]);
+    serve.aws_ok(&["ecs", "wait", "services-stable", "--services", "api"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.aws_ok(&[
+        "servicediscovery",
+        "discover-instances",
+        "--namespace-name",
+        "local",
+        "--service-name",
+        "api",
+    ])["Instances"]
+        != json!([])
+    {
+        assert!(Instant::now() < deadline, "instances outlived their tasks");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        probe_in(&serve, dir.path(), &[], &["lookup", "api.local"]),
+        1
+    );
+
+    // What Cloud Map and ECS refuse.
+    serve.aws_err(
+        &[
+            "servicediscovery",
+            "create-private-dns-namespace",
+            "--name",
+            "local",
+            "--vpc",
+            "vpc-1",
+        ],
+        "NamespaceAlreadyExists",
+    );
+    serve.aws_err(
+        &["servicediscovery", "delete-namespace", "--id", &ns],
+        "ResourceInUse",
+    );
+    register(
+        &serve,
+        dir.path(),
+        &echo_td("bridged", "bridge", json!({"containerPort": 8080})),
+    );
+    serve.aws_err(
+        &[
+            "ecs",
+            "create-service",
+            "--service-name",
+            "b",
+            "--task-definition",
+            "bridged",
+            "--service-registries",
+            &format!("registryArn={registry}"),
+        ],
+        "InvalidParameterException",
+    );
+    serve.aws_err(
+        &[
+            "ecs",
+            "create-service",
+            "--service-name",
+            "c",
+            "--task-definition",
+            "api",
+            "--network-configuration",
+            net,
+            "--service-registries",
+            "registryArn=arn:aws:servicediscovery:eu-west-1:000000000000:service/srv-nope",
+        ],
+        "InvalidParameterException",
     );
 }

@@ -447,6 +447,9 @@ impl ServeProcess {
             .env("AWS_CONFIG_FILE", "/nonexistent")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
             .env("AWS_PAGER", "")
+            // Cloud Map's DiscoverInstances would go to data-HOST: with an
+            // endpoint of our own, every call goes to the endpoint.
+            .env("AWS_DISABLE_HOST_PREFIX_INJECTION", "true")
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run aws (.ci/run installs awscli): {e}"));
