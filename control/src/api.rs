@@ -161,7 +161,7 @@ impl ControlPlane {
                         ApiError::coded(
                             "InvalidAction",
                             format!(
-                                "no Query-protocol service here for {} (skiff answers EC2 security groups)",
+                                "no Query-protocol service here for {} (skiff answers EC2 security groups and Elastic Load Balancing v2)",
                                 signed_for.as_deref().or(params.get("Version")).unwrap_or("this request")
                             ),
                         )

@@ -18,6 +18,7 @@ pub mod agent;
 pub mod api;
 pub mod discovery;
 pub mod ec2;
+pub mod elb;
 mod ecr;
 mod ecs;
 pub mod error;
@@ -98,6 +99,7 @@ impl ControlConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryService {
     Ec2,
+    Elbv2,
 }
 
 impl QueryService {
@@ -106,6 +108,9 @@ impl QueryService {
     pub fn of(signed_for: Option<&str>, version: Option<&str>) -> Option<QueryService> {
         match (signed_for, version) {
             (Some("ec2"), _) | (None, Some("2016-11-15")) => Some(QueryService::Ec2),
+            (Some("elasticloadbalancing"), _) | (None, Some("2015-12-01")) => {
+                Some(QueryService::Elbv2)
+            }
             _ => None,
         }
     }
@@ -114,6 +119,7 @@ impl QueryService {
     pub fn flavor(self) -> query::Flavor {
         match self {
             QueryService::Ec2 => query::Flavor::Ec2,
+            QueryService::Elbv2 => query::Flavor::Query,
         }
     }
 }
@@ -142,6 +148,8 @@ pub(crate) struct Inner {
     pub(crate) wake: Arc<tokio::sync::Notify>,
     /// Security groups and task memberships, as task sockets see them.
     pub(crate) fabric: Arc<fabric::Fabric>,
+    /// The load balancers, running.
+    pub(crate) elb: Arc<elb::plane::Plane>,
     /// Held while this process uses the data dir.
     _lock: std::fs::File,
 }
@@ -241,6 +249,8 @@ impl ControlPlane {
             fabric.set_group(&g.value);
         }
         discovery::refresh(&state, &fabric);
+        let elb = elb::plane::Plane::new(Arc::clone(&fabric));
+        elb.sync(&state.elb);
 
         let agent = Arc::new(Agent::new(
             instance_arn.clone(),
@@ -268,6 +278,7 @@ impl ControlPlane {
                 ecr_previews: Default::default(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 fabric,
+                elb,
                 _lock: lock,
             }),
         };
@@ -367,6 +378,7 @@ impl ControlPlane {
         let action = params.required("Action")?;
         match service {
             QueryService::Ec2 => ec2::handle(&self.inner, action, params, region).await,
+            QueryService::Elbv2 => elb::handle(&self.inner, action, params, region).await,
         }
     }
 

@@ -168,6 +168,23 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Seconds since the epoch as ISO 8601 with milliseconds
+/// (`2026-11-22T10:15:00.000Z`), as Query-protocol timestamps are.
+pub fn iso8601(epoch: f64) -> String {
+    let secs = epoch.floor() as i64;
+    let millis = ((epoch - epoch.floor()) * 1000.0) as i64;
+    let d = crate::sigv4::amz_date(secs);
+    format!(
+        "{}-{}-{}T{}:{}:{}.{millis:03}Z",
+        &d[0..4],
+        &d[4..6],
+        &d[6..8],
+        &d[9..11],
+        &d[11..13],
+        &d[13..15]
+    )
+}
+
 /// How a Query service shapes its error documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -243,5 +260,6 @@ mod tests {
             "<Code>InvalidGroup.NotFound</Code><Message>no &lt;such&gt; group</Message>"
         ));
         assert!(error_document(Flavor::Query, &e, "r1").contains("<Type>Sender</Type>"));
+        assert_eq!(iso8601(1_795_349_700.25), "2026-11-22T12:15:00.250Z");
     }
 }

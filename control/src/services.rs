@@ -139,6 +139,33 @@ pub struct Service {
     pub network_configuration: Option<NetworkConfiguration>,
     #[serde(default)]
     pub service_registries: Vec<ServiceRegistry>,
+    #[serde(default)]
+    pub load_balancers: Vec<ServiceLoadBalancer>,
+    /// The targets this service registered for its tasks (stored; views
+    /// leave it out).
+    #[serde(default)]
+    pub registered: Vec<Registered>,
+}
+
+/// A task's target, registered by its service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registered {
+    pub target_group_arn: String,
+    pub target: crate::elb::Target,
+    pub task: String,
+}
+
+/// A `loadBalancers` entry: the target group a container's port registers
+/// in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceLoadBalancer {
+    pub target_group_arn: String,
+    pub container_name: String,
+    pub container_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_name: Option<String>,
 }
 
 /// A `serviceRegistries` entry: the Cloud Map service the tasks register
@@ -153,6 +180,99 @@ pub struct ServiceRegistry {
     pub container_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_port: Option<u16>,
+}
+
+/// A request's `loadBalancers`, checked as ECS does: each names a target
+/// group that a load balancer uses, and a container port of the task
+/// definition; ip target groups need awsvpc, instance ones bridge or host.
+fn load_balancers(
+    state: &State,
+    body: &Value,
+    td: &TaskDefinition,
+) -> Result<Option<Vec<ServiceLoadBalancer>>, ApiError> {
+    let lbs: Vec<ServiceLoadBalancer> = match body.get("loadBalancers") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| ApiError::invalid_parameter(format!("loadBalancers is invalid: {e}")))?,
+    };
+    if lbs.len() > 5 {
+        return Err(ApiError::invalid_parameter(
+            "At most 5 load balancers can be given.",
+        ));
+    }
+    for lb in &lbs {
+        if lb.load_balancer_name.is_some() {
+            return Err(ApiError::invalid_parameter(
+                "loadBalancerName names a Classic Load Balancer, which skiff does not have: give a targetGroupArn",
+            ));
+        }
+        let Some(tg) = state.elb.target_groups.get(&lb.target_group_arn) else {
+            return Err(ApiError::invalid_parameter(format!(
+                "Unable to find target group {}.",
+                lb.target_group_arn
+            )));
+        };
+        if state.elb.lbs_of_group(&tg.arn).is_empty() {
+            return Err(ApiError::invalid_parameter(format!(
+                "The target group {} does not have an associated load balancer.",
+                tg.arn
+            )));
+        }
+        let Some(c) = td
+            .container_definitions
+            .iter()
+            .find(|c| c.name == lb.container_name)
+        else {
+            return Err(ApiError::invalid_parameter(format!(
+                "The container {} does not exist in the task definition.",
+                lb.container_name
+            )));
+        };
+        if !c.port_mappings.iter().any(|p| p.container_port == lb.container_port) {
+            return Err(ApiError::invalid_parameter(format!(
+                "The container {} did not have a container port {} defined.",
+                lb.container_name, lb.container_port
+            )));
+        }
+        let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
+        match (tg.target_type.as_str(), awsvpc) {
+            ("ip", false) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "The target group {} has target type ip, which needs networkMode awsvpc.",
+                    tg.arn
+                )));
+            }
+            ("instance", true) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "The target group {} has target type instance, which is incompatible with networkMode awsvpc: use target type ip.",
+                    tg.arn
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(lbs))
+}
+
+/// A task's target in a target group: its address (ip) or this machine's
+/// instance with the container port's published host port (instance).
+fn task_target(t: &Task, lb: &ServiceLoadBalancer, tg: &crate::elb::TargetGroup) -> Option<crate::elb::Target> {
+    if tg.target_type == "ip" {
+        let ip = crate::discovery::task_ip(t)?;
+        return Some(crate::elb::Target {
+            id: ip.to_string(),
+            port: lb.container_port,
+        });
+    }
+    let c = t.containers.iter().find(|c| c.name == lb.container_name)?;
+    let b = c
+        .network_bindings
+        .iter()
+        .find(|b| b.container_port == lb.container_port && b.protocol == "tcp")?;
+    Some(crate::elb::Target {
+        id: crate::LOCAL_INSTANCE_ID.to_string(),
+        port: b.host_port,
+    })
 }
 
 /// A request's `serviceRegistries`, checked: at most one, naming a
@@ -330,6 +450,9 @@ pub(crate) struct World<'a> {
     /// DAEMON only: the ACTIVE instances a task may run on.
     pub eligible: Vec<&'a str>,
     pub now: f64,
+    /// Tasks whose load balancer target failed its health checks, with
+    /// the stop reason ECS gives.
+    pub elb_failed: HashMap<String, String>,
 }
 
 /// A task that stopped on its own: it failed to start, or its essential
@@ -537,7 +660,13 @@ fn account(svc: &mut Service, pass: &mut Pass<'_, '_>) {
                 && t.health_status.as_deref() == Some("UNHEALTHY")
                 && t.started_at.is_some_and(|s| now - s >= grace);
             if unhealthy {
-                pass.stop(t, "Task failed container health checks".into());
+                let reason = pass
+                    .world
+                    .elb_failed
+                    .get(t.id())
+                    .cloned()
+                    .unwrap_or_else(|| "Task failed container health checks".into());
+                pass.stop(t, reason);
             }
             let id = t.id().to_string();
             if (unhealthy || failed(t)) && !d.counted.contains(&id) {
@@ -835,12 +964,47 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
     let Some(cluster) = state.clusters.get(&cluster_name).map(|c| c.value.clone()) else {
         return Ok(());
     };
-    let tasks: Vec<&Task> = state
+    // Behind a load balancer, a task is healthy when its targets are
+    // (and its container checks, if any, agree); until registered and
+    // checked, it is not yet.
+    let mut elb_failed = HashMap::new();
+    let overlaid: Vec<Task> = state
         .tasks
         .values()
         .map(|t| &t.value)
         .filter(|t| belongs(t, &svc.cluster_arn, &group))
+        .map(|t| {
+            let mut t = t.clone();
+            if svc.load_balancers.is_empty() || !live(&t) || t.last_status != "RUNNING" {
+                return t;
+            }
+            let mut state_of = "HEALTHY";
+            for lb in &svc.load_balancers {
+                let registered = svc
+                    .registered
+                    .iter()
+                    .find(|r| r.task == t.id() && r.target_group_arn == lb.target_group_arn);
+                let health = registered.and_then(|r| inner.elb.target_health(&r.target_group_arn, &r.target));
+                match health {
+                    Some((crate::elb::plane::Health::Healthy, _)) => {}
+                    Some((crate::elb::plane::Health::Unhealthy, _)) => {
+                        state_of = "UNHEALTHY";
+                        elb_failed.insert(
+                            t.id().to_string(),
+                            format!("Task failed ELB health checks in (target-group {})", lb.target_group_arn),
+                        );
+                    }
+                    _ if state_of == "HEALTHY" => state_of = "UNKNOWN",
+                    _ => {}
+                }
+            }
+            if t.health_status.as_deref().is_none_or(|h| h == "HEALTHY") {
+                t.health_status = Some(state_of.into());
+            }
+            t
+        })
         .collect();
+    let tasks: Vec<&Task> = overlaid.iter().collect();
     let draining: HashSet<&str> = state
         .instances
         .values()
@@ -875,6 +1039,7 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
         draining,
         eligible,
         now,
+        elb_failed,
     };
     let mut ids = || deployment_id(inner);
     let mut actions = decide(&mut svc, &world, &mut ids);
@@ -967,6 +1132,66 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
             ),
         );
     }
+    // Targets follow the tasks: RUNNING tasks the service wants are
+    // registered; the rest are deregistered, and drain before their task
+    // is stopped.
+    let mut draining_targets: HashMap<String, Vec<(String, crate::elb::Target)>> = HashMap::new();
+    let elb_before = state.elb.clone();
+    let mut elb = elb_before.clone();
+    if !svc.load_balancers.is_empty() || !svc.registered.is_empty() {
+        let stopping: HashSet<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop { task, .. } => Some(task.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut wanted = Vec::new();
+        for t in state.tasks.values().map(|t| &t.value) {
+            if !belongs(t, &svc.cluster_arn, &group)
+                || !live(t)
+                || t.last_status != "RUNNING"
+                || stopping.contains(t.id())
+            {
+                continue;
+            }
+            for lb in &svc.load_balancers {
+                let Some(tg) = elb.target_groups.get(&lb.target_group_arn) else {
+                    continue;
+                };
+                if let Some(target) = task_target(t, lb, tg) {
+                    wanted.push(Registered {
+                        target_group_arn: lb.target_group_arn.clone(),
+                        target,
+                        task: t.id().to_string(),
+                    });
+                }
+            }
+        }
+        for r in &svc.registered {
+            if !wanted.contains(r) {
+                if let Some(tg) = elb.target_groups.get_mut(&r.target_group_arn) {
+                    tg.targets.retain(|x| *x != r.target);
+                }
+                draining_targets
+                    .entry(r.task.clone())
+                    .or_default()
+                    .push((r.target_group_arn.clone(), r.target.clone()));
+            }
+        }
+        for r in &wanted {
+            if let Some(tg) = elb.target_groups.get_mut(&r.target_group_arn)
+                && !tg.targets.contains(&r.target)
+            {
+                tg.targets.push(r.target.clone());
+            }
+        }
+        svc.registered = wanted;
+    }
+    let elb_changed = elb != elb_before;
+    if elb_changed {
+        writes.push(Write::Elb(Box::new(elb)));
+    }
     if svc != before {
         writes.push(Write::Service(Box::new(svc)));
     }
@@ -975,8 +1200,26 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
         return Ok(());
     }
     state.apply(inner.store.as_ref(), writes).await?;
+    if elb_changed {
+        inner.elb.sync(&state.elb);
+    }
     for id in to_stop {
-        inner.agent.stop(&id);
+        match draining_targets.remove(&id) {
+            // Connection draining: no new requests reach the task; it
+            // stops once those in flight are done (or the deregistration
+            // delay has passed).
+            Some(targets) => {
+                let elb = Arc::clone(&inner.elb);
+                let agent = Arc::clone(&inner.agent);
+                tokio::spawn(async move {
+                    for (tg, target) in targets {
+                        elb.drained(&tg, &target).await;
+                    }
+                    agent.stop(&id);
+                });
+            }
+            None => inner.agent.stop(&id),
+        }
     }
     if let Some(l) = &launch {
         for t in to_start {
@@ -1066,7 +1309,6 @@ fn unable_to_place_because(name: &str, reason: &str) -> String {
 
 /// Fields of CreateService/UpdateService skiff cannot honour yet.
 const UNSUPPORTED_SERVICE_FIELDS: &[&str] = &[
-    "loadBalancers",
     "capacityProviderStrategy",
     "platformVersion",
     "enableExecuteCommand",
@@ -1259,7 +1501,7 @@ fn service_view(state: &State, svc: &Service, with_tags: bool) -> Value {
         "serviceArn": svc.service_arn,
         "serviceName": svc.service_name,
         "clusterArn": svc.cluster_arn,
-        "loadBalancers": [],
+        "loadBalancers": svc.load_balancers,
         "serviceRegistries": svc.service_registries,
         "status": svc.status,
         "desiredCount": svc.desired_count,
@@ -1445,6 +1687,7 @@ pub(crate) async fn create_service(
     )?;
     check_groups(&state, network.as_ref())?;
     let registries = service_registries(&state, body, &td)?.unwrap_or_default();
+    let balancers = load_balancers(&state, body, &td)?.unwrap_or_default();
     let desired = if daemon {
         // One task per instance it may run on, from the start.
         let (c, s) = placement_rules(&constraints, &strategies)?;
@@ -1482,6 +1725,8 @@ pub(crate) async fn create_service(
         last_completed: None,
         network_configuration: network,
         service_registries: registries,
+        load_balancers: balancers,
+        registered: Vec::new(),
     };
     let id = deployment_id(inner);
     svc.new_deployment(at, id, "ECS deployment in progress.");
@@ -1550,7 +1795,11 @@ pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value,
     let mut redeploy = force;
     let network = crate::ecs::parse_network_configuration(body)?;
     let given_td = body.get("taskDefinition").and_then(Value::as_str);
-    if given_td.is_some() || network.is_some() || body.get("serviceRegistries").is_some() {
+    if given_td.is_some()
+        || network.is_some()
+        || body.get("serviceRegistries").is_some()
+        || body.get("loadBalancers").is_some()
+    {
         let td = match given_td {
             Some(given) => resolve_taskdef(&state, given, true)?,
             None => crate::ecs::taskdef_of(&state, &svc.task_definition).ok_or_else(|| {
@@ -1573,6 +1822,19 @@ pub(crate) async fn update_service(inner: &Inner, body: &Value) -> Result<Value,
         {
             svc.service_registries = regs;
             redeploy = true;
+        }
+        match load_balancers(&state, body, &td)? {
+            Some(lbs) if lbs != svc.load_balancers => {
+                svc.load_balancers = lbs;
+                redeploy = true;
+            }
+            Some(_) => {}
+            // A new definition must still carry the balanced ports.
+            None if given_td.is_some() && !svc.load_balancers.is_empty() => {
+                let current = json!({ "loadBalancers": svc.load_balancers });
+                load_balancers(&state, &current, &td)?;
+            }
+            None => {}
         }
         if td.task_definition_arn != svc.task_definition {
             svc.task_definition = td.task_definition_arn;
@@ -1758,6 +2020,8 @@ mod tests {
             last_completed: None,
             network_configuration: None,
             service_registries: Vec::new(),
+            load_balancers: Vec::new(),
+            registered: Vec::new(),
         };
         s.new_deployment(0.0, OLD.into(), "");
         s
@@ -1803,6 +2067,7 @@ mod tests {
             draining: HashSet::new(),
             eligible: Vec::new(),
             now,
+            elb_failed: HashMap::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! two loses nothing: memory is rebuilt from the store on start.
 
 use crate::discovery::Registry;
+use crate::elb::Config as ElbConfig;
 use crate::ec2::SecurityGroup;
 use crate::error::ApiError;
 use crate::model::{Cluster, ContainerInstance, Task};
@@ -38,6 +39,9 @@ pub(crate) struct State {
     /// Service discovery's namespaces and services (one document).
     pub discovery: Registry,
     pub discovery_revision: Option<u64>,
+    /// Load balancers, target groups, listeners and rules (one document).
+    pub elb: ElbConfig,
+    pub elb_revision: Option<u64>,
     /// RunTask client tokens → the task ids they made.
     pub client_tokens: HashMap<String, Vec<String>>,
 }
@@ -54,6 +58,7 @@ pub(crate) enum Write {
     Service(Box<Service>),
     SecurityGroup(Box<SecurityGroup>),
     Discovery(Box<Registry>),
+    Elb(Box<ElbConfig>),
     RemoveTask(String),
     RemoveInstance(String),
     RemoveSecurityGroup(String),
@@ -72,6 +77,7 @@ fn task_key(id: &str) -> String {
     format!("tasks/{id}")
 }
 const DISCOVERY_KEY: &str = "discovery/registry";
+const ELB_KEY: &str = "elb/config";
 fn security_group_key(id: &str) -> String {
     format!("securitygroups/{id}")
 }
@@ -145,6 +151,10 @@ impl State {
             state.discovery = d.value;
             state.discovery_revision = Some(d.revision);
         }
+        if let Some(e) = load::<ElbConfig>(store, ELB_KEY).await?.pop() {
+            state.elb = e.value;
+            state.elb_revision = Some(e.revision);
+        }
         Ok(state)
     }
 
@@ -200,6 +210,7 @@ impl State {
                     self.discovery_revision,
                     Some(json(d)?),
                 ),
+                Write::Elb(e) => (ELB_KEY.to_string(), self.elb_revision, Some(json(e)?)),
                 Write::RemoveSecurityGroup(id) => (
                     security_group_key(id),
                     self.security_groups.get(id).map(|e| e.revision),
@@ -283,6 +294,10 @@ impl State {
                 Write::Discovery(d) => {
                     self.discovery = *d;
                     self.discovery_revision = Some(revision);
+                }
+                Write::Elb(e) => {
+                    self.elb = *e;
+                    self.elb_revision = Some(revision);
                 }
                 Write::RemoveTask(id) => {
                     if let Some(t) = self.tasks.remove(&id)

@@ -1,0 +1,818 @@
+//! The load balancers themselves: listeners on the host's loopback,
+//! target health, request routing and counting, draining.
+//!
+//! Application listeners are HTTP/1.1 servers (hyper, keep-alive) that
+//! evaluate the listener's rules by priority and forward to a healthy
+//! target of the chosen group — round robin or least outstanding requests
+//! — over pooled keep-alive connections, adding `X-Forwarded-For`,
+//! `-Proto` and `-Port`. Network listeners carry TCP connections. A target
+//! that deregisters drains: it gets no new requests, and leaves once its
+//! in-flight ones are done or the deregistration delay has passed. If every
+//! target of a group is unhealthy, requests go to all of them (AWS's fail
+//! open). Traffic to a target, health checks included, passes the fabric:
+//! the target's security groups must let the load balancer in.
+
+use super::{Action, Config, Listener, Target, TargetGroup, parse_matcher};
+use crate::fabric::{Fabric, Proto};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::task::{JoinHandle, JoinSet};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A target's health, as DescribeTargetHealth names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Initial,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug)]
+struct Live {
+    health: Health,
+    ok_streak: u32,
+    bad_streak: u32,
+    reason: Option<&'static str>,
+    description: Option<String>,
+    /// Deregistered at: draining since.
+    draining: Option<Instant>,
+}
+
+/// One registered target, live.
+#[derive(Debug)]
+pub struct TargetLive {
+    pub target: Target,
+    pub addr: SocketAddr,
+    live: Mutex<Live>,
+    outstanding: AtomicUsize,
+    requests: AtomicU64,
+}
+
+impl TargetLive {
+    fn health(&self) -> (Health, bool) {
+        self.live
+            .lock()
+            .map(|l| (l.health, l.draining.is_some()))
+            .unwrap_or((Health::Unhealthy, true))
+    }
+
+    /// Requests (application) or connections (network) sent to it.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// A target group, live.
+struct Group {
+    spec: Mutex<TargetGroup>,
+    targets: Mutex<Vec<Arc<TargetLive>>>,
+    next: AtomicUsize,
+    checker: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the health checks early: new targets get checked at once.
+    added: tokio::sync::Notify,
+}
+
+impl Group {
+    fn spec(&self) -> Option<TargetGroup> {
+        self.spec.lock().ok().map(|s| s.clone())
+    }
+
+    /// A target for the next request: healthy and not draining, chosen
+    /// by the group's algorithm; if none is healthy, any that is not
+    /// draining (fail open).
+    fn pick(&self, least_outstanding: bool) -> Option<Arc<TargetLive>> {
+        let targets = self.targets.lock().ok()?;
+        let serving: Vec<&Arc<TargetLive>> = targets
+            .iter()
+            .filter(|t| t.health() == (Health::Healthy, false))
+            .collect();
+        let pool: Vec<&Arc<TargetLive>> = if serving.is_empty() {
+            targets.iter().filter(|t| !t.health().1).collect()
+        } else {
+            serving
+        };
+        if pool.is_empty() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if least_outstanding {
+            // Fewest requests in flight; ties go round robin.
+            let min = pool.iter().map(|t| t.outstanding.load(Ordering::Relaxed)).min()?;
+            let tied: Vec<&&Arc<TargetLive>> = pool
+                .iter()
+                .filter(|t| t.outstanding.load(Ordering::Relaxed) == min)
+                .collect();
+            return Some(Arc::clone(tied[n % tied.len()]));
+        }
+        Some(Arc::clone(pool[n % pool.len()]))
+    }
+}
+
+/// What DescribeTargetHealth shows for one target.
+pub struct HealthView {
+    pub target: Target,
+    pub health_check_port: String,
+    pub state: &'static str,
+    pub reason: Option<&'static str>,
+    pub description: Option<String>,
+    pub requests: u64,
+}
+
+/// A listener being served: as configured, where, and its task.
+type Running = (Listener, Ipv4Addr, JoinHandle<()>);
+
+/// Every load balancer of this control plane.
+pub struct Plane {
+    fabric: Arc<Fabric>,
+    config: RwLock<Arc<Config>>,
+    listeners: Mutex<HashMap<String, Running>>,
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+    client: Client<HttpConnector, Body>,
+    me: Weak<Plane>,
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        if let Ok(l) = self.listeners.lock() {
+            for (_, _, h) in l.values() {
+                h.abort();
+            }
+        }
+        if let Ok(g) = self.groups.lock() {
+            for group in g.values() {
+                if let Some(h) = group.checker.lock().ok().and_then(|mut c| c.take()) {
+                    h.abort();
+                }
+            }
+        }
+    }
+}
+
+fn target_addr(tg: &TargetGroup, t: &Target) -> SocketAddr {
+    let ip = if tg.target_type == "ip" {
+        t.id.parse().unwrap_or(Ipv4Addr::LOCALHOST)
+    } else {
+        // The machine's instance: its published ports.
+        Ipv4Addr::LOCALHOST
+    };
+    SocketAddr::from((ip, t.port))
+}
+
+fn health_port(tg: &TargetGroup, t: &Target) -> u16 {
+    tg.health.port.parse().unwrap_or(t.port)
+}
+
+impl Plane {
+    pub fn new(fabric: Arc<Fabric>) -> Arc<Plane> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Arc::new_cyclic(|me| Plane {
+            fabric,
+            config: RwLock::new(Arc::new(Config::default())),
+            listeners: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            client,
+            me: me.clone(),
+        })
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_default()
+    }
+
+    fn group(&self, arn: &str) -> Option<Arc<Group>> {
+        self.groups.lock().ok()?.get(arn).cloned()
+    }
+
+    /// Makes the running load balancers match `cfg`: listeners started and
+    /// stopped, targets added (initial) and drained, health checks running
+    /// for the groups a load balancer uses. Must run inside tokio.
+    pub fn sync(&self, cfg: &Config) {
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(cfg.clone());
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        // Target groups and their targets.
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.retain(|arn, g| {
+                let keep = cfg.target_groups.contains_key(arn);
+                if !keep && let Some(h) = g.checker.lock().ok().and_then(|mut c| c.take()) {
+                    h.abort();
+                }
+                keep
+            });
+            for tg in cfg.target_groups.values() {
+                let g = groups.entry(tg.arn.clone()).or_insert_with(|| {
+                    Arc::new(Group {
+                        spec: Mutex::new(tg.clone()),
+                        targets: Mutex::new(Vec::new()),
+                        next: AtomicUsize::new(0),
+                        checker: Mutex::new(None),
+                        added: tokio::sync::Notify::new(),
+                    })
+                });
+                if let Ok(mut s) = g.spec.lock() {
+                    *s = tg.clone();
+                }
+                if let Ok(mut targets) = g.targets.lock() {
+                    for t in &tg.targets {
+                        match targets.iter().find(|x| x.target == *t) {
+                            Some(existing) => {
+                                // Registered again while draining: back in.
+                                if let Ok(mut l) = existing.live.lock() {
+                                    l.draining = None;
+                                }
+                            }
+                            None => {
+                                g.added.notify_one();
+                                targets.push(Arc::new(TargetLive {
+                                target: t.clone(),
+                                addr: target_addr(tg, t),
+                                live: Mutex::new(Live {
+                                    health: if tg.health.enabled { Health::Initial } else { Health::Healthy },
+                                    ok_streak: 0,
+                                    bad_streak: 0,
+                                    reason: tg.health.enabled.then_some("Elb.InitialHealthChecking"),
+                                    description: None,
+                                    draining: None,
+                                }),
+                                outstanding: AtomicUsize::new(0),
+                                requests: AtomicU64::new(0),
+                            }));
+                            }
+                        }
+                    }
+                    for t in targets.iter() {
+                        if !tg.targets.contains(&t.target)
+                            && let Ok(mut l) = t.live.lock()
+                            && l.draining.is_none()
+                        {
+                            l.draining = Some(Instant::now());
+                        }
+                    }
+                }
+                let in_use = !cfg.lbs_of_group(&tg.arn).is_empty() && tg.health.enabled;
+                if let Ok(mut checker) = g.checker.lock() {
+                    match (in_use, checker.as_ref()) {
+                        (true, None) => {
+                            *checker = Some(tokio::spawn(health_loop(Arc::downgrade(&me), tg.arn.clone())));
+                        }
+                        (false, Some(h)) => {
+                            h.abort();
+                            *checker = None;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Drained targets leave in the background.
+        tokio::spawn(reap_loop(Arc::downgrade(&me)));
+        // Listeners.
+        if let Ok(mut running) = self.listeners.lock() {
+            running.retain(|arn, (l, addr, h)| {
+                let same = cfg.listeners.get(arn).is_some_and(|c| {
+                    c.port == l.port
+                        && cfg.load_balancers.get(&c.lb_arn).map(|lb| lb.address) == Some(*addr)
+                });
+                if !same {
+                    h.abort();
+                }
+                same
+            });
+            for l in cfg.listeners.values() {
+                if running.contains_key(&l.arn) {
+                    continue;
+                }
+                let Some(lb) = cfg.load_balancers.get(&l.lb_arn) else {
+                    continue;
+                };
+                let bound = std::net::TcpListener::bind((lb.address, l.port)).and_then(|s| {
+                    s.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(s)
+                });
+                let socket = match bound {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(listener = %l.arn, "cannot listen on {}:{}: {e}", lb.address, l.port);
+                        continue;
+                    }
+                };
+                let handle = if lb.kind == "application" {
+                    tokio::spawn(serve_http(Arc::downgrade(&me), l.arn.clone(), l.port, socket))
+                } else {
+                    tokio::spawn(serve_tcp(Arc::downgrade(&me), l.arn.clone(), socket))
+                };
+                running.insert(l.arn.clone(), (l.clone(), lb.address, handle));
+            }
+        }
+    }
+
+    /// Every target of a group, with its health and request count.
+    pub fn health(&self, tg: &TargetGroup, cfg: &Config) -> Vec<HealthView> {
+        let in_use = !cfg.lbs_of_group(&tg.arn).is_empty();
+        let Some(g) = self.group(&tg.arn) else {
+            return Vec::new();
+        };
+        let Ok(targets) = g.targets.lock() else {
+            return Vec::new();
+        };
+        targets
+            .iter()
+            .map(|t| {
+                let live = t.live.lock();
+                let (state, reason, description) = match live.as_deref() {
+                    Ok(l) if l.draining.is_some() => (
+                        "draining",
+                        Some("Target.DeregistrationInProgress"),
+                        Some("Target deregistration is in progress".to_string()),
+                    ),
+                    Ok(_) if !in_use => (
+                        "unused",
+                        Some("Target.NotInUse"),
+                        Some("Target group is not configured to receive traffic from the load balancer".to_string()),
+                    ),
+                    Ok(l) => match l.health {
+                        Health::Initial => ("initial", l.reason, Some("Initial health checks in progress".into())),
+                        Health::Healthy => ("healthy", None, None),
+                        Health::Unhealthy => ("unhealthy", l.reason, l.description.clone()),
+                    },
+                    Err(_) => ("unavailable", None, None),
+                };
+                HealthView {
+                    target: t.target.clone(),
+                    health_check_port: health_port(tg, &t.target).to_string(),
+                    state,
+                    reason,
+                    description,
+                    requests: t.requests(),
+                }
+            })
+            .collect()
+    }
+
+    /// The health of one registered target (None if it is not there).
+    pub fn target_health(&self, tg_arn: &str, target: &Target) -> Option<(Health, bool)> {
+        let g = self.group(tg_arn)?;
+        let targets = g.targets.lock().ok()?;
+        targets.iter().find(|t| t.target == *target).map(|t| t.health())
+    }
+
+    /// Waits until a deregistered target has drained (no requests in
+    /// flight) or its deregistration delay has passed.
+    pub async fn drained(&self, tg_arn: &str, target: &Target) {
+        loop {
+            let Some(g) = self.group(tg_arn) else {
+                return;
+            };
+            let delay = g.spec().map_or(0, |s| s.deregistration_delay);
+            let state = g.targets.lock().ok().and_then(|ts| {
+                ts.iter().find(|t| t.target == *target).map(|t| {
+                    let since = t.live.lock().ok().and_then(|l| l.draining);
+                    (since, t.outstanding.load(Ordering::Relaxed))
+                })
+            });
+            match state {
+                None => return,
+                Some((Some(since), busy)) if busy == 0 || since.elapsed() >= Duration::from_secs(delay) => return,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    fn route(&self, listener_arn: &str, host: &str, path: &str) -> Option<Action> {
+        let cfg = self.config();
+        let listener = cfg.listeners.get(listener_arn)?;
+        let mut rules: Vec<&super::Rule> = cfg.rules.values().filter(|r| r.listener_arn == listener_arn).collect();
+        rules.sort_by_key(|r| r.priority);
+        let host = host.split(':').next().unwrap_or(host);
+        let found = rules.into_iter().find(|r| {
+            (r.paths.is_empty() || r.paths.iter().any(|p| wildcard(p, path, false)))
+                && (r.hosts.is_empty() || r.hosts.iter().any(|h| wildcard(h, host, true)))
+        });
+        Some(found.map_or_else(|| listener.default_action.clone(), |r| r.action.clone()))
+    }
+
+    /// Is the load balancer of `listener_arn` let through to `to`?
+    fn admits(&self, listener_arn: &str, to: SocketAddr) -> bool {
+        let cfg = self.config();
+        let Some(lb) = cfg.listeners.get(listener_arn).and_then(|l| cfg.load_balancers.get(&l.lb_arn)) else {
+            return false;
+        };
+        let groups = (lb.kind == "application").then_some(lb.security_groups.as_slice());
+        self.fabric.allows(lb.address, groups, to, Proto::Tcp)
+    }
+
+    async fn forward_http(&self, listener_arn: &str, port: u16, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host())
+            .unwrap_or_default()
+            .to_string();
+        let action = self.route(listener_arn, &host, req.uri().path());
+        let tg = match action {
+            None => return plain(StatusCode::SERVICE_UNAVAILABLE, "the listener is gone"),
+            Some(Action::Fixed { status, content_type, body }) => {
+                let mut r = Response::new(full(body.unwrap_or_default()));
+                *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                if let Some(ct) = content_type.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
+                    r.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+                }
+                return r;
+            }
+            Some(Action::Forward(tg)) => tg,
+        };
+        let Some(group) = self.group(&tg) else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no such target group");
+        };
+        let lor = group.spec().is_some_and(|s| s.algorithm == "least_outstanding_requests");
+        let Some(target) = group.pick(lor) else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no registered targets");
+        };
+        if !self.admits(listener_arn, target.addr) {
+            return plain(StatusCode::GATEWAY_TIMEOUT, "the target's security groups do not let the load balancer in");
+        }
+        target.requests.fetch_add(1, Ordering::Relaxed);
+        let guard = Outstanding::new(Arc::clone(&target));
+        let (mut parts, body) = req.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = match format!("http://{}{path}", target.addr).parse() {
+            Ok(u) => u,
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
+        };
+        parts.version = http::Version::HTTP_11;
+        let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        for (name, value) in [
+            ("x-forwarded-for", forwarded),
+            ("x-forwarded-proto", "http".to_string()),
+            ("x-forwarded-port", port.to_string()),
+        ] {
+            if let Ok(v) = http::HeaderValue::from_str(&value) {
+                parts.headers.insert(name, v);
+            }
+        }
+        let upstream = Request::from_parts(parts, body.boxed());
+        match tokio::time::timeout(Duration::from_secs(60), self.client.request(upstream)).await {
+            Ok(Ok(resp)) => resp.map(|b| Counted { inner: b, _guard: guard }.boxed()),
+            Ok(Err(e)) => {
+                tracing::debug!(target = %target.addr, "forwarding failed: {e}");
+                plain(StatusCode::BAD_GATEWAY, "the target did not answer")
+            }
+            Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "the target did not answer in time"),
+        }
+    }
+}
+
+/// ELB's wildcards: `*` any run of characters, `?` exactly one.
+fn wildcard(pattern: &str, s: &str, fold: bool) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = if fold {
+        (pattern.to_lowercase().chars().collect(), s.to_lowercase().chars().collect())
+    } else {
+        (pattern.chars().collect(), s.chars().collect())
+    };
+    // Iterative matching with backtracking to the last `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < s.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == s[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(st) = star {
+            i = st + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    while i < p.len() && p[i] == '*' {
+        i += 1;
+    }
+    i == p.len()
+}
+
+fn full(s: String) -> Body {
+    Full::new(Bytes::from(s)).map_err(|never| match never {}).boxed()
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("{message}\n")));
+    *r.status_mut() = status;
+    r
+}
+
+/// Counts a request in flight on a target until its response is done.
+struct Outstanding(Arc<TargetLive>);
+
+impl Outstanding {
+    fn new(t: Arc<TargetLive>) -> Outstanding {
+        t.outstanding.fetch_add(1, Ordering::Relaxed);
+        Outstanding(t)
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its request's [`Outstanding`] until it ends.
+struct Counted {
+    inner: Incoming,
+    _guard: Outstanding,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn serve_http(plane: Weak<Plane>, listener_arn: String, port: u16, socket: tokio::net::TcpListener) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(60));
+    let mut connections = JoinSet::new();
+    let listener_arn: Arc<str> = listener_arn.into();
+    loop {
+        tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = socket.accept() => {
+                let Ok((stream, peer)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let plane = plane.clone();
+                let arn = Arc::clone(&listener_arn);
+                let service = hyper::service::service_fn(move |req| {
+                    let plane = plane.clone();
+                    let arn = Arc::clone(&arn);
+                    async move {
+                        Ok::<_, std::convert::Infallible>(match plane.upgrade() {
+                            Some(p) => p.forward_http(&arn, port, peer, req).await,
+                            None => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+                        })
+                    }
+                });
+                let conn = http.serve_connection(TokioIo::new(stream), service);
+                connections.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("load balancer connection ended with an error: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tcp(plane: Weak<Plane>, listener_arn: String, socket: tokio::net::TcpListener) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = socket.accept() => {
+                let Ok((mut client, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let Some(p) = plane.upgrade() else { return };
+                let cfg = p.config();
+                let tg = match cfg.listeners.get(&listener_arn).map(|l| &l.default_action) {
+                    Some(Action::Forward(tg)) => tg.clone(),
+                    _ => continue,
+                };
+                let Some(target) = p.group(&tg).and_then(|g| g.pick(false)) else {
+                    continue;
+                };
+                if !p.admits(&listener_arn, target.addr) {
+                    continue;
+                }
+                target.requests.fetch_add(1, Ordering::Relaxed);
+                let guard = Outstanding::new(Arc::clone(&target));
+                connections.spawn(async move {
+                    let _guard = guard;
+                    let _ = client.set_nodelay(true);
+                    let Ok(Ok(mut upstream)) = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        tokio::net::TcpStream::connect(target.addr),
+                    )
+                    .await
+                    else {
+                        return;
+                    };
+                    let _ = upstream.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        }
+    }
+}
+
+/// Checks a group's targets every interval (the first check at once).
+async fn health_loop(plane: Weak<Plane>, tg_arn: String) {
+    loop {
+        let Some(p) = plane.upgrade() else { return };
+        let Some(group) = p.group(&tg_arn) else { return };
+        let Some(spec) = group.spec() else { return };
+        let lb_listener = {
+            let cfg = p.config();
+            cfg.listeners
+                .values()
+                .find(|l| {
+                    cfg.lbs_of_group(&tg_arn).contains(&l.lb_arn.as_str())
+                })
+                .map(|l| l.arn.clone())
+        };
+        let targets: Vec<Arc<TargetLive>> = group
+            .targets
+            .lock()
+            .map(|t| t.iter().filter(|t| !t.health().1).cloned().collect())
+            .unwrap_or_default();
+        let mut checks = JoinSet::new();
+        for t in targets {
+            let addr = SocketAddr::from((t.addr.ip(), health_port(&spec, &t.target)));
+            let allowed = lb_listener.as_deref().is_some_and(|l| p.admits(l, addr));
+            let spec = spec.clone();
+            let client = p.client.clone();
+            checks.spawn(async move {
+                let result = if allowed {
+                    check(&client, &spec, addr).await
+                } else {
+                    Err(("Target.Timeout", "the target's security groups do not let the load balancer's health checks in".to_string()))
+                };
+                (t, result)
+            });
+        }
+        let interval = Duration::from_secs(spec.health.interval);
+        drop(p);
+        let group_for_wait = Arc::clone(&group);
+        drop(group);
+        while let Some(Ok((t, result))) = checks.join_next().await {
+            if let Ok(mut l) = t.live.lock() {
+                match result {
+                    Ok(()) => {
+                        l.ok_streak += 1;
+                        l.bad_streak = 0;
+                        if l.health != Health::Healthy && l.ok_streak >= spec.health.healthy {
+                            l.health = Health::Healthy;
+                            l.reason = None;
+                            l.description = None;
+                        }
+                    }
+                    Err((reason, description)) => {
+                        l.bad_streak += 1;
+                        l.ok_streak = 0;
+                        if l.health != Health::Unhealthy && l.bad_streak >= spec.health.unhealthy {
+                            l.health = Health::Unhealthy;
+                        }
+                        if l.health == Health::Unhealthy {
+                            l.reason = Some(reason);
+                            l.description = Some(description);
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = group_for_wait.added.notified() => {}
+        }
+    }
+}
+
+/// One health check: a TCP connect, or an HTTP GET whose status the
+/// matcher accepts, within the timeout.
+async fn check(
+    client: &Client<HttpConnector, Body>,
+    spec: &TargetGroup,
+    addr: SocketAddr,
+) -> Result<(), (&'static str, String)> {
+    let timeout = Duration::from_secs(spec.health.timeout);
+    if spec.health.protocol == "TCP" {
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(("Target.FailedHealthChecks", format!("Health checks failed: {e}"))),
+            Err(_) => Err(("Target.Timeout", "Request timed out".into())),
+        };
+    }
+    let path = spec.health.path.as_deref().unwrap_or("/");
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header("user-agent", "ELB-HealthChecker/2.0")
+        .body(full(String::new()));
+    let Ok(req) = req else {
+        return Err(("Target.FailedHealthChecks", "bad health check path".into()));
+    };
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            // Read the body, so the connection can be used again.
+            let _ = tokio::time::timeout(timeout, resp.into_body().collect()).await;
+            let codes = parse_matcher(spec.health.matcher.as_deref().unwrap_or("200")).unwrap_or_default();
+            if codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
+                Ok(())
+            } else {
+                Err(("Target.ResponseCodeMismatch", format!("Health checks failed with these codes: [{status}]")))
+            }
+        }
+        Ok(Err(e)) => Err(("Target.FailedHealthChecks", format!("Health checks failed: {e}"))),
+        Err(_) => Err(("Target.Timeout", "Request timed out".into())),
+    }
+}
+
+/// Removes drained targets (once, after a change; it ends when nothing is
+/// draining).
+async fn reap_loop(plane: Weak<Plane>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(p) = plane.upgrade() else { return };
+        let groups: Vec<Arc<Group>> = p.groups.lock().map(|g| g.values().cloned().collect()).unwrap_or_default();
+        let mut draining = false;
+        for g in groups {
+            let delay = Duration::from_secs(g.spec().map_or(0, |s| s.deregistration_delay));
+            if let Ok(mut targets) = g.targets.lock() {
+                targets.retain(|t| {
+                    let since = t.live.lock().ok().and_then(|l| l.draining);
+                    match since {
+                        Some(s) if s.elapsed() >= delay || t.outstanding.load(Ordering::Relaxed) == 0 => false,
+                        Some(_) => {
+                            draining = true;
+                            true
+                        }
+                        None => true,
+                    }
+                });
+            }
+        }
+        if !draining {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elb_wildcards() {
+        assert!(wildcard("/api/*", "/api/users", false));
+        assert!(wildcard("/api/*", "/api/", false));
+        assert!(!wildcard("/api/*", "/apix", false));
+        assert!(wildcard("/img/?.png", "/img/a.png", false));
+        assert!(!wildcard("/img/?.png", "/img/ab.png", false));
+        assert!(wildcard("*", "", false));
+        assert!(!wildcard("/API/*", "/api/x", false), "paths are case-sensitive");
+        assert!(wildcard("*.Example.com", "api.example.COM", true), "hosts are not");
+        assert!(wildcard("a*b*c", "aXXbYYc", false));
+        assert!(!wildcard("a*b*c", "aXXbYY", false));
+    }
+}
