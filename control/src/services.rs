@@ -228,7 +228,11 @@ fn load_balancers(
                 lb.container_name
             )));
         };
-        if !c.port_mappings.iter().any(|p| p.container_port == lb.container_port) {
+        if !c
+            .port_mappings
+            .iter()
+            .any(|p| p.container_port == lb.container_port)
+        {
             return Err(ApiError::invalid_parameter(format!(
                 "The container {} did not have a container port {} defined.",
                 lb.container_name, lb.container_port
@@ -256,7 +260,11 @@ fn load_balancers(
 
 /// A task's target in a target group: its address (ip) or this machine's
 /// instance with the container port's published host port (instance).
-fn task_target(t: &Task, lb: &ServiceLoadBalancer, tg: &crate::elb::TargetGroup) -> Option<crate::elb::Target> {
+fn task_target(
+    t: &Task,
+    lb: &ServiceLoadBalancer,
+    tg: &crate::elb::TargetGroup,
+) -> Option<crate::elb::Target> {
     if tg.target_type == "ip" {
         let ip = crate::discovery::task_ip(t)?;
         return Some(crate::elb::Target {
@@ -984,14 +992,18 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
                     .registered
                     .iter()
                     .find(|r| r.task == t.id() && r.target_group_arn == lb.target_group_arn);
-                let health = registered.and_then(|r| inner.elb.target_health(&r.target_group_arn, &r.target));
+                let health = registered
+                    .and_then(|r| inner.elb.target_health(&r.target_group_arn, &r.target));
                 match health {
                     Some((crate::elb::plane::Health::Healthy, _)) => {}
                     Some((crate::elb::plane::Health::Unhealthy, _)) => {
                         state_of = "UNHEALTHY";
                         elb_failed.insert(
                             t.id().to_string(),
-                            format!("Task failed ELB health checks in (target-group {})", lb.target_group_arn),
+                            format!(
+                                "Task failed ELB health checks in (target-group {})",
+                                lb.target_group_arn
+                            ),
                         );
                     }
                     _ if state_of == "HEALTHY" => state_of = "UNKNOWN",

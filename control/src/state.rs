@@ -4,8 +4,8 @@
 //! two loses nothing: memory is rebuilt from the store on start.
 
 use crate::discovery::Registry;
-use crate::elb::Config as ElbConfig;
 use crate::ec2::SecurityGroup;
+use crate::elb::Config as ElbConfig;
 use crate::error::ApiError;
 use crate::model::{Cluster, ContainerInstance, Task};
 use crate::services::Service;

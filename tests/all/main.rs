@@ -6,6 +6,7 @@
 mod bad_input;
 mod ecr_cli;
 mod ecs_cli;
+mod ecs_elb;
 mod ecs_network;
 mod ecs_services;
 mod exit_status;

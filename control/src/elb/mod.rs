@@ -11,11 +11,11 @@
 
 pub mod plane;
 
+use crate::Inner;
 use crate::error::ApiError;
 use crate::model::{arn, now};
 use crate::query::{Params, Xml, iso8601};
 use crate::state::{State, Write};
-use crate::Inner;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -239,7 +239,10 @@ pub(crate) async fn handle(
         "DescribeTargetHealth" => return describe_health(inner, &cfg, p),
         "DescribeTargetGroupAttributes" => {
             let tg = group(&cfg, p.required("TargetGroupArn")?)?;
-            let mut x = response("DescribeTargetGroupAttributesResponse", "DescribeTargetGroupAttributesResult");
+            let mut x = response(
+                "DescribeTargetGroupAttributesResponse",
+                "DescribeTargetGroupAttributesResult",
+            );
             attributes(&mut x, tg);
             return Ok(finish(x));
         }
@@ -259,7 +262,10 @@ pub(crate) async fn handle(
                     cfg.rules.retain(|_, r| r.listener_arn != l);
                 }
             }
-            finish(response("DeleteLoadBalancerResponse", "DeleteLoadBalancerResult"))
+            finish(response(
+                "DeleteLoadBalancerResponse",
+                "DeleteLoadBalancerResult",
+            ))
         }
         "CreateTargetGroup" => create_tg(&mut cfg, p, region)?,
         "ModifyTargetGroupAttributes" => modify_attributes(&mut cfg, p)?,
@@ -271,18 +277,23 @@ pub(crate) async fn handle(
                     format!("Target group '{tg}' is currently in use by a listener or a rule"),
                 ));
             }
-            if state
-                .services
-                .values()
-                .any(|s| s.value.status != "INACTIVE" && s.value.load_balancers.iter().any(|l| l.target_group_arn == tg))
-            {
+            if state.services.values().any(|s| {
+                s.value.status != "INACTIVE"
+                    && s.value
+                        .load_balancers
+                        .iter()
+                        .any(|l| l.target_group_arn == tg)
+            }) {
                 return Err(ApiError::coded(
                     "ResourceInUse",
                     format!("Target group '{tg}' is used by an ECS service"),
                 ));
             }
             cfg.target_groups.remove(&tg);
-            finish(response("DeleteTargetGroupResponse", "DeleteTargetGroupResult"))
+            finish(response(
+                "DeleteTargetGroupResponse",
+                "DeleteTargetGroupResult",
+            ))
         }
         "CreateListener" => create_listener(&mut cfg, p)?,
         "DeleteListener" => {
@@ -297,11 +308,20 @@ pub(crate) async fn handle(
         "DeleteRule" => {
             let r = p.required("RuleArn")?.to_string();
             if cfg.rules.remove(&r).is_none() {
-                return Err(if cfg.listeners.values().any(|l| default_rule_arn(&l.arn) == r) {
-                    ApiError::coded("OperationNotPermitted", "A listener's default rule cannot be deleted")
-                } else {
-                    not_found("RuleNotFound", &format!("Rule '{r}'"))
-                });
+                return Err(
+                    if cfg
+                        .listeners
+                        .values()
+                        .any(|l| default_rule_arn(&l.arn) == r)
+                    {
+                        ApiError::coded(
+                            "OperationNotPermitted",
+                            "A listener's default rule cannot be deleted",
+                        )
+                    } else {
+                        not_found("RuleNotFound", &format!("Rule '{r}'"))
+                    },
+                );
             }
             finish(response("DeleteRuleResponse", "DeleteRuleResult"))
         }
@@ -333,7 +353,12 @@ fn group<'a>(cfg: &'a Config, arn: &str) -> Result<&'a TargetGroup, ApiError> {
         .ok_or_else(|| not_found("TargetGroupNotFound", &format!("Target groups '{arn}'")))
 }
 
-fn create_lb(state: &State, cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiError> {
+fn create_lb(
+    state: &State,
+    cfg: &mut Config,
+    p: &Params,
+    region: &str,
+) -> Result<String, ApiError> {
     let name = p.required("Name")?.to_string();
     check_name(&name, "Load balancer")?;
     let kind = p.get("Type").unwrap_or("application").to_string();
@@ -349,10 +374,14 @@ fn create_lb(state: &State, cfg: &mut Config, p: &Params, region: &str) -> Resul
     if let Some(t) = p.get("IpAddressType")
         && t != "ipv4"
     {
-        return Err(invalid("skiff's load balancers are IPv4 (loopback) only: IpAddressType ipv4"));
+        return Err(invalid(
+            "skiff's load balancers are IPv4 (loopback) only: IpAddressType ipv4",
+        ));
     }
     if !p.list("SubnetMappings.member").is_empty() {
-        return Err(invalid("SubnetMappings (static addresses) are not supported: give Subnets"));
+        return Err(invalid(
+            "SubnetMappings (static addresses) are not supported: give Subnets",
+        ));
     }
     let subnets = p.strings("Subnets.member");
     if let Some(bad) = subnets.iter().find(|s| !s.starts_with("subnet-")) {
@@ -362,12 +391,13 @@ fn create_lb(state: &State, cfg: &mut Config, p: &Params, region: &str) -> Resul
     if kind == "network" && !groups.is_empty() {
         // Network load balancers gained security groups late on AWS;
         // skiff applies none to them.
-        return Err(invalid("skiff's network load balancers take no security groups"));
+        return Err(invalid(
+            "skiff's network load balancers take no security groups",
+        ));
     }
     let security_groups = if kind == "application" {
-        crate::ec2::resolve_groups(state, &groups).map_err(|e| {
-            ApiError::coded("InvalidSecurityGroup", e.message)
-        })?
+        crate::ec2::resolve_groups(state, &groups)
+            .map_err(|e| ApiError::coded("InvalidSecurityGroup", e.message))?
     } else {
         Vec::new()
     };
@@ -381,10 +411,17 @@ fn create_lb(state: &State, cfg: &mut Config, p: &Params, region: &str) -> Resul
     let short = if kind == "application" { "app" } else { "net" };
     let mut tags = Vec::new();
     for t in p.list("Tags.member") {
-        tags.push((t.required("Key")?.to_string(), t.get("Value").unwrap_or_default().to_string()));
+        tags.push((
+            t.required("Key")?.to_string(),
+            t.get("Value").unwrap_or_default().to_string(),
+        ));
     }
     let lb = LoadBalancer {
-        arn: arn("elasticloadbalancing", region, &format!("loadbalancer/{short}/{name}/{id}")),
+        arn: arn(
+            "elasticloadbalancing",
+            region,
+            &format!("loadbalancer/{short}/{name}/{id}"),
+        ),
         dns_name: format!("{name}-{id}.elb.localhost"),
         name,
         kind,
@@ -418,7 +455,10 @@ fn lb_xml(x: &mut Xml, lb: &LoadBalancer) {
         .text("Type", &lb.kind)
         .open("AvailabilityZones");
     for s in &lb.subnets {
-        x.open("member").text("ZoneName", "local").text("SubnetId", s).close();
+        x.open("member")
+            .text("ZoneName", "local")
+            .text("SubnetId", s)
+            .close();
     }
     x.close();
     if lb.kind == "application" {
@@ -439,13 +479,21 @@ fn describe_lbs(cfg: &Config, p: &Params) -> Result<String, ApiError> {
     }
     for n in &names {
         if !cfg.load_balancers.values().any(|l| &l.name == n) {
-            return Err(not_found("LoadBalancerNotFound", &format!("Load balancers '[{n}]'")));
+            return Err(not_found(
+                "LoadBalancerNotFound",
+                &format!("Load balancers '[{n}]'"),
+            ));
         }
     }
-    let mut x = response("DescribeLoadBalancersResponse", "DescribeLoadBalancersResult");
+    let mut x = response(
+        "DescribeLoadBalancersResponse",
+        "DescribeLoadBalancersResult",
+    );
     x.open("LoadBalancers");
     for l in cfg.load_balancers.values() {
-        if (arns.is_empty() || arns.contains(&l.arn)) && (names.is_empty() || names.contains(&l.name)) {
+        if (arns.is_empty() || arns.contains(&l.arn))
+            && (names.is_empty() || names.contains(&l.name))
+        {
             lb_xml(&mut x, l);
         }
     }
@@ -462,11 +510,16 @@ fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiEr
             "Target type '{target_type}' is not supported by skiff: use ip or instance"
         )));
     }
-    let protocol = p.required("Protocol").map_err(|e| invalid(e.message))?.to_string();
+    let protocol = p
+        .required("Protocol")
+        .map_err(|e| invalid(e.message))?
+        .to_string();
     if !matches!(protocol.as_str(), "HTTP" | "TCP") {
         return Err(ApiError::coded(
             "UnsupportedProtocol",
-            format!("Protocol '{protocol}' is not supported by skiff: use HTTP (application) or TCP (network); there are no certificates for loopback"),
+            format!(
+                "Protocol '{protocol}' is not supported by skiff: use HTTP (application) or TCP (network); there are no certificates for loopback"
+            ),
         ));
     }
     let port = port_param(p, "Port")?.ok_or_else(|| invalid("A port must be specified"))?;
@@ -476,31 +529,45 @@ fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiEr
         return Err(invalid(format!("'{vpc}' is not a valid VPC ID")));
     }
     let http = protocol == "HTTP";
-    let hc_protocol = p.get("HealthCheckProtocol").unwrap_or(if http { "HTTP" } else { "TCP" }).to_string();
+    let hc_protocol = p
+        .get("HealthCheckProtocol")
+        .unwrap_or(if http { "HTTP" } else { "TCP" })
+        .to_string();
     if !matches!(hc_protocol.as_str(), "HTTP" | "TCP") || (http && hc_protocol == "TCP") {
         return Err(invalid(format!(
             "Health check protocol '{hc_protocol}' is not supported for {protocol} target groups"
         )));
     }
-    let hc_port = p.get("HealthCheckPort").unwrap_or("traffic-port").to_string();
+    let hc_port = p
+        .get("HealthCheckPort")
+        .unwrap_or("traffic-port")
+        .to_string();
     if hc_port != "traffic-port" && !hc_port.parse::<u16>().is_ok_and(|n| n > 0) {
-        return Err(invalid(format!("Health check port '{hc_port}' must be traffic-port or 1-65535")));
+        return Err(invalid(format!(
+            "Health check port '{hc_port}' must be traffic-port or 1-65535"
+        )));
     }
     let hc_http = hc_protocol == "HTTP";
     let path = p.get("HealthCheckPath").map(String::from);
     if let Some(path) = &path {
         if !hc_http {
-            return Err(invalid("A health check path can only be given for HTTP health checks"));
+            return Err(invalid(
+                "A health check path can only be given for HTTP health checks",
+            ));
         }
         if !path.starts_with('/') || path.len() > 1024 {
-            return Err(invalid("The health check path must start with '/' (1024 characters at most)"));
+            return Err(invalid(
+                "The health check path must start with '/' (1024 characters at most)",
+            ));
         }
     }
     let matcher = p.get("Matcher.HttpCode").map(String::from);
     if let Some(m) = &matcher {
         parse_matcher(m)?;
         if !hc_http {
-            return Err(invalid("A matcher can only be given for HTTP health checks"));
+            return Err(invalid(
+                "A matcher can only be given for HTTP health checks",
+            ));
         }
     }
     let interval = bounded(p, "HealthCheckIntervalSeconds", 5, 300, 30)? as u64;
@@ -508,7 +575,9 @@ fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiEr
     let default_timeout = if http { 5 } else { 10 }.min(interval as i64 - 1).max(2);
     let timeout = bounded(p, "HealthCheckTimeoutSeconds", 2, 120, default_timeout)? as u64;
     if timeout >= interval {
-        return Err(invalid("The health check timeout must be smaller than the interval"));
+        return Err(invalid(
+            "The health check timeout must be smaller than the interval",
+        ));
     }
     let healthy = bounded(p, "HealthyThresholdCount", 2, 10, 5)? as u32;
     let unhealthy = bounded(p, "UnhealthyThresholdCount", 2, 10, 2)? as u32;
@@ -516,11 +585,18 @@ fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiEr
     if let Some(existing) = cfg.target_groups.values().find(|t| t.name == name) {
         return Err(ApiError::coded(
             "DuplicateTargetGroupName",
-            format!("A target group with the same name '{}' exists", existing.name),
+            format!(
+                "A target group with the same name '{}' exists",
+                existing.name
+            ),
         ));
     }
     let tg = TargetGroup {
-        arn: arn("elasticloadbalancing", region, &format!("targetgroup/{name}/{}", short_id())),
+        arn: arn(
+            "elasticloadbalancing",
+            region,
+            &format!("targetgroup/{name}/{}", short_id()),
+        ),
         name,
         protocol,
         port,
@@ -529,12 +605,20 @@ fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiEr
             enabled,
             protocol: hc_protocol,
             port: hc_port,
-            path: if hc_http { Some(path.unwrap_or_else(|| "/".into())) } else { None },
+            path: if hc_http {
+                Some(path.unwrap_or_else(|| "/".into()))
+            } else {
+                None
+            },
             interval,
             timeout,
             healthy,
             unhealthy,
-            matcher: if hc_http { Some(matcher.unwrap_or_else(|| "200".into())) } else { None },
+            matcher: if hc_http {
+                Some(matcher.unwrap_or_else(|| "200".into()))
+            } else {
+                None
+            },
         },
         algorithm: "round_robin".into(),
         deregistration_delay: 300,
@@ -551,7 +635,11 @@ fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiEr
 
 /// The codes a matcher accepts (`200`, `200,202`, `200-299`).
 pub fn parse_matcher(m: &str) -> Result<Vec<(u16, u16)>, ApiError> {
-    let bad = || invalid(format!("The matcher '{m}' is invalid: give codes from 200 to 499 as 200, 200,202 or 200-299"));
+    let bad = || {
+        invalid(format!(
+            "The matcher '{m}' is invalid: give codes from 200 to 499 as 200, 200,202 or 200-299"
+        ))
+    };
     m.split(',')
         .map(|part| {
             let (lo, hi) = match part.split_once('-') {
@@ -559,7 +647,9 @@ pub fn parse_matcher(m: &str) -> Result<Vec<(u16, u16)>, ApiError> {
                 None => (part.trim().parse::<u16>(), part.trim().parse::<u16>()),
             };
             match (lo, hi) {
-                (Ok(lo), Ok(hi)) if (200..=499).contains(&lo) && (lo..=499).contains(&hi) => Ok((lo, hi)),
+                (Ok(lo), Ok(hi)) if (200..=499).contains(&lo) && (lo..=499).contains(&hi) => {
+                    Ok((lo, hi))
+                }
                 _ => Err(bad()),
             }
         })
@@ -606,7 +696,10 @@ fn describe_tgs(cfg: &Config, p: &Params) -> Result<String, ApiError> {
     }
     for n in &names {
         if !cfg.target_groups.values().any(|t| &t.name == n) {
-            return Err(not_found("TargetGroupNotFound", &format!("One or more target groups ('{n}')")));
+            return Err(not_found(
+                "TargetGroupNotFound",
+                &format!("One or more target groups ('{n}')"),
+            ));
         }
     }
     let of_lb = lb_arn.map(|a| cfg.groups_of_lb(a));
@@ -627,7 +720,10 @@ fn describe_tgs(cfg: &Config, p: &Params) -> Result<String, ApiError> {
 fn attributes(x: &mut Xml, tg: &TargetGroup) {
     x.open("Attributes");
     for (k, v) in [
-        ("deregistration_delay.timeout_seconds", tg.deregistration_delay.to_string()),
+        (
+            "deregistration_delay.timeout_seconds",
+            tg.deregistration_delay.to_string(),
+        ),
         ("load_balancing.algorithm.type", tg.algorithm.clone()),
         ("stickiness.enabled", "false".to_string()),
     ] {
@@ -669,7 +765,10 @@ fn modify_attributes(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
             }
         }
     }
-    let mut x = response("ModifyTargetGroupAttributesResponse", "ModifyTargetGroupAttributesResult");
+    let mut x = response(
+        "ModifyTargetGroupAttributesResponse",
+        "ModifyTargetGroupAttributesResult",
+    );
     attributes(&mut x, &tg);
     cfg.target_groups.insert(arn, tg);
     Ok(finish(x))
@@ -679,11 +778,17 @@ fn modify_attributes(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
 /// one fixed response.
 fn parse_action(cfg: &Config, list: Vec<Params>, lb: &LoadBalancer) -> Result<Action, ApiError> {
     let [a] = list.as_slice() else {
-        return Err(invalid("Give exactly one action: forward or fixed-response"));
+        return Err(invalid(
+            "Give exactly one action: forward or fixed-response",
+        ));
     };
     match a.required("Type").map_err(|e| invalid(e.message))? {
         "forward" => {
-            let mut tgs: Vec<String> = a.get("TargetGroupArn").map(String::from).into_iter().collect();
+            let mut tgs: Vec<String> = a
+                .get("TargetGroupArn")
+                .map(String::from)
+                .into_iter()
+                .collect();
             for t in a.list("ForwardConfig.TargetGroups.member") {
                 let arn = t.required("TargetGroupArn")?.to_string();
                 if !tgs.contains(&arn) {
@@ -694,17 +799,28 @@ fn parse_action(cfg: &Config, list: Vec<Params>, lb: &LoadBalancer) -> Result<Ac
                 return Err(invalid("A forward action takes one target group in skiff"));
             };
             let g = group(cfg, tg)?;
-            let wants = if lb.kind == "application" { "HTTP" } else { "TCP" };
+            let wants = if lb.kind == "application" {
+                "HTTP"
+            } else {
+                "TCP"
+            };
             if g.protocol != wants {
                 return Err(ApiError::coded(
                     "IncompatibleProtocols",
-                    format!("The {} target group cannot be used by a{} {} load balancer", g.protocol, if lb.kind == "application" { "n" } else { "" }, lb.kind),
+                    format!(
+                        "The {} target group cannot be used by a{} {} load balancer",
+                        g.protocol,
+                        if lb.kind == "application" { "n" } else { "" },
+                        lb.kind
+                    ),
                 ));
             }
             if let Some(other) = cfg.lbs_of_group(tg).into_iter().find(|l| *l != lb.arn) {
                 return Err(ApiError::coded(
                     "TargetGroupAssociationLimit",
-                    format!("The target group is already used by load balancer {other}; skiff allows one"),
+                    format!(
+                        "The target group is already used by load balancer {other}; skiff allows one"
+                    ),
                 ));
             }
             Ok(Action::Forward(tg.clone()))
@@ -723,7 +839,11 @@ fn parse_action(cfg: &Config, list: Vec<Params>, lb: &LoadBalancer) -> Result<Ac
         }
         other => Err(invalid(format!(
             "Action type '{other}' is not supported by skiff here: use forward{}",
-            if lb.kind == "application" { " or fixed-response" } else { "" }
+            if lb.kind == "application" {
+                " or fixed-response"
+            } else {
+                ""
+            }
         ))),
     }
 }
@@ -733,27 +853,52 @@ fn create_listener(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
     let lb = lb(cfg, &lb_arn)?.clone();
     let protocol = p
         .get("Protocol")
-        .unwrap_or(if lb.kind == "application" { "HTTP" } else { "TCP" })
+        .unwrap_or(if lb.kind == "application" {
+            "HTTP"
+        } else {
+            "TCP"
+        })
         .to_string();
-    let wants = if lb.kind == "application" { "HTTP" } else { "TCP" };
+    let wants = if lb.kind == "application" {
+        "HTTP"
+    } else {
+        "TCP"
+    };
     if protocol != wants {
         return Err(ApiError::coded(
             "UnsupportedProtocol",
-            format!("Protocol '{protocol}': a{} {} load balancer's listeners here are {wants} (no certificates for loopback)", if lb.kind == "application" { "n" } else { "" }, lb.kind),
+            format!(
+                "Protocol '{protocol}': a{} {} load balancer's listeners here are {wants} (no certificates for loopback)",
+                if lb.kind == "application" { "n" } else { "" },
+                lb.kind
+            ),
         ));
     }
-    let port = port_param(p, "Port")?.ok_or_else(|| invalid("A listener port must be specified"))?;
-    if cfg.listeners.values().any(|l| l.lb_arn == lb_arn && l.port == port) {
-        return Err(ApiError::coded("DuplicateListener", "A listener already exists on this port for this load balancer"));
-    }
-    if let Some(other) = cfg
+    let port =
+        port_param(p, "Port")?.ok_or_else(|| invalid("A listener port must be specified"))?;
+    if cfg
         .listeners
         .values()
-        .find(|l| l.port == port && cfg.load_balancers.get(&l.lb_arn).is_some_and(|o| o.address == lb.address))
+        .any(|l| l.lb_arn == lb_arn && l.port == port)
     {
         return Err(ApiError::coded(
+            "DuplicateListener",
+            "A listener already exists on this port for this load balancer",
+        ));
+    }
+    if let Some(other) = cfg.listeners.values().find(|l| {
+        l.port == port
+            && cfg
+                .load_balancers
+                .get(&l.lb_arn)
+                .is_some_and(|o| o.address == lb.address)
+    }) {
+        return Err(ApiError::coded(
             "InvalidConfigurationRequest",
-            format!("Port {port} on {} is already used by listener {}", lb.address, other.arn),
+            format!(
+                "Port {port} on {} is already used by listener {}",
+                lb.address, other.arn
+            ),
         ));
     }
     // The port must be free on the host now: bind it to find out.
@@ -767,7 +912,10 @@ fn create_listener(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
     let id = short_id();
     let tail = lb_arn.split("loadbalancer/").nth(1).unwrap_or_default();
     let listener = Listener {
-        arn: format!("{}:listener/{tail}/{id}", lb_arn.split(":loadbalancer/").next().unwrap_or_default()),
+        arn: format!(
+            "{}:listener/{tail}/{id}",
+            lb_arn.split(":loadbalancer/").next().unwrap_or_default()
+        ),
         lb_arn,
         port,
         protocol,
@@ -785,7 +933,9 @@ fn action_xml(x: &mut Xml, name: &'static str, a: &Action) {
     x.open(name).open("member");
     match a {
         Action::Forward(tg) => {
-            x.text("Type", "forward").text("TargetGroupArn", tg).text("Order", 1);
+            x.text("Type", "forward")
+                .text("TargetGroupArn", tg)
+                .text("Order", 1);
             x.open("ForwardConfig")
                 .open("TargetGroups")
                 .open("member")
@@ -832,7 +982,10 @@ fn describe_listeners(cfg: &Config, p: &Params) -> Result<String, ApiError> {
     }
     for a in &arns {
         if !cfg.listeners.contains_key(a) {
-            return Err(not_found("ListenerNotFound", &format!("One or more listeners ('{a}')")));
+            return Err(not_found(
+                "ListenerNotFound",
+                &format!("One or more listeners ('{a}')"),
+            ));
         }
     }
     let mut x = response("DescribeListenersResponse", "DescribeListenersResult");
@@ -847,7 +1000,10 @@ fn describe_listeners(cfg: &Config, p: &Params) -> Result<String, ApiError> {
 }
 
 fn default_rule_arn(listener_arn: &str) -> String {
-    format!("{}/default", listener_arn.replacen(":listener/", ":listener-rule/", 1))
+    format!(
+        "{}/default",
+        listener_arn.replacen(":listener/", ":listener-rule/", 1)
+    )
 }
 
 fn create_rule(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
@@ -859,7 +1015,9 @@ fn create_rule(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
         .ok_or_else(|| not_found("ListenerNotFound", &format!("Listener '{listener}'")))?;
     let lb = lb(cfg, &l.lb_arn)?.clone();
     if lb.kind != "application" {
-        return Err(invalid("Rules are for application load balancers' listeners"));
+        return Err(invalid(
+            "Rules are for application load balancers' listeners",
+        ));
     }
     let priority = p
         .int("Priority")
@@ -871,8 +1029,15 @@ fn create_rule(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
         )));
     }
     let priority = priority as u32;
-    if cfg.rules.values().any(|r| r.listener_arn == listener && r.priority == priority) {
-        return Err(ApiError::coded("PriorityInUse", format!("Priority '{priority}' is currently in use")));
+    if cfg
+        .rules
+        .values()
+        .any(|r| r.listener_arn == listener && r.priority == priority)
+    {
+        return Err(ApiError::coded(
+            "PriorityInUse",
+            format!("Priority '{priority}' is currently in use"),
+        ));
     }
     let mut paths = Vec::new();
     let mut hosts = Vec::new();
@@ -903,7 +1068,11 @@ fn create_rule(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
     }
     let action = parse_action(cfg, p.list("Actions.member"), &lb)?;
     let rule = Rule {
-        arn: format!("{}/{}", default_rule_arn(&listener).trim_end_matches("/default"), short_id()),
+        arn: format!(
+            "{}/{}",
+            default_rule_arn(&listener).trim_end_matches("/default"),
+            short_id()
+        ),
         listener_arn: listener,
         priority,
         paths,
@@ -912,7 +1081,15 @@ fn create_rule(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
     };
     let mut x = response("CreateRuleResponse", "CreateRuleResult");
     x.open("Rules");
-    rule_xml(&mut x, &rule.arn, &rule.priority.to_string(), &rule.paths, &rule.hosts, &rule.action, false);
+    rule_xml(
+        &mut x,
+        &rule.arn,
+        &rule.priority.to_string(),
+        &rule.paths,
+        &rule.hosts,
+        &rule.action,
+        false,
+    );
     x.close();
     cfg.rules.insert(rule.arn.clone(), rule);
     Ok(finish(x))
@@ -943,8 +1120,12 @@ fn rule_xml(
             x.text("member", v);
         }
         x.close();
-        x.open(if config == "PathPatternConfig" { "PathPatternConfig" } else { "HostHeaderConfig" })
-            .open("Values");
+        x.open(if config == "PathPatternConfig" {
+            "PathPatternConfig"
+        } else {
+            "HostHeaderConfig"
+        })
+        .open("Values");
         for v in values {
             x.text("member", v);
         }
@@ -967,9 +1148,15 @@ fn describe_rules(cfg: &Config, p: &Params) -> Result<String, ApiError> {
         return Err(not_found("ListenerNotFound", &format!("Listener '{l}'")));
     }
     for a in &arns {
-        let default = cfg.listeners.values().any(|l| default_rule_arn(&l.arn) == *a);
+        let default = cfg
+            .listeners
+            .values()
+            .any(|l| default_rule_arn(&l.arn) == *a);
         if !cfg.rules.contains_key(a) && !default {
-            return Err(not_found("RuleNotFound", &format!("One or more rules ('{a}')")));
+            return Err(not_found(
+                "RuleNotFound",
+                &format!("One or more rules ('{a}')"),
+            ));
         }
     }
     let mut x = response("DescribeRulesResponse", "DescribeRulesResult");
@@ -977,11 +1164,22 @@ fn describe_rules(cfg: &Config, p: &Params) -> Result<String, ApiError> {
     let mut rules: Vec<&Rule> = cfg
         .rules
         .values()
-        .filter(|r| listener.is_none_or(|l| l == r.listener_arn) && (arns.is_empty() || arns.contains(&r.arn)))
+        .filter(|r| {
+            listener.is_none_or(|l| l == r.listener_arn)
+                && (arns.is_empty() || arns.contains(&r.arn))
+        })
         .collect();
     rules.sort_by_key(|r| r.priority);
     for r in rules {
-        rule_xml(&mut x, &r.arn, &r.priority.to_string(), &r.paths, &r.hosts, &r.action, false);
+        rule_xml(
+            &mut x,
+            &r.arn,
+            &r.priority.to_string(),
+            &r.paths,
+            &r.hosts,
+            &r.action,
+            false,
+        );
     }
     for l in cfg.listeners.values() {
         let arn = default_rule_arn(&l.arn);
@@ -993,7 +1191,12 @@ fn describe_rules(cfg: &Config, p: &Params) -> Result<String, ApiError> {
     Ok(finish(x))
 }
 
-fn register_targets(state: &State, cfg: &mut Config, p: &Params, remove: bool) -> Result<String, ApiError> {
+fn register_targets(
+    state: &State,
+    cfg: &mut Config,
+    p: &Params,
+    remove: bool,
+) -> Result<String, ApiError> {
     let arn = p.required("TargetGroupArn")?.to_string();
     let mut tg = group(cfg, &arn)?.clone();
     let given = p.list("Targets.member");
@@ -1001,7 +1204,10 @@ fn register_targets(state: &State, cfg: &mut Config, p: &Params, remove: bool) -
         return Err(invalid("Give at least one target"));
     }
     for t in given {
-        let id = t.required("Id").map_err(|e| invalid(e.message))?.to_string();
+        let id = t
+            .required("Id")
+            .map_err(|e| invalid(e.message))?
+            .to_string();
         let port = port_param(&t, "Port")?.unwrap_or(tg.port);
         check_target(state, &tg, &id)?;
         let target = Target { id, port };
@@ -1009,7 +1215,10 @@ fn register_targets(state: &State, cfg: &mut Config, p: &Params, remove: bool) -
             if !tg.targets.contains(&target) {
                 return Err(ApiError::coded(
                     "InvalidTarget",
-                    format!("The target '{}:{}' is not registered in the target group", target.id, target.port),
+                    format!(
+                        "The target '{}:{}' is not registered in the target group",
+                        target.id, target.port
+                    ),
                 ));
             }
             tg.targets.retain(|x| *x != target);
@@ -1018,7 +1227,10 @@ fn register_targets(state: &State, cfg: &mut Config, p: &Params, remove: bool) -
         }
     }
     if tg.targets.len() > 1000 {
-        return Err(ApiError::coded("TooManyTargets", "A target group holds at most 1000 targets"));
+        return Err(ApiError::coded(
+            "TooManyTargets",
+            "A target group holds at most 1000 targets",
+        ));
     }
     cfg.target_groups.insert(arn, tg);
     Ok(finish(if remove {
@@ -1036,7 +1248,9 @@ fn check_target(state: &State, tg: &TargetGroup, id: &str) -> Result<(), ApiErro
             Ok(ip) if ip.is_loopback() => Ok(()),
             _ => Err(ApiError::coded(
                 "InvalidTarget",
-                format!("The IP address '{id}' is not a loopback address: skiff only ever sends to 127.0.0.0/8"),
+                format!(
+                    "The IP address '{id}' is not a loopback address: skiff only ever sends to 127.0.0.0/8"
+                ),
             )),
         },
         _ => {
@@ -1049,7 +1263,9 @@ fn check_target(state: &State, tg: &TargetGroup, id: &str) -> Result<(), ApiErro
             } else {
                 Err(ApiError::coded(
                     "InvalidTarget",
-                    format!("The instance '{id}' is not this machine's container instance ({LOCAL_INSTANCE_ID})"),
+                    format!(
+                        "The instance '{id}' is not this machine's container instance ({LOCAL_INSTANCE_ID})"
+                    ),
                 ))
             }
         }
@@ -1064,7 +1280,10 @@ fn describe_health(inner: &Inner, cfg: &Config, p: &Params) -> Result<String, Ap
         .into_iter()
         .map(|t| {
             Ok(Target {
-                id: t.required("Id").map_err(|e| invalid(e.message))?.to_string(),
+                id: t
+                    .required("Id")
+                    .map_err(|e| invalid(e.message))?
+                    .to_string(),
                 port: port_param(&t, "Port")?.unwrap_or(tg.port),
             })
         })

@@ -111,7 +111,10 @@ impl Group {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         if least_outstanding {
             // Fewest requests in flight; ties go round robin.
-            let min = pool.iter().map(|t| t.outstanding.load(Ordering::Relaxed)).min()?;
+            let min = pool
+                .iter()
+                .map(|t| t.outstanding.load(Ordering::Relaxed))
+                .min()?;
             let tied: Vec<&&Arc<TargetLive>> = pool
                 .iter()
                 .filter(|t| t.outstanding.load(Ordering::Relaxed) == min)
@@ -250,19 +253,26 @@ impl Plane {
                             None => {
                                 g.added.notify_one();
                                 targets.push(Arc::new(TargetLive {
-                                target: t.clone(),
-                                addr: target_addr(tg, t),
-                                live: Mutex::new(Live {
-                                    health: if tg.health.enabled { Health::Initial } else { Health::Healthy },
-                                    ok_streak: 0,
-                                    bad_streak: 0,
-                                    reason: tg.health.enabled.then_some("Elb.InitialHealthChecking"),
-                                    description: None,
-                                    draining: None,
-                                }),
-                                outstanding: AtomicUsize::new(0),
-                                requests: AtomicU64::new(0),
-                            }));
+                                    target: t.clone(),
+                                    addr: target_addr(tg, t),
+                                    live: Mutex::new(Live {
+                                        health: if tg.health.enabled {
+                                            Health::Initial
+                                        } else {
+                                            Health::Healthy
+                                        },
+                                        ok_streak: 0,
+                                        bad_streak: 0,
+                                        reason: tg
+                                            .health
+                                            .enabled
+                                            .then_some("Elb.InitialHealthChecking"),
+                                        description: None,
+                                        draining: None,
+                                    }),
+                                    outstanding: AtomicUsize::new(0),
+                                    requests: AtomicU64::new(0),
+                                }));
                             }
                         }
                     }
@@ -279,7 +289,10 @@ impl Plane {
                 if let Ok(mut checker) = g.checker.lock() {
                     match (in_use, checker.as_ref()) {
                         (true, None) => {
-                            *checker = Some(tokio::spawn(health_loop(Arc::downgrade(&me), tg.arn.clone())));
+                            *checker = Some(tokio::spawn(health_loop(
+                                Arc::downgrade(&me),
+                                tg.arn.clone(),
+                            )));
                         }
                         (false, Some(h)) => {
                             h.abort();
@@ -323,7 +336,12 @@ impl Plane {
                     }
                 };
                 let handle = if lb.kind == "application" {
-                    tokio::spawn(serve_http(Arc::downgrade(&me), l.arn.clone(), l.port, socket))
+                    tokio::spawn(serve_http(
+                        Arc::downgrade(&me),
+                        l.arn.clone(),
+                        l.port,
+                        socket,
+                    ))
                 } else {
                     tokio::spawn(serve_tcp(Arc::downgrade(&me), l.arn.clone(), socket))
                 };
@@ -379,7 +397,10 @@ impl Plane {
     pub fn target_health(&self, tg_arn: &str, target: &Target) -> Option<(Health, bool)> {
         let g = self.group(tg_arn)?;
         let targets = g.targets.lock().ok()?;
-        targets.iter().find(|t| t.target == *target).map(|t| t.health())
+        targets
+            .iter()
+            .find(|t| t.target == *target)
+            .map(|t| t.health())
     }
 
     /// Waits until a deregistered target has drained (no requests in
@@ -398,7 +419,11 @@ impl Plane {
             });
             match state {
                 None => return,
-                Some((Some(since), busy)) if busy == 0 || since.elapsed() >= Duration::from_secs(delay) => return,
+                Some((Some(since), busy))
+                    if busy == 0 || since.elapsed() >= Duration::from_secs(delay) =>
+                {
+                    return;
+                }
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
@@ -407,7 +432,11 @@ impl Plane {
     fn route(&self, listener_arn: &str, host: &str, path: &str) -> Option<Action> {
         let cfg = self.config();
         let listener = cfg.listeners.get(listener_arn)?;
-        let mut rules: Vec<&super::Rule> = cfg.rules.values().filter(|r| r.listener_arn == listener_arn).collect();
+        let mut rules: Vec<&super::Rule> = cfg
+            .rules
+            .values()
+            .filter(|r| r.listener_arn == listener_arn)
+            .collect();
         rules.sort_by_key(|r| r.priority);
         let host = host.split(':').next().unwrap_or(host);
         let found = rules.into_iter().find(|r| {
@@ -420,14 +449,24 @@ impl Plane {
     /// Is the load balancer of `listener_arn` let through to `to`?
     fn admits(&self, listener_arn: &str, to: SocketAddr) -> bool {
         let cfg = self.config();
-        let Some(lb) = cfg.listeners.get(listener_arn).and_then(|l| cfg.load_balancers.get(&l.lb_arn)) else {
+        let Some(lb) = cfg
+            .listeners
+            .get(listener_arn)
+            .and_then(|l| cfg.load_balancers.get(&l.lb_arn))
+        else {
             return false;
         };
         let groups = (lb.kind == "application").then_some(lb.security_groups.as_slice());
         self.fabric.allows(lb.address, groups, to, Proto::Tcp)
     }
 
-    async fn forward_http(&self, listener_arn: &str, port: u16, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    async fn forward_http(
+        &self,
+        listener_arn: &str,
+        port: u16,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let host = req
             .headers()
             .get(http::header::HOST)
@@ -438,7 +477,11 @@ impl Plane {
         let action = self.route(listener_arn, &host, req.uri().path());
         let tg = match action {
             None => return plain(StatusCode::SERVICE_UNAVAILABLE, "the listener is gone"),
-            Some(Action::Fixed { status, content_type, body }) => {
+            Some(Action::Fixed {
+                status,
+                content_type,
+                body,
+            }) => {
                 let mut r = Response::new(full(body.unwrap_or_default()));
                 *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                 if let Some(ct) = content_type.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
@@ -451,12 +494,17 @@ impl Plane {
         let Some(group) = self.group(&tg) else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no such target group");
         };
-        let lor = group.spec().is_some_and(|s| s.algorithm == "least_outstanding_requests");
+        let lor = group
+            .spec()
+            .is_some_and(|s| s.algorithm == "least_outstanding_requests");
         let Some(target) = group.pick(lor) else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no registered targets");
         };
         if !self.admits(listener_arn, target.addr) {
-            return plain(StatusCode::GATEWAY_TIMEOUT, "the target's security groups do not let the load balancer in");
+            return plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the target's security groups do not let the load balancer in",
+            );
         }
         target.requests.fetch_add(1, Ordering::Relaxed);
         let guard = Outstanding::new(Arc::clone(&target));
@@ -467,7 +515,11 @@ impl Plane {
             Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
         };
         parts.version = http::Version::HTTP_11;
-        let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let forwarded = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prior) => format!("{prior}, {}", peer.ip()),
             None => peer.ip().to_string(),
         };
@@ -482,12 +534,21 @@ impl Plane {
         }
         let upstream = Request::from_parts(parts, body.boxed());
         match tokio::time::timeout(Duration::from_secs(60), self.client.request(upstream)).await {
-            Ok(Ok(resp)) => resp.map(|b| Counted { inner: b, _guard: guard }.boxed()),
+            Ok(Ok(resp)) => resp.map(|b| {
+                Counted {
+                    inner: b,
+                    _guard: guard,
+                }
+                .boxed()
+            }),
             Ok(Err(e)) => {
                 tracing::debug!(target = %target.addr, "forwarding failed: {e}");
                 plain(StatusCode::BAD_GATEWAY, "the target did not answer")
             }
-            Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "the target did not answer in time"),
+            Err(_) => plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the target did not answer in time",
+            ),
         }
     }
 }
@@ -495,7 +556,10 @@ impl Plane {
 /// ELB's wildcards: `*` any run of characters, `?` exactly one.
 fn wildcard(pattern: &str, s: &str, fold: bool) -> bool {
     let (p, s): (Vec<char>, Vec<char>) = if fold {
-        (pattern.to_lowercase().chars().collect(), s.to_lowercase().chars().collect())
+        (
+            pattern.to_lowercase().chars().collect(),
+            s.to_lowercase().chars().collect(),
+        )
     } else {
         (pattern.chars().collect(), s.chars().collect())
     };
@@ -524,7 +588,9 @@ fn wildcard(pattern: &str, s: &str, fold: bool) -> bool {
 }
 
 fn full(s: String) -> Body {
-    Full::new(Bytes::from(s)).map_err(|never| match never {}).boxed()
+    Full::new(Bytes::from(s))
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn plain(status: StatusCode, message: &str) -> Response<Body> {
@@ -575,7 +641,12 @@ impl hyper::body::Body for Counted {
     }
 }
 
-async fn serve_http(plane: Weak<Plane>, listener_arn: String, port: u16, socket: tokio::net::TcpListener) {
+async fn serve_http(
+    plane: Weak<Plane>,
+    listener_arn: String,
+    port: u16,
+    socket: tokio::net::TcpListener,
+) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true)
         .timer(TokioTimer::new())
@@ -661,15 +732,15 @@ async fn serve_tcp(plane: Weak<Plane>, listener_arn: String, socket: tokio::net:
 async fn health_loop(plane: Weak<Plane>, tg_arn: String) {
     loop {
         let Some(p) = plane.upgrade() else { return };
-        let Some(group) = p.group(&tg_arn) else { return };
+        let Some(group) = p.group(&tg_arn) else {
+            return;
+        };
         let Some(spec) = group.spec() else { return };
         let lb_listener = {
             let cfg = p.config();
             cfg.listeners
                 .values()
-                .find(|l| {
-                    cfg.lbs_of_group(&tg_arn).contains(&l.lb_arn.as_str())
-                })
+                .find(|l| cfg.lbs_of_group(&tg_arn).contains(&l.lb_arn.as_str()))
                 .map(|l| l.arn.clone())
         };
         let targets: Vec<Arc<TargetLive>> = group
@@ -740,7 +811,10 @@ async fn check(
     if spec.health.protocol == "TCP" {
         return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(("Target.FailedHealthChecks", format!("Health checks failed: {e}"))),
+            Ok(Err(e)) => Err((
+                "Target.FailedHealthChecks",
+                format!("Health checks failed: {e}"),
+            )),
             Err(_) => Err(("Target.Timeout", "Request timed out".into())),
         };
     }
@@ -756,14 +830,21 @@ async fn check(
             let status = resp.status().as_u16();
             // Read the body, so the connection can be used again.
             let _ = tokio::time::timeout(timeout, resp.into_body().collect()).await;
-            let codes = parse_matcher(spec.health.matcher.as_deref().unwrap_or("200")).unwrap_or_default();
+            let codes =
+                parse_matcher(spec.health.matcher.as_deref().unwrap_or("200")).unwrap_or_default();
             if codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
                 Ok(())
             } else {
-                Err(("Target.ResponseCodeMismatch", format!("Health checks failed with these codes: [{status}]")))
+                Err((
+                    "Target.ResponseCodeMismatch",
+                    format!("Health checks failed with these codes: [{status}]"),
+                ))
             }
         }
-        Ok(Err(e)) => Err(("Target.FailedHealthChecks", format!("Health checks failed: {e}"))),
+        Ok(Err(e)) => Err((
+            "Target.FailedHealthChecks",
+            format!("Health checks failed: {e}"),
+        )),
         Err(_) => Err(("Target.Timeout", "Request timed out".into())),
     }
 }
@@ -774,7 +855,11 @@ async fn reap_loop(plane: Weak<Plane>) {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let Some(p) = plane.upgrade() else { return };
-        let groups: Vec<Arc<Group>> = p.groups.lock().map(|g| g.values().cloned().collect()).unwrap_or_default();
+        let groups: Vec<Arc<Group>> = p
+            .groups
+            .lock()
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default();
         let mut draining = false;
         for g in groups {
             let delay = Duration::from_secs(g.spec().map_or(0, |s| s.deregistration_delay));
@@ -782,7 +867,12 @@ async fn reap_loop(plane: Weak<Plane>) {
                 targets.retain(|t| {
                     let since = t.live.lock().ok().and_then(|l| l.draining);
                     match since {
-                        Some(s) if s.elapsed() >= delay || t.outstanding.load(Ordering::Relaxed) == 0 => false,
+                        Some(s)
+                            if s.elapsed() >= delay
+                                || t.outstanding.load(Ordering::Relaxed) == 0 =>
+                        {
+                            false
+                        }
                         Some(_) => {
                             draining = true;
                             true
@@ -810,8 +900,14 @@ mod tests {
         assert!(wildcard("/img/?.png", "/img/a.png", false));
         assert!(!wildcard("/img/?.png", "/img/ab.png", false));
         assert!(wildcard("*", "", false));
-        assert!(!wildcard("/API/*", "/api/x", false), "paths are case-sensitive");
-        assert!(wildcard("*.Example.com", "api.example.COM", true), "hosts are not");
+        assert!(
+            !wildcard("/API/*", "/api/x", false),
+            "paths are case-sensitive"
+        );
+        assert!(
+            wildcard("*.Example.com", "api.example.COM", true),
+            "hosts are not"
+        );
         assert!(wildcard("a*b*c", "aXXbYYc", false));
         assert!(!wildcard("a*b*c", "aXXbYY", false));
     }

@@ -7,6 +7,8 @@
 //! - `/count` → how many requests this instance has handled: always 1 when
 //!   every request gets a fresh instance
 //! - `/env` → the instance's environment, one `KEY=VALUE` per line
+//! - `.../whoami` → the value of `WHO`
+//! - `/health` → 500 while `/state/sick` exists, else 200
 //! - `/fetch?url=http://HOST:PORT/PATH` → makes an outgoing `wasi:http`
 //!   request and answers with its status and body, or 502 and the error
 //!   code when the host refuses or the request fails
@@ -122,6 +124,18 @@ impl wasip2::exports::http::incoming_handler::Guest for HttpHello {
             match fetch(url) {
                 Ok((status, body)) => respond(out, status, "application/octet-stream", &body),
                 Err(e) => respond(out, 502, "text/plain", format!("fetch failed: {e}\n").as_bytes()),
+            }
+        } else if path.ends_with("/whoami") {
+            // Which service answered (its WHO), for load balancer tests.
+            let who = std::env::var("WHO").unwrap_or_else(|_| "nobody".into());
+            respond(out, 200, "text/plain", format!("{who}\n").as_bytes());
+        } else if path == "/health" {
+            // Sick while /state/sick exists (a task-scoped volume a test
+            // can reach), healthy otherwise.
+            if std::fs::metadata("/state/sick").is_ok() {
+                respond(out, 500, "text/plain", b"sick\n");
+            } else {
+                respond(out, 200, "text/plain", b"ok\n");
             }
         } else if path == "/count" {
 

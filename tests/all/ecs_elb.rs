@@ -1,0 +1,582 @@
+//! Load balancers built with `aws elbv2` in front of ECS services made with
+//! `aws ecs create-service --load-balancers`: path routing between two
+//! services, a task that fails its health checks drained and replaced, a
+//! rolling deployment with no failed request under a steady client, a
+//! network load balancer in front of a TCP echo service, and the mistakes
+//! ELB refuses.
+
+use crate::support::ServeProcess;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasm_apps::app;
+
+fn register(serve: &ServeProcess, dir: &Path, td: &Value) -> String {
+    let p = dir.join(format!("{}.json", td["family"].as_str().unwrap()));
+    std::fs::write(&p, serde_json::to_vec(td).unwrap()).unwrap();
+    serve.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--cli-input-json",
+        &format!("file://{}", p.display()),
+    ])["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// An HTTP service's definition: http-hello answering `WHO` at
+/// `.../whoami`, sick while its task volume holds `sick`.
+fn web_td(family: &str, who: &str) -> Value {
+    json!({
+        "family": family, "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+        "volumes": [{"name": "state"}],
+        "containerDefinitions": [{
+            "name": "web", "image": "hello-http:v1",
+            "environment": [{"name": "WHO", "value": who}],
+            "portMappings": [{"containerPort": 80}],
+            "mountPoints": [{"sourceVolume": "state", "containerPath": "/state"}],
+            "stopTimeout": 5,
+        }],
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn s(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+/// GET through the load balancer: (status, body); status 0 if the
+/// connection itself failed.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let attempt = || -> std::io::Result<(u16, String)> {
+        let mut c = TcpStream::connect(("127.0.0.1", port))?;
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        c.read_to_string(&mut raw)?;
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = raw
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        Ok((status, body))
+    };
+    attempt().unwrap_or((0, String::new()))
+}
+
+fn target_states(serve: &ServeProcess, tg: &str) -> Vec<String> {
+    serve.aws_ok(&["elbv2", "describe-target-health", "--target-group-arn", tg])["TargetHealthDescriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| s(&d["TargetHealth"]["State"]))
+        .collect()
+}
+
+fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn all_healthy(serve: &ServeProcess, tg: &str, n: usize) -> bool {
+    let states = target_states(serve, tg);
+    states.len() == n && states.iter().all(|s| s == "healthy")
+}
+
+#[test]
+fn an_application_load_balancer_routes_drains_and_rolls_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
+    register(&serve, dir.path(), &web_td("web", "web-v1"));
+    register(&serve, dir.path(), &web_td("api", "api"));
+
+    // The load balancer, entirely with aws elbv2.
+    let lb = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "shop",
+        "--type",
+        "application",
+        "--scheme",
+        "internal",
+        "--subnets",
+        "subnet-1",
+    ])["LoadBalancers"][0]["LoadBalancerArn"]);
+    let tg = |name: &str| {
+        s(&serve.aws_ok(&[
+            "elbv2",
+            "create-target-group",
+            "--name",
+            name,
+            "--protocol",
+            "HTTP",
+            "--port",
+            "80",
+            "--target-type",
+            "ip",
+            "--vpc-id",
+            "vpc-1",
+            "--health-check-path",
+            "/health",
+            "--health-check-interval-seconds",
+            "5",
+            "--healthy-threshold-count",
+            "2",
+            "--unhealthy-threshold-count",
+            "2",
+        ])["TargetGroups"][0]["TargetGroupArn"])
+    };
+    let (web_tg, api_tg) = (tg("web"), tg("api"));
+    for t in [&web_tg, &api_tg] {
+        serve.aws_ok(&[
+            "elbv2",
+            "modify-target-group-attributes",
+            "--target-group-arn",
+            t,
+            "--attributes",
+            "Key=deregistration_delay.timeout_seconds,Value=10",
+        ]);
+    }
+    let port = free_port();
+    let listener = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port.to_string(),
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={web_tg}"),
+    ])["Listeners"][0]["ListenerArn"]);
+    serve.aws_ok(&[
+        "elbv2",
+        "create-rule",
+        "--listener-arn",
+        &listener,
+        "--priority",
+        "10",
+        "--conditions",
+        "Field=path-pattern,Values=/api/*",
+        "--actions",
+        &format!("Type=forward,TargetGroupArn={api_tg}"),
+    ]);
+
+    // Two services behind it.
+    let net = "awsvpcConfiguration={subnets=[subnet-1]}";
+    for (name, t, count) in [("web", &web_tg, "2"), ("api", &api_tg, "1")] {
+        serve.aws_ok(&[
+            "ecs",
+            "create-service",
+            "--service-name",
+            name,
+            "--task-definition",
+            name,
+            "--desired-count",
+            count,
+            "--network-configuration",
+            net,
+            "--health-check-grace-period-seconds",
+            "0",
+            "--load-balancers",
+            &format!("targetGroupArn={t},containerName=web,containerPort=80"),
+        ]);
+    }
+    serve.aws_ok(&["ecs", "wait", "services-stable", "--services", "web", "api"]);
+    until("healthy targets", 60, || {
+        all_healthy(&serve, &web_tg, 2) && all_healthy(&serve, &api_tg, 1)
+    });
+    let svc = &serve.aws_ok(&["ecs", "describe-services", "--services", "web"])["services"][0];
+    assert_eq!(svc["loadBalancers"][0]["targetGroupArn"], web_tg.as_str());
+
+    // Path routing.
+    assert_eq!(get(port, "/whoami"), (200, "web-v1".into()));
+    assert_eq!(get(port, "/api/whoami"), (200, "api".into()));
+    assert_eq!(get(port, "/apix/whoami"), (200, "web-v1".into()));
+
+    // A task that fails its health checks is drained and replaced.
+    let web_tasks = || -> Vec<String> {
+        serve.aws_ok(&["ecs", "list-tasks", "--service-name", "web"])["taskArns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(s)
+            .collect()
+    };
+    let victim = web_tasks()[0].clone();
+    let victim_id = victim.rsplit('/').next().unwrap().to_string();
+    let volume = serve
+        .data_dir
+        .join("control/tasks")
+        .join(&victim_id)
+        .join("volumes/state");
+    std::fs::write(volume.join("sick"), "").unwrap();
+    until("the sick task to be stopped", 90, || {
+        let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &victim])["tasks"][0];
+        t["desiredStatus"] == "STOPPED"
+    });
+    let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &victim])["tasks"][0];
+    assert!(
+        s(&t["stoppedReason"]).starts_with("Task failed ELB health checks in (target-group "),
+        "{t:#}"
+    );
+    until("a healthy replacement", 90, || {
+        !web_tasks().contains(&victim) && web_tasks().len() == 2 && all_healthy(&serve, &web_tg, 2)
+    });
+    // The sick one gets no traffic meanwhile, and is gone now.
+    for _ in 0..10 {
+        assert_eq!(get(port, "/whoami"), (200, "web-v1".into()));
+    }
+
+    // A rolling deployment under a steady client: no request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut seen: Vec<(u16, String)> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.push(get(port, "/whoami"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    register(&serve, dir.path(), &web_td("web", "web-v2"));
+    serve.aws_ok(&[
+        "ecs",
+        "update-service",
+        "--service",
+        "web",
+        "--task-definition",
+        "web:2",
+    ]);
+    until("the new revision to take over", 180, || {
+        let svc = &serve.aws_ok(&["ecs", "describe-services", "--services", "web"])["services"][0];
+        svc["deployments"].as_array().unwrap().len() == 1
+            && svc["deployments"][0]["rolloutState"] == "COMPLETED"
+            && all_healthy(&serve, &web_tg, 2)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let seen = client.join().unwrap();
+    let failed: Vec<&(u16, String)> = seen.iter().filter(|(status, _)| *status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        seen.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(seen.iter().any(|(_, b)| b == "web-v1") && seen.iter().any(|(_, b)| b == "web-v2"));
+    assert_eq!(seen.last().unwrap().1, "web-v2");
+    assert!(seen.len() > 50, "only {} requests", seen.len());
+}
+
+#[test]
+fn a_network_load_balancer_carries_tcp_to_an_echo_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("ECHO_P2"), "echo:v1");
+    register(
+        &serve,
+        dir.path(),
+        &json!({
+            "family": "echo", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+            "containerDefinitions": [{"name": "echo", "image": "echo:v1",
+                "command": ["tcp", "0.0.0.0:7000", "nlb"], "portMappings": [{"containerPort": 7000}],
+                "stopTimeout": 2}],
+        }),
+    );
+    let lb = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "echo",
+        "--type",
+        "network",
+        "--subnets",
+        "subnet-1",
+    ])["LoadBalancers"][0]["LoadBalancerArn"]);
+    let tg = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-target-group",
+        "--name",
+        "echo",
+        "--protocol",
+        "TCP",
+        "--port",
+        "7000",
+        "--target-type",
+        "ip",
+        "--health-check-interval-seconds",
+        "5",
+        "--healthy-threshold-count",
+        "2",
+    ])["TargetGroups"][0]["TargetGroupArn"]);
+    // A network load balancer has no security groups of its own (as on
+    // AWS): the targets' groups must let its address in.
+    let default = s(&serve.aws_ok(&[
+        "ec2",
+        "describe-security-groups",
+        "--group-names",
+        "default",
+    ])["SecurityGroups"][0]["GroupId"]);
+    serve.aws_ok(&[
+        "ec2",
+        "authorize-security-group-ingress",
+        "--group-id",
+        &default,
+        "--protocol",
+        "tcp",
+        "--port",
+        "7000",
+        "--cidr",
+        "127.0.0.1/32",
+    ]);
+    let port = free_port();
+    serve.aws_ok(&[
+        "elbv2",
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "TCP",
+        "--port",
+        &port.to_string(),
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg}"),
+    ]);
+    serve.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--service-name",
+        "echo",
+        "--task-definition",
+        "echo",
+        "--desired-count",
+        "2",
+        "--network-configuration",
+        "awsvpcConfiguration={subnets=[subnet-1]}",
+        "--load-balancers",
+        &format!("targetGroupArn={tg},containerName=echo,containerPort=7000"),
+    ]);
+    until("healthy echo targets", 90, || all_healthy(&serve, &tg, 2));
+    for i in 0..6 {
+        let mut c = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        writeln!(c, "line {i}").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply.trim_end(), format!("nlb line {i}"));
+    }
+}
+
+#[test]
+fn load_balancer_mistakes_get_elb_error_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let lb = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "a",
+        "--subnets",
+        "subnet-1",
+    ])["LoadBalancers"][0]["LoadBalancerArn"]);
+    serve.aws_err(
+        &[
+            "elbv2",
+            "create-load-balancer",
+            "--name",
+            "a",
+            "--subnets",
+            "subnet-1",
+        ],
+        "DuplicateLoadBalancerName",
+    );
+    let tg = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-target-group",
+        "--name",
+        "t",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "80",
+        "--target-type",
+        "ip",
+    ])["TargetGroups"][0]["TargetGroupArn"]);
+    let port = free_port().to_string();
+    let fwd = format!("Type=forward,TargetGroupArn={tg}");
+    let l = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port,
+        "--default-actions",
+        &fwd,
+    ])["Listeners"][0]["ListenerArn"]);
+    let rule = |priority: &str, path: &str| {
+        serve.aws(&[
+            "elbv2",
+            "create-rule",
+            "--listener-arn",
+            &l,
+            "--priority",
+            priority,
+            "--conditions",
+            &format!("Field=path-pattern,Values={path}"),
+            "--actions",
+            &fwd,
+        ])
+    };
+    assert!(rule("5", "/a/*").0);
+    // Overlapping rules: the same priority twice.
+    let (ok, _, err) = rule("5", "/b/*");
+    assert!(!ok && err.contains("(PriorityInUse)"), "{err}");
+    for (args, code) in [
+        (
+            vec![
+                "elbv2",
+                "create-listener",
+                "--load-balancer-arn",
+                &lb,
+                "--protocol",
+                "HTTP",
+                "--port",
+                &port,
+                "--default-actions",
+                &fwd,
+            ],
+            "DuplicateListener",
+        ),
+        (
+            vec![
+                "elbv2",
+                "create-listener",
+                "--load-balancer-arn",
+                &lb,
+                "--protocol",
+                "HTTP",
+                "--port",
+                "70000",
+                "--default-actions",
+                &fwd,
+            ],
+            "ValidationError",
+        ),
+        (
+            vec![
+                "elbv2",
+                "register-targets",
+                "--target-group-arn",
+                "arn:aws:elasticloadbalancing:eu-west-1:000000000000:targetgroup/nope/0",
+                "--targets",
+                "Id=127.18.0.9",
+            ],
+            "TargetGroupNotFound",
+        ),
+        (
+            vec![
+                "elbv2",
+                "register-targets",
+                "--target-group-arn",
+                &tg,
+                "--targets",
+                "Id=10.0.0.1",
+            ],
+            "InvalidTarget",
+        ),
+        (
+            vec![
+                "elbv2",
+                "create-target-group",
+                "--name",
+                "t",
+                "--protocol",
+                "HTTP",
+                "--port",
+                "80",
+            ],
+            "DuplicateTargetGroupName",
+        ),
+        (
+            vec![
+                "elbv2",
+                "create-target-group",
+                "--name",
+                "u",
+                "--protocol",
+                "HTTPS",
+                "--port",
+                "443",
+            ],
+            "UnsupportedProtocol",
+        ),
+        (
+            vec!["elbv2", "delete-target-group", "--target-group-arn", &tg],
+            "ResourceInUse",
+        ),
+        (
+            vec!["elbv2", "describe-load-balancers", "--names", "ghost"],
+            "LoadBalancerNotFound",
+        ),
+    ] {
+        serve.aws_err(&args, code);
+    }
+    let (ok, _, err) = rule("50001", "/c/*");
+    assert!(!ok && err.contains("(ValidationError)"), "{err}");
+    // Unknown target groups for an ECS service.
+    serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
+    register(&serve, dir.path(), &web_td("web", "w"));
+    serve.aws_err(
+        &[
+            "ecs", "create-service", "--service-name", "web", "--task-definition", "web",
+            "--network-configuration", "awsvpcConfiguration={subnets=[subnet-1]}",
+            "--load-balancers", "targetGroupArn=arn:aws:elasticloadbalancing:eu-west-1:000000000000:targetgroup/nope/0,containerName=web,containerPort=80",
+        ],
+        "InvalidParameterException",
+    );
+    // The deletes, in order, all work.
+    serve.aws_ok(&["elbv2", "delete-listener", "--listener-arn", &l]);
+    serve.aws_ok(&["elbv2", "delete-target-group", "--target-group-arn", &tg]);
+    serve.aws_ok(&["elbv2", "delete-load-balancer", "--load-balancer-arn", &lb]);
+    assert_eq!(
+        serve.aws_ok(&["elbv2", "describe-load-balancers"])["LoadBalancers"],
+        json!([])
+    );
+}
