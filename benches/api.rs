@@ -26,23 +26,11 @@
 
 #[path = "peers/mod.rs"]
 mod peers;
-use peers::find_wasmtime;
+use peers::{SKIFF, find_wasmtime, start_skiff_serve};
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -76,40 +64,6 @@ impl Api {
         assert!(ok, "{op} failed: {v}");
         v
     }
-}
-
-fn start_serve(data: &std::path::Path) -> (Serve, String, String) {
-    let mut child = Command::new(SKIFF)
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--registry-addr",
-            "127.0.0.1:0",
-        ])
-        .env("SKIFF_DATA_DIR", data)
-        .env("SKIFF_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start skiff serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let banner = lines.next().unwrap().unwrap();
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    let api = banner
-        .split("API on http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
-        .to_string();
-    let registry = banner
-        .split("registry on ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .to_string();
-    (Serve(child), api, registry)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -147,7 +101,7 @@ fn main() {
     let runs = env_or("SKIFF_BENCH_API_RUNS", 300);
     let jobs = env_or("SKIFF_BENCH_API_JOBS", 2_000);
     let data = tempfile::tempdir().unwrap();
-    let (_serve, api, registry) = start_serve(data.path());
+    let (_serve, api, registry) = start_skiff_serve(data.path());
     let pushed = Command::new(SKIFF)
         .args(["push", wasm_apps::HELLO_P1, &format!("{registry}/hello:v1")])
         .env("SKIFF_DATA_DIR", data.path())

@@ -19,15 +19,15 @@
 
 #[path = "peers/mod.rs"]
 mod peers;
-use peers::{find_wasmtime, on_path};
+use peers::{
+    SKIFF, Server, find_program, find_wasmtime, start_wasmtime_serve, wait_until_serving, wrk,
+};
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
@@ -66,13 +66,6 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn find_program(env: &str, name: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(env) {
-        return Some(PathBuf::from(p));
-    }
-    on_path(name).into_iter().next()
 }
 
 fn version(wasmtime: Option<&Path>) -> String {
@@ -172,31 +165,6 @@ fn first_start(wasmtime: &Path) {
     }
 }
 
-/// A server process, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn wait_until_serving(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing is serving on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn start_skiff(data: &Path) -> (Server, SocketAddr) {
     let mut child = Command::new(SKIFF)
         .env("SKIFF_DATA_DIR", data)
@@ -223,51 +191,6 @@ fn start_skiff(data: &Path) -> (Server, SocketAddr) {
     (Server(child), addr)
 }
 
-fn start_wasmtime(wasmtime: &Path) -> (Server, SocketAddr) {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(wasmtime)
-        .args([
-            "serve",
-            "-Scli",
-            "--addr",
-            &addr.to_string(),
-            wasm_apps::HTTP_HELLO_P2,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start wasmtime serve");
-    wait_until_serving(addr);
-    (Server(child), addr)
-}
-
-/// Requests per second and the latency line of one `wrk` run.
-fn wrk(wrk: &Path, addr: SocketAddr, secs: u64) -> (f64, String) {
-    let out = Command::new(wrk)
-        .args([
-            "-t2",
-            "-c32",
-            &format!("-d{secs}s"),
-            &format!("http://{addr}/"),
-        ])
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("Non-2xx"), "errors under load:\n{text}");
-    let rps = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
-    let latency = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("Latency"))
-        .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
-        .unwrap_or_default();
-    (rps, latency)
-}
-
 fn http(wasmtime: &Path, wrk_bin: &Path, data: &Path, secs: u64) {
     println!();
     println!(
@@ -278,16 +201,16 @@ fn http(wasmtime: &Path, wrk_bin: &Path, data: &Path, secs: u64) {
     for _ in 0..2 {
         {
             let (_server, addr) = start_skiff(data);
-            wrk(wrk_bin, addr, 2); // warm-up
-            let r = wrk(wrk_bin, addr, secs);
+            wrk(wrk_bin, &format!("http://{addr}/"), 2); // warm-up
+            let r = wrk(wrk_bin, &format!("http://{addr}/"), secs);
             if r.0 > skiff_best.0 {
                 skiff_best = r;
             }
         }
         {
-            let (_server, addr) = start_wasmtime(wasmtime);
-            wrk(wrk_bin, addr, 2);
-            let r = wrk(wrk_bin, addr, secs);
+            let (_server, addr) = start_wasmtime_serve(wasmtime, wasm_apps::HTTP_HELLO_P2);
+            wrk(wrk_bin, &format!("http://{addr}/"), 2);
+            let r = wrk(wrk_bin, &format!("http://{addr}/"), secs);
             if r.0 > wasmtime_best.0 {
                 wasmtime_best = r;
             }

@@ -1,7 +1,16 @@
-//! Finding the peer programs benchmarks measure skiff against.
+//! What the benchmarks share: finding the peer programs skiff is measured
+//! against, starting servers (skiff serve, wasmtime serve), and `wrk`.
 
+// Each benchmark uses some of these.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 
 pub fn on_path(name: &str) -> Vec<PathBuf> {
     std::env::var_os("PATH")
@@ -42,4 +51,112 @@ pub fn is_native_executable(path: &Path) -> bool {
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok()
         && &magic == b"\x7fELF"
+}
+
+/// A program named by `env`, else found on PATH.
+pub fn find_program(env: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    on_path(name).into_iter().next()
+}
+
+/// A server process, killed when dropped.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn wait_until_serving(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing is serving on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `wasmtime serve -Scli` of `wasm` on a free loopback port.
+pub fn start_wasmtime_serve(wasmtime: &Path, wasm: &str) -> (Server, SocketAddr) {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = Command::new(wasmtime)
+        .args(["serve", "-Scli", "--addr", &addr.to_string(), wasm])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wasmtime serve");
+    wait_until_serving(addr);
+    (Server(child), addr)
+}
+
+/// `skiff serve` on free ports with a fresh data dir: the server, the API
+/// address and the registry address.
+pub fn start_skiff_serve(data: &Path) -> (Server, String, String) {
+    let mut child = Command::new(SKIFF)
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--registry-addr",
+            "127.0.0.1:0",
+        ])
+        .env("SKIFF_DATA_DIR", data)
+        .env("SKIFF_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start skiff serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let banner = lines.next().and_then(Result::ok).unwrap_or_default();
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let api = banner
+        .split("API on http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+        .to_string();
+    let registry = banner
+        .split("registry on ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+        .to_string();
+    (Server(child), api, registry)
+}
+
+/// Requests per second and the mean latency of one `wrk -t2 -c32` run.
+pub fn wrk(wrk: &Path, url: &str, secs: u64) -> (f64, String) {
+    let out = Command::new(wrk)
+        .args(["-t2", "-c32", &format!("-d{secs}s"), url])
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("Non-2xx"), "errors under load:\n{text}");
+    assert!(
+        !text.contains("Socket errors"),
+        "socket errors under load:\n{text}"
+    );
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let latency = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Latency"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+        .unwrap_or_default();
+    (rps, latency)
 }

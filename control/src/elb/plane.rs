@@ -58,16 +58,39 @@ pub struct TargetLive {
     pub target: Target,
     pub addr: SocketAddr,
     live: Mutex<Live>,
+    /// `live`'s health and draining, for the request path to read without
+    /// a lock: see [`TargetLive::publish`].
+    fast: std::sync::atomic::AtomicU8,
     outstanding: AtomicUsize,
     requests: AtomicU64,
 }
 
+const DRAINING_BIT: u8 = 4;
+
 impl TargetLive {
     fn health(&self) -> (Health, bool) {
-        self.live
-            .lock()
-            .map(|l| (l.health, l.draining.is_some()))
-            .unwrap_or((Health::Unhealthy, true))
+        let v = self.fast.load(Ordering::Acquire);
+        let health = match v & 3 {
+            0 => Health::Initial,
+            1 => Health::Healthy,
+            _ => Health::Unhealthy,
+        };
+        (health, v & DRAINING_BIT != 0)
+    }
+
+    /// Makes `l` (just changed, under its lock) what requests see.
+    fn publish(&self, l: &Live) {
+        let health = match l.health {
+            Health::Initial => 0,
+            Health::Healthy => 1,
+            Health::Unhealthy => 2,
+        };
+        let draining = if l.draining.is_some() {
+            DRAINING_BIT
+        } else {
+            0
+        };
+        self.fast.store(health | draining, Ordering::Release);
     }
 
     /// Requests (application) or connections (network) sent to it.
@@ -96,32 +119,85 @@ impl Group {
     /// draining (fail open).
     fn pick(&self, least_outstanding: bool) -> Option<Arc<TargetLive>> {
         let targets = self.targets.lock().ok()?;
-        let serving: Vec<&Arc<TargetLive>> = targets
-            .iter()
-            .filter(|t| t.health() == (Health::Healthy, false))
-            .collect();
-        let pool: Vec<&Arc<TargetLive>> = if serving.is_empty() {
-            targets.iter().filter(|t| !t.health().1).collect()
+        let healthy = |t: &TargetLive| t.health() == (Health::Healthy, false);
+        let not_draining = |t: &TargetLive| !t.health().1;
+        let eligible: &dyn Fn(&TargetLive) -> bool = if targets.iter().any(|t| healthy(t)) {
+            &healthy
         } else {
-            serving
+            &not_draining
         };
-        if pool.is_empty() {
+        let len = targets.len();
+        if len == 0 {
             return None;
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         if least_outstanding {
-            // Fewest requests in flight; ties go round robin.
-            let min = pool
-                .iter()
-                .map(|t| t.outstanding.load(Ordering::Relaxed))
-                .min()?;
-            let tied: Vec<&&Arc<TargetLive>> = pool
-                .iter()
-                .filter(|t| t.outstanding.load(Ordering::Relaxed) == min)
-                .collect();
-            return Some(Arc::clone(tied[n % tied.len()]));
+            // Fewest requests in flight; ties go round robin (the search
+            // starts one further each time).
+            let mut best: Option<&Arc<TargetLive>> = None;
+            for i in 0..len {
+                let t = &targets[(n + i) % len];
+                if eligible(t)
+                    && best.is_none_or(|b| {
+                        t.outstanding.load(Ordering::Relaxed)
+                            < b.outstanding.load(Ordering::Relaxed)
+                    })
+                {
+                    best = Some(t);
+                }
+            }
+            return best.cloned();
         }
-        Some(Arc::clone(pool[n % pool.len()]))
+        let count = targets.iter().filter(|t| eligible(t)).count();
+        if count == 0 {
+            return None;
+        }
+        targets
+            .iter()
+            .filter(|t| eligible(t))
+            .nth(n % count)
+            .cloned()
+    }
+}
+
+/// A listener's routing, computed when the configuration changes: rules
+/// in priority order with their target groups resolved, and who the load
+/// balancer is to the fabric.
+struct Route {
+    rules: Vec<(Vec<String>, Vec<String>, RouteAction)>,
+    default: RouteAction,
+    lb_address: Ipv4Addr,
+    /// Its security groups (application); none for a network one.
+    lb_groups: Option<Vec<String>>,
+}
+
+#[derive(Clone)]
+enum RouteAction {
+    Forward(Arc<Group>),
+    Fixed {
+        status: u16,
+        content_type: Option<String>,
+        body: Option<String>,
+    },
+    /// A target group that no longer exists.
+    Missing,
+}
+
+impl Route {
+    fn action(&self, host: &str, path: &str) -> &RouteAction {
+        let host = host.split(':').next().unwrap_or(host);
+        self.rules
+            .iter()
+            .find(|(paths, hosts, _)| {
+                (paths.is_empty() || paths.iter().any(|p| wildcard(p, path, false)))
+                    && (hosts.is_empty() || hosts.iter().any(|h| wildcard(h, host, true)))
+            })
+            .map_or(&self.default, |(_, _, a)| a)
+    }
+
+    /// Is the load balancer let through to `to`?
+    fn admits(&self, fabric: &Fabric, to: SocketAddr) -> bool {
+        fabric.allows(self.lb_address, self.lb_groups.as_deref(), to, Proto::Tcp)
     }
 }
 
@@ -145,6 +221,10 @@ pub struct Plane {
     listeners: Mutex<HashMap<String, Running>>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
     client: Client<HttpConnector, Body>,
+    /// A reaper is removing drained targets.
+    reaping: std::sync::atomic::AtomicBool,
+    /// Each listener's routing.
+    routes: RwLock<Arc<HashMap<String, Arc<Route>>>>,
     me: Weak<Plane>,
 }
 
@@ -194,6 +274,8 @@ impl Plane {
             listeners: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             client,
+            reaping: std::sync::atomic::AtomicBool::new(false),
+            routes: RwLock::new(Arc::new(HashMap::new())),
             me: me.clone(),
         })
     }
@@ -248,31 +330,38 @@ impl Plane {
                                 // Registered again while draining: back in.
                                 if let Ok(mut l) = existing.live.lock() {
                                     l.draining = None;
+                                    existing.publish(&l);
                                 }
                             }
                             None => {
                                 g.added.notify_one();
-                                targets.push(Arc::new(TargetLive {
+                                let live = Live {
+                                    health: if tg.health.enabled {
+                                        Health::Initial
+                                    } else {
+                                        Health::Healthy
+                                    },
+                                    ok_streak: 0,
+                                    bad_streak: 0,
+                                    reason: tg
+                                        .health
+                                        .enabled
+                                        .then_some("Elb.InitialHealthChecking"),
+                                    description: None,
+                                    draining: None,
+                                };
+                                let t = TargetLive {
                                     target: t.clone(),
                                     addr: target_addr(tg, t),
-                                    live: Mutex::new(Live {
-                                        health: if tg.health.enabled {
-                                            Health::Initial
-                                        } else {
-                                            Health::Healthy
-                                        },
-                                        ok_streak: 0,
-                                        bad_streak: 0,
-                                        reason: tg
-                                            .health
-                                            .enabled
-                                            .then_some("Elb.InitialHealthChecking"),
-                                        description: None,
-                                        draining: None,
-                                    }),
+                                    fast: std::sync::atomic::AtomicU8::new(0),
+                                    live: Mutex::new(live),
                                     outstanding: AtomicUsize::new(0),
                                     requests: AtomicU64::new(0),
-                                }));
+                                };
+                                if let Ok(l) = t.live.lock() {
+                                    t.publish(&l);
+                                }
+                                targets.push(Arc::new(t));
                             }
                         }
                     }
@@ -282,6 +371,7 @@ impl Plane {
                             && l.draining.is_none()
                         {
                             l.draining = Some(Instant::now());
+                            t.publish(&l);
                         }
                     }
                 }
@@ -303,8 +393,54 @@ impl Plane {
                 }
             }
         }
-        // Drained targets leave in the background.
-        tokio::spawn(reap_loop(Arc::downgrade(&me)));
+        // Routing, with the groups as they now are.
+        if let Ok(groups) = self.groups.lock() {
+            let resolve = |a: &Action| match a {
+                Action::Forward(tg) => groups.get(tg).map_or(RouteAction::Missing, |g| {
+                    RouteAction::Forward(Arc::clone(g))
+                }),
+                Action::Fixed {
+                    status,
+                    content_type,
+                    body,
+                } => RouteAction::Fixed {
+                    status: *status,
+                    content_type: content_type.clone(),
+                    body: body.clone(),
+                },
+            };
+            let mut routes = HashMap::new();
+            for l in cfg.listeners.values() {
+                let Some(lb) = cfg.load_balancers.get(&l.lb_arn) else {
+                    continue;
+                };
+                let mut rules: Vec<&super::Rule> = cfg
+                    .rules
+                    .values()
+                    .filter(|r| r.listener_arn == l.arn)
+                    .collect();
+                rules.sort_by_key(|r| r.priority);
+                routes.insert(
+                    l.arn.clone(),
+                    Arc::new(Route {
+                        rules: rules
+                            .into_iter()
+                            .map(|r| (r.paths.clone(), r.hosts.clone(), resolve(&r.action)))
+                            .collect(),
+                        default: resolve(&l.default_action),
+                        lb_address: lb.address,
+                        lb_groups: (lb.kind == "application").then(|| lb.security_groups.clone()),
+                    }),
+                );
+            }
+            if let Ok(mut r) = self.routes.write() {
+                *r = Arc::new(routes);
+            }
+        }
+        // Drained targets leave in the background (one reaper at a time).
+        if !self.reaping.swap(true, Ordering::SeqCst) {
+            tokio::spawn(reap_loop(Arc::downgrade(&me)));
+        }
         // Listeners.
         if let Ok(mut running) = self.listeners.lock() {
             running.retain(|arn, (l, addr, h)| {
@@ -429,35 +565,14 @@ impl Plane {
         }
     }
 
-    fn route(&self, listener_arn: &str, host: &str, path: &str) -> Option<Action> {
-        let cfg = self.config();
-        let listener = cfg.listeners.get(listener_arn)?;
-        let mut rules: Vec<&super::Rule> = cfg
-            .rules
-            .values()
-            .filter(|r| r.listener_arn == listener_arn)
-            .collect();
-        rules.sort_by_key(|r| r.priority);
-        let host = host.split(':').next().unwrap_or(host);
-        let found = rules.into_iter().find(|r| {
-            (r.paths.is_empty() || r.paths.iter().any(|p| wildcard(p, path, false)))
-                && (r.hosts.is_empty() || r.hosts.iter().any(|h| wildcard(h, host, true)))
-        });
-        Some(found.map_or_else(|| listener.default_action.clone(), |r| r.action.clone()))
+    fn route(&self, listener_arn: &str) -> Option<Arc<Route>> {
+        self.routes.read().ok()?.get(listener_arn).cloned()
     }
 
     /// Is the load balancer of `listener_arn` let through to `to`?
     fn admits(&self, listener_arn: &str, to: SocketAddr) -> bool {
-        let cfg = self.config();
-        let Some(lb) = cfg
-            .listeners
-            .get(listener_arn)
-            .and_then(|l| cfg.load_balancers.get(&l.lb_arn))
-        else {
-            return false;
-        };
-        let groups = (lb.kind == "application").then_some(lb.security_groups.as_slice());
-        self.fabric.allows(lb.address, groups, to, Proto::Tcp)
+        self.route(listener_arn)
+            .is_some_and(|r| r.admits(&self.fabric, to))
     }
 
     async fn forward_http(
@@ -474,25 +589,29 @@ impl Plane {
             .or_else(|| req.uri().host())
             .unwrap_or_default()
             .to_string();
-        let action = self.route(listener_arn, &host, req.uri().path());
-        let tg = match action {
-            None => return plain(StatusCode::SERVICE_UNAVAILABLE, "the listener is gone"),
-            Some(Action::Fixed {
+        let Some(route) = self.route(listener_arn) else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "the listener is gone");
+        };
+        let group = match route.action(&host, req.uri().path()) {
+            RouteAction::Missing => {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "no such target group");
+            }
+            RouteAction::Fixed {
                 status,
                 content_type,
                 body,
-            }) => {
-                let mut r = Response::new(full(body.unwrap_or_default()));
-                *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                if let Some(ct) = content_type.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
+            } => {
+                let mut r = Response::new(full(body.clone().unwrap_or_default()));
+                *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+                if let Some(ct) = content_type
+                    .as_deref()
+                    .and_then(|c| http::HeaderValue::from_str(c).ok())
+                {
                     r.headers_mut().insert(http::header::CONTENT_TYPE, ct);
                 }
                 return r;
             }
-            Some(Action::Forward(tg)) => tg,
-        };
-        let Some(group) = self.group(&tg) else {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "no such target group");
+            RouteAction::Forward(g) => Arc::clone(g),
         };
         let lor = group
             .spec()
@@ -500,7 +619,7 @@ impl Plane {
         let Some(target) = group.pick(lor) else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no registered targets");
         };
-        if !self.admits(listener_arn, target.addr) {
+        if !route.admits(&self.fabric, target.addr) {
             return plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 "the target's security groups do not let the load balancer in",
@@ -696,15 +815,10 @@ async fn serve_tcp(plane: Weak<Plane>, listener_arn: String, socket: tokio::net:
                     continue;
                 };
                 let Some(p) = plane.upgrade() else { return };
-                let cfg = p.config();
-                let tg = match cfg.listeners.get(&listener_arn).map(|l| &l.default_action) {
-                    Some(Action::Forward(tg)) => tg.clone(),
-                    _ => continue,
-                };
-                let Some(target) = p.group(&tg).and_then(|g| g.pick(false)) else {
-                    continue;
-                };
-                if !p.admits(&listener_arn, target.addr) {
+                let Some(route) = p.route(&listener_arn) else { continue };
+                let RouteAction::Forward(group) = &route.default else { continue };
+                let Some(target) = group.pick(false) else { continue };
+                if !route.admits(&p.fabric, target.addr) {
                     continue;
                 }
                 target.requests.fetch_add(1, Ordering::Relaxed);
@@ -791,6 +905,7 @@ async fn health_loop(plane: Weak<Plane>, tg_arn: String) {
                         }
                     }
                 }
+                t.publish(&l);
             }
         }
         tokio::select! {
@@ -849,8 +964,7 @@ async fn check(
     }
 }
 
-/// Removes drained targets (once, after a change; it ends when nothing is
-/// draining).
+/// Removes drained targets; it ends when nothing is draining.
 async fn reap_loop(plane: Weak<Plane>) {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -883,7 +997,23 @@ async fn reap_loop(plane: Weak<Plane>) {
             }
         }
         if !draining {
-            return;
+            p.reaping.store(false, Ordering::SeqCst);
+            // A target may have started draining after the pass above.
+            let again = p
+                .groups
+                .lock()
+                .map(|g| {
+                    g.values().any(|g| {
+                        g.targets.lock().is_ok_and(|ts| {
+                            ts.iter()
+                                .any(|t| t.live.lock().is_ok_and(|l| l.draining.is_some()))
+                        })
+                    })
+                })
+                .unwrap_or(false);
+            if !again || p.reaping.swap(true, Ordering::SeqCst) {
+                return;
+            }
         }
     }
 }
