@@ -58,6 +58,24 @@ pub struct ServeArgs {
     /// The loopback block awsvpc and bridge tasks get their addresses from.
     #[arg(long, value_name = "CIDR", default_value = "127.18.0.0/16")]
     task_addresses: skiff_runtime::addresses::AddressBlock,
+
+    /// The loopback address load balancers listen on. Tasks cannot reach
+    /// 127.0.0.1 (theirs is themselves): give another, such as 127.17.0.1,
+    /// for tasks to call load balancers by their DNS names.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1", value_parser = parse_lb_address)]
+    lb_address: std::net::Ipv4Addr,
+}
+
+fn parse_lb_address(s: &str) -> Result<std::net::Ipv4Addr, String> {
+    let ip: std::net::Ipv4Addr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))?;
+    if !ip.is_loopback() {
+        return Err(format!(
+            "{ip} is not a loopback address: load balancers only ever listen on 127.0.0.0/8"
+        ));
+    }
+    Ok(ip)
 }
 
 /// The access keys of an AWS credentials file.
@@ -143,7 +161,14 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     config.default_registry = args.registry_addr.to_string();
     config.agent_cpu = args.cpu;
     config.agent_memory = args.memory;
+    if args.task_addresses.contains(args.lb_address) {
+        return Err(format!(
+            "--lb-address {} is inside --task-addresses {}: tasks would be given it",
+            args.lb_address, args.task_addresses
+        ));
+    }
     config.task_addresses = args.task_addresses;
+    config.lb_address = args.lb_address;
     config.reserved_ports = vec![args.api_addr.port(), args.registry_addr.port()];
 
     let rt = tokio::runtime::Builder::new_multi_thread()

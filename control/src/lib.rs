@@ -76,6 +76,10 @@ pub struct ControlConfig {
     /// Where awsvpc and bridge tasks get their loopback addresses.
     /// Default: 127.18.0.0/16.
     pub task_addresses: skiff_runtime::addresses::AddressBlock,
+    /// Where load balancers' listeners bind. Default: 127.0.0.1, which a
+    /// task cannot reach (its 127.0.0.1 is itself): give another loopback
+    /// address for tasks to call load balancers.
+    pub lb_address: std::net::Ipv4Addr,
 }
 
 impl ControlConfig {
@@ -91,6 +95,7 @@ impl ControlConfig {
             reserved_ports: Vec::new(),
             stopped_task_retention: Duration::from_secs(3600),
             task_addresses: Default::default(),
+            lb_address: std::net::Ipv4Addr::LOCALHOST,
         }
     }
 }

@@ -226,3 +226,13 @@ fn the_scan_flags_exactly_the_features_the_engine_refuses() {
         }
     }
 }
+
+#[test]
+fn serve_refuses_addresses_off_loopback() {
+    skiff(["serve", "--lb-address", "10.0.0.1"])
+        .run()
+        .assert_one_line_error(2, "not a loopback address");
+    skiff(["serve", "--task-addresses", "192.168.0.0/16"])
+        .run()
+        .assert_one_line_error(2, "not inside 127.0.0.0/8");
+}

@@ -304,8 +304,11 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
 #[test]
 fn a_network_load_balancer_carries_tcp_to_an_echo_service() {
     let dir = tempfile::tempdir().unwrap();
-    let serve = ServeProcess::start(dir.path());
+    // Load balancers on an address of their own, which tasks can reach
+    // (their 127.0.0.1 is themselves).
+    let serve = ServeProcess::start_with(dir.path(), &["--lb-address", "127.17.0.1"]);
     serve.push(app("ECHO_P2"), "echo:v1");
+    serve.push(app("NET_PROBE_P2"), "net-probe:v1");
     register(
         &serve,
         dir.path(),
@@ -360,7 +363,7 @@ fn a_network_load_balancer_carries_tcp_to_an_echo_service() {
         "--port",
         "7000",
         "--cidr",
-        "127.0.0.1/32",
+        "127.17.0.1/32",
     ]);
     let port = free_port();
     serve.aws_ok(&[
@@ -391,7 +394,7 @@ fn a_network_load_balancer_carries_tcp_to_an_echo_service() {
     ]);
     until("healthy echo targets", 90, || all_healthy(&serve, &tg, 2));
     for i in 0..6 {
-        let mut c = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+        let mut c = TcpStream::connect(SocketAddr::from(([127, 17, 0, 1], port))).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         writeln!(c, "line {i}").unwrap();
         c.shutdown(std::net::Shutdown::Write).unwrap();
@@ -399,6 +402,32 @@ fn a_network_load_balancer_carries_tcp_to_an_echo_service() {
         c.read_to_string(&mut reply).unwrap();
         assert_eq!(reply.trim_end(), format!("nlb line {i}"));
     }
+    // A task calls the load balancer by its DNS name.
+    let dns = s(
+        &serve.aws_ok(&["elbv2", "describe-load-balancers", "--names", "echo"])["LoadBalancers"][0]
+            ["DNSName"],
+    );
+    register(
+        &serve,
+        dir.path(),
+        &json!({
+            "family": "probe", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+            "containerDefinitions": [{"name": "probe", "image": "net-probe:v1",
+                "command": ["send", format!("{dns}:{port}"), "from a task"]}],
+        }),
+    );
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "probe",
+        "--network-configuration",
+        "awsvpcConfiguration={subnets=[subnet-1]}",
+    ]);
+    let arn = s(&run["tasks"][0]["taskArn"]);
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
+    let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0];
+    assert_eq!(t["containers"][0]["exitCode"], 0, "{t:#}");
 }
 
 #[test]

@@ -246,7 +246,7 @@ pub(crate) async fn handle(
             attributes(&mut x, tg);
             return Ok(finish(x));
         }
-        "CreateLoadBalancer" => create_lb(&state, &mut cfg, p, region)?,
+        "CreateLoadBalancer" => create_lb(&state, &mut cfg, p, region, inner.config.lb_address)?,
         "DeleteLoadBalancer" => {
             let lb = p.required("LoadBalancerArn")?.to_string();
             // Deleting one that does not exist succeeds, as on AWS.
@@ -358,6 +358,7 @@ fn create_lb(
     cfg: &mut Config,
     p: &Params,
     region: &str,
+    address: Ipv4Addr,
 ) -> Result<String, ApiError> {
     let name = p.required("Name")?.to_string();
     check_name(&name, "Load balancer")?;
@@ -429,7 +430,7 @@ fn create_lb(
         subnets,
         security_groups,
         created_at: now(),
-        address: Ipv4Addr::LOCALHOST,
+        address,
         tags,
     };
     let mut x = response("CreateLoadBalancerResponse", "CreateLoadBalancerResult");

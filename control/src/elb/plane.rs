@@ -57,6 +57,8 @@ struct Live {
 pub struct TargetLive {
     pub target: Target,
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once.
+    authority: http::uri::Authority,
     live: Mutex<Live>,
     /// `live`'s health and draining, for the request path to read without
     /// a lock: see [`TargetLive::publish`].
@@ -107,6 +109,8 @@ struct Group {
     checker: Mutex<Option<JoinHandle<()>>>,
     /// Wakes the health checks early: new targets get checked at once.
     added: tokio::sync::Notify,
+    /// The algorithm is least outstanding requests (else round robin).
+    least_outstanding: std::sync::atomic::AtomicBool,
 }
 
 impl Group {
@@ -225,6 +229,8 @@ pub struct Plane {
     reaping: std::sync::atomic::AtomicBool,
     /// Each listener's routing.
     routes: RwLock<Arc<HashMap<String, Arc<Route>>>>,
+    /// The load balancers' DNS names the fabric answers.
+    names: Mutex<Vec<String>>,
     me: Weak<Plane>,
 }
 
@@ -276,6 +282,7 @@ impl Plane {
             client,
             reaping: std::sync::atomic::AtomicBool::new(false),
             routes: RwLock::new(Arc::new(HashMap::new())),
+            names: Mutex::new(Vec::new()),
             me: me.clone(),
         })
     }
@@ -318,11 +325,16 @@ impl Plane {
                         next: AtomicUsize::new(0),
                         checker: Mutex::new(None),
                         added: tokio::sync::Notify::new(),
+                        least_outstanding: std::sync::atomic::AtomicBool::new(false),
                     })
                 });
                 if let Ok(mut s) = g.spec.lock() {
                     *s = tg.clone();
                 }
+                g.least_outstanding.store(
+                    tg.algorithm == "least_outstanding_requests",
+                    Ordering::Relaxed,
+                );
                 if let Ok(mut targets) = g.targets.lock() {
                     for t in &tg.targets {
                         match targets.iter().find(|x| x.target == *t) {
@@ -350,9 +362,14 @@ impl Plane {
                                     description: None,
                                     draining: None,
                                 };
+                                let addr = target_addr(tg, t);
+                                let Ok(authority) = addr.to_string().parse() else {
+                                    continue;
+                                };
                                 let t = TargetLive {
                                     target: t.clone(),
-                                    addr: target_addr(tg, t),
+                                    addr,
+                                    authority,
                                     fast: std::sync::atomic::AtomicU8::new(0),
                                     live: Mutex::new(live),
                                     outstanding: AtomicUsize::new(0),
@@ -435,6 +452,22 @@ impl Plane {
             }
             if let Ok(mut r) = self.routes.write() {
                 *r = Arc::new(routes);
+            }
+        }
+        // Tasks resolve the load balancers' DNS names.
+        if let Ok(mut names) = self.names.lock() {
+            for old in names.iter() {
+                if !cfg.load_balancers.values().any(|lb| &lb.dns_name == old) {
+                    self.fabric.set_name(old, Vec::new());
+                }
+            }
+            *names = cfg
+                .load_balancers
+                .values()
+                .map(|lb| lb.dns_name.clone())
+                .collect();
+            for lb in cfg.load_balancers.values() {
+                self.fabric.set_name(&lb.dns_name, vec![lb.address]);
             }
         }
         // Drained targets leave in the background (one reaper at a time).
@@ -613,9 +646,7 @@ impl Plane {
             }
             RouteAction::Forward(g) => Arc::clone(g),
         };
-        let lor = group
-            .spec()
-            .is_some_and(|s| s.algorithm == "least_outstanding_requests");
+        let lor = group.least_outstanding.load(Ordering::Relaxed);
         let Some(target) = group.pick(lor) else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no registered targets");
         };
@@ -628,8 +659,17 @@ impl Plane {
         target.requests.fetch_add(1, Ordering::Relaxed);
         let guard = Outstanding::new(Arc::clone(&target));
         let (mut parts, body) = req.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = match format!("http://{}{path}", target.addr).parse() {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(target.authority.clone());
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        parts.uri = match http::Uri::from_parts(uri) {
             Ok(u) => u,
             Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
         };
