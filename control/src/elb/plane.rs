@@ -19,9 +19,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -57,8 +55,8 @@ struct Live {
 pub struct TargetLive {
     pub target: Target,
     pub addr: SocketAddr,
-    /// `addr` as a URI authority, made once.
-    authority: http::uri::Authority,
+    /// Keep-alive connections to it with nothing in flight.
+    idle: Mutex<Vec<Sender>>,
     live: Mutex<Live>,
     /// `live`'s health and draining, for the request path to read without
     /// a lock: see [`TargetLive::publish`].
@@ -224,7 +222,6 @@ pub struct Plane {
     config: RwLock<Arc<Config>>,
     listeners: Mutex<HashMap<String, Running>>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
-    client: Client<HttpConnector, Body>,
     /// A reaper is removing drained targets.
     reaping: std::sync::atomic::AtomicBool,
     /// Each listener's routing.
@@ -267,19 +264,11 @@ fn health_port(tg: &TargetGroup, t: &Target) -> u16 {
 
 impl Plane {
     pub fn new(fabric: Arc<Fabric>) -> Arc<Plane> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Arc::new_cyclic(|me| Plane {
             fabric,
             config: RwLock::new(Arc::new(Config::default())),
             listeners: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
-            client,
             reaping: std::sync::atomic::AtomicBool::new(false),
             routes: RwLock::new(Arc::new(HashMap::new())),
             names: Mutex::new(Vec::new()),
@@ -362,14 +351,10 @@ impl Plane {
                                     description: None,
                                     draining: None,
                                 };
-                                let addr = target_addr(tg, t);
-                                let Ok(authority) = addr.to_string().parse() else {
-                                    continue;
-                                };
                                 let t = TargetLive {
                                     target: t.clone(),
-                                    addr,
-                                    authority,
+                                    addr: target_addr(tg, t),
+                                    idle: Mutex::new(Vec::new()),
                                     fast: std::sync::atomic::AtomicU8::new(0),
                                     live: Mutex::new(live),
                                     outstanding: AtomicUsize::new(0),
@@ -659,20 +644,15 @@ impl Plane {
         target.requests.fetch_add(1, Ordering::Relaxed);
         let guard = Outstanding::new(Arc::clone(&target));
         let (mut parts, body) = req.into_parts();
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(target.authority.clone());
-        uri.path_and_query = Some(
+        // Origin form (the path), as a client sends to a server; `Host`
+        // stays the client's.
+        parts.uri = http::Uri::from(
             parts
                 .uri
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         );
-        parts.uri = match http::Uri::from_parts(uri) {
-            Ok(u) => u,
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
-        };
         parts.version = http::Version::HTTP_11;
         let forwarded = match parts
             .headers
@@ -692,11 +672,12 @@ impl Plane {
             }
         }
         let upstream = Request::from_parts(parts, body.boxed());
-        match tokio::time::timeout(Duration::from_secs(60), self.client.request(upstream)).await {
-            Ok(Ok(resp)) => resp.map(|b| {
+        match tokio::time::timeout(Duration::from_secs(60), send(&target, upstream)).await {
+            Ok(Ok((resp, sender))) => resp.map(|b| {
                 Counted {
                     inner: b,
-                    _guard: guard,
+                    sender: Some(sender),
+                    guard,
                 }
                 .boxed()
             }),
@@ -758,6 +739,71 @@ fn plain(status: StatusCode, message: &str) -> Response<Body> {
     r
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// How many idle connections to one target are kept.
+const IDLE_PER_TARGET: usize = 64;
+
+/// Opens a keep-alive HTTP/1.1 connection to `addr`.
+async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .map_err(|_| format!("connecting to {addr} timed out"))?
+    .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake with {addr} failed: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends `req` to `target` on an idle connection of its pool if one is
+/// still open, else on a new one; a pooled connection the target closed
+/// hands the request back, and it goes on a new connection.
+async fn send(
+    target: &TargetLive,
+    mut req: Request<Body>,
+) -> Result<(Response<Incoming>, Sender), String> {
+    loop {
+        let pooled = target.idle.lock().ok().and_then(|mut v| v.pop());
+        let fresh = pooled.is_none();
+        let mut sender = match pooled {
+            Some(s) => s,
+            None => connect(target.addr).await?,
+        };
+        if sender.ready().await.is_err() {
+            if fresh {
+                return Err(format!("the connection to {} closed", target.addr));
+            }
+            continue;
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, sender)),
+            Err(mut e) => match e.take_message() {
+                Some(r) if !fresh => req = r,
+                _ => return Err(e.into_error().to_string()),
+            },
+        }
+    }
+}
+
+impl TargetLive {
+    /// A connection whose exchange is complete, for the next request.
+    fn give_back(&self, sender: Sender) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_PER_TARGET
+        {
+            idle.push(sender);
+        }
+    }
+}
+
 /// Counts a request in flight on a target until its response is done.
 struct Outstanding(Arc<TargetLive>);
 
@@ -775,9 +821,25 @@ impl Drop for Outstanding {
 }
 
 /// A response body that holds its request's [`Outstanding`] until it ends.
+/// When the body has been read to its end, its connection goes back to the
+/// target's idle pool.
 struct Counted {
     inner: Incoming,
-    _guard: Outstanding,
+    sender: Option<Sender>,
+    guard: Outstanding,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // hyper stops polling a body of known length once it has it all,
+        // without waiting for the end: a body read to its end has its
+        // connection back in the pool either way.
+        if hyper::body::Body::is_end_stream(&self.inner)
+            && let Some(sender) = self.sender.take()
+        {
+            self.guard.0.give_back(sender);
+        }
+    }
 }
 
 impl hyper::body::Body for Counted {
@@ -788,7 +850,13 @@ impl hyper::body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled
+            && let Some(sender) = self.sender.take()
+        {
+            self.guard.0.give_back(sender);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -907,10 +975,9 @@ async fn health_loop(plane: Weak<Plane>, tg_arn: String) {
             let addr = SocketAddr::from((t.addr.ip(), health_port(&spec, &t.target)));
             let allowed = lb_listener.as_deref().is_some_and(|l| p.admits(l, addr));
             let spec = spec.clone();
-            let client = p.client.clone();
             checks.spawn(async move {
                 let result = if allowed {
-                    check(&client, &spec, addr).await
+                    check(&spec, addr).await
                 } else {
                     Err(("Target.Timeout", "the target's security groups do not let the load balancer's health checks in".to_string()))
                 };
@@ -957,11 +1024,7 @@ async fn health_loop(plane: Weak<Plane>, tg_arn: String) {
 
 /// One health check: a TCP connect, or an HTTP GET whose status the
 /// matcher accepts, within the timeout.
-async fn check(
-    client: &Client<HttpConnector, Body>,
-    spec: &TargetGroup,
-    addr: SocketAddr,
-) -> Result<(), (&'static str, String)> {
+async fn check(spec: &TargetGroup, addr: SocketAddr) -> Result<(), (&'static str, String)> {
     let timeout = Duration::from_secs(spec.health.timeout);
     if spec.health.protocol == "TCP" {
         return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
@@ -974,13 +1037,19 @@ async fn check(
         };
     }
     let path = spec.health.path.as_deref().unwrap_or("/");
-    let req = Request::get(format!("http://{addr}{path}"))
+    let req = Request::get(path)
+        .header(http::header::HOST, addr.to_string())
         .header("user-agent", "ELB-HealthChecker/2.0")
         .body(full(String::new()));
     let Ok(req) = req else {
         return Err(("Target.FailedHealthChecks", "bad health check path".into()));
     };
-    match tokio::time::timeout(timeout, client.request(req)).await {
+    // A connection of its own each time, as ELB's checks are.
+    let exchange = async {
+        let mut sender = connect(addr).await?;
+        sender.send_request(req).await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(resp)) => {
             let status = resp.status().as_u16();
             // Read the body, so the connection can be used again.
