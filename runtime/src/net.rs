@@ -107,6 +107,33 @@ pub trait NetworkPolicy: Send + Sync + 'static {
     }
 }
 
+/// Where a task with its own address `own` reaches `ip`: 127.0.0.1 is the
+/// task itself, as `localhost` is in a task of its own network namespace.
+pub(crate) fn task_destination(own: Ipv4Addr, ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(Ipv4Addr::LOCALHOST) => IpAddr::V4(own),
+        ip => ip,
+    }
+}
+
+/// The addresses `name` has for a task with its own address `own`: an IP
+/// literal itself, `localhost` the task, anything else only what the
+/// policy answers (the host's resolver would carry the query, and the
+/// task's traffic, off the machine). `None` if it has none.
+pub(crate) fn resolve_for_task(
+    policy: &dyn NetworkPolicy,
+    own: Ipv4Addr,
+    name: &str,
+) -> Option<Vec<IpAddr>> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Some(vec![ip]);
+    }
+    if name.eq_ignore_ascii_case("localhost") {
+        return Some(vec![IpAddr::V4(own)]);
+    }
+    policy.resolve(name).filter(|addrs| !addrs.is_empty())
+}
+
 /// Denies everything.
 #[derive(Debug, Default)]
 pub struct DenyAll;

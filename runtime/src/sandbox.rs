@@ -315,21 +315,9 @@ fn task_http_target(
     host: &str,
     port: u16,
 ) -> Option<std::net::SocketAddr> {
-    use std::net::{IpAddr, Ipv4Addr};
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = if let Ok(ip) = bare.parse::<IpAddr>() {
-        vec![ip]
-    } else if bare.eq_ignore_ascii_case("localhost") {
-        vec![IpAddr::V4(own)]
-    } else {
-        policy.resolve(bare)?
-    };
-    addrs
+    crate::net::resolve_for_task(policy, own, bare)?
         .into_iter()
-        .map(|ip| match ip {
-            IpAddr::V4(Ipv4Addr::LOCALHOST) => IpAddr::V4(own),
-            ip => ip,
-        })
-        .map(|ip| std::net::SocketAddr::new(ip, port))
+        .map(|ip| std::net::SocketAddr::new(crate::net::task_destination(own, ip), port))
         .find(|addr| policy.allows(*addr, SocketUse::TcpConnect))
 }

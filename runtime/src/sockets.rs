@@ -12,7 +12,7 @@
 //! wasmtime-wasi, whose address check still sees (and judges) the real
 //! addresses. A guest without a task address passes through unchanged.
 
-use crate::net::NetworkPolicy;
+use crate::net::{NetworkPolicy, resolve_for_task, task_destination};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::task::{Context, Poll, Waker};
@@ -73,11 +73,12 @@ impl TaskSocketsView<'_> {
     /// Where a connection or datagram to `addr` goes: 127.0.0.1 is the task
     /// itself, as `localhost` is in a task of its own network namespace.
     fn remote(&self, addr: IpSocketAddress) -> IpSocketAddress {
-        match (self.policy.task_address(), SocketAddr::from(addr)) {
-            (Some(own), SocketAddr::V4(a)) if *a.ip() == Ipv4Addr::LOCALHOST => {
-                SocketAddr::new(own.into(), a.port()).into()
+        match self.policy.task_address() {
+            Some(own) => {
+                let a = SocketAddr::from(addr);
+                SocketAddr::new(task_destination(own, a.ip()), a.port()).into()
             }
-            _ => addr,
+            None => addr,
         }
     }
 
@@ -459,18 +460,7 @@ impl ip_name_lookup::Host for TaskSocketsView<'_> {
         };
         // The network handle is the capability to look names up.
         self.inner.table.get(&network)?;
-        let addrs = if let Ok(ip) = name.parse::<IpAddr>() {
-            vec![ip]
-        } else if name.eq_ignore_ascii_case("localhost") {
-            vec![IpAddr::V4(own)]
-        } else {
-            // Only the names skiff knows: the host's resolver would carry
-            // the query, and the task's traffic, off the machine.
-            match self.policy.resolve(&name) {
-                Some(addrs) if !addrs.is_empty() => addrs,
-                _ => return Err(ErrorCode::NameUnresolvable.into()),
-            }
-        };
+        let addrs = resolve_for_task(self.policy, own, &name).ok_or(ErrorCode::NameUnresolvable)?;
         let answer = self.inner.table.push(Answer(addrs.into_iter()))?;
         Ok(Resource::new_own(answer.rep()))
     }
