@@ -976,16 +976,18 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
     // (and its container checks, if any, agree); until registered and
     // checked, it is not yet.
     let mut elb_failed = HashMap::new();
-    let overlaid: Vec<Task> = state
+    // Only the running tasks of a balanced service are copied to be
+    // overlaid; the rest are used as stored.
+    let overlaid: Vec<std::borrow::Cow<'_, Task>> = state
         .tasks
         .values()
         .map(|t| &t.value)
         .filter(|t| belongs(t, &svc.cluster_arn, &group))
         .map(|t| {
-            let mut t = t.clone();
-            if svc.load_balancers.is_empty() || !live(&t) || t.last_status != "RUNNING" {
-                return t;
+            if svc.load_balancers.is_empty() || !live(t) || t.last_status != "RUNNING" {
+                return std::borrow::Cow::Borrowed(t);
             }
+            let mut t = t.clone();
             let mut state_of = "HEALTHY";
             for lb in &svc.load_balancers {
                 let registered = svc
@@ -1013,10 +1015,10 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
             if t.health_status.as_deref().is_none_or(|h| h == "HEALTHY") {
                 t.health_status = Some(state_of.into());
             }
-            t
+            std::borrow::Cow::Owned(t)
         })
         .collect();
-    let tasks: Vec<&Task> = overlaid.iter().collect();
+    let tasks: Vec<&Task> = overlaid.iter().map(|t| t.as_ref()).collect();
     let draining: HashSet<&str> = state
         .instances
         .values()
