@@ -9,25 +9,10 @@ use crate::support::ServeProcess;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasm_apps::app;
-
-fn register(serve: &ServeProcess, dir: &Path, td: &Value) -> String {
-    let p = dir.join(format!("{}.json", td["family"].as_str().unwrap()));
-    std::fs::write(&p, serde_json::to_vec(td).unwrap()).unwrap();
-    serve.aws_ok(&[
-        "ecs",
-        "register-task-definition",
-        "--cli-input-json",
-        &format!("file://{}", p.display()),
-    ])["taskDefinition"]["taskDefinitionArn"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 /// An HTTP service's definition: http-hello answering `WHO` at
 /// `.../whoami`, sick while its task volume holds `sick`.
@@ -114,8 +99,8 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     let dir = tempfile::tempdir().unwrap();
     let serve = ServeProcess::start(dir.path());
     serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
-    register(&serve, dir.path(), &web_td("web", "web-v1"));
-    register(&serve, dir.path(), &web_td("api", "api"));
+    serve.register_task_definition(dir.path(), &web_td("web", "web-v1"));
+    serve.register_task_definition(dir.path(), &web_td("api", "api"));
 
     // The load balancer, entirely with aws elbv2.
     let lb = s(&serve.aws_ok(&[
@@ -270,7 +255,7 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
             seen
         })
     };
-    register(&serve, dir.path(), &web_td("web", "web-v2"));
+    serve.register_task_definition(dir.path(), &web_td("web", "web-v2"));
     serve.aws_ok(&[
         "ecs",
         "update-service",
@@ -309,9 +294,7 @@ fn a_network_load_balancer_carries_tcp_to_an_echo_service() {
     let serve = ServeProcess::start_with(dir.path(), &["--lb-address", "127.17.0.1"]);
     serve.push(app("ECHO_P2"), "echo:v1");
     serve.push(app("NET_PROBE_P2"), "net-probe:v1");
-    register(
-        &serve,
-        dir.path(),
+    serve.register_task_definition(dir.path(),
         &json!({
             "family": "echo", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
             "containerDefinitions": [{"name": "echo", "image": "echo:v1",
@@ -407,27 +390,11 @@ fn a_network_load_balancer_carries_tcp_to_an_echo_service() {
         &serve.aws_ok(&["elbv2", "describe-load-balancers", "--names", "echo"])["LoadBalancers"][0]
             ["DNSName"],
     );
-    register(
-        &serve,
-        dir.path(),
-        &json!({
-            "family": "probe", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
-            "containerDefinitions": [{"name": "probe", "image": "net-probe:v1",
-                "command": ["send", format!("{dns}:{port}"), "from a task"]}],
-        }),
+    let target = format!("{dns}:{port}");
+    assert_eq!(
+        serve.probe_task(dir.path(), &[], &["send", &target, "from a task"]),
+        0
     );
-    let run = serve.aws_ok(&[
-        "ecs",
-        "run-task",
-        "--task-definition",
-        "probe",
-        "--network-configuration",
-        "awsvpcConfiguration={subnets=[subnet-1]}",
-    ]);
-    let arn = s(&run["tasks"][0]["taskArn"]);
-    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
-    let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0];
-    assert_eq!(t["containers"][0]["exitCode"], 0, "{t:#}");
 }
 
 #[test]
@@ -591,7 +558,7 @@ fn load_balancer_mistakes_get_elb_error_codes() {
     assert!(!ok && err.contains("(ValidationError)"), "{err}");
     // Unknown target groups for an ECS service.
     serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
-    register(&serve, dir.path(), &web_td("web", "w"));
+    serve.register_task_definition(dir.path(), &web_td("web", "w"));
     serve.aws_err(
         &[
             "ecs", "create-service", "--service-name", "web", "--task-definition", "web",

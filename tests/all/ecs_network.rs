@@ -7,21 +7,8 @@ use crate::support::ServeProcess;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 use wasm_apps::app;
-
-fn register(serve: &ServeProcess, dir: &Path, td: &Value) {
-    let name = format!("{}.json", td["family"].as_str().unwrap());
-    let p = dir.join(name);
-    std::fs::write(&p, serde_json::to_vec(td).unwrap()).unwrap();
-    serve.aws_ok(&[
-        "ecs",
-        "register-task-definition",
-        "--cli-input-json",
-        &format!("file://{}", p.display()),
-    ]);
-}
 
 /// Runs tasks and waits until they are RUNNING; returns them described.
 fn run_running(serve: &ServeProcess, args: &[&str]) -> Vec<Value> {
@@ -101,8 +88,7 @@ fn awsvpc_tasks_get_their_own_addresses_as_enis() {
     let dir = tempfile::tempdir().unwrap();
     let serve = ServeProcess::start(dir.path());
     serve.push(app("ECHO_P2"), "echo:v1");
-    register(
-        &serve,
+    serve.register_task_definition(
         dir.path(),
         &echo_td("vpc", "awsvpc", json!({"containerPort": 8080})),
     );
@@ -183,8 +169,7 @@ fn awsvpc_tasks_get_their_own_addresses_as_enis() {
             "InvalidParameterException",
         );
     }
-    register(
-        &serve,
+    serve.register_task_definition(
         dir.path(),
         &echo_td("br", "bridge", json!({"containerPort": 8080})),
     );
@@ -218,8 +203,7 @@ fn bridge_publishes_static_and_dynamic_host_ports() {
     let serve = ServeProcess::start(dir.path());
     serve.push(app("ECHO_P2"), "echo:v1");
     // No hostPort: dynamic, from ECS's range.
-    register(
-        &serve,
+    serve.register_task_definition(
         dir.path(),
         &echo_td("dyn", "bridge", json!({"containerPort": 8080})),
     );
@@ -248,8 +232,7 @@ fn bridge_publishes_static_and_dynamic_host_ports() {
         .local_addr()
         .unwrap()
         .port();
-    register(
-        &serve,
+    serve.register_task_definition(
         dir.path(),
         &echo_td(
             "static",
@@ -289,7 +272,7 @@ fn host_mode_ports_conflict_at_placement() {
         .port();
     let mut td = echo_td("hostnet", "host", json!({"containerPort": free}));
     td["containerDefinitions"][0]["command"] = json!(["tcp", format!("127.0.0.1:{free}"), "host"]);
-    register(&serve, dir.path(), &td);
+    serve.register_task_definition(dir.path(), &td);
     let run = serve.aws_ok(&[
         "ecs",
         "run-task",
@@ -310,8 +293,7 @@ fn a_wasi_http_component_runs_as_an_awsvpc_task() {
     let dir = tempfile::tempdir().unwrap();
     let serve = ServeProcess::start(dir.path());
     serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
-    register(
-        &serve,
+    serve.register_task_definition(
         dir.path(),
         &json!({
             "family": "web", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
@@ -337,8 +319,7 @@ fn a_wasi_http_component_runs_as_an_awsvpc_task() {
     assert_eq!(out.trim_end(), "Hello from skiff! path=/a");
 
     // Without a port to serve on, it cannot start, and says why.
-    register(
-        &serve,
+    serve.register_task_definition(
         dir.path(),
         &json!({
             "family": "noport", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
@@ -364,35 +345,6 @@ fn a_wasi_http_component_runs_as_an_awsvpc_task() {
             .contains("portMappings"),
         "{t:#}"
     );
-}
-
-/// Runs net-probe as an awsvpc task in `groups` (none: the default group)
-/// and returns its exit code once it stopped.
-fn probe_in(serve: &ServeProcess, dir: &Path, groups: &[&str], args: &[&str]) -> i64 {
-    let family = "probe";
-    register(
-        serve,
-        dir,
-        &json!({
-            "family": family, "networkMode": "awsvpc", "cpu": "256", "memory": "512",
-            "containerDefinitions": [{"name": "probe", "image": "net-probe:v1", "command": args}],
-        }),
-    );
-    let net = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": groups}});
-    let run = serve.aws_ok(&[
-        "ecs",
-        "run-task",
-        "--task-definition",
-        family,
-        "--network-configuration",
-        &net.to_string(),
-    ]);
-    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
-    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
-    let t = &describe(serve, &[arn])[0];
-    t["containers"][0]["exitCode"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no exit code: {t:#}"))
 }
 
 fn group_id(serve: &ServeProcess, name: &str, description: &str) -> String {
@@ -432,8 +384,7 @@ fn security_groups_decide_which_tasks_reach_which() {
     ]);
 
     // The echo server, in `web`.
-    register(
-        &serve,
+    serve.register_task_definition(
         dir.path(),
         &echo_td("sgweb", "awsvpc", json!({"containerPort": 8080})),
     );
@@ -457,15 +408,15 @@ fn security_groups_decide_which_tasks_reach_which() {
 
     // Allowed by a rule naming the caller's group; refused without one.
     assert_eq!(
-        probe_in(&serve, dir.path(), &[&client], &["send", &target, "hi"]),
+        serve.probe_task(dir.path(), &[&client], &["send", &target, "hi"]),
         0
     );
     assert_eq!(
-        probe_in(&serve, dir.path(), &[&other], &["send", &target, "hi"]),
+        serve.probe_task(dir.path(), &[&other], &["send", &target, "hi"]),
         1
     );
     assert_eq!(
-        probe_in(&serve, dir.path(), &[&other], &["connect", &target]),
+        serve.probe_task(dir.path(), &[&other], &["connect", &target]),
         1
     );
     // A rule added now applies at once.
@@ -482,7 +433,7 @@ fn security_groups_decide_which_tasks_reach_which() {
         &other,
     ]);
     assert_eq!(
-        probe_in(&serve, dir.path(), &[&other], &["send", &target, "hi"]),
+        serve.probe_task(dir.path(), &[&other], &["send", &target, "hi"]),
         0
     );
 
@@ -508,10 +459,10 @@ fn security_groups_decide_which_tasks_reach_which() {
         "IpProtocol=tcp,FromPort=9000,ToPort=9000,IpRanges=[{CidrIp=127.0.0.0/8}]",
     ]);
     assert_eq!(
-        probe_in(&serve, dir.path(), &[&locked], &["connect", &outside]),
+        serve.probe_task(dir.path(), &[&locked], &["connect", &outside]),
         1
     );
-    assert_eq!(probe_in(&serve, dir.path(), &[], &["connect", &outside]), 0);
+    assert_eq!(serve.probe_task(dir.path(), &[], &["connect", &outside]), 0);
 
     // The default group: members reach each other; others do not reach
     // them.
@@ -529,16 +480,11 @@ fn security_groups_decide_which_tasks_reach_which() {
     let member_target = format!("{member_ip}:8080");
     say(member_target.parse().unwrap(), "ready?");
     assert_eq!(
-        probe_in(&serve, dir.path(), &[], &["send", &member_target, "hi"]),
+        serve.probe_task(dir.path(), &[], &["send", &member_target, "hi"]),
         0
     );
     assert_eq!(
-        probe_in(
-            &serve,
-            dir.path(),
-            &[&client],
-            &["send", &member_target, "hi"]
-        ),
+        serve.probe_task(dir.path(), &[&client], &["send", &member_target, "hi"]),
         1
     );
 
@@ -695,8 +641,7 @@ fn tasks_find_a_service_by_its_discovery_name() {
         .unwrap()
         .to_string();
 
-    register(
-        &serve,
+    serve.register_task_definition(
         dir.path(),
         &echo_td("api", "awsvpc", json!({"containerPort": 8080})),
     );
@@ -762,16 +707,11 @@ fn tasks_find_a_service_by_its_discovery_name() {
 
     // A task of another service calls it by name.
     assert_eq!(
-        probe_in(
-            &serve,
-            dir.path(),
-            &[],
-            &["send", "api.local:8080", "hello"]
-        ),
+        serve.probe_task(dir.path(), &[], &["send", "api.local:8080", "hello"]),
         0
     );
     assert_eq!(
-        probe_in(&serve, dir.path(), &[], &["lookup", "nope.local"]),
+        serve.probe_task(dir.path(), &[], &["lookup", "nope.local"]),
         1
     );
 
@@ -800,7 +740,7 @@ fn tasks_find_a_service_by_its_discovery_name() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
-        probe_in(&serve, dir.path(), &[], &["lookup", "api.local"]),
+        serve.probe_task(dir.path(), &[], &["lookup", "api.local"]),
         1
     );
 
@@ -820,8 +760,7 @@ fn tasks_find_a_service_by_its_discovery_name() {
         &["servicediscovery", "delete-namespace", "--id", &ns],
         "ResourceInUse",
     );
-    register(
-        &serve,
+    serve.register_task_definition(
         dir.path(),
         &echo_td("bridged", "bridge", json!({"containerPort": 8080})),
     );

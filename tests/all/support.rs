@@ -506,6 +506,50 @@ impl ServeProcess {
     }
 
     /// Pushes a Wasm file to the server's registry as REPO:TAG.
+    /// Registers task definition `td` with the AWS CLI (through a file
+    /// in `dir`); its ARN.
+    pub fn register_task_definition(&self, dir: &Path, td: &serde_json::Value) -> String {
+        let p = dir.join(format!("{}.json", td["family"].as_str().unwrap()));
+        std::fs::write(&p, serde_json::to_vec(td).unwrap()).unwrap();
+        self.aws_ok(&[
+            "ecs",
+            "register-task-definition",
+            "--cli-input-json",
+            &format!("file://{}", p.display()),
+        ])["taskDefinition"]["taskDefinitionArn"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Runs net-probe (pushed as `net-probe:v1`) with `args` as an awsvpc
+    /// task in `groups` (none: the default security group) and returns its
+    /// exit code once it has stopped.
+    pub fn probe_task(&self, dir: &Path, groups: &[&str], args: &[&str]) -> i64 {
+        self.register_task_definition(
+            dir,
+            &serde_json::json!({
+                "family": "probe", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+                "containerDefinitions": [{"name": "probe", "image": "net-probe:v1", "command": args}],
+            }),
+        );
+        let net = serde_json::json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": groups}});
+        let run = self.aws_ok(&[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            "probe",
+            "--network-configuration",
+            &net.to_string(),
+        ]);
+        let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+        self.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
+        let t = &self.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0];
+        t["containers"][0]["exitCode"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no exit code: {t:#}"))
+    }
+
     pub fn push(&self, wasm: &str, repo_tag: &str) {
         let out = Command::new(skiff_bin())
             .args(["push", wasm, &format!("{}/{repo_tag}", self.registry)])
