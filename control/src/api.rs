@@ -1,5 +1,6 @@
-//! The HTTP front: AWS JSON 1.1 on `POST /`, the operation named by
-//! `X-Amz-Target`, SigV4 verified when credentials are configured.
+//! The HTTP front: AWS JSON 1.1 and 1.0 on `POST /`, the operation named
+//! by `X-Amz-Target`, and the Query protocol (form-encoded); SigV4 verified
+//! when credentials are configured.
 
 use crate::ControlPlane;
 use crate::error::ApiError;
@@ -22,20 +23,46 @@ use tokio::task::JoinSet;
 /// 64 KiB of container definitions; this leaves room).
 const MAX_BODY: usize = 4 << 20;
 
-fn respond(status: u16, body: &Value, error_type: Option<&str>) -> Response<Full<Bytes>> {
+/// How a JSON request came, to answer in kind.
+#[derive(Clone, Copy)]
+struct Dialect {
+    /// `application/x-amz-json-1.0` (CloudWatch) rather than 1.1.
+    json_1_0: bool,
+    /// An "awsQueryCompatible" service (CloudWatch): errors also carry
+    /// their Query-protocol code in `x-amzn-query-error`.
+    query_compatible: bool,
+}
+
+fn respond(
+    status: u16,
+    body: &Value,
+    error_type: Option<&str>,
+    dialect: Dialect,
+) -> Response<Full<Bytes>> {
+    let content_type = if dialect.json_1_0 {
+        "application/x-amz-json-1.0"
+    } else {
+        "application/x-amz-json-1.1"
+    };
     let mut b = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "application/x-amz-json-1.1")
+        .header("content-type", content_type)
         .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string());
     if let Some(t) = error_type {
         b = b.header("x-amzn-errortype", t);
+        if dialect.query_compatible
+            && let Some(code) = crate::metrics::query_error_code(t)
+        {
+            let fault = if status >= 500 { "Receiver" } else { "Sender" };
+            b = b.header("x-amzn-query-error", format!("{code};{fault}"));
+        }
     }
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     b.body(Full::new(Bytes::from(bytes)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
+fn error_response(e: &ApiError, dialect: Dialect) -> Response<Full<Bytes>> {
     if e.status >= 500 {
         tracing::error!(kind = e.kind, "{}", e.message);
     }
@@ -43,12 +70,13 @@ fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
         e.status,
         &json!({ "__type": e.kind, "message": e.message }),
         Some(e.kind),
+        dialect,
     )
 }
 
 /// An answer in the protocol the request came in.
 enum Answer {
-    /// AWS JSON 1.1 (ECS, ECR, Logs).
+    /// AWS JSON 1.1 (ECS, ECR, Logs, Cloud Map) or 1.0 (CloudWatch).
     Json(Value),
     /// Query protocol: the XML document.
     Xml(String),
@@ -72,9 +100,19 @@ impl ControlPlane {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
             && !req.headers().contains_key("x-amz-target");
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        let dialect = Dialect {
+            json_1_0: header("content-type").starts_with("application/x-amz-json-1.0"),
+            query_compatible: header("x-amz-target").starts_with(crate::CLOUDWATCH_TARGET),
+        };
         let mut flavor = crate::query::Flavor::Ec2;
         match self.http_inner(req, query, &mut flavor).await {
-            Ok(Answer::Json(v)) => respond(200, &v, None),
+            Ok(Answer::Json(v)) => respond(200, &v, None, dialect),
             Ok(Answer::Xml(doc)) => xml_response(200, doc, &uuid::Uuid::new_v4().to_string()),
             Err(e) if query => {
                 if e.status >= 500 {
@@ -83,7 +121,7 @@ impl ControlPlane {
                 let id = uuid::Uuid::new_v4().to_string();
                 xml_response(e.status, crate::query::error_document(flavor, &e, &id), &id)
             }
-            Err(e) => error_response(&e),
+            Err(e) => error_response(&e, dialect),
         }
     }
 

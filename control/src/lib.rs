@@ -24,6 +24,7 @@ pub mod elb;
 pub mod error;
 pub mod fabric;
 pub mod logs;
+pub mod metrics;
 pub mod model;
 pub mod placement;
 pub mod query;
@@ -155,6 +156,8 @@ pub(crate) struct Inner {
     pub(crate) fabric: Arc<fabric::Fabric>,
     /// The load balancers, running.
     pub(crate) elb: Arc<elb::plane::Plane>,
+    /// What CloudWatch's API reads: the load balancers' metrics.
+    pub(crate) metrics: metrics::Metrics,
     /// Held while this process uses the data dir.
     _lock: std::fs::File,
 }
@@ -284,12 +287,14 @@ impl ControlPlane {
                 wake: Arc::new(tokio::sync::Notify::new()),
                 fabric,
                 elb,
+                metrics: metrics::Metrics::default(),
                 _lock: lock,
             }),
         };
         control.resume().await?;
         tokio::spawn(report_loop(Arc::clone(&control.inner), reports_rx));
         tokio::spawn(retention_loop(Arc::downgrade(&control.inner)));
+        tokio::spawn(metrics_loop(Arc::downgrade(&control.inner)));
         tokio::spawn(services::scheduler_loop(Arc::downgrade(&control.inner)));
         Ok(control)
     }
@@ -361,6 +366,11 @@ impl ControlPlane {
         }
         if let Some(op) = target.strip_prefix("Route53AutoNaming_v20170314.") {
             return discovery::handle(&self.inner, op, body, region).await;
+        }
+        if let Some(op) = target.strip_prefix(CLOUDWATCH_TARGET) {
+            // The counts up to this moment, not the last tick's.
+            elb::measure(&self.inner.elb, &self.inner.metrics, false);
+            return self.inner.metrics.handle(op, body);
         }
         if let Some(op) = target.strip_prefix("Logs_20140328.") {
             let logs = self.inner.logs.clone();
@@ -558,6 +568,22 @@ fn forgettable(state: &State, cutoff: f64) -> Vec<Write> {
 
 /// Forgets STOPPED tasks once they have been stopped for the retention
 /// period, and deregistered container instances as long after they left.
+/// CloudWatch's `X-Amz-Target` prefix.
+pub(crate) const CLOUDWATCH_TARGET: &str = "GraniteServiceVersion20100801.";
+
+/// How often the load balancers' metrics are read.
+const METRICS_EVERY: Duration = Duration::from_secs(10);
+
+/// Reads the load balancers' metrics every [`METRICS_EVERY`].
+async fn metrics_loop(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(METRICS_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        elb::measure(&inner.elb, &inner.metrics, true);
+    }
+}
+
 async fn retention_loop(inner: std::sync::Weak<Inner>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;

@@ -207,6 +207,10 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     assert_eq!(get(port, "/whoami"), (200, "web-v1".into()));
     assert_eq!(get(port, "/api/whoami"), (200, "api".into()));
     assert_eq!(get(port, "/apix/whoami"), (200, "web-v1".into()));
+    for _ in 0..10 {
+        assert_eq!(get(port, "/whoami"), (200, "web-v1".into()));
+    }
+    request_counts_are_in_cloudwatch(&serve, &lb, &web_tg, &api_tg);
 
     // A task that fails its health checks is drained and replaced.
     let web_tasks = || -> Vec<String> {
@@ -284,6 +288,228 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     assert!(seen.iter().any(|(_, b)| b == "web-v1") && seen.iter().any(|(_, b)| b == "web-v2"));
     assert_eq!(seen.last().unwrap().1, "web-v2");
     assert!(seen.len() > 50, "only {} requests", seen.len());
+}
+
+/// The requests so far — 12 to web's two targets, 1 to api's — read back
+/// through `aws cloudwatch`, by load balancer, by target group, per target,
+/// and the targets' health.
+fn request_counts_are_in_cloudwatch(serve: &ServeProcess, lb: &str, web_tg: &str, api_tg: &str) {
+    let lb_dim = lb.split(":loadbalancer/").nth(1).unwrap();
+    let tg_dim = |arn: &str| arn.rsplit(':').next().unwrap().to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (start, end) = ((now - 600).to_string(), (now + 60).to_string());
+    let sum = |name: &str, dims: &str| -> f64 {
+        let out = serve.aws_ok(&[
+            "cloudwatch",
+            "get-metric-statistics",
+            "--namespace",
+            "AWS/ApplicationELB",
+            "--metric-name",
+            name,
+            "--dimensions",
+            dims,
+            "--start-time",
+            &start,
+            "--end-time",
+            &end,
+            "--period",
+            "60",
+            "--statistics",
+            "Sum",
+        ]);
+        out["Datapoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["Sum"].as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        sum("RequestCount", &format!("Name=LoadBalancer,Value={lb_dim}")),
+        13.0
+    );
+    assert_eq!(
+        sum(
+            "RequestCountPerTarget",
+            &format!("Name=TargetGroup,Value={}", tg_dim(web_tg))
+        ),
+        6.0,
+        "12 requests over 2 healthy targets"
+    );
+
+    // GetMetricData: one query per target group.
+    let query = |id: &str, tg: &str| {
+        json!({
+            "Id": id,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": "AWS/ApplicationELB", "MetricName": "RequestCount",
+                    "Dimensions": [
+                        {"Name": "TargetGroup", "Value": tg_dim(tg)},
+                        {"Name": "LoadBalancer", "Value": lb_dim},
+                    ],
+                },
+                "Period": 60, "Stat": "Sum",
+            },
+        })
+    };
+    let queries = json!([query("web", web_tg), query("api", api_tg)]).to_string();
+    let out = serve.aws_ok(&[
+        "cloudwatch",
+        "get-metric-data",
+        "--start-time",
+        &start,
+        "--end-time",
+        &end,
+        "--metric-data-queries",
+        &queries,
+    ]);
+    let results = out["MetricDataResults"].as_array().unwrap();
+    let total = |id: &str| -> f64 {
+        let r = results.iter().find(|r| r["Id"] == id).unwrap();
+        assert_eq!(r["StatusCode"], "Complete");
+        assert_eq!(
+            r["Timestamps"].as_array().unwrap().len(),
+            r["Values"].as_array().unwrap().len()
+        );
+        r["Values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!((total("web"), total("api")), (12.0, 1.0), "{out:#}");
+
+    // Each target's own count (skiff's Target dimension): round robin
+    // split web's evenly.
+    let listed = serve.aws_ok(&[
+        "cloudwatch",
+        "list-metrics",
+        "--namespace",
+        "AWS/ApplicationELB",
+        "--metric-name",
+        "RequestCount",
+        "--dimensions",
+        &format!("Name=TargetGroup,Value={}", tg_dim(web_tg)),
+        "Name=Target",
+    ]);
+    let targets: Vec<String> = listed["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let dims = m["Dimensions"].as_array().unwrap();
+            s(&dims.iter().find(|d| d["Name"] == "Target").unwrap()["Value"])
+        })
+        .collect();
+    assert_eq!(targets.len(), 2, "{listed:#}");
+    for t in &targets {
+        let dims = [
+            format!("Name=TargetGroup,Value={}", tg_dim(web_tg)),
+            format!("Name=LoadBalancer,Value={lb_dim}"),
+            format!("Name=Target,Value={t}"),
+        ];
+        let out = serve.aws_ok(&[
+            "cloudwatch",
+            "get-metric-statistics",
+            "--namespace",
+            "AWS/ApplicationELB",
+            "--metric-name",
+            "RequestCount",
+            "--dimensions",
+            &dims[0],
+            &dims[1],
+            &dims[2],
+            "--start-time",
+            &start,
+            "--end-time",
+            &end,
+            "--period",
+            "600",
+            "--statistics",
+            "Sum",
+        ]);
+        let n: f64 = out["Datapoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["Sum"].as_f64().unwrap())
+            .sum();
+        assert_eq!(n, 6.0, "{t}: {out:#}");
+    }
+
+    // Health, sampled every few seconds.
+    until("HealthyHostCount", 30, || {
+        let out = serve.aws_ok(&[
+            "cloudwatch",
+            "get-metric-statistics",
+            "--namespace",
+            "AWS/ApplicationELB",
+            "--metric-name",
+            "HealthyHostCount",
+            "--dimensions",
+            &format!("Name=TargetGroup,Value={}", tg_dim(web_tg)),
+            &format!("Name=LoadBalancer,Value={lb_dim}"),
+            "--start-time",
+            &start,
+            "--end-time",
+            &end,
+            "--period",
+            "60",
+            "--statistics",
+            "Maximum",
+        ]);
+        out["Datapoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["Maximum"] == 2.0)
+    });
+
+    // Mistakes, by CloudWatch's codes.
+    let err = serve.aws_err(
+        &[
+            "cloudwatch",
+            "get-metric-statistics",
+            "--namespace",
+            "AWS/ApplicationELB",
+            "--metric-name",
+            "RequestCount",
+            "--start-time",
+            &start,
+            "--end-time",
+            &end,
+            "--period",
+            "7",
+            "--statistics",
+            "Sum",
+        ],
+        "InvalidParameterValue",
+    );
+    assert!(err.contains("Period 7"), "{err}");
+    serve.aws_err(
+        &[
+            "cloudwatch",
+            "get-metric-statistics",
+            "--namespace",
+            "AWS/ApplicationELB",
+            "--metric-name",
+            "RequestCount",
+            "--start-time",
+            &start,
+            "--end-time",
+            &end,
+            "--period",
+            "60",
+            "--extended-statistics",
+            "p99",
+        ],
+        "InvalidParameterValue",
+    );
 }
 
 #[test]
@@ -385,6 +611,21 @@ fn a_network_load_balancer_carries_tcp_to_an_echo_service() {
         c.read_to_string(&mut reply).unwrap();
         assert_eq!(reply.trim_end(), format!("nlb line {i}"));
     }
+    // Six connections, in CloudWatch as NewFlowCount (boto3 this time).
+    let lb_dim = lb.split(":loadbalancer/").nth(1).unwrap();
+    let flows = serve.boto3(
+        &format!(
+            "import time\n\
+             cw = boto3.client('cloudwatch', endpoint_url=ENDPOINT, region_name=REGION)\n\
+             out = cw.get_metric_statistics(Namespace='AWS/NetworkELB', MetricName='NewFlowCount',\n\
+                 Dimensions=[{{'Name': 'LoadBalancer', 'Value': '{lb_dim}'}}],\n\
+                 StartTime=time.time() - 600, EndTime=time.time() + 60, Period=60, Statistics=['Sum'])\n\
+             print(int(sum(d['Sum'] for d in out['Datapoints'])))"
+        ),
+        "AKIDEXAMPLE",
+        "secret",
+    );
+    assert_eq!(flows.trim(), "6");
     // A task calls the load balancer by its DNS name.
     let dns = s(
         &serve.aws_ok(&["elbv2", "describe-load-balancers", "--names", "echo"])["LoadBalancers"][0]

@@ -7,9 +7,13 @@
 //! The configuration (load balancers, target groups with their registered
 //! targets, listeners, rules) is one document in the state; health, request
 //! counts and connections live in the plane, which is synced to the
-//! configuration after every change.
+//! configuration after every change. [`measure`] turns the plane's counts
+//! into CloudWatch metrics.
 
+mod measure;
 pub mod plane;
+
+pub use measure::measure;
 
 use crate::Inner;
 use crate::error::ApiError;

@@ -109,6 +109,9 @@ struct Group {
     added: tokio::sync::Notify,
     /// The algorithm is least outstanding requests (else round robin).
     least_outstanding: std::sync::atomic::AtomicBool,
+    /// Requests (connections) sent to any of its targets, ever: unlike
+    /// the targets' own counts, it outlives targets that leave.
+    requests: AtomicU64,
 }
 
 impl Group {
@@ -213,6 +216,21 @@ pub struct HealthView {
     pub requests: u64,
 }
 
+/// A target group's counters at one moment, for its metrics.
+pub struct GroupCounts {
+    pub tg_arn: String,
+    /// Requests (application) or connections (network) to its targets,
+    /// since the group was created.
+    pub requests: u64,
+    /// Targets healthy and not draining.
+    pub healthy: usize,
+    /// Targets unhealthy and not draining.
+    pub unhealthy: usize,
+    /// Each registered target (`ID:PORT`) and its own count since it was
+    /// registered.
+    pub targets: Vec<(String, u64)>,
+}
+
 /// A listener being served: as configured, where, and its task.
 type Running = (Listener, Ipv4Addr, JoinHandle<()>);
 
@@ -276,7 +294,7 @@ impl Plane {
         })
     }
 
-    fn config(&self) -> Arc<Config> {
+    pub fn config(&self) -> Arc<Config> {
         self.config
             .read()
             .map(|c| Arc::clone(&c))
@@ -315,6 +333,7 @@ impl Plane {
                         checker: Mutex::new(None),
                         added: tokio::sync::Notify::new(),
                         least_outstanding: std::sync::atomic::AtomicBool::new(false),
+                        requests: AtomicU64::new(0),
                     })
                 });
                 if let Ok(mut s) = g.spec.lock() {
@@ -547,6 +566,30 @@ impl Plane {
             .collect()
     }
 
+    /// Every target group's counters, for the metrics.
+    pub fn counts(&self) -> Vec<GroupCounts> {
+        let Ok(groups) = self.groups.lock() else {
+            return Vec::new();
+        };
+        groups
+            .iter()
+            .map(|(arn, g)| {
+                let targets = g.targets.lock().map(|t| t.clone()).unwrap_or_default();
+                let live = |h: Health| targets.iter().filter(|t| t.health() == (h, false)).count();
+                GroupCounts {
+                    tg_arn: arn.clone(),
+                    requests: g.requests.load(Ordering::Relaxed),
+                    healthy: live(Health::Healthy),
+                    unhealthy: live(Health::Unhealthy),
+                    targets: targets
+                        .iter()
+                        .map(|t| (format!("{}:{}", t.target.id, t.target.port), t.requests()))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
     /// The health of one registered target (None if it is not there).
     pub fn target_health(&self, tg_arn: &str, target: &Target) -> Option<(Health, bool)> {
         let g = self.group(tg_arn)?;
@@ -642,6 +685,7 @@ impl Plane {
             );
         }
         target.requests.fetch_add(1, Ordering::Relaxed);
+        group.requests.fetch_add(1, Ordering::Relaxed);
         let guard = Outstanding::new(Arc::clone(&target));
         let (mut parts, body) = req.into_parts();
         // Origin form (the path), as a client sends to a server; `Host`
@@ -930,6 +974,7 @@ async fn serve_tcp(plane: Weak<Plane>, listener_arn: String, socket: tokio::net:
                     continue;
                 }
                 target.requests.fetch_add(1, Ordering::Relaxed);
+                group.requests.fetch_add(1, Ordering::Relaxed);
                 let guard = Outstanding::new(Arc::clone(&target));
                 connections.spawn(async move {
                     let _guard = guard;
