@@ -305,6 +305,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         guest_args.to_vec()
     };
     // An address of the task's own, held until skiff exits.
+    skiff_runtime::ports::PortMap::detect(args.task_addresses).install();
     let lease = if args.network.has_own_address() {
         let pool = skiff_runtime::addresses::AddressPool::new(args.task_addresses)
             .map_err(|e| format!("cannot lease a task address: {e}"))?;
@@ -613,11 +614,12 @@ async fn serve(
     at: SocketAddr,
     container_port: u16,
 ) -> Result<i32, String> {
-    let listener = tokio::net::TcpListener::bind(at)
+    let listener = tokio::net::TcpListener::bind(skiff_runtime::ports::host(at))
         .await
         .map_err(|e| format!("cannot listen on {at}: {e}"))?;
     let local = listener
         .local_addr()
+        .map(skiff_runtime::ports::guest)
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     eprintln!("Serving HTTP on http://{local}/ (container port {container_port})");
     let options = ServeOptions::new(spec);

@@ -168,6 +168,14 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         ));
     }
     config.task_addresses = args.task_addresses;
+    let ports = skiff_runtime::ports::PortMap::detect(args.task_addresses);
+    if ports.shifts() {
+        tracing::info!(
+            "no CAP_NET_BIND_SERVICE: ports below 1024 of task addresses are at PORT+{} on the host",
+            skiff_runtime::ports::SHIFT
+        );
+    }
+    ports.install();
     config.lb_address = args.lb_address;
     config.reserved_ports = vec![args.api_addr.port(), args.registry_addr.port()];
 

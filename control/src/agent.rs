@@ -1044,8 +1044,8 @@ fn spawn_server(
     exits: mpsc::UnboundedSender<(usize, Outcome)>,
     mut halt: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let listener =
-        std::net::TcpListener::bind(at).map_err(|e| format!("cannot listen on {at}: {e}"))?;
+    let listener = std::net::TcpListener::bind(skiff_runtime::ports::host(at))
+        .map_err(|e| format!("cannot listen on {at}: {e}"))?;
     listener
         .set_nonblocking(true)
         .and_then(|()| tokio::net::TcpListener::from_std(listener))

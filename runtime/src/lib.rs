@@ -34,6 +34,7 @@ pub mod http;
 mod instance;
 mod limits;
 pub mod net;
+pub mod ports;
 pub mod proxy;
 mod sandbox;
 mod sockets;

@@ -43,7 +43,8 @@ pub async fn forward_tcp(
 
 async fn carry(mut client: TcpStream, target: SocketAddr) {
     let _ = client.set_nodelay(true);
-    let mut task = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+    let at = crate::ports::host(target);
+    let mut task = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(at)).await {
         Ok(Ok(task)) => task,
         Ok(Err(e)) => {
             tracing::debug!(%target, "published port: the task refused the connection: {e}");

@@ -191,7 +191,8 @@ impl Host {
             .allow_udp(policy.sockets_enabled())
             .allow_ip_name_lookup(policy.name_lookup_enabled())
             .socket_addr_check(move |addr, usage| {
-                let allowed = policy.allows(addr, socket_use(usage));
+                // Judged as the guest knows the address (see `ports`).
+                let allowed = policy.allows(crate::ports::guest(addr), socket_use(usage));
                 Box::pin(async move { allowed })
             });
         let mut wasi = b.build_p1();
@@ -276,7 +277,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpPolicy {
                 return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
             };
             let mut parts = request.uri().clone().into_parts();
-            match target.to_string().parse() {
+            match crate::ports::host(target).to_string().parse() {
                 Ok(authority) => parts.authority = Some(authority),
                 Err(_) => {
                     return Box::new(async {

@@ -11,8 +11,14 @@
 //! addresses and answers names, then delegates every operation to
 //! wasmtime-wasi, whose address check still sees (and judges) the real
 //! addresses. A guest without a task address passes through unchanged.
+//!
+//! Privileged ports of task addresses may sit elsewhere on the host (see
+//! [`crate::ports`]): addresses going down to wasmtime-wasi are mapped to
+//! the host's ports, and addresses coming back up to the guest are mapped
+//! back.
 
 use crate::net::{NetworkPolicy, resolve_for_task, task_destination};
+use crate::ports::PortMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::task::{Context, Poll, Waker};
@@ -64,10 +70,22 @@ impl TaskSocketsView<'_> {
         let addr = SocketAddr::from(addr);
         match addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() || ip == Ipv4Addr::LOCALHOST || ip == own => {
-                Ok(SocketAddr::new(own.into(), addr.port()).into())
+                let at = SocketAddr::new(own.into(), addr.port());
+                let ports = PortMap::current();
+                if ports.reserved(at) {
+                    // The host port of a privileged one: taken, as far as
+                    // the guest can tell.
+                    return Err(ErrorCode::AddressInUse.into());
+                }
+                Ok(ports.host(at).into())
             }
             _ => Err(ErrorCode::AddressNotBindable.into()),
         }
+    }
+
+    /// An address from the host, as the guest knows it.
+    fn guest(addr: IpSocketAddress) -> IpSocketAddress {
+        crate::ports::guest(addr.into()).into()
     }
 
     /// Where a connection or datagram to `addr` goes: 127.0.0.1 is the task
@@ -76,7 +94,7 @@ impl TaskSocketsView<'_> {
         match self.policy.task_address() {
             Some(own) => {
                 let a = SocketAddr::from(addr);
-                SocketAddr::new(task_destination(own, a.ip()), a.port()).into()
+                crate::ports::host(SocketAddr::new(task_destination(own, a.ip()), a.port())).into()
             }
             None => addr,
         }
@@ -200,11 +218,11 @@ impl tcp::HostTcpSocket for TaskSocketsView<'_> {
     }
 
     fn local_address(&mut self, this: Resource<TcpSocket>) -> SocketResult<IpSocketAddress> {
-        tcp::HostTcpSocket::local_address(&mut self.inner, this)
+        tcp::HostTcpSocket::local_address(&mut self.inner, this).map(Self::guest)
     }
 
     fn remote_address(&mut self, this: Resource<TcpSocket>) -> SocketResult<IpSocketAddress> {
-        tcp::HostTcpSocket::remote_address(&mut self.inner, this)
+        tcp::HostTcpSocket::remote_address(&mut self.inner, this).map(Self::guest)
     }
 
     fn is_listening(&mut self, this: Resource<TcpSocket>) -> wasmtime::Result<bool> {
@@ -338,11 +356,11 @@ impl udp::HostUdpSocket for TaskSocketsView<'_> {
     }
 
     fn local_address(&mut self, this: Resource<UdpSocket>) -> SocketResult<IpSocketAddress> {
-        udp::HostUdpSocket::local_address(&mut self.inner, this)
+        udp::HostUdpSocket::local_address(&mut self.inner, this).map(Self::guest)
     }
 
     fn remote_address(&mut self, this: Resource<UdpSocket>) -> SocketResult<IpSocketAddress> {
-        udp::HostUdpSocket::remote_address(&mut self.inner, this)
+        udp::HostUdpSocket::remote_address(&mut self.inner, this).map(Self::guest)
     }
 
     fn address_family(&mut self, this: Resource<UdpSocket>) -> wasmtime::Result<IpAddressFamily> {
@@ -392,7 +410,12 @@ impl udp::HostIncomingDatagramStream for TaskSocketsView<'_> {
         this: Resource<udp::IncomingDatagramStream>,
         max_results: u64,
     ) -> SocketResult<Vec<udp::IncomingDatagram>> {
-        udp::HostIncomingDatagramStream::receive(&mut self.inner, this, max_results)
+        let mut datagrams =
+            udp::HostIncomingDatagramStream::receive(&mut self.inner, this, max_results)?;
+        for d in &mut datagrams {
+            d.remote_address = Self::guest(d.remote_address);
+        }
+        Ok(datagrams)
     }
 
     fn subscribe(

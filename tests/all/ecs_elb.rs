@@ -97,7 +97,10 @@ fn all_healthy(serve: &ServeProcess, tg: &str, n: usize) -> bool {
 #[test]
 fn an_application_load_balancer_routes_drains_and_rolls_services() {
     let dir = tempfile::tempdir().unwrap();
-    let serve = ServeProcess::start(dir.path());
+    // As a non-root user's skiff: the tasks' port 80 is not the host's
+    // (see skiff_runtime::ports), and the load balancer, its health checks
+    // and the API still say 80.
+    let serve = ServeProcess::start_without_low_ports(dir.path());
     serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
     serve.register_task_definition(dir.path(), &web_td("web", "web-v1"));
     serve.register_task_definition(dir.path(), &web_td("api", "api"));

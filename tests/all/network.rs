@@ -121,6 +121,8 @@ struct Task {
     ip: std::net::Ipv4Addr,
     /// Published ports, host side (from `skiff: publishing A -> B`).
     published: Vec<SocketAddr>,
+    /// The line that said it was ready.
+    ready: String,
     /// Kept so the guest's output keeps a reader: on a closed pipe its
     /// next print would fail.
     _output: (
@@ -133,7 +135,11 @@ impl Task {
     /// Starts `skiff run ARGS` and waits until `ready` appears on stdout or
     /// stderr.
     fn start(args: &[&str], ready: &str) -> Task {
-        let mut child = skiff(args.iter().copied()).spawn();
+        Task::start_as(skiff(args.iter().copied()), args, ready)
+    }
+
+    fn start_as(skiff: crate::support::Skiff, args: &[&str], ready: &str) -> Task {
+        let mut child = skiff.spawn();
         let out = lines(child.stdout.take().unwrap());
         let err = lines(child.stderr.take().unwrap());
         // Killed on drop, even if it never gets ready.
@@ -141,6 +147,7 @@ impl Task {
             child,
             ip: std::net::Ipv4Addr::UNSPECIFIED,
             published: Vec::new(),
+            ready: String::new(),
             _output: (out, err),
         };
         let mut is_ready = false;
@@ -157,7 +164,10 @@ impl Task {
                     let host = p.split(" -> ").next().unwrap();
                     task.published.push(host.parse().unwrap());
                 }
-                is_ready |= line.contains(ready);
+                if line.contains(ready) {
+                    is_ready = true;
+                    task.ready = line;
+                }
             }
             if is_ready && !task.ip.is_unspecified() {
                 return task;
@@ -463,4 +473,80 @@ fn awsvpc_outgoing_http_reaches_tasks_not_the_host() {
     let (code, _) = fetch(&format!("http://{}/z", host.local_addr().unwrap()));
     assert_ne!(code, "200");
     assert!(host.accept().is_err(), "the host's listener was reached");
+}
+
+/// A non-root user's skiff (no `CAP_NET_BIND_SERVICE`) still gives tasks
+/// port 80 on their own addresses: guests, other tasks and published ports
+/// all see 80, and on the host it sits at 80 + 64512.
+#[test]
+fn without_the_capability_tasks_still_listen_on_port_80() {
+    let server = |proto: &str, addr: &str, tag: &str, publish: bool| {
+        let mut args = vec!["run", "--network", "awsvpc"];
+        if publish {
+            args.extend(["-p", "127.0.0.1:0:80"]);
+        }
+        args.extend([app("ECHO_P2"), proto, addr, tag]);
+        Task::start_as(skiff_without_low_ports(&args), &args, "listening on")
+    };
+    let a = server("tcp", "0.0.0.0:80", "A", true);
+    let b = server("tcp", "0.0.0.0:80", "B", true);
+    assert_eq!(
+        a.ready,
+        format!("listening on {}:80", a.ip),
+        "the guest sees 80"
+    );
+    assert_eq!(say(a.published[0], "hi"), "A hi");
+    assert_eq!(say(b.published[0], "hi"), "B hi");
+    assert_eq!(say(SocketAddr::from((a.ip, 64592)), "direct"), "A direct");
+    assert!(
+        TcpStream::connect((a.ip, 80)).is_err(),
+        "nothing is on 80 itself"
+    );
+
+    // Task to task, by port 80.
+    let probe = |op: &str, target: String| {
+        skiff_without_low_ports([
+            "run",
+            "--network",
+            "awsvpc",
+            "--timeout",
+            "30s",
+            app("NET_PROBE_P2"),
+            op,
+            &target,
+            "hello",
+        ])
+        .run()
+    };
+    let out = probe("send", format!("{}:80", b.ip));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .trim_end()
+            .ends_with(&format!("to {}:80: B hello", b.ip)),
+        "{}",
+        out.stdout
+    );
+
+    // UDP on 53: the answer comes from port 53, as far as the guest knows.
+    let dns = server("udp", "0.0.0.0:53", "U", false);
+    let out = probe("udp-send", format!("{}:53", dns.ip));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.trim_end(),
+        format!("ok from {}:53: U hello", dns.ip)
+    );
+
+    // The host ports standing in for privileged ones are not the guest's.
+    let out = skiff_without_low_ports([
+        "run",
+        "--network",
+        "awsvpc",
+        app("ECHO_P2"),
+        "tcp",
+        "0.0.0.0:64592",
+    ])
+    .run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("in use"), "{}", out.stderr);
 }

@@ -64,7 +64,32 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut cmd = Command::new(skiff_bin());
+    skiff_from(Command::new(skiff_bin()), args)
+}
+
+/// `skiff` as a process without `CAP_NET_BIND_SERVICE`, as a non-root
+/// user's is: the tests run as root (CI too), and this is how they see
+/// what everyone else gets. (util-linux's `setpriv`, in every Debian.)
+pub fn without_low_ports() -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set", "-net_bind_service", skiff_bin()]);
+    cmd
+}
+
+/// [`skiff`] without `CAP_NET_BIND_SERVICE` (see [`without_low_ports`]).
+pub fn skiff_without_low_ports<I, S>(args: I) -> Skiff
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    skiff_from(without_low_ports(), args)
+}
+
+fn skiff_from<I, S>(mut cmd: Command, args: I) -> Skiff
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     cmd.args(args)
         .env("SKIFF_DATA_DIR", shared_data_dir())
         .env_remove("SKIFF_LOG")
@@ -374,8 +399,18 @@ impl ServeProcess {
     }
 
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> ServeProcess {
+        Self::launch(Command::new(skiff_bin()), data_dir, flags)
+    }
+
+    /// `skiff serve` without `CAP_NET_BIND_SERVICE` (see
+    /// [`without_low_ports`]).
+    pub fn start_without_low_ports(data_dir: &Path) -> ServeProcess {
+        Self::launch(without_low_ports(), data_dir, &[])
+    }
+
+    fn launch(mut cmd: Command, data_dir: &Path, flags: &[&str]) -> ServeProcess {
         use std::io::BufRead;
-        let mut child = Command::new(skiff_bin())
+        let mut child = cmd
             .args([
                 "serve",
                 "--api-addr",

@@ -10,7 +10,9 @@
 //! in-flight ones are done or the deregistration delay has passed. If every
 //! target of a group is unhealthy, requests go to all of them (AWS's fail
 //! open). Traffic to a target, health checks included, passes the fabric:
-//! the target's security groups must let the load balancer in.
+//! the target's security groups must let the load balancer in. Targets are
+//! kept as ECS and the API name them; only the connect maps a privileged
+//! port to where it is on the host (see `skiff_runtime::ports`).
 
 use super::{Action, Config, Listener, Target, TargetGroup, parse_matcher};
 use crate::fabric::{Fabric, Proto};
@@ -792,7 +794,7 @@ const IDLE_PER_TARGET: usize = 64;
 async fn connect(addr: SocketAddr) -> Result<Sender, String> {
     let stream = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio::net::TcpStream::connect(addr),
+        tokio::net::TcpStream::connect(skiff_runtime::ports::host(addr)),
     )
     .await
     .map_err(|_| format!("connecting to {addr} timed out"))?
@@ -981,7 +983,7 @@ async fn serve_tcp(plane: Weak<Plane>, listener_arn: String, socket: tokio::net:
                     let _ = client.set_nodelay(true);
                     let Ok(Ok(mut upstream)) = tokio::time::timeout(
                         Duration::from_secs(10),
-                        tokio::net::TcpStream::connect(target.addr),
+                        tokio::net::TcpStream::connect(skiff_runtime::ports::host(target.addr)),
                     )
                     .await
                     else {
@@ -1072,7 +1074,8 @@ async fn health_loop(plane: Weak<Plane>, tg_arn: String) {
 async fn check(spec: &TargetGroup, addr: SocketAddr) -> Result<(), (&'static str, String)> {
     let timeout = Duration::from_secs(spec.health.timeout);
     if spec.health.protocol == "TCP" {
-        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        let at = skiff_runtime::ports::host(addr);
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(at)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err((
                 "Target.FailedHealthChecks",
