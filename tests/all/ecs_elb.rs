@@ -811,6 +811,104 @@ fn load_balancer_mistakes_get_elb_error_codes() {
         ],
         "InvalidParameterException",
     );
+    // Tags: given at creation, added, replaced, removed, read back.
+    let tagged = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-target-group",
+        "--name",
+        "tagged",
+        "--protocol",
+        "TCP",
+        "--port",
+        "7",
+        "--tags",
+        "Key=team,Value=shop",
+        "Key=env,Value=dev",
+    ])["TargetGroups"][0]["TargetGroupArn"]);
+    serve.aws_ok(&[
+        "elbv2",
+        "add-tags",
+        "--resource-arns",
+        &lb,
+        &tagged,
+        "--tags",
+        "Key=env,Value=prod",
+    ]);
+    serve.aws_ok(&[
+        "elbv2",
+        "remove-tags",
+        "--resource-arns",
+        &tagged,
+        "--tag-keys",
+        "team",
+    ]);
+    let described = serve.aws_ok(&[
+        "elbv2",
+        "describe-tags",
+        "--resource-arns",
+        &tagged,
+        &lb,
+        &l,
+    ]);
+    let tags_of = |arn: &str| -> Vec<(String, String)> {
+        described["TagDescriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["ResourceArn"] == arn)
+            .unwrap_or_else(|| panic!("{arn} not described: {described:#}"))["Tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (s(&t["Key"]), s(&t["Value"])))
+            .collect()
+    };
+    assert_eq!(tags_of(&tagged), [("env".to_string(), "prod".to_string())]);
+    assert_eq!(tags_of(&lb), [("env".to_string(), "prod".to_string())]);
+    assert_eq!(tags_of(&l), []);
+    serve.aws_err(
+        &[
+            "elbv2",
+            "add-tags",
+            "--resource-arns",
+            &tagged,
+            "--tags",
+            "Key=a,Value=1",
+            "Key=a,Value=2",
+        ],
+        "DuplicateTagKeys",
+    );
+    serve.aws_err(
+        &[
+            "elbv2",
+            "add-tags",
+            "--resource-arns",
+            &tagged,
+            "--tags",
+            "Key=aws:x,Value=1",
+        ],
+        "ValidationError",
+    );
+    let many: Vec<String> = (0..50).map(|i| format!("Key=k{i},Value=v")).collect();
+    let mut args = vec!["elbv2", "add-tags", "--resource-arns", &tagged, "--tags"];
+    args.extend(many.iter().map(String::as_str));
+    serve.aws_err(&args, "TooManyTags");
+    serve.aws_err(
+        &[
+            "elbv2",
+            "describe-tags",
+            "--resource-arns",
+            &tg.replace("/t/", "/ghost/"),
+        ],
+        "TargetGroupNotFound",
+    );
+    serve.aws_ok(&[
+        "elbv2",
+        "delete-target-group",
+        "--target-group-arn",
+        &tagged,
+    ]);
+
     // The deletes, in order, all work.
     serve.aws_ok(&["elbv2", "delete-listener", "--listener-arn", &l]);
     serve.aws_ok(&["elbv2", "delete-target-group", "--target-group-arn", &tg]);

@@ -12,6 +12,7 @@
 
 mod measure;
 pub mod plane;
+mod tags;
 
 pub use measure::measure;
 
@@ -90,6 +91,8 @@ pub struct TargetGroup {
     pub deregistration_delay: u64,
     pub targets: Vec<Target>,
     pub created_at: f64,
+    #[serde(default)]
+    pub tags: tags::Tags,
 }
 
 /// What a listener or rule does with a request.
@@ -112,6 +115,8 @@ pub struct Listener {
     pub port: u16,
     pub protocol: String,
     pub default_action: Action,
+    #[serde(default)]
+    pub tags: tags::Tags,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +128,8 @@ pub struct Rule {
     pub paths: Vec<String>,
     pub hosts: Vec<String>,
     pub action: Action,
+    #[serde(default)]
+    pub tags: tags::Tags,
 }
 
 /// Everything configured, stored as one document.
@@ -241,6 +248,9 @@ pub(crate) async fn handle(
         "DescribeListeners" => return describe_listeners(&cfg, p),
         "DescribeRules" => return describe_rules(&cfg, p),
         "DescribeTargetHealth" => return describe_health(inner, &cfg, p),
+        "DescribeTags" => return tags::describe(&cfg, p),
+        "AddTags" => tags::add(&mut cfg, p)?,
+        "RemoveTags" => tags::remove(&mut cfg, p)?,
         "DescribeTargetGroupAttributes" => {
             let tg = group(&cfg, p.required("TargetGroupArn")?)?;
             let mut x = response(
@@ -414,13 +424,7 @@ fn create_lb(
     }
     let id = short_id();
     let short = if kind == "application" { "app" } else { "net" };
-    let mut tags = Vec::new();
-    for t in p.list("Tags.member") {
-        tags.push((
-            t.required("Key")?.to_string(),
-            t.get("Value").unwrap_or_default().to_string(),
-        ));
-    }
+    let tags = tags::parse(p, "Tags")?;
     let lb = LoadBalancer {
         arn: arn(
             "elasticloadbalancing",
@@ -629,6 +633,7 @@ fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiEr
         deregistration_delay: 300,
         targets: Vec::new(),
         created_at: now(),
+        tags: tags::parse(p, "Tags")?,
     };
     let mut x = response("CreateTargetGroupResponse", "CreateTargetGroupResult");
     x.open("TargetGroups");
@@ -925,6 +930,7 @@ fn create_listener(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
         port,
         protocol,
         default_action: action,
+        tags: tags::parse(p, "Tags")?,
     };
     let mut x = response("CreateListenerResponse", "CreateListenerResult");
     x.open("Listeners");
@@ -1083,6 +1089,7 @@ fn create_rule(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
         paths,
         hosts,
         action,
+        tags: tags::parse(p, "Tags")?,
     };
     let mut x = response("CreateRuleResponse", "CreateRuleResult");
     x.open("Rules");
