@@ -2065,11 +2065,21 @@ async fn stop_task(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         "UserInitiated",
         reason.unwrap_or("Task stopped by user"),
     );
-    state
-        .apply(inner.store.as_ref(), vec![Write::Task(t.clone())])
-        .await?;
+    // Behind a load balancer, the task leaves its target groups first and
+    // drains, as when its service stops it.
+    let deregistered = crate::services::deregister_task(&state, t.id());
+    let mut writes = vec![Write::Task(t.clone())];
+    let mut draining = Vec::new();
+    if let Some(d) = deregistered {
+        writes.extend(d.writes);
+        draining = d.targets;
+    }
+    state.apply(inner.store.as_ref(), writes).await?;
+    if !draining.is_empty() {
+        inner.elb.sync(&state.elb);
+    }
     if running_here {
-        inner.agent.stop(t.id());
+        crate::services::stop_after_draining(inner, t.id().to_string(), draining);
     }
     // A service replaces its stopped task.
     inner.wake.notify_one();

@@ -1218,22 +1218,11 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
         inner.elb.sync(&state.elb);
     }
     for id in to_stop {
-        match draining_targets.remove(&id) {
-            // Connection draining: no new requests reach the task; it
-            // stops once those in flight are done (or the deregistration
-            // delay has passed).
-            Some(targets) => {
-                let elb = Arc::clone(&inner.elb);
-                let agent = Arc::clone(&inner.agent);
-                tokio::spawn(async move {
-                    for (tg, target) in targets {
-                        elb.drained(&tg, &target).await;
-                    }
-                    agent.stop(&id);
-                });
-            }
-            None => inner.agent.stop(&id),
-        }
+        // Connection draining: no new requests reach the task; it stops
+        // once those in flight are done (or the deregistration delay has
+        // passed).
+        let targets = draining_targets.remove(&id).unwrap_or_default();
+        stop_after_draining(inner, id, targets);
     }
     if let Some(l) = &launch {
         for t in to_start {
@@ -1243,6 +1232,62 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
         }
     }
     Ok(())
+}
+
+/// A task's targets taken out of their groups: what to write, and the
+/// targets to wait for (see [`deregister_task`]).
+pub(crate) struct Deregistered {
+    pub writes: Vec<Write>,
+    pub targets: Vec<(String, crate::elb::Target)>,
+}
+
+/// Takes task `id`'s targets out of its service's target groups (as a
+/// stop must before the task goes: connection draining). None if it has
+/// none.
+pub(crate) fn deregister_task(state: &State, id: &str) -> Option<Deregistered> {
+    let mut svc = state
+        .services
+        .values()
+        .map(|s| &s.value)
+        .find(|s| s.registered.iter().any(|r| r.task == id))?
+        .clone();
+    let mut elb = state.elb.clone();
+    let mut targets = Vec::new();
+    svc.registered.retain(|r| {
+        if r.task != id {
+            return true;
+        }
+        if let Some(tg) = elb.target_groups.get_mut(&r.target_group_arn) {
+            tg.targets.retain(|x| *x != r.target);
+        }
+        targets.push((r.target_group_arn.clone(), r.target.clone()));
+        false
+    });
+    Some(Deregistered {
+        writes: vec![Write::Service(Box::new(svc)), Write::Elb(Box::new(elb))],
+        targets,
+    })
+}
+
+/// Stops task `id` on the agent once `targets` have drained (no request
+/// in flight, or their deregistration delay has passed).
+pub(crate) fn stop_after_draining(
+    inner: &Inner,
+    id: String,
+    targets: Vec<(String, crate::elb::Target)>,
+) {
+    if targets.is_empty() {
+        inner.agent.stop(&id);
+        return;
+    }
+    let elb = Arc::clone(&inner.elb);
+    let agent = Arc::clone(&inner.agent);
+    tokio::spawn(async move {
+        for (tg, target) in targets {
+            elb.drained(&tg, &target).await;
+        }
+        agent.stop(&id);
+    });
 }
 
 /// The ACTIVE instances of `cluster` a DAEMON task of `launch` may run on:

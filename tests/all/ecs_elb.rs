@@ -250,18 +250,7 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     }
 
     // A rolling deployment under a steady client: no request fails.
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let mut seen: Vec<(u16, String)> = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                seen.push(get(port, "/whoami"));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            seen
-        })
-    };
+    let (stop, client) = steady_client(port);
     serve.register_task_definition(dir.path(), &web_td("web", "web-v2"));
     serve.aws_ok(&[
         "ecs",
@@ -291,6 +280,43 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     assert!(seen.iter().any(|(_, b)| b == "web-v1") && seen.iter().any(|(_, b)| b == "web-v2"));
     assert_eq!(seen.last().unwrap().1, "web-v2");
     assert!(seen.len() > 50, "only {} requests", seen.len());
+
+    // A user's StopTask drains the task first, too: no request fails.
+    let (stop, client) = steady_client(port);
+    let victim = web_tasks()[0].clone();
+    serve.aws_ok(&["ecs", "stop-task", "--task", &victim, "--reason", "by hand"]);
+    until("a replacement for the stopped task", 90, || {
+        !web_tasks().contains(&victim) && web_tasks().len() == 2 && all_healthy(&serve, &web_tg, 2)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let seen = client.join().unwrap();
+    let failed: Vec<&(u16, String)> = seen.iter().filter(|(status, _)| *status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed",
+        failed.len(),
+        seen.len()
+    );
+    let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &victim])["tasks"][0];
+    assert_eq!(t["stoppedReason"], "by hand");
+}
+
+/// GETs through the load balancer one after another until told to stop;
+/// what each got.
+fn steady_client(port: u16) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<(u16, String)>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut seen: Vec<(u16, String)> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.push(get(port, "/whoami"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    (stop, client)
 }
 
 /// The requests so far — 12 to web's two targets, 1 to api's — read back
