@@ -41,7 +41,10 @@ pub(crate) fn build_engine(cfg: &RuntimeConfig) -> wasmtime::Result<Engine> {
         .table_elements(crate::limits::MAX_TABLE_ELEMENTS)
         .max_memory_size(usize::try_from(cfg.max_memory_per_instance).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(cfg.memory_keep_resident)
-        .table_keep_resident(cfg.memory_keep_resident);
+        .table_keep_resident(cfg.memory_keep_resident)
+        // Reset just the pages an instance wrote (Linux 6.7+; elsewhere
+        // the low `keep_resident` bytes are reset, the rest decommitted).
+        .pagemap_scan(wasmtime::Enabled::Auto);
 
     let strategy = if cfg.pooling {
         InstanceAllocationStrategy::Pooling(pool)
