@@ -58,7 +58,7 @@ pub struct TargetLive {
     pub target: Target,
     pub addr: SocketAddr,
     /// Keep-alive connections to it with nothing in flight.
-    idle: Mutex<Vec<Sender>>,
+    idle: Mutex<Vec<Upstream>>,
     live: Mutex<Live>,
     /// `live`'s health and draining, for the request path to read without
     /// a lock: see [`TargetLive::publish`].
@@ -700,6 +700,9 @@ impl Plane {
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         );
         parts.version = http::Version::HTTP_11;
+        // Hop-by-hop headers are the client's connection's, not the
+        // target's: each side has its own (RFC 9110 §7.6.1).
+        strip_hop_by_hop(&mut parts.headers);
         let forwarded = match parts
             .headers
             .get("x-forwarded-for")
@@ -719,10 +722,10 @@ impl Plane {
         }
         let upstream = Request::from_parts(parts, body.boxed());
         match tokio::time::timeout(Duration::from_secs(60), send(&target, upstream)).await {
-            Ok(Ok((resp, sender))) => resp.map(|b| {
+            Ok(Ok((resp, up))) => resp.map(|b| {
                 Counted {
                     inner: b,
-                    sender: Some(sender),
+                    upstream: Some(up),
                     guard,
                 }
                 .boxed()
@@ -736,6 +739,32 @@ impl Plane {
                 "the target did not answer in time",
             ),
         }
+    }
+}
+
+/// Removes the headers that describe one connection: `Connection`, those it
+/// names, and the hop-by-hop headers of RFC 9110 §7.6.1.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for n in named {
+        headers.remove(n.as_str());
+    }
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+    ] {
+        headers.remove(h);
     }
 }
 
@@ -786,12 +815,80 @@ fn plain(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
+type Connection = hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Body>;
+
+/// A keep-alive HTTP/1.1 connection to a target: the handle requests go
+/// through and the connection itself. No task of its own drives it: the
+/// task using it does (the client's connection, for a request and its
+/// response body), so a request through the load balancer costs no wakeup
+/// of another task, or of another thread.
+struct Upstream {
+    sender: Sender,
+    conn: Pin<Box<Connection>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Drives the connection while `f` runs; `f`'s result, or an error if
+    /// the connection ended first.
+    async fn drive<T>(&mut self, f: impl Future<Output = T>) -> Result<T, String> {
+        drive(&mut self.conn, f).await
+    }
+
+    /// Sends `req` and waits for the response's head.
+    async fn exchange(
+        &mut self,
+        req: Request<Body>,
+    ) -> Result<Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>>, String>
+    {
+        let sent = self.sender.try_send_request(req);
+        self.drive(sent).await
+    }
+
+    /// Is it ready for a request (open, nothing in flight)?
+    async fn ready(&mut self) -> bool {
+        let sender = &mut self.sender;
+        let ready = std::future::poll_fn(|cx| sender.poll_ready(cx));
+        matches!(drive(&mut self.conn, ready).await, Ok(Ok(())))
+    }
+}
+
+/// Drives `conn` while `f` runs: see [`Upstream::drive`].
+async fn drive<T>(
+    conn: &mut Pin<Box<Connection>>,
+    f: impl Future<Output = T>,
+) -> Result<T, String> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        let ended = match conn.as_mut().poll(cx) {
+            Poll::Ready(Ok(())) => Some("the connection closed".to_string()),
+            Poll::Ready(Err(e)) => Some(e.to_string()),
+            Poll::Pending => None,
+        };
+        // What the connection just did (a response read, perhaps before
+        // it closed) may have finished `f`: see now, not after a wakeup.
+        match (f.as_mut().poll(cx), ended) {
+            (Poll::Ready(v), _) => Poll::Ready(Ok(v)),
+            (Poll::Pending, Some(e)) => Poll::Ready(Err(e)),
+            (Poll::Pending, None) => Poll::Pending,
+        }
+    })
+    .await
+}
 
 /// How many idle connections to one target are kept.
 const IDLE_PER_TARGET: usize = 64;
 
 /// Opens a keep-alive HTTP/1.1 connection to `addr`.
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+async fn connect(addr: SocketAddr) -> Result<Upstream, String> {
     let stream = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect(skiff_runtime::ports::host(addr)),
@@ -803,10 +900,10 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP handshake with {addr} failed: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    Ok(Upstream {
+        sender,
+        conn: Box::pin(conn),
+    })
 }
 
 /// Sends `req` to `target` on an idle connection of its pool if one is
@@ -815,22 +912,22 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
 async fn send(
     target: &TargetLive,
     mut req: Request<Body>,
-) -> Result<(Response<Incoming>, Sender), String> {
+) -> Result<(Response<Incoming>, Upstream), String> {
     loop {
         let pooled = target.idle.lock().ok().and_then(|mut v| v.pop());
         let fresh = pooled.is_none();
-        let mut sender = match pooled {
-            Some(s) => s,
+        let mut up = match pooled {
+            Some(u) => u,
             None => connect(target.addr).await?,
         };
-        if sender.ready().await.is_err() {
+        if !up.ready().await {
             if fresh {
                 return Err(format!("the connection to {} closed", target.addr));
             }
             continue;
         }
-        match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, sender)),
+        match up.exchange(req).await? {
+            Ok(resp) => return Ok((resp, up)),
             Err(mut e) => match e.take_message() {
                 Some(r) if !fresh => req = r,
                 _ => return Err(e.into_error().to_string()),
@@ -841,11 +938,11 @@ async fn send(
 
 impl TargetLive {
     /// A connection whose exchange is complete, for the next request.
-    fn give_back(&self, sender: Sender) {
+    fn give_back(&self, up: Upstream) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < IDLE_PER_TARGET
         {
-            idle.push(sender);
+            idle.push(up);
         }
     }
 }
@@ -871,7 +968,8 @@ impl Drop for Outstanding {
 /// target's idle pool.
 struct Counted {
     inner: Incoming,
-    sender: Option<Sender>,
+    /// The connection it comes on, driven as the body is read.
+    upstream: Option<Upstream>,
     guard: Outstanding,
 }
 
@@ -881,9 +979,9 @@ impl Drop for Counted {
         // without waiting for the end: a body read to its end has its
         // connection back in the pool either way.
         if hyper::body::Body::is_end_stream(&self.inner)
-            && let Some(sender) = self.sender.take()
+            && let Some(up) = self.upstream.take()
         {
-            self.guard.0.give_back(sender);
+            self.guard.0.give_back(up);
         }
     }
 }
@@ -896,11 +994,21 @@ impl hyper::body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        // The connection reads the body off the socket into `inner`.
+        let ended = match self.upstream.as_mut() {
+            Some(up) => up.conn.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if ended {
+            // Closed or failed: `inner` ends or errs with it, and it is
+            // not pooled.
+            self.upstream = None;
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled
-            && let Some(sender) = self.sender.take()
+            && let Some(up) = self.upstream.take()
         {
-            self.guard.0.give_back(sender);
+            self.guard.0.give_back(up);
         }
         polled
     }
@@ -1094,8 +1202,9 @@ async fn check(spec: &TargetGroup, addr: SocketAddr) -> Result<(), (&'static str
     };
     // A connection of its own each time, as ELB's checks are.
     let exchange = async {
-        let mut sender = connect(addr).await?;
-        sender.send_request(req).await.map_err(|e| e.to_string())
+        let mut up = connect(addr).await?;
+        let sent = up.sender.send_request(req);
+        up.drive(sent).await?.map_err(|e| e.to_string())
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(resp)) => {
@@ -1178,6 +1287,25 @@ async fn reap_loop(plane: Weak<Plane>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_stay_on_their_hop() {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in [
+            ("connection", "close, x-trace"),
+            ("x-trace", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("host", "shop.example"),
+            ("x-forwarded-for", "127.0.0.1"),
+        ] {
+            h.insert(n, http::HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["host", "x-forwarded-for"]);
+    }
 
     #[test]
     fn elb_wildcards() {
