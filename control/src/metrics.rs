@@ -269,9 +269,10 @@ impl Metrics {
         }
     }
 
-    /// The statistics of `key`'s points in [start, end), by periods
-    /// aligned to multiples of `period` since the epoch: (period start,
-    /// stats), oldest first. None if no such metric (or not in `unit`).
+    /// The statistics of `key`'s points in [start, end), by periods from
+    /// `start` rounded down as CloudWatch rounds it (to the minute, or for
+    /// a shorter period to a multiple of it): (period start, stats), oldest
+    /// first. None if no such metric (or not in `unit`).
     fn aggregate(
         &self,
         key: &Key,
@@ -285,9 +286,10 @@ impl Metrics {
         if unit.is_some_and(|u| u != series.unit) {
             return None;
         }
+        let start = start - start.rem_euclid(period.min(60));
         let mut out: Vec<(i64, Stats)> = Vec::new();
         for (t, s) in series.points.range(start..end) {
-            let bucket = t - t.rem_euclid(period);
+            let bucket = start + (t - start) / period * period;
             match out.last_mut() {
                 Some((b, acc)) if *b == bucket => acc.merge(s),
                 _ => out.push((bucket, *s)),
@@ -719,6 +721,24 @@ mod tests {
         assert_eq!(d[0]["Average"], 2.5);
         assert_eq!(d[1]["Sum"], 10.0, "725 is past EndTime");
         assert_eq!(d[1]["Unit"], "Count");
+        // Periods start at StartTime, rounded down to the minute.
+        let out = stats(
+            &m,
+            json!({
+                "Namespace": "AWS/ApplicationELB", "MetricName": "RequestCount",
+                "Dimensions": [{"Name": "LoadBalancer", "Value": "app/web/1"}],
+                "StartTime": 610, "EndTime": 900, "Period": 120, "Statistics": ["Sum"],
+            }),
+        );
+        let d = out["Datapoints"].as_array().unwrap();
+        assert_eq!(
+            (d[0]["Timestamp"].clone(), d[0]["Sum"].clone()),
+            (json!(600), json!(15.0))
+        );
+        assert_eq!(
+            (d[1]["Timestamp"].clone(), d[1]["Sum"].clone()),
+            (json!(720), json!(1.0))
+        );
         // A different dimension set is a different metric.
         let other = stats(
             &m,
