@@ -887,16 +887,29 @@ async fn drive<T>(
 /// How many idle connections to one target are kept.
 const IDLE_PER_TARGET: usize = 64;
 
+/// A TCP connection to target `addr` (where it is on the host: see
+/// `skiff_runtime::ports`), no-delay, within `within`. Every connection
+/// to a target, health checks included, is made here.
+async fn dial(
+    addr: SocketAddr,
+    within: Duration,
+) -> Result<std::io::Result<tokio::net::TcpStream>, tokio::time::error::Elapsed> {
+    let at = skiff_runtime::ports::host(addr);
+    tokio::time::timeout(within, tokio::net::TcpStream::connect(at))
+        .await
+        .map(|r| {
+            r.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        })
+}
+
 /// Opens a keep-alive HTTP/1.1 connection to `addr`.
 async fn connect(addr: SocketAddr) -> Result<Upstream, String> {
-    let stream = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(skiff_runtime::ports::host(addr)),
-    )
-    .await
-    .map_err(|_| format!("connecting to {addr} timed out"))?
-    .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+    let stream = dial(addr, Duration::from_secs(10))
+        .await
+        .map_err(|_| format!("connecting to {addr} timed out"))?
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP handshake with {addr} failed: {e}"))?;
@@ -1089,15 +1102,10 @@ async fn serve_tcp(plane: Weak<Plane>, listener_arn: String, socket: tokio::net:
                 connections.spawn(async move {
                     let _guard = guard;
                     let _ = client.set_nodelay(true);
-                    let Ok(Ok(mut upstream)) = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        tokio::net::TcpStream::connect(skiff_runtime::ports::host(target.addr)),
-                    )
-                    .await
+                    let Ok(Ok(mut upstream)) = dial(target.addr, Duration::from_secs(10)).await
                     else {
                         return;
                     };
-                    let _ = upstream.set_nodelay(true);
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 });
             }
@@ -1182,8 +1190,7 @@ async fn health_loop(plane: Weak<Plane>, tg_arn: String) {
 async fn check(spec: &TargetGroup, addr: SocketAddr) -> Result<(), (&'static str, String)> {
     let timeout = Duration::from_secs(spec.health.timeout);
     if spec.health.protocol == "TCP" {
-        let at = skiff_runtime::ports::host(addr);
-        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(at)).await {
+        return match dial(addr, timeout).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err((
                 "Target.FailedHealthChecks",
