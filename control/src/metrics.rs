@@ -28,10 +28,14 @@ struct Key {
 
 impl Key {
     fn new(namespace: &str, name: &str, dims: &[(&str, &str)]) -> Key {
-        let mut dims: Vec<(String, String)> = dims
+        let dims = dims
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
+        Key::with(namespace, name, dims)
+    }
+
+    fn with(namespace: &str, name: &str, mut dims: Vec<(String, String)>) -> Key {
         dims.sort();
         Key {
             namespace: namespace.to_string(),
@@ -335,14 +339,7 @@ impl Metrics {
                 "You have requested up to {buckets} datapoints, which exceeds the limit of 1440: use a longer period or a shorter time range"
             )));
         }
-        let key = Key::new(
-            namespace,
-            name,
-            &dims
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect::<Vec<_>>(),
-        );
+        let key = Key::with(namespace, name, dims);
         let points = self.aggregate(&key, unit, start, end, period);
         let datapoints: Vec<Value> = points
             .map(|(unit, points)| {
@@ -472,14 +469,7 @@ impl Metrics {
                     .ok_or_else(|| invalid(format!("query {id}: Label must be a string")))?
                     .to_string(),
             };
-            let key = Key::new(
-                namespace,
-                name,
-                &dims
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect::<Vec<_>>(),
-            );
+            let key = Key::with(namespace, name, dims);
             let mut points = self
                 .aggregate(&key, unit, start, end, period)
                 .map(|(_, p)| p)
