@@ -323,48 +323,56 @@ fn steady_client(port: u16) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<(u1
 /// through `aws cloudwatch`, by load balancer, by target group, per target,
 /// and the targets' health.
 fn request_counts_are_in_cloudwatch(serve: &ServeProcess, lb: &str, web_tg: &str, api_tg: &str) {
-    let lb_dim = lb.split(":loadbalancer/").nth(1).unwrap();
-    let tg_dim = |arn: &str| arn.rsplit(':').next().unwrap().to_string();
+    let lb_value = lb.split(":loadbalancer/").nth(1).unwrap();
+    let lb_dim = format!("Name=LoadBalancer,Value={lb_value}");
+    let tg_value = |arn: &str| arn.rsplit(':').next().unwrap().to_string();
+    let tg_dim = |arn: &str| format!("Name=TargetGroup,Value={}", tg_value(arn));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let (start, end) = ((now - 600).to_string(), (now + 60).to_string());
-    let sum = |name: &str, dims: &str| -> f64 {
-        let out = serve.aws_ok(&[
+    // `aws cloudwatch get-metric-statistics` for an AWS/ApplicationELB
+    // metric over the last ten minutes; `rest` is --period and the
+    // statistics.
+    let statistics = |name: &str, dims: &[&str], rest: &[&str]| -> (bool, String, String) {
+        let mut args = vec![
             "cloudwatch",
             "get-metric-statistics",
             "--namespace",
             "AWS/ApplicationELB",
             "--metric-name",
             name,
-            "--dimensions",
-            dims,
             "--start-time",
             &start,
             "--end-time",
             &end,
-            "--period",
-            "60",
-            "--statistics",
-            "Sum",
-        ]);
+        ];
+        if !dims.is_empty() {
+            args.push("--dimensions");
+            args.extend(dims);
+        }
+        args.extend(rest);
+        serve.aws(&args)
+    };
+    // The values of one statistic, one per period.
+    let values = |name: &str, dims: &[&str], period: &str, stat: &str| -> Vec<f64> {
+        let (ok, out, err) = statistics(name, dims, &["--period", period, "--statistics", stat]);
+        assert!(ok, "get-metric-statistics {name} failed: {err}");
+        let out: Value = serde_json::from_str(&out).unwrap();
         out["Datapoints"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|d| d["Sum"].as_f64().unwrap())
-            .sum()
+            .map(|d| d[stat].as_f64().unwrap())
+            .collect()
     };
+    let sum = |name: &str, dims: &[&str], period: &str| -> f64 {
+        values(name, dims, period, "Sum").iter().sum()
+    };
+    assert_eq!(sum("RequestCount", &[&lb_dim], "60"), 13.0);
     assert_eq!(
-        sum("RequestCount", &format!("Name=LoadBalancer,Value={lb_dim}")),
-        13.0
-    );
-    assert_eq!(
-        sum(
-            "RequestCountPerTarget",
-            &format!("Name=TargetGroup,Value={}", tg_dim(web_tg))
-        ),
+        sum("RequestCountPerTarget", &[&tg_dim(web_tg)], "60"),
         6.0,
         "12 requests over 2 healthy targets"
     );
@@ -377,8 +385,8 @@ fn request_counts_are_in_cloudwatch(serve: &ServeProcess, lb: &str, web_tg: &str
                 "Metric": {
                     "Namespace": "AWS/ApplicationELB", "MetricName": "RequestCount",
                     "Dimensions": [
-                        {"Name": "TargetGroup", "Value": tg_dim(tg)},
-                        {"Name": "LoadBalancer", "Value": lb_dim},
+                        {"Name": "TargetGroup", "Value": tg_value(tg)},
+                        {"Name": "LoadBalancer", "Value": lb_value},
                     ],
                 },
                 "Period": 60, "Stat": "Sum",
@@ -423,7 +431,7 @@ fn request_counts_are_in_cloudwatch(serve: &ServeProcess, lb: &str, web_tg: &str
         "--metric-name",
         "RequestCount",
         "--dimensions",
-        &format!("Name=TargetGroup,Value={}", tg_dim(web_tg)),
+        &tg_dim(web_tg),
         "Name=Target",
     ]);
     let targets: Vec<String> = listed["Metrics"]
@@ -437,108 +445,33 @@ fn request_counts_are_in_cloudwatch(serve: &ServeProcess, lb: &str, web_tg: &str
         .collect();
     assert_eq!(targets.len(), 2, "{listed:#}");
     for t in &targets {
-        let dims = [
-            format!("Name=TargetGroup,Value={}", tg_dim(web_tg)),
-            format!("Name=LoadBalancer,Value={lb_dim}"),
-            format!("Name=Target,Value={t}"),
-        ];
-        let out = serve.aws_ok(&[
-            "cloudwatch",
-            "get-metric-statistics",
-            "--namespace",
-            "AWS/ApplicationELB",
-            "--metric-name",
-            "RequestCount",
-            "--dimensions",
-            &dims[0],
-            &dims[1],
-            &dims[2],
-            "--start-time",
-            &start,
-            "--end-time",
-            &end,
-            "--period",
-            "600",
-            "--statistics",
-            "Sum",
-        ]);
-        let n: f64 = out["Datapoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["Sum"].as_f64().unwrap())
-            .sum();
-        assert_eq!(n, 6.0, "{t}: {out:#}");
+        let target = format!("Name=Target,Value={t}");
+        let dims = [tg_dim(web_tg), lb_dim.clone(), target];
+        let dims: Vec<&str> = dims.iter().map(String::as_str).collect();
+        assert_eq!(sum("RequestCount", &dims, "600"), 6.0, "{t}");
     }
 
     // Health, sampled every few seconds.
     until("HealthyHostCount", 30, || {
-        let out = serve.aws_ok(&[
-            "cloudwatch",
-            "get-metric-statistics",
-            "--namespace",
-            "AWS/ApplicationELB",
-            "--metric-name",
+        values(
             "HealthyHostCount",
-            "--dimensions",
-            &format!("Name=TargetGroup,Value={}", tg_dim(web_tg)),
-            &format!("Name=LoadBalancer,Value={lb_dim}"),
-            "--start-time",
-            &start,
-            "--end-time",
-            &end,
-            "--period",
+            &[&tg_dim(web_tg), &lb_dim],
             "60",
-            "--statistics",
             "Maximum",
-        ]);
-        out["Datapoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["Maximum"] == 2.0)
+        )
+        .contains(&2.0)
     });
 
     // Mistakes, by CloudWatch's codes.
-    let err = serve.aws_err(
-        &[
-            "cloudwatch",
-            "get-metric-statistics",
-            "--namespace",
-            "AWS/ApplicationELB",
-            "--metric-name",
-            "RequestCount",
-            "--start-time",
-            &start,
-            "--end-time",
-            &end,
-            "--period",
-            "7",
-            "--statistics",
-            "Sum",
-        ],
-        "InvalidParameterValue",
-    );
+    let refused = |rest: &[&str]| -> String {
+        let (ok, out, err) = statistics("RequestCount", &[], rest);
+        assert!(!ok, "{rest:?} succeeded: {out}");
+        assert!(err.contains("(InvalidParameterValue)"), "{rest:?}: {err}");
+        err
+    };
+    let err = refused(&["--period", "7", "--statistics", "Sum"]);
     assert!(err.contains("Period 7"), "{err}");
-    serve.aws_err(
-        &[
-            "cloudwatch",
-            "get-metric-statistics",
-            "--namespace",
-            "AWS/ApplicationELB",
-            "--metric-name",
-            "RequestCount",
-            "--start-time",
-            &start,
-            "--end-time",
-            &end,
-            "--period",
-            "60",
-            "--extended-statistics",
-            "p99",
-        ],
-        "InvalidParameterValue",
-    );
+    refused(&["--period", "60", "--extended-statistics", "p99"]);
 }
 
 #[test]
