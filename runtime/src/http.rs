@@ -1,6 +1,11 @@
 //! Serving a `wasi:http/proxy` component with hyper: a fresh instance per
 //! request, instantiated from the artifact's pre-linked image in the pooling
 //! allocator, with the same sandbox and limits as any task.
+//!
+//! A server is also reachable without a socket by whoever else in this
+//! process holds an HTTP request for its address ([`Local`]): a load
+//! balancer in front of tasks of the same process hands requests over
+//! directly instead of writing them to loopback TCP and parsing them back.
 
 use crate::artifact::{Artifact, Prepared};
 use crate::limits::UsageCounters;
@@ -13,10 +18,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -95,6 +102,82 @@ struct State {
     abandon: watch::Receiver<bool>,
     requests: AtomicU64,
     failed: AtomicU64,
+    /// Its listener is closed: no new requests, in-process ones included.
+    closed: AtomicBool,
+}
+
+/// The servers of this process by the address their listener is bound to.
+/// The kernel lets one socket listen on an address, so the address names
+/// one server, as it would for a connection.
+static LOCAL: LazyLock<RwLock<HashMap<SocketAddr, Weak<State>>>> = LazyLock::new(Default::default);
+
+/// A server of this process, reached without a socket: see [`Local::find`].
+#[derive(Clone)]
+pub struct Local(Arc<State>);
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local").finish_non_exhaustive()
+    }
+}
+
+/// A response body of a server reached through [`Local`].
+pub type LocalBody = http_body_util::combinators::UnsyncBoxBody<
+    Bytes,
+    Box<dyn std::error::Error + Send + Sync + 'static>,
+>;
+
+/// The server stopped accepting requests before this one was handed over.
+#[derive(Debug, thiserror::Error)]
+#[error("the server has stopped accepting requests")]
+pub struct Closed;
+
+impl Local {
+    /// The server of this process whose listener is bound to `addr` (the
+    /// host's address, as `local_addr` gives it), while it accepts.
+    pub fn find(addr: SocketAddr) -> Option<Local> {
+        let table = LOCAL.read().ok()?;
+        let state = table.get(&addr)?.upgrade()?;
+        (!state.closed.load(Ordering::Acquire)).then_some(Local(state))
+    }
+
+    /// Serves `req` as if it had come on a connection: the same instance
+    /// pool, limits, timeouts, counting and drain as a request from a
+    /// socket. `req` has what a server would have parsed: an origin-form
+    /// URI and a `Host` header (or an absolute URI).
+    pub async fn call<B>(
+        &self,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<LocalBody>, Closed>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+    {
+        if self.0.closed.load(Ordering::Acquire) {
+            return Err(Closed);
+        }
+        let response = handle(Arc::clone(&self.0), req).await;
+        Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
+    }
+}
+
+/// Lists a server in [`LOCAL`] while it lives.
+struct Listed(SocketAddr);
+
+impl Listed {
+    fn new(addr: SocketAddr, state: &Arc<State>) -> Listed {
+        if let Ok(mut table) = LOCAL.write() {
+            table.insert(addr, Arc::downgrade(state));
+        }
+        Listed(addr)
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        if let Ok(mut table) = LOCAL.write() {
+            table.remove(&self.0);
+        }
+    }
 }
 
 /// Serves `artifact` on `listener` until `shutdown` completes, then stops
@@ -123,8 +206,10 @@ pub async fn serve(
         abandon: abandon_rx,
         requests: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        closed: AtomicBool::new(false),
         options,
     });
+    let listed = listener.local_addr().ok().map(|a| Listed::new(a, &state));
 
     let mut http = http1::Builder::new();
     http.keep_alive(true)
@@ -165,6 +250,8 @@ pub async fn serve(
             },
         }
     }
+    state.closed.store(true, Ordering::Release);
+    drop(listed);
     drop(listener);
 
     // Finish what is in flight: idle connections close now, busy ones after
@@ -204,10 +291,11 @@ pub async fn serve(
     })
 }
 
-async fn handle(
-    state: Arc<State>,
-    req: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<HyperOutgoingBody> {
+async fn handle<B>(state: Arc<State>, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     match instantiate_and_call(&state, req).await {
         Ok(response) => response,
         Err(Failure::Client(message)) => text_response(StatusCode::BAD_REQUEST, &message),
@@ -249,10 +337,14 @@ enum GuestEnd {
     Abandoned,
 }
 
-async fn instantiate_and_call(
+async fn instantiate_and_call<B>(
     state: &Arc<State>,
-    req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
+    req: hyper::Request<B>,
+) -> Result<hyper::Response<HyperOutgoingBody>, Failure>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         Failure::Server(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}"))
     };

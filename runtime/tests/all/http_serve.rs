@@ -2,7 +2,8 @@
 //! shutdown drains.
 
 use crate::*;
-use skiff_runtime::http::{ServeError, ServeOptions, ServeReport, serve};
+use http_body_util::BodyExt;
+use skiff_runtime::http::{Closed, Local, ServeError, ServeOptions, ServeReport, serve};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 
@@ -145,6 +146,80 @@ async fn start(
         .await
     });
     (addr, stop_tx, server)
+}
+
+/// A request handed to a server of this process without a socket: what
+/// `skiff serve`'s load balancer does for targets it serves itself.
+fn handed(method: &str, path: &str, body: &'static str) -> http::Request<Body> {
+    let body = http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes()))
+        .map_err(|never| -> hyper::Error { match never {} })
+        .boxed();
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "shop.example")
+        .header("x-trace", "7")
+        .body(body)
+        .unwrap()
+}
+
+type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+
+async fn text(r: http::Response<skiff_runtime::http::LocalBody>) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// A server is reachable from this process by its listener's address while
+/// it accepts, and a request handed to it is served as one from a socket:
+/// same guest, same counting; once it stops, it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_takes_requests_from_its_own_process_while_it_accepts() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let (addr, stop, server) = start(&rt, ServeOptions::new(InstanceSpec::default())).await;
+    // It answers a connection, so it is accepting, so it is listed.
+    let (status, _) = tokio::task::spawn_blocking(move || get(addr, "/a"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let other: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    assert!(Local::find(other).is_none(), "nothing listens there");
+    let local = Local::find(addr).expect("listed while it accepts");
+
+    let headers = text(local.call(handed("GET", "/headers", "")).await.unwrap()).await;
+    assert_eq!(
+        headers,
+        (
+            200,
+            // wasi:http gives the guest `Host` as the authority.
+            "authority=shop.example\nx-trace: 7\n".into()
+        )
+    );
+    let echoed = text(local.call(handed("POST", "/echo", "ping")).await.unwrap()).await;
+    assert_eq!(echoed, (200, "ping".into()));
+    let trapped = text(local.call(handed("GET", "/trap", "")).await.unwrap()).await;
+    assert_eq!(trapped.0, 500);
+
+    stop.send(()).unwrap();
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        ServeReport {
+            requests: 3,
+            failed: 1,
+            abandoned: 0
+        }
+    );
+    assert!(
+        Local::find(addr).is_none(),
+        "a stopped server is not listed"
+    );
+    assert!(matches!(
+        local.call(handed("GET", "/a", "")).await,
+        Err(Closed)
+    ));
 }
 
 /// A client that never finishes its headers cannot hold the server open

@@ -7,6 +7,8 @@
 //! - `/count` → how many requests this instance has handled: always 1 when
 //!   every request gets a fresh instance
 //! - `/env` → the instance's environment, one `KEY=VALUE` per line
+//! - `/headers` → the request's authority, then its headers, one
+//!   `name: value` per line, sorted (for proxy tests)
 //! - `.../whoami` → the value of `WHO`
 //! - `/health` → 500 while `/state/sick` exists, else 200
 //! - `/fetch?url=http://HOST:PORT/PATH` → makes an outgoing `wasi:http`
@@ -140,6 +142,17 @@ impl wasip2::exports::http::incoming_handler::Guest for HttpHello {
         } else if path == "/count" {
 
             respond(out, 200, "text/plain", format!("{handled}\n").as_bytes());
+        } else if path == "/headers" {
+            let mut lines: Vec<String> = request
+                .headers()
+                .entries()
+                .into_iter()
+                .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(&v)))
+                .collect();
+            lines.sort();
+            let authority = request.authority().unwrap_or_default();
+            let text = format!("authority={authority}\n{}", lines.concat());
+            respond(out, 200, "text/plain", text.as_bytes());
         } else if path == "/env" {
             let mut vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}\n")).collect();
             vars.sort();
