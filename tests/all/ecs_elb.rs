@@ -72,6 +72,15 @@ fn get(port: u16, path: &str) -> (u16, String) {
     attempt().unwrap_or((0, String::new()))
 }
 
+/// What http-hello's `/headers` shows of a [`get`] through the load
+/// balancer listening on `port`: the client's host, the `X-Forwarded-*`
+/// headers, and not the client's `Connection` (hop-by-hop).
+fn forwarded_headers(port: u16) -> String {
+    format!(
+        "authority=shop.example\nx-forwarded-for: 127.0.0.1\nx-forwarded-port: {port}\nx-forwarded-proto: http"
+    )
+}
+
 fn target_states(serve: &ServeProcess, tg: &str) -> Vec<String> {
     serve.aws_ok(&["elbv2", "describe-target-health", "--target-group-arn", tg])["TargetHealthDescriptions"]
         .as_array()
@@ -214,6 +223,8 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
         assert_eq!(get(port, "/whoami"), (200, "web-v1".into()));
     }
     request_counts_are_in_cloudwatch(&serve, &lb, &web_tg, &api_tg);
+    // What the target is sent.
+    assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
 
     // A task that fails its health checks is drained and replaced.
     let web_tasks = || -> Vec<String> {
@@ -299,6 +310,74 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     );
     let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &victim])["tasks"][0];
     assert_eq!(t["stoppedReason"], "by hand");
+}
+
+/// A target outside `skiff serve` (a `skiff run` HTTP server, a process
+/// of its own) is reached over loopback connections, and is sent the same
+/// request as the services' tasks, which `skiff serve` hands requests to
+/// without a socket.
+#[test]
+fn an_application_load_balancer_forwards_to_a_server_outside_skiff_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let outside = crate::http::Server::start(&["-e", "WHO=outside"]);
+    let lb = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "edge",
+        "--subnets",
+        "subnet-1",
+    ])["LoadBalancers"][0]["LoadBalancerArn"]);
+    let tg = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-target-group",
+        "--name",
+        "outside",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "80",
+        "--target-type",
+        "ip",
+        "--health-check-path",
+        "/health",
+        "--health-check-interval-seconds",
+        "5",
+        "--healthy-threshold-count",
+        "2",
+    ])["TargetGroups"][0]["TargetGroupArn"]);
+    serve.aws_ok(&[
+        "elbv2",
+        "register-targets",
+        "--target-group-arn",
+        &tg,
+        "--targets",
+        &format!("Id=127.0.0.1,Port={}", outside.addr.port()),
+    ]);
+    let port = free_port();
+    serve.aws_ok(&[
+        "elbv2",
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port.to_string(),
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg}"),
+    ]);
+    until("a healthy target", 60, || all_healthy(&serve, &tg, 1));
+    assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
+    for _ in 0..20 {
+        assert_eq!(get(port, "/whoami"), (200, "outside".into()));
+    }
+    let counted = serve.aws_ok(&["elbv2", "describe-target-health", "--target-group-arn", &tg]);
+    assert_eq!(
+        counted["TargetHealthDescriptions"][0]["TargetHealth"]["State"],
+        "healthy"
+    );
 }
 
 /// GETs through the load balancer one after another until told to stop;

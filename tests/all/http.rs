@@ -9,9 +9,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// A running `skiff run -p` with its address and its output as lines.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
 }
@@ -29,7 +29,7 @@ fn lines(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 }
 
 impl Server {
-    fn start(extra: &[&str]) -> Server {
+    pub(crate) fn start(extra: &[&str]) -> Server {
         let mut args = vec!["run", "-p", "127.0.0.1:0:80"];
         args.extend(extra);
         args.push(app("HTTP_HELLO_P2"));

@@ -18,7 +18,7 @@ use super::{Action, Config, Listener, Target, TargetGroup, parse_matcher};
 use crate::fabric::{Fabric, Proto};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -31,7 +31,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::task::{JoinHandle, JoinSet};
 
+/// A request's body on its way to a target.
 type Body = BoxBody<Bytes, hyper::Error>;
+/// A response's body on its way to the client: the target's, from a
+/// connection or from a server of this process.
+type Reply = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A target's health, as DescribeTargetHealth names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -644,7 +648,7 @@ impl Plane {
         port: u16,
         peer: SocketAddr,
         req: Request<Incoming>,
-    ) -> Response<Body> {
+    ) -> Response<Reply> {
         let host = req
             .headers()
             .get(http::header::HOST)
@@ -664,7 +668,7 @@ impl Plane {
                 content_type,
                 body,
             } => {
-                let mut r = Response::new(full(body.clone().unwrap_or_default()));
+                let mut r = Response::new(reply(body.clone().unwrap_or_default()));
                 *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
                 if let Some(ct) = content_type
                     .as_deref()
@@ -721,6 +725,30 @@ impl Plane {
             }
         }
         let upstream = Request::from_parts(parts, body.boxed());
+        // A target served by this process takes the request directly: the
+        // same request, after the same checks, without the loopback hop.
+        if let Some(local) =
+            skiff_runtime::http::Local::find(skiff_runtime::ports::host(target.addr))
+        {
+            return match tokio::time::timeout(Duration::from_secs(60), local.call(upstream)).await {
+                Ok(Ok(resp)) => resp.map(|b| {
+                    Counted {
+                        inner: b,
+                        upstream: None,
+                        guard,
+                    }
+                    .boxed_unsync()
+                }),
+                Ok(Err(e)) => {
+                    tracing::debug!(target = %target.addr, "forwarding failed: {e}");
+                    plain(StatusCode::BAD_GATEWAY, "the target did not answer")
+                }
+                Err(_) => plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the target did not answer in time",
+                ),
+            };
+        }
         match tokio::time::timeout(Duration::from_secs(60), send(&target, upstream)).await {
             Ok(Ok((resp, up))) => resp.map(|b| {
                 Counted {
@@ -728,7 +756,8 @@ impl Plane {
                     upstream: Some(up),
                     guard,
                 }
-                .boxed()
+                .map_err(Into::into)
+                .boxed_unsync()
             }),
             Ok(Err(e)) => {
                 tracing::debug!(target = %target.addr, "forwarding failed: {e}");
@@ -808,8 +837,14 @@ fn full(s: String) -> Body {
         .boxed()
 }
 
-fn plain(status: StatusCode, message: &str) -> Response<Body> {
-    let mut r = Response::new(full(format!("{message}\n")));
+fn reply(s: String) -> Reply {
+    Full::new(Bytes::from(s))
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<Reply> {
+    let mut r = Response::new(reply(format!("{message}\n")));
     *r.status_mut() = status;
     r
 }
@@ -977,16 +1012,16 @@ impl Drop for Outstanding {
 }
 
 /// A response body that holds its request's [`Outstanding`] until it ends.
-/// When the body has been read to its end, its connection goes back to the
-/// target's idle pool.
-struct Counted {
-    inner: Incoming,
+/// When the body has been read to its end, its connection (if it came on
+/// one) goes back to the target's idle pool.
+struct Counted<B: hyper::body::Body> {
+    inner: B,
     /// The connection it comes on, driven as the body is read.
     upstream: Option<Upstream>,
     guard: Outstanding,
 }
 
-impl Drop for Counted {
+impl<B: hyper::body::Body> Drop for Counted<B> {
     fn drop(&mut self) {
         // hyper stops polling a body of known length once it has it all,
         // without waiting for the end: a body read to its end has its
@@ -999,14 +1034,14 @@ impl Drop for Counted {
     }
 }
 
-impl hyper::body::Body for Counted {
+impl<B: hyper::body::Body<Data = Bytes> + Unpin> hyper::body::Body for Counted<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, B::Error>>> {
         // The connection reads the body off the socket into `inner`.
         let ended = match self.upstream.as_mut() {
             Some(up) => up.conn.as_mut().poll(cx).is_ready(),
