@@ -19,12 +19,8 @@
 
 #[path = "peers/mod.rs"]
 mod peers;
-use peers::{
-    SKIFF, Server, find_program, find_wasmtime, start_wasmtime_serve, wait_until_serving, wrk,
-};
+use peers::{SKIFF, find_program, find_wasmtime, start_skiff_run_http, start_wasmtime_serve, wrk};
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -165,32 +161,6 @@ fn first_start(wasmtime: &Path) {
     }
 }
 
-fn start_skiff(data: &Path) -> (Server, SocketAddr) {
-    let mut child = Command::new(SKIFF)
-        .env("SKIFF_DATA_DIR", data)
-        .args(["run", "-p", "127.0.0.1:0:80", wasm_apps::HTTP_HELLO_P2])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start skiff");
-    let mut banner = String::new();
-    if let Some(stderr) = child.stderr.take() {
-        let mut reader = BufReader::new(stderr);
-        let _ = reader.read_line(&mut banner);
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    }
-    let addr = banner
-        .trim()
-        .strip_prefix("Serving HTTP on http://")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"));
-    wait_until_serving(addr);
-    (Server(child), addr)
-}
-
 fn http(wasmtime: &Path, wrk_bin: &Path, data: &Path, secs: u64) {
     println!();
     println!(
@@ -200,7 +170,7 @@ fn http(wasmtime: &Path, wrk_bin: &Path, data: &Path, secs: u64) {
     let mut wasmtime_best = (0.0, String::new());
     for _ in 0..2 {
         {
-            let (_server, addr) = start_skiff(data);
+            let (_server, addr) = start_skiff_run_http(data);
             wrk(wrk_bin, &format!("http://{addr}/"), 2); // warm-up
             let r = wrk(wrk_bin, &format!("http://{addr}/"), secs);
             if r.0 > skiff_best.0 {

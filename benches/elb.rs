@@ -7,20 +7,24 @@
 //! One `skiff serve` (release build, fresh data dir): http-hello as an
 //! awsvpc ECS service of one task behind an application load balancer
 //! made through the ELBv2 API (target group of type ip, a listener on a
-//! free loopback port). Then the same `wrk -t2 -c32` load
-//! (SKIFF_BENCH_HTTP_SECS seconds, default 10; best of three rounds,
-//! interleaved) against:
-//! the load balancer's listener; the task's own address; and `wasmtime
-//! serve -Scli` on the same component. Goals: the load balancer costs at
-//! most 20% of direct throughput, and direct is at least 1.2× `wasmtime
-//! serve`.
+//! free loopback port). `skiff serve` hands the load balancer's requests
+//! to its own tasks without a socket; to see the loopback path too, a
+//! second target group holds a server outside it (http-hello under
+//! `skiff run -p`, a process of its own), behind a second listener. Then
+//! the same `wrk -t2 -c32` load (SKIFF_BENCH_HTTP_SECS seconds, default
+//! 10; best of three rounds, interleaved) against: the load balancer's
+//! listener; the task's own address; the second listener; the outside
+//! server directly; and `wasmtime serve -Scli` on the same component.
+//! Goals: the load balancer costs at most 20% of direct throughput, and
+//! direct is at least 1.2× `wasmtime serve`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "peers/mod.rs"]
 mod peers;
 use peers::{
-    SKIFF, find_program, find_wasmtime, free_port, start_skiff_serve, start_wasmtime_serve, wrk,
+    SKIFF, find_program, find_wasmtime, free_port, start_skiff_run_http, start_skiff_serve,
+    start_wasmtime_serve, wrk,
 };
 
 use serde_json::{Value, json};
@@ -145,30 +149,63 @@ fn main() {
         ),
         "TargetGroupArn",
     );
-    let port = free_port().to_string();
-    api.elb(
-        "CreateListener",
-        &[
-            ("LoadBalancerArn", &lb),
-            ("Protocol", "HTTP"),
-            ("Port", &port),
-            ("DefaultActions.member.1.Type", "forward"),
-            ("DefaultActions.member.1.TargetGroupArn", &tg),
-        ],
-    );
+    let listen = |tg: &str| {
+        let port = free_port().to_string();
+        api.elb(
+            "CreateListener",
+            &[
+                ("LoadBalancerArn", &lb),
+                ("Protocol", "HTTP"),
+                ("Port", &port),
+                ("DefaultActions.member.1.Type", "forward"),
+                ("DefaultActions.member.1.TargetGroupArn", tg),
+            ],
+        );
+        port
+    };
+    let port = listen(&tg);
     api.ecs(
         "CreateService",
         json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 1,
                "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-1"]}},
                "loadBalancers": [{"targetGroupArn": tg, "containerName": "web", "containerPort": 80}]}),
     );
+    // The server outside skiff serve, behind a listener of its own.
+    let outside_data = tempfile::tempdir().unwrap();
+    let (_outside, outside_addr) = start_skiff_run_http(outside_data.path());
+    let outside_tg = xml(
+        &api.elb(
+            "CreateTargetGroup",
+            &[
+                ("Name", "outside"),
+                ("Protocol", "HTTP"),
+                ("Port", "80"),
+                ("TargetType", "ip"),
+                ("HealthCheckIntervalSeconds", "5"),
+                ("HealthyThresholdCount", "2"),
+            ],
+        ),
+        "TargetGroupArn",
+    );
+    let outside_port = outside_addr.port().to_string();
+    api.elb(
+        "RegisterTargets",
+        &[
+            ("TargetGroupArn", &outside_tg),
+            ("Targets.member.1.Id", "127.0.0.1"),
+            ("Targets.member.1.Port", &outside_port),
+        ],
+    );
+    let outside_listener = listen(&outside_tg);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !api
-        .elb("DescribeTargetHealth", &[("TargetGroupArn", &tg)])
-        .contains("<State>healthy</State>")
-    {
-        assert!(Instant::now() < deadline, "the target never became healthy");
-        std::thread::sleep(Duration::from_millis(250));
+    for group in [&tg, &outside_tg] {
+        while !api
+            .elb("DescribeTargetHealth", &[("TargetGroupArn", group)])
+            .contains("<State>healthy</State>")
+        {
+            assert!(Instant::now() < deadline, "a target never became healthy");
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
     let task = api.ecs("ListTasks", json!({"serviceName": "web"}))["taskArns"][0].clone();
     let described = api.ecs("DescribeTasks", json!({"tasks": [task]}));
@@ -189,7 +226,12 @@ fn main() {
     let wasmtime_url = wasmtime_server
         .as_ref()
         .map(|(_, addr)| format!("http://{addr}/"));
-    let mut urls = vec![through_lb.clone(), direct.clone()];
+    let mut urls = vec![
+        through_lb.clone(),
+        direct.clone(),
+        format!("http://127.0.0.1:{outside_listener}/"),
+        format!("http://{outside_addr}/"),
+    ];
     urls.extend(wasmtime_url.clone());
     let mut best = vec![(0.0, String::new()); urls.len()];
     for url in &urls {
@@ -205,12 +247,14 @@ fn main() {
     }
     let lb_r = best[0].clone();
     let direct_r = best[1].clone();
-    let wasmtime_r = best.get(2).cloned();
+    let wasmtime_r = best.get(4).cloned();
     let line = |name: &str, r: &(f64, String)| {
         println!("{name:<36} {:>10.0} req/s (mean latency {})", r.0, r.1);
     };
     line("skiff application load balancer", &lb_r);
     line("straight to the task (skiff serve)", &direct_r);
+    line("load balancer, server outside (TCP)", &best[2]);
+    line("straight to that server (skiff run)", &best[3]);
     match &wasmtime_r {
         Some(r) => line("wasmtime serve -Scli", r),
         None => println!(
@@ -218,8 +262,12 @@ fn main() {
         ),
     }
     println!(
-        "load balancer cost: {:.1}% of direct throughput",
+        "load balancer cost: {:.1}% of direct throughput to a task of skiff serve (handed over in-process)",
         (1.0 - lb_r.0 / direct_r.0) * 100.0
+    );
+    println!(
+        "load balancer cost: {:.1}% of direct throughput to a server outside it (over loopback TCP)",
+        (1.0 - best[2].0 / best[3].0) * 100.0
     );
     if let Some(w) = &wasmtime_r {
         println!("direct / wasmtime serve: {:.2}x", direct_r.0 / w.0);

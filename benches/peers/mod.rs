@@ -100,6 +100,34 @@ pub fn start_wasmtime_serve(wasmtime: &Path, wasm: &str) -> (Server, SocketAddr)
     (Server(child), addr)
 }
 
+/// `skiff run -p` of http-hello on a free loopback port, with `data` as
+/// its data dir: the server and its address.
+pub fn start_skiff_run_http(data: &Path) -> (Server, SocketAddr) {
+    let mut child = Command::new(SKIFF)
+        .env("SKIFF_DATA_DIR", data)
+        .args(["run", "-p", "127.0.0.1:0:80", wasm_apps::HTTP_HELLO_P2])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start skiff");
+    let mut banner = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        let mut reader = BufReader::new(stderr);
+        let _ = reader.read_line(&mut banner);
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    }
+    let addr = banner
+        .trim()
+        .strip_prefix("Serving HTTP on http://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"));
+    wait_until_serving(addr);
+    (Server(child), addr)
+}
+
 /// `skiff serve` on free ports with a fresh data dir: the server, the API
 /// address and the registry address.
 pub fn start_skiff_serve(data: &Path) -> (Server, String, String) {
