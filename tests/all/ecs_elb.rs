@@ -380,6 +380,85 @@ fn an_application_load_balancer_forwards_to_a_server_outside_skiff_serve() {
     );
 }
 
+/// A target that closes each keep-alive connection once it has answered,
+/// as a server does whose idle timeout has passed: a request through the
+/// load balancer that finds its pooled connection closed goes on a new
+/// one instead of failing.
+#[test]
+fn a_pooled_connection_the_target_closed_is_not_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in server.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                // HTTP/1.1 and no `Connection: close`: the connection
+                // looks reusable, and then it closes.
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+            });
+        }
+    });
+    let lb = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "closing",
+        "--subnets",
+        "subnet-1",
+    ])["LoadBalancers"][0]["LoadBalancerArn"]);
+    let tg = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-target-group",
+        "--name",
+        "closing",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "80",
+        "--target-type",
+        "ip",
+        "--health-check-interval-seconds",
+        "5",
+        "--healthy-threshold-count",
+        "2",
+    ])["TargetGroups"][0]["TargetGroupArn"]);
+    serve.aws_ok(&[
+        "elbv2",
+        "register-targets",
+        "--target-group-arn",
+        &tg,
+        "--targets",
+        &format!("Id=127.0.0.1,Port={target_port}"),
+    ]);
+    let port = free_port();
+    serve.aws_ok(&[
+        "elbv2",
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port.to_string(),
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg}"),
+    ]);
+    until("a healthy target", 60, || all_healthy(&serve, &tg, 1));
+    for _ in 0..20 {
+        assert_eq!(get(port, "/"), (200, "ok".into()));
+    }
+}
+
 /// GETs through the load balancer one after another until told to stop;
 /// what each got.
 fn steady_client(port: u16) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<(u16, String)>>) {

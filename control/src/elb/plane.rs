@@ -875,14 +875,30 @@ impl Upstream {
         drive(&mut self.conn, f).await
     }
 
-    /// Sends `req` and waits for the response's head.
+    /// Sends `req` and waits for the response's head: the response and
+    /// the connection, or the error, with the request if it was never
+    /// written (a connection that had closed while idle in the pool).
     async fn exchange(
-        &mut self,
+        mut self,
         req: Request<Body>,
-    ) -> Result<Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>>, String>
-    {
-        let sent = self.sender.try_send_request(req);
-        self.drive(sent).await
+    ) -> Result<(Response<Incoming>, Upstream), (Option<Request<Body>>, String)> {
+        let mut sent = std::pin::pin!(self.sender.try_send_request(req));
+        let mut failed = match drive(&mut self.conn, sent.as_mut()).await {
+            Ok(Ok(resp)) => return Ok((resp, self)),
+            Ok(Err(e)) => e,
+            Err(ended) => {
+                // The connection ended first. Ending it for good hands an
+                // unwritten request back (hyper's dispatch gives back
+                // what it never took), or fails the one it took.
+                drop(self.conn);
+                match sent.await {
+                    Ok(_) => return Err((None, ended)),
+                    Err(e) => e,
+                }
+            }
+        };
+        let req = failed.take_message();
+        Err((req, failed.into_error().to_string()))
     }
 
     /// Is it ready for a request (open, nothing in flight)?
@@ -974,12 +990,10 @@ async fn send(
             }
             continue;
         }
-        match up.exchange(req).await? {
-            Ok(resp) => return Ok((resp, up)),
-            Err(mut e) => match e.take_message() {
-                Some(r) if !fresh => req = r,
-                _ => return Err(e.into_error().to_string()),
-            },
+        match up.exchange(req).await {
+            Ok(done) => return Ok(done),
+            Err((Some(r), _)) if !fresh => req = r,
+            Err((_, e)) => return Err(e),
         }
     }
 }
