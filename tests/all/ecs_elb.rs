@@ -72,6 +72,26 @@ fn get(port: u16, path: &str) -> (u16, String) {
     attempt().unwrap_or((0, String::new()))
 }
 
+/// POSTs `body` to http-hello's `/echo` through the load balancer; what
+/// came back.
+fn echo(port: u16, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "POST /echo HTTP/1.1\r\nHost: shop.example\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    c.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, raw[split + 4..].to_vec())
+}
+
 /// What http-hello's `/headers` shows of a [`get`] through the load
 /// balancer listening on `port`: the client's host, the `X-Forwarded-*`
 /// headers, and not the client's `Connection` (hop-by-hop).
@@ -223,8 +243,10 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
         assert_eq!(get(port, "/whoami"), (200, "web-v1".into()));
     }
     request_counts_are_in_cloudwatch(&serve, &lb, &web_tg, &api_tg);
-    // What the target is sent.
+    // What the target is sent, and a body both ways.
     assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(echo(port, &body), (200, body));
 
     // A task that fails its health checks is drained and replaced.
     let web_tasks = || -> Vec<String> {
@@ -370,6 +392,8 @@ fn an_application_load_balancer_forwards_to_a_server_outside_skiff_serve() {
     ]);
     until("a healthy target", 60, || all_healthy(&serve, &tg, 1));
     assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(echo(port, &body), (200, body));
     for _ in 0..20 {
         assert_eq!(get(port, "/whoami"), (200, "outside".into()));
     }
