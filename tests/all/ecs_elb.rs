@@ -414,8 +414,12 @@ fn a_pooled_connection_the_target_closed_is_not_a_failed_request() {
     let serve = ServeProcess::start(dir.path());
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let target_port = server.local_addr().unwrap().port();
+    // One message per request answered (health checks aside), once its
+    // connection is closed.
+    let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         for stream in server.incoming().map_while(Result::ok) {
+            let closed_tx = closed_tx.clone();
             std::thread::spawn(move || {
                 let mut stream = stream;
                 let mut head = Vec::new();
@@ -429,6 +433,10 @@ fn a_pooled_connection_the_target_closed_is_not_a_failed_request() {
                 // HTTP/1.1 and no `Connection: close`: the connection
                 // looks reusable, and then it closes.
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+                drop(stream);
+                if !head.starts_with(b"GET /health ") {
+                    let _ = closed_tx.send(());
+                }
             });
         }
     });
@@ -451,6 +459,8 @@ fn a_pooled_connection_the_target_closed_is_not_a_failed_request() {
         "80",
         "--target-type",
         "ip",
+        "--health-check-path",
+        "/health",
         "--health-check-interval-seconds",
         "5",
         "--healthy-threshold-count",
@@ -480,6 +490,12 @@ fn a_pooled_connection_the_target_closed_is_not_a_failed_request() {
     until("a healthy target", 60, || all_healthy(&serve, &tg, 1));
     for _ in 0..20 {
         assert_eq!(get(port, "/"), (200, "ok".into()));
+        // The next request comes once the target has closed this one's
+        // connection (closing it mid-request is a different case: a
+        // request the target may have seen is not sent again).
+        closed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the target closed the connection");
     }
 }
 
