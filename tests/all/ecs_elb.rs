@@ -334,6 +334,127 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     assert_eq!(t["stoppedReason"], "by hand");
 }
 
+/// The EC2-style setup: a bridge-mode service with dynamic host ports
+/// behind a target group of type instance. Its targets are this machine's
+/// instance at each task's published port, and requests reach the tasks.
+#[test]
+fn an_application_load_balancer_in_front_of_a_bridge_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
+    serve.register_task_definition(
+        dir.path(),
+        &json!({
+            "family": "bridged", "networkMode": "bridge", "cpu": "256", "memory": "512",
+            "containerDefinitions": [{
+                "name": "web", "image": "hello-http:v1",
+                "environment": [{"name": "WHO", "value": "bridged"}],
+                "portMappings": [{"containerPort": 80, "hostPort": 0}],
+                "stopTimeout": 2,
+            }],
+        }),
+    );
+    let lb = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "ec2",
+        "--subnets",
+        "subnet-1",
+    ])["LoadBalancers"][0]["LoadBalancerArn"]);
+    let tg = s(&serve.aws_ok(&[
+        "elbv2",
+        "create-target-group",
+        "--name",
+        "bridged",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "80",
+        "--target-type",
+        "instance",
+        "--health-check-path",
+        "/health",
+        "--health-check-interval-seconds",
+        "5",
+        "--healthy-threshold-count",
+        "2",
+    ])["TargetGroups"][0]["TargetGroupArn"]);
+    let port = free_port();
+    serve.aws_ok(&[
+        "elbv2",
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port.to_string(),
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg}"),
+    ]);
+    serve.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--service-name",
+        "bridged",
+        "--task-definition",
+        "bridged",
+        "--desired-count",
+        "2",
+        "--health-check-grace-period-seconds",
+        "0",
+        "--load-balancers",
+        &format!("targetGroupArn={tg},containerName=web,containerPort=80"),
+    ]);
+    serve.aws_ok(&["ecs", "wait", "services-stable", "--services", "bridged"]);
+    until("healthy targets", 60, || all_healthy(&serve, &tg, 2));
+
+    // The targets are the instance at the tasks' dynamic host ports.
+    let tasks =
+        serve.aws_ok(&["ecs", "list-tasks", "--service-name", "bridged"])["taskArns"].clone();
+    let described = serve.aws_ok(&[
+        "ecs",
+        "describe-tasks",
+        "--tasks",
+        &s(&tasks[0]),
+        &s(&tasks[1]),
+    ]);
+    let mut bound: Vec<i64> = described["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            t["containers"][0]["networkBindings"][0]["hostPort"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    bound.sort();
+    let health = serve.aws_ok(&["elbv2", "describe-target-health", "--target-group-arn", &tg]);
+    let mut targets: Vec<i64> = health["TargetHealthDescriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["Target"]["Port"].as_i64().unwrap())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, bound);
+    assert!(
+        bound.iter().all(|p| (49153..=65535).contains(p)),
+        "{bound:?}"
+    );
+    let instance = s(&health["TargetHealthDescriptions"][0]["Target"]["Id"]);
+    assert!(instance.starts_with("i-"), "{instance}");
+
+    for _ in 0..6 {
+        assert_eq!(get(port, "/whoami"), (200, "bridged".into()));
+    }
+    assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(echo(port, &body), (200, body));
+}
+
 /// A target outside `skiff serve` (a `skiff run` HTTP server, a process
 /// of its own) is reached over loopback connections, and is sent the same
 /// request as the services' tasks, which `skiff serve` hands requests to
