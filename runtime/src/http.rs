@@ -5,7 +5,8 @@
 //! A server is also reachable without a socket by whoever else in this
 //! process holds an HTTP request for its address ([`Local`]): a load
 //! balancer in front of tasks of the same process hands requests over
-//! directly instead of writing them to loopback TCP and parsing them back.
+//! directly instead of writing them to loopback TCP and parsing them back,
+//! also when it reaches the server through a published port.
 
 use crate::artifact::{Artifact, Prepared};
 use crate::limits::UsageCounters;
@@ -134,10 +135,16 @@ pub struct Closed;
 
 impl Local {
     /// The server of this process whose listener is bound to `addr` (the
-    /// host's address, as `local_addr` gives it), while it accepts.
+    /// host's address, as `local_addr` gives it), while it accepts; or, if
+    /// `addr` is a published port of this process, the server of the task
+    /// address it leads to.
     pub fn find(addr: SocketAddr) -> Option<Local> {
         let table = LOCAL.read().ok()?;
-        let state = table.get(&addr)?.upgrade()?;
+        let listed = match table.get(&addr) {
+            Some(listed) => listed,
+            None => table.get(&crate::ports::host(crate::proxy::leads_to(addr)?))?,
+        };
+        let state = listed.upgrade()?;
         (!state.closed.load(Ordering::Acquire)).then_some(Local(state))
     }
 

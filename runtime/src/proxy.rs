@@ -2,14 +2,38 @@
 //! are carried to a task's own address (bridge `portMappings` and
 //! `skiff run -p` with `--network bridge|awsvpc`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 /// How long reaching the task may take before the client is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The published ports of this process (where they listen on the host) and
+/// the task address each leads to, so a request for a published port can
+/// be handed to the server behind it (see `http::Local::find`).
+static PUBLISHED: LazyLock<RwLock<HashMap<SocketAddr, SocketAddr>>> =
+    LazyLock::new(Default::default);
+
+/// The task address the published port listening at `addr` leads to.
+pub(crate) fn leads_to(addr: SocketAddr) -> Option<SocketAddr> {
+    PUBLISHED.read().ok()?.get(&addr).copied()
+}
+
+/// Lists a published port in [`PUBLISHED`] while it lives.
+struct Listed(SocketAddr);
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        if let Ok(mut table) = PUBLISHED.write() {
+            table.remove(&self.0);
+        }
+    }
+}
 
 /// Carries every connection accepted on `listener` to `target` until
 /// `shutdown` completes; then stops accepting and drops the connections
@@ -20,6 +44,12 @@ pub async fn forward_tcp(
     target: SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) {
+    let listed = listener.local_addr().ok().map(|at| {
+        if let Ok(mut table) = PUBLISHED.write() {
+            table.insert(at, target);
+        }
+        Listed(at)
+    });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -38,6 +68,7 @@ pub async fn forward_tcp(
             },
         }
     }
+    drop(listed);
     connections.shutdown().await;
 }
 

@@ -222,6 +222,41 @@ async fn a_server_takes_requests_from_its_own_process_while_it_accepts() {
     ));
 }
 
+/// Through a published port of this process, the server behind it is
+/// found too, for as long as the port is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_port_leads_to_the_server_behind_it() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let (addr, stop, server) = start(&rt, ServeOptions::new(InstanceSpec::default())).await;
+    let published = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = published.local_addr().unwrap();
+    let (unpublish, unpublished) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn(skiff_runtime::proxy::forward_tcp(published, addr, async {
+        let _ = unpublished.await;
+    }));
+    // Answered through the port: both are running, so both are listed.
+    let (status, body) = tokio::task::spawn_blocking(move || get(at, "/a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from skiff! path=/a\n")
+    );
+
+    let local = Local::find(at).expect("the server behind the published port");
+    let echoed = text(local.call(handed("POST", "/echo", "via")).await.unwrap()).await;
+    assert_eq!(echoed, (200, "via".into()));
+
+    unpublish.send(()).unwrap();
+    proxy.await.unwrap();
+    assert!(Local::find(at).is_none(), "no longer published");
+    assert!(Local::find(addr).is_some(), "the server itself still is");
+    stop.send(()).unwrap();
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(report.requests, 2);
+}
+
 /// A client that never finishes its headers cannot hold the server open
 /// past the header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
