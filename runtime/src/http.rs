@@ -159,7 +159,12 @@ impl Local {
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
-        if self.0.closed.load(Ordering::Acquire) {
+        // Counted among the server's guests from here, so its drain waits
+        // for this request as it does for a connection's; taken before
+        // `closed` is read, so a drain that has begun sees either the
+        // token or a refusal.
+        let _in_flight = self.0.guests.token();
+        if self.0.closed.load(Ordering::SeqCst) {
             return Err(Closed);
         }
         let response = handle(Arc::clone(&self.0), req).await;
@@ -257,7 +262,7 @@ pub async fn serve(
             },
         }
     }
-    state.closed.store(true, Ordering::Release);
+    state.closed.store(true, Ordering::SeqCst);
     drop(listed);
     drop(listener);
 
@@ -358,12 +363,21 @@ where
     let inner = &state.runtime.inner;
     let spec = &state.options.spec;
     let started = tokio::time::Instant::now();
-    // A request beyond the pool's capacity waits for a slot, for a while.
-    let slot = tokio::time::timeout(
-        state.options.queue_timeout,
-        Arc::clone(&inner.slots).acquire_owned(),
-    )
-    .await
+    // A request beyond the pool's capacity waits for a slot, for a while,
+    // and not past the drain timeout.
+    let mut abandoned = state.abandon.clone();
+    let slot = tokio::select! {
+        slot = tokio::time::timeout(
+            state.options.queue_timeout,
+            Arc::clone(&inner.slots).acquire_owned(),
+        ) => slot,
+        _ = abandoned.wait_for(|gone| *gone) => {
+            return Err(Failure::Server(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopped waiting for an instance slot: the server shut down".into(),
+            ));
+        }
+    }
     .map_err(|_| {
         Failure::Server(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -3,6 +3,7 @@
 
 use crate::*;
 use http_body_util::BodyExt;
+use skiff_runtime::RuntimeConfig;
 use skiff_runtime::http::{Closed, Local, ServeError, ServeOptions, ServeReport, serve};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -220,6 +221,52 @@ async fn a_server_takes_requests_from_its_own_process_while_it_accepts() {
         local.call(handed("GET", "/a", "")).await,
         Err(Closed)
     ));
+}
+
+/// A request handed over in-process that is still waiting for an instance
+/// slot when shutdown is asked is drained as a connection's would be: the
+/// server waits for it, and it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_handed_over_in_process() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 1,
+        ..RuntimeConfig::default().with_data_dir(data.path())
+    })
+    .unwrap();
+    let (spec, out, _) = captured(&["http-hello"]);
+    let (addr, stop, server) = start(&rt, ServeOptions::new(spec)).await;
+    // The only slot, taken by a slow request from a socket.
+    let slow = tokio::task::spawn_blocking(move || get(addr, "/sleep?ms=300"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !out.text().contains("http-hello: /sleep?ms=300") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow request never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let local = Local::find(addr).expect("listed while it accepts");
+    let mut waiting = Box::pin(local.call(handed("GET", "/a", "")));
+    // Polled once: handed over, and waiting for the slot.
+    tokio::select! {
+        biased;
+        _ = &mut waiting => panic!("served without a free slot"),
+        () = std::future::ready(()) => {}
+    }
+    stop.send(()).unwrap();
+    assert_eq!(slow.await.unwrap(), (200, "slept 300ms\n".to_string()));
+    let served = text(waiting.await.unwrap()).await;
+    assert_eq!(served, (200, "Hello from skiff! path=/a\n".into()));
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        ServeReport {
+            requests: 2,
+            failed: 0,
+            abandoned: 0
+        }
+    );
 }
 
 /// Through a published port of this process, the server behind it is
