@@ -92,6 +92,43 @@ fn echo(port: u16, body: &[u8]) -> (u16, Vec<u8>) {
     (status, raw[split + 4..].to_vec())
 }
 
+/// The fewest established TCP connections to any of `to` seen in five
+/// looks 50 ms apart, from /proc/net/tcp. A load balancer's pooled
+/// connections to a target stay open between requests; a health check's
+/// is open for a moment only.
+fn pooled_connections_to(to: &[SocketAddr]) -> usize {
+    let parse = |field: &str| -> Option<SocketAddr> {
+        let (ip, port) = field.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        // The kernel prints the address as it is in memory (network
+        // order), read as a host (little-endian) integer.
+        Some(SocketAddr::from((ip.to_le_bytes(), port)))
+    };
+    (0..5)
+        .map(|i| {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    // State 01: established.
+                    fields.get(3) == Some(&"01")
+                        && fields
+                            .get(2)
+                            .and_then(|f| parse(f))
+                            .is_some_and(|a| to.contains(&a))
+                })
+                .count()
+        })
+        .min()
+        .unwrap_or(0)
+}
+
 /// What http-hello's `/headers` shows of a [`get`] through the load
 /// balancer listening on `port`: the client's host, the `X-Forwarded-*`
 /// headers, and not the client's `Connection` (hop-by-hop).
@@ -247,6 +284,26 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(echo(port, &body), (200, body));
+    // All of it handed to the tasks in-process: the load balancer holds no
+    // connections to them (port 80 is 64592 on the host here).
+    let tasks = serve.aws_ok(&["ecs", "list-tasks"])["taskArns"].clone();
+    let mut described = vec!["ecs", "describe-tasks", "--tasks"];
+    let arns: Vec<String> = tasks.as_array().unwrap().iter().map(s).collect();
+    described.extend(arns.iter().map(String::as_str));
+    let task_ports: Vec<SocketAddr> = serve.aws_ok(&described)["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            let ip: std::net::Ipv4Addr =
+                s(&t["containers"][0]["networkInterfaces"][0]["privateIpv4Address"])
+                    .parse()
+                    .unwrap();
+            [SocketAddr::from((ip, 80)), SocketAddr::from((ip, 64592))]
+        })
+        .collect();
+    assert_eq!(task_ports.len(), 6, "{task_ports:?}");
+    assert_eq!(pooled_connections_to(&task_ports), 0);
 
     // A task that fails its health checks is drained and replaced.
     let web_tasks = || -> Vec<String> {
@@ -453,6 +510,13 @@ fn an_application_load_balancer_in_front_of_a_bridge_service() {
     assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(echo(port, &body), (200, body));
+    // Handed to the tasks' servers in-process, through their published
+    // ports: the load balancer holds no connections to those.
+    let published: Vec<SocketAddr> = bound
+        .iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p as u16)))
+        .collect();
+    assert_eq!(pooled_connections_to(&published), 0);
 }
 
 /// A target outside `skiff serve` (a `skiff run` HTTP server, a process
@@ -518,6 +582,9 @@ fn an_application_load_balancer_forwards_to_a_server_outside_skiff_serve() {
     for _ in 0..20 {
         assert_eq!(get(port, "/whoami"), (200, "outside".into()));
     }
+    // Over TCP: the load balancer keeps its connection to the server open
+    // for the next request.
+    assert!(pooled_connections_to(&[outside.addr]) >= 1);
     let counted = serve.aws_ok(&["elbv2", "describe-target-health", "--target-group-arn", &tg]);
     assert_eq!(
         counted["TargetHealthDescriptions"][0]["TargetHealth"]["State"],
