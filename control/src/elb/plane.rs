@@ -727,38 +727,37 @@ impl Plane {
         let upstream = Request::from_parts(parts, body.boxed());
         // A target served by this process takes the request directly: the
         // same request, after the same checks, without the loopback hop.
-        if let Some(local) =
-            skiff_runtime::http::Local::find(skiff_runtime::ports::host(target.addr))
-        {
-            return match tokio::time::timeout(Duration::from_secs(60), local.call(upstream)).await {
-                Ok(Ok(resp)) => resp.map(|b| {
-                    Counted {
-                        inner: b,
-                        upstream: None,
-                        guard,
-                    }
-                    .boxed_unsync()
+        let exchange = async {
+            match skiff_runtime::http::Local::find(skiff_runtime::ports::host(target.addr)) {
+                Some(local) => local
+                    .call(upstream)
+                    .await
+                    .map(|resp| {
+                        resp.map(|b| {
+                            Counted {
+                                inner: b,
+                                upstream: None,
+                                guard,
+                            }
+                            .boxed_unsync()
+                        })
+                    })
+                    .map_err(|e| e.to_string()),
+                None => send(&target, upstream).await.map(|(resp, up)| {
+                    resp.map(|b| {
+                        Counted {
+                            inner: b,
+                            upstream: Some(up),
+                            guard,
+                        }
+                        .map_err(Into::into)
+                        .boxed_unsync()
+                    })
                 }),
-                Ok(Err(e)) => {
-                    tracing::debug!(target = %target.addr, "forwarding failed: {e}");
-                    plain(StatusCode::BAD_GATEWAY, "the target did not answer")
-                }
-                Err(_) => plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the target did not answer in time",
-                ),
-            };
-        }
-        match tokio::time::timeout(Duration::from_secs(60), send(&target, upstream)).await {
-            Ok(Ok((resp, up))) => resp.map(|b| {
-                Counted {
-                    inner: b,
-                    upstream: Some(up),
-                    guard,
-                }
-                .map_err(Into::into)
-                .boxed_unsync()
-            }),
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(60), exchange).await {
+            Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
                 tracing::debug!(target = %target.addr, "forwarding failed: {e}");
                 plain(StatusCode::BAD_GATEWAY, "the target did not answer")
