@@ -129,6 +129,13 @@ fn pooled_connections_to(to: &[SocketAddr]) -> usize {
         .unwrap_or(0)
 }
 
+/// A 300 KB body POSTed to `/echo` through the load balancer on `port`
+/// comes back byte for byte.
+fn assert_echoed(port: u16) {
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(echo(port, &body), (200, body));
+}
+
 /// What http-hello's `/headers` shows of a [`get`] through the load
 /// balancer listening on `port`: the client's host, the `X-Forwarded-*`
 /// headers, and not the client's `Connection` (hop-by-hop).
@@ -282,8 +289,7 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     request_counts_are_in_cloudwatch(&serve, &lb, &web_tg, &api_tg);
     // What the target is sent, and a body both ways.
     assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
-    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    assert_eq!(echo(port, &body), (200, body));
+    assert_echoed(port);
     // All of it handed to the tasks in-process: the load balancer holds no
     // connections to them (port 80 is 64592 on the host here).
     let tasks = serve.aws_ok(&["ecs", "list-tasks"])["taskArns"].clone();
@@ -391,31 +397,15 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     assert_eq!(t["stoppedReason"], "by hand");
 }
 
-/// The EC2-style setup: a bridge-mode service with dynamic host ports
-/// behind a target group of type instance. Its targets are this machine's
-/// instance at each task's published port, and requests reach the tasks.
-#[test]
-fn an_application_load_balancer_in_front_of_a_bridge_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let serve = ServeProcess::start(dir.path());
-    serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
-    serve.register_task_definition(
-        dir.path(),
-        &json!({
-            "family": "bridged", "networkMode": "bridge", "cpu": "256", "memory": "512",
-            "containerDefinitions": [{
-                "name": "web", "image": "hello-http:v1",
-                "environment": [{"name": "WHO", "value": "bridged"}],
-                "portMappings": [{"containerPort": 80, "hostPort": 0}],
-                "stopTimeout": 2,
-            }],
-        }),
-    );
+/// An application load balancer `name` whose listener, on a free port,
+/// forwards to a new HTTP target group `name` of type `target_type`,
+/// checked at `/health` every 5 s: the group's ARN and the port.
+fn http_load_balancer(serve: &ServeProcess, name: &str, target_type: &str) -> (String, u16) {
     let lb = s(&serve.aws_ok(&[
         "elbv2",
         "create-load-balancer",
         "--name",
-        "ec2",
+        name,
         "--subnets",
         "subnet-1",
     ])["LoadBalancers"][0]["LoadBalancerArn"]);
@@ -423,13 +413,13 @@ fn an_application_load_balancer_in_front_of_a_bridge_service() {
         "elbv2",
         "create-target-group",
         "--name",
-        "bridged",
+        name,
         "--protocol",
         "HTTP",
         "--port",
         "80",
         "--target-type",
-        "instance",
+        target_type,
         "--health-check-path",
         "/health",
         "--health-check-interval-seconds",
@@ -450,6 +440,44 @@ fn an_application_load_balancer_in_front_of_a_bridge_service() {
         "--default-actions",
         &format!("Type=forward,TargetGroupArn={tg}"),
     ]);
+    (tg, port)
+}
+
+/// Registers the server at 127.0.0.1:`port` as the only target of ip
+/// group `tg`, and waits until it is healthy.
+fn register_healthy(serve: &ServeProcess, tg: &str, port: u16) {
+    serve.aws_ok(&[
+        "elbv2",
+        "register-targets",
+        "--target-group-arn",
+        tg,
+        "--targets",
+        &format!("Id=127.0.0.1,Port={port}"),
+    ]);
+    until("a healthy target", 60, || all_healthy(serve, tg, 1));
+}
+
+/// The EC2-style setup: a bridge-mode service with dynamic host ports
+/// behind a target group of type instance. Its targets are this machine's
+/// instance at each task's published port, and requests reach the tasks.
+#[test]
+fn an_application_load_balancer_in_front_of_a_bridge_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
+    serve.register_task_definition(
+        dir.path(),
+        &json!({
+            "family": "bridged", "networkMode": "bridge", "cpu": "256", "memory": "512",
+            "containerDefinitions": [{
+                "name": "web", "image": "hello-http:v1",
+                "environment": [{"name": "WHO", "value": "bridged"}],
+                "portMappings": [{"containerPort": 80, "hostPort": 0}],
+                "stopTimeout": 2,
+            }],
+        }),
+    );
+    let (tg, port) = http_load_balancer(&serve, "bridged", "instance");
     serve.aws_ok(&[
         "ecs",
         "create-service",
@@ -508,8 +536,7 @@ fn an_application_load_balancer_in_front_of_a_bridge_service() {
         assert_eq!(get(port, "/whoami"), (200, "bridged".into()));
     }
     assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
-    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    assert_eq!(echo(port, &body), (200, body));
+    assert_echoed(port);
     // Handed to the tasks' servers in-process, through their published
     // ports: the load balancer holds no connections to those.
     let published: Vec<SocketAddr> = bound
@@ -528,57 +555,10 @@ fn an_application_load_balancer_forwards_to_a_server_outside_skiff_serve() {
     let dir = tempfile::tempdir().unwrap();
     let serve = ServeProcess::start(dir.path());
     let outside = crate::http::Server::start(&["-e", "WHO=outside"]);
-    let lb = s(&serve.aws_ok(&[
-        "elbv2",
-        "create-load-balancer",
-        "--name",
-        "edge",
-        "--subnets",
-        "subnet-1",
-    ])["LoadBalancers"][0]["LoadBalancerArn"]);
-    let tg = s(&serve.aws_ok(&[
-        "elbv2",
-        "create-target-group",
-        "--name",
-        "outside",
-        "--protocol",
-        "HTTP",
-        "--port",
-        "80",
-        "--target-type",
-        "ip",
-        "--health-check-path",
-        "/health",
-        "--health-check-interval-seconds",
-        "5",
-        "--healthy-threshold-count",
-        "2",
-    ])["TargetGroups"][0]["TargetGroupArn"]);
-    serve.aws_ok(&[
-        "elbv2",
-        "register-targets",
-        "--target-group-arn",
-        &tg,
-        "--targets",
-        &format!("Id=127.0.0.1,Port={}", outside.addr.port()),
-    ]);
-    let port = free_port();
-    serve.aws_ok(&[
-        "elbv2",
-        "create-listener",
-        "--load-balancer-arn",
-        &lb,
-        "--protocol",
-        "HTTP",
-        "--port",
-        &port.to_string(),
-        "--default-actions",
-        &format!("Type=forward,TargetGroupArn={tg}"),
-    ]);
-    until("a healthy target", 60, || all_healthy(&serve, &tg, 1));
+    let (tg, port) = http_load_balancer(&serve, "outside", "ip");
+    register_healthy(&serve, &tg, outside.addr.port());
     assert_eq!(get(port, "/headers"), (200, forwarded_headers(port)));
-    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    assert_eq!(echo(port, &body), (200, body));
+    assert_echoed(port);
     for _ in 0..20 {
         assert_eq!(get(port, "/whoami"), (200, "outside".into()));
     }
@@ -628,54 +608,8 @@ fn a_pooled_connection_the_target_closed_is_not_a_failed_request() {
             });
         }
     });
-    let lb = s(&serve.aws_ok(&[
-        "elbv2",
-        "create-load-balancer",
-        "--name",
-        "closing",
-        "--subnets",
-        "subnet-1",
-    ])["LoadBalancers"][0]["LoadBalancerArn"]);
-    let tg = s(&serve.aws_ok(&[
-        "elbv2",
-        "create-target-group",
-        "--name",
-        "closing",
-        "--protocol",
-        "HTTP",
-        "--port",
-        "80",
-        "--target-type",
-        "ip",
-        "--health-check-path",
-        "/health",
-        "--health-check-interval-seconds",
-        "5",
-        "--healthy-threshold-count",
-        "2",
-    ])["TargetGroups"][0]["TargetGroupArn"]);
-    serve.aws_ok(&[
-        "elbv2",
-        "register-targets",
-        "--target-group-arn",
-        &tg,
-        "--targets",
-        &format!("Id=127.0.0.1,Port={target_port}"),
-    ]);
-    let port = free_port();
-    serve.aws_ok(&[
-        "elbv2",
-        "create-listener",
-        "--load-balancer-arn",
-        &lb,
-        "--protocol",
-        "HTTP",
-        "--port",
-        &port.to_string(),
-        "--default-actions",
-        &format!("Type=forward,TargetGroupArn={tg}"),
-    ]);
-    until("a healthy target", 60, || all_healthy(&serve, &tg, 1));
+    let (tg, port) = http_load_balancer(&serve, "closing", "ip");
+    register_healthy(&serve, &tg, target_port);
     for _ in 0..20 {
         assert_eq!(get(port, "/"), (200, "ok".into()));
         // The next request comes once the target has closed this one's

@@ -219,22 +219,18 @@ fn in_default_block(ip: std::net::Ipv4Addr) -> bool {
     (a, b) == (127, 18)
 }
 
-/// `skiff run` arguments for net-probe `OP TARGET MESSAGE` as a one-off
-/// awsvpc task (30 s at most).
-fn awsvpc_probe(op: &str, target: &str, message: &str) -> Vec<String> {
-    [
+/// `skiff run` arguments for net-probe `ARGS...` (`OP TARGET [MESSAGE]`)
+/// as a one-off awsvpc task (30 s at most).
+fn awsvpc_probe(args: &[&str]) -> Vec<String> {
+    let run = [
         "run",
         "--network",
         "awsvpc",
         "--timeout",
         "30s",
         app("NET_PROBE_P2"),
-        op,
-        target,
-        message,
-    ]
-    .map(String::from)
-    .to_vec()
+    ];
+    run.iter().chain(args).map(|a| a.to_string()).collect()
 }
 
 fn awsvpc_echo(tag: &str) -> Task {
@@ -267,7 +263,7 @@ fn awsvpc_tasks_each_have_their_own_address_and_port_space() {
     assert_eq!(say(SocketAddr::from((a.ip, 8080)), "hi"), "A hi");
     assert_eq!(say(SocketAddr::from((b.ip, 8080)), "hi"), "B hi");
     // Task to task: the connection leaves from the caller's own address.
-    let out = skiff(awsvpc_probe("send", &format!("{}:8080", a.ip), "hello")).run();
+    let out = skiff(awsvpc_probe(&["send", &format!("{}:8080", a.ip), "hello"])).run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     let probe_ip = out
         .stderr
@@ -293,18 +289,7 @@ fn awsvpc_tasks_each_have_their_own_address_and_port_space() {
 
 #[test]
 fn awsvpc_localhost_is_the_task_itself_and_nothing_else_is_bindable() {
-    let probe = |args: &[&str]| {
-        let mut cmd = vec![
-            "run",
-            "--network",
-            "awsvpc",
-            "--timeout",
-            "30s",
-            app("NET_PROBE_P2"),
-        ];
-        cmd.extend(args);
-        skiff(cmd).run()
-    };
+    let probe = |args: &[&str]| skiff(awsvpc_probe(args)).run();
     // A server on the host's 127.0.0.1 is out of reach: there, 127.0.0.1
     // is the task, which does not listen.
     let host = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -359,11 +344,11 @@ fn awsvpc_udp_echo() {
         ],
         "listening on",
     );
-    let out = skiff(awsvpc_probe(
+    let out = skiff(awsvpc_probe(&[
         "udp-send",
         &format!("{}:9000", server.ip),
         "hey",
-    ))
+    ]))
     .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
@@ -506,7 +491,7 @@ fn without_the_capability_tasks_still_listen_on_port_80() {
 
     // Task to task, by port 80.
     let probe = |op: &str, target: String| {
-        skiff_without_low_ports(awsvpc_probe(op, &target, "hello")).run()
+        skiff_without_low_ports(awsvpc_probe(&[op, &target, "hello"])).run()
     };
     let out = probe("send", format!("{}:80", b.ip));
     assert_eq!(out.code, 0, "{}", out.stderr);

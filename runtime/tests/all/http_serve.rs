@@ -3,7 +3,6 @@
 
 use crate::*;
 use http_body_util::BodyExt;
-use skiff_runtime::RuntimeConfig;
 use skiff_runtime::http::{Closed, Local, ServeError, ServeOptions, ServeReport, serve};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -84,11 +83,7 @@ async fn a_command_cannot_be_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_pool_wait_for_a_slot() {
     let data = tempfile::tempdir().unwrap();
-    let rt = Runtime::new(RuntimeConfig {
-        max_instances: 2,
-        ..RuntimeConfig::default().with_data_dir(data.path())
-    })
-    .unwrap();
+    let rt = runtime_with_slots(data.path(), 2);
     let art = rt.load_file(app("HTTP_HELLO_P2").as_ref()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -229,23 +224,15 @@ async fn a_server_takes_requests_from_its_own_process_while_it_accepts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_requests_handed_over_in_process() {
     let data = tempfile::tempdir().unwrap();
-    let rt = Runtime::new(RuntimeConfig {
-        max_instances: 1,
-        ..RuntimeConfig::default().with_data_dir(data.path())
-    })
-    .unwrap();
+    let rt = runtime_with_slots(data.path(), 1);
     let (spec, out, _) = captured(&["http-hello"]);
     let (addr, stop, server) = start(&rt, ServeOptions::new(spec)).await;
     // The only slot, taken by a slow request from a socket.
     let slow = tokio::task::spawn_blocking(move || get(addr, "/sleep?ms=300"));
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !out.text().contains("http-hello: /sleep?ms=300") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slow request never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until("the slow request holds the slot", || {
+        out.text().contains("http-hello: /sleep?ms=300")
+    })
+    .await;
     let local = Local::find(addr).expect("listed while it accepts");
     let mut waiting = Box::pin(local.call(handed("GET", "/a", "")));
     // Polled once: handed over, and waiting for the slot.
@@ -362,11 +349,7 @@ async fn guests_outliving_the_drain_timeout_are_abandoned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_cannot_get_a_slot_in_time_gets_503() {
     let data = tempfile::tempdir().unwrap();
-    let rt = Runtime::new(RuntimeConfig {
-        max_instances: 1,
-        ..RuntimeConfig::default().with_data_dir(data.path())
-    })
-    .unwrap();
+    let rt = runtime_with_slots(data.path(), 1);
     let (spec, out, _) = captured(&["http-hello"]);
     let options = ServeOptions {
         queue_timeout: std::time::Duration::from_millis(200),

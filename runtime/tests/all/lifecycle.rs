@@ -418,11 +418,7 @@ fn two_thousand_sleeping_tasks_share_two_threads() {
 #[tokio::test]
 async fn spawning_beyond_the_pool_is_refused_until_a_slot_frees() {
     let data = tempfile::tempdir().unwrap();
-    let rt = Runtime::new(RuntimeConfig {
-        max_instances: 2,
-        ..RuntimeConfig::default().with_data_dir(data.path())
-    })
-    .unwrap();
+    let rt = runtime_with_slots(data.path(), 2);
     let sleeper = rt.load_file(app("SLEEPER_P1").as_ref()).unwrap();
     let mut first = rt.spawn(&sleeper, InstanceSpec::default()).unwrap();
     let _second = rt.spawn(&sleeper, InstanceSpec::default()).unwrap();

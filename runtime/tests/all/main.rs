@@ -16,6 +16,15 @@ pub fn runtime(data: &std::path::Path) -> Runtime {
     Runtime::new(RuntimeConfig::default().with_data_dir(data)).unwrap()
 }
 
+/// [`runtime`] with a pool of only `slots` instance slots.
+pub fn runtime_with_slots(data: &std::path::Path, slots: u32) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        max_instances: slots,
+        ..RuntimeConfig::default().with_data_dir(data)
+    })
+    .unwrap()
+}
+
 pub use wasm_apps::{app, both};
 
 /// A runtime on the calling thread only, so instances contend for it.
