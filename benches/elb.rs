@@ -135,20 +135,24 @@ fn main() {
         ),
         "LoadBalancerArn",
     );
-    let tg = xml(
-        &api.elb(
-            "CreateTargetGroup",
-            &[
-                ("Name", "web"),
-                ("Protocol", "HTTP"),
-                ("Port", "80"),
-                ("TargetType", "ip"),
-                ("HealthCheckIntervalSeconds", "5"),
-                ("HealthyThresholdCount", "2"),
-            ],
-        ),
-        "TargetGroupArn",
-    );
+    // HTTP target groups of type ip, checked every 5 s.
+    let target_group = |name: &str| {
+        xml(
+            &api.elb(
+                "CreateTargetGroup",
+                &[
+                    ("Name", name),
+                    ("Protocol", "HTTP"),
+                    ("Port", "80"),
+                    ("TargetType", "ip"),
+                    ("HealthCheckIntervalSeconds", "5"),
+                    ("HealthyThresholdCount", "2"),
+                ],
+            ),
+            "TargetGroupArn",
+        )
+    };
+    let tg = target_group("web");
     let listen = |tg: &str| {
         let port = free_port().to_string();
         api.elb(
@@ -173,20 +177,7 @@ fn main() {
     // The server outside skiff serve, behind a listener of its own.
     let outside_data = tempfile::tempdir().unwrap();
     let (_outside, outside_addr) = start_skiff_run_http(outside_data.path());
-    let outside_tg = xml(
-        &api.elb(
-            "CreateTargetGroup",
-            &[
-                ("Name", "outside"),
-                ("Protocol", "HTTP"),
-                ("Port", "80"),
-                ("TargetType", "ip"),
-                ("HealthCheckIntervalSeconds", "5"),
-                ("HealthyThresholdCount", "2"),
-            ],
-        ),
-        "TargetGroupArn",
-    );
+    let outside_tg = target_group("outside");
     let outside_port = outside_addr.port().to_string();
     api.elb(
         "RegisterTargets",
