@@ -623,70 +623,107 @@ impl Inner {
         let digest: Digest = digest
             .parse()
             .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
-        self.require_repository(name).await?;
+        let range = headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Everything a blob request needs from the disk in one trip off the
+        // async threads: on a loopback pull of a few MiB, each trip is a
+        // measurable share of the time to first byte.
         let (n, d) = (name.to_string(), digest.clone());
-        let size = self.blocking(move |i| i.db.linked_blob(&n, &d)).await?;
-        let Some(size) = size else {
-            return Err(
-                Error::new(Code::BlobUnknown, format!("blob {digest} is not in {name}")).into(),
-            );
-        };
-        if head {
-            // A client that finds a blob here skips uploading it and will
-            // reference it soon: keep it from garbage collection as if it
-            // had just been uploaded.
-            let (n, d) = (name.to_string(), digest.clone());
-            self.blocking(move |i| i.db.touch_link(&n, &d, now()))
-                .await?;
-        }
-        let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-            Some(spec) => match parse_range(spec, size) {
-                Some(r) => Some(r),
-                None => {
-                    let mut response = error_response(
-                        &Error::new(
-                            Code::BlobUnknown,
-                            format!("range {spec} is outside the blob's {size} bytes"),
-                        )
-                        .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
-                    );
-                    response.headers_mut().insert(
-                        header::CONTENT_RANGE,
-                        header_value(&format!("bytes */{size}"))?,
-                    );
-                    return Ok(response);
-                }
-            },
-            None => None,
-        };
-        let d = digest.clone();
-        let body = self
+        let lookup = self
             .blocking(move |i| {
-                let path = i.blobs.path(&d);
-                let file = std::fs::File::open(&path)?;
-                if size == 0 {
-                    return Ok(Bytes::new());
+                if !i.db.repository_exists(&n)? {
+                    return Ok(BlobLookup::NoRepository);
                 }
-                // SAFETY: blob files are immutable once committed, and a
-                // removed file stays mapped until the mapping is dropped.
-                // Populated up front: one call instead of a page fault
-                // every 4 KiB as the body is written out.
-                let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-                Ok(Bytes::from_owner(map))
+                let Some(size) = i.db.linked_blob(&n, &d)? else {
+                    return Ok(BlobLookup::NoBlob);
+                };
+                if head {
+                    // A client that finds a blob here skips uploading it and
+                    // will reference it soon: keep it from garbage collection
+                    // as if it had just been uploaded.
+                    i.db.touch_link(&n, &d, now())?;
+                }
+                let range = match range {
+                    Some(spec) => match parse_range(&spec, size) {
+                        Some(r) => Some(r),
+                        None => return Ok(BlobLookup::Unsatisfiable { spec, size }),
+                    },
+                    None => None,
+                };
+                let (start, len) = range.map_or((0, size), |(start, end)| (start, end - start + 1));
+                // A HEAD sends no body, so nothing is read for it.
+                let body = if head || len == 0 {
+                    Bytes::new()
+                } else {
+                    let file = std::fs::File::open(i.blobs.path(&d))?;
+                    // SAFETY: blob files are immutable once committed, and a
+                    // removed file stays mapped until the mapping is dropped.
+                    // Only the bytes asked for are mapped, populated up
+                    // front: one call instead of a page fault every 4 KiB as
+                    // the body is written out.
+                    let map = unsafe {
+                        memmap2::MmapOptions::new()
+                            .offset(start)
+                            .len(usize::try_from(len).map_err(|_| {
+                                Internal::Other(format!("a {len}-byte body does not fit in memory"))
+                            })?)
+                            .populate()
+                            .map(&file)?
+                    };
+                    Bytes::from_owner(map)
+                };
+                Ok(BlobLookup::Found {
+                    size,
+                    range,
+                    len,
+                    body,
+                })
             })
             .await?;
+        let (size, range, len, body) = match lookup {
+            BlobLookup::NoRepository => {
+                return Err(Error::new(
+                    Code::NameUnknown,
+                    format!("repository {name} is not known"),
+                )
+                .into());
+            }
+            BlobLookup::NoBlob => {
+                return Err(Error::new(
+                    Code::BlobUnknown,
+                    format!("blob {digest} is not in {name}"),
+                )
+                .into());
+            }
+            BlobLookup::Unsatisfiable { spec, size } => {
+                let mut response = error_response(
+                    &Error::new(
+                        Code::BlobUnknown,
+                        format!("range {spec} is outside the blob's {size} bytes"),
+                    )
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
+                );
+                response.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    header_value(&format!("bytes */{size}"))?,
+                );
+                return Ok(response);
+            }
+            BlobLookup::Found {
+                size,
+                range,
+                len,
+                body,
+            } => (size, range, len, body),
+        };
         self.blobs_served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (status, body) = match range {
-            Some((start, end)) => (
-                StatusCode::PARTIAL_CONTENT,
-                body.slice(start as usize..=end as usize),
-            ),
-            None => (StatusCode::OK, body),
-        };
-        let len = body.len() as u64;
         let mut response = http::Response::new(Full::new(body));
-        *response.status_mut() = status;
+        if range.is_some() {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
         let h = response.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -1371,6 +1408,25 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
 
 /// A blob request's `Range: bytes=<start>-[<end>]` or `bytes=-<suffix>`,
 /// clamped to the blob; None if it cannot be satisfied.
+/// What [`Inner::get_blob`] found for a blob request.
+enum BlobLookup {
+    NoRepository,
+    NoBlob,
+    /// A `Range` outside the blob's `size` bytes.
+    Unsatisfiable {
+        spec: String,
+        size: u64,
+    },
+    /// The blob of `size` bytes; `body` holds `len` of them, the `range`
+    /// asked for or all (empty for a HEAD).
+    Found {
+        size: u64,
+        range: Option<(u64, u64)>,
+        len: u64,
+        body: Bytes,
+    },
+}
+
 fn parse_range(spec: &str, size: u64) -> Option<(u64, u64)> {
     let spec = spec.trim().strip_prefix("bytes=")?;
     if spec.contains(',') || size == 0 {

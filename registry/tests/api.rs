@@ -235,6 +235,37 @@ fn blob_reads_support_head_and_ranges() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(header(&r, "content-range").as_deref(), Some("bytes */1000"));
+
+    // Ranges across page boundaries of a larger blob, and a HEAD of one.
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let d = s.push_blob("ranges", &data);
+    for (spec, want) in [
+        ("bytes=4095-12288", &data[4095..=12288]),
+        ("bytes=8192-", &data[8192..]),
+        ("bytes=-4097", &data[50_000 - 4097..]),
+        ("bytes=49999-70000", &data[49_999..]),
+    ] {
+        let r = s
+            .client
+            .get(s.url(&format!("/v2/ranges/blobs/{d}")))
+            .header("range", spec)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{spec}");
+        assert_eq!(r.bytes().unwrap().as_ref(), want, "{spec}");
+    }
+    let r = s
+        .client
+        .head(s.url(&format!("/v2/ranges/blobs/{d}")))
+        .header("range", "bytes=100-199")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(header(&r, "content-length").as_deref(), Some("100"));
+    assert_eq!(
+        header(&r, "content-range").as_deref(),
+        Some("bytes 100-199/50000")
+    );
 }
 
 #[test]
