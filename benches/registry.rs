@@ -16,6 +16,12 @@
 //!   This one measures the registries rather than the client: on large
 //!   blobs oci-client's hashing is the ceiling for both.
 //!
+//! Beside each pull, the same client pulling the same bytes from a bare
+//! server: a thread in this process that answers every request with the
+//! blob from memory in one write — no disk, no routing, no checks. No
+//! registry can serve that client faster, so `bare / docker-registry` is
+//! the most any registry could beat docker-registry by on that row.
+//!
 //! Median of SKIFF_BENCH_REGISTRY_RUNS runs (default 15, 8 for 100 MiB).
 //! Both registries serve plain HTTP on loopback from a directory on the
 //! same disk; skiff fsyncs every blob before it becomes visible,
@@ -26,10 +32,11 @@
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
@@ -98,6 +105,62 @@ fn start_docker_registry(dir: &Path) -> Option<(Server, String)> {
     let server = Server(child);
     wait_until_serving(&addr);
     Some((server, addr))
+}
+
+/// The blob a [`Bare`] server answers with, and its digest.
+type Served = Arc<Mutex<(Arc<Vec<u8>>, String)>>;
+
+/// The least a server can do to serve a blob: a thread per connection that
+/// reads a request head and writes the current blob from memory, whatever
+/// was asked. What a client reaches against it is that client's ceiling.
+struct Bare {
+    addr: String,
+    served: Served,
+}
+
+impl Bare {
+    fn start() -> Bare {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let served: Served = Arc::default();
+        let shared = served.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let served = shared.clone();
+                std::thread::spawn(move || Bare::serve(conn, &served));
+            }
+        });
+        Bare { addr, served }
+    }
+
+    fn serve(mut conn: TcpStream, served: &Served) {
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        loop {
+            // A request head, up to its empty line; no request here has a body.
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if line == "\r\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            let (bytes, digest) = served.lock().unwrap().clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: {}\r\nDocker-Content-Digest: {digest}\r\n\r\n",
+                bytes.len()
+            );
+            if conn.write_all(head.as_bytes()).is_err() || conn.write_all(&bytes).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn serve_next(&self, data: &[u8], digest: &str) {
+        *self.served.lock().unwrap() = (Arc::new(data.to_vec()), digest.to_string());
+    }
 }
 
 fn blob(size: usize, seed: u64) -> Vec<u8> {
@@ -287,10 +350,15 @@ fn main() {
         Curl::new(&skiff_addr, scratch.path()),
         Curl::new(&docker_addr, scratch.path()),
     ];
+    let bare = Bare::start();
+    let bare_clients = (
+        Target::new("bare server", &bare.addr),
+        Curl::new(&bare.addr, scratch.path()),
+    );
     println!("skiff registry vs docker-registry, blobs, median of runs (higher is better)");
     println!(
-        "{:<8} {:<10} {:<5} {:>16} {:>18} {:>8}",
-        "size", "client", "op", "skiff", "docker-registry", "ratio"
+        "{:<8} {:<10} {:<5} {:>16} {:>18} {:>8} {:>16} {:>12}",
+        "size", "client", "op", "skiff", "docker-registry", "ratio", "bare server", "bare/docker"
     );
     let mut seed = 0u64;
     for size_mib in [1usize, 10, 100] {
@@ -303,6 +371,8 @@ fn main() {
         // [client][registry] -> times
         let mut push = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
         let mut pull = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+        // [client] -> times
+        let mut bare_pull = [Vec::new(), Vec::new()];
         rt.block_on(async {
             for round in 0..=n {
                 seed += 1;
@@ -311,6 +381,15 @@ fn main() {
                 // Alternate who goes first, so neither always gets a
                 // warmer page cache. Round 0 warms up and is not counted.
                 let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                bare.serve_next(&data, &d);
+                let pull_bare = || async {
+                    let a = bare_clients.0.pull(&d, size).await;
+                    (a, bare_clients.1.pull(&d))
+                };
+                let mut bare_times = None;
+                if round % 2 == 0 {
+                    bare_times = Some(pull_bare().await);
+                }
                 for i in order {
                     let (a, b) = (
                         targets[i].push(&data, &d).await,
@@ -324,14 +403,31 @@ fn main() {
                         pull[1][i].push(e);
                     }
                 }
+                let (a, e) = match bare_times {
+                    Some(times) => times,
+                    None => pull_bare().await,
+                };
+                if round > 0 {
+                    bare_pull[0].push(a);
+                    bare_pull[1].push(e);
+                }
             }
         });
         for (c, client) in ["oci-client", "curl"].into_iter().enumerate() {
+            let bare = median(std::mem::take(&mut bare_pull[c]));
             for (op, times) in [("push", &mut push[c]), ("pull", &mut pull[c])] {
                 let [s, d] =
                     [std::mem::take(&mut times[0]), std::mem::take(&mut times[1])].map(median);
+                let ceiling = match op {
+                    "pull" => format!(
+                        "{:>16} {:>11.2}x",
+                        rate(size, bare),
+                        d.as_secs_f64() / bare.as_secs_f64()
+                    ),
+                    _ => String::new(),
+                };
                 println!(
-                    "{:<8} {:<10} {:<5} {:>16} {:>18} {:>7.2}x",
+                    "{:<8} {:<10} {:<5} {:>16} {:>18} {:>7.2}x {ceiling}",
                     format!("{size_mib} MiB"),
                     client,
                     op,
