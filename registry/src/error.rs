@@ -36,6 +36,8 @@ pub enum Code {
     Unsupported,
     /// too many requests
     TooManyRequests,
+    /// a `Range` with no byte in the blob (distribution's code for 416)
+    RangeInvalid,
 }
 
 impl Code {
@@ -44,6 +46,7 @@ impl Code {
         match self {
             Code::BlobUnknown => "BLOB_UNKNOWN",
             Code::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            Code::RangeInvalid => "RANGE_INVALID",
             Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
             Code::DigestInvalid => "DIGEST_INVALID",
             Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
@@ -76,6 +79,7 @@ impl Code {
             Code::Denied => StatusCode::FORBIDDEN,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
         }
     }
 }

@@ -399,18 +399,25 @@ impl Inner {
         }
     }
 
-    /// A push into `name`: the repository must exist, or be created now.
+    /// A push into `name` may start: the repository exists, or will be
+    /// created by the push's first success ([`Inner::created_by_push`]),
+    /// so a push that fails leaves no empty repository behind.
     async fn pushable(self: &Arc<Self>, name: &str) -> Result<()> {
         if self.config.create_on_push {
-            let n = name.to_string();
-            self.blocking(move |i| {
-                i.db.create_repository_with(&n, &i.config.default_settings, now())
-            })
-            .await?;
             Ok(())
         } else {
             self.require_repository(name).await
         }
+    }
+
+    /// Creates `name` when pushes create repositories; called in the same
+    /// blocking call that stores what was pushed into it.
+    fn created_by_push(&self, name: &str) -> std::result::Result<(), Internal> {
+        if self.config.create_on_push {
+            self.db
+                .create_repository_with(name, &self.config.default_settings, now())?;
+        }
+        Ok(())
     }
 
     // ---- manifests ----------------------------------------------------
@@ -539,6 +546,7 @@ impl Inner {
         let (recorded, scan) = self
             .blocking(move |i| {
                 i.blobs.put(&d, &bytes)?;
+                i.created_by_push(&n)?;
                 i.db.put_manifest(&NewManifest {
                     repo: &n,
                     digest: &d,
@@ -645,19 +653,28 @@ impl Inner {
                     // as if it had just been uploaded.
                     i.db.touch_link(&n, &d, now())?;
                 }
-                let range = match range {
-                    Some(spec) => match parse_range(&spec, size) {
-                        Some(r) => Some(r),
-                        None => return Ok(BlobLookup::Unsatisfiable { spec, size }),
-                    },
-                    None => None,
+                let range = match range.as_deref().map(|spec| parse_range(spec, size)) {
+                    None | Some(RangeAsk::Whole) => None,
+                    Some(RangeAsk::Part(first, last)) => Some((first, last)),
+                    Some(RangeAsk::Unsatisfiable) => {
+                        let spec = range.unwrap_or_default();
+                        return Ok(BlobLookup::Unsatisfiable { spec, size });
+                    }
                 };
                 let (start, len) = range.map_or((0, size), |(start, end)| (start, end - start + 1));
                 // A HEAD sends no body, so nothing is read for it.
                 let body = if head || len == 0 {
                     Bytes::new()
                 } else {
-                    let file = std::fs::File::open(i.blobs.path(&d))?;
+                    let file = match std::fs::File::open(i.blobs.path(&d)) {
+                        Ok(file) => file,
+                        // Collected since the lookup: gone, as it would be
+                        // for a request a moment later.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            return Ok(BlobLookup::NoBlob);
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     // SAFETY: blob files are immutable once committed, and a
                     // removed file stays mapped until the mapping is dropped.
                     // Only the bytes asked for are mapped, populated up
@@ -700,7 +717,7 @@ impl Inner {
             BlobLookup::Unsatisfiable { spec, size } => {
                 let mut response = error_response(
                     &Error::new(
-                        Code::BlobUnknown,
+                        Code::RangeInvalid,
                         format!("range {spec} is outside the blob's {size} bytes"),
                     )
                     .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
@@ -790,6 +807,7 @@ impl Inner {
                     if !i.blobs.exists(&d) {
                         return Ok(false);
                     }
+                    i.created_by_push(&n)?;
                     i.db.link_blob(&n, &d, size, now())
                 })
                 .await?;
@@ -799,6 +817,14 @@ impl Inner {
             }
             // Not mountable: an ordinary upload session instead.
         }
+        // A single-POST upload's digest, checked before anything is made.
+        let single = query
+            .get("digest")
+            .map(|d| {
+                d.parse::<Digest>()
+                    .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))
+            })
+            .transpose()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let path = self.blobs.upload_path(&id);
         let p = path.clone();
@@ -817,11 +843,8 @@ impl Inner {
             offset: 0,
             hasher: Some(Hasher::new(Algorithm::Sha256)),
         }));
-        if let Some(digest) = query.get("digest") {
+        if let Some(digest) = single {
             // Single-POST monolithic upload.
-            let digest: Digest = digest
-                .parse()
-                .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
             let mut up = upload.lock().await;
             let expect = content_length(req.headers());
             let result = async {
@@ -856,16 +879,24 @@ impl Inner {
             .map_err(|_| Internal::Other("uploads lock poisoned".into()))
     }
 
-    fn session(&self, name: &str, id: &str) -> Result<Arc<tokio::sync::Mutex<Upload>>> {
+    /// The upload `id` of `name`, locked. A request that waited for the
+    /// lock behind one that closed the upload (a PUT or a DELETE) finds it
+    /// gone, as it would had it come after.
+    async fn session(&self, name: &str, id: &str) -> Result<tokio::sync::OwnedMutexGuard<Upload>> {
         let unknown = || {
             Error::new(
                 Code::BlobUploadUnknown,
                 format!("upload {id} is not in progress"),
             )
         };
-        match self.uploads_lock()?.get(id) {
+        let upload = match self.uploads_lock()?.get(id) {
             // An upload belongs to the repository it was started in.
-            Some((repo, upload)) if repo == name => Ok(Arc::clone(upload)),
+            Some((repo, upload)) if repo == name => Arc::clone(upload),
+            _ => return Err(unknown().into()),
+        };
+        let locked = Arc::clone(&upload).lock_owned().await;
+        match self.uploads_lock()?.get(id) {
+            Some((_, open)) if Arc::ptr_eq(open, &upload) => Ok(locked),
             _ => Err(unknown().into()),
         }
     }
@@ -876,16 +907,10 @@ impl Inner {
         id: &str,
         req: http::Request<Incoming>,
     ) -> Result<Response> {
-        let upload = self.session(name, id)?;
-        let mut up = upload.lock().await;
-        let expect = match content_range(req.headers())? {
-            Some((start, end)) => {
-                if start != up.offset || end < start {
-                    return range_not_satisfiable(name, id, up.offset);
-                }
-                Some(end - start + 1)
-            }
-            None => content_length(req.headers()),
+        let mut up = self.session(name, id).await?;
+        let expect = match chunk_length(req.headers(), up.offset) {
+            Ok(n) => n,
+            Err(why) => return range_not_satisfiable(name, id, up.offset, &why),
         };
         match self.receive(&mut up, req.into_body(), expect).await {
             Ok(()) => upload_progress(StatusCode::ACCEPTED, name, id, up.offset),
@@ -906,21 +931,15 @@ impl Inner {
         query: &HashMap<String, String>,
         req: http::Request<Incoming>,
     ) -> Result<Response> {
-        let upload = self.session(name, id)?;
-        let mut up = upload.lock().await;
+        let mut up = self.session(name, id).await?;
         let digest: Digest = query
             .get("digest")
             .ok_or_else(|| Error::new(Code::DigestInvalid, "closing an upload needs ?digest="))?
             .parse()
             .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
-        let expect = match content_range(req.headers())? {
-            Some((start, end)) => {
-                if start != up.offset || end < start {
-                    return range_not_satisfiable(name, id, up.offset);
-                }
-                Some(end - start + 1)
-            }
-            None => content_length(req.headers()),
+        let expect = match chunk_length(req.headers(), up.offset) {
+            Ok(n) => n,
+            Err(why) => return range_not_satisfiable(name, id, up.offset, &why),
         };
         let result = async {
             self.receive(&mut up, req.into_body(), expect).await?;
@@ -937,15 +956,13 @@ impl Inner {
     }
 
     async fn upload_status(self: &Arc<Self>, name: &str, id: &str) -> Result<Response> {
-        let upload = self.session(name, id)?;
-        let up = upload.lock().await;
+        let up = self.session(name, id).await?;
         upload_progress(StatusCode::NO_CONTENT, name, id, up.offset)
     }
 
     async fn cancel_upload(self: &Arc<Self>, name: &str, id: &str) -> Result<Response> {
-        let upload = self.session(name, id)?;
+        let mut up = self.session(name, id).await?;
         self.uploads_lock()?.remove(id);
-        let mut up = upload.lock().await;
         self.discard(&mut up).await;
         Ok(empty(StatusCode::NO_CONTENT))
     }
@@ -954,7 +971,9 @@ impl Inner {
     /// written off the async threads while the next batch arrives (one
     /// write in flight at a time, so the order holds). `expect` is the
     /// length the request announced; a body of another length fails the
-    /// request.
+    /// request. A request that fails for the client's reasons (a body cut
+    /// short, too long or too short) leaves the upload as it was before
+    /// it, so the client can send the chunk again.
     async fn receive(
         self: &Arc<Self>,
         up: &mut Upload,
@@ -979,6 +998,7 @@ impl Inner {
             }
             Ok(())
         }
+        let before = (up.offset, up.hasher.clone());
         let mut received: u64 = 0;
         let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
         let result: Result<()> = async {
@@ -1034,15 +1054,30 @@ impl Inner {
         .await;
         // Whatever happened, the upload gets its file back.
         settle(up, &mut inflight).await?;
-        result?;
-        if expect.is_some_and(|n| received != n) {
-            return Err(Error::new(
-                Code::SizeInvalid,
-                "the body is shorter than its declared length",
-            )
-            .into());
+        let result = result.and_then(|()| {
+            if expect.is_some_and(|n| received != n) {
+                return Err(Error::new(
+                    Code::SizeInvalid,
+                    "the body is shorter than its declared length",
+                )
+                .into());
+            }
+            Ok(())
+        });
+        if let Err(Failure::Client(_)) = &result {
+            let (offset, hasher) = before;
+            let file = up.file.take();
+            up.file = self
+                .blocking(move |_| {
+                    if let Some(f) = &file {
+                        f.set_len(offset)?;
+                    }
+                    Ok(file)
+                })
+                .await?;
+            (up.offset, up.hasher) = (offset, hasher);
         }
-        Ok(())
+        result
     }
 
     /// Checks the digest of everything uploaded and makes it a blob of the
@@ -1072,6 +1107,7 @@ impl Inner {
         let linked = self
             .blocking(move |i| {
                 i.blobs.commit(&path, &d)?;
+                i.created_by_push(&repo)?;
                 i.db.link_blob(&repo, &d, size, now())
             })
             .await?;
@@ -1346,12 +1382,8 @@ fn upload_progress(status: StatusCode, name: &str, id: &str, offset: u64) -> Res
     with_upload_headers(empty(status), name, id, offset)
 }
 
-fn range_not_satisfiable(name: &str, id: &str, offset: u64) -> Result<Response> {
-    let e = Error::new(
-        Code::BlobUploadInvalid,
-        format!("the chunk must start at byte {offset}"),
-    )
-    .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+fn range_not_satisfiable(name: &str, id: &str, offset: u64, why: &str) -> Result<Response> {
+    let e = Error::new(Code::BlobUploadInvalid, why).with_status(StatusCode::RANGE_NOT_SATISFIABLE);
     with_upload_headers(error_response(&e), name, id, offset)
 }
 
@@ -1385,29 +1417,34 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// An upload chunk's `Content-Range: <start>-<end>` (inclusive; a `bytes `
 /// prefix is tolerated).
-fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
+/// How long a chunk says it is: by its `Content-Range` (`<start>-<end>`,
+/// which must start where the upload is), else by `Content-Length`, else
+/// unknown (a streamed PATCH). Err says why the range cannot be taken.
+fn chunk_length(headers: &HeaderMap, offset: u64) -> std::result::Result<Option<u64>, String> {
     let Some(v) = headers.get(header::CONTENT_RANGE) else {
-        return Ok(None);
+        return Ok(content_length(headers));
     };
-    let bad = || {
-        Error::new(
-            Code::BlobUploadInvalid,
-            "Content-Range must be <start>-<end>",
-        )
-        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-    };
-    let s = v.to_str().map_err(|_| bad())?;
-    let s = s.trim().trim_start_matches("bytes").trim();
+    let malformed = || format!("Content-Range must be <start>-<end>, not {v:?}");
+    let s = v.to_str().map_err(|_| malformed())?.trim();
+    // Some clients write the unit, as in a response's Content-Range.
+    let s = s
+        .strip_prefix("bytes")
+        .map_or(s, |r| r.trim_start_matches([' ', '=']));
     let s = s.split('/').next().unwrap_or(s);
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    Ok(Some((
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    )))
+    let (a, b) = s.split_once('-').ok_or_else(malformed)?;
+    let (start, end): (u64, u64) = (
+        a.trim().parse().map_err(|_| malformed())?,
+        b.trim().parse().map_err(|_| malformed())?,
+    );
+    if start != offset {
+        return Err(format!("the chunk must start at byte {offset}"));
+    }
+    end.checked_sub(start)
+        .and_then(|n| n.checked_add(1))
+        .map(Some)
+        .ok_or_else(|| format!("Content-Range {start}-{end} is not a range of bytes"))
 }
 
-/// A blob request's `Range: bytes=<start>-[<end>]` or `bytes=-<suffix>`,
-/// clamped to the blob; None if it cannot be satisfied.
 /// What [`Inner::get_blob`] found for a blob request.
 enum BlobLookup {
     NoRepository,
@@ -1427,24 +1464,50 @@ enum BlobLookup {
     },
 }
 
-fn parse_range(spec: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = spec.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') || size == 0 {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", suffix) => {
-            let n: u64 = suffix.parse().ok()?;
-            if n == 0 {
-                return None;
-            }
-            (size.saturating_sub(n), size - 1)
-        }
-        (start, "") => (start.parse().ok()?, size - 1),
-        (start, end) => (start.parse().ok()?, end.parse::<u64>().ok()?.min(size - 1)),
+/// What a blob request's `Range` asks for (RFC 9110, section 14.2). A
+/// header this registry does not serve — another unit, several ranges, a
+/// malformed one — is ignored and the whole blob sent, as the RFC says.
+#[derive(Debug, PartialEq)]
+enum RangeAsk {
+    Whole,
+    /// First and last byte, clamped to the blob.
+    Part(u64, u64),
+    /// A valid range with no byte in the blob: 416.
+    Unsatisfiable,
+}
+
+fn parse_range(spec: &str, size: u64) -> RangeAsk {
+    let Some(spec) = spec.trim().strip_prefix("bytes=") else {
+        return RangeAsk::Whole;
     };
-    (start <= end && start < size).then_some((start, end))
+    let Some((first, last)) = spec.split_once('-').filter(|_| !spec.contains(',')) else {
+        return RangeAsk::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // The last `n` bytes.
+        return match last.parse::<u64>() {
+            Err(_) => RangeAsk::Whole,
+            Ok(0) => RangeAsk::Unsatisfiable,
+            Ok(_) if size == 0 => RangeAsk::Unsatisfiable,
+            Ok(n) => RangeAsk::Part(size.saturating_sub(n), size - 1),
+        };
+    }
+    let Ok(first) = first.parse::<u64>() else {
+        return RangeAsk::Whole;
+    };
+    let last = match last {
+        "" => u64::MAX,
+        l => match l.parse::<u64>() {
+            Ok(l) if l >= first => l,
+            _ => return RangeAsk::Whole,
+        },
+    };
+    if first >= size {
+        RangeAsk::Unsatisfiable
+    } else {
+        RangeAsk::Part(first, last.min(size - 1))
+    }
 }
 
 /// Reads a whole request body, refusing more than `limit` bytes with 413.
@@ -1487,11 +1550,14 @@ fn percent_decode(path: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
+        // On bytes: a `%` may be followed by any UTF-8, not only hex digits.
         if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16)
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|&b| char::from(b).to_digit(16)),
+                bytes.get(i + 2).and_then(|&b| char::from(b).to_digit(16)),
+            )
         {
-            out.push(b);
+            out.push((hi * 16 + lo) as u8);
             i += 3;
             continue;
         }
@@ -1556,18 +1622,34 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=50-1000", 100), Some((50, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=9-0", 100), None);
-        assert_eq!(parse_range("bytes=0-0", 0), None);
-        assert_eq!(parse_range("lines=0-1", 100), None);
+        use RangeAsk::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Part(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), Part(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Part(90, 99));
+        assert_eq!(parse_range("bytes=-1000", 100), Part(0, 99));
+        assert_eq!(parse_range("bytes=50-1000", 100), Part(50, 99));
+        // Valid, but no byte of the blob in it.
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-5", 0), Unsatisfiable);
+        // Not a range this serves: ignored, the whole blob.
+        assert_eq!(parse_range("bytes=9-0", 100), Whole);
+        assert_eq!(parse_range("lines=0-1", 100), Whole);
+        assert_eq!(parse_range("bytes=abc", 100), Whole);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), Whole);
+        assert_eq!(parse_range("bytes=x-4", 100), Whole);
     }
 
     #[test]
     fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%2fc"), "a/b/c");
+        assert_eq!(percent_decode("a/%2e%2E/b"), "a/../b");
+        // Not an escape: kept as is, and no panic on a multi-byte char
+        // where a hex digit would be, or at the end.
+        assert_eq!(percent_decode("a%aé/tags"), "a%aé/tags");
+        assert_eq!(percent_decode("é%é%"), "é%é%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(
             percent_decode("/v2/a/blobs/sha256%3Aab"),
             "/v2/a/blobs/sha256:ab"

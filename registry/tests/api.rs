@@ -158,12 +158,156 @@ fn a_wrong_digest_leaves_nothing_behind() {
     // Malformed digests are 400 too.
     let r = s
         .client
-        .post(s.url("/v2/bad/blobs/uploads/?digest=sha256:nothex"))
+        .post(s.url("/v2/never/blobs/uploads/?digest=sha256:nothex"))
         .body(b"x".to_vec())
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r), "DIGEST_INVALID");
+    // No upload file left, and no repository made by pushes that failed.
+    let uploads = std::fs::read_dir(s.dir.path().join("registry/uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(uploads, 0);
+    for repo in ["bad", "never"] {
+        let r = s.get(&format!("/v2/{repo}/tags/list"));
+        assert_eq!(error_code(r), "NAME_UNKNOWN", "{repo}");
+    }
+    assert!(s.registry.repositories().unwrap().is_empty());
+}
+
+#[test]
+fn a_refused_chunk_leaves_the_upload_as_it_was() {
+    let s = Server::start();
+    let data: Vec<u8> = (0..15u8).collect();
+    let loc = location(
+        &s.client
+            .post(s.url("/v2/chunks/blobs/uploads/"))
+            .send()
+            .unwrap(),
+    );
+    let patch = |range: &str, body: &[u8]| {
+        s.client
+            .patch(s.url(&loc))
+            .header("content-range", range)
+            .body(body.to_vec())
+            .send()
+            .unwrap()
+    };
+    let uploaded = || header(&s.get(&loc), "range");
+
+    // A range longer than any count of bytes.
+    let r = patch("0-18446744073709551615", &data[..5]);
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(uploaded().as_deref(), Some("0-0"));
+
+    // Shorter than its range, then longer: refused, nothing kept.
+    let r = patch("0-9", &data[..5]);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r), "SIZE_INVALID");
+    assert_eq!(uploaded().as_deref(), Some("0-0"));
+    assert_eq!(patch("0-9", &data[..10]).status(), StatusCode::ACCEPTED);
+    for range in ["10-11", "10-18446744073709551615"] {
+        let r = patch(range, &data[10..]);
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{range}");
+        assert_eq!(error_code(r), "SIZE_INVALID", "{range}");
+        assert_eq!(uploaded().as_deref(), Some("0-9"), "{range}");
+    }
+
+    // Ranges that cannot be taken: 416 with where the upload is.
+    for range in ["10-9", "ten-eleven", "0-4"] {
+        let r = patch(range, &data[10..]);
+        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+        assert_eq!(header(&r, "range").as_deref(), Some("0-9"), "{range}");
+        assert_eq!(location(&r), loc, "{range}");
+    }
+    let r = s
+        .client
+        .put(s.url(&format!("{loc}?digest={}", Digest::sha256_of(&data))))
+        .header("content-range", "0-18446744073709551615")
+        .body(data[10..].to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    // The same chunk again, with its unit written as some clients do.
+    assert_eq!(
+        patch("bytes=10-14", &data[10..]).status(),
+        StatusCode::ACCEPTED
+    );
+    let digest = Digest::sha256_of(&data);
+    let r = s
+        .client
+        .put(s.url(&format!("{loc}?digest={digest}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        s.get(&format!("/v2/chunks/blobs/{digest}"))
+            .bytes()
+            .unwrap()
+            .as_ref(),
+        &data[..]
+    );
+}
+
+#[test]
+fn a_request_queued_behind_the_closing_put_finds_the_upload_gone() {
+    use std::io::{Read, Write};
+    let s = Server::start();
+    let data = vec![3u8; 64 * 1024];
+    let digest = Digest::sha256_of(&data);
+    let loc = location(
+        &s.client
+            .post(s.url("/v2/queued/blobs/uploads/"))
+            .send()
+            .unwrap(),
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // The PUT that closes the upload, its body held back halfway.
+    let mut put = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        put,
+        "PUT {loc}?digest={digest} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .unwrap();
+    put.write_all(&data[..1000]).unwrap();
+    // A PATCH to the same upload meanwhile: it waits for the PUT.
+    let mut patch = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        patch,
+        "PATCH {loc} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+    )
+    .unwrap();
+    patch
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut first = [0u8; 1];
+    let waited = patch.read(&mut first).unwrap_err();
+    assert!(
+        matches!(
+            waited.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "the PATCH was answered while the PUT held the upload: {waited}"
+    );
+    put.write_all(&data[1000..]).unwrap();
+    let mut reply = [0u8; 12];
+    put.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"HTTP/1.1 201");
+    patch.set_read_timeout(None).unwrap();
+    let mut reply = String::new();
+    patch.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    assert!(reply.contains("BLOB_UPLOAD_UNKNOWN"), "{reply}");
+    assert_eq!(
+        s.get(&format!("/v2/queued/blobs/{digest}"))
+            .bytes()
+            .unwrap()
+            .as_ref(),
+        &data[..]
+    );
 }
 
 #[test]
@@ -235,6 +379,19 @@ fn blob_reads_support_head_and_ranges() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(header(&r, "content-range").as_deref(), Some("bytes */1000"));
+    assert_eq!(error_code(r), "RANGE_INVALID");
+
+    // A Range this does not serve is ignored (RFC 9110): the whole blob.
+    for spec in ["bytes=abc", "lines=0-1", "bytes=0-1,3-4", "bytes=9-0"] {
+        let r = s
+            .client
+            .get(s.url(&format!("/v2/ranges/blobs/{d}")))
+            .header("range", spec)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{spec}");
+        assert_eq!(r.bytes().unwrap().as_ref(), &data[..], "{spec}");
+    }
 
     // Ranges across page boundaries of a larger blob, and a HEAD of one.
     let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
@@ -721,6 +878,7 @@ fn names_and_references_are_validated() {
         "GET /v2/UPPER/tags/list",
         "GET /v2/a//b/tags/list",
         "GET /v2/a%2F..%2Fb/tags/list",
+        "GET /v2/a%aé/tags/list",
         "POST /v2/a/../b/blobs/uploads/",
         "GET /v2/../../etc/passwd/blobs/sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
     ] {
