@@ -604,7 +604,30 @@ impl Inner {
             let d: Digest = reference
                 .parse()
                 .map_err(|e| Error::new(Code::DigestInvalid, format!("{e}")))?;
-            self.blocking(move |i| i.db.delete_manifest(&n, &d)).await?
+            // As ECR (ImageReferencedByManifestList), and as `skiff repo
+            // rmi`: an image an index lists stays until the index goes,
+            // so the index never points at nothing.
+            let listed = self
+                .blocking(move |i| {
+                    if i.db.child_manifests(&n)?.contains(&d.to_string()) {
+                        return Ok(None);
+                    }
+                    i.db.delete_manifest(&n, &d).map(Some)
+                })
+                .await?;
+            match listed {
+                Some(deleted) => deleted,
+                None => {
+                    return Err(Error::new(
+                        Code::Denied,
+                        format!(
+                            "manifest {reference} is listed by an image index in {name}: delete the index first"
+                        ),
+                    )
+                    .with_status(StatusCode::CONFLICT)
+                    .into());
+                }
+            }
         } else {
             self.blocking(move |i| i.db.delete_tag(&n, &r)).await?
         };
@@ -1137,10 +1160,17 @@ impl Inner {
     ) -> Result<Response> {
         self.require_repository(name).await?;
         let n: Option<u64> = match query.get("n") {
-            Some(v) => Some(v.parse().map_err(|_| {
-                Error::new(Code::Unsupported, format!("n={v} is not a number"))
-                    .with_status(StatusCode::BAD_REQUEST)
-            })?),
+            // A count past u64 asks for everything, as u64::MAX does.
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(v.parse().unwrap_or(u64::MAX))
+            }
+            Some(v) => {
+                return Err(
+                    Error::new(Code::Unsupported, format!("n={v} is not a number"))
+                        .with_status(StatusCode::BAD_REQUEST)
+                        .into(),
+                );
+            }
             None => None,
         };
         let last = query.get("last").cloned();

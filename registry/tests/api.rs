@@ -688,6 +688,14 @@ fn tags_paginate_with_n_last_and_link() {
     assert_eq!(r.json::<Value>().unwrap()["tags"], json!([]));
     let r = s.get("/v2/paged/tags/list?last=c");
     assert_eq!(r.json::<Value>().unwrap()["tags"], json!(["d"]));
+    let r = s.get("/v2/paged/tags/list?n=99999999999999999999999&last=c");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(header(&r, "link").is_none());
+    assert_eq!(r.json::<Value>().unwrap()["tags"], json!(["d"]));
+    for bad in ["-1", "two", ""] {
+        let r = s.get(&format!("/v2/paged/tags/list?n={bad}"));
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "n={bad}");
+    }
     assert_eq!(error_code(s.get("/v2/nowhere/tags/list")), "NAME_UNKNOWN");
 }
 
@@ -827,6 +835,33 @@ fn deletes_are_visible_at_once() {
             .status(),
         StatusCode::NOT_FOUND
     );
+    // An image an index lists stays until the index is deleted.
+    s.push_manifest("del", "child", OCI_MANIFEST, &body);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": body.len()}]
+    }))
+    .unwrap();
+    let index_digest = Digest::sha256_of(&index);
+    assert_eq!(
+        s.push_manifest("del", "multi", OCI_INDEX, &index).status(),
+        StatusCode::CREATED
+    );
+    let delete = |what: &Digest| {
+        s.client
+            .delete(s.url(&format!("/v2/del/manifests/{what}")))
+            .send()
+            .unwrap()
+    };
+    let r = delete(&d);
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(r), "DENIED");
+    assert_eq!(
+        s.get(&format!("/v2/del/manifests/{d}")).status(),
+        StatusCode::OK
+    );
+    assert_eq!(delete(&index_digest).status(), StatusCode::ACCEPTED);
+    assert_eq!(delete(&d).status(), StatusCode::ACCEPTED);
     // Blobs.
     assert_eq!(
         s.client
