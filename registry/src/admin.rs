@@ -172,6 +172,7 @@ impl Inner {
     /// One maintenance pass: every lifecycle policy, then garbage
     /// collection.
     pub(crate) async fn maintain(self: &Arc<Self>) -> std::result::Result<GcReport, Internal> {
+        self.drop_idle_uploads().await?;
         let names = self
             .off_thread(|i| i.db.repositories_with_policies())
             .await?;

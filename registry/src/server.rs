@@ -48,6 +48,9 @@ pub struct RegistryConfig {
     /// collects garbage (it also does after every delete). Default: 10
     /// minutes.
     pub maintenance_interval: Duration,
+    /// An upload nobody has sent to or asked about for this long is
+    /// dropped, with its bytes, at the next maintenance. Default: 24 hours.
+    pub upload_idle_limit: Duration,
 }
 
 impl RegistryConfig {
@@ -61,6 +64,7 @@ impl RegistryConfig {
             challenge: ChallengeKind::Bearer,
             default_settings: RepositorySettings::default(),
             maintenance_interval: Duration::from_secs(600),
+            upload_idle_limit: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -76,6 +80,8 @@ struct Upload {
     offset: u64,
     /// sha256 of everything so far (the common digest).
     hasher: Option<Hasher>,
+    /// When a request last used it.
+    touched: std::time::Instant,
 }
 
 pub(crate) struct Inner {
@@ -865,6 +871,7 @@ impl Inner {
             file: Some(file),
             offset: 0,
             hasher: Some(Hasher::new(Algorithm::Sha256)),
+            touched: std::time::Instant::now(),
         }));
         if let Some(digest) = single {
             // Single-POST monolithic upload.
@@ -917,11 +924,37 @@ impl Inner {
             Some((repo, upload)) if repo == name => Arc::clone(upload),
             _ => return Err(unknown().into()),
         };
-        let locked = Arc::clone(&upload).lock_owned().await;
+        let mut locked = Arc::clone(&upload).lock_owned().await;
         match self.uploads_lock()?.get(id) {
-            Some((_, open)) if Arc::ptr_eq(open, &upload) => Ok(locked),
+            Some((_, open)) if Arc::ptr_eq(open, &upload) => {
+                locked.touched = std::time::Instant::now();
+                Ok(locked)
+            }
             _ => Err(unknown().into()),
         }
+    }
+
+    /// Drops the uploads idle past [`RegistryConfig::upload_idle_limit`]
+    /// (a client that went away mid-push), deleting what they received.
+    /// One a request is using is never idle.
+    pub(crate) async fn drop_idle_uploads(self: &Arc<Self>) -> std::result::Result<(), Internal> {
+        let limit = self.config.upload_idle_limit;
+        let mut idle = Vec::new();
+        self.uploads_lock()?
+            .retain(|_, (_, upload)| match Arc::clone(upload).try_lock_owned() {
+                Ok(up) if up.touched.elapsed() >= limit => {
+                    idle.push(up);
+                    false
+                }
+                _ => true,
+            });
+        if !idle.is_empty() {
+            tracing::info!(uploads = idle.len(), "dropped idle uploads");
+        }
+        for mut up in idle {
+            self.discard(&mut up).await;
+        }
+        Ok(())
     }
 
     async fn patch_upload(

@@ -252,6 +252,48 @@ fn a_refused_chunk_leaves_the_upload_as_it_was() {
 }
 
 #[test]
+fn an_upload_left_idle_is_dropped_and_one_in_use_is_kept() {
+    let s = Server::start_in(tempfile::tempdir().unwrap(), |c| {
+        c.upload_idle_limit = Duration::from_secs(2);
+        c.maintenance_interval = Duration::from_millis(100);
+    });
+    let start = || {
+        location(
+            &s.client
+                .post(s.url("/v2/idle/blobs/uploads/"))
+                .send()
+                .unwrap(),
+        )
+    };
+    let uploads = || {
+        std::fs::read_dir(s.dir.path().join("registry/uploads"))
+            .unwrap()
+            .count()
+    };
+    let (left, used) = (start(), start());
+    assert_eq!(uploads(), 2);
+    let mut sent = 0u64;
+    eventually("the idle upload to be dropped", || {
+        // The other one gets a byte every poll.
+        let r = s
+            .client
+            .patch(s.url(&used))
+            .header("content-range", format!("{sent}-{sent}"))
+            .body(vec![b'x'])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        sent += 1;
+        // (Not asked by a status GET: that would be using it.)
+        uploads() == 1
+    });
+    assert_eq!(error_code(s.get(&left)), "BLOB_UPLOAD_UNKNOWN");
+    let r = s.get(&used);
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), Some(format!("0-{}", sent - 1)));
+}
+
+#[test]
 fn a_request_queued_behind_the_closing_put_finds_the_upload_gone() {
     use std::io::{Read, Write};
     let s = Server::start();
