@@ -401,7 +401,7 @@ impl Inner {
         if self.blocking(move |i| i.db.repository_exists(&n)).await? {
             Ok(())
         } else {
-            Err(Error::new(Code::NameUnknown, format!("repository {name} is not known")).into())
+            Err(name_unknown(name).into())
         }
     }
 
@@ -729,13 +729,7 @@ impl Inner {
             })
             .await?;
         let (size, range, len, body) = match lookup {
-            BlobLookup::NoRepository => {
-                return Err(Error::new(
-                    Code::NameUnknown,
-                    format!("repository {name} is not known"),
-                )
-                .into());
-            }
+            BlobLookup::NoRepository => return Err(name_unknown(name).into()),
             BlobLookup::NoBlob => {
                 return Err(Error::new(
                     Code::BlobUnknown,
@@ -744,13 +738,10 @@ impl Inner {
                 .into());
             }
             BlobLookup::Unsatisfiable { spec, size } => {
-                let mut response = error_response(
-                    &Error::new(
-                        Code::RangeInvalid,
-                        format!("range {spec} is outside the blob's {size} bytes"),
-                    )
-                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
-                );
+                let mut response = error_response(&Error::new(
+                    Code::RangeInvalid,
+                    format!("range {spec} is outside the blob's {size} bytes"),
+                ));
                 response.headers_mut().insert(
                     header::CONTENT_RANGE,
                     header_value(&format!("bytes */{size}"))?,
@@ -1443,6 +1434,10 @@ fn blob_created(name: &str, digest: &Digest) -> Result<Response> {
 
 fn upload_progress(status: StatusCode, name: &str, id: &str, offset: u64) -> Result<Response> {
     with_upload_headers(empty(status), name, id, offset)
+}
+
+fn name_unknown(name: &str) -> Error {
+    Error::new(Code::NameUnknown, format!("repository {name} is not known"))
 }
 
 fn range_not_satisfiable(name: &str, id: &str, offset: u64, why: &str) -> Result<Response> {

@@ -165,10 +165,7 @@ fn a_wrong_digest_leaves_nothing_behind() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r), "DIGEST_INVALID");
     // No upload file left, and no repository made by pushes that failed.
-    let uploads = std::fs::read_dir(s.dir.path().join("registry/uploads"))
-        .unwrap()
-        .count();
-    assert_eq!(uploads, 0);
+    assert_eq!(s.uploads_on_disk(), 0);
     for repo in ["bad", "never"] {
         let r = s.get(&format!("/v2/{repo}/tags/list"));
         assert_eq!(error_code(r), "NAME_UNKNOWN", "{repo}");
@@ -180,12 +177,7 @@ fn a_wrong_digest_leaves_nothing_behind() {
 fn a_refused_chunk_leaves_the_upload_as_it_was() {
     let s = Server::start();
     let data: Vec<u8> = (0..15u8).collect();
-    let loc = location(
-        &s.client
-            .post(s.url("/v2/chunks/blobs/uploads/"))
-            .send()
-            .unwrap(),
-    );
+    let loc = s.start_upload("chunks");
     let patch = |range: &str, body: &[u8]| {
         s.client
             .patch(s.url(&loc))
@@ -257,21 +249,8 @@ fn an_upload_left_idle_is_dropped_and_one_in_use_is_kept() {
         c.upload_idle_limit = Duration::from_secs(2);
         c.maintenance_interval = Duration::from_millis(100);
     });
-    let start = || {
-        location(
-            &s.client
-                .post(s.url("/v2/idle/blobs/uploads/"))
-                .send()
-                .unwrap(),
-        )
-    };
-    let uploads = || {
-        std::fs::read_dir(s.dir.path().join("registry/uploads"))
-            .unwrap()
-            .count()
-    };
-    let (left, used) = (start(), start());
-    assert_eq!(uploads(), 2);
+    let (left, used) = (s.start_upload("idle"), s.start_upload("idle"));
+    assert_eq!(s.uploads_on_disk(), 2);
     let mut sent = 0u64;
     eventually("the idle upload to be dropped", || {
         // The other one gets a byte every poll.
@@ -285,7 +264,7 @@ fn an_upload_left_idle_is_dropped_and_one_in_use_is_kept() {
         assert_eq!(r.status(), StatusCode::ACCEPTED);
         sent += 1;
         // (Not asked by a status GET: that would be using it.)
-        uploads() == 1
+        s.uploads_on_disk() == 1
     });
     assert_eq!(error_code(s.get(&left)), "BLOB_UPLOAD_UNKNOWN");
     let r = s.get(&used);
@@ -299,12 +278,7 @@ fn a_request_queued_behind_the_closing_put_finds_the_upload_gone() {
     let s = Server::start();
     let data = vec![3u8; 64 * 1024];
     let digest = Digest::sha256_of(&data);
-    let loc = location(
-        &s.client
-            .post(s.url("/v2/queued/blobs/uploads/"))
-            .send()
-            .unwrap(),
-    );
+    let loc = s.start_upload("queued");
     let addr = s.base.trim_start_matches("http://").to_string();
     // The PUT that closes the upload, its body held back halfway.
     let mut put = std::net::TcpStream::connect(&addr).unwrap();
@@ -315,34 +289,53 @@ fn a_request_queued_behind_the_closing_put_finds_the_upload_gone() {
     )
     .unwrap();
     put.write_all(&data[..1000]).unwrap();
-    // A PATCH to the same upload meanwhile: it waits for the PUT.
-    let mut patch = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        patch,
+    // Status requests until one goes unanswered: from then on the PUT
+    // holds the upload (one answered sooner came before it).
+    let ask = |request: &str| {
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        write!(conn, "{request}").unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        conn
+    };
+    let status_request = format!("GET {loc} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let mut conn = ask(&status_request);
+        let mut reply = String::new();
+        match conn.read_to_string(&mut reply) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break conn;
+            }
+            other => {
+                assert!(reply.starts_with("HTTP/1.1 204"), "{other:?}: {reply}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the PUT never took the upload"
+                );
+            }
+        }
+    };
+    // A PATCH to the same upload meanwhile waits too.
+    let patch = ask(&format!(
         "PATCH {loc} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
-    )
-    .unwrap();
-    patch
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut first = [0u8; 1];
-    let waited = patch.read(&mut first).unwrap_err();
-    assert!(
-        matches!(
-            waited.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-        "the PATCH was answered while the PUT held the upload: {waited}"
-    );
+    ));
     put.write_all(&data[1000..]).unwrap();
     let mut reply = [0u8; 12];
     put.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"HTTP/1.1 201");
-    patch.set_read_timeout(None).unwrap();
-    let mut reply = String::new();
-    patch.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
-    assert!(reply.contains("BLOB_UPLOAD_UNKNOWN"), "{reply}");
+    for mut queued in [status, patch] {
+        queued.set_read_timeout(None).unwrap();
+        let mut reply = String::new();
+        queued.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+        assert!(reply.contains("BLOB_UPLOAD_UNKNOWN"), "{reply}");
+    }
     assert_eq!(
         s.get(&format!("/v2/queued/blobs/{digest}"))
             .bytes()
@@ -1005,10 +998,7 @@ fn a_truncated_body_stores_nothing() {
         s.get(&format!("/v2/cut/blobs/{digest}")).status(),
         StatusCode::NOT_FOUND
     );
-    let uploads = std::fs::read_dir(s.dir.path().join("registry/uploads"))
-        .unwrap()
-        .count();
-    assert_eq!(uploads, 0, "the partial upload was removed");
+    assert_eq!(s.uploads_on_disk(), 0, "the partial upload was removed");
 }
 
 #[test]
@@ -1039,10 +1029,7 @@ fn a_restart_keeps_what_was_committed_and_drops_half_uploads() {
         StatusCode::NOT_FOUND,
         "uploads do not survive a restart"
     );
-    let uploads = std::fs::read_dir(s.dir.path().join("registry/uploads"))
-        .unwrap()
-        .count();
-    assert_eq!(uploads, 0);
+    assert_eq!(s.uploads_on_disk(), 0);
 }
 
 #[test]

@@ -73,15 +73,27 @@ impl Server {
     }
 
     /// Pushes a blob monolithically (POST then PUT) and returns its digest.
-    pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
-        let digest = Digest::sha256_of(bytes);
+    /// Starts an upload session in `repo`; its location.
+    pub fn start_upload(&self, repo: &str) -> String {
         let r = self
             .client
             .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
             .send()
             .unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
-        let location = location(&r);
+        location(&r)
+    }
+
+    /// How many upload files are on disk.
+    pub fn uploads_on_disk(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("registry/uploads"))
+            .unwrap()
+            .count()
+    }
+
+    pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(bytes);
+        let location = self.start_upload(repo);
         let r = self
             .client
             .put(self.url(&format!("{location}?digest={digest}")))
