@@ -46,6 +46,18 @@ pub struct ServeArgs {
     )]
     secret_access_key: Option<String>,
 
+    /// The cluster the local container instance joins, made if it does not
+    /// exist (default: `default`, or ECS_CLUSTER of --ecs-config). FARGATE
+    /// tasks of every cluster run on it whichever it joins.
+    #[arg(long, env = "ECS_CLUSTER", value_name = "NAME")]
+    cluster: Option<String>,
+
+    /// An ECS agent configuration file (the KEY=VALUE lines of
+    /// /etc/ecs/ecs.config). Its ECS_CLUSTER names the local instance's
+    /// cluster; a key skiff serve cannot honour is an error.
+    #[arg(long, value_name = "FILE")]
+    ecs_config: Option<PathBuf>,
+
     /// CPU units of the local container instance (default: cores × 1024).
     #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u32).range(128..))]
     cpu: Option<u32>,
@@ -111,6 +123,48 @@ fn read_credentials(path: &Path) -> Result<HashMap<String, String>, String> {
     Ok(keys)
 }
 
+/// The ECS agent settings `skiff serve` honours.
+const ECS_CONFIG_KEYS: &[&str] = &["ECS_CLUSTER"];
+
+/// An ECS agent configuration file: `KEY=VALUE` lines (values may be
+/// quoted, as systemd's EnvironmentFile allows), `#` comments.
+fn read_ecs_config(path: &Path) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut settings = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(
+                "{} line {}: {line:?} is not KEY=VALUE",
+                path.display(),
+                n + 1
+            ));
+        };
+        let key = key.trim();
+        if !ECS_CONFIG_KEYS.contains(&key) {
+            return Err(format!(
+                "{} line {}: {key} is not an ECS agent setting skiff serve honours (it takes {})",
+                path.display(),
+                n + 1,
+                ECS_CONFIG_KEYS.join(", ")
+            ));
+        }
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        settings.insert(key.to_string(), value.to_string());
+    }
+    Ok(settings)
+}
+
 /// Serves until SIGINT/SIGTERM; returns the exit status.
 pub fn run(args: ServeArgs, data_dir: &Path) -> i32 {
     match serve(args, data_dir) {
@@ -155,8 +209,20 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         crate::images::image_store(data_dir),
         crate::images::remote_options(data_dir, &crate::images::RegistryOptions::default()),
     ));
+    let ecs_config = match &args.ecs_config {
+        Some(p) => read_ecs_config(p)?,
+        None => HashMap::new(),
+    };
     let mut config = ControlConfig::new(data_dir.join("control"));
     config.region = args.region.clone();
+    if let Some(cluster) = args
+        .cluster
+        .clone()
+        .or_else(|| ecs_config.get("ECS_CLUSTER").cloned())
+        .filter(|c| !c.is_empty())
+    {
+        config.cluster = cluster;
+    }
     config.credentials = credentials;
     config.default_registry = args.registry_addr.to_string();
     config.agent_cpu = args.cpu;
@@ -266,5 +332,30 @@ mod tests {
         assert_eq!(keys.get("AKIA2").map(String::as_str), Some("s2"));
         std::fs::write(&p, "[default]\nregion=x\n").unwrap();
         assert!(read_credentials(&p).is_err());
+    }
+
+    #[test]
+    fn ecs_agent_config_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ecs.config");
+        std::fs::write(&p, "# written by user data\n\nECS_CLUSTER=\"edge\"\n").unwrap();
+        let settings = read_ecs_config(&p).unwrap();
+        assert_eq!(
+            settings.get("ECS_CLUSTER").map(String::as_str),
+            Some("edge")
+        );
+        // What skiff serve cannot honour is named, not dropped.
+        std::fs::write(
+            &p,
+            "ECS_CLUSTER=edge\nECS_ENABLE_SPOT_INSTANCE_DRAINING=true\n",
+        )
+        .unwrap();
+        let e = read_ecs_config(&p).unwrap_err();
+        assert!(
+            e.contains("line 2: ECS_ENABLE_SPOT_INSTANCE_DRAINING"),
+            "{e}"
+        );
+        std::fs::write(&p, "ECS_CLUSTER\n").unwrap();
+        assert!(read_ecs_config(&p).unwrap_err().contains("not KEY=VALUE"));
     }
 }

@@ -120,6 +120,7 @@ pub(crate) fn new_cluster(name: &str, region: &str, tags: Vec<Tag>) -> Cluster {
 pub(crate) fn local_instance(
     existing: Option<ContainerInstance>,
     region: &str,
+    cluster: &str,
     cpu: u32,
     memory: u32,
     reserved_ports: &[u16],
@@ -163,6 +164,7 @@ pub(crate) fn local_instance(
             i.registered_resources = registered.clone();
             i.remaining_resources = registered;
             i.agent_connected = true;
+            i.offers_fargate = true;
             i.version += 1;
             i
         }
@@ -172,7 +174,7 @@ pub(crate) fn local_instance(
                 container_instance_arn: arn(
                     "ecs",
                     region,
-                    &format!("container-instance/default/{id}"),
+                    &format!("container-instance/{cluster}/{id}"),
                 ),
                 ec2_instance_id: Some(LOCAL_INSTANCE_ID.into()),
                 version: 1,
@@ -190,8 +192,9 @@ pub(crate) fn local_instance(
                 attributes,
                 registered_at: now(),
                 tags: Vec::new(),
-                cluster: "default".into(),
+                cluster: cluster.to_string(),
                 deregistered_at: None,
+                offers_fargate: true,
             }
         }
     }
@@ -400,6 +403,21 @@ struct CreateClusterReq {
     settings: Vec<KeyValue>,
 }
 
+/// ECS's rule for cluster names.
+pub(crate) fn check_cluster_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > 255
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "Cluster name {name:?} is invalid: up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed."
+        )));
+    }
+    Ok(())
+}
+
 async fn create_cluster(inner: &Inner, body: &Value, region: &str) -> Result<Value, ApiError> {
     refuse(
         body,
@@ -412,16 +430,7 @@ async fn create_cluster(inner: &Inner, body: &Value, region: &str) -> Result<Val
     )?;
     let req: CreateClusterReq = parse(body)?;
     let name = req.cluster_name.unwrap_or_else(|| "default".into());
-    if name.is_empty()
-        || name.len() > 255
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::invalid_parameter(format!(
-            "Cluster name {name:?} is invalid: up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed."
-        )));
-    }
+    check_cluster_name(&name)?;
     check_tags(&req.tags)?;
     for s in &req.settings {
         if s.name != "containerInsights"
@@ -560,10 +569,12 @@ struct Usage {
 }
 
 /// Every instance's usage, by instance ARN, in one pass over the tasks.
+/// A FARGATE task uses the cpu and memory of the instance lending it
+/// capacity, but is not one of its tasks (ECS shows it on none).
 fn usage_by_instance(state: &State) -> HashMap<&str, Usage> {
     let mut all: HashMap<&str, Usage> = HashMap::new();
     for t in state.tasks.values().map(|t| &t.value) {
-        let Some(arn) = t.container_instance_arn.as_deref() else {
+        let Some(arn) = t.runs_on() else {
             continue;
         };
         if t.last_status == "STOPPED" {
@@ -572,6 +583,9 @@ fn usage_by_instance(state: &State) -> HashMap<&str, Usage> {
         let u = all.entry(arn).or_default();
         u.cpu += t.cpu.parse::<i64>().unwrap_or(0);
         u.memory += t.memory.parse::<i64>().unwrap_or(0);
+        if t.container_instance_arn.is_none() {
+            continue;
+        }
         for b in t.containers.iter().flat_map(|c| &c.network_bindings) {
             if b.protocol == "udp" {
                 u.udp.push(b.host_port);
@@ -611,6 +625,7 @@ fn instance_view(i: &ContainerInstance, usage: Option<&Usage>, with_tags: bool) 
     if let Some(o) = v.as_object_mut() {
         o.remove("cluster");
         o.remove("deregisteredAt");
+        o.remove("offersFargate");
     }
     v["remainingResources"] = to_value(&remaining);
     v["runningTasksCount"] = json!(u.running);
@@ -1005,6 +1020,7 @@ async fn register_instance(inner: &Inner, body: &Value, region: &str) -> Result<
                 tags,
                 cluster: cluster.cluster_name.clone(),
                 deregistered_at: None,
+                offers_fargate: false,
             }
         }
     };
@@ -1528,6 +1544,11 @@ pub(crate) fn check_launch(
         "FARGATE" if placement_given => Err(ApiError::invalid_parameter(
             "Placement constraints and strategies are not supported with FARGATE launch type.",
         )),
+        "FARGATE" if td.is_some_and(|td| !td.placement_constraints.is_empty()) => {
+            Err(ApiError::invalid_parameter(
+                "Task placement constraints are not supported for tasks hosted on Fargate: the task definition has placementConstraints.",
+            ))
+        }
         "FARGATE" => Ok(()),
         "EXTERNAL" => Err(ApiError::invalid_parameter(
             "launchType EXTERNAL is not supported by skiff: use EC2 or FARGATE",
@@ -1721,7 +1742,10 @@ fn new_task(
         task_arn,
         cluster_arn: cluster.cluster_arn.clone(),
         task_definition_arn: td.task_definition_arn.clone(),
-        container_instance_arn: Some(instance_arn.to_string()),
+        // A FARGATE task shows no container instance, as on ECS; the one
+        // lending it capacity is kept aside.
+        container_instance_arn: (launch.launch_type != "FARGATE").then(|| instance_arn.to_string()),
+        host_instance_arn: (launch.launch_type == "FARGATE").then(|| instance_arn.to_string()),
         overrides: launch.overrides.clone(),
         last_status: "PROVISIONING".into(),
         desired_status: "RUNNING".into(),
@@ -1773,6 +1797,7 @@ fn task_view(t: &Task, with_tags: bool) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("clientToken");
         o.remove("networkConfiguration");
+        o.remove("hostInstanceArn");
         if !with_tags {
             o.remove("tags");
         }
@@ -1886,7 +1911,7 @@ async fn run_task(
         )
         .await?;
     for t in &tasks {
-        if t.container_instance_arn.as_deref() == Some(&inner.agent.instance_arn) {
+        if t.runs_on() == Some(&inner.agent.instance_arn) {
             inner.agent.start(t.clone(), launch.td.clone());
         }
     }
@@ -1940,9 +1965,39 @@ pub(crate) fn place_tasks(
             .map(|a| a.name.clone())
             .collect(),
     };
-    let mut cands = candidates(state, &cluster.cluster_name);
+    let fargate = launch.launch_type == "FARGATE";
+    let mut cands = if fargate {
+        fargate_capacity(state)
+    } else {
+        candidates(state, &cluster.cluster_name)
+    };
     let mut failures = Vec::new();
     let chosen: Vec<usize> = match on {
+        None if fargate => {
+            let mut rng = placement::Rng::from_entropy();
+            let p = placement::place(
+                &mut cands,
+                &demand,
+                count,
+                &launch.constraints,
+                &launch.strategies,
+                &mut rng,
+            );
+            if p.placed.len() < count {
+                let mut why: Vec<&str> = p
+                    .rejections
+                    .iter()
+                    .map(|(_, why)| placement::reason(*why))
+                    .collect();
+                why.dedup();
+                failures.push(Failure {
+                    arn: None,
+                    reason: FARGATE_UNAVAILABLE.into(),
+                    detail: (!why.is_empty()).then(|| why.join(", ")),
+                });
+            }
+            p.placed
+        }
         None => {
             if cands.is_empty() {
                 return Err(ApiError::invalid_parameter(
@@ -2014,6 +2069,22 @@ pub(crate) fn place_tasks(
         .map(|i| new_task(region, cluster, launch, &cands[*i].arn, cpu, memory))
         .collect();
     Ok((tasks, failures))
+}
+
+/// Why a FARGATE task found no capacity, in ECS's words.
+const FARGATE_UNAVAILABLE: &str = "Capacity is unavailable at this time. Please try again later or in a different availability zone";
+
+/// Where FARGATE tasks of any cluster may run: every active instance whose
+/// agent offers Fargate capacity.
+fn fargate_capacity(state: &State) -> Vec<Candidate> {
+    let usage = usage_by_instance(state);
+    state
+        .instances
+        .values()
+        .map(|e| &e.value)
+        .filter(|i| i.offers_fargate && i.status == "ACTIVE")
+        .map(|i| candidate(i, usage.get(i.container_instance_arn.as_str())))
+        .collect()
 }
 
 async fn start_task(inner: &Inner, body: &Value, region: &str) -> Result<Value, ApiError> {

@@ -58,6 +58,9 @@ pub struct ControlConfig {
     /// The region of objects made before any request named one (the
     /// default cluster, the local instance). Default: `us-east-1`.
     pub region: String,
+    /// The cluster the local container instance joins (made if it does
+    /// not exist). Default: `default`.
+    pub cluster: String,
     /// Access key → secret. Empty: any signature is accepted (and the API
     /// must listen on loopback only).
     pub credentials: HashMap<String, String>,
@@ -89,6 +92,7 @@ impl ControlConfig {
         ControlConfig {
             data_dir: data_dir.into(),
             region: "us-east-1".into(),
+            cluster: "default".into(),
             credentials: HashMap::new(),
             default_registry: "127.0.0.1:5050".into(),
             agent_cpu: None,
@@ -192,7 +196,7 @@ fn machine_size() -> (u32, u32) {
 
 impl ControlPlane {
     /// Opens the state store, rebuilds the state, registers the local
-    /// container instance in cluster `default`, and resumes: tasks placed
+    /// container instance in its cluster (`config.cluster`), and resumes: tasks placed
     /// here that had not started start now, tasks that were running when
     /// skiff last stopped are recorded as stopped.
     pub async fn start(
@@ -218,35 +222,60 @@ impl ControlPlane {
                 config.data_dir.display()
             )));
         }
+        ecs::check_cluster_name(&config.cluster).map_err(|e| {
+            ApiError::client(format!("the local instance's cluster: {}", e.message))
+        })?;
         let store: Arc<dyn StateStore> =
             Arc::new(SqliteStore::open(&config.data_dir.join("state.db"))?);
         let logs = LogStore::open(&config.data_dir.join("logs.db"))?;
         let mut state = State::load(store.as_ref()).await?;
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
 
-        // The default cluster and the local instance.
+        // The default cluster, the local instance's, and the instance.
         let region = config.region.clone();
         let mut writes = Vec::new();
-        if state
-            .clusters
-            .get("default")
-            .is_none_or(|c| c.value.status != "ACTIVE")
-        {
-            writes.push(Write::Cluster(ecs::new_cluster(
-                "default",
-                &region,
-                Vec::new(),
-            )));
+        let mut clusters = vec!["default"];
+        if config.cluster != "default" {
+            clusters.push(&config.cluster);
+        }
+        for name in clusters {
+            if state
+                .clusters
+                .get(name)
+                .is_none_or(|c| c.value.status != "ACTIVE")
+            {
+                writes.push(Write::Cluster(ecs::new_cluster(name, &region, Vec::new())));
+            }
         }
         let (cores, memory) = machine_size();
         let cpu = config.agent_cpu.unwrap_or(cores * 1024);
         let memory = config.agent_memory.unwrap_or(memory);
-        let existing = state
+        let mut existing = state
             .instances
             .values()
-            .find(|i| i.value.ec2_instance_id.as_deref() == Some(LOCAL_INSTANCE_ID))
+            .find(|i| {
+                i.value.ec2_instance_id.as_deref() == Some(LOCAL_INSTANCE_ID)
+                    && i.value.status != "INACTIVE"
+            })
             .map(|i| i.value.clone());
-        let instance = ecs::local_instance(existing, &region, cpu, memory, &config.reserved_ports);
+        if let Some(mut moved) = existing.take_if(|i| i.cluster != config.cluster) {
+            // An instance is in one cluster: joining another, it leaves
+            // the old one (what ran on it is recorded stopped by resume).
+            moved.status = "INACTIVE".into();
+            moved.agent_connected = false;
+            moved.offers_fargate = false;
+            moved.deregistered_at = Some(now());
+            moved.version += 1;
+            writes.push(Write::Instance(moved));
+        }
+        let instance = ecs::local_instance(
+            existing,
+            &region,
+            &config.cluster,
+            cpu,
+            memory,
+            &config.reserved_ports,
+        );
         let instance_arn = instance.container_instance_arn.clone();
         writes.push(Write::Instance(instance));
         writes.extend(ec2::ensure_default(&state));
@@ -305,16 +334,25 @@ impl ControlPlane {
         let mut state = inner.state.lock().await;
         let mut writes = Vec::new();
         let mut to_start = Vec::new();
+        // This machine's instance, and those it was before it joined
+        // another cluster.
+        let local: std::collections::HashSet<&str> = state
+            .instances
+            .values()
+            .filter(|i| i.value.ec2_instance_id.as_deref() == Some(LOCAL_INSTANCE_ID))
+            .map(|i| i.value.container_instance_arn.as_str())
+            .collect();
         for t in state.tasks.values() {
             let t = &t.value;
-            if t.container_instance_arn.as_deref() != Some(&inner.agent.instance_arn)
+            if t.runs_on().is_none_or(|i| !local.contains(i))
                 || t.last_status == "STOPPED"
                 || inner.agent.has(t.id())
             {
                 continue;
             }
             let never_started = matches!(t.last_status.as_str(), "PROVISIONING" | "PENDING");
-            if t.desired_status == "RUNNING" && never_started {
+            let here = t.runs_on() == Some(&inner.agent.instance_arn);
+            if t.desired_status == "RUNNING" && never_started && here {
                 to_start.push(t.clone());
             } else {
                 // It was running (or stopping) in a process that is gone.
@@ -408,8 +446,7 @@ impl ControlPlane {
             let mut writes = Vec::new();
             for t in state.tasks.values() {
                 let t = &t.value;
-                if t.container_instance_arn.as_deref() == Some(&self.inner.agent.instance_arn)
-                    && t.last_status != "STOPPED"
+                if t.runs_on() == Some(&self.inner.agent.instance_arn) && t.last_status != "STOPPED"
                 {
                     let mut t = t.clone();
                     if t.desired_status != "STOPPED" {
@@ -443,8 +480,7 @@ impl ControlPlane {
                 let state = self.inner.state.lock().await;
                 // The agent forgets a task once its STOPPED is recorded.
                 state.tasks.values().any(|t| {
-                    t.value.container_instance_arn.as_deref()
-                        == Some(&self.inner.agent.instance_arn)
+                    t.value.runs_on() == Some(&self.inner.agent.instance_arn)
                         && self.inner.agent.has(t.value.id())
                 })
             };

@@ -196,6 +196,10 @@ pub struct ContainerInstance {
     /// leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deregistered_at: Option<f64>,
+    /// Whether its agent also runs FARGATE tasks, of any cluster (stored;
+    /// ECS has no such field, so views leave it out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offers_fargate: bool,
 }
 
 /// A task's `networkConfiguration` (RunTask, CreateService).
@@ -360,12 +364,25 @@ pub struct Task {
     /// resolved to ids (stored; views leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_configuration: Option<NetworkConfiguration>,
+    /// The container instance whose agent runs a FARGATE task (stored:
+    /// ECS shows FARGATE tasks with no container instance, so views
+    /// leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_instance_arn: Option<String>,
 }
 
 impl Task {
     /// The task id: the last component of its ARN.
     pub fn id(&self) -> &str {
         self.task_arn.rsplit('/').next().unwrap_or(&self.task_arn)
+    }
+
+    /// The container instance whose agent runs it: its own (EC2), or the
+    /// one lending it capacity (FARGATE).
+    pub fn runs_on(&self) -> Option<&str> {
+        self.container_instance_arn
+            .as_deref()
+            .or(self.host_instance_arn.as_deref())
     }
 
     /// The cluster's name, from its ARN.

@@ -1226,7 +1226,7 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
     }
     if let Some(l) = &launch {
         for t in to_start {
-            if t.container_instance_arn.as_deref() == Some(&inner.agent.instance_arn) {
+            if t.runs_on() == Some(&inner.agent.instance_arn) {
                 inner.agent.start(t, l.td.clone());
             }
         }
@@ -1335,6 +1335,13 @@ fn daemon_instances<'a>(state: &'a State, cluster: &str, launch: &Launch) -> Vec
 
 /// ECS's event when no instance could take a task, naming the closest.
 fn unable_to_place(name: &str, failures: &[Failure]) -> String {
+    if let Some(f) = failures.first().filter(|f| f.arn.is_none()) {
+        // No instance to name (FARGATE capacity): ECS says why as it is.
+        return format!(
+            "(service {name}) was unable to place a task. Reason: {}.",
+            f.reason
+        );
+    }
     let closest = failures.first().map(|f| {
         let id = f.arn.as_deref().map(name_of).unwrap_or("?");
         let why = match f.reason.as_str() {

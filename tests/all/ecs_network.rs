@@ -793,3 +793,250 @@ fn tasks_find_a_service_by_its_discovery_name() {
         "InvalidParameterException",
     );
 }
+
+/// The address of an awsvpc task, from its network interface.
+fn eni_address(task: &Value) -> Ipv4Addr {
+    detail(&task["attachments"][0], "privateIPv4Address")
+        .parse()
+        .unwrap()
+}
+
+/// The tasks of `service` in `cluster`, described.
+fn service_tasks(serve: &ServeProcess, cluster: &str, service: &str) -> Vec<Value> {
+    let listed = serve.aws_ok(&[
+        "ecs",
+        "list-tasks",
+        "--cluster",
+        cluster,
+        "--service-name",
+        service,
+    ]);
+    let arns: Vec<String> = listed["taskArns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let mut cmd = vec!["ecs", "describe-tasks", "--cluster", cluster, "--tasks"];
+    cmd.extend(arns.iter().map(String::as_str));
+    serve.aws_ok(&cmd)["tasks"].as_array().unwrap().clone()
+}
+
+/// Every AWS tutorial starts with `create-cluster`: FARGATE runs there on
+/// skiff's own capacity, with no container instance, while EC2 tasks wait
+/// for an instance to join that cluster.
+#[test]
+fn fargate_runs_in_a_new_cluster_and_ec2_waits_for_an_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut serve = ServeProcess::start(&data);
+    serve.push(app("ECHO_P2"), "echo:v1");
+    serve.aws_ok(&["ecs", "create-cluster", "--cluster-name", "mycluster"]);
+    serve.register_task_definition(
+        dir.path(),
+        &echo_td("web", "awsvpc", json!({"containerPort": 8080})),
+    );
+    let net = "awsvpcConfiguration={subnets=[subnet-0a1b2c]}";
+
+    // EC2 needs an instance in the cluster; there is none.
+    let refused = serve.aws_err(
+        &[
+            "ecs",
+            "run-task",
+            "--cluster",
+            "mycluster",
+            "--task-definition",
+            "web",
+            "--network-configuration",
+            net,
+        ],
+        "InvalidParameterException",
+    );
+    assert!(
+        refused.contains("No Container Instances were found in your cluster."),
+        "{refused}"
+    );
+
+    // FARGATE needs none: a service reaches a steady state and answers.
+    serve.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--cluster",
+        "mycluster",
+        "--service-name",
+        "web",
+        "--task-definition",
+        "web",
+        "--desired-count",
+        "2",
+        "--launch-type",
+        "FARGATE",
+        "--network-configuration",
+        net,
+    ]);
+    serve.aws_ok(&[
+        "ecs",
+        "wait",
+        "services-stable",
+        "--cluster",
+        "mycluster",
+        "--services",
+        "web",
+    ]);
+    let tasks = service_tasks(&serve, "mycluster", "web");
+    assert_eq!(tasks.len(), 2, "{tasks:#?}");
+    for t in &tasks {
+        assert_eq!(t["launchType"], "FARGATE");
+        assert_eq!(t["lastStatus"], "RUNNING");
+        assert!(
+            t["clusterArn"]
+                .as_str()
+                .unwrap()
+                .ends_with(":cluster/mycluster")
+        );
+        assert!(t.get("containerInstanceArn").is_none(), "{t:#}");
+        assert_eq!(
+            say(SocketAddr::from((eni_address(t), 8080)), "hi"),
+            "web hi"
+        );
+    }
+    let svc = &serve.aws_ok(&[
+        "ecs",
+        "describe-services",
+        "--cluster",
+        "mycluster",
+        "--services",
+        "web",
+    ])["services"][0];
+    assert_eq!(svc["runningCount"], 2, "{svc:#}");
+    // The cluster has no instances, and the local one counts no FARGATE
+    // task as its own.
+    let listed = serve.aws_ok(&["ecs", "list-container-instances", "--cluster", "mycluster"]);
+    assert_eq!(listed["containerInstanceArns"], json!([]));
+    let local = serve.aws_ok(&["ecs", "list-container-instances"])["containerInstanceArns"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let described = &serve.aws_ok(&[
+        "ecs",
+        "describe-container-instances",
+        "--container-instances",
+        &local,
+    ])["containerInstances"][0];
+    assert_eq!(described["runningTasksCount"], 0, "{described:#}");
+
+    // An instance that joins the cluster with no agent connected is ECS's
+    // AGENT reason, not a placement.
+    let joined = serve.aws_ok(&[
+        "ecs",
+        "register-container-instance",
+        "--cluster",
+        "mycluster",
+        "--total-resources",
+        "name=CPU,type=INTEGER,integerValue=1024",
+        "name=MEMORY,type=INTEGER,integerValue=1024",
+    ]);
+    let joined = joined["containerInstance"]["containerInstanceArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "mycluster",
+        "--task-definition",
+        "web",
+        "--network-configuration",
+        net,
+    ]);
+    assert_eq!(run["tasks"], json!([]));
+    assert_eq!(run["failures"], json!([{"arn": joined, "reason": "AGENT"}]));
+    serve.aws_ok(&[
+        "ecs",
+        "deregister-container-instance",
+        "--cluster",
+        "mycluster",
+        "--container-instance",
+        &joined,
+    ]);
+
+    // skiff serve's own instance joins the cluster named by an ECS agent
+    // config file: EC2 tasks run there now, and the FARGATE service comes
+    // back after the restart.
+    assert_eq!(serve.terminate(), 0);
+    let config = dir.path().join("ecs.config");
+    std::fs::write(&config, "ECS_CLUSTER=mycluster\n").unwrap();
+    let serve = ServeProcess::start_with(&data, &["--ecs-config", config.to_str().unwrap()]);
+    let listed = serve.aws_ok(&["ecs", "list-container-instances", "--cluster", "mycluster"]);
+    assert_eq!(listed["containerInstanceArns"].as_array().unwrap().len(), 1);
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "mycluster",
+        "--task-definition",
+        "web",
+        "--network-configuration",
+        net,
+    ]);
+    assert_eq!(run["failures"], json!([]), "{run:#}");
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap();
+    let wait = [
+        "ecs",
+        "wait",
+        "tasks-running",
+        "--cluster",
+        "mycluster",
+        "--tasks",
+        arn,
+    ];
+    serve.aws_ok(&wait);
+    let tasks = serve.aws_ok(&[
+        "ecs",
+        "describe-tasks",
+        "--cluster",
+        "mycluster",
+        "--tasks",
+        arn,
+    ])["tasks"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(tasks[0]["launchType"], "EC2");
+    assert_eq!(
+        tasks[0]["containerInstanceArn"],
+        listed["containerInstanceArns"][0]
+    );
+    assert_eq!(
+        say(SocketAddr::from((eni_address(&tasks[0]), 8080)), "ec2"),
+        "web ec2"
+    );
+    serve.aws_ok(&[
+        "ecs",
+        "wait",
+        "services-stable",
+        "--cluster",
+        "mycluster",
+        "--services",
+        "web",
+    ]);
+    let tasks = service_tasks(&serve, "mycluster", "web");
+    assert_eq!(tasks.len(), 2, "{tasks:#?}");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.get("containerInstanceArn").is_none())
+    );
+    // The default cluster has no instance left: EC2 waits there now.
+    serve.register_task_definition(
+        dir.path(),
+        &json!({"family": "job", "networkMode": "none",
+            "containerDefinitions": [{"name": "a", "image": "echo:v1", "memory": 16}]}),
+    );
+    let refused = serve.aws_err(
+        &["ecs", "run-task", "--task-definition", "job"],
+        "InvalidParameterException",
+    );
+    assert!(refused.contains("No Container Instances"), "{refused}");
+}
