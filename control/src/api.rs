@@ -8,16 +8,12 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Value, json};
+use skiff_http_server::ServerConfig;
 use std::convert::Infallible;
 use std::future::Future;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 /// The largest request body accepted (RegisterTaskDefinition's limit is
 /// 64 KiB of container definitions; this leaves room).
@@ -230,43 +226,13 @@ impl ControlPlane {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let mut http = http1::Builder::new();
-        http.keep_alive(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
-        let graceful = GracefulShutdown::new();
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let control = self.clone();
-                        let service = service_fn(move |req| {
-                            let control = control.clone();
-                            async move { Ok::<_, Infallible>(control.http(req).await) }
-                        });
-                        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                        connections.spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!("API connection ended: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
-            }
-        }
-        drop(listener);
-        let _ = tokio::time::timeout(Duration::from_secs(30), async {
-            graceful.shutdown().await;
-            while connections.join_next().await.is_some() {}
+        let config = ServerConfig::new("API");
+        skiff_http_server::serve(listener, &config, shutdown, |_peer| {
+            let control = self.clone();
+            service_fn(move |req| {
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(control.http(req).await) }
+            })
         })
         .await;
         Ok(())

@@ -33,16 +33,12 @@ pub use digest::{Algorithm, Digest};
 pub use gc::GcReport;
 pub use server::RegistryConfig;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use skiff_http_server::ServerConfig;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 /// Counters of what a registry served.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,43 +126,13 @@ impl Registry {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let mut http = http1::Builder::new();
-        http.keep_alive(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
-        let graceful = GracefulShutdown::new();
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let inner = Arc::clone(&self.inner);
-                        let service = service_fn(move |req| {
-                            let inner = Arc::clone(&inner);
-                            async move { Ok::<_, Infallible>(inner.handle(req).await) }
-                        });
-                        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                        connections.spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!("registry connection ended: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
-            }
-        }
-        drop(listener);
-        let _ = tokio::time::timeout(Duration::from_secs(30), async {
-            graceful.shutdown().await;
-            while connections.join_next().await.is_some() {}
+        let config = ServerConfig::new("registry");
+        skiff_http_server::serve(listener, &config, shutdown, |_peer| {
+            let inner = Arc::clone(&self.inner);
+            service_fn(move |req| {
+                let inner = Arc::clone(&inner);
+                async move { Ok::<_, Infallible>(inner.handle(req).await) }
+            })
         })
         .await;
         Ok(())

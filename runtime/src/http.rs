@@ -15,10 +15,8 @@ use crate::{Runtime, SpawnError};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use skiff_http_server::ServerConfig;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,8 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -223,45 +220,17 @@ pub async fn serve(
     });
     let listed = listener.local_addr().ok().map(|a| Listed::new(a, &state));
 
-    let mut http = http1::Builder::new();
-    http.keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.options.header_timeout);
-    let graceful = GracefulShutdown::new();
-    let connection_slots = Arc::new(Semaphore::new(state.options.max_connections.max(1)));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let Ok(permit) = Arc::clone(&connection_slots).acquire_owned().await else {
-            break;
-        };
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let state = Arc::clone(&state);
-                    let service = service_fn(move |req| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(handle(state, req).await) }
-                    });
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                    connections.spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!("connection ended with an error: {e}");
-                        }
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-        }
-    }
+    let mut config = ServerConfig::new("wasi:http");
+    config.header_read_timeout = state.options.header_timeout;
+    config.max_connections = Some(state.options.max_connections);
+    let mut connections = skiff_http_server::accept(&listener, &config, shutdown, |_peer| {
+        let state = Arc::clone(&state);
+        service_fn(move |req| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, Infallible>(handle(state, req).await) }
+        })
+    })
+    .await;
     state.closed.store(true, Ordering::SeqCst);
     drop(listed);
     drop(listener);
@@ -271,8 +240,7 @@ pub async fn serve(
     // waiting and stop the guests.
     state.guests.close();
     let drained = tokio::time::timeout(state.options.drain_timeout, async {
-        graceful.shutdown().await;
-        while connections.join_next().await.is_some() {}
+        connections.drain().await;
         state.guests.wait().await;
     })
     .await;
@@ -287,10 +255,10 @@ pub async fn serve(
         let _ = abandon_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             state.guests.wait().await;
-            while connections.join_next().await.is_some() {}
+            connections.wait().await;
         })
         .await;
-        connections.shutdown().await;
+        connections.close().await;
         state.guests.wait().await;
         left
     } else {

@@ -21,7 +21,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -1089,42 +1089,26 @@ async fn serve_http(
     port: u16,
     socket: tokio::net::TcpListener,
 ) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(60));
-    let mut connections = JoinSet::new();
+    let mut config = skiff_http_server::ServerConfig::new("load balancer");
+    config.header_read_timeout = Duration::from_secs(60);
     let listener_arn: Arc<str> = listener_arn.into();
-    loop {
-        tokio::select! {
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = socket.accept() => {
-                let Ok((stream, peer)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let plane = plane.clone();
-                let arn = Arc::clone(&listener_arn);
-                let service = hyper::service::service_fn(move |req| {
-                    let plane = plane.clone();
-                    let arn = Arc::clone(&arn);
-                    async move {
-                        Ok::<_, std::convert::Infallible>(match plane.upgrade() {
-                            Some(p) => p.forward_http(&arn, port, peer, req).await,
-                            None => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-                        })
-                    }
-                });
-                let conn = http.serve_connection(TokioIo::new(stream), service);
-                connections.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("load balancer connection ended with an error: {e}");
-                    }
-                });
+    // Runs until the listener is removed (its task aborted), which drops
+    // its connections too.
+    skiff_http_server::accept(&socket, &config, std::future::pending(), |peer| {
+        let plane = plane.clone();
+        let arn = Arc::clone(&listener_arn);
+        hyper::service::service_fn(move |req| {
+            let plane = plane.clone();
+            let arn = Arc::clone(&arn);
+            async move {
+                Ok::<_, std::convert::Infallible>(match plane.upgrade() {
+                    Some(p) => p.forward_http(&arn, port, peer, req).await,
+                    None => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+                })
             }
-        }
-    }
+        })
+    })
+    .await;
 }
 
 async fn serve_tcp(plane: Weak<Plane>, listener_arn: String, socket: tokio::net::TcpListener) {
