@@ -1,7 +1,9 @@
 //! `skiff serve`: the API, the registry, the control plane and one local
-//! container instance, in one foreground process.
+//! container instance (an agent, joined to the control plane by an
+//! in-process channel), in one foreground process.
 
 use clap::Args;
+use skiff_agent::{Agent, AgentConfig};
 use skiff_control::{ControlConfig, ControlPlane};
 use skiff_registry::images::Puller;
 use skiff_registry::{Registry, RegistryConfig};
@@ -233,7 +235,8 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             args.lb_address, args.task_addresses
         ));
     }
-    config.task_addresses = args.task_addresses;
+    let mut agent_config = AgentConfig::new(data_dir.join("agent"));
+    agent_config.task_addresses = args.task_addresses;
     let ports = skiff_runtime::ports::PortMap::detect(args.task_addresses);
     if ports.shifts() {
         tracing::info!(
@@ -260,11 +263,24 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         let reg_local = reg.local_addr().map_err(|e| e.to_string())?;
         // Port 0 picks a port: unqualified images must name the real one.
         config.default_registry = reg_local.to_string();
+        agent_config.default_registry = reg_local.to_string();
         config.reserved_ports = vec![api_local.port(), reg_local.port()];
         let signed = !config.credentials.is_empty();
-        let control = ControlPlane::start(config, runtime, puller)
+        // The control plane first (it registers the local instance and
+        // sends it the tasks to resume), then the agent that serves it.
+        let (control_end, agent_end) = skiff_channel::link::in_process();
+        let control = ControlPlane::start(config, control_end)
             .await
             .map_err(|e| e.to_string())?;
+        Agent::start(
+            agent_config,
+            runtime,
+            puller,
+            control.fabric(),
+            control.log_destination(),
+            agent_end,
+        )
+        .map_err(|e| e.to_string())?;
         // `aws ecr ...` on the API endpoint manages this registry.
         control.attach_registry(registry.clone());
         eprintln!(

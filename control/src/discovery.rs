@@ -11,11 +11,11 @@
 
 use crate::Inner;
 use crate::error::ApiError;
-use crate::fabric::Fabric;
 use crate::model::{Task, arn, now};
 use crate::state::{State, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use skiff_channel::fabric::Fabric;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 

@@ -1,7 +1,7 @@
 //! Security groups: the EC2-shaped subset skiff manages, on the API
 //! endpoint in EC2's Query protocol (`aws ec2 create-security-group`,
 //! `authorize-security-group-ingress`...). Rules name loopback CIDRs (or
-//! 0.0.0.0/0) and other groups; [`crate::fabric`] enforces them on every
+//! 0.0.0.0/0) and other groups; [`skiff_channel::fabric`] enforces them on every
 //! connect and send of an awsvpc task that is a member.
 //!
 //! As in a VPC, a `default` group exists from the start: all traffic in
@@ -14,100 +14,12 @@ use crate::query::{Params, Xml};
 use crate::state::Write;
 use crate::{Inner, model::arn};
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+pub use skiff_channel::fabric::{Cidr, Rule, Source};
 
 const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
 /// The one VPC skiff's groups live in (a label: there is one loopback).
 pub const VPC_ID: &str = "vpc-0000000000000skf";
-
-/// An IPv4 block a rule names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Cidr {
-    base: Ipv4Addr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// 0.0.0.0/0: anywhere (which for a task means anywhere on loopback).
-    pub const ANY: Cidr = Cidr {
-        base: Ipv4Addr::UNSPECIFIED,
-        prefix: 0,
-    };
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix)
-        };
-        u32::from(ip) & mask == u32::from(self.base)
-    }
-}
-
-impl TryFrom<String> for Cidr {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Cidr, String> {
-        let (ip, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("CIDR block {s} is malformed"))?;
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("CIDR block {s} is malformed"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("CIDR block {s} is malformed"))?;
-        let cidr = Cidr { base: ip, prefix };
-        if !cidr.contains(ip) {
-            return Err(format!("CIDR block {s} is malformed: it has host bits set"));
-        }
-        if prefix != 0 && !(prefix >= 8 && ip.octets()[0] == 127) {
-            return Err(format!(
-                "CIDR block {s} is outside loopback: skiff tasks only ever have 127.0.0.0/8 addresses (use 0.0.0.0/0 or a block inside 127.0.0.0/8)"
-            ));
-        }
-        Ok(cidr)
-    }
-}
-
-impl From<Cidr> for String {
-    fn from(c: Cidr) -> String {
-        format!("{}/{}", c.base, c.prefix)
-    }
-}
-
-/// Where a rule's traffic comes from (ingress) or goes to (egress).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Source {
-    Cidr(Cidr),
-    Group(String),
-}
-
-/// One rule: a protocol (`tcp`, `udp`, `icmp`, or `-1` for all), a port
-/// range (ignored for `-1`), and a peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Rule {
-    pub id: String,
-    pub protocol: String,
-    pub from_port: i64,
-    pub to_port: i64,
-    pub source: Source,
-}
-
-impl Rule {
-    fn same(&self, other: &Rule) -> bool {
-        self.protocol == other.protocol
-            && (self.protocol == "-1"
-                || (self.from_port == other.from_port && self.to_port == other.to_port))
-            && self.source == other.source
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -260,7 +172,9 @@ async fn create(inner: &Inner, p: &Params, region: &str) -> Result<String, ApiEr
             vec![Write::SecurityGroup(Box::new(sg.clone()))],
         )
         .await?;
-    inner.fabric.set_group(&sg);
+    inner
+        .fabric
+        .set_group(&sg.group_id, &sg.ingress, &sg.egress);
     let mut x = response("CreateSecurityGroupResponse");
     x.text("groupId", &sg.group_id).text(
         "securityGroupArn",
@@ -602,7 +516,9 @@ async fn authorize(
             vec![Write::SecurityGroup(Box::new(sg.clone()))],
         )
         .await?;
-    inner.fabric.set_group(&sg);
+    inner
+        .fabric
+        .set_group(&sg.group_id, &sg.ingress, &sg.egress);
     let root = match (egress, revoke) {
         (false, false) => "AuthorizeSecurityGroupIngressResponse",
         (true, false) => "AuthorizeSecurityGroupEgressResponse",

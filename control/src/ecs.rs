@@ -2,7 +2,6 @@
 //! definitions, tasks and tags, each with the request and response fields
 //! the AWS CLI and SDKs use.
 
-use crate::agent::TaskPatch;
 use crate::error::ApiError;
 use crate::model::{
     Cluster, Container, ContainerInstance, Failure, KeyValue, NetworkBinding, NetworkConfiguration,
@@ -17,6 +16,9 @@ use crate::{Inner, LOCAL_INSTANCE_ID};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use skiff_channel::messages::{
+    ContainerChange, ContainerStatus, FromAgent, TaskStateChange, TaskStatus,
+};
 use std::collections::{BTreeMap, HashMap};
 
 pub(crate) fn parse<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
@@ -961,7 +963,7 @@ async fn register_instance(inner: &Inner, body: &Value, region: &str) -> Result<
                         "The referenced container instance {given} was not found."
                     ))
                 })?;
-            if found.container_instance_arn == inner.agent.instance_arn {
+            if found.container_instance_arn == inner.agents.local {
                 return Err(ApiError::invalid_parameter(
                     "This is skiff serve's own container instance: it registers itself.",
                 ));
@@ -1056,7 +1058,7 @@ async fn deregister_instance(inner: &Inner, body: &Value, region: &str) -> Resul
             instance_arn_for(region, &cluster.cluster_name, given)
         )));
     };
-    if instance.container_instance_arn == inner.agent.instance_arn {
+    if instance.container_instance_arn == inner.agents.local {
         return Err(ApiError::invalid_parameter(
             "This is skiff serve's own container instance: it leaves when skiff serve stops.",
         ));
@@ -1911,9 +1913,7 @@ async fn run_task(
         )
         .await?;
     for t in &tasks {
-        if t.runs_on() == Some(&inner.agent.instance_arn) {
-            inner.agent.start(t.clone(), launch.td.clone());
-        }
+        inner.agents.start(t, &launch.td);
     }
     let views: Vec<Value> = tasks.iter().map(|t| task_view(t, false)).collect();
     Ok(json!({ "tasks": views, "failures": failures }))
@@ -2123,7 +2123,7 @@ async fn stop_task(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
     let task = find_task(&state, &cluster, given)
         .cloned()
         .ok_or_else(|| ApiError::invalid_parameter("The referenced task was not found."))?;
-    let running_here = inner.agent.has(task.id());
+    let running_here = inner.agents.have(&task);
     // Already stopped, or stopping on the agent: nothing more to do. A task
     // no agent runs (lost with a previous process) is stopped below, even
     // if a stop was asked for before.
@@ -2150,7 +2150,7 @@ async fn stop_task(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
         inner.elb.sync(&state.elb);
     }
     if running_here {
-        crate::services::stop_after_draining(inner, t.id().to_string(), draining);
+        crate::services::stop_after_draining(inner, &t, draining);
     }
     // A service replaces its stopped task.
     inner.wake.notify_one();
@@ -2162,7 +2162,7 @@ async fn stop_task(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
 /// write and whether the agent runs it (and must be told once it is
 /// written).
 pub(crate) fn stop_request(inner: &Inner, mut t: Task, code: &str, reason: &str) -> (Task, bool) {
-    let running_here = inner.agent.has(t.id());
+    let running_here = inner.agents.have(&t);
     if t.desired_status != "STOPPED" {
         t.desired_status = "STOPPED".into();
         t.stop_code = Some(code.into());
@@ -2254,10 +2254,30 @@ async fn list_tasks(inner: &Inner, body: &Value) -> Result<Value, ApiError> {
     listed(body, "taskArns", arns)
 }
 
-/// Applies an agent's report to a task. A stop the control plane asked for
-/// keeps its code and reason; timestamps are set once.
-pub(crate) fn apply_patch(mut t: Task, p: TaskPatch) -> Task {
-    if let Some(s) = p.last_status
+/// Applies an agent's state change to its task. States only move
+/// forward; a stop the control plane asked for keeps its code and reason;
+/// timestamps are set once.
+pub(crate) fn apply_change(t: Task, change: FromAgent) -> Task {
+    match change {
+        FromAgent::TaskStateChange(c) => apply_task_change(t, c),
+        FromAgent::ContainerStateChange(c) => {
+            let mut t = apply_container_change(t, c.change);
+            t.version += 1;
+            t
+        }
+        FromAgent::AttachmentStateChanges(c) => {
+            let mut t = t;
+            for a in c.attachments {
+                attach_eni(&mut t, a.status.as_str(), a.private_ipv4_address);
+            }
+            t.version += 1;
+            t
+        }
+    }
+}
+
+fn apply_task_change(mut t: Task, p: TaskStateChange) -> Task {
+    if let Some(s) = p.status.map(TaskStatus::as_str)
         // States only move forward.
         && state_rank(s) > state_rank(&t.last_status)
     {
@@ -2287,43 +2307,52 @@ pub(crate) fn apply_patch(mut t: Task, p: TaskPatch) -> Task {
             .get_or_insert(t.stopped_at.unwrap_or_else(now));
     }
     if t.stop_code.is_none() && p.stop_code.is_some() {
-        t.stop_code = p.stop_code.map(String::from);
-        t.stopped_reason = p.stopped_reason;
+        t.stop_code = p.stop_code;
+        t.stopped_reason = p.reason;
     }
     if let Some(h) = p.health_status {
-        t.health_status = Some(h.into());
+        t.health_status = Some(h.as_str().into());
     }
-    if let Some((status, ip)) = p.eni {
-        attach_eni(&mut t, status, ip);
+    for a in p.attachments {
+        attach_eni(&mut t, a.status.as_str(), a.private_ipv4_address);
     }
-    for cp in p.containers {
-        if let Some(c) = t.containers.iter_mut().find(|c| c.name == cp.name) {
-            if let Some(s) = cp.last_status
-                && state_rank(s) > state_rank(&c.last_status)
-            {
-                c.last_status = s.into();
-            }
-            if cp.exit_code.is_some() {
-                c.exit_code = cp.exit_code;
-            }
-            if cp.reason.is_some() {
-                c.reason = cp.reason;
-            }
-            if cp.runtime_id.is_some() {
-                c.runtime_id = cp.runtime_id;
-            }
-            if cp.image_digest.is_some() {
-                c.image_digest = cp.image_digest;
-            }
-            if let Some(h) = cp.health_status {
-                c.health_status = Some(h.into());
-            }
-            if let Some(b) = cp.network_bindings {
-                c.network_bindings = b;
-            }
-        }
+    for c in p.containers {
+        t = apply_container_change(t, c);
     }
     t.version += 1;
+    t
+}
+
+fn apply_container_change(mut t: Task, cp: ContainerChange) -> Task {
+    if let Some(c) = t
+        .containers
+        .iter_mut()
+        .find(|c| c.name == cp.container_name)
+    {
+        if let Some(s) = cp.status.map(ContainerStatus::as_str)
+            && state_rank(s) > state_rank(&c.last_status)
+        {
+            c.last_status = s.into();
+        }
+        if cp.exit_code.is_some() {
+            c.exit_code = cp.exit_code;
+        }
+        if cp.reason.is_some() {
+            c.reason = cp.reason;
+        }
+        if cp.runtime_id.is_some() {
+            c.runtime_id = cp.runtime_id;
+        }
+        if cp.image_digest.is_some() {
+            c.image_digest = cp.image_digest;
+        }
+        if let Some(h) = cp.health_status {
+            c.health_status = Some(h.as_str().into());
+        }
+        if let Some(b) = cp.network_bindings {
+            c.network_bindings = b;
+        }
+    }
     t
 }
 
@@ -2509,23 +2538,23 @@ mod tests {
             "stopCode": "UserInitiated", "stoppedReason": "bye",
         }))
         .unwrap();
-        t = apply_patch(
+        t = apply_change(
             t,
-            TaskPatch {
-                last_status: Some("PENDING"),
-                ..TaskPatch::default()
-            },
+            FromAgent::TaskStateChange(TaskStateChange {
+                status: Some(TaskStatus::Pending),
+                ..TaskStateChange::default()
+            }),
         );
         assert_eq!(t.last_status, "RUNNING");
-        t = apply_patch(
+        t = apply_change(
             t,
-            TaskPatch {
-                last_status: Some("STOPPED"),
+            FromAgent::TaskStateChange(TaskStateChange {
+                status: Some(TaskStatus::Stopped),
                 stopped_at: Some(5.0),
-                stop_code: Some("EssentialContainerExited"),
-                stopped_reason: Some("x".into()),
-                ..TaskPatch::default()
-            },
+                stop_code: Some("EssentialContainerExited".into()),
+                reason: Some("x".into()),
+                ..TaskStateChange::default()
+            }),
         );
         assert_eq!(t.last_status, "STOPPED");
         assert_eq!(t.stop_code.as_deref(), Some("UserInitiated"));

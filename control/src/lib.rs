@@ -1,20 +1,23 @@
 //! skiff's control plane: the ECS objects (clusters, container instances,
 //! task definitions, tasks), their durable state, task placement, the
-//! local agent that runs tasks, and the AWS-shaped API that the AWS CLI
-//! and SDKs speak to (ECS and CloudWatch Logs, AWS JSON 1.1, SigV4).
+//! services' scheduler, and the AWS-shaped API that the AWS CLI and SDKs
+//! speak to (ECS and CloudWatch Logs, AWS JSON 1.1, SigV4). Tasks run on
+//! agents (`skiff-agent`), reached only through their channel
+//! (`skiff_channel`).
 //!
 //! ```no_run
-//! # async fn demo(runtime: skiff_runtime::Runtime,
-//! #               puller: std::sync::Arc<skiff_registry::images::Puller>)
-//! #               -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use skiff_control::{ControlConfig, ControlPlane};
-//! let control = ControlPlane::start(ControlConfig::new("/var/lib/skiff"), runtime, puller).await?;
+//! let (control_end, agent_end) = skiff_channel::link::in_process();
+//! let control = ControlPlane::start(ControlConfig::new("/var/lib/skiff"), control_end).await?;
+//! // ... start an agent (`skiff_agent::Agent::start`) on `agent_end`, with
+//! // `control.fabric()` and `control.log_destination()`.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7700").await?;
 //! control.serve(listener, std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
 
-pub mod agent;
+mod agents;
 pub mod api;
 pub mod discovery;
 pub mod ec2;
@@ -22,7 +25,6 @@ mod ecr;
 mod ecs;
 pub mod elb;
 pub mod error;
-pub mod fabric;
 pub mod logs;
 pub mod metrics;
 pub mod model;
@@ -33,17 +35,17 @@ pub mod sigv4;
 mod state;
 pub mod store;
 pub mod taskdef;
-pub mod tasknet;
 
 pub use error::ApiError;
 
-use crate::agent::{Agent, Report};
+use crate::agents::Agents;
 use crate::logs::LogStore;
 use crate::model::{Task, now};
 use crate::state::{State, Write};
 use crate::store::{SqliteStore, StateStore};
-use skiff_registry::images::Puller;
-use skiff_runtime::Runtime;
+use skiff_channel::fabric::Fabric;
+use skiff_channel::link::ControlEnd;
+use skiff_channel::messages::FromAgent;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -53,7 +55,7 @@ use tokio::sync::mpsc;
 /// How the control plane is set up.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    /// Where `state.db` and `logs.db` live, and task scratch space.
+    /// Where `state.db` and `logs.db` live.
     pub data_dir: PathBuf,
     /// The region of objects made before any request named one (the
     /// default cluster, the local instance). Default: `us-east-1`.
@@ -77,9 +79,6 @@ pub struct ControlConfig {
     /// How long a STOPPED task stays describable. Default: 1 hour (ECS
     /// keeps them at least that long).
     pub stopped_task_retention: Duration,
-    /// Where awsvpc and bridge tasks get their loopback addresses.
-    /// Default: 127.18.0.0/16.
-    pub task_addresses: skiff_runtime::addresses::AddressBlock,
     /// Where load balancers' listeners bind. Default: 127.0.0.1, which a
     /// task cannot reach (its 127.0.0.1 is itself): give another loopback
     /// address for tasks to call load balancers.
@@ -99,7 +98,6 @@ impl ControlConfig {
             agent_memory: None,
             reserved_ports: Vec::new(),
             stopped_task_retention: Duration::from_secs(3600),
-            task_addresses: Default::default(),
             lb_address: std::net::Ipv4Addr::LOCALHOST,
         }
     }
@@ -145,7 +143,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) state: tokio::sync::Mutex<State>,
     pub(crate) logs: LogStore,
-    pub(crate) agent: Arc<Agent>,
+    /// The agents, each reached through its channel.
+    pub(crate) agents: Arc<Agents>,
     pub(crate) rng: Mutex<placement::Rng>,
     /// Set by `shutdown`: no new tasks start.
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,
@@ -157,7 +156,7 @@ pub(crate) struct Inner {
     /// Wakes the service scheduler: a task, service or instance changed.
     pub(crate) wake: Arc<tokio::sync::Notify>,
     /// Security groups and task memberships, as task sockets see them.
-    pub(crate) fabric: Arc<fabric::Fabric>,
+    pub(crate) fabric: Arc<Fabric>,
     /// The load balancers, running.
     pub(crate) elb: Arc<elb::plane::Plane>,
     /// What CloudWatch's API reads: the load balancers' metrics.
@@ -199,11 +198,10 @@ impl ControlPlane {
     /// container instance in its cluster (`config.cluster`), and resumes: tasks placed
     /// here that had not started start now, tasks that were running when
     /// skiff last stopped are recorded as stopped.
-    pub async fn start(
-        config: ControlConfig,
-        runtime: Runtime,
-        puller: Arc<Puller>,
-    ) -> Result<ControlPlane, ApiError> {
+    ///
+    /// `local` is the channel to this process's agent, which the local
+    /// instance is: task payloads sent before the agent starts wait in it.
+    pub async fn start(config: ControlConfig, local: ControlEnd) -> Result<ControlPlane, ApiError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             ApiError::server(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
@@ -229,7 +227,6 @@ impl ControlPlane {
             Arc::new(SqliteStore::open(&config.data_dir.join("state.db"))?);
         let logs = LogStore::open(&config.data_dir.join("logs.db"))?;
         let mut state = State::load(store.as_ref()).await?;
-        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
 
         // The default cluster, the local instance's, and the instance.
         let region = config.region.clone();
@@ -281,34 +278,25 @@ impl ControlPlane {
         writes.extend(ec2::ensure_default(&state));
         state.apply(store.as_ref(), writes).await?;
         // The security groups' rules, where task sockets consult them.
-        let fabric = Arc::new(fabric::Fabric::default());
+        let fabric = Arc::new(Fabric::default());
         for g in state.security_groups.values() {
-            fabric.set_group(&g.value);
+            fabric.set_group(&g.value.group_id, &g.value.ingress, &g.value.egress);
         }
         discovery::refresh(&state, &fabric);
         let elb = elb::plane::Plane::new(Arc::clone(&fabric));
         elb.sync(&state.elb);
 
-        let agent = Arc::new(Agent::new(
-            instance_arn.clone(),
-            runtime,
-            puller,
-            logs.clone(),
-            config.default_registry.clone(),
-            config.data_dir.clone(),
-            reports_tx,
-            skiff_runtime::addresses::AddressPool::new(config.task_addresses)
-                .map(Arc::new)
-                .map_err(|e| format!("cannot keep task address leases: {e}")),
-            Arc::clone(&fabric),
-        ));
+        let ControlEnd {
+            to_agent,
+            from_agent,
+        } = local;
         let control = ControlPlane {
             inner: Arc::new(Inner {
                 config,
                 store,
                 state: tokio::sync::Mutex::new(state),
                 logs,
-                agent,
+                agents: Arc::new(Agents::new(instance_arn, to_agent)),
                 rng: Mutex::new(placement::Rng::from_entropy()),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 registry: std::sync::OnceLock::new(),
@@ -321,7 +309,7 @@ impl ControlPlane {
             }),
         };
         control.resume().await?;
-        tokio::spawn(report_loop(Arc::clone(&control.inner), reports_rx));
+        tokio::spawn(report_loop(Arc::clone(&control.inner), from_agent));
         tokio::spawn(retention_loop(Arc::downgrade(&control.inner)));
         tokio::spawn(metrics_loop(Arc::downgrade(&control.inner)));
         tokio::spawn(services::scheduler_loop(Arc::downgrade(&control.inner)));
@@ -344,14 +332,11 @@ impl ControlPlane {
             .collect();
         for t in state.tasks.values() {
             let t = &t.value;
-            if t.runs_on().is_none_or(|i| !local.contains(i))
-                || t.last_status == "STOPPED"
-                || inner.agent.has(t.id())
-            {
+            if t.runs_on().is_none_or(|i| !local.contains(i)) || t.last_status == "STOPPED" {
                 continue;
             }
             let never_started = matches!(t.last_status.as_str(), "PROVISIONING" | "PENDING");
-            let here = t.runs_on() == Some(&inner.agent.instance_arn);
+            let here = t.runs_on() == Some(&inner.agents.local);
             if t.desired_status == "RUNNING" && never_started && here {
                 to_start.push(t.clone());
             } else {
@@ -382,7 +367,7 @@ impl ControlPlane {
         state.apply(inner.store.as_ref(), writes).await?;
         for t in to_start {
             if let Some(td) = ecs::taskdef_of(&state, &t.task_definition_arn) {
-                inner.agent.start(t, td);
+                inner.agents.start(&t, &td);
             }
         }
         Ok(())
@@ -441,13 +426,13 @@ impl ControlPlane {
         self.inner
             .shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let ids: Vec<String> = {
+        let local = self.inner.agents.local.as_str();
+        let arns: Vec<String> = {
             let mut state = self.inner.state.lock().await;
             let mut writes = Vec::new();
             for t in state.tasks.values() {
                 let t = &t.value;
-                if t.runs_on() == Some(&self.inner.agent.instance_arn) && t.last_status != "STOPPED"
-                {
+                if t.runs_on() == Some(local) && t.last_status != "STOPPED" {
                     let mut t = t.clone();
                     if t.desired_status != "STOPPED" {
                         t.desired_status = "STOPPED".into();
@@ -459,30 +444,29 @@ impl ControlPlane {
                     }
                 }
             }
-            let ids = writes
+            let arns = writes
                 .iter()
                 .filter_map(|w| match w {
-                    Write::Task(t) => Some(t.id().to_string()),
+                    Write::Task(t) => Some(t.task_arn.clone()),
                     _ => None,
                 })
                 .collect();
             if let Err(e) = state.apply(self.inner.store.as_ref(), writes).await {
                 tracing::warn!("cannot record the shutdown's task stops: {e}");
             }
-            ids
+            arns
         };
-        for id in &ids {
-            self.inner.agent.stop(id);
+        for arn in &arns {
+            self.inner.agents.stop(Some(local), arn);
         }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let pending = {
                 let state = self.inner.state.lock().await;
-                // The agent forgets a task once its STOPPED is recorded.
-                state.tasks.values().any(|t| {
-                    t.value.runs_on() == Some(&self.inner.agent.instance_arn)
-                        && self.inner.agent.has(t.value.id())
-                })
+                state
+                    .tasks
+                    .values()
+                    .any(|t| t.value.runs_on() == Some(local) && self.inner.agents.have(&t.value))
             };
             if !pending || tokio::time::Instant::now() >= deadline {
                 break;
@@ -501,16 +485,28 @@ impl ControlPlane {
     pub fn config(&self) -> &ControlConfig {
         &self.inner.config
     }
+
+    /// The network fabric: the security groups' rules and the names the
+    /// control plane keeps there, for its agents' task sockets.
+    pub fn fabric(&self) -> Arc<Fabric> {
+        Arc::clone(&self.inner.fabric)
+    }
+
+    /// Where agents write their containers' awslogs output: this control
+    /// plane's CloudWatch Logs.
+    pub fn log_destination(&self) -> Arc<dyn skiff_channel::logs::LogDestination> {
+        Arc::new(self.inner.logs.clone())
+    }
 }
 
 /// The local instance's `ec2InstanceId`.
 pub(crate) const LOCAL_INSTANCE_ID: &str = "i-skiff-local";
 
-/// Applies the agent's reports, in order, batching whatever arrived
+/// Applies the agents' state changes, in order, batching whatever arrived
 /// together into one store transaction.
 /// A batch the store refused is kept and tried again: a report is never
 /// dropped, or a task could stay short of STOPPED forever.
-async fn report_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Report>) {
+async fn report_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FromAgent>) {
     let mut batch = Vec::new();
     while !batch.is_empty() || rx.recv_many(&mut batch, 1024).await > 0 {
         // Whatever else has arrived joins this batch.
@@ -519,28 +515,21 @@ async fn report_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Report>)
         }
         let mut state = inner.state.lock().await;
         let mut changed: HashMap<String, Task> = HashMap::new();
-        for Report { task_id, patch } in &batch {
+        for change in &batch {
+            let id = model::name_of(change.task_arn()).to_string();
             let Some(current) = changed
-                .get(task_id)
+                .get(&id)
                 .cloned()
-                .or_else(|| state.tasks.get(task_id).map(|t| t.value.clone()))
+                .or_else(|| state.tasks.get(&id).map(|t| t.value.clone()))
             else {
                 continue;
             };
-            changed.insert(task_id.clone(), ecs::apply_patch(current, patch.clone()));
+            changed.insert(id, ecs::apply_change(current, change.clone()));
         }
-        let stopped: Vec<String> = changed
-            .values()
-            .filter(|t| t.last_status == "STOPPED")
-            .map(|t| t.id().to_string())
-            .collect();
         let writes = changed.into_values().map(Write::Task).collect();
         match state.apply(inner.store.as_ref(), writes).await {
             Ok(()) => {
                 batch.clear();
-                for id in stopped {
-                    inner.agent.forget(&id);
-                }
                 // Discovered names follow their tasks.
                 if !state.discovery.services.is_empty() {
                     discovery::refresh(&state, &inner.fabric);

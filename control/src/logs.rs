@@ -2,8 +2,8 @@
 //! CloudWatch Logs' API (DescribeLogGroups, DescribeLogStreams,
 //! GetLogEvents, FilterLogEvents, CreateLogGroup, DeleteLogGroup).
 //!
-//! Containers' output is split into lines, one event per line, stamped
-//! when the line was written. Events live in their own SQLite database
+//! Agents write containers' output here (as [`LogDestination`]), one
+//! event per line, stamped when the line was written. Events live in their own SQLite database
 //! (`logs.db`): they are many and small, and losing the last ones in a power
 //! cut is acceptable where losing a task is not (so `synchronous=NORMAL`).
 
@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::model::now;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
+use skiff_channel::logs::{LogDestination, OpenStreamError};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -588,82 +589,39 @@ impl FilterPattern {
     }
 }
 
-/// A container's stdout or stderr, written to one log stream line by line.
-pub struct LineSink {
-    store: LogStore,
-    group: String,
-    stream: String,
-    partial: Mutex<Vec<u8>>,
-}
-
-impl LineSink {
-    /// Writes to `group`/`stream`, which must exist.
-    pub fn new(store: LogStore, group: String, stream: String) -> LineSink {
-        LineSink {
-            store,
-            group,
-            stream,
-            partial: Mutex::new(Vec::new()),
+/// Agents write their containers' awslogs output here (inside `skiff
+/// serve`; see `skiff_channel::logs`).
+impl LogDestination for LogStore {
+    fn open_stream(
+        &self,
+        group: &str,
+        stream: &str,
+        create_group: bool,
+    ) -> Result<(), OpenStreamError> {
+        check_group_name(group).map_err(|e| OpenStreamError::InvalidGroupName(e.message))?;
+        let failed = |e: ApiError| OpenStreamError::Failed(e.message);
+        if !self.group_exists(group).map_err(failed)? {
+            if !create_group {
+                return Err(OpenStreamError::NoSuchGroup(group.to_string()));
+            }
+            self.create_group(group).map_err(failed)?;
         }
+        self.create_stream(group, stream).map_err(failed)
     }
 
-    /// Writes a last line that had no newline.
-    pub fn flush(&self) {
-        let rest = match self.partial.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(_) => return,
-        };
-        if !rest.is_empty() {
-            let line = String::from_utf8_lossy(&rest).into_owned();
-            if let Err(e) = self
-                .store
-                .append(&self.group, &self.stream, &[(millis(), line)])
-            {
-                tracing::warn!(group = %self.group, stream = %self.stream, "cannot store log events: {e}");
-            }
-        }
-    }
-}
-
-/// Lines longer than this are split (CloudWatch's event limit is 256 KiB).
-const MAX_LINE: usize = 256 * 1024 - 26;
-
-impl skiff_runtime::OutputSink for LineSink {
-    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
-        let ts = millis();
-        let mut events = Vec::new();
-        {
-            let mut partial = self
-                .partial
-                .lock()
-                .map_err(|_| std::io::Error::other("log sink lock poisoned"))?;
-            partial.extend_from_slice(bytes);
-            let mut start = 0;
-            while let Some(nl) = partial[start..].iter().position(|b| *b == b'\n') {
-                let line = &partial[start..start + nl];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                events.push((ts, String::from_utf8_lossy(line).into_owned()));
-                start += nl + 1;
-            }
-            partial.drain(..start);
-            while partial.len() >= MAX_LINE {
-                let chunk: Vec<u8> = partial.drain(..MAX_LINE).collect();
-                events.push((ts, String::from_utf8_lossy(&chunk).into_owned()));
-            }
-        }
-        if !events.is_empty() {
-            self.store
-                .append(&self.group, &self.stream, &events)
-                .map_err(|e| std::io::Error::other(e.message))?;
-        }
-        Ok(())
+    fn put_events(
+        &self,
+        group: &str,
+        stream: &str,
+        events: &[(i64, String)],
+    ) -> Result<(), String> {
+        self.append(group, stream, events).map_err(|e| e.message)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_runtime::OutputSink;
 
     fn store() -> (tempfile::TempDir, LogStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -674,12 +632,13 @@ mod tests {
     #[test]
     fn lines_become_events_and_forward_tokens_stop_at_the_end() {
         let (_d, s) = store();
-        s.create_group("/ecs/job").unwrap();
-        s.create_stream("/ecs/job", "app/t1").unwrap();
-        let sink = LineSink::new(s.clone(), "/ecs/job".into(), "app/t1".into());
-        sink.write(b"one\ntw").unwrap();
-        sink.write(b"o\r\nthree").unwrap();
-        sink.flush();
+        // The lines an agent's sink makes of "one\ntw", "o\r\nthree" (see
+        // skiff-agent's `lines_become_events`).
+        s.open_stream("/ecs/job", "app/t1", true).unwrap();
+        for line in ["one", "two", "three"] {
+            s.put_events("/ecs/job", "app/t1", &[(millis(), line.into())])
+                .unwrap();
+        }
         let req = json!({"logGroupName": "/ecs/job", "logStreamName": "app/t1", "startFromHead": true, "limit": 2});
         let first = s.handle("GetLogEvents", &req, "us-east-1").unwrap();
         let msgs: Vec<&str> = first["events"]

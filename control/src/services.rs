@@ -1084,7 +1084,7 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
                 let (t, running_here) =
                     ecs::stop_request(inner, t, "ServiceSchedulerInitiated", reason);
                 if running_here {
-                    to_stop.push(t.id().to_string());
+                    to_stop.push(t.clone());
                 }
                 writes.push(Write::Task(t));
             }
@@ -1217,18 +1217,16 @@ async fn reconcile_one(inner: &Inner, state: &mut State, mut svc: Service) -> Re
     if elb_changed {
         inner.elb.sync(&state.elb);
     }
-    for id in to_stop {
+    for t in to_stop {
         // Connection draining: no new requests reach the task; it stops
         // once those in flight are done (or the deregistration delay has
         // passed).
-        let targets = draining_targets.remove(&id).unwrap_or_default();
-        stop_after_draining(inner, id, targets);
+        let targets = draining_targets.remove(t.id()).unwrap_or_default();
+        stop_after_draining(inner, &t, targets);
     }
     if let Some(l) = &launch {
-        for t in to_start {
-            if t.runs_on() == Some(&inner.agent.instance_arn) {
-                inner.agent.start(t, l.td.clone());
-            }
+        for t in &to_start {
+            inner.agents.start(t, &l.td);
         }
     }
     Ok(())
@@ -1269,24 +1267,26 @@ pub(crate) fn deregister_task(state: &State, id: &str) -> Option<Deregistered> {
     })
 }
 
-/// Stops task `id` on the agent once `targets` have drained (no request
+/// Stops task `t` on its agent once `targets` have drained (no request
 /// in flight, or their deregistration delay has passed).
 pub(crate) fn stop_after_draining(
     inner: &Inner,
-    id: String,
+    t: &Task,
     targets: Vec<(String, crate::elb::Target)>,
 ) {
+    let instance = t.runs_on().map(String::from);
+    let arn = t.task_arn.clone();
     if targets.is_empty() {
-        inner.agent.stop(&id);
+        inner.agents.stop(instance.as_deref(), &arn);
         return;
     }
     let elb = Arc::clone(&inner.elb);
-    let agent = Arc::clone(&inner.agent);
+    let agents = Arc::clone(&inner.agents);
     tokio::spawn(async move {
         for (tg, target) in targets {
             elb.drained(&tg, &target).await;
         }
-        agent.stop(&id);
+        agents.stop(instance.as_deref(), &arn);
     });
 }
 

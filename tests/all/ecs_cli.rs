@@ -844,17 +844,15 @@ fn containers_start_in_dependency_order_share_volumes_and_are_health_checked() {
     ]);
     assert_eq!(out["events"][0]["message"], "written-by-writer");
 
+    // The agent keeps the task's scratch volumes under its data dir.
+    let scratch = dir.path().join("agent/tasks").join(task_id(&arn));
+    assert!(scratch.exists(), "{}", scratch.display());
     serve.aws_ok(&["ecs", "stop-task", "--task", &arn]);
     serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
     let t = &serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0];
     assert_eq!(t["stopCode"], "UserInitiated");
     // The task's scratch volume is gone with it; the host volume stays.
-    assert!(
-        !dir.path()
-            .join("control/tasks")
-            .join(task_id(&arn))
-            .exists()
-    );
+    assert!(!scratch.exists());
     assert!(host.path().join("sidecar").exists());
 }
 

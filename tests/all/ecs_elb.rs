@@ -324,7 +324,7 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
     let victim_id = victim.rsplit('/').next().unwrap().to_string();
     let volume = serve
         .data_dir
-        .join("control/tasks")
+        .join("agent/tasks")
         .join(&victim_id)
         .join("volumes/state");
     std::fs::write(volume.join("sick"), "").unwrap();

@@ -15,13 +15,13 @@
 //! port to where it is on the host (see `skiff_runtime::ports`).
 
 use super::{Action, Config, Listener, Target, TargetGroup, parse_matcher};
-use crate::fabric::{Fabric, Proto};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use skiff_channel::fabric::{Fabric, Proto};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;

@@ -8,12 +8,107 @@
 //! groups allows it out (egress) and, when the destination is an awsvpc
 //! task, one of the destination's groups lets it in (ingress). No task can
 //! send any other way, so this is the whole firewall between tasks.
+//!
+//! It is state both sides of the channel hold, not a message: the control
+//! plane writes the rules and the names (EC2's and Cloud Map's APIs, the
+//! load balancers), the agent writes memberships and checks every socket
+//! against it (`skiff-agent`'s network resource). Inside `skiff serve` the
+//! two hold the same `Fabric`; an agent on another machine keeps a copy
+//! its channel keeps current.
 
-use crate::ec2::{Rule, SecurityGroup, Source};
-use skiff_runtime::net::{NetworkPolicy, SocketUse};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
+
+/// An IPv4 block a rule names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    base: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// 0.0.0.0/0: anywhere (which for a task means anywhere on loopback).
+    pub const ANY: Cidr = Cidr {
+        base: Ipv4Addr::UNSPECIFIED,
+        prefix: 0,
+    };
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        };
+        u32::from(ip) & mask == u32::from(self.base)
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Cidr, String> {
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("CIDR block {s} is malformed"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("CIDR block {s} is malformed"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("CIDR block {s} is malformed"))?;
+        let cidr = Cidr { base: ip, prefix };
+        if !cidr.contains(ip) {
+            return Err(format!("CIDR block {s} is malformed: it has host bits set"));
+        }
+        if prefix != 0 && !(prefix >= 8 && ip.octets()[0] == 127) {
+            return Err(format!(
+                "CIDR block {s} is outside loopback: skiff tasks only ever have 127.0.0.0/8 addresses (use 0.0.0.0/0 or a block inside 127.0.0.0/8)"
+            ));
+        }
+        Ok(cidr)
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        format!("{}/{}", c.base, c.prefix)
+    }
+}
+
+/// Where a rule's traffic comes from (ingress) or goes to (egress).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    Cidr(Cidr),
+    Group(String),
+}
+
+/// One rule: a protocol (`tcp`, `udp`, `icmp`, or `-1` for all), a port
+/// range (ignored for `-1`), and a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    pub id: String,
+    pub protocol: String,
+    pub from_port: i64,
+    pub to_port: i64,
+    pub source: Source,
+}
+
+impl Rule {
+    /// The same rule, ignoring its id (EC2 refuses duplicates).
+    pub fn same(&self, other: &Rule) -> bool {
+        self.protocol == other.protocol
+            && (self.protocol == "-1"
+                || (self.from_port == other.from_port && self.to_port == other.to_port))
+            && self.source == other.source
+    }
+}
 
 /// A transport protocol, as rules name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +118,7 @@ pub enum Proto {
 }
 
 impl Proto {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
@@ -62,10 +157,10 @@ fn matches(rule: &Rule, proto: Proto, port: u16, peer: Ipv4Addr, peer_groups: &[
 
 impl Fabric {
     /// Replaces a group's rules (after it was created or changed).
-    pub fn set_group(&self, sg: &SecurityGroup) {
+    pub fn set_group(&self, id: &str, ingress: &[Rule], egress: &[Rule]) {
         if let Ok(mut g) = self.inner.write() {
             g.rules
-                .insert(sg.group_id.clone(), (sg.ingress.clone(), sg.egress.clone()));
+                .insert(id.to_string(), (ingress.to_vec(), egress.to_vec()));
         }
     }
 
@@ -173,66 +268,9 @@ impl Fabric {
     }
 }
 
-/// The socket policy of a task with an address of its own: awsvpc (with
-/// its security groups) or bridge (`groups` None: no groups of its own, so
-/// egress is open, but awsvpc tasks' ingress rules still apply to it).
-pub struct TaskPolicy {
-    pub ip: Ipv4Addr,
-    pub groups: Option<Vec<String>>,
-    pub fabric: Arc<Fabric>,
-}
-
-impl NetworkPolicy for TaskPolicy {
-    fn allows(&self, addr: SocketAddr, usage: SocketUse) -> bool {
-        match usage {
-            SocketUse::TcpBind | SocketUse::TcpListen | SocketUse::UdpBind => {
-                addr.ip() == IpAddr::V4(self.ip)
-            }
-            // Ingress was judged where the traffic was sent from; traffic
-            // from the host is not a task's to filter (there are no
-            // namespaces between them).
-            SocketUse::TcpAccept | SocketUse::UdpReceive => addr.ip().is_loopback(),
-            SocketUse::TcpConnect | SocketUse::UdpSend => {
-                let proto = if usage == SocketUse::TcpConnect {
-                    Proto::Tcp
-                } else {
-                    Proto::Udp
-                };
-                // Only loopback, ever; the task itself is always reachable.
-                match addr.ip() {
-                    IpAddr::V4(ip) if ip == self.ip => true,
-                    IpAddr::V4(ip) if ip.is_loopback() => {
-                        self.fabric
-                            .allows(self.ip, self.groups.as_deref(), addr, proto)
-                    }
-                    _ => false,
-                }
-            }
-        }
-    }
-    fn sockets_enabled(&self) -> bool {
-        true
-    }
-    fn name_lookup_enabled(&self) -> bool {
-        false
-    }
-    fn allows_http(&self, _: &str, _: u16) -> bool {
-        false
-    }
-    fn task_address(&self) -> Option<Ipv4Addr> {
-        Some(self.ip)
-    }
-    fn resolve(&self, name: &str) -> Option<Vec<IpAddr>> {
-        self.fabric
-            .resolve(name)
-            .map(|v| v.into_iter().map(IpAddr::V4).collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ec2::Cidr;
 
     fn rule(protocol: &str, from: i64, to: i64, source: Source) -> Rule {
         Rule {
@@ -244,14 +282,16 @@ mod tests {
         }
     }
 
-    fn group(id: &str, ingress: Vec<Rule>, egress: Vec<Rule>) -> SecurityGroup {
-        SecurityGroup {
-            group_id: id.into(),
-            group_name: id.into(),
-            description: String::new(),
-            ingress,
-            egress,
-            tags: Vec::new(),
+    /// A group's id and rules, as `set_group` takes them.
+    struct Group(&'static str, Vec<Rule>, Vec<Rule>);
+
+    fn group(id: &'static str, ingress: Vec<Rule>, egress: Vec<Rule>) -> Group {
+        Group(id, ingress, egress)
+    }
+
+    impl Fabric {
+        fn set(&self, g: &Group) {
+            self.set_group(g.0, &g.1, &g.2);
         }
     }
 
@@ -263,18 +303,18 @@ mod tests {
         let b: Ipv4Addr = "127.18.0.2".parse().unwrap();
         let c: Ipv4Addr = "127.18.0.3".parse().unwrap();
         // web: anything out; in: 8080/tcp from the lb group only.
-        f.set_group(&group(
+        f.set(&group(
             "sg-web",
             vec![rule("tcp", 8080, 8080, Source::Group("sg-lb".into()))],
             vec![rule("-1", 0, 0, anywhere())],
         ));
         // lb: out only to 8080/tcp.
-        f.set_group(&group(
+        f.set(&group(
             "sg-lb",
             vec![],
             vec![rule("tcp", 8080, 8080, anywhere())],
         ));
-        f.set_group(&group(
+        f.set(&group(
             "sg-other",
             vec![],
             vec![rule("-1", 0, 0, anywhere())],

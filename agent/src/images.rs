@@ -1,0 +1,154 @@
+//! A task's images: pulled with the registry crate's [`Puller`] (one
+//! download per reference at a time), compiled once per binary digest into
+//! the runtime's cache, and the most recently started ones kept compiled
+//! in memory, so the next task of the same image only instantiates.
+
+use skiff_channel::taskdef::{ContainerDefinition, TaskDefinition};
+use skiff_registry::images::{ImageRecord, Puller};
+use skiff_runtime::{Artifact, ArtifactKind, Runtime};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How many compiled images the agent keeps warm.
+const WARM_IMAGES: usize = 64;
+
+/// The agent's images.
+pub(crate) struct Images {
+    runtime: Runtime,
+    puller: Arc<Puller>,
+    /// Where `hello:v1` (no registry host) is pulled from.
+    default_registry: String,
+    /// Compiled images recently started here, by image reference and
+    /// binary digest.
+    warm: Mutex<Warm>,
+}
+
+/// The warm images, each with when it was last started (a counter): the
+/// least recently started one goes when there are too many.
+#[derive(Default)]
+struct Warm {
+    images: HashMap<(String, String), (Arc<Artifact>, u64)>,
+    clock: u64,
+}
+
+impl Warm {
+    fn get(&mut self, key: &(String, String)) -> Option<Arc<Artifact>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.images.get_mut(key).map(|(a, used)| {
+            *used = clock;
+            Arc::clone(a)
+        })
+    }
+
+    fn insert(&mut self, key: (String, String), artifact: Arc<Artifact>) {
+        // Another binary under the same reference replaces the old one.
+        self.images.retain(|k, _| k.0 != key.0);
+        if self.images.len() >= WARM_IMAGES
+            && let Some(oldest) = self
+                .images
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            self.images.remove(&oldest);
+        }
+        self.clock += 1;
+        self.images.insert(key, (artifact, self.clock));
+    }
+}
+
+impl Images {
+    pub(crate) fn new(runtime: Runtime, puller: Arc<Puller>, default_registry: &str) -> Images {
+        Images {
+            runtime,
+            puller,
+            default_registry: default_registry.to_string(),
+            warm: Mutex::new(Warm::default()),
+        }
+    }
+
+    /// The compiled image of container `c`, checked against what the
+    /// container asks of it; the reason (ECS's error first) if there is
+    /// none.
+    pub(crate) async fn container(
+        &self,
+        c: &ContainerDefinition,
+        td: &TaskDefinition,
+    ) -> Result<(ImageRecord, Arc<Artifact>), String> {
+        let reference = self.qualify(&c.image);
+        let (record, artifact) = self.image(&reference).await?;
+        servable(c, td, artifact.kind(), &record.reference)?;
+        Ok((record, artifact))
+    }
+
+    /// The compiled image for `reference`: warm if the store still maps it
+    /// to the binary compiled last time, else pulled (or read from the
+    /// store) and compiled (or loaded from the compile cache).
+    async fn image(&self, reference: &str) -> Result<(ImageRecord, Arc<Artifact>), String> {
+        if let Some(record) = self.puller.cached(reference) {
+            let key = (record.reference.clone(), record.wasm_digest.clone());
+            let warm = self.warm.lock().ok().and_then(|mut w| w.get(&key));
+            if let Some(artifact) = warm {
+                return Ok((record, artifact));
+            }
+        }
+        let (record, bytes) = self
+            .puller
+            .ensure(reference, &|_, _| {})
+            .await
+            .map_err(|e| format!("CannotPullContainerError: {e}"))?;
+        let runtime = self.runtime.clone();
+        let name = record.reference.clone();
+        let artifact = tokio::task::spawn_blocking(move || runtime.load_bytes(&name, &bytes))
+            .await
+            .map_err(|e| format!("CannotPullContainerError: compiling failed: {e}"))?
+            .map_err(|e| format!("CannotPullContainerError: {e}"))?;
+        if let Ok(mut w) = self.warm.lock() {
+            w.insert(
+                (record.reference.clone(), record.wasm_digest.clone()),
+                Arc::clone(&artifact),
+            );
+        }
+        Ok((record, artifact))
+    }
+
+    /// A reference with no registry host names an image in skiff's own
+    /// registry.
+    fn qualify(&self, image: &str) -> String {
+        let first = image.split('/').next().unwrap_or("");
+        let has_host = image.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost");
+        if has_host {
+            image.to_string()
+        } else {
+            format!("{}/{image}", self.default_registry)
+        }
+    }
+}
+
+/// Can this container run from this image in this network? wasip1 modules
+/// have no sockets, so nothing of theirs can be published; a wasi:http
+/// component needs a network and a port to be served on.
+fn servable(
+    c: &ContainerDefinition,
+    td: &TaskDefinition,
+    kind: ArtifactKind,
+    reference: &str,
+) -> Result<(), String> {
+    match kind {
+        ArtifactKind::Module if !c.port_mappings.is_empty() => Err(format!(
+            "CannotStartContainerError: {reference} is a wasip1 module, which has no sockets: container {} cannot serve its portMappings (build it for wasm32-wasip2)",
+            c.name
+        )),
+        ArtifactKind::HttpProxy if td.network_mode.as_deref() == Some("none") => Err(format!(
+            "CannotStartContainerError: {reference} is a wasi:http component, and networkMode none gives container {} no network to serve on",
+            c.name
+        )),
+        ArtifactKind::HttpProxy if c.port_mappings.is_empty() => Err(format!(
+            "CannotStartContainerError: {reference} is a wasi:http component: give container {} a portMappings entry for the port it serves on",
+            c.name
+        )),
+        _ => Ok(()),
+    }
+}

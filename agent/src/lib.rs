@@ -1,0 +1,203 @@
+//! The agent: one container instance's worker, as ECS's agent is. It takes
+//! task payloads from the control plane through its channel
+//! ([`skiff_channel::link::AgentEnd`]), runs each task on `skiff-runtime`,
+//! pulling its images with `skiff-registry`, and reports every state change
+//! back in ECS's shapes. It knows nothing of the control plane's insides.
+//!
+//! - [`runner`](crate::runner): one task's life, PROVISIONING → PENDING →
+//!   ACTIVATING → RUNNING → DEACTIVATING → STOPPING → DEPROVISIONING →
+//!   STOPPED, and what it reports at each step.
+//! - `images`: pulls and compiles the containers' images (and keeps
+//!   recently started ones compiled).
+//! - `resources/`: one module per task resource, each provisioning its
+//!   piece before the containers start and cleaning it up after:
+//!   `network` (the task's address, its ENI attachment, its socket policy),
+//!   `ports` (bridge host ports), `volumes` (and task scratch), `logs`
+//!   (awslogs streams), `health` (container health checks).
+//! - `spec`: a container's sandbox — argv, environment, mounts, memory and
+//!   CPU limits — from its definition and the task's overrides.
+//! - `supervise`: starts the containers in `dependsOn` order and watches
+//!   them until the task stops.
+//!
+//! ```no_run
+//! # async fn demo(runtime: skiff_runtime::Runtime,
+//! #               puller: std::sync::Arc<skiff_registry::images::Puller>,
+//! #               logs: std::sync::Arc<dyn skiff_channel::logs::LogDestination>)
+//! #               -> Result<(), Box<dyn std::error::Error>> {
+//! use skiff_agent::{Agent, AgentConfig};
+//! let (control_end, agent_end) = skiff_channel::link::in_process();
+//! let fabric = std::sync::Arc::new(skiff_channel::fabric::Fabric::default());
+//! let agent = Agent::start(AgentConfig::new("/var/lib/skiff"), runtime, puller, fabric, logs, agent_end)?;
+//! // ... hand `control_end` to the control plane; the agent runs what it sends.
+//! # Ok(()) }
+//! ```
+
+mod images;
+mod resources;
+mod runner;
+mod spec;
+mod supervise;
+
+use skiff_channel::fabric::Fabric;
+use skiff_channel::link::AgentEnd;
+use skiff_channel::logs::LogDestination;
+use skiff_channel::messages::{FromAgent, StartTask, ToAgent};
+use skiff_registry::images::Puller;
+use skiff_runtime::Runtime;
+use skiff_runtime::addresses::{AddressBlock, AddressPool};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// How an agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where task scratch space lives (`tasks/ID`).
+    pub data_dir: PathBuf,
+    /// Where images named without a registry host (`hello:v1`) are pulled
+    /// from: skiff's own registry. Default: `127.0.0.1:5050`.
+    pub default_registry: String,
+    /// Where awsvpc and bridge tasks get their loopback addresses.
+    /// Default: 127.18.0.0/16.
+    pub task_addresses: AddressBlock,
+}
+
+impl AgentConfig {
+    /// Defaults, with task scratch space under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        AgentConfig {
+            data_dir: data_dir.into(),
+            default_registry: "127.0.0.1:5050".into(),
+            task_addresses: AddressBlock::default(),
+        }
+    }
+}
+
+/// A running agent. Dropping it changes nothing: it runs until its channel
+/// closes.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+/// What every task runner of the agent shares.
+pub(crate) struct Inner {
+    pub(crate) config: AgentConfig,
+    pub(crate) runtime: Runtime,
+    pub(crate) images: images::Images,
+    pub(crate) logs: Arc<dyn LogDestination>,
+    /// Where awsvpc and bridge tasks lease their addresses (or why they
+    /// cannot).
+    pub(crate) addresses: Result<Arc<AddressPool>, String>,
+    /// Security groups and memberships, for task socket policies.
+    pub(crate) fabric: Arc<Fabric>,
+    /// State changes to the control plane.
+    pub(crate) reports: mpsc::UnboundedSender<FromAgent>,
+    /// The tasks running (or starting) here, by ARN: each one's stop
+    /// signal.
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The agent could not start.
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Agent {
+    /// Starts an agent serving its end of a channel: it runs the tasks the
+    /// control plane sends until the channel closes. Must be called inside
+    /// a tokio runtime.
+    pub fn start(
+        config: AgentConfig,
+        runtime: Runtime,
+        puller: Arc<Puller>,
+        fabric: Arc<Fabric>,
+        logs: Arc<dyn LogDestination>,
+        end: AgentEnd,
+    ) -> Result<Agent, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartError(format!("cannot create {}: {e}", config.data_dir.display())))?;
+        // Without a lease directory, tasks with addresses of their own fail
+        // to start (saying why); the others run.
+        let addresses = AddressPool::new(config.task_addresses)
+            .map(Arc::new)
+            .map_err(|e| format!("cannot keep task address leases: {e}"));
+        let inner = Arc::new(Inner {
+            images: images::Images::new(runtime.clone(), puller, &config.default_registry),
+            config,
+            runtime,
+            logs,
+            addresses,
+            fabric,
+            reports: end.to_control,
+            running: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(serve_channel(Arc::clone(&inner), end.from_control));
+        Ok(Agent { inner })
+    }
+
+    /// The tasks this agent is running (or starting, or stopping).
+    pub fn running_tasks(&self) -> usize {
+        self.inner.running.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+/// Takes the control plane's messages, in order, until the channel closes.
+async fn serve_channel(inner: Arc<Inner>, mut from_control: mpsc::UnboundedReceiver<ToAgent>) {
+    while let Some(message) = from_control.recv().await {
+        match message {
+            ToAgent::StartTask(payload) => inner.start(*payload),
+            ToAgent::StopTask { task_arn } => inner.stop(&task_arn),
+        }
+    }
+}
+
+impl Inner {
+    /// Starts a task in the background (nothing if it already runs here).
+    fn start(self: &Arc<Self>, payload: StartTask) {
+        let (tx, rx) = watch::channel(false);
+        {
+            let Ok(mut running) = self.running.lock() else {
+                return;
+            };
+            if running.contains_key(&payload.task.task_arn) {
+                return;
+            }
+            running.insert(payload.task.task_arn.clone(), tx);
+        }
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let arn = payload.task.task_arn.clone();
+            runner::run(&inner, payload.task, payload.task_definition, rx).await;
+            // Its STOPPED is on its way: the task is no longer this agent's.
+            if let Ok(mut running) = inner.running.lock() {
+                running.remove(&arn);
+            }
+        });
+    }
+
+    /// Asks a task to stop (nothing if it does not run here).
+    fn stop(&self, task_arn: &str) {
+        if let Ok(running) = self.running.lock()
+            && let Some(tx) = running.get(task_arn)
+        {
+            let _ = tx.send(true);
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! A bridge task's published ports: each TCP `portMapping` of a container
+//! listens on the host's 127.0.0.1 at its `hostPort` (0 or absent: a free
+//! port of ECS's dynamic range) and is carried to the container's own
+//! address. Closed when the [`PublishedPorts`] is dropped.
+
+use skiff_channel::task::NetworkBinding;
+use skiff_channel::taskdef::TaskDefinition;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+
+/// ECS's range for dynamic host ports in bridge mode.
+pub(crate) const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 49153..=65535;
+
+/// A task's published ports.
+pub(crate) struct PublishedPorts {
+    /// Each container's bindings, in definition order.
+    pub bindings: Vec<Vec<NetworkBinding>>,
+    forwarders: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PublishedPorts {
+    fn drop(&mut self) {
+        for f in &self.forwarders {
+            f.abort();
+        }
+    }
+}
+
+impl PublishedPorts {
+    /// Publishes the port mappings of a bridge task's containers, each at
+    /// its address (`addresses`, in definition order); nothing for other
+    /// network modes. Must run inside a tokio runtime (the ports are
+    /// served on it).
+    pub(crate) fn provision(
+        td: &TaskDefinition,
+        addresses: &[Option<Ipv4Addr>],
+    ) -> Result<PublishedPorts, String> {
+        let mut published = PublishedPorts {
+            bindings: vec![Vec::new(); td.container_definitions.len()],
+            forwarders: Vec::new(),
+        };
+        if td.network_mode.as_deref() != Some("bridge") {
+            return Ok(published);
+        }
+        for (i, c) in td.container_definitions.iter().enumerate() {
+            let Some(ip) = addresses.get(i).copied().flatten() else {
+                continue;
+            };
+            for p in &c.port_mappings {
+                let listener = publish(p.host_port.unwrap_or(0)).map_err(|e| {
+                    format!(
+                        "container {} cannot publish port {}: {e}",
+                        c.name, p.container_port
+                    )
+                })?;
+                let host = listener.local_addr().map_err(|e| e.to_string())?;
+                listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+                let target = SocketAddr::from((ip, p.container_port));
+                published
+                    .forwarders
+                    .push(tokio::spawn(skiff_runtime::proxy::forward_tcp(
+                        listener,
+                        target,
+                        std::future::pending(),
+                    )));
+                published.bindings[i].push(NetworkBinding {
+                    bind_ip: host.ip().to_string(),
+                    container_port: p.container_port,
+                    host_port: host.port(),
+                    protocol: p.protocol.clone(),
+                });
+            }
+        }
+        Ok(published)
+    }
+}
+
+/// A listener on the host's loopback at `port`, or at a free port of
+/// [`DYNAMIC_PORTS`] when `port` is 0.
+fn publish(port: u16) -> std::io::Result<TcpListener> {
+    if port != 0 {
+        return TcpListener::bind((Ipv4Addr::LOCALHOST, port));
+    }
+    // Start somewhere different each time, then walk the range.
+    let span = u32::from(DYNAMIC_PORTS.end() - DYNAMIC_PORTS.start()) + 1;
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        % span;
+    for i in 0..span {
+        let port = DYNAMIC_PORTS.start() + ((start + i) % span) as u16;
+        if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            return Ok(l);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "every dynamic port (49153-65535) is in use",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_ports_come_from_ecs_range() {
+        let a = publish(0).unwrap();
+        let b = publish(0).unwrap();
+        for l in [&a, &b] {
+            let port = l.local_addr().unwrap().port();
+            assert!(DYNAMIC_PORTS.contains(&port), "{port}");
+            assert!(l.local_addr().unwrap().ip().is_loopback());
+        }
+        assert_ne!(a.local_addr().unwrap(), b.local_addr().unwrap());
+        // A static port that is taken is an error, not another port.
+        let taken = a.local_addr().unwrap().port();
+        assert!(publish(taken).is_err());
+    }
+}
