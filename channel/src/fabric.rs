@@ -361,4 +361,27 @@ mod tests {
         f.set_name("api.local", Vec::new());
         assert_eq!(f.resolve("api.local"), None);
     }
+
+    #[test]
+    fn cidrs_stay_on_loopback() {
+        let ok = |s: &str| Cidr::try_from(s.to_string());
+        assert!(
+            ok("0.0.0.0/0")
+                .unwrap()
+                .contains("127.18.3.4".parse().unwrap())
+        );
+        let block = ok("127.18.0.0/16").unwrap();
+        assert!(block.contains("127.18.9.9".parse().unwrap()));
+        assert!(!block.contains("127.19.0.1".parse().unwrap()));
+        for bad in [
+            "10.0.0.0/8",
+            "192.168.0.0/16",
+            "127.18.0.1/16",
+            "127.0.0.0/4",
+            "x/8",
+            "127.0.0.0/33",
+        ] {
+            assert!(ok(bad).is_err(), "{bad}");
+        }
+    }
 }

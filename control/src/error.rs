@@ -1,8 +1,6 @@
 //! Errors as the AWS JSON 1.1 protocol carries them: a `__type` naming the
 //! exception, a message, and an HTTP status (4xx for every client mistake).
 
-use crate::store::StoreError;
-
 /// An error answered to an API caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
@@ -82,11 +80,5 @@ impl ApiError {
     /// skiff itself failed: the only 5xx.
     pub fn server(message: impl Into<String>) -> Self {
         Self::new("ServerException", 500, message)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::server(format!("the state store failed: {e}"))
     }
 }

@@ -17,9 +17,9 @@
 //! they grow, stamped when read; periods with no traffic have no
 //! datapoint, as on AWS.
 
-use super::plane::Plane;
-use crate::metrics::Metrics;
-use crate::model::now;
+use crate::core::metrics::Metrics;
+use crate::core::model::now;
+use crate::plane::elb::Plane;
 
 /// Records the counts' growth since the last reading and, with `gauges`,
 /// the healthy and unhealthy targets of each group in use.

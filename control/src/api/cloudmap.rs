@@ -9,58 +9,16 @@
 //! are found only through DiscoverInstances, as in Cloud Map. Instances can
 //! also be registered by hand with an `AWS_INSTANCE_IPV4` on loopback.
 
-use crate::Inner;
+use crate::core::Core;
+use crate::core::discovery::{
+    DiscoveryService, Namespace, Registry, ecs_users, forget_missing, instances, refresh,
+};
+use crate::core::model::{arn, now};
+use crate::core::state::{State, Write};
 use crate::error::ApiError;
-use crate::model::{Task, arn, now};
-use crate::state::{State, Write};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use skiff_channel::fabric::Fabric;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Namespace {
-    pub id: String,
-    pub arn: String,
-    pub name: String,
-    /// DNS_PRIVATE or HTTP.
-    pub kind: String,
-    pub description: Option<String>,
-    pub vpc: Option<String>,
-    pub created_at: f64,
-    pub creator_request_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DiscoveryService {
-    pub id: String,
-    pub arn: String,
-    pub name: String,
-    pub namespace_id: String,
-    pub description: Option<String>,
-    /// The A record's TTL (DNS namespaces).
-    pub ttl: Option<u64>,
-    pub custom_health: bool,
-    pub created_at: f64,
-    pub creator_request_id: Option<String>,
-    /// Instances registered through the API, by id: their attributes.
-    #[serde(default)]
-    pub instances: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-/// Everything discovery keeps, stored as one document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Registry {
-    pub namespaces: BTreeMap<String, Namespace>,
-    pub services: BTreeMap<String, DiscoveryService>,
-    /// Operations (namespace creation and deletion are asynchronous in
-    /// Cloud Map; here they are done when answered), by id.
-    #[serde(default)]
-    pub operations: BTreeMap<String, Value>,
-}
 
 fn id(prefix: &str) -> String {
     format!(
@@ -98,12 +56,12 @@ fn dns_name(s: &str) -> bool {
 }
 
 pub(crate) async fn handle(
-    inner: &Inner,
+    core: &Core,
     op: &str,
     body: &Value,
     region: &str,
 ) -> Result<Value, ApiError> {
-    let mut state = inner.state.lock().await;
+    let mut state = core.state.lock().await;
     let before = state.discovery.clone();
     let mut reg = before.clone();
     let answer = match op {
@@ -220,10 +178,10 @@ pub(crate) async fn handle(
         other => return Err(ApiError::unknown_operation(other)),
     };
     state
-        .apply(inner.store.as_ref(), vec![Write::Discovery(Box::new(reg))])
+        .apply(core.store.as_ref(), vec![Write::Discovery(Box::new(reg))])
         .await?;
-    forget_missing(&before, &state.discovery, &inner.fabric);
-    refresh(&state, &inner.fabric);
+    forget_missing(&before, &state.discovery, &core.fabric);
+    refresh(&state, &core.fabric);
     Ok(answer)
 }
 
@@ -468,115 +426,4 @@ fn register_instance(reg: &mut Registry, body: &Value) -> Result<Value, ApiError
     }
     s.instances.insert(instance.clone(), attrs);
     Ok(json!({ "OperationId": operation(reg, "REGISTER_INSTANCE", "INSTANCE", &instance) }))
-}
-
-/// How many ECS services (not deleted) register in the discovery service
-/// with this ARN.
-pub(crate) fn ecs_users(state: &State, registry_arn: &str) -> usize {
-    state
-        .services
-        .values()
-        .filter(|s| s.value.status != "INACTIVE")
-        .filter(|s| {
-            s.value
-                .service_registries
-                .iter()
-                .any(|r| r.registry_arn == registry_arn)
-        })
-        .count()
-}
-
-/// An awsvpc task's address.
-pub(crate) fn task_ip(t: &Task) -> Option<Ipv4Addr> {
-    t.attachments
-        .iter()
-        .filter(|a| a["type"] == "ElasticNetworkInterface" && a["status"] == "ATTACHED")
-        .flat_map(|a| a["details"].as_array().into_iter().flatten())
-        .find(|d| d["name"] == "privateIPv4Address")
-        .and_then(|d| d["value"].as_str())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Is the task one discovery should answer: running, wanted, and healthy
-/// if it is checked?
-fn discoverable(t: &Task) -> bool {
-    t.last_status == "RUNNING"
-        && t.desired_status == "RUNNING"
-        && t.health_status.as_deref().is_none_or(|h| h == "HEALTHY")
-}
-
-/// A discovery service's instances: the registered ones, and the tasks of
-/// the ECS services registering in it.
-fn instances(state: &State, s: &DiscoveryService) -> Vec<(String, BTreeMap<String, String>)> {
-    let mut out: Vec<(String, BTreeMap<String, String>)> = s
-        .instances
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    for svc in state.services.values().map(|e| &e.value) {
-        if svc.status == "INACTIVE"
-            || !svc
-                .service_registries
-                .iter()
-                .any(|r| r.registry_arn == s.arn)
-        {
-            continue;
-        }
-        let group = format!("service:{}", svc.service_name);
-        for t in state.tasks.values().map(|e| &e.value) {
-            if t.cluster_arn != svc.cluster_arn
-                || t.group.as_deref() != Some(&group)
-                || !discoverable(t)
-            {
-                continue;
-            }
-            if let Some(ip) = task_ip(t) {
-                let mut attrs = BTreeMap::new();
-                attrs.insert("AWS_INSTANCE_IPV4".to_string(), ip.to_string());
-                attrs.insert("ECS_CLUSTER_NAME".to_string(), t.cluster_name().to_string());
-                attrs.insert("ECS_SERVICE_NAME".to_string(), svc.service_name.clone());
-                attrs.insert(
-                    "ECS_TASK_DEFINITION_FAMILY".to_string(),
-                    t.task_definition_arn
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .split(':')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-                out.push((t.id().to_string(), attrs));
-            }
-        }
-    }
-    out
-}
-
-/// Puts every DNS name's current addresses into the fabric.
-pub(crate) fn refresh(state: &State, fabric: &Fabric) {
-    for s in state.discovery.services.values() {
-        let Some(ns) = state.discovery.namespaces.get(&s.namespace_id) else {
-            continue;
-        };
-        if ns.kind != "DNS_PRIVATE" {
-            continue;
-        }
-        let ips: Vec<Ipv4Addr> = instances(state, s)
-            .iter()
-            .filter_map(|(_, a)| a.get("AWS_INSTANCE_IPV4")?.parse().ok())
-            .collect();
-        fabric.set_name(&format!("{}.{}", s.name, ns.name), ips);
-    }
-}
-
-/// Names that no longer exist leave the fabric (after a delete).
-fn forget_missing(before: &Registry, after: &Registry, fabric: &Fabric) {
-    for s in before.services.values() {
-        if !after.services.contains_key(&s.id)
-            && let Some(ns) = before.namespaces.get(&s.namespace_id)
-        {
-            fabric.set_name(&format!("{}.{}", s.name, ns.name), Vec::new());
-        }
-    }
 }

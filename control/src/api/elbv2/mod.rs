@@ -10,163 +10,24 @@
 //! configuration after every change. [`measure`] turns the plane's counts
 //! into CloudWatch metrics.
 
-mod measure;
-pub mod plane;
 mod tags;
 
-pub use measure::measure;
+pub use crate::plane::elb::config::{
+    Action, Config, HealthCheck, Listener, LoadBalancer, Rule, Target, TargetGroup, parse_matcher,
+};
 
-use crate::Inner;
+use crate::api::protocol::query::{Params, Xml, iso8601};
+use crate::core::Core;
+use crate::core::model::{arn, now};
+use crate::core::state::{State, Write};
 use crate::error::ApiError;
-use crate::model::{arn, now};
-use crate::query::{Params, Xml, iso8601};
-use crate::state::{State, Write};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 const XMLNS: &str = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/";
 
 /// The id of the machine's container instance, the one `instance` target
 /// skiff can reach.
-use crate::LOCAL_INSTANCE_ID;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadBalancer {
-    pub arn: String,
-    pub name: String,
-    /// application or network.
-    pub kind: String,
-    pub scheme: String,
-    pub subnets: Vec<String>,
-    /// Security group ids (application load balancers).
-    pub security_groups: Vec<String>,
-    pub created_at: f64,
-    pub dns_name: String,
-    /// Where its listeners bind.
-    pub address: Ipv4Addr,
-    #[serde(default)]
-    pub tags: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HealthCheck {
-    pub enabled: bool,
-    /// HTTP or TCP.
-    pub protocol: String,
-    /// `traffic-port` or a port number.
-    pub port: String,
-    pub path: Option<String>,
-    pub interval: u64,
-    pub timeout: u64,
-    pub healthy: u32,
-    pub unhealthy: u32,
-    /// HTTP codes: `200`, `200,202`, `200-299`.
-    pub matcher: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Target {
-    pub id: String,
-    pub port: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TargetGroup {
-    pub arn: String,
-    pub name: String,
-    /// HTTP or TCP.
-    pub protocol: String,
-    pub port: u16,
-    /// ip or instance.
-    pub target_type: String,
-    pub health: HealthCheck,
-    /// round_robin or least_outstanding_requests.
-    pub algorithm: String,
-    /// Seconds a deregistered target drains.
-    pub deregistration_delay: u64,
-    pub targets: Vec<Target>,
-    pub created_at: f64,
-    #[serde(default)]
-    pub tags: tags::Tags,
-}
-
-/// What a listener or rule does with a request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Action {
-    Forward(String),
-    Fixed {
-        status: u16,
-        content_type: Option<String>,
-        body: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Listener {
-    pub arn: String,
-    pub lb_arn: String,
-    pub port: u16,
-    pub protocol: String,
-    pub default_action: Action,
-    #[serde(default)]
-    pub tags: tags::Tags,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Rule {
-    pub arn: String,
-    pub listener_arn: String,
-    pub priority: u32,
-    pub paths: Vec<String>,
-    pub hosts: Vec<String>,
-    pub action: Action,
-    #[serde(default)]
-    pub tags: tags::Tags,
-}
-
-/// Everything configured, stored as one document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Config {
-    pub load_balancers: BTreeMap<String, LoadBalancer>,
-    pub target_groups: BTreeMap<String, TargetGroup>,
-    pub listeners: BTreeMap<String, Listener>,
-    pub rules: BTreeMap<String, Rule>,
-}
-
-impl Config {
-    /// The target groups a load balancer's listeners and rules use.
-    pub fn groups_of_lb(&self, lb_arn: &str) -> Vec<&str> {
-        let mut out = Vec::new();
-        for l in self.listeners.values().filter(|l| l.lb_arn == lb_arn) {
-            let rules = self.rules.values().filter(|r| r.listener_arn == l.arn);
-            for a in std::iter::once(&l.default_action).chain(rules.map(|r| &r.action)) {
-                if let Action::Forward(tg) = a
-                    && !out.contains(&tg.as_str())
-                {
-                    out.push(tg.as_str());
-                }
-            }
-        }
-        out
-    }
-
-    /// The load balancers using a target group.
-    pub fn lbs_of_group(&self, tg_arn: &str) -> Vec<&str> {
-        self.load_balancers
-            .keys()
-            .filter(|lb| self.groups_of_lb(lb).contains(&tg_arn))
-            .map(String::as_str)
-            .collect()
-    }
-}
+use crate::core::LOCAL_INSTANCE_ID;
 
 fn short_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
@@ -235,19 +96,19 @@ fn finish(mut x: Xml) -> String {
 
 /// Handles one ELBv2 action; the answer is the XML document.
 pub(crate) async fn handle(
-    inner: &Inner,
+    core: &Core,
     action: &str,
     p: &Params,
     region: &str,
 ) -> Result<String, ApiError> {
-    let mut state = inner.state.lock().await;
+    let mut state = core.state.lock().await;
     let mut cfg = state.elb.clone();
     let answer = match action {
         "DescribeLoadBalancers" => return describe_lbs(&cfg, p),
         "DescribeTargetGroups" => return describe_tgs(&cfg, p),
         "DescribeListeners" => return describe_listeners(&cfg, p),
         "DescribeRules" => return describe_rules(&cfg, p),
-        "DescribeTargetHealth" => return describe_health(inner, &cfg, p),
+        "DescribeTargetHealth" => return describe_health(core, &cfg, p),
         "DescribeTags" => return tags::describe(&cfg, p),
         "AddTags" => tags::add(&mut cfg, p)?,
         "RemoveTags" => tags::remove(&mut cfg, p)?,
@@ -260,7 +121,7 @@ pub(crate) async fn handle(
             attributes(&mut x, tg);
             return Ok(finish(x));
         }
-        "CreateLoadBalancer" => create_lb(&state, &mut cfg, p, region, inner.config.lb_address)?,
+        "CreateLoadBalancer" => create_lb(&state, &mut cfg, p, region, core.config.lb_address)?,
         "DeleteLoadBalancer" => {
             let lb = p.required("LoadBalancerArn")?.to_string();
             // Deleting one that does not exist succeeds, as on AWS.
@@ -349,9 +210,9 @@ pub(crate) async fn handle(
         }
     };
     state
-        .apply(inner.store.as_ref(), vec![Write::Elb(Box::new(cfg))])
+        .apply(core.store.as_ref(), vec![Write::Elb(Box::new(cfg))])
         .await?;
-    inner.elb.sync(&state.elb);
+    core.elb.sync(&state.elb);
     Ok(answer)
 }
 
@@ -411,7 +272,7 @@ fn create_lb(
         ));
     }
     let security_groups = if kind == "application" {
-        crate::ec2::resolve_groups(state, &groups)
+        crate::core::security_groups::resolve_groups(state, &groups)
             .map_err(|e| ApiError::coded("InvalidSecurityGroup", e.message))?
     } else {
         Vec::new()
@@ -457,7 +318,7 @@ fn lb_xml(x: &mut Xml, lb: &LoadBalancer) {
         .text("CreatedTime", iso8601(lb.created_at))
         .text("LoadBalancerName", &lb.name)
         .text("Scheme", &lb.scheme)
-        .text("VpcId", crate::ec2::VPC_ID)
+        .text("VpcId", crate::core::security_groups::VPC_ID)
         .open("State")
         .text("Code", "active")
         .close()
@@ -572,7 +433,7 @@ fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiEr
     }
     let matcher = p.get("Matcher.HttpCode").map(String::from);
     if let Some(m) = &matcher {
-        parse_matcher(m)?;
+        check_matcher(m)?;
         if !hc_http {
             return Err(invalid(
                 "A matcher can only be given for HTTP health checks",
@@ -643,27 +504,9 @@ fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<String, ApiEr
     Ok(finish(x))
 }
 
-/// The codes a matcher accepts (`200`, `200,202`, `200-299`).
-pub fn parse_matcher(m: &str) -> Result<Vec<(u16, u16)>, ApiError> {
-    let bad = || {
-        invalid(format!(
-            "The matcher '{m}' is invalid: give codes from 200 to 499 as 200, 200,202 or 200-299"
-        ))
-    };
-    m.split(',')
-        .map(|part| {
-            let (lo, hi) = match part.split_once('-') {
-                Some((a, b)) => (a.trim().parse::<u16>(), b.trim().parse::<u16>()),
-                None => (part.trim().parse::<u16>(), part.trim().parse::<u16>()),
-            };
-            match (lo, hi) {
-                (Ok(lo), Ok(hi)) if (200..=499).contains(&lo) && (lo..=499).contains(&hi) => {
-                    Ok((lo, hi))
-                }
-                _ => Err(bad()),
-            }
-        })
-        .collect()
+/// The codes a matcher accepts, or ELB's ValidationError.
+fn check_matcher(m: &str) -> Result<Vec<(u16, u16)>, ApiError> {
+    parse_matcher(m).map_err(invalid)
 }
 
 fn tg_xml(x: &mut Xml, cfg: &Config, tg: &TargetGroup) {
@@ -672,7 +515,7 @@ fn tg_xml(x: &mut Xml, cfg: &Config, tg: &TargetGroup) {
         .text("TargetGroupName", &tg.name)
         .text("Protocol", &tg.protocol)
         .text("Port", tg.port)
-        .text("VpcId", crate::ec2::VPC_ID)
+        .text("VpcId", crate::core::security_groups::VPC_ID)
         .text("HealthCheckEnabled", tg.health.enabled)
         .text("HealthCheckProtocol", &tg.health.protocol)
         .text("HealthCheckPort", &tg.health.port)
@@ -1284,7 +1127,7 @@ fn check_target(state: &State, tg: &TargetGroup, id: &str) -> Result<(), ApiErro
     }
 }
 
-fn describe_health(inner: &Inner, cfg: &Config, p: &Params) -> Result<String, ApiError> {
+fn describe_health(core: &Core, cfg: &Config, p: &Params) -> Result<String, ApiError> {
     let arn = p.required("TargetGroupArn")?;
     let tg = group(cfg, arn)?;
     let asked: Vec<Target> = p
@@ -1300,7 +1143,7 @@ fn describe_health(inner: &Inner, cfg: &Config, p: &Params) -> Result<String, Ap
             })
         })
         .collect::<Result<_, ApiError>>()?;
-    let health = inner.elb.health(tg, cfg);
+    let health = core.elb.health(tg, cfg);
     let mut x = response("DescribeTargetHealthResponse", "DescribeTargetHealthResult");
     x.open("TargetHealthDescriptions");
     for h in health {

@@ -14,8 +14,10 @@
 //! kept as ECS and the API name them; only the connect maps a privileged
 //! port to where it is on the host (see `skiff_runtime::ports`).
 
-use super::{Action, Config, Listener, Target, TargetGroup, parse_matcher};
+pub mod config;
+
 use bytes::Bytes;
+use config::{Action, Config, Listener, Target, TargetGroup, parse_matcher};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Full};
@@ -219,7 +221,6 @@ pub struct HealthView {
     pub state: &'static str,
     pub reason: Option<&'static str>,
     pub description: Option<String>,
-    pub requests: u64,
 }
 
 /// A target group's counters at one moment, for its metrics.
@@ -441,7 +442,7 @@ impl Plane {
                 let Some(lb) = cfg.load_balancers.get(&l.lb_arn) else {
                     continue;
                 };
-                let mut rules: Vec<&super::Rule> = cfg
+                let mut rules: Vec<&config::Rule> = cfg
                     .rules
                     .values()
                     .filter(|r| r.listener_arn == l.arn)
@@ -566,7 +567,6 @@ impl Plane {
                     state,
                     reason,
                     description,
-                    requests: t.requests(),
                 }
             })
             .collect()

@@ -2,8 +2,8 @@
 //! A task's own shape is the channel's (a task payload carries it to an
 //! agent), and is re-exported here.
 
+use crate::core::taskdef::Attribute;
 use crate::error::ApiError;
-use crate::taskdef::Attribute;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -7,8 +7,8 @@
 //! (`logs.db`): they are many and small, and losing the last ones in a power
 //! cut is acceptable where losing a task is not (so `synchronous=NORMAL`).
 
+use crate::core::model::now;
 use crate::error::ApiError;
-use crate::model::now;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 use skiff_channel::logs::{LogDestination, OpenStreamError};
@@ -189,7 +189,7 @@ impl LogStore {
                 .map(|t| t.unwrap_or(0))
         };
         let group_arn =
-            |name: &str| crate::model::arn("logs", region, &format!("log-group:{name}:*"));
+            |name: &str| crate::core::model::arn("logs", region, &format!("log-group:{name}:*"));
         match op {
             "CreateLogGroup" => {
                 refuse(body, &["tags", "kmsKeyId", "logGroupClass"])?;
@@ -320,7 +320,7 @@ impl LogStore {
                         let mut s = json!({
                             "logStreamName": name,
                             "creationTime": created,
-                            "arn": crate::model::arn("logs", region, &format!("log-group:{group}:log-stream:{name}")),
+                            "arn": crate::core::model::arn("logs", region, &format!("log-group:{group}:log-stream:{name}")),
                             "storedBytes": 0,
                         });
                         if let (Some(f), Some(l), Some(i)) = (first, last, ingested) {

@@ -3,8 +3,8 @@
 //! them task payloads here and nowhere else; what they report comes back
 //! through `report_loop` in `lib.rs`.
 
-use crate::model::Task;
-use crate::taskdef::TaskDefinition;
+use crate::core::model::Task;
+use crate::core::taskdef::TaskDefinition;
 use skiff_channel::messages::{StartTask, ToAgent};
 use std::collections::HashMap;
 use std::sync::RwLock;

@@ -2,7 +2,7 @@
 //! by `X-Amz-Target`, and the Query protocol (form-encoded); SigV4 verified
 //! when credentials are configured.
 
-use crate::ControlPlane;
+use super::Api;
 use crate::error::ApiError;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use skiff_http_server::ServerConfig;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// The largest request body accepted (RegisterTaskDefinition's limit is
@@ -47,7 +48,7 @@ fn respond(
     if let Some(t) = error_type {
         b = b.header("x-amzn-errortype", t);
         if dialect.query_compatible
-            && let Some(code) = crate::metrics::query_error_code(t)
+            && let Some(code) = crate::core::metrics::query_error_code(t)
         {
             let fault = if status >= 500 { "Receiver" } else { "Sender" };
             b = b.header("x-amzn-query-error", format!("{code};{fault}"));
@@ -87,7 +88,7 @@ fn xml_response(status: u16, body: String, request_id: &str) -> Response<Full<By
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-impl ControlPlane {
+impl Api {
     async fn http(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         // A form-encoded body is the Query protocol: errors in XML too.
         let query = req
@@ -104,9 +105,9 @@ impl ControlPlane {
         };
         let dialect = Dialect {
             json_1_0: header("content-type").starts_with("application/x-amz-json-1.0"),
-            query_compatible: header("x-amz-target").starts_with(crate::CLOUDWATCH_TARGET),
+            query_compatible: header("x-amz-target").starts_with(super::CLOUDWATCH_TARGET),
         };
-        let mut flavor = crate::query::Flavor::Ec2;
+        let mut flavor = super::protocol::query::Flavor::Ec2;
         match self.http_inner(req, query, &mut flavor).await {
             Ok(Answer::Json(v)) => respond(200, &v, None, dialect),
             Ok(Answer::Xml(doc)) => xml_response(200, doc, &uuid::Uuid::new_v4().to_string()),
@@ -115,7 +116,11 @@ impl ControlPlane {
                     tracing::error!(kind = e.kind, "{}", e.message);
                 }
                 let id = uuid::Uuid::new_v4().to_string();
-                xml_response(e.status, crate::query::error_document(flavor, &e, &id), &id)
+                xml_response(
+                    e.status,
+                    super::protocol::query::error_document(flavor, &e, &id),
+                    &id,
+                )
             }
             Err(e) => error_response(&e, dialect),
         }
@@ -125,7 +130,7 @@ impl ControlPlane {
         &self,
         req: Request<Incoming>,
         query: bool,
-        flavor: &mut crate::query::Flavor,
+        flavor: &mut super::protocol::query::Flavor,
     ) -> Result<Answer, ApiError> {
         let (parts, body) = req.into_parts();
         if parts.method != http::Method::POST {
@@ -164,10 +169,10 @@ impl ControlPlane {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str())
         };
-        let config = self.config();
+        let config = &self.core.config;
         let region = if config.credentials.is_empty() {
             header("authorization")
-                .and_then(crate::sigv4::Authorization::parse)
+                .and_then(super::protocol::sigv4::Authorization::parse)
                 .map(|a| a.region)
                 .unwrap_or_else(|| config.region.clone())
         } else {
@@ -175,22 +180,22 @@ impl ControlPlane {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            let received = crate::sigv4::Received {
+            let received = super::protocol::sigv4::Received {
                 method: parts.method.as_str(),
                 path: parts.uri.path(),
                 query: parts.uri.query().unwrap_or(""),
                 headers: &headers,
                 body: &body,
             };
-            crate::sigv4::verify(&received, &config.credentials, now)?.region
+            super::protocol::sigv4::verify(&received, &config.credentials, now)?.region
         };
         if query {
-            let params = crate::query::Params::parse(&body);
+            let params = super::protocol::query::Params::parse(&body);
             let signed_for = header("authorization")
-                .and_then(crate::sigv4::Authorization::parse)
+                .and_then(super::protocol::sigv4::Authorization::parse)
                 .map(|a| a.service);
             let service =
-                crate::QueryService::of(signed_for.as_deref(), params.get("Version"))
+                super::QueryService::of(signed_for.as_deref(), params.get("Version"))
                     .ok_or_else(|| {
                         ApiError::coded(
                             "InvalidAction",
@@ -218,23 +223,23 @@ impl ControlPlane {
         };
         self.handle(target, &value, &region).await.map(Answer::Json)
     }
+}
 
-    /// Serves the API on `listener` until `shutdown` resolves, then
-    /// finishes the requests in flight (up to 30 seconds).
-    pub async fn serve(
-        &self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
-    ) -> std::io::Result<()> {
-        let config = ServerConfig::new("API");
-        skiff_http_server::serve(listener, &config, shutdown, |_peer| {
-            let control = self.clone();
-            service_fn(move |req| {
-                let control = control.clone();
-                async move { Ok::<_, Infallible>(control.http(req).await) }
-            })
+/// Serves the API on `listener` until `shutdown` resolves, then finishes
+/// the requests in flight (up to 30 seconds).
+pub(crate) async fn serve(
+    api: &Arc<Api>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let config = ServerConfig::new("API");
+    skiff_http_server::serve(listener, &config, shutdown, |_peer| {
+        let api = Arc::clone(api);
+        service_fn(move |req| {
+            let api = Arc::clone(&api);
+            async move { Ok::<_, Infallible>(api.http(req).await) }
         })
-        .await;
-        Ok(())
-    }
+    })
+    .await;
+    Ok(())
 }

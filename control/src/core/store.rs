@@ -256,6 +256,13 @@ impl StateStore for SqliteStore {
     }
 }
 
+/// A store failure is the server's, never the caller's.
+impl From<StoreError> for crate::error::ApiError {
+    fn from(e: StoreError) -> Self {
+        crate::error::ApiError::server(format!("the state store failed: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

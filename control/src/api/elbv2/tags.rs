@@ -3,11 +3,10 @@
 //! with ELB's limits and error codes.
 
 use super::{Config, finish, response};
+use crate::api::protocol::query::{Params, Xml};
 use crate::error::ApiError;
-use crate::query::{Params, Xml};
 
-/// A resource's tags, in the order given.
-pub type Tags = Vec<(String, String)>;
+pub use crate::plane::elb::config::Tags;
 
 /// ELB's limit per resource.
 const MAX_TAGS: usize = 50;

@@ -6,8 +6,8 @@
 //! `InvalidParameterException` naming it; fields ECS does not define are
 //! ignored, as the AWS SDKs expect of a service.
 
+use crate::core::model::Tag;
 use crate::error::ApiError;
-use crate::model::Tag;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -317,7 +317,7 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
             )));
         }
         let expr = pc.expression.as_deref().unwrap_or("");
-        crate::placement::Expression::parse(expr).map_err(|e| {
+        crate::core::placement::Expression::parse(expr).map_err(|e| {
             ApiError::client(format!(
                 "Invalid placement constraint expression {expr:?}: {e}"
             ))
@@ -328,7 +328,7 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
             "A task definition can have at most 10 placement constraints.",
         ));
     }
-    crate::model::check_tags(&req.tags)?;
+    crate::core::model::check_tags(&req.tags)?;
 
     let requires_attributes = requires_attributes(&normalised, req.task_role_arn.is_some());
     Ok(TaskDefinition {

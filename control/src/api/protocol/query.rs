@@ -173,7 +173,7 @@ pub fn escape(s: &str) -> String {
 pub fn iso8601(epoch: f64) -> String {
     let secs = epoch.floor() as i64;
     let millis = ((epoch - epoch.floor()) * 1000.0) as i64;
-    let d = crate::sigv4::amz_date(secs);
+    let d = crate::api::protocol::sigv4::amz_date(secs);
     format!(
         "{}-{}-{}T{}:{}:{}.{millis:03}Z",
         &d[0..4],

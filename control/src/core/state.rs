@@ -3,14 +3,14 @@
 //! every revision the batch read) before memory changes. A crash between the
 //! two loses nothing: memory is rebuilt from the store on start.
 
-use crate::discovery::Registry;
-use crate::ec2::SecurityGroup;
-use crate::elb::Config as ElbConfig;
+use crate::core::discovery::Registry;
+use crate::core::model::{Cluster, ContainerInstance, Task};
+use crate::core::security_groups::SecurityGroup;
+use crate::core::services::Service;
+use crate::core::store::{Compare, Op, StateStore, Txn};
+use crate::core::taskdef::TaskDefinition;
 use crate::error::ApiError;
-use crate::model::{Cluster, ContainerInstance, Task};
-use crate::services::Service;
-use crate::store::{Compare, Op, StateStore, Txn};
-use crate::taskdef::TaskDefinition;
+use crate::plane::elb::config::Config as ElbConfig;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};

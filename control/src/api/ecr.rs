@@ -3,10 +3,10 @@
 //! mutability, scanning, lifecycle policies, images and tokens — what
 //! `aws ecr` and boto3's ECR client call.
 
-use crate::Inner;
-use crate::ecs::{json_object, listed_up_to, page, required};
+use crate::api::Api;
+use crate::api::protocol::json::{json_object, listed_up_to, page, required};
+use crate::core::model::{ACCOUNT, arn};
 use crate::error::ApiError;
-use crate::model::{ACCOUNT, arn};
 use serde_json::{Value, json};
 use skiff_registry::lifecycle::Expiry;
 use skiff_registry::repos::{Image, Repository, RepositorySettings, TagMutability};
@@ -38,13 +38,13 @@ fn ecr_error(e: AdminError) -> ApiError {
 
 /// Handles one ECR operation.
 pub(crate) async fn handle(
-    inner: &Inner,
+    api: &Api,
     op: &str,
     body: &Value,
     region: &str,
 ) -> Result<Value, ApiError> {
     json_object(body)?;
-    let Some(registry) = inner.registry.get() else {
+    let Some(registry) = api.registry.get() else {
         return Err(ApiError::unknown_operation(&format!(
             "AmazonEC2ContainerRegistry_V20150921.{op} (this control plane serves no registry)"
         )));
@@ -59,8 +59,8 @@ pub(crate) async fn handle(
     let ecr = Ecr {
         registry: registry.clone(),
         region: region.to_string(),
-        address: inner.config.default_registry.clone(),
-        previews: Arc::clone(&inner.ecr_previews),
+        address: api.core.config.default_registry.clone(),
+        previews: Arc::clone(&api.ecr_previews),
     };
     match op {
         "DeleteRepository" => ecr.delete_repository(body).await,

@@ -8,64 +8,17 @@
 //! from its own members, everything out. A new group lets everything out
 //! and nothing in until rules are added.
 
+use crate::api::protocol::query::{Params, Xml};
+use crate::core::Core;
+use crate::core::model::ACCOUNT;
+use crate::core::model::arn;
+use crate::core::security_groups::{
+    Cidr, Rule, SecurityGroup, Source, VPC_ID, everything_out, new_id, wanted_by,
+};
+use crate::core::state::Write;
 use crate::error::ApiError;
-use crate::model::ACCOUNT;
-use crate::query::{Params, Xml};
-use crate::state::Write;
-use crate::{Inner, model::arn};
-use serde::{Deserialize, Serialize};
-pub use skiff_channel::fabric::{Cidr, Rule, Source};
 
 const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
-
-/// The one VPC skiff's groups live in (a label: there is one loopback).
-pub const VPC_ID: &str = "vpc-0000000000000skf";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SecurityGroup {
-    pub group_id: String,
-    pub group_name: String,
-    pub description: String,
-    pub ingress: Vec<Rule>,
-    pub egress: Vec<Rule>,
-    #[serde(default)]
-    pub tags: Vec<(String, String)>,
-}
-
-fn new_id(prefix: &str) -> String {
-    let hex = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}-{}", &hex[..17])
-}
-
-fn everything_out() -> Rule {
-    Rule {
-        id: new_id("sgr"),
-        protocol: "-1".into(),
-        from_port: -1,
-        to_port: -1,
-        source: Source::Cidr(Cidr::ANY),
-    }
-}
-
-/// The VPC's `default` group: all in from its members, all out.
-pub fn default_group() -> SecurityGroup {
-    let id = new_id("sg");
-    SecurityGroup {
-        ingress: vec![Rule {
-            id: new_id("sgr"),
-            protocol: "-1".into(),
-            from_port: -1,
-            to_port: -1,
-            source: Source::Group(id.clone()),
-        }],
-        egress: vec![everything_out()],
-        group_id: id,
-        group_name: "default".into(),
-        description: "default VPC security group".into(),
-        tags: Vec::new(),
-    }
-}
 
 fn not_found(what: &str) -> ApiError {
     ApiError::coded(
@@ -80,19 +33,19 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// Handles one EC2 action; the answer is the XML document.
 pub(crate) async fn handle(
-    inner: &Inner,
+    core: &Core,
     action: &str,
     p: &Params,
     region: &str,
 ) -> Result<String, ApiError> {
     match action {
-        "CreateSecurityGroup" => create(inner, p, region).await,
-        "DescribeSecurityGroups" => describe(inner, p, region).await,
-        "DeleteSecurityGroup" => delete(inner, p).await,
-        "AuthorizeSecurityGroupIngress" => authorize(inner, p, false, false).await,
-        "AuthorizeSecurityGroupEgress" => authorize(inner, p, true, false).await,
-        "RevokeSecurityGroupIngress" => authorize(inner, p, false, true).await,
-        "RevokeSecurityGroupEgress" => authorize(inner, p, true, true).await,
+        "CreateSecurityGroup" => create(core, p, region).await,
+        "DescribeSecurityGroups" => describe(core, p, region).await,
+        "DeleteSecurityGroup" => delete(core, p).await,
+        "AuthorizeSecurityGroupIngress" => authorize(core, p, false, false).await,
+        "AuthorizeSecurityGroupEgress" => authorize(core, p, true, false).await,
+        "RevokeSecurityGroupIngress" => authorize(core, p, false, true).await,
+        "RevokeSecurityGroupEgress" => authorize(core, p, true, true).await,
         other => Err(ApiError::coded(
             "InvalidAction",
             format!(
@@ -126,7 +79,7 @@ fn tags_of(p: &Params) -> Result<Vec<(String, String)>, ApiError> {
     Ok(tags)
 }
 
-async fn create(inner: &Inner, p: &Params, region: &str) -> Result<String, ApiError> {
+async fn create(core: &Core, p: &Params, region: &str) -> Result<String, ApiError> {
     let name = p.required("GroupName")?.to_string();
     let description = p.required("GroupDescription")?.to_string();
     if name.is_empty() || name.len() > 255 {
@@ -147,7 +100,7 @@ async fn create(inner: &Inner, p: &Params, region: &str) -> Result<String, ApiEr
         ));
     }
     let tags = tags_of(p)?;
-    let mut state = inner.state.lock().await;
+    let mut state = core.state.lock().await;
     if state
         .security_groups
         .values()
@@ -168,13 +121,11 @@ async fn create(inner: &Inner, p: &Params, region: &str) -> Result<String, ApiEr
     };
     state
         .apply(
-            inner.store.as_ref(),
+            core.store.as_ref(),
             vec![Write::SecurityGroup(Box::new(sg.clone()))],
         )
         .await?;
-    inner
-        .fabric
-        .set_group(&sg.group_id, &sg.ingress, &sg.egress);
+    core.fabric.set_group(&sg.group_id, &sg.ingress, &sg.egress);
     let mut x = response("CreateSecurityGroupResponse");
     x.text("groupId", &sg.group_id).text(
         "securityGroupArn",
@@ -196,7 +147,10 @@ fn tag_set(x: &mut Xml, tags: &[(String, String)]) {
 }
 
 /// The group a request names by `GroupId` or `GroupName`.
-fn named<'a>(state: &'a crate::state::State, p: &Params) -> Result<&'a SecurityGroup, ApiError> {
+fn named<'a>(
+    state: &'a crate::core::state::State,
+    p: &Params,
+) -> Result<&'a SecurityGroup, ApiError> {
     if let Some(id) = p.get("GroupId") {
         return state
             .security_groups
@@ -218,7 +172,7 @@ fn named<'a>(state: &'a crate::state::State, p: &Params) -> Result<&'a SecurityG
         .ok_or_else(|| not_found(name))
 }
 
-async fn describe(inner: &Inner, p: &Params, region: &str) -> Result<String, ApiError> {
+async fn describe(core: &Core, p: &Params, region: &str) -> Result<String, ApiError> {
     let ids = p.strings("GroupId");
     let names = p.strings("GroupName");
     let mut filters: Vec<(String, Vec<String>)> = Vec::new();
@@ -246,7 +200,7 @@ async fn describe(inner: &Inner, p: &Params, region: &str) -> Result<String, Api
             .map_err(|_| invalid(format!("The token '{t}' is invalid.")))?,
         None => 0,
     };
-    let state = inner.state.lock().await;
+    let state = core.state.lock().await;
     for id in &ids {
         if !state.security_groups.contains_key(id) {
             return Err(not_found(id));
@@ -353,7 +307,7 @@ fn permissions(x: &mut Xml, name: &'static str, rules: &[Rule]) {
 }
 
 /// The rules an Authorize/Revoke request names.
-fn requested_rules(state: &crate::state::State, p: &Params) -> Result<Vec<Rule>, ApiError> {
+fn requested_rules(state: &crate::core::state::State, p: &Params) -> Result<Vec<Rule>, ApiError> {
     if p.get("IpProtocol").is_some() || p.get("CidrIp").is_some() {
         return Err(invalid(
             "skiff takes rules as IpPermissions (the AWS CLI's --protocol/--port/--cidr/--source-group send them so)",
@@ -460,12 +414,12 @@ fn requested_rules(state: &crate::state::State, p: &Params) -> Result<Vec<Rule>,
 }
 
 async fn authorize(
-    inner: &Inner,
+    core: &Core,
     p: &Params,
     egress: bool,
     revoke: bool,
 ) -> Result<String, ApiError> {
-    let mut state = inner.state.lock().await;
+    let mut state = core.state.lock().await;
     if egress && p.get("GroupId").is_none() {
         return Err(ApiError::coded(
             "MissingParameter",
@@ -512,13 +466,11 @@ async fn authorize(
     }
     state
         .apply(
-            inner.store.as_ref(),
+            core.store.as_ref(),
             vec![Write::SecurityGroup(Box::new(sg.clone()))],
         )
         .await?;
-    inner
-        .fabric
-        .set_group(&sg.group_id, &sg.ingress, &sg.egress);
+    core.fabric.set_group(&sg.group_id, &sg.ingress, &sg.egress);
     let root = match (egress, revoke) {
         (false, false) => "AuthorizeSecurityGroupIngressResponse",
         (true, false) => "AuthorizeSecurityGroupEgressResponse",
@@ -571,8 +523,8 @@ fn ports(r: &Rule) -> String {
     }
 }
 
-async fn delete(inner: &Inner, p: &Params) -> Result<String, ApiError> {
-    let mut state = inner.state.lock().await;
+async fn delete(core: &Core, p: &Params) -> Result<String, ApiError> {
+    let mut state = core.state.lock().await;
     let sg = named(&state, p)?.clone();
     if sg.group_name == "default" {
         return Err(ApiError::coded(
@@ -591,7 +543,7 @@ async fn delete(inner: &Inner, p: &Params) -> Result<String, ApiError> {
                 .chain(&g.value.egress)
                 .any(|r| r.source == Source::Group(sg.group_id.clone()))
     });
-    if referenced || inner.fabric.in_use(&sg.group_id) || wanted_by(&state, &sg.group_id) {
+    if referenced || core.fabric.in_use(&sg.group_id) || wanted_by(&state, &sg.group_id) {
         return Err(ApiError::coded(
             "DependencyViolation",
             format!("resource {} has a dependent object", sg.group_id),
@@ -599,102 +551,12 @@ async fn delete(inner: &Inner, p: &Params) -> Result<String, ApiError> {
     }
     state
         .apply(
-            inner.store.as_ref(),
+            core.store.as_ref(),
             vec![Write::RemoveSecurityGroup(sg.group_id.clone())],
         )
         .await?;
-    inner.fabric.remove_group(&sg.group_id);
+    core.fabric.remove_group(&sg.group_id);
     let mut x = response("DeleteSecurityGroupResponse");
     x.text("return", "true").text("groupId", &sg.group_id);
     Ok(x.finish())
-}
-
-/// Does a task that is not stopped yet, or an active service, name the
-/// group?
-fn wanted_by(state: &crate::state::State, group: &str) -> bool {
-    let names = |n: &Option<crate::model::NetworkConfiguration>| {
-        n.as_ref()
-            .and_then(|n| n.awsvpc_configuration.as_ref())
-            .is_some_and(|v| v.security_groups.iter().any(|g| g == group))
-    };
-    state
-        .tasks
-        .values()
-        .any(|t| t.value.last_status != "STOPPED" && names(&t.value.network_configuration))
-        || state
-            .services
-            .values()
-            .any(|s| s.value.status != "INACTIVE" && names(&s.value.network_configuration))
-}
-
-/// Resolves the groups a task names (ids or names) to ids; none given
-/// means the VPC's default group.
-pub(crate) fn resolve_groups(
-    state: &crate::state::State,
-    given: &[String],
-) -> Result<Vec<String>, ApiError> {
-    if given.len() > 5 {
-        return Err(ApiError::invalid_parameter(
-            "At most 5 security groups can be given.",
-        ));
-    }
-    if given.is_empty() {
-        return state
-            .security_groups
-            .values()
-            .find(|g| g.value.group_name == "default")
-            .map(|g| vec![g.value.group_id.clone()])
-            .ok_or_else(|| ApiError::server("the default security group is missing"));
-    }
-    given
-        .iter()
-        .map(|g| {
-            state
-                .security_groups
-                .get(g)
-                .map(|e| e.value.group_id.clone())
-                .ok_or_else(|| {
-                    ApiError::invalid_parameter(format!(
-                        "Error retrieving security group information for [{g}]: The security group '{g}' does not exist"
-                    ))
-                })
-        })
-        .collect()
-}
-
-/// Makes sure the VPC's default group exists (first start).
-pub(crate) fn ensure_default(state: &crate::state::State) -> Option<Write> {
-    (!state
-        .security_groups
-        .values()
-        .any(|g| g.value.group_name == "default"))
-    .then(|| Write::SecurityGroup(Box::new(default_group())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidrs_stay_on_loopback() {
-        let ok = |s: &str| Cidr::try_from(s.to_string());
-        assert!(
-            ok("0.0.0.0/0")
-                .unwrap()
-                .contains("127.18.3.4".parse().unwrap())
-        );
-        let block = ok("127.18.0.0/16").unwrap();
-        assert!(block.contains("127.18.9.9".parse().unwrap()));
-        assert!(!block.contains("127.19.0.1".parse().unwrap()));
-        for bad in [
-            "10.0.0.0/8",
-            "192.168.0.0/16",
-            "127.18.0.1/16",
-            "127.0.0.0/4",
-            "x/8",
-            "127.0.0.0/33",
-        ] {
-            assert!(ok(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -4,13 +4,13 @@
 //! CloudWatch (it prefers it to CBOR and Query).
 //!
 //! What is measured is skiff's own: its load balancers' request counts
-//! and target health (see [`crate::elb::measure`]), under AWS's namespaces,
+//! and target health (see [`crate::core::lb_metrics::measure`]), under AWS's namespaces,
 //! names and dimensions. Series live in memory for [`RETENTION`] at
 //! one-second resolution and start over when the control plane restarts:
 //! they are derived from live counters that start over too.
 
+use crate::core::model::now;
 use crate::error::ApiError;
-use crate::model::now;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -1,0 +1,836 @@
+//! ECS services: CreateService, UpdateService, DeleteService,
+//! DescribeServices, ListServices.
+
+use crate::api::protocol::json::{
+    includes, listed, parse, refuse, required, string_list, to_value,
+};
+use crate::core::Core;
+use crate::core::clusters::active_cluster;
+use crate::core::model::{
+    Failure, NetworkConfiguration, PlacementItem, Tag, Task, arn, check_tags, name_of, now,
+};
+use crate::core::services::{
+    CircuitBreaker, DeploymentConfiguration, Service, ServiceLoadBalancer, ServiceRegistry,
+    belongs, daemon_instances, deployment_id, live,
+};
+use crate::core::state::{State, Write};
+use crate::core::taskdef::TaskDefinition;
+use crate::core::tasks::{
+    Launch, check_launch, check_network_configuration, placement_rules, resolve_taskdef, taskdef_of,
+};
+use crate::error::ApiError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// A request's `loadBalancers`, checked as ECS does: each names a target
+/// group that a load balancer uses, and a container port of the task
+/// definition; ip target groups need awsvpc, instance ones bridge or host.
+pub(crate) fn load_balancers(
+    state: &State,
+    body: &Value,
+    td: &TaskDefinition,
+) -> Result<Option<Vec<ServiceLoadBalancer>>, ApiError> {
+    let lbs: Vec<ServiceLoadBalancer> = match body.get("loadBalancers") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| ApiError::invalid_parameter(format!("loadBalancers is invalid: {e}")))?,
+    };
+    if lbs.len() > 5 {
+        return Err(ApiError::invalid_parameter(
+            "At most 5 load balancers can be given.",
+        ));
+    }
+    for lb in &lbs {
+        if lb.load_balancer_name.is_some() {
+            return Err(ApiError::invalid_parameter(
+                "loadBalancerName names a Classic Load Balancer, which skiff does not have: give a targetGroupArn",
+            ));
+        }
+        let Some(tg) = state.elb.target_groups.get(&lb.target_group_arn) else {
+            return Err(ApiError::invalid_parameter(format!(
+                "Unable to find target group {}.",
+                lb.target_group_arn
+            )));
+        };
+        if state.elb.lbs_of_group(&tg.arn).is_empty() {
+            return Err(ApiError::invalid_parameter(format!(
+                "The target group {} does not have an associated load balancer.",
+                tg.arn
+            )));
+        }
+        let Some(c) = td
+            .container_definitions
+            .iter()
+            .find(|c| c.name == lb.container_name)
+        else {
+            return Err(ApiError::invalid_parameter(format!(
+                "The container {} does not exist in the task definition.",
+                lb.container_name
+            )));
+        };
+        if !c
+            .port_mappings
+            .iter()
+            .any(|p| p.container_port == lb.container_port)
+        {
+            return Err(ApiError::invalid_parameter(format!(
+                "The container {} did not have a container port {} defined.",
+                lb.container_name, lb.container_port
+            )));
+        }
+        let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
+        match (tg.target_type.as_str(), awsvpc) {
+            ("ip", false) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "The target group {} has target type ip, which needs networkMode awsvpc.",
+                    tg.arn
+                )));
+            }
+            ("instance", true) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "The target group {} has target type instance, which is incompatible with networkMode awsvpc: use target type ip.",
+                    tg.arn
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(lbs))
+}
+
+/// A request's `serviceRegistries`, checked: at most one, naming a
+/// discovery service that exists, with A records, for an awsvpc
+/// definition.
+pub(crate) fn service_registries(
+    state: &State,
+    body: &Value,
+    td: &TaskDefinition,
+) -> Result<Option<Vec<ServiceRegistry>>, ApiError> {
+    let regs: Vec<ServiceRegistry> = match body.get("serviceRegistries") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            ApiError::invalid_parameter(format!("serviceRegistries is invalid: {e}"))
+        })?,
+    };
+    if regs.len() > 1 {
+        return Err(ApiError::invalid_parameter(
+            "At most one service registry can be given.",
+        ));
+    }
+    for r in &regs {
+        let Some(found) = state
+            .discovery
+            .services
+            .values()
+            .find(|s| s.arn == r.registry_arn)
+        else {
+            return Err(ApiError::invalid_parameter(format!(
+                "The service registry {} does not exist.",
+                r.registry_arn
+            )));
+        };
+        if r.port.is_some() || r.container_name.is_some() || r.container_port.is_some() {
+            return Err(ApiError::invalid_parameter(
+                "port, containerName and containerPort name SRV records, which skiff does not answer: register A records (awsvpc) with registryArn alone",
+            ));
+        }
+        let dns = state
+            .discovery
+            .namespaces
+            .get(&found.namespace_id)
+            .is_some_and(|n| n.kind == "DNS_PRIVATE");
+        if dns && td.network_mode.as_deref() != Some("awsvpc") {
+            return Err(ApiError::invalid_parameter(
+                "A service registry with A records needs networkMode awsvpc (tasks of other modes have no address of their own to register).",
+            ));
+        }
+    }
+    Ok(Some(regs))
+}
+
+/// Fields of CreateService/UpdateService skiff cannot honour yet.
+pub(crate) const UNSUPPORTED_SERVICE_FIELDS: &[&str] = &[
+    "capacityProviderStrategy",
+    "platformVersion",
+    "enableExecuteCommand",
+    "enableECSManagedTags",
+    "serviceConnectConfiguration",
+    "volumeConfigurations",
+    "vpcLatticeConfigurations",
+];
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CircuitBreakerReq {
+    enable: bool,
+    rollback: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeploymentConfigurationReq {
+    deployment_circuit_breaker: Option<CircuitBreakerReq>,
+    maximum_percent: Option<i64>,
+    minimum_healthy_percent: Option<i64>,
+}
+
+/// Checks a request's deploymentConfiguration against ECS's rules and
+/// fills in the defaults (REPLICA 200/100, DAEMON 100/0).
+pub(crate) fn deployment_configuration(
+    body: &Value,
+    daemon: bool,
+    current: Option<DeploymentConfiguration>,
+) -> Result<DeploymentConfiguration, ApiError> {
+    let Some(given) = body.get("deploymentConfiguration").filter(|v| !v.is_null()) else {
+        return Ok(current.unwrap_or(DeploymentConfiguration {
+            deployment_circuit_breaker: CircuitBreaker::default(),
+            maximum_percent: if daemon { 100 } else { 200 },
+            minimum_healthy_percent: if daemon { 0 } else { 100 },
+        }));
+    };
+    refuse(
+        given,
+        &[
+            "lifecycleHooks",
+            "canaryConfiguration",
+            "linearConfiguration",
+        ],
+    )?;
+    // What DescribeServices returns may be sent back: alarms that are off,
+    // the ROLLING strategy, no bake time.
+    if given.pointer("/alarms/enable") == Some(&Value::Bool(true)) {
+        return Err(ApiError::invalid_parameter(
+            "deploymentConfiguration.alarms is not supported by skiff (there are no CloudWatch alarms): set enable to false",
+        ));
+    }
+    only(given, "/strategy", "ROLLING", "")?;
+    if given
+        .get("bakeTimeInMinutes")
+        .and_then(Value::as_i64)
+        .is_some_and(|b| b != 0)
+    {
+        return Err(ApiError::invalid_parameter(
+            "bakeTimeInMinutes applies to blue/green deployments, which skiff does not run",
+        ));
+    }
+    // resetOnHealthyTask true is ECS's default and what skiff does.
+    if given.pointer("/deploymentCircuitBreaker/resetOnHealthyTask") == Some(&Value::Bool(false)) {
+        return Err(ApiError::invalid_parameter(
+            "resetOnHealthyTask false is not supported by skiff: a task that runs healthy resets the failure count",
+        ));
+    }
+    let req: DeploymentConfigurationReq = parse(given)?;
+    let base = current.unwrap_or(DeploymentConfiguration {
+        deployment_circuit_breaker: CircuitBreaker::default(),
+        maximum_percent: if daemon { 100 } else { 200 },
+        minimum_healthy_percent: if daemon { 0 } else { 100 },
+    });
+    let max = req
+        .maximum_percent
+        .unwrap_or(i64::from(base.maximum_percent));
+    let min = req
+        .minimum_healthy_percent
+        .unwrap_or(i64::from(base.minimum_healthy_percent));
+    if !(0..=100).contains(&min) {
+        return Err(ApiError::invalid_parameter(format!(
+            "minimumHealthyPercent must be between 0 and 100, not {min}."
+        )));
+    }
+    if daemon && max != 100 {
+        return Err(ApiError::invalid_parameter(
+            "The maximumPercent of a DAEMON service must be 100.",
+        ));
+    }
+    if !(100..=i64::from(i32::MAX)).contains(&max) {
+        return Err(ApiError::invalid_parameter(format!(
+            "maximumPercent must be at least 100, not {max}."
+        )));
+    }
+    if max == 100 && min == 100 && !daemon {
+        return Err(ApiError::invalid_parameter(
+            "maximumPercent 100 with minimumHealthyPercent 100 leaves a deployment no room to replace a task: lower minimumHealthyPercent or raise maximumPercent.",
+        ));
+    }
+    Ok(DeploymentConfiguration {
+        deployment_circuit_breaker: req
+            .deployment_circuit_breaker
+            .map(|c| CircuitBreaker {
+                enable: c.enable,
+                rollback: c.rollback,
+            })
+            .unwrap_or(base.deployment_circuit_breaker),
+        maximum_percent: max as u32,
+        minimum_healthy_percent: min as u32,
+    })
+}
+
+/// Refuses a string field (a JSON pointer into the request) holding
+/// anything but the one value skiff runs.
+pub(crate) fn only(body: &Value, pointer: &str, allowed: &str, why: &str) -> Result<(), ApiError> {
+    match body.pointer(pointer).and_then(Value::as_str) {
+        Some(v) if v != allowed => {
+            let field = pointer.trim_start_matches('/').replace('/', ".");
+            Err(ApiError::invalid_parameter(format!(
+                "{field} {v} is not supported by skiff{why}: use {allowed}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn refuse_unsupported(body: &Value) -> Result<(), ApiError> {
+    refuse(body, UNSUPPORTED_SERVICE_FIELDS)?;
+    only(body, "/propagateTags", "NONE", "")?;
+    only(
+        body,
+        "/availabilityZoneRebalancing",
+        "DISABLED",
+        " (one availability zone)",
+    )?;
+    only(
+        body,
+        "/deploymentController/type",
+        "ECS",
+        " (rolling updates)",
+    )
+}
+
+pub(crate) fn check_launch_type(given: Option<&str>) -> Result<String, ApiError> {
+    let launch_type = given.unwrap_or("EC2");
+    check_launch(launch_type, None, false)?;
+    Ok(launch_type.to_string())
+}
+
+/// A service as DescribeServices shows it: the stored record with the
+/// counts of its tasks.
+pub(crate) fn service_view(state: &State, svc: &Service, with_tags: bool) -> Value {
+    let group = svc.group();
+    let tasks: Vec<&Task> = state
+        .tasks
+        .values()
+        .map(|t| &t.value)
+        .filter(|t| belongs(t, &svc.cluster_arn, &group) && live(t))
+        .collect();
+    let count = |d: Option<&str>, running: bool| {
+        tasks
+            .iter()
+            .filter(|t| d.is_none_or(|d| t.started_by.as_deref() == Some(d)))
+            .filter(|t| (t.last_status == "RUNNING") == running)
+            .count()
+    };
+    let deployments: Vec<Value> = svc
+        .deployments
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "status": d.status,
+                "taskDefinition": d.task_definition,
+                "desiredCount": if d.status == "PRIMARY" { svc.desired_count } else { 0 },
+                "pendingCount": count(Some(&d.id), false),
+                "runningCount": count(Some(&d.id), true),
+                "failedTasks": d.failed_tasks,
+                "createdAt": d.created_at,
+                "updatedAt": d.updated_at,
+                "launchType": d.launch_type,
+                "rolloutState": d.rollout_state,
+                "rolloutStateReason": d.rollout_state_reason,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "serviceArn": svc.service_arn,
+        "serviceName": svc.service_name,
+        "clusterArn": svc.cluster_arn,
+        "loadBalancers": svc.load_balancers,
+        "serviceRegistries": svc.service_registries,
+        "status": svc.status,
+        "desiredCount": svc.desired_count,
+        "runningCount": count(None, true),
+        "pendingCount": count(None, false),
+        "launchType": svc.launch_type,
+        "taskDefinition": svc.task_definition,
+        "deploymentConfiguration": svc.deployment_configuration,
+        "deployments": deployments,
+        "events": svc.events,
+        "createdAt": svc.created_at,
+        "placementConstraints": svc.placement_constraints,
+        "placementStrategy": svc.placement_strategy,
+        "schedulingStrategy": svc.scheduling_strategy,
+        "deploymentController": {"type": "ECS"},
+        "createdBy": svc.created_by,
+        "enableECSManagedTags": false,
+        "propagateTags": "NONE",
+        "enableExecuteCommand": false,
+        "availabilityZoneRebalancing": "DISABLED",
+    });
+    if let Some(g) = svc.health_check_grace_period_seconds {
+        v["healthCheckGracePeriodSeconds"] = json!(g);
+    }
+    if let Some(r) = &svc.role_arn {
+        v["roleArn"] = json!(r);
+    }
+    if let Some(n) = &svc.network_configuration {
+        v["networkConfiguration"] = json!(n);
+    }
+    if with_tags {
+        v["tags"] = to_value(&svc.tags);
+    }
+    v
+}
+
+pub(crate) fn find_service<'a>(
+    state: &'a State,
+    cluster: &str,
+    given: &str,
+) -> Option<&'a Service> {
+    state
+        .services
+        .get(&format!("{cluster}/{}", name_of(given)))
+        .map(|s| &s.value)
+}
+
+pub(crate) fn not_active() -> ApiError {
+    ApiError::not_found("ServiceNotActiveException", "Service was not ACTIVE.")
+}
+
+pub(crate) fn service_not_found() -> ApiError {
+    ApiError::not_found("ServiceNotFoundException", "Service not found.")
+}
+
+pub(crate) fn valid_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > 255
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "Service name {name:?} is invalid: up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed."
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn grace_period(body: &Value) -> Result<Option<u32>, ApiError> {
+    match body.get("healthCheckGracePeriodSeconds") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n) if (0..=2_147_483_647).contains(&n) => Ok(Some(n as u32)),
+            _ => Err(ApiError::invalid_parameter(format!(
+                "healthCheckGracePeriodSeconds must be a whole number of seconds from 0, not {v}."
+            ))),
+        },
+    }
+}
+
+pub(crate) fn desired_count(body: &Value) -> Result<Option<u32>, ApiError> {
+    match body.get("desiredCount") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n) if (0..=100_000).contains(&n) => Ok(Some(n as u32)),
+            _ => Err(ApiError::invalid_parameter(format!(
+                "desiredCount must be between 0 and 100000, not {v}."
+            ))),
+        },
+    }
+}
+
+pub(crate) fn placement_items(
+    body: &Value,
+    field: &str,
+) -> Result<Option<Vec<PlacementItem>>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => parse(v).map(Some),
+    }
+}
+
+pub(crate) async fn create_service(
+    core: &Core,
+    body: &Value,
+    region: &str,
+) -> Result<Value, ApiError> {
+    refuse_unsupported(body)?;
+    let name = required(body, "serviceName")?.to_string();
+    valid_name(&name)?;
+    let given_td = required(body, "taskDefinition")?.to_string();
+    let strategy = body
+        .get("schedulingStrategy")
+        .and_then(Value::as_str)
+        .unwrap_or("REPLICA")
+        .to_string();
+    let daemon = match strategy.as_str() {
+        "REPLICA" => false,
+        "DAEMON" => true,
+        other => {
+            return Err(ApiError::invalid_parameter(format!(
+                "schedulingStrategy must be REPLICA or DAEMON, not {other:?}."
+            )));
+        }
+    };
+    let desired = desired_count(body)?;
+    if daemon && desired.is_some() {
+        return Err(ApiError::invalid_parameter(
+            "A DAEMON service runs one task per container instance: leave desiredCount out.",
+        ));
+    }
+    let desired = match (daemon, desired) {
+        (true, _) => 0,
+        (false, Some(n)) => n,
+        (false, None) => {
+            return Err(ApiError::invalid_parameter(
+                "desiredCount is required for a REPLICA service.",
+            ));
+        }
+    };
+    let constraints = placement_items(body, "placementConstraints")?.unwrap_or_default();
+    let strategies = placement_items(body, "placementStrategy")?.unwrap_or_default();
+    if daemon && !strategies.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "Placement strategies are not supported with DAEMON scheduling strategy.",
+        ));
+    }
+    placement_rules(&constraints, &strategies)?;
+    let config = deployment_configuration(body, daemon, None)?;
+    let launch_type = check_launch_type(body.get("launchType").and_then(Value::as_str))?;
+    let tags: Vec<Tag> = match body.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse(v)?,
+    };
+    check_tags(&tags)?;
+    let client_token = body
+        .get("clientToken")
+        .and_then(Value::as_str)
+        .map(String::from);
+    if client_token
+        .as_deref()
+        .is_some_and(|t| t.is_empty() || t.len() > 36)
+    {
+        return Err(ApiError::invalid_parameter(
+            "clientToken must be 1 to 36 characters.",
+        ));
+    }
+    let grace = grace_period(body)?;
+
+    let mut state = core.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    if let Some(existing) = find_service(&state, &cluster.cluster_name, &name)
+        && existing.status != "INACTIVE"
+    {
+        if client_token.is_some() && existing.client_token == client_token {
+            return Ok(json!({ "service": service_view(&state, existing, false) }));
+        }
+        return Err(ApiError::invalid_parameter(
+            "Creation of service was not idempotent.",
+        ));
+    }
+    let td = resolve_taskdef(&state, &given_td, true)?;
+    let network = crate::api::ecs::parse_network_configuration(body)?;
+    check_runs(
+        &launch_type,
+        &td,
+        !constraints.is_empty() || !strategies.is_empty(),
+        network.as_ref(),
+    )?;
+    check_groups(&state, network.as_ref())?;
+    let registries = service_registries(&state, body, &td)?.unwrap_or_default();
+    let balancers = load_balancers(&state, body, &td)?.unwrap_or_default();
+    let desired = if daemon {
+        // One task per instance it may run on, from the start.
+        let (c, s) = placement_rules(&constraints, &strategies)?;
+        let launch = Launch::new(td.clone(), c, s, format!("service:{name}"))?;
+        daemon_instances(&state, &cluster.cluster_name, &launch).len() as u32
+    } else {
+        desired
+    };
+    let at = now();
+    let mut svc = Service {
+        service_arn: arn(
+            "ecs",
+            region,
+            &format!("service/{}/{name}", cluster.cluster_name),
+        ),
+        service_name: name.clone(),
+        cluster_arn: cluster.cluster_arn.clone(),
+        status: "ACTIVE".into(),
+        desired_count: desired,
+        task_definition: td.task_definition_arn.clone(),
+        launch_type,
+        scheduling_strategy: strategy,
+        deployment_configuration: config,
+        placement_constraints: constraints,
+        placement_strategy: strategies,
+        health_check_grace_period_seconds: grace,
+        role_arn: body.get("role").and_then(Value::as_str).map(String::from),
+        deployments: Vec::new(),
+        events: Vec::new(),
+        created_at: at,
+        created_by: format!("arn:aws:iam::{}:root", crate::core::model::ACCOUNT),
+        tags,
+        client_token,
+        steady: false,
+        last_completed: None,
+        network_configuration: network,
+        service_registries: registries,
+        load_balancers: balancers,
+        registered: Vec::new(),
+    };
+    let id = deployment_id(core);
+    svc.new_deployment(at, id, "ECS deployment in progress.");
+    save(core, &mut state, svc).await
+}
+
+/// Can the service's tasks run from `td`, with its launch type, placement
+/// and network configuration?
+pub(crate) fn check_runs(
+    svc_launch: &str,
+    td: &TaskDefinition,
+    placement_given: bool,
+    network: Option<&NetworkConfiguration>,
+) -> Result<(), ApiError> {
+    check_launch(svc_launch, Some(td), placement_given)?;
+    check_network_configuration(td, network)
+}
+
+/// The security groups a service's network configuration names exist.
+pub(crate) fn check_groups(
+    state: &State,
+    network: Option<&NetworkConfiguration>,
+) -> Result<(), ApiError> {
+    if let Some(vpc) = network.and_then(|n| n.awsvpc_configuration.as_ref()) {
+        crate::core::security_groups::resolve_groups(state, &vpc.security_groups)?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn update_service(core: &Core, body: &Value) -> Result<Value, ApiError> {
+    refuse_unsupported(body)?;
+    let given = required(body, "service")?;
+    let desired = desired_count(body)?;
+    let force = body
+        .get("forceNewDeployment")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let constraints = placement_items(body, "placementConstraints")?;
+    let strategies = placement_items(body, "placementStrategy")?;
+    let grace = grace_period(body)?;
+    if let Some(l) = body.get("launchType").and_then(Value::as_str) {
+        check_launch_type(Some(l))?;
+    }
+    let mut state = core.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    let mut svc = find_service(&state, &cluster.cluster_name, given)
+        .cloned()
+        .ok_or_else(service_not_found)?;
+    if svc.status != "ACTIVE" {
+        return Err(not_active());
+    }
+    let daemon = svc.is_daemon();
+    if daemon && desired.is_some() {
+        return Err(ApiError::invalid_parameter(
+            "A DAEMON service runs one task per container instance: its desiredCount cannot be set.",
+        ));
+    }
+    if daemon && strategies.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid_parameter(
+            "Placement strategies are not supported with DAEMON scheduling strategy.",
+        ));
+    }
+    placement_rules(
+        constraints.as_deref().unwrap_or(&svc.placement_constraints),
+        strategies.as_deref().unwrap_or(&svc.placement_strategy),
+    )?;
+    svc.deployment_configuration =
+        deployment_configuration(body, daemon, Some(svc.deployment_configuration))?;
+    let mut redeploy = force;
+    let network = crate::api::ecs::parse_network_configuration(body)?;
+    let given_td = body.get("taskDefinition").and_then(Value::as_str);
+    if given_td.is_some()
+        || network.is_some()
+        || body.get("serviceRegistries").is_some()
+        || body.get("loadBalancers").is_some()
+    {
+        let td = match given_td {
+            Some(given) => resolve_taskdef(&state, given, true)?,
+            None => taskdef_of(&state, &svc.task_definition).ok_or_else(|| {
+                ApiError::client("The service's task definition no longer exists.")
+            })?,
+        };
+        let network = network.or_else(|| svc.network_configuration.clone());
+        let placement_given = !constraints
+            .as_deref()
+            .unwrap_or(&svc.placement_constraints)
+            .is_empty()
+            || !strategies
+                .as_deref()
+                .unwrap_or(&svc.placement_strategy)
+                .is_empty();
+        check_runs(&svc.launch_type, &td, placement_given, network.as_ref())?;
+        check_groups(&state, network.as_ref())?;
+        if let Some(regs) = service_registries(&state, body, &td)?
+            && regs != svc.service_registries
+        {
+            svc.service_registries = regs;
+            redeploy = true;
+        }
+        match load_balancers(&state, body, &td)? {
+            Some(lbs) if lbs != svc.load_balancers => {
+                svc.load_balancers = lbs;
+                redeploy = true;
+            }
+            Some(_) => {}
+            // A new definition must still carry the balanced ports.
+            None if given_td.is_some() && !svc.load_balancers.is_empty() => {
+                let current = json!({ "loadBalancers": svc.load_balancers });
+                load_balancers(&state, &current, &td)?;
+            }
+            None => {}
+        }
+        if td.task_definition_arn != svc.task_definition {
+            svc.task_definition = td.task_definition_arn;
+            redeploy = true;
+        }
+        if network != svc.network_configuration {
+            svc.network_configuration = network;
+            redeploy = true;
+        }
+    }
+    if let Some(c) = constraints
+        && c != svc.placement_constraints
+    {
+        svc.placement_constraints = c;
+        redeploy = true;
+    }
+    if let Some(s) = strategies
+        && s != svc.placement_strategy
+    {
+        svc.placement_strategy = s;
+        redeploy = true;
+    }
+    if let Some(n) = desired {
+        svc.desired_count = n;
+    }
+    if grace.is_some() {
+        svc.health_check_grace_period_seconds = grace;
+    }
+    let at = now();
+    if redeploy {
+        let id = deployment_id(core);
+        svc.new_deployment(at, id, "ECS deployment in progress.");
+    } else if let Some(p) = svc.deployments.first_mut() {
+        p.updated_at = at;
+    }
+    svc.steady = svc.steady && !redeploy && desired.is_none();
+    save(core, &mut state, svc).await
+}
+
+/// Commits a service a request changed, wakes the scheduler to act on it,
+/// and answers with it.
+pub(crate) async fn save(core: &Core, state: &mut State, svc: Service) -> Result<Value, ApiError> {
+    state
+        .apply(
+            core.store.as_ref(),
+            vec![Write::Service(Box::new(svc.clone()))],
+        )
+        .await?;
+    core.wake.notify_one();
+    Ok(json!({ "service": service_view(state, &svc, false) }))
+}
+
+pub(crate) async fn delete_service(core: &Core, body: &Value) -> Result<Value, ApiError> {
+    let given = required(body, "service")?;
+    let force = body.get("force").and_then(Value::as_bool).unwrap_or(false);
+    let mut state = core.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    let mut svc = find_service(&state, &cluster.cluster_name, given)
+        .cloned()
+        .ok_or_else(service_not_found)?;
+    match svc.status.as_str() {
+        "DRAINING" => return Ok(json!({ "service": service_view(&state, &svc, false) })),
+        "INACTIVE" => return Err(not_active()),
+        _ => {}
+    }
+    if !svc.is_daemon() && svc.desired_count > 0 && !force {
+        return Err(ApiError::invalid_parameter(
+            "The service cannot be stopped while it is scaled above 0.",
+        ));
+    }
+    svc.status = "DRAINING".into();
+    svc.desired_count = 0;
+    svc.steady = false;
+    save(core, &mut state, svc).await
+}
+
+pub(crate) async fn describe_services(
+    core: &Core,
+    body: &Value,
+    region: &str,
+) -> Result<Value, ApiError> {
+    let given = string_list(body, "services")?;
+    if given.is_empty() || given.len() > 10 {
+        return Err(ApiError::invalid_parameter(
+            "services must name 1 to 10 services.",
+        ));
+    }
+    let state = core.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?;
+    let mut services = Vec::new();
+    let mut failures = Vec::new();
+    for g in given {
+        match find_service(&state, &cluster.cluster_name, &g) {
+            Some(s) => services.push(service_view(&state, s, includes(body, "TAGS"))),
+            None => failures.push(Failure::missing(if g.starts_with("arn:") {
+                g.clone()
+            } else {
+                arn(
+                    "ecs",
+                    region,
+                    &format!("service/{}/{g}", cluster.cluster_name),
+                )
+            })),
+        }
+    }
+    Ok(json!({ "services": services, "failures": failures }))
+}
+
+pub(crate) async fn list_services(core: &Core, body: &Value) -> Result<Value, ApiError> {
+    let launch_type = body.get("launchType").and_then(Value::as_str);
+    let strategy = body.get("schedulingStrategy").and_then(Value::as_str);
+    if let Some(s) = strategy
+        && !matches!(s, "REPLICA" | "DAEMON")
+    {
+        return Err(ApiError::invalid_parameter(
+            "schedulingStrategy must be REPLICA or DAEMON.",
+        ));
+    }
+    let state = core.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?;
+    let arns: Vec<String> = state
+        .services
+        .values()
+        .map(|s| &s.value)
+        .filter(|s| s.cluster_arn == cluster.cluster_arn && s.status != "INACTIVE")
+        .filter(|s| launch_type.is_none_or(|l| s.launch_type == l))
+        .filter(|s| strategy.is_none_or(|st| s.scheduling_strategy == st))
+        .map(|s| s.service_arn.clone())
+        .collect();
+    listed(body, "serviceArns", arns)
+}
+
+/// The services of a cluster that count as active (ACTIVE or DRAINING).
+pub(crate) fn active_services(state: &State, cluster_arn: &str) -> usize {
+    state
+        .services
+        .values()
+        .filter(|s| s.value.cluster_arn == cluster_arn && s.value.status == "ACTIVE")
+        .count()
+}
+
+/// Whether any service of the cluster is not yet INACTIVE.
+pub(crate) fn has_services(state: &State, cluster_arn: &str) -> bool {
+    state
+        .services
+        .values()
+        .any(|s| s.value.cluster_arn == cluster_arn && s.value.status != "INACTIVE")
+}

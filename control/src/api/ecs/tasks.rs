@@ -1,0 +1,370 @@
+//! ECS tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
+
+use crate::api::protocol::json::{
+    includes, listed, parse, refuse, required, string_list, to_value,
+};
+use crate::core::Core;
+use crate::core::clusters::active_cluster;
+use crate::core::model::{
+    Cluster, Failure, NetworkConfiguration, PlacementItem, Tag, Task, TaskOverride, arn,
+    check_tags, name_of,
+};
+use crate::core::services::{self};
+use crate::core::state::{State, Write};
+use crate::core::taskdef::{self, TaskDefinition};
+use crate::core::tasks::{
+    Launch, check_launch, check_network_configuration, place_tasks, placement_rules,
+    resolve_taskdef, stop_request,
+};
+use crate::error::ApiError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Checks a request's `networkConfiguration` against the task definition's
+/// network mode, as ECS does: awsvpc needs one, with subnets; other modes
+/// take none.
+pub(crate) fn network_configuration(
+    body: &Value,
+    td: &TaskDefinition,
+) -> Result<Option<NetworkConfiguration>, ApiError> {
+    let given = parse_network_configuration(body)?;
+    check_network_configuration(td, given.as_ref())?;
+    Ok(given)
+}
+
+/// A request's `networkConfiguration`, if it has one.
+pub(crate) fn parse_network_configuration(
+    body: &Value,
+) -> Result<Option<NetworkConfiguration>, ApiError> {
+    match body.get("networkConfiguration") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value::<NetworkConfiguration>(v.clone())
+            .map(Some)
+            .map_err(|e| ApiError::client(format!("networkConfiguration is invalid: {e}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RunTaskReq {
+    cluster: Option<String>,
+    task_definition: Option<String>,
+    count: Option<i64>,
+    launch_type: Option<String>,
+    #[serde(default)]
+    overrides: TaskOverride,
+    #[serde(default)]
+    placement_constraints: Vec<PlacementItem>,
+    #[serde(default)]
+    placement_strategy: Vec<PlacementItem>,
+    started_by: Option<String>,
+    group: Option<String>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    client_token: Option<String>,
+}
+
+/// Fields of RunTask/StartTask skiff cannot honour yet.
+pub(crate) const UNSUPPORTED_RUN_FIELDS: &[&str] = &[
+    "propagateTags",
+    "capacityProviderStrategy",
+    "enableECSManagedTags",
+    "enableExecuteCommand",
+    "volumeConfigurations",
+    "platformVersion",
+];
+
+pub(crate) fn check_overrides(
+    body: &Value,
+    td: &TaskDefinition,
+    o: &TaskOverride,
+) -> Result<(), ApiError> {
+    if let Some(Value::Array(cos)) = body.pointer("/overrides/containerOverrides") {
+        for co in cos {
+            refuse(co, &["environmentFiles", "resourceRequirements"])?;
+        }
+    }
+    if let Some(ov) = body.get("overrides") {
+        refuse(ov, &["inferenceAcceleratorOverrides", "ephemeralStorage"])?;
+    }
+    for co in &o.container_overrides {
+        if !td.container_definitions.iter().any(|c| c.name == co.name) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Override for container named {} is not a container in the TaskDefinition.",
+                co.name
+            )));
+        }
+    }
+    if let Some(c) = &o.cpu {
+        taskdef::parse_task_cpu(c).map_err(|e| ApiError::invalid_parameter(e.message))?;
+    }
+    if let Some(m) = &o.memory {
+        taskdef::parse_task_memory(m).map_err(|e| ApiError::invalid_parameter(e.message))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn task_view(t: &Task, with_tags: bool) -> Value {
+    let mut v = to_value(t);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("clientToken");
+        o.remove("networkConfiguration");
+        o.remove("hostInstanceArn");
+        if !with_tags {
+            o.remove("tags");
+        }
+    }
+    v
+}
+
+/// RunTask, or StartTask when `on` names the instances.
+pub(crate) async fn run_task(
+    core: &Core,
+    body: &Value,
+    region: &str,
+    on: Option<Vec<String>>,
+) -> Result<Value, ApiError> {
+    refuse(body, UNSUPPORTED_RUN_FIELDS)?;
+    let req: RunTaskReq = parse(body)?;
+    let given_td = req
+        .task_definition
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid_parameter("taskDefinition is required"))?;
+    let count = req.count.unwrap_or(1);
+    if on.is_none() && !(1..=10).contains(&count) {
+        return Err(ApiError::invalid_parameter(format!(
+            "count must be between 1 and 10, not {count}."
+        )));
+    }
+    if let Some(t) = &req.client_token
+        && (t.is_empty() || t.len() > 64)
+    {
+        return Err(ApiError::invalid_parameter(
+            "clientToken must be 1 to 64 characters.",
+        ));
+    }
+    check_tags(&req.tags)?;
+    if req.started_by.as_deref().is_some_and(|s| s.len() > 128) {
+        return Err(ApiError::invalid_parameter(
+            "startedBy is at most 128 characters.",
+        ));
+    }
+    let launch_type = req.launch_type.clone().unwrap_or_else(|| "EC2".into());
+    check_launch(&launch_type, None, false)?;
+    let (constraints, strategies) =
+        placement_rules(&req.placement_constraints, &req.placement_strategy)?;
+    if core.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::server(
+            "skiff serve is shutting down: no new tasks start",
+        ));
+    }
+    let mut state = core.state.lock().await;
+    // Again under the lock, which shutdown holds while it stops tasks.
+    if core.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::server(
+            "skiff serve is shutting down: no new tasks start",
+        ));
+    }
+    if let Some(token) = &req.client_token
+        && let Some(ids) = state.client_tokens.get(token)
+    {
+        // The same request again: the tasks it made, as they are now.
+        let tasks: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| state.tasks.get(id))
+            .map(|t| task_view(&t.value, false))
+            .collect();
+        return Ok(json!({ "tasks": tasks, "failures": [] }));
+    }
+    let cluster = active_cluster(&state, req.cluster.as_deref())?.clone();
+    let td = resolve_taskdef(&state, given_td, true)?;
+    check_overrides(body, &td, &req.overrides)?;
+    check_launch(
+        &launch_type,
+        Some(&td),
+        !req.placement_constraints.is_empty() || !req.placement_strategy.is_empty(),
+    )?;
+    let network = network_configuration(body, &td)?;
+    let group = req
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("family:{}", td.family));
+    if group.len() > 255 {
+        return Err(ApiError::invalid_parameter(
+            "group is at most 255 characters.",
+        ));
+    }
+    let mut launch = Launch::new(td, constraints, strategies, group)?;
+    launch.overrides = req.overrides;
+    launch.started_by = req.started_by;
+    launch.tags = req.tags;
+    launch.client_token = req.client_token;
+    launch.launch_type = launch_type;
+    launch.network = network;
+    let (tasks, failures) = place_tasks(
+        core,
+        &state,
+        region,
+        &cluster,
+        &launch,
+        count as usize,
+        on.as_deref(),
+    )?;
+    state
+        .apply(
+            core.store.as_ref(),
+            tasks.iter().cloned().map(Write::Task).collect(),
+        )
+        .await?;
+    for t in &tasks {
+        core.agents.start(t, &launch.td);
+    }
+    let views: Vec<Value> = tasks.iter().map(|t| task_view(t, false)).collect();
+    Ok(json!({ "tasks": views, "failures": failures }))
+}
+
+pub(crate) async fn start_task(core: &Core, body: &Value, region: &str) -> Result<Value, ApiError> {
+    let instances = string_list(body, "containerInstances")?;
+    if instances.is_empty() || instances.len() > 10 {
+        return Err(ApiError::invalid_parameter(
+            "containerInstances must name 1 to 10 container instances.",
+        ));
+    }
+    if body.get("count").is_some() || body.get("launchType").is_some() {
+        return Err(ApiError::invalid_parameter(
+            "StartTask takes containerInstances, not count or launchType.",
+        ));
+    }
+    run_task(core, body, region, Some(instances)).await
+}
+
+pub(crate) fn find_task<'a>(state: &'a State, cluster: &Cluster, given: &str) -> Option<&'a Task> {
+    state
+        .tasks
+        .get(name_of(given))
+        .map(|t| &t.value)
+        .filter(|t| t.cluster_arn == cluster.cluster_arn)
+}
+
+pub(crate) async fn stop_task(core: &Core, body: &Value) -> Result<Value, ApiError> {
+    let given = required(body, "task")?;
+    let reason = body.get("reason").and_then(Value::as_str);
+    if reason.is_some_and(|r| r.len() > 255) {
+        return Err(ApiError::invalid_parameter(
+            "reason is at most 255 characters.",
+        ));
+    }
+    let mut state = core.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
+    let task = find_task(&state, &cluster, given)
+        .cloned()
+        .ok_or_else(|| ApiError::invalid_parameter("The referenced task was not found."))?;
+    let running_here = core.agents.have(&task);
+    // Already stopped, or stopping on the agent: nothing more to do. A task
+    // no agent runs (lost with a previous process) is stopped below, even
+    // if a stop was asked for before.
+    if task.last_status == "STOPPED" || (task.desired_status == "STOPPED" && running_here) {
+        return Ok(json!({ "task": task_view(&task, false) }));
+    }
+    let (t, running_here) = stop_request(
+        core,
+        task,
+        "UserInitiated",
+        reason.unwrap_or("Task stopped by user"),
+    );
+    // Behind a load balancer, the task leaves its target groups first and
+    // drains, as when its service stops it.
+    let deregistered = crate::core::services::deregister_task(&state, t.id());
+    let mut writes = vec![Write::Task(t.clone())];
+    let mut draining = Vec::new();
+    if let Some(d) = deregistered {
+        writes.extend(d.writes);
+        draining = d.targets;
+    }
+    state.apply(core.store.as_ref(), writes).await?;
+    if !draining.is_empty() {
+        core.elb.sync(&state.elb);
+    }
+    if running_here {
+        crate::core::services::stop_after_draining(core, &t, draining);
+    }
+    // A service replaces its stopped task.
+    core.wake.notify_one();
+    Ok(json!({ "task": task_view(&t, false) }))
+}
+
+pub(crate) async fn describe_tasks(
+    core: &Core,
+    body: &Value,
+    region: &str,
+) -> Result<Value, ApiError> {
+    let given = string_list(body, "tasks")?;
+    if given.is_empty() || given.len() > 100 {
+        return Err(ApiError::invalid_parameter(
+            "tasks must name 1 to 100 tasks.",
+        ));
+    }
+    let state = core.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?;
+    let mut tasks = Vec::new();
+    let mut failures = Vec::new();
+    for g in given {
+        match find_task(&state, cluster, &g) {
+            Some(t) => tasks.push(task_view(t, includes(body, "TAGS"))),
+            None => failures.push(Failure::missing(if g.starts_with("arn:") {
+                g.clone()
+            } else {
+                arn("ecs", region, &format!("task/{}/{g}", cluster.cluster_name))
+            })),
+        }
+    }
+    Ok(json!({ "tasks": tasks, "failures": failures }))
+}
+
+pub(crate) async fn list_tasks(core: &Core, body: &Value) -> Result<Value, ApiError> {
+    let state = core.state.lock().await;
+    let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?;
+    let s = |f: &str| {
+        body.get(f)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let desired = s("desiredStatus").unwrap_or("RUNNING");
+    if !matches!(desired, "RUNNING" | "PENDING" | "STOPPED") {
+        return Err(ApiError::invalid_parameter(
+            "desiredStatus must be RUNNING, PENDING or STOPPED.",
+        ));
+    }
+    if s("family").is_some() && s("serviceName").is_some() {
+        return Err(ApiError::invalid_parameter(
+            "family and serviceName cannot both be given.",
+        ));
+    }
+    let instance = s("containerInstance").map(|i| name_of(i).to_string());
+    let mut tasks: Vec<&Task> = state
+        .tasks
+        .values()
+        .map(|t| &t.value)
+        .filter(|t| t.cluster_arn == cluster.cluster_arn)
+        // No task ever has desired status PENDING: that filter lists none.
+        .filter(|t| t.desired_status == desired)
+        .filter(|t| {
+            s("family").is_none_or(|f| name_of(&t.task_definition_arn).split(':').next() == Some(f))
+        })
+        .filter(|t| s("startedBy").is_none_or(|b| t.started_by.as_deref() == Some(b)))
+        .filter(|t| {
+            s("serviceName").is_none_or(|n| {
+                services::belongs(t, &cluster.cluster_arn, &format!("service:{}", name_of(n)))
+            })
+        })
+        .filter(|t| s("launchType").is_none_or(|l| t.launch_type == l))
+        .filter(|t| {
+            instance
+                .as_deref()
+                .is_none_or(|i| t.container_instance_arn.as_deref().map(name_of) == Some(i))
+        })
+        .collect();
+    tasks.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+    let arns: Vec<String> = tasks.iter().map(|t| t.task_arn.clone()).collect();
+    listed(body, "taskArns", arns)
+}

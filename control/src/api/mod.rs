@@ -1,0 +1,115 @@
+//! The AWS-facing layer: one module per AWS service skiff answers, each
+//! thin — parse the request, call the core, shape the answer — over the
+//! protocols they share ([`protocol`]: AWS JSON 1.0/1.1, the Query
+//! protocol, SigV4) and the HTTP front ([`http`]).
+
+pub(crate) mod cloudmap;
+pub(crate) mod ec2;
+pub(crate) mod ecr;
+pub(crate) mod ecs;
+pub(crate) mod elbv2;
+pub(crate) mod http;
+pub mod protocol;
+
+use crate::core::Core;
+use crate::error::ApiError;
+use std::sync::{Arc, OnceLock};
+
+/// CloudWatch's `X-Amz-Target` prefix.
+pub(crate) const CLOUDWATCH_TARGET: &str = "GraniteServiceVersion20100801.";
+
+/// The services answered in the Query protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryService {
+    Ec2,
+    Elbv2,
+}
+
+impl QueryService {
+    /// Which service a request is for: by its signature's scope, else by
+    /// the API version it names.
+    pub fn of(signed_for: Option<&str>, version: Option<&str>) -> Option<QueryService> {
+        match (signed_for, version) {
+            (Some("ec2"), _) | (None, Some("2016-11-15")) => Some(QueryService::Ec2),
+            (Some("elasticloadbalancing"), _) | (None, Some("2015-12-01")) => {
+                Some(QueryService::Elbv2)
+            }
+            _ => None,
+        }
+    }
+
+    /// How its errors look.
+    pub fn flavor(self) -> protocol::query::Flavor {
+        match self {
+            QueryService::Ec2 => protocol::query::Flavor::Ec2,
+            QueryService::Elbv2 => protocol::query::Flavor::Query,
+        }
+    }
+}
+
+/// The API: the core, and what only the API layer needs.
+pub(crate) struct Api {
+    pub(crate) core: Arc<Core>,
+    /// The registry `skiff serve` runs beside the API, for the ECR
+    /// operations (set once, by `attach_registry`).
+    pub(crate) registry: OnceLock<skiff_registry::Registry>,
+    /// ECR lifecycle policy previews started, by repository.
+    pub(crate) ecr_previews: ecr::Previews,
+}
+
+impl Api {
+    pub(crate) fn new(core: Arc<Core>) -> Api {
+        Api {
+            core,
+            registry: OnceLock::new(),
+            ecr_previews: Default::default(),
+        }
+    }
+
+    /// Handles one AWS JSON 1.1 request: `target` is the `X-Amz-Target`
+    /// header, `region` the request's signing region.
+    pub(crate) async fn handle(
+        &self,
+        target: &str,
+        body: &serde_json::Value,
+        region: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        if let Some(op) = target.strip_prefix("AmazonEC2ContainerServiceV20141113.") {
+            return ecs::handle(&self.core, op, body, region).await;
+        }
+        if let Some(op) = target.strip_prefix("AmazonEC2ContainerRegistry_V20150921.") {
+            return ecr::handle(self, op, body, region).await;
+        }
+        if let Some(op) = target.strip_prefix("Route53AutoNaming_v20170314.") {
+            return cloudmap::handle(&self.core, op, body, region).await;
+        }
+        if let Some(op) = target.strip_prefix(CLOUDWATCH_TARGET) {
+            // The counts up to this moment, not the last tick's.
+            crate::core::lb_metrics::measure(&self.core.elb, &self.core.metrics, false);
+            return self.core.metrics.handle(op, body);
+        }
+        if let Some(op) = target.strip_prefix("Logs_20140328.") {
+            let logs = self.core.logs.clone();
+            let (op, body, region) = (op.to_string(), body.clone(), region.to_string());
+            return tokio::task::spawn_blocking(move || logs.handle(&op, &body, &region))
+                .await
+                .map_err(|e| ApiError::server(format!("the logs worker failed: {e}")))?;
+        }
+        Err(ApiError::unknown_operation(target))
+    }
+
+    /// Handles a Query-protocol request (EC2 security groups) and returns
+    /// its XML answer.
+    pub(crate) async fn handle_query(
+        &self,
+        service: QueryService,
+        params: &protocol::query::Params,
+        region: &str,
+    ) -> Result<String, ApiError> {
+        let action = params.required("Action")?;
+        match service {
+            QueryService::Ec2 => ec2::handle(&self.core, action, params, region).await,
+            QueryService::Elbv2 => elbv2::handle(&self.core, action, params, region).await,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! How the control plane is set up.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the control plane is set up.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Where `state.db` and `logs.db` live.
+    pub data_dir: PathBuf,
+    /// The region of objects made before any request named one (the
+    /// default cluster, the local instance). Default: `us-east-1`.
+    pub region: String,
+    /// The cluster the local container instance joins (made if it does
+    /// not exist). Default: `default`.
+    pub cluster: String,
+    /// Access key → secret. Empty: any signature is accepted (and the API
+    /// must listen on loopback only).
+    pub credentials: HashMap<String, String>,
+    /// Where images named without a registry host are pulled from (skiff's
+    /// own registry). Default: `127.0.0.1:5050`.
+    pub default_registry: String,
+    /// The local container instance's CPU units. Default: cores × 1024.
+    pub agent_cpu: Option<u32>,
+    /// The local container instance's memory in MiB. Default: what the
+    /// machine has available at start.
+    pub agent_memory: Option<u32>,
+    /// Host ports the local instance reserves (the API's, the registry's).
+    pub reserved_ports: Vec<u16>,
+    /// How long a STOPPED task stays describable. Default: 1 hour (ECS
+    /// keeps them at least that long).
+    pub stopped_task_retention: Duration,
+    /// Where load balancers' listeners bind. Default: 127.0.0.1, which a
+    /// task cannot reach (its 127.0.0.1 is itself): give another loopback
+    /// address for tasks to call load balancers.
+    pub lb_address: std::net::Ipv4Addr,
+}
+
+impl ControlConfig {
+    /// Defaults, with state under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ControlConfig {
+            data_dir: data_dir.into(),
+            region: "us-east-1".into(),
+            cluster: "default".into(),
+            credentials: HashMap::new(),
+            default_registry: "127.0.0.1:5050".into(),
+            agent_cpu: None,
+            agent_memory: None,
+            reserved_ports: Vec::new(),
+            stopped_task_retention: Duration::from_secs(3600),
+            lb_address: std::net::Ipv4Addr::LOCALHOST,
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Container instances: the local one (this process's agent), what the
+//! tasks on each use, and each as a placement candidate.
+
+use crate::core::LOCAL_INSTANCE_ID;
+use crate::core::model::{
+    ContainerInstance, Resource, Task, arn, name_of, new_id, now, state_rank,
+};
+use crate::core::placement::Candidate;
+use crate::core::state::State;
+use crate::core::taskdef::Attribute;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+
+pub(crate) fn local_instance(
+    existing: Option<ContainerInstance>,
+    region: &str,
+    cluster: &str,
+    cpu: u32,
+    memory: u32,
+    reserved_ports: &[u16],
+) -> ContainerInstance {
+    let registered = vec![
+        Resource::integer("CPU", i64::from(cpu)),
+        Resource::integer("MEMORY", i64::from(memory)),
+        Resource::ports("PORTS", reserved_ports),
+        Resource::ports("PORTS_UDP", &[]),
+    ];
+    let attrs = |names: &[(&str, Option<String>)]| -> Vec<Attribute> {
+        names
+            .iter()
+            .map(|(n, v)| Attribute {
+                name: (*n).to_string(),
+                value: v.clone(),
+                target_type: None,
+                target_id: None,
+            })
+            .collect()
+    };
+    let mut attributes = attrs(&[
+        ("ecs.os-type", Some("wasi".into())),
+        ("ecs.cpu-architecture", Some("wasm32".into())),
+        ("ecs.availability-zone", Some(format!("{region}a"))),
+        ("ecs.instance-type", Some("skiff.local".into())),
+        ("com.amazonaws.ecs.capability.logging-driver.awslogs", None),
+        ("ecs.capability.container-health-check", None),
+        ("ecs.capability.container-ordering", None),
+        ("com.amazonaws.ecs.capability.task-iam-role", None),
+    ]);
+    match existing {
+        Some(mut i) => {
+            // Keep custom attributes (PutAttributes); refresh the agent's.
+            for a in i.attributes.drain(..) {
+                if !attributes.iter().any(|x| x.name == a.name) {
+                    attributes.push(a);
+                }
+            }
+            i.attributes = attributes;
+            i.registered_resources = registered.clone();
+            i.remaining_resources = registered;
+            i.agent_connected = true;
+            i.offers_fargate = true;
+            i.version += 1;
+            i
+        }
+        None => {
+            let id = new_id();
+            ContainerInstance {
+                container_instance_arn: arn(
+                    "ecs",
+                    region,
+                    &format!("container-instance/{cluster}/{id}"),
+                ),
+                ec2_instance_id: Some(LOCAL_INSTANCE_ID.into()),
+                version: 1,
+                version_info: json!({
+                    "agentVersion": env!("CARGO_PKG_VERSION"),
+                    "agentHash": "skiff",
+                    "dockerVersion": "wasmtime-48",
+                }),
+                status: "ACTIVE".into(),
+                agent_connected: true,
+                registered_resources: registered.clone(),
+                remaining_resources: registered,
+                running_tasks_count: 0,
+                pending_tasks_count: 0,
+                attributes,
+                registered_at: now(),
+                tags: Vec::new(),
+                cluster: cluster.to_string(),
+                deregistered_at: None,
+                offers_fargate: true,
+            }
+        }
+    }
+}
+
+/// A task not yet RUNNING (PROVISIONING, PENDING or ACTIVATING).
+pub(crate) fn is_pending(t: &Task) -> bool {
+    state_rank(&t.last_status) < state_rank("RUNNING")
+}
+
+/// What the tasks on one container instance that are not STOPPED use:
+/// placement and DescribeContainerInstances both see this.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
+    pub cpu: i64,
+    pub memory: i64,
+    pub tcp: Vec<u16>,
+    pub udp: Vec<u16>,
+    pub running: u32,
+    pub pending: u32,
+    /// Tasks by task group.
+    pub groups: HashMap<String, u32>,
+}
+
+/// Every instance's usage, by instance ARN, in one pass over the tasks.
+/// A FARGATE task uses the cpu and memory of the instance lending it
+/// capacity, but is not one of its tasks (ECS shows it on none).
+pub(crate) fn usage_by_instance(state: &State) -> HashMap<&str, Usage> {
+    let mut all: HashMap<&str, Usage> = HashMap::new();
+    for t in state.tasks.values().map(|t| &t.value) {
+        let Some(arn) = t.runs_on() else {
+            continue;
+        };
+        if t.last_status == "STOPPED" {
+            continue;
+        }
+        let u = all.entry(arn).or_default();
+        u.cpu += t.cpu.parse::<i64>().unwrap_or(0);
+        u.memory += t.memory.parse::<i64>().unwrap_or(0);
+        if t.container_instance_arn.is_none() {
+            continue;
+        }
+        for b in t.containers.iter().flat_map(|c| &c.network_bindings) {
+            if b.protocol == "udp" {
+                u.udp.push(b.host_port);
+            } else {
+                u.tcp.push(b.host_port);
+            }
+        }
+        if t.last_status == "RUNNING" {
+            u.running += 1;
+        } else if is_pending(t) {
+            u.pending += 1;
+        }
+        *u.groups
+            .entry(t.group.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    all
+}
+
+pub(crate) fn find_instance<'a>(
+    state: &'a State,
+    cluster: &str,
+    given: &str,
+) -> Option<&'a ContainerInstance> {
+    let id = name_of(given);
+    state
+        .instances
+        .values()
+        .map(|e| &e.value)
+        .find(|i| i.cluster == cluster && name_of(&i.container_instance_arn) == id)
+}
+
+/// The placement view of every instance in a cluster.
+pub(crate) fn candidates(state: &State, cluster: &str) -> Vec<Candidate> {
+    let usage = usage_by_instance(state);
+    state
+        .instances
+        .values()
+        .map(|e| &e.value)
+        .filter(|i| i.cluster == cluster && i.status != "INACTIVE")
+        .map(|i| candidate(i, usage.get(i.container_instance_arn.as_str())))
+        .collect()
+}
+
+pub(crate) fn candidate(i: &ContainerInstance, usage: Option<&Usage>) -> Candidate {
+    let none = Usage::default();
+    let u = usage.unwrap_or(&none);
+    let registered = |name: &str| {
+        i.registered_resources
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.integer_value)
+            .unwrap_or(0)
+    };
+    let reserved: Vec<u16> = i
+        .registered_resources
+        .iter()
+        .find(|r| r.name == "PORTS")
+        .and_then(|r| r.string_set_value.as_ref())
+        .map(|s| s.iter().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default();
+    Candidate {
+        arn: i.container_instance_arn.clone(),
+        instance_id: i.ec2_instance_id.clone().unwrap_or_default(),
+        active: i.status == "ACTIVE",
+        agent_connected: i.agent_connected,
+        registered_at: i.registered_at,
+        running_tasks: u.running,
+        attributes: i
+            .attributes
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        remaining_cpu: registered("CPU") - u.cpu,
+        remaining_memory: registered("MEMORY") - u.memory,
+        used_tcp: u.tcp.iter().copied().chain(reserved).collect(),
+        used_udp: u.udp.iter().copied().collect(),
+        groups: u.groups.clone(),
+    }
+}
+
+pub(crate) fn instance_arn_for(region: &str, cluster: &str, given: &str) -> String {
+    if given.starts_with("arn:") {
+        given.to_string()
+    } else {
+        arn(
+            "ecs",
+            region,
+            &format!("container-instance/{cluster}/{given}"),
+        )
+    }
+}
+
+/// Where FARGATE tasks of any cluster may run: every active instance whose
+/// agent offers Fargate capacity.
+pub(crate) fn fargate_capacity(state: &State) -> Vec<Candidate> {
+    let usage = usage_by_instance(state);
+    state
+        .instances
+        .values()
+        .map(|e| &e.value)
+        .filter(|i| i.offers_fargate && i.status == "ACTIVE")
+        .map(|i| candidate(i, usage.get(i.container_instance_arn.as_str())))
+        .collect()
+}

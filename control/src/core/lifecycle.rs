@@ -1,0 +1,457 @@
+//! The core's life: opening the store and rebuilding the state, the
+//! default cluster and the local container instance, resuming what the
+//! last process left, the background loops (agents' reports, forgetting
+//! what stopped long ago, load balancer metrics, the service scheduler),
+//! and shutting down.
+
+use super::reports::report_loop;
+use super::{Core, LOCAL_INSTANCE_ID, metrics, placement, services};
+use crate::core::agents::Agents;
+use crate::core::config::ControlConfig;
+use crate::core::logs::LogStore;
+use crate::core::model::now;
+use crate::core::state::{State, Write};
+use crate::core::store::{SqliteStore, StateStore};
+use crate::core::{discovery, security_groups as ec2};
+use crate::error::ApiError;
+use skiff_channel::fabric::Fabric;
+use skiff_channel::link::ControlEnd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// CPU cores and available memory (MiB) of this machine.
+fn machine_size() -> (u32, u32) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let available_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .unwrap_or(1 << 20);
+    (
+        cores,
+        (available_kib / 1024).min(u64::from(u32::MAX)) as u32,
+    )
+}
+
+impl Core {
+    /// Opens the state store, rebuilds the state, registers the local
+    /// container instance in its cluster (`config.cluster`), and resumes:
+    /// tasks placed here that had not started start now, tasks that were
+    /// running when skiff last stopped are recorded as stopped; then
+    /// starts the background loops.
+    ///
+    /// `local` is the channel to this process's agent, which the local
+    /// instance is: task payloads sent before the agent starts wait in it.
+    pub(crate) async fn start(
+        config: ControlConfig,
+        local: ControlEnd,
+    ) -> Result<Arc<Core>, ApiError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ApiError::server(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        // One control plane per data dir: a second would fight over the
+        // store's revisions and run every task twice.
+        let lock_path = config.data_dir.join("serve.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ApiError::server(format!("cannot open {}: {e}", lock_path.display())))?;
+        if lock.try_lock().is_err() {
+            return Err(ApiError::server(format!(
+                "another skiff serve is using {}",
+                config.data_dir.display()
+            )));
+        }
+        crate::core::clusters::check_cluster_name(&config.cluster).map_err(|e| {
+            ApiError::client(format!("the local instance's cluster: {}", e.message))
+        })?;
+        let store: Arc<dyn StateStore> =
+            Arc::new(SqliteStore::open(&config.data_dir.join("state.db"))?);
+        let logs = LogStore::open(&config.data_dir.join("logs.db"))?;
+        let mut state = State::load(store.as_ref()).await?;
+
+        // The default cluster, the local instance's, and the instance.
+        let region = config.region.clone();
+        let mut writes = Vec::new();
+        let mut clusters = vec!["default"];
+        if config.cluster != "default" {
+            clusters.push(&config.cluster);
+        }
+        for name in clusters {
+            if state
+                .clusters
+                .get(name)
+                .is_none_or(|c| c.value.status != "ACTIVE")
+            {
+                writes.push(Write::Cluster(crate::core::clusters::new_cluster(
+                    name,
+                    &region,
+                    Vec::new(),
+                )));
+            }
+        }
+        let (cores, memory) = machine_size();
+        let cpu = config.agent_cpu.unwrap_or(cores * 1024);
+        let memory = config.agent_memory.unwrap_or(memory);
+        let mut existing = state
+            .instances
+            .values()
+            .find(|i| {
+                i.value.ec2_instance_id.as_deref() == Some(LOCAL_INSTANCE_ID)
+                    && i.value.status != "INACTIVE"
+            })
+            .map(|i| i.value.clone());
+        if let Some(mut moved) = existing.take_if(|i| i.cluster != config.cluster) {
+            // An instance is in one cluster: joining another, it leaves
+            // the old one (what ran on it is recorded stopped by resume).
+            moved.status = "INACTIVE".into();
+            moved.agent_connected = false;
+            moved.offers_fargate = false;
+            moved.deregistered_at = Some(now());
+            moved.version += 1;
+            writes.push(Write::Instance(moved));
+        }
+        let instance = crate::core::instances::local_instance(
+            existing,
+            &region,
+            &config.cluster,
+            cpu,
+            memory,
+            &config.reserved_ports,
+        );
+        let instance_arn = instance.container_instance_arn.clone();
+        writes.push(Write::Instance(instance));
+        writes.extend(ec2::ensure_default(&state));
+        state.apply(store.as_ref(), writes).await?;
+        // The security groups' rules, where task sockets consult them.
+        let fabric = Arc::new(Fabric::default());
+        for g in state.security_groups.values() {
+            fabric.set_group(&g.value.group_id, &g.value.ingress, &g.value.egress);
+        }
+        discovery::refresh(&state, &fabric);
+        let elb = crate::plane::elb::Plane::new(Arc::clone(&fabric));
+        elb.sync(&state.elb);
+
+        let ControlEnd {
+            to_agent,
+            from_agent,
+        } = local;
+        let core = Arc::new(Core {
+            config,
+            store,
+            state: tokio::sync::Mutex::new(state),
+            logs,
+            agents: Arc::new(Agents::new(instance_arn, to_agent)),
+            rng: Mutex::new(placement::Rng::from_entropy()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            fabric,
+            elb,
+            metrics: metrics::Metrics::default(),
+            _lock: lock,
+        });
+        core.resume().await?;
+        tokio::spawn(report_loop(Arc::clone(&core), from_agent));
+        tokio::spawn(retention_loop(Arc::downgrade(&core)));
+        tokio::spawn(metrics_loop(Arc::downgrade(&core)));
+        tokio::spawn(services::scheduler_loop(Arc::downgrade(&core)));
+        Ok(core)
+    }
+
+    /// Level-triggered: makes the agent's work match the store.
+    async fn resume(&self) -> Result<(), ApiError> {
+        let inner = self;
+        let mut state = inner.state.lock().await;
+        let mut writes = Vec::new();
+        let mut to_start = Vec::new();
+        // This machine's instance, and those it was before it joined
+        // another cluster.
+        let local: std::collections::HashSet<&str> = state
+            .instances
+            .values()
+            .filter(|i| i.value.ec2_instance_id.as_deref() == Some(LOCAL_INSTANCE_ID))
+            .map(|i| i.value.container_instance_arn.as_str())
+            .collect();
+        for t in state.tasks.values() {
+            let t = &t.value;
+            if t.runs_on().is_none_or(|i| !local.contains(i)) || t.last_status == "STOPPED" {
+                continue;
+            }
+            let never_started = matches!(t.last_status.as_str(), "PROVISIONING" | "PENDING");
+            let here = t.runs_on() == Some(&inner.agents.local);
+            if t.desired_status == "RUNNING" && never_started && here {
+                to_start.push(t.clone());
+            } else {
+                // It was running (or stopping) in a process that is gone.
+                let mut t = t.clone();
+                let at = now();
+                t.last_status = "STOPPED".into();
+                t.desired_status = "STOPPED".into();
+                if t.stop_code.is_none() {
+                    t.stop_code = Some("TerminationNotice".into());
+                    t.stopped_reason = Some(
+                        "skiff serve stopped while the task ran; its containers ended with it"
+                            .into(),
+                    );
+                }
+                t.stopping_at.get_or_insert(at);
+                t.execution_stopped_at.get_or_insert(at);
+                t.stopped_at = Some(at);
+                for c in &mut t.containers {
+                    if c.last_status != "STOPPED" {
+                        c.last_status = "STOPPED".into();
+                    }
+                }
+                t.version += 1;
+                writes.push(Write::Task(t));
+            }
+        }
+        state.apply(inner.store.as_ref(), writes).await?;
+        for t in to_start {
+            if let Some(td) = crate::core::tasks::taskdef_of(&state, &t.task_definition_arn) {
+                inner.agents.start(&t, &td);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every task on the local agent (their containers end with this
+    /// process) and waits, up to `within`, until each is recorded STOPPED.
+    pub(crate) async fn shutdown(&self, within: Duration) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let local = self.agents.local.as_str();
+        let arns: Vec<String> = {
+            let mut state = self.state.lock().await;
+            let mut writes = Vec::new();
+            for t in state.tasks.values() {
+                let t = &t.value;
+                if t.runs_on() == Some(local) && t.last_status != "STOPPED" {
+                    let mut t = t.clone();
+                    if t.desired_status != "STOPPED" {
+                        t.desired_status = "STOPPED".into();
+                        t.stop_code = Some("TerminationNotice".into());
+                        t.stopped_reason = Some("skiff serve shut down".into());
+                        t.stopping_at = Some(now());
+                        t.version += 1;
+                        writes.push(Write::Task(t));
+                    }
+                }
+            }
+            let arns = writes
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Task(t) => Some(t.task_arn.clone()),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = state.apply(self.store.as_ref(), writes).await {
+                tracing::warn!("cannot record the shutdown's task stops: {e}");
+            }
+            arns
+        };
+        for arn in &arns {
+            self.agents.stop(Some(local), arn);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let pending = {
+                let state = self.state.lock().await;
+                state
+                    .tasks
+                    .values()
+                    .any(|t| t.value.runs_on() == Some(local) && self.agents.have(&t.value))
+            };
+            if !pending || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// What has been gone since before `cutoff` and can be forgotten: STOPPED
+/// tasks, and deregistered container instances; and task definitions whose
+/// deletion was asked for, once no task or service uses them.
+fn forgettable(state: &State, cutoff: f64) -> Vec<Write> {
+    let mut writes: Vec<Write> = state
+        .tasks
+        .values()
+        .filter(|t| t.value.last_status == "STOPPED")
+        .filter(|t| t.value.stopped_at.is_some_and(|s| s < cutoff))
+        .map(|t| Write::RemoveTask(t.value.id().to_string()))
+        .collect();
+    writes.extend(
+        state
+            .instances
+            .values()
+            .filter(|i| i.value.status == "INACTIVE")
+            .filter(|i| i.value.deregistered_at.is_some_and(|d| d < cutoff))
+            .map(|i| Write::RemoveInstance(i.value.container_instance_arn.clone())),
+    );
+    let in_use = |arn: &str| {
+        state
+            .tasks
+            .values()
+            .any(|t| t.value.task_definition_arn == arn && t.value.last_status != "STOPPED")
+            || state.services.values().any(|s| {
+                s.value.status != "INACTIVE"
+                    && s.value.deployments.iter().any(|d| d.task_definition == arn)
+            })
+    };
+    writes.extend(
+        state
+            .taskdefs
+            .values()
+            .flat_map(|revs| revs.values())
+            .filter(|td| td.value.status == "DELETE_IN_PROGRESS")
+            .filter(|td| !in_use(&td.value.task_definition_arn))
+            .map(|td| {
+                let mut gone = td.value.clone();
+                gone.status = crate::core::tasks::DELETED.into();
+                Write::TaskDef(gone)
+            }),
+    );
+    writes
+}
+
+/// How often the load balancers' metrics are read.
+const METRICS_EVERY: Duration = Duration::from_secs(10);
+
+/// Reads the load balancers' metrics every [`METRICS_EVERY`].
+async fn metrics_loop(inner: std::sync::Weak<Core>) {
+    let mut tick = tokio::time::interval(METRICS_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        crate::core::lb_metrics::measure(&inner.elb, &inner.metrics, true);
+    }
+}
+
+/// Forgets STOPPED tasks once they have been stopped for the retention
+/// period, and deregistered container instances as long after they left.
+async fn retention_loop(inner: std::sync::Weak<Core>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let cutoff = now() - inner.config.stopped_task_retention.as_secs_f64();
+        let mut state = inner.state.lock().await;
+        let writes = forgettable(&state, cutoff);
+        if let Err(e) = state.apply(inner.store.as_ref(), writes).await {
+            tracing::warn!("cannot forget old stopped tasks: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{self, Task};
+    use crate::core::state::Entry;
+    use crate::core::taskdef;
+    use serde_json::json;
+
+    #[test]
+    fn what_left_before_the_cutoff_is_forgotten_and_nothing_else() {
+        let task = |id: &str, status: &str, stopped: Option<f64>| -> Task {
+            serde_json::from_value(json!({
+                "taskArn": format!("arn:aws:ecs:r:0:task/default/{id}"), "clusterArn": "c",
+                "taskDefinitionArn": "td:1", "overrides": {}, "lastStatus": status,
+                "desiredStatus": status, "cpu": "0", "memory": "8", "containers": [],
+                "launchType": "EC2", "version": 1, "createdAt": 1.0, "stoppedAt": stopped,
+            }))
+            .unwrap()
+        };
+        let instance = |arn: &str, status: &str, gone: Option<f64>| -> model::ContainerInstance {
+            serde_json::from_value(json!({
+                "containerInstanceArn": arn, "version": 1, "versionInfo": {}, "status": status,
+                "agentConnected": false, "registeredResources": [], "remainingResources": [],
+                "runningTasksCount": 0, "pendingTasksCount": 0, "attributes": [],
+                "registeredAt": 1.0, "deregisteredAt": gone,
+            }))
+            .unwrap()
+        };
+        let mut state = State::default();
+        for t in [
+            task("old", "STOPPED", Some(10.0)),
+            task("recent", "STOPPED", Some(100.0)),
+            task("running", "RUNNING", None),
+        ] {
+            state.tasks.insert(
+                t.id().to_string(),
+                Entry {
+                    value: t,
+                    revision: 1,
+                },
+            );
+        }
+        for i in [
+            instance("ci/gone", "INACTIVE", Some(10.0)),
+            instance("ci/just-gone", "INACTIVE", Some(100.0)),
+            instance("ci/active", "ACTIVE", None),
+        ] {
+            state.instances.insert(
+                i.container_instance_arn.clone(),
+                Entry {
+                    value: i,
+                    revision: 1,
+                },
+            );
+        }
+        let forgotten: Vec<String> = forgettable(&state, 50.0)
+            .into_iter()
+            .map(|w| match w {
+                Write::RemoveTask(id) => format!("task {id}"),
+                Write::RemoveInstance(arn) => format!("instance {arn}"),
+                _ => "something else".into(),
+            })
+            .collect();
+        assert_eq!(forgotten, ["task old", "instance ci/gone"]);
+
+        // A definition whose deletion was asked for goes once nothing
+        // running uses it.
+        let def = |rev: u32| {
+            let mut td = taskdef::parse_register(&json!({"family": "web", "networkMode": "none",
+                "containerDefinitions": [{"name": "a", "image": "x", "memory": 8}]}))
+            .unwrap();
+            td.revision = rev;
+            td.task_definition_arn = format!("arn:aws:ecs:r:0:task-definition/web:{rev}");
+            td.status = "DELETE_IN_PROGRESS".into();
+            td
+        };
+        for rev in [1, 2] {
+            state.taskdefs.entry("web".into()).or_default().insert(
+                rev,
+                Entry {
+                    value: def(rev),
+                    revision: 1,
+                },
+            );
+        }
+        let mut user = task("user", "RUNNING", None);
+        user.task_definition_arn = "arn:aws:ecs:r:0:task-definition/web:2".into();
+        state.tasks.insert(
+            "user".into(),
+            Entry {
+                value: user,
+                revision: 1,
+            },
+        );
+        let gone: Vec<(u32, String)> = forgettable(&state, 50.0)
+            .into_iter()
+            .filter_map(|w| match w {
+                Write::TaskDef(td) => Some((td.revision, td.status)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gone, [(1, crate::core::tasks::DELETED.to_string())]);
+    }
+}

@@ -1,0 +1,60 @@
+//! The cluster's core: the ECS objects and their rules, the durable state
+//! and its store, task placement, launching and stopping tasks, the agents'
+//! reports, and the service scheduler. It knows no wire format: the API
+//! layer (`crate::api`) parses requests into calls here and shapes the
+//! answers; here are objects, state changes and errors.
+
+pub(crate) mod agents;
+pub(crate) mod clusters;
+pub(crate) mod config;
+pub(crate) mod discovery;
+pub(crate) mod instances;
+pub(crate) mod lb_metrics;
+mod lifecycle;
+pub(crate) mod logs;
+pub(crate) mod metrics;
+pub mod model;
+pub mod placement;
+pub(crate) mod reports;
+pub(crate) mod security_groups;
+pub(crate) mod services;
+pub(crate) mod state;
+pub mod store;
+pub mod taskdef;
+pub(crate) mod tasks;
+
+use crate::core::agents::Agents;
+use crate::core::config::ControlConfig;
+use crate::core::logs::LogStore;
+use crate::core::state::State;
+use crate::core::store::StateStore;
+use crate::plane::elb::Plane;
+use skiff_channel::fabric::Fabric;
+use std::sync::{Arc, Mutex};
+
+/// The local instance's `ec2InstanceId`.
+pub(crate) const LOCAL_INSTANCE_ID: &str = "i-skiff-local";
+
+/// The control plane's core: what every operation and every loop works
+/// on. One per process, shared (`Arc`).
+pub(crate) struct Core {
+    pub(crate) config: ControlConfig,
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) state: tokio::sync::Mutex<State>,
+    pub(crate) logs: LogStore,
+    /// The agents, each reached through its channel.
+    pub(crate) agents: Arc<Agents>,
+    pub(crate) rng: Mutex<placement::Rng>,
+    /// Set by `shutdown`: no new tasks start.
+    pub(crate) shutting_down: std::sync::atomic::AtomicBool,
+    /// Wakes the service scheduler: a task, service or instance changed.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Security groups and task memberships, as task sockets see them.
+    pub(crate) fabric: Arc<Fabric>,
+    /// The load balancers, running.
+    pub(crate) elb: Arc<Plane>,
+    /// What CloudWatch's API reads: the load balancers' metrics.
+    pub(crate) metrics: metrics::Metrics,
+    /// Held while this process uses the data dir.
+    _lock: std::fs::File,
+}

@@ -1,0 +1,284 @@
+//! ECS services and the service scheduler.
+//!
+//! A service keeps `desiredCount` tasks of its task definition running
+//! (REPLICA) or one task on every eligible container instance (DAEMON).
+//! Each change of task definition is a deployment (`ecs-svc/…`); the task
+//! of a deployment carries its id in `startedBy` and `service:NAME` as its
+//! group, exactly as on ECS.
+//!
+//! The scheduler is level-triggered: every pass reads the service and its
+//! tasks from the state (which is the store), decides what to start and
+//! stop with [`decide`](decide::decide) — pure, so the deployment rules are unit-tested —
+//! and commits the new tasks, the stops and the service's new record in one
+//! transaction. Killing the process at any moment and starting again
+//! therefore resumes from what was committed: nothing is started twice and
+//! nothing is lost.
+
+pub(crate) mod decide;
+pub(crate) mod reconcile;
+
+pub(crate) use decide::{Action, World, decide, live};
+pub(crate) use reconcile::{
+    daemon_instances, deregister_task, scheduler_loop, stop_after_draining,
+};
+
+use crate::core::Core;
+use crate::core::model::{NetworkConfiguration, PlacementItem, Tag, Task, name_of};
+use crate::core::placement;
+use serde::{Deserialize, Serialize};
+
+/// How many events a service keeps (ECS shows the latest 100).
+pub(crate) const MAX_EVENTS: usize = 100;
+
+/// The circuit breaker's switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    pub enable: bool,
+    pub rollback: bool,
+}
+
+/// A service's `deploymentConfiguration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentConfiguration {
+    pub deployment_circuit_breaker: CircuitBreaker,
+    pub maximum_percent: u32,
+    pub minimum_healthy_percent: u32,
+}
+
+/// One deployment of a service: a task definition being rolled out
+/// (PRIMARY) or rolled away from (ACTIVE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    pub status: String,
+    pub task_definition: String,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub launch_type: String,
+    /// IN_PROGRESS, COMPLETED or FAILED.
+    pub rollout_state: String,
+    pub rollout_state_reason: String,
+    /// Consecutive failed tasks before the first success (what the circuit
+    /// breaker counts; ECS's `failedTasks`).
+    pub failed_tasks: u32,
+    /// A task of this deployment has run (healthy): the circuit breaker
+    /// stops counting.
+    #[serde(default)]
+    pub succeeded: bool,
+    /// Failures since the last task that started successfully: the backoff.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub last_failure_at: Option<f64>,
+    /// Stopped tasks already counted (so a pass never counts one twice).
+    #[serde(default)]
+    pub counted: Vec<String>,
+    /// Tasks already seen to work (see [`proven`]).
+    #[serde(default)]
+    pub proven: Vec<String>,
+}
+
+/// A line of a service's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEvent {
+    pub id: String,
+    pub created_at: f64,
+    pub message: String,
+}
+
+/// A service as stored. Views add the counts (computed from the tasks)
+/// and leave out the fields only skiff reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub service_arn: String,
+    pub service_name: String,
+    pub cluster_arn: String,
+    /// ACTIVE, DRAINING (being deleted) or INACTIVE.
+    pub status: String,
+    pub desired_count: u32,
+    pub task_definition: String,
+    pub launch_type: String,
+    /// REPLICA or DAEMON.
+    pub scheduling_strategy: String,
+    pub deployment_configuration: DeploymentConfiguration,
+    #[serde(default)]
+    pub placement_constraints: Vec<PlacementItem>,
+    #[serde(default)]
+    pub placement_strategy: Vec<PlacementItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_grace_period_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// The PRIMARY deployment first.
+    pub deployments: Vec<Deployment>,
+    /// Newest first.
+    pub events: Vec<ServiceEvent>,
+    pub created_at: f64,
+    pub created_by: String,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    /// The last steady state was announced (an event) and holds.
+    #[serde(default)]
+    pub steady: bool,
+    /// The last deployment that completed: where a rollback goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completed: Option<Completed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+    #[serde(default)]
+    pub service_registries: Vec<ServiceRegistry>,
+    #[serde(default)]
+    pub load_balancers: Vec<ServiceLoadBalancer>,
+    /// The targets this service registered for its tasks (stored; views
+    /// leave it out).
+    #[serde(default)]
+    pub registered: Vec<Registered>,
+}
+
+/// A task's target, registered by its service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registered {
+    pub target_group_arn: String,
+    pub target: crate::plane::elb::config::Target,
+    pub task: String,
+}
+
+/// A `loadBalancers` entry: the target group a container's port registers
+/// in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceLoadBalancer {
+    pub target_group_arn: String,
+    pub container_name: String,
+    pub container_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_name: Option<String>,
+}
+
+/// A `serviceRegistries` entry: the Cloud Map service the tasks register
+/// in (A records of their awsvpc addresses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceRegistry {
+    pub registry_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+}
+
+/// A deployment that completed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Completed {
+    pub deployment_id: String,
+    pub task_definition: String,
+}
+
+impl Service {
+    /// The state's key: `CLUSTER/NAME`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", name_of(&self.cluster_arn), self.service_name)
+    }
+
+    pub(crate) fn region(&self) -> &str {
+        self.service_arn.split(':').nth(3).unwrap_or("us-east-1")
+    }
+
+    pub(crate) fn group(&self) -> String {
+        format!("service:{}", self.service_name)
+    }
+
+    pub(crate) fn is_daemon(&self) -> bool {
+        self.scheduling_strategy == "DAEMON"
+    }
+
+    /// Adds an event about a condition that may last (a task that cannot
+    /// be placed, tasks that keep failing), unless the same was said in the
+    /// last five minutes: ECS repeats itself, but not every pass.
+    pub(crate) fn event_once(&mut self, at: f64, message: String) {
+        if self
+            .events
+            .iter()
+            .take_while(|e| at - e.created_at < 300.0)
+            .any(|e| e.message == message)
+        {
+            return;
+        }
+        self.event(at, message);
+    }
+
+    /// Adds an event.
+    pub(crate) fn event(&mut self, at: f64, message: String) {
+        self.events.insert(
+            0,
+            ServiceEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                created_at: at,
+                message,
+            },
+        );
+        self.events.truncate(MAX_EVENTS);
+    }
+
+    pub(crate) fn new_deployment(&mut self, at: f64, id: String, reason: &str) {
+        for d in &mut self.deployments {
+            d.status = "ACTIVE".into();
+        }
+        self.deployments.insert(
+            0,
+            Deployment {
+                id,
+                status: "PRIMARY".into(),
+                task_definition: self.task_definition.clone(),
+                created_at: at,
+                updated_at: at,
+                launch_type: self.launch_type.clone(),
+                rollout_state: "IN_PROGRESS".into(),
+                rollout_state_reason: reason.into(),
+                failed_tasks: 0,
+                succeeded: false,
+                consecutive_failures: 0,
+                last_failure_at: None,
+                counted: Vec::new(),
+                proven: Vec::new(),
+            },
+        );
+        self.steady = false;
+    }
+}
+
+/// Whether `t` is one of the service's tasks: in its cluster and group,
+/// started by one of its deployments (a RunTask that only borrowed the
+/// group name is not adopted).
+pub(crate) fn belongs(t: &Task, cluster_arn: &str, group: &str) -> bool {
+    t.cluster_arn == cluster_arn
+        && t.group.as_deref() == Some(group)
+        && t.started_by
+            .as_deref()
+            .is_some_and(|b| b.starts_with("ecs-svc/"))
+}
+
+/// A new deployment id, as ECS writes them: `ecs-svc/` and 19 digits.
+pub(crate) fn deployment_id(core: &Core) -> String {
+    let n = core
+        .rng
+        .lock()
+        .map(|mut r| r.next_u64())
+        .unwrap_or_else(|_| placement::Rng::from_entropy().next_u64());
+    format!("ecs-svc/{:019}", n % 10_000_000_000_000_000_000)
+}
+
+// ---- the scheduler -----------------------------------------------------------
+
+// ---- the API -----------------------------------------------------------------

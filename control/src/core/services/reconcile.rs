@@ -1,0 +1,509 @@
+//! The service scheduler's loop: level-triggered passes that read a
+//! service and its tasks, [`decide`](super::decide::decide) what to do, and
+//! commit the new tasks, the stops and the service's record in one
+//! transaction; then tell the agents and the load balancers.
+
+use crate::core::Core;
+use crate::core::model::{Failure, Task, name_of, now};
+use crate::core::placement::{Candidate, Constraint};
+use crate::core::services::{
+    Action, Registered, Service, ServiceLoadBalancer, World, belongs, decide, deployment_id, live,
+};
+use crate::core::state::{State, Write};
+use crate::core::tasks::{Launch, place_tasks, placement_rules, stop_request, taskdef_of};
+use crate::error::ApiError;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// A task's target in a target group: its address (ip) or this machine's
+/// instance with the container port's published host port (instance).
+pub(crate) fn task_target(
+    t: &Task,
+    lb: &ServiceLoadBalancer,
+    tg: &crate::plane::elb::config::TargetGroup,
+) -> Option<crate::plane::elb::config::Target> {
+    if tg.target_type == "ip" {
+        let ip = crate::core::discovery::task_ip(t)?;
+        return Some(crate::plane::elb::config::Target {
+            id: ip.to_string(),
+            port: lb.container_port,
+        });
+    }
+    let c = t.containers.iter().find(|c| c.name == lb.container_name)?;
+    let b = c
+        .network_bindings
+        .iter()
+        .find(|b| b.container_port == lb.container_port && b.protocol == "tcp")?;
+    Some(crate::plane::elb::config::Target {
+        id: crate::core::LOCAL_INSTANCE_ID.to_string(),
+        port: b.host_port,
+    })
+}
+
+/// Runs passes whenever something changes, and at least every second (for
+/// backoff and grace periods).
+pub(crate) async fn scheduler_loop(core: Weak<Core>) {
+    loop {
+        let wake = {
+            let Some(core) = core.upgrade() else {
+                return;
+            };
+            if let Err(e) = reconcile(&core).await {
+                tracing::error!("the service scheduler failed a pass, retrying: {e}");
+            }
+            Arc::clone(&core.wake)
+        };
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// One pass over every service that is not INACTIVE.
+pub(crate) async fn reconcile(core: &Core) -> Result<(), ApiError> {
+    if core.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
+    let mut state = core.state.lock().await;
+    // Checked again under the lock: shutdown stops tasks under it too, and
+    // must not see the scheduler start new ones after.
+    if core.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
+    let keys: Vec<String> = state
+        .services
+        .iter()
+        .filter(|(_, s)| s.value.status != "INACTIVE")
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in keys {
+        if let Some(svc) = state.services.get(&key).map(|s| s.value.clone()) {
+            // One service's failure does not hold up the others.
+            if let Err(e) = reconcile_one(core, &mut state, svc).await {
+                tracing::error!("the service scheduler failed a pass for {key}: {e}");
+            }
+        }
+    }
+    // Discovered names follow the services' tasks.
+    if !state.discovery.services.is_empty() {
+        crate::core::discovery::refresh(&state, &core.fabric);
+    }
+    Ok(())
+}
+
+pub(crate) async fn reconcile_one(
+    core: &Core,
+    state: &mut State,
+    mut svc: Service,
+) -> Result<(), ApiError> {
+    let before = svc.clone();
+    let now = now();
+    let group = svc.group();
+    let cluster_name = name_of(&svc.cluster_arn).to_string();
+    let Some(cluster) = state.clusters.get(&cluster_name).map(|c| c.value.clone()) else {
+        return Ok(());
+    };
+    // Behind a load balancer, a task is healthy when its targets are
+    // (and its container checks, if any, agree); until registered and
+    // checked, it is not yet.
+    let mut elb_failed = HashMap::new();
+    // Only the running tasks of a balanced service are copied to be
+    // overlaid; the rest are used as stored.
+    let overlaid: Vec<std::borrow::Cow<'_, Task>> = state
+        .tasks
+        .values()
+        .map(|t| &t.value)
+        .filter(|t| belongs(t, &svc.cluster_arn, &group))
+        .map(|t| {
+            if svc.load_balancers.is_empty() || !live(t) || t.last_status != "RUNNING" {
+                return std::borrow::Cow::Borrowed(t);
+            }
+            let mut t = t.clone();
+            let mut state_of = "HEALTHY";
+            for lb in &svc.load_balancers {
+                let registered = svc
+                    .registered
+                    .iter()
+                    .find(|r| r.task == t.id() && r.target_group_arn == lb.target_group_arn);
+                let health =
+                    registered.and_then(|r| core.elb.target_health(&r.target_group_arn, &r.target));
+                match health {
+                    Some((crate::plane::elb::Health::Healthy, _)) => {}
+                    Some((crate::plane::elb::Health::Unhealthy, _)) => {
+                        state_of = "UNHEALTHY";
+                        elb_failed.insert(
+                            t.id().to_string(),
+                            format!(
+                                "Task failed ELB health checks in (target-group {})",
+                                lb.target_group_arn
+                            ),
+                        );
+                    }
+                    _ if state_of == "HEALTHY" => state_of = "UNKNOWN",
+                    _ => {}
+                }
+            }
+            if t.health_status.as_deref().is_none_or(|h| h == "HEALTHY") {
+                t.health_status = Some(state_of.into());
+            }
+            std::borrow::Cow::Owned(t)
+        })
+        .collect();
+    let tasks: Vec<&Task> = overlaid.iter().map(|t| t.as_ref()).collect();
+    let draining: HashSet<&str> = state
+        .instances
+        .values()
+        .map(|i| &i.value)
+        .filter(|i| i.cluster == cluster_name && i.status == "DRAINING")
+        .map(|i| i.container_instance_arn.as_str())
+        .collect();
+    let primary_before = svc.deployments.first().map(|d| d.id.clone());
+    let td = svc
+        .deployments
+        .first()
+        .and_then(|d| taskdef_of(state, &d.task_definition));
+    let rules = placement_rules(&svc.placement_constraints, &svc.placement_strategy);
+    let launch = match (td, rules) {
+        (Some(td), Ok((constraints, strategies))) => {
+            Launch::new(td, constraints, strategies, group.clone())
+                .ok()
+                .map(|mut l| {
+                    l.launch_type = svc.launch_type.clone();
+                    l.network = svc.network_configuration.clone();
+                    l
+                })
+        }
+        _ => None,
+    };
+    let eligible: Vec<&str> = match (&launch, svc.is_daemon()) {
+        (Some(l), true) => daemon_instances(state, &cluster_name, l),
+        _ => Vec::new(),
+    };
+    let world = World {
+        tasks,
+        draining,
+        eligible,
+        now,
+        elb_failed,
+    };
+    let mut ids = || deployment_id(core);
+    let mut actions = decide(&mut svc, &world, &mut ids);
+    drop(world);
+    if svc.deployments.first().map(|d| d.id.clone()) != primary_before {
+        // A rollback: what to start is the new PRIMARY's, which the next
+        // pass (at once) places with its own task definition.
+        actions.retain(|a| matches!(a, Action::Stop { .. }));
+        core.wake.notify_one();
+    }
+
+    // Carry the actions out.
+    let region = svc.region().to_string();
+    let name = svc.service_name.clone();
+    let mut writes = Vec::new();
+    let mut to_start: Vec<Task> = Vec::new();
+    let mut to_stop = Vec::new();
+    let mut stopped_running = Vec::new();
+    for a in &actions {
+        match a {
+            Action::Stop { task, reason } => {
+                let Some(t) = state.tasks.get(task).map(|t| t.value.clone()) else {
+                    continue;
+                };
+                if t.last_status == "RUNNING" {
+                    stopped_running.push(t.task_arn.clone());
+                }
+                let (t, running_here) = stop_request(core, t, "ServiceSchedulerInitiated", reason);
+                if running_here {
+                    to_stop.push(t.clone());
+                }
+                writes.push(Write::Task(t));
+            }
+            Action::Start { .. } | Action::StartOn { .. } => {
+                let Some(launch) = launch.as_ref() else {
+                    svc.event_once(
+                        now,
+                        format!("(service {name}) cannot start tasks: its task definition {} is not registered, or its placement rules are invalid.", svc.task_definition),
+                    );
+                    continue;
+                };
+                let mut l = Launch {
+                    started_by: svc.deployments.first().map(|d| d.id.clone()),
+                    ..launch.clone()
+                };
+                l.tags = Vec::new();
+                let (count, on) = match a {
+                    Action::Start { count } => (*count, None),
+                    Action::StartOn { instance } => (1, Some(vec![instance.clone()])),
+                    Action::Stop { .. } => continue,
+                };
+                match place_tasks(core, state, &region, &cluster, &l, count, on.as_deref()) {
+                    Ok((tasks, failures)) => {
+                        if tasks.len() < count {
+                            svc.event_once(now, unable_to_place(&name, &failures));
+                        }
+                        to_start.extend(tasks);
+                    }
+                    Err(e) => svc.event_once(now, unable_to_place_because(&name, &e.message)),
+                }
+            }
+        }
+    }
+    if !to_start.is_empty() {
+        let list: Vec<String> = to_start
+            .iter()
+            .map(|t| format!("(task {})", t.id()))
+            .collect();
+        svc.event(
+            now,
+            format!(
+                "(service {name}) has started {} tasks: {}.",
+                to_start.len(),
+                list.join(" ")
+            ),
+        );
+    }
+    if !stopped_running.is_empty() {
+        let list: Vec<String> = stopped_running
+            .iter()
+            .map(|a| format!("(task {})", name_of(a)))
+            .collect();
+        svc.event(
+            now,
+            format!(
+                "(service {name}) has stopped {} running tasks: {}.",
+                stopped_running.len(),
+                list.join(" ")
+            ),
+        );
+    }
+    // Targets follow the tasks: RUNNING tasks the service wants are
+    // registered; the rest are deregistered, and drain before their task
+    // is stopped.
+    let mut draining_targets: HashMap<String, Vec<(String, crate::plane::elb::config::Target)>> =
+        HashMap::new();
+    let elb_before = state.elb.clone();
+    let mut elb = elb_before.clone();
+    if !svc.load_balancers.is_empty() || !svc.registered.is_empty() {
+        let stopping: HashSet<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop { task, .. } => Some(task.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut wanted = Vec::new();
+        for t in state.tasks.values().map(|t| &t.value) {
+            if !belongs(t, &svc.cluster_arn, &group)
+                || !live(t)
+                || t.last_status != "RUNNING"
+                || stopping.contains(t.id())
+            {
+                continue;
+            }
+            for lb in &svc.load_balancers {
+                let Some(tg) = elb.target_groups.get(&lb.target_group_arn) else {
+                    continue;
+                };
+                if let Some(target) = task_target(t, lb, tg) {
+                    wanted.push(Registered {
+                        target_group_arn: lb.target_group_arn.clone(),
+                        target,
+                        task: t.id().to_string(),
+                    });
+                }
+            }
+        }
+        for r in &svc.registered {
+            if !wanted.contains(r) {
+                if let Some(tg) = elb.target_groups.get_mut(&r.target_group_arn) {
+                    tg.targets.retain(|x| *x != r.target);
+                }
+                draining_targets
+                    .entry(r.task.clone())
+                    .or_default()
+                    .push((r.target_group_arn.clone(), r.target.clone()));
+            }
+        }
+        for r in &wanted {
+            if let Some(tg) = elb.target_groups.get_mut(&r.target_group_arn)
+                && !tg.targets.contains(&r.target)
+            {
+                tg.targets.push(r.target.clone());
+            }
+        }
+        svc.registered = wanted;
+    }
+    let elb_changed = elb != elb_before;
+    if elb_changed {
+        writes.push(Write::Elb(Box::new(elb)));
+    }
+    if svc != before {
+        writes.push(Write::Service(Box::new(svc)));
+    }
+    writes.extend(to_start.iter().cloned().map(Write::Task));
+    if writes.is_empty() {
+        return Ok(());
+    }
+    state.apply(core.store.as_ref(), writes).await?;
+    if elb_changed {
+        core.elb.sync(&state.elb);
+    }
+    for t in to_stop {
+        // Connection draining: no new requests reach the task; it stops
+        // once those in flight are done (or the deregistration delay has
+        // passed).
+        let targets = draining_targets.remove(t.id()).unwrap_or_default();
+        stop_after_draining(core, &t, targets);
+    }
+    if let Some(l) = &launch {
+        for t in &to_start {
+            core.agents.start(t, &l.td);
+        }
+    }
+    Ok(())
+}
+
+/// A task's targets taken out of their groups: what to write, and the
+/// targets to wait for (see [`deregister_task`]).
+pub(crate) struct Deregistered {
+    pub writes: Vec<Write>,
+    pub targets: Vec<(String, crate::plane::elb::config::Target)>,
+}
+
+/// Takes task `id`'s targets out of its service's target groups (as a
+/// stop must before the task goes: connection draining). None if it has
+/// none.
+pub(crate) fn deregister_task(state: &State, id: &str) -> Option<Deregistered> {
+    let mut svc = state
+        .services
+        .values()
+        .map(|s| &s.value)
+        .find(|s| s.registered.iter().any(|r| r.task == id))?
+        .clone();
+    let mut elb = state.elb.clone();
+    let mut targets = Vec::new();
+    svc.registered.retain(|r| {
+        if r.task != id {
+            return true;
+        }
+        if let Some(tg) = elb.target_groups.get_mut(&r.target_group_arn) {
+            tg.targets.retain(|x| *x != r.target);
+        }
+        targets.push((r.target_group_arn.clone(), r.target.clone()));
+        false
+    });
+    Some(Deregistered {
+        writes: vec![Write::Service(Box::new(svc)), Write::Elb(Box::new(elb))],
+        targets,
+    })
+}
+
+/// Stops task `t` on its agent once `targets` have drained (no request
+/// in flight, or their deregistration delay has passed).
+pub(crate) fn stop_after_draining(
+    core: &Core,
+    t: &Task,
+    targets: Vec<(String, crate::plane::elb::config::Target)>,
+) {
+    let instance = t.runs_on().map(String::from);
+    let arn = t.task_arn.clone();
+    if targets.is_empty() {
+        core.agents.stop(instance.as_deref(), &arn);
+        return;
+    }
+    let elb = Arc::clone(&core.elb);
+    let agents = Arc::clone(&core.agents);
+    tokio::spawn(async move {
+        for (tg, target) in targets {
+            elb.drained(&tg, &target).await;
+        }
+        agents.stop(instance.as_deref(), &arn);
+    });
+}
+
+/// The ACTIVE instances of `cluster` a DAEMON task of `launch` may run on:
+/// those meeting its constraints and required attributes.
+pub(crate) fn daemon_instances<'a>(
+    state: &'a State,
+    cluster: &str,
+    launch: &Launch,
+) -> Vec<&'a str> {
+    let required: Vec<&str> = launch
+        .td
+        .requires_attributes
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    state
+        .instances
+        .values()
+        .map(|i| &i.value)
+        .filter(|i| i.cluster == cluster && i.status == "ACTIVE")
+        .filter(|i| {
+            let c = Candidate {
+                arn: i.container_instance_arn.clone(),
+                instance_id: i.ec2_instance_id.clone().unwrap_or_default(),
+                active: true,
+                agent_connected: i.agent_connected,
+                registered_at: i.registered_at,
+                running_tasks: 0,
+                attributes: i
+                    .attributes
+                    .iter()
+                    .map(|a| (a.name.clone(), a.value.clone()))
+                    .collect(),
+                remaining_cpu: 0,
+                remaining_memory: 0,
+                used_tcp: HashSet::new(),
+                used_udp: HashSet::new(),
+                groups: HashMap::new(),
+            };
+            required.iter().all(|r| c.attributes.contains_key(*r))
+                && launch.constraints.iter().all(|k| match k {
+                    Constraint::MemberOf(e) => e.matches(&c),
+                    Constraint::DistinctInstance => true,
+                })
+        })
+        .map(|i| i.container_instance_arn.as_str())
+        .collect()
+}
+
+/// ECS's event when no instance could take a task, naming the closest.
+pub(crate) fn unable_to_place(name: &str, failures: &[Failure]) -> String {
+    if let Some(f) = failures.first().filter(|f| f.arn.is_none()) {
+        // No instance to name (FARGATE capacity): ECS says why as it is.
+        return format!(
+            "(service {name}) was unable to place a task. Reason: {}.",
+            f.reason
+        );
+    }
+    let closest = failures.first().map(|f| {
+        let id = f.arn.as_deref().map(name_of).unwrap_or("?");
+        let why = match f.reason.as_str() {
+            "RESOURCE:MEMORY" => "has insufficient memory available",
+            "RESOURCE:CPU" => "has insufficient CPU units available",
+            "RESOURCE:PORTS" | "RESOURCE:PORTS_UDP" => {
+                "is already using a port required by your task"
+            }
+            "ATTRIBUTE" => "is missing an attribute required by your task",
+            "INACTIVE" => "is not ACTIVE",
+            "AGENT" => "has no connected agent",
+            _ => "does not meet the placement constraints",
+        };
+        format!("The closest matching container-instance {id} {why}.")
+    });
+    unable_to_place_because(
+        name,
+        closest
+            .as_deref()
+            .unwrap_or("No Container Instances were found in your cluster."),
+    )
+}
+
+pub(crate) fn unable_to_place_because(name: &str, reason: &str) -> String {
+    format!(
+        "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {reason}"
+    )
+}
