@@ -48,7 +48,7 @@ fn respond(
     if let Some(t) = error_type {
         b = b.header("x-amzn-errortype", t);
         if dialect.query_compatible
-            && let Some(code) = crate::core::metrics::query_error_code(t)
+            && let Some(code) = super::cloudwatch::query_error_code(t)
         {
             let fault = if status >= 500 { "Receiver" } else { "Sender" };
             b = b.header("x-amzn-query-error", format!("{code};{fault}"));

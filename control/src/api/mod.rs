@@ -4,11 +4,13 @@
 //! protocol, SigV4) and the HTTP front ([`http`]).
 
 pub(crate) mod cloudmap;
+pub(crate) mod cloudwatch;
 pub(crate) mod ec2;
 pub(crate) mod ecr;
 pub(crate) mod ecs;
 pub(crate) mod elbv2;
 pub(crate) mod http;
+pub(crate) mod logs;
 pub mod protocol;
 
 use crate::core::Core;
@@ -86,12 +88,12 @@ impl Api {
         if let Some(op) = target.strip_prefix(CLOUDWATCH_TARGET) {
             // The counts up to this moment, not the last tick's.
             crate::core::lb_metrics::measure(&self.core.elb, &self.core.metrics, false);
-            return self.core.metrics.handle(op, body);
+            return cloudwatch::handle(&self.core.metrics, op, body);
         }
         if let Some(op) = target.strip_prefix("Logs_20140328.") {
-            let logs = self.core.logs.clone();
+            let store = self.core.logs.clone();
             let (op, body, region) = (op.to_string(), body.clone(), region.to_string());
-            return tokio::task::spawn_blocking(move || logs.handle(&op, &body, &region))
+            return tokio::task::spawn_blocking(move || logs::handle(&store, &op, &body, &region))
                 .await
                 .map_err(|e| ApiError::server(format!("the logs worker failed: {e}")))?;
         }

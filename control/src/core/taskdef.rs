@@ -123,10 +123,11 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// Validates and normalises a RegisterTaskDefinition request into the
+/// Validates and normalises a task definition document (what
+/// RegisterTaskDefinition takes: the definition itself) into the
 /// definition to store, without its ARN, revision and timestamps.
-pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
-    let obj = body
+pub fn parse_register(document: &Value) -> Result<TaskDefinition, ApiError> {
+    let obj = document
         .as_object()
         .ok_or_else(|| ApiError::serialization("the request body must be a JSON object"))?;
     refuse_unsupported(obj, UNSUPPORTED_TASK_FIELDS, "")?;
@@ -162,7 +163,7 @@ pub fn parse_register(body: &Value) -> Result<TaskDefinition, ApiError> {
             }
         }
     }
-    let req: Register = serde_json::from_value(body.clone())
+    let req: Register = serde_json::from_value(document.clone())
         .map_err(|e| ApiError::serialization(format!("malformed task definition: {e}")))?;
 
     let family = req

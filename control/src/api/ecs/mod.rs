@@ -4,6 +4,7 @@
 
 mod clusters;
 mod instances;
+mod service_fields;
 pub(crate) mod services;
 mod tags;
 mod taskdefs;

@@ -1,0 +1,358 @@
+//! CloudWatch Logs' API (`Logs_20140328`) over the log store:
+//! CreateLogGroup, DeleteLogGroup, DescribeLogGroups, DescribeLogStreams,
+//! GetLogEvents, FilterLogEvents.
+
+use crate::core::logs::{FilterPattern, LogStore, check_group_name};
+use crate::error::ApiError;
+use serde_json::{Value, json};
+
+/// The most events one GetLogEvents/FilterLogEvents answer carries.
+const MAX_EVENTS: i64 = 10_000;
+
+/// Refuses request fields skiff's log store does not honour.
+fn refuse(body: &Value, fields: &[&str]) -> Result<(), ApiError> {
+    for f in fields {
+        if body.get(*f).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::invalid_parameter(format!(
+                "{f} is not supported by skiff's log store; remove it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Handles one Logs API operation.
+pub fn handle(store: &LogStore, op: &str, body: &Value, region: &str) -> Result<Value, ApiError> {
+    let str_field = |name: &str| body.get(name).and_then(Value::as_str);
+    let required = |name: &str| {
+        str_field(name)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::invalid_parameter(format!("{name} is required")))
+    };
+    let limit = |default: i64, max: i64| -> Result<i64, ApiError> {
+        match body.get("limit") {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => match v.as_i64() {
+                Some(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::invalid_parameter(format!(
+                    "limit must be between 1 and {max}"
+                ))),
+            },
+        }
+    };
+    let time = |name: &str, default: i64| body.get(name).and_then(Value::as_i64).unwrap_or(default);
+    let bad_token = || ApiError::invalid_parameter("The specified nextToken is invalid.");
+    // DescribeLogStreams and FilterLogEvents page with a number.
+    let numeric_token = || -> Result<i64, ApiError> {
+        str_field("nextToken")
+            .map(|t| t.parse().map_err(|_| bad_token()))
+            .transpose()
+            .map(|t| t.unwrap_or(0))
+    };
+    let group_arn =
+        |name: &str| crate::core::model::arn("logs", region, &format!("log-group:{name}:*"));
+    match op {
+        "CreateLogGroup" => {
+            refuse(body, &["tags", "kmsKeyId", "logGroupClass"])?;
+            let name = required("logGroupName")?;
+            check_group_name(name)?;
+            if !store.create_group(name)? {
+                return Err(ApiError::not_found(
+                    "ResourceAlreadyExistsException",
+                    "The specified log group already exists",
+                ));
+            }
+            Ok(json!({}))
+        }
+        "DeleteLogGroup" => {
+            store.delete_group(required("logGroupName")?)?;
+            Ok(json!({}))
+        }
+        "DescribeLogGroups" => {
+            refuse(
+                body,
+                &[
+                    "logGroupNamePattern",
+                    "logGroupIdentifiers",
+                    "accountIdentifiers",
+                ],
+            )?;
+            let prefix = str_field("logGroupNamePrefix").unwrap_or("");
+            let limit = limit(50, 50)?;
+            let after = str_field("nextToken").unwrap_or("");
+            let (groups, next) = store.groups(prefix, after, limit)?;
+            let groups: Vec<Value> = groups
+                .iter()
+                .map(|g| {
+                    json!({
+                        "logGroupName": g.name,
+                        "creationTime": g.created,
+                        "metricFilterCount": 0,
+                        "arn": group_arn(&g.name),
+                        "logGroupArn": group_arn(&g.name).trim_end_matches(":*"),
+                        "storedBytes": g.stored_bytes,
+                    })
+                })
+                .collect();
+            let mut out = json!({ "logGroups": groups });
+            if let Some(n) = next {
+                out["nextToken"] = json!(n);
+            }
+            Ok(out)
+        }
+        "DescribeLogStreams" => {
+            let group = required("logGroupName")?;
+            let prefix = str_field("logStreamNamePrefix").unwrap_or("");
+            let descending = body
+                .get("descending")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let by_time = body.get("orderBy").and_then(Value::as_str) == Some("LastEventTime");
+            if by_time && !prefix.is_empty() {
+                return Err(ApiError::invalid_parameter(
+                    "Cannot order by LastEventTime with a logStreamNamePrefix.",
+                ));
+            }
+            let limit = limit(50, 50)?;
+            let offset = numeric_token()?;
+            let found = store.streams(group, prefix, by_time, descending, limit, offset)?;
+            let mut streams: Vec<Value> = found
+                .iter()
+                .map(|s| {
+                    let mut v = json!({
+                        "logStreamName": s.name,
+                        "creationTime": s.created,
+                        "arn": crate::core::model::arn("logs", region, &format!("log-group:{group}:log-stream:{}", s.name)),
+                        "storedBytes": 0,
+                    });
+                    if let (Some(f), Some(l), Some(i)) = (s.first_event, s.last_event, s.last_ingestion) {
+                        v["firstEventTimestamp"] = json!(f);
+                        v["lastEventTimestamp"] = json!(l);
+                        v["lastIngestionTime"] = json!(i);
+                    }
+                    v
+                })
+                .collect();
+            let mut out = json!({});
+            if streams.len() as i64 > limit {
+                streams.truncate(limit as usize);
+                out["nextToken"] = json!((offset + limit).to_string());
+            }
+            out["logStreams"] = json!(streams);
+            Ok(out)
+        }
+        "GetLogEvents" => {
+            let group = required("logGroupName")?;
+            let stream = required("logStreamName")?;
+            let limit = limit(MAX_EVENTS, MAX_EVENTS)?;
+            let from_head = body
+                .get("startFromHead")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let (start, end) = (time("startTime", i64::MIN), time("endTime", i64::MAX));
+            let token = str_field("nextToken");
+            // Tokens: f/ID reads forward after event ID, b/ID backward
+            // before it.
+            let (forward, bound) = match token {
+                None => (from_head, None),
+                Some(t) => {
+                    let parse = |s: &str| s.parse::<i64>().map_err(|_| bad_token());
+                    match t.split_once('/') {
+                        Some(("f", id)) => (true, Some(parse(id)?)),
+                        Some(("b", id)) => (false, Some(parse(id)?)),
+                        _ => return Err(bad_token()),
+                    }
+                }
+            };
+            let bound_value = bound.unwrap_or(if forward { 0 } else { i64::MAX });
+            let rows = store.events(group, stream, forward, bound_value, start, end, limit)?;
+            // At the end of the stream the forward token stays the one
+            // given, which is how readers know to stop.
+            let next_forward = match (rows.last(), token) {
+                (Some(last), _) => format!("f/{}", last.id),
+                (None, Some(t)) if t.starts_with("f/") => t.to_string(),
+                (None, _) => format!("f/{}", bound.unwrap_or(0)),
+            };
+            let next_backward = match rows.first() {
+                Some(first) => format!("b/{}", first.id),
+                None => token
+                    .filter(|t| t.starts_with("b/"))
+                    .map(String::from)
+                    .unwrap_or_else(|| "b/0".into()),
+            };
+            let events: Vec<Value> = rows
+                .into_iter()
+                .map(|e| {
+                    json!({"timestamp": e.timestamp, "message": e.message, "ingestionTime": e.ingested})
+                })
+                .collect();
+            Ok(json!({
+                "events": events,
+                "nextForwardToken": next_forward,
+                "nextBackwardToken": next_backward,
+            }))
+        }
+        "FilterLogEvents" => {
+            let group = required("logGroupName")?;
+            let limit = limit(MAX_EVENTS, MAX_EVENTS)?;
+            let (start, end) = (time("startTime", i64::MIN), time("endTime", i64::MAX));
+            let streams: Vec<String> = match body.get("logStreamNames") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let stream_prefix = str_field("logStreamNamePrefix").unwrap_or("");
+            if !streams.is_empty() && !stream_prefix.is_empty() {
+                return Err(ApiError::invalid_parameter(
+                    "logStreamNames and logStreamNamePrefix cannot both be given.",
+                ));
+            }
+            let pattern = FilterPattern::parse(str_field("filterPattern").unwrap_or(""))?;
+            let after = numeric_token()?;
+            let (found, next) =
+                store.filter(group, after, start, end, stream_prefix, limit, |e| {
+                    (streams.is_empty() || streams.contains(&e.stream))
+                        && pattern.matches(&e.message)
+                })?;
+            let events: Vec<Value> = found
+                .into_iter()
+                .map(|e| {
+                    json!({
+                        "logStreamName": e.stream, "timestamp": e.timestamp, "message": e.message,
+                        "ingestionTime": e.ingested, "eventId": e.id.to_string(),
+                    })
+                })
+                .collect();
+            let mut out = json!({ "events": events, "searchedLogStreams": [] });
+            if let Some(n) = next {
+                out["nextToken"] = json!(n.to_string());
+            }
+            Ok(out)
+        }
+        other => Err(ApiError::unknown_operation(&format!(
+            "Logs_20140328.{other}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::logs::millis;
+    use skiff_channel::logs::LogDestination;
+
+    fn store() -> (tempfile::TempDir, LogStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LogStore::open(&dir.path().join("logs.db")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn lines_become_events_and_forward_tokens_stop_at_the_end() {
+        let (_d, s) = store();
+        // The lines an agent's sink makes of "one\ntw", "o\r\nthree" (see
+        // skiff-agent's `lines_become_events`).
+        s.open_stream("/ecs/job", "app/t1", true).unwrap();
+        for line in ["one", "two", "three"] {
+            s.put_events("/ecs/job", "app/t1", &[(millis(), line.into())])
+                .unwrap();
+        }
+        let req = json!({"logGroupName": "/ecs/job", "logStreamName": "app/t1", "startFromHead": true, "limit": 2});
+        let first = handle(&s, "GetLogEvents", &req, "us-east-1").unwrap();
+        let msgs: Vec<&str> = first["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(msgs, ["one", "two"]);
+        let token = first["nextForwardToken"].as_str().unwrap();
+        let mut req2 = req.clone();
+        req2["nextToken"] = json!(token);
+        let second = handle(&s, "GetLogEvents", &req2, "us-east-1").unwrap();
+        assert_eq!(second["events"][0]["message"], "three");
+        let end = second["nextForwardToken"].as_str().unwrap().to_string();
+        req2["nextToken"] = json!(end);
+        let third = handle(&s, "GetLogEvents", &req2, "us-east-1").unwrap();
+        assert_eq!(third["events"].as_array().unwrap().len(), 0);
+        assert_eq!(third["nextForwardToken"].as_str().unwrap(), end);
+        // Without startFromHead: the latest events.
+        let tail = handle(
+            &s,
+            "GetLogEvents",
+            &json!({"logGroupName": "/ecs/job", "logStreamName": "app/t1", "limit": 1}),
+            "us-east-1",
+        )
+        .unwrap();
+        assert_eq!(tail["events"][0]["message"], "three");
+    }
+
+    #[test]
+    fn filter_patterns_and_missing_things() {
+        let (_d, s) = store();
+        s.create_group("g").unwrap();
+        s.create_stream("g", "a").unwrap();
+        s.append(
+            "g",
+            "a",
+            &[
+                (1, "GET /health 200".into()),
+                (2, "GET /x 500 error".into()),
+                (3, "POST /y 201".into()),
+            ],
+        )
+        .unwrap();
+        let find = |p: &str| -> Vec<String> {
+            handle(
+                &s,
+                "FilterLogEvents",
+                &json!({"logGroupName": "g", "filterPattern": p}),
+                "r",
+            )
+            .unwrap()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["message"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(find("GET -error"), ["GET /health 200"]);
+        assert_eq!(find("?201 ?500").len(), 2);
+        assert_eq!(find("\"x 500\""), ["GET /x 500 error"]);
+        let err = handle(
+            &s,
+            "GetLogEvents",
+            &json!({"logGroupName": "nope", "logStreamName": "a"}),
+            "r",
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, "ResourceNotFoundException");
+        let err = handle(
+            &s,
+            "FilterLogEvents",
+            &json!({"logGroupName": "g", "filterPattern": "{ $.x = 1 }"}),
+            "r",
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, "InvalidParameterException");
+        // Fields the store does not honour are refused, not ignored.
+        for (op, body) in [
+            (
+                "CreateLogGroup",
+                json!({"logGroupName": "h", "kmsKeyId": "k"}),
+            ),
+            (
+                "CreateLogGroup",
+                json!({"logGroupName": "h", "tags": {"a": "b"}}),
+            ),
+            ("DescribeLogGroups", json!({"logGroupNamePattern": "x"})),
+        ] {
+            let err = handle(&s, op, &body, "r").unwrap_err();
+            assert_eq!(err.kind, "InvalidParameterException", "{op} {body}");
+        }
+        assert!(!s.group_exists("h").unwrap());
+    }
+}
