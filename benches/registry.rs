@@ -35,29 +35,14 @@ use oci_client::{Client, Reference, RegistryOperation};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 const MIB: usize = 1 << 20;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until_serving(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing is serving on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use skiff_harness::{KillOnDrop as Server, wait_until_serving};
 
 fn start_skiff(dir: &Path) -> (Server, String) {
     let mut child = Command::new(SKIFF)

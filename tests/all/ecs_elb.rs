@@ -30,13 +30,7 @@ fn web_td(family: &str, who: &str) -> Value {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use skiff_harness::free_port;
 
 fn s(v: &Value) -> String {
     v.as_str()

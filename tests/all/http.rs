@@ -39,10 +39,7 @@ impl Server {
         let banner = stderr
             .recv_timeout(Duration::from_secs(60))
             .expect("skiff printed where it serves");
-        let addr = banner
-            .strip_prefix("Serving HTTP on http://")
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok())
+        let addr = skiff_harness::http_banner(&banner)
             .unwrap_or_else(|| panic!("unexpected banner {banner:?}"));
         Server {
             child,

@@ -408,47 +408,12 @@ impl ServeProcess {
         Self::launch(without_low_ports(), data_dir, &[])
     }
 
-    fn launch(mut cmd: Command, data_dir: &Path, flags: &[&str]) -> ServeProcess {
-        use std::io::BufRead;
-        let mut child = cmd
-            .args([
-                "serve",
-                "--api-addr",
-                "127.0.0.1:0",
-                "--registry-addr",
-                "127.0.0.1:0",
-                "--region",
-                "eu-west-1",
-            ])
-            .args(flags)
-            .env("SKIFF_DATA_DIR", data_dir)
-            .env("SKIFF_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start skiff serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        let banner = lines
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| panic!("skiff serve printed nothing"));
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        // "skiff serve: API on http://A/ (...), registry on R, data in D"
-        let api = banner
-            .split("API on http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
-            .to_string();
-        let registry = banner
-            .split("registry on ")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
-            .to_string();
+    fn launch(cmd: Command, data_dir: &Path, flags: &[&str]) -> ServeProcess {
+        let mut all = vec!["--region", "eu-west-1"];
+        all.extend(flags);
+        let skiff_harness::Serving { child, banner } =
+            skiff_harness::start_serve(cmd, data_dir, "warn", &all);
+        let (api, registry) = (banner.api, banner.registry);
         let keys = flags
             .iter()
             .position(|f| *f == "--access-key-id")
