@@ -151,11 +151,6 @@ impl Agent {
         tokio::spawn(serve_channel(Arc::clone(&inner), end.from_control));
         Ok(Agent { inner })
     }
-
-    /// The tasks this agent is running (or starting, or stopping).
-    pub fn running_tasks(&self) -> usize {
-        self.inner.running.lock().map(|r| r.len()).unwrap_or(0)
-    }
 }
 
 /// Takes the control plane's messages, in order, until the channel closes.
