@@ -167,6 +167,19 @@ fn read_ecs_config(path: &Path) -> Result<HashMap<String, String>, String> {
     Ok(settings)
 }
 
+/// The cluster the local instance joins, if one is named: by `--cluster`
+/// (or `ECS_CLUSTER`), else by the ECS agent config file, by name or ARN
+/// (the ECS agent takes either).
+fn local_cluster(flag: Option<String>, ecs_config: &HashMap<String, String>) -> Option<String> {
+    let given = flag
+        .or_else(|| ecs_config.get("ECS_CLUSTER").cloned())
+        .filter(|c| !c.is_empty())?;
+    Some(match given.strip_prefix("arn:") {
+        Some(_) => given.rsplit('/').next().unwrap_or_default().to_string(),
+        None => given,
+    })
+}
+
 /// Serves until SIGINT/SIGTERM; returns the exit status.
 pub fn run(args: ServeArgs, data_dir: &Path) -> i32 {
     match serve(args, data_dir) {
@@ -217,12 +230,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     };
     let mut config = ControlConfig::new(data_dir.join("control"));
     config.region = args.region.clone();
-    if let Some(cluster) = args
-        .cluster
-        .clone()
-        .or_else(|| ecs_config.get("ECS_CLUSTER").cloned())
-        .filter(|c| !c.is_empty())
-    {
+    if let Some(cluster) = local_cluster(args.cluster.clone(), &ecs_config) {
         config.cluster = cluster;
     }
     config.credentials = credentials;
@@ -266,6 +274,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         agent_config.default_registry = reg_local.to_string();
         config.reserved_ports = vec![api_local.port(), reg_local.port()];
         let signed = !config.credentials.is_empty();
+        let cluster = config.cluster.clone();
         // The control plane first (it registers the local instance and
         // sends it the tasks to resume), then the agent that serves it.
         let (control_end, agent_end) = skiff_channel::link::in_process();
@@ -284,7 +293,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         // `aws ecr ...` on the API endpoint manages this registry.
         control.attach_registry(registry.clone());
         eprintln!(
-            "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}, data in {}",
+            "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}, instance in cluster {cluster}, data in {}",
             if signed {
                 "SigV4 required"
             } else {
@@ -373,5 +382,21 @@ mod tests {
         );
         std::fs::write(&p, "ECS_CLUSTER\n").unwrap();
         assert!(read_ecs_config(&p).unwrap_err().contains("not KEY=VALUE"));
+        // The flag wins over the file; an ARN names its cluster.
+        let file = HashMap::from([("ECS_CLUSTER".to_string(), "edge".to_string())]);
+        assert_eq!(local_cluster(None, &file).as_deref(), Some("edge"));
+        assert_eq!(
+            local_cluster(Some("lab".into()), &file).as_deref(),
+            Some("lab")
+        );
+        assert_eq!(
+            local_cluster(
+                Some("arn:aws:ecs:eu-west-1:000000000000:cluster/lab".into()),
+                &file
+            )
+            .as_deref(),
+            Some("lab")
+        );
+        assert_eq!(local_cluster(Some(String::new()), &HashMap::new()), None);
     }
 }

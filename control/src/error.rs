@@ -1,5 +1,7 @@
-//! Errors as the AWS JSON 1.1 protocol carries them: a `__type` naming the
-//! exception, a message, and an HTTP status (4xx for every client mistake).
+//! An AWS exception: its kind (the error code each service names it by), a
+//! message, and an HTTP status (4xx for every client mistake). Every room
+//! returns it; the API layer puts it on the wire (`__type` in AWS JSON,
+//! an error document in the Query protocol).
 
 /// An error answered to an API caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -595,6 +595,27 @@ fn security_group_mistakes_get_ec2_error_codes() {
         cmd.extend(args);
         serve.aws_err(&cmd, code);
     }
+    // A task names groups by id, as on ECS; a name is refused, saying
+    // which id it would have been.
+    serve.register_task_definition(
+        dir.path(),
+        &echo_td("named", "awsvpc", json!({"containerPort": 8080})),
+    );
+    let refused = serve.aws_err(
+        &[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            "named",
+            "--network-configuration",
+            "awsvpcConfiguration={subnets=[subnet-1],securityGroups=[a]}",
+        ],
+        "InvalidParameterException",
+    );
+    assert!(
+        refused.contains(&format!("the group named a is {sg}")),
+        "{refused}"
+    );
     serve.aws_ok(&["ec2", "delete-security-group", "--group-id", &sg]);
     serve.aws_err(
         &["ec2", "delete-security-group", "--group-id", &sg],
@@ -830,6 +851,7 @@ fn fargate_runs_in_a_new_cluster_and_ec2_waits_for_an_instance() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut serve = ServeProcess::start(&data);
+    assert_eq!(serve.cluster, "default");
     serve.push(app("ECHO_P2"), "echo:v1");
     serve.aws_ok(&["ecs", "create-cluster", "--cluster-name", "mycluster"]);
     serve.register_task_definition(
@@ -968,6 +990,7 @@ fn fargate_runs_in_a_new_cluster_and_ec2_waits_for_an_instance() {
     let config = dir.path().join("ecs.config");
     std::fs::write(&config, "ECS_CLUSTER=mycluster\n").unwrap();
     let serve = ServeProcess::start_with(&data, &["--ecs-config", config.to_str().unwrap()]);
+    assert_eq!(serve.cluster, "mycluster");
     let listed = serve.aws_ok(&["ecs", "list-container-instances", "--cluster", "mycluster"]);
     assert_eq!(listed["containerInstanceArns"].as_array().unwrap().len(), 1);
     let run = serve.aws_ok(&[

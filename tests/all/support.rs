@@ -388,6 +388,8 @@ pub struct ServeProcess {
     pub child: Child,
     pub api: String,
     pub registry: String,
+    /// The cluster its local instance joined.
+    pub cluster: String,
     pub data_dir: PathBuf,
     /// Access key and secret the server requires, if any.
     pub keys: Option<(String, String)>,
@@ -413,7 +415,7 @@ impl ServeProcess {
         all.extend(flags);
         let skiff_harness::Serving { child, banner } =
             skiff_harness::start_serve(cmd, data_dir, "warn", &all);
-        let (api, registry) = (banner.api, banner.registry);
+        let (api, registry, cluster) = (banner.api, banner.registry, banner.cluster);
         let keys = flags
             .iter()
             .position(|f| *f == "--access-key-id")
@@ -422,6 +424,7 @@ impl ServeProcess {
             child,
             api,
             registry,
+            cluster,
             data_dir: data_dir.to_path_buf(),
             keys,
         }

@@ -74,7 +74,7 @@ pub(crate) fn wanted_by(state: &State, group: &str) -> bool {
             .any(|s| s.value.status != "INACTIVE" && names(&s.value.network_configuration))
 }
 
-/// Resolves the groups a task names (ids or names) to ids; none given
+/// Checks the groups a task names, by id as ECS takes them; none given
 /// means the VPC's default group.
 pub(crate) fn resolve_groups(state: &State, given: &[String]) -> Result<Vec<String>, ApiError> {
     if given.len() > 5 {
@@ -98,8 +98,20 @@ pub(crate) fn resolve_groups(state: &State, given: &[String]) -> Result<Vec<Stri
                 .get(g)
                 .map(|e| e.value.group_id.clone())
                 .ok_or_else(|| {
+                    // A group's name where its id belongs: say which id.
+                    let named = state
+                        .security_groups
+                        .values()
+                        .find(|e| e.value.group_name == *g)
+                        .map(|e| {
+                            format!(
+                                " (securityGroups takes group ids: the group named {g} is {})",
+                                e.value.group_id
+                            )
+                        })
+                        .unwrap_or_default();
                     ApiError::invalid_parameter(format!(
-                        "Error retrieving security group information for [{g}]: The security group '{g}' does not exist"
+                        "Error retrieving security group information for [{g}]: The security group '{g}' does not exist{named}"
                     ))
                 })
         })

@@ -16,13 +16,16 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Where a `skiff serve` listens, from its first line on stderr:
-/// `skiff serve: API on http://A/ (...), registry on R, data in D`.
+/// `skiff serve: API on http://A/ (...), registry on R, instance in cluster
+/// C, data in D`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeBanner {
     /// The API's `IP:PORT`.
     pub api: String,
     /// The registry's `IP:PORT`.
     pub registry: String,
+    /// The cluster its local container instance is in.
+    pub cluster: String,
 }
 
 impl ServeBanner {
@@ -30,9 +33,15 @@ impl ServeBanner {
     pub fn parse(line: &str) -> Option<ServeBanner> {
         let api = line.split("API on http://").nth(1)?.split('/').next()?;
         let registry = line.split("registry on ").nth(1)?.split(',').next()?;
+        let cluster = line
+            .split("instance in cluster ")
+            .nth(1)?
+            .split(',')
+            .next()?;
         Some(ServeBanner {
             api: api.to_string(),
             registry: registry.to_string(),
+            cluster: cluster.to_string(),
         })
     }
 }
@@ -185,11 +194,12 @@ mod tests {
     #[test]
     fn banners_say_where_servers_listen() {
         let b = ServeBanner::parse(
-            "skiff serve: API on http://127.0.0.1:41233/ (any signature accepted), registry on 127.0.0.1:40111, data in /tmp/x",
+            "skiff serve: API on http://127.0.0.1:41233/ (any signature accepted), registry on 127.0.0.1:40111, instance in cluster edge, data in /tmp/x",
         )
         .unwrap();
         assert_eq!(b.api, "127.0.0.1:41233");
         assert_eq!(b.registry, "127.0.0.1:40111");
+        assert_eq!(b.cluster, "edge");
         assert_eq!(ServeBanner::parse("error: cannot listen"), None);
         assert_eq!(
             http_banner("Serving HTTP on http://127.0.0.1:8080/ (container port 80)"),

@@ -13,7 +13,7 @@ use crate::core::instances::{
 use crate::core::model::{
     ContainerInstance, Failure, Resource, Tag, arn, check_tags, merge_tags, name_of, new_id, now,
 };
-use crate::core::placement::{self};
+use crate::core::placement;
 use crate::core::state::Write;
 use crate::core::taskdef::Attribute;
 use crate::core::{Core, LOCAL_INSTANCE_ID};

@@ -9,7 +9,7 @@ use crate::core::model::{
     Cluster, Failure, NetworkConfiguration, PlacementItem, Tag, Task, TaskOverride, arn,
     check_tags, name_of,
 };
-use crate::core::services::{self};
+use crate::core::services;
 use crate::core::state::{State, Write};
 use crate::core::taskdef::{self, TaskDefinition};
 use crate::core::tasks::{

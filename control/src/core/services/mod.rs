@@ -278,7 +278,3 @@ pub(crate) fn deployment_id(core: &Core) -> String {
         .unwrap_or_else(|_| placement::Rng::from_entropy().next_u64());
     format!("ecs-svc/{:019}", n % 10_000_000_000_000_000_000)
 }
-
-// ---- the scheduler -----------------------------------------------------------
-
-// ---- the API -----------------------------------------------------------------
