@@ -151,6 +151,11 @@ impl Agent {
         tokio::spawn(serve_channel(Arc::clone(&inner), end.from_control));
         Ok(Agent { inner })
     }
+
+    /// How it was set up.
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.config
+    }
 }
 
 /// Takes the control plane's messages, in order, until the channel closes.
