@@ -2,6 +2,11 @@
 //! download per reference at a time), compiled once per binary digest into
 //! the runtime's cache, and the most recently started ones kept compiled
 //! in memory, so the next task of the same image only instantiates.
+//!
+//! Tasks of one image that start together wait for one pull and one
+//! compile (they would otherwise each compile it, each holding a thread of
+//! tokio's blocking pool), and at most as many images compile at once as
+//! there are cores: compiling is CPU work, more at once only queues.
 
 use skiff_channel::taskdef::{ContainerDefinition, TaskDefinition};
 use skiff_registry::images::{ImageRecord, Puller};
@@ -21,6 +26,11 @@ pub(crate) struct Images {
     /// Compiled images recently started here, by image reference and
     /// binary digest.
     warm: Mutex<Warm>,
+    /// One load at a time per reference: the others wait for it, then find
+    /// it warm.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Compiles (or loads from the compile cache) at once.
+    compiles: tokio::sync::Semaphore,
 }
 
 /// The warm images, each with when it was last started (a counter): the
@@ -65,6 +75,10 @@ impl Images {
             puller,
             default_registry: default_registry.to_string(),
             warm: Mutex::new(Warm::default()),
+            loading: Mutex::new(HashMap::new()),
+            compiles: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         }
     }
 
@@ -86,13 +100,44 @@ impl Images {
     /// to the binary compiled last time, else pulled (or read from the
     /// store) and compiled (or loaded from the compile cache).
     async fn image(&self, reference: &str) -> Result<(ImageRecord, Arc<Artifact>), String> {
-        if let Some(record) = self.puller.cached(reference) {
-            let key = (record.reference.clone(), record.wasm_digest.clone());
-            let warm = self.warm.lock().ok().and_then(|mut w| w.get(&key));
-            if let Some(artifact) = warm {
-                return Ok((record, artifact));
-            }
+        if let Some(found) = self.warm(reference) {
+            return Ok(found);
         }
+        // One load per reference at a time; whoever waited finds it warm.
+        let gate = self
+            .loading
+            .lock()
+            .map(|mut l| Arc::clone(l.entry(reference.to_string()).or_default()))
+            .map_err(|_| {
+                "CannotPullContainerError: the agent's image lock is poisoned".to_string()
+            })?;
+        let _loading = gate.lock().await;
+        if let Some(found) = self.warm(reference) {
+            return Ok(found);
+        }
+        let loaded = self.load(reference).await;
+        if let Ok(mut l) = self.loading.lock()
+            && l.get(reference).is_some_and(|g| Arc::ptr_eq(g, &gate))
+            && Arc::strong_count(&gate) <= 2
+        {
+            // Nobody else waits on it: forget the gate.
+            l.remove(reference);
+        }
+        loaded
+    }
+
+    /// The compiled image for `reference`, if the store still maps it to
+    /// the binary compiled last time.
+    fn warm(&self, reference: &str) -> Option<(ImageRecord, Arc<Artifact>)> {
+        let record = self.puller.cached(reference)?;
+        let key = (record.reference.clone(), record.wasm_digest.clone());
+        let artifact = self.warm.lock().ok().and_then(|mut w| w.get(&key))?;
+        Some((record, artifact))
+    }
+
+    /// Pulls (or reads from the store) and compiles (or loads from the
+    /// compile cache) the image for `reference`, and keeps it warm.
+    async fn load(&self, reference: &str) -> Result<(ImageRecord, Arc<Artifact>), String> {
         let (record, bytes) = self
             .puller
             .ensure(reference, &|_, _| {})
@@ -100,6 +145,11 @@ impl Images {
             .map_err(|e| format!("CannotPullContainerError: {e}"))?;
         let runtime = self.runtime.clone();
         let name = record.reference.clone();
+        let _compiling = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|_| "CannotPullContainerError: the agent is shutting down".to_string())?;
         let artifact = tokio::task::spawn_blocking(move || runtime.load_bytes(&name, &bytes))
             .await
             .map_err(|e| format!("CannotPullContainerError: compiling failed: {e}"))?

@@ -8,6 +8,7 @@ mod ecr_cli;
 mod ecs_cli;
 mod ecs_elb;
 mod ecs_network;
+mod ecs_scale;
 mod ecs_services;
 mod exit_status;
 mod http;

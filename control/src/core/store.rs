@@ -12,7 +12,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 
 /// A store operation's future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -84,9 +83,13 @@ const MIGRATIONS: &[&str] = &[
 /// The default store: SQLite in WAL mode, every commit fsynced before it
 /// returns.
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// Work for the store's own thread, which owns the connection.
+    jobs: std::sync::mpsc::Sender<Job>,
     path: PathBuf,
 }
+
+/// One piece of work on the connection.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,8 +120,21 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql)?;
         migrate(&mut conn)?;
+        // The store has a thread of its own rather than tokio's blocking
+        // pool: whatever else fills that pool (compiles, log writes) never
+        // stands between an API request and its commit. It ends when the
+        // store is dropped.
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("skiff-state-store".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError(format!("cannot start the store's thread: {e}")))?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            jobs,
             path: path.to_path_buf(),
         })
     }
@@ -128,15 +144,15 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError("the store's lock is poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError(format!("the store's worker failed: {e}")))?
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = done.send(f(conn));
+            }))
+            .map_err(|_| StoreError("the store's thread is gone".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError("the store's thread failed".into()))?
     }
 }
 
