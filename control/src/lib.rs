@@ -52,9 +52,8 @@ impl std::fmt::Debug for ControlPlane {
 
 impl ControlPlane {
     /// Opens the state store, rebuilds the state, registers the local
-    /// container instance in its cluster (`config.cluster`), and resumes:
-    /// tasks placed here that had not started start now, tasks that were
-    /// running when skiff last stopped are recorded as stopped.
+    /// container instance in its cluster (`config.cluster`), and records
+    /// every task the last process had as stopped (none starts twice).
     ///
     /// `local` is the channel to this process's agent, which the local
     /// instance is: task payloads sent before the agent starts wait in it.

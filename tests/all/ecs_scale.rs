@@ -74,3 +74,87 @@ print(json.dumps({'running': running, 'answer': time.time() - start}))
     let answer = result["answer"].as_f64().unwrap();
     assert!(answer < 5.0, "ListClusters and RunTask took {answer} s");
 }
+
+/// Killed while tasks start, then restarted: every task the API
+/// acknowledged ran at most once. Each appends its own mark to a file on
+/// a host volume, so the file counts the runs; the kill comes right after
+/// an answer, while that call's tasks are starting.
+#[test]
+fn a_task_runs_at_most_once_across_a_kill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let marks = host.path().join("marks");
+    std::fs::write(&marks, "").unwrap();
+    let mut acknowledged: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let mut serve = ServeProcess::start(dir.path());
+        if round == 0 {
+            serve.push(app("FS_TOOL_P1"), "fs-tool:v1");
+        }
+        let program = format!(
+            r#"
+import boto3, json, sys
+ecs = boto3.client('ecs', endpoint_url='http://{api}', region_name='eu-west-1',
+    aws_access_key_id='AKIDSKIFFTEST', aws_secret_access_key='secret')
+ecs.register_task_definition(family='mark', networkMode='none',
+    volumes=[{{'name': 'marks', 'host': {{'sourcePath': '{host}'}}}}],
+    containerDefinitions=[{{'name': 'm', 'image': 'fs-tool:v1', 'memory': 8, 'cpu': 2,
+        'mountPoints': [{{'sourceVolume': 'marks', 'containerPath': '/data'}}]}}])
+for i in range(1000):
+    r = ecs.run_task(taskDefinition='mark', count=10, overrides={{'containerOverrides': [
+        {{'name': 'm', 'command': ['append', '/data/marks', 'mark-{round}-' + str(i) + '\n']}}]}})
+    # Each task of a call writes the call's mark: ten lines of it at most.
+    print(json.dumps([t['taskArn'] for t in r['tasks']]), flush=True)
+"#,
+            api = serve.api,
+            host = host.path().display(),
+        );
+        let mut client = std::process::Command::new("python3")
+            .args(["-c", &program])
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+        for (n, line) in lines.map_while(Result::ok).enumerate() {
+            let arns: Vec<String> = serde_json::from_str(&line).unwrap();
+            acknowledged.extend(arns);
+            if n == 7 + round {
+                // Killed right after an answer: that call's tasks start.
+                serve.child.kill().unwrap();
+                serve.child.wait().unwrap();
+                break;
+            }
+        }
+        let _ = client.kill();
+        let _ = client.wait();
+    }
+
+    let serve = ServeProcess::start(dir.path());
+    // Every acknowledged task is there, and has ended; those whose start
+    // was not confirmed say why they did not run again.
+    for chunk in acknowledged.chunks(100) {
+        let mut cmd = vec!["ecs", "describe-tasks", "--tasks"];
+        cmd.extend(chunk.iter().map(String::as_str));
+        let described = serve.aws_ok(&cmd);
+        let tasks = described["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), chunk.len(), "{described:#}");
+        for t in tasks {
+            assert_eq!(t["lastStatus"], "STOPPED", "{t:#}");
+            if t["stopCode"] == "TaskFailedToStart" {
+                let reason = t["stoppedReason"].as_str().unwrap();
+                assert!(reason.contains("at most once"), "{reason}");
+            }
+        }
+    }
+    // No call's mark more than ten times (one per task).
+    let written = std::fs::read_to_string(&marks).unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for line in written.lines() {
+        *counts.entry(line.to_string()).or_insert(0) += 1;
+    }
+    let again: Vec<_> = counts.iter().filter(|(_, n)| **n > 10).collect();
+    assert!(again.is_empty(), "ran more than once: {again:?}");
+}

@@ -9,7 +9,7 @@ use super::{Core, LOCAL_INSTANCE_ID, metrics, placement, services};
 use crate::core::agents::Agents;
 use crate::core::config::ControlConfig;
 use crate::core::logs::LogStore;
-use crate::core::model::now;
+use crate::core::model::{Task, now};
 use crate::core::state::{State, Write};
 use crate::core::store::{SqliteStore, StateStore};
 use crate::core::{discovery, security_groups as ec2};
@@ -39,11 +39,48 @@ fn machine_size() -> (u32, u32) {
     )
 }
 
+/// A task the last process had, recorded STOPPED: one it ran (or was
+/// stopping) ended with it (`TerminationNotice`); one whose start was not
+/// yet confirmed may have started, and is not started again
+/// (`TaskFailedToStart`). A stop asked for before keeps its code and reason.
+pub(crate) fn ended_with_the_process(mut t: Task, at: f64) -> Task {
+    let confirmed = matches!(
+        t.last_status.as_str(),
+        "RUNNING" | "DEACTIVATING" | "STOPPING" | "DEPROVISIONING"
+    );
+    t.last_status = "STOPPED".into();
+    t.desired_status = "STOPPED".into();
+    if t.stop_code.is_none() {
+        let (code, reason) = if confirmed {
+            (
+                "TerminationNotice",
+                "skiff serve stopped while the task ran; its containers ended with it",
+            )
+        } else {
+            (
+                "TaskFailedToStart",
+                "skiff serve stopped before the task's start was confirmed; a task starts at most once, so it was not started again",
+            )
+        };
+        t.stop_code = Some(code.into());
+        t.stopped_reason = Some(reason.into());
+    }
+    t.stopping_at.get_or_insert(at);
+    t.execution_stopped_at.get_or_insert(at);
+    t.stopped_at = Some(at);
+    for c in &mut t.containers {
+        if c.last_status != "STOPPED" {
+            c.last_status = "STOPPED".into();
+        }
+    }
+    t.version += 1;
+    t
+}
+
 impl Core {
     /// Opens the state store, rebuilds the state, registers the local
-    /// container instance in its cluster (`config.cluster`), and resumes:
-    /// tasks placed here that had not started start now, tasks that were
-    /// running when skiff last stopped are recorded as stopped; then
+    /// container instance in its cluster (`config.cluster`), records every
+    /// task the last process had as stopped (none starts twice), then
     /// starts the background loops.
     ///
     /// `local` is the channel to this process's agent, which the local
@@ -166,12 +203,14 @@ impl Core {
         Ok(core)
     }
 
-    /// Level-triggered: makes the agent's work match the store.
+    /// After a restart, what ran in the last process is over: every task
+    /// of this machine's instance that was not yet STOPPED is recorded so
+    /// (see [`ended_with_the_process`]). None is started again: a task the
+    /// store shows PROVISIONING or PENDING may already have run (the agent
+    /// starts a guest before its reports are committed), and a task starts
+    /// at most once, as on ECS. A service starts replacements.
     async fn resume(&self) -> Result<(), ApiError> {
-        let inner = self;
-        let mut state = inner.state.lock().await;
-        let mut writes = Vec::new();
-        let mut to_start = Vec::new();
+        let mut state = self.state.lock().await;
         // This machine's instance, and those it was before it joined
         // another cluster.
         let local: std::collections::HashSet<&str> = state
@@ -180,46 +219,17 @@ impl Core {
             .filter(|i| i.value.ec2_instance_id.as_deref() == Some(LOCAL_INSTANCE_ID))
             .map(|i| i.value.container_instance_arn.as_str())
             .collect();
-        for t in state.tasks.values() {
-            let t = &t.value;
-            if t.runs_on().is_none_or(|i| !local.contains(i)) || t.last_status == "STOPPED" {
-                continue;
-            }
-            let never_started = matches!(t.last_status.as_str(), "PROVISIONING" | "PENDING");
-            let here = t.runs_on() == Some(&inner.agents.local);
-            if t.desired_status == "RUNNING" && never_started && here {
-                to_start.push(t.clone());
-            } else {
-                // It was running (or stopping) in a process that is gone.
-                let mut t = t.clone();
-                let at = now();
-                t.last_status = "STOPPED".into();
-                t.desired_status = "STOPPED".into();
-                if t.stop_code.is_none() {
-                    t.stop_code = Some("TerminationNotice".into());
-                    t.stopped_reason = Some(
-                        "skiff serve stopped while the task ran; its containers ended with it"
-                            .into(),
-                    );
-                }
-                t.stopping_at.get_or_insert(at);
-                t.execution_stopped_at.get_or_insert(at);
-                t.stopped_at = Some(at);
-                for c in &mut t.containers {
-                    if c.last_status != "STOPPED" {
-                        c.last_status = "STOPPED".into();
-                    }
-                }
-                t.version += 1;
-                writes.push(Write::Task(t));
-            }
-        }
-        state.apply(inner.store.as_ref(), writes).await?;
-        for t in to_start {
-            if let Some(td) = crate::core::tasks::taskdef_of(&state, &t.task_definition_arn) {
-                inner.agents.start(&t, &td);
-            }
-        }
+        let at = now();
+        let writes: Vec<Write> = state
+            .tasks
+            .values()
+            .map(|t| &t.value)
+            .filter(|t| {
+                t.runs_on().is_some_and(|i| local.contains(i)) && t.last_status != "STOPPED"
+            })
+            .map(|t| Write::Task(ended_with_the_process(t.clone(), at)))
+            .collect();
+        state.apply(self.store.as_ref(), writes).await?;
         Ok(())
     }
 
@@ -354,10 +364,47 @@ async fn retention_loop(inner: std::sync::Weak<Core>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{self, Task};
+    use crate::core::model;
     use crate::core::state::Entry;
     use crate::core::taskdef;
     use serde_json::json;
+
+    #[test]
+    fn a_task_the_last_process_had_is_stopped_never_started_again() {
+        let task = |status: &str, stop_code: Option<&str>| -> Task {
+            serde_json::from_value(json!({
+                "taskArn": "arn:aws:ecs:r:0:task/default/t", "clusterArn": "c",
+                "taskDefinitionArn": "td:1", "overrides": {}, "lastStatus": status,
+                "desiredStatus": "RUNNING", "cpu": "0", "memory": "8", "launchType": "EC2",
+                "version": 1, "createdAt": 1.0, "stopCode": stop_code,
+                "containers": [{"containerArn": "c/a", "taskArn": "t", "name": "a", "image": "x",
+                    "lastStatus": status, "cpu": "0"}],
+            }))
+            .unwrap()
+        };
+        for status in ["PROVISIONING", "PENDING", "ACTIVATING"] {
+            let t = ended_with_the_process(task(status, None), 5.0);
+            assert_eq!(
+                (t.last_status.as_str(), t.stop_code.as_deref()),
+                ("STOPPED", Some("TaskFailedToStart")),
+                "{status}"
+            );
+            assert!(t.stopped_reason.unwrap().contains("at most once"));
+            assert_eq!(t.containers[0].last_status, "STOPPED");
+            assert_eq!(t.stopped_at, Some(5.0));
+        }
+        for status in ["RUNNING", "DEACTIVATING", "STOPPING"] {
+            let t = ended_with_the_process(task(status, None), 5.0);
+            assert_eq!(
+                t.stop_code.as_deref(),
+                Some("TerminationNotice"),
+                "{status}"
+            );
+        }
+        // A stop the user asked for keeps its code.
+        let t = ended_with_the_process(task("STOPPING", Some("UserInitiated")), 5.0);
+        assert_eq!(t.stop_code.as_deref(), Some("UserInitiated"));
+    }
 
     #[test]
     fn what_left_before_the_cutoff_is_forgotten_and_nothing_else() {
