@@ -111,6 +111,27 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
     }
 }
 
+/// Lets a server hold as many open files as the system allows it (the soft
+/// limit, often 1024, up to the hard one), as Go's runtime does for every
+/// program: its listeners bound their connections themselves, and running
+/// out of descriptors would stop it accepting anyone.
+pub(crate) fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("cannot raise the open files limit");
+            }
+        }
+    }
+}
+
 /// `SKIFF_LOG` takes a tracing filter (`debug`, `skiff_runtime=trace`);
 /// warnings and errors show by default.
 fn init_logging() {

@@ -92,6 +92,7 @@ pub fn run(args: RegistryArgs, data_dir: &Path) -> i32 {
             }
         };
     }
+    crate::raise_open_files_limit();
     if args.auth_challenge.is_some() && args.auth == AuthMode::Off {
         // Nothing is ever challenged with auth off: say so rather than
         // accept a flag that does nothing.

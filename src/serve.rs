@@ -182,6 +182,7 @@ fn local_cluster(flag: Option<String>, ecs_config: &HashMap<String, String>) -> 
 
 /// Serves until SIGINT/SIGTERM; returns the exit status.
 pub fn run(args: ServeArgs, data_dir: &Path) -> i32 {
+    crate::raise_open_files_limit();
     match serve(args, data_dir) {
         Ok(()) => 0,
         Err(e) => {

@@ -23,18 +23,23 @@
 //! # Ok(()) }
 //! ```
 
-use hyper::body::{Body, Incoming};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
-use hyper::service::HttpService;
+use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 
 /// How a server accepts and serves. [`ServerConfig::new`] gives the
 /// defaults.
@@ -45,9 +50,15 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's headers, on a new
     /// connection and between requests of a kept-alive one. Default: 30 s.
     pub header_read_timeout: Duration,
+    /// How a request's body must keep coming. Default: [`BodyLimits`]'s.
+    pub body: BodyLimits,
     /// Connections served at once; more wait in the listen backlog.
     /// Default: no limit.
     pub max_connections: Option<usize>,
+    /// Connections one peer address may hold at once; one more is answered
+    /// 503 and closed, so one client cannot take every connection from the
+    /// others. Default: no limit.
+    pub max_connections_per_peer: Option<usize>,
     /// How long [`serve`] lets connections finish their requests once
     /// asked to stop, before it drops them. Default: 30 s.
     pub drain_timeout: Duration,
@@ -59,11 +70,251 @@ impl ServerConfig {
         ServerConfig {
             name,
             header_read_timeout: Duration::from_secs(30),
+            body: BodyLimits::default(),
             max_connections: None,
+            max_connections_per_peer: None,
             drain_timeout: Duration::from_secs(30),
         }
     }
+
+    /// The defaults, bounded for a server anyone on its network can reach:
+    /// at most `total` connections, and a quarter of them per peer.
+    pub fn public(name: &'static str, total: usize) -> Self {
+        ServerConfig {
+            max_connections: Some(total),
+            max_connections_per_peer: Some((total / 4).max(1)),
+            ..ServerConfig::new(name)
+        }
+    }
 }
+
+/// How a request's body must keep coming once its headers are in: a client
+/// that stops sending (a `Content-Length` promised and not kept) or sends
+/// slower than the minimum rate has its request failed with a
+/// [`BodyError`] and its connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// The longest wait for the body's next bytes. Default: 30 s.
+    pub idle_timeout: Duration,
+    /// The slowest average a body may arrive at, in bytes per second,
+    /// judged once it has been arriving for [`BodyLimits::rate_grace`].
+    /// Default: 1024.
+    pub min_bytes_per_second: u64,
+    /// How long a body may take before its rate is judged. Default: 10 s.
+    pub rate_grace: Duration,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            idle_timeout: Duration::from_secs(30),
+            min_bytes_per_second: 1024,
+            rate_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A request as a server's service receives it.
+pub type Request = http::Request<RequestBody>;
+
+/// A request's body, as the client sends it, within [`BodyLimits`].
+pub struct RequestBody {
+    inner: Incoming,
+    limits: BodyLimits,
+    /// When the body began to be read.
+    started: Option<Instant>,
+    received: u64,
+    /// When the client's next bytes are due, while they are awaited.
+    due: Option<Pin<Box<Sleep>>>,
+}
+
+impl RequestBody {
+    fn new(inner: Incoming, limits: BodyLimits) -> RequestBody {
+        RequestBody {
+            inner,
+            limits,
+            started: None,
+            received: 0,
+            due: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request's body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The connection failed, or the client sent something that is not
+    /// HTTP.
+    Hyper(hyper::Error),
+    /// The client sent nothing more for this long, the body unfinished.
+    Stalled(Duration),
+    /// The body arrived slower than the server takes.
+    TooSlow {
+        /// Bytes per second it arrived at.
+        bytes_per_second: u64,
+        /// The least the server takes.
+        minimum: u64,
+    },
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Hyper(e) => write!(f, "{e}"),
+            BodyError::Stalled(d) => {
+                write!(f, "the client sent nothing more of the body for {d:?}")
+            }
+            BodyError::TooSlow {
+                bytes_per_second,
+                minimum,
+            } => write!(
+                f,
+                "the body arrived at {bytes_per_second} bytes/s, slower than the {minimum} bytes/s this server takes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Hyper(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<hyper::Error> for BodyError {
+    fn from(e: hyper::Error) -> Self {
+        BodyError::Hyper(e)
+    }
+}
+
+impl BodyError {
+    /// Whether the client was too slow (not a broken connection).
+    pub fn is_timeout(&self) -> bool {
+        !matches!(self, BodyError::Hyper(_))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let started = *this.started.get_or_insert_with(Instant::now);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.due = None;
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                }
+                let elapsed = started.elapsed();
+                if elapsed > this.limits.rate_grace && !this.inner.is_end_stream() {
+                    let rate = (this.received as f64 / elapsed.as_secs_f64()) as u64;
+                    if rate < this.limits.min_bytes_per_second {
+                        return Poll::Ready(Some(Err(BodyError::TooSlow {
+                            bytes_per_second: rate,
+                            minimum: this.limits.min_bytes_per_second,
+                        })));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Hyper(e)))),
+            Poll::Ready(None) => {
+                this.due = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let idle = this.limits.idle_timeout;
+                let due = this
+                    .due
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match due.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled(idle)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The caller's service, handed requests with their bodies guarded.
+struct Guarded<S> {
+    service: S,
+    limits: BodyLimits,
+}
+
+impl<S> Service<http::Request<Incoming>> for Guarded<S>
+where
+    S: Service<Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        self.service
+            .call(req.map(|b| RequestBody::new(b, self.limits)))
+    }
+}
+
+/// How many connections each peer address holds.
+#[derive(Default)]
+struct Peers(Mutex<HashMap<IpAddr, usize>>);
+
+impl Peers {
+    /// Counts one more connection of `ip`, unless it holds `limit`.
+    fn enter(self: &Arc<Self>, ip: IpAddr, limit: Option<usize>) -> Option<PeerGuard> {
+        let mut counts = self.0.lock().ok()?;
+        let n = counts.entry(ip).or_insert(0);
+        if limit.is_some_and(|l| *n >= l) {
+            return None;
+        }
+        *n += 1;
+        Some(PeerGuard(Arc::clone(self), ip))
+    }
+}
+
+/// One connection of a peer, counted until dropped.
+struct PeerGuard(Arc<Peers>, IpAddr);
+
+impl Drop for PeerGuard {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = (self.0).0.lock()
+            && let Some(n) = counts.get_mut(&self.1)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// What a peer over its limit is told before its connection closes.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 47\r\nconnection: close\r\n\r\ntoo many connections from this address; retry\n";
 
 /// The connections a server still has open once it stopped accepting.
 pub struct Connections {
@@ -102,7 +353,7 @@ impl Connections {
 ///
 /// A failed accept (out of file descriptors, say) is logged and retried
 /// after 10 ms: the server keeps serving the connections it has.
-pub async fn accept<S, M>(
+pub async fn accept<S, M, B>(
     listener: &TcpListener,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
@@ -110,11 +361,12 @@ pub async fn accept<S, M>(
 ) -> Connections
 where
     M: FnMut(SocketAddr) -> S,
-    S: HttpService<Incoming> + Send + 'static,
+    S: Service<Request, Response = http::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
-    S::ResBody: Body + Send + 'static,
-    <S::ResBody as Body>::Data: Send,
-    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut http = http1::Builder::new();
     http.keep_alive(true)
@@ -124,6 +376,7 @@ where
     let slots = config
         .max_connections
         .map(|n| Arc::new(Semaphore::new(n.max(1))));
+    let peers = Arc::new(Peers::default());
     let mut tasks = JoinSet::new();
     let name = config.name;
     tokio::pin!(shutdown);
@@ -145,14 +398,25 @@ where
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(counted) = peers.enter(peer.ip(), config.max_connections_per_peer) else {
+                        tracing::debug!(server = name, %peer, "over its connection limit: refused");
+                        // Best effort: a client reading gets told why.
+                        let _ = stream.try_write(BUSY);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
+                    let service = Guarded {
+                        service: service_for(peer),
+                        limits: config.body,
+                    };
                     let conn = graceful.watch(
-                        http.serve_connection(TokioIo::new(stream), service_for(peer)),
+                        http.serve_connection(TokioIo::new(stream), service),
                     );
                     tasks.spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!(server = name, "connection ended: {e}");
                         }
+                        drop(counted);
                         drop(permit);
                     });
                 }
@@ -173,18 +437,19 @@ where
 /// [`accept`], then closes the listener and drains the connections for at
 /// most [`ServerConfig::drain_timeout`]; what is still open after it is
 /// dropped.
-pub async fn serve<S, M>(
+pub async fn serve<S, M, B>(
     listener: TcpListener,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
     service_for: M,
 ) where
     M: FnMut(SocketAddr) -> S,
-    S: HttpService<Incoming> + Send + 'static,
+    S: Service<Request, Response = http::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
-    S::ResBody: Body + Send + 'static,
-    <S::ResBody as Body>::Data: Send,
-    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connections = accept(&listener, config, shutdown, service_for).await;
     drop(listener);
@@ -206,7 +471,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http_body_util::Full;
-    use hyper::{Request, Response};
+    use hyper::Response;
     use std::convert::Infallible;
     use std::io::{Read, Write};
     use tokio::sync::{Notify, mpsc, oneshot};
@@ -228,17 +493,18 @@ mod tests {
         (gate, rx)
     }
 
-    /// Answers `peer PATH`; `/slow` passes the gate first.
+    /// Answers `peer PATH BYTES` (the body's length); `/slow` passes the
+    /// gate first; a body that cannot be read is answered 408 with why.
     fn echo_peer(
         peer: SocketAddr,
         gate: Gate,
-    ) -> impl HttpService<
-        Incoming,
-        ResBody = Full<Bytes>,
+    ) -> impl Service<
+        super::Request,
+        Response = Response<Full<Bytes>>,
         Error = Infallible,
         Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send,
     > + Send {
-        hyper::service::service_fn(move |req: Request<Incoming>| {
+        hyper::service::service_fn(move |req: super::Request| {
             let gate = gate.clone();
             async move {
                 if req.uri().path() == "/slow" {
@@ -246,8 +512,17 @@ mod tests {
                     let _ = gate.arrived.send(());
                     released.await;
                 }
-                let body = format!("{} {}", peer.ip(), req.uri().path());
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                let path = req.uri().path().to_string();
+                let body = match http_body_util::BodyExt::collect(req.into_body()).await {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) => {
+                        let mut r = Response::new(Full::new(Bytes::from(e.to_string())));
+                        *r.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
+                        return Ok(r);
+                    }
+                };
+                let text = format!("{} {path} {}", peer.ip(), body.len());
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
             }
         })
     }
@@ -290,7 +565,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(quick.starts_with("HTTP/1.1 200"), "{quick}");
-        assert!(quick.ends_with("127.0.0.1 /a"), "{quick}");
+        assert!(quick.ends_with("127.0.0.1 /a 0"), "{quick}");
 
         // A request in flight when shutdown is asked still gets its answer.
         let slow = tokio::task::spawn_blocking(move || get(addr, "/slow"));
@@ -313,7 +588,7 @@ mod tests {
         );
         release.notify_one();
         let slow = slow.await.unwrap().unwrap();
-        assert!(slow.ends_with("127.0.0.1 /slow"), "{slow}");
+        assert!(slow.ends_with("127.0.0.1 /slow 0"), "{slow}");
         server.await.unwrap();
     }
 
@@ -366,8 +641,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!second.is_finished(), "served beyond the limit");
         release.notify_one();
-        assert!(slow.await.unwrap().unwrap().ends_with("/slow"));
-        assert!(second.await.unwrap().unwrap().ends_with("/b"));
+        assert!(slow.await.unwrap().unwrap().ends_with("/slow 0"));
+        assert!(second.await.unwrap().unwrap().ends_with("/b 0"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,5 +665,182 @@ mod tests {
         // Never released: the client saw its connection end with no answer.
         let answer = slow.await.unwrap().unwrap_or_default();
         assert_eq!(answer, "");
+    }
+
+    /// A server with `config` answering [`echo_peer`], until the test ends.
+    async fn start(config: ServerConfig) -> SocketAddr {
+        let (l, addr) = listener().await;
+        let (gate, _arrived) = gate();
+        tokio::spawn(async move {
+            let _keep = _arrived;
+            serve(l, &config, std::future::pending(), move |peer| {
+                echo_peer(peer, gate.clone())
+            })
+            .await;
+        });
+        addr
+    }
+
+    /// Sends `head` then `body` in pieces `every` apart, then reads; what
+    /// the server answered before closing, and how long that took.
+    fn trickle(addr: SocketAddr, head: &str, body: &[&str], every: Duration) -> (String, Duration) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let started = std::time::Instant::now();
+        s.write_all(head.as_bytes()).unwrap();
+        for (i, piece) in body.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(every);
+            }
+            // The server may have given up already.
+            if s.write_all(piece.as_bytes()).is_err() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_that_stops_coming_fails_its_request_and_frees_the_connection() {
+        let mut config = ServerConfig::new("test");
+        config.body.idle_timeout = Duration::from_millis(300);
+        let addr = start(config).await;
+        // Content-Length 1000, one byte, then silence (held open).
+        let (answer, took) = tokio::task::spawn_blocking(move || {
+            trickle(
+                addr,
+                "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+                &["a"],
+                Duration::ZERO,
+            )
+        })
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("sent nothing more of the body"), "{answer}");
+        assert!(took < Duration::from_secs(20), "closed after {took:?}");
+        assert!(took >= Duration::from_millis(300), "closed after {took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_slower_than_the_minimum_rate_fails_its_request() {
+        let mut config = ServerConfig::new("test");
+        config.body.rate_grace = Duration::from_millis(300);
+        config.body.min_bytes_per_second = 1000;
+        let addr = start(config).await;
+        // A byte every 50 ms: about 20 bytes/s, under 1000.
+        let drip: Vec<&str> = vec!["a"; 200];
+        let (answer, _) = tokio::task::spawn_blocking(move || {
+            trickle(
+                addr,
+                "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n",
+                &drip,
+                Duration::from_millis(50),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("slower than the 1000 bytes/s"), "{answer}");
+        // A body that keeps pace is read whole.
+        let (answer, _) = tokio::task::spawn_blocking(move || {
+            trickle(
+                addr,
+                "POST /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\n",
+                &["0123456789"],
+                Duration::ZERO,
+            )
+        })
+        .await
+        .unwrap();
+        assert!(answer.ends_with("127.0.0.1 /ok 10"), "{answer}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_peer_cannot_take_every_connection() {
+        let mut config = ServerConfig::new("test");
+        config.max_connections_per_peer = Some(3);
+        let addr = start(config).await;
+        // A peer of its own on loopback holds three connections open...
+        let hog: std::net::IpAddr = "127.0.0.77".parse().unwrap();
+        let open = |from: std::net::IpAddr| {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((from, 0))).unwrap();
+            socket
+        };
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut s = open(hog).connect(addr).await.unwrap();
+            // A request in flight keeps the connection the peer's.
+            tokio::io::AsyncWriteExt::write_all(
+                &mut s,
+                b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            held.push(s);
+        }
+        // ...so its fourth is told it has too many, and closed.
+        let mut fourth = open(hog).connect(addr).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut fourth, &mut answer),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        // Everyone else is served meanwhile.
+        let other = tokio::task::spawn_blocking(move || get(addr, "/other"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(other.ends_with("127.0.0.1 /other 0"), "{other}");
+        // A connection given back is the peer's again.
+        held.pop();
+        let again = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match get_from(hog, addr) {
+                    Some(text) if text.ends_with("127.0.0.77 /again 0") => return text,
+                    _ if std::time::Instant::now() > deadline => return String::new(),
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(again.ends_with("127.0.0.77 /again 0"), "{again:?}");
+    }
+
+    /// A GET of `/again` from source address `from`, answered or not.
+    fn get_from(from: std::net::IpAddr, to: SocketAddr) -> Option<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().ok()?;
+            socket.bind(SocketAddr::from((from, 0))).ok()?;
+            let mut s = socket.connect(to).await.ok()?;
+            tokio::io::AsyncWriteExt::write_all(
+                &mut s,
+                b"GET /again HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .ok()?;
+            let mut out = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)
+                .await
+                .ok()?;
+            Some(String::from_utf8_lossy(&out).into_owned())
+        })
     }
 }

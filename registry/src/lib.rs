@@ -126,7 +126,9 @@ impl Registry {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let config = ServerConfig::new("registry");
+        // Anyone who can reach the registry may hold connections: bound
+        // them, in all and per peer.
+        let config = ServerConfig::public("registry", 1024);
         skiff_http_server::serve(listener, &config, shutdown, |_peer| {
             let inner = Arc::clone(&self.inner);
             service_fn(move |req| {

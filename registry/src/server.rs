@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use skiff_http_server::RequestBody;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -201,7 +201,7 @@ impl Inner {
         self.off_thread(f).await.map_err(Failure::Internal)
     }
 
-    pub(crate) async fn handle(self: &Arc<Self>, req: http::Request<Incoming>) -> Response {
+    pub(crate) async fn handle(self: &Arc<Self>, req: skiff_http_server::Request) -> Response {
         let method = req.method().clone();
         let mut response = match self.route(req).await {
             Ok(r) => r,
@@ -226,7 +226,7 @@ impl Inner {
         response
     }
 
-    async fn route(self: &Arc<Self>, req: http::Request<Incoming>) -> Result<Response> {
+    async fn route(self: &Arc<Self>, req: skiff_http_server::Request) -> Result<Response> {
         let path = percent_decode(req.uri().path());
         let mut query = parse_query(req.uri().query());
         let method = req.method().clone();
@@ -365,7 +365,7 @@ impl Inner {
     }
 
     /// `GET`/`POST /v2/token`: the Docker token endpoint.
-    async fn token(self: &Arc<Self>, req: http::Request<Incoming>) -> Result<Response> {
+    async fn token(self: &Arc<Self>, req: skiff_http_server::Request) -> Result<Response> {
         if self.auth.mode() == AuthMode::Off {
             return Err(not_found("/v2/token (authentication is off)").into());
         }
@@ -460,7 +460,7 @@ impl Inner {
         self: &Arc<Self>,
         name: &str,
         reference: &str,
-        req: http::Request<Incoming>,
+        req: skiff_http_server::Request,
     ) -> Result<Response> {
         let by_digest: Option<Digest> = if reference.contains(':') {
             Some(
@@ -800,7 +800,7 @@ impl Inner {
         self: &Arc<Self>,
         name: &str,
         query: &HashMap<String, String>,
-        req: http::Request<Incoming>,
+        req: skiff_http_server::Request,
     ) -> Result<Response> {
         self.pushable(name).await?;
         if let Some(mount) = query.get("mount") {
@@ -952,7 +952,7 @@ impl Inner {
         self: &Arc<Self>,
         name: &str,
         id: &str,
-        req: http::Request<Incoming>,
+        req: skiff_http_server::Request,
     ) -> Result<Response> {
         let mut up = self.session(name, id).await?;
         let expect = match chunk_length(req.headers(), up.offset) {
@@ -976,7 +976,7 @@ impl Inner {
         name: &str,
         id: &str,
         query: &HashMap<String, String>,
-        req: http::Request<Incoming>,
+        req: skiff_http_server::Request,
     ) -> Result<Response> {
         let mut up = self.session(name, id).await?;
         let digest: Digest = query
@@ -1024,7 +1024,7 @@ impl Inner {
     async fn receive(
         self: &Arc<Self>,
         up: &mut Upload,
-        mut body: Incoming,
+        mut body: RequestBody,
         expect: Option<u64>,
     ) -> Result<()> {
         const BATCH: usize = 1 << 20;
@@ -1569,7 +1569,7 @@ fn parse_range(spec: &str, size: u64) -> RangeAsk {
 }
 
 /// Reads a whole request body, refusing more than `limit` bytes with 413.
-async fn read_limited(mut body: Incoming, limit: usize) -> Result<Vec<u8>> {
+async fn read_limited(mut body: RequestBody, limit: usize) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {

@@ -154,7 +154,8 @@ impl Local {
         req: hyper::Request<B>,
     ) -> Result<hyper::Response<LocalBody>, Closed>
     where
-        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<skiff_http_server::BodyError>,
     {
         // Counted among the server's guests from here, so its drain waits
         // for this request as it does for a connection's; taken before
@@ -164,6 +165,7 @@ impl Local {
         if self.0.closed.load(Ordering::SeqCst) {
             return Err(Closed);
         }
+        let req = req.map(|b| b.map_err(|e| wasi_body_error(e.into())));
         let response = handle(Arc::clone(&self.0), req).await;
         Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
     }
@@ -186,6 +188,15 @@ impl Drop for Listed {
         if let Ok(mut table) = LOCAL.write() {
             table.remove(&self.0);
         }
+    }
+}
+
+/// A request body that could not be read, as wasi:http tells the guest: a
+/// client too slow to send it is a read timeout.
+fn wasi_body_error(e: skiff_http_server::BodyError) -> wasmtime_wasi_http::Error {
+    match e {
+        skiff_http_server::BodyError::Hyper(e) => wasmtime_wasi_http::Error::Hyper(e),
+        _ => wasmtime_wasi_http::Error::ConnectionReadTimeout,
     }
 }
 
@@ -225,8 +236,9 @@ pub async fn serve(
     config.max_connections = Some(state.options.max_connections);
     let mut connections = skiff_http_server::accept(&listener, &config, shutdown, |_peer| {
         let state = Arc::clone(&state);
-        service_fn(move |req| {
+        service_fn(move |req: skiff_http_server::Request| {
             let state = Arc::clone(&state);
+            let req = req.map(|b| b.map_err(wasi_body_error));
             async move { Ok::<_, Infallible>(handle(state, req).await) }
         })
     })

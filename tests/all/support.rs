@@ -410,7 +410,8 @@ impl ServeProcess {
         Self::launch(without_low_ports(), data_dir, &[])
     }
 
-    fn launch(cmd: Command, data_dir: &Path, flags: &[&str]) -> ServeProcess {
+    /// `skiff serve` run by `cmd` (the binary, or a wrapper of it).
+    pub fn launch(cmd: Command, data_dir: &Path, flags: &[&str]) -> ServeProcess {
         let mut all = vec!["--region", "eu-west-1"];
         all.extend(flags);
         let skiff_harness::Serving { child, banner } =

@@ -5,9 +5,8 @@
 use super::Api;
 use crate::error::ApiError;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use serde_json::{Value, json};
 use skiff_http_server::ServerConfig;
@@ -19,6 +18,9 @@ use tokio::net::TcpListener;
 /// The largest request body accepted (RegisterTaskDefinition's limit is
 /// 64 KiB of container definitions; this leaves room).
 const MAX_BODY: usize = 4 << 20;
+
+/// Connections the API serves at once (a quarter of them per peer).
+const MAX_CONNECTIONS: usize = 1024;
 
 /// How a JSON request came, to answer in kind.
 #[derive(Clone, Copy)]
@@ -89,7 +91,7 @@ fn xml_response(status: u16, body: String, request_id: &str) -> Response<Full<By
 }
 
 impl Api {
-    async fn http(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn http(&self, req: skiff_http_server::Request) -> Response<Full<Bytes>> {
         // A form-encoded body is the Query protocol: errors in XML too.
         let query = req
             .headers()
@@ -128,7 +130,7 @@ impl Api {
 
     async fn http_inner(
         &self,
-        req: Request<Incoming>,
+        req: skiff_http_server::Request,
         query: bool,
         flavor: &mut super::protocol::query::Flavor,
     ) -> Result<Answer, ApiError> {
@@ -147,10 +149,19 @@ impl Api {
         let body = Limited::new(body, MAX_BODY)
             .collect()
             .await
-            .map_err(|e| ApiError {
-                kind: "SerializationException",
-                message: format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
-                status: 413,
+            .map_err(|e| match e.downcast_ref::<skiff_http_server::BodyError>() {
+                Some(slow) if slow.is_timeout() => ApiError {
+                    kind: "RequestTimeoutException",
+                    message: format!("the request body did not arrive: {slow}"),
+                    status: 408,
+                },
+                _ => ApiError {
+                    kind: "SerializationException",
+                    message: format!(
+                        "cannot read the request body (at most {MAX_BODY} bytes): {e}"
+                    ),
+                    status: 413,
+                },
             })?
             .to_bytes();
         let headers: Vec<(String, String)> = parts
@@ -232,7 +243,9 @@ pub(crate) async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let config = ServerConfig::new("API");
+    // Anyone who can reach the API may hold connections: bound them, in
+    // all and per peer.
+    let config = ServerConfig::public("API", MAX_CONNECTIONS);
     skiff_http_server::serve(listener, &config, shutdown, |_peer| {
         let api = Arc::clone(api);
         service_fn(move |req| {

@@ -24,7 +24,7 @@ impl Plane {
         listener_arn: &str,
         port: u16,
         peer: SocketAddr,
-        req: Request<Incoming>,
+        req: skiff_http_server::Request,
     ) -> Response<Reply> {
         let host = req
             .headers()
@@ -433,7 +433,9 @@ pub(super) async fn serve_http(
     port: u16,
     socket: tokio::net::TcpListener,
 ) {
-    let mut config = skiff_http_server::ServerConfig::new("load balancer");
+    // A listener faces clients: bound their connections, in all and per
+    // peer.
+    let mut config = skiff_http_server::ServerConfig::public("load balancer", 4096);
     config.header_read_timeout = Duration::from_secs(60);
     let listener_arn: Arc<str> = listener_arn.into();
     // Runs until the listener is removed (its task aborted), which drops

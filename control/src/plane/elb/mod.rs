@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// A request's body on its way to a target.
-type Body = BoxBody<Bytes, hyper::Error>;
+type Body = BoxBody<Bytes, skiff_http_server::BodyError>;
 /// A response's body on its way to the client: the target's, from a
 /// connection or from a server of this process.
 type Reply = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;

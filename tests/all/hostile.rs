@@ -1,0 +1,105 @@
+//! Hostile clients of `skiff serve`'s listeners: one peer holding every
+//! connection it can with requests it never finishes does not stop the
+//! API or the registry from answering everyone else.
+
+use crate::support::ServeProcess;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Opens `n` connections to `to` from `from` (a loopback address of the
+/// test's own), each sending `partial` and then nothing: the number the
+/// server refused at once (503) and the connections still held.
+fn hold(from: &str, to: SocketAddr, n: usize, partial: &[u8]) -> (usize, Vec<TcpStream>) {
+    let from: std::net::IpAddr = from.parse().unwrap();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..n {
+        let socket = connect_from(from, to);
+        let Some(mut s) = socket else { continue };
+        let _ = s.write_all(partial);
+        held.push(s);
+    }
+    // The server refuses those over the limit at once; the rest hear
+    // nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut kept = Vec::new();
+    for mut s in held {
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            // Told, or closed before it could read the telling (its unread
+            // request makes the close a reset).
+            Ok(n) if n > 0 && buf[..n].starts_with(b"HTTP/1.1 503") => refused += 1,
+            Ok(0) => refused += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => refused += 1,
+            Ok(_) => {}
+            Err(_) => kept.push(s),
+        }
+    }
+    (refused, kept)
+}
+
+/// A blocking connection from `from` to `to`.
+fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> Option<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(SocketAddr::from((from, 0))).ok()?;
+        let s = socket.connect(to).await.ok()?;
+        s.into_std().ok()
+    })
+    .and_then(|s| s.set_nonblocking(false).ok().map(|()| s))
+}
+
+#[test]
+fn one_peer_holding_connections_does_not_stop_the_api_or_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let api: SocketAddr = serve.api.parse().unwrap();
+    let registry: SocketAddr = serve.registry.parse().unwrap();
+    // Content-Length 1000, one byte sent, then silence: the request is
+    // never finished. 300 of them to each server, from one address.
+    let partial = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: AmazonEC2ContainerServiceV20141113.ListClusters\r\nContent-Length: 1000\r\n\r\n{";
+    let (refused, _held_api) = hold("127.0.0.66", api, 300, partial);
+    // A quarter of the API's 1024 connections per peer: 256 held, the
+    // rest refused.
+    assert!(refused >= 40, "only {refused} of 300 refused");
+    // A manifest whose body never finishes (the registry reads it whole
+    // before answering).
+    let upload = b"PUT /v2/x/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 1000\r\n\r\n{";
+    let (refused, _held_registry) = hold("127.0.0.66", registry, 300, upload);
+    assert!(refused >= 40, "only {refused} of 300 refused");
+
+    // Everyone else is answered meanwhile.
+    let clusters = serve.aws_ok(&["ecs", "list-clusters"]);
+    assert_eq!(clusters["clusterArns"].as_array().unwrap().len(), 1);
+    let mut s = TcpStream::connect(registry).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn serve_takes_every_open_file_the_system_allows_it() {
+    // Started with a soft limit of 512 (many systems give 1024) under a
+    // hard one of 4096: 512 would be three hundred connections from
+    // running out.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=512:4096", crate::support::skiff_bin()]);
+    let serve = ServeProcess::launch(cmd, dir.path(), &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", serve.child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{open_files}");
+}
