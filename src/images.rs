@@ -78,6 +78,7 @@ pub fn remote_options(data_dir: &Path, flags: &RegistryOptions) -> RemoteOptions
     RemoteOptions {
         insecure_registries: flags.insecure_registries.clone(),
         credentials: load_credentials(data_dir).into_iter().collect(),
+        ..RemoteOptions::default()
     }
 }
 

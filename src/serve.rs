@@ -60,6 +60,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     ecs_config: Option<PathBuf>,
 
+    /// How long pulling one container's image may take before its task
+    /// fails with CannotPullContainerError (default 10m; or the ECS
+    /// agent's ECS_IMAGE_PULL_TIMEOUT).
+    #[arg(long, env = "ECS_IMAGE_PULL_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    image_pull_timeout: Option<std::time::Duration>,
+
+    /// How long a registry may send nothing while an image is pulled
+    /// (default 1m; or the ECS agent's ECS_IMAGE_PULL_INACTIVITY_TIMEOUT).
+    #[arg(long, env = "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    image_pull_inactivity_timeout: Option<std::time::Duration>,
+
     /// CPU units of the local container instance (default: cores × 1024).
     #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u32).range(128..))]
     cpu: Option<u32>,
@@ -126,7 +137,38 @@ fn read_credentials(path: &Path) -> Result<HashMap<String, String>, String> {
 }
 
 /// The ECS agent settings `skiff serve` honours.
-const ECS_CONFIG_KEYS: &[&str] = &["ECS_CLUSTER"];
+const ECS_CONFIG_KEYS: &[&str] = &[
+    "ECS_CLUSTER",
+    "ECS_IMAGE_PULL_TIMEOUT",
+    "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT",
+];
+
+/// A timeout as the ECS agent's settings write them (`90s`, `10m`,
+/// `1h30m`): more than nothing.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration (such as 90s, 10m or 1h30m): {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: a timeout must be longer than nothing"));
+    }
+    Ok(d)
+}
+
+/// A timeout given by flag (or its variable), else by the ECS agent config
+/// file.
+fn timeout_setting(
+    flag: Option<std::time::Duration>,
+    ecs_config: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<std::time::Duration>, String> {
+    match (flag, ecs_config.get(key)) {
+        (Some(d), _) => Ok(Some(d)),
+        (None, Some(v)) => parse_timeout(v)
+            .map(Some)
+            .map_err(|e| format!("{key}: {e}")),
+        (None, None) => Ok(None),
+    }
+}
 
 /// An ECS agent configuration file: `KEY=VALUE` lines (values may be
 /// quoted, as systemd's EnvironmentFile allows), `#` comments.
@@ -221,14 +263,20 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let runtime = Runtime::new(RuntimeConfig::default().with_data_dir(data_dir))
         .map_err(|e| e.to_string())?;
-    let puller = Arc::new(Puller::new(
-        crate::images::image_store(data_dir),
-        crate::images::remote_options(data_dir, &crate::images::RegistryOptions::default()),
-    ));
     let ecs_config = match &args.ecs_config {
         Some(p) => read_ecs_config(p)?,
         None => HashMap::new(),
     };
+    let mut remote =
+        crate::images::remote_options(data_dir, &crate::images::RegistryOptions::default());
+    if let Some(d) = timeout_setting(
+        args.image_pull_inactivity_timeout,
+        &ecs_config,
+        "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT",
+    )? {
+        remote.read_timeout = d;
+    }
+    let puller = Arc::new(Puller::new(crate::images::image_store(data_dir), remote));
     let mut config = ControlConfig::new(data_dir.join("control"));
     config.region = args.region.clone();
     if let Some(cluster) = local_cluster(args.cluster.clone(), &ecs_config) {
@@ -246,6 +294,13 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     }
     let mut agent_config = AgentConfig::new(data_dir.join("agent"));
     agent_config.task_addresses = args.task_addresses;
+    if let Some(d) = timeout_setting(
+        args.image_pull_timeout,
+        &ecs_config,
+        "ECS_IMAGE_PULL_TIMEOUT",
+    )? {
+        agent_config.image_pull_timeout = d;
+    }
     let ports = skiff_runtime::ports::PortMap::detect(args.task_addresses);
     if ports.shifts() {
         tracing::info!(
@@ -399,5 +454,27 @@ mod tests {
             Some("lab")
         );
         assert_eq!(local_cluster(Some(String::new()), &HashMap::new()), None);
+        // Timeouts as the ECS agent writes them; the flag wins.
+        let file = HashMap::from([("ECS_IMAGE_PULL_TIMEOUT".to_string(), "1h30m".to_string())]);
+        assert_eq!(
+            timeout_setting(None, &file, "ECS_IMAGE_PULL_TIMEOUT").unwrap(),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(
+            timeout_setting(
+                Some(std::time::Duration::from_secs(5)),
+                &file,
+                "ECS_IMAGE_PULL_TIMEOUT"
+            )
+            .unwrap(),
+            Some(std::time::Duration::from_secs(5))
+        );
+        let bad = HashMap::from([("ECS_IMAGE_PULL_TIMEOUT".to_string(), "soon".to_string())]);
+        let e = timeout_setting(None, &bad, "ECS_IMAGE_PULL_TIMEOUT").unwrap_err();
+        assert!(
+            e.starts_with("ECS_IMAGE_PULL_TIMEOUT: \"soon\" is not a duration"),
+            "{e}"
+        );
+        assert!(parse_timeout("0s").is_err());
     }
 }

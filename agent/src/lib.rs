@@ -61,6 +61,11 @@ pub struct AgentConfig {
     /// Where awsvpc and bridge tasks get their loopback addresses.
     /// Default: 127.18.0.0/16.
     pub task_addresses: AddressBlock,
+    /// How long pulling (and compiling) one container's image may take
+    /// before the task fails with `CannotPullContainerError` (ECS's
+    /// `ECS_IMAGE_PULL_TIMEOUT`). Default: 10 minutes. How long a registry
+    /// may send nothing is the puller's (`RemoteOptions::read_timeout`).
+    pub image_pull_timeout: std::time::Duration,
 }
 
 impl AgentConfig {
@@ -70,6 +75,7 @@ impl AgentConfig {
             data_dir: data_dir.into(),
             default_registry: "127.0.0.1:5050".into(),
             task_addresses: AddressBlock::default(),
+            image_pull_timeout: std::time::Duration::from_secs(600),
         }
     }
 }

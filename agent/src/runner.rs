@@ -158,11 +158,22 @@ pub(crate) async fn run(
     // Pull and compile every image.
     let mut images = Vec::with_capacity(td.container_definitions.len());
     let mut pulled = Vec::new();
+    let pull_timeout = agent.config.image_pull_timeout;
     for c in &td.container_definitions {
         if *stop.borrow() {
             return fail(stopped_early(), Vec::new());
         }
-        match agent.images.container(c, &td).await {
+        // A stop asked for ends the pull; so does the pull timeout.
+        let pulled_one = tokio::select! {
+            loaded = tokio::time::timeout(pull_timeout, agent.images.container(c, &td)) => {
+                loaded.unwrap_or_else(|_| Err(format!(
+                    "CannotPullContainerError: pulling {} took longer than {pull_timeout:?}, the image pull timeout",
+                    c.image
+                )))
+            }
+            _ = stop.wait_for(|s| *s) => return fail(stopped_early(), Vec::new()),
+        };
+        match pulled_one {
             Ok((record, artifact)) => {
                 pulled.push(ContainerChange {
                     container_name: c.name.clone(),

@@ -50,6 +50,11 @@ struct Bench {
 }
 
 async fn bench() -> Bench {
+    bench_with(|_, _| {}).await
+}
+
+/// [`bench`], with the agent's config and its puller's options changed.
+async fn bench_with(change: impl FnOnce(&mut AgentConfig, &mut RemoteOptions)) -> Bench {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(RegistryConfig::new(dir.path().join("registry"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -69,14 +74,16 @@ async fn bench() -> Bench {
         .unwrap();
     }
     let runtime = Runtime::new(RuntimeConfig::default().with_data_dir(dir.path())).unwrap();
-    let puller = Arc::new(Puller::new(
-        ImageStore::new(dir.path().join("images")),
-        RemoteOptions::default(),
-    ));
     let logs = Arc::new(Recorded::default());
     let (control, agent_end) = in_process();
     let mut config = AgentConfig::new(dir.path().join("agent"));
     config.default_registry = addr.clone();
+    let mut options = RemoteOptions::default();
+    change(&mut config, &mut options);
+    let puller = Arc::new(Puller::new(
+        ImageStore::new(dir.path().join("images")),
+        options,
+    ));
     let destination: Arc<dyn LogDestination> = Arc::clone(&logs) as _;
     Agent::start(
         config,
@@ -349,4 +356,93 @@ async fn a_task_that_cannot_start_says_why() {
             "CannotStartContainerError: log group /missing does not exist (create it, or set awslogs-create-group to true)"
         )
     );
+}
+
+/// A registry that accepts connections and never answers, until the test
+/// ends: its address.
+async fn silent_registry() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    addr
+}
+
+fn last_reason(changes: &[FromAgent]) -> String {
+    let FromAgent::TaskStateChange(last) = changes.last().unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(last.stop_code.as_deref(), Some("TaskFailedToStart"));
+    last.reason.clone().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_never_answers_fails_the_pull_naming_the_timeout() {
+    let silent = silent_registry().await;
+    // The registry sends nothing: the inactivity timeout ends the pull.
+    let mut b = bench_with(|_, options| options.read_timeout = Duration::from_millis(500)).await;
+    let start = payload(
+        "t5",
+        json!([{"name": "a", "image": format!("{silent}/hang:v1"), "cpu": 0, "memory": 32, "essential": true}]),
+        "none",
+    );
+    b.control
+        .to_agent
+        .send(ToAgent::StartTask(Box::new(start)))
+        .unwrap();
+    let reason = last_reason(&until_stopped(&mut b.control).await);
+    assert!(reason.starts_with("CannotPullContainerError"), "{reason}");
+    assert!(reason.contains("sent nothing for 500ms"), "{reason}");
+
+    // A pull that takes too long in all fails at the pull timeout.
+    let mut b =
+        bench_with(|config, _| config.image_pull_timeout = Duration::from_millis(700)).await;
+    let start = payload(
+        "t6",
+        json!([{"name": "a", "image": format!("{silent}/hang:v1"), "cpu": 0, "memory": 32, "essential": true}]),
+        "none",
+    );
+    b.control
+        .to_agent
+        .send(ToAgent::StartTask(Box::new(start)))
+        .unwrap();
+    let reason = last_reason(&until_stopped(&mut b.control).await);
+    assert!(
+        reason.contains("took longer than 700ms, the image pull timeout"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_a_pull_in_progress() {
+    let silent = silent_registry().await;
+    let mut b = bench().await;
+    let start = payload(
+        "t7",
+        json!([{"name": "a", "image": format!("{silent}/hang:v1"), "cpu": 0, "memory": 32, "essential": true}]),
+        "none",
+    );
+    let arn = start.task.task_arn.clone();
+    b.control
+        .to_agent
+        .send(ToAgent::StartTask(Box::new(start)))
+        .unwrap();
+    // PENDING: the pull has begun (and would wait a minute for the
+    // registry); the stop ends it at once.
+    let first = b.control.from_agent.recv().await.unwrap();
+    assert!(
+        matches!(&first, FromAgent::TaskStateChange(t) if t.status == Some(TaskStatus::Pending))
+    );
+    b.control
+        .to_agent
+        .send(ToAgent::StopTask { task_arn: arn })
+        .unwrap();
+    let changes = tokio::time::timeout(Duration::from_secs(10), until_stopped(&mut b.control))
+        .await
+        .expect("stopped well before the pull timeouts");
+    assert_eq!(last_reason(&changes), "Task stopped before it started");
 }

@@ -17,13 +17,29 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// How to reach registries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RemoteOptions {
     /// Registries (`host[:port]`) spoken to over plain HTTP, besides the
     /// loopback ones, which always are.
     pub insecure_registries: Vec<String>,
     /// Credentials per registry (`host[:port]` → user, password).
     pub credentials: Vec<(String, Credentials)>,
+    /// How long connecting to a registry may take. Default: 30 s.
+    pub connect_timeout: std::time::Duration,
+    /// How long a registry may send nothing while a request is answered
+    /// (ECS's `ECS_IMAGE_PULL_INACTIVITY_TIMEOUT`). Default: 1 minute.
+    pub read_timeout: std::time::Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            insecure_registries: Vec::new(),
+            credentials: Vec::new(),
+            connect_timeout: std::time::Duration::from_secs(30),
+            read_timeout: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// A username and password (or `AWS` and a token).
@@ -129,6 +145,8 @@ fn client_for(reference: &Reference, options: &RemoteOptions) -> (Client, Regist
     }
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(plain),
+        connect_timeout: Some(options.connect_timeout),
+        read_timeout: Some(options.read_timeout),
         ..ClientConfig::default()
     });
     let auth = options
@@ -162,7 +180,7 @@ pub async fn push_as_of(
     let image = parse_reference(reference)?;
     let registry_error = |e: oci_client::errors::OciDistributionError| RemoteError::Registry {
         reference: image.whole(),
-        detail: describe(&e),
+        detail: describe(&e, options),
     };
     let packaged = artifact::package(wasm, created).map_err(|what| RemoteError::Unrunnable {
         reference: image.whole(),
@@ -204,7 +222,7 @@ pub async fn pull(
     let whole = image.whole();
     let registry_error = |e: oci_client::errors::OciDistributionError| RemoteError::Registry {
         reference: whole.clone(),
-        detail: describe(&e),
+        detail: describe(&e, options),
     };
     let unrunnable = |what: String| RemoteError::Unrunnable {
         reference: whole.clone(),
@@ -352,7 +370,7 @@ pub async fn check_login(registry: &str, options: &RemoteOptions) -> Result<(), 
     let (client, auth) = client_for(&probe, options);
     let failed = |e: OciDistributionError| RemoteError::Registry {
         reference: registry.to_string(),
-        detail: format!("login failed: {}", describe(&e)),
+        detail: format!("login failed: {}", describe(&e, options)),
     };
     // Fetches a bearer token if the registry asks for one...
     client
@@ -370,7 +388,7 @@ pub async fn check_login(registry: &str, options: &RemoteOptions) -> Result<(), 
 
 /// What a registry said, for people: its OCI error codes and messages
 /// rather than the raw body oci-client quotes.
-fn describe(e: &OciDistributionError) -> String {
+fn describe(e: &OciDistributionError, options: &RemoteOptions) -> String {
     #[derive(serde::Deserialize)]
     struct Envelope {
         errors: Vec<Entry>,
@@ -395,6 +413,28 @@ fn describe(e: &OciDistributionError) -> String {
             Some(said) => format!("the registry answered {code}: {said}"),
             None => e.to_string(),
         },
+        OciDistributionError::RequestError(r) => {
+            // reqwest says only that sending failed: the causes say why.
+            let mut out = r.to_string();
+            let mut cause = std::error::Error::source(r);
+            while let Some(c) = cause {
+                out.push_str(": ");
+                out.push_str(&c.to_string());
+                cause = c.source();
+            }
+            if r.is_timeout() && r.is_connect() {
+                out.push_str(&format!(
+                    " (no connection within {:?})",
+                    options.connect_timeout
+                ));
+            } else if r.is_timeout() {
+                out.push_str(&format!(
+                    " (the registry sent nothing for {:?}, the image pull inactivity timeout)",
+                    options.read_timeout
+                ));
+            }
+            out
+        }
         _ => e.to_string(),
     }
 }

@@ -103,3 +103,51 @@ fn serve_takes_every_open_file_the_system_allows_it() {
     let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
     assert_eq!(numbers, ["4096", "4096"], "{open_files}");
 }
+
+#[test]
+fn a_registry_that_never_answers_fails_its_task_and_a_stop_ends_the_wait() {
+    // Accepts connections, holds them, says nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let serve =
+        ServeProcess::start_with(dir.path(), &["--image-pull-inactivity-timeout", "3s"]);
+    serve.register_task_definition(
+        dir.path(),
+        &serde_json::json!({
+            "family": "hang", "networkMode": "none",
+            "containerDefinitions": [{"name": "a", "image": format!("{addr}/hang:v1"), "memory": 16}],
+        }),
+    );
+    let run = || {
+        serve.aws_ok(&["ecs", "run-task", "--task-definition", "hang"])["tasks"][0]["taskArn"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let describe = |arn: &str| {
+        serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", arn]);
+        serve.aws_ok(&["ecs", "describe-tasks", "--tasks", arn])["tasks"][0].clone()
+    };
+    // Stopped while it waits for the registry: it stops now, not at the
+    // timeout.
+    let arn = run();
+    serve.aws_ok(&["ecs", "stop-task", "--task", &arn]);
+    let t = describe(&arn);
+    assert_eq!(t["stopCode"], "UserInitiated");
+    let took = t["stoppedAt"].as_f64().unwrap() - t["stoppingAt"].as_f64().unwrap();
+    assert!(took < 2.5, "stopped {took} s after asked");
+    // Left alone, it fails at the inactivity timeout, which it names.
+    let arn = run();
+    let t = describe(&arn);
+    assert_eq!(t["stopCode"], "TaskFailedToStart");
+    let reason = t["stoppedReason"].as_str().unwrap();
+    assert!(reason.starts_with("CannotPullContainerError"), "{reason}");
+    assert!(reason.contains("sent nothing for 3s"), "{reason}");
+}
