@@ -116,8 +116,7 @@ fn a_registry_that_never_answers_fails_its_task_and_a_stop_ends_the_wait() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let serve =
-        ServeProcess::start_with(dir.path(), &["--image-pull-inactivity-timeout", "3s"]);
+    let serve = ServeProcess::start_with(dir.path(), &["--image-pull-inactivity-timeout", "3s"]);
     serve.register_task_definition(
         dir.path(),
         &serde_json::json!({
@@ -150,4 +149,88 @@ fn a_registry_that_never_answers_fails_its_task_and_a_stop_ends_the_wait() {
     let reason = t["stoppedReason"].as_str().unwrap();
     assert!(reason.starts_with("CannotPullContainerError"), "{reason}");
     assert!(reason.contains("sent nothing for 3s"), "{reason}");
+}
+
+/// Posts `body` as AWS JSON to the API, for operation `target`: the
+/// status and the answer.
+fn post(api: &str, target: &str, body: &str) -> (u16, serde_json::Value) {
+    let content_type = if target.starts_with("GraniteServiceVersion20100801.") {
+        "application/x-amz-json-1.0"
+    } else {
+        "application/x-amz-json-1.1"
+    };
+    let mut s = TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {api}\r\nX-Amz-Target: {target}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[test]
+fn a_member_of_the_wrong_type_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.register_task_definition(
+        dir.path(),
+        &serde_json::json!({"family": "idle", "networkMode": "none",
+            "containerDefinitions": [{"name": "a", "image": "x", "memory": 16}]}),
+    );
+    serve.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--service-name",
+        "dup",
+        "--task-definition",
+        "idle",
+        "--desired-count",
+        "0",
+    ]);
+    let ecs = "AmazonEC2ContainerServiceV20141113.";
+    // A cluster given as a list is not the default cluster.
+    let (status, answer) = post(
+        &serve.api,
+        &format!("{ecs}DeleteService"),
+        r#"{"cluster": ["c2"], "service": "dup"}"#,
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["__type"], "SerializationException");
+    assert_eq!(answer["message"], "cluster: expected a string, not a list");
+    let (status, _) = post(
+        &serve.api,
+        &format!("{ecs}CreateService"),
+        r#"{"cluster": ["c2"], "serviceName": "other", "taskDefinition": "idle"}"#,
+    );
+    assert_eq!(status, 400);
+    let services = serve.aws_ok(&["ecs", "list-services"]);
+    assert_eq!(services["serviceArns"].as_array().unwrap().len(), 1);
+    let dup = &serve.aws_ok(&["ecs", "describe-services", "--services", "dup"])["services"][0];
+    assert_eq!(dup["status"], "ACTIVE");
+    // Every service's body is an object.
+    for target in [
+        "Logs_20140328.DescribeLogGroups",
+        "Route53AutoNaming_v20170314.ListNamespaces",
+        "GraniteServiceVersion20100801.ListMetrics",
+        "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+    ] {
+        for body in ["[]", "\"x\"", "1", "null"] {
+            let (status, answer) = post(&serve.api, target, body);
+            assert_eq!(status, 400, "{target} {body}: {answer}");
+            assert_eq!(answer["__type"], "SerializationException", "{target} {body}");
+        }
+    }
 }

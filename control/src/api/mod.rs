@@ -76,21 +76,27 @@ impl Api {
         body: &serde_json::Value,
         region: &str,
     ) -> Result<serde_json::Value, ApiError> {
+        use protocol::shapes::{JsonService, check};
         if let Some(op) = target.strip_prefix("AmazonEC2ContainerServiceV20141113.") {
+            check(JsonService::Ecs, op, body)?;
             return ecs::handle(&self.core, op, body, region).await;
         }
         if let Some(op) = target.strip_prefix("AmazonEC2ContainerRegistry_V20150921.") {
+            check(JsonService::Ecr, op, body)?;
             return ecr::handle(self, op, body, region).await;
         }
         if let Some(op) = target.strip_prefix("Route53AutoNaming_v20170314.") {
+            check(JsonService::CloudMap, op, body)?;
             return cloudmap::handle(&self.core, op, body, region).await;
         }
         if let Some(op) = target.strip_prefix(CLOUDWATCH_TARGET) {
+            check(JsonService::CloudWatch, op, body)?;
             // The counts up to this moment, not the last tick's.
             crate::core::lb_metrics::measure(&self.core.elb, &self.core.metrics, false);
             return cloudwatch::handle(&self.core.metrics, op, body);
         }
         if let Some(op) = target.strip_prefix("Logs_20140328.") {
+            check(JsonService::Logs, op, body)?;
             let store = self.core.logs.clone();
             let (op, body, region) = (op.to_string(), body.clone(), region.to_string());
             return tokio::task::spawn_blocking(move || logs::handle(&store, &op, &body, &region))

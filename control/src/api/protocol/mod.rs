@@ -3,4 +3,5 @@
 
 pub(crate) mod json;
 pub mod query;
+pub(crate) mod shapes;
 pub mod sigv4;

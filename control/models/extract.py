@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Writes the input shapes of the AWS JSON operations skiff answers, taken
+from botocore's service models (`pip install botocore`), to SERVICE.json
+here. The control plane checks every request's members against them
+(api/protocol/shapes.rs): a member of the wrong type is a
+SerializationException, as on AWS.
+
+    python3 control/models/extract.py   # after changing OPERATIONS
+
+Only what a type check needs is kept: each shape's type, a structure's
+members, a list's member, a map's value.
+"""
+import gzip, json, os, sys
+import botocore
+
+OPERATIONS = {
+    "ecs": ("2014-11-13", [
+        "CreateCluster", "DescribeClusters", "ListClusters", "DeleteCluster",
+        "ListContainerInstances", "DescribeContainerInstances",
+        "UpdateContainerInstancesState", "RegisterContainerInstance",
+        "DeregisterContainerInstance", "PutAttributes", "DeleteAttributes",
+        "ListAttributes", "RegisterTaskDefinition", "DescribeTaskDefinition",
+        "ListTaskDefinitions", "ListTaskDefinitionFamilies",
+        "DeregisterTaskDefinition", "DeleteTaskDefinitions", "RunTask",
+        "StartTask", "StopTask", "DescribeTasks", "ListTasks", "CreateService",
+        "UpdateService", "DeleteService", "DescribeServices", "ListServices",
+        "TagResource", "UntagResource", "ListTagsForResource",
+    ]),
+    "ecr": ("2015-09-21", [
+        "DeleteRepository", "StartImageScan", "CreateRepository",
+        "DescribeRepositories", "PutImageTagMutability",
+        "PutImageScanningConfiguration", "DescribeImages", "ListImages",
+        "BatchDeleteImage", "PutLifecyclePolicy", "GetLifecyclePolicy",
+        "DeleteLifecyclePolicy", "StartLifecyclePolicyPreview",
+        "GetLifecyclePolicyPreview", "DescribeImageScanFindings",
+        "GetAuthorizationToken",
+    ]),
+    "logs": ("2014-03-28", [
+        "CreateLogGroup", "DeleteLogGroup", "DescribeLogGroups",
+        "DescribeLogStreams", "GetLogEvents", "FilterLogEvents",
+    ]),
+    "cloudwatch": ("2010-08-01", [
+        "GetMetricStatistics", "GetMetricData", "ListMetrics",
+    ]),
+    "servicediscovery": ("2017-03-14", [
+        "CreatePrivateDnsNamespace", "CreateHttpNamespace",
+        "CreatePublicDnsNamespace", "GetNamespace", "ListNamespaces",
+        "DeleteNamespace", "CreateService", "GetService", "ListServices",
+        "DeleteService", "GetOperation", "RegisterInstance",
+        "DeregisterInstance", "ListInstances", "DiscoverInstances",
+    ]),
+}
+
+def load(service, version):
+    path = os.path.join(os.path.dirname(botocore.__file__), "data", service, version, "service-2.json")
+    if os.path.exists(path + ".gz"):
+        with gzip.open(path + ".gz") as f:
+            return json.load(f)
+    with open(path) as f:
+        return json.load(f)
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for service, (version, ops) in OPERATIONS.items():
+        model = load(service, version)
+        shapes, out_ops = {}, {}
+        def keep(name):
+            if name in shapes:
+                return
+            s = model["shapes"][name]
+            t = s["type"]
+            kept = {"type": t}
+            shapes[name] = kept
+            if t == "structure":
+                kept["members"] = {m: v["shape"] for m, v in s.get("members", {}).items()}
+                for v in kept["members"].values():
+                    keep(v)
+            elif t == "list":
+                kept["member"] = s["member"]["shape"]
+                keep(kept["member"])
+            elif t == "map":
+                kept["value"] = s["value"]["shape"]
+                keep(kept["value"])
+        for op in ops:
+            shape = model["operations"][op].get("input", {}).get("shape")
+            out_ops[op] = shape
+            if shape:
+                keep(shape)
+        doc = {
+            "source": f"botocore {botocore.__version__} data/{service}/{version}/service-2.json",
+            "operations": out_ops,
+            "shapes": dict(sorted(shapes.items())),
+        }
+        with open(os.path.join(here, f"{service}.json"), "w") as f:
+            json.dump(doc, f, indent=0, sort_keys=False, separators=(",", ":"))
+            f.write("\n")
+        print(service, len(out_ops), "operations,", len(shapes), "shapes")
+
+if __name__ == "__main__":
+    sys.exit(main())
