@@ -49,6 +49,7 @@ fn instances() -> Vec<Candidate> {
                 attributes,
                 remaining_cpu: 4096,
                 remaining_memory: 8192,
+                remaining_slots: None,
                 used_tcp: HashSet::new(),
                 used_udp: HashSet::new(),
                 groups: HashMap::new(),
@@ -61,6 +62,7 @@ fn demand() -> Demand {
     Demand {
         cpu: 256,
         memory: 512,
+        slots: 1,
         tcp_ports: Vec::new(),
         udp_ports: Vec::new(),
         group: "service:web".into(),

@@ -71,6 +71,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     image_pull_inactivity_timeout: Option<std::time::Duration>,
 
+    /// Wasm instances the runtime may hold at once: the pool's size.
+    /// Containers of tasks get all but a tenth (at least 16), which HTTP
+    /// requests and health checks take; the local instance registers
+    /// those as its WASM_SLOTS resource, and a task that would not fit is
+    /// not placed (RESOURCE:WASM_SLOTS).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(32..=100_000))]
+    max_instances: u32,
+
     /// CPU units of the local container instance (default: cores × 1024).
     #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u32).range(128..))]
     cpu: Option<u32>,
@@ -209,6 +217,14 @@ fn read_ecs_config(path: &Path) -> Result<HashMap<String, String>, String> {
     Ok(settings)
 }
 
+/// The instance slots of a runtime of `max_instances` that containers of
+/// tasks may take: all but a tenth (at least 16), kept for HTTP requests
+/// (a wasi:http container takes a slot per request in flight) and health
+/// checks.
+fn task_slots(max_instances: u32) -> u32 {
+    max_instances.saturating_sub((max_instances / 10).max(16))
+}
+
 /// The cluster the local instance joins, if one is named: by `--cluster`
 /// (or `ECS_CLUSTER`), else by the ECS agent config file, by name or ARN
 /// (the ECS agent takes either).
@@ -261,8 +277,11 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let registry = Registry::open(RegistryConfig::new(data_dir.join("registry")))
         .map_err(|e| e.to_string())?;
-    let runtime = Runtime::new(RuntimeConfig::default().with_data_dir(data_dir))
-        .map_err(|e| e.to_string())?;
+    let runtime = Runtime::new(RuntimeConfig {
+        max_instances: args.max_instances,
+        ..RuntimeConfig::default().with_data_dir(data_dir)
+    })
+    .map_err(|e| e.to_string())?;
     let ecs_config = match &args.ecs_config {
         Some(p) => read_ecs_config(p)?,
         None => HashMap::new(),
@@ -286,6 +305,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     config.default_registry = args.registry_addr.to_string();
     config.agent_cpu = args.cpu;
     config.agent_memory = args.memory;
+    config.agent_slots = Some(task_slots(args.max_instances));
     if args.task_addresses.contains(args.lb_address) {
         return Err(format!(
             "--lb-address {} is inside --task-addresses {}: tasks would be given it",
@@ -454,6 +474,8 @@ mod tests {
             Some("lab")
         );
         assert_eq!(local_cluster(Some(String::new()), &HashMap::new()), None);
+        assert_eq!(task_slots(1000), 900);
+        assert_eq!(task_slots(40), 24);
         // Timeouts as the ECS agent writes them; the flag wins.
         let file = HashMap::from([("ECS_IMAGE_PULL_TIMEOUT".to_string(), "1h30m".to_string())]);
         assert_eq!(

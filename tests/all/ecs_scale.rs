@@ -158,3 +158,78 @@ for i in range(1000):
     let again: Vec<_> = counts.iter().filter(|(_, n)| **n > 10).collect();
     assert!(again.is_empty(), "ran more than once: {again:?}");
 }
+
+/// The runtime's instance slots are a resource the instance registers: a
+/// task that would not get one is not placed, as ECS refuses a task that
+/// needs more CPU than is left, rather than accepted and failed.
+#[test]
+fn a_task_without_a_free_slot_is_not_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start_with(
+        dir.path(),
+        &[
+            "--max-instances",
+            "40",
+            "--cpu",
+            "100000",
+            "--memory",
+            "100000",
+        ],
+    );
+    serve.push(app("SLEEPER_P1"), "sleeper:v1");
+    serve.register_task_definition(
+        dir.path(),
+        &serde_json::json!({"family": "sleep", "networkMode": "none",
+            "containerDefinitions": [{"name": "s", "image": "sleeper:v1", "memory": 8, "cpu": 2}]}),
+    );
+    // 40 slots, 16 kept for HTTP requests and health checks: 24 for tasks.
+    let instance = serve.aws_ok(&["ecs", "list-container-instances"])["containerInstanceArns"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resource = |which: &str| {
+        let d = serve.aws_ok(&[
+            "ecs",
+            "describe-container-instances",
+            "--container-instances",
+            &instance,
+        ]);
+        let find = |list: &serde_json::Value| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == "WASM_SLOTS")
+                .map(|r| r["integerValue"].as_i64().unwrap())
+        };
+        find(&d["containerInstances"][0][which])
+    };
+    assert_eq!(resource("registeredResources"), Some(24));
+    let mut placed = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..3 {
+        let run = serve.aws_ok(&[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            "sleep",
+            "--count",
+            "10",
+        ]);
+        for t in run["tasks"].as_array().unwrap() {
+            placed.push(t["taskArn"].as_str().unwrap().to_string());
+        }
+        for f in run["failures"].as_array().unwrap() {
+            refused.push(f["reason"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(placed.len(), 24);
+    assert!(
+        !refused.is_empty() && refused.iter().all(|r| r == "RESOURCE:WASM_SLOTS"),
+        "{refused:?}"
+    );
+    assert_eq!(resource("remainingResources"), Some(0));
+    // Every task placed runs: none fails for want of a slot.
+    let mut cmd = vec!["ecs", "wait", "tasks-running", "--tasks"];
+    cmd.extend(placed.iter().map(String::as_str));
+    serve.aws_ok(&cmd);
+}

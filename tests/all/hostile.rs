@@ -230,7 +230,10 @@ fn a_member_of_the_wrong_type_is_refused_and_changes_nothing() {
         for body in ["[]", "\"x\"", "1", "null"] {
             let (status, answer) = post(&serve.api, target, body);
             assert_eq!(status, 400, "{target} {body}: {answer}");
-            assert_eq!(answer["__type"], "SerializationException", "{target} {body}");
+            assert_eq!(
+                answer["__type"], "SerializationException",
+                "{target} {body}"
+            );
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct ControlConfig {
     /// The local container instance's memory in MiB. Default: what the
     /// machine has available at start.
     pub agent_memory: Option<u32>,
+    /// The containers the local instance may run at once (the `WASM_SLOTS`
+    /// it registers): its runtime's instance slots, less those kept for
+    /// HTTP requests and health checks. Default: not counted.
+    pub agent_slots: Option<u32>,
     /// Host ports the local instance reserves (the API's, the registry's).
     pub reserved_ports: Vec<u16>,
     /// How long a STOPPED task stays describable. Default: 1 hour (ECS
@@ -48,6 +52,7 @@ impl ControlConfig {
             default_registry: "127.0.0.1:5050".into(),
             agent_cpu: None,
             agent_memory: None,
+            agent_slots: None,
             reserved_ports: Vec::new(),
             stopped_task_retention: Duration::from_secs(3600),
             lb_address: std::net::Ipv4Addr::LOCALHOST,

@@ -11,20 +11,35 @@ use crate::core::taskdef::Attribute;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 
+/// The resource an instance that counts its runtime's instance slots
+/// registers: one per container it may run at once.
+pub(crate) const SLOTS: &str = "WASM_SLOTS";
+
+/// The local instance's sizes.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalSize {
+    pub cpu: u32,
+    pub memory: u32,
+    /// Containers it may run at once (its runtime's instance slots).
+    pub slots: Option<u32>,
+    pub reserved_ports: Vec<u16>,
+}
+
 pub(crate) fn local_instance(
     existing: Option<ContainerInstance>,
     region: &str,
     cluster: &str,
-    cpu: u32,
-    memory: u32,
-    reserved_ports: &[u16],
+    size: &LocalSize,
 ) -> ContainerInstance {
-    let registered = vec![
-        Resource::integer("CPU", i64::from(cpu)),
-        Resource::integer("MEMORY", i64::from(memory)),
-        Resource::ports("PORTS", reserved_ports),
+    let mut registered = vec![
+        Resource::integer("CPU", i64::from(size.cpu)),
+        Resource::integer("MEMORY", i64::from(size.memory)),
+        Resource::ports("PORTS", &size.reserved_ports),
         Resource::ports("PORTS_UDP", &[]),
     ];
+    if let Some(slots) = size.slots {
+        registered.push(Resource::integer(SLOTS, i64::from(slots)));
+    }
     let attrs = |names: &[(&str, Option<String>)]| -> Vec<Attribute> {
         names
             .iter()
@@ -105,6 +120,8 @@ pub(crate) fn is_pending(t: &Task) -> bool {
 pub(crate) struct Usage {
     pub cpu: i64,
     pub memory: i64,
+    /// Runtime instance slots: the containers of its tasks.
+    pub slots: i64,
     pub tcp: Vec<u16>,
     pub udp: Vec<u16>,
     pub running: u32,
@@ -128,6 +145,7 @@ pub(crate) fn usage_by_instance(state: &State) -> HashMap<&str, Usage> {
         let u = all.entry(arn).or_default();
         u.cpu += t.cpu.parse::<i64>().unwrap_or(0);
         u.memory += t.memory.parse::<i64>().unwrap_or(0);
+        u.slots += t.containers.len() as i64;
         if t.container_instance_arn.is_none() {
             continue;
         }
@@ -206,6 +224,11 @@ pub(crate) fn candidate(i: &ContainerInstance, usage: Option<&Usage>) -> Candida
             .collect::<BTreeMap<_, _>>(),
         remaining_cpu: registered("CPU") - u.cpu,
         remaining_memory: registered("MEMORY") - u.memory,
+        remaining_slots: i
+            .registered_resources
+            .iter()
+            .find(|r| r.name == SLOTS)
+            .map(|r| r.integer_value - u.slots),
         used_tcp: u.tcp.iter().copied().chain(reserved).collect(),
         used_udp: u.udp.iter().copied().collect(),
         groups: u.groups.clone(),

@@ -156,14 +156,14 @@ impl Core {
             moved.version += 1;
             writes.push(Write::Instance(moved));
         }
-        let instance = crate::core::instances::local_instance(
-            existing,
-            &region,
-            &config.cluster,
+        let size = crate::core::instances::LocalSize {
             cpu,
             memory,
-            &config.reserved_ports,
-        );
+            slots: config.agent_slots,
+            reserved_ports: config.reserved_ports.clone(),
+        };
+        let instance =
+            crate::core::instances::local_instance(existing, &region, &config.cluster, &size);
         let instance_arn = instance.container_instance_arn.clone();
         writes.push(Write::Instance(instance));
         writes.extend(ec2::ensure_default(&state));

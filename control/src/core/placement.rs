@@ -25,6 +25,9 @@ pub struct Candidate {
     pub attributes: BTreeMap<String, Option<String>>,
     pub remaining_cpu: i64,
     pub remaining_memory: i64,
+    /// Runtime instance slots left (`WASM_SLOTS`), if the instance counts
+    /// them: one per container.
+    pub remaining_slots: Option<i64>,
     pub used_tcp: HashSet<u16>,
     pub used_udp: HashSet<u16>,
     /// Tasks on the instance, by task group.
@@ -36,6 +39,8 @@ pub struct Candidate {
 pub struct Demand {
     pub cpu: i64,
     pub memory: i64,
+    /// Runtime instance slots: its containers.
+    pub slots: i64,
     pub tcp_ports: Vec<u16>,
     pub udp_ports: Vec<u16>,
     /// The task group (`family:web`, `service:api`): what `spread` and
@@ -120,6 +125,7 @@ pub fn reason(why: Rejection) -> &'static str {
         Rejection::Attribute => "ATTRIBUTE",
         Rejection::Cpu => "RESOURCE:CPU",
         Rejection::Memory => "RESOURCE:MEMORY",
+        Rejection::Slots => "RESOURCE:WASM_SLOTS",
         Rejection::Ports => "RESOURCE:PORTS",
         Rejection::PortsUdp => "RESOURCE:PORTS_UDP",
         Rejection::DistinctInstance => "DistinctInstance placement constraint unsatisfied.",
@@ -135,6 +141,7 @@ pub enum Rejection {
     Attribute,
     Cpu,
     Memory,
+    Slots,
     Ports,
     PortsUdp,
     DistinctInstance,
@@ -169,6 +176,9 @@ fn check(
     }
     if c.remaining_memory < demand.memory {
         return Err(Rejection::Memory);
+    }
+    if c.remaining_slots.is_some_and(|r| r < demand.slots) {
+        return Err(Rejection::Slots);
     }
     if demand.tcp_ports.iter().any(|p| c.used_tcp.contains(p)) {
         return Err(Rejection::Ports);
@@ -321,6 +331,9 @@ pub fn place(
         let c = &mut candidates[i];
         c.remaining_cpu -= demand.cpu;
         c.remaining_memory -= demand.memory;
+        if let Some(r) = &mut c.remaining_slots {
+            *r -= demand.slots;
+        }
         c.used_tcp.extend(&demand.tcp_ports);
         c.used_udp.extend(&demand.udp_ports);
         c.running_tasks += 1;
@@ -700,6 +713,7 @@ mod tests {
             ]),
             remaining_cpu: cpu,
             remaining_memory: memory,
+            remaining_slots: None,
             used_tcp: HashSet::new(),
             used_udp: HashSet::new(),
             groups: HashMap::new(),
@@ -820,6 +834,18 @@ mod tests {
         let p = place(&mut c, &udp, 1, &[], &[], &mut Rng::new(1));
         assert_eq!(p.rejections, [(0, Rejection::PortsUdp)]);
         assert_eq!(reason(Rejection::PortsUdp), "RESOURCE:PORTS_UDP");
+        // Runtime slots, where an instance counts them: one per container.
+        let mut c = vec![instance(0, 4096, 4096, "a")];
+        c[0].remaining_slots = Some(3);
+        let two = Demand {
+            slots: 2,
+            ..demand(1, 1)
+        };
+        let p = place(&mut c, &two, 2, &[], &[], &mut Rng::new(1));
+        assert_eq!(p.placed.len(), 1);
+        assert_eq!(c[0].remaining_slots, Some(1));
+        assert_eq!(p.rejections, [(0, Rejection::Slots)]);
+        assert_eq!(reason(Rejection::Slots), "RESOURCE:WASM_SLOTS");
         // Partial placement: the first fits, the second reports why not.
         let mut c = vec![instance(0, 1024, 1024, "a")];
         let p = place(&mut c, &demand(600, 1), 2, &[], &[], &mut Rng::new(1));

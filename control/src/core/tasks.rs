@@ -441,6 +441,7 @@ pub(crate) fn place_tasks(
     let demand = Demand {
         cpu,
         memory,
+        slots: td.container_definitions.len() as i64,
         tcp_ports: tcp,
         udp_ports: udp,
         group: launch.group.clone(),

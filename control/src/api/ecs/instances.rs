@@ -33,6 +33,7 @@ pub(crate) fn instance_view(
         match r.name.as_str() {
             "CPU" => r.integer_value -= u.cpu,
             "MEMORY" => r.integer_value -= u.memory,
+            crate::core::instances::SLOTS => r.integer_value -= u.slots,
             "PORTS" | "PORTS_UDP" => {
                 let used = if r.name == "PORTS" { &u.tcp } else { &u.udp };
                 let set = r.string_set_value.get_or_insert_with(Vec::new);

@@ -456,6 +456,7 @@ pub(crate) fn daemon_instances<'a>(
                     .collect(),
                 remaining_cpu: 0,
                 remaining_memory: 0,
+                remaining_slots: None,
                 used_tcp: HashSet::new(),
                 used_udp: HashSet::new(),
                 groups: HashMap::new(),
@@ -484,6 +485,7 @@ pub(crate) fn unable_to_place(name: &str, failures: &[Failure]) -> String {
         let why = match f.reason.as_str() {
             "RESOURCE:MEMORY" => "has insufficient memory available",
             "RESOURCE:CPU" => "has insufficient CPU units available",
+            "RESOURCE:WASM_SLOTS" => "has no free Wasm instance slot",
             "RESOURCE:PORTS" | "RESOURCE:PORTS_UDP" => {
                 "is already using a port required by your task"
             }
