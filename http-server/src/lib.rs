@@ -10,12 +10,12 @@
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use http_body_util::Full;
-//! use hyper::{Request, Response, body::{Bytes, Incoming}};
-//! use skiff_http_server::{ServerConfig, serve};
+//! use hyper::{Response, body::Bytes};
+//! use skiff_http_server::{Request, ServerConfig, serve};
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let config = ServerConfig::new("demo");
 //! serve(listener, &config, std::future::pending(), |_peer| {
-//!     hyper::service::service_fn(|_req: Request<Incoming>| async {
+//!     hyper::service::service_fn(|_req: Request| async {
 //!         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("hi\n"))))
 //!     })
 //! })
