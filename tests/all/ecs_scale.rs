@@ -233,3 +233,99 @@ fn a_task_without_a_free_slot_is_not_placed() {
     cmd.extend(placed.iter().map(String::as_str));
     serve.aws_ok(&cmd);
 }
+
+/// What a guest wrote before an exit that was recorded is in the log
+/// store, even when skiff serve is killed with SIGKILL right after: the
+/// store has each line before the agent reports the exit.
+#[test]
+fn logs_of_a_recorded_exit_survive_a_kill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut acknowledged: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let mut serve = ServeProcess::start(dir.path());
+        if round == 0 {
+            serve.push(app("HELLO_P1"), "hello:v1");
+        }
+        let program = format!(
+            r#"
+import boto3, json, time
+ecs = boto3.client('ecs', endpoint_url='http://{api}', region_name='eu-west-1',
+    aws_access_key_id='AKIDSKIFFTEST', aws_secret_access_key='secret')
+ecs.register_task_definition(family='hello', networkMode='none',
+    containerDefinitions=[{{'name': 'h', 'image': 'hello:v1', 'memory': 8, 'cpu': 2,
+        'command': ['one', 'two', 'three'],
+        'logConfiguration': {{'logDriver': 'awslogs', 'options': {{
+            'awslogs-group': '/ecs/hello', 'awslogs-create-group': 'true',
+            'awslogs-stream-prefix': 'p'}}}}}}])
+for i in range(1000):
+    r = ecs.run_task(taskDefinition='hello', count=10)
+    print(json.dumps([t['taskArn'] for t in r['tasks']]), flush=True)
+    time.sleep(0.03)
+"#,
+            api = serve.api,
+        );
+        let mut client = std::process::Command::new("python3")
+            .args(["-c", &program])
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+        for (n, line) in lines.map_while(Result::ok).enumerate() {
+            let arns: Vec<String> = serde_json::from_str(&line).unwrap();
+            acknowledged.extend(arns);
+            if n == 20 + 3 * round {
+                serve.child.kill().unwrap();
+                serve.child.wait().unwrap();
+                break;
+            }
+        }
+        let _ = client.kill();
+        let _ = client.wait();
+    }
+    // One client checks them all: the AWS CLI costs a process per call.
+    let serve = ServeProcess::start(dir.path());
+    let checker = format!(
+        r#"
+import boto3, json, sys
+kw = dict(endpoint_url='http://{api}', region_name='eu-west-1',
+    aws_access_key_id='AKIDSKIFFTEST', aws_secret_access_key='secret')
+ecs, logs = boto3.client('ecs', **kw), boto3.client('logs', **kw)
+arns = json.load(sys.stdin)
+exited, lost = 0, []
+for i in range(0, len(arns), 100):
+    for t in ecs.describe_tasks(tasks=arns[i:i + 100])['tasks']:
+        if t['containers'][0].get('exitCode') != 0:
+            continue
+        exited += 1
+        id = t['taskArn'].rsplit('/', 1)[1]
+        events = logs.get_log_events(logGroupName='/ecs/hello',
+            logStreamName='p/h/' + id, startFromHead=True)['events']
+        messages = [e['message'] for e in events]
+        if 'Hello, world!' not in messages or 'arg[3]=three' not in messages:
+            lost.append([id, messages])
+print(json.dumps({{'exited': exited, 'lost': lost}}))
+"#,
+        api = serve.api,
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &checker])
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    serde_json::to_writer(child.stdin.take().unwrap(), &acknowledged).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the checker failed");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let exited = report["exited"].as_u64().unwrap();
+    assert_eq!(
+        report["lost"],
+        serde_json::json!([]),
+        "tasks that exited 0 without their log lines"
+    );
+    assert!(exited > 50, "only {exited} tasks exited before the kills");
+}
