@@ -140,6 +140,74 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// The whole body, if it is at most `limit` bytes.
+    ///
+    /// A larger body is read on and discarded, up to three times `limit`
+    /// more (within the [`BodyLimits`]), so that a client still sending
+    /// finishes and reads the answer — a 413 — rather than a reset
+    /// connection; the connection also stays usable. A body declared
+    /// larger than that is refused at once.
+    pub async fn collect_within(mut self, limit: usize) -> Result<Bytes, CollectError> {
+        use http_body_util::BodyExt;
+        let drain_to = limit.saturating_mul(4);
+        if self.size_hint().lower() > drain_to as u64 {
+            return Err(CollectError::TooLarge { limit });
+        }
+        let mut out = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = self.frame().await {
+            let Ok(data) = frame.map_err(CollectError::Body)?.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                out.extend_from_slice(&data);
+            } else if seen > drain_to {
+                break;
+            } else {
+                out = Vec::new();
+            }
+        }
+        if seen > limit {
+            return Err(CollectError::TooLarge { limit });
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+/// Why [`RequestBody::collect_within`] returned no body.
+#[derive(Debug)]
+pub enum CollectError {
+    /// The body is larger than this many bytes.
+    TooLarge {
+        /// The most the caller takes.
+        limit: usize,
+    },
+    /// The body could not be read.
+    Body(BodyError),
+}
+
+impl std::fmt::Display for CollectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CollectError::TooLarge { limit } => {
+                write!(f, "the body is larger than {limit} bytes")
+            }
+            CollectError::Body(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CollectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CollectError::Body(e) => Some(e),
+            CollectError::TooLarge { .. } => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for RequestBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestBody")
@@ -369,7 +437,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut http = http1::Builder::new();
+    // A client may shut its side down once its request is sent (curl
+    // --data @- does, and so do many scripts): it still gets its answer.
     http.keep_alive(true)
+        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
@@ -703,6 +774,96 @@ mod tests {
             String::from_utf8_lossy(&out).into_owned(),
             started.elapsed(),
         )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_body_is_read_on_so_its_sender_sees_the_413() {
+        let (l, addr) = listener().await;
+        tokio::spawn(async move {
+            serve(
+                l,
+                &ServerConfig::new("test"),
+                std::future::pending(),
+                |_| {
+                    hyper::service::service_fn(|req: super::Request| async move {
+                        let (status, text) = match req.into_body().collect_within(1000).await {
+                            Ok(b) => (200, format!("took {}", b.len())),
+                            Err(e) => (413, e.to_string()),
+                        };
+                        let mut r = Response::new(Full::new(Bytes::from(text)));
+                        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(r)
+                    })
+                },
+            )
+            .await;
+        });
+        let answers = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            // Twice the limit, in pieces: every write succeeds, the answer
+            // is the 413, and the connection serves the next request.
+            let body = vec![b'x'; 2000];
+            s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+                .unwrap();
+            for piece in body.chunks(100) {
+                s.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            s.write_all(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            // Declared far beyond what is worth reading: refused at once.
+            let mut big = std::net::TcpStream::connect(addr).unwrap();
+            big.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            big.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+                .unwrap();
+            let mut refused = String::new();
+            let _ = big.read_to_string(&mut refused);
+            (out, refused)
+        })
+        .await
+        .unwrap();
+        let (out, refused) = answers;
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+        assert!(out.contains("the body is larger than 1000 bytes"), "{out}");
+        assert!(out.ends_with("took 3"), "{out}");
+        assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_half_closes_after_its_request_is_answered() {
+        let addr = start(ServerConfig::new("test")).await;
+        let answers = tokio::task::spawn_blocking(move || {
+            (0..300)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    s.write_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+                        .unwrap();
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    let mut out = String::new();
+                    let _ = s.read_to_string(&mut out);
+                    out
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        let unanswered = answers
+            .iter()
+            .filter(|a| !a.ends_with("127.0.0.1 /x 5"))
+            .count();
+        assert_eq!(
+            unanswered,
+            0,
+            "of {}, e.g. {:?}",
+            answers.len(),
+            answers.iter().find(|a| !a.ends_with("5"))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
