@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use skiff_http_server::RequestBody;
+use skiff_http_server::{CollectError, RequestBody};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -1568,29 +1568,23 @@ fn parse_range(spec: &str, size: u64) -> RangeAsk {
     }
 }
 
-/// Reads a whole request body, refusing more than `limit` bytes with 413.
-async fn read_limited(mut body: RequestBody, limit: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Error::new(
-                Code::ManifestInvalid,
-                format!("the body was cut short: {e}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(Error::new(
-                    Code::ManifestInvalid,
-                    format!("the manifest is larger than {limit} bytes"),
-                )
-                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-                .into());
-            }
-            out.extend_from_slice(&data);
-        }
+/// Reads a whole request body, refusing more than `limit` bytes with 413
+/// (read on far enough that the client sees it).
+async fn read_limited(body: RequestBody, limit: usize) -> Result<Vec<u8>> {
+    match body.collect_within(limit).await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(CollectError::TooLarge { .. }) => Err(Error::new(
+            Code::ManifestInvalid,
+            format!("the manifest is larger than {limit} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .into()),
+        Err(CollectError::Body(e)) => Err(Error::new(
+            Code::ManifestInvalid,
+            format!("the body was cut short: {e}"),
+        )
+        .into()),
     }
-    Ok(out)
 }
 
 fn parse_query(query: Option<&str>) -> HashMap<String, String> {

@@ -1,6 +1,9 @@
-//! Hostile clients of `skiff serve`'s listeners: one peer holding every
-//! connection it can with requests it never finishes does not stop the
-//! API or the registry from answering everyone else.
+//! Hostile and careless clients of `skiff serve`'s listeners: one peer
+//! holding every connection it can with requests it never finishes does
+//! not stop the API or the registry from answering everyone else; a
+//! registry that never answers fails a pull; members of the wrong type,
+//! oversized bodies and Query requests sent as GET get the protocol's
+//! own errors.
 
 use crate::support::ServeProcess;
 use std::io::{Read, Write};
@@ -236,4 +239,92 @@ fn a_member_of_the_wrong_type_is_refused_and_changes_nothing() {
             );
         }
     }
+}
+
+/// Sends `head` and then `body` in pieces, as a client that does not wait
+/// for an early answer would; the whole answer.
+fn send_raw(api: &str, head: &str, body: &[u8]) -> String {
+    let mut s = TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    for piece in body.chunks(64 * 1024) {
+        s.write_all(piece)
+            .expect("the server closed before the body was sent");
+    }
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn query_protocol_edges_answer_in_xml() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let api = &serve.api;
+    // EC2's Query API is also GET with the parameters in the query string.
+    let answer = send_raw(
+        api,
+        &format!(
+            "GET /?Action=DescribeSecurityGroups&Version=2016-11-15 HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+        ),
+        b"",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("<DescribeSecurityGroupsResponse"),
+        "{answer}"
+    );
+    let answer = send_raw(
+        api,
+        &format!(
+            "GET /?Action=DescribeNothing&Version=2016-11-15 HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+        ),
+        b"",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("<Code>InvalidAction</Code>"), "{answer}");
+    let answer = send_raw(
+        api,
+        &format!(
+            "DELETE /?Action=DescribeSecurityGroups&Version=2016-11-15 HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+        ),
+        b"",
+    );
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("<Code>InvalidAction</Code>"), "{answer}");
+    // An oversized form is a 413 in XML, and the client that keeps sending
+    // its whole body reads it (whatever the header's case).
+    let body = format!(
+        "Action=DescribeSecurityGroups&Version=2016-11-15&X={}",
+        "a".repeat(5 << 20)
+    );
+    let answer = send_raw(
+        api,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: {api}\r\nContent-Type: Application/X-WWW-Form-Urlencoded; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ),
+        body.as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("text/xml"), "{answer}");
+    assert!(
+        answer.contains("<Code>RequestEntityTooLargeException</Code>"),
+        "{answer}"
+    );
+    // So does a JSON client's, in JSON.
+    let body = format!("{{\"x\": \"{}\"}}", "a".repeat(5 << 20));
+    let answer = send_raw(
+        api,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: {api}\r\nX-Amz-Target: AmazonEC2ContainerServiceV20141113.ListClusters\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ),
+        body.as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("\"__type\":\"RequestEntityTooLargeException\""),
+        "{answer}"
+    );
 }

@@ -6,10 +6,10 @@ use super::Api;
 use crate::error::ApiError;
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use serde_json::{Value, json};
-use skiff_http_server::ServerConfig;
+use skiff_http_server::{CollectError, ServerConfig};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -92,13 +92,18 @@ fn xml_response(status: u16, body: String, request_id: &str) -> Response<Full<By
 
 impl Api {
     async fn http(&self, req: skiff_http_server::Request) -> Response<Full<Bytes>> {
-        // A form-encoded body is the Query protocol: errors in XML too.
-        let query = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
-            && !req.headers().contains_key("x-amz-target");
+        // The Query protocol (errors in XML too): a form-encoded body, or
+        // an `Action` in the query string (EC2 and ELB take GET as well).
+        let query = !req.headers().contains_key("x-amz-target")
+            && (req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.to_ascii_lowercase()
+                        .starts_with("application/x-www-form-urlencoded")
+                })
+                || query_string_action(req.uri().query()));
         let header = |name: &str| {
             req.headers()
                 .get(name)
@@ -135,35 +140,42 @@ impl Api {
         flavor: &mut super::protocol::query::Flavor,
     ) -> Result<Answer, ApiError> {
         let (parts, body) = req.into_parts();
-        if parts.method != http::Method::POST {
+        let get_query = query && parts.method == http::Method::GET;
+        if parts.method != http::Method::POST && !get_query {
+            let expected = if query {
+                "Query-protocol requests are GET or POST"
+            } else {
+                "AWS JSON 1.1 requests are POST / with X-Amz-Target"
+            };
             return Err(ApiError {
-                kind: "UnknownOperationException",
+                kind: if query {
+                    "InvalidAction"
+                } else {
+                    "UnknownOperationException"
+                },
                 message: format!(
-                    "{} {} is not an operation: AWS JSON 1.1 requests are POST / with X-Amz-Target",
+                    "{} {} is not an operation: {expected}",
                     parts.method,
                     parts.uri.path()
                 ),
                 status: 404,
             });
         }
-        let body = Limited::new(body, MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| match e.downcast_ref::<skiff_http_server::BodyError>() {
-                Some(slow) if slow.is_timeout() => ApiError {
-                    kind: "RequestTimeoutException",
-                    message: format!("the request body did not arrive: {slow}"),
-                    status: 408,
-                },
-                _ => ApiError {
-                    kind: "SerializationException",
-                    message: format!(
-                        "cannot read the request body (at most {MAX_BODY} bytes): {e}"
-                    ),
-                    status: 413,
-                },
-            })?
-            .to_bytes();
+        let body = body.collect_within(MAX_BODY).await.map_err(|e| match e {
+            CollectError::Body(slow) if slow.is_timeout() => ApiError {
+                kind: "RequestTimeoutException",
+                message: format!("the request body did not arrive: {slow}"),
+                status: 408,
+            },
+            CollectError::Body(broken) => {
+                ApiError::serialization(format!("cannot read the request body: {broken}"))
+            }
+            CollectError::TooLarge { .. } => ApiError {
+                kind: "RequestEntityTooLargeException",
+                message: format!("the request body is larger than {MAX_BODY} bytes"),
+                status: 413,
+            },
+        })?;
         let headers: Vec<(String, String)> = parts
             .headers
             .iter()
@@ -201,7 +213,11 @@ impl Api {
             super::protocol::sigv4::verify(&received, &config.credentials, now)?.region
         };
         if query {
-            let params = super::protocol::query::Params::parse(&body);
+            let params = if get_query {
+                super::protocol::query::Params::parse(parts.uri.query().unwrap_or("").as_bytes())
+            } else {
+                super::protocol::query::Params::parse(&body)
+            };
             let signed_for = header("authorization")
                 .and_then(super::protocol::sigv4::Authorization::parse)
                 .map(|a| a.service);
@@ -234,6 +250,11 @@ impl Api {
         };
         self.handle(target, &value, &region).await.map(Answer::Json)
     }
+}
+
+/// Whether a query string names a Query-protocol `Action`.
+fn query_string_action(query: Option<&str>) -> bool {
+    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "Action"))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes
