@@ -449,7 +449,10 @@ fn clusters_definitions_and_mistakes_answer_as_ecs_does() {
         "huge.json",
         &json!({
             "family": "huge", "networkMode": "none",
-            "containerDefinitions": [{"name": "a", "image": "x", "memory": 8, "cpu": 100_000}],
+            // 10 containers of 10 vCPU (ECS's most each): 100 vCPU.
+            "containerDefinitions": (0..10)
+                .map(|i| json!({"name": format!("c{i}"), "image": "x", "memory": 8, "cpu": 10_240}))
+                .collect::<Vec<_>>(),
         }),
     );
     serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &huge]);

@@ -328,3 +328,43 @@ fn query_protocol_edges_answer_in_xml() {
         "{answer}"
     );
 }
+
+#[test]
+fn ecs_quotas_are_enforced_with_ecs_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let out = serve.boto3(
+        r#"
+ecs = boto3.client('ecs', endpoint_url=ENDPOINT, region_name=REGION)
+def code(call, **kw):
+    try:
+        call(**kw)
+        return 'ok'
+    except botocore.exceptions.ClientError as e:
+        return e.response['Error']['Code'] + ': ' + e.response['Error']['Message']
+big = [{'name': 'a', 'image': 'x', 'memory': 8,
+        'environment': [{'name': 'E%d' % i, 'value': 'v' * 1000} for i in range(1000)]}]
+print(code(ecs.register_task_definition, family='big', networkMode='none', containerDefinitions=big))
+ecs.register_task_definition(family='idle', networkMode='none',
+    containerDefinitions=[{'name': 'a', 'image': 'x', 'memory': 8}])
+for i in range(5000):
+    ecs.create_service(serviceName='s%d' % i, taskDefinition='idle', desiredCount=0)
+print(code(ecs.create_service, serviceName='one-more', taskDefinition='idle', desiredCount=0))
+ecs.delete_service(service='s0')
+print(code(ecs.create_service, serviceName='one-more', taskDefinition='idle', desiredCount=0))
+"#,
+        "AKIDSKIFFTEST",
+        "secret",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ClientException: The task definition is 10"),
+        "{out}"
+    );
+    assert!(lines[0].contains("limit is 65536 bytes"), "{out}");
+    assert_eq!(
+        lines[1],
+        "ClientException: Cluster default has 5000 services, ECS's quota per cluster (5000): delete one first."
+    );
+    assert_eq!(lines[2], "ok");
+}

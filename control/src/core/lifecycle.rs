@@ -189,7 +189,7 @@ impl Core {
             agents: Arc::new(Agents::new(instance_arn, to_agent)),
             rng: Mutex::new(placement::Rng::from_entropy()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
-            wake: Arc::new(tokio::sync::Notify::new()),
+            wake: Arc::new(services::Wake::default()),
             fabric,
             elb,
             metrics: metrics::Metrics::default(),

@@ -48,7 +48,7 @@ pub(crate) struct Core {
     /// Set by `shutdown`: no new tasks start.
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,
     /// Wakes the service scheduler: a task, service or instance changed.
-    pub(crate) wake: Arc<tokio::sync::Notify>,
+    pub(crate) wake: Arc<services::Wake>,
     /// Security groups and task memberships, as task sockets see them.
     pub(crate) fabric: Arc<Fabric>,
     /// The load balancers, running.

@@ -9,7 +9,7 @@ use crate::core::state::Write;
 use serde_json::json;
 use skiff_channel::messages::FromAgent;
 use skiff_channel::messages::{ContainerChange, ContainerStatus, TaskStateChange, TaskStatus};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -38,6 +38,10 @@ pub(crate) async fn report_loop(inner: Arc<Core>, mut rx: mpsc::UnboundedReceive
             };
             changed.insert(id, apply_change(current, change.clone()));
         }
+        let woken: BTreeSet<String> = changed
+            .values()
+            .filter_map(crate::core::state::service_of)
+            .collect();
         let writes = changed.into_values().map(Write::Task).collect();
         match state.apply(inner.store.as_ref(), writes).await {
             Ok(()) => {
@@ -47,7 +51,9 @@ pub(crate) async fn report_loop(inner: Arc<Core>, mut rx: mpsc::UnboundedReceive
                     discovery::refresh(&state, &inner.fabric);
                 }
                 // Services see their tasks' new states.
-                inner.wake.notify_one();
+                for key in woken {
+                    inner.wake.service(key);
+                }
             }
             Err(e) => {
                 drop(state);

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::plane::elb::config::Config as ElbConfig;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A value and the store revision it was read at.
 #[derive(Debug, Clone)]
@@ -44,6 +44,18 @@ pub(crate) struct State {
     pub elb_revision: Option<u64>,
     /// RunTask client tokens → the task ids they made.
     pub client_tokens: HashMap<String, Vec<String>>,
+    /// The ids of services' tasks, by their service's key: the scheduler
+    /// reads a service's tasks without walking every task.
+    service_tasks: HashMap<String, BTreeSet<String>>,
+}
+
+/// The key of the service that started `t` (`CLUSTER/NAME`), if one did.
+pub(crate) fn service_of(t: &Task) -> Option<String> {
+    let name = t.group.as_deref()?.strip_prefix("service:")?;
+    t.started_by
+        .as_deref()
+        .is_some_and(|b| b.starts_with("ecs-svc/"))
+        .then(|| format!("{}/{name}", crate::core::model::name_of(&t.cluster_arn)))
 }
 
 /// One object to write (or remove). Tasks dominate the writes, so their
@@ -134,6 +146,7 @@ impl State {
                     .or_default()
                     .push(t.value.id().to_string());
             }
+            state.index_task(&t.value);
             state.tasks.insert(t.value.id().to_string(), t);
         }
         for i in load::<ContainerInstance>(store, "instances/").await? {
@@ -156,6 +169,34 @@ impl State {
             state.elb_revision = Some(e.revision);
         }
         Ok(state)
+    }
+
+    /// The tasks service `key` (`CLUSTER/NAME`) started, stopped ones
+    /// included, in id order.
+    pub fn tasks_of_service<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.service_tasks
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id).map(|t| &t.value))
+    }
+
+    fn index_task(&mut self, t: &Task) {
+        if let Some(key) = service_of(t) {
+            self.service_tasks
+                .entry(key)
+                .or_default()
+                .insert(t.id().to_string());
+        }
+    }
+
+    fn unindex_task(&mut self, key: &str, id: &str) {
+        if let Some(ids) = self.service_tasks.get_mut(key) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.service_tasks.remove(key);
+            }
+        }
     }
 
     /// Commits `writes` to the store and then to memory, all or nothing.
@@ -258,6 +299,7 @@ impl State {
                             ids.push(t.id().to_string());
                         }
                     }
+                    self.index_task(&t);
                     self.tasks
                         .insert(t.id().to_string(), Entry { value: t, revision });
                 }
@@ -300,6 +342,9 @@ impl State {
                     self.elb_revision = Some(revision);
                 }
                 Write::RemoveTask(id) => {
+                    if let Some(key) = self.tasks.get(&id).and_then(|t| service_of(&t.value)) {
+                        self.unindex_task(&key, &id);
+                    }
                     if let Some(t) = self.tasks.remove(&id)
                         && let Some(token) = &t.value.client_token
                         && let Some(ids) = self.client_tokens.get_mut(token)

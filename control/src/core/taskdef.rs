@@ -116,6 +116,16 @@ struct RegisterVolume {
 /// The network modes skiff runs.
 pub const NETWORK_MODES: &[&str] = &["none", "host", "bridge", "awsvpc"];
 
+/// ECS's quota on a task definition's size: its JSON, as registered.
+pub const MAX_TASK_DEFINITION_BYTES: usize = 64 * 1024;
+
+/// The most cpu units one container may reserve (10 vCPU), as ECS takes.
+const MAX_CONTAINER_CPU: u32 = 10 * 1024;
+
+/// The most memory (MiB) a container or task may have: 1 TiB, more than
+/// any host skiff runs on; beyond it a definition could never be placed.
+const MAX_MEMORY_MIB: u32 = 1 << 20;
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
@@ -130,6 +140,12 @@ pub fn parse_register(document: &Value) -> Result<TaskDefinition, ApiError> {
     let obj = document
         .as_object()
         .ok_or_else(|| ApiError::serialization("the request body must be a JSON object"))?;
+    let size = serde_json::to_vec(document).map_or(0, |v| v.len());
+    if size > MAX_TASK_DEFINITION_BYTES {
+        return Err(ApiError::client(format!(
+            "The task definition is {size} bytes; ECS's limit is {MAX_TASK_DEFINITION_BYTES} bytes (64 KiB)."
+        )));
+    }
     refuse_unsupported(obj, UNSUPPORTED_TASK_FIELDS, "")?;
     if let Some(Value::Array(containers)) = obj.get("containerDefinitions") {
         for (i, c) in containers.iter().enumerate() {
@@ -455,6 +471,24 @@ fn normalise_container(
             "Invalid 'memory' setting for container '{name}'. The memory must be at least 6 MiB."
         )));
     }
+    for (field, v) in [
+        ("memory", c.memory),
+        ("memoryReservation", c.memory_reservation),
+    ] {
+        if let Some(v) = v
+            && v > MAX_MEMORY_MIB
+        {
+            return Err(ApiError::client(format!(
+                "Invalid '{field}' setting for container '{name}'. {v} MiB is more than {MAX_MEMORY_MIB} MiB (1 TiB)."
+            )));
+        }
+    }
+    if c.image.len() > 255 {
+        return Err(ApiError::client(format!(
+            "Container '{name}': image is {} characters; at most 255 are allowed.",
+            c.image.len()
+        )));
+    }
     if let (Some(hard), Some(soft)) = (c.memory, c.memory_reservation)
         && soft > hard
     {
@@ -621,9 +655,9 @@ fn normalise_container(
             "Container '{name}': stopTimeout must be at most 120 seconds, not {t}."
         )));
     }
-    if c.cpu > 10 * 1024 * 16 {
+    if c.cpu > MAX_CONTAINER_CPU {
         return Err(ApiError::client(format!(
-            "Container '{name}': cpu {} is out of range.",
+            "Invalid 'cpu' setting for container '{name}'. Max value for cpu units is {MAX_CONTAINER_CPU}, not {}.",
             c.cpu
         )));
     }
@@ -721,7 +755,7 @@ pub fn parse_task_memory(s: &str) -> Result<u32, ApiError> {
     } else {
         t.parse::<u32>().map_err(|_| bad())? as f64
     };
-    if !(6.0..=1_048_576.0).contains(&mib) {
+    if !(6.0..=f64::from(MAX_MEMORY_MIB)).contains(&mib) {
         return Err(ApiError::client(format!(
             "Invalid 'memory' setting for task: {s:?} must be between 6 MiB and 1 TiB."
         )));
@@ -824,6 +858,42 @@ mod tests {
             "containerDefinitions": [{"name": "a", "image": "i", "memory": 8}],
         }))
         .unwrap();
+    }
+
+    #[test]
+    fn ecs_quotas_and_bounds() {
+        let with = |c: Value| {
+            register(json!({"family": "f", "networkMode": "none", "containerDefinitions": [c]}))
+        };
+        // 64 KiB of JSON is the most a task definition may be.
+        let padded = |n: usize| {
+            json!({"name": "a", "image": "i", "memory": 8,
+                   "environment": [{"name": "PAD", "value": "x".repeat(n)}]})
+        };
+        let fits = padded(MAX_TASK_DEFINITION_BYTES - 200);
+        assert!(with(fits).is_ok());
+        let e = with(padded(MAX_TASK_DEFINITION_BYTES)).unwrap_err();
+        assert_eq!(e.kind, "ClientException");
+        assert!(e.message.contains("limit is 65536 bytes"), "{}", e.message);
+        // Container cpu: at most 10 vCPU.
+        assert!(with(json!({"name": "a", "image": "i", "memory": 8, "cpu": 10240})).is_ok());
+        let e = with(json!({"name": "a", "image": "i", "memory": 8, "cpu": 10241})).unwrap_err();
+        assert!(
+            e.message.contains("Max value for cpu units is 10240"),
+            "{}",
+            e.message
+        );
+        // Memory no host has.
+        for field in ["memory", "memoryReservation"] {
+            let e = with(json!({"name": "a", "image": "i", field: 2147483648u64})).unwrap_err();
+            assert!(
+                e.message.contains(&format!("Invalid '{field}'")),
+                "{}",
+                e.message
+            );
+        }
+        let e = with(json!({"name": "a", "image": "i".repeat(256), "memory": 8})).unwrap_err();
+        assert!(e.message.contains("at most 255"), "{}", e.message);
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub(crate) struct CreateClusterReq {
     settings: Vec<KeyValue>,
 }
 
+/// ECS's quota of clusters.
+const MAX_CLUSTERS: usize = 10_000;
+
 pub(crate) async fn create_cluster(
     core: &Core,
     body: &Value,
@@ -109,6 +112,16 @@ pub(crate) async fn create_cluster(
     {
         // Creating an existing cluster returns it, as ECS does.
         return Ok(json!({ "cluster": cluster_view(&state, &c.value, true, true) }));
+    }
+    let active = state
+        .clusters
+        .values()
+        .filter(|c| c.value.status == "ACTIVE")
+        .count();
+    if active >= MAX_CLUSTERS {
+        return Err(ApiError::client(format!(
+            "There are {active} clusters, ECS's quota per account and region ({MAX_CLUSTERS}): delete one first."
+        )));
     }
     let cluster = new_cluster(&name, region, req.tags);
     state

@@ -179,7 +179,7 @@ pub(crate) async fn update_instances_state(
         .collect();
     state.apply(core.store.as_ref(), writes).await?;
     // Services move their tasks off draining instances.
-    core.wake.notify_one();
+    core.wake.all();
     let usage = usage_by_instance(&state);
     let views: Vec<Value> = arns
         .iter()
@@ -417,7 +417,7 @@ pub(crate) async fn deregister_instance(
         state
             .apply(core.store.as_ref(), vec![Write::Instance(instance.clone())])
             .await?;
-        core.wake.notify_one();
+        core.wake.all();
     }
     let usage = usage_by_instance(&state);
     Ok(json!({

@@ -9,7 +9,7 @@ use crate::api::protocol::json::{includes, listed, parse, required, string_list,
 use crate::core::Core;
 use crate::core::clusters::active_cluster;
 use crate::core::model::{Failure, NetworkConfiguration, Tag, Task, arn, check_tags, name_of, now};
-use crate::core::services::{Service, belongs, daemon_instances, deployment_id, live};
+use crate::core::services::{Service, daemon_instances, deployment_id, live};
 use crate::core::state::{State, Write};
 use crate::core::taskdef::TaskDefinition;
 use crate::core::tasks::{
@@ -21,12 +21,9 @@ use serde_json::{Value, json};
 /// A service as DescribeServices shows it: the stored record with the
 /// counts of its tasks.
 pub(crate) fn service_view(state: &State, svc: &Service, with_tags: bool) -> Value {
-    let group = svc.group();
     let tasks: Vec<&Task> = state
-        .tasks
-        .values()
-        .map(|t| &t.value)
-        .filter(|t| belongs(t, &svc.cluster_arn, &group) && live(t))
+        .tasks_of_service(&svc.key())
+        .filter(|t| live(t))
         .collect();
     let count = |d: Option<&str>, running: bool| {
         tasks
@@ -115,6 +112,9 @@ pub(crate) fn service_not_found() -> ApiError {
     ApiError::not_found("ServiceNotFoundException", "Service not found.")
 }
 
+/// ECS's quota of services in one cluster.
+const MAX_SERVICES_PER_CLUSTER: usize = 5000;
+
 pub(crate) async fn create_service(
     core: &Core,
     body: &Value,
@@ -193,6 +193,17 @@ pub(crate) async fn create_service(
         return Err(ApiError::invalid_parameter(
             "Creation of service was not idempotent.",
         ));
+    }
+    let in_cluster = state
+        .services
+        .values()
+        .filter(|s| s.value.cluster_arn == cluster.cluster_arn && s.value.status != "INACTIVE")
+        .count();
+    if in_cluster >= MAX_SERVICES_PER_CLUSTER {
+        return Err(ApiError::client(format!(
+            "Cluster {} has {in_cluster} services, ECS's quota per cluster ({MAX_SERVICES_PER_CLUSTER}): delete one first.",
+            cluster.cluster_name
+        )));
     }
     let td = resolve_taskdef(&state, &given_td, true)?;
     let network = crate::api::ecs::parse_network_configuration(body)?;
@@ -403,7 +414,7 @@ pub(crate) async fn save(core: &Core, state: &mut State, svc: Service) -> Result
             vec![Write::Service(Box::new(svc.clone()))],
         )
         .await?;
-    core.wake.notify_one();
+    core.wake.service(svc.key());
     Ok(json!({ "service": service_view(state, &svc, false) }))
 }
 

@@ -289,7 +289,9 @@ pub(crate) async fn stop_task(core: &Core, body: &Value) -> Result<Value, ApiErr
         crate::core::services::stop_after_draining(core, &t, draining);
     }
     // A service replaces its stopped task.
-    core.wake.notify_one();
+    if let Some(key) = crate::core::state::service_of(&t) {
+        core.wake.service(key);
+    }
     Ok(json!({ "task": task_view(&t, false) }))
 }
 

@@ -19,7 +19,7 @@ pub(crate) mod reconcile;
 
 pub(crate) use decide::{Action, World, decide, live};
 pub(crate) use reconcile::{
-    daemon_instances, deregister_task, scheduler_loop, stop_after_draining,
+    Wake, daemon_instances, deregister_task, scheduler_loop, stop_after_draining,
 };
 
 use crate::core::Core;

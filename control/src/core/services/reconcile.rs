@@ -7,12 +7,12 @@ use crate::core::Core;
 use crate::core::model::{Failure, Task, name_of, now};
 use crate::core::placement::{Candidate, Constraint};
 use crate::core::services::{
-    Action, Registered, Service, ServiceLoadBalancer, World, belongs, decide, deployment_id, live,
+    Action, Registered, Service, ServiceLoadBalancer, World, decide, deployment_id, live,
 };
 use crate::core::state::{State, Write};
 use crate::core::tasks::{Launch, place_tasks, placement_rules, stop_request, taskdef_of};
 use crate::error::ApiError;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -41,52 +41,134 @@ pub(crate) fn task_target(
     })
 }
 
-/// Runs passes whenever something changes, and at least every second (for
-/// backoff and grace periods).
+/// What the scheduler is to look at next: the services something changed
+/// for (a task of theirs moved, a request changed them), or all of them
+/// (an instance changed). Waking costs the services woken, not every
+/// service in every cluster.
+#[derive(Default)]
+pub(crate) struct Wake {
+    notify: tokio::sync::Notify,
+    dirty: std::sync::Mutex<Dirty>,
+}
+
+#[derive(Default)]
+struct Dirty {
+    all: bool,
+    services: BTreeSet<String>,
+}
+
+impl Wake {
+    /// Service `key` (`CLUSTER/NAME`) is to be looked at.
+    pub(crate) fn service(&self, key: String) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.services.insert(key);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Every service is to be looked at.
+    pub(crate) fn all(&self) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.all = true;
+        }
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Dirty {
+        self.dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or(Dirty {
+                all: true,
+                services: BTreeSet::new(),
+            })
+    }
+}
+
+/// How often every service is looked at, changed or not (for backoff,
+/// grace periods and load balancer health).
+const FULL_PASS_EVERY: Duration = Duration::from_secs(1);
+
+/// Services looked at under one hold of the state's lock: the API's
+/// requests go between batches.
+const SERVICES_PER_HOLD: usize = 64;
+
+/// Looks at the services woken whenever something changes, and at every
+/// service at least every second.
 pub(crate) async fn scheduler_loop(core: Weak<Core>) {
+    let mut last_full: Option<tokio::time::Instant> = None;
     loop {
         let wake = {
             let Some(core) = core.upgrade() else {
                 return;
             };
-            if let Err(e) = reconcile(&core).await {
+            let mut dirty = core.wake.take();
+            if last_full.is_none_or(|t| t.elapsed() >= FULL_PASS_EVERY) {
+                dirty.all = true;
+            }
+            if dirty.all {
+                last_full = Some(tokio::time::Instant::now());
+            }
+            let only = (!dirty.all).then_some(dirty.services);
+            if let Err(e) = reconcile(&core, only).await {
                 tracing::error!("the service scheduler failed a pass, retrying: {e}");
             }
             Arc::clone(&core.wake)
         };
+        let next_full = last_full.map_or_else(tokio::time::Instant::now, |t| t + FULL_PASS_EVERY);
         tokio::select! {
-            () = wake.notified() => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = wake.notify.notified() => {}
+            () = tokio::time::sleep_until(next_full) => {}
         }
     }
 }
 
-/// One pass over every service that is not INACTIVE.
-pub(crate) async fn reconcile(core: &Core) -> Result<(), ApiError> {
-    if core.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+/// One pass over the services in `only` (all if None) that are not
+/// INACTIVE.
+pub(crate) async fn reconcile(core: &Core, only: Option<BTreeSet<String>>) -> Result<(), ApiError> {
+    let stopping = || core.shutting_down.load(std::sync::atomic::Ordering::SeqCst);
+    if stopping() {
         return Ok(());
     }
-    let mut state = core.state.lock().await;
-    // Checked again under the lock: shutdown stops tasks under it too, and
-    // must not see the scheduler start new ones after.
-    if core.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
-        return Ok(());
-    }
-    let keys: Vec<String> = state
-        .services
-        .iter()
-        .filter(|(_, s)| s.value.status != "INACTIVE")
-        .map(|(k, _)| k.clone())
-        .collect();
-    for key in keys {
-        if let Some(svc) = state.services.get(&key).map(|s| s.value.clone()) {
+    let keys: Vec<String> = {
+        let state = core.state.lock().await;
+        match only {
+            None => state
+                .services
+                .iter()
+                .filter(|(_, s)| s.value.status != "INACTIVE")
+                .map(|(k, _)| k.clone())
+                .collect(),
+            Some(keys) => keys.into_iter().collect(),
+        }
+    };
+    for batch in keys.chunks(SERVICES_PER_HOLD) {
+        let mut state = core.state.lock().await;
+        // Checked under the lock: shutdown stops tasks under it too, and
+        // must not see the scheduler start new ones after.
+        if stopping() {
+            return Ok(());
+        }
+        for key in batch {
+            let Some(svc) = state
+                .services
+                .get(key)
+                .map(|s| &s.value)
+                .filter(|s| s.status != "INACTIVE")
+                .cloned()
+            else {
+                continue;
+            };
             // One service's failure does not hold up the others.
             if let Err(e) = reconcile_one(core, &mut state, svc).await {
                 tracing::error!("the service scheduler failed a pass for {key}: {e}");
             }
         }
+        drop(state);
+        tokio::task::yield_now().await;
     }
     // Discovered names follow the services' tasks.
+    let state = core.state.lock().await;
     if !state.discovery.services.is_empty() {
         crate::core::discovery::refresh(&state, &core.fabric);
     }
@@ -111,11 +193,9 @@ pub(crate) async fn reconcile_one(
     let mut elb_failed = HashMap::new();
     // Only the running tasks of a balanced service are copied to be
     // overlaid; the rest are used as stored.
+    let key = svc.key();
     let overlaid: Vec<std::borrow::Cow<'_, Task>> = state
-        .tasks
-        .values()
-        .map(|t| &t.value)
-        .filter(|t| belongs(t, &svc.cluster_arn, &group))
+        .tasks_of_service(&key)
         .map(|t| {
             if svc.load_balancers.is_empty() || !live(t) || t.last_status != "RUNNING" {
                 return std::borrow::Cow::Borrowed(t);
@@ -195,7 +275,7 @@ pub(crate) async fn reconcile_one(
         // A rollback: what to start is the new PRIMARY's, which the next
         // pass (at once) places with its own task definition.
         actions.retain(|a| matches!(a, Action::Stop { .. }));
-        core.wake.notify_one();
+        core.wake.service(key.clone());
     }
 
     // Carry the actions out.
@@ -283,9 +363,15 @@ pub(crate) async fn reconcile_one(
     // is stopped.
     let mut draining_targets: HashMap<String, Vec<(String, crate::plane::elb::config::Target)>> =
         HashMap::new();
-    let elb_before = state.elb.clone();
-    let mut elb = elb_before.clone();
-    if !svc.load_balancers.is_empty() || !svc.registered.is_empty() {
+    // The load balancers' configuration is copied only for a service that
+    // has targets in it.
+    let balanced = !svc.load_balancers.is_empty() || !svc.registered.is_empty();
+    let mut elb = if balanced {
+        state.elb.clone()
+    } else {
+        Default::default()
+    };
+    if balanced {
         let stopping: HashSet<&str> = actions
             .iter()
             .filter_map(|a| match a {
@@ -294,12 +380,8 @@ pub(crate) async fn reconcile_one(
             })
             .collect();
         let mut wanted = Vec::new();
-        for t in state.tasks.values().map(|t| &t.value) {
-            if !belongs(t, &svc.cluster_arn, &group)
-                || !live(t)
-                || t.last_status != "RUNNING"
-                || stopping.contains(t.id())
-            {
+        for t in state.tasks_of_service(&key) {
+            if !live(t) || t.last_status != "RUNNING" || stopping.contains(t.id()) {
                 continue;
             }
             for lb in &svc.load_balancers {
@@ -335,7 +417,7 @@ pub(crate) async fn reconcile_one(
         }
         svc.registered = wanted;
     }
-    let elb_changed = elb != elb_before;
+    let elb_changed = balanced && elb != state.elb;
     if elb_changed {
         writes.push(Write::Elb(Box::new(elb)));
     }
