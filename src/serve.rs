@@ -71,6 +71,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     image_pull_inactivity_timeout: Option<std::time::Duration>,
 
+    /// How long DescribeTasks shows a STOPPED task before skiff forgets it
+    /// (its record, memory and store space): ECS keeps them about an hour.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_timeout)]
+    stopped_task_retention: std::time::Duration,
+
     /// Wasm instances the runtime may hold at once: the pool's size.
     /// Containers of tasks get all but a tenth (at least 16), which HTTP
     /// requests and health checks take; the local instance registers
@@ -306,6 +311,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     config.agent_cpu = args.cpu;
     config.agent_memory = args.memory;
     config.agent_slots = Some(task_slots(args.max_instances));
+    config.stopped_task_retention = args.stopped_task_retention;
     if args.task_addresses.contains(args.lb_address) {
         return Err(format!(
             "--lb-address {} is inside --task-addresses {}: tasks would be given it",

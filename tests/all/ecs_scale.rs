@@ -329,3 +329,61 @@ print(json.dumps({{'exited': exited, 'lost': lost}}))
     );
     assert!(exited > 50, "only {exited} tasks exited before the kills");
 }
+
+/// A STOPPED task is forgotten after the retention time, and with it go
+/// its rows: the state store gives their space back to the file system.
+#[test]
+fn forgotten_tasks_give_their_store_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start_with(dir.path(), &["--stopped-task-retention", "3s"]);
+    serve.push(app("HELLO_P1"), "hello:v1");
+    let store = dir.path().join("control");
+    let size = || {
+        ["state.db", "state.db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(store.join(f)).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    let out = serve.boto3(
+        r#"
+import time
+ecs = boto3.client('ecs', endpoint_url=ENDPOINT, region_name=REGION)
+ecs.register_task_definition(family='hello', networkMode='none',
+    containerDefinitions=[{'name': 'h', 'image': 'hello:v1', 'memory': 8, 'cpu': 2}])
+arns = []
+for _ in range(40):
+    arns += [t['taskArn'] for t in ecs.run_task(taskDefinition='hello', count=10)['tasks']]
+def statuses():
+    out = []
+    for i in range(0, len(arns), 100):
+        d = ecs.describe_tasks(tasks=arns[i:i + 100])
+        out += [t['lastStatus'] for t in d['tasks']] + ['MISSING' for f in d['failures']]
+    return out
+deadline = time.time() + 120
+while set(statuses()) != {'STOPPED'} and time.time() < deadline:
+    time.sleep(0.2)
+print(json.dumps(sorted(set(statuses()))))
+"#,
+        "AKIDSKIFFTEST",
+        "secret",
+    );
+    assert_eq!(out.trim(), r#"["STOPPED"]"#);
+    let peak = size();
+    assert!(peak > 1 << 20, "400 tasks took only {peak} bytes");
+    // Forgotten: DescribeTasks no longer knows them, and the space is back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let described = serve.aws_ok(&["ecs", "list-tasks", "--desired-status", "STOPPED"]);
+        let small = size() < 256 << 10;
+        if described["taskArns"] == serde_json::json!([]) && small {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after a minute: {} stopped tasks listed, store {} bytes (peak {peak})",
+            described["taskArns"].as_array().map_or(0, Vec::len),
+            size()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

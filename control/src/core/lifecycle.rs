@@ -346,18 +346,69 @@ async fn metrics_loop(inner: std::sync::Weak<Core>) {
     }
 }
 
+/// How many objects one transaction forgets: the API's requests go
+/// between batches.
+const FORGET_PER_COMMIT: usize = 500;
+
 /// Forgets STOPPED tasks once they have been stopped for the retention
-/// period, and deregistered container instances as long after they left.
+/// period, and deregistered container instances as long after they left;
+/// gives their memory and their store's space back.
 async fn retention_loop(inner: std::sync::Weak<Core>) {
     loop {
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        let every = match inner.upgrade() {
+            Some(inner) => (inner.config.stopped_task_retention / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(60)),
+            None => return,
+        };
+        tokio::time::sleep(every).await;
         let Some(inner) = inner.upgrade() else { return };
         let cutoff = now() - inner.config.stopped_task_retention.as_secs_f64();
-        let mut state = inner.state.lock().await;
-        let writes = forgettable(&state, cutoff);
-        if let Err(e) = state.apply(inner.store.as_ref(), writes).await {
-            tracing::warn!("cannot forget old stopped tasks: {e}");
+        let mut writes = forgettable(&*inner.state.lock().await, cutoff);
+        if writes.is_empty() {
+            continue;
         }
+        while !writes.is_empty() {
+            let rest = writes.split_off(writes.len().min(FORGET_PER_COMMIT));
+            let mut state = inner.state.lock().await;
+            // What another request changed meanwhile is forgotten next time.
+            let batch = revalidate(&state, writes, cutoff);
+            if let Err(e) = state.apply(inner.store.as_ref(), batch).await {
+                tracing::warn!("cannot forget old stopped tasks: {e}");
+            }
+            drop(state);
+            writes = rest;
+        }
+        if let Err(e) = inner.store.reclaim().await {
+            tracing::warn!("cannot give the state store's free space back: {e}");
+        }
+        give_back_memory();
+    }
+}
+
+/// Of `writes`, what is still forgettable in `state`, as it is now (a
+/// batch is read under one hold of the lock and applied under another).
+fn revalidate(state: &State, writes: Vec<Write>, cutoff: f64) -> Vec<Write> {
+    let still = forgettable(state, cutoff);
+    let key = |w: &Write| match w {
+        Write::RemoveTask(id) => Some(format!("t/{id}")),
+        Write::RemoveInstance(arn) => Some(format!("i/{arn}")),
+        Write::TaskDef(td) => Some(format!("d/{}", td.task_definition_arn)),
+        _ => None,
+    };
+    let wanted: std::collections::HashSet<String> = writes.iter().filter_map(key).collect();
+    still
+        .into_iter()
+        .filter(|w| key(w).is_some_and(|k| wanted.contains(&k)))
+        .collect()
+}
+
+/// Returns freed heap to the system: the allocator keeps it otherwise,
+/// and a control plane that ran many tasks once would stay at its peak.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

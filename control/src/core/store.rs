@@ -66,6 +66,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// Applies `txn`: `Some(revision)` once it is durable, `None` if a
     /// compare failed (and nothing was written).
     fn commit(&self, txn: Txn) -> StoreFuture<'_, Option<u64>>;
+    /// Gives the space of removed keys back to the file system (after
+    /// many are removed at once).
+    fn reclaim(&self) -> StoreFuture<'_, ()>;
 }
 
 /// Schema migrations, in order; `PRAGMA user_version` counts those applied.
@@ -111,6 +114,16 @@ impl SqliteStore {
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(path).map_err(sql)?;
+        // Forgotten tasks' pages can be given back ([`StateStore::reclaim`]);
+        // a store made before this setting existed is rewritten once.
+        let auto_vacuum: i64 = conn
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .map_err(sql)?;
+        if auto_vacuum != 2 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(sql)?;
+            conn.execute_batch("VACUUM").map_err(sql)?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;
         // FULL: the WAL is fsynced at every commit, so an answered request
@@ -269,6 +282,21 @@ impl StateStore for SqliteStore {
 
     fn commit(&self, txn: Txn) -> StoreFuture<'_, Option<u64>> {
         Box::pin(self.with_conn(move |conn| apply(conn, &txn)))
+    }
+
+    fn reclaim(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.with_conn(|conn| {
+            // Free pages go back (auto_vacuum is INCREMENTAL), and the WAL
+            // is emptied, not left at its largest.
+            // Each step of this pragma frees one page: step it to the end.
+            let mut vacuum = conn.prepare("PRAGMA incremental_vacuum").map_err(sql)?;
+            let mut rows = vacuum.query([]).map_err(sql)?;
+            while rows.next().map_err(sql)?.is_some() {}
+            drop(rows);
+            drop(vacuum);
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(sql)
+        }))
     }
 }
 
