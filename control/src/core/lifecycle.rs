@@ -39,10 +39,17 @@ fn machine_size() -> (u32, u32) {
     )
 }
 
+/// Why a task whose start was not confirmed when the process ended is
+/// STOPPED.
+pub(crate) const NOT_STARTED_AGAIN: &str = "skiff serve stopped before the task's start was confirmed; a task starts at most once, so it was not started again";
+
 /// A task the last process had, recorded STOPPED: one it ran (or was
 /// stopping) ended with it (`TerminationNotice`); one whose start was not
 /// yet confirmed may have started, and is not started again
 /// (`TaskFailedToStart`). A stop asked for before keeps its code and reason.
+///
+/// Neither is the task's own failure: a service does not count it toward
+/// its backoff or circuit breaker ([`crate::core::services::decide::failed`]).
 pub(crate) fn ended_with_the_process(mut t: Task, at: f64) -> Task {
     let confirmed = matches!(
         t.last_status.as_str(),
@@ -57,10 +64,7 @@ pub(crate) fn ended_with_the_process(mut t: Task, at: f64) -> Task {
                 "skiff serve stopped while the task ran; its containers ended with it",
             )
         } else {
-            (
-                "TaskFailedToStart",
-                "skiff serve stopped before the task's start was confirmed; a task starts at most once, so it was not started again",
-            )
+            ("TaskFailedToStart", NOT_STARTED_AGAIN)
         };
         t.stop_code = Some(code.into());
         t.stopped_reason = Some(reason.into());

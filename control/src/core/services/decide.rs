@@ -35,13 +35,15 @@ pub(crate) struct World<'a> {
 }
 
 /// A task that stopped on its own: it failed to start, or its essential
-/// container exited.
+/// container exited. One that was not started again after skiff serve
+/// stopped did not fail: its deployment is not to blame.
 pub(crate) fn failed(t: &Task) -> bool {
     t.last_status == "STOPPED"
         && matches!(
             t.stop_code.as_deref(),
             Some("TaskFailedToStart" | "EssentialContainerExited")
         )
+        && t.stopped_reason.as_deref() != Some(crate::core::lifecycle::NOT_STARTED_AGAIN)
 }
 
 /// How long a task without a health check must run before it shows that
@@ -728,6 +730,22 @@ mod tests {
         let a = run(&mut s, &tasks, 100.0);
         assert_eq!(s.deployments[0].rollout_state, "FAILED");
         assert!(a.is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn tasks_not_started_again_after_a_restart_are_not_failures() {
+        let mut s = service(1, 200, 100);
+        s.deployment_configuration.deployment_circuit_breaker.enable = true;
+        let lost = |id: &str| {
+            let mut t = failed_task(id, OLD);
+            t.stopped_reason = Some(crate::core::lifecycle::NOT_STARTED_AGAIN.into());
+            t
+        };
+        let tasks: Vec<Task> = (0..10).map(|i| lost(&format!("l{i}"))).collect();
+        // No backoff, no circuit breaker: the replacement starts at once.
+        assert_eq!(run(&mut s, &tasks, 10.0), vec![Action::Start { count: 1 }]);
+        assert_eq!(s.deployments[0].consecutive_failures, 0);
+        assert_ne!(s.deployments[0].rollout_state, "FAILED");
     }
 
     #[test]
