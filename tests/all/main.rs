@@ -21,5 +21,6 @@ mod registry_peers;
 mod repo_cli;
 mod run_flags;
 mod sandbox;
+mod soak;
 mod streaming;
 mod support;
