@@ -80,7 +80,8 @@ pub struct ServeArgs {
     /// Containers of tasks get all but a tenth (at least 16), which HTTP
     /// requests and health checks take; the local instance registers
     /// those as its WASM_SLOTS resource, and a task that would not fit is
-    /// not placed (RESOURCE:WASM_SLOTS).
+    /// not placed (RESOURCE:WASM_SLOTS). Each reserves about 16 GiB of
+    /// address space (not memory): a typical Linux host allows about 5,400.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(32..=100_000))]
     max_instances: u32,
 

@@ -61,6 +61,22 @@ pub(crate) fn build_engine(cfg: &RuntimeConfig) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
+/// Address space wasmtime reserves for one linear memory on 64-bit hosts
+/// (4 GiB plus its 32 MiB guard), so that bounds checks are free.
+const RESERVED_PER_MEMORY: u64 = (4 << 30) + (32 << 20);
+
+/// Why a pool of `n` instances may not fit: what it reserves.
+pub(crate) fn pool_hint(n: u32) -> String {
+    let per_instance = RESERVED_PER_MEMORY * u64::from(MEMORIES_PER_INSTANCE);
+    let total = per_instance * u64::from(n);
+    format!(
+        " (a pool of {n} instances reserves {:.1} TiB of address space, {:.1} GiB each for up to {MEMORIES_PER_INSTANCE} linear memories; a 47-bit address space holds fewer than {}, about 5,400 on a typical Linux host: allow fewer instances)",
+        total as f64 / (1u64 << 40) as f64,
+        per_instance as f64 / (1u64 << 30) as f64,
+        (1u64 << 47) / per_instance
+    )
+}
+
 /// Advances the engine's epoch every `tick` on a dedicated thread. Guests
 /// check the epoch at function entries and loop headers; this is what lets a
 /// spinning guest be preempted, timed out or stopped.

@@ -183,8 +183,13 @@ impl Runtime {
     /// first artifact needing one is loaded.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         config.validate().map_err(RuntimeError::Config)?;
-        let engine =
-            engine::build_engine(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let engine = engine::build_engine(&config).map_err(|e| {
+            let mut why = format!("{e:#}");
+            if config.pooling && why.contains("pool") {
+                why.push_str(&engine::pool_hint(config.max_instances));
+            }
+            RuntimeError::Engine(why)
+        })?;
         let linkers = artifact::Linkers::default();
         let total_slots = usize::try_from(config.max_instances).unwrap_or(usize::MAX);
         let cache = config
@@ -316,6 +321,24 @@ mod tests {
         ] {
             assert!(matches!(Runtime::new(bad), Err(RuntimeError::Config(_))));
         }
+    }
+
+    #[test]
+    fn a_pool_larger_than_the_address_space_says_how_large_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        // 10 million instances: more than even a 57-bit address space.
+        let config = RuntimeConfig {
+            max_instances: 10_000_000,
+            ..RuntimeConfig::default().with_data_dir(dir.path())
+        };
+        let Err(RuntimeError::Engine(why)) = Runtime::new(config) else {
+            panic!("a pool of 10 million instances was made");
+        };
+        assert!(
+            why.contains("a pool of 10000000 instances reserves"),
+            "{why}"
+        );
+        assert!(why.contains("allow fewer instances"), "{why}");
     }
 
     #[test]
