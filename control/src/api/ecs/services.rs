@@ -112,7 +112,8 @@ pub(crate) fn service_not_found() -> ApiError {
     ApiError::not_found("ServiceNotFoundException", "Service not found.")
 }
 
-/// ECS's quota of services in one cluster.
+/// ECS's quota of services in one cluster (ACTIVE ones: a deleted service
+/// draining its tasks does not hold a place).
 const MAX_SERVICES_PER_CLUSTER: usize = 5000;
 
 pub(crate) async fn create_service(
@@ -197,7 +198,7 @@ pub(crate) async fn create_service(
     let in_cluster = state
         .services
         .values()
-        .filter(|s| s.value.cluster_arn == cluster.cluster_arn && s.value.status != "INACTIVE")
+        .filter(|s| s.value.cluster_arn == cluster.cluster_arn && s.value.status == "ACTIVE")
         .count();
     if in_cluster >= MAX_SERVICES_PER_CLUSTER {
         return Err(ApiError::client(format!(
