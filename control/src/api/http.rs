@@ -117,7 +117,11 @@ impl Api {
         let mut flavor = super::protocol::query::Flavor::Ec2;
         match self.http_inner(req, query, &mut flavor).await {
             Ok(Answer::Json(v)) => respond(200, &v, None, dialect),
-            Ok(Answer::Xml(doc)) => xml_response(200, doc, &uuid::Uuid::new_v4().to_string()),
+            Ok(Answer::Xml(doc)) => {
+                // The header carries the id the document gives.
+                let id = request_id_of(&doc).unwrap_or_default().to_string();
+                xml_response(200, doc, &id)
+            }
             Err(e) if query => {
                 if e.status >= 500 {
                     tracing::error!(kind = e.kind, "{}", e.message);
@@ -218,6 +222,7 @@ impl Api {
             } else {
                 super::protocol::query::Params::parse(&body)
             };
+            params.check_xml_safe()?;
             let signed_for = header("authorization")
                 .and_then(super::protocol::sigv4::Authorization::parse)
                 .map(|a| a.service);
@@ -250,6 +255,16 @@ impl Api {
         };
         self.handle(target, &value, &region).await.map(Answer::Json)
     }
+}
+
+/// The request id a Query answer's document carries (EC2's `requestId`,
+/// ELB's `RequestId`).
+fn request_id_of(doc: &str) -> Option<&str> {
+    ["<requestId>", "<RequestId>"].iter().find_map(|open| {
+        let start = doc.find(open)? + open.len();
+        let len = doc[start..].find('<')?;
+        Some(&doc[start..start + len])
+    })
 }
 
 /// Whether a query string names a Query-protocol `Action`.

@@ -23,6 +23,30 @@ impl Params {
         )
     }
 
+    /// Refuses a parameter whose name or value holds a character an XML
+    /// 1.0 document cannot carry (most control characters): stored, it
+    /// would make every later answer that shows it unreadable.
+    pub fn check_xml_safe(&self) -> Result<(), ApiError> {
+        let unsafe_char = |s: &str| {
+            s.chars().find(|c| {
+                matches!(*c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
+            })
+        };
+        for (name, value) in &self.0 {
+            if let Some(c) = unsafe_char(name).or_else(|| unsafe_char(value)) {
+                return Err(ApiError::coded(
+                    "InvalidParameterValue",
+                    format!(
+                        "Value for parameter {} holds the character U+{:04X}, which is not allowed",
+                        name.escape_debug(),
+                        u32::from(c)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A parameter, if given.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
