@@ -74,6 +74,9 @@ pub(crate) const UNSUPPORTED_RUN_FIELDS: &[&str] = &[
     "platformVersion",
 ];
 
+/// ECS's limit on a task's overrides, in characters of their JSON.
+const MAX_OVERRIDES_CHARS: usize = 8192;
+
 pub(crate) fn check_overrides(
     body: &Value,
     td: &TaskDefinition,
@@ -86,6 +89,14 @@ pub(crate) fn check_overrides(
     }
     if let Some(ov) = body.get("overrides") {
         refuse(ov, &["inferenceAcceleratorOverrides", "ephemeralStorage"])?;
+        // ECS's limit, JSON formatting included: every task of the call
+        // carries them.
+        let size = serde_json::to_string(ov).map_or(0, |s| s.chars().count());
+        if size > MAX_OVERRIDES_CHARS {
+            return Err(ApiError::invalid_parameter(format!(
+                "overrides is {size} characters; at most {MAX_OVERRIDES_CHARS} are allowed (JSON formatting included)."
+            )));
+        }
     }
     for co in &o.container_overrides {
         if !td.container_definitions.iter().any(|c| c.name == co.name) {
