@@ -274,6 +274,34 @@ fn query_protocol_edges_answer_in_xml() {
         answer.contains("<DescribeSecurityGroupsResponse"),
         "{answer}"
     );
+    // The header's request id is the document's.
+    let header_id = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amzn-requestid: "))
+        .unwrap();
+    assert!(
+        answer.contains(&format!("<requestId>{header_id}</requestId>")),
+        "{answer}"
+    );
+    // A character XML cannot carry is refused, not stored to break every
+    // later answer.
+    let form =
+        "Action=CreateSecurityGroup&Version=2016-11-15&GroupName=bell&GroupDescription=a%07b";
+    let answer = send_raw(
+        api,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            form.len()
+        ),
+        form.as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("<Code>InvalidParameterValue</Code>"),
+        "{answer}"
+    );
+    assert!(answer.contains("U+0007"), "{answer}");
+    serve.aws_ok(&["ec2", "describe-security-groups"]);
     let answer = send_raw(
         api,
         &format!(
@@ -351,6 +379,8 @@ for i in range(5000):
     ecs.create_service(serviceName='s%d' % i, taskDefinition='idle', desiredCount=0)
 print(code(ecs.create_service, serviceName='one-more', taskDefinition='idle', desiredCount=0))
 ecs.delete_service(service='s0')
+print(code(ecs.run_task, taskDefinition='idle', overrides={'containerOverrides': [
+    {'name': 'a', 'environment': [{'name': 'E%d' % i, 'value': 'v' * 100} for i in range(80)]}]}))
 print(code(ecs.create_service, serviceName='one-more', taskDefinition='idle', desiredCount=0))
 "#,
         "AKIDSKIFFTEST",
@@ -366,5 +396,10 @@ print(code(ecs.create_service, serviceName='one-more', taskDefinition='idle', de
         lines[1],
         "ClientException: Cluster default has 5000 services, ECS's quota per cluster (5000): delete one first."
     );
-    assert_eq!(lines[2], "ok");
+    assert!(
+        lines[2].starts_with("InvalidParameterException: overrides is 10123 characters"),
+        "{out}"
+    );
+    assert!(lines[2].contains("at most 8192"), "{out}");
+    assert_eq!(lines[3], "ok");
 }

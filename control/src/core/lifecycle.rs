@@ -39,17 +39,13 @@ fn machine_size() -> (u32, u32) {
     )
 }
 
-/// Why a task whose start was not confirmed when the process ended is
-/// STOPPED.
-pub(crate) const NOT_STARTED_AGAIN: &str = "skiff serve stopped before the task's start was confirmed; a task starts at most once, so it was not started again";
-
-/// A task the last process had, recorded STOPPED: one it ran (or was
-/// stopping) ended with it (`TerminationNotice`); one whose start was not
-/// yet confirmed may have started, and is not started again
-/// (`TaskFailedToStart`). A stop asked for before keeps its code and reason.
-///
-/// Neither is the task's own failure: a service does not count it toward
-/// its backoff or circuit breaker ([`crate::core::services::decide::failed`]).
+/// A task the last process had, recorded STOPPED with `TerminationNotice`
+/// (its host went away; not the task's failure, so a service does not
+/// count it toward its backoff or circuit breaker): one it ran (or was
+/// stopping) ended with it; one whose start was not yet confirmed may
+/// have started, says so, and is not started again. It is not
+/// `TaskFailedToStart`: a client that retries those would run it twice. A
+/// stop asked for before keeps its code and reason.
 pub(crate) fn ended_with_the_process(mut t: Task, at: f64) -> Task {
     let confirmed = matches!(
         t.last_status.as_str(),
@@ -64,7 +60,10 @@ pub(crate) fn ended_with_the_process(mut t: Task, at: f64) -> Task {
                 "skiff serve stopped while the task ran; its containers ended with it",
             )
         } else {
-            ("TaskFailedToStart", NOT_STARTED_AGAIN)
+            (
+                "TerminationNotice",
+                "skiff serve stopped before the task's start was confirmed: it may have started; a task starts at most once, so it was not started again",
+            )
         };
         t.stop_code = Some(code.into());
         t.stopped_reason = Some(reason.into());
@@ -441,10 +440,12 @@ mod tests {
             let t = ended_with_the_process(task(status, None), 5.0);
             assert_eq!(
                 (t.last_status.as_str(), t.stop_code.as_deref()),
-                ("STOPPED", Some("TaskFailedToStart")),
+                ("STOPPED", Some("TerminationNotice")),
                 "{status}"
             );
-            assert!(t.stopped_reason.unwrap().contains("at most once"));
+            let reason = t.stopped_reason.unwrap();
+            assert!(reason.contains("may have started"), "{reason}");
+            assert!(reason.contains("at most once"), "{reason}");
             assert_eq!(t.containers[0].last_status, "STOPPED");
             assert_eq!(t.stopped_at, Some(5.0));
         }

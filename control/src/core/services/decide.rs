@@ -35,15 +35,14 @@ pub(crate) struct World<'a> {
 }
 
 /// A task that stopped on its own: it failed to start, or its essential
-/// container exited. One that was not started again after skiff serve
-/// stopped did not fail: its deployment is not to blame.
+/// container exited. (One that ended with skiff serve is a
+/// `TerminationNotice`: its deployment is not to blame.)
 pub(crate) fn failed(t: &Task) -> bool {
     t.last_status == "STOPPED"
         && matches!(
             t.stop_code.as_deref(),
             Some("TaskFailedToStart" | "EssentialContainerExited")
         )
-        && t.stopped_reason.as_deref() != Some(crate::core::lifecycle::NOT_STARTED_AGAIN)
 }
 
 /// How long a task without a health check must run before it shows that
@@ -736,10 +735,9 @@ mod tests {
     fn tasks_not_started_again_after_a_restart_are_not_failures() {
         let mut s = service(1, 200, 100);
         s.deployment_configuration.deployment_circuit_breaker.enable = true;
+        // What a restart records for tasks whose start was unconfirmed.
         let lost = |id: &str| {
-            let mut t = failed_task(id, OLD);
-            t.stopped_reason = Some(crate::core::lifecycle::NOT_STARTED_AGAIN.into());
-            t
+            crate::core::lifecycle::ended_with_the_process(task(id, OLD, "PENDING"), 5.0)
         };
         let tasks: Vec<Task> = (0..10).map(|i| lost(&format!("l{i}"))).collect();
         // No backoff, no circuit breaker: the replacement starts at once.
