@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// How long [`serve`] lets connections finish their requests once
     /// asked to stop, before it drops them. Default: 30 s.
     pub drain_timeout: Duration,
+    /// What a connection over its peer's limit is told before it is
+    /// closed: a 503 with this content type and body, so a client reads
+    /// its protocol's own error. Default: plain text.
+    pub busy: (&'static str, &'static str),
 }
 
 impl ServerConfig {
@@ -74,6 +78,10 @@ impl ServerConfig {
             max_connections: None,
             max_connections_per_peer: None,
             drain_timeout: Duration::from_secs(30),
+            busy: (
+                "text/plain",
+                "too many connections from this address; retry\n",
+            ),
         }
     }
 
@@ -382,7 +390,14 @@ impl Drop for PeerGuard {
 }
 
 /// What a peer over its limit is told before its connection closes.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 47\r\nconnection: close\r\n\r\ntoo many connections from this address; retry\n";
+/// The 503 a connection over its peer's limit is sent.
+fn busy_response((content_type, body): (&str, &str)) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// The connections a server still has open once it stopped accepting.
 pub struct Connections {
@@ -448,6 +463,7 @@ where
         .max_connections
         .map(|n| Arc::new(Semaphore::new(n.max(1))));
     let peers = Arc::new(Peers::default());
+    let busy = busy_response(config.busy);
     let mut tasks = JoinSet::new();
     let name = config.name;
     tokio::pin!(shutdown);
@@ -472,7 +488,7 @@ where
                     let Some(counted) = peers.enter(peer.ip(), config.max_connections_per_peer) else {
                         tracing::debug!(server = name, %peer, "over its connection limit: refused");
                         // Best effort: a client reading gets told why.
-                        let _ = stream.try_write(BUSY);
+                        let _ = stream.try_write(&busy);
                         continue;
                     };
                     let _ = stream.set_nodelay(true);

@@ -128,7 +128,14 @@ impl Registry {
     ) -> std::io::Result<()> {
         // Anyone who can reach the registry may hold connections: bound
         // them, in all and per peer.
-        let config = ServerConfig::public("registry", 1024);
+        let config = ServerConfig {
+            // The distribution spec's error document.
+            busy: (
+                "application/json",
+                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many connections from this address; retry"}]}"#,
+            ),
+            ..ServerConfig::public("registry", 1024)
+        };
         skiff_http_server::serve(listener, &config, shutdown, |_peer| {
             let inner = Arc::clone(&self.inner);
             service_fn(move |req| {

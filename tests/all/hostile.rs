@@ -77,6 +77,23 @@ fn one_peer_holding_connections_does_not_stop_the_api_or_the_registry() {
     let (refused, _held_registry) = hold("127.0.0.66", registry, 300, upload);
     assert!(refused >= 40, "only {refused} of 300 refused");
 
+    // One more from that address is told why, in its protocol's terms.
+    let told = |to: SocketAddr| {
+        let mut s = connect_from("127.0.0.66".parse().unwrap(), to).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    let answer = told(api);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains(r#""__type":"ThrottlingException""#),
+        "{answer}"
+    );
+    let answer = told(registry);
+    assert!(answer.contains(r#""code":"TOOMANYREQUESTS""#), "{answer}");
+
     // Everyone else is answered meanwhile.
     let clusters = serve.aws_ok(&["ecs", "list-clusters"]);
     assert_eq!(clusters["clusterArns"].as_array().unwrap().len(), 1);

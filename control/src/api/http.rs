@@ -281,7 +281,14 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     // Anyone who can reach the API may hold connections: bound them, in
     // all and per peer.
-    let config = ServerConfig::public("API", MAX_CONNECTIONS);
+    let config = ServerConfig {
+        // AWS SDKs read a ThrottlingException and retry with backoff.
+        busy: (
+            "application/x-amz-json-1.1",
+            r#"{"__type":"ThrottlingException","message":"too many connections from this address; retry"}"#,
+        ),
+        ..ServerConfig::public("API", MAX_CONNECTIONS)
+    };
     skiff_http_server::serve(listener, &config, shutdown, |_peer| {
         let api = Arc::clone(api);
         service_fn(move |req| {
