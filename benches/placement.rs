@@ -63,6 +63,7 @@ fn demand() -> Demand {
         cpu: 256,
         memory: 512,
         slots: 1,
+        largest_container_memory: 0,
         tcp_ports: Vec::new(),
         udp_ports: Vec::new(),
         group: "service:web".into(),

@@ -71,6 +71,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     image_pull_inactivity_timeout: Option<std::time::Duration>,
 
+    /// The most memory one container may have (e.g. 256m; default 4g, a
+    /// Wasm memory's most). Below 4g each instance reserves that much
+    /// address space instead of 4 GiB (its memory accesses are then
+    /// bounds-checked), so many more fit: with 64m, 10,000 containers. The
+    /// instance says so in its `skiff.max-container-memory` attribute, and
+    /// a task with a container limited higher is not placed on it
+    /// (RESOURCE:MEMORY).
+    #[arg(long, value_name = "SIZE", value_parser = parse_container_memory)]
+    max_container_memory: Option<u64>,
+
     /// How long DescribeTasks shows a STOPPED task before skiff forgets it
     /// (its record, memory and store space): ECS keeps them about an hour.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_timeout)]
@@ -81,7 +91,8 @@ pub struct ServeArgs {
     /// requests and health checks take; the local instance registers
     /// those as its WASM_SLOTS resource, and a task that would not fit is
     /// not placed (RESOURCE:WASM_SLOTS). Each reserves about 16 GiB of
-    /// address space (not memory): a typical Linux host allows about 5,400.
+    /// address space (not memory): a typical Linux host allows about 5,400,
+    /// and many more with --max-container-memory.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(32..=100_000))]
     max_instances: u32,
 
@@ -156,6 +167,17 @@ const ECS_CONFIG_KEYS: &[&str] = &[
     "ECS_IMAGE_PULL_TIMEOUT",
     "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT",
 ];
+
+/// A container memory cap: whole MiB, from 1 MiB to 4 GiB.
+fn parse_container_memory(s: &str) -> Result<u64, String> {
+    let bytes = skiff_runtime::units::parse_size(s)?;
+    if bytes % (1 << 20) != 0 || !(1 << 20..=4 << 30).contains(&bytes) {
+        return Err(format!(
+            "{s:?}: a container memory cap is whole MiB from 1m to 4g"
+        ));
+    }
+    Ok(bytes)
+}
 
 /// A timeout as the ECS agent's settings write them (`90s`, `10m`,
 /// `1h30m`): more than nothing.
@@ -283,9 +305,13 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let registry = Registry::open(RegistryConfig::new(data_dir.join("registry")))
         .map_err(|e| e.to_string())?;
+    let defaults = RuntimeConfig::default().with_data_dir(data_dir);
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: args.max_instances,
-        ..RuntimeConfig::default().with_data_dir(data_dir)
+        max_memory_per_instance: args
+            .max_container_memory
+            .unwrap_or(defaults.max_memory_per_instance),
+        ..defaults
     })
     .map_err(|e| e.to_string())?;
     let ecs_config = match &args.ecs_config {
@@ -313,6 +339,10 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     config.agent_memory = args.memory;
     config.agent_slots = Some(task_slots(args.max_instances));
     config.stopped_task_retention = args.stopped_task_retention;
+    config.agent_max_container_memory = args
+        .max_container_memory
+        .filter(|b| *b < 4 << 30)
+        .map(|b| (b >> 20) as u32);
     if args.task_addresses.contains(args.lb_address) {
         return Err(format!(
             "--lb-address {} is inside --task-addresses {}: tasks would be given it",

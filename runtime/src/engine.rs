@@ -52,6 +52,12 @@ pub(crate) fn build_engine(cfg: &RuntimeConfig) -> wasmtime::Result<Engine> {
         InstanceAllocationStrategy::OnDemand
     };
     let mut config = Config::new();
+    // Below a Wasm memory's 4 GiB, each memory reserves only its most, and
+    // its accesses are bounds-checked: a pool of many more instances fits
+    // the address space.
+    if cfg.max_memory_per_instance < FULL_RESERVATION {
+        config.memory_reservation(cfg.max_memory_per_instance);
+    }
     config
         .allocation_strategy(strategy)
         .memory_init_cow(true)
@@ -61,16 +67,21 @@ pub(crate) fn build_engine(cfg: &RuntimeConfig) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
-/// Address space wasmtime reserves for one linear memory on 64-bit hosts
-/// (4 GiB plus its 32 MiB guard), so that bounds checks are free.
-const RESERVED_PER_MEMORY: u64 = (4 << 30) + (32 << 20);
+/// What wasmtime reserves for a linear memory on 64-bit hosts by default,
+/// so that bounds checks are free: all 4 GiB a 32-bit memory may reach.
+const FULL_RESERVATION: u64 = 4 << 30;
 
-/// Why a pool of `n` instances may not fit: what it reserves.
-pub(crate) fn pool_hint(n: u32) -> String {
-    let per_instance = RESERVED_PER_MEMORY * u64::from(MEMORIES_PER_INSTANCE);
+/// The guard region after each linear memory (wasmtime's default).
+const GUARD: u64 = 32 << 20;
+
+/// Why a pool of `n` instances of memories up to `max_memory` may not fit:
+/// what it reserves.
+pub(crate) fn pool_hint(n: u32, max_memory: u64) -> String {
+    let per_memory = max_memory.min(FULL_RESERVATION) + GUARD;
+    let per_instance = per_memory * u64::from(MEMORIES_PER_INSTANCE);
     let total = per_instance * u64::from(n);
     format!(
-        " (a pool of {n} instances reserves {:.1} TiB of address space, {:.1} GiB each for up to {MEMORIES_PER_INSTANCE} linear memories; a 47-bit address space holds fewer than {}, about 5,400 on a typical Linux host: allow fewer instances)",
+        " (a pool of {n} instances reserves {:.1} TiB of address space, {:.1} GiB each for up to {MEMORIES_PER_INSTANCE} linear memories; a 47-bit address space holds fewer than {}, about two thirds of that on a typical Linux host: allow fewer instances, or less memory per instance)",
         total as f64 / (1u64 << 40) as f64,
         per_instance as f64 / (1u64 << 30) as f64,
         (1u64 << 47) / per_instance

@@ -186,7 +186,10 @@ impl Runtime {
         let engine = engine::build_engine(&config).map_err(|e| {
             let mut why = format!("{e:#}");
             if config.pooling && why.contains("pool") {
-                why.push_str(&engine::pool_hint(config.max_instances));
+                why.push_str(&engine::pool_hint(
+                    config.max_instances,
+                    config.max_memory_per_instance,
+                ));
             }
             RuntimeError::Engine(why)
         })?;

@@ -236,3 +236,12 @@ fn serve_refuses_addresses_off_loopback() {
         .run()
         .assert_one_line_error(2, "not inside 127.0.0.0/8");
 }
+
+#[test]
+fn serve_refuses_a_container_memory_cap_it_cannot_keep() {
+    for bad in ["5g", "1500k", "0", "lots"] {
+        skiff(["serve", "--max-container-memory", bad])
+            .run()
+            .assert_one_line_error(2, "--max-container-memory");
+    }
+}

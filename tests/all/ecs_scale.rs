@@ -390,3 +390,75 @@ print(json.dumps(sorted(set(statuses()))))
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// With each container's memory capped (`--max-container-memory 64m`),
+/// one instance runs 10,000 tasks at once on a few threads, and the API
+/// keeps answering; a task whose container needs more than the cap is not
+/// placed there.
+#[test]
+fn ten_thousand_tasks_run_on_one_instance_with_capped_container_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start_with(
+        dir.path(),
+        &[
+            "--cpu",
+            "1000000",
+            "--memory",
+            "1000000",
+            "--max-instances",
+            "11200",
+            "--max-container-memory",
+            "64m",
+        ],
+    );
+    serve.push(app("SLEEPER_P1"), "sleeper:v1");
+    let pid = serve.child.id();
+    let out = serve.boto3(
+        r#"
+import time
+ecs = boto3.client('ecs', endpoint_url=ENDPOINT, region_name=REGION)
+ecs.register_task_definition(family='sleep', networkMode='none',
+    containerDefinitions=[{'name': 's', 'image': 'sleeper:v1', 'memory': 8, 'cpu': 2}])
+ecs.register_task_definition(family='big', networkMode='none',
+    containerDefinitions=[{'name': 's', 'image': 'sleeper:v1', 'memory': 128, 'cpu': 2}])
+big = ecs.run_task(taskDefinition='big')
+arns, failures = [], []
+for _ in range(1000):
+    r = ecs.run_task(taskDefinition='sleep', count=10)
+    failures += r['failures']
+    arns += [t['taskArn'] for t in r['tasks']]
+deadline = time.time() + 400
+while time.time() < deadline:
+    running = 0
+    for i in range(0, len(arns), 100):
+        ts = ecs.describe_tasks(tasks=arns[i:i + 100])['tasks']
+        running += sum(1 for t in ts if t['lastStatus'] == 'RUNNING')
+    if running == len(arns):
+        break
+    time.sleep(1)
+worst = 0
+for _ in range(10):
+    start = time.time()
+    ecs.list_clusters()
+    worst = max(worst, time.time() - start)
+attrs = ecs.describe_container_instances(containerInstances=ecs.list_container_instances()['containerInstanceArns'])['containerInstances'][0]['attributes']
+print(json.dumps({'running': running, 'failures': failures, 'worst': worst,
+    'big': [f['reason'] for f in big['failures']],
+    'cap': [a.get('value') for a in attrs if a['name'] == 'skiff.max-container-memory']}))
+"#,
+        "AKIDSKIFFTEST",
+        "secret",
+    );
+    let threads = threads(pid);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    eprintln!(
+        "10,000 tasks: {} running, {threads} threads, ListClusters worst {:.3} s",
+        r["running"], r["worst"]
+    );
+    assert_eq!(r["failures"], serde_json::json!([]), "{out}");
+    assert_eq!(r["running"], 10_000, "{out}");
+    assert!(threads < 64, "{threads} threads with 10,000 tasks running");
+    assert!(r["worst"].as_f64().unwrap() < 2.0, "{out}");
+    assert_eq!(r["big"], serde_json::json!(["RESOURCE:MEMORY"]), "{out}");
+    assert_eq!(r["cap"], serde_json::json!(["64"]), "{out}");
+}

@@ -30,6 +30,9 @@ pub struct ControlConfig {
     /// it registers): its runtime's instance slots, less those kept for
     /// HTTP requests and health checks. Default: not counted.
     pub agent_slots: Option<u32>,
+    /// The most memory (MiB) the local agent's runtime gives one container,
+    /// if less than 4 GiB: placed tasks must fit it.
+    pub agent_max_container_memory: Option<u32>,
     /// Host ports the local instance reserves (the API's, the registry's).
     pub reserved_ports: Vec<u16>,
     /// How long a STOPPED task stays describable. Default: 1 hour (ECS
@@ -53,6 +56,7 @@ impl ControlConfig {
             agent_cpu: None,
             agent_memory: None,
             agent_slots: None,
+            agent_max_container_memory: None,
             reserved_ports: Vec::new(),
             stopped_task_retention: Duration::from_secs(3600),
             lb_address: std::net::Ipv4Addr::LOCALHOST,

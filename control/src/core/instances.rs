@@ -6,6 +6,7 @@ use crate::core::model::{
     ContainerInstance, Resource, Task, arn, name_of, new_id, now, state_rank,
 };
 use crate::core::placement::Candidate;
+use crate::core::placement::MAX_CONTAINER_MEMORY;
 use crate::core::state::State;
 use crate::core::taskdef::Attribute;
 use serde_json::json;
@@ -22,6 +23,9 @@ pub(crate) struct LocalSize {
     pub memory: u32,
     /// Containers it may run at once (its runtime's instance slots).
     pub slots: Option<u32>,
+    /// The most memory (MiB) its runtime gives one container, if less than
+    /// a Wasm memory's 4 GiB.
+    pub max_container_memory: Option<u32>,
     pub reserved_ports: Vec<u16>,
 }
 
@@ -61,11 +65,15 @@ pub(crate) fn local_instance(
         ("ecs.capability.container-ordering", None),
         ("com.amazonaws.ecs.capability.task-iam-role", None),
     ]);
+    if let Some(max) = size.max_container_memory {
+        attributes.extend(attrs(&[(MAX_CONTAINER_MEMORY, Some(max.to_string()))]));
+    }
     match existing {
         Some(mut i) => {
-            // Keep custom attributes (PutAttributes); refresh the agent's.
+            // Keep custom attributes (PutAttributes); refresh the agent's
+            // (a cap of an earlier start is not kept).
             for a in i.attributes.drain(..) {
-                if !attributes.iter().any(|x| x.name == a.name) {
+                if a.name != MAX_CONTAINER_MEMORY && !attributes.iter().any(|x| x.name == a.name) {
                     attributes.push(a);
                 }
             }

@@ -163,6 +163,7 @@ impl Core {
             cpu,
             memory,
             slots: config.agent_slots,
+            max_container_memory: config.agent_max_container_memory,
             reserved_ports: config.reserved_ports.clone(),
         };
         let instance =

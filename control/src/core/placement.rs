@@ -12,6 +12,10 @@
 use regex::Regex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// The attribute of an instance whose runtime caps each container's memory
+/// below the 4 GiB a Wasm memory may have: the cap, in MiB.
+pub const MAX_CONTAINER_MEMORY: &str = "skiff.max-container-memory";
+
 /// A container instance as placement sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -41,6 +45,10 @@ pub struct Demand {
     pub memory: i64,
     /// Runtime instance slots: its containers.
     pub slots: i64,
+    /// The largest memory limit (MiB) one of its containers has (0: none
+    /// has one); an instance whose runtime caps each container lower
+    /// (its [`MAX_CONTAINER_MEMORY`] attribute) cannot honour it.
+    pub largest_container_memory: i64,
     pub tcp_ports: Vec<u16>,
     pub udp_ports: Vec<u16>,
     /// The task group (`family:web`, `service:api`): what `spread` and
@@ -175,6 +183,13 @@ fn check(
         return Err(Rejection::Cpu);
     }
     if c.remaining_memory < demand.memory {
+        return Err(Rejection::Memory);
+    }
+    if c.attributes
+        .get(MAX_CONTAINER_MEMORY)
+        .and_then(|v| v.as_deref()?.parse::<i64>().ok())
+        .is_some_and(|max| demand.largest_container_memory > max)
+    {
         return Err(Rejection::Memory);
     }
     if c.remaining_slots.is_some_and(|r| r < demand.slots) {
@@ -846,6 +861,28 @@ mod tests {
         assert_eq!(c[0].remaining_slots, Some(1));
         assert_eq!(p.rejections, [(0, Rejection::Slots)]);
         assert_eq!(reason(Rejection::Slots), "RESOURCE:WASM_SLOTS");
+        // A runtime that caps each container's memory below a container's
+        // limit cannot honour it.
+        let mut c = vec![instance(0, 4096, 4096, "a"), instance(1, 4096, 4096, "a")];
+        c[0].attributes
+            .insert(MAX_CONTAINER_MEMORY.to_string(), Some("64".to_string()));
+        let big = Demand {
+            largest_container_memory: 128,
+            ..demand(1, 1)
+        };
+        let p = place(&mut c, &big, 1, &[], &[], &mut Rng::new(1));
+        assert_eq!(p.placed, [1]);
+        assert_eq!(p.rejections, []);
+        let p = place(&mut c[..1], &big, 1, &[], &[], &mut Rng::new(1));
+        assert_eq!(p.rejections, [(0, Rejection::Memory)]);
+        let fits = Demand {
+            largest_container_memory: 64,
+            ..demand(1, 1)
+        };
+        assert_eq!(
+            place(&mut c[..1], &fits, 1, &[], &[], &mut Rng::new(1)).placed,
+            [0]
+        );
         // Partial placement: the first fits, the second reports why not.
         let mut c = vec![instance(0, 1024, 1024, "a")];
         let p = place(&mut c, &demand(600, 1), 2, &[], &[], &mut Rng::new(1));

@@ -227,6 +227,30 @@ pub(crate) fn check_launch(
 }
 
 /// What a task of `td` with `o` asks of an instance: (cpu, memory).
+/// The largest memory limit (MiB) a container of the task has, as the
+/// agent applies it: the override's, the container's `memory`, else the
+/// task's (0: none is limited).
+pub(crate) fn largest_container_memory(td: &TaskDefinition, o: &TaskOverride) -> i64 {
+    let task_memory = o
+        .memory
+        .as_deref()
+        .and_then(|m| taskdef::parse_task_memory(m).ok())
+        .or_else(|| td.memory.as_deref().and_then(|m| m.parse().ok()));
+    td.container_definitions
+        .iter()
+        .filter_map(|c| {
+            o.container_overrides
+                .iter()
+                .find(|co| co.name == c.name)
+                .and_then(|co| co.memory)
+                .or(c.memory)
+                .or(task_memory)
+        })
+        .map(i64::from)
+        .max()
+        .unwrap_or(0)
+}
+
 pub(crate) fn task_size(td: &TaskDefinition, o: &TaskOverride) -> (i64, i64) {
     let task_cpu = o
         .cpu
@@ -442,6 +466,7 @@ pub(crate) fn place_tasks(
         cpu,
         memory,
         slots: td.container_definitions.len() as i64,
+        largest_container_memory: largest_container_memory(td, &launch.overrides),
         tcp_ports: tcp,
         udp_ports: udp,
         group: launch.group.clone(),
