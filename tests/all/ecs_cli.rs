@@ -491,6 +491,23 @@ fn clusters_definitions_and_mistakes_answer_as_ecs_does() {
         "stack",
     ]);
     assert_eq!(attrs["attributes"][0]["value"], "prod");
+    // The agent's own attributes, which placement trusts, are not a
+    // client's to change.
+    for (op, attr) in [
+        ("put-attributes", "name=ecs.os-type,value=linux"),
+        ("delete-attributes", "name=ecs.os-type"),
+    ] {
+        let err = serve.aws_err(
+            &[
+                "ecs",
+                op,
+                "--attributes",
+                &format!("{attr},targetId={instance}"),
+            ],
+            "InvalidParameterException",
+        );
+        assert!(err.contains("agent's own"), "{err}");
+    }
     let filtered = serve.aws_ok(&[
         "ecs",
         "list-container-instances",

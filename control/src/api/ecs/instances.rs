@@ -457,6 +457,18 @@ pub(crate) async fn put_attributes(
                 a.name
             )));
         }
+        if a.name.starts_with("ecs.")
+            || a.name.starts_with("com.amazonaws.ecs.")
+            || a.name.starts_with("skiff.")
+        {
+            // The agent's own: placement trusts them to say what the
+            // instance can do.
+            return Err(ApiError::invalid_parameter(format!(
+                "Attribute {} is the container instance agent's own; it cannot be {}.",
+                a.name,
+                if delete { "deleted" } else { "set" }
+            )));
+        }
         if a.target_type
             .as_deref()
             .is_some_and(|t| t != "container-instance")
