@@ -319,6 +319,20 @@ fn query_protocol_edges_answer_in_xml() {
     );
     assert!(answer.contains("U+0007"), "{answer}");
     serve.aws_ok(&["ec2", "describe-security-groups"]);
+    // ELB's refusal is in ELB's error document.
+    let form =
+        "Action=CreateTargetGroup&Version=2015-12-01&Name=t%07&Protocol=HTTP&Port=80&TargetType=ip";
+    let answer = send_raw(
+        api,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            form.len()
+        ),
+        form.as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("<ErrorResponse"), "{answer}");
+    assert!(answer.contains("<Type>Sender</Type>"), "{answer}");
     let answer = send_raw(
         api,
         &format!(

@@ -222,7 +222,7 @@ impl Api {
             } else {
                 super::protocol::query::Params::parse(&body)
             };
-            params.check_xml_safe()?;
+
             let signed_for = header("authorization")
                 .and_then(super::protocol::sigv4::Authorization::parse)
                 .map(|a| a.service);
@@ -238,6 +238,7 @@ impl Api {
                         )
                     })?;
             *flavor = service.flavor();
+            params.check_xml_safe()?;
             return self
                 .handle_query(service, &params, &region)
                 .await
