@@ -103,6 +103,38 @@ pub(crate) struct Inner {
     /// The tasks running (or starting) here, by ARN: each one's stop
     /// signal.
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// The tasks that ran here and ended: a payload for one of them again
+    /// (a control plane's retry, a replayed message) does not run it twice.
+    ended: Mutex<Ended>,
+}
+
+/// How long, and how many, ended tasks are remembered: as long as a
+/// control plane keeps a STOPPED task (an hour by default), and no more
+/// than this many.
+const ENDED_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+const ENDED_KEPT_AT_MOST: usize = 100_000;
+
+/// Ended tasks' ARNs, oldest first.
+#[derive(Default)]
+struct Ended {
+    order: std::collections::VecDeque<(std::time::Instant, String)>,
+    arns: std::collections::HashSet<String>,
+}
+
+impl Ended {
+    fn insert(&mut self, arn: String) {
+        let now = std::time::Instant::now();
+        while let Some((at, old)) = self.order.front() {
+            if self.order.len() < ENDED_KEPT_AT_MOST && now.duration_since(*at) < ENDED_KEPT_FOR {
+                break;
+            }
+            self.arns.remove(old);
+            self.order.pop_front();
+        }
+        if self.arns.insert(arn.clone()) {
+            self.order.push_back((now, arn));
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -153,6 +185,7 @@ impl Agent {
             fabric,
             reports: end.to_control,
             running: Mutex::new(HashMap::new()),
+            ended: Mutex::new(Ended::default()),
         });
         tokio::spawn(serve_channel(Arc::clone(&inner), end.from_control));
         Ok(Agent { inner })
@@ -182,16 +215,24 @@ impl Inner {
             let Ok(mut running) = self.running.lock() else {
                 return;
             };
-            if running.contains_key(&payload.task.task_arn) {
+            let arn = &payload.task.task_arn;
+            let ended = self.ended.lock().is_ok_and(|e| e.arns.contains(arn));
+            if running.contains_key(arn) || ended {
+                // A task starts at most once.
+                tracing::warn!(task = %arn, "a start for a task that already ran here: ignored");
                 return;
             }
-            running.insert(payload.task.task_arn.clone(), tx);
+            running.insert(arn.clone(), tx);
         }
         let inner = Arc::clone(self);
         tokio::spawn(async move {
             let arn = payload.task.task_arn.clone();
             runner::run(&inner, payload.task, payload.task_definition, rx).await;
             // Its STOPPED is on its way: the task is no longer this agent's.
+            // Remembered as ended first, so no start slips in between.
+            if let Ok(mut ended) = inner.ended.lock() {
+                ended.insert(arn.clone());
+            }
             if let Ok(mut running) = inner.running.lock() {
                 running.remove(&arn);
             }

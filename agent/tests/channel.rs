@@ -233,6 +233,36 @@ async fn a_task_payload_runs_and_every_state_change_comes_back_in_ecs_shapes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_payload_sent_again_after_the_task_ended_does_not_run_it_twice() {
+    let mut b = bench().await;
+    let hello = |id: &str| {
+        payload(
+            id,
+            json!([{"name": "app", "image": "hello:v1", "cpu": 0, "memory": 32, "essential": true}]),
+            "none",
+        )
+    };
+    let send = |b: &Bench, p: StartTask| {
+        b.control
+            .to_agent
+            .send(ToAgent::StartTask(Box::new(p)))
+            .unwrap();
+    };
+    send(&b, hello("once"));
+    until_stopped(&mut b.control).await;
+    // The same task again (a retried or replayed message), then another:
+    // messages are taken in order, so the repeat would have begun first.
+    send(&b, hello("once"));
+    send(&b, hello("next"));
+    let changes = until_stopped(&mut b.control).await;
+    let arns: std::collections::BTreeSet<&str> = changes.iter().map(|c| c.task_arn()).collect();
+    assert_eq!(
+        arns,
+        std::collections::BTreeSet::from([hello("next").task.task_arn.as_str()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_stops_the_task_and_its_network_interface_is_reported_both_ways() {
     let mut b = bench().await;
     let start = payload(
