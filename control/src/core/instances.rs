@@ -124,7 +124,7 @@ pub(crate) fn is_pending(t: &Task) -> bool {
 
 /// What the tasks on one container instance that are not STOPPED use:
 /// placement and DescribeContainerInstances both see this.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Usage {
     pub cpu: i64,
     pub memory: i64,
@@ -138,42 +138,62 @@ pub(crate) struct Usage {
     pub groups: HashMap<String, u32>,
 }
 
-/// Every instance's usage, by instance ARN, in one pass over the tasks.
-/// A FARGATE task uses the cpu and memory of the instance lending it
-/// capacity, but is not one of its tasks (ECS shows it on none).
-pub(crate) fn usage_by_instance(state: &State) -> HashMap<&str, Usage> {
-    let mut all: HashMap<&str, Usage> = HashMap::new();
-    for t in state.tasks.values().map(|t| &t.value) {
-        let Some(arn) = t.runs_on() else {
-            continue;
-        };
-        if t.last_status == "STOPPED" {
-            continue;
-        }
-        let u = all.entry(arn).or_default();
-        u.cpu += t.cpu.parse::<i64>().unwrap_or(0);
-        u.memory += t.memory.parse::<i64>().unwrap_or(0);
-        u.slots += t.containers.len() as i64;
-        if t.container_instance_arn.is_none() {
-            continue;
-        }
+/// Every instance's usage, by instance ARN: kept by the state as tasks
+/// change ([`account`]), not summed over every task at each placement.
+pub(crate) fn usage_by_instance(state: &State) -> &HashMap<String, Usage> {
+    state.usage()
+}
+
+/// Adds (`sign` 1) or takes away (-1) what task `t` uses from its
+/// instance's entry in `all`. A FARGATE task uses the cpu and memory of
+/// the instance lending it capacity, but is not one of its tasks (ECS
+/// shows it on none). A STOPPED task uses nothing.
+pub(crate) fn account(all: &mut HashMap<String, Usage>, t: &Task, sign: i64) {
+    let Some(arn) = t.runs_on() else {
+        return;
+    };
+    if t.last_status == "STOPPED" {
+        return;
+    }
+    let u = all.entry(arn.to_string()).or_default();
+    u.cpu += sign * t.cpu.parse::<i64>().unwrap_or(0);
+    u.memory += sign * t.memory.parse::<i64>().unwrap_or(0);
+    u.slots += sign * t.containers.len() as i64;
+    if t.container_instance_arn.is_some() {
         for b in t.containers.iter().flat_map(|c| &c.network_bindings) {
-            if b.protocol == "udp" {
-                u.udp.push(b.host_port);
+            let ports = if b.protocol == "udp" {
+                &mut u.udp
             } else {
-                u.tcp.push(b.host_port);
+                &mut u.tcp
+            };
+            if sign > 0 {
+                ports.push(b.host_port);
+            } else if let Some(i) = ports.iter().position(|p| *p == b.host_port) {
+                ports.swap_remove(i);
             }
         }
+        let count = |n: &mut u32| {
+            *n = if sign > 0 {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            }
+        };
         if t.last_status == "RUNNING" {
-            u.running += 1;
+            count(&mut u.running);
         } else if is_pending(t) {
-            u.pending += 1;
+            count(&mut u.pending);
         }
-        *u.groups
-            .entry(t.group.clone().unwrap_or_default())
-            .or_default() += 1;
+        let group = t.group.clone().unwrap_or_default();
+        let n = u.groups.entry(group.clone()).or_default();
+        count(n);
+        if *n == 0 {
+            u.groups.remove(&group);
+        }
     }
-    all
+    if u.cpu == 0 && u.memory == 0 && u.slots == 0 && u.groups.is_empty() {
+        all.remove(arn);
+    }
 }
 
 pub(crate) fn find_instance<'a>(

@@ -4,6 +4,7 @@
 //! two loses nothing: memory is rebuilt from the store on start.
 
 use crate::core::discovery::Registry;
+use crate::core::instances::{Usage, account};
 use crate::core::model::{Cluster, ContainerInstance, Task};
 use crate::core::security_groups::SecurityGroup;
 use crate::core::services::Service;
@@ -47,6 +48,9 @@ pub(crate) struct State {
     /// The ids of services' tasks, by their service's key: the scheduler
     /// reads a service's tasks without walking every task.
     service_tasks: HashMap<String, BTreeSet<String>>,
+    /// What the tasks not STOPPED use, by instance ARN, kept as tasks
+    /// change.
+    usage: HashMap<String, Usage>,
 }
 
 /// The key of the service that started `t` (`CLUSTER/NAME`), if one did.
@@ -147,6 +151,7 @@ impl State {
                     .push(t.value.id().to_string());
             }
             state.index_task(&t.value);
+            account(&mut state.usage, &t.value, 1);
             state.tasks.insert(t.value.id().to_string(), t);
         }
         for i in load::<ContainerInstance>(store, "instances/").await? {
@@ -179,6 +184,11 @@ impl State {
             .into_iter()
             .flatten()
             .filter_map(|id| self.tasks.get(id).map(|t| &t.value))
+    }
+
+    /// What the tasks not STOPPED use, by instance ARN.
+    pub fn usage(&self) -> &HashMap<String, Usage> {
+        &self.usage
     }
 
     fn index_task(&mut self, t: &Task) {
@@ -300,8 +310,13 @@ impl State {
                         }
                     }
                     self.index_task(&t);
-                    self.tasks
-                        .insert(t.id().to_string(), Entry { value: t, revision });
+                    account(&mut self.usage, &t, 1);
+                    if let Some(old) = self
+                        .tasks
+                        .insert(t.id().to_string(), Entry { value: t, revision })
+                    {
+                        account(&mut self.usage, &old.value, -1);
+                    }
                 }
                 Write::Instance(i) => {
                     self.instances.insert(
@@ -345,6 +360,9 @@ impl State {
                     if let Some(key) = self.tasks.get(&id).and_then(|t| service_of(&t.value)) {
                         self.unindex_task(&key, &id);
                     }
+                    if let Some(t) = self.tasks.get(&id) {
+                        account(&mut self.usage, &t.value, -1);
+                    }
                     if let Some(t) = self.tasks.remove(&id)
                         && let Some(token) = &t.value.client_token
                         && let Some(ids) = self.client_tokens.get_mut(token)
@@ -358,5 +376,77 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::store::SqliteStore;
+    use serde_json::json;
+
+    fn task(id: &str, status: &str, port: Option<u16>) -> Task {
+        serde_json::from_value(json!({
+            "taskArn": format!("arn:aws:ecs:r:0:task/default/{id}"),
+            "clusterArn": "arn:aws:ecs:r:0:cluster/default",
+            "taskDefinitionArn": "td:1", "overrides": {}, "lastStatus": status,
+            "desiredStatus": "RUNNING", "cpu": "256", "memory": "64", "launchType": "EC2",
+            "version": 1, "createdAt": 1.0, "group": "service:web", "startedBy": "ecs-svc/1",
+            "containerInstanceArn": "arn:ci/1",
+            "containers": [{"containerArn": "c/a", "taskArn": "t", "name": "a", "image": "x",
+                "lastStatus": status, "cpu": "0",
+                "networkBindings": port.map(|p| json!([{"bindIP": "0.0.0.0", "containerPort": 80, "hostPort": p, "protocol": "tcp"}])).unwrap_or(json!([]))}],
+        }))
+        .unwrap()
+    }
+
+    /// What the tasks use, summed from scratch.
+    fn summed(state: &State) -> HashMap<String, Usage> {
+        let mut all = HashMap::new();
+        for t in state.tasks.values() {
+            account(&mut all, &t.value, 1);
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn usage_and_service_index_follow_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let mut state = State::default();
+        let steps: Vec<Vec<Write>> = vec![
+            vec![
+                Write::Task(task("a", "PENDING", Some(8080))),
+                Write::Task(task("b", "PENDING", None)),
+            ],
+            vec![Write::Task(task("a", "RUNNING", Some(8080)))],
+            vec![Write::Task(task("b", "RUNNING", Some(8081)))],
+            vec![Write::Task(task("a", "STOPPED", Some(8080)))],
+            vec![Write::RemoveTask("a".into())],
+            vec![Write::RemoveTask("b".into())],
+        ];
+        for (i, writes) in steps.into_iter().enumerate() {
+            state.apply(&store, writes).await.unwrap();
+            assert_eq!(state.usage, summed(&state), "after step {i}");
+            let indexed: Vec<&str> = state
+                .tasks_of_service("default/web")
+                .map(|t| t.id())
+                .collect();
+            let all: Vec<&str> = state.tasks.values().map(|t| t.value.id()).collect();
+            assert_eq!(indexed, all, "after step {i}");
+        }
+        assert!(state.usage.is_empty());
+        let u = {
+            state
+                .apply(&store, vec![Write::Task(task("c", "RUNNING", Some(9000)))])
+                .await
+                .unwrap();
+            state.usage["arn:ci/1"].clone()
+        };
+        assert_eq!((u.cpu, u.memory, u.slots, u.running), (256, 64, 1, 1));
+        assert_eq!(u.tcp, [9000]);
+        // Rebuilt from the store, the same.
+        let loaded = State::load(&store).await.unwrap();
+        assert_eq!(loaded.usage, state.usage);
     }
 }
