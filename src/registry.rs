@@ -115,13 +115,15 @@ pub fn run(args: RegistryArgs, data_dir: &Path) -> i32 {
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
+            // Signals are caught from here, before the banner says we serve.
+            let stop = crate::signals::shutdown_signal();
             eprintln!(
                 "Registry listening on http://{local}/ (data in {})",
                 data_dir.join("registry").display()
             );
             registry
                 .serve(listener, async {
-                    crate::signals::shutdown_signal().await;
+                    stop.await;
                     eprintln!("skiff: shutting down the registry");
                 })
                 .await

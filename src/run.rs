@@ -574,10 +574,11 @@ async fn run_command(
     artifact: &std::sync::Arc<skiff_runtime::Artifact>,
     spec: InstanceSpec,
 ) -> Result<i32, String> {
+    let stop = crate::signals::shutdown_signal();
     let mut instance = runtime.spawn(artifact, spec).map_err(|e| e.to_string())?;
     let signal = tokio::select! {
         outcome = instance.wait() => return Ok(report(artifact.name(), &outcome)),
-        signal = crate::signals::shutdown_signal() => signal,
+        signal = stop => signal,
     };
     instance.stop(Duration::ZERO);
     let outcome = instance.wait().await;
@@ -621,10 +622,12 @@ async fn serve(
         .local_addr()
         .map(skiff_runtime::ports::guest)
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    // Signals are caught from here, before the banner says we serve.
+    let stop = crate::signals::shutdown_signal();
     eprintln!("Serving HTTP on http://{local}/ (container port {container_port})");
     let options = ServeOptions::new(spec);
     let report = skiff_runtime::http::serve(runtime, artifact, listener, options, async {
-        crate::signals::shutdown_signal().await;
+        stop.await;
         eprintln!("skiff: shutting down, finishing requests in flight (signal again to stop now)");
         // A second signal means now.
         tokio::spawn(async {

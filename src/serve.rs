@@ -405,6 +405,8 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         // `aws ecr ...` on the API endpoint manages this registry.
         control.attach_registry(registry.clone());
+        // Signals are caught from here, before the banner says we serve.
+        let stop = crate::signals::shutdown_signal();
         eprintln!(
             "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}, instance in cluster {cluster}, data in {}",
             if signed {
@@ -436,7 +438,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
                     .await
             })
         };
-        crate::signals::shutdown_signal().await;
+        stop.await;
         eprintln!("skiff serve: shutting down, stopping tasks (signal again to stop now)");
         tokio::spawn(async {
             let signal = crate::signals::shutdown_signal().await;
