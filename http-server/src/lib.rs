@@ -336,23 +336,130 @@ impl Body for RequestBody {
     }
 }
 
-/// The caller's service, handed requests with their bodies guarded.
+/// The caller's service, handed requests with their bodies guarded, and
+/// counting its connection's requests in flight.
 struct Guarded<S> {
     service: S,
     limits: BodyLimits,
+    activity: Arc<Activity>,
 }
 
-impl<S> Service<http::Request<Incoming>> for Guarded<S>
+impl<S, B> Service<http::Request<Incoming>> for Guarded<S>
 where
-    S: Service<Request>,
+    S: Service<Request, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    B: 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<Tracked<B>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        self.service
-            .call(req.map(|b| RequestBody::new(b, self.limits)))
+        let busy = InFlight::new(&self.activity);
+        let answer = self
+            .service
+            .call(req.map(|b| RequestBody::new(b, self.limits)));
+        Box::pin(async move {
+            // The request is in flight until its response body is sent
+            // (or dropped): the body carries the count.
+            let response = answer.await?;
+            Ok(response.map(|body| Tracked {
+                body: Box::pin(body),
+                _busy: busy,
+            }))
+        })
+    }
+}
+
+/// What one connection is doing, as the server's eviction of idle
+/// connections sees it.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    idle_since: Mutex<Instant>,
+    close: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            close: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+}
+
+/// One request in flight on a connection, until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: &Arc<Activity>) -> InFlight {
+        a.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(Arc::clone(a))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut since) = self.0.idle_since.lock() {
+            *since = Instant::now();
+        }
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is
+/// sent.
+struct Tracked<B> {
+    body: Pin<Box<B>>,
+    _busy: InFlight,
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.body.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connections a server has open, for closing the one idle longest
+/// when a new one arrives and every slot is taken.
+#[derive(Default)]
+struct Open(Mutex<HashMap<u64, Arc<Activity>>>);
+
+impl Open {
+    fn longest_idle(&self) -> Option<Arc<Activity>> {
+        let open = self.0.lock().ok()?;
+        open.values()
+            .filter(|a| a.idle())
+            .min_by_key(|a| {
+                a.idle_since
+                    .lock()
+                    .map(|t| *t)
+                    .unwrap_or_else(|_| Instant::now())
+            })
+            .cloned()
     }
 }
 
@@ -467,19 +574,9 @@ where
     let mut tasks = JoinSet::new();
     let name = config.name;
     tokio::pin!(shutdown);
+    let open = Arc::new(Open::default());
+    let mut next_id = 0u64;
     loop {
-        // A connection slot first (if connections are limited): until one
-        // frees, new connections wait in the backlog.
-        let permit = match &slots {
-            Some(slots) => tokio::select! {
-                () = &mut shutdown => break,
-                permit = Arc::clone(slots).acquire_owned() => match permit {
-                    Ok(p) => Some(p),
-                    Err(_) => break,
-                },
-            },
-            None => None,
-        };
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -491,17 +588,66 @@ where
                         let _ = stream.try_write(&busy);
                         continue;
                     };
+                    // A connection slot (if connections are limited). With
+                    // every slot taken, the connection idle longest (no
+                    // request in flight: waiting for headers, or kept
+                    // alive) is closed to make room, so clients that hold
+                    // connections open without using them cannot keep a
+                    // new one out; if every one is busy, the new one waits.
+                    let permit = match &slots {
+                        None => None,
+                        Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                            Ok(p) => Some(p),
+                            Err(_) => {
+                                if let Some(idle) = open.longest_idle() {
+                                    tracing::debug!(server = name, "every connection slot taken: closing the one idle longest");
+                                    idle.close.notify_one();
+                                }
+                                tokio::select! {
+                                    () = &mut shutdown => break,
+                                    permit = Arc::clone(slots).acquire_owned() => match permit {
+                                        Ok(p) => Some(p),
+                                        Err(_) => break,
+                                    },
+                                }
+                            }
+                        },
+                    };
                     let _ = stream.set_nodelay(true);
+                    let activity = Activity::new();
+                    let id = next_id;
+                    next_id += 1;
+                    if let Ok(mut o) = open.0.lock() {
+                        o.insert(id, Arc::clone(&activity));
+                    }
                     let service = Guarded {
                         service: service_for(peer),
                         limits: config.body,
+                        activity: Arc::clone(&activity),
                     };
                     let conn = graceful.watch(
                         http.serve_connection(TokioIo::new(stream), service),
                     );
+                    let open = Arc::clone(&open);
                     tasks.spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(server = name, "connection ended: {e}");
+                        tokio::pin!(conn);
+                        loop {
+                            tokio::select! {
+                                ended = &mut conn => {
+                                    if let Err(e) = ended {
+                                        tracing::debug!(server = name, "connection ended: {e}");
+                                    }
+                                    break;
+                                }
+                                // Closed to make room, unless a request
+                                // began meanwhile.
+                                () = activity.close.notified() => if activity.idle() {
+                                    break;
+                                },
+                            }
+                        }
+                        if let Ok(mut o) = open.0.lock() {
+                            o.remove(&id);
                         }
                         drop(counted);
                         drop(permit);
@@ -730,6 +876,46 @@ mod tests {
         release.notify_one();
         assert!(slow.await.unwrap().unwrap().ends_with("/slow 0"));
         assert!(second.await.unwrap().unwrap().ends_with("/b 0"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_connection_takes_the_slot_of_the_one_idle_longest() {
+        let mut config = ServerConfig::new("test");
+        config.max_connections = Some(2);
+        let addr = start(config).await;
+        let answers = tokio::task::spawn_blocking(move || {
+            // Two connections that never send a request take both slots.
+            let mut first = std::net::TcpStream::connect(addr).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let mut second = std::net::TcpStream::connect(addr).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            // A client with a request is served all the same...
+            let served = get(addr, "/new").unwrap();
+            // ...in the slot of the first, which was closed; the second
+            // still holds its own.
+            first
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut buf = [0u8; 16];
+            let first_read = first.read(&mut buf).map_err(|e| e.kind());
+            second
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let second_read = second.read(&mut buf).map_err(|e| e.kind());
+            (served, first_read, second_read)
+        })
+        .await
+        .unwrap();
+        let (served, first_read, second_read) = answers;
+        assert!(served.ends_with("127.0.0.1 /new 0"), "{served}");
+        assert_eq!(first_read, Ok(0), "the idle first connection was closed");
+        assert!(
+            matches!(
+                second_read,
+                Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+            ),
+            "{second_read:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

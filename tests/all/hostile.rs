@@ -107,6 +107,35 @@ fn one_peer_holding_connections_does_not_stop_the_api_or_the_registry() {
 }
 
 #[test]
+fn idle_connections_from_many_addresses_do_not_keep_a_client_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let api: SocketAddr = serve.api.parse().unwrap();
+    // Five addresses, each up to its quota, more than the API's 1,024
+    // connections in all, none sending a byte.
+    let mut held = Vec::new();
+    for i in 1..=5 {
+        let (_, kept) = hold(&format!("127.0.3.{i}"), api, 256, b"");
+        held.extend(kept);
+    }
+    // A client with a request is answered at once: it takes the slot of
+    // a connection that was doing nothing.
+    let started = std::time::Instant::now();
+    let (status, answer) = post(
+        &serve.api,
+        "AmazonEC2ContainerServiceV20141113.ListClusters",
+        "{}",
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
+
+#[test]
 fn serve_takes_every_open_file_the_system_allows_it() {
     // Started with a soft limit of 512 (many systems give 1024) under a
     // hard one of 4096: 512 would be three hundred connections from
