@@ -140,6 +140,14 @@ fn payload(id: &str, containers: serde_json::Value, mode: &str) -> StartTask {
     }
 }
 
+/// Sends the agent a task to start.
+fn send_start(b: &Bench, start: StartTask) {
+    b.control
+        .to_agent
+        .send(ToAgent::StartTask(Box::new(start)))
+        .unwrap();
+}
+
 /// Every change the agent sends until the task is STOPPED.
 async fn until_stopped(control: &mut ControlEnd) -> Vec<FromAgent> {
     let mut seen = Vec::new();
@@ -176,10 +184,7 @@ async fn a_task_payload_runs_and_every_state_change_comes_back_in_ecs_shapes() {
             "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/t", "awslogs-stream-prefix": "p"}}}]),
         "none",
     );
-    b.control
-        .to_agent
-        .send(ToAgent::StartTask(Box::new(start.clone())))
-        .unwrap();
+    send_start(&b, start.clone());
     let changes = until_stopped(&mut b.control).await;
 
     // Every change names its cluster and task.
@@ -242,18 +247,12 @@ async fn a_task_payload_sent_again_after_the_task_ended_does_not_run_it_twice() 
             "none",
         )
     };
-    let send = |b: &Bench, p: StartTask| {
-        b.control
-            .to_agent
-            .send(ToAgent::StartTask(Box::new(p)))
-            .unwrap();
-    };
-    send(&b, hello("once"));
+    send_start(&b, hello("once"));
     until_stopped(&mut b.control).await;
     // The same task again (a retried or replayed message), then another:
     // messages are taken in order, so the repeat would have begun first.
-    send(&b, hello("once"));
-    send(&b, hello("next"));
+    send_start(&b, hello("once"));
+    send_start(&b, hello("next"));
     let changes = until_stopped(&mut b.control).await;
     let arns: std::collections::BTreeSet<&str> = changes.iter().map(|c| c.task_arn()).collect();
     assert_eq!(
@@ -273,10 +272,7 @@ async fn a_stop_stops_the_task_and_its_network_interface_is_reported_both_ways()
     );
     // The same payload twice runs one task.
     for _ in 0..2 {
-        b.control
-            .to_agent
-            .send(ToAgent::StartTask(Box::new(start.clone())))
-            .unwrap();
+        send_start(&b, start.clone());
     }
     // Wait until it runs, then stop it.
     let mut before = Vec::new();
@@ -346,10 +342,7 @@ async fn a_task_that_cannot_start_says_why() {
         json!([{"name": "a", "image": "nowhere:v1", "cpu": 0, "memory": 32, "essential": true}]),
         "none",
     );
-    b.control
-        .to_agent
-        .send(ToAgent::StartTask(Box::new(start)))
-        .unwrap();
+    send_start(&b, start);
     let changes = until_stopped(&mut b.control).await;
     assert_eq!(
         task_statuses(&changes),
@@ -372,10 +365,7 @@ async fn a_task_that_cannot_start_says_why() {
             "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/missing"}}}]),
         "none",
     );
-    b.control
-        .to_agent
-        .send(ToAgent::StartTask(Box::new(start)))
-        .unwrap();
+    send_start(&b, start);
     let changes = until_stopped(&mut b.control).await;
     let FromAgent::TaskStateChange(last) = changes.last().unwrap() else {
         unreachable!()
@@ -420,10 +410,7 @@ async fn a_registry_that_never_answers_fails_the_pull_naming_the_timeout() {
         json!([{"name": "a", "image": format!("{silent}/hang:v1"), "cpu": 0, "memory": 32, "essential": true}]),
         "none",
     );
-    b.control
-        .to_agent
-        .send(ToAgent::StartTask(Box::new(start)))
-        .unwrap();
+    send_start(&b, start);
     let reason = last_reason(&until_stopped(&mut b.control).await);
     assert!(reason.starts_with("CannotPullContainerError"), "{reason}");
     assert!(reason.contains("sent nothing for 500ms"), "{reason}");
@@ -436,10 +423,7 @@ async fn a_registry_that_never_answers_fails_the_pull_naming_the_timeout() {
         json!([{"name": "a", "image": format!("{silent}/hang:v1"), "cpu": 0, "memory": 32, "essential": true}]),
         "none",
     );
-    b.control
-        .to_agent
-        .send(ToAgent::StartTask(Box::new(start)))
-        .unwrap();
+    send_start(&b, start);
     let reason = last_reason(&until_stopped(&mut b.control).await);
     assert!(
         reason.contains("took longer than 700ms, the image pull timeout"),
@@ -457,10 +441,7 @@ async fn a_stop_ends_a_pull_in_progress() {
         "none",
     );
     let arn = start.task.task_arn.clone();
-    b.control
-        .to_agent
-        .send(ToAgent::StartTask(Box::new(start)))
-        .unwrap();
+    send_start(&b, start);
     // PENDING: the pull has begun (and would wait a minute for the
     // registry); the stop ends it at once.
     let first = b.control.from_agent.recv().await.unwrap();

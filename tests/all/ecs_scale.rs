@@ -1,7 +1,7 @@
 //! Many tasks at once on `skiff serve`: what they cost the process, and
 //! that the API stays answering while they start and run.
 
-use crate::support::ServeProcess;
+use crate::support::{ServeProcess, python_client, python_json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -81,7 +81,6 @@ print(json.dumps({'running': running, 'answer': time.time() - start}))
 /// an answer, while that call's tasks are starting.
 #[test]
 fn a_task_runs_at_most_once_across_a_kill() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let host = tempfile::tempdir().unwrap();
     let marks = host.path().join("marks");
@@ -110,26 +109,16 @@ for i in range(1000):
             api = serve.api,
             host = host.path().display(),
         );
-        let mut client = std::process::Command::new("python3")
-            .args(["-c", &program])
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
-        for (n, line) in lines.map_while(Result::ok).enumerate() {
-            let arns: Vec<String> = serde_json::from_str(&line).unwrap();
-            acknowledged.extend(arns);
+        python_client(&program, |n, arns| {
+            acknowledged.extend(serde_json::from_value::<Vec<String>>(arns).unwrap());
             if n == 7 + round {
                 // Killed right after an answer: that call's tasks start.
                 serve.child.kill().unwrap();
                 serve.child.wait().unwrap();
-                break;
+                return false;
             }
-        }
-        let _ = client.kill();
-        let _ = client.wait();
+            true
+        });
     }
 
     let serve = ServeProcess::start(dir.path());
@@ -242,7 +231,6 @@ fn a_task_without_a_free_slot_is_not_placed() {
 /// store has each line before the agent reports the exit.
 #[test]
 fn logs_of_a_recorded_exit_survive_a_kill() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut acknowledged: Vec<String> = Vec::new();
     for round in 0..3 {
@@ -268,25 +256,15 @@ for i in range(1000):
 "#,
             api = serve.api,
         );
-        let mut client = std::process::Command::new("python3")
-            .args(["-c", &program])
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
-        for (n, line) in lines.map_while(Result::ok).enumerate() {
-            let arns: Vec<String> = serde_json::from_str(&line).unwrap();
-            acknowledged.extend(arns);
+        python_client(&program, |n, arns| {
+            acknowledged.extend(serde_json::from_value::<Vec<String>>(arns).unwrap());
             if n == 20 + 3 * round {
                 serve.child.kill().unwrap();
                 serve.child.wait().unwrap();
-                break;
+                return false;
             }
-        }
-        let _ = client.kill();
-        let _ = client.wait();
+            true
+        });
     }
     // One client checks them all: the AWS CLI costs a process per call.
     let serve = ServeProcess::start(dir.path());
@@ -313,17 +291,7 @@ print(json.dumps({{'exited': exited, 'lost': lost}}))
 "#,
         api = serve.api,
     );
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", &checker])
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    serde_json::to_writer(child.stdin.take().unwrap(), &acknowledged).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the checker failed");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = python_json(&checker, &serde_json::json!(acknowledged));
     let exited = report["exited"].as_u64().unwrap();
     assert_eq!(
         report["lost"],

@@ -302,18 +302,37 @@ fn send_raw(api: &str, head: &str, body: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// `METHOD TARGET` with no body; the whole answer.
+fn bodiless(api: &str, method: &str, target: &str) -> String {
+    send_raw(
+        api,
+        &format!("{method} {target} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"),
+        b"",
+    )
+}
+
+/// A form-encoded (Query protocol) POST; the whole answer.
+fn post_form(api: &str, form: &str) -> String {
+    send_raw(
+        api,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            form.len()
+        ),
+        form.as_bytes(),
+    )
+}
+
 #[test]
 fn query_protocol_edges_answer_in_xml() {
     let dir = tempfile::tempdir().unwrap();
     let serve = ServeProcess::start(dir.path());
     let api = &serve.api;
     // EC2's Query API is also GET with the parameters in the query string.
-    let answer = send_raw(
+    let answer = bodiless(
         api,
-        &format!(
-            "GET /?Action=DescribeSecurityGroups&Version=2016-11-15 HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
-        ),
-        b"",
+        "GET",
+        "/?Action=DescribeSecurityGroups&Version=2016-11-15",
     );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
@@ -333,14 +352,7 @@ fn query_protocol_edges_answer_in_xml() {
     // later answer.
     let form =
         "Action=CreateSecurityGroup&Version=2016-11-15&GroupName=bell&GroupDescription=a%07b";
-    let answer = send_raw(
-        api,
-        &format!(
-            "POST / HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            form.len()
-        ),
-        form.as_bytes(),
-    );
+    let answer = post_form(api, form);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(
         answer.contains("<Code>InvalidParameterValue</Code>"),
@@ -351,32 +363,17 @@ fn query_protocol_edges_answer_in_xml() {
     // ELB's refusal is in ELB's error document.
     let form =
         "Action=CreateTargetGroup&Version=2015-12-01&Name=t%07&Protocol=HTTP&Port=80&TargetType=ip";
-    let answer = send_raw(
-        api,
-        &format!(
-            "POST / HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            form.len()
-        ),
-        form.as_bytes(),
-    );
+    let answer = post_form(api, form);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("<ErrorResponse"), "{answer}");
     assert!(answer.contains("<Type>Sender</Type>"), "{answer}");
-    let answer = send_raw(
-        api,
-        &format!(
-            "GET /?Action=DescribeNothing&Version=2016-11-15 HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
-        ),
-        b"",
-    );
+    let answer = bodiless(api, "GET", "/?Action=DescribeNothing&Version=2016-11-15");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("<Code>InvalidAction</Code>"), "{answer}");
-    let answer = send_raw(
+    let answer = bodiless(
         api,
-        &format!(
-            "DELETE /?Action=DescribeSecurityGroups&Version=2016-11-15 HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
-        ),
-        b"",
+        "DELETE",
+        "/?Action=DescribeSecurityGroups&Version=2016-11-15",
     );
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     assert!(answer.contains("<Code>InvalidAction</Code>"), "{answer}");

@@ -4,9 +4,8 @@
 //! its desired count, and with 2,000 tasks running the API still answers
 //! at once.
 
-use crate::support::ServeProcess;
+use crate::support::{ServeProcess, python_client, python_json};
 use std::collections::HashMap;
-use std::io::BufRead;
 use wasm_apps::app;
 
 /// The flags every start of the soak's `skiff serve` gets: room for 2,000
@@ -81,16 +80,7 @@ for i in range(10000):
             api = serve.api,
             host = host.path().display(),
         );
-        let mut client = std::process::Command::new("python3")
-            .args(["-c", &program])
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
-        for (n, line) in lines.map_while(Result::ok).enumerate() {
-            let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+        python_client(&program, |n, answer| {
             if let Some(c) = answer["cluster"].as_str() {
                 clusters.push(c.to_string());
             } else {
@@ -105,11 +95,10 @@ for i in range(10000):
             if n as u64 == kill_after {
                 serve.child.kill().unwrap();
                 serve.child.wait().unwrap();
-                break;
+                return false;
             }
-        }
-        let _ = client.kill();
-        let _ = client.wait();
+            true
+        });
     }
     let acknowledged: usize = calls.iter().map(|(_, t)| t.len()).sum();
     assert!(
@@ -175,21 +164,11 @@ print(json.dumps(report))
 "#,
         api = serve.api,
     );
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", &checker])
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    serde_json::to_writer(
-        child.stdin.take().unwrap(),
+    eprintln!("soak seed {seed}: checking");
+    let report = python_json(
+        &checker,
         &serde_json::json!({"calls": calls, "clusters": clusters}),
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "seed {seed}: the checker failed");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    );
     eprintln!(
         "soak: {acknowledged} tasks and {} clusters acknowledged over 5 kills; {} running; worst API round trip {:.3} s",
         clusters.len(),

@@ -582,3 +582,43 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs Python `program` as a client (boto3, no AWS config file), handing
+/// each line it prints, as JSON, to `answer` with its number until
+/// `answer` returns false or the client ends; then ends the client.
+pub fn python_client(program: &str, mut answer: impl FnMut(usize, serde_json::Value) -> bool) {
+    use std::io::BufRead;
+    let mut client = Command::new("python3")
+        .args(["-c", program])
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let lines = std::io::BufReader::new(client.stdout.take().expect("piped")).lines();
+    for (n, line) in lines.map_while(Result::ok).enumerate() {
+        let value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the client printed {line:?}, not JSON: {e}"));
+        if !answer(n, value) {
+            break;
+        }
+    }
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
+/// Runs Python `program` with `input` as JSON on its stdin; what it
+/// prints, as JSON.
+pub fn python_json(program: &str, input: &serde_json::Value) -> serde_json::Value {
+    let mut child = Command::new("python3")
+        .args(["-c", program])
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    serde_json::to_writer(child.stdin.take().expect("piped"), input).expect("the input");
+    let out = child.wait_with_output().expect("python3");
+    assert!(out.status.success(), "the Python program failed");
+    serde_json::from_slice(&out.stdout).expect("the program prints JSON")
+}
