@@ -1,6 +1,7 @@
 //! `skiff`: Amazon ECS rebuilt for WebAssembly. This binary is a thin client
 //! of the libraries: it parses, calls them, and prints.
 
+mod agent;
 mod api_client;
 mod ecs_cli;
 mod images;
@@ -35,6 +36,9 @@ enum Command {
     /// Run the ECS API, the registry, the control plane and a local
     /// container instance, in the foreground.
     Serve(serve::ServeArgs),
+    /// Run this machine as a container instance of a cluster whose control
+    /// plane (`skiff serve`) is elsewhere, in the foreground.
+    Agent(Box<agent::AgentArgs>),
     /// Run a WASI module or component, sandboxed and limited.
     Run(Box<run::RunArgs>),
     /// Run the OCI registry alone, in the foreground.
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
     let data_dir = cli.data_dir.unwrap_or_else(skiff_runtime::default_data_dir);
     let code = match cli.command {
         Command::Serve(args) => serve::run(args, &data_dir),
+        Command::Agent(args) => agent::run(*args, &data_dir),
         Command::Run(args) => run::run(*args, data_dir),
         Command::Registry(args) => registry::run(args, &data_dir),
         Command::Push(args) => images::push(args, &data_dir),

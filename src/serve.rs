@@ -20,7 +20,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7700")]
     api_addr: SocketAddr,
 
-    /// Where the registry listens.
+    /// Where the registry listens. Beyond loopback (for agents on other
+    /// machines) it needs credentials, and every pull and push a registry
+    /// token (`aws ecr get-login-password`; agents are handed theirs).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:5050")]
     registry_addr: SocketAddr,
 
@@ -109,6 +111,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR", default_value = "127.18.0.0/16")]
     task_addresses: skiff_runtime::addresses::AddressBlock,
 
+    /// How long an agent on another machine (`skiff agent`) may be silent
+    /// before its instance is taken for lost: its tasks are recorded
+    /// STOPPED and services replace them on other instances. Agents send a
+    /// heartbeat every second.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_agent_timeout)]
+    agent_timeout: std::time::Duration,
+
     /// The loopback address load balancers listen on. Tasks cannot reach
     /// 127.0.0.1 (theirs is themselves): give another, such as 127.17.0.1,
     /// for tasks to call load balancers by their DNS names.
@@ -128,8 +137,19 @@ fn parse_lb_address(s: &str) -> Result<std::net::Ipv4Addr, String> {
     Ok(ip)
 }
 
+/// An agent timeout: at least 2 s (two missed heartbeats).
+fn parse_agent_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_timeout(s)?;
+    if d < std::time::Duration::from_secs(2) {
+        return Err(format!(
+            "{s:?}: agents heartbeat every second; the timeout is at least 2s"
+        ));
+    }
+    Ok(d)
+}
+
 /// The access keys of an AWS credentials file.
-fn read_credentials(path: &Path) -> Result<HashMap<String, String>, String> {
+pub(crate) fn read_credentials(path: &Path) -> Result<HashMap<String, String>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut keys = HashMap::new();
@@ -169,7 +189,7 @@ const ECS_CONFIG_KEYS: &[&str] = &[
 ];
 
 /// A container memory cap: whole MiB, from 1 MiB to 4 GiB.
-fn parse_container_memory(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_container_memory(s: &str) -> Result<u64, String> {
     let bytes = skiff_runtime::units::parse_size(s)?;
     if bytes % (1 << 20) != 0 || !(1 << 20..=4 << 30).contains(&bytes) {
         return Err(format!(
@@ -181,7 +201,7 @@ fn parse_container_memory(s: &str) -> Result<u64, String> {
 
 /// A timeout as the ECS agent's settings write them (`90s`, `10m`,
 /// `1h30m`): more than nothing.
-fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration (such as 90s, 10m or 1h30m): {e}"))?;
     if d.is_zero() {
@@ -192,7 +212,7 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
 
 /// A timeout given by flag (or its variable), else by the ECS agent config
 /// file.
-fn timeout_setting(
+pub(crate) fn timeout_setting(
     flag: Option<std::time::Duration>,
     ecs_config: &HashMap<String, String>,
     key: &str,
@@ -208,7 +228,11 @@ fn timeout_setting(
 
 /// An ECS agent configuration file: `KEY=VALUE` lines (values may be
 /// quoted, as systemd's EnvironmentFile allows), `#` comments.
-fn read_ecs_config(path: &Path) -> Result<HashMap<String, String>, String> {
+pub(crate) fn read_ecs_config(
+    path: &Path,
+    honoured: &[&str],
+    command: &str,
+) -> Result<HashMap<String, String>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut settings = HashMap::new();
@@ -226,12 +250,12 @@ fn read_ecs_config(path: &Path) -> Result<HashMap<String, String>, String> {
             ));
         };
         let key = key.trim();
-        if !ECS_CONFIG_KEYS.contains(&key) {
+        if !honoured.contains(&key) {
             return Err(format!(
-                "{} line {}: {key} is not an ECS agent setting skiff serve honours (it takes {})",
+                "{} line {}: {key} is not an ECS agent setting {command} honours (it takes {})",
                 path.display(),
                 n + 1,
-                ECS_CONFIG_KEYS.join(", ")
+                honoured.join(", ")
             ));
         }
         let value = value.trim();
@@ -249,14 +273,17 @@ fn read_ecs_config(path: &Path) -> Result<HashMap<String, String>, String> {
 /// tasks may take: all but a tenth (at least 16), kept for HTTP requests
 /// (a wasi:http container takes a slot per request in flight) and health
 /// checks.
-fn task_slots(max_instances: u32) -> u32 {
+pub(crate) fn task_slots(max_instances: u32) -> u32 {
     max_instances.saturating_sub((max_instances / 10).max(16))
 }
 
 /// The cluster the local instance joins, if one is named: by `--cluster`
 /// (or `ECS_CLUSTER`), else by the ECS agent config file, by name or ARN
 /// (the ECS agent takes either).
-fn local_cluster(flag: Option<String>, ecs_config: &HashMap<String, String>) -> Option<String> {
+pub(crate) fn local_cluster(
+    flag: Option<String>,
+    ecs_config: &HashMap<String, String>,
+) -> Option<String> {
     let given = flag
         .or_else(|| ecs_config.get("ECS_CLUSTER").cloned())
         .filter(|c| !c.is_empty())?;
@@ -293,18 +320,27 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             args.api_addr
         ));
     }
-    if !args.registry_addr.ip().is_loopback() {
-        // The registry in `skiff serve` runs without authentication:
-        // anyone reaching it could replace the images tasks run.
+    let shared_registry = !args.registry_addr.ip().is_loopback();
+    if shared_registry && credentials.is_empty() {
+        // Beyond loopback the registry requires registry tokens, which
+        // come from the API's GetAuthorizationToken, which needs the API's
+        // credentials.
         return Err(format!(
-            "refusing to serve the registry on {} without authentication: keep --registry-addr on a loopback address (run `skiff registry --auth all` for a shared one)",
+            "refusing to serve the registry on {} without credentials: give --credentials-file or --access-key-id/--secret-access-key (pushes and pulls then need a registry token: `aws ecr get-login-password`), or keep --registry-addr on a loopback address",
             args.registry_addr
         ));
     }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    let registry = Registry::open(RegistryConfig::new(data_dir.join("registry")))
-        .map_err(|e| e.to_string())?;
+    let mut registry_config = RegistryConfig::new(data_dir.join("registry"));
+    if shared_registry {
+        // Reachable by others: every pull and push needs a registry token
+        // (agents are handed theirs on their channel), asked for the way
+        // ECR does (Basic).
+        registry_config.auth = skiff_registry::AuthMode::All;
+        registry_config.challenge = skiff_registry::ChallengeKind::Basic;
+    }
+    let registry = Registry::open(registry_config).map_err(|e| e.to_string())?;
     let defaults = RuntimeConfig::default().with_data_dir(data_dir);
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: args.max_instances,
@@ -315,7 +351,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     let ecs_config = match &args.ecs_config {
-        Some(p) => read_ecs_config(p)?,
+        Some(p) => read_ecs_config(p, ECS_CONFIG_KEYS, "skiff serve")?,
         None => HashMap::new(),
     };
     let mut remote =
@@ -339,6 +375,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     config.agent_memory = args.memory;
     config.agent_slots = Some(task_slots(args.max_instances));
     config.stopped_task_retention = args.stopped_task_retention;
+    config.agent_timeout = args.agent_timeout;
     config.agent_max_container_memory = args
         .max_container_memory
         .filter(|b| *b < 4 << 30)
@@ -479,7 +516,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ecs.config");
         std::fs::write(&p, "# written by user data\n\nECS_CLUSTER=\"edge\"\n").unwrap();
-        let settings = read_ecs_config(&p).unwrap();
+        let settings = read_ecs_config(&p, ECS_CONFIG_KEYS, "skiff serve").unwrap();
         assert_eq!(
             settings.get("ECS_CLUSTER").map(String::as_str),
             Some("edge")
@@ -490,13 +527,17 @@ mod tests {
             "ECS_CLUSTER=edge\nECS_ENABLE_SPOT_INSTANCE_DRAINING=true\n",
         )
         .unwrap();
-        let e = read_ecs_config(&p).unwrap_err();
+        let e = read_ecs_config(&p, ECS_CONFIG_KEYS, "skiff serve").unwrap_err();
         assert!(
             e.contains("line 2: ECS_ENABLE_SPOT_INSTANCE_DRAINING"),
             "{e}"
         );
         std::fs::write(&p, "ECS_CLUSTER\n").unwrap();
-        assert!(read_ecs_config(&p).unwrap_err().contains("not KEY=VALUE"));
+        assert!(
+            read_ecs_config(&p, ECS_CONFIG_KEYS, "skiff serve")
+                .unwrap_err()
+                .contains("not KEY=VALUE")
+        );
         // The flag wins over the file; an ARN names its cluster.
         let file = HashMap::from([("ECS_CLUSTER".to_string(), "edge".to_string())]);
         assert_eq!(local_cluster(None, &file).as_deref(), Some("edge"));

@@ -33,6 +33,7 @@
 //! ```
 
 mod images;
+pub mod join;
 mod resources;
 mod runner;
 mod spec;
@@ -66,6 +67,12 @@ pub struct AgentConfig {
     /// `ECS_IMAGE_PULL_TIMEOUT`). Default: 10 minutes. How long a registry
     /// may send nothing is the puller's (`RemoteOptions::read_timeout`).
     pub image_pull_timeout: std::time::Duration,
+    /// How long a container without a `stopTimeout` has to exit after it is
+    /// asked to stop (ECS's `ECS_CONTAINER_STOP_TIMEOUT`). Default: 30 s.
+    pub default_stop_timeout: std::time::Duration,
+    /// How long a stopped task's scratch space is kept (ECS's
+    /// `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`). Default: none.
+    pub task_cleanup_wait: std::time::Duration,
 }
 
 impl AgentConfig {
@@ -76,6 +83,8 @@ impl AgentConfig {
             default_registry: "127.0.0.1:5050".into(),
             task_addresses: AddressBlock::default(),
             image_pull_timeout: std::time::Duration::from_secs(600),
+            default_stop_timeout: std::time::Duration::from_secs(30),
+            task_cleanup_wait: std::time::Duration::ZERO,
         }
     }
 }
@@ -194,6 +203,15 @@ impl Agent {
     /// How it was set up.
     pub fn config(&self) -> &AgentConfig {
         &self.inner.config
+    }
+
+    /// The ARNs of the tasks running (or starting, or stopping) here.
+    pub fn running_tasks(&self) -> Vec<String> {
+        self.inner
+            .running
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
     }
 }
 

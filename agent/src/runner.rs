@@ -280,7 +280,14 @@ pub(crate) async fn run(
             }
         })
         .collect();
-    let outcome = supervise(&agent.runtime, &report, &containers, &mut stop).await;
+    let outcome = supervise(
+        &agent.runtime,
+        &report,
+        &containers,
+        &mut stop,
+        agent.config.default_stop_timeout,
+    )
+    .await;
 
     // Published ports close and addresses go back.
     let had_eni = network.eni.is_some();
@@ -297,7 +304,18 @@ pub(crate) async fn run(
         execution_stopped_at: Some(now()),
         ..TaskStateChange::default()
     });
-    volumes.cleanup(&id);
+    // Kept for ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION (none by default), for
+    // someone to look at what the task left.
+    let wait = agent.config.task_cleanup_wait;
+    if wait.is_zero() {
+        volumes.cleanup(&id);
+    } else {
+        let id = id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            volumes.cleanup(&id);
+        });
+    }
     let (stop_code, reason) = match outcome {
         Supervised::EssentialExited(name) => (
             Some("EssentialContainerExited".to_string()),

@@ -19,10 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// The default grace period between asking a container to stop and
-/// killing it (ECS's `stopTimeout` default).
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How supervision ended.
 pub(crate) enum Supervised {
     EssentialExited(String),
@@ -47,6 +43,7 @@ pub(crate) async fn supervise(
     report: &Reporter,
     containers: &[Container],
     stop: &mut watch::Receiver<bool>,
+    default_stop_timeout: Duration,
 ) -> Supervised {
     // A container's last line may lack a newline: write it when the
     // container ends, not when the task does.
@@ -120,7 +117,7 @@ pub(crate) async fn supervise(
                 let grace = c
                     .stop_timeout
                     .map(|s| Duration::from_secs(u64::from(s)))
-                    .unwrap_or(DEFAULT_STOP_TIMEOUT);
+                    .unwrap_or(default_stop_timeout);
                 let runtime_id = if let Some(at) = container.serve_at {
                     spawn_server(
                         runtime,

@@ -140,6 +140,28 @@ struct Groups {
 #[derive(Debug, Default)]
 pub struct Fabric {
     inner: RwLock<Groups>,
+    /// Grows with every change of rules or names (not memberships): an
+    /// agent's channel sends [`Rules`] again when it moved.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// What the control plane writes into a fabric, whole: every group's
+/// rules and every discoverable name. An agent on another machine holds a
+/// copy; its own tasks' memberships are its own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rules {
+    pub groups: Vec<GroupRules>,
+    pub names: Vec<(String, Vec<Ipv4Addr>)>,
+}
+
+/// One security group's rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupRules {
+    pub id: String,
+    pub ingress: Vec<Rule>,
+    pub egress: Vec<Rule>,
 }
 
 /// Does `rule` let traffic of `proto` to `port` through, from or to `peer`
@@ -156,12 +178,61 @@ fn matches(rule: &Rule, proto: Proto, port: u16, peer: Ipv4Addr, peer_groups: &[
 }
 
 impl Fabric {
+    fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many times rules or names changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Every group's rules and every name, as the control plane set them.
+    pub fn rules(&self) -> Rules {
+        let Ok(g) = self.inner.read() else {
+            return Rules::default();
+        };
+        let mut groups: Vec<GroupRules> = g
+            .rules
+            .iter()
+            .map(|(id, (ingress, egress))| GroupRules {
+                id: id.clone(),
+                ingress: ingress.clone(),
+                egress: egress.clone(),
+            })
+            .collect();
+        groups.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut names: Vec<(String, Vec<Ipv4Addr>)> = g
+            .names
+            .iter()
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .collect();
+        names.sort();
+        Rules { groups, names }
+    }
+
+    /// Replaces every group's rules and every name with `rules` (an agent
+    /// on another machine, from its channel); memberships stay.
+    pub fn set_rules(&self, rules: Rules) {
+        if let Ok(mut g) = self.inner.write() {
+            g.rules = rules
+                .groups
+                .into_iter()
+                .map(|r| (r.id, (r.ingress, r.egress)))
+                .collect();
+            g.names = rules.names.into_iter().collect();
+        }
+        self.changed();
+    }
+
     /// Replaces a group's rules (after it was created or changed).
     pub fn set_group(&self, id: &str, ingress: &[Rule], egress: &[Rule]) {
         if let Ok(mut g) = self.inner.write() {
             g.rules
                 .insert(id.to_string(), (ingress.to_vec(), egress.to_vec()));
         }
+        self.changed();
     }
 
     /// Forgets a deleted group.
@@ -169,6 +240,7 @@ impl Fabric {
         if let Ok(mut g) = self.inner.write() {
             g.rules.remove(id);
         }
+        self.changed();
     }
 
     /// A task address joins its groups (while the task runs).
@@ -202,12 +274,17 @@ impl Fabric {
     /// Sets (or with no addresses, removes) a discoverable name.
     pub fn set_name(&self, name: &str, addrs: Vec<Ipv4Addr>) {
         if let Ok(mut g) = self.inner.write() {
-            if addrs.is_empty() {
-                g.names.remove(&name.to_ascii_lowercase());
+            let name = name.to_ascii_lowercase();
+            let old = if addrs.is_empty() {
+                g.names.remove(&name)
             } else {
-                g.names.insert(name.to_ascii_lowercase(), addrs);
+                g.names.insert(name, addrs.clone())
+            };
+            if old.unwrap_or_default() == addrs {
+                return;
             }
         }
+        self.changed();
     }
 
     /// The addresses a name resolves to.
@@ -360,6 +437,42 @@ mod tests {
         assert_eq!(f.resolve("API.local."), Some(vec![ip]));
         f.set_name("api.local", Vec::new());
         assert_eq!(f.resolve("api.local"), None);
+    }
+
+    #[test]
+    fn rules_copy_to_another_fabric_and_memberships_stay_its_own() {
+        let control = Fabric::default();
+        let any = Rule {
+            id: "r".into(),
+            protocol: "-1".into(),
+            from_port: 0,
+            to_port: 0,
+            source: Source::Cidr(Cidr::ANY),
+        };
+        control.set_group("sg-a", &[], std::slice::from_ref(&any));
+        control.set_name("api.local", vec![Ipv4Addr::new(127, 18, 0, 7)]);
+        let seen = control.generation();
+        control.set_name("api.local", vec![Ipv4Addr::new(127, 18, 0, 7)]);
+        assert_eq!(
+            control.generation(),
+            seen,
+            "the same name again is no change"
+        );
+
+        let agent = Fabric::default();
+        let mine = Ipv4Addr::new(127, 18, 0, 9);
+        agent.join(mine, vec!["sg-a".into()]);
+        agent.set_rules(control.rules());
+        assert_eq!(agent.rules(), control.rules());
+        assert_eq!(agent.groups_of(mine), Some(vec!["sg-a".to_string()]));
+        assert_eq!(
+            agent.resolve("api.local"),
+            Some(vec![Ipv4Addr::new(127, 18, 0, 7)])
+        );
+        control.remove_group("sg-a");
+        assert!(control.generation() > seen);
+        agent.set_rules(control.rules());
+        assert!(agent.rules().groups.is_empty());
     }
 
     #[test]

@@ -13,12 +13,17 @@
 //!   against: security-group rules, which task is in which groups, and the
 //!   names service discovery answers.
 //! - [`logs`]: where an agent writes its containers' awslogs output.
+//! - [`wire`]: the channel over a network (a WebSocket the agent opens),
+//!   for agents on other machines (`skiff agent`).
+//! - [`sigv4`]: signing requests to the control plane's API.
 
 pub mod fabric;
 pub mod link;
 pub mod logs;
 pub mod messages;
+pub mod sigv4;
 pub mod task;
 pub mod taskdef;
+pub mod wire;
 
 pub use task::now;

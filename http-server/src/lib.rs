@@ -28,7 +28,6 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -509,7 +508,8 @@ fn busy_response((content_type, body): (&str, &str)) -> Vec<u8> {
 /// The connections a server still has open once it stopped accepting.
 pub struct Connections {
     name: &'static str,
-    graceful: Option<GracefulShutdown>,
+    /// Set to ask every connection to finish gracefully.
+    drain: tokio::sync::watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
@@ -517,9 +517,7 @@ impl Connections {
     /// Asks every connection to close (idle ones now, busy ones after
     /// their response) and waits until all have.
     pub async fn drain(&mut self) {
-        if let Some(graceful) = self.graceful.take() {
-            graceful.shutdown().await;
-        }
+        self.drain.send_replace(true);
         self.wait().await;
     }
 
@@ -565,7 +563,9 @@ where
         .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
-    let graceful = GracefulShutdown::new();
+    // hyper-util's GracefulShutdown cannot watch a connection that may be
+    // upgraded, so each connection watches this instead.
+    let (drain, draining) = tokio::sync::watch::channel(false);
     let slots = config
         .max_connections
         .map(|n| Arc::new(Semaphore::new(n.max(1))));
@@ -625,12 +625,17 @@ where
                         limits: config.body,
                         activity: Arc::clone(&activity),
                     };
-                    let conn = graceful.watch(
-                        http.serve_connection(TokioIo::new(stream), service),
-                    );
+                    // Upgrades (a WebSocket: an agent's channel) leave
+                    // the server: the connection's slot is freed and the
+                    // service that took it over owns the stream.
+                    let conn = http
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
                     let open = Arc::clone(&open);
+                    let mut draining = draining.clone();
                     tasks.spawn(async move {
                         tokio::pin!(conn);
+                        let mut asked = false;
                         loop {
                             tokio::select! {
                                 ended = &mut conn => {
@@ -638,6 +643,12 @@ where
                                         tracing::debug!(server = name, "connection ended: {e}");
                                     }
                                     break;
+                                }
+                                // Finish gracefully: idle now, busy after
+                                // its response.
+                                Ok(()) = draining.changed(), if !asked => {
+                                    asked = true;
+                                    conn.as_mut().graceful_shutdown();
                                 }
                                 // Closed to make room, unless a request
                                 // began meanwhile.
@@ -660,11 +671,7 @@ where
             },
         }
     }
-    Connections {
-        name,
-        graceful: Some(graceful),
-        tasks,
-    }
+    Connections { name, drain, tasks }
 }
 
 /// [`accept`], then closes the listener and drains the connections for at

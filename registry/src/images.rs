@@ -145,16 +145,26 @@ impl ImageStore {
 /// tasks starting at once) download it once.
 pub struct Puller {
     store: ImageStore,
-    options: RemoteOptions,
+    options: std::sync::RwLock<RemoteOptions>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Puller {
+    /// Sets (or replaces) the credentials for `registry` (`host[:port]`),
+    /// for the pulls that start from now: an agent is handed fresh ones
+    /// for its cluster's registry whenever its channel opens.
+    pub fn set_credentials(&self, registry: &str, credentials: remote::Credentials) {
+        if let Ok(mut o) = self.options.write() {
+            o.credentials.retain(|(r, _)| r != registry);
+            o.credentials.push((registry.to_string(), credentials));
+        }
+    }
+
     /// A puller into `store`, reaching registries with `options`.
     pub fn new(store: ImageStore, options: RemoteOptions) -> Self {
         Puller {
             store,
-            options,
+            options: std::sync::RwLock::new(options),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -212,7 +222,8 @@ impl Puller {
         whole: &str,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(ImageRecord, Vec<u8>), RemoteError> {
-        let pulled = remote::pull(whole, &self.options, progress).await?;
+        let options = self.options.read().map(|o| o.clone()).unwrap_or_default();
+        let pulled = remote::pull(whole, &options, progress).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

@@ -11,6 +11,7 @@ mod ecs_network;
 mod ecs_scale;
 mod ecs_services;
 mod exit_status;
+mod fleet;
 mod hostile;
 mod http;
 mod images;

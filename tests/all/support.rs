@@ -393,6 +393,9 @@ pub struct ServeProcess {
     pub data_dir: PathBuf,
     /// Access key and secret the server requires, if any.
     pub keys: Option<(String, String)>,
+    /// The network namespace it runs in (a test's host), where its clients
+    /// must run too.
+    pub netns: Option<String>,
 }
 
 impl ServeProcess {
@@ -428,6 +431,7 @@ impl ServeProcess {
             cluster,
             data_dir: data_dir.to_path_buf(),
             keys,
+            netns: None,
         }
     }
 
@@ -441,7 +445,15 @@ impl ServeProcess {
     /// Runs `aws SERVICE ARGS... --endpoint-url ...`: (success, stdout, stderr).
     pub fn aws(&self, args: &[&str]) -> (bool, String, String) {
         let (id, secret) = self.signing_keys();
-        let out = Command::new("aws")
+        let mut aws = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "aws"]);
+                c
+            }
+            None => Command::new("aws"),
+        };
+        let out = aws
             .args(args)
             .args(["--endpoint-url", &format!("http://{}", self.api)])
             .args(["--output", "json"])

@@ -92,6 +92,16 @@ fn xml_response(status: u16, body: String, request_id: &str) -> Response<Full<By
 
 impl Api {
     async fn http(&self, req: skiff_http_server::Request) -> Response<Full<Bytes>> {
+        if super::channel::is_opening(&req) {
+            let plain = Dialect {
+                json_1_0: false,
+                query_compatible: false,
+            };
+            return match self.open_channel(req).await {
+                Ok(upgrading) => upgrading,
+                Err(e) => error_response(&e, plain),
+            };
+        }
         // The Query protocol (errors in XML too): a form-encoded body, or
         // an `Action` in the query string (EC2 and ELB take GET as well).
         let query = !req.headers().contains_key("x-amz-target")
@@ -254,6 +264,18 @@ impl Api {
                 ApiError::serialization(format!("the request body is not valid JSON: {e}"))
             })?
         };
+        if target == "AmazonEC2ContainerServiceV20141113.DiscoverPollEndpoint" {
+            // Answered with the address the agent reached us at.
+            super::protocol::shapes::check(
+                super::protocol::shapes::JsonService::Ecs,
+                "DiscoverPollEndpoint",
+                &value,
+            )?;
+            let host = header("host").unwrap_or("127.0.0.1");
+            return super::ecs::discover_poll_endpoint(&self.core, &value, host)
+                .await
+                .map(Answer::Json);
+        }
         self.handle(target, &value, &region).await.map(Answer::Json)
     }
 }

@@ -1,6 +1,8 @@
 //! CloudWatch Logs' API (`Logs_20140328`) over the log store:
-//! CreateLogGroup, DeleteLogGroup, DescribeLogGroups, DescribeLogStreams,
-//! GetLogEvents, FilterLogEvents.
+//! CreateLogGroup, DeleteLogGroup, DescribeLogGroups, CreateLogStream,
+//! DescribeLogStreams, PutLogEvents (the write path `skiff agent` on
+//! another machine uses for its containers' awslogs output, as ECS's
+//! agent does), GetLogEvents, FilterLogEvents.
 
 use crate::core::logs::{FilterPattern, LogStore, check_group_name};
 use crate::error::ApiError;
@@ -19,6 +21,72 @@ fn refuse(body: &Value, fields: &[&str]) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+fn no_group() -> ApiError {
+    ApiError::not_found(
+        "ResourceNotFoundException",
+        "The specified log group does not exist.",
+    )
+}
+
+/// CloudWatch's log stream names: 1 to 512 characters, no `:` or `*`.
+fn check_stream_name(name: &str) -> Result<(), ApiError> {
+    if name.chars().count() > 512 || name.contains([':', '*']) {
+        return Err(ApiError::invalid_parameter(format!(
+            "Log stream name {name:?} is invalid: 1 to 512 characters, without ':' or '*'."
+        )));
+    }
+    Ok(())
+}
+
+/// PutLogEvents' rules: 1 to 10,000 events, at most 1,048,576 bytes
+/// (each message's UTF-8 bytes plus 26), in chronological order, spanning
+/// at most 24 hours. Events more than 14 days old or 2 hours ahead of
+/// `now_ms` are not stored and are reported as AWS does
+/// (`rejectedLogEventsInfo`): the range to store and that report.
+fn check_batch(
+    events: &[(i64, String)],
+    now_ms: i64,
+) -> Result<(std::ops::Range<usize>, serde_json::Map<String, Value>), ApiError> {
+    if events.is_empty() || events.len() > 10_000 {
+        return Err(ApiError::invalid_parameter(
+            "logEvents must hold 1 to 10000 events.",
+        ));
+    }
+    let bytes: usize = events.iter().map(|(_, m)| m.len() + 26).sum();
+    if bytes > 1_048_576 {
+        return Err(ApiError::invalid_parameter(format!(
+            "The batch is {bytes} bytes; PutLogEvents takes at most 1048576 (each message's bytes plus 26)."
+        )));
+    }
+    if events.windows(2).any(|w| w[1].0 < w[0].0) {
+        return Err(ApiError::invalid_parameter(
+            "Log events in a single PutLogEvents request must be in chronological order.",
+        ));
+    }
+    let (first, last) = (events[0].0, events[events.len() - 1].0);
+    if last - first > 24 * 3600 * 1000 {
+        return Err(ApiError::invalid_parameter(
+            "The log events in a single PutLogEvents request cannot span more than 24 hours.",
+        ));
+    }
+    let too_old = events
+        .iter()
+        .take_while(|(t, _)| *t < now_ms - 14 * 24 * 3600 * 1000)
+        .count();
+    let too_new = events
+        .iter()
+        .position(|(t, _)| *t > now_ms + 2 * 3600 * 1000)
+        .unwrap_or(events.len());
+    let mut rejected = serde_json::Map::new();
+    if too_old > 0 {
+        rejected.insert("tooOldLogEventEndIndex".into(), json!(too_old));
+    }
+    if too_new < events.len() {
+        rejected.insert("tooNewLogEventStartIndex".into(), json!(too_new));
+    }
+    Ok((too_old..too_new.max(too_old), rejected))
 }
 
 /// Handles one Logs API operation.
@@ -63,6 +131,61 @@ pub fn handle(store: &LogStore, op: &str, body: &Value, region: &str) -> Result<
                 ));
             }
             Ok(json!({}))
+        }
+        "CreateLogStream" => {
+            let group = required("logGroupName")?;
+            let stream = required("logStreamName")?;
+            check_stream_name(stream)?;
+            if !store.group_exists(group)? {
+                return Err(no_group());
+            }
+            if store.stream_exists(group, stream)? {
+                return Err(ApiError::not_found(
+                    "ResourceAlreadyExistsException",
+                    "The specified log stream already exists",
+                ));
+            }
+            store.create_stream(group, stream)?;
+            Ok(json!({}))
+        }
+        "PutLogEvents" => {
+            refuse(body, &["entity"])?;
+            let group = required("logGroupName")?;
+            let stream = required("logStreamName")?;
+            let events: Vec<(i64, String)> = body
+                .get("logEvents")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            Some((
+                                e.get("timestamp")?.as_i64()?,
+                                e.get("message")?.as_str()?.to_string(),
+                            ))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| ApiError::invalid_parameter("logEvents is required"))?
+                .ok_or_else(|| {
+                    ApiError::invalid_parameter("each of logEvents needs a timestamp and a message")
+                })?;
+            if !store.group_exists(group)? {
+                return Err(no_group());
+            }
+            if !store.stream_exists(group, stream)? {
+                return Err(ApiError::not_found(
+                    "ResourceNotFoundException",
+                    "The specified log stream does not exist.",
+                ));
+            }
+            let (accepted, rejected) =
+                check_batch(&events, (crate::core::model::now() * 1000.0) as i64)?;
+            store.append(group, stream, &events[accepted.clone()])?;
+            let mut out = json!({ "nextSequenceToken": format!("{:056}", (crate::core::model::now() * 1000.0) as i64) });
+            if !rejected.is_empty() {
+                out["rejectedLogEventsInfo"] = Value::Object(rejected);
+            }
+            Ok(out)
         }
         "DeleteLogGroup" => {
             store.delete_group(required("logGroupName")?)?;
@@ -354,5 +477,46 @@ mod tests {
             assert_eq!(err.kind, "InvalidParameterException", "{op} {body}");
         }
         assert!(!s.group_exists("h").unwrap());
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn put_log_events_batches_follow_cloudwatchs_rules() {
+        let now = 2_000_000_000_000;
+        let ev = |t: i64| (t, "x".to_string());
+        let (ok, rejected) = check_batch(&[ev(now - 5), ev(now)], now).unwrap();
+        assert_eq!((ok, rejected.len()), (0..2, 0));
+        let day = 24 * 3600 * 1000;
+        // Too old at the front, too new at the back: stored between.
+        let (ok, rejected) = check_batch(
+            &[
+                ev(now - 14 * day - 1),
+                ev(now - 14 * day + 1),
+                ev(now - 14 * day + 2),
+            ],
+            now,
+        )
+        .unwrap();
+        assert_eq!(ok, 1..3);
+        assert_eq!(rejected["tooOldLogEventEndIndex"], json!(1));
+        let hour = 3600 * 1000;
+        let (ok, rejected) = check_batch(&[ev(now), ev(now + 3 * hour)], now).unwrap();
+        assert_eq!(ok, 0..1);
+        assert_eq!(rejected["tooNewLogEventStartIndex"], json!(1));
+        for (bad, why) in [
+            (vec![ev(now), ev(now - 1)], "chronological"),
+            (vec![], "1 to 10000"),
+            (vec![ev(now - 2 * day), ev(now)], "24 hours"),
+            (vec![(now, "y".repeat(1_048_576))], "1048576"),
+        ] {
+            let e = check_batch(&bad, now).unwrap_err();
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+        assert!(check_stream_name("ecs/web/abc").is_ok());
+        assert!(check_stream_name("a:b").is_err());
     }
 }

@@ -3,7 +3,8 @@
 //! protocols they share ([`protocol`]: AWS JSON 1.0/1.1, the Query
 //! protocol, SigV4) and the HTTP front ([`http`]).
 
-pub(crate) mod cloudmap;
+pub(crate) mod channel;
+mod cloudmap;
 pub(crate) mod cloudwatch;
 pub(crate) mod ec2;
 pub(crate) mod ecr;

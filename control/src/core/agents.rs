@@ -1,45 +1,138 @@
 //! The agents (container instances) connected to this control plane, each
-//! through its channel (`skiff_channel::link`). The control plane sends
-//! them task payloads here and nowhere else; what they report comes back
-//! through `report_loop` in `lib.rs`.
+//! through its channel: the in-process one (`skiff_channel::link`), and
+//! agents on other machines, each on its WebSocket (`crate::api::channel`,
+//! `remote.rs`). The control plane sends them task payloads here and
+//! nowhere else; what they report comes back through `reports.rs`, tagged
+//! with who sent it.
 
 use crate::core::model::Task;
 use crate::core::taskdef::TaskDefinition;
-use skiff_channel::messages::{StartTask, ToAgent};
+use skiff_channel::messages::{FromAgent, StartTask, ToAgent};
 use std::collections::HashMap;
-use std::sync::RwLock;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
+
+/// One state change, and who reported it.
+#[derive(Debug)]
+pub(crate) struct Report {
+    /// The reporting agent's container instance ARN: it may report only
+    /// about its own tasks.
+    pub from: Arc<str>,
+    pub change: FromAgent,
+    /// A remote agent's report number, acknowledged once committed.
+    pub ack: Option<(watch::Sender<u64>, u64)>,
+}
+
+/// An open channel to one agent.
+#[derive(Debug)]
+struct Link {
+    tx: mpsc::UnboundedSender<ToAgent>,
+    /// Which connection (0: the in-process agent's).
+    conn: u64,
+}
+
+/// What the control plane remembers of a remote agent's session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// The agent process's session id: a new one means it restarted.
+    pub id: String,
+    /// The highest report recorded; the connection's writer sends it on.
+    pub acked: watch::Sender<u64>,
+    /// When it was last heard from (any frame).
+    pub last_heard: Instant,
+}
 
 /// The connected agents, by container instance ARN.
 #[derive(Debug)]
 pub(crate) struct Agents {
     /// The in-process agent's container instance (`skiff serve`'s own).
     pub local: String,
-    links: RwLock<HashMap<String, mpsc::UnboundedSender<ToAgent>>>,
+    links: RwLock<HashMap<String, Link>>,
+    /// Remote agents' sessions (connected or not), by instance ARN.
+    pub(crate) sessions: Mutex<HashMap<String, Session>>,
+    /// Every agent's reports, to the report loop.
+    pub(crate) reports: mpsc::UnboundedSender<Report>,
+    /// When this control plane started: an instance no agent has spoken
+    /// for since counts as silent from then.
+    pub(crate) started: Instant,
+    next_conn: AtomicU64,
 }
 
 impl Agents {
-    /// The in-process agent, connected through `link`.
-    pub(crate) fn new(local: String, link: mpsc::UnboundedSender<ToAgent>) -> Agents {
+    /// The in-process agent, connected through `link`; reports of every
+    /// agent go to `reports`.
+    pub(crate) fn new(
+        local: String,
+        link: mpsc::UnboundedSender<ToAgent>,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> Agents {
         Agents {
-            links: RwLock::new(HashMap::from([(local.clone(), link)])),
+            links: RwLock::new(HashMap::from([(local.clone(), Link { tx: link, conn: 0 })])),
             local,
+            sessions: Mutex::new(HashMap::new()),
+            reports,
+            started: Instant::now(),
+            next_conn: AtomicU64::new(1),
         }
     }
 
     /// Whether the agent of this container instance is connected.
-    fn connected(&self, instance_arn: &str) -> bool {
+    pub(crate) fn connected(&self, instance_arn: &str) -> bool {
         self.links
             .read()
-            .map(|l| l.get(instance_arn).is_some_and(|tx| !tx.is_closed()))
+            .map(|l| l.get(instance_arn).is_some_and(|l| !l.tx.is_closed()))
             .unwrap_or(false)
     }
 
     /// Whether a connected agent has task `t` (runs it, or has been sent
     /// it to run): one must be told to stop it, and reports its end. A
-    /// task no agent has stops at once.
+    /// task no agent has stops at once (an agent that comes back stops it
+    /// when it reconciles).
     pub(crate) fn have(&self, t: &Task) -> bool {
         t.last_status != "STOPPED" && t.runs_on().is_some_and(|i| self.connected(i))
+    }
+
+    /// Opens a new channel to a remote agent of `instance_arn`, replacing
+    /// (and so closing) any older one: its number, and the payloads to
+    /// send on it.
+    pub(crate) fn link(&self, instance_arn: &str) -> (u64, mpsc::UnboundedReceiver<ToAgent>) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut links) = self.links.write() {
+            links.insert(instance_arn.to_string(), Link { tx, conn });
+        }
+        (conn, rx)
+    }
+
+    /// Closes connection `conn` of `instance_arn`, if it is still the
+    /// instance's: whether it was.
+    pub(crate) fn unlink(&self, instance_arn: &str, conn: u64) -> bool {
+        let Ok(mut links) = self.links.write() else {
+            return false;
+        };
+        if links.get(instance_arn).is_some_and(|l| l.conn == conn) {
+            links.remove(instance_arn);
+            return true;
+        }
+        false
+    }
+
+    /// Closes whatever connection `instance_arn` has.
+    pub(crate) fn unlink_any(&self, instance_arn: &str) {
+        if let Ok(mut links) = self.links.write() {
+            links.remove(instance_arn);
+        }
+    }
+
+    /// Notes that an agent of `instance_arn` was heard from.
+    pub(crate) fn heard(&self, instance_arn: &str) {
+        if let Ok(mut sessions) = self.sessions.lock()
+            && let Some(s) = sessions.get_mut(instance_arn)
+        {
+            s.last_heard = Instant::now();
+        }
     }
 
     fn send(&self, instance_arn: &str, message: ToAgent) {
@@ -47,7 +140,7 @@ impl Agents {
             .links
             .read()
             .ok()
-            .and_then(|l| l.get(instance_arn).map(|tx| tx.send(message).is_ok()));
+            .and_then(|l| l.get(instance_arn).map(|l| l.tx.send(message).is_ok()));
         if sent != Some(true) {
             tracing::warn!(
                 instance = instance_arn,

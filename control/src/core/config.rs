@@ -42,6 +42,11 @@ pub struct ControlConfig {
     /// task cannot reach (its 127.0.0.1 is itself): give another loopback
     /// address for tasks to call load balancers.
     pub lb_address: std::net::Ipv4Addr,
+    /// How long an agent on another machine may be silent (no frame, not
+    /// even a heartbeat, which it sends every second) before its instance
+    /// is taken for lost: disconnected, its tasks recorded STOPPED and a
+    /// service's replaced elsewhere. Default: 5 s.
+    pub agent_timeout: Duration,
 }
 
 impl ControlConfig {
@@ -60,6 +65,7 @@ impl ControlConfig {
             reserved_ports: Vec::new(),
             stopped_task_retention: Duration::from_secs(3600),
             lb_address: std::net::Ipv4Addr::LOCALHOST,
+            agent_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -112,6 +112,7 @@ pub(crate) fn local_instance(
                 cluster: cluster.to_string(),
                 deregistered_at: None,
                 offers_fargate: true,
+                agent_session: None,
             }
         }
     }

@@ -170,6 +170,20 @@ impl Core {
             crate::core::instances::local_instance(existing, &region, &config.cluster, &size);
         let instance_arn = instance.container_instance_arn.clone();
         writes.push(Write::Instance(instance));
+        // No agent on another machine is connected yet: each is until it
+        // connects again, and taken for lost if it has not within the
+        // timeout (its tasks run on meanwhile).
+        for i in state.instances.values().map(|e| &e.value) {
+            // (This machine's instances, the one before a move included,
+            // are written above.)
+            let remote = i.ec2_instance_id.as_deref() != Some(LOCAL_INSTANCE_ID);
+            if i.agent_connected && remote {
+                let mut i = i.clone();
+                i.agent_connected = false;
+                i.version += 1;
+                writes.push(Write::Instance(i));
+            }
+        }
         writes.extend(ec2::ensure_default(&state));
         state.apply(store.as_ref(), writes).await?;
         // The security groups' rules, where task sockets consult them.
@@ -183,14 +197,32 @@ impl Core {
 
         let ControlEnd {
             to_agent,
-            from_agent,
+            mut from_agent,
         } = local;
+        // Every agent's reports, tagged with who sent them, into one loop.
+        let (reports, reports_rx) = tokio::sync::mpsc::unbounded_channel();
+        {
+            let reports = reports.clone();
+            let from: Arc<str> = Arc::from(instance_arn.as_str());
+            tokio::spawn(async move {
+                while let Some(change) = from_agent.recv().await {
+                    let report = crate::core::agents::Report {
+                        from: Arc::clone(&from),
+                        change,
+                        ack: None,
+                    };
+                    if reports.send(report).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let core = Arc::new(Core {
             config,
             store,
             state: tokio::sync::Mutex::new(state),
             logs,
-            agents: Arc::new(Agents::new(instance_arn, to_agent)),
+            agents: Arc::new(Agents::new(instance_arn, to_agent, reports)),
             rng: Mutex::new(placement::Rng::from_entropy()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             wake: Arc::new(services::Wake::default()),
@@ -200,7 +232,8 @@ impl Core {
             _lock: lock,
         });
         core.resume().await?;
-        tokio::spawn(report_loop(Arc::clone(&core), from_agent));
+        tokio::spawn(report_loop(Arc::clone(&core), reports_rx));
+        tokio::spawn(crate::core::remote::lost_agents_loop(Arc::downgrade(&core)));
         tokio::spawn(retention_loop(Arc::downgrade(&core)));
         tokio::spawn(metrics_loop(Arc::downgrade(&core)));
         tokio::spawn(services::scheduler_loop(Arc::downgrade(&core)));

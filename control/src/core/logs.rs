@@ -115,6 +115,20 @@ impl LogStore {
         })
     }
 
+    /// Whether stream `stream` of `group` exists.
+    pub fn stream_exists(&self, group: &str, stream: &str) -> Result<bool, ApiError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT 1 FROM streams WHERE grp = ?1 AND name = ?2",
+                params![group, stream],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(sql)
+        })
+    }
+
     /// Appends events (timestamp in ms, message) to a stream.
     pub fn append(
         &self,

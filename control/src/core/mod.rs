@@ -15,6 +15,7 @@ pub(crate) mod logs;
 pub(crate) mod metrics;
 pub mod model;
 pub mod placement;
+pub(crate) mod remote;
 pub(crate) mod reports;
 pub(crate) mod security_groups;
 pub(crate) mod services;

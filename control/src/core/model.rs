@@ -181,6 +181,11 @@ pub struct ContainerInstance {
     /// ECS has no such field, so views leave it out).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offers_fargate: bool,
+    /// The session of the agent process that last connected for it (stored;
+    /// views leave it out): one connecting with another restarted, and the
+    /// tasks the old one had ended with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_session: Option<String>,
 }
 
 /// The name of a resource given by name or ARN

@@ -2,6 +2,7 @@
 //! the order they were sent.
 
 use super::Core;
+use crate::core::agents::Report;
 use crate::core::discovery;
 use crate::core::model::{self, Task};
 use crate::core::model::{now, state_rank};
@@ -15,11 +16,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Applies the agents' state changes, in order, batching whatever arrived
-/// together into one store transaction.
+/// together into one store transaction, then acknowledges remote agents'.
 /// A batch the store refused is kept and tried again: a report is never
-/// dropped, or a task could stay short of STOPPED forever.
-pub(crate) async fn report_loop(inner: Arc<Core>, mut rx: mpsc::UnboundedReceiver<FromAgent>) {
-    let mut batch = Vec::new();
+/// dropped, or a task could stay short of STOPPED forever. A report about
+/// a task that is not on the reporting agent's instance is refused (one
+/// agent cannot report for another's tasks).
+pub(crate) async fn report_loop(inner: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Report>) {
+    let mut batch: Vec<Report> = Vec::new();
     while !batch.is_empty() || rx.recv_many(&mut batch, 1024).await > 0 {
         // Whatever else has arrived joins this batch.
         while let Ok(r) = rx.try_recv() {
@@ -27,8 +30,8 @@ pub(crate) async fn report_loop(inner: Arc<Core>, mut rx: mpsc::UnboundedReceive
         }
         let mut state = inner.state.lock().await;
         let mut changed: HashMap<String, Task> = HashMap::new();
-        for change in &batch {
-            let id = model::name_of(change.task_arn()).to_string();
+        for report in &batch {
+            let id = model::name_of(report.change.task_arn()).to_string();
             let Some(current) = changed
                 .get(&id)
                 .cloned()
@@ -36,7 +39,15 @@ pub(crate) async fn report_loop(inner: Arc<Core>, mut rx: mpsc::UnboundedReceive
             else {
                 continue;
             };
-            changed.insert(id, apply_change(current, change.clone()));
+            if current.runs_on() != Some(&*report.from) {
+                tracing::warn!(
+                    agent = %report.from,
+                    task = %report.change.task_arn(),
+                    "a report about a task of another instance: refused"
+                );
+                continue;
+            }
+            changed.insert(id, apply_change(current, report.change.clone()));
         }
         let woken: BTreeSet<String> = changed
             .values()
@@ -45,7 +56,15 @@ pub(crate) async fn report_loop(inner: Arc<Core>, mut rx: mpsc::UnboundedReceive
         let writes = changed.into_values().map(Write::Task).collect();
         match state.apply(inner.store.as_ref(), writes).await {
             Ok(()) => {
-                batch.clear();
+                for report in batch.drain(..) {
+                    if let Some((acked, seq)) = report.ack {
+                        acked.send_if_modified(|a| {
+                            let newer = seq > *a;
+                            *a = (*a).max(seq);
+                            newer
+                        });
+                    }
+                }
                 // Discovered names follow their tasks.
                 if !state.discovery.services.is_empty() {
                     discovery::refresh(&state, &inner.fabric);

@@ -186,6 +186,16 @@ impl State {
             .filter_map(|id| self.tasks.get(id).map(|t| &t.value))
     }
 
+    /// The tasks on instance `arn` (FARGATE tasks it hosts included),
+    /// stopped ones too. (A walk over every task: for rare events, an
+    /// agent connecting or lost.)
+    pub fn tasks_on<'a>(&'a self, arn: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks
+            .values()
+            .map(|t| &t.value)
+            .filter(move |t| t.runs_on() == Some(arn))
+    }
+
     /// What the tasks not STOPPED use, by instance ARN.
     pub fn usage(&self) -> &HashMap<String, Usage> {
         &self.usage

@@ -47,6 +47,7 @@ pub(crate) fn instance_view(
         o.remove("cluster");
         o.remove("deregisteredAt");
         o.remove("offersFargate");
+        o.remove("agentSession");
     }
     v["remainingResources"] = to_value(&remaining);
     v["runningTasksCount"] = json!(u.running);
@@ -195,10 +196,11 @@ pub(crate) async fn update_instances_state(
     Ok(json!({ "containerInstances": views, "failures": failures }))
 }
 
-/// RegisterContainerInstance: records an instance and its resources. skiff
-/// has no remote agent yet, so an instance registered through the API has
-/// no agent connected: it is listed, described and counted, and placement
-/// passes it over with ECS's `AGENT` reason until an agent can serve it.
+/// RegisterContainerInstance: records an instance and its resources (again:
+/// updates them). It has no agent connected until one opens its channel
+/// (`skiff agent` registers, then does): until then it is listed,
+/// described and counted, and placement passes it over with ECS's `AGENT`
+/// reason.
 pub(crate) async fn register_instance(
     core: &Core,
     body: &Value,
@@ -317,10 +319,15 @@ pub(crate) async fn register_instance(
             })
             .cloned(),
     };
+    // `skiff agent --fargate`: its agent lends FARGATE tasks of any
+    // cluster its capacity.
+    let fargate = attributes.iter().any(|a| a.name == FARGATE_ATTRIBUTE);
     let instance = match existing {
         Some(mut i) => {
             i.registered_resources = registered.clone();
             i.remaining_resources = registered;
+            i.offers_fargate = fargate;
+            i.attributes.retain(|a| a.name != FARGATE_ATTRIBUTE);
             merge_attributes(&mut i.attributes, attributes);
             merge_tags(&mut i.tags, &tags);
             if let Some(v) = body.get("versionInfo").filter(|v| !v.is_null()) {
@@ -358,7 +365,8 @@ pub(crate) async fn register_instance(
                 tags,
                 cluster: cluster.cluster_name.clone(),
                 deregistered_at: None,
-                offers_fargate: false,
+                offers_fargate: fargate,
+                agent_session: None,
             }
         }
     };
@@ -367,6 +375,9 @@ pub(crate) async fn register_instance(
         .await?;
     Ok(json!({ "containerInstance": instance_view(&instance, None, true) }))
 }
+
+/// The attribute an agent registers with when it offers Fargate capacity.
+pub(crate) const FARGATE_ATTRIBUTE: &str = "skiff.fargate";
 
 pub(crate) fn merge_attributes(into: &mut Vec<Attribute>, new: Vec<Attribute>) {
     for mut a in new {
@@ -544,4 +555,52 @@ pub(crate) async fn list_attributes(core: &Core, body: &Value) -> Result<Value, 
         }
     }
     listed(body, "attributes", out)
+}
+
+/// DiscoverPollEndpoint: where an agent opens its channel (and sends
+/// telemetry): this API, at the address the agent reached it by (`host`,
+/// the request's Host header). The instance, if named, must be registered
+/// in the cluster.
+pub(crate) async fn discover_poll_endpoint(
+    core: &Core,
+    body: &Value,
+    host: &str,
+) -> Result<Value, ApiError> {
+    if let Some(given) = body.get("containerInstance").and_then(Value::as_str) {
+        let state = core.state.lock().await;
+        let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?;
+        if find_instance(&state, &cluster.cluster_name, given)
+            .is_none_or(|i| i.status == "INACTIVE")
+        {
+            return Err(ApiError::invalid_parameter(format!(
+                "The referenced container instance {given} was not found in cluster {}.",
+                cluster.cluster_name
+            )));
+        }
+    }
+    let endpoint = format!("http://{host}/");
+    Ok(json!({
+        "endpoint": endpoint,
+        "telemetryEndpoint": endpoint,
+        "serviceConnectEndpoint": endpoint,
+        "systemLogsEndpoint": endpoint,
+        // skiff's own: where the cluster's registry is.
+        "skiffRegistry": registry_as_seen_from(&core.config.default_registry, host),
+    }))
+}
+
+/// The cluster's registry (`listening`, `IP:PORT`) as a client that
+/// reached the API at `host` (a Host header) reaches it: at that host when
+/// the registry listens on every address.
+pub(crate) fn registry_as_seen_from(listening: &str, host: &str) -> String {
+    match listening.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.ip().is_unspecified() => {
+            let name = match host.rsplit_once(':') {
+                Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+                _ => host,
+            };
+            format!("{name}:{}", addr.port())
+        }
+        _ => listening.to_string(),
+    }
 }

@@ -18,6 +18,7 @@ use instances::{
     deregister_instance, describe_instances, list_attributes, list_instances, put_attributes,
     register_instance, update_instances_state,
 };
+pub(crate) use instances::{discover_poll_endpoint, registry_as_seen_from};
 use serde_json::Value;
 use tags::{list_tags, tag_resource};
 use taskdefs::{

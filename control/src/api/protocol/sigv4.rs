@@ -9,11 +9,10 @@
 //! is the same steps run forward.)
 
 use crate::error::ApiError;
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+pub use skiff_channel::sigv4::{amz_date, sign_post};
+use skiff_channel::sigv4::{canonical_query, signature, uri_encode};
 use std::collections::HashMap;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// How far a request's `X-Amz-Date` may be from the server's clock.
 const MAX_SKEW_SECS: i64 = 15 * 60;
@@ -72,42 +71,6 @@ pub struct Received<'a> {
     /// Every header, names lowercase; repeated headers in order.
     pub headers: &'a [(String, String)],
     pub body: &'a [u8],
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length: this cannot fail.
-    let mut mac = match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => return Vec::new(),
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn uri_encode(s: &str, encode_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b'/' if !encode_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-fn canonical_query(query: &str) -> String {
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (uri_encode(&k, true), uri_encode(&v, true)))
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// Parses `X-Amz-Date` (`20261122T101500Z`) into seconds since the epoch.
@@ -240,93 +203,6 @@ pub fn verify(
         ));
     }
     Ok(auth)
-}
-
-/// The hex signature of a canonical request.
-fn signature(
-    secret: &str,
-    date: &str,
-    region: &str,
-    service: &str,
-    amz_date: &str,
-    canonical_request: &str,
-) -> String {
-    let scope = format!("{date}/{region}/{service}/aws4_request");
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
-    );
-    let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k_region = hmac(&k_date, region.as_bytes());
-    let k_service = hmac(&k_region, service.as_bytes());
-    let k_signing = hmac(&k_service, b"aws4_request");
-    hex::encode(hmac(&k_signing, string_to_sign.as_bytes()))
-}
-
-/// Formats seconds since the epoch as `X-Amz-Date` (`20261122T101500Z`).
-pub fn amz_date(epoch_secs: i64) -> String {
-    let days = epoch_secs.div_euclid(86_400);
-    let secs = epoch_secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Signs a `POST /` AWS JSON request: the headers to send with it
-/// (`x-amz-date`, `x-amz-content-sha256`, `authorization`). `headers`
-/// are the other headers to sign (`host`, `content-type`,
-/// `x-amz-target`), names lowercase.
-#[allow(clippy::too_many_arguments)]
-pub fn sign_post(
-    headers: &[(&str, &str)],
-    body: &[u8],
-    access_key: &str,
-    secret: &str,
-    region: &str,
-    service: &str,
-    epoch_secs: i64,
-) -> Vec<(String, String)> {
-    let amz_date = amz_date(epoch_secs);
-    let body_hash = hex::encode(Sha256::digest(body));
-    let mut signed: Vec<(String, String)> = headers
-        .iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    signed.push(("x-amz-date".into(), amz_date.clone()));
-    signed.push(("x-amz-content-sha256".into(), body_hash.clone()));
-    signed.sort();
-    let canonical_headers: String = signed.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
-    let names = signed
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
-    let canonical_request = format!("POST\n/\n\n{canonical_headers}\n{names}\n{body_hash}");
-    let date = &amz_date[..8];
-    let sig = signature(secret, date, region, service, &amz_date, &canonical_request);
-    vec![
-        ("x-amz-date".into(), amz_date.clone()),
-        ("x-amz-content-sha256".into(), body_hash),
-        (
-            "authorization".into(),
-            format!(
-                "AWS4-HMAC-SHA256 Credential={access_key}/{date}/{region}/{service}/aws4_request, SignedHeaders={names}, Signature={sig}"
-            ),
-        ),
-    ]
 }
 
 #[cfg(test)]

@@ -1,0 +1,1064 @@
+//! One cluster across machines: a control plane (`skiff serve`) and agents
+//! (`skiff agent`) on hosts that are Linux network namespaces this test
+//! makes — each its own network stack, joined by a bridge, with addresses
+//! the test assigns inside them (198.18.0.0/24, a benchmarking block), and
+//! removed when the test ends. Nothing leaves them. Needs root (CI runs as
+//! root); without it the tests say so and fail.
+
+use crate::support::{ServeProcess, skiff_bin};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use wasm_apps::app;
+
+const KEY: &str = "AKIDFLEET";
+const SECRET: &str = "fleet-secret";
+
+/// Hosts: network namespaces on one bridge (in a namespace of its own).
+struct Hosts {
+    names: Vec<String>,
+    hub: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ip (iproute2): {e}"));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {} (these tests make network namespaces, which needs root)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Hosts {
+    fn new(n: usize) -> Hosts {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let tag = format!(
+            "sk{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let hub = format!("{tag}hub");
+        ip(&["netns", "add", &hub]);
+        let mut hosts = Hosts {
+            names: Vec::new(),
+            hub: hub.clone(),
+        };
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &hub, "link", "set", "br0", "up"]);
+        for i in 0..n {
+            let ns = format!("{tag}h{i}");
+            ip(&["netns", "add", &ns]);
+            hosts.names.push(ns.clone());
+            let port = format!("p{i}");
+            ip(&[
+                "link", "add", &port, "netns", &hub, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ]);
+            ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", Hosts::addr(i)),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        hosts
+    }
+
+    fn addr(i: usize) -> String {
+        format!("198.18.0.{}", i + 1)
+    }
+
+    /// `program` run on host `i`.
+    fn command(&self, i: usize, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.names[i], program]);
+        c
+    }
+
+    /// Cuts host `i` off the network (`up`: back on).
+    fn link(&self, i: usize, up: bool) {
+        ip(&[
+            "-n",
+            &self.names[i],
+            "link",
+            "set",
+            "eth0",
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for ns in self.names.iter().chain([&self.hub]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A `skiff agent` on a host.
+struct AgentProcess {
+    child: Child,
+    /// Its container instance ARN, from its banner.
+    arn: String,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A control plane on host 0 and agents on the others.
+struct Fleet {
+    hosts: Hosts,
+    serve: ServeProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Hosts 0..n; the control plane on host 0, cluster `fleet` made, the
+    /// guests pushed (`sleeper:v1`, `hello:v1`) the way a user pushes to a
+    /// registry that needs tokens.
+    fn start(n: usize) -> Fleet {
+        let hosts = Hosts::new(n);
+        let dir = tempfile::tempdir().unwrap();
+        let serve = Fleet::serve(&hosts, &dir.path().join("control"));
+        let fleet = Fleet { hosts, serve, dir };
+        fleet.aws_ok(&["ecs", "create-cluster", "--cluster-name", "fleet"]);
+        let password = fleet.aws_ok(&["ecr", "get-authorization-token"])["authorizationData"][0]
+            ["authorizationToken"]
+            .as_str()
+            .map(String::from)
+            .unwrap();
+        use base64::Engine;
+        let password = base64::engine::general_purpose::STANDARD
+            .decode(&password)
+            .unwrap();
+        let password = String::from_utf8(password).unwrap();
+        let password = password.strip_prefix("AWS:").unwrap().to_string();
+        let client = fleet.dir.path().join("client");
+        let registry = format!("{}:5050", Hosts::addr(0));
+        let run = |args: &[&str], stdin: &[u8]| {
+            let mut c = fleet.hosts.command(0, skiff_bin());
+            c.args(args)
+                .env("SKIFF_DATA_DIR", &client)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(stdin).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "skiff {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let insecure = ["--insecure-registry", &registry];
+        run(
+            &[
+                &["login", "--username", "AWS", "--password-stdin", &registry][..],
+                &insecure,
+            ]
+            .concat(),
+            password.as_bytes(),
+        );
+        for (guest, repo) in [("SLEEPER_P1", "sleeper:v1"), ("HELLO_P1", "hello:v1")] {
+            let target = format!("{registry}/{repo}");
+            run(
+                &[&["push", app(guest), &target][..], &insecure].concat(),
+                b"",
+            );
+        }
+        fleet
+    }
+
+    fn serve(hosts: &Hosts, data: &Path) -> ServeProcess {
+        let api = format!("{}:7700", Hosts::addr(0));
+        let registry = format!("{}:5050", Hosts::addr(0));
+        let mut cmd = hosts.command(0, skiff_bin());
+        cmd.args([
+            "serve",
+            "--api-addr",
+            &api,
+            "--registry-addr",
+            &registry,
+            "--region",
+            "eu-west-1",
+            "--access-key-id",
+            KEY,
+            "--secret-access-key",
+            SECRET,
+            "--agent-timeout",
+            "2s",
+        ])
+        .env("SKIFF_DATA_DIR", data)
+        .env("SKIFF_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start skiff serve");
+        let line = skiff_harness::first_line_then_drain(child.stderr.take().unwrap());
+        let banner = skiff_harness::ServeBanner::parse(&line)
+            .unwrap_or_else(|| panic!("unexpected banner from skiff serve: {line:?}"));
+        ServeProcess {
+            child,
+            api: banner.api,
+            registry: banner.registry,
+            cluster: banner.cluster,
+            data_dir: data.to_path_buf(),
+            keys: Some((KEY.into(), SECRET.into())),
+            netns: Some(hosts.names[0].clone()),
+        }
+    }
+
+    /// Starts `skiff agent` on host `i` (data under the test's dir, kept
+    /// across restarts of that host's agent) with extra flags.
+    fn agent(&self, i: usize, flags: &[&str]) -> AgentProcess {
+        self.agent_with_secret(i, flags, SECRET).unwrap()
+    }
+
+    /// An agent signing with `secret`: its banner's instance, or why it
+    /// exited.
+    fn agent_with_secret(
+        &self,
+        i: usize,
+        flags: &[&str],
+        secret: &str,
+    ) -> Result<AgentProcess, String> {
+        let data = self.dir.path().join(format!("host{i}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let log = data.join("agent.log");
+        let mut cmd = self.hosts.command(i, skiff_bin());
+        cmd.args([
+            "agent",
+            "--endpoint",
+            &format!("http://{}:7700", Hosts::addr(0)),
+            "--cluster",
+            "fleet",
+        ])
+        .args(["--region", "eu-west-1", "--max-instances", "64"])
+        .args(flags)
+        .env("SKIFF_DATA_DIR", &data)
+        .env("SKIFF_LOG", "warn")
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().expect("start skiff agent");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.starts_with("skiff agent: instance "))
+            {
+                let arn = line["skiff agent: instance ".len()..]
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                return Ok(AgentProcess { child, arn, log });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited with {status}: {text}"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "skiff agent on host {i} did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn aws_ok(&self, args: &[&str]) -> Value {
+        self.serve.aws_ok(args)
+    }
+
+    /// Waits (at most `within`) until `check` holds for what `args` answer.
+    fn until(&self, args: &[&str], within: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.aws_ok(args);
+            if check(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gave up waiting on aws {args:?}: {v:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn instance(&self, arn: &str) -> Value {
+        self.aws_ok(&[
+            "ecs",
+            "describe-container-instances",
+            "--cluster",
+            "fleet",
+            "--container-instances",
+            arn,
+        ])["containerInstances"][0]
+            .clone()
+    }
+
+    fn connected(&self, arn: &str) -> bool {
+        self.instance(arn)["agentConnected"] == json!(true)
+    }
+
+    /// The cluster's tasks, described (`desired`: RUNNING or STOPPED).
+    fn tasks(&self, desired: &str, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec![
+            "ecs",
+            "list-tasks",
+            "--cluster",
+            "fleet",
+            "--desired-status",
+            desired,
+        ];
+        args.extend(extra);
+        let arns: Vec<String> = self.aws_ok(&args)["taskArns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        if arns.is_empty() {
+            return Vec::new();
+        }
+        let mut args = vec!["ecs", "describe-tasks", "--cluster", "fleet", "--tasks"];
+        args.extend(arns.iter().map(String::as_str));
+        self.aws_ok(&args)["tasks"].as_array().unwrap().clone()
+    }
+
+    fn register(&self, family: &str, image: &str, command: &[&str]) {
+        let td = json!([{ "name": "main", "image": image, "memory": 32, "essential": true, "command": command }]);
+        self.aws_ok(&[
+            "ecs",
+            "register-task-definition",
+            "--family",
+            family,
+            "--container-definitions",
+            &td.to_string(),
+        ]);
+    }
+}
+
+/// Tasks on each instance, by instance ARN.
+fn per_instance(tasks: &[Value]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for t in tasks {
+        *m.entry(
+            t["containerInstanceArn"]
+                .as_str()
+                .unwrap_or("none")
+                .to_string(),
+        )
+        .or_default() += 1;
+    }
+    m
+}
+
+fn running(tasks: &[Value]) -> Vec<Value> {
+    tasks
+        .iter()
+        .filter(|t| t["lastStatus"] == "RUNNING")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn agents_on_two_hosts_run_a_clusters_services_and_the_aws_cli_sees_them() {
+    let fleet = Fleet::start(3);
+    let a = fleet.agent(
+        1,
+        &[
+            "--attribute",
+            "tier=gold",
+            "--availability-zone",
+            "eu-west-1a",
+        ],
+    );
+    let b = fleet.agent(2, &["--availability-zone", "eu-west-1b"]);
+    assert_ne!(a.arn, b.arn);
+    let listed = fleet.aws_ok(&["ecs", "list-container-instances", "--cluster", "fleet"]);
+    assert_eq!(
+        listed["containerInstanceArns"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+    for arn in [&a.arn, &b.arn] {
+        let i = fleet.instance(arn);
+        assert_eq!(i["agentConnected"], json!(true), "{i:#}");
+        assert_eq!(i["status"], "ACTIVE");
+        assert!(
+            i["ec2InstanceId"].as_str().unwrap().starts_with("i-"),
+            "{i:#}"
+        );
+        assert_eq!(i["versionInfo"]["agentHash"], "skiff");
+    }
+    let zone = |i: &Value| {
+        i["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "ecs.availability-zone")
+            .map(|a| a["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(zone(&fleet.instance(&b.arn)).as_deref(), Some("eu-west-1b"));
+
+    // A replica service spread across both hosts (by zone, as AWS's
+    // default for services is).
+    fleet.register("sleepy", "sleeper:v1", &[]);
+    fleet.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--cluster",
+        "fleet",
+        "--service-name",
+        "replicas",
+        "--task-definition",
+        "sleepy",
+        "--desired-count",
+        "4",
+        "--placement-strategy",
+        "type=spread,field=attribute:ecs.availability-zone",
+    ]);
+    let tasks = fleet.until(
+        &[
+            "ecs",
+            "list-tasks",
+            "--cluster",
+            "fleet",
+            "--service-name",
+            "replicas",
+        ],
+        Duration::from_secs(60),
+        |v| v["taskArns"].as_array().is_some_and(|a| a.len() == 4),
+    );
+    assert_eq!(tasks["taskArns"].as_array().unwrap().len(), 4);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let replicas = loop {
+        let t = running(&fleet.tasks("RUNNING", &["--service-name", "replicas"]));
+        if t.len() == 4 {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas never all RUNNING: {t:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let spread = per_instance(&replicas);
+    assert_eq!(spread.get(&a.arn), Some(&2), "{spread:?}");
+    assert_eq!(spread.get(&b.arn), Some(&2), "{spread:?}");
+
+    // A daemon service: one task on each instance.
+    fleet.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--cluster",
+        "fleet",
+        "--service-name",
+        "daemon",
+        "--task-definition",
+        "sleepy",
+        "--scheduling-strategy",
+        "DAEMON",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = running(&fleet.tasks("RUNNING", &["--service-name", "daemon"]));
+        let on = per_instance(&d);
+        if on.get(&a.arn) == Some(&1) && on.get(&b.arn) == Some(&1) && d.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemon tasks: {on:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // memberOf by an agent's attribute: only host 1 is gold.
+    fleet.register("hello", "hello:v1", &[]);
+    let run = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "fleet",
+        "--task-definition",
+        "hello",
+        "--count",
+        "3",
+        "--placement-constraints",
+        "type=memberOf,expression=attribute:tier == gold",
+    ]);
+    for t in run["tasks"].as_array().unwrap() {
+        assert_eq!(t["containerInstanceArn"], json!(a.arn), "{t:#}");
+    }
+    // ... and they ran there: exit code 0, output delivered.
+    let arns: Vec<&str> = run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskArn"].as_str().unwrap())
+        .collect();
+    let mut args = vec![
+        "ecs",
+        "wait",
+        "tasks-stopped",
+        "--cluster",
+        "fleet",
+        "--tasks",
+    ];
+    args.extend(&arns);
+    fleet.aws_ok(&args);
+    let mut args = vec!["ecs", "describe-tasks", "--cluster", "fleet", "--tasks"];
+    args.extend(&arns);
+    for t in fleet.aws_ok(&args)["tasks"].as_array().unwrap() {
+        assert_eq!(t["containers"][0]["exitCode"], json!(0), "{t:#}");
+    }
+
+    // Deregistering an instance with tasks is refused without --force.
+    let err = fleet.serve.aws_err(
+        &[
+            "ecs",
+            "deregister-container-instance",
+            "--cluster",
+            "fleet",
+            "--container-instance",
+            &b.arn,
+        ],
+        "InvalidParameterException",
+    );
+    assert!(err.contains("force"), "{err}");
+
+    // DRAINING host 2 moves its replicas to host 1 and stops its daemon task.
+    fleet.aws_ok(&[
+        "ecs",
+        "update-container-instances-state",
+        "--cluster",
+        "fleet",
+        "--container-instances",
+        &b.arn,
+        "--status",
+        "DRAINING",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = fleet.tasks("RUNNING", &[]);
+        let on_b = all
+            .iter()
+            .filter(|t| t["containerInstanceArn"] == json!(b.arn))
+            .count();
+        let r = running(&fleet.tasks("RUNNING", &["--service-name", "replicas"]));
+        if on_b == 0 && r.len() == 4 && per_instance(&r).get(&a.arn) == Some(&4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "host 2 did not drain: {} left there",
+            on_b
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let remaining = fleet.instance(&b.arn);
+    assert_eq!(remaining["runningTasksCount"], json!(0), "{remaining:#}");
+    drop((a, b));
+}
+
+#[test]
+fn an_agent_offering_fargate_runs_fargate_tasks_of_any_cluster() {
+    let fleet = Fleet::start(2);
+    let a = fleet.agent(1, &["--fargate", "--cpu", "4096"]);
+    let fargate = json!([{ "name": "main", "image": "sleeper:v1", "essential": true }]);
+    fleet.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--family",
+        "serverless",
+        "--requires-compatibilities",
+        "FARGATE",
+        "--network-mode",
+        "awsvpc",
+        "--cpu",
+        "256",
+        "--memory",
+        "512",
+        "--container-definitions",
+        &fargate.to_string(),
+    ]);
+    let cpu = |i: &Value| {
+        i["remainingResources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "CPU")
+            .unwrap()["integerValue"]
+            .as_i64()
+            .unwrap()
+    };
+    // FARGATE tasks go to any instance offering capacity: this agent's,
+    // or skiff serve's own. Placement is random between them; run them
+    // until one lands here (each does with probability 1/2).
+    let mut here = None;
+    for _ in 0..30 {
+        let t = fleet.aws_ok(&[
+            "ecs",
+            "run-task",
+            "--cluster",
+            "default",
+            "--launch-type",
+            "FARGATE",
+            "--task-definition",
+            "serverless",
+            "--network-configuration",
+            "awsvpcConfiguration={subnets=[subnet-1]}",
+        ])["tasks"][0]
+            .clone();
+        assert!(
+            t["containerInstanceArn"].is_null(),
+            "FARGATE tasks show no instance: {t:#}"
+        );
+        if cpu(&fleet.instance(&a.arn)) == 4096 - 256 {
+            here = Some(t["taskArn"].as_str().unwrap().to_string());
+            break;
+        }
+        fleet.aws_ok(&[
+            "ecs",
+            "stop-task",
+            "--cluster",
+            "default",
+            "--task",
+            t["taskArn"].as_str().unwrap(),
+        ]);
+    }
+    let here = here.expect("no FARGATE task was placed on the agent offering capacity");
+    let t = fleet.until(
+        &[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "default",
+            "--tasks",
+            &here,
+        ],
+        Duration::from_secs(30),
+        |v| v["tasks"][0]["lastStatus"] == "RUNNING",
+    );
+    assert_eq!(t["tasks"][0]["launchType"], "FARGATE");
+    let i = fleet.instance(&a.arn);
+    assert_eq!(
+        i["runningTasksCount"],
+        json!(0),
+        "not one of its tasks: {i:#}"
+    );
+    assert!(
+        i["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["name"] == "skiff.fargate"),
+        "{i:#}"
+    );
+}
+
+#[test]
+fn a_lost_host_s_tasks_come_back_elsewhere_and_never_run_twice() {
+    let fleet = Fleet::start(3);
+    let a = fleet.agent(1, &[]);
+    let mut b = fleet.agent(2, &[]);
+    fleet.register("sleepy", "sleeper:v1", &[]);
+    fleet.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--cluster",
+        "fleet",
+        "--service-name",
+        "web",
+        "--task-definition",
+        "sleepy",
+        "--desired-count",
+        "4",
+        "--placement-strategy",
+        "type=spread,field=instanceId",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let r = running(&fleet.tasks("RUNNING", &["--service-name", "web"]));
+        if r.len() == 4 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "service never RUNNING: {r:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let on_b: Vec<String> = before
+        .iter()
+        .filter(|t| t["containerInstanceArn"] == json!(b.arn))
+        .map(|t| t["taskArn"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(on_b.len(), 2, "{:?}", per_instance(&before));
+
+    // kill -9: the host's tasks end with it; after the timeout (2 s) they
+    // are recorded STOPPED and replaced on host 1.
+    b.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = running(&fleet.tasks("RUNNING", &["--service-name", "web"]));
+        if r.len() == 4 && r.iter().all(|t| t["containerInstanceArn"] == json!(a.arn)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not replaced on host 1: {:?}",
+            per_instance(&r)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut args = vec!["ecs", "describe-tasks", "--cluster", "fleet", "--tasks"];
+    args.extend(on_b.iter().map(String::as_str));
+    for t in fleet.aws_ok(&args)["tasks"].as_array().unwrap() {
+        assert_eq!(t["lastStatus"], "STOPPED", "{t:#}");
+        assert_eq!(t["stopCode"], "TerminationNotice", "{t:#}");
+        let reason = t["stoppedReason"].as_str().unwrap();
+        assert!(reason.starts_with("Host EC2 (instance i-"), "{reason}");
+    }
+    assert!(!fleet.connected(&b.arn));
+
+    // The host comes back (the same machine: same data): same instance,
+    // connected, and nothing of what it ran before runs again.
+    let b2 = fleet.agent(2, &[]);
+    assert_eq!(b2.arn, b.arn, "the same machine is the same instance");
+    fleet.until(
+        &[
+            "ecs",
+            "describe-container-instances",
+            "--cluster",
+            "fleet",
+            "--container-instances",
+            &b.arn,
+        ],
+        Duration::from_secs(30),
+        |v| v["containerInstances"][0]["agentConnected"] == json!(true),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let r = running(&fleet.tasks("RUNNING", &["--service-name", "web"]));
+    assert_eq!(r.len(), 4, "{r:#?}");
+    for t in &r {
+        assert!(
+            !on_b.contains(&t["taskArn"].as_str().unwrap().to_string()),
+            "resurrected: {t:#}"
+        );
+    }
+    let mut args = vec!["ecs", "describe-tasks", "--cluster", "fleet", "--tasks"];
+    args.extend(on_b.iter().map(String::as_str));
+    for t in fleet.aws_ok(&args)["tasks"].as_array().unwrap() {
+        assert_eq!(t["lastStatus"], "STOPPED", "{t:#}");
+    }
+    drop(a);
+}
+
+#[test]
+fn agents_keep_running_while_the_control_plane_is_away_and_deliver_what_happened() {
+    let mut fleet = Fleet::start(2);
+    let a = fleet.agent(1, &[]);
+    fleet.register("sleepy", "sleeper:v1", &[]);
+    fleet.register("brief", "sleeper:v1", &["--for", "3"]);
+    let long = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "fleet",
+        "--task-definition",
+        "sleepy",
+    ])["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let brief = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "fleet",
+        "--task-definition",
+        "brief",
+    ])["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fleet.until(
+        &[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "fleet",
+            "--tasks",
+            &long,
+            &brief,
+        ],
+        Duration::from_secs(30),
+        |v| {
+            v["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["lastStatus"] == "RUNNING")
+        },
+    );
+
+    // The control plane goes away (kill -9) while `brief` ends on the agent.
+    let _ = fleet.serve.child.kill();
+    let _ = fleet.serve.child.wait();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(a.child_alive(), "the agent exits without its control plane");
+    let data = fleet.serve.data_dir.clone();
+    fleet.serve = Fleet::serve(&fleet.hosts, &data);
+
+    // The agent reconnects within the timeout: `long` was never lost, and
+    // `brief`'s end, reported while nobody listened, arrives.
+    let v = fleet.until(
+        &[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "fleet",
+            "--tasks",
+            &long,
+            &brief,
+        ],
+        Duration::from_secs(30),
+        |v| {
+            let t = v["tasks"].as_array().unwrap();
+            t[0]["lastStatus"] == "RUNNING" && t[1]["lastStatus"] == "STOPPED"
+        },
+    );
+    let t = &v["tasks"][1];
+    assert_eq!(t["containers"][0]["exitCode"], json!(0), "{t:#}");
+    assert_eq!(t["stopCode"], "EssentialContainerExited", "{t:#}");
+    assert!(fleet.connected(&a.arn));
+
+    // Cut off for longer than the timeout (its link down): its task is
+    // taken for lost; when the link is back, the agent learns it and stops
+    // it, and nothing is resurrected.
+    fleet.hosts.link(1, false);
+    fleet.until(
+        &[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "fleet",
+            "--tasks",
+            &long,
+        ],
+        Duration::from_secs(30),
+        |v| v["tasks"][0]["lastStatus"] == "STOPPED",
+    );
+    fleet.hosts.link(1, true);
+    fleet.until(
+        &[
+            "ecs",
+            "describe-container-instances",
+            "--cluster",
+            "fleet",
+            "--container-instances",
+            &a.arn,
+        ],
+        Duration::from_secs(30),
+        |v| v["containerInstances"][0]["agentConnected"] == json!(true),
+    );
+    // The agent stopped it: its own report of the stop arrives, and it
+    // runs nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+        let i = fleet.instance(&a.arn);
+        if i["runningTasksCount"] == json!(0) && i["pendingTasksCount"] == json!(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{i:#} {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_agent_with_wrong_credentials_joins_nothing() {
+    let fleet = Fleet::start(2);
+    let err = match fleet.agent_with_secret(1, &[], "not-the-secret") {
+        Ok(_) => panic!("an agent with a wrong secret joined"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("refused to register") && err.contains("signature"),
+        "{err}"
+    );
+    let listed = fleet.aws_ok(&["ecs", "list-container-instances", "--cluster", "fleet"]);
+    assert_eq!(listed["containerInstanceArns"], json!([]));
+}
+
+#[test]
+fn one_agent_cannot_report_for_anothers_tasks() {
+    let fleet = Fleet::start(3);
+    let a = fleet.agent(1, &[]);
+    let b = fleet.agent(2, &[]);
+    fleet.register("sleepy", "sleeper:v1", &[]);
+    let task = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "fleet",
+        "--task-definition",
+        "sleepy",
+        "--placement-constraints",
+        &format!(
+            "type=memberOf,expression=ec2InstanceId == {}",
+            fleet.instance(&b.arn)["ec2InstanceId"].as_str().unwrap()
+        ),
+    ])["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fleet.until(
+        &[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "fleet",
+            "--tasks",
+            &task,
+        ],
+        Duration::from_secs(30),
+        |v| v["tasks"][0]["lastStatus"] == "RUNNING",
+    );
+    // A client with valid keys opens A's channel and reports B's task
+    // stopped: the report is acknowledged (the channel goes on) but
+    // changes nothing.
+    let acked = forge_report(&fleet, &a.arn, &task);
+    assert!(acked, "the forged report was never acknowledged");
+    let t = &fleet.aws_ok(&[
+        "ecs",
+        "describe-tasks",
+        "--cluster",
+        "fleet",
+        "--tasks",
+        &task,
+    ])["tasks"][0];
+    assert_eq!(t["lastStatus"], "RUNNING", "{t:#}");
+    assert!(t["stopCode"].is_null(), "{t:#}");
+}
+
+/// Opens instance `instance`'s channel (from host 0, signed with the
+/// fleet's keys) and reports task `task` STOPPED: whether the report was
+/// acknowledged.
+fn forge_report(fleet: &Fleet, instance: &str, task: &str) -> bool {
+    use futures_util::{SinkExt, StreamExt};
+    use skiff_channel::messages::{FromAgent, TaskStateChange, TaskStatus};
+    use skiff_channel::wire::{self, Down, Up};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ns = fleet.hosts.names[0].clone();
+    let host = format!("{}:7700", Hosts::addr(0));
+    let cluster = instance
+        .split(":container-instance/")
+        .next()
+        .unwrap()
+        .to_string()
+        + ":cluster/fleet";
+    let query = wire::query(&cluster, instance, "forged-session");
+    let instance = instance.to_string();
+    let task = task.to_string();
+    // The client must run inside host 0's network: a thread that enters it.
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        // SAFETY: setns(2) on this thread with a namespace file we opened.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut request = format!("ws://{host}{}?{query}", wire::PATH)
+                .into_client_request()
+                .unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let signer = skiff_channel::sigv4::Signer {
+                access_key: KEY,
+                secret: SECRET,
+                region: "eu-west-1",
+                service: "ecs",
+            };
+            for (n, v) in skiff_channel::sigv4::sign(
+                signer,
+                "GET",
+                wire::PATH,
+                &query,
+                &[("host", &host)],
+                b"",
+                now,
+            ) {
+                request.headers_mut().insert(
+                    http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(&v).unwrap(),
+                );
+            }
+            let (ws, _) = tokio_tungstenite::connect_async(request)
+                .await
+                .expect("the channel opens");
+            let (mut tx, mut rx) = ws.split();
+            let change = FromAgent::TaskStateChange(TaskStateChange {
+                cluster,
+                task,
+                status: Some(TaskStatus::Stopped),
+                reason: Some(format!("forged by {instance}")),
+                ..TaskStateChange::default()
+            });
+            let frame = wire::encode(&Up::Report {
+                seq: 1,
+                change: Box::new(change),
+            });
+            tx.send(Message::text(frame)).await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while let Ok(Some(Ok(Message::Text(t)))) =
+                tokio::time::timeout_at(deadline, rx.next()).await
+            {
+                if let Ok(Down::Ack { seq: 1 }) = wire::decode::<Down>(&t) {
+                    return true;
+                }
+            }
+            false
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+impl AgentProcess {
+    fn child_alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that our child exists.
+        unsafe { libc::kill(self.child.id() as i32, 0) == 0 }
+    }
+}
