@@ -2,6 +2,7 @@
 //! of the libraries: it parses, calls them, and prints.
 
 mod agent;
+mod agent_keys;
 mod api_client;
 mod ecs_cli;
 mod images;
@@ -39,6 +40,9 @@ enum Command {
     /// Run this machine as a container instance of a cluster whose control
     /// plane (`skiff serve`) is elsewhere, in the foreground.
     Agent(Box<agent::AgentArgs>),
+    /// Issue, list and revoke the keys agents join a cluster with (on the
+    /// control plane's machine).
+    AgentKeys(agent_keys::AgentKeysArgs),
     /// Run a WASI module or component, sandboxed and limited.
     Run(Box<run::RunArgs>),
     /// Run the OCI registry alone, in the foreground.
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Serve(args) => serve::run(args, &data_dir),
         Command::Agent(args) => agent::run(*args, &data_dir),
+        Command::AgentKeys(args) => agent_keys::run(args, &data_dir),
         Command::Run(args) => run::run(*args, data_dir),
         Command::Registry(args) => registry::run(args, &data_dir),
         Command::Push(args) => images::push(args, &data_dir),

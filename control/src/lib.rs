@@ -23,7 +23,7 @@ pub mod error;
 mod plane;
 
 pub use crate::api::protocol::sigv4;
-pub use crate::core::{placement, store};
+pub use crate::core::{agent_keys, placement, store};
 pub use error::ApiError;
 
 use crate::api::Api;

@@ -247,6 +247,17 @@ impl Fleet {
         flags: &[&str],
         secret: &str,
     ) -> Result<AgentProcess, String> {
+        self.agent_with_keys(i, flags, KEY, secret)
+    }
+
+    /// An agent signing with this key.
+    fn agent_with_keys(
+        &self,
+        i: usize,
+        flags: &[&str],
+        key: &str,
+        secret: &str,
+    ) -> Result<AgentProcess, String> {
         let data = self.dir.path().join(format!("host{i}"));
         std::fs::create_dir_all(&data).unwrap();
         let log = data.join("agent.log");
@@ -262,7 +273,7 @@ impl Fleet {
         .args(flags)
         .env("SKIFF_DATA_DIR", &data)
         .env("SKIFF_LOG", "warn")
-        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_ACCESS_KEY_ID", key)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -953,7 +964,7 @@ fn one_agent_cannot_report_for_anothers_tasks() {
     // A client with valid keys opens A's channel and reports B's task
     // stopped: the report is acknowledged (the channel goes on) but
     // changes nothing.
-    let acked = forge_report(&fleet, &a.arn, &task);
+    let acked = forge_report(&fleet, (KEY, SECRET), &a.arn, &task).expect("the channel opens");
     assert!(acked, "the forged report was never acknowledged");
     let t = &fleet.aws_ok(&[
         "ecs",
@@ -970,7 +981,12 @@ fn one_agent_cannot_report_for_anothers_tasks() {
 /// Opens instance `instance`'s channel (from host 0, signed with the
 /// fleet's keys) and reports task `task` STOPPED: whether the report was
 /// acknowledged.
-fn forge_report(fleet: &Fleet, instance: &str, task: &str) -> bool {
+fn forge_report(
+    fleet: &Fleet,
+    (key, secret): (&str, &str),
+    instance: &str,
+    task: &str,
+) -> Result<bool, String> {
     use futures_util::{SinkExt, StreamExt};
     use skiff_channel::messages::{FromAgent, TaskStateChange, TaskStatus};
     use skiff_channel::wire::{self, Down, Up};
@@ -987,6 +1003,7 @@ fn forge_report(fleet: &Fleet, instance: &str, task: &str) -> bool {
     let query = wire::query(&cluster, instance, "forged-session");
     let instance = instance.to_string();
     let task = task.to_string();
+    let (key, secret) = (key.to_string(), secret.to_string());
     // The client must run inside host 0's network: a thread that enters it.
     std::thread::spawn(move || {
         let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
@@ -1006,8 +1023,8 @@ fn forge_report(fleet: &Fleet, instance: &str, task: &str) -> bool {
                 .unwrap()
                 .as_secs() as i64;
             let signer = skiff_channel::sigv4::Signer {
-                access_key: KEY,
-                secret: SECRET,
+                access_key: &key,
+                secret: &secret,
                 region: "eu-west-1",
                 service: "ecs",
             };
@@ -1025,9 +1042,15 @@ fn forge_report(fleet: &Fleet, instance: &str, task: &str) -> bool {
                     http::HeaderValue::from_str(&v).unwrap(),
                 );
             }
-            let (ws, _) = tokio_tungstenite::connect_async(request)
-                .await
-                .expect("the channel opens");
+            let ws = match tokio_tungstenite::connect_async(request).await {
+                Ok((ws, _)) => ws,
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    let body = resp.body().as_deref().unwrap_or_default();
+                    let body = String::from_utf8_lossy(body);
+                    return Err(format!("HTTP {}: {body}", resp.status()));
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             let (mut tx, mut rx) = ws.split();
             let change = FromAgent::TaskStateChange(TaskStateChange {
                 cluster,
@@ -1046,14 +1069,119 @@ fn forge_report(fleet: &Fleet, instance: &str, task: &str) -> bool {
                 tokio::time::timeout_at(deadline, rx.next()).await
             {
                 if let Ok(Down::Ack { seq: 1 }) = wire::decode::<Down>(&t) {
-                    return true;
+                    return Ok(true);
                 }
             }
-            false
+            Ok(false)
         })
     })
     .join()
     .unwrap()
+}
+
+#[test]
+fn agent_keys_act_only_for_their_agents_and_revoking_one_disconnects_it() {
+    let fleet = Fleet::start(3);
+    let issue = |cluster: &str| -> (String, String) {
+        let out = Command::new(skiff_bin())
+            .args(["agent-keys", "create", "--cluster", cluster])
+            .env("SKIFF_DATA_DIR", &fleet.serve.data_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let var = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_string()
+        };
+        (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+    };
+    let (k1, s1) = issue("fleet");
+    let (k2, s2) = issue("fleet");
+    let (k3, s3) = issue("elsewhere");
+    let a = fleet.agent_with_keys(1, &[], &k1, &s1).unwrap();
+    assert!(fleet.connected(&a.arn));
+    // The key serves agents, nothing else.
+    let aws_as = |key: &str, secret: &str, args: &[&str]| {
+        let out = fleet
+            .hosts
+            .command(0, "aws")
+            .args(args)
+            .args([
+                "--endpoint-url",
+                &format!("http://{}", fleet.serve.api),
+                "--region",
+                "eu-west-1",
+            ])
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = aws_as(&k1, &s1, &["ecs", "list-clusters"]);
+    assert!(
+        !ok && err.contains("AccessDeniedException") && err.contains("ListClusters"),
+        "{err}"
+    );
+    // Another agent's key cannot open this instance's channel.
+    let forged = forge_report(
+        &fleet,
+        (&k2, &s2),
+        &a.arn,
+        "arn:aws:ecs:eu-west-1:000000000000:task/fleet/x",
+    );
+    let e = forged.unwrap_err();
+    assert!(e.contains("400") && e.contains("did not register"), "{e}");
+    // A key of another cluster joins nothing here.
+    let err = match fleet.agent_with_keys(2, &[], &k3, &s3) {
+        Ok(_) => panic!("a key of cluster elsewhere joined fleet"),
+        Err(e) => e,
+    };
+    assert!(err.contains("may act only in cluster elsewhere"), "{err}");
+
+    // Revoked: the agent's channel closes, and it cannot come back.
+    let out = Command::new(skiff_bin())
+        .args(["agent-keys", "revoke", &k1])
+        .env("SKIFF_DATA_DIR", &fleet.serve.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fleet.until(
+        &[
+            "ecs",
+            "describe-container-instances",
+            "--cluster",
+            "fleet",
+            "--container-instances",
+            &a.arn,
+        ],
+        Duration::from_secs(20),
+        |v| v["containerInstances"][0]["agentConnected"] == json!(false),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!fleet.connected(&a.arn), "a revoked key reconnected");
+    let (ok, err) = aws_as(
+        &k1,
+        &s1,
+        &["ecs", "discover-poll-endpoint", "--cluster", "fleet"],
+    );
+    assert!(!ok && err.contains("UnrecognizedClientException"), "{err}");
 }
 
 impl AgentProcess {

@@ -53,6 +53,7 @@ impl Api {
             )));
         }
         let config = &self.core.config;
+        let mut agent_key = None;
         if !config.credentials.is_empty() {
             let headers: Vec<(String, String)> = req
                 .headers()
@@ -71,10 +72,10 @@ impl Api {
                 headers: &headers,
                 body: b"",
             };
-            super::protocol::sigv4::verify(&received, &config.credentials, unix_now())?;
+            agent_key = self.verify(&received, unix_now())?.1;
         }
         let opening = Opening::parse(req.uri().query().unwrap_or("")).map_err(ApiError::client)?;
-        let mut attached = self.core.attach(&opening).await?;
+        let mut attached = self.core.attach(&opening, agent_key.as_ref()).await?;
         let registry = self.registry.get().cloned().map(|r| {
             let address =
                 super::ecs::registry_as_seen_from(&config.default_registry, &header("host"));
@@ -94,7 +95,8 @@ impl Api {
                         None,
                     )
                     .await;
-                    serve(&core, attached, registry, ws).await;
+                    let key = agent_key.map(|k| k.access_key_id);
+                    serve(&core, attached, registry, key, ws).await;
                 }
                 Err(e) => tracing::debug!(%instance, "the agent's channel did not open: {e}"),
             }
@@ -143,6 +145,7 @@ async fn serve<S>(
     core: &Core,
     attached: Attached,
     registry: Option<(skiff_registry::Registry, String)>,
+    agent_key: Option<String>,
     ws: WebSocketStream<S>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -184,6 +187,12 @@ async fn serve<S>(
             _ = tick.tick() => {
                 if last_heard.elapsed() > timeout {
                     tracing::warn!(%instance, "agent silent for more than {timeout:?}: closing its channel");
+                    break;
+                }
+                if let Some(id) = &agent_key
+                    && core.agent_keys.get(id).is_none()
+                {
+                    tracing::warn!(%instance, "agent key {id} revoked: closing its channel");
                     break;
                 }
                 let generation = core.fabric.generation();

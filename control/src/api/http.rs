@@ -207,6 +207,9 @@ impl Api {
                 .map(|(_, v)| v.as_str())
         };
         let config = &self.core.config;
+        // Set when the request is signed with an agent key: it may call
+        // only what an agent does.
+        let mut agent_key = None;
         let region = if config.credentials.is_empty() {
             header("authorization")
                 .and_then(super::protocol::sigv4::Authorization::parse)
@@ -224,8 +227,18 @@ impl Api {
                 headers: &headers,
                 body: &body,
             };
-            super::protocol::sigv4::verify(&received, &config.credentials, now)?.region
+            let (auth, key) = self.verify(&received, now)?;
+            agent_key = key;
+            auth.region
         };
+        if let Some(key) = &agent_key
+            && query
+        {
+            return Err(crate::core::agent_keys::denied(
+                key,
+                "a Query-protocol operation",
+            ));
+        }
         if query {
             let params = if get_query {
                 super::protocol::query::Params::parse(parts.uri.query().unwrap_or("").as_bytes())
@@ -264,6 +277,19 @@ impl Api {
                 ApiError::serialization(format!("the request body is not valid JSON: {e}"))
             })?
         };
+        if let Some(key) = &agent_key {
+            crate::core::agent_keys::may_call(key, target, &value)?;
+            if target == "AmazonEC2ContainerServiceV20141113.RegisterContainerInstance" {
+                super::protocol::shapes::check(
+                    super::protocol::shapes::JsonService::Ecs,
+                    "RegisterContainerInstance",
+                    &value,
+                )?;
+                return super::ecs::register_instance(&self.core, &value, &region, Some(key))
+                    .await
+                    .map(Answer::Json);
+            }
+        }
         if target == "AmazonEC2ContainerServiceV20141113.DiscoverPollEndpoint" {
             // Answered with the address the agent reached us at.
             super::protocol::shapes::check(
@@ -277,6 +303,42 @@ impl Api {
                 .map(Answer::Json);
         }
         self.handle(target, &value, &region).await.map(Answer::Json)
+    }
+}
+
+impl Api {
+    /// Checks a request's signature against the configured credentials,
+    /// then the agent keys: its authorization, and the agent key it was
+    /// signed with, if it was.
+    pub(crate) fn verify(
+        &self,
+        received: &super::protocol::sigv4::Received<'_>,
+        now: i64,
+    ) -> Result<
+        (
+            super::protocol::sigv4::Authorization,
+            Option<crate::core::agent_keys::AgentKey>,
+        ),
+        ApiError,
+    > {
+        use super::protocol::sigv4;
+        match sigv4::verify(received, &self.core.config.credentials, now) {
+            Err(e) if e.kind == "UnrecognizedClientException" => {
+                let key = received
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == "authorization")
+                    .and_then(|(_, v)| sigv4::Authorization::parse(v))
+                    .and_then(|a| self.core.agent_keys.get(&a.access_key))
+                    .ok_or(e)?;
+                let one = std::collections::HashMap::from([(
+                    key.access_key_id.clone(),
+                    key.secret_access_key.clone(),
+                )]);
+                Ok((sigv4::verify(received, &one, now)?, Some(key)))
+            }
+            other => other.map(|a| (a, None)),
+        }
     }
 }
 

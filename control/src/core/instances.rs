@@ -113,6 +113,7 @@ pub(crate) fn local_instance(
                 deregistered_at: None,
                 offers_fargate: true,
                 agent_session: None,
+                registered_by: None,
             }
         }
     }

@@ -217,12 +217,14 @@ impl Core {
                 }
             });
         }
+        let agent_keys = crate::core::agent_keys::AgentKeys::new(&config.data_dir);
         let core = Arc::new(Core {
             config,
             store,
             state: tokio::sync::Mutex::new(state),
             logs,
             agents: Arc::new(Agents::new(instance_arn, to_agent, reports)),
+            agent_keys,
             rng: Mutex::new(placement::Rng::from_entropy()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             wake: Arc::new(services::Wake::default()),

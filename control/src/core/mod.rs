@@ -4,6 +4,7 @@
 //! layer (`crate::api`) parses requests into calls here and shapes the
 //! answers; here are objects, state changes and errors.
 
+pub mod agent_keys;
 pub(crate) mod agents;
 pub(crate) mod clusters;
 pub(crate) mod config;
@@ -45,6 +46,8 @@ pub(crate) struct Core {
     pub(crate) logs: LogStore,
     /// The agents, each reached through its channel.
     pub(crate) agents: Arc<Agents>,
+    /// Keys that sign only agents' calls (`skiff agent-keys`).
+    pub(crate) agent_keys: agent_keys::AgentKeys,
     pub(crate) rng: Mutex<placement::Rng>,
     /// Set by `shutdown`: no new tasks start.
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,

@@ -186,6 +186,10 @@ pub struct ContainerInstance {
     /// tasks the old one had ended with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_session: Option<String>,
+    /// The agent key that registered it, if one did (stored; views leave
+    /// it out): only that key may open its channel or register it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_by: Option<String>,
 }
 
 /// The name of a resource given by name or ARN

@@ -71,7 +71,13 @@ fn ec2_id(i: &ContainerInstance) -> &str {
 impl Core {
     /// Accepts a remote agent's connection for the instance `opening`
     /// names (see the module's documentation).
-    pub(crate) async fn attach(&self, opening: &Opening) -> Result<Attached, ApiError> {
+    /// Signed with an agent key (`key`), the instance must be one that key
+    /// registered.
+    pub(crate) async fn attach(
+        &self,
+        opening: &Opening,
+        key: Option<&crate::core::agent_keys::AgentKey>,
+    ) -> Result<Attached, ApiError> {
         let mut state = self.state.lock().await;
         let arn = opening.container_instance_arn.as_str();
         let cluster = crate::core::model::name_of(&opening.cluster_arn);
@@ -90,6 +96,18 @@ impl Core {
                 "Container instance {arn} is registered in cluster {}, not {cluster}.",
                 instance.cluster
             )));
+        }
+        if let Some(key) = key
+            && instance.registered_by.as_deref() != Some(key.access_key_id.as_str())
+        {
+            return Err(ApiError {
+                kind: "AccessDeniedException",
+                message: format!(
+                    "Agent key {} did not register container instance {arn}: it cannot open its channel.",
+                    key.access_key_id
+                ),
+                status: 400,
+            });
         }
         if arn == self.agents.local {
             return Err(ApiError::invalid_parameter(

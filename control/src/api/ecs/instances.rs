@@ -48,6 +48,7 @@ pub(crate) fn instance_view(
         o.remove("deregisteredAt");
         o.remove("offersFargate");
         o.remove("agentSession");
+        o.remove("registeredBy");
     }
     v["remainingResources"] = to_value(&remaining);
     v["runningTasksCount"] = json!(u.running);
@@ -201,10 +202,14 @@ pub(crate) async fn update_instances_state(
 /// (`skiff agent` registers, then does): until then it is listed,
 /// described and counted, and placement passes it over with ECS's `AGENT`
 /// reason.
+///
+/// Signed with an agent key (`by`), it registers an instance bound to
+/// that key: only it may register that instance again or open its channel.
 pub(crate) async fn register_instance(
     core: &Core,
     body: &Value,
     region: &str,
+    by: Option<&crate::core::agent_keys::AgentKey>,
 ) -> Result<Value, ApiError> {
     refuse(body, &["platformDevices"])?;
     let tags: Vec<Tag> = match body.get("tags") {
@@ -322,6 +327,20 @@ pub(crate) async fn register_instance(
     // `skiff agent --fargate`: its agent lends FARGATE tasks of any
     // cluster its capacity.
     let fargate = attributes.iter().any(|a| a.name == FARGATE_ATTRIBUTE);
+    let by = by.map(|k| k.access_key_id.clone());
+    if let Some(i) = &existing
+        && by.is_some()
+        && i.registered_by != by
+    {
+        return Err(ApiError {
+            kind: "AccessDeniedException",
+            message: format!(
+                "Container instance {} was registered with another key: this agent key cannot register it.",
+                i.container_instance_arn
+            ),
+            status: 400,
+        });
+    }
     let instance = match existing {
         Some(mut i) => {
             i.registered_resources = registered.clone();
@@ -367,6 +386,7 @@ pub(crate) async fn register_instance(
                 deregistered_at: None,
                 offers_fargate: fargate,
                 agent_session: None,
+                registered_by: by,
             }
         }
     };

@@ -16,9 +16,9 @@ use crate::error::ApiError;
 use clusters::{create_cluster, delete_cluster, describe_clusters, list_clusters};
 use instances::{
     deregister_instance, describe_instances, list_attributes, list_instances, put_attributes,
-    register_instance, update_instances_state,
+    update_instances_state,
 };
-pub(crate) use instances::{discover_poll_endpoint, registry_as_seen_from};
+pub(crate) use instances::{discover_poll_endpoint, register_instance, registry_as_seen_from};
 use serde_json::Value;
 use tags::{list_tags, tag_resource};
 use taskdefs::{
@@ -45,7 +45,7 @@ pub(crate) async fn handle(
         "ListContainerInstances" => list_instances(core, body).await,
         "DescribeContainerInstances" => describe_instances(core, body, region).await,
         "UpdateContainerInstancesState" => update_instances_state(core, body, region).await,
-        "RegisterContainerInstance" => register_instance(core, body, region).await,
+        "RegisterContainerInstance" => register_instance(core, body, region, None).await,
         "DeregisterContainerInstance" => deregister_instance(core, body, region).await,
         "PutAttributes" => put_attributes(core, body, false).await,
         "DeleteAttributes" => put_attributes(core, body, true).await,
