@@ -77,9 +77,17 @@ pub struct AgentArgs {
     #[arg(long)]
     fargate: bool,
 
-    /// The loopback block awsvpc and bridge tasks get their addresses from.
-    #[arg(long, value_name = "CIDR", default_value = "127.18.0.0/16")]
-    task_addresses: skiff_runtime::addresses::AddressBlock,
+    /// Where other machines' agents connect to this one's tasks (task
+    /// connections between machines). Port 0 turns it off: tasks here then
+    /// reach only this machine's tasks.
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:7701")]
+    mesh_addr: std::net::SocketAddr,
+
+    /// The address other machines reach the mesh listener at (default: the
+    /// address this machine reaches the control plane from, and the mesh
+    /// port).
+    #[arg(long, value_name = "IP:PORT")]
+    mesh_advertise: Option<std::net::SocketAddr>,
 }
 
 /// The ECS agent settings `skiff agent` honours.
@@ -269,9 +277,17 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
         remote.read_timeout = d;
     }
     let puller = Arc::new(Puller::new(crate::images::image_store(data_dir), remote));
+    // Every task address in the cluster is unique: the control plane gives
+    // each instance its block.
+    let block: skiff_runtime::addresses::AddressBlock = joined
+        .task_addresses
+        .as_deref()
+        .ok_or("the control plane gave this instance no task address block (skiff.task-addresses)")?
+        .parse()
+        .map_err(|e| format!("the instance's task address block: {e}"))?;
     let mut agent_config = AgentConfig::new(data_dir.join("agent"));
     agent_config.default_registry = registry.clone();
-    agent_config.task_addresses = args.task_addresses;
+    agent_config.task_addresses = block;
     if let Some(d) = crate::serve::timeout_setting(None, &settings, "ECS_IMAGE_PULL_TIMEOUT")? {
         agent_config.image_pull_timeout = d;
     }
@@ -283,7 +299,7 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
     {
         agent_config.task_cleanup_wait = d;
     }
-    skiff_runtime::ports::PortMap::detect(args.task_addresses).install();
+    skiff_runtime::ports::PortMap::detect(block).install();
 
     rt.block_on(async move {
         let fabric = Arc::new(skiff_channel::fabric::Fabric::default());
@@ -298,7 +314,28 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
             agent_end,
         )
         .map_err(|e| e.to_string())?;
-        let held = join::Held { fabric, puller };
+        let mesh = if args.mesh_addr.port() == 0 {
+            None
+        } else {
+            let node = skiff_agent::mesh::MeshNode::new(Arc::clone(&fabric), block);
+            let bound = node
+                .start(args.mesh_addr)
+                .await
+                .map_err(|e| format!("cannot listen on --mesh-addr {}: {e}", args.mesh_addr))?;
+            let advertised = match args.mesh_advertise {
+                Some(a) => a,
+                None if bound.ip().is_unspecified() => {
+                    std::net::SocketAddr::new(local_ip_towards(&args.endpoint)?, bound.port())
+                }
+                None => bound,
+            };
+            Some((node, advertised))
+        };
+        let held = join::Held {
+            fabric,
+            puller,
+            mesh,
+        };
         let stop = crate::signals::shutdown_signal();
         eprintln!(
             "skiff agent: instance {} ({}) in cluster {cluster}, control plane {}, images from {registry}, data in {}",
@@ -325,6 +362,24 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
             Err(_) => Err("tasks were still stopping after 40s".into()),
         }
     })
+}
+
+/// The address this machine sends from to reach `endpoint`'s host (a UDP
+/// socket "connected" there: the kernel picks the route; nothing is sent).
+fn local_ip_towards(endpoint: &str) -> Result<std::net::IpAddr, String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("--endpoint {endpoint:?}: {e}"))?;
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let port = url.port_or_known_default().unwrap_or(80);
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    socket
+        .connect((host, port))
+        .and_then(|()| socket.local_addr())
+        .map(|a| a.ip())
+        .map_err(|e| {
+            format!(
+                "cannot tell this machine's address towards {host}: {e} (give --mesh-advertise)"
+            )
+        })
 }
 
 /// CPU cores and available memory (MiB) of this machine.

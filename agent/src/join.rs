@@ -22,6 +22,7 @@ use skiff_channel::messages::{FromAgent, ToAgent};
 use skiff_channel::sigv4::{self, Signer};
 use skiff_channel::wire::{self, Down, Up, Welcome};
 use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,6 +104,9 @@ pub struct Joined {
     pub channel: String,
     /// The cluster's registry (`host:port`), as DiscoverPollEndpoint told.
     pub registry: Option<String>,
+    /// The block its tasks' addresses come from, as the control plane gave
+    /// it (the instance's `skiff.task-addresses` attribute).
+    pub task_addresses: Option<String>,
 }
 
 /// The control plane's API, as the agent calls it.
@@ -314,7 +318,7 @@ pub async fn register(config: &JoinConfig) -> Result<Joined, JoinError> {
         "instanceType": "skiff.agent",
     });
     let mut delay = Duration::from_millis(200);
-    let arn = loop {
+    let (arn, task_addresses) = loop {
         let mut body = json!({
             "cluster": config.cluster,
             "instanceIdentityDocument": document.to_string(),
@@ -331,7 +335,16 @@ pub async fn register(config: &JoinConfig) -> Result<Joined, JoinError> {
         }
         match api.ecs("RegisterContainerInstance", body).await {
             Ok(v) => match v["containerInstance"]["containerInstanceArn"].as_str() {
-                Some(arn) => break arn.to_string(),
+                Some(arn) => {
+                    let block = v["containerInstance"]["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|a| a["name"] == "skiff.task-addresses")
+                        .and_then(|a| a["value"].as_str())
+                        .map(String::from);
+                    break (arn.to_string(), block);
+                }
                 None => {
                     return Err(JoinError(
                         "RegisterContainerInstance answered no containerInstanceArn".into(),
@@ -401,6 +414,7 @@ pub async fn register(config: &JoinConfig) -> Result<Joined, JoinError> {
         ec2_instance_id: identity.ec2_instance_id,
         channel,
         registry,
+        task_addresses,
     })
 }
 
@@ -559,6 +573,9 @@ impl Outbox {
 pub struct Held {
     pub fabric: Arc<Fabric>,
     pub puller: Arc<skiff_registry::images::Puller>,
+    /// Task connections between machines, and where other machines reach
+    /// this one's (`host:port`).
+    pub mesh: Option<(Arc<crate::mesh::MeshNode>, SocketAddr)>,
 }
 
 impl Held {
@@ -664,7 +681,13 @@ async fn connect_once(
             )
         })
         .unwrap_or_default();
-    let query = wire::query(&cluster_arn, &joined.container_instance_arn, session);
+    let mesh = held.mesh.as_ref().map(|(_, at)| at.to_string());
+    let query = wire::query(
+        &cluster_arn,
+        &joined.container_instance_arn,
+        session,
+        mesh.as_deref(),
+    );
     let url = format!("{}?{query}", joined.channel);
     let Ok(mut request) = url.as_str().into_client_request() else {
         return Ended::Lost {
@@ -769,6 +792,9 @@ async fn connect_once(
     if let Some(access) = &welcome.registry {
         held.registry_access(access);
     }
+    if let Some((node, _)) = &held.mesh {
+        node.set_token(&welcome.mesh_token);
+    }
     // Reconcile: what is listed runs (the agent ignores what it runs or
     // ran), what is not is stopped.
     let listed: HashSet<String> = welcome
@@ -848,7 +874,12 @@ async fn connect_once(
                         }
                     }
                     Ok(Down::Ack { seq }) => outbox.acked(seq),
-                    Ok(Down::Fabric(rules)) => held.fabric.set_rules(rules),
+                    Ok(Down::Fabric(rules)) => {
+                        held.fabric.set_rules(rules);
+                        if let Some((node, _)) = &held.mesh {
+                            node.routes_changed();
+                        }
+                    }
                     Ok(Down::Registry(access)) => held.registry_access(&access),
                     Ok(Down::Heartbeat) => {}
                     Ok(Down::Welcome(_)) => return Ended::Lost { why: "a second welcome".into(), welcomed: true },

@@ -34,6 +34,7 @@
 
 mod images;
 pub mod join;
+pub mod mesh;
 mod resources;
 mod runner;
 mod spec;

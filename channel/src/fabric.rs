@@ -134,6 +134,8 @@ struct Groups {
     members: HashMap<Ipv4Addr, Vec<String>>,
     /// Service discovery: name → addresses.
     names: HashMap<String, Vec<Ipv4Addr>>,
+    /// Machines' task address blocks.
+    routes: Vec<Route>,
 }
 
 /// See the module's documentation. Cheap to share (`Arc`).
@@ -153,6 +155,20 @@ pub struct Fabric {
 pub struct Rules {
     pub groups: Vec<GroupRules>,
     pub names: Vec<(String, Vec<Ipv4Addr>)>,
+    /// Where each machine's task addresses are reached.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// One machine's task addresses, and its agent's mesh listener, which
+/// takes connections to them from other machines.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// A loopback block, `127.64.0.0/18`.
+    pub block: String,
+    /// `host:port`.
+    pub via: String,
 }
 
 /// One security group's rules.
@@ -209,7 +225,31 @@ impl Fabric {
             .map(|(n, a)| (n.clone(), a.clone()))
             .collect();
         names.sort();
-        Rules { groups, names }
+        Rules {
+            groups,
+            names,
+            routes: g.routes.clone(),
+        }
+    }
+
+    /// Sets every machine's route (sorted), if they changed.
+    pub fn set_routes(&self, mut routes: Vec<Route>) {
+        routes.sort();
+        if let Ok(mut g) = self.inner.write() {
+            if g.routes == routes {
+                return;
+            }
+            g.routes = routes;
+        }
+        self.changed();
+    }
+
+    /// The routes to every machine's task addresses.
+    pub fn routes(&self) -> Vec<Route> {
+        self.inner
+            .read()
+            .map(|g| g.routes.clone())
+            .unwrap_or_default()
     }
 
     /// Replaces every group's rules and every name with `rules` (an agent
@@ -222,6 +262,7 @@ impl Fabric {
                 .map(|r| (r.id, (r.ingress, r.egress)))
                 .collect();
             g.names = rules.names.into_iter().collect();
+            g.routes = rules.routes;
         }
         self.changed();
     }

@@ -76,6 +76,10 @@ pub struct Welcome {
     /// are, and credentials to pull from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryAccess>,
+    /// The secret agents present to each other's mesh listeners (task
+    /// connections between machines).
+    #[serde(default)]
+    pub mesh_token: String,
 }
 
 /// Where the cluster's registry is, and how to pull from it (a registry
@@ -112,13 +116,17 @@ pub fn decode<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, String> {
     serde_json::from_str(text).map_err(|e| format!("not a channel frame: {e}"))
 }
 
-/// The query string an agent opens its channel with.
-pub fn query(cluster_arn: &str, instance_arn: &str, session: &str) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .append_pair("clusterArn", cluster_arn)
+/// The query string an agent opens its channel with (`mesh`: where its
+/// mesh listener is reached, if it has one).
+pub fn query(cluster_arn: &str, instance_arn: &str, session: &str, mesh: Option<&str>) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("clusterArn", cluster_arn)
         .append_pair("containerInstanceArn", instance_arn)
-        .append_pair("agentSession", session)
-        .finish()
+        .append_pair("agentSession", session);
+    if let Some(m) = mesh {
+        q.append_pair("meshAddress", m);
+    }
+    q.finish()
 }
 
 /// What an opening request's query string names.
@@ -127,6 +135,8 @@ pub struct Opening {
     pub cluster_arn: String,
     pub container_instance_arn: String,
     pub agent_session: String,
+    /// Where the agent's mesh listener is reached (`host:port`).
+    pub mesh_address: Option<std::net::SocketAddr>,
 }
 
 impl Opening {
@@ -135,8 +145,15 @@ impl Opening {
         let mut cluster = None;
         let mut instance = None;
         let mut session = None;
+        let mut mesh = None;
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             match &*k {
+                "meshAddress" => {
+                    mesh = Some(
+                        v.parse()
+                            .map_err(|_| format!("meshAddress {v:?} is not an IP:PORT"))?,
+                    )
+                }
                 "clusterArn" => cluster = Some(v.into_owned()),
                 "containerInstanceArn" => instance = Some(v.into_owned()),
                 "agentSession" => session = Some(v.into_owned()),
@@ -151,6 +168,7 @@ impl Opening {
             cluster_arn: need(cluster, "clusterArn")?,
             container_instance_arn: need(instance, "containerInstanceArn")?,
             agent_session: need(session, "agentSession")?,
+            mesh_address: mesh,
         })
     }
 }
@@ -187,10 +205,15 @@ mod tests {
 
     #[test]
     fn openings_name_what_they_lack() {
-        let q = query("arn:c", "arn:i/1", "s-1");
+        let q = query("arn:c", "arn:i/1", "s-1", Some("198.18.0.2:7701"));
         let o = Opening::parse(&q).unwrap();
         assert_eq!(o.container_instance_arn, "arn:i/1");
         assert_eq!(o.agent_session, "s-1");
+        assert_eq!(o.mesh_address, Some("198.18.0.2:7701".parse().unwrap()));
+        assert!(
+            Opening::parse("clusterArn=x&containerInstanceArn=i&agentSession=s&meshAddress=x")
+                .is_err()
+        );
         let e = Opening::parse("clusterArn=x&agentSession=y").unwrap_err();
         assert!(e.contains("containerInstanceArn"), "{e}");
     }

@@ -33,6 +33,7 @@ mod engine;
 pub mod http;
 mod instance;
 mod limits;
+pub mod mesh;
 pub mod net;
 pub mod ports;
 pub mod proxy;

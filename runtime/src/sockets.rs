@@ -17,7 +17,8 @@
 //! the host's ports, and addresses coming back up to the guest are mapped
 //! back.
 
-use crate::net::{NetworkPolicy, resolve_for_task, task_destination};
+use crate::mesh::Mesh;
+use crate::net::{NetworkPolicy, SocketUse, resolve_for_task, task_destination};
 use crate::ports::PortMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -128,6 +129,37 @@ impl TaskSocketsView<'_> {
     }
 }
 
+impl TaskSocketsView<'_> {
+    /// Where a connection to `asked` (as the guest gave it; `remote` as
+    /// rewritten for this machine) must go: the mesh's exit if it is a
+    /// task address of another machine — after the policy judged the
+    /// address asked for, and the exit noted it — else `remote`.
+    fn through_mesh(
+        &mut self,
+        this: &Resource<TcpSocket>,
+        asked: IpSocketAddress,
+        remote: IpSocketAddress,
+    ) -> SocketResult<IpSocketAddress> {
+        let Some(own) = self.policy.task_address() else {
+            return Ok(remote);
+        };
+        let asked = SocketAddr::from(asked);
+        let wanted = SocketAddr::new(task_destination(own, asked.ip()), asked.port());
+        let mesh = Mesh::current();
+        if !mesh.is_remote(wanted.ip()) {
+            return Ok(remote);
+        }
+        if !self.policy.allows(wanted, SocketUse::TcpConnect) {
+            return Err(ErrorCode::AccessDenied.into());
+        }
+        let local = tcp::HostTcpSocket::local_address(&mut self.inner, borrow(this))?;
+        match mesh.divert(local.into(), wanted) {
+            Some(exit) => Ok(exit.into()),
+            None => Ok(remote),
+        }
+    }
+}
+
 fn borrow<T: 'static>(r: &Resource<T>) -> Resource<T> {
     Resource::new_borrow(r.rep())
 }
@@ -188,6 +220,7 @@ impl tcp::HostTcpSocket for TaskSocketsView<'_> {
     ) -> SocketResult<()> {
         let remote = self.remote(remote_address);
         self.bind_to_task(&this, &network)?;
+        let remote = self.through_mesh(&this, remote_address, remote)?;
         tcp::HostTcpSocket::start_connect(&mut self.inner, this, network, remote)
     }
 
@@ -222,7 +255,14 @@ impl tcp::HostTcpSocket for TaskSocketsView<'_> {
     }
 
     fn remote_address(&mut self, this: Resource<TcpSocket>) -> SocketResult<IpSocketAddress> {
-        tcp::HostTcpSocket::remote_address(&mut self.inner, this).map(Self::guest)
+        let peer = tcp::HostTcpSocket::remote_address(&mut self.inner, borrow(&this))?;
+        let mesh = Mesh::current();
+        if mesh.is_exit(peer.into()) {
+            // Through the exit: the guest's peer is where it connected.
+            let local = tcp::HostTcpSocket::local_address(&mut self.inner, this)?;
+            return Ok(mesh.peer(local.into(), peer.into()).into());
+        }
+        Ok(Self::guest(peer))
     }
 
     fn is_listening(&mut self, this: Resource<TcpSocket>) -> wasmtime::Result<bool> {

@@ -184,7 +184,12 @@ impl Fleet {
             .concat(),
             password.as_bytes(),
         );
-        for (guest, repo) in [("SLEEPER_P1", "sleeper:v1"), ("HELLO_P1", "hello:v1")] {
+        for (guest, repo) in [
+            ("SLEEPER_P1", "sleeper:v1"),
+            ("HELLO_P1", "hello:v1"),
+            ("ECHO_P2", "echo:v1"),
+            ("NET_PROBE_P2", "net-probe:v1"),
+        ] {
             let target = format!("{registry}/{repo}");
             run(
                 &[&["push", app(guest), &target][..], &insecure].concat(),
@@ -1000,7 +1005,7 @@ fn forge_report(
         .unwrap()
         .to_string()
         + ":cluster/fleet";
-    let query = wire::query(&cluster, instance, "forged-session");
+    let query = wire::query(&cluster, instance, "forged-session", None);
     let instance = instance.to_string();
     let task = task.to_string();
     let (key, secret) = (key.to_string(), secret.to_string());
@@ -1182,6 +1187,245 @@ fn agent_keys_act_only_for_their_agents_and_revoking_one_disconnects_it() {
         &["ecs", "discover-poll-endpoint", "--cluster", "fleet"],
     );
     assert!(!ok && err.contains("UnrecognizedClientException"), "{err}");
+}
+
+impl Fleet {
+    fn group(&self, name: &str) -> String {
+        self.aws_ok(&[
+            "ec2",
+            "create-security-group",
+            "--group-name",
+            name,
+            "--description",
+            name,
+        ])["GroupId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The ec2InstanceId of an instance, for memberOf.
+    fn on(&self, arn: &str) -> String {
+        format!(
+            "type=memberOf,expression=ec2InstanceId == {}",
+            self.instance(arn)["ec2InstanceId"].as_str().unwrap()
+        )
+    }
+
+    /// Runs net-probe with `args` on instance `arn` in `groups`: its exit
+    /// code and output.
+    fn probe(&self, arn: &str, groups: &[&str], args: &[&str]) -> (i64, String) {
+        let net =
+            json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": groups}});
+        let overrides = json!({"containerOverrides": [{"name": "probe", "command": args}]});
+        let t = self.aws_ok(&[
+            "ecs",
+            "run-task",
+            "--cluster",
+            "fleet",
+            "--task-definition",
+            "probe",
+            "--placement-constraints",
+            &self.on(arn),
+            "--network-configuration",
+            &net.to_string(),
+            "--overrides",
+            &overrides.to_string(),
+        ])["tasks"][0]["taskArn"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.aws_ok(&[
+            "ecs",
+            "wait",
+            "tasks-stopped",
+            "--cluster",
+            "fleet",
+            "--tasks",
+            &t,
+        ]);
+        let d = &self.aws_ok(&["ecs", "describe-tasks", "--cluster", "fleet", "--tasks", &t])["tasks"]
+            [0];
+        let code = d["containers"][0]["exitCode"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no exit code: {d:#}"));
+        let id = t.rsplit('/').next().unwrap();
+        let events = self.aws_ok(&[
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            "/fleet/probe",
+            "--log-stream-name-prefix",
+            &format!("p/probe/{id}"),
+        ]);
+        let out = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        (code, out)
+    }
+}
+
+#[test]
+fn tasks_reach_tasks_on_other_machines_by_address_and_name_within_their_security_groups() {
+    let fleet = Fleet::start(3);
+    let a = fleet.agent(1, &[]);
+    let b = fleet.agent(2, &[]);
+    let web = fleet.group("web");
+    let client = fleet.group("client");
+    let other = fleet.group("other");
+    fleet.aws_ok(&[
+        "ec2",
+        "authorize-security-group-ingress",
+        "--group-id",
+        &web,
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+        "--source-group",
+        &client,
+    ]);
+    let echo = json!([{ "name": "web", "image": "echo:v1", "command": ["tcp", "0.0.0.0:8080", "web"],
+        "portMappings": [{"containerPort": 8080}] }]);
+    fleet.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--family",
+        "echo",
+        "--network-mode",
+        "awsvpc",
+        "--cpu",
+        "256",
+        "--memory",
+        "512",
+        "--container-definitions",
+        &echo.to_string(),
+    ]);
+    let probe = json!([{ "name": "probe", "image": "net-probe:v1",
+        "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/fleet/probe",
+            "awslogs-create-group": "true", "awslogs-region": "eu-west-1", "awslogs-stream-prefix": "p"}} }]);
+    fleet.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--family",
+        "probe",
+        "--network-mode",
+        "awsvpc",
+        "--cpu",
+        "256",
+        "--memory",
+        "512",
+        "--container-definitions",
+        &probe.to_string(),
+    ]);
+
+    // Cloud Map names the echo service, which runs on host 2.
+    let op = fleet.aws_ok(&[
+        "servicediscovery",
+        "create-private-dns-namespace",
+        "--name",
+        "fleet.local",
+        "--vpc",
+        "vpc-1",
+    ]);
+    let op = fleet.aws_ok(&[
+        "servicediscovery",
+        "get-operation",
+        "--operation-id",
+        op["OperationId"].as_str().unwrap(),
+    ]);
+    let ns = op["Operation"]["Targets"]["NAMESPACE"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let registry = fleet.aws_ok(&[
+        "servicediscovery",
+        "create-service",
+        "--name",
+        "echo",
+        "--dns-config",
+        &format!("NamespaceId={ns},DnsRecords=[{{Type=A,TTL=10}}]"),
+    ])["Service"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let net = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": [web]}});
+    fleet.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--cluster",
+        "fleet",
+        "--service-name",
+        "echo",
+        "--task-definition",
+        "echo",
+        "--desired-count",
+        "1",
+        "--network-configuration",
+        &net.to_string(),
+        "--placement-constraints",
+        &fleet.on(&b.arn),
+        "--service-registries",
+        &format!("registryArn={registry}"),
+    ]);
+    fleet.aws_ok(&[
+        "ecs",
+        "wait",
+        "services-stable",
+        "--cluster",
+        "fleet",
+        "--services",
+        "echo",
+    ]);
+    let server = &running(&fleet.tasks("RUNNING", &["--service-name", "echo"]))[0];
+    assert_eq!(server["containerInstanceArn"], json!(b.arn));
+    let ip = server["attachments"][0]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "privateIPv4Address")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let block_of = |arn: &str| {
+        fleet.instance(arn)["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "skiff.task-addresses")
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (block_a, block_b) = (block_of(&a.arn), block_of(&b.arn));
+    assert_ne!(block_a, block_b, "each machine its own task addresses");
+    let prefix = |block: &str| block.rsplitn(3, '.').nth(2).unwrap().to_string();
+    assert!(ip.starts_with(&prefix(&block_b)), "{ip} not in {block_b}");
+
+    // From host 1, by address: the answer comes back, each end sees the
+    // other's task address.
+    let target = format!("{ip}:8080");
+    let (code, out) = fleet.probe(&a.arn, &[&client], &["send", &target, "hi"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("to {target}: web hi")), "{out}");
+    assert!(out.contains(&format!("from {}", prefix(&block_a))), "{out}");
+    // By name.
+    let (code, out) = fleet.probe(
+        &a.arn,
+        &[&client],
+        &["send", "echo.fleet.local:8080", "named"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("web named"), "{out}");
+    // Not without a rule: host 2 refuses it.
+    let (code, out) = fleet.probe(&a.arn, &[&other], &["send", &target, "hi"]);
+    assert_eq!(code, 1, "{out}");
 }
 
 impl AgentProcess {

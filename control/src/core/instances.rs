@@ -16,6 +16,57 @@ use std::collections::{BTreeMap, HashMap};
 /// registers: one per container it may run at once.
 pub(crate) const SLOTS: &str = "WASM_SLOTS";
 
+/// The attribute naming an instance's task address block (the control
+/// plane gives each instance with a remote agent one).
+pub(crate) const TASK_ADDRESSES: &str = "skiff.task-addresses";
+
+/// How many blocks the task address space (127.64.0.0/10) holds: one per
+/// instance, each a /18 (16,382 task addresses).
+const ADDRESS_BLOCKS: u32 = 256;
+
+fn address_block(k: u32) -> String {
+    format!("127.{}.{}.0/18", 64 + k / 4, (k % 4) * 64)
+}
+
+/// A task address block no instance (not INACTIVE) has.
+pub(crate) fn free_address_block(state: &State) -> Option<String> {
+    let taken: std::collections::HashSet<&str> = state
+        .instances
+        .values()
+        .map(|e| &e.value)
+        .filter(|i| i.status != "INACTIVE")
+        .flat_map(|i| &i.attributes)
+        .filter(|a| a.name == TASK_ADDRESSES)
+        .filter_map(|a| a.value.as_deref())
+        .collect();
+    (0..ADDRESS_BLOCKS)
+        .map(address_block)
+        .find(|b| !taken.contains(b.as_str()))
+}
+
+/// Where every machine's task addresses are reached: each instance (not
+/// INACTIVE) with a block and an agent that said where its mesh listens.
+pub(crate) fn routes(state: &State) -> Vec<skiff_channel::fabric::Route> {
+    state
+        .instances
+        .values()
+        .map(|e| &e.value)
+        .filter(|i| i.status != "INACTIVE")
+        .filter_map(|i| {
+            let block = i
+                .attributes
+                .iter()
+                .find(|a| a.name == TASK_ADDRESSES)?
+                .value
+                .clone()?;
+            Some(skiff_channel::fabric::Route {
+                block,
+                via: i.mesh_address.clone()?,
+            })
+        })
+        .collect()
+}
+
 /// The local instance's sizes.
 #[derive(Debug, Clone)]
 pub(crate) struct LocalSize {
@@ -114,6 +165,7 @@ pub(crate) fn local_instance(
                 offers_fargate: true,
                 agent_session: None,
                 registered_by: None,
+                mesh_address: None,
             }
         }
     }
@@ -288,4 +340,25 @@ pub(crate) fn fargate_capacity(state: &State) -> Vec<Candidate> {
         .filter(|i| i.offers_fargate && i.status == "ACTIVE")
         .map(|i| candidate(i, usage.get(i.container_instance_arn.as_str())))
         .collect()
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+
+    #[test]
+    fn address_blocks_are_distinct_and_inside_loopback() {
+        let all: std::collections::HashSet<String> =
+            (0..ADDRESS_BLOCKS).map(address_block).collect();
+        assert_eq!(all.len(), 256);
+        assert_eq!(address_block(0), "127.64.0.0/18");
+        assert_eq!(address_block(5), "127.65.64.0/18");
+        assert_eq!(address_block(255), "127.127.192.0/18");
+        // Second octets 64..=127: clear of 127.0.0.1, the local
+        // instance's 127.18.0.0/16 and load balancers' addresses.
+        assert!(all.iter().all(|b| {
+            let second: u32 = b.split('.').nth(1).unwrap().parse().unwrap();
+            (64..128).contains(&second)
+        }));
+    }
 }

@@ -218,6 +218,8 @@ impl Core {
             });
         }
         let agent_keys = crate::core::agent_keys::AgentKeys::new(&config.data_dir);
+        let mesh_token = mesh_token(&config.data_dir)?;
+        fabric.set_routes(crate::core::instances::routes(&state));
         let core = Arc::new(Core {
             config,
             store,
@@ -225,6 +227,7 @@ impl Core {
             logs,
             agents: Arc::new(Agents::new(instance_arn, to_agent, reports)),
             agent_keys,
+            mesh_token,
             rng: Mutex::new(placement::Rng::from_entropy()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             wake: Arc::new(services::Wake::default()),
@@ -325,6 +328,38 @@ impl Core {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The secret of this control plane's agents' mesh: made once, kept in
+/// `mesh.key` (0600), so agents that reconnect after a restart still
+/// trust each other.
+fn mesh_token(dir: &std::path::Path) -> Result<String, ApiError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("mesh.key");
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && t.trim().len() >= 32
+    {
+        return Ok(t.trim().to_string());
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::server(format!("no randomness for the mesh key: {e}")))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(token.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| ApiError::server(format!("cannot write {}: {e}", path.display())))?;
+    Ok(token)
 }
 
 /// What has been gone since before `cutoff` and can be forgotten: STOPPED

@@ -46,6 +46,8 @@ pub(crate) struct Core {
     pub(crate) logs: LogStore,
     /// The agents, each reached through its channel.
     pub(crate) agents: Arc<Agents>,
+    /// The secret agents present to each other's mesh listeners.
+    pub(crate) mesh_token: String,
     /// Keys that sign only agents' calls (`skiff agent-keys`).
     pub(crate) agent_keys: agent_keys::AgentKeys,
     pub(crate) rng: Mutex<placement::Rng>,

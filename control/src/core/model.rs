@@ -190,6 +190,10 @@ pub struct ContainerInstance {
     /// it out): only that key may open its channel or register it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_by: Option<String>,
+    /// Where its agent's mesh listener is reached (stored; views leave it
+    /// out): other machines' connections to its tasks go there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_address: Option<String>,
 }
 
 /// The name of a resource given by name or ARN

@@ -148,9 +148,14 @@ impl Core {
         };
         instance.agent_connected = true;
         instance.agent_session = Some(opening.agent_session.clone());
+        if let Some(mesh) = opening.mesh_address {
+            instance.mesh_address = Some(mesh.to_string());
+        }
         instance.version += 1;
         writes.push(Write::Instance(instance.clone()));
         state.apply(self.store.as_ref(), writes).await?;
+        self.fabric
+            .set_routes(crate::core::instances::routes(&state));
         // Linked while the state is held: a task placed after the welcome's
         // list was made is sent on this link.
         let (conn, payloads) = self.agents.link(arn);
@@ -189,6 +194,7 @@ impl Core {
                 tasks,
                 timeout_ms: self.config.agent_timeout.as_millis() as u64,
                 registry: None,
+                mesh_token: self.mesh_token.clone(),
             },
             payloads,
             acked,

@@ -49,6 +49,7 @@ pub(crate) fn instance_view(
         o.remove("offersFargate");
         o.remove("agentSession");
         o.remove("registeredBy");
+        o.remove("meshAddress");
     }
     v["remainingResources"] = to_value(&remaining);
     v["runningTasksCount"] = json!(u.running);
@@ -217,10 +218,12 @@ pub(crate) async fn register_instance(
         Some(v) => parse(v)?,
     };
     check_tags(&tags)?;
-    let attributes: Vec<Attribute> = match body.get("attributes") {
+    let mut attributes: Vec<Attribute> = match body.get("attributes") {
         None | Some(Value::Null) => Vec::new(),
         Some(v) => parse(v)?,
     };
+    // The control plane's to give.
+    attributes.retain(|a| a.name != crate::core::instances::TASK_ADDRESSES);
     let resources: Vec<Resource> = match body.get("totalResources") {
         None | Some(Value::Null) => Vec::new(),
         Some(v) => parse(v)?,
@@ -364,6 +367,19 @@ pub(crate) async fn register_instance(
                 target_id: None,
             }];
             merge_attributes(&mut all, attributes);
+            // Its tasks' addresses: a block of its own in the cluster's
+            // task address space, so every task address is unique.
+            let block = crate::core::instances::free_address_block(&state).ok_or_else(|| {
+                ApiError::client(
+                    "Every task address block is taken (256 container instances with agents): deregister one first.",
+                )
+            })?;
+            all.push(Attribute {
+                name: crate::core::instances::TASK_ADDRESSES.into(),
+                value: Some(block),
+                target_type: None,
+                target_id: None,
+            });
             ContainerInstance {
                 container_instance_arn: arn(
                     "ecs",
@@ -387,6 +403,7 @@ pub(crate) async fn register_instance(
                 offers_fargate: fargate,
                 agent_session: None,
                 registered_by: by,
+                mesh_address: None,
             }
         }
     };
@@ -448,6 +465,8 @@ pub(crate) async fn deregister_instance(
         state
             .apply(core.store.as_ref(), vec![Write::Instance(instance.clone())])
             .await?;
+        core.fabric
+            .set_routes(crate::core::instances::routes(&state));
         core.wake.all();
     }
     let usage = usage_by_instance(&state);
