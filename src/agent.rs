@@ -83,9 +83,9 @@ pub struct AgentArgs {
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:7701")]
     mesh_addr: std::net::SocketAddr,
 
-    /// The address other machines reach the mesh listener at (default: the
-    /// address this machine reaches the control plane from, and the mesh
-    /// port).
+    /// The address other machines reach this one at: its mesh listener,
+    /// and bridge tasks' published host ports (default: the address this
+    /// machine reaches the control plane from, and the mesh port).
     #[arg(long, value_name = "IP:PORT")]
     mesh_advertise: Option<std::net::SocketAddr>,
 }
@@ -299,6 +299,15 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
     {
         agent_config.task_cleanup_wait = d;
     }
+    // This machine's own address, as others reach it: bridge tasks' host
+    // ports are published there, and the mesh is announced there.
+    let host_ip = match args.mesh_advertise {
+        Some(a) => a.ip(),
+        None => local_ip_towards(&args.endpoint)?,
+    };
+    if let std::net::IpAddr::V4(ip) = host_ip {
+        agent_config.publish_address = ip;
+    }
     skiff_runtime::ports::PortMap::detect(block).install();
 
     rt.block_on(async move {
@@ -324,9 +333,7 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on --mesh-addr {}: {e}", args.mesh_addr))?;
             let advertised = match args.mesh_advertise {
                 Some(a) => a,
-                None if bound.ip().is_unspecified() => {
-                    std::net::SocketAddr::new(local_ip_towards(&args.endpoint)?, bound.port())
-                }
+                None if bound.ip().is_unspecified() => std::net::SocketAddr::new(host_ip, bound.port()),
                 None => bound,
             };
             Some((node, advertised))

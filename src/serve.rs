@@ -431,6 +431,27 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         let control = ControlPlane::start(config, control_end)
             .await
             .map_err(|e| e.to_string())?;
+        if shared_registry {
+            // The registry wants a token from everyone, this machine's own
+            // agent included: a fresh one before the last expires.
+            let (registry, puller, at) = (registry.clone(), Arc::clone(&puller), reg_local.to_string());
+            puller.allow_plain_http(&at);
+            tokio::spawn(async move {
+                loop {
+                    match registry.issue_token(Duration::from_secs(12 * 3600)) {
+                        Ok(t) => puller.set_credentials(
+                            &at,
+                            skiff_registry::remote::Credentials {
+                                username: "AWS".into(),
+                                password: t.token,
+                            },
+                        ),
+                        Err(e) => tracing::error!("cannot issue the local agent a registry token: {e}"),
+                    }
+                    tokio::time::sleep(Duration::from_secs(6 * 3600)).await;
+                }
+            });
+        }
         Agent::start(
             agent_config,
             runtime,

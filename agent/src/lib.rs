@@ -74,6 +74,11 @@ pub struct AgentConfig {
     /// How long a stopped task's scratch space is kept (ECS's
     /// `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`). Default: none.
     pub task_cleanup_wait: std::time::Duration,
+    /// Where bridge tasks' host ports are published: the host's own
+    /// address (as ECS publishes them). Default: 127.0.0.1 (`skiff
+    /// serve`'s machine); `skiff agent` publishes on the address other
+    /// machines reach it at.
+    pub publish_address: std::net::Ipv4Addr,
 }
 
 impl AgentConfig {
@@ -86,6 +91,7 @@ impl AgentConfig {
             image_pull_timeout: std::time::Duration::from_secs(600),
             default_stop_timeout: std::time::Duration::from_secs(30),
             task_cleanup_wait: std::time::Duration::ZERO,
+            publish_address: std::net::Ipv4Addr::LOCALHOST,
         }
     }
 }

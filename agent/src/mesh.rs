@@ -21,12 +21,13 @@
 //! `OK` or `NO reason`. Only TCP crosses machines.
 
 use skiff_channel::fabric::{Fabric, Proto};
+use skiff_channel::mesh::{Header, MAX_HEADER, dial};
 use skiff_runtime::addresses::AddressBlock;
 use skiff_runtime::mesh::Mesh;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// How long a header may take to arrive, and a connection to be made.
@@ -136,44 +137,17 @@ impl MeshNode {
         let mesh = Mesh::current();
         let outcome = async {
             let dest = mesh.destination(from).ok_or("no destination noted")?;
-            let IpAddr::V4(dest_ip) = dest.ip() else {
-                return Err("not an IPv4 destination");
-            };
-            let IpAddr::V4(src) = from.ip() else {
-                return Err("not an IPv4 source");
+            let (IpAddr::V4(dest_ip), IpAddr::V4(src)) = (dest.ip(), from.ip()) else {
+                return Err("not IPv4".to_string());
             };
             let via = self.via(dest_ip).ok_or("no machine has that address")?;
-            let groups = self
-                .fabric
-                .groups_of(src)
-                .map(|g| {
-                    if g.is_empty() {
-                        "-".to_string()
-                    } else {
-                        g.join(",")
-                    }
-                })
-                .unwrap_or_else(|| "-".into());
-            let mut far = tokio::time::timeout(HANDSHAKE, TcpStream::connect(&via))
-                .await
-                .map_err(|_| "the other machine did not answer")?
-                .map_err(|_| "cannot reach the other machine")?;
-            let _ = far.set_nodelay(true);
-            let header = format!("SKIFF-MESH/1 {} {src} {dest} {groups}\n", self.token());
-            far.write_all(header.as_bytes())
-                .await
-                .map_err(|_| "the other machine closed")?;
-            let mut reader = BufReader::new(far);
-            let mut answer = String::new();
-            tokio::time::timeout(HANDSHAKE, reader.read_line(&mut answer))
-                .await
-                .map_err(|_| "no answer from the other machine")?
-                .map_err(|_| "the other machine closed")?;
-            if answer.trim_end() != "OK" {
-                tracing::info!(%from, %dest, "refused by the other machine: {}", answer.trim_end());
-                return Err("refused");
-            }
-            Ok(reader)
+            let header = Header {
+                token: self.token(),
+                src,
+                dst: dest,
+                groups: self.fabric.groups_of(src),
+            };
+            dial(&via, &header, HANDSHAKE).await
         }
         .await;
         match outcome {
@@ -197,57 +171,57 @@ impl MeshNode {
         let mut reader = BufReader::new(conn);
         let mut line = String::new();
         let read = tokio::time::timeout(HANDSHAKE, async {
-            let mut limited = (&mut reader).take(1024);
+            let mut limited = (&mut reader).take(MAX_HEADER);
             limited.read_line(&mut line).await
         })
         .await;
         if !matches!(read, Ok(Ok(n)) if n > 0 && line.ends_with('\n')) {
             return Err("no header".into());
         }
-        let parts: Vec<&str> = line.trim_end().split(' ').collect();
         let refuse = |reader: BufReader<TcpStream>, why: String| async move {
             let mut conn = reader.into_inner();
             let _ = conn.write_all(format!("NO {why}\n").as_bytes()).await;
             Err::<(), String>(why)
         };
-        let [magic, token, src, dest, groups] = parts[..] else {
-            return refuse(reader, "malformed header".into()).await;
+        let h = match Header::parse(line.trim_end()) {
+            Ok(h) => h,
+            Err(e) => return refuse(reader, e).await,
         };
         let expected = self.token();
-        if magic != "SKIFF-MESH/1" || expected.is_empty() || !same(token, &expected) {
+        if expected.is_empty() || !same(&h.token, &expected) {
             return refuse(reader, "not one of the cluster's agents".into()).await;
         }
-        let (Ok(src), Ok(dest)) = (src.parse::<Ipv4Addr>(), dest.parse::<SocketAddr>()) else {
-            return refuse(reader, "malformed addresses".into()).await;
-        };
-        let IpAddr::V4(dest_ip) = dest.ip() else {
+        let IpAddr::V4(dest_ip) = h.dst.ip() else {
             return refuse(reader, "not an IPv4 destination".into()).await;
         };
-        if !self.own.contains(dest_ip) || !src.is_loopback() || self.own.contains(src) {
+        if !self.own.contains(dest_ip) || !h.src.is_loopback() || self.own.contains(h.src) {
             return refuse(
                 reader,
-                format!("{dest} is not a task address of this machine"),
+                format!("{} is not a task address of this machine", h.dst),
             )
             .await;
         }
-        let groups: Option<Vec<String>> = match groups {
-            "-" => None,
-            g => Some(g.split(',').map(String::from).collect()),
-        };
-        if !self.fabric.allows(src, groups.as_deref(), dest, Proto::Tcp) {
-            return refuse(reader, format!("security groups refuse {src} → {dest}")).await;
+        if !self
+            .fabric
+            .allows(h.src, h.groups.as_deref(), h.dst, Proto::Tcp)
+        {
+            return refuse(
+                reader,
+                format!("security groups refuse {} → {}", h.src, h.dst),
+            )
+            .await;
         }
         // From the caller's address (any 127/8 address is this machine's
         // to bind), to the task's port as the host has it.
         let connected = async {
             let socket = TcpSocket::new_v4()?;
-            socket.bind(SocketAddr::new(src.into(), 0))?;
-            socket.connect(skiff_runtime::ports::host(dest)).await
+            socket.bind(SocketAddr::new(h.src.into(), 0))?;
+            socket.connect(skiff_runtime::ports::host(h.dst)).await
         };
         let mut task = match tokio::time::timeout(HANDSHAKE, connected).await {
             Ok(Ok(t)) => t,
-            Ok(Err(e)) => return refuse(reader, format!("{dest}: {e}")).await,
-            Err(_) => return refuse(reader, format!("{dest}: no answer")).await,
+            Ok(Err(e)) => return refuse(reader, format!("{}: {e}", h.dst)).await,
+            Err(_) => return refuse(reader, format!("{}: no answer", h.dst)).await,
         };
         let _ = task.set_nodelay(true);
         reader
@@ -268,5 +242,3 @@ fn same(a: &str, b: &str) -> bool {
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
 }
-
-use tokio::io::AsyncReadExt;

@@ -221,7 +221,8 @@ pub(crate) async fn run(
     }
     let provisioned =
         TaskNetwork::provision(&td, &task, &agent.addresses, &agent.fabric).and_then(|network| {
-            PublishedPorts::provision(&td, &network.addresses).map(|ports| (network, ports))
+            PublishedPorts::provision(&td, &network.addresses, agent.config.publish_address)
+                .map(|ports| (network, ports))
         });
     let (network, ports) = match provisioned {
         Ok(n) => n,

@@ -169,6 +169,10 @@ pub struct Route {
     pub block: String,
     /// `host:port`.
     pub via: String,
+    /// The machine's instance (its `ec2InstanceId`): instance targets of
+    /// load balancers there are its published ports, at `via`'s host.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// One security group's rules.

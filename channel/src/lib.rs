@@ -16,10 +16,12 @@
 //! - [`wire`]: the channel over a network (a WebSocket the agent opens),
 //!   for agents on other machines (`skiff agent`).
 //! - [`sigv4`]: signing requests to the control plane's API.
+//! - [`mesh`]: opening a connection to a task on another machine.
 
 pub mod fabric;
 pub mod link;
 pub mod logs;
+pub mod mesh;
 pub mod messages;
 pub mod sigv4;
 pub mod task;

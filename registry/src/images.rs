@@ -160,6 +160,16 @@ impl Puller {
         }
     }
 
+    /// Speaks plain HTTP to `registry` (`host:port`) from now, as to
+    /// loopback ones (a cluster's own registry on its network).
+    pub fn allow_plain_http(&self, registry: &str) {
+        if let Ok(mut o) = self.options.write()
+            && !o.insecure_registries.iter().any(|r| r == registry)
+        {
+            o.insecure_registries.push(registry.to_string());
+        }
+    }
+
     /// A puller into `store`, reaching registries with `options`.
     pub fn new(store: ImageStore, options: RemoteOptions) -> Self {
         Puller {

@@ -7,105 +7,16 @@
 
 use crate::support::{ServeProcess, skiff_bin};
 use serde_json::{Value, json};
+use skiff_harness::netns::Hosts;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasm_apps::app;
 
 const KEY: &str = "AKIDFLEET";
 const SECRET: &str = "fleet-secret";
-
-/// Hosts: network namespaces on one bridge (in a namespace of its own).
-struct Hosts {
-    names: Vec<String>,
-    hub: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ip (iproute2): {e}"));
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {} (these tests make network namespaces, which needs root)",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Hosts {
-    fn new(n: usize) -> Hosts {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let tag = format!(
-            "sk{}x{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let hub = format!("{tag}hub");
-        ip(&["netns", "add", &hub]);
-        let mut hosts = Hosts {
-            names: Vec::new(),
-            hub: hub.clone(),
-        };
-        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &hub, "link", "set", "br0", "up"]);
-        for i in 0..n {
-            let ns = format!("{tag}h{i}");
-            ip(&["netns", "add", &ns]);
-            hosts.names.push(ns.clone());
-            let port = format!("p{i}");
-            ip(&[
-                "link", "add", &port, "netns", &hub, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
-            ]);
-            ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", Hosts::addr(i)),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        hosts
-    }
-
-    fn addr(i: usize) -> String {
-        format!("198.18.0.{}", i + 1)
-    }
-
-    /// `program` run on host `i`.
-    fn command(&self, i: usize, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.names[i], program]);
-        c
-    }
-
-    /// Cuts host `i` off the network (`up`: back on).
-    fn link(&self, i: usize, up: bool) {
-        ip(&[
-            "-n",
-            &self.names[i],
-            "link",
-            "set",
-            "eth0",
-            if up { "up" } else { "down" },
-        ]);
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for ns in self.names.iter().chain([&self.hub]) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 /// A `skiff agent` on a host.
 struct AgentProcess {
@@ -189,6 +100,7 @@ impl Fleet {
             ("HELLO_P1", "hello:v1"),
             ("ECHO_P2", "echo:v1"),
             ("NET_PROBE_P2", "net-probe:v1"),
+            ("HTTP_HELLO_P2", "hello-http:v1"),
         ] {
             let target = format!("{registry}/{repo}");
             run(
@@ -636,8 +548,9 @@ fn an_agent_offering_fargate_runs_fargate_tasks_of_any_cluster() {
             .unwrap()
     };
     // FARGATE tasks go to any instance offering capacity: this agent's,
-    // or skiff serve's own. Placement is random between them; run them
-    // until one lands here (each does with probability 1/2).
+    // or skiff serve's own (which pulls from its registry with a token
+    // too). Placement is random between them; run them until one lands
+    // here (each does with probability 1/2). Every one runs.
     let mut here = None;
     for _ in 0..30 {
         let t = fleet.aws_ok(&[
@@ -657,32 +570,28 @@ fn an_agent_offering_fargate_runs_fargate_tasks_of_any_cluster() {
             t["containerInstanceArn"].is_null(),
             "FARGATE tasks show no instance: {t:#}"
         );
+        let arn = t["taskArn"].as_str().unwrap().to_string();
+        let v = fleet.until(
+            &[
+                "ecs",
+                "describe-tasks",
+                "--cluster",
+                "default",
+                "--tasks",
+                &arn,
+            ],
+            Duration::from_secs(30),
+            |v| {
+                v["tasks"][0]["lastStatus"] == "RUNNING" || v["tasks"][0]["lastStatus"] == "STOPPED"
+            },
+        );
+        assert_eq!(v["tasks"][0]["lastStatus"], "RUNNING", "{v:#}");
         if cpu(&fleet.instance(&a.arn)) == 4096 - 256 {
-            here = Some(t["taskArn"].as_str().unwrap().to_string());
+            here = Some(v);
             break;
         }
-        fleet.aws_ok(&[
-            "ecs",
-            "stop-task",
-            "--cluster",
-            "default",
-            "--task",
-            t["taskArn"].as_str().unwrap(),
-        ]);
     }
-    let here = here.expect("no FARGATE task was placed on the agent offering capacity");
-    let t = fleet.until(
-        &[
-            "ecs",
-            "describe-tasks",
-            "--cluster",
-            "default",
-            "--tasks",
-            &here,
-        ],
-        Duration::from_secs(30),
-        |v| v["tasks"][0]["lastStatus"] == "RUNNING",
-    );
+    let t = here.expect("no FARGATE task was placed on the agent offering capacity");
     assert_eq!(t["tasks"][0]["launchType"], "FARGATE");
     let i = fleet.instance(&a.arn);
     assert_eq!(
@@ -1009,12 +918,8 @@ fn forge_report(
     let instance = instance.to_string();
     let task = task.to_string();
     let (key, secret) = (key.to_string(), secret.to_string());
-    // The client must run inside host 0's network: a thread that enters it.
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-        // SAFETY: setns(2) on this thread with a namespace file we opened.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    // The client must run inside host 0's network.
+    inside(&ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1426,6 +1331,248 @@ fn tasks_reach_tasks_on_other_machines_by_address_and_name_within_their_security
     // Not without a rule: host 2 refuses it.
     let (code, out) = fleet.probe(&a.arn, &[&other], &["send", &target, "hi"]);
     assert_eq!(code, 1, "{out}");
+}
+
+/// Runs `f` on a thread inside host `ns`'s network.
+fn inside<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        skiff_harness::netns::enter(&ns);
+        f()
+    })
+}
+
+/// GET `path` at 127.0.0.1:`port` (of the calling thread's network): the
+/// status (0 if the connection failed) and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let attempt = || -> std::io::Result<(u16, String)> {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        c.read_to_string(&mut raw)?;
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = raw
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        Ok((status, body))
+    };
+    attempt().unwrap_or((0, String::new()))
+}
+
+#[test]
+fn a_load_balancer_spreads_over_both_machines_and_rolls_without_a_failed_request() {
+    let fleet = Fleet::start(3);
+    let a = fleet.agent(1, &[]);
+    let b = fleet.agent(2, &[]);
+    let web = |who: &str| {
+        json!([{ "name": "web", "image": "hello-http:v1",
+            "environment": [{"name": "WHO", "value": who}],
+            "portMappings": [{"containerPort": 80}], "stopTimeout": 5 }])
+    };
+    for who in ["web-v1", "web-v2"] {
+        fleet.aws_ok(&[
+            "ecs",
+            "register-task-definition",
+            "--family",
+            "web",
+            "--network-mode",
+            "awsvpc",
+            "--cpu",
+            "256",
+            "--memory",
+            "512",
+            "--container-definitions",
+            &web(who).to_string(),
+        ]);
+    }
+    let lb = fleet.aws_ok(&[
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "web",
+        "--subnets",
+        "subnet-1",
+    ])["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tg = fleet.aws_ok(&[
+        "elbv2",
+        "create-target-group",
+        "--name",
+        "web",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "80",
+        "--target-type",
+        "ip",
+        "--health-check-path",
+        "/health",
+        "--health-check-interval-seconds",
+        "5",
+        "--healthy-threshold-count",
+        "2",
+    ])["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fleet.aws_ok(&[
+        "elbv2",
+        "modify-target-group-attributes",
+        "--target-group-arn",
+        &tg,
+        "--attributes",
+        "Key=deregistration_delay.timeout_seconds,Value=5",
+    ]);
+    let port = 8000u16;
+    fleet.aws_ok(&[
+        "elbv2",
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port.to_string(),
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg}"),
+    ]);
+    fleet.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--cluster",
+        "fleet",
+        "--service-name",
+        "web",
+        "--task-definition",
+        "web:1",
+        "--desired-count",
+        "4",
+        "--placement-strategy",
+        "type=spread,field=instanceId",
+        "--network-configuration",
+        "awsvpcConfiguration={subnets=[subnet-1]}",
+        "--load-balancers",
+        &format!("targetGroupArn={tg},containerName=web,containerPort=80"),
+    ]);
+    let healthy = |n: usize| {
+        let d = fleet.aws_ok(&["elbv2", "describe-target-health", "--target-group-arn", &tg]);
+        let states: Vec<Value> = d["TargetHealthDescriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["TargetHealth"]["State"].clone())
+            .collect();
+        states.len() == n && states.iter().all(|s| s == "healthy")
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !healthy(4) {
+        assert!(Instant::now() < deadline, "targets never healthy");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let spread = per_instance(&running(
+        &fleet.tasks("RUNNING", &["--service-name", "web"]),
+    ));
+    assert_eq!(
+        (spread.get(&a.arn), spread.get(&b.arn)),
+        (Some(&2), Some(&2)),
+        "{spread:?}"
+    );
+
+    // Requests reach targets on both machines.
+    let ns = fleet.hosts.names[0].clone();
+    let answers = inside(&ns, move || {
+        (0..20).map(|_| get(port, "/whoami")).collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert!(
+        answers.iter().all(|a| *a == (200, "web-v1".to_string())),
+        "{answers:?}"
+    );
+
+    // A rolling deployment under a steady client: no request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let stop = Arc::clone(&stop);
+        inside(&ns, move || {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.push(get(port, "/whoami"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    fleet.aws_ok(&[
+        "ecs",
+        "update-service",
+        "--cluster",
+        "fleet",
+        "--service",
+        "web",
+        "--task-definition",
+        "web:2",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let svc = &fleet.aws_ok(&[
+            "ecs",
+            "describe-services",
+            "--cluster",
+            "fleet",
+            "--services",
+            "web",
+        ])["services"][0];
+        if svc["deployments"].as_array().unwrap().len() == 1
+            && svc["deployments"][0]["rolloutState"] == "COMPLETED"
+            && healthy(4)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout never completed: {svc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let seen = client.join().unwrap();
+    let failed: Vec<&(u16, String)> = seen.iter().filter(|(status, _)| *status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        seen.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(seen.iter().any(|(_, b)| b == "web-v1") && seen.iter().any(|(_, b)| b == "web-v2"));
+    assert_eq!(seen.last().unwrap().1, "web-v2");
+    let spread = per_instance(&running(
+        &fleet.tasks("RUNNING", &["--service-name", "web"]),
+    ));
+    assert_eq!(
+        (spread.get(&a.arn), spread.get(&b.arn)),
+        (Some(&2), Some(&2)),
+        "{spread:?}"
+    );
 }
 
 impl AgentProcess {

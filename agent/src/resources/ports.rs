@@ -33,6 +33,7 @@ impl PublishedPorts {
     pub(crate) fn provision(
         td: &TaskDefinition,
         addresses: &[Option<Ipv4Addr>],
+        on: Ipv4Addr,
     ) -> Result<PublishedPorts, String> {
         let mut published = PublishedPorts {
             bindings: vec![Vec::new(); td.container_definitions.len()],
@@ -46,7 +47,7 @@ impl PublishedPorts {
                 continue;
             };
             for p in &c.port_mappings {
-                let listener = publish(p.host_port.unwrap_or(0)).map_err(|e| {
+                let listener = publish(on, p.host_port.unwrap_or(0)).map_err(|e| {
                     format!(
                         "container {} cannot publish port {}: {e}",
                         c.name, p.container_port
@@ -76,11 +77,11 @@ impl PublishedPorts {
     }
 }
 
-/// A listener on the host's loopback at `port`, or at a free port of
+/// A listener on the host's address `on` at `port`, or at a free port of
 /// [`DYNAMIC_PORTS`] when `port` is 0.
-fn publish(port: u16) -> std::io::Result<TcpListener> {
+fn publish(on: Ipv4Addr, port: u16) -> std::io::Result<TcpListener> {
     if port != 0 {
-        return TcpListener::bind((Ipv4Addr::LOCALHOST, port));
+        return TcpListener::bind((on, port));
     }
     // Start somewhere different each time, then walk the range.
     let span = u32::from(DYNAMIC_PORTS.end() - DYNAMIC_PORTS.start()) + 1;
@@ -91,7 +92,7 @@ fn publish(port: u16) -> std::io::Result<TcpListener> {
         % span;
     for i in 0..span {
         let port = DYNAMIC_PORTS.start() + ((start + i) % span) as u16;
-        if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+        if let Ok(l) = TcpListener::bind((on, port)) {
             return Ok(l);
         }
     }
@@ -107,8 +108,8 @@ mod tests {
 
     #[test]
     fn dynamic_ports_come_from_ecs_range() {
-        let a = publish(0).unwrap();
-        let b = publish(0).unwrap();
+        let a = publish(Ipv4Addr::LOCALHOST, 0).unwrap();
+        let b = publish(Ipv4Addr::LOCALHOST, 0).unwrap();
         for l in [&a, &b] {
             let port = l.local_addr().unwrap().port();
             assert!(DYNAMIC_PORTS.contains(&port), "{port}");
@@ -117,6 +118,6 @@ mod tests {
         assert_ne!(a.local_addr().unwrap(), b.local_addr().unwrap());
         // A static port that is taken is an error, not another port.
         let taken = a.local_addr().unwrap().port();
-        assert!(publish(taken).is_err());
+        assert!(publish(Ipv4Addr::LOCALHOST, taken).is_err());
     }
 }

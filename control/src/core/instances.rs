@@ -62,6 +62,7 @@ pub(crate) fn routes(state: &State) -> Vec<skiff_channel::fabric::Route> {
             Some(skiff_channel::fabric::Route {
                 block,
                 via: i.mesh_address.clone()?,
+                instance: i.ec2_instance_id.clone().unwrap_or_default(),
             })
         })
         .collect()

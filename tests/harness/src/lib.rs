@@ -1,13 +1,16 @@
 //! What the end-to-end tests (`tests/all`) and the benches (`benches/`)
 //! share: starting the `skiff` binary's servers on ephemeral loopback
 //! ports and reading, from the line each prints when it is ready, where it
-//! listens; finding the peer programs skiff is compared with; free ports.
+//! listens; finding the peer programs skiff is compared with; free ports;
+//! hosts that are network namespaces, for multi-machine tests ([`netns`]).
 //!
 //! The binary itself is the caller's (`env!("CARGO_BIN_EXE_skiff")` exists
 //! only in the package's own tests and benches): functions here take the
 //! `Command` to run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};

@@ -16,10 +16,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// A task's target in a target group: its address (ip) or this machine's
-/// instance with the container port's published host port (instance).
+/// A task's target in a target group: its address (ip) or its instance
+/// (`ec2_id`) with the container port's published host port (instance).
 pub(crate) fn task_target(
     t: &Task,
+    ec2_id: Option<&str>,
     lb: &ServiceLoadBalancer,
     tg: &crate::plane::elb::config::TargetGroup,
 ) -> Option<crate::plane::elb::config::Target> {
@@ -36,7 +37,7 @@ pub(crate) fn task_target(
         .iter()
         .find(|b| b.container_port == lb.container_port && b.protocol == "tcp")?;
     Some(crate::plane::elb::config::Target {
-        id: crate::core::LOCAL_INSTANCE_ID.to_string(),
+        id: ec2_id?.to_string(),
         port: b.host_port,
     })
 }
@@ -388,7 +389,12 @@ pub(crate) async fn reconcile_one(
                 let Some(tg) = elb.target_groups.get(&lb.target_group_arn) else {
                     continue;
                 };
-                if let Some(target) = task_target(t, lb, tg) {
+                let ec2_id = t
+                    .container_instance_arn
+                    .as_ref()
+                    .and_then(|arn| state.instances.get(arn))
+                    .and_then(|i| i.value.ec2_instance_id.as_deref());
+                if let Some(target) = task_target(t, ec2_id, lb, tg) {
                     wanted.push(Registered {
                         target_group_arn: lb.target_group_arn.clone(),
                         target,

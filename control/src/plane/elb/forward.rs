@@ -284,10 +284,22 @@ pub(super) const IDLE_PER_TARGET: usize = 64;
 /// A TCP connection to target `addr` (where it is on the host: see
 /// `skiff_runtime::ports`), no-delay, within `within`. Every connection
 /// to a target, health checks included, is made here.
+///
+/// A task address of another machine is reached through that machine's
+/// agent (`skiff_channel::mesh`), as the load balancer (`reach`: its
+/// address and security groups), which the agent there judges.
 pub(super) async fn dial(
+    reach: &Reach,
     addr: SocketAddr,
     within: Duration,
 ) -> Result<std::io::Result<tokio::net::TcpStream>, tokio::time::error::Elapsed> {
+    if let Some((via, header)) = reach.through_mesh(addr) {
+        // (The outer timeout is the one that counts.)
+        let through = skiff_channel::mesh::dial(&via, &header, within + Duration::from_secs(1));
+        return tokio::time::timeout(within, through)
+            .await
+            .map(|r| r.map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e)));
+    }
     let at = skiff_runtime::ports::host(addr);
     tokio::time::timeout(within, tokio::net::TcpStream::connect(at))
         .await
@@ -298,9 +310,60 @@ pub(super) async fn dial(
         })
 }
 
+/// How the load balancers reach targets: the fabric's routes to other
+/// machines' task addresses and the mesh token, and who is calling.
+#[derive(Debug, Clone)]
+pub(super) struct Reach {
+    pub mesh: Arc<MeshDial>,
+    /// The load balancer's address and security groups (network load
+    /// balancers have none).
+    pub from: std::net::Ipv4Addr,
+    pub groups: Option<Vec<String>>,
+}
+
+/// The fabric (its routes) and the mesh token, shared by every target.
+#[derive(Debug)]
+pub(super) struct MeshDial {
+    pub fabric: Arc<skiff_channel::fabric::Fabric>,
+    pub token: std::sync::RwLock<String>,
+}
+
+impl Reach {
+    /// The mesh listener and header for `addr`, if it is another
+    /// machine's task address.
+    fn through_mesh(&self, addr: SocketAddr) -> Option<(String, skiff_channel::mesh::Header)> {
+        let std::net::IpAddr::V4(ip) = addr.ip() else {
+            return None;
+        };
+        let via = self
+            .mesh
+            .fabric
+            .routes()
+            .into_iter()
+            .find(|r| {
+                r.block
+                    .parse::<skiff_runtime::addresses::AddressBlock>()
+                    .is_ok_and(|b| b.contains(ip))
+            })?
+            .via;
+        let header = skiff_channel::mesh::Header {
+            token: self
+                .mesh
+                .token
+                .read()
+                .map(|t| t.clone())
+                .unwrap_or_default(),
+            src: self.from,
+            dst: addr,
+            groups: self.groups.clone(),
+        };
+        Some((via, header))
+    }
+}
+
 /// Opens a keep-alive HTTP/1.1 connection to `addr`.
-pub(super) async fn connect(addr: SocketAddr) -> Result<Upstream, String> {
-    let stream = dial(addr, Duration::from_secs(10))
+pub(super) async fn connect(reach: &Reach, addr: SocketAddr) -> Result<Upstream, String> {
+    let stream = dial(reach, addr, Duration::from_secs(10))
         .await
         .map_err(|_| format!("connecting to {addr} timed out"))?
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -325,7 +388,7 @@ pub(super) async fn send(
         let fresh = pooled.is_none();
         let mut up = match pooled {
             Some(u) => u,
-            None => connect(target.addr).await?,
+            None => connect(&target.reach(), target.addr).await?,
         };
         if !up.ready().await {
             if fresh {

@@ -3,7 +3,7 @@
 //! and the reaper that lets a deregistered target go once it has drained.
 
 use super::config::{TargetGroup, parse_matcher};
-use super::forward::{connect, dial, full};
+use super::forward::{Reach, connect, dial, full};
 use super::{Group, Health, Plane, TargetLive, health_port};
 use http::Request;
 use http_body_util::BodyExt;
@@ -40,7 +40,7 @@ pub(super) async fn health_loop(plane: Weak<Plane>, tg_arn: String) {
             let spec = spec.clone();
             checks.spawn(async move {
                 let result = if allowed {
-                    check(&spec, addr).await
+                    check(&spec, &t.reach(), addr).await
                 } else {
                     Err(("Target.Timeout", "the target's security groups do not let the load balancer's health checks in".to_string()))
                 };
@@ -89,11 +89,12 @@ pub(super) async fn health_loop(plane: Weak<Plane>, tg_arn: String) {
 /// matcher accepts, within the timeout.
 pub(super) async fn check(
     spec: &TargetGroup,
+    reach: &Reach,
     addr: SocketAddr,
 ) -> Result<(), (&'static str, String)> {
     let timeout = Duration::from_secs(spec.health.timeout);
     if spec.health.protocol == "TCP" {
-        return match dial(addr, timeout).await {
+        return match dial(reach, addr, timeout).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err((
                 "Target.FailedHealthChecks",
@@ -112,7 +113,7 @@ pub(super) async fn check(
     };
     // A connection of its own each time, as ELB's checks are.
     let exchange = async {
-        let mut up = connect(addr).await?;
+        let mut up = connect(reach, addr).await?;
         let sent = up.sender.send_request(req);
         up.drive(sent).await?.map_err(|e| e.to_string())
     };

@@ -64,6 +64,10 @@ struct Live {
 pub struct TargetLive {
     pub target: Target,
     pub addr: SocketAddr,
+    /// How it is reached, and as whom (its load balancer's address and
+    /// groups, kept current by `sync`).
+    mesh: Arc<forward::MeshDial>,
+    caller: RwLock<(Ipv4Addr, Option<Vec<String>>)>,
     /// Keep-alive connections to it with nothing in flight.
     idle: Mutex<Vec<Upstream>>,
     live: Mutex<Live>,
@@ -77,6 +81,19 @@ pub struct TargetLive {
 const DRAINING_BIT: u8 = 4;
 
 impl TargetLive {
+    fn reach(&self) -> forward::Reach {
+        let (from, groups) = self
+            .caller
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or((Ipv4Addr::LOCALHOST, None));
+        forward::Reach {
+            mesh: Arc::clone(&self.mesh),
+            from,
+            groups,
+        }
+    }
+
     fn health(&self) -> (Health, bool) {
         let v = self.fast.load(Ordering::Acquire);
         let health = match v & 3 {
@@ -245,6 +262,8 @@ type Running = (Listener, Ipv4Addr, JoinHandle<()>);
 /// Every load balancer of this control plane.
 pub struct Plane {
     fabric: Arc<Fabric>,
+    /// How targets on other machines are reached.
+    mesh: Arc<forward::MeshDial>,
     config: RwLock<Arc<Config>>,
     listeners: Mutex<HashMap<String, Running>>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
@@ -274,12 +293,22 @@ impl Drop for Plane {
     }
 }
 
-fn target_addr(tg: &TargetGroup, t: &Target) -> SocketAddr {
+fn target_addr(fabric: &Fabric, tg: &TargetGroup, t: &Target) -> SocketAddr {
     let ip = if tg.target_type == "ip" {
         t.id.parse().unwrap_or(Ipv4Addr::LOCALHOST)
     } else {
-        // The machine's instance: its published ports.
-        Ipv4Addr::LOCALHOST
+        // An instance's published ports: at its machine's address (where
+        // its agent's mesh listens); this machine's on loopback.
+        fabric
+            .routes()
+            .into_iter()
+            .find(|r| r.instance == t.id)
+            .and_then(|r| r.via.parse::<SocketAddr>().ok())
+            .and_then(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .unwrap_or(Ipv4Addr::LOCALHOST)
     };
     SocketAddr::from((ip, t.port))
 }
@@ -291,6 +320,10 @@ fn health_port(tg: &TargetGroup, t: &Target) -> u16 {
 impl Plane {
     pub fn new(fabric: Arc<Fabric>) -> Arc<Plane> {
         Arc::new_cyclic(|me| Plane {
+            mesh: Arc::new(forward::MeshDial {
+                fabric: Arc::clone(&fabric),
+                token: RwLock::new(String::new()),
+            }),
             fabric,
             config: RwLock::new(Arc::new(Config::default())),
             listeners: Mutex::new(HashMap::new()),
@@ -300,6 +333,14 @@ impl Plane {
             names: Mutex::new(Vec::new()),
             me: me.clone(),
         })
+    }
+
+    /// The token other machines' agents take connections to their tasks
+    /// with (targets there are reached through them).
+    pub fn set_mesh_token(&self, token: &str) {
+        if let Ok(mut t) = self.mesh.token.write() {
+            *t = token.to_string();
+        }
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -351,7 +392,24 @@ impl Plane {
                     tg.algorithm == "least_outstanding_requests",
                     Ordering::Relaxed,
                 );
+                // Its load balancer, as whom targets are called.
+                let caller = cfg
+                    .lbs_of_group(&tg.arn)
+                    .first()
+                    .and_then(|lb| cfg.load_balancers.get(*lb))
+                    .map(|lb| {
+                        (
+                            lb.address,
+                            (lb.kind == "application").then(|| lb.security_groups.clone()),
+                        )
+                    })
+                    .unwrap_or((Ipv4Addr::LOCALHOST, None));
                 if let Ok(mut targets) = g.targets.lock() {
+                    for t in targets.iter() {
+                        if let Ok(mut c) = t.caller.write() {
+                            *c = caller.clone();
+                        }
+                    }
                     for t in &tg.targets {
                         match targets.iter().find(|x| x.target == *t) {
                             Some(existing) => {
@@ -380,7 +438,9 @@ impl Plane {
                                 };
                                 let t = TargetLive {
                                     target: t.clone(),
-                                    addr: target_addr(tg, t),
+                                    addr: target_addr(&self.fabric, tg, t),
+                                    mesh: Arc::clone(&self.mesh),
+                                    caller: RwLock::new(caller.clone()),
                                     idle: Mutex::new(Vec::new()),
                                     fast: std::sync::atomic::AtomicU8::new(0),
                                     live: Mutex::new(live),

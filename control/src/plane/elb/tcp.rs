@@ -34,7 +34,8 @@ pub(super) async fn serve_tcp(
                 connections.spawn(async move {
                     let _guard = guard;
                     let _ = client.set_nodelay(true);
-                    let Ok(Ok(mut upstream)) = dial(target.addr, Duration::from_secs(10)).await
+                    let reach = target.reach();
+                    let Ok(Ok(mut upstream)) = dial(&reach, target.addr, Duration::from_secs(10)).await
                     else {
                         return;
                     };
