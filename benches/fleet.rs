@@ -116,7 +116,7 @@ fn agent(hosts: &Hosts, i: usize, data: &std::path::Path) -> Proc {
     let dir = data.join(format!("host{i}"));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("agent.log");
-    let child = hosts
+    let mut child = hosts
         .command(i, SKIFF)
         .args([
             "agent",
@@ -134,11 +134,18 @@ fn agent(hosts: &Hosts, i: usize, data: &std::path::Path) -> Proc {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("skiff agent: instance")
-    {
-        assert!(Instant::now() < deadline, "agent on host {i} did not start");
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("skiff agent: instance") {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the agent on host {i} exited with {status}: {text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent on host {i} did not start: {text}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Proc(child)
@@ -306,10 +313,9 @@ fn main() {
         b"",
     );
 
+    rt.block_on(api.ecs("CreateCluster", json!({"clusterName": "fleet"})));
     let mut a = agent(&hosts, 1, data.path());
     let report = rt.block_on(async {
-        api.ecs("CreateCluster", json!({"clusterName": "fleet"}))
-            .await;
         for (family, image) in [("hello", "hello:v1"), ("sleepy", "sleeper:v1")] {
             api.ecs(
                 "RegisterTaskDefinition",
@@ -354,6 +360,16 @@ fn main() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The tasks before: the replacements are the ones not among them.
+        let before: Vec<Value> = api
+            .ecs(
+                "ListTasks",
+                json!({"cluster": "fleet", "serviceName": "sleepers", "desiredStatus": "RUNNING"}),
+            )
+            .await["taskArns"]
+            .as_array()
+            .unwrap()
+            .clone();
         let killed_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
         let killed = Instant::now();
         b.kill();
@@ -375,8 +391,10 @@ fn main() {
                     .unwrap()
                     .clone()
             };
+            // Eight running, four of them new (host 2's, replaced).
             let all_back = tasks.len() == 8
-                && tasks.iter().all(|t| t["lastStatus"] == "RUNNING");
+                && tasks.iter().all(|t| t["lastStatus"] == "RUNNING")
+                && tasks.iter().filter(|t| !before.contains(&t["taskArn"])).count() == 4;
             if all_back {
                 let took = killed.elapsed();
                 let stopped = api

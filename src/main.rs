@@ -36,7 +36,7 @@ struct Cli {
 enum Command {
     /// Run the ECS API, the registry, the control plane and a local
     /// container instance, in the foreground.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run this machine as a container instance of a cluster whose control
     /// plane (`skiff serve`) is elsewhere, in the foreground.
     Agent(Box<agent::AgentArgs>),
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     init_logging();
     let data_dir = cli.data_dir.unwrap_or_else(skiff_runtime::default_data_dir);
     let code = match cli.command {
-        Command::Serve(args) => serve::run(args, &data_dir),
+        Command::Serve(args) => serve::run(*args, &data_dir),
         Command::Agent(args) => agent::run(*args, &data_dir),
         Command::AgentKeys(args) => agent_keys::run(args, &data_dir),
         Command::Run(args) => run::run(*args, data_dir),

@@ -111,6 +111,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR", default_value = "127.18.0.0/16")]
     task_addresses: skiff_runtime::addresses::AddressBlock,
 
+    /// Put this machine's tasks in the cluster's mesh: agents on other
+    /// machines then carry their tasks' connections to this machine's
+    /// tasks here (and theirs are reached from here). An IP other
+    /// machines reach (or 0.0.0.0, announced as --api-addr's IP) and a
+    /// port. Default: off (tasks elsewhere cannot call tasks here).
+    #[arg(long, value_name = "IP:PORT")]
+    mesh_addr: Option<SocketAddr>,
+
     /// How long an agent on another machine (`skiff agent`) may be silent
     /// before its instance is taken for lost: its tasks are recorded
     /// STOPPED and services replace them on other instances. Agents send a
@@ -135,6 +143,28 @@ fn parse_lb_address(s: &str) -> Result<std::net::Ipv4Addr, String> {
         ));
     }
     Ok(ip)
+}
+
+/// Where other machines reach this one's mesh listener (`--mesh-addr`):
+/// its own IP, or the API's when it listens on every address.
+fn mesh_advertised(at: SocketAddr, api: SocketAddr) -> Result<SocketAddr, String> {
+    if at.port() == 0 {
+        return Err("--mesh-addr needs a port other machines can be told".into());
+    }
+    if at.ip().is_loopback() {
+        return Err(format!(
+            "--mesh-addr {at} is a loopback address: other machines cannot reach it"
+        ));
+    }
+    if !at.ip().is_unspecified() {
+        return Ok(at);
+    }
+    if api.ip().is_unspecified() || api.ip().is_loopback() {
+        return Err(format!(
+            "--mesh-addr {at} listens everywhere, but which address do other machines reach? Give --mesh-addr IP:PORT"
+        ));
+    }
+    Ok(SocketAddr::new(api.ip(), at.port()))
 }
 
 /// An agent timeout: at least 2 s (two missed heartbeats).
@@ -376,10 +406,24 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     config.agent_slots = Some(task_slots(args.max_instances));
     config.stopped_task_retention = args.stopped_task_retention;
     config.agent_timeout = args.agent_timeout;
+    if let Some(at) = args.mesh_addr {
+        config.local_mesh = Some((
+            args.task_addresses.to_string(),
+            mesh_advertised(at, args.api_addr)?.to_string(),
+        ));
+    }
     config.agent_max_container_memory = args
         .max_container_memory
         .filter(|b| *b < 4 << 30)
         .map(|b| (b >> 20) as u32);
+    let agents_blocks: skiff_runtime::addresses::AddressBlock =
+        "127.64.0.0/10".parse().map_err(|e: String| e)?;
+    if args.mesh_addr.is_some() && args.task_addresses.overlaps(&agents_blocks) {
+        return Err(format!(
+            "--task-addresses {} overlaps 127.64.0.0/10, where agents' task addresses are: pick another block",
+            args.task_addresses
+        ));
+    }
     if args.task_addresses.contains(args.lb_address) {
         return Err(format!(
             "--lb-address {} is inside --task-addresses {}: tasks would be given it",
@@ -461,6 +505,14 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             agent_end,
         )
         .map_err(|e| e.to_string())?;
+        if let Some(at) = args.mesh_addr {
+            // Other machines' tasks reach this one's through here.
+            let node = skiff_agent::mesh::MeshNode::new(control.fabric(), args.task_addresses);
+            node.set_token(&control.mesh_token());
+            node.start(at)
+                .await
+                .map_err(|e| format!("cannot listen on --mesh-addr {at}: {e}"))?;
+        }
         // `aws ecr ...` on the API endpoint manages this registry.
         control.attach_registry(registry.clone());
         // Signals are caught from here, before the banner says we serve.

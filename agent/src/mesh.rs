@@ -61,8 +61,8 @@ impl MeshNode {
         self.token.read().map(|t| t.clone()).unwrap_or_default()
     }
 
-    /// Tells the runtime which addresses are other machines' (after the
-    /// routes changed).
+    /// Tells the runtime which addresses are other machines' (the node
+    /// does so itself within 100 ms of the routes changing).
     pub fn routes_changed(&self) {
         let blocks = self
             .fabric
@@ -94,6 +94,20 @@ impl MeshNode {
         Mesh::current().set_exit(exit.local_addr()?);
         let inbound = TcpListener::bind(listen).await?;
         let bound = inbound.local_addr()?;
+        // The runtime learns other machines' blocks as routes change.
+        let watched = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen = None;
+            while let Some(node) = watched.upgrade() {
+                let now = node.fabric.generation();
+                if seen != Some(now) {
+                    seen = Some(now);
+                    node.routes_changed();
+                }
+                drop(node);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
         let node = Arc::clone(self);
         tokio::spawn(async move {
             loop {

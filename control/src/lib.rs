@@ -97,6 +97,11 @@ impl ControlPlane {
         Arc::clone(&self.api.core.fabric)
     }
 
+    /// The secret agents' mesh listeners take connections with.
+    pub fn mesh_token(&self) -> String {
+        self.api.core.mesh_token.clone()
+    }
+
     /// Where agents write their containers' awslogs output: this control
     /// plane's CloudWatch Logs.
     pub fn log_destination(&self) -> Arc<dyn skiff_channel::logs::LogDestination> {

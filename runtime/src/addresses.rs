@@ -84,6 +84,17 @@ impl std::fmt::Display for AddressBlock {
 }
 
 impl AddressBlock {
+    /// Do the two blocks share an address?
+    pub fn overlaps(&self, other: &AddressBlock) -> bool {
+        let shorter = self.prefix.min(other.prefix);
+        let mask = if shorter == 0 {
+            0
+        } else {
+            u32::MAX << (32 - shorter)
+        };
+        self.base & mask == other.base & mask
+    }
+
     /// Is `ip` in the block?
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::MAX << (32 - self.prefix);
@@ -350,6 +361,15 @@ impl LeaseState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_overlap_when_they_share_an_address() {
+        let b = |s: &str| s.parse::<AddressBlock>().unwrap();
+        assert!(b("127.64.0.0/10").overlaps(&b("127.65.64.0/18")));
+        assert!(b("127.65.64.0/18").overlaps(&b("127.64.0.0/10")));
+        assert!(!b("127.18.0.0/16").overlaps(&b("127.64.0.0/10")));
+        assert!(!b("127.64.0.0/18").overlaps(&b("127.64.64.0/18")));
+    }
 
     #[test]
     fn blocks_parse_and_stay_on_loopback() {

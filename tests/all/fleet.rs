@@ -114,6 +114,7 @@ impl Fleet {
     fn serve(hosts: &Hosts, data: &Path) -> ServeProcess {
         let api = format!("{}:7700", Hosts::addr(0));
         let registry = format!("{}:5050", Hosts::addr(0));
+        let mesh = format!("{}:7701", Hosts::addr(0));
         let mut cmd = hosts.command(0, skiff_bin());
         cmd.args([
             "serve",
@@ -129,6 +130,8 @@ impl Fleet {
             SECRET,
             "--agent-timeout",
             "2s",
+            "--mesh-addr",
+            &mesh,
         ])
         .env("SKIFF_DATA_DIR", data)
         .env("SKIFF_LOG", "warn")
@@ -1120,23 +1123,38 @@ impl Fleet {
     /// Runs net-probe with `args` on instance `arn` in `groups`: its exit
     /// code and output.
     fn probe(&self, arn: &str, groups: &[&str], args: &[&str]) -> (i64, String) {
+        self.probe_in("fleet", Some(arn), groups, args)
+    }
+
+    /// Runs net-probe in `cluster` (on instance `arn`, if given).
+    fn probe_in(
+        &self,
+        cluster: &str,
+        arn: Option<&str>,
+        groups: &[&str],
+        args: &[&str],
+    ) -> (i64, String) {
         let net =
             json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": groups}});
         let overrides = json!({"containerOverrides": [{"name": "probe", "command": args}]});
-        let t = self.aws_ok(&[
+        let (net, overrides) = (net.to_string(), overrides.to_string());
+        let mut run = vec![
             "ecs",
             "run-task",
             "--cluster",
-            "fleet",
+            cluster,
             "--task-definition",
             "probe",
-            "--placement-constraints",
-            &self.on(arn),
             "--network-configuration",
-            &net.to_string(),
+            &net,
             "--overrides",
-            &overrides.to_string(),
-        ])["tasks"][0]["taskArn"]
+            &overrides,
+        ];
+        let on = arn.map(|a| self.on(a));
+        if let Some(on) = &on {
+            run.extend(["--placement-constraints", on]);
+        }
+        let t = self.aws_ok(&run)["tasks"][0]["taskArn"]
             .as_str()
             .unwrap()
             .to_string();
@@ -1145,11 +1163,11 @@ impl Fleet {
             "wait",
             "tasks-stopped",
             "--cluster",
-            "fleet",
+            cluster,
             "--tasks",
             &t,
         ]);
-        let d = &self.aws_ok(&["ecs", "describe-tasks", "--cluster", "fleet", "--tasks", &t])["tasks"]
+        let d = &self.aws_ok(&["ecs", "describe-tasks", "--cluster", cluster, "--tasks", &t])["tasks"]
             [0];
         let code = d["containers"][0]["exitCode"]
             .as_i64()
@@ -1331,6 +1349,62 @@ fn tasks_reach_tasks_on_other_machines_by_address_and_name_within_their_security
     // Not without a rule: host 2 refuses it.
     let (code, out) = fleet.probe(&a.arn, &[&other], &["send", &target, "hi"]);
     assert_eq!(code, 1, "{out}");
+
+    // From skiff serve's own machine too (its instance is in the mesh),
+    // and from host 1 to a task there.
+    let (code, out) = fleet.probe_in("default", None, &[&client], &["send", &target, "from-0"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("web from-0") && out.contains("from 127.18."),
+        "{out}"
+    );
+    let on_0 = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "default",
+        "--task-definition",
+        "echo",
+        "--network-configuration",
+        &net.to_string(),
+    ])["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = fleet.until(
+        &[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "default",
+            "--tasks",
+            &on_0,
+        ],
+        Duration::from_secs(30),
+        |v| {
+            v["tasks"][0]["attachments"][0]["details"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x["name"] == "privateIPv4Address"))
+                && v["tasks"][0]["lastStatus"] == "RUNNING"
+        },
+    );
+    let ip0 = v["tasks"][0]["attachments"][0]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "privateIPv4Address")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ip0.starts_with("127.18."), "{ip0}");
+    let (code, out) = fleet.probe(
+        &a.arn,
+        &[&client],
+        &["send", &format!("{ip0}:8080"), "to-0"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("web to-0"), "{out}");
 }
 
 /// Runs `f` on a thread inside host `ns`'s network.
@@ -1573,6 +1647,174 @@ fn a_load_balancer_spreads_over_both_machines_and_rolls_without_a_failed_request
         (Some(&2), Some(&2)),
         "{spread:?}"
     );
+}
+
+#[test]
+fn bridge_tasks_on_other_machines_are_instance_targets_at_their_hosts_address() {
+    let fleet = Fleet::start(3);
+    let a = fleet.agent(1, &[]);
+    let b = fleet.agent(2, &[]);
+    let td = json!([{ "name": "web", "image": "hello-http:v1",
+        "environment": [{"name": "WHO", "value": "bridged"}],
+        "portMappings": [{"containerPort": 80, "hostPort": 0}], "stopTimeout": 2 }]);
+    fleet.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--family",
+        "bridged",
+        "--network-mode",
+        "bridge",
+        "--cpu",
+        "256",
+        "--memory",
+        "512",
+        "--container-definitions",
+        &td.to_string(),
+    ]);
+    let lb = fleet.aws_ok(&[
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "bridged",
+        "--subnets",
+        "subnet-1",
+    ])["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tg = fleet.aws_ok(&[
+        "elbv2",
+        "create-target-group",
+        "--name",
+        "bridged",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "80",
+        "--target-type",
+        "instance",
+        "--health-check-path",
+        "/health",
+        "--health-check-interval-seconds",
+        "5",
+        "--healthy-threshold-count",
+        "2",
+    ])["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fleet.aws_ok(&[
+        "elbv2",
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        "8001",
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg}"),
+    ]);
+    fleet.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--cluster",
+        "fleet",
+        "--service-name",
+        "bridged",
+        "--task-definition",
+        "bridged",
+        "--desired-count",
+        "2",
+        "--placement-strategy",
+        "type=spread,field=instanceId",
+        "--load-balancers",
+        &format!("targetGroupArn={tg},containerName=web,containerPort=80"),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let health = loop {
+        let d = fleet.aws_ok(&["elbv2", "describe-target-health", "--target-group-arn", &tg]);
+        let all = d["TargetHealthDescriptions"].as_array().unwrap().clone();
+        if all.len() == 2 && all.iter().all(|t| t["TargetHealth"]["State"] == "healthy") {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "targets never healthy: {d:#}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // Each target is a machine's instance at its task's host port, which
+    // is published on that machine's address.
+    let mut ids: Vec<String> = health
+        .iter()
+        .map(|t| t["Target"]["Id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = [&a.arn, &b.arn]
+        .iter()
+        .map(|arn| {
+            fleet.instance(arn)["ec2InstanceId"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
+    for t in running(&fleet.tasks("RUNNING", &["--service-name", "bridged"])) {
+        let binding = &t["containers"][0]["networkBindings"][0];
+        let host = if t["containerInstanceArn"] == json!(a.arn) {
+            1
+        } else {
+            2
+        };
+        assert_eq!(binding["bindIP"], json!(Hosts::addr(host)), "{t:#}");
+    }
+    let ns = fleet.hosts.names[0].clone();
+    let answers = inside(&ns, || {
+        (0..10).map(|_| get(8001, "/whoami")).collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert!(
+        answers.iter().all(|a| *a == (200, "bridged".to_string())),
+        "{answers:?}"
+    );
+}
+
+#[test]
+fn a_stopped_agent_stops_its_tasks_and_reports_their_end() {
+    let fleet = Fleet::start(2);
+    let mut a = fleet.agent(1, &[]);
+    fleet.register("graceful", "sleeper:v1", &["--until-stdin-eof"]);
+    let t = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "fleet",
+        "--task-definition",
+        "graceful",
+    ])["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fleet.until(
+        &["ecs", "describe-tasks", "--cluster", "fleet", "--tasks", &t],
+        Duration::from_secs(30),
+        |v| v["tasks"][0]["lastStatus"] == "RUNNING",
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
+    let status = a.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(&a.log).unwrap_or_default()
+    );
+    // Its end was delivered before it left: the guest saw stdin close and
+    // exited 0.
+    let v = fleet.aws_ok(&["ecs", "describe-tasks", "--cluster", "fleet", "--tasks", &t]);
+    let task = &v["tasks"][0];
+    assert_eq!(task["lastStatus"], "STOPPED", "{task:#}");
+    assert_eq!(task["containers"][0]["exitCode"], json!(0), "{task:#}");
 }
 
 impl AgentProcess {

@@ -47,6 +47,10 @@ pub struct ControlConfig {
     /// is taken for lost: disconnected, its tasks recorded STOPPED and a
     /// service's replaced elsewhere. Default: 5 s.
     pub agent_timeout: Duration,
+    /// The local instance in the mesh, when other machines' tasks are to
+    /// reach this machine's: its task address block (`127.18.0.0/16`) and
+    /// where its mesh listener is reached (`IP:PORT`). Default: neither.
+    pub local_mesh: Option<(String, String)>,
 }
 
 impl ControlConfig {
@@ -66,6 +70,7 @@ impl ControlConfig {
             stopped_task_retention: Duration::from_secs(3600),
             lb_address: std::net::Ipv4Addr::LOCALHOST,
             agent_timeout: Duration::from_secs(5),
+            local_mesh: None,
         }
     }
 }

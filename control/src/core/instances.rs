@@ -79,6 +79,8 @@ pub(crate) struct LocalSize {
     /// a Wasm memory's 4 GiB.
     pub max_container_memory: Option<u32>,
     pub reserved_ports: Vec<u16>,
+    /// Its task address block and mesh listener, if it is in the mesh.
+    pub mesh: Option<(String, String)>,
 }
 
 pub(crate) fn local_instance(
@@ -120,15 +122,21 @@ pub(crate) fn local_instance(
     if let Some(max) = size.max_container_memory {
         attributes.extend(attrs(&[(MAX_CONTAINER_MEMORY, Some(max.to_string()))]));
     }
+    if let Some((block, _)) = &size.mesh {
+        attributes.extend(attrs(&[(TASK_ADDRESSES, Some(block.clone()))]));
+    }
+    let mesh_address = size.mesh.as_ref().map(|(_, at)| at.clone());
     match existing {
         Some(mut i) => {
             // Keep custom attributes (PutAttributes); refresh the agent's
             // (a cap of an earlier start is not kept).
             for a in i.attributes.drain(..) {
-                if a.name != MAX_CONTAINER_MEMORY && !attributes.iter().any(|x| x.name == a.name) {
+                let agents_own = a.name == MAX_CONTAINER_MEMORY || a.name == TASK_ADDRESSES;
+                if !agents_own && !attributes.iter().any(|x| x.name == a.name) {
                     attributes.push(a);
                 }
             }
+            i.mesh_address = mesh_address;
             i.attributes = attributes;
             i.registered_resources = registered.clone();
             i.remaining_resources = registered;
@@ -166,7 +174,7 @@ pub(crate) fn local_instance(
                 offers_fargate: true,
                 agent_session: None,
                 registered_by: None,
-                mesh_address: None,
+                mesh_address,
             }
         }
     }

@@ -165,6 +165,7 @@ impl Core {
             slots: config.agent_slots,
             max_container_memory: config.agent_max_container_memory,
             reserved_ports: config.reserved_ports.clone(),
+            mesh: config.local_mesh.clone(),
         };
         let instance =
             crate::core::instances::local_instance(existing, &region, &config.cluster, &size);
