@@ -122,6 +122,9 @@ pub(crate) struct Inner {
     /// The tasks that ran here and ended: a payload for one of them again
     /// (a control plane's retry, a replayed message) does not run it twice.
     ended: Mutex<Ended>,
+    /// Held while this agent uses its data dir: two agents on one would
+    /// be one instance twice, each stopping what the other started.
+    _lock: std::fs::File,
 }
 
 /// How long, and how many, ended tasks are remembered: as long as a
@@ -187,6 +190,19 @@ impl Agent {
     ) -> Result<Agent, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError(format!("cannot create {}: {e}", config.data_dir.display())))?;
+        let lock_path = config.data_dir.join("agent.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StartError(format!("cannot open {}: {e}", lock_path.display())))?;
+        if lock.try_lock().is_err() {
+            return Err(StartError(format!(
+                "another agent is using {} (one agent per data dir: give this one its own SKIFF_DATA_DIR)",
+                config.data_dir.display()
+            )));
+        }
         // Without a lease directory, tasks with addresses of their own fail
         // to start (saying why); the others run.
         let addresses = AddressPool::new(config.task_addresses)
@@ -202,6 +218,7 @@ impl Agent {
             reports: end.to_control,
             running: Mutex::new(HashMap::new()),
             ended: Mutex::new(Ended::default()),
+            _lock: lock,
         });
         tokio::spawn(serve_channel(Arc::clone(&inner), end.from_control));
         Ok(Agent { inner })

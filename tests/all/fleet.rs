@@ -1801,6 +1801,12 @@ fn a_stopped_agent_stops_its_tasks_and_reports_their_end() {
         Duration::from_secs(30),
         |v| v["tasks"][0]["lastStatus"] == "RUNNING",
     );
+    // One agent per data dir: a second would be the same instance twice.
+    let err = match fleet.agent_with_secret(1, &[], SECRET).map(|_| ()) {
+        Ok(()) => panic!("a second agent started on the same data dir"),
+        Err(e) => e,
+    };
+    assert!(err.contains("another agent is using"), "{err}");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
     let status = a.child.wait().unwrap();
