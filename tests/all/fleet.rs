@@ -431,6 +431,54 @@ fn agents_on_two_hosts_run_a_clusters_services_and_the_aws_cli_sees_them() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // distinctInstance: two tasks, two machines.
+    let run = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "fleet",
+        "--task-definition",
+        "sleepy",
+        "--count",
+        "2",
+        "--placement-constraints",
+        "type=distinctInstance",
+    ]);
+    let placed: std::collections::BTreeSet<&str> = run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["containerInstanceArn"].as_str().unwrap())
+        .collect();
+    assert_eq!(placed.len(), 2, "{run:#}");
+    // memberOf by zone: host 2's.
+    let run = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "fleet",
+        "--task-definition",
+        "sleepy",
+        "--placement-constraints",
+        "type=memberOf,expression=attribute:ecs.availability-zone == eu-west-1b",
+    ]);
+    assert_eq!(
+        run["tasks"][0]["containerInstanceArn"],
+        json!(b.arn),
+        "{run:#}"
+    );
+    // (Standalone tasks stay on a DRAINING instance, as on ECS: stopped
+    // here, so the drain below has only services' tasks to move.)
+    for t in fleet.tasks("RUNNING", &["--family", "sleepy"]) {
+        if !t["group"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("service:")
+        {
+            let arn = t["taskArn"].as_str().unwrap();
+            fleet.aws_ok(&["ecs", "stop-task", "--cluster", "fleet", "--task", arn]);
+        }
+    }
     // memberOf by an agent's attribute: only host 1 is gold.
     fleet.register("hello", "hello:v1", &[]);
     let run = fleet.aws_ok(&[
