@@ -18,17 +18,23 @@
 //!
 //! The header, one line: `SKIFF-MESH/1 TOKEN SRC_IP DST_IP:PORT GROUPS`,
 //! `GROUPS` comma-separated or `-` (a bridge task: no groups); the answer
-//! `OK` or `NO reason`. Only TCP crosses machines.
+//! `OK` or `NO reason`. UDP crosses too: a task's datagram to another
+//! machine's task lands on a *stand-in* the agent binds at that very
+//! address on this machine's loopback (`skiff_runtime::mesh` asks for it
+//! before the datagram leaves); each sender gets a mesh connection of its
+//! own (header ending ` udp`) carrying length-prefixed datagrams both
+//! ways, and the answers come back from the stand-in's address.
 
 use skiff_channel::fabric::{Fabric, Proto};
-use skiff_channel::mesh::{Header, MAX_HEADER, dial};
+use skiff_channel::mesh::{Header, MAX_HEADER, dial, read_datagram, write_datagram};
 use skiff_runtime::addresses::AddressBlock;
 use skiff_runtime::mesh::Mesh;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 
 /// How long a header may take to arrive, and a connection to be made.
 const HANDSHAKE: Duration = Duration::from_secs(5);
@@ -39,6 +45,10 @@ pub struct MeshNode {
     fabric: Arc<Fabric>,
     own: AddressBlock,
     token: RwLock<String>,
+    /// The UDP stand-ins listening, by address.
+    stand_ins: Mutex<HashSet<SocketAddr>>,
+    /// The runtime its work runs on (set by `start`).
+    handle: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl MeshNode {
@@ -47,6 +57,8 @@ impl MeshNode {
             fabric,
             own,
             token: RwLock::new(String::new()),
+            stand_ins: Mutex::new(HashSet::new()),
+            handle: std::sync::OnceLock::new(),
         })
     }
 
@@ -90,8 +102,15 @@ impl MeshNode {
     /// Starts the exit (on loopback) and the mesh listener (on `listen`):
     /// the address the listener got.
     pub async fn start(self: &Arc<Self>, listen: SocketAddr) -> std::io::Result<SocketAddr> {
+        let _ = self.handle.set(tokio::runtime::Handle::current());
         let exit = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         Mesh::current().set_exit(exit.local_addr()?);
+        let weak = Arc::downgrade(self);
+        Mesh::current().set_stand_in(Arc::new(move |wanted, host| {
+            if let Some(node) = weak.upgrade() {
+                node.stand_in(wanted, host);
+            }
+        }));
         let inbound = TcpListener::bind(listen).await?;
         let bound = inbound.local_addr()?;
         // The runtime learns other machines' blocks as routes change.
@@ -160,6 +179,7 @@ impl MeshNode {
                 src,
                 dst: dest,
                 groups: self.fabric.groups_of(src),
+                proto: Proto::Tcp,
             };
             dial(&via, &header, HANDSHAKE).await
         }
@@ -217,13 +237,29 @@ impl MeshNode {
         }
         if !self
             .fabric
-            .allows(h.src, h.groups.as_deref(), h.dst, Proto::Tcp)
+            .allows(h.src, h.groups.as_deref(), h.dst, h.proto)
         {
             return refuse(
                 reader,
-                format!("security groups refuse {} → {}", h.src, h.dst),
+                format!(
+                    "security groups refuse {} ({}) → {} ({}, {:?})",
+                    h.src,
+                    h.groups
+                        .as_deref()
+                        .map(|g| g.join(","))
+                        .unwrap_or_else(|| "no groups".into()),
+                    h.dst,
+                    self.fabric
+                        .groups_of(dest_ip)
+                        .map(|g| g.join(","))
+                        .unwrap_or_else(|| "no groups".into()),
+                    h.proto
+                ),
             )
             .await;
+        }
+        if h.proto == Proto::Udp {
+            return self.deliver_datagrams(reader, h).await;
         }
         // From the caller's address (any 127/8 address is this machine's
         // to bind), to the task's port as the host has it.
@@ -247,6 +283,161 @@ impl MeshNode {
         Ok(())
     }
 }
+
+impl MeshNode {
+    /// Datagrams from another machine's task (`h.src`) to a task here, and
+    /// its answers back, over one accepted mesh connection: sent from the
+    /// caller's address, so the callee answers it.
+    async fn deliver_datagrams(
+        &self,
+        mut reader: BufReader<TcpStream>,
+        h: Header,
+    ) -> Result<(), String> {
+        let socket = UdpSocket::bind(SocketAddr::new(h.src.into(), 0))
+            .await
+            .map_err(|e| format!("cannot send from {}: {e}", h.src))?;
+        socket
+            .connect(skiff_runtime::ports::host(h.dst))
+            .await
+            .map_err(|e| format!("{}: {e}", h.dst))?;
+        reader
+            .get_mut()
+            .write_all(b"OK\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            tokio::select! {
+                frame = read_datagram(&mut reader) => match frame {
+                    Ok(Some(payload)) => {
+                        let _ = socket.send(&payload).await;
+                    }
+                    _ => return Ok(()),
+                },
+                got = socket.recv(&mut buf) => {
+                    let Ok(n) = got else { continue };
+                    if write_datagram(reader.get_mut(), &buf[..n]).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                () = tokio::time::sleep(UDP_IDLE) => return Ok(()),
+            }
+        }
+    }
+
+    /// Makes sure a stand-in listens at `host` (this machine's loopback)
+    /// for another machine's task at `wanted`: datagrams a task here sends
+    /// there are carried to it, and its answers come back from `host`.
+    pub fn stand_in(self: &Arc<Self>, wanted: SocketAddr, host: SocketAddr) {
+        let Some(handle) = self.handle.get().cloned() else {
+            return;
+        };
+        let Ok(mut standing) = self.stand_ins.lock() else {
+            return;
+        };
+        if standing.contains(&host) {
+            return;
+        }
+        // Bound now, before the datagram that asked for it is sent; served
+        // on the agent's runtime (the caller may be a guest's thread).
+        let bound =
+            std::net::UdpSocket::bind(host).and_then(|s| s.set_nonblocking(true).map(|()| s));
+        let socket = match bound {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%host, "cannot stand in for {wanted}: {e}");
+                return;
+            }
+        };
+        standing.insert(host);
+        let node = Arc::clone(self);
+        handle.spawn(async move {
+            match UdpSocket::from_std(socket) {
+                Ok(socket) => {
+                    Arc::clone(&node)
+                        .serve_stand_in(Arc::new(socket), wanted)
+                        .await
+                }
+                Err(e) => tracing::warn!(%host, "cannot stand in for {wanted}: {e}"),
+            }
+            if let Ok(mut s) = node.stand_ins.lock() {
+                s.remove(&host);
+            }
+        });
+    }
+
+    /// A stand-in's life: each local sender gets a mesh connection of its
+    /// own to `wanted`'s machine; idle for a minute, it ends.
+    async fn serve_stand_in(self: Arc<Self>, socket: Arc<UdpSocket>, wanted: SocketAddr) {
+        let mut senders: HashMap<SocketAddr, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let got = tokio::time::timeout(UDP_IDLE, socket.recv_from(&mut buf)).await;
+            let Ok(Ok((n, from))) = got else {
+                if got.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let payload = buf[..n].to_vec();
+            if let Some(tx) = senders.get(&from)
+                && tx.send(payload.clone()).await.is_ok()
+            {
+                continue;
+            }
+            senders.remove(&from);
+            let (IpAddr::V4(src), IpAddr::V4(dest_ip)) = (from.ip(), wanted.ip()) else {
+                continue;
+            };
+            let Some(via) = self.via(dest_ip) else {
+                continue;
+            };
+            let header = Header {
+                token: self.token(),
+                src,
+                dst: wanted,
+                groups: self.fabric.groups_of(src),
+                proto: Proto::Udp,
+            };
+            let far = match dial(&via, &header, HANDSHAKE).await {
+                Ok(far) => far,
+                Err(why) => {
+                    // Lost, as a datagram may be.
+                    tracing::debug!(%from, %wanted, "mesh: {why}");
+                    continue;
+                }
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+            let _ = tx.send(payload).await;
+            senders.insert(from, tx);
+            let socket = Arc::clone(&socket);
+            tokio::spawn(async move {
+                let (mut far_rx, mut far_tx) = far.into_split();
+                loop {
+                    tokio::select! {
+                        out = rx.recv() => match out {
+                            Some(p) => {
+                                if write_datagram(&mut far_tx, &p).await.is_err() {
+                                    return;
+                                }
+                            }
+                            None => return,
+                        },
+                        back = read_datagram(&mut far_rx) => match back {
+                            Ok(Some(p)) => {
+                                let _ = socket.send_to(&p, from).await;
+                            }
+                            _ => return,
+                        },
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// How long a UDP path between machines lasts without a datagram.
+const UDP_IDLE: Duration = Duration::from_secs(60);
 
 /// Constant-time comparison of secrets.
 fn same(a: &str, b: &str) -> bool {

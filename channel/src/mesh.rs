@@ -3,8 +3,10 @@
 //! agent carrying a task's connection, or the control plane's load
 //! balancers — sends one line, `SKIFF-MESH/1 TOKEN SRC_IP DST_IP:PORT
 //! GROUPS` (`GROUPS` comma-separated, or `-` for a caller outside
-//! security groups); the listener answers `OK` and splices, or `NO
-//! reason` and closes. Both ends live here so they cannot drift.
+//! security groups; a sixth field `udp` for datagrams); the listener
+//! answers `OK` and splices, or `NO reason` and closes. Datagrams then
+//! travel as frames, a 2-byte big-endian length and the payload, each way.
+//! Both ends live here so they cannot drift.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -25,6 +27,8 @@ pub struct Header {
     pub dst: SocketAddr,
     /// The caller's security groups (`None`: outside groups).
     pub groups: Option<Vec<String>>,
+    /// TCP (a stream) or UDP (datagrams, framed).
+    pub proto: crate::fabric::Proto,
 }
 
 impl Header {
@@ -34,8 +38,12 @@ impl Header {
             Some(g) if !g.is_empty() => g.join(","),
             _ => "-".to_string(),
         };
+        let proto = match self.proto {
+            crate::fabric::Proto::Tcp => "",
+            crate::fabric::Proto::Udp => " udp",
+        };
         format!(
-            "{MAGIC} {} {} {} {groups}\n",
+            "{MAGIC} {} {} {} {groups}{proto}\n",
             self.token, self.src, self.dst
         )
     }
@@ -43,6 +51,10 @@ impl Header {
     /// Parses a header line (without its newline).
     pub fn parse(line: &str) -> Result<Header, String> {
         let parts: Vec<&str> = line.split(' ').collect();
+        let (proto, parts) = match parts[..] {
+            [ref head @ .., "udp"] if head.len() == 5 => (crate::fabric::Proto::Udp, head),
+            ref all => (crate::fabric::Proto::Tcp, all),
+        };
         let [magic, token, src, dst, groups] = parts[..] else {
             return Err("malformed header".into());
         };
@@ -60,8 +72,41 @@ impl Header {
                 "-" => None,
                 g => Some(g.split(',').map(String::from).collect()),
             },
+            proto,
         })
     }
+}
+
+/// Writes one datagram frame.
+pub async fn write_datagram<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let len = u16::try_from(payload.len()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a datagram over 65535 bytes",
+        )
+    })?;
+    let mut frame = Vec::with_capacity(payload.len() + 2);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    w.write_all(&frame).await
+}
+
+/// Reads one datagram frame (`None` at the end of the stream).
+pub async fn read_datagram<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    r.read_exact(&mut payload).await?;
+    Ok(Some(payload))
 }
 
 /// Opens a connection to `header.dst` through the mesh listener at `via`:
@@ -115,6 +160,7 @@ mod tests {
             src: Ipv4Addr::new(127, 64, 0, 5),
             dst: "127.64.64.9:8080".parse().unwrap(),
             groups: Some(vec!["sg-1".into(), "sg-2".into()]),
+            proto: crate::fabric::Proto::Tcp,
         };
         let line = h.line();
         assert_eq!(
@@ -128,6 +174,12 @@ mod tests {
             Header::parse(bridge.line().trim_end()).unwrap().groups,
             None
         );
+        let udp = Header {
+            proto: crate::fabric::Proto::Udp,
+            ..bridge
+        };
+        assert!(udp.line().ends_with(" - udp\n"), "{}", udp.line());
+        assert_eq!(Header::parse(udp.line().trim_end()).unwrap(), udp);
         assert!(Header::parse("GET / HTTP/1.1").is_err());
         assert!(
             Header::parse("SKIFF-MESH/1 t x y -")

@@ -16,10 +16,14 @@
 use crate::addresses::AddressBlock;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{LazyLock, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+
+/// Makes sure a stand-in listens at a remote task's UDP address (the
+/// guest's view of it, and where the host has it).
+pub type StandIn = Arc<dyn Fn(SocketAddr, SocketAddr) + Send + Sync>;
 
 /// See the module's documentation.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Mesh {
     /// Other machines' blocks.
     remote: RwLock<Vec<AddressBlock>>,
@@ -27,6 +31,19 @@ pub struct Mesh {
     exit: RwLock<Option<SocketAddr>>,
     /// Each diverted connection's destination, by its local address.
     diverted: Mutex<HashMap<SocketAddr, SocketAddr>>,
+    /// UDP: datagrams to another machine's task go to a stand-in the
+    /// agent binds at that address on this machine's loopback (any 127/8
+    /// address is this machine's to bind), which carries them there and
+    /// its answers back, from that address.
+    stand_in: RwLock<Option<StandIn>>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("exit", &self.exit)
+            .finish_non_exhaustive()
+    }
 }
 
 static MESH: LazyLock<Mesh> = LazyLock::new(Mesh::default);
@@ -61,6 +78,25 @@ impl Mesh {
                 .remote
                 .read()
                 .is_ok_and(|r| r.iter().any(|b| b.contains(ip)))
+    }
+
+    /// Sets how UDP stand-ins are made.
+    pub fn set_stand_in(&self, f: StandIn) {
+        if let Ok(mut s) = self.stand_in.write() {
+            *s = Some(f);
+        }
+    }
+
+    /// Makes sure a stand-in listens for `wanted` (another machine's task
+    /// address; at `host` here), if it is one.
+    pub(crate) fn stand_in_udp(&self, wanted: SocketAddr, host: SocketAddr) {
+        if !self.is_remote(wanted.ip()) {
+            return;
+        }
+        let f = self.stand_in.read().ok().and_then(|s| s.clone());
+        if let Some(f) = f {
+            f(wanted, host);
+        }
     }
 
     /// Is `addr` the exit?

@@ -130,6 +130,19 @@ impl TaskSocketsView<'_> {
 }
 
 impl TaskSocketsView<'_> {
+    /// Where a datagram to `asked` goes ([`Self::remote`]); to a task of
+    /// another machine, the agent first makes sure a stand-in for it
+    /// listens here, at that very address, to carry it there.
+    fn remote_udp(&self, asked: IpSocketAddress) -> IpSocketAddress {
+        let remote = self.remote(asked);
+        if let Some(own) = self.policy.task_address() {
+            let a = SocketAddr::from(asked);
+            let wanted = SocketAddr::new(task_destination(own, a.ip()), a.port());
+            Mesh::current().stand_in_udp(wanted, remote.into());
+        }
+        remote
+    }
+
     /// Where a connection to `asked` (as the guest gave it; `remote` as
     /// rewritten for this machine) must go: the mesh's exit if it is a
     /// task address of another machine — after the policy judged the
@@ -391,7 +404,7 @@ impl udp::HostUdpSocket for TaskSocketsView<'_> {
         Resource<udp::IncomingDatagramStream>,
         Resource<udp::OutgoingDatagramStream>,
     )> {
-        let remote = remote_address.map(|a| self.remote(a));
+        let remote = remote_address.map(|a| self.remote_udp(a));
         udp::HostUdpSocket::stream(&mut self.inner, this, remote).await
     }
 
@@ -481,7 +494,7 @@ impl udp::HostOutgoingDatagramStream for TaskSocketsView<'_> {
         mut datagrams: Vec<udp::OutgoingDatagram>,
     ) -> SocketResult<u64> {
         for d in &mut datagrams {
-            d.remote_address = d.remote_address.map(|a| self.remote(a));
+            d.remote_address = d.remote_address.map(|a| self.remote_udp(a));
         }
         udp::HostOutgoingDatagramStream::send(&mut self.inner, this, datagrams)
     }

@@ -1206,15 +1206,17 @@ impl Fleet {
             .as_str()
             .unwrap()
             .to_string();
-        self.aws_ok(&[
-            "ecs",
-            "wait",
-            "tasks-stopped",
-            "--cluster",
-            cluster,
-            "--tasks",
-            &t,
-        ]);
+        // Within a minute (a probe waiting for an answer that never comes
+        // would otherwise wait for ever): else stopped, and the test fails.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let describe = ["ecs", "describe-tasks", "--cluster", cluster, "--tasks", &t];
+        while self.aws_ok(&describe)["tasks"][0]["lastStatus"] != "STOPPED" {
+            if Instant::now() > deadline {
+                self.aws_ok(&["ecs", "stop-task", "--cluster", cluster, "--task", &t]);
+                panic!("net-probe {args:?} did not finish within a minute");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let d = &self.aws_ok(&["ecs", "describe-tasks", "--cluster", cluster, "--tasks", &t])["tasks"]
             [0];
         let code = d["containers"][0]["exitCode"]
@@ -1869,6 +1871,105 @@ fn a_stopped_agent_stops_its_tasks_and_reports_their_end() {
     let task = &v["tasks"][0];
     assert_eq!(task["lastStatus"], "STOPPED", "{task:#}");
     assert_eq!(task["containers"][0]["exitCode"], json!(0), "{task:#}");
+}
+
+#[test]
+fn datagrams_cross_machines_within_security_groups_and_answers_come_back() {
+    let fleet = Fleet::start(3);
+    let a = fleet.agent(1, &[]);
+    let b = fleet.agent(2, &[]);
+    let web = fleet.group("udp-web");
+    let client = fleet.group("udp-client");
+    fleet.aws_ok(&[
+        "ec2",
+        "authorize-security-group-ingress",
+        "--group-id",
+        &web,
+        "--protocol",
+        "udp",
+        "--port",
+        "9000",
+        "--source-group",
+        &client,
+    ]);
+    let echo =
+        json!([{ "name": "web", "image": "echo:v1", "command": ["udp", "0.0.0.0:9000", "web"] }]);
+    fleet.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--family",
+        "uecho",
+        "--network-mode",
+        "awsvpc",
+        "--cpu",
+        "256",
+        "--memory",
+        "512",
+        "--container-definitions",
+        &echo.to_string(),
+    ]);
+    let probe = json!([{ "name": "probe", "image": "net-probe:v1",
+        "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/fleet/probe",
+            "awslogs-create-group": "true", "awslogs-region": "eu-west-1", "awslogs-stream-prefix": "p"}} }]);
+    fleet.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--family",
+        "probe",
+        "--network-mode",
+        "awsvpc",
+        "--cpu",
+        "256",
+        "--memory",
+        "512",
+        "--container-definitions",
+        &probe.to_string(),
+    ]);
+    let net = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": [web]}});
+    let server = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "fleet",
+        "--task-definition",
+        "uecho",
+        "--placement-constraints",
+        &fleet.on(&b.arn),
+        "--network-configuration",
+        &net.to_string(),
+    ])["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = fleet.until(
+        &[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "fleet",
+            "--tasks",
+            &server,
+        ],
+        Duration::from_secs(30),
+        |v| v["tasks"][0]["lastStatus"] == "RUNNING",
+    );
+    let ip = v["tasks"][0]["attachments"][0]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "privateIPv4Address")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = format!("{ip}:9000");
+    // The answer comes back from the callee's address.
+    let (code, out) = fleet.probe(&a.arn, &[&client], &["udp-send", &target, "ping"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("from {target}: web ping")), "{out}");
+    let (code, out) = fleet.probe(&a.arn, &[&client], &["udp-send", &target, "again"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("web again"), "{out}");
 }
 
 impl AgentProcess {

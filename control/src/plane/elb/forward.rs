@@ -356,6 +356,7 @@ impl Reach {
             src: self.from,
             dst: addr,
             groups: self.groups.clone(),
+            proto: skiff_channel::fabric::Proto::Tcp,
         };
         Some((via, header))
     }
