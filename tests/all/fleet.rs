@@ -1831,6 +1831,68 @@ fn bridge_tasks_on_other_machines_are_instance_targets_at_their_hosts_address() 
 }
 
 #[test]
+fn host_mode_ports_of_an_agent_are_on_its_machines_address() {
+    let fleet = Fleet::start(2);
+    let a = fleet.agent(1, &[]);
+    let td = json!([{ "name": "web", "image": "hello-http:v1",
+        "environment": [{"name": "WHO", "value": "on-host"}],
+        "portMappings": [{"containerPort": 8080}] }]);
+    fleet.aws_ok(&[
+        "ecs",
+        "register-task-definition",
+        "--family",
+        "onhost",
+        "--network-mode",
+        "host",
+        "--container-definitions",
+        &td.to_string(),
+        "--memory",
+        "64",
+    ]);
+    let t = fleet.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "fleet",
+        "--task-definition",
+        "onhost",
+    ])["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = fleet.until(
+        &["ecs", "describe-tasks", "--cluster", "fleet", "--tasks", &t],
+        Duration::from_secs(30),
+        |v| v["tasks"][0]["lastStatus"] == "RUNNING",
+    );
+    let binding = &v["tasks"][0]["containers"][0]["networkBindings"][0];
+    assert_eq!(binding["bindIP"], json!(Hosts::addr(1)), "{v:#}");
+    assert_eq!(binding["hostPort"], json!(8080));
+    assert_eq!(v["tasks"][0]["containerInstanceArn"], json!(a.arn));
+    // Reached from another machine at that address.
+    let ns = fleet.hosts.names[0].clone();
+    let answer = inside(&ns, || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect((Hosts::addr(1).as_str(), 8080)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            c,
+            "GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        c.read_to_string(&mut raw).unwrap();
+        raw
+    })
+    .join()
+    .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.trim_end().ends_with("on-host"),
+        "{answer}"
+    );
+}
+
+#[test]
 fn a_stopped_agent_stops_its_tasks_and_reports_their_end() {
     let fleet = Fleet::start(2);
     let mut a = fleet.agent(1, &[]);

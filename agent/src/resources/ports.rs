@@ -27,8 +27,10 @@ impl Drop for PublishedPorts {
 
 impl PublishedPorts {
     /// Publishes the port mappings of a bridge task's containers, each at
-    /// its address (`addresses`, in definition order); nothing for other
-    /// network modes. Must run inside a tokio runtime (the ports are
+    /// its address (`addresses`, in definition order), on the host's
+    /// address `on`; a host-mode task's on `on` too when that is not
+    /// loopback (its guests listen on loopback); nothing for other network
+    /// modes. Must run inside a tokio runtime (the ports are
     /// served on it).
     pub(crate) fn provision(
         td: &TaskDefinition,
@@ -39,6 +41,39 @@ impl PublishedPorts {
             bindings: vec![Vec::new(); td.container_definitions.len()],
             forwarders: Vec::new(),
         };
+        if td.network_mode.as_deref() == Some("host") && !on.is_loopback() {
+            // Host mode on a machine reached by others: its ports are on
+            // the host's address too, as on ECS (the guest listens on
+            // loopback; a forwarder carries the host's address there).
+            for (i, c) in td.container_definitions.iter().enumerate() {
+                for p in c.port_mappings.iter().filter(|p| p.protocol == "tcp") {
+                    let listener = TcpListener::bind((on, p.container_port))
+                        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                        .and_then(tokio::net::TcpListener::from_std)
+                        .map_err(|e| {
+                            format!(
+                                "container {} cannot publish port {} on {on}: {e}",
+                                c.name, p.container_port
+                            )
+                        })?;
+                    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, p.container_port));
+                    published
+                        .forwarders
+                        .push(tokio::spawn(skiff_runtime::proxy::forward_tcp(
+                            listener,
+                            target,
+                            std::future::pending(),
+                        )));
+                    published.bindings[i].push(NetworkBinding {
+                        bind_ip: on.to_string(),
+                        container_port: p.container_port,
+                        host_port: p.container_port,
+                        protocol: p.protocol.clone(),
+                    });
+                }
+            }
+            return Ok(published);
+        }
         if td.network_mode.as_deref() != Some("bridge") {
             return Ok(published);
         }
