@@ -110,12 +110,25 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
             ExitCode::from(if e.use_stderr() { 2 } else { 0 })
         }
         _ => {
+            // One line: clap's first, with what it names on the lines
+            // after it (the missing arguments, a "similar argument" tip),
+            // without the usage block.
             let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("error: invalid arguments");
-            eprintln!("{first}");
+            let mut parts: Vec<&str> = Vec::new();
+            for line in rendered.lines().map(str::trim) {
+                if line.starts_with("Usage:") || line.starts_with("For more information") {
+                    break;
+                }
+                if !line.is_empty() {
+                    parts.push(line);
+                }
+            }
+            let one = if parts.is_empty() {
+                "error: invalid arguments".to_string()
+            } else {
+                parts.join(" ")
+            };
+            eprintln!("{one}");
             ExitCode::from(2)
         }
     }

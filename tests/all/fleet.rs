@@ -834,6 +834,40 @@ fn agents_keep_running_while_the_control_plane_is_away_and_deliver_what_happened
     assert_eq!(t["stopCode"], "EssentialContainerExited", "{t:#}");
     assert!(fleet.connected(&a.arn));
 
+    // The control plane stands still (SIGSTOP) for twice the timeout: it
+    // was deaf, its agents were not silent; nothing is taken for lost.
+    let pid = fleet.serve.child.id() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(4));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_secs(3));
+    let v = fleet.aws_ok(&[
+        "ecs",
+        "describe-tasks",
+        "--cluster",
+        "fleet",
+        "--tasks",
+        &long,
+    ]);
+    assert_eq!(
+        v["tasks"][0]["lastStatus"], "RUNNING",
+        "a stall took the task for lost: {v:#}"
+    );
+    fleet.until(
+        &[
+            "ecs",
+            "describe-container-instances",
+            "--cluster",
+            "fleet",
+            "--container-instances",
+            &a.arn,
+        ],
+        Duration::from_secs(10),
+        |v| v["containerInstances"][0]["agentConnected"] == json!(true),
+    );
+
     // Cut off for longer than the timeout (its link down): its task is
     // taken for lost; when the link is back, the agent learns it and stops
     // it, and nothing is resurrected.

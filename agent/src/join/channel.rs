@@ -71,6 +71,8 @@ enum Ended {
     Done,
     /// The control plane no longer knows the instance: register again.
     Unknown(String),
+    /// The control plane refused the channel (credentials, key revoked).
+    Refused(String),
 }
 
 /// The longest wait between tries to reconnect: well under the shortest
@@ -94,6 +96,8 @@ pub async fn serve(
     let session = random_hex(32);
     let mut outbox = Outbox::default();
     let mut delay = Duration::from_millis(100);
+    let mut refused_delay = Duration::from_secs(1);
+    let mut shutdown_seen = shutdown.clone();
     loop {
         let ended = connect_once(
             &api,
@@ -117,18 +121,56 @@ pub async fn serve(
             Ended::Lost { why, welcomed } => {
                 if welcomed {
                     delay = Duration::from_millis(100);
+                    refused_delay = Duration::from_secs(1);
                 }
                 tracing::warn!(
                     "the channel to the control plane is down ({why}); reconnecting in {delay:?}"
                 );
-                if *shutdown.borrow() && agent.running_tasks().is_empty() {
-                    // Shutting down with no one to tell: reports stay undelivered.
+                if stop_while_away(&agent, &mut end, &shutdown) {
                     return Ok(());
                 }
-                tokio::time::sleep(delay).await;
+                wait_or_shutdown(delay, &mut shutdown_seen).await;
                 delay = (delay * 2).min(RECONNECT_AT_MOST);
             }
+            Ended::Refused(why) => {
+                tracing::error!(
+                    "the control plane refused the channel: {why}; trying again in {refused_delay:?}"
+                );
+                if stop_while_away(&agent, &mut end, &shutdown) {
+                    return Ok(());
+                }
+                wait_or_shutdown(refused_delay, &mut shutdown_seen).await;
+                refused_delay = (refused_delay * 2).min(Duration::from_secs(60));
+            }
         }
+    }
+}
+
+/// Shutting down while the control plane cannot be reached: the tasks
+/// are stopped here (their end is reported if it comes back in time);
+/// whether none is left.
+fn stop_while_away(
+    agent: &Agent,
+    end: &mut ControlEnd,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    if !*shutdown.borrow() {
+        return false;
+    }
+    let running = agent.running_tasks();
+    for arn in &running {
+        let _ = end.to_agent.send(ToAgent::StopTask {
+            task_arn: arn.clone(),
+        });
+    }
+    running.is_empty()
+}
+
+/// Sleeps `delay`, or less if shutdown is asked for meanwhile.
+async fn wait_or_shutdown(delay: Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        _ = shutdown.changed() => {}
     }
 }
 
@@ -210,9 +252,10 @@ async fn connect_once(
                         "the control plane does not know this instance: {body}"
                     ));
                 }
-                // Bad credentials, a refused instance: worth saying loudly,
-                // and trying again (an operator may fix it).
-                tracing::error!("the control plane refused the channel: HTTP {status}: {body}");
+                // Bad credentials, a revoked key, a refused instance: said
+                // loudly, and tried again ever more slowly (an operator
+                // may fix it).
+                return Ended::Refused(format!("HTTP {status}: {body}"));
             }
             return Ended::Lost {
                 why: format!("HTTP {status}"),

@@ -175,6 +175,7 @@ async fn serve<S>(
     let timeout = core.config.agent_timeout;
     let mut tick = tokio::time::interval(wire::HEARTBEAT);
     let mut last_heard = Instant::now();
+    let mut last_tick = Instant::now();
     let mut token_issued = Instant::now();
     loop {
         let out = tokio::select! {
@@ -185,6 +186,12 @@ async fn serve<S>(
             },
             Ok(()) = acked.changed() => Down::Ack { seq: *acked.borrow_and_update() },
             _ = tick.tick() => {
+                // A tick much later than due: this process stood still,
+                // not the agent.
+                if last_tick.elapsed() > wire::HEARTBEAT * 2 + std::time::Duration::from_secs(1) {
+                    last_heard = Instant::now();
+                }
+                last_tick = Instant::now();
                 if last_heard.elapsed() > timeout {
                     tracing::warn!(%instance, "agent silent for more than {timeout:?}: closing its channel");
                     break;

@@ -135,6 +135,17 @@ impl Agents {
         }
     }
 
+    /// Notes every remote agent as heard from now (after the control
+    /// plane itself stood still).
+    pub(crate) fn heard_all(&self) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            let now = Instant::now();
+            for s in sessions.values_mut() {
+                s.last_heard = now;
+            }
+        }
+    }
+
     fn send(&self, instance_arn: &str, message: ToAgent) {
         let sent = self
             .links

@@ -216,7 +216,9 @@ impl Core {
         let Some(mut i) = state.instances.get(instance_arn).map(|e| e.value.clone()) else {
             return;
         };
-        if i.agent_connected == connected {
+        // A newer connection may have been accepted meanwhile (its attach
+        // took the state first): it is connected, whatever the old one says.
+        if i.agent_connected == connected || (!connected && self.agents.connected(instance_arn)) {
             return;
         }
         i.agent_connected = connected;
@@ -301,11 +303,24 @@ pub(crate) async fn lost_agents_loop(core: Weak<Core>) {
         Some(c) => (c.config.agent_timeout / 4).max(Duration::from_millis(50)),
         None => return,
     };
+    let mut last = std::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
         let Some(core) = core.upgrade() else {
             return;
         };
-        core.reap_lost().await;
+        // The control plane itself stood still (paused, starved, a clock
+        // jump): its agents were not silent, it was deaf. Each gets a fresh
+        // timeout rather than its tasks taken for lost.
+        if last.elapsed() > every * 2 + Duration::from_secs(1) {
+            tracing::warn!(
+                "the control plane stood still for {:?}: agents get a fresh timeout",
+                last.elapsed()
+            );
+            core.agents.heard_all();
+        } else {
+            core.reap_lost().await;
+        }
+        last = std::time::Instant::now();
     }
 }
