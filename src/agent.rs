@@ -246,6 +246,12 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    // The mesh port is checked before registering: an agent that cannot
+    // serve should not leave an instance behind.
+    if args.mesh_addr.port() != 0 {
+        std::net::TcpListener::bind(args.mesh_addr)
+            .map_err(|e| format!("cannot listen on --mesh-addr {}: {e}", args.mesh_addr))?;
+    }
     // Registered first: the control plane says where the cluster's
     // registry is.
     let joined = rt
