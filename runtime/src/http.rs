@@ -421,10 +421,19 @@ where
             () = limit => GuestEnd::TimedOut(deadline.map(|(_, t)| t).unwrap_or_default()),
             _ = abandon.wait_for(|gone| *gone) => GuestEnd::Abandoned,
         };
+        // Its output, to deliver before the request counts as done (as an
+        // instance's is before its outcome): a server that returned has
+        // delivered everything its guests wrote.
+        let outputs = std::mem::take(&mut store.data_mut().outputs);
         // Free the instance before its slot, so the next request finds the
         // pool's memory free.
         drop(store);
         drop(slot);
+        // One that was ended may have been stuck on a reader: no waiting.
+        let ended_by_itself = matches!(end, GuestEnd::Done | GuestEnd::Failed(_));
+        for output in &outputs {
+            output.finish(ended_by_itself).await;
+        }
         let failure = match &end {
             GuestEnd::Done if !responded.load(Ordering::Relaxed) => {
                 Some("the guest returned without setting a response".to_string())
