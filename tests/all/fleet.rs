@@ -1948,7 +1948,10 @@ fn a_stopped_agent_stops_its_tasks_and_reports_their_end() {
         |v| v["tasks"][0]["lastStatus"] == "RUNNING",
     );
     // One agent per data dir: a second would be the same instance twice.
-    let err = match fleet.agent_with_secret(1, &[], SECRET).map(|_| ()) {
+    let err = match fleet
+        .agent_with_secret(1, &["--mesh-addr", "0.0.0.0:7702"], SECRET)
+        .map(|_| ())
+    {
         Ok(()) => panic!("a second agent started on the same data dir"),
         Err(e) => e,
     };
