@@ -6,7 +6,6 @@ use clap::Args;
 use skiff_agent::join::{self, JoinConfig};
 use skiff_agent::{Agent, AgentConfig};
 use skiff_registry::images::Puller;
-use skiff_runtime::{Runtime, RuntimeConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -217,7 +216,7 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
             Some((cap >> 20).to_string()),
         ));
     }
-    let (cores, available) = machine_size();
+    let (cores, available) = skiff_control::machine_size();
     let memory = args
         .memory
         .unwrap_or(available)
@@ -262,15 +261,8 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
         .clone()
         .or_else(|| joined.registry.clone())
         .unwrap_or_else(|| "127.0.0.1:5050".into());
-    let defaults = RuntimeConfig::default().with_data_dir(data_dir);
-    let runtime = Runtime::new(RuntimeConfig {
-        max_instances: args.max_instances,
-        max_memory_per_instance: args
-            .max_container_memory
-            .unwrap_or(defaults.max_memory_per_instance),
-        ..defaults
-    })
-    .map_err(|e| e.to_string())?;
+    let runtime =
+        crate::serve::task_runtime(data_dir, args.max_instances, args.max_container_memory)?;
     let mut remote = crate::images::remote_options(
         data_dir,
         &crate::images::RegistryOptions {
@@ -393,26 +385,6 @@ fn local_ip_towards(endpoint: &str) -> Result<std::net::IpAddr, String> {
                 "cannot tell this machine's address towards {host}: {e} (give --mesh-advertise)"
             )
         })
-}
-
-/// CPU cores and available memory (MiB) of this machine.
-fn machine_size() -> (u32, u32) {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    let available_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .unwrap_or(1 << 20);
-    (
-        cores,
-        (available_kib / 1024).min(u64::from(u32::MAX)) as u32,
-    )
 }
 
 #[cfg(test)]

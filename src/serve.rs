@@ -323,6 +323,23 @@ pub(crate) fn local_cluster(
     })
 }
 
+/// The runtime a container instance runs its tasks on (`skiff serve`'s
+/// own, `skiff agent`'s): `max_instances` pool slots, each container's
+/// memory capped at `max_container_memory` bytes if given.
+pub(crate) fn task_runtime(
+    data_dir: &Path,
+    max_instances: u32,
+    max_container_memory: Option<u64>,
+) -> Result<Runtime, String> {
+    let defaults = RuntimeConfig::default().with_data_dir(data_dir);
+    Runtime::new(RuntimeConfig {
+        max_instances,
+        max_memory_per_instance: max_container_memory.unwrap_or(defaults.max_memory_per_instance),
+        ..defaults
+    })
+    .map_err(|e| e.to_string())
+}
+
 /// Serves until SIGINT/SIGTERM; returns the exit status.
 pub fn run(args: ServeArgs, data_dir: &Path) -> i32 {
     crate::raise_open_files_limit();
@@ -371,15 +388,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         registry_config.challenge = skiff_registry::ChallengeKind::Basic;
     }
     let registry = Registry::open(registry_config).map_err(|e| e.to_string())?;
-    let defaults = RuntimeConfig::default().with_data_dir(data_dir);
-    let runtime = Runtime::new(RuntimeConfig {
-        max_instances: args.max_instances,
-        max_memory_per_instance: args
-            .max_container_memory
-            .unwrap_or(defaults.max_memory_per_instance),
-        ..defaults
-    })
-    .map_err(|e| e.to_string())?;
+    let runtime = task_runtime(data_dir, args.max_instances, args.max_container_memory)?;
     let ecs_config = match &args.ecs_config {
         Some(p) => read_ecs_config(p, ECS_CONFIG_KEYS, "skiff serve")?,
         None => HashMap::new(),

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 pub use crate::api::QueryService;
 pub use crate::core::config::ControlConfig;
+pub use crate::core::lifecycle::machine_size;
 
 /// The control plane. Cheap to clone.
 #[derive(Clone)]

@@ -19,8 +19,9 @@ use skiff_channel::link::ControlEnd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// CPU cores and available memory (MiB) of this machine.
-fn machine_size() -> (u32, u32) {
+/// CPU cores and available memory (MiB) of this machine: what a container
+/// instance offers unless told otherwise (skiff serve's own, skiff agent's).
+pub fn machine_size() -> (u32, u32) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);

@@ -11,7 +11,7 @@ pub(crate) mod config;
 pub(crate) mod discovery;
 pub(crate) mod instances;
 pub(crate) mod lb_metrics;
-mod lifecycle;
+pub(crate) mod lifecycle;
 pub(crate) mod logs;
 pub(crate) mod metrics;
 pub mod model;
