@@ -4,13 +4,15 @@ from botocore's service models (`pip install botocore`), to SERVICE.json
 here. The control plane checks every request's members against them
 (api/protocol/shapes.rs): a member of the wrong type is a
 SerializationException, as on AWS.
+It also writes every operation of the services docs/API.md tabulates
+(operations.json), which api/catalog.rs gives a status each.
 
     python3 control/models/extract.py   # after changing OPERATIONS
 
 Only what a type check needs is kept: each shape's type, a structure's
 members, a list's member, a map's value.
 """
-import gzip, json, os, sys
+import gzip, json, os, re, sys
 import botocore
 
 OPERATIONS = {
@@ -95,6 +97,40 @@ def main():
             json.dump(doc, f, indent=0, sort_keys=False, separators=(",", ":"))
             f.write("\n")
         print(service, len(out_ops), "operations,", len(shapes), "shapes")
+    catalog(here)
+
+# Every operation of the services whose table docs/API.md keeps (EC2:
+# its networking calls an ECS user meets, by this pattern).
+CATALOG = {
+    "ecs": "2014-11-13", "ecr": "2015-09-21", "elbv2": "2015-12-01",
+    "servicediscovery": "2017-03-14", "ec2": "2016-11-15",
+    "logs": "2014-03-28", "cloudwatch": "2010-08-01",
+}
+EC2_NETWORKING = re.compile(
+    r"^(Describe|Create|Delete|Modify|Authorize|Revoke|Assign|Unassign|Attach|Detach"
+    r"|Associate|Disassociate|Allocate|Release|Update)(Vpcs?|Subnets?|SecurityGroups?"
+    r"|SecurityGroupRules|SecurityGroupIngress|SecurityGroupEgress|NetworkInterfaces?|NetworkInterfaceAttribute"
+    r"|NetworkInterfacePermissions?|Addresses|Address|AvailabilityZones|Regions"
+    r"|AccountAttributes|Tags|RouteTables?|InternetGateways?|VpcAttribute"
+    r"|SubnetCidrBlock|VpcCidrBlock|PrivateIpAddresses|Ipv6Addresses"
+    r"|SecurityGroupRuleDescriptionsIngress|SecurityGroupRuleDescriptionsEgress"
+    r"|DefaultVpc|DefaultSubnet)$")
+
+def catalog(here):
+    out = {}
+    for service, version in CATALOG.items():
+        model = load(service, version)
+        ops = sorted(model["operations"])
+        if service == "ec2":
+            ops = [o for o in ops if EC2_NETWORKING.match(o)]
+        out[service] = {
+            "source": f"botocore {botocore.__version__} data/{service}/{version}/service-2.json",
+            "operations": ops,
+        }
+    with open(os.path.join(here, "operations.json"), "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print("operations.json:", {k: len(v["operations"]) for k, v in out.items()})
 
 if __name__ == "__main__":
     sys.exit(main())

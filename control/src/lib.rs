@@ -22,6 +22,7 @@ mod core;
 pub mod error;
 mod plane;
 
+pub use crate::api::catalog;
 pub use crate::api::protocol::sigv4;
 pub use crate::core::{agent_keys, placement, store};
 pub use error::ApiError;

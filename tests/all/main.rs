@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api_table;
 mod bad_input;
 mod ecr_cli;
 mod ecs_cli;

@@ -3,6 +3,7 @@
 //! protocols they share ([`protocol`]: AWS JSON 1.0/1.1, the Query
 //! protocol, SigV4) and the HTTP front ([`http`]).
 
+pub mod catalog;
 pub(crate) mod channel;
 mod cloudmap;
 pub(crate) mod cloudwatch;
@@ -77,26 +78,32 @@ impl Api {
         body: &serde_json::Value,
         region: &str,
     ) -> Result<serde_json::Value, ApiError> {
+        use catalog::Service;
         use protocol::shapes::{JsonService, check};
         if let Some(op) = target.strip_prefix("AmazonEC2ContainerServiceV20141113.") {
+            catalog::admit(Service::Ecs, op)?;
             check(JsonService::Ecs, op, body)?;
             return ecs::handle(&self.core, op, body, region).await;
         }
         if let Some(op) = target.strip_prefix("AmazonEC2ContainerRegistry_V20150921.") {
+            catalog::admit(Service::Ecr, op)?;
             check(JsonService::Ecr, op, body)?;
             return ecr::handle(self, op, body, region).await;
         }
         if let Some(op) = target.strip_prefix("Route53AutoNaming_v20170314.") {
+            catalog::admit(Service::CloudMap, op)?;
             check(JsonService::CloudMap, op, body)?;
             return cloudmap::handle(&self.core, op, body, region).await;
         }
         if let Some(op) = target.strip_prefix(CLOUDWATCH_TARGET) {
+            catalog::admit(Service::CloudWatch, op)?;
             check(JsonService::CloudWatch, op, body)?;
             // The counts up to this moment, not the last tick's.
             crate::core::lb_metrics::measure(&self.core.elb, &self.core.metrics, false);
             return cloudwatch::handle(&self.core.metrics, op, body);
         }
         if let Some(op) = target.strip_prefix("Logs_20140328.") {
+            catalog::admit(Service::Logs, op)?;
             check(JsonService::Logs, op, body)?;
             let store = self.core.logs.clone();
             let (op, body, region) = (op.to_string(), body.clone(), region.to_string());
@@ -116,6 +123,13 @@ impl Api {
         region: &str,
     ) -> Result<String, ApiError> {
         let action = params.required("Action")?;
+        catalog::admit(
+            match service {
+                QueryService::Ec2 => catalog::Service::Ec2,
+                QueryService::Elbv2 => catalog::Service::Elbv2,
+            },
+            action,
+        )?;
         match service {
             QueryService::Ec2 => ec2::handle(&self.core, action, params, region).await,
             QueryService::Elbv2 => elbv2::handle(&self.core, action, params, region).await,
