@@ -195,6 +195,16 @@ pub struct Task {
     /// leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_instance_arn: Option<String>,
+    /// The capacity provider it was counted against (`FARGATE`,
+    /// `FARGATE_SPOT`), when launched by a capacity provider strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_provider_name: Option<String>,
+    /// A FARGATE task's platform version (`LATEST` resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    /// `Linux`, for a FARGATE task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_family: Option<String>,
 }
 
 impl Task {

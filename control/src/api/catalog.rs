@@ -156,6 +156,7 @@ fn table(service: Service) -> Table {
 const NO_IAM: &str = "skiff has no IAM, so there are no identities a policy could name";
 const NO_S3: &str = "there is no S3 here to read from or write to";
 const NO_KMS: &str = "there is no KMS here; data is stored on the machine's own disk";
+const NO_ASG: &str = "a capacity provider of your own manages an EC2 Auto Scaling group or managed instances, and there are none here: machines join with `skiff agent`; FARGATE and FARGATE_SPOT are built in";
 const NO_TLS: &str =
     "skiff's load balancers listen in plain HTTP and TCP; there are no certificates to manage";
 
@@ -195,12 +196,31 @@ const ECS_HONOURED: &[(&str, &str)] = &[
     ("TagResource", ""),
     ("UntagResource", ""),
     ("UpdateContainerInstancesState", ""),
+    (
+        "UpdateCluster",
+        "settings and configuration; execute-command settings are kept as data",
+    ),
+    (
+        "UpdateClusterSettings",
+        "containerInsights stays disabled: skiff publishes no Container Insights metrics",
+    ),
+    (
+        "PutClusterCapacityProviders",
+        "FARGATE and FARGATE_SPOT, and the cluster's default strategy",
+    ),
+    (
+        "DescribeCapacityProviders",
+        "the built-in FARGATE and FARGATE_SPOT",
+    ),
     ("CreateService", ""),
     ("UpdateService", ""),
     ("DeleteService", ""),
 ];
 
 const ECS_REFUSED: &[(&str, &str)] = &[
+    ("CreateCapacityProvider", NO_ASG),
+    ("UpdateCapacityProvider", NO_ASG),
+    ("DeleteCapacityProvider", NO_ASG),
     (
         "ExecuteCommand",
         "a Wasm task has no shell or processes to open a session into",

@@ -16,6 +16,9 @@ pub(crate) fn new_cluster(name: &str, region: &str, tags: Vec<Tag>) -> Cluster {
             value: "disabled".into(),
         }],
         created_at: now(),
+        capacity_providers: Vec::new(),
+        default_capacity_provider_strategy: Vec::new(),
+        configuration: None,
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod agent_keys;
 pub(crate) mod agents;
+pub(crate) mod capacity;
 pub(crate) mod clusters;
 pub(crate) mod config;
 pub(crate) mod discovery;

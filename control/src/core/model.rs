@@ -108,6 +108,17 @@ pub struct Cluster {
     pub settings: Vec<KeyValue>,
     #[serde(default)]
     pub created_at: f64,
+    /// The capacity providers associated with it (FARGATE, FARGATE_SPOT).
+    #[serde(default)]
+    pub capacity_providers: Vec<String>,
+    /// The strategy a launch with neither a launch type nor a strategy
+    /// uses.
+    #[serde(default)]
+    pub default_capacity_provider_strategy: Vec<crate::core::capacity::StrategyItem>,
+    /// `configuration` as given (execute-command settings, kept as data:
+    /// ExecuteCommand itself has no meaning here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<serde_json::Value>,
 }
 
 /// A resource a container instance offers (CPU, MEMORY, PORTS, PORTS_UDP).

@@ -4,6 +4,7 @@
 //! stop asked for.
 
 use crate::core::Core;
+use crate::core::capacity::{self, StrategyItem};
 use crate::core::instances::{candidates, fargate_capacity, instance_arn_for};
 use crate::core::model::{
     Cluster, Container, Failure, NetworkBinding, NetworkConfiguration, PlacementItem, Tag, Task,
@@ -14,6 +15,7 @@ use crate::core::state::State;
 use crate::core::taskdef::{self, TaskDefinition};
 use crate::error::ApiError;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 /// The definition a task was started from.
 pub(crate) fn taskdef_of(state: &State, task_definition_arn: &str) -> Option<TaskDefinition> {
@@ -110,6 +112,14 @@ pub(crate) struct Launch {
     pub launch_type: String,
     /// The awsvpc configuration (awsvpc task definitions only).
     pub network: Option<NetworkConfiguration>,
+    /// The capacity provider strategy the tasks are counted against
+    /// (FARGATE launches only; empty: none), and how many tasks each
+    /// provider already has (a service's).
+    pub providers: Vec<StrategyItem>,
+    pub provider_counts: HashMap<String, u32>,
+    /// A FARGATE launch's platform version (`LATEST` kept as given).
+    pub platform_version: Option<String>,
+    pub enable_execute_command: bool,
 }
 
 impl Launch {
@@ -137,6 +147,10 @@ impl Launch {
             client_token: None,
             launch_type: "EC2".into(),
             network: None,
+            providers: Vec::new(),
+            provider_counts: HashMap::new(),
+            platform_version: None,
+            enable_execute_command: false,
         })
     }
 }
@@ -409,9 +423,14 @@ pub(crate) fn new_task(
             .iter()
             .any(|c| c.essential && c.health_check.is_some())
             .then(|| "UNKNOWN".to_string()),
-        enable_execute_command: false,
+        enable_execute_command: launch.enable_execute_command,
         client_token: launch.client_token.clone(),
         network_configuration: launch.network.clone(),
+        capacity_provider_name: None,
+        platform_version: (launch.launch_type == "FARGATE").then(|| {
+            capacity::resolved(launch.platform_version.as_deref().unwrap_or("LATEST")).to_string()
+        }),
+        platform_family: (launch.launch_type == "FARGATE").then(|| "Linux".to_string()),
     }
 }
 
@@ -575,9 +594,18 @@ pub(crate) fn place_tasks(
             chosen
         }
     };
+    let mut counts = launch.provider_counts.clone();
     let tasks = chosen
         .iter()
-        .map(|i| new_task(region, cluster, launch, &cands[*i].arn, cpu, memory))
+        .map(|i| {
+            let mut t = new_task(region, cluster, launch, &cands[*i].arn, cpu, memory);
+            if !launch.providers.is_empty() {
+                let p = capacity::pick(&launch.providers, &counts).to_string();
+                *counts.entry(p.clone()).or_insert(0) += 1;
+                t.capacity_provider_name = Some(p);
+            }
+            t
+        })
         .collect();
     Ok((tasks, failures))
 }
@@ -608,4 +636,61 @@ pub(crate) fn stop_request(core: &Core, mut t: Task, code: &str, reason: &str) -
         }
     }
     (t, running_here)
+}
+
+/// The tags a new task carries: its own (RunTask's), then those
+/// propagated from its task definition or service, then ECS's managed
+/// tags when asked for; the first of a key wins.
+pub(crate) fn task_tags(
+    own: &[Tag],
+    propagate: Option<&str>,
+    td: &TaskDefinition,
+    service: Option<(&str, &[Tag])>,
+    managed: bool,
+    cluster_name: &str,
+) -> Vec<Tag> {
+    let mut tags: Vec<Tag> = own.to_vec();
+    let mut add = |key: &str, value: &str| {
+        if !tags.iter().any(|t| t.key == key) {
+            tags.push(Tag {
+                key: key.to_string(),
+                value: value.to_string(),
+            });
+        }
+    };
+    match propagate {
+        Some("TASK_DEFINITION") => td.tags.iter().for_each(|t| add(&t.key, &t.value)),
+        Some("SERVICE") => {
+            if let Some((_, service_tags)) = service {
+                service_tags.iter().for_each(|t| add(&t.key, &t.value));
+            }
+        }
+        _ => {}
+    }
+    if managed {
+        add("aws:ecs:clusterName", cluster_name);
+        if let Some((name, _)) = service {
+            add("aws:ecs:serviceName", name);
+        }
+    }
+    tags
+}
+
+/// A request's `propagateTags`: `TASK_DEFINITION`, `SERVICE` (services
+/// only) or `NONE`.
+pub(crate) fn check_propagate_tags(
+    given: Option<&str>,
+    for_service: bool,
+) -> Result<Option<String>, ApiError> {
+    match given {
+        None => Ok(None),
+        Some("TASK_DEFINITION" | "NONE") => Ok(given.map(String::from)),
+        Some("SERVICE") if for_service => Ok(given.map(String::from)),
+        Some("SERVICE") => Err(ApiError::invalid_parameter(
+            "propagateTags SERVICE is only valid for tasks a service starts; RunTask takes TASK_DEFINITION or NONE.",
+        )),
+        Some(other) => Err(ApiError::invalid_parameter(format!(
+            "propagateTags must be TASK_DEFINITION, SERVICE or NONE, not {other}."
+        ))),
+    }
 }

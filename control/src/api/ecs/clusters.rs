@@ -4,6 +4,7 @@
 use crate::api::ecs::services::{active_services, has_services};
 use crate::api::protocol::json::{includes, listed, parse, refuse, required, to_value};
 use crate::core::Core;
+use crate::core::capacity::{self, StrategyItem};
 use crate::core::clusters::{active_cluster, check_cluster_name, new_cluster};
 use crate::core::instances::is_pending;
 use crate::core::model::{Cluster, Failure, KeyValue, Tag, arn, check_tags, name_of};
@@ -46,9 +47,12 @@ pub(crate) fn cluster_view(
         "pendingTasksCount": pending,
         "activeServicesCount": active_services(state, &c.cluster_arn),
         "statistics": [],
-        "capacityProviders": [],
-        "defaultCapacityProviderStrategy": [],
+        "capacityProviders": c.capacity_providers,
+        "defaultCapacityProviderStrategy": c.default_capacity_provider_strategy,
     });
+    if let Some(conf) = &c.configuration {
+        v["configuration"] = conf.clone();
+    }
     if with_tags {
         v["tags"] = to_value(&c.tags);
     }
@@ -66,6 +70,10 @@ pub(crate) struct CreateClusterReq {
     tags: Vec<Tag>,
     #[serde(default)]
     settings: Vec<KeyValue>,
+    #[serde(default)]
+    capacity_providers: Vec<String>,
+    #[serde(default)]
+    default_capacity_provider_strategy: Vec<StrategyItem>,
 }
 
 /// ECS's quota of clusters.
@@ -76,34 +84,18 @@ pub(crate) async fn create_cluster(
     body: &Value,
     region: &str,
 ) -> Result<Value, ApiError> {
-    refuse(
-        body,
-        &[
-            "configuration",
-            "capacityProviders",
-            "defaultCapacityProviderStrategy",
-            "serviceConnectDefaults",
-        ],
-    )?;
+    refuse(body, &["serviceConnectDefaults"])?;
     let req: CreateClusterReq = parse(body)?;
     let name = req.cluster_name.unwrap_or_else(|| "default".into());
     check_cluster_name(&name)?;
     check_tags(&req.tags)?;
-    for s in &req.settings {
-        if s.name != "containerInsights"
-            || !matches!(s.value.as_str(), "enabled" | "disabled" | "enhanced")
-        {
-            return Err(ApiError::invalid_parameter(format!(
-                "Cluster setting {}={} is invalid: only containerInsights (enabled, disabled, enhanced) exists.",
-                s.name, s.value
-            )));
-        }
-        if s.value != "disabled" {
-            return Err(ApiError::invalid_parameter(
-                "containerInsights is not supported by skiff: set it to disabled",
-            ));
-        }
-    }
+    check_settings(&req.settings)?;
+    let configuration = configuration(body)?;
+    capacity::check_associated(&req.capacity_providers)?;
+    capacity::check_strategy(
+        &req.default_capacity_provider_strategy,
+        &req.capacity_providers,
+    )?;
     let mut state = core.state.lock().await;
     if let Some(c) = state
         .clusters
@@ -123,7 +115,10 @@ pub(crate) async fn create_cluster(
             "There are {active} clusters, ECS's quota per account and region ({MAX_CLUSTERS}): delete one first."
         )));
     }
-    let cluster = new_cluster(&name, region, req.tags);
+    let mut cluster = new_cluster(&name, region, req.tags);
+    cluster.capacity_providers = req.capacity_providers;
+    cluster.default_capacity_provider_strategy = req.default_capacity_provider_strategy;
+    cluster.configuration = configuration;
     state
         .apply(core.store.as_ref(), vec![Write::Cluster(cluster.clone())])
         .await?;
@@ -212,4 +207,162 @@ pub(crate) async fn delete_cluster(core: &Core, body: &Value) -> Result<Value, A
         .apply(core.store.as_ref(), vec![Write::Cluster(c.clone())])
         .await?;
     Ok(json!({ "cluster": cluster_view(&state, &c, false, false) }))
+}
+
+/// Cluster settings: containerInsights, which skiff keeps disabled.
+fn check_settings(settings: &[KeyValue]) -> Result<(), ApiError> {
+    for s in settings {
+        if s.name != "containerInsights"
+            || !matches!(s.value.as_str(), "enabled" | "disabled" | "enhanced")
+        {
+            return Err(ApiError::invalid_parameter(format!(
+                "Cluster setting {}={} is invalid: only containerInsights (enabled, disabled, enhanced) exists.",
+                s.name, s.value
+            )));
+        }
+        if s.value != "disabled" {
+            return Err(ApiError::invalid_parameter(
+                "containerInsights enabled is not supported by skiff: its metrics are CloudWatch's ECS/ContainerInsights, which skiff does not publish; set it to disabled",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A cluster's `configuration`: execute-command settings are kept as
+/// data (a Wasm task has no shell to open a session into, so
+/// ExecuteCommand is refused whatever they say); managed storage (KMS
+/// keys for Fargate's ephemeral storage) has no meaning here.
+fn configuration(body: &Value) -> Result<Option<Value>, ApiError> {
+    let Some(conf) = body.get("configuration").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    refuse(conf, &["managedStorageConfiguration"])?;
+    if let Some(logging) = conf
+        .pointer("/executeCommandConfiguration/logging")
+        .and_then(Value::as_str)
+        && !matches!(logging, "NONE" | "DEFAULT" | "OVERRIDE")
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "executeCommandConfiguration.logging must be NONE, DEFAULT or OVERRIDE, not {logging}."
+        )));
+    }
+    Ok(Some(conf.clone()))
+}
+
+/// UpdateCluster: settings and configuration.
+pub(crate) async fn update_cluster(core: &Core, body: &Value) -> Result<Value, ApiError> {
+    refuse(body, &["serviceConnectDefaults"])?;
+    let given = required(body, "cluster")?;
+    let settings: Vec<KeyValue> = match body.get("settings") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse(v)?,
+    };
+    check_settings(&settings)?;
+    let configuration = configuration(body)?;
+    let mut state = core.state.lock().await;
+    let mut c = active_cluster(&state, Some(given))?.clone();
+    if configuration.is_some() {
+        c.configuration = configuration;
+    }
+    state
+        .apply(core.store.as_ref(), vec![Write::Cluster(c.clone())])
+        .await?;
+    Ok(json!({ "cluster": cluster_view(&state, &c, true, true) }))
+}
+
+/// UpdateClusterSettings.
+pub(crate) async fn update_cluster_settings(core: &Core, body: &Value) -> Result<Value, ApiError> {
+    let given = required(body, "cluster")?;
+    let settings: Vec<KeyValue> = parse(body.get("settings").unwrap_or(&Value::Null))?;
+    check_settings(&settings)?;
+    let state = core.state.lock().await;
+    let c = active_cluster(&state, Some(given))?;
+    Ok(json!({ "cluster": cluster_view(&state, c, true, true) }))
+}
+
+/// PutClusterCapacityProviders: which built-in providers the cluster
+/// uses, and its default strategy. A provider a service's strategy names
+/// stays.
+pub(crate) async fn put_cluster_capacity_providers(
+    core: &Core,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let given = required(body, "cluster")?;
+    let providers: Vec<String> = match body.get("capacityProviders") {
+        Some(v @ Value::Array(_)) => parse(v)?,
+        _ => {
+            return Err(ApiError::invalid_parameter(
+                "capacityProviders is required (an empty list removes them all).",
+            ));
+        }
+    };
+    let strategy: Vec<StrategyItem> = match body.get("defaultCapacityProviderStrategy") {
+        Some(v @ Value::Array(_)) => parse(v)?,
+        _ => {
+            return Err(ApiError::invalid_parameter(
+                "defaultCapacityProviderStrategy is required (an empty list sets none).",
+            ));
+        }
+    };
+    capacity::check_associated(&providers)?;
+    capacity::check_strategy(&strategy, &providers)?;
+    let mut state = core.state.lock().await;
+    let mut c = active_cluster(&state, Some(given))?.clone();
+    let in_use = state
+        .services
+        .values()
+        .map(|s| &s.value)
+        .filter(|s| s.cluster_arn == c.cluster_arn && s.status != "INACTIVE")
+        .flat_map(|s| s.capacity_provider_strategy.iter())
+        .find(|i| !providers.contains(&i.capacity_provider));
+    if let Some(i) = in_use {
+        return Err(ApiError::coded(
+            "ResourceInUseException",
+            format!(
+                "The specified capacity provider {} is in use and cannot be removed.",
+                i.capacity_provider
+            ),
+        ));
+    }
+    c.capacity_providers = providers;
+    c.default_capacity_provider_strategy = strategy;
+    state
+        .apply(core.store.as_ref(), vec![Write::Cluster(c.clone())])
+        .await?;
+    Ok(json!({ "cluster": cluster_view(&state, &c, true, true) }))
+}
+
+/// DescribeCapacityProviders: the two built in.
+pub(crate) fn describe_capacity_providers(body: &Value, region: &str) -> Result<Value, ApiError> {
+    let wanted: Vec<String> = match body.get("capacityProviders") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse(v)?,
+    };
+    let view = |name: &str| {
+        json!({
+            "capacityProviderArn": arn("ecs", region, &format!("capacity-provider/{name}")),
+            "name": name,
+            "status": "ACTIVE",
+            "tags": [],
+        })
+    };
+    let mut found = Vec::new();
+    let mut failures = Vec::new();
+    if wanted.is_empty() {
+        found = capacity::BUILT_IN.iter().map(|n| view(n)).collect();
+    }
+    for w in &wanted {
+        let n = name_of(w);
+        if capacity::BUILT_IN.contains(&n) {
+            found.push(view(n));
+        } else {
+            failures.push(Failure::missing(if w.starts_with("arn:") {
+                w.clone()
+            } else {
+                arn("ecs", region, &format!("capacity-provider/{w}"))
+            }));
+        }
+    }
+    Ok(json!({ "capacityProviders": found, "failures": failures }))
 }

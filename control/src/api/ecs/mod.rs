@@ -4,6 +4,7 @@
 
 mod clusters;
 mod instances;
+mod launch;
 mod service_fields;
 pub(crate) mod services;
 mod tags;
@@ -13,7 +14,10 @@ mod tasks;
 use crate::api::protocol::json::json_object;
 use crate::core::Core;
 use crate::error::ApiError;
-use clusters::{create_cluster, delete_cluster, describe_clusters, list_clusters};
+use clusters::{
+    create_cluster, delete_cluster, describe_capacity_providers, describe_clusters, list_clusters,
+    put_cluster_capacity_providers, update_cluster, update_cluster_settings,
+};
 use instances::{
     deregister_instance, describe_instances, list_attributes, list_instances, put_attributes,
     update_instances_state,
@@ -42,6 +46,10 @@ pub(crate) async fn handle(
         "DescribeClusters" => describe_clusters(core, body).await,
         "ListClusters" => list_clusters(core, body).await,
         "DeleteCluster" => delete_cluster(core, body).await,
+        "UpdateCluster" => update_cluster(core, body).await,
+        "UpdateClusterSettings" => update_cluster_settings(core, body).await,
+        "PutClusterCapacityProviders" => put_cluster_capacity_providers(core, body).await,
+        "DescribeCapacityProviders" => describe_capacity_providers(body, region),
         "ListContainerInstances" => list_instances(core, body).await,
         "DescribeContainerInstances" => describe_instances(core, body, region).await,
         "UpdateContainerInstancesState" => update_instances_state(core, body, region).await,

@@ -142,10 +142,6 @@ pub(crate) fn service_registries(
 
 /// Fields of CreateService/UpdateService skiff cannot honour yet.
 pub(crate) const UNSUPPORTED_SERVICE_FIELDS: &[&str] = &[
-    "capacityProviderStrategy",
-    "platformVersion",
-    "enableExecuteCommand",
-    "enableECSManagedTags",
     "serviceConnectConfiguration",
     "volumeConfigurations",
     "vpcLatticeConfigurations",
@@ -272,7 +268,6 @@ pub(crate) fn only(body: &Value, pointer: &str, allowed: &str, why: &str) -> Res
 
 pub(crate) fn refuse_unsupported(body: &Value) -> Result<(), ApiError> {
     refuse(body, UNSUPPORTED_SERVICE_FIELDS)?;
-    only(body, "/propagateTags", "NONE", "")?;
     only(
         body,
         "/availabilityZoneRebalancing",
@@ -339,4 +334,9 @@ pub(crate) fn placement_items(
         None | Some(Value::Null) => Ok(None),
         Some(v) => parse(v).map(Some),
     }
+}
+
+/// A boolean member of a request (absent: `None`).
+pub(crate) fn flag(body: &Value, name: &str) -> Option<bool> {
+    body.get(name).and_then(Value::as_bool)
 }

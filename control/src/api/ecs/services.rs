@@ -2,7 +2,7 @@
 //! DescribeServices, ListServices.
 
 use super::service_fields::{
-    check_launch_type, deployment_configuration, desired_count, grace_period, load_balancers,
+    check_launch_type, deployment_configuration, desired_count, flag, grace_period, load_balancers,
     placement_items, refuse_unsupported, service_registries, valid_name,
 };
 use crate::api::protocol::json::{includes, listed, parse, required, string_list, to_value};
@@ -13,7 +13,8 @@ use crate::core::services::{Service, daemon_instances, deployment_id, live};
 use crate::core::state::{State, Write};
 use crate::core::taskdef::TaskDefinition;
 use crate::core::tasks::{
-    Launch, check_launch, check_network_configuration, placement_rules, resolve_taskdef, taskdef_of,
+    Launch, check_launch, check_network_configuration, check_propagate_tags, placement_rules,
+    resolve_taskdef, taskdef_of,
 };
 use crate::error::ApiError;
 use serde_json::{Value, json};
@@ -73,11 +74,32 @@ pub(crate) fn service_view(state: &State, svc: &Service, with_tags: bool) -> Val
         "schedulingStrategy": svc.scheduling_strategy,
         "deploymentController": {"type": "ECS"},
         "createdBy": svc.created_by,
-        "enableECSManagedTags": false,
-        "propagateTags": "NONE",
-        "enableExecuteCommand": false,
+        "enableECSManagedTags": svc.enable_ecs_managed_tags,
+        "propagateTags": svc.propagate_tags.as_deref().unwrap_or("NONE"),
+        "enableExecuteCommand": svc.enable_execute_command,
         "availabilityZoneRebalancing": "DISABLED",
     });
+    if !svc.capacity_provider_strategy.is_empty() {
+        // Launched by its strategy: ECS shows that, not a launch type.
+        v["capacityProviderStrategy"] = json!(svc.capacity_provider_strategy);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("launchType");
+        }
+        for d in v["deployments"].as_array_mut().into_iter().flatten() {
+            d["capacityProviderStrategy"] = json!(svc.capacity_provider_strategy);
+            if let Some(o) = d.as_object_mut() {
+                o.remove("launchType");
+            }
+        }
+    }
+    if let Some(p) = &svc.platform_version {
+        v["platformVersion"] = json!(p);
+        v["platformFamily"] = json!("Linux");
+        for d in v["deployments"].as_array_mut().into_iter().flatten() {
+            d["platformVersion"] = json!(p);
+            d["platformFamily"] = json!("Linux");
+        }
+    }
     if let Some(g) = svc.health_check_grace_period_seconds {
         v["healthCheckGracePeriodSeconds"] = json!(g);
     }
@@ -163,7 +185,10 @@ pub(crate) async fn create_service(
     }
     placement_rules(&constraints, &strategies)?;
     let config = deployment_configuration(body, daemon, None)?;
-    let launch_type = check_launch_type(body.get("launchType").and_then(Value::as_str))?;
+    if let Some(l) = body.get("launchType").and_then(Value::as_str) {
+        check_launch_type(Some(l))?;
+    }
+    let propagate = check_propagate_tags(body.get("propagateTags").and_then(Value::as_str), true)?;
     let tags: Vec<Tag> = match body.get("tags") {
         None | Some(Value::Null) => Vec::new(),
         Some(v) => parse(v)?,
@@ -206,6 +231,8 @@ pub(crate) async fn create_service(
             cluster.cluster_name
         )));
     }
+    let choice = super::launch::choose(body, &cluster)?;
+    let launch_type = choice.launch_type.clone();
     let td = resolve_taskdef(&state, &given_td, true)?;
     let network = crate::api::ecs::parse_network_configuration(body)?;
     check_runs(
@@ -256,6 +283,11 @@ pub(crate) async fn create_service(
         service_registries: registries,
         load_balancers: balancers,
         registered: Vec::new(),
+        capacity_provider_strategy: choice.providers,
+        platform_version: choice.platform_version,
+        enable_ecs_managed_tags: flag(body, "enableECSManagedTags").unwrap_or(false),
+        propagate_tags: propagate,
+        enable_execute_command: flag(body, "enableExecuteCommand").unwrap_or(false),
     };
     let id = deployment_id(core);
     svc.new_deployment(at, id, "ECS deployment in progress.");
@@ -299,6 +331,8 @@ pub(crate) async fn update_service(core: &Core, body: &Value) -> Result<Value, A
     if let Some(l) = body.get("launchType").and_then(Value::as_str) {
         check_launch_type(Some(l))?;
     }
+    let propagate = check_propagate_tags(body.get("propagateTags").and_then(Value::as_str), true)?;
+    let new_strategy = super::launch::strategy(body)?;
     let mut state = core.state.lock().await;
     let cluster = active_cluster(&state, body.get("cluster").and_then(Value::as_str))?.clone();
     let mut svc = find_service(&state, &cluster.cluster_name, given)
@@ -325,6 +359,41 @@ pub(crate) async fn update_service(core: &Core, body: &Value) -> Result<Value, A
     svc.deployment_configuration =
         deployment_configuration(body, daemon, Some(svc.deployment_configuration))?;
     let mut redeploy = force;
+    if let Some(s) = new_strategy
+        && s != svc.capacity_provider_strategy
+    {
+        if s.is_empty() {
+            return Err(ApiError::invalid_parameter(
+                "capacityProviderStrategy cannot be emptied: a service launched by a strategy keeps one.",
+            ));
+        }
+        crate::core::capacity::check_strategy(&s, &cluster.capacity_providers)?;
+        if svc.launch_type != "FARGATE" {
+            let td = taskdef_of(&state, &svc.task_definition).ok_or_else(|| {
+                ApiError::client("The service's task definition no longer exists.")
+            })?;
+            check_launch("FARGATE", Some(&td), false)?;
+            svc.launch_type = "FARGATE".into();
+        }
+        svc.capacity_provider_strategy = s;
+        redeploy = true;
+    }
+    if let Some(v) = body.get("platformVersion").and_then(Value::as_str) {
+        let v = crate::core::capacity::platform_version(Some(v), svc.launch_type == "FARGATE")?;
+        if v != svc.platform_version {
+            svc.platform_version = v;
+            redeploy = true;
+        }
+    }
+    if propagate.is_some() {
+        svc.propagate_tags = propagate;
+    }
+    if let Some(m) = flag(body, "enableECSManagedTags") {
+        svc.enable_ecs_managed_tags = m;
+    }
+    if let Some(e) = flag(body, "enableExecuteCommand") {
+        svc.enable_execute_command = e;
+    }
     let network = crate::api::ecs::parse_network_configuration(body)?;
     let given_td = body.get("taskDefinition").and_then(Value::as_str);
     if given_td.is_some()

@@ -13,8 +13,8 @@ use crate::core::services;
 use crate::core::state::{State, Write};
 use crate::core::taskdef::{self, TaskDefinition};
 use crate::core::tasks::{
-    Launch, check_launch, check_network_configuration, place_tasks, placement_rules,
-    resolve_taskdef, stop_request,
+    Launch, check_launch, check_network_configuration, check_propagate_tags, place_tasks,
+    placement_rules, resolve_taskdef, stop_request, task_tags,
 };
 use crate::error::ApiError;
 use serde::Deserialize;
@@ -62,17 +62,15 @@ pub(crate) struct RunTaskReq {
     #[serde(default)]
     tags: Vec<Tag>,
     client_token: Option<String>,
+    propagate_tags: Option<String>,
+    #[serde(default, rename = "enableECSManagedTags")]
+    enable_ecs_managed_tags: bool,
+    #[serde(default)]
+    enable_execute_command: bool,
 }
 
 /// Fields of RunTask/StartTask skiff cannot honour yet.
-pub(crate) const UNSUPPORTED_RUN_FIELDS: &[&str] = &[
-    "propagateTags",
-    "capacityProviderStrategy",
-    "enableECSManagedTags",
-    "enableExecuteCommand",
-    "volumeConfigurations",
-    "platformVersion",
-];
+pub(crate) const UNSUPPORTED_RUN_FIELDS: &[&str] = &["volumeConfigurations"];
 
 /// ECS's limit on a task's overrides, in characters of their JSON.
 const MAX_OVERRIDES_CHARS: usize = 8192;
@@ -160,8 +158,10 @@ pub(crate) async fn run_task(
             "startedBy is at most 128 characters.",
         ));
     }
-    let launch_type = req.launch_type.clone().unwrap_or_else(|| "EC2".into());
-    check_launch(&launch_type, None, false)?;
+    if let Some(l) = &req.launch_type {
+        check_launch(l, None, false)?;
+    }
+    let propagate = check_propagate_tags(req.propagate_tags.as_deref(), false)?;
     let (constraints, strategies) =
         placement_rules(&req.placement_constraints, &req.placement_strategy)?;
     if core.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
@@ -188,6 +188,8 @@ pub(crate) async fn run_task(
         return Ok(json!({ "tasks": tasks, "failures": [] }));
     }
     let cluster = active_cluster(&state, req.cluster.as_deref())?.clone();
+    let choice = super::launch::choose(body, &cluster)?;
+    let launch_type = choice.launch_type.clone();
     let td = resolve_taskdef(&state, given_td, true)?;
     check_overrides(body, &td, &req.overrides)?;
     check_launch(
@@ -208,10 +210,20 @@ pub(crate) async fn run_task(
     let mut launch = Launch::new(td, constraints, strategies, group)?;
     launch.overrides = req.overrides;
     launch.started_by = req.started_by;
-    launch.tags = req.tags;
+    launch.tags = task_tags(
+        &req.tags,
+        propagate.as_deref(),
+        &launch.td,
+        None,
+        req.enable_ecs_managed_tags,
+        &cluster.cluster_name,
+    );
     launch.client_token = req.client_token;
     launch.launch_type = launch_type;
     launch.network = network;
+    launch.providers = choice.providers;
+    launch.platform_version = choice.platform_version;
+    launch.enable_execute_command = req.enable_execute_command;
     let (tasks, failures) = place_tasks(
         core,
         &state,

@@ -517,6 +517,11 @@ mod tests {
             service_registries: Vec::new(),
             load_balancers: Vec::new(),
             registered: Vec::new(),
+            capacity_provider_strategy: Vec::new(),
+            platform_version: None,
+            enable_ecs_managed_tags: false,
+            propagate_tags: None,
+            enable_execute_command: false,
         };
         s.new_deployment(0.0, OLD.into(), "");
         s

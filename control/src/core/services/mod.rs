@@ -140,6 +140,20 @@ pub struct Service {
     /// leave it out).
     #[serde(default)]
     pub registered: Vec<Registered>,
+    /// Its capacity provider strategy (empty: its launch type alone).
+    #[serde(default)]
+    pub capacity_provider_strategy: Vec<crate::core::capacity::StrategyItem>,
+    /// A FARGATE service's platform version, as given (`LATEST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    /// Its tasks carry `aws:ecs:clusterName` and `aws:ecs:serviceName`.
+    #[serde(default)]
+    pub enable_ecs_managed_tags: bool,
+    /// Whose tags its tasks get: `SERVICE`, `TASK_DEFINITION` or `NONE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<String>,
+    #[serde(default)]
+    pub enable_execute_command: bool,
 }
 
 /// A task's target, registered by its service.

@@ -253,6 +253,22 @@ pub(crate) async fn reconcile_one(
                 .map(|mut l| {
                     l.launch_type = svc.launch_type.clone();
                     l.network = svc.network_configuration.clone();
+                    l.providers = svc.capacity_provider_strategy.clone();
+                    for t in &tasks {
+                        if let Some(p) = &t.capacity_provider_name {
+                            *l.provider_counts.entry(p.clone()).or_insert(0) += 1;
+                        }
+                    }
+                    l.platform_version = svc.platform_version.clone();
+                    l.enable_execute_command = svc.enable_execute_command;
+                    l.tags = crate::core::tasks::task_tags(
+                        &[],
+                        svc.propagate_tags.as_deref(),
+                        &l.td,
+                        Some((&svc.service_name, &svc.tags)),
+                        svc.enable_ecs_managed_tags,
+                        &cluster_name,
+                    );
                     l
                 })
         }
@@ -309,11 +325,10 @@ pub(crate) async fn reconcile_one(
                     );
                     continue;
                 };
-                let mut l = Launch {
+                let l = Launch {
                     started_by: svc.deployments.first().map(|d| d.id.clone()),
                     ..launch.clone()
                 };
-                l.tags = Vec::new();
                 let (count, on) = match a {
                     Action::Start { count } => (*count, None),
                     Action::StartOn { instance } => (1, Some(vec![instance.clone()])),
