@@ -219,10 +219,24 @@ pub(crate) async fn run(
     if *stop.borrow() {
         return fail(stopped_early(), Vec::new());
     }
+    let public = task
+        .network_configuration
+        .as_ref()
+        .and_then(|n| n.awsvpc_configuration.as_ref())
+        .is_some_and(|v| v.assign_public_ip.as_deref() == Some("ENABLED"));
     let provisioned =
         TaskNetwork::provision(&td, &task, &agent.addresses, &agent.fabric).and_then(|network| {
-            PublishedPorts::provision(&td, &network.addresses, agent.config.publish_address)
-                .map(|ports| (network, ports))
+            let mut ports =
+                PublishedPorts::provision(&td, &network.addresses, agent.config.publish_address)?;
+            if let (true, Some(eni)) = (public, network.eni) {
+                ports.publish_public(
+                    &td,
+                    eni,
+                    agent.config.publish_address,
+                    Arc::clone(&agent.fabric),
+                )?;
+            }
+            Ok((network, ports))
         });
     let (network, ports) = match provisioned {
         Ok(n) => n,

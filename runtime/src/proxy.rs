@@ -44,6 +44,18 @@ pub async fn forward_tcp(
     target: SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) {
+    forward_tcp_admitting(listener, target, |_| true, shutdown).await;
+}
+
+/// [`forward_tcp`], carrying only the connections whose client address
+/// `admit` accepts (a task's security groups, for its public address);
+/// the others are closed at once, as a filtered port would be.
+pub async fn forward_tcp_admitting(
+    listener: TcpListener,
+    target: SocketAddr,
+    admit: impl Fn(SocketAddr) -> bool,
+    shutdown: impl Future<Output = ()>,
+) {
     let listed = listener.local_addr().ok().map(|at| {
         if let Ok(mut table) = PUBLISHED.write() {
             table.insert(at, target);
@@ -57,8 +69,12 @@ pub async fn forward_tcp(
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((client, _)) => {
+                Ok((client, peer)) if admit(peer) => {
                     connections.spawn(carry(client, target));
+                }
+                Ok((client, peer)) => {
+                    tracing::debug!(%peer, %target, "published port: the task's security groups refuse this client");
+                    drop(client);
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: keep going.

@@ -8,6 +8,7 @@ mod bad_input;
 mod ecr_cli;
 mod ecs_cli;
 mod ecs_elb;
+mod ecs_fargate;
 mod ecs_network;
 mod ecs_scale;
 mod ecs_services;

@@ -3,9 +3,11 @@
 //! port of ECS's dynamic range) and is carried to the container's own
 //! address. Closed when the [`PublishedPorts`] is dropped.
 
+use skiff_channel::fabric::{Fabric, Proto};
 use skiff_channel::task::NetworkBinding;
 use skiff_channel::taskdef::TaskDefinition;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
 
 /// ECS's range for dynamic host ports in bridge mode.
 pub(crate) const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 49153..=65535;
@@ -109,6 +111,55 @@ impl PublishedPorts {
             }
         }
         Ok(published)
+    }
+}
+
+impl PublishedPorts {
+    /// Publishes an awsvpc task's TCP ports on its machine's address `on`
+    /// at the same port numbers: its public address (`assignPublicIp
+    /// ENABLED`). A client is carried to the task only if the task's
+    /// security groups let its address in (`fabric`), as a public IP is
+    /// behind the same groups on AWS.
+    pub(crate) fn publish_public(
+        &mut self,
+        td: &TaskDefinition,
+        task: Ipv4Addr,
+        on: Ipv4Addr,
+        fabric: Arc<Fabric>,
+    ) -> Result<(), String> {
+        for (i, c) in td.container_definitions.iter().enumerate() {
+            for p in c.port_mappings.iter().filter(|p| p.protocol != "udp") {
+                let listener = TcpListener::bind((on, p.container_port))
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|e| {
+                        format!(
+                            "container {} cannot publish port {} on its public address {on}: {e}",
+                            c.name, p.container_port
+                        )
+                    })?;
+                let target = SocketAddr::from((task, p.container_port));
+                let fabric = Arc::clone(&fabric);
+                let admit = move |peer: SocketAddr| match peer.ip() {
+                    std::net::IpAddr::V4(from) => fabric.allows(from, None, target, Proto::Tcp),
+                    std::net::IpAddr::V6(_) => false,
+                };
+                self.forwarders
+                    .push(tokio::spawn(skiff_runtime::proxy::forward_tcp_admitting(
+                        listener,
+                        target,
+                        admit,
+                        std::future::pending(),
+                    )));
+                self.bindings[i].push(NetworkBinding {
+                    bind_ip: on.to_string(),
+                    container_port: p.container_port,
+                    host_port: p.container_port,
+                    protocol: p.protocol.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

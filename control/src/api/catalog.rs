@@ -360,6 +360,19 @@ const EC2_HONOURED: &[(&str, &str)] = &[
     ("CreateSecurityGroup", ""),
     ("DeleteSecurityGroup", ""),
     ("DescribeSecurityGroups", ""),
+    (
+        "DescribeVpcs",
+        "skiff's one VPC: loopback (127.0.0.0/8), where every task address is",
+    ),
+    (
+        "DescribeSubnets",
+        "subnets are labels sharing the VPC's range: the default one and each one a task or service names",
+    ),
+    (
+        "DescribeNetworkInterfaces",
+        "each live awsvpc task's interface; Association.PublicIp is its machine's address when it asked for assignPublicIp",
+    ),
+    ("DescribeAvailabilityZones", "one zone per region"),
     ("RevokeSecurityGroupEgress", ""),
     ("RevokeSecurityGroupIngress", ""),
 ];

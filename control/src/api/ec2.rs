@@ -46,12 +46,15 @@ pub(crate) async fn handle(
         "AuthorizeSecurityGroupEgress" => authorize(core, p, true, false).await,
         "RevokeSecurityGroupIngress" => authorize(core, p, false, true).await,
         "RevokeSecurityGroupEgress" => authorize(core, p, true, true).await,
-        other => Err(ApiError::coded(
-            "InvalidAction",
-            format!(
-                "The action {other} is not valid for this web service (skiff's EC2 subset: security groups)"
-            ),
-        )),
+        other => match super::ec2_network::handle(core, other, p, region).await {
+            Some(answer) => answer,
+            None => Err(ApiError::coded(
+                "InvalidAction",
+                format!(
+                    "The action {other} is not valid for this web service (skiff's EC2 subset: security groups and its network's Describe calls)"
+                ),
+            )),
+        },
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod channel;
 mod cloudmap;
 pub(crate) mod cloudwatch;
 pub(crate) mod ec2;
+mod ec2_network;
 pub(crate) mod ecr;
 pub(crate) mod ecs;
 pub(crate) mod elbv2;

@@ -222,19 +222,21 @@ pub(crate) fn account(all: &mut HashMap<String, Usage>, t: &Task, sign: i64) {
     u.cpu += sign * t.cpu.parse::<i64>().unwrap_or(0);
     u.memory += sign * t.memory.parse::<i64>().unwrap_or(0);
     u.slots += sign * t.containers.len() as i64;
-    if t.container_instance_arn.is_some() {
-        for b in t.containers.iter().flat_map(|c| &c.network_bindings) {
-            let ports = if b.protocol == "udp" {
-                &mut u.udp
-            } else {
-                &mut u.tcp
-            };
-            if sign > 0 {
-                ports.push(b.host_port);
-            } else if let Some(i) = ports.iter().position(|p| *p == b.host_port) {
-                ports.swap_remove(i);
-            }
+    // Host ports: host and bridge tasks', and a FARGATE or EC2 awsvpc
+    // task's published on its machine for its public address.
+    for b in t.containers.iter().flat_map(|c| &c.network_bindings) {
+        let ports = if b.protocol == "udp" {
+            &mut u.udp
+        } else {
+            &mut u.tcp
+        };
+        if sign > 0 {
+            ports.push(b.host_port);
+        } else if let Some(i) = ports.iter().position(|p| *p == b.host_port) {
+            ports.swap_remove(i);
         }
+    }
+    if t.container_instance_arn.is_some() {
         let count = |n: &mut u32| {
             *n = if sign > 0 {
                 n.saturating_add(1)

@@ -194,12 +194,7 @@ pub(crate) fn check_network_configuration(
         )));
     }
     match vpc.assign_public_ip.as_deref() {
-        None | Some("DISABLED") => {}
-        Some("ENABLED") => {
-            return Err(ApiError::invalid_parameter(
-                "assignPublicIp ENABLED: skiff gives tasks loopback addresses only, never a public one",
-            ));
-        }
+        None | Some("DISABLED" | "ENABLED") => {}
         Some(other) => {
             return Err(ApiError::invalid_parameter(format!(
                 "assignPublicIp {other:?} is invalid: expected ENABLED or DISABLED"
@@ -301,10 +296,23 @@ pub(crate) fn task_size(td: &TaskDefinition, o: &TaskOverride) -> (i64, i64) {
 
 /// The host ports a task of `td` holds on its instance: every mapped port
 /// in host mode, the static ones in bridge mode (dynamic ones are picked
-/// at start), none in awsvpc (the task has its own address).
-pub(crate) fn host_ports(td: &TaskDefinition) -> (Vec<u16>, Vec<u16>) {
+/// at start), in awsvpc the TCP ones when it has a public address
+/// (`public`: they are published on the machine's), else none (the task
+/// has its own address).
+pub(crate) fn host_ports(td: &TaskDefinition, public: bool) -> (Vec<u16>, Vec<u16>) {
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
+    if td.network_mode.as_deref() == Some("awsvpc") && public {
+        for c in &td.container_definitions {
+            tcp.extend(
+                c.port_mappings
+                    .iter()
+                    .filter(|p| p.protocol != "udp")
+                    .map(|p| p.container_port),
+            );
+        }
+        return (tcp, udp);
+    }
     if !matches!(td.network_mode.as_deref(), Some("host" | "bridge")) {
         return (tcp, udp);
     }
@@ -363,6 +371,17 @@ pub(crate) fn new_task(
                 // are added when the agent picks them); awsvpc tasks hold
                 // none.
                 network_bindings: match td.network_mode.as_deref() {
+                    Some("awsvpc") if public_ip(launch.network.as_ref()) => c
+                        .port_mappings
+                        .iter()
+                        .filter(|p| p.protocol != "udp")
+                        .map(|p| NetworkBinding {
+                            bind_ip: "127.0.0.1".into(),
+                            container_port: p.container_port,
+                            host_port: p.container_port,
+                            protocol: p.protocol.clone(),
+                        })
+                        .collect(),
                     Some("host" | "bridge") => c
                         .port_mappings
                         .iter()
@@ -480,7 +499,7 @@ pub(crate) fn place_tasks(
     };
     let td = &launch.td;
     let (cpu, memory) = task_size(td, &launch.overrides);
-    let (tcp, udp) = host_ports(td);
+    let (tcp, udp) = host_ports(td, public_ip(launch.network.as_ref()));
     let demand = Demand {
         cpu,
         memory,
@@ -693,4 +712,16 @@ pub(crate) fn check_propagate_tags(
             "propagateTags must be TASK_DEFINITION, SERVICE or NONE, not {other}."
         ))),
     }
+}
+
+/// Does an awsvpc configuration ask for a public address? Here that is
+/// the address of the task's machine: its TCP ports are published there
+/// (at the same port numbers), for clients outside skiff's network, and
+/// each connection is admitted by the task's security groups' ingress
+/// rules as coming from the client's address.
+pub(crate) fn public_ip(network: Option<&NetworkConfiguration>) -> bool {
+    network
+        .and_then(|n| n.awsvpc_configuration.as_ref())
+        .and_then(|v| v.assign_public_ip.as_deref())
+        == Some("ENABLED")
 }
