@@ -7,50 +7,23 @@ SerializationException, as on AWS.
 It also writes every operation of the services docs/API.md tabulates
 (operations.json), which api/catalog.rs gives a status each.
 
-    python3 control/models/extract.py   # after changing OPERATIONS
+    python3 control/models/extract.py   # after upgrading botocore
 
-Only what a type check needs is kept: each shape's type, a structure's
-members, a list's member, a map's value.
+Only what the checks need is kept: each shape's type and constraints
+(min, max, pattern, enum), a structure's members and required ones, a
+list's member, a map's value.
 """
 import gzip, json, os, re, sys
 import botocore
 
+# Every operation's input shape is kept: the dispatchers refuse the ones
+# skiff does not serve (api/catalog.rs) before any check runs.
 OPERATIONS = {
-    "ecs": ("2014-11-13", [
-        "CreateCluster", "DescribeClusters", "ListClusters", "DeleteCluster",
-        "ListContainerInstances", "DescribeContainerInstances",
-        "UpdateContainerInstancesState", "RegisterContainerInstance",
-        "DeregisterContainerInstance", "PutAttributes", "DeleteAttributes",
-        "ListAttributes", "RegisterTaskDefinition", "DescribeTaskDefinition",
-        "ListTaskDefinitions", "ListTaskDefinitionFamilies",
-        "DeregisterTaskDefinition", "DeleteTaskDefinitions", "RunTask",
-        "StartTask", "StopTask", "DescribeTasks", "ListTasks", "CreateService",
-        "UpdateService", "DeleteService", "DescribeServices", "ListServices",
-        "TagResource", "UntagResource", "ListTagsForResource",
-    ]),
-    "ecr": ("2015-09-21", [
-        "DeleteRepository", "StartImageScan", "CreateRepository",
-        "DescribeRepositories", "PutImageTagMutability",
-        "PutImageScanningConfiguration", "DescribeImages", "ListImages",
-        "BatchDeleteImage", "PutLifecyclePolicy", "GetLifecyclePolicy",
-        "DeleteLifecyclePolicy", "StartLifecyclePolicyPreview",
-        "GetLifecyclePolicyPreview", "DescribeImageScanFindings",
-        "GetAuthorizationToken",
-    ]),
-    "logs": ("2014-03-28", [
-        "CreateLogGroup", "DeleteLogGroup", "DescribeLogGroups",
-        "DescribeLogStreams", "GetLogEvents", "FilterLogEvents",
-    ]),
-    "cloudwatch": ("2010-08-01", [
-        "GetMetricStatistics", "GetMetricData", "ListMetrics",
-    ]),
-    "servicediscovery": ("2017-03-14", [
-        "CreatePrivateDnsNamespace", "CreateHttpNamespace",
-        "CreatePublicDnsNamespace", "GetNamespace", "ListNamespaces",
-        "DeleteNamespace", "CreateService", "GetService", "ListServices",
-        "DeleteService", "GetOperation", "RegisterInstance",
-        "DeregisterInstance", "ListInstances", "DiscoverInstances",
-    ]),
+    "ecs": ("2014-11-13", "all"),
+    "ecr": ("2015-09-21", "all"),
+    "logs": ("2014-03-28", "all"),
+    "cloudwatch": ("2010-08-01", "all"),
+    "servicediscovery": ("2017-03-14", "all"),
 }
 
 def load(service, version):
@@ -73,8 +46,13 @@ def main():
             t = s["type"]
             kept = {"type": t}
             shapes[name] = kept
+            for c in ("min", "max", "pattern", "enum"):
+                if c in s:
+                    kept[c] = s[c]
             if t == "structure":
                 kept["members"] = {m: v["shape"] for m, v in s.get("members", {}).items()}
+                if s.get("required"):
+                    kept["required"] = s["required"]
                 for v in kept["members"].values():
                     keep(v)
             elif t == "list":
@@ -83,7 +61,7 @@ def main():
             elif t == "map":
                 kept["value"] = s["value"]["shape"]
                 keep(kept["value"])
-        for op in ops:
+        for op in sorted(model["operations"]) if ops == "all" else ops:
             shape = model["operations"][op].get("input", {}).get("shape")
             out_ops[op] = shape
             if shape:

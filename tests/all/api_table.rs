@@ -83,3 +83,50 @@ fn api_table_is_true() {
          SKIFF_BLESS=1 cargo nextest run -E 'test(api_table_is_true)'"
     );
 }
+
+/// The service models' constraints, as the AWS CLI meets them (it checks
+/// minimums itself, the service the rest).
+#[test]
+fn model_constraints_reach_the_wire_in_aws_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let e = serve.aws_err(
+        &["logs", "describe-log-groups", "--limit", "51"],
+        "InvalidParameterException",
+    );
+    assert!(
+        e.contains("1 validation error detected: Value '51' at 'limit' failed to satisfy constraint: Member must have value less than or equal to 50"),
+        "{e}"
+    );
+    let e = serve.aws_err(
+        &["logs", "create-log-group", "--log-group-name", "has spaces"],
+        "InvalidParameterException",
+    );
+    assert!(
+        e.contains("Value 'has spaces' at 'logGroupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+"),
+        "{e}"
+    );
+    let e = serve.aws_err(
+        &["ecr", "describe-repositories", "--max-results", "1001"],
+        "ValidationException",
+    );
+    assert!(
+        e.contains("Member must have value less than or equal to 1000"),
+        "{e}"
+    );
+    let e = serve.aws_err(
+        &[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            "t",
+            "--launch-type",
+            "MOON",
+        ],
+        "InvalidParameterException",
+    );
+    assert!(e.contains("Value 'MOON' at 'launchType' failed to satisfy constraint: Member must satisfy enum value set: [EC2, FARGATE, EXTERNAL"), "{e}");
+    // Nothing was made by the refused calls.
+    let groups = serve.aws_ok(&["logs", "describe-log-groups"]);
+    assert_eq!(groups["logGroups"], serde_json::json!([]));
+}

@@ -154,7 +154,7 @@ fn awsvpc_tasks_get_their_own_addresses_as_enis() {
     );
     for bad in [
         "awsvpcConfiguration={subnets=[]}",
-        "awsvpcConfiguration={subnets=[subnet-1],assignPublicIp=ENABLED}",
+        "awsvpcConfiguration={subnets=[subnet-1],assignPublicIp=MAYBE}",
         "awsvpcConfiguration={subnets=[vpc-1]}",
     ] {
         serve.aws_err(

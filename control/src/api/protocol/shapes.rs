@@ -7,6 +7,13 @@
 //! a member it expects as a string never mistakes a list for its absence.
 //! Members the model does not know are left to the operation (SDKs
 //! expect a service to ignore them); `null` is the member's absence.
+//!
+//! Then the model's constraints — required members, lengths, ranges,
+//! patterns and enums — are checked as AWS's front end checks them, and
+//! every violation is listed in AWS's words ("1 validation error
+//! detected: Value '51' at 'limit' failed to satisfy constraint: Member
+//! must have value less than or equal to 50"), under the exception each
+//! service answers it with (see [`validation_kind`]).
 
 use crate::error::ApiError;
 use serde::Deserialize;
@@ -44,6 +51,17 @@ struct Shape {
     /// A map's value shape.
     #[serde(default)]
     value: Option<String>,
+    #[serde(default)]
+    min: Option<f64>,
+    #[serde(default)]
+    max: Option<f64>,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default, rename = "enum")]
+    allowed: Option<Vec<String>>,
+    /// A structure's required members.
+    #[serde(default)]
+    required: Vec<String>,
 }
 
 fn load(json: &str) -> Model {
@@ -82,9 +100,192 @@ pub(crate) fn check(service: JsonService, op: &str, body: &Value) -> Result<(), 
         )));
     }
     let model = model(service);
-    match model.operations.get(op) {
-        Some(Some(input)) => check_value(model, input, body, ""),
-        Some(None) | None => Ok(()),
+    let Some(Some(input)) = model.operations.get(op) else {
+        return Ok(());
+    };
+    check_value(model, input, body, "")?;
+    let mut found = Vec::new();
+    constraints(model, input, Some(body), "", service, &mut found);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let n = found.len();
+    Err(ApiError::coded(
+        validation_kind(service),
+        format!(
+            "{n} validation error{} detected: {}",
+            if n == 1 { "" } else { "s" },
+            found.join("; ")
+        ),
+    ))
+}
+
+/// The exception each service answers a constraint violation with.
+fn validation_kind(service: JsonService) -> &'static str {
+    match service {
+        JsonService::Ecs | JsonService::Logs => "InvalidParameterException",
+        JsonService::Ecr => "ValidationException",
+        JsonService::CloudMap => "InvalidInput",
+        JsonService::CloudWatch => "InvalidParameterValueException",
+    }
+}
+
+/// A value as AWS's messages quote it.
+fn quoted(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("'{s}'"),
+        Value::Array(items) => format!(
+            "'[{}]'",
+            items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => format!("'{other}'"),
+    }
+}
+
+/// A model pattern, compiled to match whole values (as Java's
+/// `matches`); `None` for one Rust's regex cannot take (look-arounds),
+/// which is then not checked.
+fn pattern(p: &str) -> Option<regex::Regex> {
+    static CACHE: LazyLock<std::sync::Mutex<HashMap<String, Option<regex::Regex>>>> =
+        LazyLock::new(Default::default);
+    let mut cache = CACHE.lock().ok()?;
+    cache
+        .entry(p.to_string())
+        .or_insert_with(|| regex::Regex::new(&format!("^(?s:{p})$")).ok())
+        .clone()
+}
+
+/// Collects every constraint `v` (of `shape`, at `at`) breaks, in AWS's
+/// words. ECS and CloudWatch answer missing members in each operation's
+/// own words, so theirs are left to their operations.
+fn constraints(
+    model: &Model,
+    shape: &str,
+    v: Option<&Value>,
+    at: &str,
+    service: JsonService,
+    found: &mut Vec<String>,
+) {
+    let Some(s) = model.shapes.get(shape) else {
+        return;
+    };
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return;
+    };
+    let mut broken = |what: String| {
+        found.push(format!(
+            "Value {} at '{at}' failed to satisfy constraint: {what}",
+            quoted(v)
+        ));
+    };
+    match s.kind.as_str() {
+        "string" => {
+            let text = v.as_str().unwrap_or_default();
+            if let Some(allowed) = &s.allowed
+                && !allowed.iter().any(|a| a == text)
+            {
+                broken(format!(
+                    "Member must satisfy enum value set: [{}]",
+                    allowed.join(", ")
+                ));
+            }
+            let len = text.chars().count() as f64;
+            if s.min.is_some_and(|m| len < m) {
+                broken(format!(
+                    "Member must have length greater than or equal to {}",
+                    s.min.unwrap_or_default()
+                ));
+            }
+            if s.max.is_some_and(|m| len > m) {
+                broken(format!(
+                    "Member must have length less than or equal to {}",
+                    s.max.unwrap_or_default()
+                ));
+            }
+            // ECR words its own name checks ("Invalid parameter at
+            // 'repositoryName' failed to satisfy constraint: ...").
+            if let Some(p) = s.pattern.as_ref().filter(|_| service != JsonService::Ecr)
+                && let Some(re) = pattern(p)
+                && !re.is_match(text)
+            {
+                broken(format!(
+                    "Member must satisfy regular expression pattern: {p}"
+                ));
+            }
+        }
+        "integer" | "long" => {
+            let n = v.as_f64().unwrap_or_default();
+            if s.min.is_some_and(|m| n < m) {
+                broken(format!(
+                    "Member must have value greater than or equal to {}",
+                    s.min.unwrap_or_default()
+                ));
+            }
+            if s.max.is_some_and(|m| n > m) {
+                broken(format!(
+                    "Member must have value less than or equal to {}",
+                    s.max.unwrap_or_default()
+                ));
+            }
+        }
+        "list" | "map" => {
+            let len = v
+                .as_array()
+                .map(Vec::len)
+                .or_else(|| v.as_object().map(serde_json::Map::len))
+                .unwrap_or(0) as f64;
+            if s.min.is_some_and(|m| len < m) {
+                broken(format!(
+                    "Member must have length greater than or equal to {}",
+                    s.min.unwrap_or_default()
+                ));
+            }
+            if s.max.is_some_and(|m| len > m) {
+                broken(format!(
+                    "Member must have length less than or equal to {}",
+                    s.max.unwrap_or_default()
+                ));
+            }
+            if let (Some(member), Some(items)) = (&s.member, v.as_array()) {
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("{at}.{}.member", i + 1);
+                    constraints(model, member, Some(item), &at, service, found);
+                }
+            }
+            if let (Some(value), Some(entries)) = (&s.value, v.as_object()) {
+                for (k, item) in entries {
+                    constraints(model, value, Some(item), &join(at, k), service, found);
+                }
+            }
+        }
+        "structure" => {
+            let fields = v.as_object();
+            let mut names: Vec<&String> = s.members.keys().collect();
+            names.sort();
+            for name in names {
+                let item = fields.and_then(|f| f.get(name)).filter(|i| !i.is_null());
+                let here = join(at, name);
+                if item.is_none() {
+                    if !matches!(service, JsonService::Ecs | JsonService::CloudWatch)
+                        && s.required.contains(name)
+                    {
+                        found.push(format!(
+                            "Value null at '{here}' failed to satisfy constraint: Member must not be null"
+                        ));
+                    }
+                    continue;
+                }
+                constraints(model, &s.members[name], item, &here, service, found);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -191,6 +392,58 @@ mod tests {
                 "{service:?} {op}"
             );
         }
+    }
+
+    #[test]
+    fn constraints_are_worded_as_aws_words_them() {
+        let e = check(
+            JsonService::Logs,
+            "DescribeLogGroups",
+            &json!({"limit": 51}),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, "InvalidParameterException");
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value '51' at 'limit' failed to satisfy constraint: Member must have value less than or equal to 50"
+        );
+        let e = check(
+            JsonService::Logs,
+            "PutLogEvents",
+            &json!({"logGroupName": "a b", "logStreamName": "s", "logEvents": [{"message": "m"}]}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "2 validation errors detected: Value null at 'logEvents.1.member.timestamp' failed to satisfy constraint: Member must not be null; Value 'a b' at 'logGroupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+"
+        );
+        let e = check(
+            JsonService::Logs,
+            "PutLogEvents",
+            &json!({"logGroupName": "g", "logStreamName": "s", "logEvents": []}),
+        )
+        .unwrap_err();
+        assert!(e.message.ends_with("Value '[]' at 'logEvents' failed to satisfy constraint: Member must have length greater than or equal to 1"), "{}", e.message);
+        let e = check(
+            JsonService::Ecr,
+            "DescribeRepositories",
+            &json!({"maxResults": 1001}),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, "ValidationException");
+        let e = check(
+            JsonService::Ecs,
+            "RunTask",
+            &json!({"taskDefinition": "t", "launchType": "MOON"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, "InvalidParameterException");
+        assert!(e.message.contains("Value 'MOON' at 'launchType' failed to satisfy constraint: Member must satisfy enum value set: [EC2, FARGATE, EXTERNAL"), "{}", e.message);
+        // ECS words its missing members itself.
+        check(JsonService::Ecs, "RunTask", &json!({})).unwrap();
+        let e = check(JsonService::CloudMap, "GetNamespace", &json!({})).unwrap_err();
+        assert_eq!(e.kind, "InvalidInput");
+        assert!(e.message.contains("Value null at 'Id'"), "{}", e.message);
     }
 
     #[test]
