@@ -41,15 +41,18 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-/// An API client. Signs with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-/// when they are set (a skiff with credentials configured needs them);
-/// otherwise with placeholder keys, which a skiff without credentials
-/// accepts.
+/// An API client. Signs with the keys the environment or the AWS CLI's
+/// files give (see [`crate::aws_config`]; a skiff with credentials
+/// configured needs them), otherwise with placeholder keys, which a skiff
+/// without credentials accepts. Signs for the region they give; when
+/// none is given, for the one the server says it is.
 pub struct Api {
     http: reqwest::Client,
     url: reqwest::Url,
     host: String,
-    region: String,
+    region: std::sync::Mutex<String>,
+    /// The region was configured (not to be learned from the server).
+    region_given: bool,
     key: String,
     secret: String,
 }
@@ -73,7 +76,7 @@ impl Api {
         // reqwest is built without a TLS provider of its own, and insists
         // on one even for plain HTTP.
         skiff_registry::remote::ensure_tls_provider();
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let settings = crate::aws_config::settings();
         Ok(Api {
             // A stalled server fails a call rather than hanging `deploy`
             // or `logs -f` forever.
@@ -83,11 +86,10 @@ impl Api {
                 .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {e}"))?,
             url,
             host,
-            region: env("AWS_REGION")
-                .or_else(|| env("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| "us-east-1".into()),
-            key: env("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "skiff".into()),
-            secret: env("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|| "skiff".into()),
+            region_given: settings.region.is_some(),
+            region: std::sync::Mutex::new(settings.region.unwrap_or_else(|| "us-east-1".into())),
+            key: settings.access_key_id.unwrap_or_else(|| "skiff".into()),
+            secret: settings.secret_access_key.unwrap_or_else(|| "skiff".into()),
         })
     }
 
@@ -108,6 +110,34 @@ impl Api {
     }
 
     async fn call(&self, service: &str, target: &str, body: Value) -> Result<Value, CallError> {
+        match self.call_once(service, target, &body).await {
+            // Not told a region: sign for the one the server is.
+            Err((CallError::Api { kind, .. }, Some(theirs)))
+                if kind == "InvalidSignatureException" && !self.region_given =>
+            {
+                if let Ok(mut r) = self.region.lock() {
+                    *r = theirs;
+                }
+                self.call_once(service, target, &body)
+                    .await
+                    .map_err(|(e, _)| e)
+            }
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    /// One call; a failure comes with the region the server says it is.
+    async fn call_once(
+        &self,
+        service: &str,
+        target: &str,
+        body: &Value,
+    ) -> Result<Value, (CallError, Option<String>)> {
+        let region = self
+            .region
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|_| "us-east-1".into());
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -123,7 +153,7 @@ impl Api {
             &bytes,
             &self.key,
             &self.secret,
-            &self.region,
+            &region,
             service,
             now,
         );
@@ -136,21 +166,35 @@ impl Api {
             req = req.header(n, v);
         }
         let resp = req.body(bytes).send().await.map_err(|e| {
-            CallError::Transport(format!(
-                "cannot reach skiff's API at {}: {e} (is `skiff serve` running? --endpoint or SKIFF_ENDPOINT name it)",
-                self.url
-            ))
+            (
+                CallError::Transport(format!(
+                    "cannot reach skiff's API at {}: {e} (is `skiff serve` running? --endpoint or SKIFF_ENDPOINT name it)",
+                    self.url
+                )),
+                None,
+            )
         })?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| CallError::Transport(format!("the API's answer was cut short: {e}")))?;
+        let theirs = resp
+            .headers()
+            .get("x-skiff-region")
+            .and_then(|v| v.to_str().ok())
+            .filter(|r| *r != region)
+            .map(String::from);
+        let text = resp.text().await.map_err(|e| {
+            (
+                CallError::Transport(format!("the API's answer was cut short: {e}")),
+                None,
+            )
+        })?;
         let v: Value = serde_json::from_str(&text).map_err(|_| {
-            CallError::Transport(format!(
-                "{} answered HTTP {status} with something other than AWS JSON: is it skiff's API?",
-                self.url
-            ))
+            (
+                CallError::Transport(format!(
+                    "{} answered HTTP {status} with something other than AWS JSON: is it skiff's API?",
+                    self.url
+                )),
+                None,
+            )
         })?;
         if status.is_success() {
             return Ok(v);
@@ -164,7 +208,7 @@ impl Api {
             .or_else(|| v["Message"].as_str())
             .unwrap_or("")
             .to_string();
-        Err(CallError::Api { kind, message })
+        Err((CallError::Api { kind, message }, theirs))
     }
 
     /// Every page of a List operation: the items under `key`.

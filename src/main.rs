@@ -4,6 +4,7 @@
 mod agent;
 mod agent_keys;
 mod api_client;
+mod aws_config;
 mod ecs_cli;
 mod images;
 mod registry;

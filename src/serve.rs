@@ -26,9 +26,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:5050")]
     registry_addr: SocketAddr,
 
-    /// The region of ARNs made before a request names one.
+    /// The region this endpoint is: every ARN names it, and a request
+    /// signed for another region is refused (run one skiff serve per
+    /// region, as AWS has one endpoint per region).
     #[arg(long, default_value = "us-east-1")]
     region: String,
+
+    /// The account id in ARNs and owner fields (twelve digits).
+    #[arg(long, value_name = "ID", default_value = "000000000000")]
+    account_id: String,
 
     /// Require SigV4 signatures made with the keys in this file (the AWS
     /// CLI's INI format: aws_access_key_id / aws_secret_access_key in any
@@ -405,6 +411,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     let puller = Arc::new(Puller::new(crate::images::image_store(data_dir), remote));
     let mut config = ControlConfig::new(data_dir.join("control"));
     config.region = args.region.clone();
+    config.account_id = args.account_id.clone();
     if let Some(cluster) = local_cluster(args.cluster.clone(), &ecs_config) {
         config.cluster = cluster;
     }

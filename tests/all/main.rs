@@ -20,6 +20,7 @@ mod images;
 mod limits;
 mod network;
 mod people_cli;
+mod regions;
 mod registry_peers;
 mod repo_cli;
 mod run_flags;

@@ -10,7 +10,7 @@
 
 use crate::api::protocol::query::{Params, Xml};
 use crate::core::Core;
-use crate::core::model::ACCOUNT;
+use crate::core::model::account;
 use crate::core::model::arn;
 use crate::core::security_groups::{
     Cidr, Rule, SecurityGroup, Source, VPC_ID, everything_out, new_id, wanted_by,
@@ -248,7 +248,7 @@ async fn describe(core: &Core, p: &Params, region: &str) -> Result<String, ApiEr
     x.open("securityGroupInfo");
     for g in page {
         x.open("item")
-            .text("ownerId", ACCOUNT)
+            .text("ownerId", account())
             .text("groupId", &g.group_id)
             .text("groupName", &g.group_name)
             .text("groupDescription", &g.description)
@@ -288,7 +288,7 @@ fn permissions(x: &mut Xml, name: &'static str, rules: &[Rule]) {
         for r in rules.iter().filter(same) {
             if let Source::Group(g) = &r.source {
                 x.open("item")
-                    .text("userId", ACCOUNT)
+                    .text("userId", account())
                     .text("groupId", g)
                     .close();
             }
@@ -488,7 +488,7 @@ async fn authorize(
             x.open("item")
                 .text("securityGroupRuleId", &r.id)
                 .text("groupId", &sg.group_id)
-                .text("groupOwnerId", ACCOUNT)
+                .text("groupOwnerId", account())
                 .text("isEgress", egress)
                 .text("ipProtocol", &r.protocol)
                 .text("fromPort", r.from_port)
@@ -500,7 +500,7 @@ async fn authorize(
                 Source::Group(g) => {
                     x.open("referencedGroupInfo")
                         .text("groupId", g)
-                        .text("userId", ACCOUNT)
+                        .text("userId", account())
                         .close();
                 }
             }

@@ -9,7 +9,7 @@
 
 use crate::api::protocol::query::{Params, Xml};
 use crate::core::Core;
-use crate::core::model::{ACCOUNT, Task, name_of};
+use crate::core::model::{Task, account, name_of};
 use crate::core::security_groups::VPC_ID;
 use crate::core::state::State;
 use crate::error::ApiError;
@@ -99,7 +99,7 @@ fn describe_vpcs(p: &Params) -> Result<String, ApiError> {
     if shown {
         x.open("item")
             .text("vpcId", VPC_ID)
-            .text("ownerId", ACCOUNT)
+            .text("ownerId", account())
             .text("state", "available")
             .text("cidrBlock", VPC_CIDR)
             .open("cidrBlockAssociationSet")
@@ -187,7 +187,7 @@ async fn describe_subnets(core: &Core, p: &Params, region: &str) -> Result<Strin
                 crate::core::model::arn("ec2", region, &format!("subnet/{s}")),
             )
             .text("state", "available")
-            .text("ownerId", ACCOUNT)
+            .text("ownerId", account())
             .text("vpcId", VPC_ID)
             .text("cidrBlock", VPC_CIDR)
             .text("availableIpAddressCount", 16_777_214)
@@ -327,7 +327,7 @@ async fn describe_interfaces(core: &Core, p: &Params, region: &str) -> Result<St
             .text("vpcId", VPC_ID)
             .text("availabilityZone", &zone)
             .text("description", description)
-            .text("ownerId", ACCOUNT)
+            .text("ownerId", account())
             .text("requesterId", "578734482556")
             .text("requesterManaged", "true")
             .text("status", "in-use")

@@ -5,7 +5,7 @@
 
 use crate::api::Api;
 use crate::api::protocol::json::{json_object, listed_up_to, page, required};
-use crate::core::model::{ACCOUNT, arn};
+use crate::core::model::{account, arn};
 use crate::error::ApiError;
 use serde_json::{Value, json};
 use skiff_registry::lifecycle::Expiry;
@@ -50,10 +50,11 @@ pub(crate) async fn handle(
         )));
     };
     if let Some(id) = body.get("registryId").and_then(Value::as_str)
-        && id != ACCOUNT
+        && id != account()
     {
         return Err(ApiError::invalid_parameter(format!(
-            "registryId {id} is not this registry's ({ACCOUNT})"
+            "registryId {id} is not this registry's ({})",
+            account()
         )));
     }
     let ecr = Ecr {
@@ -196,7 +197,7 @@ impl Ecr {
     fn repository_view(&self, r: &Repository) -> Value {
         let mut v = json!({
             "repositoryArn": arn("ecr", &self.region, &format!("repository/{}", r.name)),
-            "registryId": ACCOUNT,
+            "registryId": account(),
             "repositoryName": r.name,
             "repositoryUri": format!("{}/{}", self.address, r.name),
             "createdAt": r.created_at,
@@ -289,7 +290,7 @@ impl Ecr {
             .map_err(ecr_error)?;
         let v = self.repository_view(&r);
         let mut out = json!({
-            "registryId": ACCOUNT,
+            "registryId": account(),
             "repositoryName": r.name,
             "imageTagMutability": v["imageTagMutability"],
         });
@@ -314,7 +315,7 @@ impl Ecr {
             .set_settings(name, &settings)
             .map_err(ecr_error)?;
         Ok(json!({
-            "registryId": ACCOUNT,
+            "registryId": account(),
             "repositoryName": name,
             "imageScanningConfiguration": {"scanOnPush": scan},
         }))
@@ -322,7 +323,7 @@ impl Ecr {
 
     fn image_detail(&self, name: &str, i: &Image) -> Value {
         let mut v = json!({
-            "registryId": ACCOUNT,
+            "registryId": account(),
             "repositoryName": name,
             "imageDigest": i.digest,
             "imageSizeInBytes": i.size,
@@ -363,8 +364,9 @@ impl Ecr {
                         ApiError::not_found(
                             "ImageNotFoundException",
                             format!(
-                                "The image with imageId {} does not exist within the repository with name '{name}' in the registry with id '{ACCOUNT}'",
-                                id.view()
+                                "The image with imageId {} does not exist within the repository with name '{name}' in the registry with id '{}'",
+                                id.view(),
+                                account()
                             ),
                         )
                     })?;
@@ -501,7 +503,7 @@ impl Ecr {
             .put_lifecycle_policy(name, text)
             .map_err(ecr_error)?;
         Ok(json!({
-            "registryId": ACCOUNT, "repositoryName": name, "lifecyclePolicyText": text,
+            "registryId": account(), "repositoryName": name, "lifecyclePolicyText": text,
         }))
     }
 
@@ -509,7 +511,7 @@ impl Ecr {
         let name = required(body, "repositoryName")?;
         let text = self.registry.lifecycle_policy(name).map_err(ecr_error)?;
         Ok(json!({
-            "registryId": ACCOUNT, "repositoryName": name, "lifecyclePolicyText": text,
+            "registryId": account(), "repositoryName": name, "lifecyclePolicyText": text,
         }))
     }
 
@@ -520,7 +522,7 @@ impl Ecr {
             .delete_lifecycle_policy(name)
             .map_err(ecr_error)?;
         Ok(json!({
-            "registryId": ACCOUNT, "repositoryName": name, "lifecyclePolicyText": text,
+            "registryId": account(), "repositoryName": name, "lifecyclePolicyText": text,
         }))
     }
 
@@ -543,7 +545,7 @@ impl Ecr {
             p.insert(name.to_string(), text.clone());
         }
         Ok(json!({
-            "registryId": ACCOUNT,
+            "registryId": account(),
             "repositoryName": name,
             "lifecyclePolicyText": text,
             "status": "IN_PROGRESS",
@@ -602,7 +604,7 @@ impl Ecr {
             .collect();
         let total = chosen.len();
         let mut out = paged(body, "previewResults", chosen)?;
-        out["registryId"] = json!(ACCOUNT);
+        out["registryId"] = json!(account());
         out["repositoryName"] = json!(name);
         out["lifecyclePolicyText"] = json!(text);
         out["status"] = json!("COMPLETE");
@@ -621,7 +623,7 @@ impl Ecr {
         let mut image = id.view();
         image["imageDigest"] = json!(report.image_digest);
         Ok(json!({
-            "registryId": ACCOUNT,
+            "registryId": account(),
             "repositoryName": name,
             "imageId": image,
             "imageScanStatus": {
@@ -641,7 +643,7 @@ impl Ecr {
         let mut image = id.view();
         image["imageDigest"] = json!(report.image_digest);
         let mut out = json!({
-            "registryId": ACCOUNT,
+            "registryId": account(),
             "repositoryName": name,
             "imageId": image,
             "imageScanStatus": {

@@ -125,7 +125,23 @@ impl Api {
             query_compatible: header("x-amz-target").starts_with(super::CLOUDWATCH_TARGET),
         };
         let mut flavor = super::protocol::query::Flavor::Ec2;
-        match self.http_inner(req, query, &mut flavor).await {
+        let mut answer = self.answer(req, query, dialect, &mut flavor).await;
+        // Which region this endpoint is, for clients that were not told
+        // (skiff's own CLI learns it from a refusal).
+        if let Ok(v) = http::HeaderValue::from_str(&self.core.config.region) {
+            answer.headers_mut().insert("x-skiff-region", v);
+        }
+        answer
+    }
+
+    async fn answer(
+        &self,
+        req: skiff_http_server::Request,
+        query: bool,
+        dialect: Dialect,
+        flavor: &mut super::protocol::query::Flavor,
+    ) -> Response<Full<Bytes>> {
+        match self.http_inner(req, query, flavor).await {
             Ok(Answer::Json(v)) => respond(200, &v, None, dialect),
             Ok(Answer::Xml(doc)) => {
                 // The header carries the id the document gives.
@@ -139,7 +155,7 @@ impl Api {
                 let id = uuid::Uuid::new_v4().to_string();
                 xml_response(
                     e.status,
-                    super::protocol::query::error_document(flavor, &e, &id),
+                    super::protocol::query::error_document(*flavor, &e, &id),
                     &id,
                 )
             }
@@ -231,6 +247,15 @@ impl Api {
             agent_key = key;
             auth.region
         };
+        if region != config.region {
+            // One skiff serve is one region's endpoint, as each AWS region
+            // has its own: a request signed for another is refused as AWS
+            // refuses it, so nothing made in one region shows in another.
+            return Err(ApiError::invalid_signature(format!(
+                "Credential should be scoped to a valid region, not '{region}': this skiff serve answers region {} (its --region); set AWS_DEFAULT_REGION={} or run another skiff serve with --region {region}",
+                config.region, config.region
+            )));
+        }
         if let Some(key) = &agent_key
             && query
         {

@@ -51,6 +51,9 @@ pub struct ControlConfig {
     /// reach this machine's: its task address block (`127.18.0.0/16`) and
     /// where its mesh listener is reached (`IP:PORT`). Default: neither.
     pub local_mesh: Option<(String, String)>,
+    /// The account id in every ARN and owner field (twelve digits).
+    /// Default: `000000000000`.
+    pub account_id: String,
 }
 
 impl ControlConfig {
@@ -71,6 +74,7 @@ impl ControlConfig {
             lb_address: std::net::Ipv4Addr::LOCALHOST,
             agent_timeout: Duration::from_secs(5),
             local_mesh: None,
+            account_id: crate::core::model::DEFAULT_ACCOUNT.into(),
         }
     }
 }

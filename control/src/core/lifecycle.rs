@@ -111,6 +111,13 @@ impl Core {
                 config.data_dir.display()
             )));
         }
+        crate::core::model::set_account(&config.account_id).map_err(ApiError::client)?;
+        if !valid_region(&config.region) {
+            return Err(ApiError::client(format!(
+                "{:?} is not a region name (like us-east-1 or eu-west-1)",
+                config.region
+            )));
+        }
         crate::core::clusters::check_cluster_name(&config.cluster).map_err(|e| {
             ApiError::client(format!("the local instance's cluster: {}", e.message))
         })?;
@@ -487,6 +494,18 @@ fn give_back_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Is `r` shaped like an AWS region name (`us-east-1`, `us-gov-west-1`)?
+fn valid_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts.iter().all(|p| !p.is_empty())
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

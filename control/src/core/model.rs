@@ -10,11 +10,34 @@ use serde_json::Value;
 pub use skiff_channel::task::*;
 
 /// The account every ARN names.
-pub const ACCOUNT: &str = "000000000000";
+pub const DEFAULT_ACCOUNT: &str = "000000000000";
+
+static ACCOUNT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The account id in every ARN and owner field: `skiff serve
+/// --account-id` (twelve digits), else [`DEFAULT_ACCOUNT`]. Set once, at
+/// start.
+pub fn set_account(id: &str) -> Result<(), String> {
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("the account id must be twelve digits, not {id:?}"));
+    }
+    match ACCOUNT_ID.get() {
+        Some(set) if set != id => Err(format!("the account id is already {set}")),
+        _ => {
+            let _ = ACCOUNT_ID.set(id.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// See [`set_account`].
+pub fn account() -> &'static str {
+    ACCOUNT_ID.get().map_or(DEFAULT_ACCOUNT, String::as_str)
+}
 
 /// `arn:aws:SERVICE:REGION:000000000000:RESOURCE`.
 pub fn arn(service: &str, region: &str, resource: &str) -> String {
-    format!("arn:aws:{service}:{region}:{ACCOUNT}:{resource}")
+    format!("arn:aws:{service}:{region}:{}:{resource}", account())
 }
 
 /// A fresh resource id (ECS task ids are 32 hex digits).

@@ -274,7 +274,7 @@ pub(crate) async fn create_service(
         deployments: Vec::new(),
         events: Vec::new(),
         created_at: at,
-        created_by: format!("arn:aws:iam::{}:root", crate::core::model::ACCOUNT),
+        created_by: format!("arn:aws:iam::{}:root", crate::core::model::account()),
         tags,
         client_token,
         steady: false,

@@ -40,7 +40,10 @@ pub(crate) async fn register_taskdef(
         &format!("task-definition/{}:{revision}", td.family),
     );
     td.registered_at = now();
-    td.registered_by = Some(format!("arn:aws:iam::{}:root", crate::core::model::ACCOUNT));
+    td.registered_by = Some(format!(
+        "arn:aws:iam::{}:root",
+        crate::core::model::account()
+    ));
     state
         .apply(core.store.as_ref(), vec![Write::TaskDef(td.clone())])
         .await?;
