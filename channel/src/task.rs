@@ -205,6 +205,17 @@ pub struct Task {
     /// `Linux`, for a FARGATE task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_family: Option<String>,
+    /// Scale-in protection until this time (UpdateTaskProtection; stored,
+    /// shown by GetTaskProtection only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_until: Option<f64>,
+}
+
+impl Task {
+    /// Is it protected from scale-in at `now`?
+    pub fn protected_at(&self, now: f64) -> bool {
+        self.protected_until.is_some_and(|until| until > now)
+    }
 }
 
 impl Task {

@@ -5,7 +5,9 @@
 
 mod api_table;
 mod bad_input;
+mod cloudmap_api;
 mod ecr_cli;
+mod ecs_account;
 mod ecs_cli;
 mod ecs_elb;
 mod ecs_fargate;
@@ -18,6 +20,7 @@ mod hostile;
 mod http;
 mod images;
 mod limits;
+mod logs_api;
 mod network;
 mod people_cli;
 mod regions;

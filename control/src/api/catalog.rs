@@ -146,7 +146,7 @@ fn table(service: Service) -> Table {
         Service::Ecs => (ECS_HONOURED, ECS_REFUSED),
         Service::Ecr => (ECR_HONOURED, ECR_REFUSED),
         Service::Elbv2 => (ELBV2_HONOURED, ELBV2_REFUSED),
-        Service::CloudMap => (CLOUDMAP_HONOURED, &[]),
+        Service::CloudMap => (CLOUDMAP_HONOURED, CLOUDMAP_REFUSED),
         Service::Ec2 => (EC2_HONOURED, EC2_REFUSED),
         Service::Logs => (LOGS_HONOURED, LOGS_REFUSED),
         Service::CloudWatch => (CLOUDWATCH_HONOURED, CLOUDWATCH_REFUSED),
@@ -196,6 +196,22 @@ const ECS_HONOURED: &[(&str, &str)] = &[
     ("TagResource", ""),
     ("UntagResource", ""),
     ("UpdateContainerInstancesState", ""),
+    (
+        "ListServicesByNamespace",
+        "services registered in the namespace by serviceRegistries",
+    ),
+    (
+        "PutAccountSetting",
+        "for the account root (there is no IAM); a value skiff cannot honour is refused with why",
+    ),
+    ("PutAccountSettingDefault", ""),
+    ("DeleteAccountSetting", ""),
+    ("ListAccountSettings", ""),
+    (
+        "UpdateTaskProtection",
+        "scale-in and deployments spare a protected task until it expires",
+    ),
+    ("GetTaskProtection", ""),
     (
         "UpdateCluster",
         "settings and configuration; execute-command settings are kept as data",
@@ -336,10 +352,6 @@ const CLOUDMAP_HONOURED: &[(&str, &str)] = &[
         "CreatePrivateDnsNamespace",
         "names resolve inside tasks through skiff's resolver; there is no Route 53 hosted zone",
     ),
-    (
-        "CreatePublicDnsNamespace",
-        "as a private one: nothing is published",
-    ),
     ("CreateService", ""),
     ("DeleteNamespace", ""),
     ("DeleteService", ""),
@@ -352,6 +364,33 @@ const CLOUDMAP_HONOURED: &[(&str, &str)] = &[
     ("ListNamespaces", ""),
     ("ListServices", ""),
     ("RegisterInstance", ""),
+    ("UpdateHttpNamespace", "its description"),
+    ("UpdatePrivateDnsNamespace", "its description"),
+    ("UpdateService", "description and the A record's TTL"),
+    ("GetServiceAttributes", ""),
+    ("UpdateServiceAttributes", ""),
+    ("DeleteServiceAttributes", ""),
+    ("GetInstance", ""),
+    ("GetInstancesHealthStatus", ""),
+    (
+        "UpdateInstanceCustomHealthStatus",
+        "instances registered through the API; an UNHEALTHY one leaves DNS answers and DiscoverInstances",
+    ),
+    ("TagResource", "namespaces and services"),
+    ("UntagResource", "namespaces and services"),
+    ("ListTagsForResource", "namespaces and services"),
+    ("ListOperations", ""),
+    (
+        "DiscoverInstancesRevision",
+        "changes whenever the instances or their health do",
+    ),
+];
+
+const NO_PUBLIC_DNS: &str = "skiff's names are never public: tasks resolve them through skiff's resolver, and nothing is published to the internet";
+
+const CLOUDMAP_REFUSED: &[(&str, &str)] = &[
+    ("CreatePublicDnsNamespace", NO_PUBLIC_DNS),
+    ("UpdatePublicDnsNamespace", NO_PUBLIC_DNS),
 ];
 
 const EC2_HONOURED: &[(&str, &str)] = &[
@@ -455,6 +494,18 @@ const LOGS_HONOURED: &[(&str, &str)] = &[
     ("FilterLogEvents", ""),
     ("GetLogEvents", ""),
     ("PutLogEvents", ""),
+    ("DeleteLogStream", ""),
+    (
+        "PutRetentionPolicy",
+        "enforced: older events are deleted, never read, and refused by PutLogEvents",
+    ),
+    ("DeleteRetentionPolicy", ""),
+    ("TagLogGroup", ""),
+    ("UntagLogGroup", ""),
+    ("ListTagsLogGroup", ""),
+    ("TagResource", "log groups"),
+    ("UntagResource", "log groups"),
+    ("ListTagsForResource", "log groups"),
 ];
 
 const LOGS_REFUSED: &[(&str, &str)] = &[

@@ -27,7 +27,7 @@ fn id(prefix: &str) -> String {
     )
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::coded("InvalidInput", message)
 }
 
@@ -39,7 +39,7 @@ fn str_field<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiErro
     }
 }
 
-fn required<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+pub(super) fn required<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     str_field(body, name)?.ok_or_else(|| invalid(format!("{name} is required")))
 }
 
@@ -67,11 +67,6 @@ pub(crate) async fn handle(
     let answer = match op {
         "CreatePrivateDnsNamespace" => create_namespace(&mut reg, body, region, "DNS_PRIVATE")?,
         "CreateHttpNamespace" => create_namespace(&mut reg, body, region, "HTTP")?,
-        "CreatePublicDnsNamespace" => {
-            return Err(invalid(
-                "skiff's names are never public: create a private DNS or HTTP namespace",
-            ));
-        }
         "GetNamespace" => {
             let ns = namespace(&reg, required(body, "Id")?)?;
             return Ok(json!({ "Namespace": namespace_view(&reg, ns) }));
@@ -166,16 +161,33 @@ pub(crate) async fn handle(
                 .values()
                 .find(|s| s.namespace_id == ns.id && s.name.eq_ignore_ascii_case(svc_name))
                 .ok_or_else(service_not_found)?;
-            let list: Vec<Value> = instances(&state, s)
+            let wanted = str_field(body, "HealthStatus")?.unwrap_or("HEALTHY");
+            let all = instances(&state, s);
+            let healthy = |id: &String| !s.unhealthy.contains(id);
+            let any_healthy = all.iter().any(|(id, _)| healthy(id));
+            let list: Vec<Value> = all
                 .into_iter()
+                .filter(|(id, _)| match wanted {
+                    "HEALTHY" => healthy(id),
+                    "UNHEALTHY" => !healthy(id),
+                    "HEALTHY_OR_ELSE_ALL" => !any_healthy || healthy(id),
+                    _ => true,
+                })
                 .map(|(id, attrs)| {
+                    let h = if healthy(&id) { "HEALTHY" } else { "UNHEALTHY" };
                     json!({ "InstanceId": id, "NamespaceName": ns.name, "ServiceName": s.name,
-                            "HealthStatus": "HEALTHY", "Attributes": attrs })
+                            "HealthStatus": h, "Attributes": attrs })
                 })
                 .collect();
-            return Ok(json!({ "Instances": list, "InstancesRevision": 1 }));
+            let revision = super::cloudmap_more::instances_revision(&state, s);
+            return Ok(json!({ "Instances": list, "InstancesRevision": revision }));
         }
-        other => return Err(ApiError::unknown_operation(other)),
+        other => match super::cloudmap_more::handle(&state, &mut reg, other, body) {
+            Some(Ok(super::cloudmap_more::Done::Read(v))) => return Ok(v),
+            Some(Ok(super::cloudmap_more::Done::Changed(v))) => v,
+            Some(Err(e)) => return Err(e),
+            None => return Err(ApiError::unknown_operation(other)),
+        },
     };
     state
         .apply(core.store.as_ref(), vec![Write::Discovery(Box::new(reg))])
@@ -185,21 +197,21 @@ pub(crate) async fn handle(
     Ok(answer)
 }
 
-fn service_not_found() -> ApiError {
+pub(super) fn service_not_found() -> ApiError {
     ApiError::coded("ServiceNotFound", "Service not found.")
 }
 
-fn namespace<'a>(reg: &'a Registry, id: &str) -> Result<&'a Namespace, ApiError> {
+pub(super) fn namespace<'a>(reg: &'a Registry, id: &str) -> Result<&'a Namespace, ApiError> {
     reg.namespaces
         .get(id)
         .ok_or_else(|| ApiError::coded("NamespaceNotFound", format!("Namespace {id} not found.")))
 }
 
-fn service<'a>(reg: &'a Registry, id: &str) -> Result<&'a DiscoveryService, ApiError> {
+pub(super) fn service<'a>(reg: &'a Registry, id: &str) -> Result<&'a DiscoveryService, ApiError> {
     reg.services.get(id).ok_or_else(service_not_found)
 }
 
-fn operation(reg: &mut Registry, kind: &str, target: &str, target_id: &str) -> String {
+pub(super) fn operation(reg: &mut Registry, kind: &str, target: &str, target_id: &str) -> String {
     let op_id = id("op");
     let at = now();
     reg.operations.insert(
@@ -260,6 +272,8 @@ fn create_namespace(
             vpc: vpc.map(String::from),
             created_at: now(),
             creator_request_id: request,
+            tags: super::cloudmap_more::tags(body)?,
+            updated_at: None,
         },
     );
     Ok(json!({ "OperationId": operation(reg, "CREATE_NAMESPACE", "NAMESPACE", &ns_id) }))
@@ -276,6 +290,7 @@ fn namespace_view(reg: &Registry, n: &Namespace) -> Value {
     json!({
         "Id": n.id, "Arn": n.arn, "Name": n.name, "Type": n.kind,
         "Description": n.description, "CreateDate": n.created_at,
+        "UpdateDate": n.updated_at.unwrap_or(n.created_at),
         "CreatorRequestId": n.creator_request_id,
         "ServiceCount": reg.services.values().filter(|s| s.namespace_id == n.id).count(),
         "Properties": properties,
@@ -355,6 +370,9 @@ fn create_service(reg: &mut Registry, body: &Value, region: &str) -> Result<Valu
         created_at: now(),
         creator_request_id: request,
         instances: BTreeMap::new(),
+        tags: super::cloudmap_more::tags(body)?,
+        attributes: BTreeMap::new(),
+        unhealthy: Default::default(),
     };
     let view = plain_view(&s, &ns);
     reg.services.insert(sid, s);

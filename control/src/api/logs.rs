@@ -2,7 +2,8 @@
 //! CreateLogGroup, DeleteLogGroup, DescribeLogGroups, CreateLogStream,
 //! DescribeLogStreams, PutLogEvents (the write path `skiff agent` on
 //! another machine uses for its containers' awslogs output, as ECS's
-//! agent does), GetLogEvents, FilterLogEvents.
+//! agent does), GetLogEvents, FilterLogEvents; retention, tags and
+//! DeleteLogStream are in `logs_groups`.
 
 use crate::core::logs::{FilterPattern, LogStore, check_group_name};
 use crate::error::ApiError;
@@ -121,7 +122,14 @@ pub fn handle(store: &LogStore, op: &str, body: &Value, region: &str) -> Result<
         |name: &str| crate::core::model::arn("logs", region, &format!("log-group:{name}:*"));
     match op {
         "CreateLogGroup" => {
-            refuse(body, &["tags", "kmsKeyId", "logGroupClass"])?;
+            refuse(body, &["kmsKeyId"])?;
+            if let Some(class) = str_field("logGroupClass")
+                && class != "STANDARD"
+            {
+                return Err(ApiError::invalid_parameter(format!(
+                    "logGroupClass {class} is not supported by skiff: every group is STANDARD (stored on this machine's disk)"
+                )));
+            }
             let name = required("logGroupName")?;
             check_group_name(name)?;
             if !store.create_group(name)? {
@@ -129,6 +137,18 @@ pub fn handle(store: &LogStore, op: &str, body: &Value, region: &str) -> Result<
                     "ResourceAlreadyExistsException",
                     "The specified log group already exists",
                 ));
+            }
+            if body.get("tags").is_some_and(|t| !t.is_null()) {
+                let tagged = super::logs_groups::handle(
+                    store,
+                    "TagLogGroup",
+                    &json!({"logGroupName": name, "tags": body["tags"]}),
+                );
+                if let Some(Err(e)) = tagged {
+                    // Nothing half-made.
+                    let _ = store.delete_group(name);
+                    return Err(e);
+                }
             }
             Ok(json!({}))
         }
@@ -178,8 +198,20 @@ pub fn handle(store: &LogStore, op: &str, body: &Value, region: &str) -> Result<
                     "The specified log stream does not exist.",
                 ));
             }
-            let (accepted, rejected) =
-                check_batch(&events, (crate::core::model::now() * 1000.0) as i64)?;
+            let now_ms = (crate::core::model::now() * 1000.0) as i64;
+            let (mut accepted, mut rejected) = check_batch(&events, now_ms)?;
+            // Events older than the group's retention are refused, as AWS
+            // refuses them (expiredLogEventEndIndex).
+            if let Some(days) = store.retention(group)? {
+                let expired = events
+                    .iter()
+                    .take_while(|(t, _)| *t < now_ms - days * 24 * 3600 * 1000)
+                    .count();
+                if expired > 0 {
+                    rejected.insert("expiredLogEventEndIndex".into(), json!(expired));
+                    accepted = expired.max(accepted.start)..accepted.end.max(expired);
+                }
+            }
             store.append(group, stream, &events[accepted.clone()])?;
             let mut out = json!({ "nextSequenceToken": format!("{:056}", (crate::core::model::now() * 1000.0) as i64) });
             if !rejected.is_empty() {
@@ -207,14 +239,19 @@ pub fn handle(store: &LogStore, op: &str, body: &Value, region: &str) -> Result<
             let groups: Vec<Value> = groups
                 .iter()
                 .map(|g| {
-                    json!({
+                    let mut v = json!({
                         "logGroupName": g.name,
                         "creationTime": g.created,
                         "metricFilterCount": 0,
                         "arn": group_arn(&g.name),
                         "logGroupArn": group_arn(&g.name).trim_end_matches(":*"),
                         "storedBytes": g.stored_bytes,
-                    })
+                        "logGroupClass": "STANDARD",
+                    });
+                    if let Some(d) = g.retention_days {
+                        v["retentionInDays"] = json!(d);
+                    }
+                    v
                 })
                 .collect();
             let mut out = json!({ "logGroups": groups });
@@ -355,9 +392,11 @@ pub fn handle(store: &LogStore, op: &str, body: &Value, region: &str) -> Result<
             }
             Ok(out)
         }
-        other => Err(ApiError::unknown_operation(&format!(
-            "Logs_20140328.{other}"
-        ))),
+        other => super::logs_groups::handle(store, other, body).unwrap_or_else(|| {
+            Err(ApiError::unknown_operation(&format!(
+                "Logs_20140328.{other}"
+            )))
+        }),
     }
 }
 
@@ -466,10 +505,6 @@ mod tests {
             (
                 "CreateLogGroup",
                 json!({"logGroupName": "h", "kmsKeyId": "k"}),
-            ),
-            (
-                "CreateLogGroup",
-                json!({"logGroupName": "h", "tags": {"a": "b"}}),
             ),
             ("DescribeLogGroups", json!({"logGroupNamePattern": "x"})),
         ] {

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub(crate) mod channel;
 mod cloudmap;
+mod cloudmap_more;
 pub(crate) mod cloudwatch;
 pub(crate) mod ec2;
 mod ec2_network;
@@ -14,6 +15,7 @@ pub(crate) mod ecs;
 pub(crate) mod elbv2;
 pub(crate) mod http;
 pub(crate) mod logs;
+mod logs_groups;
 pub mod protocol;
 
 use crate::core::Core;

@@ -24,6 +24,10 @@ pub struct Namespace {
     pub vpc: Option<String>,
     pub created_at: f64,
     pub creator_request_id: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub updated_at: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +46,15 @@ pub struct DiscoveryService {
     /// Instances registered through the API, by id: their attributes.
     #[serde(default)]
     pub instances: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Service attributes (UpdateServiceAttributes).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Instances UpdateInstanceCustomHealthStatus set UNHEALTHY: left out
+    /// of DNS answers and DiscoverInstances (HEALTHY).
+    #[serde(default)]
+    pub unhealthy: std::collections::BTreeSet<String>,
 }
 
 /// Everything discovery keeps, stored as one document.
@@ -151,6 +164,9 @@ pub(crate) fn refresh(state: &State, fabric: &Fabric) {
             continue;
         }
         let ips: Vec<Ipv4Addr> = instances(state, s)
+            .into_iter()
+            .filter(|(id, _)| !s.unhealthy.contains(id))
+            .collect::<Vec<_>>()
             .iter()
             .filter_map(|(_, a)| a.get("AWS_INSTANCE_IPV4")?.parse().ok())
             .collect();

@@ -446,6 +446,11 @@ async fn retention_loop(inner: std::sync::Weak<Core>) {
         };
         tokio::time::sleep(every).await;
         let Some(inner) = inner.upgrade() else { return };
+        // Log groups' retention too (reads expire their group first).
+        let logs = inner.logs.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || logs.expire()).await {
+            tracing::warn!("cannot expire old log events: {e}");
+        }
         let cutoff = now() - inner.config.stopped_task_retention.as_secs_f64();
         let mut writes = forgettable(&*inner.state.lock().await, cutoff);
         if writes.is_empty() {

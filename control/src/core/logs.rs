@@ -10,6 +10,7 @@ use crate::core::model::now;
 use crate::error::ApiError;
 use rusqlite::{Connection, OptionalExtension, params};
 use skiff_channel::logs::{LogDestination, OpenStreamError};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -45,7 +46,25 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_stream ON events (grp, stream, id);
+CREATE TABLE IF NOT EXISTS group_retention (
+    grp TEXT PRIMARY KEY NOT NULL,
+    days INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_tags (
+    grp TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (grp, key)
+);
 ";
+
+/// The retention periods CloudWatch Logs offers, in days.
+pub const RETENTION_DAYS: [i64; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
 
 fn sql(e: rusqlite::Error) -> ApiError {
     ApiError::server(format!("the log store failed: {e}"))
@@ -173,12 +192,149 @@ impl LogStore {
         self.with(|c| {
             Self::require_group(c, name)?;
             let tx = c.transaction().map_err(sql)?;
-            for table in ["events", "streams"] {
+            for table in ["events", "streams", "group_retention", "group_tags"] {
                 tx.execute(&format!("DELETE FROM {table} WHERE grp = ?1"), [name])
                     .map_err(sql)?;
             }
             tx.execute("DELETE FROM groups WHERE name = ?1", [name])
                 .map_err(sql)?;
+            tx.commit().map_err(sql)
+        })
+    }
+
+    /// Deletes a stream with its events.
+    pub fn delete_stream(&self, group: &str, stream: &str) -> Result<(), ApiError> {
+        self.with(|c| {
+            Self::require_group(c, group)?;
+            let tx = c.transaction().map_err(sql)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM streams WHERE grp = ?1 AND name = ?2",
+                    params![group, stream],
+                )
+                .map_err(sql)?;
+            if n == 0 {
+                return Err(ApiError::not_found(
+                    "ResourceNotFoundException",
+                    "The specified log stream does not exist.",
+                ));
+            }
+            tx.execute(
+                "DELETE FROM events WHERE grp = ?1 AND stream = ?2",
+                params![group, stream],
+            )
+            .map_err(sql)?;
+            tx.commit().map_err(sql)
+        })
+    }
+
+    /// Sets (`Some(days)`, one of [`RETENTION_DAYS`]) or removes a group's
+    /// retention; its events older than that go at once.
+    pub fn set_retention(&self, group: &str, days: Option<i64>) -> Result<(), ApiError> {
+        self.with(|c| {
+            Self::require_group(c, group)?;
+            match days {
+                Some(d) => c.execute(
+                    "INSERT OR REPLACE INTO group_retention (grp, days) VALUES (?1, ?2)",
+                    params![group, d],
+                ),
+                None => c.execute("DELETE FROM group_retention WHERE grp = ?1", [group]),
+            }
+            .map_err(sql)?;
+            Self::expire_in(c, group)
+        })
+    }
+
+    /// A group's retention in days, if it has one.
+    pub fn retention(&self, group: &str) -> Result<Option<i64>, ApiError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT days FROM group_retention WHERE grp = ?1",
+                [group],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)
+        })
+    }
+
+    /// Deletes a group's events older than its retention.
+    fn expire_in(c: &Connection, group: &str) -> Result<(), ApiError> {
+        c.execute(
+            "DELETE FROM events WHERE grp = ?1 AND ts < ?2 - 
+                 (SELECT days FROM group_retention WHERE grp = ?1) * ?3",
+            params![group, millis(), DAY_MS],
+        )
+        .map_err(sql)?;
+        Ok(())
+    }
+
+    /// Deletes every group's events older than its retention (the
+    /// control plane runs this every minute; reads expire their group
+    /// first, so none is ever seen).
+    pub fn expire(&self) -> Result<(), ApiError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM events WHERE ts < ?1 -
+                     (SELECT days FROM group_retention r WHERE r.grp = events.grp) * ?2",
+                params![millis(), DAY_MS],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+    }
+
+    /// A group's tags.
+    pub fn tags(&self, group: &str) -> Result<BTreeMap<String, String>, ApiError> {
+        self.with(|c| {
+            Self::require_group(c, group)?;
+            let mut stmt = c
+                .prepare_cached("SELECT key, value FROM group_tags WHERE grp = ?1")
+                .map_err(sql)?;
+            stmt.query_map([group], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql)?
+                .collect::<Result<_, _>>()
+                .map_err(sql)
+        })
+    }
+
+    /// Adds `add` to a group's tags and removes `remove`; at most 50 may
+    /// remain, as CloudWatch Logs allows.
+    pub fn retag(
+        &self,
+        group: &str,
+        add: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<(), ApiError> {
+        self.with(|c| {
+            Self::require_group(c, group)?;
+            let tx = c.transaction().map_err(sql)?;
+            for k in remove {
+                tx.execute(
+                    "DELETE FROM group_tags WHERE grp = ?1 AND key = ?2",
+                    params![group, k],
+                )
+                .map_err(sql)?;
+            }
+            for (k, v) in add {
+                tx.execute(
+                    "INSERT OR REPLACE INTO group_tags (grp, key, value) VALUES (?1, ?2, ?3)",
+                    params![group, k, v],
+                )
+                .map_err(sql)?;
+            }
+            let n: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM group_tags WHERE grp = ?1",
+                    [group],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            if n > 50 {
+                return Err(ApiError::invalid_parameter(
+                    "A log group can have at most 50 tags.",
+                ));
+            }
             tx.commit().map_err(sql)
         })
     }
@@ -196,7 +352,8 @@ impl LogStore {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT g.name, g.created,
-                            (SELECT COALESCE(SUM(LENGTH(message)), 0) FROM events e WHERE e.grp = g.name)
+                            (SELECT COALESCE(SUM(LENGTH(message)), 0) FROM events e WHERE e.grp = g.name),
+                            (SELECT days FROM group_retention r WHERE r.grp = g.name)
                      FROM groups g WHERE g.name >= ?1 AND g.name > ?2 ORDER BY g.name",
                 )
                 .map_err(sql)?;
@@ -206,6 +363,7 @@ impl LogStore {
                         name: r.get(0)?,
                         created: r.get(1)?,
                         stored_bytes: r.get(2)?,
+                        retention_days: r.get(3)?,
                     })
                 })
                 .map_err(sql)?;
@@ -240,6 +398,7 @@ impl LogStore {
     ) -> Result<Vec<StreamInfo>, ApiError> {
         self.with(|c| {
             Self::require_group(c, group)?;
+            Self::expire_in(c, group)?;
             let order = if descending { "DESC" } else { "ASC" };
             let sort = if by_last_event { "last_ts" } else { "s.name" };
             let mut stmt = c
@@ -282,6 +441,7 @@ impl LogStore {
     ) -> Result<Vec<Event>, ApiError> {
         self.with(|c| {
             Self::require_group(c, group)?;
+            Self::expire_in(c, group)?;
             let exists = c
                 .query_row(
                     "SELECT 1 FROM streams WHERE grp = ?1 AND name = ?2",
@@ -332,6 +492,7 @@ impl LogStore {
     ) -> Result<(Vec<Event>, Option<i64>), ApiError> {
         self.with(|c| {
             Self::require_group(c, group)?;
+            Self::expire_in(c, group)?;
             let mut stmt = c
                 .prepare_cached(
                     "SELECT id, stream, ts, ingested, message FROM events
@@ -367,6 +528,7 @@ pub struct GroupInfo {
     /// Milliseconds since the epoch.
     pub created: i64,
     pub stored_bytes: i64,
+    pub retention_days: Option<i64>,
 }
 
 /// A log stream, as DescribeLogStreams lists it.

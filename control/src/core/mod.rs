@@ -4,6 +4,7 @@
 //! layer (`crate::api`) parses requests into calls here and shapes the
 //! answers; here are objects, state changes and errors.
 
+pub(crate) mod account;
 pub mod agent_keys;
 pub(crate) mod agents;
 pub(crate) mod capacity;

@@ -43,6 +43,9 @@ pub(crate) struct State {
     /// Load balancers, target groups, listeners and rules (one document).
     pub elb: ElbConfig,
     pub elb_revision: Option<u64>,
+    /// ECS account settings (one document).
+    pub account: crate::core::account::AccountSettings,
+    pub account_revision: Option<u64>,
     /// RunTask client tokens → the task ids they made.
     pub client_tokens: HashMap<String, Vec<String>>,
     /// The ids of services' tasks, by their service's key: the scheduler
@@ -75,6 +78,7 @@ pub(crate) enum Write {
     SecurityGroup(Box<SecurityGroup>),
     Discovery(Box<Registry>),
     Elb(Box<ElbConfig>),
+    Account(Box<crate::core::account::AccountSettings>),
     RemoveTask(String),
     RemoveInstance(String),
     RemoveSecurityGroup(String),
@@ -94,6 +98,7 @@ fn task_key(id: &str) -> String {
 }
 const DISCOVERY_KEY: &str = "discovery/registry";
 const ELB_KEY: &str = "elb/config";
+const ACCOUNT_KEY: &str = "account/settings";
 fn security_group_key(id: &str) -> String {
     format!("securitygroups/{id}")
 }
@@ -172,6 +177,13 @@ impl State {
         if let Some(e) = load::<ElbConfig>(store, ELB_KEY).await?.pop() {
             state.elb = e.value;
             state.elb_revision = Some(e.revision);
+        }
+        if let Some(a) = load::<crate::core::account::AccountSettings>(store, ACCOUNT_KEY)
+            .await?
+            .pop()
+        {
+            state.account = a.value;
+            state.account_revision = Some(a.revision);
         }
         Ok(state)
     }
@@ -272,6 +284,11 @@ impl State {
                     Some(json(d)?),
                 ),
                 Write::Elb(e) => (ELB_KEY.to_string(), self.elb_revision, Some(json(e)?)),
+                Write::Account(a) => (
+                    ACCOUNT_KEY.to_string(),
+                    self.account_revision,
+                    Some(json(a)?),
+                ),
                 Write::RemoveSecurityGroup(id) => (
                     security_group_key(id),
                     self.security_groups.get(id).map(|e| e.revision),
@@ -365,6 +382,10 @@ impl State {
                 Write::Elb(e) => {
                     self.elb = *e;
                     self.elb_revision = Some(revision);
+                }
+                Write::Account(a) => {
+                    self.account = *a;
+                    self.account_revision = Some(revision);
                 }
                 Write::RemoveTask(id) => {
                     if let Some(key) = self.tasks.get(&id).and_then(|t| service_of(&t.value)) {

@@ -450,6 +450,7 @@ pub(crate) fn new_task(
             capacity::resolved(launch.platform_version.as_deref().unwrap_or("LATEST")).to_string()
         }),
         platform_family: (launch.launch_type == "FARGATE").then(|| "Linux".to_string()),
+        protected_until: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! object family, each parsing its requests, calling the core and shaping
 //! the answers as the AWS CLI and SDKs read them.
 
+mod account;
 mod clusters;
 mod instances;
 mod launch;
@@ -74,6 +75,13 @@ pub(crate) async fn handle(
         "DeleteService" => services::delete_service(core, body).await,
         "DescribeServices" => services::describe_services(core, body, region).await,
         "ListServices" => services::list_services(core, body).await,
+        "ListServicesByNamespace" => services::list_services_by_namespace(core, body).await,
+        "PutAccountSetting" => account::put_setting(core, body, false).await,
+        "PutAccountSettingDefault" => account::put_setting(core, body, true).await,
+        "DeleteAccountSetting" => account::delete_setting(core, body).await,
+        "ListAccountSettings" => account::list_settings(core, body).await,
+        "UpdateTaskProtection" => account::update_task_protection(core, body).await,
+        "GetTaskProtection" => account::get_task_protection(core, body).await,
         "TagResource" => tag_resource(core, body, false).await,
         "UntagResource" => tag_resource(core, body, true).await,
         "ListTagsForResource" => list_tags(core, body).await,

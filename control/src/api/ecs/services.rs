@@ -568,6 +568,47 @@ pub(crate) async fn list_services(core: &Core, body: &Value) -> Result<Value, Ap
     listed(body, "serviceArns", arns)
 }
 
+/// ListServicesByNamespace: the services (of any cluster) registered in
+/// a Cloud Map namespace, named by name or ARN.
+pub(crate) async fn list_services_by_namespace(
+    core: &Core,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let given = required(body, "namespace")?;
+    let state = core.state.lock().await;
+    let ns = state
+        .discovery
+        .namespaces
+        .values()
+        .find(|n| n.arn == given || n.name == given || n.id == given)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "NamespaceNotFoundException",
+                format!("The namespace {given} does not exist."),
+            )
+        })?;
+    let in_namespace = |registry_arn: &str| {
+        state
+            .discovery
+            .services
+            .values()
+            .any(|d| d.arn == registry_arn && d.namespace_id == ns.id)
+    };
+    let arns: Vec<String> = state
+        .services
+        .values()
+        .map(|s| &s.value)
+        .filter(|s| s.status == "ACTIVE")
+        .filter(|s| {
+            s.service_registries
+                .iter()
+                .any(|r| in_namespace(&r.registry_arn))
+        })
+        .map(|s| s.service_arn.clone())
+        .collect();
+    listed(body, "serviceArns", arns)
+}
+
 /// The services of a cluster that count as active (ACTIVE or DRAINING).
 pub(crate) fn active_services(state: &State, cluster_arn: &str) -> usize {
     state

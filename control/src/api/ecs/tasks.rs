@@ -119,6 +119,7 @@ pub(crate) fn task_view(t: &Task, with_tags: bool) -> Value {
         o.remove("clientToken");
         o.remove("networkConfiguration");
         o.remove("hostInstanceArn");
+        o.remove("protectedUntil");
         if !with_tags {
             o.remove("tags");
         }

@@ -335,14 +335,23 @@ pub(crate) fn replica(svc: &Service, pass: &mut Pass<'_, '_>, may_start: bool) {
         .into_iter()
         .filter(|t| pass.is_primary(t) && !pass.on_draining(t))
         .collect();
-    // Too many of the primary: scale in.
+    // Too many of the primary: scale in, sparing tasks protected from it
+    // (UpdateTaskProtection) while the service is ACTIVE.
     let excess = primary.len().saturating_sub(desired);
-    for t in &primary[..excess] {
+    let now = pass.world.now;
+    let spare = |t: &Task| svc.status == "ACTIVE" && t.protected_at(now);
+    let going: Vec<&Task> = primary
+        .iter()
+        .copied()
+        .filter(|t| !spare(t))
+        .take(excess)
+        .collect();
+    for t in &going {
         pass.scale_in(t);
     }
     // Too few: start, within maximumPercent — which counts every task not
     // yet STOPPED, stopping ones included (they still hold resources).
-    let want = desired.saturating_sub(primary.len() - excess);
+    let want = desired.saturating_sub(primary.len() - going.len());
     let present = pass
         .world
         .tasks
@@ -356,10 +365,12 @@ pub(crate) fn replica(svc: &Service, pass: &mut Pass<'_, '_>, may_start: bool) {
     }
     // Everything else (older deployments, tasks on draining instances)
     // goes, keeping minimumHealthyPercent running.
+    // A deployment waits for a protected task's protection to end.
     let others: Vec<&Task> = pass
         .alive()
         .into_iter()
         .filter(|t| !pass.is_primary(t) || pass.on_draining(t))
+        .filter(|t| !spare(t))
         .collect();
     pass.retire(others, min_healthy);
 }
@@ -673,6 +684,24 @@ mod tests {
         assert_eq!(run(&mut s, &new, 12.0), vec![]);
         assert_eq!(s.deployments.len(), 1);
         assert_eq!(s.deployments[0].rollout_state, "COMPLETED");
+    }
+
+    #[test]
+    fn scale_in_spares_protected_tasks_until_their_protection_ends() {
+        let mut svc = service(3, 200, 100);
+        let mut tasks: Vec<Task> = ["t1", "t2", "t3"]
+            .iter()
+            .map(|id| task(id, OLD, "RUNNING"))
+            .collect();
+        // The newest two, which scale-in would stop first, are protected:
+        // from 3 to 1 only the oldest may go.
+        tasks[1].protected_until = Some(200.0);
+        tasks[2].protected_until = Some(200.0);
+        svc.desired_count = 1;
+        assert_eq!(stops(&run(&mut svc, &tasks, 100.0)), ["t1"]);
+        // Once it has expired, they go too.
+        let actions = run(&mut svc, &tasks, 300.0);
+        assert_eq!(stops(&actions).len(), 2, "{actions:?}");
     }
 
     #[test]
