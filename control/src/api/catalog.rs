@@ -267,6 +267,22 @@ const ECR_HONOURED: &[(&str, &str)] = &[
     ("PutLifecyclePolicy", ""),
     ("StartImageScan", ""),
     ("StartLifecyclePolicyPreview", ""),
+    (
+        "BatchGetImage",
+        "through the registry's own API, so the same rules hold as for a push",
+    ),
+    (
+        "PutImage",
+        "retags and pushes manifests through the registry's own API (tag immutability, referenced layers)",
+    ),
+    ("BatchCheckLayerAvailability", ""),
+    ("InitiateLayerUpload", ""),
+    ("UploadLayerPart", ""),
+    ("CompleteLayerUpload", ""),
+    (
+        "GetDownloadUrlForLayer",
+        "the registry's blob URL (with the registry's authentication on, fetch it with a registry login)",
+    ),
 ];
 
 const ECR_REFUSED: &[(&str, &str)] = &[

@@ -63,6 +63,13 @@ pub(crate) async fn handle(
         address: api.core.config.default_registry.clone(),
         previews: Arc::clone(&api.ecr_previews),
     };
+    let images = super::ecr_images::Registry {
+        addr: &ecr.address,
+        admin: &ecr.registry,
+    };
+    if let Some(answer) = images.handle(op, body).await {
+        return answer;
+    }
     match op {
         "DeleteRepository" => ecr.delete_repository(body).await,
         "StartImageScan" => ecr.start_scan(body).await,

@@ -11,6 +11,7 @@ pub(crate) mod cloudwatch;
 pub(crate) mod ec2;
 mod ec2_network;
 pub(crate) mod ecr;
+mod ecr_images;
 pub(crate) mod ecs;
 pub(crate) mod elbv2;
 pub(crate) mod http;

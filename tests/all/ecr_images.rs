@@ -1,0 +1,215 @@
+//! ECR's image and layer API through the AWS CLI: retagging as AWS's
+//! documentation shows it (batch-get-image, then put-image with the
+//! manifest), and a layer pushed by the API's upload calls.
+
+use crate::support::{ServeProcess, sha256};
+use serde_json::json;
+
+#[test]
+fn retag_with_the_cli_and_upload_layers_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.aws_ok(&[
+        "ecr",
+        "create-repository",
+        "--repository-name",
+        "hello",
+        "--image-tag-mutability",
+        "IMMUTABLE_WITH_EXCLUSION",
+        "--image-tag-mutability-exclusion-filters",
+        "filterType=WILDCARD,filter=latest",
+    ]);
+    serve.push(wasm_apps::app("HELLO_P1"), "hello:v1");
+
+    // AWS's "Retagging an image" with the AWS CLI.
+    let manifest = serve.aws_ok(&[
+        "ecr",
+        "batch-get-image",
+        "--repository-name",
+        "hello",
+        "--image-ids",
+        "imageTag=v1",
+        "--query",
+        "images[].imageManifest",
+        "--output",
+        "json",
+    ])[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let put = serve.aws_ok(&[
+        "ecr",
+        "put-image",
+        "--repository-name",
+        "hello",
+        "--image-tag",
+        "latest",
+        "--image-manifest",
+        &manifest,
+    ]);
+    let digest = put["image"]["imageId"]["imageDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(digest, sha256(manifest.as_bytes()));
+    let d = serve.aws_ok(&["ecr", "describe-images", "--repository-name", "hello"]);
+    let mut tags: Vec<&str> = d["imageDetails"][0]["imageTags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["latest", "v1"]);
+    // The same again: ECR's ImageAlreadyExistsException.
+    serve.aws_err(
+        &[
+            "ecr",
+            "put-image",
+            "--repository-name",
+            "hello",
+            "--image-tag",
+            "latest",
+            "--image-manifest",
+            &manifest,
+        ],
+        "ImageAlreadyExistsException",
+    );
+    // v1 is immutable: moving it is refused, by the registry's own rule.
+    let other = serde_json::to_string(&{
+        let mut m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+        m["annotations"] = json!({"x": "y"});
+        m
+    })
+    .unwrap();
+    serve.aws_err(
+        &[
+            "ecr",
+            "put-image",
+            "--repository-name",
+            "hello",
+            "--image-tag",
+            "v1",
+            "--image-manifest",
+            &other,
+        ],
+        "ImageTagAlreadyExistsException",
+    );
+    let got = serve.aws_ok(&[
+        "ecr",
+        "batch-get-image",
+        "--repository-name",
+        "hello",
+        "--image-ids",
+        "imageTag=nope",
+        &format!("imageDigest={digest}"),
+    ]);
+    assert_eq!(got["failures"][0]["failureCode"], "ImageNotFound");
+    assert_eq!(got["images"][0]["imageId"]["imageDigest"], digest.as_str());
+
+    // A layer through the upload calls, in two parts.
+    let layer: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let layer_digest = sha256(&layer);
+    let upload = serve.aws_ok(&["ecr", "initiate-layer-upload", "--repository-name", "hello"]);
+    let id = upload["uploadId"].as_str().unwrap().to_string();
+    for (first, last) in [(0usize, 1999usize), (2000, 2999)] {
+        let part = dir.path().join(format!("part{first}"));
+        std::fs::write(&part, &layer[first..=last]).unwrap();
+        let r = serve.aws_ok(&[
+            "ecr",
+            "upload-layer-part",
+            "--repository-name",
+            "hello",
+            "--upload-id",
+            &id,
+            "--part-first-byte",
+            &first.to_string(),
+            "--part-last-byte",
+            &last.to_string(),
+            "--layer-part-blob",
+            &format!("fileb://{}", part.display()),
+        ]);
+        assert_eq!(r["lastByteReceived"], last);
+    }
+    let done = serve.aws_ok(&[
+        "ecr",
+        "complete-layer-upload",
+        "--repository-name",
+        "hello",
+        "--upload-id",
+        &id,
+        "--layer-digests",
+        &layer_digest,
+    ]);
+    assert_eq!(done["layerDigest"], layer_digest.as_str());
+    let check = serve.aws_ok(&[
+        "ecr",
+        "batch-check-layer-availability",
+        "--repository-name",
+        "hello",
+        "--layer-digests",
+        &layer_digest,
+        &format!("sha256:{}", "0".repeat(64)),
+    ]);
+    assert_eq!(check["layers"][0]["layerAvailability"], "AVAILABLE");
+    assert_eq!(check["layers"][0]["layerSize"], 3000);
+    assert_eq!(check["failures"][0]["failureCode"], "MissingLayerDigest");
+    let url = serve.aws_ok(&[
+        "ecr",
+        "get-download-url-for-layer",
+        "--repository-name",
+        "hello",
+        "--layer-digest",
+        &layer_digest,
+    ]);
+    let url = url["downloadUrl"].as_str().unwrap().to_string();
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, layer, "{url}");
+
+    // A wrong digest fails the upload, and nothing is left behind.
+    let upload = serve.aws_ok(&["ecr", "initiate-layer-upload", "--repository-name", "hello"]);
+    let id = upload["uploadId"].as_str().unwrap().to_string();
+    let part = dir.path().join("bad");
+    std::fs::write(&part, b"abc").unwrap();
+    serve.aws_ok(&[
+        "ecr",
+        "upload-layer-part",
+        "--repository-name",
+        "hello",
+        "--upload-id",
+        &id,
+        "--part-first-byte",
+        "0",
+        "--part-last-byte",
+        "2",
+        "--layer-part-blob",
+        &format!("fileb://{}", part.display()),
+    ]);
+    serve.aws_err(
+        &[
+            "ecr",
+            "complete-layer-upload",
+            "--repository-name",
+            "hello",
+            "--upload-id",
+            &id,
+            "--layer-digests",
+            &format!("sha256:{}", "1".repeat(64)),
+        ],
+        "InvalidLayerException",
+    );
+    serve.aws_err(
+        &[
+            "ecr",
+            "batch-get-image",
+            "--repository-name",
+            "nope",
+            "--image-ids",
+            "imageTag=v1",
+        ],
+        "RepositoryNotFoundException",
+    );
+}
