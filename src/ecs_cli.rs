@@ -1,4 +1,5 @@
-//! `skiff ps`, `skiff services`, `skiff logs`, `skiff deploy`: the ECS API
+//! `skiff ps`, `skiff services`, `skiff logs` (and, in `ecs_deploy`,
+//! `skiff deploy` and `skiff scale`): the ECS API
 //! for people, as tables and progress lines. Every command is a client of
 //! the API `skiff serve` runs, exactly like the AWS CLI.
 
@@ -6,7 +7,6 @@ use crate::api_client::{Api, CallError, Target};
 use clap::Args;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -40,33 +40,36 @@ pub struct LogsArgs {
     /// Only this container's lines.
     #[arg(long, value_name = "NAME")]
     container: Option<String>,
+    /// Only lines from this long ago on (`10m`, `2h`), or from this time
+    /// on (RFC 3339: `2026-12-06T14:00:00Z`).
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    since: Option<i64>,
+    /// Only the last N lines (then, with --follow, every new one).
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    /// Start each line with the time it was written (RFC 3339).
+    #[arg(short, long)]
+    timestamps: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct DeployArgs {
-    #[command(flatten)]
-    target: Target,
-    /// A task definition as `aws ecs register-task-definition
-    /// --cli-input-json` takes it (or as describe-task-definition prints it).
-    #[arg(value_name = "TASKDEF.json")]
-    file: PathBuf,
-    /// The service to create or update.
-    #[arg(long, value_name = "NAME")]
-    service: String,
-    /// How many tasks the service keeps running (a new service: 1 unless
-    /// given; an existing one keeps its count unless given).
-    #[arg(long, value_name = "N")]
-    count: Option<u32>,
-    /// Give up waiting for the deployment after this long.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    timeout: Duration,
-    /// Register and update, but do not wait for the rollout.
-    #[arg(long)]
-    no_wait: bool,
+/// `--since`: a duration back from now, or a time; in ms since the epoch.
+fn parse_since(s: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now();
+    let at = match humantime::parse_duration(s) {
+        Ok(d) => now
+            .checked_sub(d)
+            .ok_or_else(|| format!("{s:?} reaches before 1970"))?,
+        Err(_) => humantime::parse_rfc3339_weak(s).map_err(|_| {
+            format!("{s:?} is neither a duration (10m, 2h) nor a time (2026-12-06T14:00:00Z)")
+        })?,
+    };
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64))
 }
 
 /// Runs an async command on a small runtime; errors print on one line.
-fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: F) -> i32 {
+pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: F) -> i32 {
     // These commands only print: `skiff logs -f web | head` should end
     // quietly when `head` does, as other Unix tools do, not panic on a
     // closed stdout.
@@ -119,7 +122,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 /// `arn:...:task-definition/web:3` → `web:3`; `arn:...:task/c/ID` → `ID`.
-fn short(arn: &str) -> &str {
+pub(crate) fn short(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
@@ -138,6 +141,49 @@ fn ago(at: Option<f64>) -> String {
         60..3600 => format!("{}m ago", s / 60),
         3600..86400 => format!("{}h ago", s / 3600),
         _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// A task's own address: its ENI's (awsvpc), else its first container's.
+fn address(t: &Value) -> String {
+    let eni = t["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["type"] == "ElasticNetworkInterface")
+        .flat_map(|a| a["details"].as_array().into_iter().flatten())
+        .find(|d| d["name"] == "privateIPv4Address")
+        .and_then(|d| d["value"].as_str());
+    let container = t["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["networkInterfaces"].as_array().into_iter().flatten())
+        .find_map(|n| n["privateIpv4Address"].as_str());
+    eni.or(container).unwrap_or("-").to_string()
+}
+
+/// A task's ports published on its machine: `IP:HOST->CONTAINER/PROTO`.
+fn ports(t: &Value) -> String {
+    let all: Vec<String> = t["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["networkBindings"].as_array().into_iter().flatten())
+        .map(|b| {
+            format!(
+                "{}:{}->{}/{}",
+                b["bindIP"].as_str().unwrap_or("?"),
+                b["hostPort"],
+                b["containerPort"],
+                b["protocol"].as_str().unwrap_or("tcp")
+            )
+        })
+        .collect();
+    if all.is_empty() {
+        "-".into()
+    } else {
+        all.join(",")
     }
 }
 
@@ -215,12 +261,23 @@ pub fn ps(args: PsArgs) -> i32 {
                     status,
                     t["healthStatus"].as_str().unwrap_or("-").to_string(),
                     ago(t["startedAt"].as_f64().or(t["createdAt"].as_f64())),
+                    address(t),
+                    ports(t),
                     s("group"),
                 ]
             })
             .collect();
         table(
-            &["TASK", "DEFINITION", "STATUS", "HEALTH", "STARTED", "GROUP"],
+            &[
+                "TASK",
+                "DEFINITION",
+                "STATUS",
+                "HEALTH",
+                "STARTED",
+                "ADDRESS",
+                "PORTS",
+                "GROUP",
+            ],
             &rows,
         );
         Ok(0)
@@ -349,12 +406,16 @@ async fn read_stream(
     api: &Api,
     s: &Stream,
     token: Option<&str>,
+    since: Option<i64>,
 ) -> Result<(Vec<(i64, String)>, Option<String>), CallError> {
     let mut events = Vec::new();
     let mut token = token.map(String::from);
     loop {
         let mut body =
             json!({"logGroupName": s.group, "logStreamName": s.name, "startFromHead": true});
+        if let Some(since) = since {
+            body["startTime"] = json!(since);
+        }
         if let Some(t) = &token {
             body["nextToken"] = json!(t);
         }
@@ -387,6 +448,38 @@ async fn read_stream(
     }
 }
 
+/// The one task of the cluster whose id starts with `prefix` (at least
+/// four characters).
+async fn by_prefix(api: &Api, cluster: &str, prefix: &str) -> anyhow::Result<String> {
+    let id = short(prefix);
+    if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("no task or service {prefix:?} in cluster {cluster}");
+    }
+    let mut found = Vec::new();
+    for status in ["RUNNING", "STOPPED"] {
+        let arns = api
+            .ecs_all(
+                "ListTasks",
+                json!({"cluster": cluster, "desiredStatus": status}),
+                "taskArns",
+            )
+            .await?;
+        found.extend(
+            arns.into_iter()
+                .filter_map(|a| a.as_str().map(String::from))
+                .filter(|a| short(a).starts_with(id)),
+        );
+    }
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!("no task or service {prefix:?} in cluster {cluster}"),
+        many => anyhow::bail!(
+            "{prefix:?} is the start of {} tasks' ids in cluster {cluster}: give more of it",
+            many.len()
+        ),
+    }
+}
+
 pub fn logs(args: LogsArgs) -> i32 {
     block_on(async move {
         let api = Api::new(&args.target.endpoint)?;
@@ -414,11 +507,14 @@ pub fn logs(args: LogsArgs) -> i32 {
                 .await?;
             match t["tasks"].as_array().and_then(|t| t.first()) {
                 Some(t) => Some(json!(t["taskArn"])),
-                None => anyhow::bail!("no task or service {:?} in cluster {cluster}", args.what),
+                // The short ids `skiff logs` and `skiff ps` print.
+                None => Some(json!(by_prefix(&api, &cluster, &args.what).await?)),
             }
         };
         let mut warned = HashSet::new();
         let mut defs = BTreeMap::new();
+        // --tail cuts the first batch only; later ones are new lines.
+        let mut tail = args.tail;
         let mut tokens: BTreeMap<Stream, Option<String>> = BTreeMap::new();
         // Tasks read to their end after they stopped: not read again.
         let mut finished: HashSet<String> = HashSet::new();
@@ -459,7 +555,7 @@ pub fn logs(args: LogsArgs) -> i32 {
                 > 1;
             let mut batch: Vec<(i64, String)> = Vec::new();
             for (s, token) in tokens.iter_mut() {
-                let (events, next) = read_stream(&api, s, token.as_deref()).await?;
+                let (events, next) = read_stream(&api, s, token.as_deref(), args.since).await?;
                 *token = next;
                 let who = match (service.is_some(), multi_container) {
                     (true, true) => {
@@ -472,8 +568,16 @@ pub fn logs(args: LogsArgs) -> i32 {
                 batch.extend(events.into_iter().map(|(ts, m)| (ts, format!("{who}{m}"))));
             }
             batch.sort_by_key(|(ts, _)| *ts);
-            for (_, line) in batch {
-                println!("{line}");
+            if let Some(n) = tail.take() {
+                batch.drain(..batch.len().saturating_sub(n));
+            }
+            for (ts, line) in batch {
+                if args.timestamps {
+                    let at = std::time::UNIX_EPOCH + Duration::from_millis(ts.max(0) as u64);
+                    println!("{} {line}", humantime::format_rfc3339_millis(at));
+                } else {
+                    println!("{line}");
+                }
             }
             // A stopped task's streams were just read to their end.
             tokens.retain(|s, _| !stopped.contains(&s.task));
@@ -484,154 +588,6 @@ pub fn logs(args: LogsArgs) -> i32 {
             // A task's logs end when it has stopped and been read once more.
             if service.is_none() && current.iter().all(|t| t["lastStatus"] == "STOPPED") {
                 return Ok(0);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-}
-
-pub fn deploy(args: DeployArgs) -> i32 {
-    block_on(async move {
-        let api = Api::new(&args.target.endpoint)?;
-        let cluster = args.target.cluster.clone();
-        let text = std::fs::read_to_string(&args.file)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
-        let mut def: Value = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", args.file.display()))?;
-        // describe-task-definition's output works too.
-        if def["taskDefinition"].is_object() {
-            def = def["taskDefinition"].take();
-        }
-        if !def.is_object() {
-            anyhow::bail!(
-                "{} must hold a task definition (a JSON object)",
-                args.file.display()
-            );
-        }
-        let registered = api.ecs("RegisterTaskDefinition", def).await?;
-        let td = registered["taskDefinition"]["taskDefinitionArn"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        println!("registered {}", short(&td));
-
-        let existing = api
-            .ecs(
-                "DescribeServices",
-                json!({"cluster": cluster, "services": [args.service]}),
-            )
-            .await?;
-        let status = existing["services"]
-            .as_array()
-            .and_then(|s| s.first())
-            .and_then(|s| s["status"].as_str())
-            .unwrap_or("MISSING")
-            .to_string();
-        let answer = match status.as_str() {
-            "ACTIVE" => {
-                let mut update =
-                    json!({"cluster": cluster, "service": args.service, "taskDefinition": td});
-                if let Some(n) = args.count {
-                    update["desiredCount"] = json!(n);
-                }
-                let v = api.ecs("UpdateService", update).await?;
-                println!(
-                    "updating service {} to {}, {} task(s)",
-                    args.service,
-                    short(&td),
-                    v["service"]["desiredCount"]
-                );
-                v
-            }
-            "DRAINING" => anyhow::bail!(
-                "service {} is being deleted; deploy again once it is INACTIVE",
-                args.service
-            ),
-            _ => {
-                let count = args.count.unwrap_or(1);
-                let v = api
-                    .ecs(
-                        "CreateService",
-                        json!({"cluster": cluster, "serviceName": args.service,
-                               "taskDefinition": td, "desiredCount": count}),
-                    )
-                    .await?;
-                println!(
-                    "created service {} with {}, {count} task(s)",
-                    args.service,
-                    short(&td),
-                );
-                v
-            }
-        };
-        if args.no_wait {
-            return Ok(0);
-        }
-        let ours = answer["service"]["deployments"][0]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let deadline = tokio::time::Instant::now() + args.timeout;
-        let mut said: HashSet<String> = answer["service"]["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e["id"].as_str().map(String::from))
-            .collect();
-        let mut last = String::new();
-        loop {
-            let v = api
-                .ecs(
-                    "DescribeServices",
-                    json!({"cluster": cluster, "services": [args.service]}),
-                )
-                .await?;
-            let s = &v["services"][0];
-            let mut events: Vec<&Value> = s["events"].as_array().into_iter().flatten().collect();
-            events.reverse();
-            for e in events {
-                if let Some(id) = e["id"].as_str()
-                    && said.insert(id.to_string())
-                {
-                    println!("  {}", e["message"].as_str().unwrap_or_default());
-                }
-            }
-            let deployments = s["deployments"].as_array().cloned().unwrap_or_default();
-            let mine = deployments.iter().find(|d| d["id"] == ours.as_str());
-            let progress = format!(
-                "{}: {}/{} running, {} pending",
-                args.service, s["runningCount"], s["desiredCount"], s["pendingCount"]
-            );
-            if progress != last {
-                println!("{progress}");
-                last = progress;
-            }
-            match mine.and_then(|d| d["rolloutState"].as_str()) {
-                Some("COMPLETED") if deployments.len() == 1 => {
-                    println!("deployment {ours} completed: {} is stable", args.service);
-                    return Ok(0);
-                }
-                Some("FAILED") => {
-                    let why = mine
-                        .and_then(|d| d["rolloutStateReason"].as_str())
-                        .unwrap_or("");
-                    eprintln!("error: deployment {ours} failed: {why}");
-                    return Ok(1);
-                }
-                None => {
-                    eprintln!(
-                        "error: deployment {ours} was replaced (by another deploy or a rollback)"
-                    );
-                    return Ok(1);
-                }
-                _ => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                eprintln!(
-                    "error: gave up after {}: deployment {ours} is still in progress",
-                    humantime::format_duration(args.timeout)
-                );
-                return Ok(1);
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -6,6 +6,7 @@ mod agent_keys;
 mod api_client;
 mod aws_config;
 mod ecs_cli;
+mod ecs_deploy;
 mod images;
 mod registry;
 mod repo;
@@ -69,7 +70,9 @@ enum Command {
     Logs(ecs_cli::LogsArgs),
     /// Register a task definition and create or update a service with it,
     /// then wait until the rollout completes.
-    Deploy(ecs_cli::DeployArgs),
+    Deploy(ecs_deploy::DeployArgs),
+    /// Change how many tasks a service runs, then wait until it does
+    Scale(ecs_deploy::ScaleArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,7 +97,8 @@ fn main() -> ExitCode {
         Command::Ps(args) => ecs_cli::ps(args),
         Command::Services(args) => ecs_cli::services(args),
         Command::Logs(args) => ecs_cli::logs(args),
-        Command::Deploy(args) => ecs_cli::deploy(args),
+        Command::Deploy(args) => ecs_deploy::deploy(args),
+        Command::Scale(args) => ecs_deploy::scale(args),
     };
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
 }

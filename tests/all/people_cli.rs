@@ -178,3 +178,118 @@ fn the_peoples_commands_explain_their_mistakes() {
     let out = skiff(["deploy", "x.json"]).run();
     assert_eq!(out.code, 2, "a missing --service is a usage error");
 }
+
+#[test]
+fn deploy_flags_scale_and_log_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("SLEEPER_P1"), "sleeper:v1");
+    serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
+    let endpoint = format!("http://{}", serve.api);
+    let cli = |args: &[&str]| skiff(args).env("SKIFF_ENDPOINT", &endpoint);
+
+    // The same definition twice: no second revision.
+    let v1 = write(dir.path(), "web1.json", &web("sleeper:v1", "1"));
+    let out = cli(&["deploy", &v1, "--service", "web"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = cli(&["deploy", &v1, "--service", "web"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("web:1 is unchanged: no new revision\n"),
+        "{}",
+        out.stdout
+    );
+
+    // skiff scale waits until the tasks run.
+    let out = cli(&["scale", "web", "3"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("service web scaled to 3 task(s)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("web: 3/3 running, 0 pending"),
+        "{}",
+        out.stdout
+    );
+    let out = cli(&["ps", "--service", "web"]).run();
+    let tasks = rows(&out.stdout);
+    assert_eq!(tasks.len(), 3, "{}", out.stdout);
+
+    // Logs by the short id logs prints, the last lines, timestamps, since.
+    let short = &tasks[0][0][..8];
+    let out = cli(&["logs", short]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "sleeper: started\n");
+    let out = cli(&["logs", "web", "--tail", "1"]).run();
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    let out = cli(&["logs", short, "--timestamps", "--since", "1h"]).run();
+    let line = out.stdout.trim_end();
+    assert!(line.ends_with("Z sleeper: started"), "{line}");
+    assert!(line.starts_with("20"), "{line}");
+    let out = cli(&["logs", short, "--since", "2099-01-01T00:00:00Z"]).run();
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""));
+    let out = cli(&["logs", "0000"]).run();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("no task or service \"0000\""),
+        "{}",
+        out.stderr
+    );
+
+    // An awsvpc service with a public address: ps shows where it is.
+    let http = json!({
+        "family": "hello", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
+        "cpu": "256", "memory": "512",
+        "containerDefinitions": [{
+            "name": "web", "image": "hello-http:v1", "essential": true,
+            "portMappings": [{"containerPort": 8089}],
+        }],
+    });
+    let file = write(dir.path(), "hello.json", &http);
+    let out = cli(&[
+        "deploy",
+        &file,
+        "--service",
+        "hello",
+        "--capacity-provider",
+        "FARGATE",
+        "--assign-public-ip",
+    ])
+    .run();
+    assert_ne!(
+        out.code, 0,
+        "FARGATE is not associated with the cluster yet"
+    );
+    assert!(
+        out.stderr.contains("not associated with the cluster"),
+        "{}",
+        out.stderr
+    );
+    let out = cli(&[
+        "deploy",
+        &file,
+        "--service",
+        "hello",
+        "--launch-type",
+        "FARGATE",
+        "--assign-public-ip",
+    ])
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = cli(&["ps", "--service", "hello"]).run();
+    let row = &rows(&out.stdout)[0];
+    assert!(row.iter().any(|c| c.starts_with("127.")), "{}", out.stdout);
+    assert!(row.contains(&"127.0.0.1:8089->8089/tcp"), "{}", out.stdout);
+
+    // Network flags on a definition that is not awsvpc are a mistake.
+    let out = cli(&["deploy", &v1, "--service", "web", "--subnets", "subnet-1"]).run();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("are for networkMode awsvpc"),
+        "{}",
+        out.stderr
+    );
+}
