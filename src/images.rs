@@ -127,7 +127,45 @@ fn report(result: Result<(), String>) -> i32 {
     }
 }
 
-pub fn push(args: PushArgs, data_dir: &Path) -> i32 {
+/// Where a reference with no registry host points, as in task
+/// definitions: skiff's own registry (`SKIFF_REGISTRY`, else
+/// `127.0.0.1:5050`, where `skiff serve` runs it).
+pub fn default_registry() -> String {
+    std::env::var("SKIFF_REGISTRY")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:5050".into())
+}
+
+/// `reference` with its registry: `hello:v1` is skiff's registry's, as a
+/// task definition's `image` is; one naming a host (`docker.io/...`,
+/// `localhost:5000/...`) is left alone.
+pub fn qualify(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap_or("");
+    let has_host = reference.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_host {
+        reference.to_string()
+    } else {
+        format!("{}/{reference}", default_registry())
+    }
+}
+
+/// An error about `qualified`, saying where a bare name pointed.
+fn where_it_looked(given: &str, qualified: &str, e: String) -> String {
+    if given == qualified {
+        return e;
+    }
+    format!(
+        "{e} ({given} has no registry host, so it names skiff's registry, {} — as in task definitions; set SKIFF_REGISTRY, or name another registry in full, e.g. docker.io/library/{given})",
+        default_registry()
+    )
+}
+
+pub fn push(mut args: PushArgs, data_dir: &Path) -> i32 {
+    let given = args.reference.clone();
+    args.reference = qualify(&given);
+    let qualified = args.reference.clone();
     report((|| {
         let wasm = std::fs::read(&args.file)
             .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
@@ -154,7 +192,7 @@ pub fn push(args: PushArgs, data_dir: &Path) -> i32 {
                 created,
                 &options,
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| where_it_looked(&given, &qualified, e.to_string()))?;
         bar.finish_and_clear();
         println!(
             "{}@{digest}",
@@ -181,12 +219,13 @@ pub fn pull_and_compile(
         bar.set_position(done);
     };
     let rt = tokio()?;
+    let qualified = qualify(reference);
     let (record, wasm) = if always {
-        rt.block_on(puller.pull(reference, &progress))
+        rt.block_on(puller.pull(&qualified, &progress))
     } else {
-        rt.block_on(puller.ensure(reference, &progress))
+        rt.block_on(puller.ensure(&qualified, &progress))
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| where_it_looked(reference, &qualified, e.to_string()))?;
     bar.finish_and_clear();
     Ok((record, wasm))
 }
@@ -237,7 +276,7 @@ pub fn rmi(args: RmiArgs, data_dir: &Path) -> i32 {
     report((|| {
         let store = image_store(data_dir);
         for reference in &args.references {
-            let whole = remote::parse_reference(reference)
+            let whole = remote::parse_reference(&qualify(reference))
                 .map_err(|e| e.to_string())?
                 .whole();
             if !store

@@ -244,3 +244,53 @@ fn source_date_epoch_makes_pushes_reproducible() {
         .run();
     out.assert_one_line_error(125, "SOURCE_DATE_EPOCH");
 }
+
+/// A bare `name:tag` means skiff's registry for push, pull, run and rmi,
+/// as it does in task definitions; when nothing answers there, the error
+/// says where it looked and why.
+#[test]
+fn a_bare_name_means_skiffs_registry_everywhere() {
+    let registry_data = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(registry_data.path());
+    let local = tempfile::tempdir().unwrap();
+    let addr = registry.addr.clone();
+    let bare = |args: &[&str]| {
+        skiff(args)
+            .data_dir(local.path())
+            .env("SKIFF_REGISTRY", &addr)
+    };
+    let out = bare(&["push", app("HELLO_P1"), "greet:v1"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with(&format!("{}/greet:v1@sha256:", registry.addr)),
+        "{}",
+        out.stdout
+    );
+    let out = bare(&["run", "greet:v1"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = bare(&["images"]).run();
+    assert!(
+        out.stdout.contains(&format!("{}/greet:v1", registry.addr)),
+        "{}",
+        out.stdout
+    );
+    let out = bare(&["rmi", "greet:v1"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // Nothing listening where a bare name points: the error says so.
+    drop(registry);
+    let out = bare(&["pull", "greet:v1"]).run();
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("greet:v1 has no registry host, so it names skiff's registry"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("docker.io/library/greet:v1"),
+        "{}",
+        out.stderr
+    );
+}
