@@ -233,7 +233,12 @@ const ECS_HONOURED: &[(&str, &str)] = &[
     ("DeleteService", ""),
 ];
 
+const AGENT_REPORTS: &str = "container instances here report over `skiff agent`'s channel, in these operations' shapes; there is no ECS container agent to call them over HTTP";
+
 const ECS_REFUSED: &[(&str, &str)] = &[
+    ("SubmitTaskStateChange", AGENT_REPORTS),
+    ("SubmitContainerStateChange", AGENT_REPORTS),
+    ("SubmitAttachmentStateChanges", AGENT_REPORTS),
     ("CreateCapacityProvider", NO_ASG),
     ("UpdateCapacityProvider", NO_ASG),
     ("DeleteCapacityProvider", NO_ASG),
@@ -428,6 +433,16 @@ const EC2_HONOURED: &[(&str, &str)] = &[
         "each live awsvpc task's interface; Association.PublicIp is its machine's address when it asked for assignPublicIp",
     ),
     ("DescribeAvailabilityZones", "one zone per region"),
+    ("DescribeRegions", "the region this skiff serve is"),
+    (
+        "DescribeAccountAttributes",
+        "supported-platforms (VPC) and default-vpc",
+    ),
+    ("DescribeVpcAttribute", "DNS support and hostnames are on"),
+    ("CreateTags", "security groups"),
+    ("DeleteTags", "security groups"),
+    ("DescribeTags", "security groups"),
+    ("DescribeSecurityGroupRules", ""),
     ("RevokeSecurityGroupEgress", ""),
     ("RevokeSecurityGroupIngress", ""),
 ];
@@ -435,7 +450,27 @@ const EC2_HONOURED: &[(&str, &str)] = &[
 const NO_GATEWAYS: &str = "a task's traffic leaves through its machine's own network stack; there are no gateways or route tables to manage";
 const NO_SPARE_ENIS: &str = "a network interface here exists only as a task's awsvpc attachment, made and removed with the task";
 
+const ONE_VPC: &str = "skiff has one VPC, loopback (127.0.0.0/8), where every task address is: there is no other to make, change or remove";
+const SUBNET_LABELS: &str = "subnets are labels: name any subnet-... id in awsvpcConfiguration (describe-subnets lists the default one and those in use)";
+const ENI_FIXED: &str =
+    "a task's interface is made with the task and keeps the groups it was launched with";
+
 const EC2_REFUSED: &[(&str, &str)] = &[
+    ("CreateVpc", ONE_VPC),
+    ("DeleteVpc", ONE_VPC),
+    ("CreateDefaultVpc", ONE_VPC),
+    ("ModifyVpcAttribute", ONE_VPC),
+    ("CreateSubnet", SUBNET_LABELS),
+    ("DeleteSubnet", SUBNET_LABELS),
+    ("CreateDefaultSubnet", SUBNET_LABELS),
+    ("DescribeInternetGateways", NO_GATEWAYS),
+    ("DescribeRouteTables", NO_GATEWAYS),
+    (
+        "DescribeAddresses",
+        "there are no Elastic IPs: a task's public address is its machine's (assignPublicIp)",
+    ),
+    ("DescribeNetworkInterfaceAttribute", ENI_FIXED),
+    ("ModifyNetworkInterfaceAttribute", ENI_FIXED),
     ("CreateInternetGateway", NO_GATEWAYS),
     ("DeleteInternetGateway", NO_GATEWAYS),
     ("AttachInternetGateway", NO_GATEWAYS),

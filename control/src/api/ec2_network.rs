@@ -70,7 +70,10 @@ pub(crate) async fn handle(
         "DescribeSubnets" => describe_subnets(core, p, region).await,
         "DescribeNetworkInterfaces" => describe_interfaces(core, p, region).await,
         "DescribeAvailabilityZones" => describe_zones(p, region),
-        _ => return None,
+        "DescribeRegions" => describe_regions(p, region),
+        "DescribeAccountAttributes" => describe_account(p),
+        "DescribeVpcAttribute" => describe_vpc_attribute(p),
+        other => return super::ec2_tags::handle(core, other, p).await,
     })
 }
 
@@ -404,5 +407,80 @@ fn describe_zones(p: &Params, region: &str) -> Result<String, ApiError> {
             .close();
     }
     x.close();
+    Ok(x.finish())
+}
+
+/// DescribeRegions: the region this endpoint is (one skiff serve answers
+/// one region).
+fn describe_regions(p: &Params, region: &str) -> Result<String, ApiError> {
+    let names = p.strings("RegionName");
+    if let Some(bad) = names.iter().find(|n| *n != region) {
+        return Err(invalid(format!(
+            "The region '{bad}' is not this endpoint's: this skiff serve answers {region} (run another for {bad})"
+        )));
+    }
+    let mut x = response("DescribeRegionsResponse");
+    x.open("regionInfo")
+        .open("item")
+        .text("regionName", region)
+        .text("regionEndpoint", "the --endpoint-url you called")
+        .text("optInStatus", "opt-in-not-required")
+        .close()
+        .close();
+    Ok(x.finish())
+}
+
+/// DescribeAccountAttributes: a VPC-only account whose default VPC is
+/// skiff's one.
+fn describe_account(p: &Params) -> Result<String, ApiError> {
+    let wanted = p.strings("AttributeName");
+    let all: [(&str, &str); 2] = [("supported-platforms", "VPC"), ("default-vpc", VPC_ID)];
+    if let Some(bad) = wanted.iter().find(|w| !all.iter().any(|(n, _)| n == *w)) {
+        return Err(invalid(format!(
+            "skiff answers the account attributes supported-platforms and default-vpc, not {bad}"
+        )));
+    }
+    let mut x = response("DescribeAccountAttributesResponse");
+    x.open("accountAttributeSet");
+    for (name, value) in all {
+        if wanted.is_empty() || wanted.iter().any(|w| w == name) {
+            x.open("item")
+                .text("attributeName", name)
+                .open("attributeValueSet")
+                .open("item")
+                .text("attributeValue", value)
+                .close()
+                .close()
+                .close();
+        }
+    }
+    x.close();
+    Ok(x.finish())
+}
+
+/// DescribeVpcAttribute: names resolve inside tasks (enableDnsSupport,
+/// enableDnsHostnames are on).
+fn describe_vpc_attribute(p: &Params) -> Result<String, ApiError> {
+    let vpc = p.required("VpcId")?;
+    if vpc != VPC_ID {
+        return Err(ApiError::coded(
+            "InvalidVpcID.NotFound",
+            format!("The vpc ID '{vpc}' does not exist (skiff has one VPC: {VPC_ID})"),
+        ));
+    }
+    let attribute = p.required("Attribute")?;
+    let element = match attribute {
+        "enableDnsSupport" => "enableDnsSupport",
+        "enableDnsHostnames" => "enableDnsHostnames",
+        "enableNetworkAddressUsageMetrics" => "enableNetworkAddressUsageMetrics",
+        other => {
+            return Err(invalid(format!(
+                "Value ({other}) for parameter attribute is invalid: enableDnsSupport, enableDnsHostnames or enableNetworkAddressUsageMetrics"
+            )));
+        }
+    };
+    let on = attribute != "enableNetworkAddressUsageMetrics";
+    let mut x = response("DescribeVpcAttributeResponse");
+    x.text("vpcId", vpc).open(element).text("value", on).close();
     Ok(x.finish())
 }

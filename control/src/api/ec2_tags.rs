@@ -1,0 +1,219 @@
+//! EC2 tags (CreateTags, DeleteTags, DescribeTags) on skiff's taggable
+//! EC2 resources — security groups — and DescribeSecurityGroupRules, each
+//! rule with its id as AWS lists them.
+
+use crate::api::protocol::query::{Params, Xml};
+use crate::core::Core;
+use crate::core::model::account;
+use crate::core::security_groups::{Rule, Source};
+use crate::core::state::Write;
+use crate::error::ApiError;
+
+const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
+
+fn response(root: &'static str) -> Xml {
+    let mut x = Xml::document(root, XMLNS);
+    x.text("requestId", uuid::Uuid::new_v4());
+    x
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::coded("InvalidParameterValue", message)
+}
+
+/// Handles the actions here; `None` for any other.
+pub(crate) async fn handle(
+    core: &Core,
+    action: &str,
+    p: &Params,
+) -> Option<Result<String, ApiError>> {
+    Some(match action {
+        "CreateTags" => retag(core, p, false).await,
+        "DeleteTags" => retag(core, p, true).await,
+        "DescribeTags" => describe_tags(core, p).await,
+        "DescribeSecurityGroupRules" => describe_rules(core, p).await,
+        _ => return None,
+    })
+}
+
+async fn retag(core: &Core, p: &Params, delete: bool) -> Result<String, ApiError> {
+    let ids = p.strings("ResourceId");
+    if ids.is_empty() {
+        return Err(ApiError::coded(
+            "MissingParameter",
+            "The request must contain the parameter ResourceId",
+        ));
+    }
+    let mut tags: Vec<(String, Option<String>)> = Vec::new();
+    for t in p.list("Tag") {
+        let key = t.required("Key")?.to_string();
+        if key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(invalid(format!(
+                "Tag keys starting with 'aws:' are reserved for internal use: {key}"
+            )));
+        }
+        tags.push((key, t.get("Value").map(String::from)));
+    }
+    if !delete && tags.is_empty() {
+        return Err(ApiError::coded(
+            "MissingParameter",
+            "The request must contain the parameter Tag",
+        ));
+    }
+    let mut state = core.state.lock().await;
+    let mut writes = Vec::new();
+    for id in &ids {
+        if !id.starts_with("sg-") {
+            return Err(invalid(format!(
+                "skiff tags security groups only (sg-...); {id} is another kind of resource"
+            )));
+        }
+        let mut g = state
+            .security_groups
+            .get(id)
+            .map(|e| e.value.clone())
+            .ok_or_else(|| {
+                ApiError::coded(
+                    "InvalidGroup.NotFound",
+                    format!("The security group '{id}' does not exist"),
+                )
+            })?;
+        for (k, v) in &tags {
+            if delete {
+                // A value given deletes the tag only if it matches.
+                g.tags
+                    .retain(|(tk, tv)| tk != k || v.as_ref().is_some_and(|v| v != tv));
+            } else {
+                let v = v.clone().unwrap_or_default();
+                match g.tags.iter_mut().find(|(tk, _)| tk == k) {
+                    Some(t) => t.1 = v,
+                    None => g.tags.push((k.clone(), v)),
+                }
+            }
+        }
+        if g.tags.len() > 50 {
+            return Err(ApiError::coded(
+                "TagLimitExceeded",
+                format!("The security group '{id}' would have more than 50 tags"),
+            ));
+        }
+        writes.push(Write::SecurityGroup(Box::new(g)));
+    }
+    state.apply(core.store.as_ref(), writes).await?;
+    let root = if delete {
+        "DeleteTagsResponse"
+    } else {
+        "CreateTagsResponse"
+    };
+    let mut x = response(root);
+    x.text("return", "true");
+    Ok(x.finish())
+}
+
+async fn describe_tags(core: &Core, p: &Params) -> Result<String, ApiError> {
+    let mut filters: Vec<(String, Vec<String>)> = Vec::new();
+    for f in p.list("Filter") {
+        let name = f.required("Name")?.to_string();
+        if !matches!(
+            name.as_str(),
+            "resource-id" | "resource-type" | "key" | "value"
+        ) {
+            return Err(invalid(format!(
+                "The filter '{name}' is invalid (skiff filters on resource-id, resource-type, key, value)"
+            )));
+        }
+        filters.push((name, f.strings("Value")));
+    }
+    let state = core.state.lock().await;
+    let mut x = response("DescribeTagsResponse");
+    x.open("tagSet");
+    for g in state.security_groups.values().map(|e| &e.value) {
+        for (k, v) in &g.tags {
+            let keep = filters.iter().all(|(name, values)| {
+                let have = match name.as_str() {
+                    "resource-id" => g.group_id.as_str(),
+                    "resource-type" => "security-group",
+                    "key" => k.as_str(),
+                    _ => v.as_str(),
+                };
+                values.iter().any(|w| w == have)
+            });
+            if keep {
+                x.open("item")
+                    .text("resourceId", &g.group_id)
+                    .text("resourceType", "security-group")
+                    .text("key", k)
+                    .text("value", v)
+                    .close();
+            }
+        }
+    }
+    x.close();
+    Ok(x.finish())
+}
+
+async fn describe_rules(core: &Core, p: &Params) -> Result<String, ApiError> {
+    let ids = p.strings("SecurityGroupRuleId");
+    let mut groups: Vec<String> = Vec::new();
+    let mut rule_ids: Vec<String> = ids;
+    for f in p.list("Filter") {
+        match f.required("Name")? {
+            "group-id" => groups.extend(f.strings("Value")),
+            "security-group-rule-id" => rule_ids.extend(f.strings("Value")),
+            other => {
+                return Err(invalid(format!(
+                    "The filter '{other}' is invalid (skiff filters on group-id, security-group-rule-id)"
+                )));
+            }
+        }
+    }
+    let state = core.state.lock().await;
+    let mut x = response("DescribeSecurityGroupRulesResponse");
+    x.open("securityGroupRuleSet");
+    for g in state.security_groups.values().map(|e| &e.value) {
+        if !groups.is_empty() && !groups.contains(&g.group_id) {
+            continue;
+        }
+        let all = g
+            .ingress
+            .iter()
+            .map(|r| (r, false))
+            .chain(g.egress.iter().map(|r| (r, true)));
+        for (r, egress) in all {
+            if !rule_ids.is_empty() && !rule_ids.contains(&r.id) {
+                continue;
+            }
+            rule_item(&mut x, &g.group_id, r, egress);
+        }
+    }
+    x.close();
+    Ok(x.finish())
+}
+
+fn rule_item(x: &mut Xml, group: &str, r: &Rule, egress: bool) {
+    let (from, to) = if r.protocol == "-1" {
+        (-1, -1)
+    } else {
+        (r.from_port, r.to_port)
+    };
+    x.open("item")
+        .text("securityGroupRuleId", &r.id)
+        .text("groupId", group)
+        .text("groupOwnerId", account())
+        .text("isEgress", egress)
+        .text("ipProtocol", &r.protocol)
+        .text("fromPort", from)
+        .text("toPort", to);
+    match &r.source {
+        Source::Cidr(c) => {
+            x.text("cidrIpv4", String::from(*c));
+        }
+        Source::Group(g) => {
+            x.open("referencedGroupInfo")
+                .text("groupId", g)
+                .text("userId", account())
+                .close();
+        }
+    }
+    x.open("tagSet").close().close();
+}
