@@ -213,3 +213,135 @@ fn retag_with_the_cli_and_upload_layers_through_the_api() {
         "RepositoryNotFoundException",
     );
 }
+
+#[test]
+fn tags_policies_and_registry_scanning() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let repo = serve.aws_ok(&[
+        "ecr",
+        "create-repository",
+        "--repository-name",
+        "team/app",
+        "--tags",
+        "Key=team,Value=web",
+    ]);
+    let arn = repo["repository"]["repositoryArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    serve.aws_ok(&[
+        "ecr",
+        "tag-resource",
+        "--resource-arn",
+        &arn,
+        "--tags",
+        "Key=env,Value=lab",
+    ]);
+    serve.aws_ok(&[
+        "ecr",
+        "untag-resource",
+        "--resource-arn",
+        &arn,
+        "--tag-keys",
+        "team",
+    ]);
+    let t = serve.aws_ok(&["ecr", "list-tags-for-resource", "--resource-arn", &arn]);
+    assert_eq!(t["tags"], json!([{"Key": "env", "Value": "lab"}]));
+
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Sid":"pull","Effect":"Allow","Principal":"*","Action":["ecr:BatchGetImage","ecr:GetDownloadUrlForLayer"]}]}"#;
+    serve.aws_ok(&[
+        "ecr",
+        "set-repository-policy",
+        "--repository-name",
+        "team/app",
+        "--policy-text",
+        policy,
+    ]);
+    let got = serve.aws_ok(&[
+        "ecr",
+        "get-repository-policy",
+        "--repository-name",
+        "team/app",
+    ]);
+    assert_eq!(got["policyText"], policy);
+    let e = serve.aws_err(
+        &[
+            "ecr",
+            "set-repository-policy",
+            "--repository-name",
+            "team/app",
+            "--policy-text",
+            r#"{"Statement":[{"Effect":"Maybe"}]}"#,
+        ],
+        "InvalidParameterException",
+    );
+    assert!(e.contains("Invalid repository policy"), "{e}");
+    serve.aws_ok(&[
+        "ecr",
+        "delete-repository-policy",
+        "--repository-name",
+        "team/app",
+    ]);
+    serve.aws_err(
+        &[
+            "ecr",
+            "get-repository-policy",
+            "--repository-name",
+            "team/app",
+        ],
+        "RepositoryPolicyNotFoundException",
+    );
+    serve.aws_ok(&["ecr", "put-registry-policy", "--policy-text", policy]);
+    assert_eq!(
+        serve.aws_ok(&["ecr", "get-registry-policy"])["policyText"],
+        policy
+    );
+    assert_eq!(
+        serve.aws_ok(&["ecr", "describe-registry"])["replicationConfiguration"]["rules"],
+        json!([])
+    );
+
+    // Scan-on-push rules reach the repositories they match, and new ones.
+    serve.aws_ok(&[
+        "ecr",
+        "put-registry-scanning-configuration",
+        "--scan-type",
+        "BASIC",
+        "--rules",
+        "scanFrequency=SCAN_ON_PUSH,repositoryFilters=[{filter=team/*,filterType=WILDCARD}]",
+    ]);
+    serve.aws_ok(&["ecr", "create-repository", "--repository-name", "team/api"]);
+    serve.aws_ok(&["ecr", "create-repository", "--repository-name", "other"]);
+    let c = serve.aws_ok(&[
+        "ecr",
+        "batch-get-repository-scanning-configuration",
+        "--repository-names",
+        "team/app",
+        "team/api",
+        "other",
+    ]);
+    let on: Vec<bool> = c["scanningConfigurations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["scanOnPush"].as_bool().unwrap())
+        .collect();
+    assert_eq!(on, [true, true, false]);
+    let e = serve.aws_err(
+        &[
+            "ecr",
+            "put-registry-scanning-configuration",
+            "--scan-type",
+            "ENHANCED",
+        ],
+        "InvalidParameterException",
+    );
+    assert!(e.contains("Inspector"), "{e}");
+
+    // A deleted repository's tags go with it.
+    serve.aws_ok(&["ecr", "delete-repository", "--repository-name", "team/app"]);
+    serve.aws_ok(&["ecr", "create-repository", "--repository-name", "team/app"]);
+    let t = serve.aws_ok(&["ecr", "list-tags-for-resource", "--resource-arn", &arn]);
+    assert_eq!(t["tags"], json!([]));
+}

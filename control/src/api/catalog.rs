@@ -284,6 +284,28 @@ const ECR_HONOURED: &[(&str, &str)] = &[
     ("InitiateLayerUpload", ""),
     ("UploadLayerPart", ""),
     ("CompleteLayerUpload", ""),
+    ("TagResource", "repositories"),
+    ("UntagResource", "repositories"),
+    ("ListTagsForResource", "repositories"),
+    (
+        "SetRepositoryPolicy",
+        "validated and kept; skiff has no IAM identities yet for a policy to grant or deny anything to",
+    ),
+    ("GetRepositoryPolicy", ""),
+    ("DeleteRepositoryPolicy", ""),
+    (
+        "PutRegistryPolicy",
+        "validated and kept; skiff has no IAM identities yet for a policy to grant or deny anything to",
+    ),
+    ("GetRegistryPolicy", ""),
+    ("DeleteRegistryPolicy", ""),
+    ("DescribeRegistry", "no replication rules"),
+    ("GetRegistryScanningConfiguration", ""),
+    (
+        "PutRegistryScanningConfiguration",
+        "BASIC scan-on-push rules, applied to the repositories they match, now and when made",
+    ),
+    ("BatchGetRepositoryScanningConfiguration", ""),
     (
         "GetDownloadUrlForLayer",
         "the registry's blob URL (with the registry's authentication on, fetch it with a registry login)",
@@ -334,6 +356,27 @@ const ELBV2_HONOURED: &[(&str, &str)] = &[
     ("ModifyTargetGroupAttributes", ""),
     ("RegisterTargets", ""),
     ("RemoveTags", ""),
+    ("ModifyTargetGroup", "its health check"),
+    ("DescribeLoadBalancerAttributes", "AWS's full default set"),
+    (
+        "ModifyLoadBalancerAttributes",
+        "deletion protection is enforced; a value skiff cannot honour is refused with why",
+    ),
+    ("DescribeListenerAttributes", ""),
+    ("ModifyListenerAttributes", ""),
+    (
+        "ModifyListener",
+        "port and default actions (HTTP and TCP listeners)",
+    ),
+    ("ModifyRule", "conditions and actions"),
+    ("SetRulePriorities", ""),
+    ("SetSecurityGroups", "application load balancers"),
+    ("SetSubnets", "subnets are labels"),
+    ("SetIpAddressType", "ipv4"),
+    (
+        "DescribeAccountLimits",
+        "AWS's default quotas, for tools that read them; skiff does not count them",
+    ),
 ];
 
 const ELBV2_REFUSED: &[(&str, &str)] = &[

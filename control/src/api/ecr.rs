@@ -63,6 +63,33 @@ pub(crate) async fn handle(
         address: api.core.config.default_registry.clone(),
         previews: Arc::clone(&api.ecr_previews),
     };
+    if let Some(answer) = super::ecr_meta::handle(&api.core, registry, op, body, region).await {
+        return answer;
+    }
+    if op == "CreateRepository" {
+        // Tags are kept by the control plane, the rest by the registry.
+        let tags = super::ecr_meta::parse_tags(body.get("tags"))?;
+        let mut plain = body.clone();
+        if let Some(o) = plain.as_object_mut() {
+            o.remove("tags");
+        }
+        let name = body
+            .get("repositoryName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let ecr = Ecr {
+            registry: registry.clone(),
+            region: region.to_string(),
+            address: api.core.config.default_registry.clone(),
+            previews: Arc::clone(&api.ecr_previews),
+        };
+        let answer = tokio::task::spawn_blocking(move || ecr.blocking("CreateRepository", &plain))
+            .await
+            .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))??;
+        super::ecr_meta::created(&api.core, registry, &name, tags).await?;
+        return Ok(answer);
+    }
     let images = super::ecr_images::Registry {
         addr: &ecr.address,
         admin: &ecr.registry,
@@ -71,7 +98,13 @@ pub(crate) async fn handle(
         return answer;
     }
     match op {
-        "DeleteRepository" => ecr.delete_repository(body).await,
+        "DeleteRepository" => {
+            let answer = ecr.delete_repository(body).await?;
+            if let Some(name) = body.get("repositoryName").and_then(Value::as_str) {
+                super::ecr_meta::forget(&api.core, name).await?;
+            }
+            Ok(answer)
+        }
         "StartImageScan" => ecr.start_scan(body).await,
         _ => {
             // The rest are SQLite calls: off the API's async workers.
@@ -225,15 +258,6 @@ impl Ecr {
 
     fn create_repository(&self, body: &Value) -> Result<Value, ApiError> {
         let name = required(body, "repositoryName")?;
-        if body
-            .get("tags")
-            .and_then(Value::as_array)
-            .is_some_and(|t| !t.is_empty())
-        {
-            return Err(ApiError::invalid_parameter(
-                "tags on repositories are not supported by skiff yet: create it without tags",
-            ));
-        }
         if let Some(t) = body
             .pointer("/encryptionConfiguration/encryptionType")
             .and_then(Value::as_str)

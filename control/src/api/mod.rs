@@ -13,6 +13,7 @@ mod ec2_network;
 mod ec2_tags;
 pub(crate) mod ecr;
 mod ecr_images;
+mod ecr_meta;
 pub(crate) mod ecs;
 pub(crate) mod elbv2;
 pub(crate) mod http;

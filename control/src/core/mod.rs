@@ -11,6 +11,7 @@ pub(crate) mod capacity;
 pub(crate) mod clusters;
 pub(crate) mod config;
 pub(crate) mod discovery;
+pub(crate) mod ecr;
 pub(crate) mod instances;
 pub(crate) mod lb_metrics;
 pub(crate) mod lifecycle;

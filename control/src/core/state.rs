@@ -46,6 +46,9 @@ pub(crate) struct State {
     /// ECS account settings (one document).
     pub account: crate::core::account::AccountSettings,
     pub account_revision: Option<u64>,
+    /// ECR's tags, policies and scanning rules (one document).
+    pub ecr: crate::core::ecr::EcrMeta,
+    pub ecr_revision: Option<u64>,
     /// RunTask client tokens → the task ids they made.
     pub client_tokens: HashMap<String, Vec<String>>,
     /// The ids of services' tasks, by their service's key: the scheduler
@@ -79,6 +82,7 @@ pub(crate) enum Write {
     Discovery(Box<Registry>),
     Elb(Box<ElbConfig>),
     Account(Box<crate::core::account::AccountSettings>),
+    Ecr(Box<crate::core::ecr::EcrMeta>),
     RemoveTask(String),
     RemoveInstance(String),
     RemoveSecurityGroup(String),
@@ -99,6 +103,7 @@ fn task_key(id: &str) -> String {
 const DISCOVERY_KEY: &str = "discovery/registry";
 const ELB_KEY: &str = "elb/config";
 const ACCOUNT_KEY: &str = "account/settings";
+const ECR_KEY: &str = "ecr/meta";
 fn security_group_key(id: &str) -> String {
     format!("securitygroups/{id}")
 }
@@ -184,6 +189,13 @@ impl State {
         {
             state.account = a.value;
             state.account_revision = Some(a.revision);
+        }
+        if let Some(e) = load::<crate::core::ecr::EcrMeta>(store, ECR_KEY)
+            .await?
+            .pop()
+        {
+            state.ecr = e.value;
+            state.ecr_revision = Some(e.revision);
         }
         Ok(state)
     }
@@ -289,6 +301,7 @@ impl State {
                     self.account_revision,
                     Some(json(a)?),
                 ),
+                Write::Ecr(e) => (ECR_KEY.to_string(), self.ecr_revision, Some(json(e)?)),
                 Write::RemoveSecurityGroup(id) => (
                     security_group_key(id),
                     self.security_groups.get(id).map(|e| e.revision),
@@ -386,6 +399,10 @@ impl State {
                 Write::Account(a) => {
                     self.account = *a;
                     self.account_revision = Some(revision);
+                }
+                Write::Ecr(e) => {
+                    self.ecr = *e;
+                    self.ecr_revision = Some(revision);
                 }
                 Write::RemoveTask(id) => {
                     if let Some(key) = self.tasks.get(&id).and_then(|t| service_of(&t.value)) {

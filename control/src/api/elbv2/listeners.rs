@@ -159,6 +159,7 @@ pub(super) fn create_listener(cfg: &mut Config, p: &Params) -> Result<String, Ap
         protocol,
         default_action: action,
         tags: tags::parse(p, "Tags")?,
+        attributes: Default::default(),
     };
     let mut x = response("CreateListenerResponse", "CreateListenerResult");
     x.open("Listeners");

@@ -82,6 +82,7 @@ pub(super) fn create_lb(
         created_at: now(),
         address,
         tags,
+        attributes: Default::default(),
     };
     let mut x = response("CreateLoadBalancerResponse", "CreateLoadBalancerResult");
     x.open("LoadBalancers");

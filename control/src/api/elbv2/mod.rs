@@ -8,6 +8,7 @@
 
 mod listeners;
 mod load_balancers;
+mod modify;
 mod rules;
 mod tags;
 mod target_groups;
@@ -24,7 +25,7 @@ use crate::error::ApiError;
 use listeners::{create_listener, describe_listeners};
 use load_balancers::{create_lb, describe_lbs};
 use rules::{create_rule, default_rule_arn, describe_rules};
-use target_groups::{attributes, create_tg, describe_tgs, modify_attributes};
+use target_groups::{attributes, create_tg, describe_tgs, modify_attributes, modify_tg};
 use targets::{describe_health, register_targets};
 
 const XMLNS: &str = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/";
@@ -127,9 +128,29 @@ pub(crate) async fn handle(
             attributes(&mut x, tg);
             return Ok(finish(x));
         }
+        "DescribeLoadBalancerAttributes" => return modify::describe_lb_attributes(&cfg, p),
+        "DescribeListenerAttributes" => return modify::describe_listener_attributes(&cfg, p),
+        "DescribeAccountLimits" => return Ok(modify::describe_account_limits()),
+        "SetIpAddressType" => return modify::set_ip_address_type(&cfg, p),
+        "ModifyLoadBalancerAttributes" => modify::modify_lb_attributes(&mut cfg, p)?,
+        "ModifyListenerAttributes" => modify::modify_listener_attributes(&mut cfg, p)?,
+        "ModifyTargetGroup" => modify_tg(&mut cfg, p)?,
+        "ModifyListener" => modify::modify_listener(&mut cfg, p)?,
+        "ModifyRule" => modify::modify_rule(&mut cfg, p)?,
+        "SetRulePriorities" => modify::set_rule_priorities(&mut cfg, p)?,
+        "SetSecurityGroups" => modify::set_security_groups(&state, &mut cfg, p)?,
+        "SetSubnets" => modify::set_subnets(&mut cfg, p, region)?,
         "CreateLoadBalancer" => create_lb(&state, &mut cfg, p, region, core.config.lb_address)?,
         "DeleteLoadBalancer" => {
             let lb = p.required("LoadBalancerArn")?.to_string();
+            if modify::protected(&cfg, &lb) {
+                return Err(ApiError::coded(
+                    "OperationNotPermitted",
+                    format!(
+                        "Load balancer '{lb}' cannot be deleted because deletion protection is enabled"
+                    ),
+                ));
+            }
             // Deleting one that does not exist succeeds, as on AWS.
             if cfg.load_balancers.remove(&lb).is_some() {
                 let listeners: Vec<String> = cfg

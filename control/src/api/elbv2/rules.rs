@@ -46,33 +46,7 @@ pub(super) fn create_rule(cfg: &mut Config, p: &Params) -> Result<String, ApiErr
             format!("Priority '{priority}' is currently in use"),
         ));
     }
-    let mut paths = Vec::new();
-    let mut hosts = Vec::new();
-    let conditions = p.list("Conditions.member");
-    if conditions.is_empty() {
-        return Err(invalid("A rule needs at least one condition"));
-    }
-    for c in conditions {
-        let field = c.required("Field").map_err(|e| invalid(e.message))?;
-        let (values, config) = match field {
-            "path-pattern" => (&mut paths, "PathPatternConfig.Values.member"),
-            "host-header" => (&mut hosts, "HostHeaderConfig.Values.member"),
-            other => {
-                return Err(invalid(format!(
-                    "Condition field '{other}' is not supported by skiff: use path-pattern or host-header"
-                )));
-            }
-        };
-        let mut given = c.strings("Values.member");
-        given.extend(c.strings(config));
-        if given.is_empty() {
-            return Err(invalid(format!("A {field} condition needs values")));
-        }
-        if given.iter().any(|v| v.is_empty() || v.len() > 128) {
-            return Err(invalid(format!("{field} values are 1 to 128 characters")));
-        }
-        values.extend(given);
-    }
+    let (paths, hosts) = parse_conditions(p.list("Conditions.member"))?;
     let action = parse_action(cfg, p.list("Actions.member"), &lb)?;
     let rule = Rule {
         arn: format!(
@@ -101,6 +75,48 @@ pub(super) fn create_rule(cfg: &mut Config, p: &Params) -> Result<String, ApiErr
     x.close();
     cfg.rules.insert(rule.arn.clone(), rule);
     Ok(finish(x))
+}
+
+/// A rule's conditions: (path patterns, host headers). A legacy
+/// `Values` list holds one value, as ELB requires; the `*Config` forms
+/// take several.
+pub(super) fn parse_conditions(
+    conditions: Vec<Params>,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    let mut paths = Vec::new();
+    let mut hosts = Vec::new();
+    if conditions.is_empty() {
+        return Err(invalid("A rule needs at least one condition"));
+    }
+    for c in conditions {
+        let field = c.required("Field").map_err(|e| invalid(e.message))?;
+        let (values, config) = match field {
+            "path-pattern" => (&mut paths, "PathPatternConfig.Values.member"),
+            "host-header" => (&mut hosts, "HostHeaderConfig.Values.member"),
+            other => {
+                return Err(invalid(format!(
+                    "Condition field '{other}' is not supported by skiff: use path-pattern or host-header"
+                )));
+            }
+        };
+        let legacy = c.strings("Values.member");
+        if legacy.len() > 1 {
+            return Err(invalid(format!(
+                "A '{field}' condition's Values takes one value; give several in {}",
+                config.trim_end_matches(".Values.member")
+            )));
+        }
+        let mut given = legacy;
+        given.extend(c.strings(config));
+        if given.is_empty() {
+            return Err(invalid(format!("A {field} condition needs values")));
+        }
+        if given.iter().any(|v| v.is_empty() || v.len() > 128) {
+            return Err(invalid(format!("{field} values are 1 to 128 characters")));
+        }
+        values.extend(given);
+    }
+    Ok((paths, hosts))
 }
 
 pub(super) fn rule_xml(

@@ -38,9 +38,53 @@ pub(super) fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<St
     {
         return Err(invalid(format!("'{vpc}' is not a valid VPC ID")));
     }
+    let health = health_check(p, &protocol, None)?;
+    if let Some(existing) = cfg.target_groups.values().find(|t| t.name == name) {
+        return Err(ApiError::coded(
+            "DuplicateTargetGroupName",
+            format!(
+                "A target group with the same name '{}' exists",
+                existing.name
+            ),
+        ));
+    }
+    let tg = TargetGroup {
+        arn: arn(
+            "elasticloadbalancing",
+            region,
+            &format!("targetgroup/{name}/{}", short_id()),
+        ),
+        name,
+        protocol,
+        port,
+        target_type,
+        health,
+        algorithm: "round_robin".into(),
+        deregistration_delay: 300,
+        targets: Vec::new(),
+        created_at: now(),
+        tags: tags::parse(p, "Tags")?,
+    };
+    let mut x = response("CreateTargetGroupResponse", "CreateTargetGroupResult");
+    x.open("TargetGroups");
+    tg_xml(&mut x, cfg, &tg);
+    x.close();
+    cfg.target_groups.insert(tg.arn.clone(), tg);
+    Ok(finish(x))
+}
+
+/// A target group's health check from a request's HealthCheck* members:
+/// AWS's defaults for a new group of `protocol`, or, modifying one, what
+/// `base` has.
+pub(super) fn health_check(
+    p: &Params,
+    protocol: &str,
+    base: Option<&HealthCheck>,
+) -> Result<HealthCheck, ApiError> {
     let http = protocol == "HTTP";
     let hc_protocol = p
         .get("HealthCheckProtocol")
+        .or(base.map(|b| b.protocol.as_str()))
         .unwrap_or(if http { "HTTP" } else { "TCP" })
         .to_string();
     if !matches!(hc_protocol.as_str(), "HTTP" | "TCP") || (http && hc_protocol == "TCP") {
@@ -50,6 +94,7 @@ pub(super) fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<St
     }
     let hc_port = p
         .get("HealthCheckPort")
+        .or(base.map(|b| b.port.as_str()))
         .unwrap_or("traffic-port")
         .to_string();
     if hc_port != "traffic-port" && !hc_port.parse::<u16>().is_ok_and(|n| n > 0) {
@@ -80,67 +125,70 @@ pub(super) fn create_tg(cfg: &mut Config, p: &Params, region: &str) -> Result<St
             ));
         }
     }
-    let interval = bounded(p, "HealthCheckIntervalSeconds", 5, 300, 30)? as u64;
+    let interval = bounded(
+        p,
+        "HealthCheckIntervalSeconds",
+        5,
+        300,
+        base.map_or(30, |b| b.interval as i64),
+    )? as u64;
     // Unless given, the timeout fits inside the interval.
-    let default_timeout = if http { 5 } else { 10 }.min(interval as i64 - 1).max(2);
+    let default_timeout = base.map_or_else(
+        || if http { 5 } else { 10 }.min(interval as i64 - 1).max(2),
+        |b| b.timeout as i64,
+    );
     let timeout = bounded(p, "HealthCheckTimeoutSeconds", 2, 120, default_timeout)? as u64;
     if timeout >= interval {
         return Err(invalid(
             "The health check timeout must be smaller than the interval",
         ));
     }
-    let healthy = bounded(p, "HealthyThresholdCount", 2, 10, 5)? as u32;
-    let unhealthy = bounded(p, "UnhealthyThresholdCount", 2, 10, 2)? as u32;
-    let enabled = !matches!(p.get("HealthCheckEnabled"), Some("false"));
-    if let Some(existing) = cfg.target_groups.values().find(|t| t.name == name) {
-        return Err(ApiError::coded(
-            "DuplicateTargetGroupName",
-            format!(
-                "A target group with the same name '{}' exists",
-                existing.name
-            ),
-        ));
-    }
-    let tg = TargetGroup {
-        arn: arn(
-            "elasticloadbalancing",
-            region,
-            &format!("targetgroup/{name}/{}", short_id()),
-        ),
-        name,
-        protocol,
-        port,
-        target_type,
-        health: HealthCheck {
-            enabled,
-            protocol: hc_protocol,
-            port: hc_port,
-            path: if hc_http {
-                Some(path.unwrap_or_else(|| "/".into()))
-            } else {
-                None
-            },
-            interval,
-            timeout,
-            healthy,
-            unhealthy,
-            matcher: if hc_http {
-                Some(matcher.unwrap_or_else(|| "200".into()))
-            } else {
-                None
-            },
-        },
-        algorithm: "round_robin".into(),
-        deregistration_delay: 300,
-        targets: Vec::new(),
-        created_at: now(),
-        tags: tags::parse(p, "Tags")?,
+    let healthy = bounded(
+        p,
+        "HealthyThresholdCount",
+        2,
+        10,
+        base.map_or(5, |b| i64::from(b.healthy)),
+    )? as u32;
+    let unhealthy = bounded(
+        p,
+        "UnhealthyThresholdCount",
+        2,
+        10,
+        base.map_or(2, |b| i64::from(b.unhealthy)),
+    )? as u32;
+    let enabled = match p.get("HealthCheckEnabled") {
+        Some(v) => v != "false",
+        None => base.is_none_or(|b| b.enabled),
     };
-    let mut x = response("CreateTargetGroupResponse", "CreateTargetGroupResult");
+    let keep = |given: Option<String>, old: Option<&String>, default: &str| {
+        given
+            .or_else(|| old.cloned())
+            .unwrap_or_else(|| default.into())
+    };
+    Ok(HealthCheck {
+        enabled,
+        path: hc_http.then(|| keep(path, base.and_then(|b| b.path.as_ref()), "/")),
+        matcher: hc_http.then(|| keep(matcher, base.and_then(|b| b.matcher.as_ref()), "200")),
+        protocol: hc_protocol,
+        port: hc_port,
+        interval,
+        timeout,
+        healthy,
+        unhealthy,
+    })
+}
+
+/// ModifyTargetGroup: its health check.
+pub(super) fn modify_tg(cfg: &mut Config, p: &Params) -> Result<String, ApiError> {
+    let arn = p.required("TargetGroupArn")?.to_string();
+    let mut tg = group(cfg, &arn)?.clone();
+    tg.health = health_check(p, &tg.protocol, Some(&tg.health))?;
+    let mut x = response("ModifyTargetGroupResponse", "ModifyTargetGroupResult");
     x.open("TargetGroups");
     tg_xml(&mut x, cfg, &tg);
     x.close();
-    cfg.target_groups.insert(tg.arn.clone(), tg);
+    cfg.target_groups.insert(arn, tg);
     Ok(finish(x))
 }
 

@@ -26,6 +26,9 @@ pub struct LoadBalancer {
     pub address: Ipv4Addr,
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// Attributes set (the rest are AWS's defaults).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +96,9 @@ pub struct Listener {
     pub port: u16,
     pub protocol: String,
     pub default_action: Action,
+    /// Attributes set (the rest are AWS's defaults).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
     #[serde(default)]
     pub tags: Tags,
 }
