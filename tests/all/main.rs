@@ -11,6 +11,7 @@ mod ecr_cli;
 mod ecr_images;
 mod ecs_account;
 mod ecs_cli;
+mod ecs_deployments;
 mod ecs_elb;
 mod ecs_fargate;
 mod ecs_network;

@@ -213,6 +213,19 @@ const ECS_HONOURED: &[(&str, &str)] = &[
     ),
     ("GetTaskProtection", ""),
     (
+        "ListServiceDeployments",
+        "each service's last 100 deployments",
+    ),
+    ("DescribeServiceDeployments", ""),
+    (
+        "DescribeServiceRevisions",
+        "a revision is the service's launch settings when its deployment began",
+    ),
+    (
+        "StopServiceDeployment",
+        "ROLLBACK, to the last completed deployment",
+    ),
+    (
         "UpdateCluster",
         "settings and configuration; execute-command settings are kept as data",
     ),

@@ -4,6 +4,7 @@
 
 mod account;
 mod clusters;
+mod deployments;
 mod instances;
 mod launch;
 mod service_fields;
@@ -76,6 +77,10 @@ pub(crate) async fn handle(
         "DescribeServices" => services::describe_services(core, body, region).await,
         "ListServices" => services::list_services(core, body).await,
         "ListServicesByNamespace" => services::list_services_by_namespace(core, body).await,
+        "ListServiceDeployments" => deployments::list(core, body).await,
+        "DescribeServiceDeployments" => deployments::describe(core, body).await,
+        "DescribeServiceRevisions" => deployments::describe_revisions(core, body).await,
+        "StopServiceDeployment" => deployments::stop(core, body).await,
         "PutAccountSetting" => account::put_setting(core, body, false).await,
         "PutAccountSettingDefault" => account::put_setting(core, body, true).await,
         "DeleteAccountSetting" => account::delete_setting(core, body).await,

@@ -288,6 +288,7 @@ pub(crate) async fn create_service(
         enable_ecs_managed_tags: flag(body, "enableECSManagedTags").unwrap_or(false),
         propagate_tags: propagate,
         enable_execute_command: flag(body, "enableExecuteCommand").unwrap_or(false),
+        history: Vec::new(),
     };
     let id = deployment_id(core);
     svc.new_deployment(at, id, "ECS deployment in progress.");

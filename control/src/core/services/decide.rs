@@ -308,12 +308,38 @@ pub(crate) fn trip_breaker(svc: &mut Service, now: f64, new_id: &mut dyn FnMut()
         svc.task_definition = back.task_definition.clone();
         let reason = format!("{ROLLING_BACK}{}.", back.deployment_id);
         svc.new_deployment(now, new_id(), &reason);
+        svc.record(
+            &failed_id,
+            "ROLLBACK_IN_PROGRESS",
+            "ECS deployment circuit breaker: tasks failed to start; rolling back.",
+            now,
+        );
         svc.event(
             now,
             format!(
                 "(service {name}) rolling back to deployment {}.",
                 back.deployment_id
             ),
+        );
+    } else if was_rollback {
+        // The rollback failed: so did the deployment it rolled back from.
+        let why = "ECS deployment circuit breaker: the rollback's tasks failed to start.";
+        let source = svc
+            .history
+            .iter()
+            .rev()
+            .find(|r| r.id == failed_id)
+            .and_then(|r| r.source.clone());
+        svc.record(&failed_id, "ROLLBACK_FAILED", why, now);
+        if let Some(from) = source {
+            svc.record(&from, "ROLLBACK_FAILED", why, now);
+        }
+    } else {
+        svc.record(
+            &failed_id,
+            "STOPPED",
+            "ECS deployment circuit breaker: tasks failed to start.",
+            now,
         );
     }
 }
@@ -480,6 +506,23 @@ pub(crate) fn settle(svc: &mut Service, pass: &Pass<'_, '_>) {
                 format!("(service {name}) (deployment {id}) deployment completed."),
             );
             svc.deployments.truncate(1);
+            svc.record(&id, "SUCCESSFUL", "Service deployment completed.", now);
+            // A rollback that completed: the deployment it rolled back from
+            // is rolled back.
+            let source = svc
+                .history
+                .iter()
+                .rev()
+                .find(|r| r.id == id)
+                .and_then(|r| r.source.clone());
+            if let Some(from) = source
+                && svc
+                    .history
+                    .iter()
+                    .any(|r| r.id == from && r.status == "ROLLBACK_IN_PROGRESS")
+            {
+                svc.record(&from, "ROLLBACK_SUCCESSFUL", "Rolled back.", now);
+            }
         }
         if !svc.steady {
             svc.steady = true;
@@ -533,6 +576,7 @@ mod tests {
             enable_ecs_managed_tags: false,
             propagate_tags: None,
             enable_execute_command: false,
+            history: Vec::new(),
         };
         s.new_deployment(0.0, OLD.into(), "");
         s

@@ -17,7 +17,7 @@
 pub(crate) mod decide;
 pub(crate) mod reconcile;
 
-pub(crate) use decide::{Action, World, decide, live};
+pub(crate) use decide::{Action, World, decide, failure_threshold, live};
 pub(crate) use reconcile::{
     Wake, daemon_instances, deregister_task, scheduler_loop, stop_after_draining,
 };
@@ -154,6 +154,41 @@ pub struct Service {
     pub propagate_tags: Option<String>,
     #[serde(default)]
     pub enable_execute_command: bool,
+    /// Its service deployments, oldest first (the last
+    /// [`MAX_HISTORY`]): what List/DescribeServiceDeployments and
+    /// DescribeServiceRevisions answer.
+    #[serde(default)]
+    pub history: Vec<DeploymentRecord>,
+}
+
+/// How many service deployments a service remembers.
+pub const MAX_HISTORY: usize = 100;
+
+/// A service deployment as ECS's ListServiceDeployments shows it, with
+/// the service revision it deployed (the service's launch settings when
+/// it began).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRecord {
+    /// The deployment's id (`ecs-svc/...`).
+    pub id: String,
+    /// PENDING, IN_PROGRESS, SUCCESSFUL, STOPPED, STOP_REQUESTED,
+    /// ROLLBACK_IN_PROGRESS, ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub created_at: f64,
+    pub updated_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<f64>,
+    /// The deployment it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The service revision: its launch settings, as
+    /// DescribeServiceRevisions shows them.
+    pub revision: serde_json::Value,
 }
 
 /// A task's target, registered by its service.
@@ -245,9 +280,74 @@ impl Service {
         self.events.truncate(MAX_EVENTS);
     }
 
+    /// The service's launch settings now: a service revision.
+    pub(crate) fn revision(&self, at: f64) -> serde_json::Value {
+        let mut r = serde_json::json!({
+            "taskDefinition": self.task_definition,
+            "loadBalancers": self.load_balancers,
+            "serviceRegistries": self.service_registries,
+            "createdAt": at,
+        });
+        if self.capacity_provider_strategy.is_empty() {
+            r["launchType"] = serde_json::json!(self.launch_type);
+        } else {
+            r["capacityProviderStrategy"] = serde_json::json!(self.capacity_provider_strategy);
+        }
+        if let Some(p) = &self.platform_version {
+            r["platformVersion"] = serde_json::json!(p);
+            r["platformFamily"] = serde_json::json!("Linux");
+        }
+        if let Some(n) = &self.network_configuration {
+            r["networkConfiguration"] = serde_json::json!(n);
+        }
+        r
+    }
+
+    /// Records how deployment `id` ended (or what it is doing now).
+    pub(crate) fn record(&mut self, id: &str, status: &str, reason: &str, at: f64) {
+        if let Some(r) = self.history.iter_mut().rev().find(|r| r.id == id) {
+            r.status = status.into();
+            r.status_reason = Some(reason.into());
+            r.updated_at = at;
+            if matches!(
+                status,
+                "SUCCESSFUL" | "ROLLBACK_SUCCESSFUL" | "ROLLBACK_FAILED"
+            ) {
+                r.finished_at = Some(at);
+            }
+            if status == "STOPPED" {
+                r.stopped_at = Some(at);
+            }
+        }
+    }
+
     pub(crate) fn new_deployment(&mut self, at: f64, id: String, reason: &str) {
         for d in &mut self.deployments {
             d.status = "ACTIVE".into();
+        }
+        let source = self.deployments.first().map(|d| d.id.clone());
+        for r in &mut self.history {
+            if r.status == "IN_PROGRESS" {
+                r.status = "STOPPED".into();
+                r.status_reason = Some(format!("Superseded by service deployment {id}."));
+                r.stopped_at = Some(at);
+                r.updated_at = at;
+            }
+        }
+        self.history.push(DeploymentRecord {
+            id: id.clone(),
+            status: "IN_PROGRESS".into(),
+            status_reason: Some(reason.to_string()),
+            created_at: at,
+            updated_at: at,
+            finished_at: None,
+            stopped_at: None,
+            source,
+            revision: self.revision(at),
+        });
+        if self.history.len() > MAX_HISTORY {
+            let extra = self.history.len() - MAX_HISTORY;
+            self.history.drain(..extra);
         }
         self.deployments.insert(
             0,
