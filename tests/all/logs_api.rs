@@ -185,3 +185,70 @@ fn retention_tags_and_stream_deletion() {
         "ResourceNotFoundException",
     );
 }
+
+#[test]
+fn filter_log_events_takes_awss_pattern_syntax() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.aws_ok(&["logs", "create-log-group", "--log-group-name", "app"]);
+    serve.aws_ok(&[
+        "logs",
+        "create-log-stream",
+        "--log-group-name",
+        "app",
+        "--log-stream-name",
+        "s",
+    ]);
+    let lines = [
+        r#"{"level":"error","latency":250}"#,
+        r#"{"level":"info","latency":12}"#,
+        "127.0.0.1 GET /a 404 15",
+        "127.0.0.1 GET /b 200 900",
+    ];
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|m| json!({"timestamp": now_ms(), "message": m}))
+        .collect();
+    serve.aws_ok(&[
+        "logs",
+        "put-log-events",
+        "--log-group-name",
+        "app",
+        "--log-stream-name",
+        "s",
+        "--log-events",
+        &serde_json::Value::from(events).to_string(),
+    ]);
+    let find = |pattern: &str| -> Vec<String> {
+        serve.aws_ok(&[
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            "app",
+            "--filter-pattern",
+            pattern,
+        ])["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        find(r#"{ $.level = "error" && $.latency > 100 }"#),
+        [lines[0]]
+    );
+    assert_eq!(find("[ip, method, path, status = 4*, bytes]"), [lines[2]]);
+    assert_eq!(find("%GET /[ab] 200%"), [lines[3]]);
+    serve.aws_err(
+        &[
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            "app",
+            "--filter-pattern",
+            "{ $.level = }",
+        ],
+        "InvalidParameterException",
+    );
+}

@@ -492,10 +492,17 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.kind, "ResourceNotFoundException");
+        // JSON and space-delimited patterns are AWS's too; a broken one is
+        // refused.
+        assert_eq!(find("{ $.x = 1 }"), Vec::<String>::new());
+        assert_eq!(
+            find("[method, path, status = 5*, ...]"),
+            ["GET /x 500 error"]
+        );
         let err = handle(
             &s,
             "FilterLogEvents",
-            &json!({"logGroupName": "g", "filterPattern": "{ $.x = 1 }"}),
+            &json!({"logGroupName": "g", "filterPattern": "{ $.x = }"}),
             "r",
         )
         .unwrap_err();

@@ -577,70 +577,7 @@ pub(crate) fn check_group_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// CloudWatch Logs' plain filter patterns: terms that must all appear,
-/// `"quoted phrases"`, `-term` for terms that must not, `?term` for terms
-/// of which one must. JSON and space-delimited patterns are refused.
-#[derive(Debug)]
-pub(crate) struct FilterPattern {
-    all: Vec<String>,
-    none: Vec<String>,
-    any: Vec<String>,
-}
-
-impl FilterPattern {
-    pub(crate) fn parse(s: &str) -> Result<FilterPattern, ApiError> {
-        let s = s.trim();
-        if s.starts_with('{') || s.starts_with('[') {
-            return Err(ApiError::invalid_parameter(
-                "JSON and space-delimited filter patterns are not supported by skiff: use terms, \"phrases\", -term or ?term",
-            ));
-        }
-        let mut p = FilterPattern {
-            all: vec![],
-            none: vec![],
-            any: vec![],
-        };
-        let mut rest = s;
-        while !rest.is_empty() {
-            rest = rest.trim_start();
-            let (kind, after) = match rest.chars().next() {
-                Some('-') => ('-', &rest[1..]),
-                Some('?') => ('?', &rest[1..]),
-                _ => (' ', rest),
-            };
-            let (term, tail) = if let Some(q) = after.strip_prefix('"') {
-                match q.split_once('"') {
-                    Some((t, tail)) => (t, tail),
-                    None => {
-                        return Err(ApiError::invalid_parameter(
-                            "Invalid filter pattern: a quoted phrase is not closed.",
-                        ));
-                    }
-                }
-            } else {
-                match after.split_once(char::is_whitespace) {
-                    Some((t, tail)) => (t, tail),
-                    None => (after, ""),
-                }
-            };
-            if !term.is_empty() {
-                match kind {
-                    '-' => p.none.push(term.into()),
-                    '?' => p.any.push(term.into()),
-                    _ => p.all.push(term.into()),
-                }
-            }
-            rest = tail;
-        }
-        Ok(p)
-    }
-
-    pub(crate) fn matches(&self, message: &str) -> bool {
-        self.all.iter().all(|t| message.contains(t.as_str()))
-            && !self.none.iter().any(|t| message.contains(t.as_str()))
-            && (self.any.is_empty() || self.any.iter().any(|t| message.contains(t.as_str())))
-    }
-}
+pub(crate) use crate::core::filter_pattern::FilterPattern;
 
 /// Agents write their containers' awslogs output here (inside `skiff
 /// serve`; see `skiff_channel::logs`).

@@ -12,6 +12,7 @@ pub(crate) mod clusters;
 pub(crate) mod config;
 pub(crate) mod discovery;
 pub(crate) mod ecr;
+pub(crate) mod filter_pattern;
 pub(crate) mod instances;
 pub(crate) mod lb_metrics;
 pub(crate) mod lifecycle;
