@@ -440,6 +440,15 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             args.task_addresses
         ));
     }
+    if args.lb_address == std::net::Ipv4Addr::LOCALHOST
+        && args.task_addresses.contains(skiff_control::TASK_FRONT)
+    {
+        return Err(format!(
+            "--task-addresses {} holds {}, where load balancers on 127.0.0.1 listen for tasks: pick another block",
+            args.task_addresses,
+            skiff_control::TASK_FRONT
+        ));
+    }
     if args.task_addresses.contains(args.lb_address) {
         return Err(format!(
             "--lb-address {} is inside --task-addresses {}: tasks would be given it",

@@ -25,6 +25,7 @@ mod plane;
 pub use crate::api::catalog;
 pub use crate::api::protocol::sigv4;
 pub use crate::core::{agent_keys, placement, store};
+pub use crate::plane::elb::TASK_FRONT;
 pub use error::ApiError;
 
 use crate::api::Api;

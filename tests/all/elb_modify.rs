@@ -276,3 +276,37 @@ fn attributes_listeners_rules_and_target_groups_change_in_place() {
     ]);
     serve.aws_ok(&["elbv2", "delete-load-balancer", "--load-balancer-arn", &lb]);
 }
+
+/// With the defaults (listeners on the host's 127.0.0.1), a task reaches a
+/// load balancer by its DNS name: the name answers an address where the
+/// listener also listens for tasks.
+#[test]
+fn tasks_reach_a_load_balancer_by_its_dns_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(wasm_apps::app("NET_PROBE_P2"), "net-probe:v1");
+    let made = serve.aws_ok(&[
+        "elbv2",
+        "create-load-balancer",
+        "--name",
+        "front",
+        "--subnets",
+        "subnet-1",
+    ]);
+    let lb = s(&made["LoadBalancers"][0]["LoadBalancerArn"]);
+    let dns = s(&made["LoadBalancers"][0]["DNSName"]);
+    let port = free_port();
+    serve.aws_ok(&[
+        "elbv2", "create-listener", "--load-balancer-arn", &lb, "--protocol", "HTTP", "--port",
+        &port.to_string(), "--default-actions",
+        "Type=fixed-response,FixedResponseConfig={StatusCode=200,ContentType=text/plain,MessageBody=hi}",
+    ]);
+    // The host still finds it on 127.0.0.1.
+    assert_eq!(wait_for(port, 200), "hi");
+    let code = serve.probe_task(
+        dir.path(),
+        &[],
+        &["send", &format!("{dns}:{port}"), "GET / HTTP/1.0\r\n"],
+    );
+    assert_eq!(code, 0, "a task could not reach {dns}:{port}");
+}

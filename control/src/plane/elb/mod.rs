@@ -293,6 +293,22 @@ impl Drop for Plane {
     }
 }
 
+/// Where tasks reach a load balancer listening at `address`, and what
+/// its DNS name answers them: the address itself, unless it is the
+/// host's 127.0.0.1 (a task's 127.0.0.1 is the task), in which case
+/// [`TASK_FRONT`], where its listeners listen too.
+pub fn tasks_reach(address: Ipv4Addr) -> Ipv4Addr {
+    if address == Ipv4Addr::LOCALHOST {
+        TASK_FRONT
+    } else {
+        address
+    }
+}
+
+/// The loopback address load balancers on 127.0.0.1 also listen on for
+/// tasks: outside the task address blocks (127.18.0.0/16, 127.64.0.0/10).
+pub const TASK_FRONT: Ipv4Addr = Ipv4Addr::new(127, 17, 0, 1);
+
 fn target_addr(fabric: &Fabric, tg: &TargetGroup, t: &Target) -> SocketAddr {
     let ip = if tg.target_type == "ip" {
         t.id.parse().unwrap_or(Ipv4Addr::LOCALHOST)
@@ -539,7 +555,8 @@ impl Plane {
                 .map(|lb| lb.dns_name.clone())
                 .collect();
             for lb in cfg.load_balancers.values() {
-                self.fabric.set_name(&lb.dns_name, vec![lb.address]);
+                self.fabric
+                    .set_name(&lb.dns_name, vec![tasks_reach(lb.address)]);
             }
         }
         // Drained targets leave in the background (one reaper at a time).
@@ -576,16 +593,47 @@ impl Plane {
                         continue;
                     }
                 };
-                let handle = if lb.kind == "application" {
-                    tokio::spawn(serve_http(
-                        Arc::downgrade(&me),
-                        l.arn.clone(),
-                        l.port,
-                        socket,
-                    ))
-                } else {
-                    tokio::spawn(serve_tcp(Arc::downgrade(&me), l.arn.clone(), socket))
-                };
+                // On the host's 127.0.0.1, which a task cannot reach (its
+                // 127.0.0.1 is itself), the listener also listens where
+                // tasks find it by the load balancer's DNS name.
+                let front = tasks_reach(lb.address);
+                let for_tasks = (front != lb.address)
+                    .then(|| {
+                        std::net::TcpListener::bind((front, l.port))
+                            .and_then(|s| {
+                                s.set_nonblocking(true)?;
+                                tokio::net::TcpListener::from_std(s)
+                            })
+                            .map_err(|e| {
+                                tracing::warn!(listener = %l.arn, "tasks cannot reach it by name: cannot listen on {front}:{}: {e}", l.port);
+                            })
+                            .ok()
+                    })
+                    .flatten();
+                let (weak, arn, port, http) = (
+                    Arc::downgrade(&me),
+                    l.arn.clone(),
+                    l.port,
+                    lb.kind == "application",
+                );
+                let handle = tokio::spawn(async move {
+                    let serve = |socket| {
+                        let (weak, arn) = (weak.clone(), arn.clone());
+                        async move {
+                            if http {
+                                serve_http(weak, arn, port, socket).await;
+                            } else {
+                                serve_tcp(weak, arn, socket).await;
+                            }
+                        }
+                    };
+                    match for_tasks {
+                        Some(second) => {
+                            tokio::join!(serve(socket), serve(second));
+                        }
+                        None => serve(socket).await,
+                    }
+                });
                 running.insert(l.arn.clone(), (l.clone(), lb.address, handle));
             }
         }
