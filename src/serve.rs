@@ -386,10 +386,13 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let mut registry_config = RegistryConfig::new(data_dir.join("registry"));
-    if shared_registry {
-        // Reachable by others: every pull and push needs a registry token
-        // (agents are handed theirs on their channel), asked for the way
-        // ECR does (Basic).
+    // With credentials the registry is protected too, wherever it listens;
+    // beyond loopback it always is.
+    let protected_registry = shared_registry || !credentials.is_empty();
+    if protected_registry {
+        // Every pull and push needs a registry token (`aws ecr
+        // get-login-password`; agents are handed theirs on their channel),
+        // asked for the way ECR does (Basic).
         registry_config.auth = skiff_registry::AuthMode::All;
         registry_config.challenge = skiff_registry::ChallengeKind::Basic;
     }
@@ -500,7 +503,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         let control = ControlPlane::start(config, control_end)
             .await
             .map_err(|e| e.to_string())?;
-        if shared_registry {
+        if protected_registry {
             // The registry wants a token from everyone, this machine's own
             // agent included: a fresh one before the last expires.
             let (registry, puller, at) = (registry.clone(), Arc::clone(&puller), reg_local.to_string());
@@ -543,11 +546,16 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         // Signals are caught from here, before the banner says we serve.
         let stop = crate::signals::shutdown_signal();
         eprintln!(
-            "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}, instance in cluster {cluster}, data in {}",
+            "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}{}, instance in cluster {cluster}, data in {}",
             if signed {
                 "SigV4 required"
             } else {
                 "any signature accepted"
+            },
+            if protected_registry {
+                " (tokens required: aws ecr get-login-password)"
+            } else {
+                ""
             },
             data_dir.display()
         );

@@ -345,3 +345,47 @@ fn tags_policies_and_registry_scanning() {
     let t = serve.aws_ok(&["ecr", "list-tags-for-resource", "--resource-arn", &arn]);
     assert_eq!(t["tags"], json!([]));
 }
+
+/// `skiff serve` with credentials protects its registry too, on loopback
+/// as well: pushes and pulls need a token from GetAuthorizationToken.
+#[test]
+fn a_serve_with_credentials_protects_its_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start_with(
+        dir.path(),
+        &[
+            "--access-key-id",
+            "AKIDSKIFF",
+            "--secret-access-key",
+            "s3cret",
+        ],
+    );
+    let stranger = tempfile::tempdir().unwrap();
+    let out = crate::support::skiff([
+        "push",
+        wasm_apps::app("HELLO_P1"),
+        &format!("{}/hello:v1", serve.registry),
+    ])
+    .data_dir(stranger.path())
+    .run();
+    assert_ne!(out.code, 0, "an anonymous push was accepted");
+    assert!(out.stderr.to_lowercase().contains("auth"), "{}", out.stderr);
+    let anonymous = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{}/v2/hello/tags/list", serve.registry))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
+    // The ECR way in: get-login-password, then push and run.
+    serve.push(wasm_apps::app("HELLO_P1"), "hello:v1");
+    serve.register_task_definition(
+        dir.path(),
+        &json!({"family": "hello", "containerDefinitions": [
+            {"name": "app", "image": "hello:v1", "memory": 32, "essential": true}]}),
+    );
+    let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "hello"]);
+    let task = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &task]);
+    let t = serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &task]);
+    assert_eq!(t["tasks"][0]["containers"][0]["exitCode"], 0, "{t}");
+}

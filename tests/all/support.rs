@@ -567,6 +567,10 @@ impl ServeProcess {
     }
 
     pub fn push(&self, wasm: &str, repo_tag: &str) {
+        if self.keys.is_some() {
+            // A serve with credentials wants a registry token, as ECR does.
+            self.login();
+        }
         let out = Command::new(skiff_bin())
             .args(["push", wasm, &format!("{}/{repo_tag}", self.registry)])
             .env("SKIFF_DATA_DIR", &self.data_dir)
@@ -576,6 +580,37 @@ impl ServeProcess {
         assert!(
             out.status.success(),
             "push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `aws ecr get-login-password | skiff login REGISTRY`, into the
+    /// server's data dir (where `push` keeps its logins).
+    pub fn login(&self) {
+        let (ok, password, err) = self.aws(&["ecr", "get-login-password"]);
+        assert!(ok, "get-login-password failed: {err}");
+        let password = password.trim().trim_matches('"').to_string();
+        let mut login = Command::new(skiff_bin())
+            .args([
+                "login",
+                "--username",
+                "AWS",
+                "--password-stdin",
+                &self.registry,
+            ])
+            .env("SKIFF_DATA_DIR", &self.data_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("skiff login");
+        std::io::Write::write_all(login.stdin.as_mut().expect("piped"), password.as_bytes())
+            .expect("the password");
+        drop(login.stdin.take());
+        let out = login.wait_with_output().expect("skiff login");
+        assert!(
+            out.status.success(),
+            "skiff login failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

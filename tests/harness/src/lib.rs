@@ -35,7 +35,13 @@ impl ServeBanner {
     /// Reads `skiff serve`'s banner line, if it is one.
     pub fn parse(line: &str) -> Option<ServeBanner> {
         let api = line.split("API on http://").nth(1)?.split('/').next()?;
-        let registry = line.split("registry on ").nth(1)?.split(',').next()?;
+        let registry = line
+            .split("registry on ")
+            .nth(1)?
+            .split(',')
+            .next()?
+            .split_whitespace()
+            .next()?;
         let cluster = line
             .split("instance in cluster ")
             .nth(1)?
