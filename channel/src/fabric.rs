@@ -98,6 +98,9 @@ pub struct Rule {
     pub from_port: i64,
     pub to_port: i64,
     pub source: Source,
+    /// A person's note (EC2's rule description); no effect on traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl Rule {
@@ -401,6 +404,7 @@ mod tests {
             from_port: from,
             to_port: to,
             source,
+            description: None,
         }
     }
 
@@ -493,6 +497,7 @@ mod tests {
             from_port: 0,
             to_port: 0,
             source: Source::Cidr(Cidr::ANY),
+            description: None,
         };
         control.set_group("sg-a", &[], std::slice::from_ref(&any));
         control.set_name("api.local", vec![Ipv4Addr::new(127, 18, 0, 7)]);

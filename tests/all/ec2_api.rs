@@ -101,6 +101,43 @@ fn tags_rules_attributes_and_refusals() {
     ]);
     assert_eq!(one["SecurityGroupRules"].as_array().unwrap().len(), 1);
 
+    // Descriptions: by permission, then a whole rule changed by its id.
+    serve.aws_ok(&[
+        "ec2", "update-security-group-rule-descriptions-ingress", "--group-id", &sg,
+        "--ip-permissions", "IpProtocol=tcp,FromPort=80,ToPort=80,IpRanges=[{CidrIp=0.0.0.0/0,Description=web traffic}]",
+    ]);
+    let g = serve.aws_ok(&["ec2", "describe-security-groups", "--group-ids", &sg]);
+    assert_eq!(
+        g["SecurityGroups"][0]["IpPermissions"][0]["IpRanges"][0]["Description"],
+        "web traffic"
+    );
+    serve.aws_ok(&[
+        "ec2", "modify-security-group-rules", "--group-id", &sg, "--security-group-rules",
+        &format!("SecurityGroupRuleId={id},SecurityGroupRule={{IpProtocol=tcp,FromPort=8080,ToPort=8080,CidrIpv4=127.0.0.0/8,Description=alt}}"),
+    ]);
+    let one = serve.aws_ok(&[
+        "ec2",
+        "describe-security-group-rules",
+        "--security-group-rule-ids",
+        id,
+    ]);
+    let r = &one["SecurityGroupRules"][0];
+    assert_eq!(
+        (
+            r["FromPort"].as_i64(),
+            r["CidrIpv4"].as_str(),
+            r["Description"].as_str()
+        ),
+        (Some(8080), Some("127.0.0.0/8"), Some("alt"))
+    );
+    serve.aws_err(
+        &[
+            "ec2", "modify-security-group-rules", "--group-id", &sg, "--security-group-rules",
+            "SecurityGroupRuleId=sgr-nope,SecurityGroupRule={IpProtocol=tcp,FromPort=1,ToPort=1,CidrIpv4=127.0.0.0/8}",
+        ],
+        "InvalidSecurityGroupRuleId.NotFound",
+    );
+
     let r = serve.aws_ok(&["ec2", "describe-regions"]);
     assert_eq!(r["Regions"][0]["RegionName"], "eu-west-1");
     let a = serve.aws_ok(&[

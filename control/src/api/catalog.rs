@@ -499,6 +499,9 @@ const EC2_HONOURED: &[(&str, &str)] = &[
     ("DeleteTags", "security groups"),
     ("DescribeTags", "security groups"),
     ("DescribeSecurityGroupRules", ""),
+    ("ModifySecurityGroupRules", ""),
+    ("UpdateSecurityGroupRuleDescriptionsIngress", ""),
+    ("UpdateSecurityGroupRuleDescriptionsEgress", ""),
     ("RevokeSecurityGroupEgress", ""),
     ("RevokeSecurityGroupIngress", ""),
 ];

@@ -290,13 +290,17 @@ fn permissions(x: &mut Xml, name: &'static str, rules: &[Rule]) {
                 x.open("item")
                     .text("userId", account())
                     .text("groupId", g)
+                    .text_opt("description", r.description.as_ref())
                     .close();
             }
         }
         x.close().open("ipRanges");
         for r in rules.iter().filter(same) {
             if let Source::Cidr(c) = &r.source {
-                x.open("item").text("cidrIp", String::from(*c)).close();
+                x.open("item")
+                    .text("cidrIp", String::from(*c))
+                    .text_opt("description", r.description.as_ref())
+                    .close();
             }
         }
         x.close()
@@ -368,7 +372,7 @@ fn requested_rules(state: &crate::core::state::State, p: &Params) -> Result<Vec<
         let mut sources = Vec::new();
         for range in perm.list("IpRanges") {
             let cidr = Cidr::try_from(range.required("CidrIp")?.to_string()).map_err(invalid)?;
-            sources.push(Source::Cidr(cidr));
+            sources.push((Source::Cidr(cidr), description(&range)?));
         }
         // On the wire EC2 names the pairs by their location name, Groups.
         let pairs = perm
@@ -395,7 +399,7 @@ fn requested_rules(state: &crate::core::state::State, p: &Params) -> Result<Vec<
                     ));
                 }
             };
-            sources.push(Source::Group(group));
+            sources.push((Source::Group(group), description(&pair)?));
         }
         if sources.is_empty() {
             return Err(ApiError::coded(
@@ -403,17 +407,35 @@ fn requested_rules(state: &crate::core::state::State, p: &Params) -> Result<Vec<
                 "A permission needs IpRanges or UserIdGroupPairs",
             ));
         }
-        for source in sources {
+        for (source, description) in sources {
             rules.push(Rule {
                 id: new_id("sgr"),
                 protocol: protocol.into(),
                 from_port: from,
                 to_port: to,
                 source,
+                description,
             });
         }
     }
     Ok(rules)
+}
+
+/// A rule's `Description`: up to 255 characters of a-z, A-Z, 0-9,
+/// spaces and `._-:/()#,@[]+=&;{}!$*`, as EC2 allows.
+pub(crate) fn description(p: &Params) -> Result<Option<String>, ApiError> {
+    let Some(d) = p.get("Description") else {
+        return Ok(None);
+    };
+    let ok = d.chars().count() <= 255
+        && d.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c));
+    if !ok {
+        return Err(invalid(format!(
+            "Invalid rule description. Valid descriptions are strings less than 256 characters from the following set: a-zA-Z0-9. _-:/()#,@[]+=&;{{}}!$*: {d:?}"
+        )));
+    }
+    Ok(Some(d.to_string()))
 }
 
 async fn authorize(

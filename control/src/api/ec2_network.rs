@@ -73,7 +73,7 @@ pub(crate) async fn handle(
         "DescribeRegions" => describe_regions(p, region),
         "DescribeAccountAttributes" => describe_account(p),
         "DescribeVpcAttribute" => describe_vpc_attribute(p),
-        other => return super::ec2_tags::handle(core, other, p).await,
+        other => return super::ec2_rules::handle(core, other, p).await,
     })
 }
 

@@ -10,7 +10,7 @@ mod cloudmap_more;
 pub(crate) mod cloudwatch;
 pub(crate) mod ec2;
 mod ec2_network;
-mod ec2_tags;
+mod ec2_rules;
 pub(crate) mod ecr;
 mod ecr_images;
 mod ecr_meta;

@@ -34,6 +34,7 @@ pub(crate) fn everything_out() -> Rule {
         from_port: -1,
         to_port: -1,
         source: Source::Cidr(Cidr::ANY),
+        description: None,
     }
 }
 
@@ -47,6 +48,7 @@ pub fn default_group() -> SecurityGroup {
             from_port: -1,
             to_port: -1,
             source: Source::Group(id.clone()),
+            description: None,
         }],
         egress: vec![everything_out()],
         group_id: id,

@@ -102,6 +102,20 @@ impl Params {
         members.into_values().collect()
     }
 
+    /// The members of the structure under `prefix` (`prefix.Name` →
+    /// `Name`).
+    pub fn member(&self, prefix: &str) -> Params {
+        let start = format!("{prefix}.");
+        let mut out = Params::default();
+        for (k, v) in self.0.range(start.clone()..) {
+            let Some(rest) = k.strip_prefix(&start) else {
+                break;
+            };
+            out.0.insert(rest.to_string(), v.clone());
+        }
+        out
+    }
+
     /// The scalar members of a list (`prefix.1`, `prefix.2`... values).
     pub fn strings(&self, prefix: &str) -> Vec<String> {
         self.list(prefix)

@@ -1,6 +1,7 @@
+//! Security group rules by id — DescribeSecurityGroupRules,
+//! ModifySecurityGroupRules, UpdateSecurityGroupRuleDescriptions* — and
 //! EC2 tags (CreateTags, DeleteTags, DescribeTags) on skiff's taggable
-//! EC2 resources — security groups — and DescribeSecurityGroupRules, each
-//! rule with its id as AWS lists them.
+//! EC2 resources, security groups.
 
 use crate::api::protocol::query::{Params, Xml};
 use crate::core::Core;
@@ -32,6 +33,9 @@ pub(crate) async fn handle(
         "DeleteTags" => retag(core, p, true).await,
         "DescribeTags" => describe_tags(core, p).await,
         "DescribeSecurityGroupRules" => describe_rules(core, p).await,
+        "ModifySecurityGroupRules" => modify_rules(core, p).await,
+        "UpdateSecurityGroupRuleDescriptionsIngress" => descriptions(core, p, false).await,
+        "UpdateSecurityGroupRuleDescriptionsEgress" => descriptions(core, p, true).await,
         _ => return None,
     })
 }
@@ -215,5 +219,192 @@ fn rule_item(x: &mut Xml, group: &str, r: &Rule, egress: bool) {
                 .close();
         }
     }
+    x.text_opt("description", r.description.as_ref());
     x.open("tagSet").close().close();
+}
+
+/// The group a request names (GroupId, else GroupName).
+fn group_of(
+    state: &crate::core::state::State,
+    p: &Params,
+) -> Result<crate::core::security_groups::SecurityGroup, ApiError> {
+    let found = match (p.get("GroupId"), p.get("GroupName")) {
+        (Some(id), _) => state.security_groups.get(id).map(|e| e.value.clone()),
+        (None, Some(name)) => state
+            .security_groups
+            .values()
+            .find(|g| g.value.group_name == name)
+            .map(|g| g.value.clone()),
+        (None, None) => {
+            return Err(ApiError::coded(
+                "MissingParameter",
+                "The request must contain the parameter GroupId or GroupName",
+            ));
+        }
+    };
+    found.ok_or_else(|| {
+        ApiError::coded(
+            "InvalidGroup.NotFound",
+            format!(
+                "The security group '{}' does not exist",
+                p.get("GroupId").or(p.get("GroupName")).unwrap_or_default()
+            ),
+        )
+    })
+}
+
+fn rule_not_found(id: &str) -> ApiError {
+    ApiError::coded(
+        "InvalidSecurityGroupRuleId.NotFound",
+        format!("The security group rule ID '{id}' does not exist"),
+    )
+}
+
+async fn commit(
+    core: &Core,
+    state: &mut crate::core::state::State,
+    g: crate::core::security_groups::SecurityGroup,
+) -> Result<(), ApiError> {
+    state
+        .apply(
+            core.store.as_ref(),
+            vec![Write::SecurityGroup(Box::new(g.clone()))],
+        )
+        .await?;
+    core.fabric.set_group(&g.group_id, &g.ingress, &g.egress);
+    Ok(())
+}
+
+/// ModifySecurityGroupRules: a rule, by id, becomes what the request says
+/// (protocol, ports, peer, description), keeping its id.
+async fn modify_rules(core: &Core, p: &Params) -> Result<String, ApiError> {
+    let mut state = core.state.lock().await;
+    let group_id = p.required("GroupId")?.to_string();
+    let mut g = group_of(&state, p)?;
+    for m in p.list("SecurityGroupRule") {
+        let id = m.required("SecurityGroupRuleId")?.to_string();
+        let spec = m.member("SecurityGroupRule");
+        let protocol = spec.required("IpProtocol")?.to_ascii_lowercase();
+        let protocol = match protocol.as_str() {
+            "tcp" | "6" => "tcp",
+            "udp" | "17" => "udp",
+            "icmp" | "1" => "icmp",
+            "-1" | "all" => "-1",
+            other => {
+                return Err(invalid(format!(
+                    "Invalid value '{other}' for IP protocol. Unknown protocol."
+                )));
+            }
+        };
+        let port = |name: &str| -> Result<i64, ApiError> {
+            spec.int(name)?
+                .ok_or_else(|| invalid(format!("{name} is required for {protocol}")))
+        };
+        let (from, to) = if protocol == "-1" {
+            (-1, -1)
+        } else {
+            (port("FromPort")?, port("ToPort")?)
+        };
+        let source = match (spec.get("CidrIpv4"), spec.get("ReferencedGroupId")) {
+            (Some(c), None) => Source::Cidr(
+                crate::core::security_groups::Cidr::try_from(c.to_string()).map_err(invalid)?,
+            ),
+            (None, Some(gid)) => {
+                if !state.security_groups.contains_key(gid) {
+                    return Err(ApiError::coded(
+                        "InvalidGroup.NotFound",
+                        format!("The security group '{gid}' does not exist"),
+                    ));
+                }
+                Source::Group(gid.to_string())
+            }
+            _ => return Err(invalid("Give one of CidrIpv4 or ReferencedGroupId")),
+        };
+        let description = crate::api::ec2::description(&spec)?;
+        let rule = g
+            .ingress
+            .iter_mut()
+            .chain(g.egress.iter_mut())
+            .find(|r| r.id == id)
+            .ok_or_else(|| rule_not_found(&id))?;
+        *rule = Rule {
+            id,
+            protocol: protocol.into(),
+            from_port: from,
+            to_port: to,
+            source,
+            description,
+        };
+    }
+    if g.group_id != group_id {
+        return Err(invalid("GroupId does not name the rules' group"));
+    }
+    commit(core, &mut state, g).await?;
+    let mut x = response("ModifySecurityGroupRulesResponse");
+    x.text("return", "true");
+    Ok(x.finish())
+}
+
+/// UpdateSecurityGroupRuleDescriptions{Ingress,Egress}: by rule id, or
+/// by the permission a rule has.
+async fn descriptions(core: &Core, p: &Params, egress: bool) -> Result<String, ApiError> {
+    let mut state = core.state.lock().await;
+    let mut g = group_of(&state, p)?;
+    let rules = if egress {
+        &mut g.egress
+    } else {
+        &mut g.ingress
+    };
+    for d in p.list("SecurityGroupRuleDescriptions") {
+        let id = d.required("SecurityGroupRuleId")?;
+        let text = crate::api::ec2::description(&d)?;
+        let r = rules
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| rule_not_found(id))?;
+        r.description = text;
+    }
+    for perm in p.list("IpPermissions") {
+        let protocol = perm.get("IpProtocol").unwrap_or("-1").to_ascii_lowercase();
+        let from = perm.int("FromPort")?.unwrap_or(-1);
+        let to = perm.int("ToPort")?.unwrap_or(-1);
+        let matches = |r: &Rule, source: &Source| {
+            r.protocol == protocol
+                && (protocol == "-1" || (r.from_port == from && r.to_port == to))
+                && &r.source == source
+        };
+        for range in perm.list("IpRanges") {
+            let cidr =
+                crate::core::security_groups::Cidr::try_from(range.required("CidrIp")?.to_string())
+                    .map_err(invalid)?;
+            let text = crate::api::ec2::description(&range)?;
+            let r = rules
+                .iter_mut()
+                .find(|r| matches(r, &Source::Cidr(cidr)))
+                .ok_or_else(|| rule_not_found(range.required("CidrIp").unwrap_or_default()))?;
+            r.description = text;
+        }
+        for pair in perm
+            .list("Groups")
+            .into_iter()
+            .chain(perm.list("UserIdGroupPairs"))
+        {
+            let gid = pair.required("GroupId")?.to_string();
+            let text = crate::api::ec2::description(&pair)?;
+            let r = rules
+                .iter_mut()
+                .find(|r| matches(r, &Source::Group(gid.clone())))
+                .ok_or_else(|| rule_not_found(&gid))?;
+            r.description = text;
+        }
+    }
+    commit(core, &mut state, g).await?;
+    let root = if egress {
+        "UpdateSecurityGroupRuleDescriptionsEgressResponse"
+    } else {
+        "UpdateSecurityGroupRuleDescriptionsIngressResponse"
+    };
+    let mut x = response(root);
+    x.text("return", "true");
+    Ok(x.finish())
 }
