@@ -389,3 +389,82 @@ fn a_serve_with_credentials_protects_its_registry() {
     let t = serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &task]);
     assert_eq!(t["tasks"][0]["containers"][0]["exitCode"], 0, "{t}");
 }
+
+#[test]
+fn account_settings_referrers_and_replication_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.aws_ok(&["ecr", "create-repository", "--repository-name", "hello"]);
+    serve.push(wasm_apps::app("HELLO_P1"), "hello:v1");
+    let s = serve.aws_ok(&[
+        "ecr",
+        "get-account-setting",
+        "--name",
+        "REGISTRY_POLICY_SCOPE",
+    ]);
+    assert_eq!(s["value"], "V2");
+    serve.aws_ok(&[
+        "ecr",
+        "put-account-setting",
+        "--name",
+        "REGISTRY_POLICY_SCOPE",
+        "--value",
+        "V1",
+    ]);
+    assert_eq!(
+        serve.aws_ok(&[
+            "ecr",
+            "get-account-setting",
+            "--name",
+            "REGISTRY_POLICY_SCOPE"
+        ])["value"],
+        "V1"
+    );
+    let e = serve.aws_err(
+        &[
+            "ecr",
+            "put-account-setting",
+            "--name",
+            "BASIC_SCAN_TYPE_VERSION",
+            "--value",
+            "CLAIR",
+        ],
+        "InvalidParameterException",
+    );
+    assert!(e.contains("no Clair"), "{e}");
+    let digest =
+        serve.aws_ok(&["ecr", "describe-images", "--repository-name", "hello"])["imageDetails"][0]
+            ["imageDigest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let r = serve.aws_ok(&[
+        "ecr",
+        "list-image-referrers",
+        "--repository-name",
+        "hello",
+        "--subject-id",
+        &format!("imageDigest={digest}"),
+    ]);
+    assert_eq!(r["referrers"], json!([]));
+    let st = serve.aws_ok(&[
+        "ecr",
+        "describe-image-replication-status",
+        "--repository-name",
+        "hello",
+        "--image-id",
+        "imageTag=v1",
+    ]);
+    assert_eq!(st["replicationStatuses"], json!([]));
+    serve.aws_err(
+        &[
+            "ecr",
+            "describe-image-replication-status",
+            "--repository-name",
+            "hello",
+            "--image-id",
+            "imageTag=v9",
+        ],
+        "ImageNotFoundException",
+    );
+}

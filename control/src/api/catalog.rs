@@ -320,6 +320,22 @@ const ECR_HONOURED: &[(&str, &str)] = &[
     ),
     ("BatchGetRepositoryScanningConfiguration", ""),
     (
+        "GetAccountSetting",
+        "BASIC_SCAN_TYPE_VERSION and REGISTRY_POLICY_SCOPE",
+    ),
+    (
+        "PutAccountSetting",
+        "BASIC_SCAN_TYPE_VERSION stays AWS_NATIVE: skiff's scan is its own",
+    ),
+    (
+        "ListImageReferrers",
+        "from the registry's OCI referrers API",
+    ),
+    (
+        "DescribeImageReplicationStatus",
+        "nothing is replicated: PutReplicationConfiguration is not served yet",
+    ),
+    (
         "GetDownloadUrlForLayer",
         "the registry's blob URL (with the registry's authentication on, fetch it with a registry login)",
     ),

@@ -166,6 +166,8 @@ impl Registry<'_> {
             "UploadLayerPart" => self.upload_part(body).await,
             "CompleteLayerUpload" => self.complete_upload(body).await,
             "GetDownloadUrlForLayer" => self.download_url(body).await,
+            "ListImageReferrers" => self.referrers(body).await,
+            "DescribeImageReplicationStatus" => self.replication_status(body).await,
             _ => return None,
         })
     }
@@ -549,6 +551,83 @@ impl Registry<'_> {
                 })
             }
         }
+    }
+
+    /// ListImageReferrers: the OCI referrers of a manifest (signatures,
+    /// SBOMs...), from the registry's referrers API.
+    async fn referrers(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = self.repository(body)?;
+        let digest = body
+            .pointer("/subjectId/imageDigest")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid_parameter("subjectId.imageDigest is required"))?;
+        let types = strings(body.get("filter").unwrap_or(&Value::Null), "artifactTypes");
+        let a = self
+            .call(
+                Method::GET,
+                &format!("/v2/{name}/referrers/{digest}"),
+                &[("accept", "application/vnd.oci.image.index.v1+json")],
+                Vec::new(),
+            )
+            .await?;
+        if !a.status.is_success() {
+            let (_, message) = registry_error(&a);
+            return Err(ApiError::not_found("ImageNotFoundException", message));
+        }
+        let index: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+        let referrers: Vec<Value> = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                types.is_empty()
+                    || m["artifactType"]
+                        .as_str()
+                        .is_some_and(|t| types.iter().any(|w| w == t))
+            })
+            .map(|m| {
+                json!({
+                    "digest": m["digest"], "mediaType": m["mediaType"],
+                    "artifactType": m["artifactType"], "size": m["size"],
+                    "annotations": m.get("annotations").cloned().unwrap_or(json!({})),
+                    "artifactStatus": "ACTIVE",
+                })
+            })
+            .collect();
+        Ok(json!({ "referrers": referrers }))
+    }
+
+    /// DescribeImageReplicationStatus: the image exists; nothing is
+    /// replicated (there is no replication configuration).
+    async fn replication_status(&self, body: &Value) -> Result<Value, ApiError> {
+        let name = self.repository(body)?;
+        let id = body
+            .get("imageId")
+            .ok_or_else(|| ApiError::invalid_parameter("imageId is required"))?;
+        let reference = id
+            .get("imageDigest")
+            .or(id.get("imageTag"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ApiError::invalid_parameter("imageId needs an imageDigest or an imageTag")
+            })?;
+        let a = self
+            .call(
+                Method::HEAD,
+                &format!("/v2/{name}/manifests/{reference}"),
+                &[("accept", MANIFEST_TYPES)],
+                Vec::new(),
+            )
+            .await?;
+        if !a.status.is_success() {
+            return Err(ApiError::not_found(
+                "ImageNotFoundException",
+                format!(
+                    "The image {reference} does not exist in the repository with name '{name}'"
+                ),
+            ));
+        }
+        Ok(json!({ "repositoryName": name, "imageId": id, "replicationStatuses": [] }))
     }
 
     async fn download_url(&self, body: &Value) -> Result<Value, ApiError> {

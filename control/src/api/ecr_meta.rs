@@ -108,6 +108,20 @@ const OPERATIONS: &[&str] = &[
     "GetRegistryScanningConfiguration",
     "PutRegistryScanningConfiguration",
     "BatchGetRepositoryScanningConfiguration",
+    "GetAccountSetting",
+    "PutAccountSetting",
+];
+
+/// ECR's account settings: (name, default, values skiff takes, why not
+/// the others).
+const ACCOUNT_SETTINGS: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "BASIC_SCAN_TYPE_VERSION",
+        "AWS_NATIVE",
+        &["AWS_NATIVE"],
+        "skiff's basic scan is its own validation of Wasm modules and components; there is no Clair",
+    ),
+    ("REGISTRY_POLICY_SCOPE", "V2", &["V1", "V2"], ""),
 ];
 
 /// Handles the operations here; `None` for any other.
@@ -228,6 +242,30 @@ async fn run(
                 return Ok(answer);
             }
             answer
+        }
+        "GetAccountSetting" | "PutAccountSetting" => {
+            let name = required(body, "name")?.to_string();
+            let (_, default, takes, why) = ACCOUNT_SETTINGS
+                .iter()
+                .find(|(n, ..)| *n == name)
+                .ok_or_else(|| {
+                    ApiError::invalid_parameter(format!(
+                        "{name} is not an account setting: BASIC_SCAN_TYPE_VERSION or REGISTRY_POLICY_SCOPE"
+                    ))
+                })?;
+            if op == "GetAccountSetting" {
+                let value = meta.account.get(&name).map_or(*default, String::as_str);
+                return Ok(json!({ "name": name, "value": value }));
+            }
+            let value = required(body, "value")?.to_string();
+            if !takes.contains(&value.as_str()) {
+                return Err(ApiError::invalid_parameter(format!(
+                    "{name} {value} is not supported by skiff{}{why}",
+                    if why.is_empty() { "" } else { ": " }
+                )));
+            }
+            meta.account.insert(name.clone(), value.clone());
+            json!({ "name": name, "value": value })
         }
         "DescribeRegistry" => {
             return Ok(json!({

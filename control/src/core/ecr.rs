@@ -19,4 +19,8 @@ pub struct EcrMeta {
     /// Scan-on-push filters (WILDCARD) of the registry's BASIC scanning.
     #[serde(default)]
     pub scan_on_push_filters: Vec<String>,
+    /// ECR account settings set (GetAccountSetting answers defaults for
+    /// the rest).
+    #[serde(default)]
+    pub account: BTreeMap<String, String>,
 }
