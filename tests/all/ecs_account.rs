@@ -98,7 +98,15 @@ fn account_settings_are_kept_and_what_cannot_be_honoured_is_refused() {
         "--name",
         "fargateTaskRetirementWaitPeriod",
     ]);
-    assert_eq!(d["setting"]["value"], "7");
+    assert_eq!(d["setting"]["value"], "14", "the setting deleted");
+    let l = serve.aws_ok(&[
+        "ecs",
+        "list-account-settings",
+        "--name",
+        "fargateTaskRetirementWaitPeriod",
+        "--effective-settings",
+    ]);
+    assert_eq!(l["settings"][0]["value"], "7", "back to the default");
 }
 
 #[test]

@@ -208,6 +208,41 @@ fn fargate_cli_tutorial_runs_as_written() {
         eni.as_str()
     );
 
+    // A second task cannot have the same public port on this machine:
+    // placement says so.
+    serve.aws_ok(&[
+        "ecs",
+        "update-service",
+        "--cluster",
+        "fargate-cluster",
+        "--service",
+        "fargate-service",
+        "--desired-count",
+        "2",
+    ]);
+    wait_for(
+        "the service to say why its second task has no place",
+        || {
+            let d = serve.aws_ok(&[
+                "ecs",
+                "describe-services",
+                "--cluster",
+                "fargate-cluster",
+                "--services",
+                "fargate-service",
+            ]);
+            d["services"][0]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| {
+                    e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("RESOURCE:PORTS (assignPublicIp ENABLED"))
+                })
+        },
+    );
+
     // The public address is behind the task's security group, as on AWS.
     serve.aws_ok(&[
         "ec2",

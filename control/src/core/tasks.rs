@@ -40,7 +40,12 @@ pub(crate) fn resolve_taskdef(
     active_only: bool,
 ) -> Result<TaskDefinition, ApiError> {
     let name = name_of(given);
-    let not_found = || ApiError::client("Unable to describe task definition.");
+    let not_found = || {
+        ApiError::client(format!(
+            "Unable to describe task definition. ({given} is not registered{}.)",
+            if active_only { ", or not ACTIVE" } else { "" }
+        ))
+    };
     let family_revs = |f: &str| state.taskdefs.get(f).ok_or_else(not_found);
     let td = match name.split_once(':') {
         Some((family, rev)) => {
@@ -540,9 +545,16 @@ pub(crate) fn place_tasks(
                     .map(|(_, why)| placement::reason(*why))
                     .collect();
                 why.dedup();
+                // Ports a public address holds are the one shortage worth
+                // naming: the rest is Fargate's "no capacity".
+                let reason = if why.iter().any(|w| w.starts_with("RESOURCE:PORTS")) {
+                    PUBLIC_PORTS_TAKEN.to_string()
+                } else {
+                    FARGATE_UNAVAILABLE.to_string()
+                };
                 failures.push(Failure {
                     arn: None,
-                    reason: FARGATE_UNAVAILABLE.into(),
+                    reason,
                     detail: (!why.is_empty()).then(|| why.join(", ")),
                 });
             }
@@ -629,6 +641,10 @@ pub(crate) fn place_tasks(
         .collect();
     Ok((tasks, failures))
 }
+
+/// Why a FARGATE task with a public address found no machine: its ports
+/// are taken there.
+pub(crate) const PUBLIC_PORTS_TAKEN: &str = "RESOURCE:PORTS (assignPublicIp ENABLED publishes the task's ports on its machine's address: another task already holds one of them there; one such task per port per machine)";
 
 /// Why a FARGATE task found no capacity, in ECS's words.
 pub(crate) const FARGATE_UNAVAILABLE: &str = "Capacity is unavailable at this time. Please try again later or in a different availability zone";

@@ -74,14 +74,19 @@ pub(crate) async fn delete_setting(core: &Core, body: &Value) -> Result<Value, A
     account::check(name, &AccountSettings::default().effective(name).0)?;
     let mut state = core.state.lock().await;
     let mut settings = state.account.clone();
-    settings.own.remove(name);
+    // The answer is the setting deleted (or, if none was set, what is in
+    // effect).
+    let deleted = settings.own.remove(name);
     state
         .apply(
             core.store.as_ref(),
             vec![Write::Account(Box::new(settings.clone()))],
         )
         .await?;
-    let (value, kind) = settings.effective(name);
+    let (value, kind) = match deleted {
+        Some(v) => (v, "user"),
+        None => settings.effective(name),
+    };
     Ok(json!({ "setting": setting(name, &value, Some(kind)) }))
 }
 

@@ -483,6 +483,23 @@ pub(crate) fn settle(svc: &mut Service, pass: &Pass<'_, '_>) {
         .iter()
         .filter(|d| d.status == "PRIMARY" || d.rollout_state != "FAILED")
         .count();
+    // More running than wanted, and the rest protected: ECS says why.
+    let protected = tasks
+        .iter()
+        .filter(|t| live(t) && pass.is_primary(t) && t.protected_at(now))
+        .count();
+    let live_primary = tasks
+        .iter()
+        .filter(|t| live(t) && pass.is_primary(t) && !pass.stopping.contains(t.id()))
+        .count();
+    if svc.status == "ACTIVE" && live_primary > want && protected > 0 {
+        svc.event_once(
+            now,
+            format!(
+                "(service {name}) was unable to scale in due to (reason: {protected} tasks under protection)."
+            ),
+        );
+    }
     let stable = pass.actions.is_empty()
         && deployments == 1
         && running == want
@@ -743,6 +760,13 @@ mod tests {
         tasks[2].protected_until = Some(200.0);
         svc.desired_count = 1;
         assert_eq!(stops(&run(&mut svc, &tasks, 100.0)), ["t1"]);
+        assert!(
+            svc.events.iter().any(|e| e
+                .message
+                .contains("unable to scale in due to (reason: 2 tasks under protection)")),
+            "{:?}",
+            svc.events
+        );
         // Once it has expired, they go too.
         let actions = run(&mut svc, &tasks, 300.0);
         assert_eq!(stops(&actions).len(), 2, "{actions:?}");
