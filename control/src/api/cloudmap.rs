@@ -147,20 +147,7 @@ pub(crate) async fn handle(
             return Ok(json!({ "Instances": list }));
         }
         "DiscoverInstances" => {
-            let ns_name = required(body, "NamespaceName")?;
-            let svc_name = required(body, "ServiceName")?;
-            let ns = reg
-                .namespaces
-                .values()
-                .find(|n| n.name.eq_ignore_ascii_case(ns_name))
-                .ok_or_else(|| {
-                    ApiError::coded("NamespaceNotFound", format!("No namespace {ns_name}"))
-                })?;
-            let s = reg
-                .services
-                .values()
-                .find(|s| s.namespace_id == ns.id && s.name.eq_ignore_ascii_case(svc_name))
-                .ok_or_else(service_not_found)?;
+            let (ns, s) = by_names(&reg, body)?;
             let wanted = str_field(body, "HealthStatus")?.unwrap_or("HEALTHY");
             let all = instances(&state, s);
             let healthy = |id: &String| !s.unhealthy.contains(id);
@@ -195,6 +182,27 @@ pub(crate) async fn handle(
     forget_missing(&before, &state.discovery, &core.fabric);
     refresh(&state, &core.fabric);
     Ok(answer)
+}
+
+/// The namespace and service a discovery request names
+/// (`NamespaceName`, `ServiceName`; case-insensitive, as DNS is).
+pub(super) fn by_names<'a>(
+    reg: &'a Registry,
+    body: &Value,
+) -> Result<(&'a Namespace, &'a DiscoveryService), ApiError> {
+    let ns_name = required(body, "NamespaceName")?;
+    let svc_name = required(body, "ServiceName")?;
+    let ns = reg
+        .namespaces
+        .values()
+        .find(|n| n.name.eq_ignore_ascii_case(ns_name))
+        .ok_or_else(|| ApiError::coded("NamespaceNotFound", format!("No namespace {ns_name}")))?;
+    let s = reg
+        .services
+        .values()
+        .find(|s| s.namespace_id == ns.id && s.name.eq_ignore_ascii_case(svc_name))
+        .ok_or_else(service_not_found)?;
+    Ok((ns, s))
 }
 
 pub(super) fn service_not_found() -> ApiError {

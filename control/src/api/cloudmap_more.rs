@@ -277,20 +277,7 @@ fn run(state: &State, reg: &mut Registry, op: &str, body: &Value) -> Result<Done
             Ok(Done::Read(json!({ "Operations": list })))
         }
         "DiscoverInstancesRevision" => {
-            let ns_name = required(body, "NamespaceName")?;
-            let svc_name = required(body, "ServiceName")?;
-            let ns = reg
-                .namespaces
-                .values()
-                .find(|n| n.name.eq_ignore_ascii_case(ns_name))
-                .ok_or_else(|| {
-                    ApiError::coded("NamespaceNotFound", format!("No namespace {ns_name}"))
-                })?;
-            let s = reg
-                .services
-                .values()
-                .find(|s| s.namespace_id == ns.id && s.name.eq_ignore_ascii_case(svc_name))
-                .ok_or_else(service_not_found)?;
+            let (_, s) = super::cloudmap::by_names(reg, body)?;
             Ok(Done::Read(
                 json!({ "InstancesRevision": instances_revision(state, s) }),
             ))

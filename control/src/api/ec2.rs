@@ -150,7 +150,7 @@ fn tag_set(x: &mut Xml, tags: &[(String, String)]) {
 }
 
 /// The group a request names by `GroupId` or `GroupName`.
-fn named<'a>(
+pub(crate) fn named<'a>(
     state: &'a crate::core::state::State,
     p: &Params,
 ) -> Result<&'a SecurityGroup, ApiError> {

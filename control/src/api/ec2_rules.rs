@@ -223,34 +223,12 @@ fn rule_item(x: &mut Xml, group: &str, r: &Rule, egress: bool) {
     x.open("tagSet").close().close();
 }
 
-/// The group a request names (GroupId, else GroupName).
+/// The group a request names (GroupId, else GroupName), to change.
 fn group_of(
     state: &crate::core::state::State,
     p: &Params,
 ) -> Result<crate::core::security_groups::SecurityGroup, ApiError> {
-    let found = match (p.get("GroupId"), p.get("GroupName")) {
-        (Some(id), _) => state.security_groups.get(id).map(|e| e.value.clone()),
-        (None, Some(name)) => state
-            .security_groups
-            .values()
-            .find(|g| g.value.group_name == name)
-            .map(|g| g.value.clone()),
-        (None, None) => {
-            return Err(ApiError::coded(
-                "MissingParameter",
-                "The request must contain the parameter GroupId or GroupName",
-            ));
-        }
-    };
-    found.ok_or_else(|| {
-        ApiError::coded(
-            "InvalidGroup.NotFound",
-            format!(
-                "The security group '{}' does not exist",
-                p.get("GroupId").or(p.get("GroupName")).unwrap_or_default()
-            ),
-        )
-    })
+    super::ec2::named(state, p).cloned()
 }
 
 fn rule_not_found(id: &str) -> ApiError {
