@@ -249,6 +249,10 @@ const ECS_HONOURED: &[(&str, &str)] = &[
 const AGENT_REPORTS: &str = "container instances here report over `skiff agent`'s channel, in these operations' shapes; there is no ECS container agent to call them over HTTP";
 
 const ECS_REFUSED: &[(&str, &str)] = &[
+    (
+        "ContinueServiceDeployment",
+        "skiff's deployments are rolling ones; there is no blue/green deployment paused at a lifecycle hook to continue",
+    ),
     ("SubmitTaskStateChange", AGENT_REPORTS),
     ("SubmitContainerStateChange", AGENT_REPORTS),
     ("SubmitAttachmentStateChanges", AGENT_REPORTS),
