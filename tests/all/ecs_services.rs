@@ -387,11 +387,29 @@ fn killed_mid_deployment_the_service_converges_with_nothing_lost_or_duplicated()
         "--task-definition",
         "web:2",
     ]);
-    // Mid-deployment: some new tasks exist, old ones remain.
-    service_until(&serve, "default", "web", |s| {
-        s["deployments"].as_array().unwrap().len() == 2
-            && s["deployments"][0]["pendingCount"].as_u64() > Some(0)
-    });
+    // Mid-deployment: some new tasks exist, old ones remain. (Watched
+    // with one boto3 client, which polls in milliseconds: the AWS CLI's
+    // second per call can miss the window on a loaded machine.)
+    let seen = serve.boto3(
+        r#"
+import time
+ecs = boto3.client('ecs', endpoint_url=ENDPOINT, region_name=REGION)
+deadline = time.time() + 90
+while time.time() < deadline:
+    d = ecs.describe_services(services=['web'])['services'][0]['deployments']
+    if len(d) == 2 and d[0]['pendingCount'] > 0:
+        print('mid-deployment')
+        break
+    time.sleep(0.01)
+"#,
+        "AKIDSKIFFTEST",
+        "secret",
+    );
+    assert_eq!(
+        seen.trim(),
+        "mid-deployment",
+        "the deployment was never seen in progress"
+    );
     let mut serve = serve;
     serve.child.kill().unwrap();
     serve.child.wait().unwrap();
