@@ -47,33 +47,7 @@ impl PublishedPorts {
             // Host mode on a machine reached by others: its ports are on
             // the host's address too, as on ECS (the guest listens on
             // loopback; a forwarder carries the host's address there).
-            for (i, c) in td.container_definitions.iter().enumerate() {
-                for p in c.port_mappings.iter().filter(|p| p.protocol == "tcp") {
-                    let listener = TcpListener::bind((on, p.container_port))
-                        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                        .and_then(tokio::net::TcpListener::from_std)
-                        .map_err(|e| {
-                            format!(
-                                "container {} cannot publish port {} on {on}: {e}",
-                                c.name, p.container_port
-                            )
-                        })?;
-                    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, p.container_port));
-                    published
-                        .forwarders
-                        .push(tokio::spawn(skiff_runtime::proxy::forward_tcp(
-                            listener,
-                            target,
-                            std::future::pending(),
-                        )));
-                    published.bindings[i].push(NetworkBinding {
-                        bind_ip: on.to_string(),
-                        container_port: p.container_port,
-                        host_port: p.container_port,
-                        protocol: p.protocol.clone(),
-                    });
-                }
-            }
+            published.same_ports(td, on, Ipv4Addr::LOCALHOST, None, "")?;
             return Ok(published);
         }
         if td.network_mode.as_deref() != Some("bridge") {
@@ -127,6 +101,21 @@ impl PublishedPorts {
         on: Ipv4Addr,
         fabric: Arc<Fabric>,
     ) -> Result<(), String> {
+        self.same_ports(td, on, task, Some(fabric), "its public address ")
+    }
+
+    /// Publishes every TCP port mapping of `td` on `on` at the same
+    /// number, carried to that port at `to`; with `fabric`, only clients
+    /// whose address the groups of `to` let in (`place` names `on` in
+    /// errors).
+    fn same_ports(
+        &mut self,
+        td: &TaskDefinition,
+        on: Ipv4Addr,
+        to: Ipv4Addr,
+        fabric: Option<Arc<Fabric>>,
+        place: &str,
+    ) -> Result<(), String> {
         for (i, c) in td.container_definitions.iter().enumerate() {
             for p in c.port_mappings.iter().filter(|p| p.protocol != "udp") {
                 let listener = TcpListener::bind((on, p.container_port))
@@ -134,15 +123,18 @@ impl PublishedPorts {
                     .and_then(tokio::net::TcpListener::from_std)
                     .map_err(|e| {
                         format!(
-                            "container {} cannot publish port {} on its public address {on}: {e}",
+                            "container {} cannot publish port {} on {place}{on}: {e}",
                             c.name, p.container_port
                         )
                     })?;
-                let target = SocketAddr::from((task, p.container_port));
-                let fabric = Arc::clone(&fabric);
-                let admit = move |peer: SocketAddr| match peer.ip() {
-                    std::net::IpAddr::V4(from) => fabric.allows(from, None, target, Proto::Tcp),
-                    std::net::IpAddr::V6(_) => false,
+                let target = SocketAddr::from((to, p.container_port));
+                let fabric = fabric.clone();
+                let admit = move |peer: SocketAddr| match (&fabric, peer.ip()) {
+                    (None, _) => true,
+                    (Some(f), std::net::IpAddr::V4(from)) => {
+                        f.allows(from, None, target, Proto::Tcp)
+                    }
+                    (Some(_), std::net::IpAddr::V6(_)) => false,
                 };
                 self.forwarders
                     .push(tokio::spawn(skiff_runtime::proxy::forward_tcp_admitting(

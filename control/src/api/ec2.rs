@@ -27,7 +27,7 @@ fn not_found(what: &str) -> ApiError {
     )
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::coded("InvalidParameterValue", message)
 }
 
@@ -58,10 +58,26 @@ pub(crate) async fn handle(
     }
 }
 
-fn response(root: &'static str) -> Xml {
+pub(crate) fn response(root: &'static str) -> Xml {
     let mut x = Xml::document(root, XMLNS);
     x.text("requestId", uuid::Uuid::new_v4());
     x
+}
+
+/// A request's `Filter.N`, checked against the names an action knows.
+pub(crate) fn filters(p: &Params, known: &[&str]) -> Result<Vec<(String, Vec<String>)>, ApiError> {
+    let mut out = Vec::new();
+    for f in p.list("Filter") {
+        let name = f.required("Name")?.to_string();
+        if !known.contains(&name.as_str()) {
+            return Err(invalid(format!(
+                "The filter '{name}' is invalid (skiff filters on {})",
+                known.join(", ")
+            )));
+        }
+        out.push((name, f.strings("Value")));
+    }
+    Ok(out)
 }
 
 fn tags_of(p: &Params) -> Result<Vec<(String, String)>, ApiError> {
@@ -178,19 +194,7 @@ pub(crate) fn named<'a>(
 async fn describe(core: &Core, p: &Params, region: &str) -> Result<String, ApiError> {
     let ids = p.strings("GroupId");
     let names = p.strings("GroupName");
-    let mut filters: Vec<(String, Vec<String>)> = Vec::new();
-    for f in p.list("Filter") {
-        let name = f.required("Name")?.to_string();
-        if !matches!(
-            name.as_str(),
-            "group-id" | "group-name" | "vpc-id" | "description"
-        ) {
-            return Err(invalid(format!(
-                "The filter '{name}' is invalid (skiff filters on group-id, group-name, vpc-id, description)"
-            )));
-        }
-        filters.push((name, f.strings("Value")));
-    }
+    let filters = filters(p, &["group-id", "group-name", "vpc-id", "description"])?;
     let max = p.int("MaxResults")?;
     if let Some(m) = max
         && !(5..=1000).contains(&m)

@@ -7,6 +7,7 @@
 //! Subnets are labels: every one shares the VPC's range, and a task's
 //! address comes from the block of the machine it runs on.
 
+use super::ec2::{filters, invalid, response};
 use crate::api::protocol::query::{Params, Xml};
 use crate::core::Core;
 use crate::core::model::{Task, account, name_of};
@@ -15,8 +16,6 @@ use crate::core::state::State;
 use crate::error::ApiError;
 use std::collections::BTreeSet;
 
-const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
-
 /// The VPC's range: loopback, where every task address of every machine
 /// is (this machine's 127.18.0.0/16, remote agents' blocks of
 /// 127.64.0.0/10).
@@ -24,32 +23,6 @@ pub(crate) const VPC_CIDR: &str = "127.0.0.0/8";
 
 /// The subnet that exists before any is named.
 pub(crate) const DEFAULT_SUBNET: &str = "subnet-0000000000000000a";
-
-fn response(root: &'static str) -> Xml {
-    let mut x = Xml::document(root, XMLNS);
-    x.text("requestId", uuid::Uuid::new_v4());
-    x
-}
-
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::coded("InvalidParameterValue", message)
-}
-
-/// A request's `Filter.N`, checked against the names an action knows.
-fn filters(p: &Params, known: &[&str]) -> Result<Vec<(String, Vec<String>)>, ApiError> {
-    let mut out = Vec::new();
-    for f in p.list("Filter") {
-        let name = f.required("Name")?.to_string();
-        if !known.contains(&name.as_str()) {
-            return Err(invalid(format!(
-                "The filter '{name}' is invalid (skiff filters on {})",
-                known.join(", ")
-            )));
-        }
-        out.push((name, f.strings("Value")));
-    }
-    Ok(out)
-}
 
 /// Do `values` of each filter include what `have` gives for its name?
 fn passes(filters: &[(String, Vec<String>)], have: impl Fn(&str) -> Vec<String>) -> bool {

@@ -3,24 +3,13 @@
 //! EC2 tags (CreateTags, DeleteTags, DescribeTags) on skiff's taggable
 //! EC2 resources, security groups.
 
+use super::ec2::{filters, invalid, response};
 use crate::api::protocol::query::{Params, Xml};
 use crate::core::Core;
 use crate::core::model::account;
 use crate::core::security_groups::{Rule, Source};
 use crate::core::state::Write;
 use crate::error::ApiError;
-
-const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
-
-fn response(root: &'static str) -> Xml {
-    let mut x = Xml::document(root, XMLNS);
-    x.text("requestId", uuid::Uuid::new_v4());
-    x
-}
-
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::coded("InvalidParameterValue", message)
-}
 
 /// Handles the actions here; `None` for any other.
 pub(crate) async fn handle(
@@ -115,19 +104,7 @@ async fn retag(core: &Core, p: &Params, delete: bool) -> Result<String, ApiError
 }
 
 async fn describe_tags(core: &Core, p: &Params) -> Result<String, ApiError> {
-    let mut filters: Vec<(String, Vec<String>)> = Vec::new();
-    for f in p.list("Filter") {
-        let name = f.required("Name")?.to_string();
-        if !matches!(
-            name.as_str(),
-            "resource-id" | "resource-type" | "key" | "value"
-        ) {
-            return Err(invalid(format!(
-                "The filter '{name}' is invalid (skiff filters on resource-id, resource-type, key, value)"
-            )));
-        }
-        filters.push((name, f.strings("Value")));
-    }
+    let filters = filters(p, &["resource-id", "resource-type", "key", "value"])?;
     let state = core.state.lock().await;
     let mut x = response("DescribeTagsResponse");
     x.open("tagSet");

@@ -8,6 +8,7 @@
 //! registry's authentication on, the calls carry a short-lived token the
 //! control plane issues itself.
 
+use crate::api::protocol::json::required_nonempty as required;
 use crate::error::ApiError;
 use base64::Engine;
 use bytes::Bytes;
@@ -134,13 +135,6 @@ fn repository_not_found(name: &str) -> ApiError {
             crate::core::model::account()
         ),
     )
-}
-
-fn required<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
-    body.get(name)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::invalid_parameter(format!("{name} is required")))
 }
 
 fn strings(body: &Value, name: &str) -> Vec<String> {

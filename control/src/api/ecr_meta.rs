@@ -6,6 +6,7 @@
 //! they match, now and when made), and DescribeRegistry. Stored as one
 //! document in the control plane's state.
 
+use crate::api::protocol::json::required_nonempty as required;
 use crate::core::Core;
 use crate::core::ecr::EcrMeta;
 use crate::core::model::account;
@@ -13,13 +14,6 @@ use crate::core::state::Write;
 use crate::error::ApiError;
 use serde_json::{Value, json};
 use skiff_registry::AdminError;
-
-fn required<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
-    body.get(name)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::invalid_parameter(format!("{name} is required")))
-}
 
 /// ECR's `tags` ([{Key, Value}]).
 pub(crate) fn parse_tags(v: Option<&Value>) -> Result<Vec<(String, String)>, ApiError> {

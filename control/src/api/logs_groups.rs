@@ -4,17 +4,11 @@
 //! (TagLogGroup, UntagLogGroup, ListTagsLogGroup) or by ARN
 //! (TagResource, UntagResource, ListTagsForResource).
 
+use crate::api::protocol::json::required_nonempty as required;
 use crate::core::logs::{LogStore, RETENTION_DAYS};
 use crate::error::ApiError;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-
-fn required<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
-    body.get(name)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::invalid_parameter(format!("{name} is required")))
-}
 
 fn tag_map(v: Option<&Value>) -> Result<BTreeMap<String, String>, ApiError> {
     let Some(obj) = v.and_then(Value::as_object) else {

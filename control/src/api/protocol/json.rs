@@ -82,6 +82,14 @@ pub(crate) fn required<'a>(body: &'a Value, field: &str) -> Result<&'a str, ApiE
         .ok_or_else(|| ApiError::invalid_parameter(format!("{field} is required")))
 }
 
+/// A string member that must be given and not be empty.
+pub(crate) fn required_nonempty<'a>(body: &'a Value, field: &str) -> Result<&'a str, ApiError> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::invalid_parameter(format!("{field} is required")))
+}
+
 /// Refuses a request body that is not a JSON object (AWS JSON 1.1 bodies
 /// always are).
 pub(crate) fn json_object(body: &Value) -> Result<(), ApiError> {

@@ -293,6 +293,13 @@ impl Drop for Plane {
     }
 }
 
+/// A listener's socket at `address:port`, for the runtime.
+fn listen(address: Ipv4Addr, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let s = std::net::TcpListener::bind((address, port))?;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(s)
+}
+
 /// Where tasks reach a load balancer listening at `address`, and what
 /// its DNS name answers them: the address itself, unless it is the
 /// host's 127.0.0.1 (a task's 127.0.0.1 is the task), in which case
@@ -582,10 +589,7 @@ impl Plane {
                 let Some(lb) = cfg.load_balancers.get(&l.lb_arn) else {
                     continue;
                 };
-                let bound = std::net::TcpListener::bind((lb.address, l.port)).and_then(|s| {
-                    s.set_nonblocking(true)?;
-                    tokio::net::TcpListener::from_std(s)
-                });
+                let bound = listen(lb.address, l.port);
                 let socket = match bound {
                     Ok(s) => s,
                     Err(e) => {
@@ -599,11 +603,7 @@ impl Plane {
                 let front = tasks_reach(lb.address);
                 let for_tasks = (front != lb.address)
                     .then(|| {
-                        std::net::TcpListener::bind((front, l.port))
-                            .and_then(|s| {
-                                s.set_nonblocking(true)?;
-                                tokio::net::TcpListener::from_std(s)
-                            })
+                        listen(front, l.port)
                             .map_err(|e| {
                                 tracing::warn!(listener = %l.arn, "tasks cannot reach it by name: cannot listen on {front}:{}: {e}", l.port);
                             })
