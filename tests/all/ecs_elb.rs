@@ -16,7 +16,7 @@ use wasm_apps::app;
 
 /// An HTTP service's definition: http-hello answering `WHO` at
 /// `.../whoami`, sick while its task volume holds `sick`.
-fn web_td(family: &str, who: &str) -> Value {
+pub(crate) fn web_td(family: &str, who: &str) -> Value {
     json!({
         "family": family, "networkMode": "awsvpc", "cpu": "256", "memory": "512",
         "volumes": [{"name": "state"}],
@@ -32,7 +32,7 @@ fn web_td(family: &str, who: &str) -> Value {
 
 use skiff_harness::free_port;
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     v.as_str()
         .unwrap_or_else(|| panic!("not a string: {v}"))
         .to_string()
@@ -40,7 +40,7 @@ fn s(v: &Value) -> String {
 
 /// GET through the load balancer: (status, body); status 0 if the
 /// connection itself failed.
-fn get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn get(port: u16, path: &str) -> (u16, String) {
     let attempt = || -> std::io::Result<(u16, String)> {
         let mut c = TcpStream::connect(("127.0.0.1", port))?;
         c.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -139,7 +139,7 @@ fn forwarded_headers(port: u16) -> String {
     )
 }
 
-fn target_states(serve: &ServeProcess, tg: &str) -> Vec<String> {
+pub(crate) fn target_states(serve: &ServeProcess, tg: &str) -> Vec<String> {
     serve.aws_ok(&["elbv2", "describe-target-health", "--target-group-arn", tg])["TargetHealthDescriptions"]
         .as_array()
         .unwrap()
@@ -148,7 +148,7 @@ fn target_states(serve: &ServeProcess, tg: &str) -> Vec<String> {
         .collect()
 }
 
-fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+pub(crate) fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !done() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
@@ -156,7 +156,7 @@ fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn all_healthy(serve: &ServeProcess, tg: &str, n: usize) -> bool {
+pub(crate) fn all_healthy(serve: &ServeProcess, tg: &str, n: usize) -> bool {
     let states = target_states(serve, tg);
     states.len() == n && states.iter().all(|s| s == "healthy")
 }
@@ -394,7 +394,11 @@ fn an_application_load_balancer_routes_drains_and_rolls_services() {
 /// An application load balancer `name` whose listener, on a free port,
 /// forwards to a new HTTP target group `name` of type `target_type`,
 /// checked at `/health` every 5 s: the group's ARN and the port.
-fn http_load_balancer(serve: &ServeProcess, name: &str, target_type: &str) -> (String, u16) {
+pub(crate) fn http_load_balancer(
+    serve: &ServeProcess,
+    name: &str,
+    target_type: &str,
+) -> (String, u16) {
     let lb = s(&serve.aws_ok(&[
         "elbv2",
         "create-load-balancer",

@@ -17,6 +17,7 @@ mod ecs_fargate;
 mod ecs_network;
 mod ecs_scale;
 mod ecs_services;
+mod ecs_task_sets;
 mod elb_modify;
 mod exit_status;
 mod fleet;

@@ -241,9 +241,26 @@ const ECS_HONOURED: &[(&str, &str)] = &[
         "DescribeCapacityProviders",
         "the built-in FARGATE and FARGATE_SPOT",
     ),
-    ("CreateService", ""),
+    (
+        "CreateService",
+        "deploymentController ECS (rolling) or EXTERNAL (task sets); CODE_DEPLOY refused: no CodeDeploy",
+    ),
     ("UpdateService", ""),
     ("DeleteService", ""),
+    (
+        "CreateTaskSet",
+        "every task set of an EXTERNAL service runs at once, at its share of desiredCount",
+    ),
+    ("DescribeTaskSets", ""),
+    ("UpdateTaskSet", ""),
+    (
+        "DeleteTaskSet",
+        "drains it: its targets deregister, its tasks stop",
+    ),
+    (
+        "UpdateServicePrimaryTaskSet",
+        "DescribeServices shows the primary task set's settings",
+    ),
 ];
 
 const AGENT_REPORTS: &str = "container instances here report over `skiff agent`'s channel, in these operations' shapes; there is no ECS container agent to call them over HTTP";

@@ -74,13 +74,7 @@ pub(crate) fn ecs_users(state: &State, registry_arn: &str) -> usize {
     state
         .services
         .values()
-        .filter(|s| s.value.status != "INACTIVE")
-        .filter(|s| {
-            s.value
-                .service_registries
-                .iter()
-                .any(|r| r.registry_arn == registry_arn)
-        })
+        .filter(|s| s.value.status != "INACTIVE" && s.value.uses_registry(registry_arn))
         .count()
 }
 
@@ -115,12 +109,7 @@ pub(crate) fn instances(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for svc in state.services.values().map(|e| &e.value) {
-        if svc.status == "INACTIVE"
-            || !svc
-                .service_registries
-                .iter()
-                .any(|r| r.registry_arn == s.arn)
-        {
+        if svc.status == "INACTIVE" || !svc.uses_registry(&s.arn) {
             continue;
         }
         let group = format!("service:{}", svc.service_name);
@@ -128,6 +117,10 @@ pub(crate) fn instances(
             if t.cluster_arn != svc.cluster_arn
                 || t.group.as_deref() != Some(&group)
                 || !discoverable(t)
+                || !svc
+                    .registries_for(t.started_by.as_deref())
+                    .iter()
+                    .any(|r| r.registry_arn == s.arn)
             {
                 continue;
             }
@@ -147,6 +140,13 @@ pub(crate) fn instances(
                         .unwrap_or_default()
                         .to_string(),
                 );
+                // A task set's tasks carry its external id, as on ECS.
+                if let Some(x) = svc
+                    .task_set_of(t.started_by.as_deref())
+                    .and_then(|ts| ts.external_id.as_ref())
+                {
+                    attrs.insert("ECS_TASK_SET_EXTERNAL_ID".to_string(), x.clone());
+                }
                 out.push((t.id().to_string(), attrs));
             }
         }

@@ -10,6 +10,7 @@ mod launch;
 mod service_fields;
 pub(crate) mod services;
 mod tags;
+mod task_sets;
 mod taskdefs;
 mod tasks;
 
@@ -81,6 +82,11 @@ pub(crate) async fn handle(
         "DescribeServiceDeployments" => deployments::describe(core, body).await,
         "DescribeServiceRevisions" => deployments::describe_revisions(core, body).await,
         "StopServiceDeployment" => deployments::stop(core, body).await,
+        "CreateTaskSet" => task_sets::create(core, body, region).await,
+        "DescribeTaskSets" => task_sets::describe(core, body, region).await,
+        "UpdateTaskSet" => task_sets::update(core, body).await,
+        "DeleteTaskSet" => task_sets::delete(core, body).await,
+        "UpdateServicePrimaryTaskSet" => task_sets::make_primary(core, body).await,
         "PutAccountSetting" => account::put_setting(core, body, false).await,
         "PutAccountSettingDefault" => account::put_setting(core, body, true).await,
         "DeleteAccountSetting" => account::delete_setting(core, body).await,

@@ -273,13 +273,49 @@ pub(crate) fn refuse_unsupported(body: &Value) -> Result<(), ApiError> {
         "/availabilityZoneRebalancing",
         "DISABLED",
         " (one availability zone)",
-    )?;
-    only(
-        body,
-        "/deploymentController/type",
-        "ECS",
-        " (rolling updates)",
     )
+}
+
+/// A request's `deploymentController`: `None` for ECS's rolling updates
+/// (the default), `EXTERNAL` for task sets.
+pub(crate) fn deployment_controller(body: &Value) -> Result<Option<String>, ApiError> {
+    match body.pointer("/deploymentController/type") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) if t == "ECS" => Ok(None),
+        Some(Value::String(t)) if t == "EXTERNAL" => Ok(Some(t.clone())),
+        Some(Value::String(t)) if t == "CODE_DEPLOY" => Err(ApiError::invalid_parameter(
+            "deploymentController.type CODE_DEPLOY needs AWS CodeDeploy, which skiff does not have: use EXTERNAL and drive the blue/green task sets yourself (CreateTaskSet, UpdateServicePrimaryTaskSet, DeleteTaskSet), or ECS for rolling updates",
+        )),
+        Some(other) => Err(ApiError::invalid_parameter(format!(
+            "deploymentController.type must be ECS, CODE_DEPLOY or EXTERNAL, not {other}"
+        ))),
+    }
+}
+
+/// The members a service with the EXTERNAL deployment controller takes
+/// from its task sets, not from CreateService or UpdateService.
+pub(crate) const TASK_SET_FIELDS: &[&str] = &[
+    "taskDefinition",
+    "launchType",
+    "capacityProviderStrategy",
+    "platformVersion",
+    "networkConfiguration",
+    "loadBalancers",
+    "serviceRegistries",
+    "forceNewDeployment",
+];
+
+/// Refuses, for an EXTERNAL service, what belongs to its task sets.
+pub(crate) fn refuse_task_set_fields(body: &Value) -> Result<(), ApiError> {
+    match TASK_SET_FIELDS
+        .iter()
+        .find(|f| body.get(**f).is_some_and(|v| !v.is_null()))
+    {
+        Some(f) => Err(ApiError::invalid_parameter(format!(
+            "{f} is set per task set on a service with the EXTERNAL deployment controller: create a task set (CreateTaskSet) with it, and make it the primary one (UpdateServicePrimaryTaskSet)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn check_launch_type(given: Option<&str>) -> Result<String, ApiError> {

@@ -2,8 +2,9 @@
 //! DescribeServices, ListServices.
 
 use super::service_fields::{
-    check_launch_type, deployment_configuration, desired_count, flag, grace_period, load_balancers,
-    placement_items, refuse_unsupported, service_registries, valid_name,
+    check_launch_type, deployment_configuration, deployment_controller, desired_count, flag,
+    grace_period, load_balancers, placement_items, refuse_task_set_fields, refuse_unsupported,
+    service_registries, valid_name,
 };
 use crate::api::protocol::json::{includes, listed, parse, required, string_list, to_value};
 use crate::core::Core;
@@ -72,7 +73,7 @@ pub(crate) fn service_view(state: &State, svc: &Service, with_tags: bool) -> Val
         "placementConstraints": svc.placement_constraints,
         "placementStrategy": svc.placement_strategy,
         "schedulingStrategy": svc.scheduling_strategy,
-        "deploymentController": {"type": "ECS"},
+        "deploymentController": {"type": svc.deployment_controller.as_deref().unwrap_or("ECS")},
         "createdBy": svc.created_by,
         "enableECSManagedTags": svc.enable_ecs_managed_tags,
         "propagateTags": svc.propagate_tags.as_deref().unwrap_or("NONE"),
@@ -112,6 +113,21 @@ pub(crate) fn service_view(state: &State, svc: &Service, with_tags: bool) -> Val
     if with_tags {
         v["tags"] = to_value(&svc.tags);
     }
+    if svc.is_external() {
+        v["taskSets"] = svc
+            .task_sets
+            .iter()
+            .map(|set| super::task_sets::view(state, svc, set, false))
+            .collect();
+        // Without a primary task set, what it would give is null.
+        if let Some(o) = v.as_object_mut() {
+            for f in ["taskDefinition", "launchType"] {
+                if o.get(f).is_some_and(|x| x == "") {
+                    o.remove(f);
+                }
+            }
+        }
+    }
     v
 }
 
@@ -146,7 +162,16 @@ pub(crate) async fn create_service(
     refuse_unsupported(body)?;
     let name = required(body, "serviceName")?.to_string();
     valid_name(&name)?;
-    let given_td = required(body, "taskDefinition")?.to_string();
+    let controller = deployment_controller(body)?;
+    let external = controller.is_some();
+    if external {
+        refuse_task_set_fields(body)?;
+    }
+    let given_td = if external {
+        String::new()
+    } else {
+        required(body, "taskDefinition")?.to_string()
+    };
     let strategy = body
         .get("schedulingStrategy")
         .and_then(Value::as_str)
@@ -162,6 +187,11 @@ pub(crate) async fn create_service(
         }
     };
     let desired = desired_count(body)?;
+    if daemon && external {
+        return Err(ApiError::invalid_parameter(
+            "The EXTERNAL deployment controller does not support the DAEMON scheduling strategy.",
+        ));
+    }
     if daemon && desired.is_some() {
         return Err(ApiError::invalid_parameter(
             "A DAEMON service runs one task per container instance: leave desiredCount out.",
@@ -170,6 +200,9 @@ pub(crate) async fn create_service(
     let desired = match (daemon, desired) {
         (true, _) => 0,
         (false, Some(n)) => n,
+        // Only the name is required of an EXTERNAL service: its task sets
+        // run nothing until it is scaled.
+        (false, None) if external => 0,
         (false, None) => {
             return Err(ApiError::invalid_parameter(
                 "desiredCount is required for a REPLICA service.",
@@ -231,6 +264,22 @@ pub(crate) async fn create_service(
             cluster.cluster_name
         )));
     }
+    let at = now();
+    if external {
+        // Its task sets say what runs, and how.
+        let mut svc = new_service(&cluster, region, &name, desired, body)?;
+        svc.scheduling_strategy = strategy;
+        svc.deployment_configuration = config;
+        svc.placement_constraints = constraints;
+        svc.placement_strategy = strategies;
+        svc.health_check_grace_period_seconds = grace;
+        svc.tags = tags;
+        svc.client_token = client_token;
+        svc.propagate_tags = propagate;
+        svc.deployment_controller = controller;
+        svc.created_at = at;
+        return save(core, &mut state, svc).await;
+    }
     let choice = super::launch::choose(body, &cluster)?;
     let launch_type = choice.launch_type.clone();
     let td = resolve_taskdef(&state, &given_td, true)?;
@@ -252,47 +301,76 @@ pub(crate) async fn create_service(
     } else {
         desired
     };
-    let at = now();
-    let mut svc = Service {
+    let mut svc = new_service(&cluster, region, &name, desired, body)?;
+    svc.task_definition = td.task_definition_arn.clone();
+    svc.launch_type = launch_type;
+    svc.scheduling_strategy = strategy;
+    svc.deployment_configuration = config;
+    svc.placement_constraints = constraints;
+    svc.placement_strategy = strategies;
+    svc.health_check_grace_period_seconds = grace;
+    svc.created_at = at;
+    svc.tags = tags;
+    svc.client_token = client_token;
+    svc.network_configuration = network;
+    svc.service_registries = registries;
+    svc.load_balancers = balancers;
+    svc.capacity_provider_strategy = choice.providers;
+    svc.platform_version = choice.platform_version;
+    svc.propagate_tags = propagate;
+    let id = deployment_id(core);
+    svc.new_deployment(at, id, "ECS deployment in progress.");
+    save(core, &mut state, svc).await
+}
+
+/// A new ACTIVE service named `name` in `cluster` with the request's
+/// flags, the rest at ECS's defaults (the caller fills them in).
+fn new_service(
+    cluster: &crate::core::model::Cluster,
+    region: &str,
+    name: &str,
+    desired: u32,
+    body: &Value,
+) -> Result<Service, ApiError> {
+    Ok(Service {
         service_arn: arn(
             "ecs",
             region,
             &format!("service/{}/{name}", cluster.cluster_name),
         ),
-        service_name: name.clone(),
+        service_name: name.to_string(),
         cluster_arn: cluster.cluster_arn.clone(),
         status: "ACTIVE".into(),
         desired_count: desired,
-        task_definition: td.task_definition_arn.clone(),
-        launch_type,
-        scheduling_strategy: strategy,
-        deployment_configuration: config,
-        placement_constraints: constraints,
-        placement_strategy: strategies,
-        health_check_grace_period_seconds: grace,
+        task_definition: String::new(),
+        launch_type: String::new(),
+        scheduling_strategy: "REPLICA".into(),
+        deployment_configuration: deployment_configuration(&json!({}), false, None)?,
+        placement_constraints: Vec::new(),
+        placement_strategy: Vec::new(),
+        health_check_grace_period_seconds: None,
         role_arn: body.get("role").and_then(Value::as_str).map(String::from),
         deployments: Vec::new(),
         events: Vec::new(),
-        created_at: at,
+        created_at: 0.0,
         created_by: format!("arn:aws:iam::{}:root", crate::core::model::account()),
-        tags,
-        client_token,
+        tags: Vec::new(),
+        client_token: None,
         steady: false,
         last_completed: None,
-        network_configuration: network,
-        service_registries: registries,
-        load_balancers: balancers,
+        network_configuration: None,
+        service_registries: Vec::new(),
+        load_balancers: Vec::new(),
         registered: Vec::new(),
-        capacity_provider_strategy: choice.providers,
-        platform_version: choice.platform_version,
+        capacity_provider_strategy: Vec::new(),
+        platform_version: None,
         enable_ecs_managed_tags: flag(body, "enableECSManagedTags").unwrap_or(false),
-        propagate_tags: propagate,
+        propagate_tags: None,
         enable_execute_command: flag(body, "enableExecuteCommand").unwrap_or(false),
         history: Vec::new(),
-    };
-    let id = deployment_id(core);
-    svc.new_deployment(at, id, "ECS deployment in progress.");
-    save(core, &mut state, svc).await
+        deployment_controller: None,
+        task_sets: Vec::new(),
+    })
 }
 
 /// Can the service's tasks run from `td`, with its launch type, placement
@@ -341,6 +419,16 @@ pub(crate) async fn update_service(core: &Core, body: &Value) -> Result<Value, A
         .ok_or_else(service_not_found)?;
     if svc.status != "ACTIVE" {
         return Err(not_active());
+    }
+    if deployment_controller(body)? != svc.deployment_controller
+        && body.get("deploymentController").is_some()
+    {
+        return Err(ApiError::invalid_parameter(
+            "A service's deployment controller cannot be changed between ECS and EXTERNAL: create a new service.",
+        ));
+    }
+    if svc.is_external() {
+        refuse_task_set_fields(body)?;
     }
     let daemon = svc.is_daemon();
     if daemon && desired.is_some() {
@@ -466,7 +554,7 @@ pub(crate) async fn update_service(core: &Core, body: &Value) -> Result<Value, A
         svc.health_check_grace_period_seconds = grace;
     }
     let at = now();
-    if redeploy {
+    if redeploy && !svc.is_external() {
         let id = deployment_id(core);
         svc.new_deployment(at, id, "ECS deployment in progress.");
     } else if let Some(p) = svc.deployments.first_mut() {
@@ -510,6 +598,9 @@ pub(crate) async fn delete_service(core: &Core, body: &Value) -> Result<Value, A
     svc.status = "DRAINING".into();
     svc.desired_count = 0;
     svc.steady = false;
+    for set in &mut svc.task_sets {
+        set.status = "DRAINING".into();
+    }
     save(core, &mut state, svc).await
 }
 

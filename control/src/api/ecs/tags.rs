@@ -1,5 +1,6 @@
 //! ECS tags: TagResource, UntagResource, ListTagsForResource, on
-//! clusters, task definitions, tasks, services and container instances.
+//! clusters, task definitions, tasks, services, task sets and container
+//! instances.
 
 use crate::api::protocol::json::{parse, required, string_list, to_value};
 use crate::core::Core;
@@ -55,6 +56,10 @@ pub(crate) async fn tag_resource(
             edit(&mut s.tags)?;
             Write::Service(s)
         }
+        Located::TaskSet(mut s, i) => {
+            edit(&mut s.task_sets[i].tags)?;
+            Write::Service(s)
+        }
     };
     state.apply(core.store.as_ref(), vec![write]).await?;
     Ok(json!({}))
@@ -69,6 +74,7 @@ pub(crate) async fn list_tags(core: &Core, body: &Value) -> Result<Value, ApiErr
         Located::Task(t) => t.tags,
         Located::Instance(i) => i.tags,
         Located::Service(s) => s.tags,
+        Located::TaskSet(s, i) => s.task_sets[i].tags.clone(),
     };
     Ok(json!({ "tags": to_value(&tags) }))
 }
@@ -79,6 +85,8 @@ pub(crate) enum Located {
     Task(Box<Task>),
     Instance(Box<ContainerInstance>),
     Service(Box<Service>),
+    /// A service's task set, by its index.
+    TaskSet(Box<Service>, usize),
 }
 
 pub(crate) fn locate(state: &State, resource: &str) -> Result<Located, ApiError> {
@@ -124,6 +132,18 @@ pub(crate) fn locate(state: &State, resource: &str) -> Result<Located, ApiError>
                 .filter(|s| s.value.status != "INACTIVE")
                 .map(|s| Located::Service(Box::new(s.value.clone())))
         }
+        "task-set" => state
+            .services
+            .values()
+            .map(|s| &s.value)
+            .filter(|s| s.status != "INACTIVE")
+            .find_map(|s| {
+                let i = s
+                    .task_sets
+                    .iter()
+                    .position(|t| t.task_set_arn == resource)?;
+                Some(Located::TaskSet(Box::new(s.clone()), i))
+            }),
         "container-instance" => state
             .instances
             .values()

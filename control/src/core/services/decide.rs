@@ -16,6 +16,8 @@ pub(crate) enum Action {
     Start { count: usize },
     /// Start one task of the PRIMARY deployment on this instance (DAEMON).
     StartOn { instance: String },
+    /// Start `count` tasks of this task set (EXTERNAL services).
+    StartSet { task_set: String, count: usize },
     /// Stop a task (ServiceSchedulerInitiated).
     Stop { task: String, reason: String },
 }
@@ -184,6 +186,9 @@ pub(crate) fn decide(
         svc.status = "INACTIVE".into();
         svc.steady = false;
         return Vec::new();
+    }
+    if svc.is_external() {
+        return super::task_sets::decide(svc, world);
     }
     let mut pass = Pass {
         world,
@@ -549,7 +554,7 @@ pub(crate) fn settle(svc: &mut Service, pass: &Pass<'_, '_>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::services::{CircuitBreaker, DeploymentConfiguration};
     use serde_json::{Value, json};
@@ -557,7 +562,7 @@ mod tests {
     const OLD: &str = "ecs-svc/1";
     const NEW: &str = "ecs-svc/2";
 
-    fn service(desired: u32, max: u32, min: u32) -> Service {
+    pub(crate) fn service(desired: u32, max: u32, min: u32) -> Service {
         let mut s = Service {
             service_arn: "arn:aws:ecs:us-east-1:000000000000:service/default/web".into(),
             service_name: "web".into(),
@@ -594,6 +599,8 @@ mod tests {
             propagate_tags: None,
             enable_execute_command: false,
             history: Vec::new(),
+            deployment_controller: None,
+            task_sets: Vec::new(),
         };
         s.new_deployment(0.0, OLD.into(), "");
         s
@@ -612,7 +619,7 @@ mod tests {
         s
     }
 
-    fn task(id: &str, deployment: &str, status: &str) -> Task {
+    pub(crate) fn task(id: &str, deployment: &str, status: &str) -> Task {
         serde_json::from_value(json!({
             "taskArn": format!("arn:aws:ecs:us-east-1:000000000000:task/default/{id}"),
             "clusterArn": "arn:aws:ecs:us-east-1:000000000000:cluster/default",

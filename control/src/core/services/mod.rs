@@ -16,6 +16,7 @@
 
 pub(crate) mod decide;
 pub(crate) mod reconcile;
+pub(crate) mod task_sets;
 
 pub(crate) use decide::{Action, World, decide, failure_threshold, live};
 pub(crate) use reconcile::{
@@ -159,6 +160,12 @@ pub struct Service {
     /// DescribeServiceRevisions answer.
     #[serde(default)]
     pub history: Vec<DeploymentRecord>,
+    /// `EXTERNAL` (task sets) or `None`: ECS's rolling deployments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_controller: Option<String>,
+    /// An EXTERNAL service's task sets (see [`task_sets`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_sets: Vec<task_sets::TaskSet>,
 }
 
 /// How many service deployments a service remembers.
@@ -250,6 +257,47 @@ impl Service {
 
     pub(crate) fn is_daemon(&self) -> bool {
         self.scheduling_strategy == "DAEMON"
+    }
+
+    /// Deployed by task sets (the `EXTERNAL` deployment controller).
+    pub(crate) fn is_external(&self) -> bool {
+        self.deployment_controller.as_deref() == Some("EXTERNAL")
+    }
+
+    /// The target groups a task of this service (started by `started_by`)
+    /// registers in: its task set's, or the service's.
+    pub(crate) fn balancers_for(&self, started_by: Option<&str>) -> &[ServiceLoadBalancer] {
+        if !self.is_external() {
+            return &self.load_balancers;
+        }
+        self.task_sets
+            .iter()
+            .find(|s| Some(s.id.as_str()) == started_by)
+            .map_or(&[], |s| &s.load_balancers)
+    }
+
+    /// The task set that started a task, if the service has task sets.
+    pub(crate) fn task_set_of(&self, started_by: Option<&str>) -> Option<&task_sets::TaskSet> {
+        self.task_sets
+            .iter()
+            .find(|s| Some(s.id.as_str()) == started_by)
+    }
+
+    /// The Cloud Map services a task started by `started_by` registers in.
+    pub(crate) fn registries_for(&self, started_by: Option<&str>) -> &[ServiceRegistry] {
+        if !self.is_external() {
+            return &self.service_registries;
+        }
+        self.task_set_of(started_by)
+            .map_or(&[], |s| &s.service_registries)
+    }
+
+    /// Whether any of its tasks register in Cloud Map service `arn`.
+    pub(crate) fn uses_registry(&self, arn: &str) -> bool {
+        self.service_registries
+            .iter()
+            .chain(self.task_sets.iter().flat_map(|s| &s.service_registries))
+            .any(|r| r.registry_arn == arn)
     }
 
     /// Adds an event about a condition that may last (a task that cannot

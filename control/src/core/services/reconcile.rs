@@ -183,7 +183,6 @@ pub(crate) async fn reconcile_one(
 ) -> Result<(), ApiError> {
     let before = svc.clone();
     let now = now();
-    let group = svc.group();
     let cluster_name = name_of(&svc.cluster_arn).to_string();
     let Some(cluster) = state.clusters.get(&cluster_name).map(|c| c.value.clone()) else {
         return Ok(());
@@ -198,12 +197,13 @@ pub(crate) async fn reconcile_one(
     let overlaid: Vec<std::borrow::Cow<'_, Task>> = state
         .tasks_of_service(&key)
         .map(|t| {
-            if svc.load_balancers.is_empty() || !live(t) || t.last_status != "RUNNING" {
+            let balancers = svc.balancers_for(t.started_by.as_deref());
+            if balancers.is_empty() || !live(t) || t.last_status != "RUNNING" {
                 return std::borrow::Cow::Borrowed(t);
             }
             let mut t = t.clone();
             let mut state_of = "HEALTHY";
-            for lb in &svc.load_balancers {
+            for lb in balancers {
                 let registered = svc
                     .registered
                     .iter()
@@ -241,39 +241,17 @@ pub(crate) async fn reconcile_one(
         .map(|i| i.container_instance_arn.as_str())
         .collect();
     let primary_before = svc.deployments.first().map(|d| d.id.clone());
-    let td = svc
-        .deployments
-        .first()
-        .and_then(|d| taskdef_of(state, &d.task_definition));
-    let rules = placement_rules(&svc.placement_constraints, &svc.placement_strategy);
-    let launch = match (td, rules) {
-        (Some(td), Ok((constraints, strategies))) => {
-            Launch::new(td, constraints, strategies, group.clone())
-                .ok()
-                .map(|mut l| {
-                    l.launch_type = svc.launch_type.clone();
-                    l.network = svc.network_configuration.clone();
-                    l.providers = svc.capacity_provider_strategy.clone();
-                    for t in &tasks {
-                        if let Some(p) = &t.capacity_provider_name {
-                            *l.provider_counts.entry(p.clone()).or_insert(0) += 1;
-                        }
-                    }
-                    l.platform_version = svc.platform_version.clone();
-                    l.enable_execute_command = svc.enable_execute_command;
-                    l.tags = crate::core::tasks::task_tags(
-                        &[],
-                        svc.propagate_tags.as_deref(),
-                        &l.td,
-                        Some((&svc.service_name, &svc.tags)),
-                        svc.enable_ecs_managed_tags,
-                        &cluster_name,
-                    );
-                    l
-                })
-        }
-        _ => None,
-    };
+    let launch = svc.deployments.first().and_then(|d| {
+        let how = LaunchSettings {
+            task_definition: &d.task_definition,
+            launch_type: &svc.launch_type,
+            network: svc.network_configuration.as_ref(),
+            providers: &svc.capacity_provider_strategy,
+            platform_version: svc.platform_version.as_ref(),
+            started_by: &d.id,
+        };
+        launch_for(state, &svc, &tasks, &how)
+    });
     let eligible: Vec<&str> = match (&launch, svc.is_daemon()) {
         (Some(l), true) => daemon_instances(state, &cluster_name, l),
         _ => Vec::new(),
@@ -299,7 +277,8 @@ pub(crate) async fn reconcile_one(
     let region = svc.region().to_string();
     let name = svc.service_name.clone();
     let mut writes = Vec::new();
-    let mut to_start: Vec<Task> = Vec::new();
+    // What to start, in batches of one task definition.
+    let mut to_start: Vec<(Vec<Task>, crate::core::taskdef::TaskDefinition)> = Vec::new();
     let mut to_stop = Vec::new();
     let mut stopped_running = Vec::new();
     for a in &actions {
@@ -317,45 +296,68 @@ pub(crate) async fn reconcile_one(
                 }
                 writes.push(Write::Task(t));
             }
-            Action::Start { .. } | Action::StartOn { .. } => {
-                let Some(launch) = launch.as_ref() else {
+            Action::Start { .. } | Action::StartOn { .. } | Action::StartSet { .. } => {
+                let set_launch;
+                let (l, td) = match a {
+                    Action::StartSet { task_set, .. } => {
+                        let Some(set) = svc.task_set_of(Some(task_set)) else {
+                            continue;
+                        };
+                        let how = LaunchSettings {
+                            task_definition: &set.task_definition,
+                            launch_type: &set.launch_type,
+                            network: set.network_configuration.as_ref(),
+                            providers: &set.capacity_provider_strategy,
+                            platform_version: set.platform_version.as_ref(),
+                            started_by: &set.id,
+                        };
+                        let tasks: Vec<&Task> = state.tasks_of_service(&key).collect();
+                        set_launch = launch_for(state, &svc, &tasks, &how);
+                        (set_launch.as_ref(), set.task_definition.clone())
+                    }
+                    _ => (launch.as_ref(), svc.task_definition.clone()),
+                };
+                let Some(l) = l else {
                     svc.event_once(
                         now,
-                        format!("(service {name}) cannot start tasks: its task definition {} is not registered, or its placement rules are invalid.", svc.task_definition),
+                        format!("(service {name}) cannot start tasks: its task definition {td} is not registered, or its placement rules are invalid."),
                     );
                     continue;
                 };
-                let l = Launch {
-                    started_by: svc.deployments.first().map(|d| d.id.clone()),
-                    ..launch.clone()
-                };
                 let (count, on) = match a {
-                    Action::Start { count } => (*count, None),
+                    Action::Start { count } | Action::StartSet { count, .. } => (*count, None),
                     Action::StartOn { instance } => (1, Some(vec![instance.clone()])),
                     Action::Stop { .. } => continue,
                 };
-                match place_tasks(core, state, &region, &cluster, &l, count, on.as_deref()) {
+                match place_tasks(core, state, &region, &cluster, l, count, on.as_deref()) {
                     Ok((tasks, failures)) => {
                         if tasks.len() < count {
                             svc.event_once(now, unable_to_place(&name, &failures));
                         }
-                        to_start.extend(tasks);
+                        if !tasks.is_empty() {
+                            to_start.push((tasks, l.td.clone()));
+                        }
                     }
                     Err(e) => svc.event_once(now, unable_to_place_because(&name, &e.message)),
                 }
             }
         }
     }
-    if !to_start.is_empty() {
-        let list: Vec<String> = to_start
-            .iter()
-            .map(|t| format!("(task {})", t.id()))
-            .collect();
+    for (tasks, _) in &to_start {
+        let list: Vec<String> = tasks.iter().map(|t| format!("(task {})", t.id())).collect();
+        // ECS names the task set a task set's tasks were started for.
+        let whose = match tasks
+            .first()
+            .and_then(|t| svc.task_set_of(t.started_by.as_deref()))
+        {
+            Some(set) => format!("service {name}, taskSet {}", set.id),
+            None => format!("service {name}"),
+        };
         svc.event(
             now,
             format!(
-                "(service {name}) has started {} tasks: {}.",
-                to_start.len(),
+                "({whose}) has started {} tasks: {}.",
+                tasks.len(),
                 list.join(" ")
             ),
         );
@@ -381,7 +383,9 @@ pub(crate) async fn reconcile_one(
         HashMap::new();
     // The load balancers' configuration is copied only for a service that
     // has targets in it.
-    let balanced = !svc.load_balancers.is_empty() || !svc.registered.is_empty();
+    let balanced = !svc.load_balancers.is_empty()
+        || !svc.registered.is_empty()
+        || svc.task_sets.iter().any(|s| !s.load_balancers.is_empty());
     let mut elb = if balanced {
         state.elb.clone()
     } else {
@@ -400,7 +404,7 @@ pub(crate) async fn reconcile_one(
             if !live(t) || t.last_status != "RUNNING" || stopping.contains(t.id()) {
                 continue;
             }
-            for lb in &svc.load_balancers {
+            for lb in svc.balancers_for(t.started_by.as_deref()) {
                 let Some(tg) = elb.target_groups.get(&lb.target_group_arn) else {
                     continue;
                 };
@@ -445,7 +449,11 @@ pub(crate) async fn reconcile_one(
     if svc != before {
         writes.push(Write::Service(Box::new(svc)));
     }
-    writes.extend(to_start.iter().cloned().map(Write::Task));
+    writes.extend(
+        to_start
+            .iter()
+            .flat_map(|(tasks, _)| tasks.iter().cloned().map(Write::Task)),
+    );
     if writes.is_empty() {
         return Ok(());
     }
@@ -460,9 +468,9 @@ pub(crate) async fn reconcile_one(
         let targets = draining_targets.remove(t.id()).unwrap_or_default();
         stop_after_draining(core, &t, targets);
     }
-    if let Some(l) = &launch {
-        for t in &to_start {
-            core.agents.start(t, &l.td);
+    for (tasks, td) in &to_start {
+        for t in tasks {
+            core.agents.start(t, td);
         }
     }
     Ok(())
@@ -611,4 +619,50 @@ pub(crate) fn unable_to_place_because(name: &str, reason: &str) -> String {
     format!(
         "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {reason}"
     )
+}
+
+/// What a launch of a service's tasks is made of: its deployment's or its
+/// task set's settings.
+struct LaunchSettings<'a> {
+    task_definition: &'a str,
+    launch_type: &'a str,
+    network: Option<&'a crate::core::model::NetworkConfiguration>,
+    providers: &'a [crate::core::capacity::StrategyItem],
+    platform_version: Option<&'a String>,
+    started_by: &'a str,
+}
+
+/// The launch of `svc`'s tasks with settings `how`: None if its task
+/// definition is not registered or its placement rules are invalid.
+fn launch_for(
+    state: &State,
+    svc: &Service,
+    tasks: &[&Task],
+    how: &LaunchSettings<'_>,
+) -> Option<Launch> {
+    let td = taskdef_of(state, how.task_definition)?;
+    let (constraints, strategies) =
+        placement_rules(&svc.placement_constraints, &svc.placement_strategy).ok()?;
+    let mut l = Launch::new(td, constraints, strategies, svc.group()).ok()?;
+    l.launch_type = how.launch_type.to_string();
+    l.network = how.network.cloned();
+    l.providers = how.providers.to_vec();
+    for t in tasks {
+        if let Some(p) = &t.capacity_provider_name {
+            *l.provider_counts.entry(p.clone()).or_insert(0) += 1;
+        }
+    }
+    l.platform_version = how.platform_version.cloned();
+    l.enable_execute_command = svc.enable_execute_command;
+    l.started_by = Some(how.started_by.to_string());
+    let cluster_name = name_of(&svc.cluster_arn);
+    l.tags = crate::core::tasks::task_tags(
+        &[],
+        svc.propagate_tags.as_deref(),
+        &l.td,
+        Some((&svc.service_name, &svc.tags)),
+        svc.enable_ecs_managed_tags,
+        cluster_name,
+    );
+    Some(l)
 }
