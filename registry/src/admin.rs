@@ -66,6 +66,14 @@ pub enum AdminError {
         /// The tag or digest asked for.
         reference: String,
     },
+    /// A pull-through cache rule for the prefix exists
+    /// (`PullThroughCacheRuleAlreadyExistsException`).
+    #[error("a pull-through cache rule with the prefix {0} already exists")]
+    CacheRuleAlreadyExists(String),
+    /// No pull-through cache rule has the prefix
+    /// (`PullThroughCacheRuleNotFoundException`).
+    #[error("no pull-through cache rule has the prefix {0}")]
+    CacheRuleNotFound(String),
     /// The registry failed.
     #[error(transparent)]
     Internal(#[from] Internal),

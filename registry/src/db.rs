@@ -75,6 +75,14 @@ const MIGRATIONS: &[&str] = &[
         token_hash TEXT PRIMARY KEY,
         expires_at INTEGER NOT NULL
      );",
+    // 3: pull-through cache rules (see cache.rs).
+    "CREATE TABLE cache_rules (
+        prefix TEXT PRIMARY KEY,
+        upstream_url TEXT NOT NULL,
+        upstream_prefix TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+     );",
 ];
 
 /// The metadata database.
@@ -203,6 +211,60 @@ impl Db {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Every pull-through cache rule, by prefix.
+    pub(crate) fn cache_rules(&self) -> Result<Vec<crate::cache::CacheRule>, Internal> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT prefix, upstream_url, upstream_prefix, created_at, updated_at
+             FROM cache_rules ORDER BY prefix",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(crate::cache::CacheRule {
+                prefix: r.get(0)?,
+                upstream_url: r.get(1)?,
+                upstream_prefix: r.get(2)?,
+                created_at: r.get(3)?,
+                updated_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Adds a rule. False if one with its prefix exists.
+    pub(crate) fn put_cache_rule(&self, rule: &crate::cache::CacheRule) -> Result<bool, Internal> {
+        let conn = self.lock()?;
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO cache_rules (prefix, upstream_url, upstream_prefix, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                rule.prefix,
+                rule.upstream_url,
+                rule.upstream_prefix,
+                rule.created_at,
+                rule.updated_at
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Removes the rule for `prefix`. False if there was none.
+    pub(crate) fn delete_cache_rule(&self, prefix: &str) -> Result<bool, Internal> {
+        let conn = self.lock()?;
+        Ok(conn.execute("DELETE FROM cache_rules WHERE prefix = ?1", [prefix])? > 0)
+    }
+
+    /// When `tag` of `repo` last moved.
+    pub(crate) fn tag_updated_at(&self, repo: &str, tag: &str) -> Result<Option<i64>, Internal> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT updated_at FROM tags WHERE repo = ?1 AND tag = ?2",
+                params![repo, tag],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     pub(crate) fn repository_exists(&self, repo: &str) -> Result<bool, Internal> {

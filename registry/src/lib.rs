@@ -14,6 +14,7 @@ mod admin;
 pub mod artifact;
 pub mod auth;
 mod blobs;
+pub mod cache;
 mod db;
 pub mod digest;
 pub mod error;

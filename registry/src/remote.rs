@@ -136,7 +136,7 @@ pub fn ensure_tls_provider() {
     });
 }
 
-fn client_for(reference: &Reference, options: &RemoteOptions) -> (Client, RegistryAuth) {
+pub(crate) fn client_for(reference: &Reference, options: &RemoteOptions) -> (Client, RegistryAuth) {
     ensure_tls_provider();
     let registry = reference.resolve_registry().to_string();
     let mut plain: Vec<String> = options.insecure_registries.clone();

@@ -430,6 +430,9 @@ impl Inner {
 
     async fn get_manifest(self: &Arc<Self>, name: &str, reference: &str) -> Result<Response> {
         check_reference(reference)?;
+        if let Some(rule) = self.cache_rule_for(name).await? {
+            self.pull_through(&rule, name, reference).await?;
+        }
         self.require_repository(name).await?;
         let (n, r) = (name.to_string(), reference.to_string());
         let found = self.blocking(move |i| i.db.manifest(&n, &r)).await?;

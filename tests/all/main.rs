@@ -7,6 +7,7 @@ mod api_table;
 mod bad_input;
 mod cloudmap_api;
 mod ec2_api;
+mod ecr_cache;
 mod ecr_cli;
 mod ecr_images;
 mod ecs_account;

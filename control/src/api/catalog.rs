@@ -357,12 +357,23 @@ const ECR_HONOURED: &[(&str, &str)] = &[
         "nothing is replicated: PutReplicationConfiguration is not served yet",
     ),
     (
+        "CreatePullThroughCacheRule",
+        "the registry fetches PREFIX/REPO from the upstream on its first pull and serves the copy (tags re-checked daily); anonymous upstreams only",
+    ),
+    ("DescribePullThroughCacheRules", ""),
+    ("DeletePullThroughCacheRule", "what was cached stays"),
+    ("ValidatePullThroughCacheRule", "asks the upstream now"),
+    (
         "GetDownloadUrlForLayer",
         "the registry's blob URL (with the registry's authentication on, fetch it with a registry login)",
     ),
 ];
 
 const ECR_REFUSED: &[(&str, &str)] = &[
+    (
+        "UpdatePullThroughCacheRule",
+        "it changes a rule's upstream credentials (credentialArn, customRoleArn), which live in Secrets Manager and IAM; skiff pulls from upstreams anonymously",
+    ),
     (
         "UpdateImageStorageClass",
         "skiff's registry has one storage class: the machine's disk",

@@ -21,7 +21,7 @@ pub(crate) type Previews = Arc<Mutex<HashMap<String, String>>>;
 /// How long a GetAuthorizationToken token lasts (ECR's: 12 hours).
 const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
-fn ecr_error(e: AdminError) -> ApiError {
+pub(crate) fn ecr_error(e: AdminError) -> ApiError {
     let message = e.to_string();
     let kind = match e {
         AdminError::RepositoryNotFound(_) => "RepositoryNotFoundException",
@@ -31,6 +31,8 @@ fn ecr_error(e: AdminError) -> ApiError {
         AdminError::ImageNotFound { .. } => "ImageNotFoundException",
         AdminError::LifecyclePolicyNotFound(_) => "LifecyclePolicyNotFoundException",
         AdminError::ScanNotFound { .. } => "ScanNotFoundException",
+        AdminError::CacheRuleAlreadyExists(_) => "PullThroughCacheRuleAlreadyExistsException",
+        AdminError::CacheRuleNotFound(_) => "PullThroughCacheRuleNotFoundException",
         AdminError::Internal(_) => return ApiError::server(message),
     };
     ApiError::not_found(kind, message)
@@ -64,6 +66,9 @@ pub(crate) async fn handle(
         previews: Arc::clone(&api.ecr_previews),
     };
     if let Some(answer) = super::ecr_meta::handle(&api.core, registry, op, body, region).await {
+        return answer;
+    }
+    if let Some(answer) = super::ecr_cache::handle(registry, op, body).await {
         return answer;
     }
     if op == "CreateRepository" {

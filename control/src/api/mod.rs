@@ -12,6 +12,7 @@ pub(crate) mod ec2;
 mod ec2_network;
 mod ec2_rules;
 pub(crate) mod ecr;
+mod ecr_cache;
 mod ecr_images;
 mod ecr_meta;
 pub(crate) mod ecs;

@@ -1,0 +1,140 @@
+//! ECR pull-through cache rules: Create/Describe/Delete/Validate
+//! PullThroughCacheRule, kept and enforced by the registry
+//! (`skiff_registry::cache`): pulling `PREFIX/REPO` fetches `REPO` from
+//! the rule's upstream registry once and serves the copy.
+
+use crate::api::protocol::json::{listed_up_to, required, string_list};
+use crate::core::model::account;
+use crate::error::ApiError;
+use serde_json::{Value, json};
+use skiff_registry::Registry;
+use skiff_registry::cache::CacheRule;
+
+/// ECR's name for an upstream, from its address (None: not one of the
+/// upstreams ECR names).
+fn upstream_kind(url: &str) -> Option<&'static str> {
+    let host = url.split(':').next().unwrap_or(url);
+    Some(match host {
+        "registry-1.docker.io" => "docker-hub",
+        "public.ecr.aws" => "ecr-public",
+        "quay.io" => "quay",
+        "registry.k8s.io" => "k8s",
+        "ghcr.io" => "github-container-registry",
+        "registry.gitlab.com" => "gitlab-container-registry",
+        h if h.ends_with(".azurecr.io") => "azure-container-registry",
+        h if h.contains(".dkr.ecr.") && h.ends_with(".amazonaws.com") => "ecr",
+        _ => return None,
+    })
+}
+
+fn view(rule: &CacheRule) -> Value {
+    let mut v = json!({
+        "ecrRepositoryPrefix": rule.prefix,
+        "upstreamRegistryUrl": rule.upstream_url,
+        "upstreamRepositoryPrefix": rule.upstream_prefix,
+        "createdAt": rule.created_at,
+        "updatedAt": rule.updated_at,
+        "registryId": account(),
+    });
+    if let Some(k) = upstream_kind(&rule.upstream_url) {
+        v["upstreamRegistry"] = json!(k);
+    }
+    v
+}
+
+/// Answers the pull-through cache operations; None for any other.
+pub(crate) async fn handle(
+    registry: &Registry,
+    op: &str,
+    body: &Value,
+) -> Option<Result<Value, ApiError>> {
+    let answer = match op {
+        "CreatePullThroughCacheRule" => create(registry, body),
+        "DescribePullThroughCacheRules" => describe(registry, body),
+        "DeletePullThroughCacheRule" => required(body, "ecrRepositoryPrefix").and_then(|p| {
+            let rule = registry
+                .delete_cache_rule(p)
+                .map_err(super::ecr::ecr_error)?;
+            Ok(view(&rule))
+        }),
+        "ValidatePullThroughCacheRule" => match required(body, "ecrRepositoryPrefix") {
+            Ok(p) => validate(registry, p).await,
+            Err(e) => Err(e),
+        },
+        _ => return None,
+    };
+    Some(answer)
+}
+
+fn create(registry: &Registry, body: &Value) -> Result<Value, ApiError> {
+    for (field, why) in [
+        (
+            "credentialArn",
+            "upstream credentials are Secrets Manager secrets, which skiff does not have: skiff pulls from upstreams anonymously",
+        ),
+        (
+            "customRoleArn",
+            "there is no IAM here for the registry to assume a role in",
+        ),
+    ] {
+        if body.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::invalid_parameter(format!(
+                "{field} is not supported by skiff: {why}."
+            )));
+        }
+    }
+    let prefix = required(body, "ecrRepositoryPrefix")?;
+    let url = required(body, "upstreamRegistryUrl")?;
+    if let Some(given) = body.get("upstreamRegistry").and_then(Value::as_str)
+        && upstream_kind(url) != Some(given)
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "upstreamRegistry {given} does not match upstreamRegistryUrl {url} ({}): leave upstreamRegistry out and skiff names it from the address",
+            upstream_kind(url).unwrap_or("not one of the upstreams ECR names")
+        )));
+    }
+    let upstream_prefix = body.get("upstreamRepositoryPrefix").and_then(Value::as_str);
+    let rule = registry
+        .create_cache_rule(prefix, url, upstream_prefix)
+        .map_err(super::ecr::ecr_error)?;
+    let mut v = view(&rule);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("updatedAt");
+    }
+    Ok(v)
+}
+
+fn describe(registry: &Registry, body: &Value) -> Result<Value, ApiError> {
+    let mut rules = registry.cache_rules().map_err(super::ecr::ecr_error)?;
+    if body.get("ecrRepositoryPrefixes").is_some() {
+        let wanted = string_list(body, "ecrRepositoryPrefixes")?;
+        for w in &wanted {
+            if !rules.iter().any(|r| &r.prefix == w) {
+                return Err(super::ecr::ecr_error(
+                    skiff_registry::AdminError::CacheRuleNotFound(w.clone()),
+                ));
+            }
+        }
+        rules.retain(|r| wanted.contains(&r.prefix));
+    }
+    let views: Vec<Value> = rules.iter().map(view).collect();
+    listed_up_to(body, "pullThroughCacheRules", views, 1000)
+}
+
+async fn validate(registry: &Registry, prefix: &str) -> Result<Value, ApiError> {
+    let (rule, failure) = registry
+        .validate_cache_rule(prefix)
+        .await
+        .map_err(super::ecr::ecr_error)?;
+    let mut v = view(&rule);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("createdAt");
+        o.remove("updatedAt");
+        o.remove("upstreamRegistry");
+    }
+    v["isValid"] = json!(failure.is_none());
+    if let Some(f) = failure {
+        v["failure"] = json!(f);
+    }
+    Ok(v)
+}
