@@ -137,6 +137,32 @@ pub struct ServeArgs {
     /// for tasks to call load balancers by their DNS names.
     #[arg(long, value_name = "IP", default_value = "127.0.0.1", value_parser = parse_lb_address)]
     lb_address: std::net::Ipv4Addr,
+
+    /// The registry of the skiff serving another region or account, as an
+    /// ECR replication destination: `REGION/ACCOUNT=HOST:PORT` (repeat for
+    /// more). PutReplicationConfiguration may name these destinations;
+    /// images are pushed there in plain HTTP, anonymously.
+    #[arg(long, value_name = "REGION/ACCOUNT=HOST:PORT", value_parser = parse_replication_peer)]
+    replication_peer: Vec<(String, String)>,
+}
+
+fn parse_replication_peer(s: &str) -> Result<(String, String), String> {
+    let usage = || {
+        format!(
+            "{s:?} is not REGION/ACCOUNT=HOST:PORT (for example us-west-2/000000000000=127.0.0.1:5051)"
+        )
+    };
+    let (dest, addr) = s.split_once('=').ok_or_else(usage)?;
+    let (region, account) = dest.split_once('/').ok_or_else(usage)?;
+    let region_ok = !region.is_empty()
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !region_ok || account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+        return Err(usage());
+    }
+    addr.parse::<SocketAddr>().map_err(|_| usage())?;
+    Ok((dest.to_string(), addr.to_string()))
 }
 
 fn parse_lb_address(s: &str) -> Result<std::net::Ipv4Addr, String> {
@@ -415,6 +441,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     let mut config = ControlConfig::new(data_dir.join("control"));
     config.region = args.region.clone();
     config.account_id = args.account_id.clone();
+    config.replication_peers = args.replication_peer.iter().cloned().collect();
     if let Some(cluster) = local_cluster(args.cluster.clone(), &ecs_config) {
         config.cluster = cluster;
     }

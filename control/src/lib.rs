@@ -62,9 +62,9 @@ impl ControlPlane {
     /// instance is: task payloads sent before the agent starts wait in it.
     pub async fn start(config: ControlConfig, local: ControlEnd) -> Result<ControlPlane, ApiError> {
         let core = Core::start(config, local).await?;
-        Ok(ControlPlane {
-            api: Arc::new(Api::new(core)),
-        })
+        let api = Arc::new(Api::new(core));
+        tokio::spawn(api::ecr_replication::replication_loop(Arc::downgrade(&api)));
+        Ok(ControlPlane { api })
     }
 
     /// Serves the API on `listener` until `shutdown` resolves, then

@@ -88,6 +88,9 @@ const MIGRATIONS: &[&str] = &[
 /// The metadata database.
 pub(crate) struct Db {
     conn: Mutex<Connection>,
+    /// Manifests recorded by this process (pushes, pull-through fills):
+    /// what watchers compare to see that something new arrived.
+    pub(crate) manifests_stored: std::sync::atomic::AtomicU64,
 }
 
 /// A stored manifest, as the referrers API and pulls need it.
@@ -145,6 +148,7 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let db = Db {
             conn: Mutex::new(conn),
+            manifests_stored: Default::default(),
         };
         db.migrate()?;
         Ok(db)
@@ -451,6 +455,8 @@ impl Db {
             )?;
         }
         tx.commit()?;
+        self.manifests_stored
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Recorded::Stored)
     }
 

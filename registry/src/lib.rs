@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod manifest;
 pub mod names;
 pub mod remote;
+pub mod replicate;
 pub mod repos;
 pub mod scan;
 mod server;
@@ -48,6 +49,8 @@ pub struct RegistryStats {
     pub manifests_served: u64,
     /// Blob GETs answered.
     pub blobs_served: u64,
+    /// Manifests stored by this process (pushes, pull-through fills).
+    pub manifests_stored: u64,
 }
 
 /// The registry could not be opened.
@@ -154,6 +157,7 @@ impl Registry {
         RegistryStats {
             manifests_served: self.inner.manifests_served.load(Relaxed),
             blobs_served: self.inner.blobs_served.load(Relaxed),
+            manifests_stored: self.inner.db.manifests_stored.load(Relaxed),
         }
     }
 

@@ -10,6 +10,7 @@ mod ec2_api;
 mod ecr_cache;
 mod ecr_cli;
 mod ecr_images;
+mod ecr_replication;
 mod ecs_account;
 mod ecs_cli;
 mod ecs_deployments;

@@ -333,7 +333,11 @@ const ECR_HONOURED: &[(&str, &str)] = &[
     ),
     ("GetRegistryPolicy", ""),
     ("DeleteRegistryPolicy", ""),
-    ("DescribeRegistry", "no replication rules"),
+    ("DescribeRegistry", "with its replication rules"),
+    (
+        "PutReplicationConfiguration",
+        "a destination is another skiff's registry, named by `skiff serve --replication-peer REGION/ACCOUNT=HOST:PORT`; every image of a matching repository is copied there with all its tags",
+    ),
     ("GetRegistryScanningConfiguration", ""),
     (
         "PutRegistryScanningConfiguration",
@@ -354,7 +358,7 @@ const ECR_HONOURED: &[(&str, &str)] = &[
     ),
     (
         "DescribeImageReplicationStatus",
-        "nothing is replicated: PutReplicationConfiguration is not served yet",
+        "COMPLETE, FAILED (with why) or IN_PROGRESS per destination",
     ),
     (
         "CreatePullThroughCacheRule",

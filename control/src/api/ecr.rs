@@ -71,6 +71,9 @@ pub(crate) async fn handle(
     if let Some(answer) = super::ecr_cache::handle(registry, op, body).await {
         return answer;
     }
+    if op == "PutReplicationConfiguration" {
+        return super::ecr_replication::put(&api.core, body, region).await;
+    }
     if op == "CreateRepository" {
         // Tags are kept by the control plane, the rest by the registry.
         let tags = super::ecr_meta::parse_tags(body.get("tags"))?;
@@ -100,7 +103,22 @@ pub(crate) async fn handle(
         admin: &ecr.registry,
     };
     if let Some(answer) = images.handle(op, body).await {
-        return answer;
+        if op != "DescribeImageReplicationStatus" {
+            return answer;
+        }
+        let mut answer = answer?;
+        let repo = answer["repositoryName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let digest = answer["imageId"]["imageDigest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        answer["replicationStatuses"] = super::ecr_replication::statuses(&api.core, &repo, &digest)
+            .await
+            .into();
+        return Ok(answer);
     }
     match op {
         "DeleteRepository" => {

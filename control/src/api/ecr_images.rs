@@ -591,8 +591,8 @@ impl Registry<'_> {
         Ok(json!({ "referrers": referrers }))
     }
 
-    /// DescribeImageReplicationStatus: the image exists; nothing is
-    /// replicated (there is no replication configuration).
+    /// DescribeImageReplicationStatus: the image exists, and its digest
+    /// (the caller adds the statuses, from the control plane's records).
     async fn replication_status(&self, body: &Value) -> Result<Value, ApiError> {
         let name = self.repository(body)?;
         let id = body
@@ -620,6 +620,14 @@ impl Registry<'_> {
                     "The image {reference} does not exist in the repository with name '{name}'"
                 ),
             ));
+        }
+        let mut id = id.clone();
+        if let Some(d) = a
+            .headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            id["imageDigest"] = json!(d);
         }
         Ok(json!({ "repositoryName": name, "imageId": id, "replicationStatuses": [] }))
     }

@@ -264,7 +264,7 @@ async fn run(
         "DescribeRegistry" => {
             return Ok(json!({
                 "registryId": account(),
-                "replicationConfiguration": { "rules": [] },
+                "replicationConfiguration": super::ecr_replication::configuration(&meta.replication),
             }));
         }
         "GetRegistryScanningConfiguration" => {

@@ -15,6 +15,7 @@ pub(crate) mod ecr;
 mod ecr_cache;
 mod ecr_images;
 mod ecr_meta;
+pub(crate) mod ecr_replication;
 pub(crate) mod ecs;
 pub(crate) mod elbv2;
 pub(crate) mod http;

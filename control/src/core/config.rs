@@ -54,6 +54,11 @@ pub struct ControlConfig {
     /// The account id in every ARN and owner field (twelve digits).
     /// Default: `000000000000`.
     pub account_id: String,
+    /// Where ECR replication destinations are: `REGION/ACCOUNT` → the
+    /// registry (`HOST:PORT`) of the skiff serving that region and
+    /// account. A replication rule may only name destinations here.
+    /// Default: none.
+    pub replication_peers: std::collections::BTreeMap<String, String>,
 }
 
 impl ControlConfig {
@@ -75,6 +80,7 @@ impl ControlConfig {
             agent_timeout: Duration::from_secs(5),
             local_mesh: None,
             account_id: crate::core::model::DEFAULT_ACCOUNT.into(),
+            replication_peers: Default::default(),
         }
     }
 }
