@@ -1,8 +1,8 @@
 //! Copying an image to another registry (ECR's replication): its blobs,
 //! an index's child manifests, then the manifest under each of its tags,
 //! into the repository of the same name there — byte for byte, so the
-//! digest is the same on both sides. Blobs the destination already has
-//! are sent as they are: a registry that has one keeps one copy.
+//! digest is the same on both sides. Every blob is sent; a destination
+//! that has one already keeps a single copy.
 
 use crate::Registry;
 use crate::digest::Digest;
