@@ -284,7 +284,23 @@ const ECS_REFUSED: &[(&str, &str)] = &[
         "UpdateContainerAgent",
         "there is no separate container agent to update: an instance runs the `skiff` binary, updated by replacing it",
     ),
+    ("CreateDaemon", NO_MANAGED_INSTANCES),
+    ("UpdateDaemon", NO_MANAGED_INSTANCES),
+    ("DeleteDaemon", NO_MANAGED_INSTANCES),
+    ("DescribeDaemon", NO_MANAGED_INSTANCES),
+    ("ListDaemons", NO_MANAGED_INSTANCES),
+    ("DescribeDaemonDeployments", NO_MANAGED_INSTANCES),
+    ("ListDaemonDeployments", NO_MANAGED_INSTANCES),
+    ("DescribeDaemonRevisions", NO_MANAGED_INSTANCES),
+    ("RegisterDaemonTaskDefinition", NO_MANAGED_INSTANCES),
+    ("DescribeDaemonTaskDefinition", NO_MANAGED_INSTANCES),
+    ("ListDaemonTaskDefinitions", NO_MANAGED_INSTANCES),
+    ("DeleteDaemonTaskDefinition", NO_MANAGED_INSTANCES),
 ];
+
+const NO_PRINCIPALS: &str = "an exclusion names an IAM principal whose pulls leave an image's last pull time alone; skiff has no IAM principals (pulls are anonymous or by registry token) and records no pull times";
+
+const NO_MANAGED_INSTANCES: &str = "ECS daemons run on the instances of ECS Managed Instances capacity providers, which skiff has none of (CreateCapacityProvider is refused); a service with schedulingStrategy DAEMON runs one task on every container instance";
 
 const ECR_HONOURED: &[(&str, &str)] = &[
     ("BatchDeleteImage", ""),
@@ -374,6 +390,9 @@ const ECR_HONOURED: &[(&str, &str)] = &[
 ];
 
 const ECR_REFUSED: &[(&str, &str)] = &[
+    ("RegisterPullTimeUpdateExclusion", NO_PRINCIPALS),
+    ("DeregisterPullTimeUpdateExclusion", NO_PRINCIPALS),
+    ("ListPullTimeUpdateExclusions", NO_PRINCIPALS),
     (
         "UpdatePullThroughCacheRule",
         "it changes a rule's upstream credentials (credentialArn, customRoleArn), which live in Secrets Manager and IAM; skiff pulls from upstreams anonymously",
