@@ -63,7 +63,7 @@ impl ControlPlane {
     pub async fn start(config: ControlConfig, local: ControlEnd) -> Result<ControlPlane, ApiError> {
         let core = Core::start(config, local).await?;
         let api = Arc::new(Api::new(core));
-        tokio::spawn(api::ecr_replication::replication_loop(Arc::downgrade(&api)));
+        tokio::spawn(api::ecr_replication::ecr_loop(Arc::downgrade(&api)));
         Ok(ControlPlane { api })
     }
 

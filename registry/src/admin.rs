@@ -74,6 +74,12 @@ pub enum AdminError {
     /// (`PullThroughCacheRuleNotFoundException`).
     #[error("no pull-through cache rule has the prefix {0}")]
     CacheRuleNotFound(String),
+    /// A template for the prefix exists (`TemplateAlreadyExistsException`).
+    #[error("a repository creation template with the prefix {0} already exists")]
+    TemplateAlreadyExists(String),
+    /// No template has the prefix (`TemplateNotFoundException`).
+    #[error("no repository creation template has the prefix {0}")]
+    TemplateNotFound(String),
     /// The registry failed.
     #[error(transparent)]
     Internal(#[from] Internal),

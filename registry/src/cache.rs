@@ -259,9 +259,8 @@ impl Inner {
         // pull); if nothing could be stored, a repository this pull made
         // goes again.
         let n = name.to_string();
-        let settings = self.config.default_settings.clone();
         let created = self
-            .off_thread(move |i| i.db.create_repository_with(&n, &settings, now()))
+            .off_thread(move |i| i.create_as(&n, crate::templates::PULL_THROUGH_CACHE))
             .await
             .map_err(Failure::Internal)?;
         let _shared = self.gc_lock.read().await;

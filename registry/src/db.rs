@@ -83,6 +83,13 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL
      );",
+    // 4: repository creation templates (see templates.rs), and the one a
+    // repository was made from.
+    "CREATE TABLE templates (
+        prefix TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+     );
+     ALTER TABLE repositories ADD COLUMN template TEXT;",
 ];
 
 /// The metadata database.
@@ -215,6 +222,72 @@ impl Db {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Every repository creation template, by prefix (ECR's JSON).
+    pub(crate) fn templates(&self) -> Result<Vec<serde_json::Value>, Internal> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached("SELECT body FROM templates ORDER BY prefix")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|b| serde_json::from_str(&b?).map_err(internal))
+            .collect()
+    }
+
+    /// Stores a template: a new one (`create`; false if its prefix is
+    /// taken), or over an existing one (false if there is none).
+    pub(crate) fn put_template(
+        &self,
+        prefix: &str,
+        body: &serde_json::Value,
+        create: bool,
+    ) -> Result<bool, Internal> {
+        let conn = self.lock()?;
+        let text = body.to_string();
+        let n = if create {
+            conn.execute(
+                "INSERT OR IGNORE INTO templates (prefix, body) VALUES (?1, ?2)",
+                params![prefix, text],
+            )?
+        } else {
+            conn.execute(
+                "UPDATE templates SET body = ?2 WHERE prefix = ?1",
+                params![prefix, text],
+            )?
+        };
+        Ok(n > 0)
+    }
+
+    /// Removes a template. False if there was none.
+    pub(crate) fn delete_template(&self, prefix: &str) -> Result<bool, Internal> {
+        let conn = self.lock()?;
+        Ok(conn.execute("DELETE FROM templates WHERE prefix = ?1", [prefix])? > 0)
+    }
+
+    /// Creates `repo` as `template` says (its settings and lifecycle
+    /// policy), recording which template it was. False if it exists.
+    pub(crate) fn create_repository_from(
+        &self,
+        repo: &str,
+        settings: &RepositorySettings,
+        lifecycle_policy: Option<&str>,
+        template: Option<&str>,
+        now: i64,
+    ) -> Result<bool, Internal> {
+        let conn = self.lock()?;
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO repositories (name, created_at, tag_mutability, mutability_filters, scan_on_push, lifecycle_policy, template)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                repo,
+                now,
+                settings.tag_mutability.as_str(),
+                serde_json::to_string(&settings.mutability_filters).map_err(internal)?,
+                settings.scan_on_push as i64,
+                lifecycle_policy,
+                template
+            ],
+        )?;
+        Ok(n > 0)
     }
 
     /// Every pull-through cache rule, by prefix.
@@ -633,14 +706,14 @@ impl Db {
     /// A repository with its settings.
     pub(crate) fn repository(&self, repo: &str) -> Result<Option<Repository>, Internal> {
         let conn = self.lock()?;
-        let row: Option<(i64, Option<String>)> = conn
+        let row: Option<(i64, Option<String>, Option<String>)> = conn
             .query_row(
-                "SELECT created_at, lifecycle_policy FROM repositories WHERE name = ?1",
+                "SELECT created_at, lifecycle_policy, template FROM repositories WHERE name = ?1",
                 [repo],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((created_at, lifecycle_policy)) = row else {
+        let Some((created_at, lifecycle_policy, template)) = row else {
             return Ok(None);
         };
         let settings = read_settings(&conn, repo)?.unwrap_or_default();
@@ -649,6 +722,7 @@ impl Db {
             created_at,
             settings,
             lifecycle_policy,
+            template,
         }))
     }
 

@@ -28,6 +28,7 @@ pub mod replicate;
 pub mod repos;
 pub mod scan;
 mod server;
+pub mod templates;
 
 pub use admin::{AdminError, ImageDeletion};
 pub use auth::{AuthMode, ChallengeKind, IssuedToken};

@@ -29,6 +29,8 @@ pub struct RemoteOptions {
     /// How long a registry may send nothing while a request is answered
     /// (ECS's `ECS_IMAGE_PULL_INACTIVITY_TIMEOUT`). Default: 1 minute.
     pub read_timeout: std::time::Duration,
+    /// The user agent requests carry (None: oci-client's).
+    pub user_agent: Option<&'static str>,
 }
 
 impl Default for RemoteOptions {
@@ -38,6 +40,7 @@ impl Default for RemoteOptions {
             credentials: Vec::new(),
             connect_timeout: std::time::Duration::from_secs(30),
             read_timeout: std::time::Duration::from_secs(60),
+            user_agent: None,
         }
     }
 }
@@ -143,11 +146,13 @@ pub(crate) fn client_for(reference: &Reference, options: &RemoteOptions) -> (Cli
     if is_loopback(&registry) {
         plain.push(registry.clone());
     }
+    let defaults = ClientConfig::default();
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(plain),
         connect_timeout: Some(options.connect_timeout),
         read_timeout: Some(options.read_timeout),
-        ..ClientConfig::default()
+        user_agent: options.user_agent.unwrap_or(defaults.user_agent),
+        ..defaults
     });
     let auth = options
         .credentials

@@ -123,6 +123,9 @@ pub struct Repository {
     pub settings: RepositorySettings,
     /// Its lifecycle policy (ECR JSON), if any.
     pub lifecycle_policy: Option<String>,
+    /// The prefix of the repository creation template it was made from,
+    /// if one applied.
+    pub template: Option<String>,
 }
 
 /// An image of a repository: a manifest with its tags.

@@ -107,6 +107,20 @@ pub(crate) struct Inner {
     pub(crate) serving: Mutex<Option<std::fs::File>>,
 }
 
+/// What a push that creates a repository is, for its creation template:
+/// another skiff's replication says so in its user agent.
+fn push_kind(headers: &HeaderMap) -> &'static str {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if agent.starts_with(crate::templates::REPLICATION_AGENT) {
+        crate::templates::REPLICATION
+    } else {
+        crate::templates::CREATE_ON_PUSH
+    }
+}
+
 pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -416,12 +430,12 @@ impl Inner {
         }
     }
 
-    /// Creates `name` when pushes create repositories; called in the same
-    /// blocking call that stores what was pushed into it.
-    fn created_by_push(&self, name: &str) -> std::result::Result<(), Internal> {
+    /// Creates `name` when pushes create repositories (from the creation
+    /// template for `kind` that applies); called in the same blocking call
+    /// that stores what was pushed into it.
+    fn created_by_push(&self, name: &str, kind: &'static str) -> std::result::Result<(), Internal> {
         if self.config.create_on_push {
-            self.db
-                .create_repository_with(name, &self.config.default_settings, now())?;
+            self.create_as(name, kind)?;
         }
         Ok(())
     }
@@ -465,6 +479,7 @@ impl Inner {
         reference: &str,
         req: skiff_http_server::Request,
     ) -> Result<Response> {
+        let kind = push_kind(req.headers());
         let by_digest: Option<Digest> = if reference.contains(':') {
             Some(
                 reference
@@ -555,7 +570,7 @@ impl Inner {
         let (recorded, scan) = self
             .blocking(move |i| {
                 i.blobs.put(&d, &bytes)?;
-                i.created_by_push(&n)?;
+                i.created_by_push(&n, kind)?;
                 i.db.put_manifest(&NewManifest {
                     repo: &n,
                     digest: &d,
@@ -806,6 +821,7 @@ impl Inner {
         req: skiff_http_server::Request,
     ) -> Result<Response> {
         self.pushable(name).await?;
+        let kind = push_kind(req.headers());
         if let Some(mount) = query.get("mount") {
             let digest: Digest = mount
                 .parse()
@@ -830,7 +846,7 @@ impl Inner {
                     if !i.blobs.exists(&d) {
                         return Ok(false);
                     }
-                    i.created_by_push(&n)?;
+                    i.created_by_push(&n, kind)?;
                     i.db.link_blob(&n, &d, size, now())
                 })
                 .await?;
@@ -873,7 +889,7 @@ impl Inner {
             let expect = content_length(req.headers());
             let result = async {
                 self.receive(&mut up, req.into_body(), expect).await?;
-                self.commit(&mut up, &digest).await
+                self.commit(&mut up, &digest, kind).await
             }
             .await;
             if result.is_err() {
@@ -981,6 +997,7 @@ impl Inner {
         query: &HashMap<String, String>,
         req: skiff_http_server::Request,
     ) -> Result<Response> {
+        let kind = push_kind(req.headers());
         let mut up = self.session(name, id).await?;
         let digest: Digest = query
             .get("digest")
@@ -993,7 +1010,7 @@ impl Inner {
         };
         let result = async {
             self.receive(&mut up, req.into_body(), expect).await?;
-            self.commit(&mut up, &digest).await
+            self.commit(&mut up, &digest, kind).await
         }
         .await;
         // Closed, whatever happened: a failed digest check ends the session.
@@ -1132,7 +1149,12 @@ impl Inner {
 
     /// Checks the digest of everything uploaded and makes it a blob of the
     /// upload's repository.
-    async fn commit(self: &Arc<Self>, up: &mut Upload, digest: &Digest) -> Result<()> {
+    async fn commit(
+        self: &Arc<Self>,
+        up: &mut Upload,
+        digest: &Digest,
+        kind: &'static str,
+    ) -> Result<()> {
         let path = up.path.clone();
         let size = up.offset;
         let actual = match (digest.algorithm(), up.hasher.take()) {
@@ -1157,7 +1179,7 @@ impl Inner {
         let linked = self
             .blocking(move |i| {
                 i.blobs.commit(&path, &d)?;
-                i.created_by_push(&repo)?;
+                i.created_by_push(&repo, kind)?;
                 i.db.link_blob(&repo, &d, size, now())
             })
             .await?;

@@ -37,6 +37,17 @@ fn a_pull_through_cache_rule_fetches_from_docker_registry_once_and_serves_the_co
         "hub",
     ]);
     assert_eq!(v["isValid"], true, "{v}");
+    // What the cache creates is made from its PULL_THROUGH_CACHE template.
+    serve.aws_ok(&[
+        "ecr",
+        "create-repository-creation-template",
+        "--prefix",
+        "hub",
+        "--applied-for",
+        "PULL_THROUGH_CACHE",
+        "--image-tag-mutability",
+        "IMMUTABLE",
+    ]);
 
     // An ECS task whose image is under the prefix: pulled through.
     serve.register_task_definition(
@@ -66,6 +77,13 @@ fn a_pull_through_cache_rule_fetches_from_docker_registry_once_and_serves_the_co
     ]);
     let cached = &images["imageDetails"][0];
     assert_eq!(cached["imageTags"], json!(["v1"]), "{images}");
+    let r = &serve.aws_ok(&[
+        "ecr",
+        "describe-repositories",
+        "--repository-names",
+        "hub/library/hello",
+    ])["repositories"][0];
+    assert_eq!(r["imageTagMutability"], "IMMUTABLE", "{r}");
     let (ok, manifest, err) = crate::support::peer(
         "curl",
         &[

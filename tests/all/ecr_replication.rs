@@ -44,6 +44,18 @@ fn images_replicate_to_another_skiffs_registry_with_every_tag() {
     let mut other = ServeProcess::start_with(dir_b.path(), &["--account-id", "111111111111"]);
     let peer = format!("eu-west-1/111111111111={}", other.registry);
     let serve = ServeProcess::start_with(dir_a.path(), &["--replication-peer", &peer]);
+    // The destination makes what replication brings from its REPLICATION
+    // template (a push would get the defaults).
+    other.aws_ok(&[
+        "ecr",
+        "create-repository-creation-template",
+        "--prefix",
+        "app",
+        "--applied-for",
+        "REPLICATION",
+        "--resource-tags",
+        "Key=from,Value=replication",
+    ]);
     serve.push(app("HELLO_P1"), "app/web:v1");
     serve.push(app("SLEEPER_P1"), "other/job:v1");
 
@@ -96,6 +108,16 @@ fn images_replicate_to_another_skiffs_registry_with_every_tag() {
     assert_eq!(st[0]["region"], "eu-west-1", "{st}");
     assert_eq!(st[0]["registryId"], "111111111111");
     assert!(images(&other, "other/job").is_none(), "not under app/");
+    let arn = s(&other.aws_ok(&[
+        "ecr",
+        "describe-repositories",
+        "--repository-names",
+        "app/web",
+    ])["repositories"][0]["repositoryArn"]);
+    until("the REPLICATION template's tags", 30, || {
+        other.aws_ok(&["ecr", "list-tags-for-resource", "--resource-arn", &arn])["tags"]
+            == json!([{"Key": "from", "Value": "replication"}])
+    });
 
     // A retag (AWS's put-image way) follows.
     let manifest = serve.aws_ok(&[

@@ -11,6 +11,7 @@ mod ecr_cache;
 mod ecr_cli;
 mod ecr_images;
 mod ecr_replication;
+mod ecr_templates;
 mod ecs_account;
 mod ecs_cli;
 mod ecs_deployments;

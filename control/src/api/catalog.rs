@@ -377,6 +377,16 @@ const ECR_HONOURED: &[(&str, &str)] = &[
         "COMPLETE, FAILED (with why) or IN_PROGRESS per destination",
     ),
     (
+        "CreateRepositoryCreationTemplate",
+        "applied to repositories the registry makes on a push, a pull through a cache rule, or another skiff's replication: tag mutability, lifecycle policy, repository policy, tags; AES256 only (no KMS)",
+    ),
+    ("DescribeRepositoryCreationTemplates", ""),
+    ("UpdateRepositoryCreationTemplate", ""),
+    (
+        "DeleteRepositoryCreationTemplate",
+        "repositories made from it keep their settings",
+    ),
+    (
         "CreatePullThroughCacheRule",
         "the registry fetches PREFIX/REPO from the upstream on its first pull and serves the copy (tags re-checked daily); anonymous upstreams only",
     ),

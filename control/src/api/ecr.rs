@@ -33,6 +33,8 @@ pub(crate) fn ecr_error(e: AdminError) -> ApiError {
         AdminError::ScanNotFound { .. } => "ScanNotFoundException",
         AdminError::CacheRuleAlreadyExists(_) => "PullThroughCacheRuleAlreadyExistsException",
         AdminError::CacheRuleNotFound(_) => "PullThroughCacheRuleNotFoundException",
+        AdminError::TemplateAlreadyExists(_) => "TemplateAlreadyExistsException",
+        AdminError::TemplateNotFound(_) => "TemplateNotFoundException",
         AdminError::Internal(_) => return ApiError::server(message),
     };
     ApiError::not_found(kind, message)
@@ -69,6 +71,9 @@ pub(crate) async fn handle(
         return answer;
     }
     if let Some(answer) = super::ecr_cache::handle(registry, op, body).await {
+        return answer;
+    }
+    if let Some(answer) = super::ecr_templates::handle(registry, op, body) {
         return answer;
     }
     if op == "PutReplicationConfiguration" {

@@ -36,7 +36,7 @@ pub(crate) fn parse_tags(v: Option<&Value>) -> Result<Vec<(String, String)>, Api
 }
 
 /// Checks a policy document as ECR does before storing it.
-fn check_policy(text: &str, what: &str) -> Result<(), ApiError> {
+pub(crate) fn check_policy(text: &str, what: &str) -> Result<(), ApiError> {
     let invalid = |why: &str| {
         ApiError::invalid_parameter(format!(
             "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid {what} policy provided: {why}'"
@@ -393,7 +393,8 @@ pub(crate) async fn forget(core: &Core, name: &str) -> Result<(), ApiError> {
     let mut meta = state.ecr.clone();
     let had_tags = meta.tags.remove(name).is_some();
     let had_policy = meta.policies.remove(name).is_some();
-    if !had_tags && !had_policy {
+    let had_template = meta.templated.remove(name);
+    if !had_tags && !had_policy && !had_template {
         return Ok(());
     }
     state

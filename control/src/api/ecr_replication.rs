@@ -131,8 +131,11 @@ pub(crate) async fn statuses(core: &Core, repo: &str, digest: &str) -> Vec<Value
         .collect()
 }
 
-/// Copies images to their destinations while the API lives.
-pub(crate) async fn replication_loop(api: Weak<Api>) {
+/// Follows what the registry stores while the API lives: repositories it
+/// made from creation templates get their policy and tags
+/// ([`super::ecr_templates::apply`]), and images are copied to their
+/// replication destinations.
+pub(crate) async fn ecr_loop(api: Weak<Api>) {
     let mut seen: Option<(u64, Vec<ReplicationRule>)> = None;
     let mut last_pass = tokio::time::Instant::now();
     loop {
@@ -144,6 +147,11 @@ pub(crate) async fn replication_loop(api: Weak<Api>) {
             continue;
         };
         let stored = registry.stats().manifests_stored;
+        if seen.as_ref().is_none_or(|(s, _)| *s != stored)
+            && let Err(e) = super::ecr_templates::apply(&api.core, &registry).await
+        {
+            tracing::warn!("giving new repositories their templates' policy and tags failed: {e}");
+        }
         let (rules, failing) = {
             let state = api.core.state.lock().await;
             let failing = state
@@ -179,6 +187,9 @@ async fn pass(
     let options = skiff_registry::remote::RemoteOptions {
         // skiff's registries serve plain HTTP.
         insecure_registries: peers.values().cloned().collect(),
+        // A repository the copy creates there is made from its
+        // REPLICATION creation templates.
+        user_agent: Some(skiff_registry::templates::REPLICATION_AGENT),
         ..Default::default()
     };
     let repositories = {

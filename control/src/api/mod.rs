@@ -16,6 +16,7 @@ mod ecr_cache;
 mod ecr_images;
 mod ecr_meta;
 pub(crate) mod ecr_replication;
+mod ecr_templates;
 pub(crate) mod ecs;
 pub(crate) mod elbv2;
 pub(crate) mod http;

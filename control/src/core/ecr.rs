@@ -29,6 +29,10 @@ pub struct EcrMeta {
     /// `REPO@DIGEST` → how its copy to each destination went.
     #[serde(default)]
     pub replicated: BTreeMap<String, Vec<ReplicationStatus>>,
+    /// Repositories made from a creation template whose policy and tags
+    /// have been given to them.
+    #[serde(default)]
+    pub templated: std::collections::BTreeSet<String>,
 }
 
 /// A replication rule, as ECR's API shapes it.
