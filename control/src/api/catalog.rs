@@ -812,7 +812,7 @@ mod tests {
         let e = admit(Service::Ecs, "ExecuteCommand").unwrap_err();
         assert_eq!((e.kind, e.status), ("UnsupportedOperation", 400));
         assert!(e.message.contains("ExecuteCommand") && e.message.contains("no shell"));
-        let e = admit(Service::Ecs, "CreateDaemon").unwrap_err();
+        let e = admit(Service::Ecs, "CreateExpressGatewayService").unwrap_err();
         assert!(e.message.contains("yet"), "{}", e.message);
         admit(Service::Ecs, "RunTask").unwrap();
         admit(Service::Ecs, "NoSuchOperation").unwrap();

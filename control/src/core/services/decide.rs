@@ -553,8 +553,12 @@ pub(crate) fn settle(svc: &mut Service, pass: &Pass<'_, '_>) {
     }
 }
 
+/// The test fixtures, for the task sets' tests too.
 #[cfg(test)]
-pub(crate) mod tests {
+pub(crate) use tests::{service, task};
+
+#[cfg(test)]
+mod tests {
     use super::*;
     use crate::core::services::{CircuitBreaker, DeploymentConfiguration};
     use serde_json::{Value, json};

@@ -248,7 +248,7 @@ fn settle(svc: &mut Service, world: &World<'_>, actions: &[Action]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::services::decide::tests::{service, task};
+    use crate::core::services::decide::{service, task};
     use std::collections::{HashMap, HashSet};
 
     fn set(id: &str, status: &str, percent: f64) -> TaskSet {
