@@ -71,9 +71,40 @@ pub fn check_upstream_url(url: &str) -> Result<(), String> {
     if url.is_empty() || url.contains('/') || url.contains(char::is_whitespace) {
         return bad("must be a registry's host name, optionally with :port");
     }
+    if let Some((_, port)) = url.rsplit_once(':')
+        && !url.ends_with(']')
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return bad("has no valid port (1 to 65535)");
+    }
     match parse_reference(&format!("{url}/probe:latest")) {
         Ok(r) if r.registry() == url => Ok(()),
         _ => bad("is not a registry address"),
+    }
+}
+
+/// How upstreams are spoken to: short timeouts, so a client waiting on a
+/// pull through the cache (or a validation) hears of a stalled upstream
+/// in seconds, not minutes.
+fn upstream_options(read_timeout: std::time::Duration) -> RemoteOptions {
+    RemoteOptions {
+        connect_timeout: std::time::Duration::from_secs(5),
+        read_timeout,
+        ..RemoteOptions::default()
+    }
+}
+
+/// Did the upstream say it has no such image (rather than fail)?
+fn upstream_lacks(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|x| matches!(x.code, C::ManifestUnknown | C::NameUnknown | C::NotFound)),
+        E::ServerError { code, .. } => *code == 404,
+        _ => false,
     }
 }
 
@@ -87,6 +118,26 @@ fn upstream_error(rule: &CacheRule, what: &str, e: impl std::fmt::Display) -> Fa
     )
     .with_status(http::StatusCode::BAD_GATEWAY)
     .into()
+}
+
+/// An upstream's answer to a manifest request that failed: 404 when it
+/// has no such image, 502 when it could not be asked.
+fn manifest_error(
+    rule: &CacheRule,
+    what: &str,
+    e: oci_client::errors::OciDistributionError,
+) -> Failure {
+    if upstream_lacks(&e) {
+        return Error::new(
+            Code::ManifestUnknown,
+            format!(
+                "{what} is not in the upstream registry {} of pull-through cache rule {}",
+                rule.upstream_url, rule.prefix
+            ),
+        )
+        .into();
+    }
+    upstream_error(rule, what, e)
 }
 
 impl Registry {
@@ -156,20 +207,25 @@ impl Registry {
         let rule = self.cache_rule(prefix)?;
         let probe = parse_reference(&format!("{}/skiff/probe:latest", rule.upstream_url))
             .map_err(|e| AdminError::InvalidParameter(e.to_string()))?;
-        let (client, auth) = client_for(&probe, &RemoteOptions::default());
+        let options = upstream_options(std::time::Duration::from_secs(10));
+        let (client, auth) = client_for(&probe, &options);
         use oci_client::errors::OciDistributionError as E;
+        let url = &rule.upstream_url;
         let failure = match client.list_tags(&probe, &auth, Some(1), None).await {
             Ok(_) => None,
+            // It answered as a registry does (the probe repository is
+            // unknown to it).
+            Err(E::RegistryError { .. }) => None,
+            Err(E::RequestError(e)) if e.is_timeout() => Some(format!(
+                "the upstream registry {url} timed out: it takes connections but does not answer"
+            )),
             Err(E::RequestError(e)) => Some(format!(
-                "the upstream registry {} cannot be reached: {e}",
-                rule.upstream_url
+                "the upstream registry {url} cannot be reached: {e}"
             )),
             Err(E::UnauthorizedError { .. }) | Err(E::AuthenticationFailure(_)) => Some(format!(
-                "the upstream registry {} needs credentials, and skiff pulls from upstreams anonymously",
-                rule.upstream_url
+                "the upstream registry {url} needs credentials, and skiff pulls from upstreams anonymously"
             )),
-            // It answered as a registry (the probe repository is unknown).
-            Err(_) => None,
+            Err(e) => Some(format!("{url} does not answer as an OCI registry ({e})")),
         };
         Ok((rule, failure))
     }
@@ -186,9 +242,11 @@ impl Inner {
             .off_thread(move |i| i.db.cache_rules())
             .await
             .map_err(Failure::Internal)?;
+        // The most specific rule: the longest prefix.
         Ok(rules
             .into_iter()
-            .find(|r| r.upstream_repository(&n).is_some()))
+            .filter(|r| r.upstream_repository(&n).is_some())
+            .max_by_key(|r| r.prefix.len()))
     }
 
     /// Makes sure `name:reference` is here, fetching it from `rule`'s
@@ -248,11 +306,12 @@ impl Inner {
         let sep = if reference.contains(':') { '@' } else { ':' };
         let whole = format!("{}/{upstream_repo}{sep}{reference}", rule.upstream_url);
         let image = parse_reference(&whole).map_err(|e| upstream_error(rule, &whole, e))?;
-        let (client, auth) = client_for(&image, &RemoteOptions::default());
+        let options = upstream_options(std::time::Duration::from_secs(30));
+        let (client, auth) = client_for(&image, &options);
         let (bytes, _) = client
             .pull_manifest_raw(&image, &auth, &ACCEPT)
             .await
-            .map_err(|e| upstream_error(rule, &whole, e))?;
+            .map_err(|e| manifest_error(rule, &whole, e))?;
         let digest = checked(&image, &bytes).map_err(|e| upstream_error(rule, &whole, e))?;
         let parsed = manifest::parse(&bytes, "").map_err(|e| upstream_error(rule, &whole, e))?;
         // The repository exists from here on (ECR creates it on the first

@@ -111,6 +111,20 @@ fn a_pull_through_cache_rule_fetches_from_docker_registry_once_and_serves_the_co
         "names the upstream: {}",
         out.stderr
     );
+    // Not there is a 404, as from any registry (a 502 is for an upstream
+    // that cannot be asked).
+    let (_, status, _) = crate::support::peer(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{}/v2/hub/library/nope/manifests/v1", serve.registry),
+        ],
+    );
+    assert_eq!(status, "404");
     serve.aws_err(
         &[
             "ecr",
@@ -204,8 +218,56 @@ fn pull_through_cache_rule_mistakes_get_ecr_errors() {
         "InvalidParameterException",
         "does not match",
     );
+    refused(
+        &["--upstream-registry-url", "127.0.0.1:99999"],
+        "InvalidParameterException",
+        "port",
+    );
     let (ok, _, err) = create(&["--upstream-registry-url", "127.0.0.1:5000"]);
     assert!(ok, "{err}");
+    // Validation asks the upstream: skiff's own API is no registry, and
+    // one that takes connections but never answers is said to time out,
+    // in seconds.
+    let validate = |prefix: &str, url: &str| {
+        serve.aws_ok(&[
+            "ecr",
+            "create-pull-through-cache-rule",
+            "--ecr-repository-prefix",
+            prefix,
+            "--upstream-registry-url",
+            url,
+        ]);
+        serve.aws_ok(&[
+            "ecr",
+            "validate-pull-through-cache-rule",
+            "--ecr-repository-prefix",
+            prefix,
+        ])
+    };
+    let v = validate("api", &serve.api);
+    assert_eq!(v["isValid"], false, "{v}");
+    assert!(
+        s(&v["failure"]).contains("does not answer as an OCI registry"),
+        "{v}"
+    );
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for c in silent.incoming().take(4) {
+            kept.push(c);
+        }
+        kept.len()
+    });
+    let started = std::time::Instant::now();
+    let v = validate("stalled", &silent_addr);
+    assert_eq!(v["isValid"], false, "{v}");
+    assert!(s(&v["failure"]).contains("timed out"), "{v}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(45),
+        "a stalled upstream is told in seconds, not minutes"
+    );
+    drop(held);
     refused(
         &["--upstream-registry-url", "127.0.0.1:5001"],
         "PullThroughCacheRuleAlreadyExistsException",

@@ -468,3 +468,71 @@ fn account_settings_referrers_and_replication_status() {
         "ImageNotFoundException",
     );
 }
+
+#[test]
+fn image_ids_no_registry_can_hold_are_refused_naming_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(wasm_apps::app("HELLO_P1"), "hello:v1");
+    let manifest = serve.aws_ok(&[
+        "ecr",
+        "batch-get-image",
+        "--repository-name",
+        "hello",
+        "--image-ids",
+        "imageTag=v1",
+        "--query",
+        "images[].imageManifest",
+    ])[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for bad in ["bad tag!", "a/b", &"x".repeat(200)] {
+        let e = serve.aws_err(
+            &[
+                "ecr",
+                "put-image",
+                "--repository-name",
+                "hello",
+                "--image-tag",
+                bad,
+                "--image-manifest",
+                &manifest,
+            ],
+            "InvalidParameterException",
+        );
+        assert!(e.contains("'imageTag'"), "{e}");
+        let g = serve.aws_ok(&[
+            "ecr",
+            "batch-get-image",
+            "--repository-name",
+            "hello",
+            "--image-ids",
+            &format!("imageTag={bad}"),
+        ]);
+        assert_eq!(g["failures"][0]["failureCode"], "InvalidImageTag", "{g}");
+    }
+    serve.aws_err(
+        &[
+            "ecr",
+            "describe-image-replication-status",
+            "--repository-name",
+            "hello",
+            "--image-id",
+            "imageTag=bad tag!",
+        ],
+        "InvalidParameterException",
+    );
+    // A tag and a digest of different images name no image.
+    serve.aws_err(
+        &[
+            "ecr",
+            "describe-image-replication-status",
+            "--repository-name",
+            "hello",
+            "--image-id",
+            &format!("imageTag=v1,imageDigest=sha256:{}", "0".repeat(64)),
+        ],
+        "ImageNotFoundException",
+    );
+}

@@ -85,6 +85,15 @@ fn images_replicate_to_another_skiffs_registry_with_every_tag() {
         !ok && err.contains("--replication-peer us-west-2/111111111111=HOST:PORT"),
         "{err}"
     );
+    let twice = json!({"rules": [{"destinations": [
+        {"region": "eu-west-1", "registryId": "111111111111"},
+        {"region": "eu-west-1", "registryId": "111111111111"},
+    ]}]});
+    let (ok, _, err) = put(twice.to_string());
+    assert!(!ok && err.contains("named twice"), "{err}");
+    let bad_filter = rule("eu-west-1", "111111111111").replace("app/", "BAD FILTER");
+    let (ok, _, err) = put(bad_filter);
+    assert!(!ok && err.contains("'filter'"), "{err}");
 
     let (ok, out, err) = put(rule("eu-west-1", "111111111111"));
     assert!(ok, "{err}");

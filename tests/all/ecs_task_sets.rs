@@ -196,6 +196,47 @@ fn a_blue_green_deployment_by_task_sets_behind_a_load_balancer() {
         .find(|l| l["Port"] == port)
         .map(|l| s(&l["ListenerArn"]))
         .unwrap();
+    // A canary first: a quarter of the requests to green, by weight.
+    serve.aws_ok(&[
+        "elbv2",
+        "modify-listener",
+        "--listener-arn",
+        &listener,
+        "--default-actions",
+        &format!(
+            "Type=forward,ForwardConfig={{TargetGroups=[{{TargetGroupArn={blue_tg},Weight=3}},{{TargetGroupArn={green_tg},Weight=1}}]}}"
+        ),
+    ]);
+    let l = serve.aws_ok(&["elbv2", "describe-listeners", "--listener-arns", &listener]);
+    let weights: Vec<i64> = l["Listeners"][0]["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["Weight"].as_i64().unwrap())
+        .collect();
+    assert_eq!(weights, [3, 1], "{l}");
+    let (ok, _, err) = serve.aws(&[
+        "elbv2",
+        "modify-listener",
+        "--listener-arn",
+        &listener,
+        "--default-actions",
+        &format!(
+            "Type=forward,ForwardConfig={{TargetGroups=[{{TargetGroupArn={blue_tg},Weight=1000}}]}}"
+        ),
+    ]);
+    assert!(!ok && err.contains("from 0 to 999"), "{err}");
+    let answers: Vec<String> = (0..80).map(|_| get(port, "/whoami").1).collect();
+    let green_share = answers.iter().filter(|a| *a == "green").count();
+    assert_eq!(
+        green_share + answers.iter().filter(|a| *a == "blue").count(),
+        80,
+        "{answers:?}"
+    );
+    assert!(
+        (8..=32).contains(&green_share),
+        "about 20 of 80 to green, not {green_share}"
+    );
     serve.aws_ok(&[
         "elbv2",
         "modify-listener",
@@ -401,6 +442,25 @@ fn task_set_mistakes_are_refused_with_ecs_errors() {
         "InvalidParameterException",
     );
     assert!(e.contains("cannot be changed"), "{e}");
+    let long = "x".repeat(300);
+    serve.aws_err(&ts(&["--external-id", &long]), "InvalidParameterException");
+    serve.aws_err(&ts(&["--client-token", &long]), "InvalidParameterException");
+    // (The AWS CLI checks this one itself; an SDK that does not is told.)
+    let e = serve.boto3(
+        "from botocore.config import Config\n\
+         ecs = boto3.client('ecs', endpoint_url=ENDPOINT, region_name=REGION,\n\
+             config=Config(parameter_validation=False))\n\
+         try:\n\
+         \x20   ecs.create_service(serviceName='typeless', deploymentController={})\n\
+         except botocore.exceptions.ClientError as e:\n\
+         \x20   print(e.response['Error']['Code'], e.response['Error']['Message'])\n",
+        "AKIDSKIFFTEST",
+        "secret",
+    );
+    assert!(
+        e.starts_with("InvalidParameterException") && e.contains("deploymentController.type"),
+        "{e}"
+    );
     let e = serve.aws_err(
         &ts(&["--scale", "value=150,unit=PERCENT"]),
         "InvalidParameterException",
@@ -484,6 +544,10 @@ fn task_set_mistakes_are_refused_with_ecs_errors() {
     assert_eq!(
         a["taskSet"]["computedDesiredCount"], 2,
         "30% of 4 is 1.2: 2"
+    );
+    assert_eq!(
+        a["taskSet"]["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"],
+        "DISABLED"
     );
     let d = serve.aws_ok(&[
         "ecs",

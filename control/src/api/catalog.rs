@@ -431,7 +431,10 @@ const ECR_REFUSED: &[(&str, &str)] = &[
 
 const ELBV2_HONOURED: &[(&str, &str)] = &[
     ("AddTags", ""),
-    ("CreateListener", ""),
+    (
+        "CreateListener",
+        "forward (to one target group, or to up to 5 by weight: each request weighed on its own, no group stickiness) or fixed-response",
+    ),
     ("CreateLoadBalancer", ""),
     ("CreateRule", ""),
     ("CreateTargetGroup", ""),

@@ -117,6 +117,26 @@ impl Registry<'_> {
     }
 }
 
+/// An `imageId`'s tag and digest are ones a registry can hold: refused in
+/// ECR's words, naming the member, before any registry request is built.
+fn check_image_id(tag: Option<&str>, digest: Option<&str>) -> Result<(), ApiError> {
+    if let Some(t) = tag
+        && !skiff_registry::names::valid_tag(t)
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid parameter at 'imageTag' failed to satisfy constraint: '{t:?} is not a tag: up to 128 letters, digits, _ . and -, not starting with . or -'"
+        )));
+    }
+    if let Some(d) = digest
+        && d.parse::<skiff_registry::Digest>().is_err()
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid parameter at 'imageDigest' failed to satisfy constraint: '{d:?} is not a digest (sha256:64 hex digits)'"
+        )));
+    }
+    Ok(())
+}
+
 /// The registry's error code and message in an answer.
 fn registry_error(a: &Answer) -> (String, String) {
     let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
@@ -194,6 +214,16 @@ impl Registry<'_> {
                     "failureReason": "Requested image has no digest and no tag"}));
                 continue;
             };
+            if let Err(e) = check_image_id(tag, digest) {
+                let code = if digest.is_some_and(|d| d.parse::<skiff_registry::Digest>().is_err()) {
+                    "InvalidImageDigest"
+                } else {
+                    "InvalidImageTag"
+                };
+                failures
+                    .push(json!({"imageId": id, "failureCode": code, "failureReason": e.message}));
+                continue;
+            }
             let a = self
                 .call(
                     Method::GET,
@@ -281,6 +311,7 @@ impl Registry<'_> {
             .unwrap_or("application/vnd.oci.image.manifest.v1+json")
             .to_string();
         let tag = body.get("imageTag").and_then(Value::as_str);
+        check_image_id(tag, body.get("imageDigest").and_then(Value::as_str))?;
         let digest = format!(
             "sha256:{}",
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(manifest.as_bytes()))
@@ -598,13 +629,12 @@ impl Registry<'_> {
         let id = body
             .get("imageId")
             .ok_or_else(|| ApiError::invalid_parameter("imageId is required"))?;
-        let reference = id
-            .get("imageDigest")
-            .or(id.get("imageTag"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                ApiError::invalid_parameter("imageId needs an imageDigest or an imageTag")
-            })?;
+        let given_digest = id.get("imageDigest").and_then(Value::as_str);
+        let given_tag = id.get("imageTag").and_then(Value::as_str);
+        check_image_id(given_tag, given_digest)?;
+        let reference = given_tag.or(given_digest).ok_or_else(|| {
+            ApiError::invalid_parameter("imageId needs an imageDigest or an imageTag")
+        })?;
         let a = self
             .call(
                 Method::HEAD,
@@ -627,6 +657,17 @@ impl Registry<'_> {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
         {
+            // A tag and a digest that name different images name none.
+            if given_digest.is_some_and(|g| g != d) {
+                return Err(ApiError::not_found(
+                    "ImageNotFoundException",
+                    format!(
+                        "The image with tag {} is {d}, not {}, in the repository with name '{name}'",
+                        given_tag.unwrap_or_default(),
+                        given_digest.unwrap_or_default()
+                    ),
+                ));
+            }
             id["imageDigest"] = json!(d);
         }
         Ok(json!({ "repositoryName": name, "imageId": id, "replicationStatuses": [] }))

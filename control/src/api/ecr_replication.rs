@@ -50,8 +50,29 @@ pub(crate) async fn put(core: &Core, body: &Value, region: &str) -> Result<Value
                     f.filter_type
                 )));
             }
+            // A repository name's beginning: lowercase letters, digits,
+            // separators.
+            let ok = f.filter.len() >= 2
+                && f.filter.chars().all(|c| {
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || matches!(c, '.' | '_' | '-' | '/')
+                });
+            if !ok {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Invalid parameter at 'filter' failed to satisfy constraint: '{:?} is not the beginning of a repository name (lowercase letters, digits, . _ - /)'",
+                    f.filter
+                )));
+            }
         }
+        let mut in_rule = BTreeSet::new();
         for d in &rule.destinations {
+            if !in_rule.insert(d.clone()) {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Replication destination {} is named twice in one rule.",
+                    d.key()
+                )));
+            }
             if d.region == region && d.registry_id == account() {
                 return Err(ApiError::invalid_parameter(format!(
                     "Replication destination {} is this registry: an image cannot be replicated to where it is.",

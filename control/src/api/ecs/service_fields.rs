@@ -280,6 +280,15 @@ pub(crate) fn refuse_unsupported(body: &Value) -> Result<(), ApiError> {
 /// (the default), `EXTERNAL` for task sets.
 pub(crate) fn deployment_controller(body: &Value) -> Result<Option<String>, ApiError> {
     match body.pointer("/deploymentController/type") {
+        None | Some(Value::Null)
+            if body
+                .get("deploymentController")
+                .is_some_and(|c| !c.is_null()) =>
+        {
+            Err(ApiError::invalid_parameter(
+                "deploymentController.type is required: ECS, CODE_DEPLOY or EXTERNAL",
+            ))
+        }
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(t)) if t == "ECS" => Ok(None),
         Some(Value::String(t)) if t == "EXTERNAL" => Ok(Some(t.clone())),

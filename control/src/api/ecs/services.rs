@@ -108,7 +108,7 @@ pub(crate) fn service_view(state: &State, svc: &Service, with_tags: bool) -> Val
         v["roleArn"] = json!(r);
     }
     if let Some(n) = &svc.network_configuration {
-        v["networkConfiguration"] = json!(n);
+        v["networkConfiguration"] = network_view(n);
     }
     if with_tags {
         v["tags"] = to_value(&svc.tags);
@@ -127,6 +127,17 @@ pub(crate) fn service_view(state: &State, svc: &Service, with_tags: bool) -> Val
                 }
             }
         }
+    }
+    v
+}
+
+/// A network configuration as ECS shows it: `assignPublicIp` always said.
+pub(crate) fn network_view(n: &NetworkConfiguration) -> Value {
+    let mut v = json!(n);
+    if let Some(a) = v.get_mut("awsvpcConfiguration")
+        && a.get("assignPublicIp").is_none()
+    {
+        a["assignPublicIp"] = json!("DISABLED");
     }
     v
 }

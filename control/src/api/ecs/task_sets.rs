@@ -39,7 +39,7 @@ pub(crate) fn view(state: &State, svc: &Service, set: &TaskSet, with_tags: bool)
         "status": set.status,
         "taskDefinition": set.task_definition,
         "computedDesiredCount": set.computed_desired_count(
-            if svc.status == "ACTIVE" { svc.desired_count } else { 0 }
+            if svc.status == "ACTIVE" && set.status != "DRAINING" { svc.desired_count } else { 0 }
         ),
         "pendingCount": pending,
         "runningCount": running,
@@ -64,7 +64,7 @@ pub(crate) fn view(state: &State, svc: &Service, set: &TaskSet, with_tags: bool)
         v["platformFamily"] = json!("Linux");
     }
     if let Some(n) = &set.network_configuration {
-        v["networkConfiguration"] = json!(n);
+        v["networkConfiguration"] = super::services::network_view(n);
     }
     if with_tags {
         v["tags"] = to_value(&set.tags);
@@ -139,7 +139,17 @@ pub(crate) async fn create(core: &Core, body: &Value, region: &str) -> Result<Va
     };
     check_tags(&tags)?;
     let external_id = body.get("externalId").and_then(Value::as_str);
+    if external_id.is_some_and(|x| x.is_empty() || x.len() > 255) {
+        return Err(ApiError::invalid_parameter(
+            "externalId must be 1 to 255 characters.",
+        ));
+    }
     let client_token = body.get("clientToken").and_then(Value::as_str);
+    if client_token.is_some_and(|t| t.is_empty() || t.len() > 36) {
+        return Err(ApiError::invalid_parameter(
+            "clientToken must be 1 to 36 characters.",
+        ));
+    }
     let mut state = core.state.lock().await;
     let mut svc = external_service(&state, body)?;
     if let Some(token) = client_token

@@ -8,8 +8,8 @@ use super::{
 use crate::api::protocol::query::{Params, Xml};
 use crate::error::ApiError;
 
-/// A listener's or rule's actions: one forward (to one target group) or
-/// one fixed response.
+/// A listener's or rule's actions: one forward (to one target group, or
+/// to several by weight) or one fixed response.
 pub(super) fn parse_action(
     cfg: &Config,
     list: Vec<Params>,
@@ -22,46 +22,54 @@ pub(super) fn parse_action(
     };
     match a.required("Type").map_err(|e| invalid(e.message))? {
         "forward" => {
-            let mut tgs: Vec<String> = a
+            // (target group, weight): TargetGroupArn alone weighs 1.
+            let mut tgs: Vec<(String, u32)> = a
                 .get("TargetGroupArn")
-                .map(String::from)
+                .map(|t| (t.to_string(), 1))
                 .into_iter()
                 .collect();
             for t in a.list("ForwardConfig.TargetGroups.member") {
                 let arn = t.required("TargetGroupArn")?.to_string();
-                if !tgs.contains(&arn) {
-                    tgs.push(arn);
+                let weight = match t.int("Weight").map_err(|e| invalid(e.message))? {
+                    None => 1,
+                    Some(w) if (0..=999).contains(&w) => w as u32,
+                    Some(w) => {
+                        return Err(invalid(format!(
+                            "A target group's Weight is from 0 to 999, not {w}"
+                        )));
+                    }
+                };
+                match tgs.iter_mut().find(|(a, _)| *a == arn) {
+                    Some(given) => given.1 = weight,
+                    None => tgs.push((arn, weight)),
                 }
             }
-            let [tg] = tgs.as_slice() else {
-                return Err(invalid("A forward action takes one target group in skiff"));
-            };
-            let g = group(cfg, tg)?;
-            let wants = if lb.kind == "application" {
-                "HTTP"
-            } else {
-                "TCP"
-            };
-            if g.protocol != wants {
-                return Err(ApiError::coded(
-                    "IncompatibleProtocols",
-                    format!(
-                        "The {} target group cannot be used by a{} {} load balancer",
-                        g.protocol,
-                        if lb.kind == "application" { "n" } else { "" },
-                        lb.kind
-                    ),
+            if a.get("ForwardConfig.TargetGroupStickinessConfig.Enabled") == Some("true") {
+                return Err(invalid(
+                    "Target group stickiness is not supported by skiff: each request is weighed on its own",
                 ));
             }
-            if let Some(other) = cfg.lbs_of_group(tg).into_iter().find(|l| *l != lb.arn) {
-                return Err(ApiError::coded(
-                    "TargetGroupAssociationLimit",
-                    format!(
-                        "The target group is already used by load balancer {other}; skiff allows one"
-                    ),
+            if tgs.is_empty() {
+                return Err(invalid("A forward action needs a target group"));
+            }
+            if tgs.len() > 5 {
+                return Err(invalid("A forward action takes at most 5 target groups"));
+            }
+            if tgs.len() > 1 && lb.kind != "application" {
+                return Err(invalid(
+                    "A network load balancer's forward action takes one target group",
                 ));
             }
-            Ok(Action::Forward(tg.clone()))
+            for (tg, _) in &tgs {
+                check_forward_group(cfg, lb, tg)?;
+            }
+            if tgs.iter().all(|(_, w)| *w == 0) {
+                return Err(invalid("At least one target group needs a weight above 0"));
+            }
+            match tgs.as_slice() {
+                [(tg, _)] => Ok(Action::Forward(tg.clone())),
+                _ => Ok(Action::Weighted(tgs)),
+            }
         }
         "fixed-response" if lb.kind == "application" => {
             let status = a
@@ -169,6 +177,35 @@ pub(super) fn create_listener(cfg: &mut Config, p: &Params) -> Result<String, Ap
     Ok(finish(x))
 }
 
+/// Whether `lb` may forward to target group `tg`: its protocol fits the
+/// load balancer, and no other load balancer uses it.
+fn check_forward_group(cfg: &Config, lb: &LoadBalancer, tg: &str) -> Result<(), ApiError> {
+    let g = group(cfg, tg)?;
+    let wants = if lb.kind == "application" {
+        "HTTP"
+    } else {
+        "TCP"
+    };
+    if g.protocol != wants {
+        return Err(ApiError::coded(
+            "IncompatibleProtocols",
+            format!(
+                "The {} target group cannot be used by a{} {} load balancer",
+                g.protocol,
+                if lb.kind == "application" { "n" } else { "" },
+                lb.kind
+            ),
+        ));
+    }
+    if let Some(other) = cfg.lbs_of_group(tg).into_iter().find(|l| *l != lb.arn) {
+        return Err(ApiError::coded(
+            "TargetGroupAssociationLimit",
+            format!("The target group is already used by load balancer {other}; skiff allows one"),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn action_xml(x: &mut Xml, name: &'static str, a: &Action) {
     x.open(name).open("member");
     match a {
@@ -184,6 +221,17 @@ pub(super) fn action_xml(x: &mut Xml, name: &'static str, a: &Action) {
                 .close()
                 .close()
                 .close();
+        }
+        Action::Weighted(list) => {
+            x.text("Type", "forward").text("Order", 1);
+            x.open("ForwardConfig").open("TargetGroups");
+            for (tg, w) in list {
+                x.open("member")
+                    .text("TargetGroupArn", tg)
+                    .text("Weight", w)
+                    .close();
+            }
+            x.close().close();
         }
         Action::Fixed {
             status,

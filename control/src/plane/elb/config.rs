@@ -81,11 +81,26 @@ pub struct TargetGroup {
 #[serde(rename_all = "camelCase")]
 pub enum Action {
     Forward(String),
+    /// Forward to several target groups, each request to one chosen in
+    /// proportion to the weights (an application load balancer's
+    /// `ForwardConfig`).
+    Weighted(Vec<(String, u32)>),
     Fixed {
         status: u16,
         content_type: Option<String>,
         body: Option<String>,
     },
+}
+
+impl Action {
+    /// The target groups it forwards to.
+    pub fn groups(&self) -> Vec<&str> {
+        match self {
+            Action::Forward(tg) => vec![tg.as_str()],
+            Action::Weighted(list) => list.iter().map(|(tg, _)| tg.as_str()).collect(),
+            Action::Fixed { .. } => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,10 +147,10 @@ impl Config {
         for l in self.listeners.values().filter(|l| l.lb_arn == lb_arn) {
             let rules = self.rules.values().filter(|r| r.listener_arn == l.arn);
             for a in std::iter::once(&l.default_action).chain(rules.map(|r| &r.action)) {
-                if let Action::Forward(tg) = a
-                    && !out.contains(&tg.as_str())
-                {
-                    out.push(tg.as_str());
+                for tg in a.groups() {
+                    if !out.contains(&tg) {
+                        out.push(tg);
+                    }
                 }
             }
         }

@@ -5,7 +5,7 @@
 //! per-target pool of keep-alive connections driven by the client's own
 //! connection task — counting it while it is outstanding.
 
-use super::{Body, Plane, Reply, RouteAction, TargetLive};
+use super::{Body, Group, Plane, Reply, RouteAction, TargetLive};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -56,6 +56,7 @@ impl Plane {
                 return r;
             }
             RouteAction::Forward(g) => Arc::clone(g),
+            RouteAction::Weighted(list, total) => Arc::clone(weighted_pick(list, *total)),
         };
         let lor = group.least_outstanding.load(Ordering::Relaxed);
         let Some(target) = group.pick(lor) else {
@@ -519,4 +520,26 @@ pub(super) async fn serve_http(
         })
     })
     .await;
+}
+
+/// One of `list`'s groups, each as often as its weight says: requests are
+/// numbered, and each number's well-mixed hash picks a point in the total
+/// weight, so the split holds over any run of requests.
+fn weighted_pick(list: &[(Arc<Group>, u32)], total: u32) -> &Arc<Group> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // splitmix64 of the request's number.
+    let mut z = NEXT
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let mut point = (z % u64::from(total)) as u32;
+    for (g, w) in list {
+        if point < *w {
+            return g;
+        }
+        point -= w;
+    }
+    &list[list.len() - 1].0
 }

@@ -205,6 +205,8 @@ struct Route {
 #[derive(Clone)]
 enum RouteAction {
     Forward(Arc<Group>),
+    /// Groups with their weights (none zero), and their sum.
+    Weighted(Vec<(Arc<Group>, u32)>, u32),
     Fixed {
         status: u16,
         content_type: Option<String>,
@@ -511,6 +513,19 @@ impl Plane {
                 Action::Forward(tg) => groups.get(tg).map_or(RouteAction::Missing, |g| {
                     RouteAction::Forward(Arc::clone(g))
                 }),
+                Action::Weighted(list) => {
+                    let live: Vec<(Arc<Group>, u32)> = list
+                        .iter()
+                        .filter(|(_, w)| *w > 0)
+                        .filter_map(|(tg, w)| Some((Arc::clone(groups.get(tg)?), *w)))
+                        .collect();
+                    let total = live.iter().map(|(_, w)| w).sum();
+                    if total == 0 {
+                        RouteAction::Missing
+                    } else {
+                        RouteAction::Weighted(live, total)
+                    }
+                }
                 Action::Fixed {
                     status,
                     content_type,
