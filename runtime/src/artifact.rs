@@ -218,6 +218,7 @@ impl Linkers {
                         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
                     })
                     .and_then(|()| crate::sockets::add_to_linker(&mut linker, Host::task_sockets))
+                    .and_then(|()| crate::posix_fs::fix_component_linker(&mut linker))
                     .map(|()| linker)
                     .map_err(|e| format!("{e:#}"))
             })

@@ -36,6 +36,7 @@ mod limits;
 pub mod mesh;
 pub mod net;
 pub mod ports;
+mod posix_fs;
 pub mod proxy;
 mod sandbox;
 mod sockets;

@@ -187,3 +187,58 @@ fn without_mounts_there_is_no_filesystem() {
         }
     }
 }
+
+/// Trailing slashes mean what POSIX says (the wasi-testsuite's
+/// `remove_directory_trailing_slashes` and `unlink_file_trailing_slashes`):
+/// `rmdir("dir/")` removes the directory in a component — wasmtime-wasi
+/// alone answers EINVAL — while a file named with a slash is never removed.
+#[test]
+fn trailing_slashes_in_removals_behave_as_posix_says() {
+    for (kind, fs) in both("fs-tool") {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::create_dir_all(d.join("dir")).unwrap();
+        std::fs::create_dir_all(d.join("dir2")).unwrap();
+        std::fs::write(d.join("file"), "x").unwrap();
+        let v = format!("{}:/d", d.display());
+        let run = |op: &str, path: &str| skiff(["run", "-v", &v, fs, op, path]).run();
+
+        // (WASI preview 1 modules still get wasmtime-wasi's EINVAL here:
+        // see runtime/src/posix_fs.rs.)
+        if kind.contains("component") {
+            let out = run("rmdir", "/d/dir/");
+            assert_eq!(out.code, 0, "{kind}: rmdir dir/: {}", out.stderr);
+            assert!(!d.join("dir").exists(), "{kind}: dir/ is gone");
+            let out = run("rmdir", "/d/dir2//");
+            assert_eq!(out.code, 0, "{kind}: rmdir dir2//: {}", out.stderr);
+        }
+
+        let out = run("rmdir", "/d/file/");
+        assert!(
+            out.stderr.contains("Not a directory"),
+            "{kind}: {}",
+            out.stderr
+        );
+        let out = run("rm", "/d/file/");
+        assert!(
+            out.stderr.contains("Not a directory"),
+            "{kind}: {}",
+            out.stderr
+        );
+        assert!(d.join("file").exists(), "{kind}: file/ names no file");
+        std::fs::create_dir_all(d.join("dir")).unwrap();
+        let out = run("rm", "/d/dir/");
+        assert!(
+            out.stderr.contains("Is a directory"),
+            "{kind}: {}",
+            out.stderr
+        );
+        assert!(d.join("dir").exists(), "{kind}");
+        let out = run("rmdir", "/d/missing/");
+        assert!(
+            out.stderr.contains("No such file or directory"),
+            "{kind}: {}",
+            out.stderr
+        );
+    }
+}
