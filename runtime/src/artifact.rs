@@ -202,6 +202,7 @@ impl Linkers {
                 let mut linker = wasmtime::Linker::new(engine);
                 wasmtime_wasi::p0::add_to_linker_async(&mut linker, Host::p1)
                     .and_then(|()| wasmtime_wasi::p1::add_to_linker_async(&mut linker, Host::p1))
+                    .and_then(|()| crate::posix_fs::fix_module_linker(&mut linker))
                     .map(|()| linker)
                     .map_err(|e| format!("{e:#}"))
             })

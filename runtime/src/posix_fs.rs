@@ -4,17 +4,11 @@
 //! cap-std's "open the parent, remove the leaf") takes the trailing slash
 //! for a `.` leaf and answers EINVAL (bytecodealliance/wasmtime#8828 and
 //! #11524; the wasi-testsuite's `remove_directory_trailing_slashes`). So a
-//! WASI 0.2 directory removal's trailing slashes are dropped before
-//! wasmtime-wasi sees the path. The rest of that test already holds:
+//! directory removal's trailing slashes are dropped before wasmtime-wasi
+//! sees the path, for WASI 0.2 and preview 1 (and `wasi_unstable`) alike. The rest of that test already holds:
 //! `rmdir("file/")` is ENOTDIR; `unlink("file/")` is ENOTDIR and
 //! `unlink("dir/")` EISDIR, and nothing is removed — `tests/all/sandbox.rs`
 //! checks all of it.
-//!
-//! WASI preview 1 modules still get EINVAL for `rmdir("dir/")`:
-//! wasmtime-wasi's preview 1 implementation is not public to call with a
-//! shorter path, and calling its linked function from a shadowing one
-//! needs a second fiber per call, which the pooling allocator does not
-//! give a store.
 
 use crate::sandbox::Host;
 use wasmtime::component::Resource;
@@ -30,6 +24,69 @@ const FS_TYPES: &str = "wasi:filesystem/types@0.2.12";
 pub(crate) fn rmdir_path(path: &str) -> &str {
     let trimmed = path.trim_end_matches('/');
     if trimmed.is_empty() { path } else { trimmed }
+}
+
+/// Preview 1 and `wasi_unstable`: `path_remove_directory` over
+/// wasmtime-wasi's, which is called with the path's length short of its
+/// trailing slashes (wasmtime-wasi's generated entry point, so errors
+/// become errnos exactly as there).
+pub(crate) fn fix_module_linker(linker: &mut wasmtime::Linker<Host>) -> wasmtime::Result<()> {
+    /// A shadowing `path_remove_directory` calling `$call`.
+    macro_rules! shadow {
+        ($module:literal, $call:path) => {
+            linker.func_wrap_async(
+                $module,
+                "path_remove_directory",
+                |mut caller: wasmtime::Caller<'_, Host>, (fd, ptr, len): (i32, i32, i32)| {
+                    Box::new(async move {
+                        let memory = guest_memory(&mut caller)?;
+                        let (bytes, host) = memory.data_and_store_mut(&mut caller);
+                        let len = trimmed_len(bytes, ptr, len);
+                        let mut memory = wiggle::GuestMemory::Unshared(bytes);
+                        $call(host.p1(), &mut memory, fd, ptr, len).await
+                    })
+                },
+            )
+        };
+    }
+    linker.allow_shadowing(true);
+    let linked = shadow!(
+        "wasi_snapshot_preview1",
+        wasmtime_wasi::p1::wasi_snapshot_preview1::path_remove_directory
+    )
+    .map(|_| ());
+    let linked = linked.and_then(|()| {
+        shadow!(
+            "wasi_unstable",
+            wasmtime_wasi::p0::wasi_unstable::path_remove_directory
+        )
+        .map(|_| ())
+    });
+    linker.allow_shadowing(false);
+    linked
+}
+
+/// The guest's exported memory, where its path arguments are.
+fn guest_memory(caller: &mut wasmtime::Caller<'_, Host>) -> wasmtime::Result<wasmtime::Memory> {
+    caller
+        .get_export("memory")
+        .and_then(wasmtime::Extern::into_memory)
+        .ok_or_else(|| wasmtime::format_err!("the module exports no memory"))
+}
+
+/// The length of the guest's path at `ptr` without its trailing slashes
+/// (unchanged if it cannot be read: wasmtime-wasi then says why).
+fn trimmed_len(memory: &[u8], ptr: i32, len: i32) -> i32 {
+    let (Ok(start), Ok(n)) = (usize::try_from(ptr as u32), usize::try_from(len as u32)) else {
+        return len;
+    };
+    match memory
+        .get(start..start.saturating_add(n))
+        .and_then(|b| std::str::from_utf8(b).ok())
+    {
+        Some(path) => rmdir_path(path).len() as i32,
+        None => len,
+    }
 }
 
 /// WASI 0.2: `descriptor.remove-directory-at`, over wasmtime-wasi's, with

@@ -190,8 +190,8 @@ fn without_mounts_there_is_no_filesystem() {
 
 /// Trailing slashes mean what POSIX says (the wasi-testsuite's
 /// `remove_directory_trailing_slashes` and `unlink_file_trailing_slashes`):
-/// `rmdir("dir/")` removes the directory in a component — wasmtime-wasi
-/// alone answers EINVAL — while a file named with a slash is never removed.
+/// `rmdir("dir/")` removes the directory — wasmtime-wasi alone answers
+/// EINVAL — while a file named with a slash is never removed.
 #[test]
 fn trailing_slashes_in_removals_behave_as_posix_says() {
     for (kind, fs) in both("fs-tool") {
@@ -203,15 +203,11 @@ fn trailing_slashes_in_removals_behave_as_posix_says() {
         let v = format!("{}:/d", d.display());
         let run = |op: &str, path: &str| skiff(["run", "-v", &v, fs, op, path]).run();
 
-        // (WASI preview 1 modules still get wasmtime-wasi's EINVAL here:
-        // see runtime/src/posix_fs.rs.)
-        if kind.contains("component") {
-            let out = run("rmdir", "/d/dir/");
-            assert_eq!(out.code, 0, "{kind}: rmdir dir/: {}", out.stderr);
-            assert!(!d.join("dir").exists(), "{kind}: dir/ is gone");
-            let out = run("rmdir", "/d/dir2//");
-            assert_eq!(out.code, 0, "{kind}: rmdir dir2//: {}", out.stderr);
-        }
+        let out = run("rmdir", "/d/dir/");
+        assert_eq!(out.code, 0, "{kind}: rmdir dir/: {}", out.stderr);
+        assert!(!d.join("dir").exists(), "{kind}: dir/ is gone");
+        let out = run("rmdir", "/d/dir2//");
+        assert_eq!(out.code, 0, "{kind}: rmdir dir2//: {}", out.stderr);
 
         let out = run("rmdir", "/d/file/");
         assert!(
