@@ -104,7 +104,35 @@ fn upstream_lacks(e: &oci_client::errors::OciDistributionError) -> bool {
             .iter()
             .any(|x| matches!(x.code, C::ManifestUnknown | C::NameUnknown | C::NotFound)),
         E::ServerError { code, .. } => *code == 404,
+        // An anonymous pull of a repository the upstream does not have
+        // (Docker Hub's answer) or will not show.
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => true,
         _ => false,
+    }
+}
+
+/// A repository a fill made, removed when dropped while `inner` is set —
+/// if it is still empty.
+struct MadeRepository {
+    inner: Option<(Arc<Inner>, String)>,
+}
+
+impl Drop for MadeRepository {
+    fn drop(&mut self) {
+        let Some((inner, name)) = self.inner.take() else {
+            return;
+        };
+        let forget = move || {
+            if let Err(e) = inner.db.delete_repository(&name, false) {
+                tracing::warn!(repository = %name, "cannot remove the repository a failed fill made: {e}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(forget);
+            }
+            Err(_) => forget(),
+        }
     }
 }
 
@@ -131,7 +159,7 @@ fn manifest_error(
         return Error::new(
             Code::ManifestUnknown,
             format!(
-                "{what} is not in the upstream registry {} of pull-through cache rule {}",
+                "{what} is not in the upstream registry {} of pull-through cache rule {} (or is not for anonymous pulls)",
                 rule.upstream_url, rule.prefix
             ),
         )
@@ -322,7 +350,12 @@ impl Inner {
             .off_thread(move |i| i.create_as(&n, crate::templates::PULL_THROUGH_CACHE))
             .await
             .map_err(Failure::Internal)?;
-        let _shared = self.gc_lock.read().await;
+        // Until the image is stored, a repository this fill made goes again
+        // if the fill fails or is dropped (its client went away) — unless
+        // another fill has stored something in it meanwhile.
+        let mut made = MadeRepository {
+            inner: created.then(|| (Arc::clone(self), name.to_string())),
+        };
         let stored = async {
             for child in &parsed.manifests {
                 let child_ref = image.clone_with_digest(child.to_string());
@@ -345,11 +378,8 @@ impl Inner {
                 .await
         }
         .await;
-        if stored.is_err() && created {
-            let n = name.to_string();
-            let _ = self
-                .off_thread(move |i| i.db.delete_repository(&n, true))
-                .await;
+        if stored.is_ok() {
+            made.inner = None;
         }
         stored
     }
@@ -418,6 +448,9 @@ impl Inner {
                     }
                 }
             }
+            // Linked at once: a linked blob is kept by garbage collection
+            // for its grace period, long enough for the manifest to follow.
+            let _shared = self.gc_lock.read().await;
             let (n, b, s) = (name.to_string(), blob.clone(), *size);
             self.off_thread(move |i| i.db.link_blob(&n, &b, s, now()))
                 .await
@@ -448,6 +481,7 @@ impl Inner {
             m.clone(),
         );
         let size = bytes.len() as u64;
+        let _shared = self.gc_lock.read().await;
         let recorded = self
             .off_thread(move |i| {
                 i.blobs.put(&d, &bytes)?;

@@ -208,6 +208,7 @@ fn trailing_slashes_in_removals_behave_as_posix_says() {
         assert!(!d.join("dir").exists(), "{kind}: dir/ is gone");
         let out = run("rmdir", "/d/dir2//");
         assert_eq!(out.code, 0, "{kind}: rmdir dir2//: {}", out.stderr);
+        assert!(!d.join("dir2").exists(), "{kind}: dir2// is gone");
 
         let out = run("rmdir", "/d/file/");
         assert!(

@@ -70,11 +70,21 @@ pub(crate) async fn handle(
     if let Some(answer) = super::ecr_meta::handle(&api.core, registry, op, body, region).await {
         return answer;
     }
-    if let Some(answer) = super::ecr_cache::handle(registry, op, body).await {
-        return answer;
+    if op == "ValidatePullThroughCacheRule" {
+        return super::ecr_cache::validate_rule(registry, body).await;
     }
-    if let Some(answer) = super::ecr_templates::handle(registry, op, body) {
-        return answer;
+    if super::ecr_cache::OPERATIONS.contains(&op) || super::ecr_templates::OPERATIONS.contains(&op)
+    {
+        let (r, o, b) = (registry.clone(), op.to_string(), body.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            super::ecr_cache::handle(&r, &o, &b)
+                .or_else(|| super::ecr_templates::handle(&r, &o, &b))
+        })
+        .await
+        .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?;
+        if let Some(answer) = answer {
+            return answer;
+        }
     }
     if op == "PutReplicationConfiguration" {
         return super::ecr_replication::put(&api.core, body, region).await;

@@ -42,8 +42,17 @@ fn view(rule: &CacheRule) -> Value {
     v
 }
 
-/// Answers the pull-through cache operations; None for any other.
-pub(crate) async fn handle(
+/// The operations [`handle`] answers (SQLite calls: run it off the
+/// API's async workers).
+pub(crate) const OPERATIONS: &[&str] = &[
+    "CreatePullThroughCacheRule",
+    "DescribePullThroughCacheRules",
+    "DeletePullThroughCacheRule",
+];
+
+/// Answers the pull-through cache operations but validation; None for any
+/// other.
+pub(crate) fn handle(
     registry: &Registry,
     op: &str,
     body: &Value,
@@ -57,13 +66,14 @@ pub(crate) async fn handle(
                 .map_err(super::ecr::ecr_error)?;
             Ok(view(&rule))
         }),
-        "ValidatePullThroughCacheRule" => match required(body, "ecrRepositoryPrefix") {
-            Ok(p) => validate(registry, p).await,
-            Err(e) => Err(e),
-        },
         _ => return None,
     };
     Some(answer)
+}
+
+/// ValidatePullThroughCacheRule: asks the upstream now.
+pub(crate) async fn validate_rule(registry: &Registry, body: &Value) -> Result<Value, ApiError> {
+    validate(registry, required(body, "ecrRepositoryPrefix")?).await
 }
 
 fn create(registry: &Registry, body: &Value) -> Result<Value, ApiError> {

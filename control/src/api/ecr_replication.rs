@@ -239,6 +239,12 @@ async fn pass(
             live.insert(key.clone());
             let before = core.state.lock().await.ecr.replicated.get(&key).cloned();
             let mut record = before.clone().unwrap_or_default();
+            // Destinations no rule names any more are forgotten.
+            record.retain(|s| {
+                dests
+                    .iter()
+                    .any(|d| d.region == s.region && d.registry_id == s.registry_id)
+            });
             for d in &dests {
                 let current = record
                     .iter()

@@ -14,6 +14,15 @@ use skiff_registry::Registry;
 
 const APPLIED_FOR: [&str; 3] = ["REPLICATION", "PULL_THROUGH_CACHE", "CREATE_ON_PUSH"];
 
+/// The operations [`handle`] answers (SQLite calls: run it off the
+/// API's async workers).
+pub(crate) const OPERATIONS: &[&str] = &[
+    "CreateRepositoryCreationTemplate",
+    "UpdateRepositoryCreationTemplate",
+    "DeleteRepositoryCreationTemplate",
+    "DescribeRepositoryCreationTemplates",
+];
+
 /// Answers the template operations; None for any other.
 pub(crate) fn handle(
     registry: &Registry,
@@ -23,6 +32,7 @@ pub(crate) fn handle(
     let answer = match op {
         "CreateRepositoryCreationTemplate" => put(registry, body, None),
         "UpdateRepositoryCreationTemplate" => required(body, "prefix").and_then(|p| {
+            let p = trimmed(p);
             let current = registry
                 .templates()
                 .map_err(super::ecr::ecr_error)?
@@ -34,13 +44,23 @@ pub(crate) fn handle(
             put(registry, body, Some(current))
         }),
         "DeleteRepositoryCreationTemplate" => required(body, "prefix").and_then(|p| {
-            let t = registry.delete_template(p).map_err(super::ecr::ecr_error)?;
+            let t = registry
+                .delete_template(trimmed(p))
+                .map_err(super::ecr::ecr_error)?;
             Ok(json!({ "registryId": account(), "repositoryCreationTemplate": t }))
         }),
         "DescribeRepositoryCreationTemplates" => describe(registry, body),
         _ => return None,
     };
     Some(answer)
+}
+
+/// A prefix as templates are kept under: without a trailing slash.
+fn trimmed(prefix: &str) -> &str {
+    match prefix.trim_end_matches('/') {
+        "" => prefix,
+        p => p,
+    }
 }
 
 /// Creates a template (`current` None) or updates `current` with what the

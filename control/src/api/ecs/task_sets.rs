@@ -105,6 +105,9 @@ fn find_set(svc: &Service, given: &str) -> Result<usize, ApiError> {
         })
 }
 
+/// How many task sets (not DRAINING) a service may have at once.
+const MAX_TASK_SETS: usize = 10;
+
 /// A request's `scale` (100 percent when absent).
 fn scale(body: &Value) -> Result<Option<Scale>, ApiError> {
     let Some(v) = body.get("scale").filter(|v| !v.is_null()) else {
@@ -152,6 +155,23 @@ pub(crate) async fn create(core: &Core, body: &Value, region: &str) -> Result<Va
     }
     let mut state = core.state.lock().await;
     let mut svc = external_service(&state, body)?;
+    let live = svc
+        .task_sets
+        .iter()
+        .filter(|s| s.status != "DRAINING")
+        .count();
+    if live >= MAX_TASK_SETS
+        && client_token.is_none_or(|t| {
+            !svc.task_sets
+                .iter()
+                .any(|s| s.client_token.as_deref() == Some(t))
+        })
+    {
+        return Err(ApiError::client(format!(
+            "Service {} has {live} task sets, skiff's most ({MAX_TASK_SETS}): delete one first.",
+            svc.service_name
+        )));
+    }
     if let Some(token) = client_token
         && let Some(set) = svc
             .task_sets

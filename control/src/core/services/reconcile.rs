@@ -281,6 +281,11 @@ pub(crate) async fn reconcile_one(
     let mut to_start: Vec<(Vec<Task>, crate::core::taskdef::TaskDefinition)> = Vec::new();
     let mut to_stop = Vec::new();
     let mut stopped_running = Vec::new();
+    // One task set's tasks are placed per pass: placement reads the free
+    // room from the state, which a second batch placed in the same pass
+    // would not see taken by the first. The rest start in the next pass,
+    // at once.
+    let mut placed_a_set = false;
     for a in &actions {
         match a {
             Action::Stop { task, reason } => {
@@ -300,6 +305,11 @@ pub(crate) async fn reconcile_one(
                 let set_launch;
                 let (l, td) = match a {
                     Action::StartSet { task_set, .. } => {
+                        if placed_a_set {
+                            core.wake.service(key.clone());
+                            continue;
+                        }
+                        placed_a_set = true;
                         let Some(set) = svc.task_set_of(Some(task_set)) else {
                             continue;
                         };
