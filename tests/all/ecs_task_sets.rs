@@ -588,3 +588,75 @@ fn task_set_mistakes_are_refused_with_ecs_errors() {
     let t = serve.aws_ok(&["ecs", "list-tags-for-resource", "--resource-arn", &arn]);
     assert_eq!(t["tags"].as_array().unwrap().len(), 2, "{t}");
 }
+
+/// Two task sets short of tasks at once share one instance's room: what
+/// one is placed on, the other does not get too (the scheduler places one
+/// set per pass), so an instance is never filled past its memory.
+#[test]
+fn task_sets_growing_together_do_not_overfill_an_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start_with(dir.path(), &["--memory", "1024"]);
+    serve.push(app("SLEEPER_P1"), "sleeper:v1");
+    serve.register_task_definition(
+        dir.path(),
+        &serde_json::json!({
+            "family": "sleepy",
+            "containerDefinitions": [{
+                "name": "s", "image": "sleeper:v1", "memory": 256, "essential": true
+            }]
+        }),
+    );
+    serve.aws_ok(&[
+        "ecs",
+        "create-service",
+        "--service-name",
+        "web",
+        "--deployment-controller",
+        "type=EXTERNAL",
+        "--desired-count",
+        "0",
+    ]);
+    for _ in 0..2 {
+        serve.aws_ok(&[
+            "ecs",
+            "create-task-set",
+            "--cluster",
+            "default",
+            "--service",
+            "web",
+            "--task-definition",
+            "sleepy",
+        ]);
+    }
+    // Each set wants 3 tasks of 256 MiB: 6, where 4 fit.
+    serve.aws_ok(&[
+        "ecs",
+        "update-service",
+        "--service",
+        "web",
+        "--desired-count",
+        "3",
+    ]);
+    until("the room to be taken", 60, || {
+        let sets = task_sets(&serve);
+        let placed: i64 = sets
+            .iter()
+            .map(|t| t["runningCount"].as_i64().unwrap() + t["pendingCount"].as_i64().unwrap())
+            .sum();
+        assert!(
+            placed <= 4,
+            "{placed} tasks of 256 MiB on 1024 MiB: {sets:?}"
+        );
+        placed == 4
+    });
+    let d = &serve.aws_ok(&["ecs", "describe-services", "--services", "web"])["services"][0];
+    assert!(
+        d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| s(&e["message"]).contains("was unable to place a task")),
+        "{d}"
+    );
+    assert_eq!(running_by_set(&serve).len(), 4);
+}
