@@ -161,6 +161,22 @@ fn describe(registry: &Registry, body: &Value) -> Result<Value, ApiError> {
 /// template's repository policy and tags (once: later changes are the
 /// repository's own).
 pub(crate) async fn apply(core: &Core, registry: &Registry) -> Result<(), ApiError> {
+    // Most registries have no templates: then there is nothing to do, and
+    // the state's lock is not taken.
+    let any = {
+        let r = registry.clone();
+        tokio::task::spawn_blocking(move || r.templates().map(|t| !t.is_empty()))
+            .await
+            .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?
+            .map_err(super::ecr::ecr_error)?
+    };
+    if !any {
+        return Ok(());
+    }
+    // Listed under the state's lock: a DeleteRepository forgets a
+    // repository's policy and tags under it too, so they are never written
+    // back for a repository deleted meanwhile.
+    let mut state = core.state.lock().await;
     let (repos, templates) = {
         let r = registry.clone();
         tokio::task::spawn_blocking(move || {
@@ -170,7 +186,6 @@ pub(crate) async fn apply(core: &Core, registry: &Registry) -> Result<(), ApiErr
         .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?
         .map_err(super::ecr::ecr_error)?
     };
-    let mut state = core.state.lock().await;
     let mut meta = state.ecr.clone();
     for repo in repos {
         let Some(prefix) = repo.template else {
