@@ -18,9 +18,9 @@
 use crate::db::NewManifest;
 use crate::digest::Digest;
 use crate::error::Failure;
-use crate::error::{Code, Error, Internal};
-use crate::manifest::{self, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-use crate::remote::{RemoteOptions, client_for, parse_reference};
+use crate::error::{Code, Error};
+use crate::manifest;
+use crate::remote::{ACCEPT, RemoteOptions, client_for, parse_reference, verified_digest};
 use crate::server::{Inner, now};
 use crate::{AdminError, Registry};
 use oci_client::Reference;
@@ -28,9 +28,6 @@ use std::sync::Arc;
 
 /// How long a cached tag is served before the upstream is asked again.
 pub const REFRESH_AFTER_SECS: i64 = 24 * 60 * 60;
-
-/// The manifest types asked of an upstream.
-const ACCEPT: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 
 /// A pull-through cache rule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -340,7 +337,8 @@ impl Inner {
             .pull_manifest_raw(&image, &auth, &ACCEPT)
             .await
             .map_err(|e| manifest_error(rule, &whole, e))?;
-        let digest = checked(&image, &bytes).map_err(|e| upstream_error(rule, &whole, e))?;
+        let digest = verified_digest(&whole, image.digest(), &bytes)
+            .map_err(|e| upstream_error(rule, &whole, e))?;
         let parsed = manifest::parse(&bytes, "").map_err(|e| upstream_error(rule, &whole, e))?;
         // The repository exists from here on (ECR creates it on the first
         // pull); if nothing could be stored, a repository this pull made
@@ -363,7 +361,8 @@ impl Inner {
                     .pull_manifest_raw(&child_ref, &auth, &ACCEPT)
                     .await
                     .map_err(|e| upstream_error(rule, &whole, e))?;
-                let d = checked(&child_ref, &bytes).map_err(|e| upstream_error(rule, &whole, e))?;
+                let d = verified_digest(&whole, child_ref.digest(), &bytes)
+                    .map_err(|e| upstream_error(rule, &whole, e))?;
                 let p = manifest::parse(&bytes, "").map_err(|e| upstream_error(rule, &whole, e))?;
                 if !p.manifests.is_empty() {
                     return Err(upstream_error(rule, &whole, "an index inside an index"));
@@ -512,26 +511,6 @@ impl Inner {
             )
             .into()),
         }
-    }
-}
-
-/// The digest of manifest bytes from `image`, checked against the one it
-/// names.
-fn checked(image: &Reference, bytes: &[u8]) -> Result<Digest, Internal> {
-    match image.digest() {
-        Some(expected) => {
-            let expected: Digest = expected
-                .parse()
-                .map_err(|e| Internal::Other(format!("{e}")))?;
-            let actual = Digest::of(expected.algorithm(), bytes);
-            if actual != expected {
-                return Err(Internal::Other(format!(
-                    "the manifest's digest is {actual}, not {expected}"
-                )));
-            }
-            Ok(actual)
-        }
-        None => Ok(Digest::sha256_of(bytes)),
     }
 }
 

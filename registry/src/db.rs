@@ -741,19 +741,7 @@ impl Db {
         settings: &RepositorySettings,
         now: i64,
     ) -> Result<bool, Internal> {
-        let conn = self.lock()?;
-        let n = conn.execute(
-            "INSERT OR IGNORE INTO repositories (name, created_at, tag_mutability, mutability_filters, scan_on_push)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                repo,
-                now,
-                settings.tag_mutability.as_str(),
-                serde_json::to_string(&settings.mutability_filters).map_err(internal)?,
-                settings.scan_on_push as i64
-            ],
-        )?;
-        Ok(n > 0)
+        self.create_repository_from(repo, settings, None, None, now)
     }
 
     /// Replaces a repository's settings. False if there is no such

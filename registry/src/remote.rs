@@ -234,7 +234,6 @@ pub async fn pull(
         what,
     };
     let (client, auth) = client_for(&image, options);
-    const ACCEPT: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 
     let (bytes, _) = client
         .pull_manifest_raw(&image, &auth, &ACCEPT)
@@ -318,8 +317,11 @@ pub async fn pull(
     })
 }
 
+/// The manifest types asked of a registry.
+pub(crate) const ACCEPT: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
 /// The digest of manifest bytes, checked against the one asked for.
-fn verified_digest(
+pub(crate) fn verified_digest(
     reference: &str,
     expected: Option<&str>,
     bytes: &[u8],
