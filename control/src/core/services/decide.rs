@@ -64,6 +64,31 @@ pub(crate) fn proven(t: &Task, now: f64) -> bool {
     }
 }
 
+/// Orders tasks cheapest to lose first: pending before running, then the
+/// newest.
+pub(crate) fn cheapest_first(tasks: &mut [&Task]) {
+    tasks.sort_by(|a, b| {
+        let ra = a.last_status == "RUNNING";
+        let rb = b.last_status == "RUNNING";
+        ra.cmp(&rb).then(b.created_at.total_cmp(&a.created_at))
+    });
+}
+
+/// Why a task that has failed its health checks (after the grace period,
+/// `grace` seconds) is stopped — its load balancer's reason, else its
+/// container checks' — or None if it has not.
+pub(crate) fn failed_health(t: &Task, world: &World<'_>, grace: f64) -> Option<String> {
+    let unhealthy = t.health_status.as_deref() == Some("UNHEALTHY")
+        && t.started_at.is_some_and(|s| world.now - s >= grace);
+    unhealthy.then(|| {
+        world
+            .elb_failed
+            .get(t.id())
+            .cloned()
+            .unwrap_or_else(|| "Task failed container health checks".into())
+    })
+}
+
 /// A task the service still wants.
 pub(crate) fn live(t: &Task) -> bool {
     t.desired_status == "RUNNING" && t.last_status != "STOPPED"
@@ -145,11 +170,7 @@ impl<'a> Pass<'_, 'a> {
             .copied()
             .filter(|t| live(t) && !self.stopping.contains(t.id()))
             .collect();
-        v.sort_by(|a, b| {
-            let ra = a.last_status == "RUNNING";
-            let rb = b.last_status == "RUNNING";
-            ra.cmp(&rb).then(b.created_at.total_cmp(&a.created_at))
-        });
+        cheapest_first(&mut v);
         v
     }
 
@@ -242,16 +263,11 @@ pub(crate) fn account(svc: &mut Service, pass: &mut Pass<'_, '_>) {
                 }
                 d.consecutive_failures = 0;
             }
-            let unhealthy = live(t)
-                && t.health_status.as_deref() == Some("UNHEALTHY")
-                && t.started_at.is_some_and(|s| now - s >= grace);
-            if unhealthy {
-                let reason = pass
-                    .world
-                    .elb_failed
-                    .get(t.id())
-                    .cloned()
-                    .unwrap_or_else(|| "Task failed container health checks".into());
+            let sick = live(t)
+                .then(|| failed_health(t, pass.world, grace))
+                .flatten();
+            let unhealthy = sick.is_some();
+            if let Some(reason) = sick {
                 pass.stop(t, reason);
             }
             let id = t.id().to_string();
@@ -555,7 +571,7 @@ pub(crate) fn settle(svc: &mut Service, pass: &Pass<'_, '_>) {
 
 /// The test fixtures, for the task sets' tests too.
 #[cfg(test)]
-pub(crate) use tests::{service, task};
+pub(crate) use tests::{service, stops, task};
 
 #[cfg(test)]
 mod tests {
@@ -663,7 +679,7 @@ mod tests {
         decide(svc, &world(tasks, now), &mut ids)
     }
 
-    fn stops(actions: &[Action]) -> Vec<&str> {
+    pub(crate) fn stops(actions: &[Action]) -> Vec<&str> {
         actions
             .iter()
             .filter_map(|a| match a {

@@ -17,7 +17,7 @@
 use crate::core::capacity::StrategyItem;
 use crate::core::model::{NetworkConfiguration, Tag, Task};
 use crate::core::services::decide::{
-    Action, World, backoff, failed, healthy_running, live, proven,
+    Action, World, backoff, cheapest_first, failed, failed_health, healthy_running, live, proven,
 };
 use crate::core::services::{Service, ServiceLoadBalancer, ServiceRegistry};
 use serde::{Deserialize, Serialize};
@@ -140,14 +140,7 @@ pub(crate) fn decide(svc: &mut Service, world: &World<'_>) -> Vec<Action> {
             .copied()
             .filter(|t| set.owns(t) && live(t))
         {
-            let unhealthy = t.health_status.as_deref() == Some("UNHEALTHY")
-                && t.started_at.is_some_and(|s| now - s >= grace);
-            if unhealthy {
-                let why = world
-                    .elb_failed
-                    .get(t.id())
-                    .cloned()
-                    .unwrap_or_else(|| "Task failed container health checks".into());
+            if let Some(why) = failed_health(t, world, grace) {
                 stop(&mut actions, t, why);
             } else if on_draining(t) {
                 stop(&mut actions, t, reason.clone());
@@ -157,11 +150,7 @@ pub(crate) fn decide(svc: &mut Service, world: &World<'_>) -> Vec<Action> {
         }
         // Too many: the cheapest to lose first (pending, then the newest),
         // sparing tasks protected from scale-in while the service is ACTIVE.
-        keep.sort_by(|a, b| {
-            let ra = a.last_status == "RUNNING";
-            let rb = b.last_status == "RUNNING";
-            ra.cmp(&rb).then(b.created_at.total_cmp(&a.created_at))
-        });
+        cheapest_first(&mut keep);
         let excess = keep.len().saturating_sub(want);
         let going: Vec<&Task> = keep
             .iter()
@@ -248,7 +237,7 @@ fn settle(svc: &mut Service, world: &World<'_>, actions: &[Action]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::services::decide::{service, task};
+    use crate::core::services::decide::{service, stops as stopped, task};
     use std::collections::{HashMap, HashSet};
 
     fn set(id: &str, status: &str, percent: f64) -> TaskSet {
@@ -301,16 +290,6 @@ mod tests {
             .iter()
             .filter_map(|a| match a {
                 Action::StartSet { task_set, count } => Some((task_set.as_str(), *count)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn stopped(actions: &[Action]) -> Vec<&str> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Stop { task, .. } => Some(task.as_str()),
                 _ => None,
             })
             .collect()
