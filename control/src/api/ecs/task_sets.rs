@@ -72,6 +72,39 @@ pub(crate) fn view(state: &State, svc: &Service, set: &TaskSet, with_tags: bool)
     v
 }
 
+/// Commits `svc` (waking the scheduler) and answers with its task set
+/// `set`.
+async fn saved(
+    core: &Core,
+    state: &mut State,
+    svc: Service,
+    set: &TaskSet,
+) -> Result<Value, ApiError> {
+    save(core, state, svc.clone()).await?;
+    Ok(json!({ "taskSet": view(state, &svc, set, false) }))
+}
+
+/// Gives `svc` its primary task set's settings, which DescribeServices
+/// shows as the service's own — or, without a primary, none (null, as on
+/// ECS).
+fn show_primary(svc: &mut Service, primary: Option<&TaskSet>) {
+    svc.task_definition = primary
+        .map(|p| p.task_definition.clone())
+        .unwrap_or_default();
+    svc.launch_type = primary.map(|p| p.launch_type.clone()).unwrap_or_default();
+    svc.capacity_provider_strategy = primary
+        .map(|p| p.capacity_provider_strategy.clone())
+        .unwrap_or_default();
+    svc.platform_version = primary.and_then(|p| p.platform_version.clone());
+    svc.network_configuration = primary.and_then(|p| p.network_configuration.clone());
+    svc.load_balancers = primary
+        .map(|p| p.load_balancers.clone())
+        .unwrap_or_default();
+    svc.service_registries = primary
+        .map(|p| p.service_registries.clone())
+        .unwrap_or_default();
+}
+
 /// The ACTIVE EXTERNAL service a task set request names, cloned to be
 /// changed.
 fn external_service(state: &State, body: &Value) -> Result<Service, ApiError> {
@@ -221,8 +254,7 @@ pub(crate) async fn create(core: &Core, body: &Value, region: &str) -> Result<Va
     };
     svc.task_sets.push(set.clone());
     svc.steady = false;
-    save(core, &mut state, svc.clone()).await?;
-    Ok(json!({ "taskSet": view(&state, &svc, &set, false) }))
+    saved(core, &mut state, svc, &set).await
 }
 
 pub(crate) async fn describe(core: &Core, body: &Value, region: &str) -> Result<Value, ApiError> {
@@ -285,8 +317,7 @@ pub(crate) async fn update(core: &Core, body: &Value) -> Result<Value, ApiError>
     set.scale = scale;
     set.updated_at = now();
     let set = set.clone();
-    save(core, &mut state, svc.clone()).await?;
-    Ok(json!({ "taskSet": view(&state, &svc, &set, false) }))
+    saved(core, &mut state, svc, &set).await
 }
 
 pub(crate) async fn delete(core: &Core, body: &Value) -> Result<Value, ApiError> {
@@ -305,22 +336,13 @@ pub(crate) async fn delete(core: &Core, body: &Value) -> Result<Value, ApiError>
         )));
     }
     if set.status == "PRIMARY" {
-        // The service has no primary task set now: its task set fields
-        // are null, as on ECS.
-        svc.task_definition.clear();
-        svc.launch_type.clear();
-        svc.capacity_provider_strategy.clear();
-        svc.platform_version = None;
-        svc.network_configuration = None;
-        svc.load_balancers.clear();
-        svc.service_registries.clear();
+        show_primary(&mut svc, None);
     }
     let set = &mut svc.task_sets[i];
     set.status = "DRAINING".into();
     set.updated_at = now();
     let set = set.clone();
-    save(core, &mut state, svc.clone()).await?;
-    Ok(json!({ "taskSet": view(&state, &svc, &set, false) }))
+    saved(core, &mut state, svc, &set).await
 }
 
 pub(crate) async fn make_primary(core: &Core, body: &Value) -> Result<Value, ApiError> {
@@ -342,16 +364,8 @@ pub(crate) async fn make_primary(core: &Core, body: &Value) -> Result<Value, Api
             set.updated_at = at;
         }
     }
-    // DescribeServices shows the primary task set's settings as the
-    // service's own.
     let set = svc.task_sets[i].clone();
-    svc.task_definition = set.task_definition.clone();
-    svc.launch_type = set.launch_type.clone();
-    svc.capacity_provider_strategy = set.capacity_provider_strategy.clone();
-    svc.platform_version = set.platform_version.clone();
-    svc.network_configuration = set.network_configuration.clone();
-    svc.load_balancers = set.load_balancers.clone();
-    svc.service_registries = set.service_registries.clone();
+    show_primary(&mut svc, Some(&set));
     let name = svc.service_name.clone();
     svc.event(
         at,
@@ -360,6 +374,5 @@ pub(crate) async fn make_primary(core: &Core, body: &Value) -> Result<Value, Api
             set.id
         ),
     );
-    save(core, &mut state, svc.clone()).await?;
-    Ok(json!({ "taskSet": view(&state, &svc, &set, false) }))
+    saved(core, &mut state, svc, &set).await
 }
