@@ -40,6 +40,31 @@ pub(crate) fn ecr_error(e: AdminError) -> ApiError {
     ApiError::not_found(kind, message)
 }
 
+/// `customRoleArn`, which ECR's cache rules and templates take: refused.
+pub(crate) const NO_CUSTOM_ROLE: (&str, &str) = (
+    "customRoleArn",
+    "there is no IAM here for the registry to assume a role in",
+);
+
+/// Runs `f` (the registry's SQLite calls) off the API's async workers.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))
+}
+
+/// A management call on `registry`, off the API's async workers, its
+/// refusal in ECR's words.
+pub(crate) async fn admin<T: Send + 'static>(
+    registry: &Registry,
+    f: impl FnOnce(&Registry) -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let r = registry.clone();
+    off_thread(move || f(&r)).await?.map_err(ecr_error)
+}
+
 /// Handles one ECR operation.
 pub(crate) async fn handle(
     api: &Api,
@@ -76,12 +101,11 @@ pub(crate) async fn handle(
     if super::ecr_cache::OPERATIONS.contains(&op) || super::ecr_templates::OPERATIONS.contains(&op)
     {
         let (r, o, b) = (registry.clone(), op.to_string(), body.clone());
-        let answer = tokio::task::spawn_blocking(move || {
+        let answer = off_thread(move || {
             super::ecr_cache::handle(&r, &o, &b)
                 .or_else(|| super::ecr_templates::handle(&r, &o, &b))
         })
-        .await
-        .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?;
+        .await?;
         if let Some(answer) = answer {
             return answer;
         }
@@ -107,9 +131,7 @@ pub(crate) async fn handle(
             address: api.core.config.default_registry.clone(),
             previews: Arc::clone(&api.ecr_previews),
         };
-        let answer = tokio::task::spawn_blocking(move || ecr.blocking("CreateRepository", &plain))
-            .await
-            .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))??;
+        let answer = off_thread(move || ecr.blocking("CreateRepository", &plain)).await??;
         super::ecr_meta::created(&api.core, registry, &name, tags).await?;
         return Ok(answer);
     }
@@ -147,9 +169,7 @@ pub(crate) async fn handle(
         _ => {
             // The rest are SQLite calls: off the API's async workers.
             let (op, body) = (op.to_string(), body.clone());
-            tokio::task::spawn_blocking(move || ecr.blocking(&op, &body))
-                .await
-                .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?
+            off_thread(move || ecr.blocking(&op, &body)).await?
         }
     }
 }

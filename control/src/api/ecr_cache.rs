@@ -3,7 +3,7 @@
 //! (`skiff_registry::cache`): pulling `PREFIX/REPO` fetches `REPO` from
 //! the rule's upstream registry once and serves the copy.
 
-use crate::api::protocol::json::{listed_up_to, required, string_list};
+use crate::api::protocol::json::{listed_up_to, refuse_saying_why, required, string_list};
 use crate::core::model::account;
 use crate::error::ApiError;
 use serde_json::{Value, json};
@@ -77,22 +77,16 @@ pub(crate) async fn validate_rule(registry: &Registry, body: &Value) -> Result<V
 }
 
 fn create(registry: &Registry, body: &Value) -> Result<Value, ApiError> {
-    for (field, why) in [
-        (
-            "credentialArn",
-            "upstream credentials are Secrets Manager secrets, which skiff does not have: skiff pulls from upstreams anonymously",
-        ),
-        (
-            "customRoleArn",
-            "there is no IAM here for the registry to assume a role in",
-        ),
-    ] {
-        if body.get(field).is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::invalid_parameter(format!(
-                "{field} is not supported by skiff: {why}."
-            )));
-        }
-    }
+    refuse_saying_why(
+        body,
+        &[
+            (
+                "credentialArn",
+                "upstream credentials are Secrets Manager secrets, which skiff does not have: skiff pulls from upstreams anonymously",
+            ),
+            super::ecr::NO_CUSTOM_ROLE,
+        ],
+    )?;
     let prefix = required(body, "ecrRepositoryPrefix")?;
     let url = required(body, "upstreamRegistryUrl")?;
     if let Some(given) = body.get("upstreamRegistry").and_then(Value::as_str)

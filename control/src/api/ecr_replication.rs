@@ -135,10 +135,7 @@ pub(crate) async fn statuses(core: &Core, repo: &str, digest: &str) -> Vec<Value
     destinations(&meta.replication, repo)
         .into_iter()
         .map(|d| {
-            let s = done.and_then(|v| {
-                v.iter()
-                    .find(|s| s.region == d.region && s.registry_id == d.registry_id)
-            });
+            let s = done.and_then(|v| v.iter().find(|s| s.is_for(&d)));
             let mut v = json!({
                 "region": d.region,
                 "registryId": d.registry_id,
@@ -213,13 +210,7 @@ async fn pass(
         user_agent: Some(skiff_registry::templates::REPLICATION_AGENT),
         ..Default::default()
     };
-    let repositories = {
-        let r = registry.clone();
-        tokio::task::spawn_blocking(move || r.repositories())
-            .await
-            .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?
-            .map_err(super::ecr::ecr_error)?
-    };
+    let repositories = super::ecr::admin(registry, |r| r.repositories()).await?;
     // The images a record may be about: the rest are forgotten.
     let mut live = BTreeSet::new();
     for repo in repositories {
@@ -227,28 +218,17 @@ async fn pass(
         if dests.is_empty() {
             continue;
         }
-        let images = {
-            let (r, n) = (registry.clone(), repo.name.clone());
-            tokio::task::spawn_blocking(move || r.images(&n))
-                .await
-                .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?
-                .map_err(super::ecr::ecr_error)?
-        };
+        let name = repo.name.clone();
+        let images = super::ecr::admin(registry, move |r| r.images(&name)).await?;
         for image in images {
             let key = format!("{}@{}", repo.name, image.digest);
             live.insert(key.clone());
             let before = core.state.lock().await.ecr.replicated.get(&key).cloned();
             let mut record = before.clone().unwrap_or_default();
             // Destinations no rule names any more are forgotten.
-            record.retain(|s| {
-                dests
-                    .iter()
-                    .any(|d| d.region == s.region && d.registry_id == s.registry_id)
-            });
+            record.retain(|s| dests.iter().any(|d| s.is_for(d)));
             for d in &dests {
-                let current = record
-                    .iter()
-                    .find(|s| s.region == d.region && s.registry_id == d.registry_id);
+                let current = record.iter().find(|s| s.is_for(d));
                 let has_all = current.is_some_and(|s| {
                     s.status == "COMPLETE" && image.tags.iter().all(|t| s.tags.contains(t))
                 });
@@ -271,7 +251,7 @@ async fn pass(
                         "replication failed: {e}"
                     );
                 }
-                record.retain(|s| !(s.region == d.region && s.registry_id == d.registry_id));
+                record.retain(|s| !s.is_for(d));
                 record.push(ReplicationStatus {
                     region: d.region.clone(),
                     registry_id: d.registry_id.clone(),

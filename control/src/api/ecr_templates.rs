@@ -4,7 +4,7 @@
 //! (`skiff_registry::templates`); [`apply`] gives such a repository the
 //! template's repository policy and tags, which the control plane keeps.
 
-use crate::api::protocol::json::{listed_up_to, required, string_list};
+use crate::api::protocol::json::{listed_up_to, refuse_saying_why, required, string_list};
 use crate::core::Core;
 use crate::core::model::{account, now};
 use crate::core::state::Write;
@@ -66,18 +66,9 @@ fn trimmed(prefix: &str) -> &str {
 /// Creates a template (`current` None) or updates `current` with what the
 /// request gives.
 fn put(registry: &Registry, body: &Value, current: Option<Value>) -> Result<Value, ApiError> {
-    for (field, why) in [(
-        "customRoleArn",
-        "there is no IAM here for the registry to assume a role in",
-    )] {
-        if body.get(field).is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::invalid_parameter(format!(
-                "{field} is not supported by skiff: {why}."
-            )));
-        }
-    }
+    refuse_saying_why(body, &[super::ecr::NO_CUSTOM_ROLE])?;
     let prefix = required(body, "prefix")?;
-    let name_like = prefix.trim_end_matches('/');
+    let name_like = trimmed(prefix);
     if prefix != "ROOT" && !skiff_registry::names::valid_repository(name_like) {
         return Err(ApiError::invalid_parameter(format!(
             "prefix {prefix:?} must be ROOT or a repository namespace: lowercase letters and digits, separated by . _ - or /"
@@ -163,13 +154,7 @@ fn describe(registry: &Registry, body: &Value) -> Result<Value, ApiError> {
 pub(crate) async fn apply(core: &Core, registry: &Registry) -> Result<(), ApiError> {
     // Most registries have no templates: then there is nothing to do, and
     // the state's lock is not taken.
-    let any = {
-        let r = registry.clone();
-        tokio::task::spawn_blocking(move || r.templates().map(|t| !t.is_empty()))
-            .await
-            .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?
-            .map_err(super::ecr::ecr_error)?
-    };
+    let any = super::ecr::admin(registry, |r| r.templates().map(|t| !t.is_empty())).await?;
     if !any {
         return Ok(());
     }
@@ -177,15 +162,8 @@ pub(crate) async fn apply(core: &Core, registry: &Registry) -> Result<(), ApiErr
     // repository's policy and tags under it too, so they are never written
     // back for a repository deleted meanwhile.
     let mut state = core.state.lock().await;
-    let (repos, templates) = {
-        let r = registry.clone();
-        tokio::task::spawn_blocking(move || {
-            Ok::<_, skiff_registry::AdminError>((r.repositories()?, r.templates()?))
-        })
-        .await
-        .map_err(|e| ApiError::server(format!("the ECR worker failed: {e}")))?
-        .map_err(super::ecr::ecr_error)?
-    };
+    let (repos, templates) =
+        super::ecr::admin(registry, |r| Ok((r.repositories()?, r.templates()?))).await?;
     let mut meta = state.ecr.clone();
     for repo in repos {
         let Some(prefix) = repo.template else {

@@ -77,6 +77,13 @@ impl ReplicationRule {
     }
 }
 
+impl ReplicationStatus {
+    /// Whether this is the copy to `d`.
+    pub fn is_for(&self, d: &Destination) -> bool {
+        self.region == d.region && self.registry_id == d.registry_id
+    }
+}
+
 /// How an image's copy to one destination went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

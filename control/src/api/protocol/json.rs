@@ -109,6 +109,20 @@ pub(crate) fn includes(body: &Value, what: &str) -> bool {
 }
 
 /// Refuses request fields ECS defines that skiff cannot honour yet.
+/// Refuses the first of `fields` the request gives (not null), saying
+/// why: each is (member, why skiff has no meaning for it).
+pub(crate) fn refuse_saying_why(body: &Value, fields: &[(&str, &str)]) -> Result<(), ApiError> {
+    match fields
+        .iter()
+        .find(|(f, _)| body.get(*f).is_some_and(|v| !v.is_null()))
+    {
+        Some((field, why)) => Err(ApiError::invalid_parameter(format!(
+            "{field} is not supported by skiff: {why}."
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn refuse(body: &Value, fields: &[&str]) -> Result<(), ApiError> {
     for f in fields {
         match body.get(*f) {
