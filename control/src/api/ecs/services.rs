@@ -276,45 +276,7 @@ pub(crate) async fn create_service(
         )));
     }
     let at = now();
-    if external {
-        // Its task sets say what runs, and how.
-        let mut svc = new_service(&cluster, region, &name, desired, body)?;
-        svc.scheduling_strategy = strategy;
-        svc.deployment_configuration = config;
-        svc.placement_constraints = constraints;
-        svc.placement_strategy = strategies;
-        svc.health_check_grace_period_seconds = grace;
-        svc.tags = tags;
-        svc.client_token = client_token;
-        svc.propagate_tags = propagate;
-        svc.deployment_controller = controller;
-        svc.created_at = at;
-        return save(core, &mut state, svc).await;
-    }
-    let choice = super::launch::choose(body, &cluster)?;
-    let launch_type = choice.launch_type.clone();
-    let td = resolve_taskdef(&state, &given_td, true)?;
-    let network = crate::api::ecs::parse_network_configuration(body)?;
-    check_runs(
-        &launch_type,
-        &td,
-        !constraints.is_empty() || !strategies.is_empty(),
-        network.as_ref(),
-    )?;
-    check_groups(&state, network.as_ref())?;
-    let registries = service_registries(&state, body, &td)?.unwrap_or_default();
-    let balancers = load_balancers(&state, body, &td)?.unwrap_or_default();
-    let desired = if daemon {
-        // One task per instance it may run on, from the start.
-        let (c, s) = placement_rules(&constraints, &strategies)?;
-        let launch = Launch::new(td.clone(), c, s, format!("service:{name}"))?;
-        daemon_instances(&state, &cluster.cluster_name, &launch).len() as u32
-    } else {
-        desired
-    };
     let mut svc = new_service(&cluster, region, &name, desired, body)?;
-    svc.task_definition = td.task_definition_arn.clone();
-    svc.launch_type = launch_type;
     svc.scheduling_strategy = strategy;
     svc.deployment_configuration = config;
     svc.placement_constraints = constraints;
@@ -323,12 +285,33 @@ pub(crate) async fn create_service(
     svc.created_at = at;
     svc.tags = tags;
     svc.client_token = client_token;
+    svc.propagate_tags = propagate;
+    if external {
+        // Its task sets say what runs, and how.
+        svc.deployment_controller = controller;
+        return save(core, &mut state, svc).await;
+    }
+    let choice = super::launch::choose(body, &cluster)?;
+    let td = resolve_taskdef(&state, &given_td, true)?;
+    let network = crate::api::ecs::parse_network_configuration(body)?;
+    let placed = !svc.placement_constraints.is_empty() || !svc.placement_strategy.is_empty();
+    check_runs(&choice.launch_type, &td, placed, network.as_ref())?;
+    check_groups(&state, network.as_ref())?;
+    let registries = service_registries(&state, body, &td)?.unwrap_or_default();
+    let balancers = load_balancers(&state, body, &td)?.unwrap_or_default();
+    if daemon {
+        // One task per instance it may run on, from the start.
+        let (c, s) = placement_rules(&svc.placement_constraints, &svc.placement_strategy)?;
+        let launch = Launch::new(td.clone(), c, s, format!("service:{name}"))?;
+        svc.desired_count = daemon_instances(&state, &cluster.cluster_name, &launch).len() as u32;
+    }
+    svc.task_definition = td.task_definition_arn.clone();
+    svc.launch_type = choice.launch_type;
     svc.network_configuration = network;
     svc.service_registries = registries;
     svc.load_balancers = balancers;
     svc.capacity_provider_strategy = choice.providers;
     svc.platform_version = choice.platform_version;
-    svc.propagate_tags = propagate;
     let id = deployment_id(core);
     svc.new_deployment(at, id, "ECS deployment in progress.");
     save(core, &mut state, svc).await
