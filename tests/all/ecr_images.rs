@@ -22,21 +22,7 @@ fn retag_with_the_cli_and_upload_layers_through_the_api() {
     serve.push(wasm_apps::app("HELLO_P1"), "hello:v1");
 
     // AWS's "Retagging an image" with the AWS CLI.
-    let manifest = serve.aws_ok(&[
-        "ecr",
-        "batch-get-image",
-        "--repository-name",
-        "hello",
-        "--image-ids",
-        "imageTag=v1",
-        "--query",
-        "images[].imageManifest",
-        "--output",
-        "json",
-    ])[0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let manifest = serve.manifest_of("hello", "v1");
     let put = serve.aws_ok(&[
         "ecr",
         "put-image",
@@ -474,19 +460,7 @@ fn image_ids_no_registry_can_hold_are_refused_naming_the_member() {
     let dir = tempfile::tempdir().unwrap();
     let serve = ServeProcess::start(dir.path());
     serve.push(wasm_apps::app("HELLO_P1"), "hello:v1");
-    let manifest = serve.aws_ok(&[
-        "ecr",
-        "batch-get-image",
-        "--repository-name",
-        "hello",
-        "--image-ids",
-        "imageTag=v1",
-        "--query",
-        "images[].imageManifest",
-    ])[0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let manifest = serve.manifest_of("hello", "v1");
     for bad in ["bad tag!", "a/b", &"x".repeat(200)] {
         let e = serve.aws_err(
             &[

@@ -129,19 +129,7 @@ fn images_replicate_to_another_skiffs_registry_with_every_tag() {
     });
 
     // A retag (AWS's put-image way) follows.
-    let manifest = serve.aws_ok(&[
-        "ecr",
-        "batch-get-image",
-        "--repository-name",
-        "app/web",
-        "--image-ids",
-        "imageTag=v1",
-        "--query",
-        "images[].imageManifest",
-    ])[0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let manifest = serve.manifest_of("app/web", "v1");
     serve.aws_ok(&[
         "ecr",
         "put-image",

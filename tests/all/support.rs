@@ -486,6 +486,24 @@ impl ServeProcess {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("aws {args:?}: {e}: {out}"))
     }
 
+    /// The manifest image `repo:tag` has, as `aws ecr batch-get-image`
+    /// returns it (what AWS's retagging recipe puts back with put-image).
+    pub fn manifest_of(&self, repo: &str, tag: &str) -> String {
+        self.aws_ok(&[
+            "ecr",
+            "batch-get-image",
+            "--repository-name",
+            repo,
+            "--image-ids",
+            &format!("imageTag={tag}"),
+            "--query",
+            "images[].imageManifest",
+        ])[0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{repo}:{tag} has no manifest"))
+            .to_string()
+    }
+
     /// `aws ...` that must fail with this error code; its message.
     pub fn aws_err(&self, args: &[&str], code: &str) -> String {
         let (ok, out, err) = self.aws(args);
