@@ -551,7 +551,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
                 }
             });
         }
-        Agent::start(
+        let agent = Agent::start(
             agent_config,
             runtime,
             puller,
@@ -560,6 +560,18 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             agent_end,
         )
         .map_err(|e| e.to_string())?;
+        {
+            // What the local tasks use, as a remote agent sends it.
+            let control = control.clone();
+            tokio::spawn(async move {
+                let mut every =
+                    tokio::time::interval(skiff_channel::messages::USAGE_EVERY);
+                loop {
+                    every.tick().await;
+                    control.record_local_usage(agent.usage()).await;
+                }
+            });
+        }
         if let Some(at) = args.mesh_addr {
             // Other machines' tasks reach this one's through here.
             let node = skiff_agent::mesh::MeshNode::new(control.fabric(), args.task_addresses);

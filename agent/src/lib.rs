@@ -43,7 +43,7 @@ mod supervise;
 use skiff_channel::fabric::Fabric;
 use skiff_channel::link::AgentEnd;
 use skiff_channel::logs::LogDestination;
-use skiff_channel::messages::{FromAgent, StartTask, ToAgent};
+use skiff_channel::messages::{FromAgent, StartTask, TaskUsage, ToAgent, UsageReport};
 use skiff_registry::images::Puller;
 use skiff_runtime::Runtime;
 use skiff_runtime::addresses::{AddressBlock, AddressPool};
@@ -116,15 +116,21 @@ pub(crate) struct Inner {
     pub(crate) fabric: Arc<Fabric>,
     /// State changes to the control plane.
     pub(crate) reports: mpsc::UnboundedSender<FromAgent>,
-    /// The tasks running (or starting) here, by ARN: each one's stop
-    /// signal.
-    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// The tasks running (or starting) here, by ARN.
+    running: Mutex<HashMap<String, Running>>,
     /// The tasks that ran here and ended: a payload for one of them again
     /// (a control plane's retry, a replayed message) does not run it twice.
     ended: Mutex<Ended>,
     /// Held while this agent uses its data dir: two agents on one would
     /// be one instance twice, each stopping what the other started.
     _lock: std::fs::File,
+}
+
+/// A task running (or starting) here.
+struct Running {
+    stop: watch::Sender<bool>,
+    /// What its containers use, as they start.
+    meters: runner::Meters,
 }
 
 /// How long, and how many, ended tasks are remembered: as long as a
@@ -229,6 +235,34 @@ impl Agent {
         &self.inner.config
     }
 
+    /// What each task running here has used so far (its containers
+    /// together), for [`UsageReport`]s.
+    pub fn usage(&self) -> UsageReport {
+        let Ok(running) = self.inner.running.lock() else {
+            return UsageReport::default();
+        };
+        let tasks = running
+            .iter()
+            .map(|(arn, r)| {
+                let mut usage = TaskUsage {
+                    task_arn: arn.clone(),
+                    ..TaskUsage::default()
+                };
+                for m in r.meters.lock().iter().flat_map(|m| m.iter()) {
+                    let u = m.usage();
+                    usage.cpu_nanos += u64::try_from(u.cpu_time.as_nanos()).unwrap_or(u64::MAX);
+                    usage.memory_bytes += u.memory_bytes;
+                }
+                usage
+            })
+            .collect();
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        UsageReport { at, tasks }
+    }
+
     /// The ARNs of the tasks running (or starting, or stopping) here.
     pub fn running_tasks(&self) -> Vec<String> {
         self.inner
@@ -253,6 +287,7 @@ impl Inner {
     /// Starts a task in the background (nothing if it already runs here).
     fn start(self: &Arc<Self>, payload: StartTask) {
         let (tx, rx) = watch::channel(false);
+        let meters = runner::Meters::default();
         {
             let Ok(mut running) = self.running.lock() else {
                 return;
@@ -264,12 +299,18 @@ impl Inner {
                 tracing::warn!(task = %arn, "a start for a task that already ran here: ignored");
                 return;
             }
-            running.insert(arn.clone(), tx);
+            running.insert(
+                arn.clone(),
+                Running {
+                    stop: tx,
+                    meters: meters.clone(),
+                },
+            );
         }
         let inner = Arc::clone(self);
         tokio::spawn(async move {
             let arn = payload.task.task_arn.clone();
-            runner::run(&inner, payload.task, payload.task_definition, rx).await;
+            runner::run(&inner, payload.task, payload.task_definition, rx, meters).await;
             // Its STOPPED is on its way: the task is no longer this agent's.
             // Remembered as ended first, so no start slips in between.
             if let Ok(mut ended) = inner.ended.lock() {
@@ -284,9 +325,9 @@ impl Inner {
     /// Asks a task to stop (nothing if it does not run here).
     fn stop(&self, task_arn: &str) {
         if let Ok(running) = self.running.lock()
-            && let Some(tx) = running.get(task_arn)
+            && let Some(r) = running.get(task_arn)
         {
-            let _ = tx.send(true);
+            let _ = r.stop.send(true);
         }
     }
 }

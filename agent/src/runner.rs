@@ -30,17 +30,23 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-/// Sends one task's state changes to the control plane, in order.
+/// The usage meters of one task's containers, as they start.
+pub(crate) type Meters = Arc<std::sync::Mutex<Vec<skiff_runtime::UsageMeter>>>;
+
+/// Sends one task's state changes to the control plane, in order, and
+/// keeps its containers' usage meters where the agent's usage reports
+/// read them.
 pub(crate) struct Reporter {
     cluster: String,
     task: String,
     /// The id of the task's ENI attachment, if it has one (awsvpc).
     eni: Option<String>,
     tx: mpsc::UnboundedSender<FromAgent>,
+    meters: Meters,
 }
 
 impl Reporter {
-    fn new(task: &Task, tx: mpsc::UnboundedSender<FromAgent>) -> Reporter {
+    fn new(task: &Task, tx: mpsc::UnboundedSender<FromAgent>, meters: Meters) -> Reporter {
         let eni = task
             .attachments
             .iter()
@@ -52,6 +58,14 @@ impl Reporter {
             task: task.task_arn.clone(),
             eni,
             tx,
+            meters,
+        }
+    }
+
+    /// Counts a started container's use as the task's.
+    pub(crate) fn meter(&self, meter: skiff_runtime::UsageMeter) {
+        if let Ok(mut meters) = self.meters.lock() {
+            meters.push(meter);
         }
     }
 
@@ -140,8 +154,9 @@ pub(crate) async fn run(
     task: Task,
     td: TaskDefinition,
     mut stop: watch::Receiver<bool>,
+    meters: Meters,
 ) {
-    let report = Reporter::new(&task, agent.reports.clone());
+    let report = Reporter::new(&task, agent.reports.clone(), meters);
     let id = report.task_id().to_string();
     let scratch = Volumes::scratch_of(&agent.config.data_dir, &id);
     let fail = |reason: String, specific: Vec<ContainerChange>| {

@@ -119,10 +119,13 @@ pub(crate) async fn supervise(
                     .map(|s| Duration::from_secs(u64::from(s)))
                     .unwrap_or(default_stop_timeout);
                 let runtime_id = if let Some(at) = container.serve_at {
+                    let usage = skiff_runtime::UsageMeter::new();
+                    report.meter(usage.clone());
                     spawn_server(
                         runtime,
                         &container.artifact,
                         container.spec.clone(),
+                        usage,
                         at,
                         i,
                         grace,
@@ -133,6 +136,7 @@ pub(crate) async fn supervise(
                 } else {
                     match runtime.spawn(&container.artifact, container.spec.clone()) {
                         Ok(instance) => {
+                            report.meter(instance.meter());
                             let id = format!("{}-{}", report.task_id(), instance.id());
                             spawn_watch(instance, i, grace, exits.clone(), halt.subscribe());
                             if let Some(check) = &c.health_check {
@@ -324,6 +328,7 @@ fn spawn_server(
     runtime: &Runtime,
     artifact: &Arc<Artifact>,
     spec: InstanceSpec,
+    usage: skiff_runtime::UsageMeter,
     at: SocketAddr,
     index: usize,
     grace: Duration,
@@ -341,6 +346,7 @@ fn spawn_server(
             let artifact = Arc::clone(artifact);
             let mut options = skiff_runtime::http::ServeOptions::new(spec);
             options.drain_timeout = grace;
+            options.usage = usage;
             tokio::spawn(async move {
                 let served =
                     skiff_runtime::http::serve(&runtime, &artifact, listener, options, async {

@@ -329,3 +329,32 @@ mod tests {
         assert_eq!(TaskStatus::Deprovisioning.as_str(), "DEPROVISIONING");
     }
 }
+
+/// What the tasks running on an instance have used so far, sent every
+/// [`USAGE_EVERY`] (ECS's agent sends the like to its telemetry endpoint).
+/// Not a state change: a lost one is only a missed sample, so it is
+/// neither numbered nor acknowledged. The control plane turns two samples
+/// of a task into its CPU and memory utilization (CloudWatch's
+/// `AWS/ECS` metrics).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageReport {
+    /// When it was measured, in seconds since the epoch.
+    pub at: f64,
+    pub tasks: Vec<TaskUsage>,
+}
+
+/// One task's use: all its containers together.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskUsage {
+    pub task_arn: String,
+    /// CPU time its containers have spent since they started, in
+    /// nanoseconds.
+    pub cpu_nanos: u64,
+    /// The linear memory its containers hold now, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// How often agents send a [`UsageReport`].
+pub const USAGE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

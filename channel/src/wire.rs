@@ -12,8 +12,8 @@
 //!   runs; the highest report already recorded), then task payloads,
 //!   acknowledgements of reports, the fabric's rules when they change, and
 //!   heartbeats.
-//! - agent → control ([`Up`]): its state changes, each numbered, and
-//!   heartbeats.
+//! - agent → control ([`Up`]): its state changes, each numbered, what its
+//!   tasks use (every few seconds, unnumbered), and heartbeats.
 //!
 //! Delivery of reports is at least once and in order: an agent keeps each
 //! report until the control plane acknowledges it (after committing it),
@@ -28,7 +28,7 @@
 //! process (a task starts at most once, so none is sent again).
 
 use crate::fabric::Rules;
-use crate::messages::{FromAgent, StartTask, ToAgent};
+use crate::messages::{FromAgent, StartTask, ToAgent, UsageReport};
 use serde::{Deserialize, Serialize};
 
 /// Where an agent opens its channel, on the API endpoint.
@@ -101,6 +101,9 @@ pub struct RegistryAccess {
 pub enum Up {
     /// A state change, numbered from 1 in the agent session's order.
     Report { seq: u64, change: Box<FromAgent> },
+    /// What its tasks have used (not numbered: a lost one is a missed
+    /// sample).
+    Usage(UsageReport),
     /// Nothing to say, but here.
     Heartbeat,
 }

@@ -89,6 +89,13 @@ impl ControlPlane {
         let _ = self.api.registry.set(registry);
     }
 
+    /// Records what the tasks of this process's agent (the local
+    /// instance) have used: CloudWatch's `AWS/ECS` utilization.
+    pub async fn record_local_usage(&self, report: skiff_channel::messages::UsageReport) {
+        let core = &self.api.core;
+        core.record_usage(&core.agents.local, report).await;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ControlConfig {
         &self.api.core.config

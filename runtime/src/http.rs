@@ -50,6 +50,9 @@ pub struct ServeOptions {
     /// How long a request may wait for a free instance slot before it is
     /// answered 503. Default: 30 s.
     pub queue_timeout: Duration,
+    /// Counts the CPU time of every request's guest, and the memory of
+    /// those running (a fresh meter by default; keep a clone to read it).
+    pub usage: crate::UsageMeter,
 }
 
 impl ServeOptions {
@@ -61,6 +64,7 @@ impl ServeOptions {
             max_connections: 4096,
             header_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(30),
+            usage: crate::UsageMeter::new(),
         }
     }
 }
@@ -368,8 +372,11 @@ where
     inner.ticker.wake();
 
     let counters = Arc::new(UsageCounters::default());
-    let host =
+    let mut host =
         Host::new(&inner.config, spec, None, counters).map_err(|e| internal("sandbox", &e))?;
+    let meter = &state.options.usage;
+    host.limiter.share_with(meter);
+    let cpu = Arc::clone(&meter.0);
     let mut store =
         crate::instance::new_store(inner, host, spec).map_err(|e| internal("store", &e))?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -400,12 +407,15 @@ where
     // The guest keeps running after it has sent the response head, to write
     // the body, so it runs in its own (tracked) task.
     let guest = state.guests.spawn(async move {
-        let call = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
+        let call = crate::instance::CpuMeter {
+            inner: Box::pin(async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            }),
+            counters: cpu,
         };
         let limit = async {
             match deadline {

@@ -109,6 +109,12 @@ impl Instance {
         self.counters.snapshot()
     }
 
+    /// A handle that reads [`usage`](Self::usage) after the instance is
+    /// handed elsewhere.
+    pub fn meter(&self) -> crate::UsageMeter {
+        crate::UsageMeter(Arc::clone(&self.counters))
+    }
+
     /// Asks the instance to stop: its stdin closes at once (if it was
     /// [`Stdin::UntilStopped`]) and, if it has not exited after `grace`, it
     /// is killed. Returns immediately; [`wait`](Self::wait) for the outcome.
@@ -382,9 +388,9 @@ fn classify(
 /// Adds the thread CPU time of every poll of the inner future to the
 /// instance's usage. Guest code runs inside these polls (on a fiber, on the
 /// polling thread), so this is the instance's CPU time.
-struct CpuMeter<F> {
-    inner: Pin<Box<F>>,
-    counters: Arc<UsageCounters>,
+pub(crate) struct CpuMeter<F> {
+    pub(crate) inner: Pin<Box<F>>,
+    pub(crate) counters: Arc<UsageCounters>,
 }
 
 impl<F: Future> Future for CpuMeter<F> {

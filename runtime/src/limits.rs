@@ -42,6 +42,26 @@ pub struct Usage {
     pub peak_memory_bytes: u64,
 }
 
+/// A live view of what one instance, or a server's instances together, have
+/// used: clone it to read [`Usage`] while they run (what the agent reports
+/// as the task's CPU and memory utilization). A wasi:http server's meter
+/// ([`crate::http::ServeOptions::usage`]) adds up every request's CPU time,
+/// and its memory is that of the requests' instances alive at the moment.
+#[derive(Debug, Clone, Default)]
+pub struct UsageMeter(pub(crate) Arc<UsageCounters>);
+
+impl UsageMeter {
+    /// A meter at zero.
+    pub fn new() -> UsageMeter {
+        UsageMeter::default()
+    }
+
+    /// What has been used so far.
+    pub fn usage(&self) -> Usage {
+        self.0.snapshot()
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct UsageCounters {
     pub(crate) cpu_nanos: AtomicU64,
@@ -74,6 +94,8 @@ pub(crate) struct MemoryLimiter {
     ceiling: usize,
     total: usize,
     counters: Arc<UsageCounters>,
+    /// A server's meter, which counts this instance's memory while it lives.
+    shared: Option<Arc<UsageCounters>>,
 }
 
 impl MemoryLimiter {
@@ -84,6 +106,22 @@ impl MemoryLimiter {
             ceiling: bytes(ceiling),
             total: 0,
             counters,
+            shared: None,
+        }
+    }
+
+    /// Also counts this instance's memory in `meter` until it is dropped.
+    pub(crate) fn share_with(&mut self, meter: &UsageMeter) {
+        self.shared = Some(Arc::clone(&meter.0));
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared
+                .memory_bytes
+                .fetch_sub(self.total as u64, Ordering::Relaxed);
         }
     }
 }
@@ -106,6 +144,20 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         if self.limit.is_some_and(|limit| total > limit) {
             self.counters.memory_denied.store(true, Ordering::Relaxed);
             return Ok(false);
+        }
+        if let Some(shared) = &self.shared {
+            let live = if total >= self.total {
+                shared
+                    .memory_bytes
+                    .fetch_add((total - self.total) as u64, Ordering::Relaxed)
+                    + (total - self.total) as u64
+            } else {
+                shared
+                    .memory_bytes
+                    .fetch_sub((self.total - total) as u64, Ordering::Relaxed)
+                    - (self.total - total) as u64
+            };
+            shared.peak_memory_bytes.fetch_max(live, Ordering::Relaxed);
         }
         self.total = total;
         let bytes = total as u64;
@@ -145,6 +197,25 @@ pub(crate) fn thread_cpu_time() -> Duration {
 mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn a_shared_meter_counts_the_memory_of_live_instances() {
+        let meter = UsageMeter::new();
+        let own = || Arc::new(UsageCounters::default());
+        let mut a = MemoryLimiter::new(None, 1000, own());
+        a.share_with(&meter);
+        let mut b = MemoryLimiter::new(None, 1000, own());
+        b.share_with(&meter);
+        assert!(a.memory_growing(0, 64, None).unwrap());
+        assert!(b.memory_growing(0, 32, None).unwrap());
+        assert!(a.memory_growing(64, 128, None).unwrap());
+        assert_eq!(meter.usage().memory_bytes, 160);
+        drop(a);
+        assert_eq!(meter.usage().memory_bytes, 32);
+        assert_eq!(meter.usage().peak_memory_bytes, 160);
+        drop(b);
+        assert_eq!(meter.usage().memory_bytes, 0);
+    }
 
     #[test]
     fn limit_applies_to_all_memories_together() {

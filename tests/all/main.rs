@@ -17,6 +17,7 @@ mod ecs_cli;
 mod ecs_deployments;
 mod ecs_elb;
 mod ecs_fargate;
+mod ecs_metrics;
 mod ecs_network;
 mod ecs_scale;
 mod ecs_services;

@@ -8,7 +8,7 @@ use crate::Agent;
 use futures_util::{SinkExt, StreamExt};
 use skiff_channel::fabric::Fabric;
 use skiff_channel::link::ControlEnd;
-use skiff_channel::messages::{FromAgent, ToAgent};
+use skiff_channel::messages::{FromAgent, ToAgent, USAGE_EVERY};
 use skiff_channel::sigv4;
 use skiff_channel::wire::{self, Down, Up, Welcome};
 use std::collections::{HashSet, VecDeque};
@@ -339,6 +339,7 @@ async fn connect_once(
         }
     }
     let mut tick = tokio::time::interval(wire::HEARTBEAT);
+    let mut usage = tokio::time::interval(USAGE_EVERY);
     let mut last_heard = Instant::now();
     let mut stopping = false;
     loop {
@@ -364,6 +365,7 @@ async fn connect_once(
                 }
                 continue;
             }
+            _ = usage.tick() => Up::Usage(agent.usage()),
             _ = tick.tick() => {
                 if last_heard.elapsed() > timeout {
                     return Ended::Lost { why: format!("the control plane was silent for more than {timeout:?}"), welcomed: true };

@@ -233,6 +233,7 @@ async fn serve<S>(
                 core.agents.heard(&instance);
                 match wire::decode::<Up>(&text) {
                     Ok(Up::Heartbeat) => {}
+                    Ok(Up::Usage(report)) => core.record_usage(&instance, report).await,
                     Ok(Up::Report { seq, change }) => {
                         let report = Report {
                             from: Arc::clone(&instance),

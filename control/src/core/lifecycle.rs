@@ -244,6 +244,7 @@ impl Core {
             fabric,
             elb,
             metrics: metrics::Metrics::default(),
+            usage_samples: Default::default(),
             _lock: lock,
         });
         core.resume().await?;

@@ -2,8 +2,9 @@
 //! API (`crate::api::cloudwatch`) queries.
 //!
 //! What is measured is skiff's own: its load balancers' request counts
-//! and target health (see [`crate::core::lb_metrics::measure`]), under AWS's namespaces,
-//! names and dimensions. Series live in memory for [`RETENTION`] at
+//! and target health (see [`crate::core::lb_metrics::measure`]) and its
+//! services' utilization ([`crate::core::task_metrics`]), under AWS's
+//! namespaces, names and dimensions. Series live in memory for [`RETENTION`] at
 //! one-second resolution and start over when the control plane restarts:
 //! they are derived from live counters that start over too.
 

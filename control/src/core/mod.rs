@@ -26,6 +26,7 @@ pub(crate) mod security_groups;
 pub(crate) mod services;
 pub(crate) mod state;
 pub mod store;
+pub(crate) mod task_metrics;
 pub mod taskdef;
 pub(crate) mod tasks;
 
@@ -63,8 +64,11 @@ pub(crate) struct Core {
     pub(crate) fabric: Arc<Fabric>,
     /// The load balancers, running.
     pub(crate) elb: Arc<Plane>,
-    /// What CloudWatch's API reads: the load balancers' metrics.
+    /// What CloudWatch's API reads: the load balancers' metrics and the
+    /// services' utilization.
     pub(crate) metrics: metrics::Metrics,
+    /// The agents' last usage sample of each task they run.
+    pub(crate) usage_samples: task_metrics::Samples,
     /// Held while this process uses the data dir.
     _lock: std::fs::File,
 }
