@@ -64,6 +64,7 @@ impl ControlPlane {
         let core = Core::start(config, local).await?;
         let api = Arc::new(Api::new(core));
         tokio::spawn(api::ecr_replication::ecr_loop(Arc::downgrade(&api)));
+        tokio::spawn(api::ecs_express::express_loop(Arc::downgrade(&api)));
         Ok(ControlPlane { api })
     }
 

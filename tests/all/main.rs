@@ -16,6 +16,7 @@ mod ecs_account;
 mod ecs_cli;
 mod ecs_deployments;
 mod ecs_elb;
+mod ecs_express;
 mod ecs_fargate;
 mod ecs_metrics;
 mod ecs_network;

@@ -86,6 +86,7 @@ const BLOCKS: &[(&str, How)] = &[
     ),
     ("export PATH=", How::Session("setup")),
     ("skiff serve &", How::Session("ecs")),
+    ("skiff push http_hello.wasm", How::Session("ecs")),
     ("skiff push sleeper.wasm", How::Session("ecs")),
     ("skiff serve --api-addr 0.0.0.0:7700", How::Serves("fleet")),
     ("ENDPOINT=", How::Script("examples/networking.sh")),

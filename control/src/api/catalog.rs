@@ -252,6 +252,19 @@ const ECS_HONOURED: &[(&str, &str)] = &[
         "every task set of an EXTERNAL service runs at once, at its share of desiredCount",
     ),
     ("DescribeTaskSets", ""),
+    (
+        "CreateExpressGatewayService",
+        "makes a task definition, a security group, an ALB (its listener on a free port is the http:// endpoint) and a target group; scales by target tracking; repositoryCredentials refused (no Secrets Manager)",
+    ),
+    ("DescribeExpressGatewayService", ""),
+    (
+        "UpdateExpressGatewayService",
+        "a new revision rolls out when what the tasks run changes; scaling and health check change in place",
+    ),
+    (
+        "DeleteExpressGatewayService",
+        "its load balancer goes at once; its target group and security group once its tasks have stopped",
+    ),
     ("UpdateTaskSet", ""),
     (
         "DeleteTaskSet",
@@ -815,7 +828,7 @@ mod tests {
         let e = admit(Service::Ecs, "ExecuteCommand").unwrap_err();
         assert_eq!((e.kind, e.status), ("UnsupportedOperation", 400));
         assert!(e.message.contains("ExecuteCommand") && e.message.contains("no shell"));
-        let e = admit(Service::Ecs, "CreateExpressGatewayService").unwrap_err();
+        let e = admit(Service::Logs, "CreateDelivery").unwrap_err();
         assert!(e.message.contains("yet"), "{}", e.message);
         admit(Service::Ecs, "RunTask").unwrap();
         admit(Service::Ecs, "NoSuchOperation").unwrap();

@@ -18,6 +18,7 @@ mod ecr_meta;
 pub(crate) mod ecr_replication;
 mod ecr_templates;
 pub(crate) mod ecs;
+pub(crate) mod ecs_express;
 pub(crate) mod elbv2;
 pub(crate) mod http;
 pub(crate) mod logs;
@@ -92,6 +93,9 @@ impl Api {
         if let Some(op) = target.strip_prefix("AmazonEC2ContainerServiceV20141113.") {
             catalog::admit(Service::Ecs, op)?;
             check(JsonService::Ecs, op, body)?;
+            if op.ends_with("ExpressGatewayService") {
+                return ecs_express::handle(self, op, body, region).await;
+            }
             return ecs::handle(&self.core, op, body, region).await;
         }
         if let Some(op) = target.strip_prefix("AmazonEC2ContainerRegistry_V20150921.") {

@@ -19,7 +19,7 @@ fn suffix(id: &str) -> &str {
 }
 
 /// `arn:...:service/C/S` → `arn:...:KIND/C/S/SUFFIX`.
-fn arn_of(svc: &Service, kind: &str, id: &str) -> String {
+pub(crate) fn arn_of(svc: &Service, kind: &str, id: &str) -> String {
     format!(
         "{}/{}",
         svc.service_arn

@@ -21,12 +21,15 @@ use clusters::{
     create_cluster, delete_cluster, describe_capacity_providers, describe_clusters, list_clusters,
     put_cluster_capacity_providers, update_cluster, update_cluster_settings,
 };
+pub(crate) use deployments::arn_of;
 use instances::{
     deregister_instance, describe_instances, list_attributes, list_instances, put_attributes,
     update_instances_state,
 };
 pub(crate) use instances::{discover_poll_endpoint, register_instance, registry_as_seen_from};
 use serde_json::Value;
+pub(crate) use service_fields::valid_name;
+pub(crate) use services::find_service;
 use tags::{list_tags, tag_resource};
 use taskdefs::{
     delete_taskdefs, deregister_taskdef, describe_taskdef, list_families, list_taskdefs,

@@ -364,6 +364,7 @@ fn new_service(
         history: Vec::new(),
         deployment_controller: None,
         task_sets: Vec::new(),
+        express: None,
     })
 }
 

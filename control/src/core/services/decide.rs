@@ -621,6 +621,7 @@ mod tests {
             history: Vec::new(),
             deployment_controller: None,
             task_sets: Vec::new(),
+            express: None,
         };
         s.new_deployment(0.0, OLD.into(), "");
         s

@@ -15,6 +15,7 @@
 //! nothing is lost.
 
 pub(crate) mod decide;
+pub(crate) mod express;
 pub(crate) mod reconcile;
 pub(crate) mod task_sets;
 
@@ -166,6 +167,9 @@ pub struct Service {
     /// An EXTERNAL service's task sets (see [`task_sets`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub task_sets: Vec<task_sets::TaskSet>,
+    /// What an Express Gateway service adds (see [`express`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub express: Option<Box<express::Express>>,
 }
 
 /// How many service deployments a service remembers.

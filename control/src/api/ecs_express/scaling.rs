@@ -1,0 +1,186 @@
+//! Scaling Express services by their targets, and removing what deleted
+//! ones leave behind.
+
+use super::{Api, commit, ec2, elbv2, find_by_arn};
+use crate::core::Core;
+use crate::core::metrics::Key;
+use crate::core::model::now;
+use crate::core::services::Service;
+use crate::core::services::express::{self, Express, Metric};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// How often Express services are scaled (and deleted ones cleaned up).
+const SCALE_EVERY: Duration = Duration::from_secs(5);
+
+/// Scales every Express service to its target, and removes what deleted
+/// ones leave behind once their tasks have stopped, every [`SCALE_EVERY`].
+pub(crate) async fn express_loop(api: Weak<Api>) {
+    // How long each service's metric has wanted fewer tasks.
+    let low_since: Mutex<HashMap<String, f64>> = Mutex::new(HashMap::new());
+    let mut tick = tokio::time::interval(SCALE_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(api) = api.upgrade() else { return };
+        let core = Arc::clone(&api.core);
+        drop(api);
+        crate::core::lb_metrics::measure(&core.elb, &core.metrics, false);
+        let services: Vec<Service> = {
+            let state = core.state.lock().await;
+            state
+                .services
+                .values()
+                .map(|s| &s.value)
+                .filter(|s| s.express.as_ref().is_some_and(|e| !e.removed))
+                .cloned()
+                .collect()
+        };
+        for svc in services {
+            if svc.status == "INACTIVE" {
+                clean_up(&core, &svc).await;
+            } else if svc.status == "ACTIVE" {
+                scale(&core, &svc, &low_since).await;
+            }
+        }
+    }
+}
+
+/// Sets an Express service's desired count by its scaling target.
+async fn scale(core: &Core, svc: &Service, low_since: &Mutex<HashMap<String, f64>>) {
+    let Some(e) = svc.express.as_deref() else {
+        return;
+    };
+    let Some(target) = e.scaling() else { return };
+    let at = now();
+    let metric = measured(core, svc, e, target.auto_scaling_metric, at as i64);
+    let wanted = express::target_tracking(svc.desired_count, metric, &target, f64::MAX);
+    let since = {
+        let Ok(mut low) = low_since.lock() else {
+            return;
+        };
+        if wanted < svc.desired_count {
+            *low.entry(svc.service_arn.clone()).or_insert(at)
+        } else {
+            low.remove(&svc.service_arn);
+            at
+        }
+    };
+    let n = express::target_tracking(svc.desired_count, metric, &target, at - since);
+    if n == svc.desired_count {
+        return;
+    }
+    let mut state = core.state.lock().await;
+    let Some(current) = find_by_arn(&state, &svc.service_arn) else {
+        return;
+    };
+    if current.status != "ACTIVE" || current.desired_count != svc.desired_count {
+        return; // changed meanwhile: the next round decides
+    }
+    let mut changed = current.clone();
+    let why = match metric {
+        Some(m) => format!(
+            "{} was {m:.1} against a target of {}",
+            json!(target.auto_scaling_metric)
+                .as_str()
+                .unwrap_or_default(),
+            target.auto_scaling_target_value
+        ),
+        None => format!(
+            "its scaling target allows {} to {} tasks",
+            target.min_task_count, target.max_task_count
+        ),
+    };
+    changed.desired_count = n;
+    changed.event(
+        at,
+        format!(
+            "(service {}) was scaled from {} to {n} tasks by its Express scaling target: {why}.",
+            svc.service_name, svc.desired_count
+        ),
+    );
+    if let Some(e) = changed.express.as_deref_mut() {
+        e.updated_at = at;
+    }
+    if let Err(e) = commit(core, &mut state, &changed).await {
+        tracing::warn!(service = %svc.service_arn, "cannot scale: {}", e.message);
+    }
+}
+
+/// The service's metric over the last minute; none without datapoints.
+fn measured(core: &Core, svc: &Service, e: &Express, metric: Metric, at: i64) -> Option<f64> {
+    let cluster = crate::core::model::name_of(&svc.cluster_arn);
+    let (key, per_point) = match metric {
+        Metric::AverageCpu | Metric::AverageMemory => {
+            let name = if metric == Metric::AverageCpu {
+                "CPUUtilization"
+            } else {
+                "MemoryUtilization"
+            };
+            let dims = [("ClusterName", cluster), ("ServiceName", &svc.service_name)];
+            (Key::new("AWS/ECS", name, &dims), false)
+        }
+        Metric::RequestCountPerTarget => {
+            let tg = e.target_group_arn.rsplit(':').next().unwrap_or_default();
+            let dims = [("TargetGroup", tg)];
+            (
+                Key::new("AWS/ApplicationELB", "RequestCountPerTarget", &dims),
+                true,
+            )
+        }
+    };
+    let (_, points) = core.metrics.aggregate(&key, None, at - 60, at + 1, 1)?;
+    use crate::core::metrics::Stat;
+    let (sum, count) = points.iter().fold((0.0, 0.0), |(s, c), (_, p)| {
+        (s + p.get(Stat::Sum), c + p.get(Stat::SampleCount))
+    });
+    if per_point {
+        // Requests per target in the minute, whether or not any came.
+        Some(sum)
+    } else {
+        (count > 0.0).then(|| sum / count)
+    }
+}
+
+/// Removes what a deleted Express service leaves behind — its load
+/// balancer, target group and the security groups made for it — now that
+/// its tasks have stopped.
+async fn clean_up(core: &Core, svc: &Service) {
+    let Some(e) = svc.express.as_deref() else {
+        return;
+    };
+    let region = svc.service_arn.split(':').nth(3).unwrap_or_default();
+    // Gone already if DeleteExpressGatewayService deleted the service, but
+    // not if DeleteService did.
+    let lb = &e.load_balancer_arn;
+    let _ = elbv2(
+        core,
+        region,
+        "DeleteLoadBalancer",
+        &[("LoadBalancerArn", lb)],
+    )
+    .await;
+    let tg = &e.target_group_arn;
+    if let Err(err) = elbv2(core, region, "DeleteTargetGroup", &[("TargetGroupArn", tg)]).await {
+        tracing::warn!(service = %svc.service_arn, "cannot remove the target group yet: {}", err.message);
+        return;
+    }
+    for g in &e.security_groups_made {
+        if let Err(err) = ec2(core, region, "DeleteSecurityGroup", &[("GroupId", g)]).await
+            && err.kind != "InvalidGroup.NotFound"
+        {
+            tracing::warn!(service = %svc.service_arn, "cannot remove security group {g} yet: {}", err.message);
+            return;
+        }
+    }
+    let mut state = core.state.lock().await;
+    let Some(current) = find_by_arn(&state, &svc.service_arn) else {
+        return;
+    };
+    let mut done = current.clone();
+    if let Some(e) = done.express.as_deref_mut() {
+        e.removed = true;
+    }
+    let _ = commit(core, &mut state, &done).await;
+}
