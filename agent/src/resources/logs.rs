@@ -53,7 +53,9 @@ fn millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// A guest's output as log events: one per line (`\r\n` or `\n`).
+/// A guest's output as log events: one per line (`\r\n` or `\n`). Empty
+/// lines are left out, as Docker's awslogs driver leaves them out:
+/// CloudWatch Logs refuses an empty message, and with it the whole batch.
 pub(crate) struct LineSink {
     logs: Arc<dyn LogDestination>,
     group: String,
@@ -107,7 +109,9 @@ impl skiff_runtime::OutputSink for LineSink {
             while let Some(nl) = partial[start..].iter().position(|b| *b == b'\n') {
                 let line = &partial[start..start + nl];
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
-                events.push((ts, String::from_utf8_lossy(line).into_owned()));
+                if !line.is_empty() {
+                    events.push((ts, String::from_utf8_lossy(line).into_owned()));
+                }
                 start += nl + 1;
             }
             partial.drain(..start);
@@ -158,7 +162,7 @@ mod tests {
         let logs: Arc<dyn LogDestination> = Arc::clone(&recorded) as _;
         let sink = LineSink::new(logs, "/ecs/job".into(), "app/t1".into());
         sink.write(b"one\ntw").unwrap();
-        sink.write(b"o\r\nthree").unwrap();
+        sink.write(b"o\r\n\r\n\nthree").unwrap();
         sink.flush();
         let msgs: Vec<String> = recorded
             .0
