@@ -25,7 +25,7 @@
 //! own (header ending ` udp`) carrying length-prefixed datagrams both
 //! ways, and the answers come back from the stand-in's address.
 
-use skiff_channel::fabric::{Fabric, Proto};
+use skiff_channel::fabric::{Fabric, Proto, Route};
 use skiff_channel::mesh::{Header, MAX_HEADER, dial, read_datagram, write_datagram};
 use skiff_runtime::addresses::AddressBlock;
 use skiff_runtime::mesh::Mesh;
@@ -76,14 +76,43 @@ impl MeshNode {
     /// Tells the runtime which addresses are other machines' (the node
     /// does so itself within 100 ms of the routes changing).
     pub fn routes_changed(&self) {
-        let blocks = self
-            .fabric
-            .routes()
+        let routes = self.fabric.routes();
+        let ours = self.own_instance(&routes);
+        let blocks = routes
             .iter()
+            .filter(|r| ours.is_none_or(|i| r.instance != i))
             .filter_map(|r| r.block.parse::<AddressBlock>().ok())
             .filter(|b| *b != self.own)
             .collect();
         Mesh::current().set_remote(blocks);
+    }
+
+    /// This machine's instance: the one its own block is routed to.
+    fn own_instance<'a>(&self, routes: &'a [Route]) -> Option<&'a str> {
+        routes
+            .iter()
+            .find(|r| r.block.parse::<AddressBlock>().is_ok_and(|b| b == self.own))
+            .map(|r| r.instance.as_str())
+            .filter(|i| !i.is_empty())
+    }
+
+    /// Does this machine answer for `ip`: a task address of its own, or
+    /// another block routed here (where the control plane's machine
+    /// serves its load balancers to tasks)?
+    fn answers_for(&self, ip: Ipv4Addr) -> bool {
+        if self.own.contains(ip) {
+            return true;
+        }
+        let routes = self.fabric.routes();
+        let Some(ours) = self.own_instance(&routes) else {
+            return false;
+        };
+        routes.iter().any(|r| {
+            r.instance == ours
+                && r.block
+                    .parse::<AddressBlock>()
+                    .is_ok_and(|b| b.contains(ip))
+        })
     }
 
     /// The mesh listener of the machine whose block holds `ip`.
@@ -228,7 +257,7 @@ impl MeshNode {
         let IpAddr::V4(dest_ip) = h.dst.ip() else {
             return refuse(reader, "not an IPv4 destination".into()).await;
         };
-        if !self.own.contains(dest_ip) || !h.src.is_loopback() || self.own.contains(h.src) {
+        if !self.answers_for(dest_ip) || !h.src.is_loopback() || self.own.contains(h.src) {
             return refuse(
                 reader,
                 format!("{} is not a task address of this machine", h.dst),

@@ -1202,6 +1202,28 @@ impl Fleet {
         )
     }
 
+    /// Registers `probe`: net-probe in an awsvpc task, its output in
+    /// `/fleet/probe`.
+    fn register_probe(&self) {
+        let probe = json!([{ "name": "probe", "image": "net-probe:v1",
+            "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/fleet/probe",
+                "awslogs-create-group": "true", "awslogs-region": "eu-west-1", "awslogs-stream-prefix": "p"}} }]);
+        self.aws_ok(&[
+            "ecs",
+            "register-task-definition",
+            "--family",
+            "probe",
+            "--network-mode",
+            "awsvpc",
+            "--cpu",
+            "256",
+            "--memory",
+            "512",
+            "--container-definitions",
+            &probe.to_string(),
+        ]);
+    }
+
     /// Runs net-probe with `args` on instance `arn` in `groups`: its exit
     /// code and output.
     fn probe(&self, arn: &str, groups: &[&str], args: &[&str]) -> (i64, String) {
@@ -1312,23 +1334,7 @@ fn tasks_reach_tasks_on_other_machines_by_address_and_name_within_their_security
         "--container-definitions",
         &echo.to_string(),
     ]);
-    let probe = json!([{ "name": "probe", "image": "net-probe:v1",
-        "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/fleet/probe",
-            "awslogs-create-group": "true", "awslogs-region": "eu-west-1", "awslogs-stream-prefix": "p"}} }]);
-    fleet.aws_ok(&[
-        "ecs",
-        "register-task-definition",
-        "--family",
-        "probe",
-        "--network-mode",
-        "awsvpc",
-        "--cpu",
-        "256",
-        "--memory",
-        "512",
-        "--container-definitions",
-        &probe.to_string(),
-    ]);
+    fleet.register_probe();
 
     // Cloud Map names the echo service, which runs on host 2.
     let op = fleet.aws_ok(&[
@@ -1565,10 +1571,12 @@ fn a_load_balancer_spreads_over_both_machines_and_rolls_without_a_failed_request
         "web",
         "--subnets",
         "subnet-1",
-    ])["LoadBalancers"][0]["LoadBalancerArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    ])["LoadBalancers"][0]
+        .clone();
+    let (lb, lb_name) = (
+        lb["LoadBalancerArn"].as_str().unwrap().to_string(),
+        lb["DNSName"].as_str().unwrap().to_string(),
+    );
     let tg = fleet.aws_ok(&[
         "elbv2",
         "create-target-group",
@@ -1664,6 +1672,24 @@ fn a_load_balancer_spreads_over_both_machines_and_rolls_without_a_failed_request
         answers.iter().all(|a| *a == (200, "web-v1".to_string())),
         "{answers:?}"
     );
+
+    // Tasks on the other machines reach the load balancer by its DNS name
+    // (it listens on the control plane's machine).
+    fleet.register_probe();
+    for agent in [&a, &b] {
+        let address = format!("{lb_name}:{port}");
+        let (code, out) = fleet.probe(
+            &agent.arn,
+            &[],
+            &[
+                "send",
+                &address,
+                "GET /whoami HTTP/1.1\nHost: web\nConnection: close\n",
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("200 OK") && out.contains("web-v1"), "{out:?}");
+    }
 
     // A rolling deployment under a steady client: no request fails.
     let stop = Arc::new(AtomicBool::new(false));
@@ -2007,23 +2033,7 @@ fn datagrams_cross_machines_within_security_groups_and_answers_come_back() {
         "--container-definitions",
         &echo.to_string(),
     ]);
-    let probe = json!([{ "name": "probe", "image": "net-probe:v1",
-        "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/fleet/probe",
-            "awslogs-create-group": "true", "awslogs-region": "eu-west-1", "awslogs-stream-prefix": "p"}} }]);
-    fleet.aws_ok(&[
-        "ecs",
-        "register-task-definition",
-        "--family",
-        "probe",
-        "--network-mode",
-        "awsvpc",
-        "--cpu",
-        "256",
-        "--memory",
-        "512",
-        "--container-definitions",
-        &probe.to_string(),
-    ]);
+    fleet.register_probe();
     let net = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": [web]}});
     let server = fleet.aws_ok(&[
         "ecs",

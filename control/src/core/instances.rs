@@ -46,8 +46,17 @@ pub(crate) fn free_address_block(state: &State) -> Option<String> {
 
 /// Where every machine's task addresses are reached: each instance (not
 /// INACTIVE) with a block and an agent that said where its mesh listens.
-pub(crate) fn routes(state: &State) -> Vec<skiff_channel::fabric::Route> {
-    state
+///
+/// The control plane's machine, when it is in the mesh, also answers for
+/// where tasks reach its load balancers (`lb_address` as tasks see it,
+/// [`crate::plane::elb::tasks_reach`]): a route for the smallest block
+/// holding that address, so tasks on other machines reach load balancers
+/// by their DNS names too.
+pub(crate) fn routes(
+    state: &State,
+    lb_address: std::net::Ipv4Addr,
+) -> Vec<skiff_channel::fabric::Route> {
+    let mut routes: Vec<skiff_channel::fabric::Route> = state
         .instances
         .values()
         .map(|e| &e.value)
@@ -65,8 +74,28 @@ pub(crate) fn routes(state: &State) -> Vec<skiff_channel::fabric::Route> {
                 instance: i.ec2_instance_id.clone().unwrap_or_default(),
             })
         })
-        .collect()
+        .collect();
+    let front = crate::plane::elb::tasks_reach(lb_address);
+    let front = format!(
+        "{}/{FRONT_PREFIX}",
+        std::net::Ipv4Addr::from(u32::from(front) & (u32::MAX << (32 - FRONT_PREFIX)))
+    );
+    let local = routes
+        .iter()
+        .find(|r| r.instance == super::LOCAL_INSTANCE_ID)
+        .cloned();
+    if let Some(local) = local {
+        routes.push(skiff_channel::fabric::Route {
+            block: front,
+            ..local
+        });
+    }
+    routes
 }
+
+/// The prefix of the block routed to the load balancers' machine: the
+/// smallest block the mesh takes (a /30, with the front address in it).
+const FRONT_PREFIX: u32 = 30;
 
 /// The local instance's sizes.
 #[derive(Debug, Clone)]

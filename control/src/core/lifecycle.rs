@@ -229,7 +229,7 @@ impl Core {
         let agent_keys = crate::core::agent_keys::AgentKeys::new(&config.data_dir);
         let mesh_token = mesh_token(&config.data_dir)?;
         elb.set_mesh_token(&mesh_token);
-        fabric.set_routes(crate::core::instances::routes(&state));
+        fabric.set_routes(crate::core::instances::routes(&state, config.lb_address));
         let core = Arc::new(Core {
             config,
             store,

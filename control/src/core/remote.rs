@@ -154,8 +154,10 @@ impl Core {
         instance.version += 1;
         writes.push(Write::Instance(instance.clone()));
         state.apply(self.store.as_ref(), writes).await?;
-        self.fabric
-            .set_routes(crate::core::instances::routes(&state));
+        self.fabric.set_routes(crate::core::instances::routes(
+            &state,
+            self.config.lb_address,
+        ));
         // Linked while the state is held: a task placed after the welcome's
         // list was made is sent on this link.
         let (conn, payloads) = self.agents.link(arn);

@@ -465,8 +465,10 @@ pub(crate) async fn deregister_instance(
         state
             .apply(core.store.as_ref(), vec![Write::Instance(instance.clone())])
             .await?;
-        core.fabric
-            .set_routes(crate::core::instances::routes(&state));
+        core.fabric.set_routes(crate::core::instances::routes(
+            &state,
+            core.config.lb_address,
+        ));
         core.wake.all();
     }
     let usage = usage_by_instance(&state);
