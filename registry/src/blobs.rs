@@ -88,6 +88,19 @@ impl Blobs {
         fs::read(self.path(digest))
     }
 
+    /// A whole blob, mapped rather than read: layers may be large, and the
+    /// pages are read as they are sent.
+    pub(crate) fn map(&self, digest: &Digest) -> io::Result<bytes::Bytes> {
+        let file = File::open(self.path(digest))?;
+        if file.metadata()?.len() == 0 {
+            return Ok(bytes::Bytes::new());
+        }
+        // SAFETY: blob files are immutable once committed, and a removed
+        // file stays mapped until the mapping is dropped.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(bytes::Bytes::from_owner(map))
+    }
+
     /// Removes a blob's file. Readers that have it open keep their copy.
     pub(crate) fn remove(&self, digest: &Digest) -> io::Result<()> {
         match fs::remove_file(self.path(digest)) {

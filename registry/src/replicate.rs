@@ -1,8 +1,9 @@
 //! Copying an image to another registry (ECR's replication): its blobs,
 //! an index's child manifests, then the manifest under each of its tags,
 //! into the repository of the same name there — byte for byte, so the
-//! digest is the same on both sides. Every blob is sent; a destination
-//! that has one already keeps a single copy.
+//! digest is the same on both sides. A blob the destination has already
+//! (from another image, or a copy cut short) is not sent again; one it
+//! lacks is sent from a mapping of the file, not read into memory whole.
 
 use crate::Registry;
 use crate::digest::Digest;
@@ -68,10 +69,17 @@ impl Registry {
             if *elsewhere {
                 continue;
             }
+            let there = client
+                .blob_exists(to, &blob.to_string())
+                .await
+                .map_err(|e| format!("asking {} for blob {blob}: {e}", to.whole()))?;
+            if there {
+                continue;
+            }
             let b = blob.clone();
             let data = self
                 .inner
-                .off_thread(move |i| Ok(i.blobs.read(&b)?))
+                .off_thread(move |i| Ok(i.blobs.map(&b)?))
                 .await
                 .map_err(|e| format!("reading blob {blob}: {e}"))?;
             client

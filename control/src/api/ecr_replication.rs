@@ -4,8 +4,8 @@
 //! `skiff serve --replication-peer REGION/ACCOUNT=HOST:PORT` names.
 //!
 //! The loop is level-triggered: whenever the registry stored a manifest,
-//! the rules changed, or (while a copy has failed) every
-//! [`RETRY_EVERY`], it looks at every image of every replicated
+//! the rules changed, or (while a copy has failed) after [`RETRY_EVERY`]
+//! and then less and less often, it looks at every image of every replicated
 //! repository and copies those whose destination has not got them with
 //! all their current tags. What each copy did is recorded per image and
 //! destination in the ECR document (`EcrMeta::replicated`), which
@@ -24,8 +24,12 @@ use std::collections::BTreeSet;
 use std::sync::Weak;
 use std::time::Duration;
 
-/// How often failed copies are tried again.
+/// How soon failed copies are tried again: after this, then twice as long
+/// after each pass that still fails, up to [`RETRY_AT_MOST`] (a
+/// destination that refuses for good is not asked every few seconds);
+/// a push or a rule change tries at once and starts over.
 pub(crate) const RETRY_EVERY: Duration = Duration::from_secs(10);
+const RETRY_AT_MOST: Duration = Duration::from_secs(300);
 
 /// ECR's limit on the destinations of all rules together.
 const MAX_DESTINATIONS: usize = 25;
@@ -156,6 +160,7 @@ pub(crate) async fn statuses(core: &Core, repo: &str, digest: &str) -> Vec<Value
 pub(crate) async fn ecr_loop(api: Weak<Api>) {
     let mut seen: Option<(u64, Vec<ReplicationRule>)> = None;
     let mut last_pass = tokio::time::Instant::now();
+    let mut retry_after = RETRY_EVERY;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let Some(api) = api.upgrade() else {
@@ -181,7 +186,8 @@ pub(crate) async fn ecr_loop(api: Weak<Api>) {
             (state.ecr.replication.clone(), failing)
         };
         let changed = seen.as_ref() != Some(&(stored, rules.clone()));
-        let retry = failing && last_pass.elapsed() >= RETRY_EVERY;
+        let retry = failing && last_pass.elapsed() >= retry_after;
+        retry_after = next_retry(retry_after, failing, changed, retry);
         if rules.is_empty() || !(changed || retry) {
             seen = Some((stored, rules));
             continue;
@@ -191,6 +197,19 @@ pub(crate) async fn ecr_loop(api: Weak<Api>) {
         if let Err(e) = pass(&api, &registry, &rules).await {
             tracing::warn!("an ECR replication pass failed, retrying: {e}");
         }
+    }
+}
+
+/// How long after this pass the next retry waits: from [`RETRY_EVERY`]
+/// again once nothing fails or something changed, twice as long after a
+/// retry (a pass that is about to try again what failed).
+fn next_retry(after: Duration, failing: bool, changed: bool, retry: bool) -> Duration {
+    if !failing || changed {
+        RETRY_EVERY
+    } else if retry {
+        (after * 2).min(RETRY_AT_MOST)
+    } else {
+        after
     }
 }
 
@@ -284,4 +303,25 @@ async fn pass(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_until_something_changes_or_nothing_fails() {
+        let mut after = RETRY_EVERY;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            after = next_retry(after, true, false, true);
+            waits.push(after.as_secs());
+        }
+        assert_eq!(waits, [20, 40, 80, 160, 300, 300, 300]);
+        // Between retries the wait holds.
+        assert_eq!(next_retry(after, true, false, false), after);
+        // A push or a rule change, or every copy done, starts over.
+        assert_eq!(next_retry(after, true, true, false), RETRY_EVERY);
+        assert_eq!(next_retry(after, false, false, false), RETRY_EVERY);
+    }
 }
