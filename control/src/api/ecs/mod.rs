@@ -29,7 +29,7 @@ use instances::{
 pub(crate) use instances::{discover_poll_endpoint, register_instance, registry_as_seen_from};
 use serde_json::Value;
 pub(crate) use service_fields::valid_name;
-pub(crate) use services::find_service;
+pub(crate) use services::{commit, find_service};
 use tags::{list_tags, tag_resource};
 use taskdefs::{
     delete_taskdefs, deregister_taskdef, describe_taskdef, list_families, list_taskdefs,

@@ -562,6 +562,12 @@ pub(crate) async fn update_service(core: &Core, body: &Value) -> Result<Value, A
 /// Commits a service a request changed, wakes the scheduler to act on it,
 /// and answers with it.
 pub(crate) async fn save(core: &Core, state: &mut State, svc: Service) -> Result<Value, ApiError> {
+    commit(core, state, &svc).await?;
+    Ok(json!({ "service": service_view(state, &svc, false) }))
+}
+
+/// Commits a changed service and wakes the scheduler to act on it.
+pub(crate) async fn commit(core: &Core, state: &mut State, svc: &Service) -> Result<(), ApiError> {
     state
         .apply(
             core.store.as_ref(),
@@ -569,7 +575,7 @@ pub(crate) async fn save(core: &Core, state: &mut State, svc: Service) -> Result
         )
         .await?;
     core.wake.service(svc.key());
-    Ok(json!({ "service": service_view(state, &svc, false) }))
+    Ok(())
 }
 
 pub(crate) async fn delete_service(core: &Core, body: &Value) -> Result<Value, ApiError> {

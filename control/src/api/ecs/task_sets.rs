@@ -5,7 +5,7 @@
 
 use super::service_fields::{load_balancers, service_registries};
 use super::services::{
-    check_groups, check_runs, find_service, not_active, save, service_not_found,
+    check_groups, check_runs, commit, find_service, not_active, service_not_found,
 };
 use crate::api::protocol::json::{includes, parse, required, string_list, to_value};
 use crate::core::Core;
@@ -80,7 +80,7 @@ async fn saved(
     svc: Service,
     set: &TaskSet,
 ) -> Result<Value, ApiError> {
-    save(core, state, svc.clone()).await?;
+    commit(core, state, &svc).await?;
     Ok(json!({ "taskSet": view(state, &svc, set, false) }))
 }
 

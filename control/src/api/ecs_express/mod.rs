@@ -20,17 +20,17 @@
 //! target group's `RequestCountPerTarget` — and sets the desired count
 //! that brings it to the target value, within the minimum and maximum.
 
-use super::Api;
-use super::ecs::{arn_of, valid_name};
-use super::protocol::json::{includes, required};
+use super::ecs::{arn_of, commit, valid_name};
+use super::protocol::json::{includes, required, string_list};
 use super::protocol::query::Params;
+use super::{Api, QueryService};
 use crate::core::Core;
 use crate::core::model::{Tag, check_tags, now};
 use crate::core::services::Service;
 use crate::core::services::express::{
     self, Configuration, Express, MAX_CONFIGURATIONS, ScalingTarget,
 };
-use crate::core::state::{State, Write};
+use crate::core::state::State;
 use crate::error::ApiError;
 use serde_json::{Value, json};
 
@@ -73,21 +73,9 @@ struct Made {
 
 impl Made {
     async fn undo(&self, core: &Core, region: &str) {
-        if let Some(lb) = &self.load_balancer {
-            let _ = elbv2(
-                core,
-                region,
-                "DeleteLoadBalancer",
-                &[("LoadBalancerArn", lb)],
-            )
-            .await;
-        }
-        if let Some(tg) = &self.target_group {
-            let _ = elbv2(core, region, "DeleteTargetGroup", &[("TargetGroupArn", tg)]).await;
-        }
-        for g in &self.security_groups {
-            let _ = ec2(core, region, "DeleteSecurityGroup", &[("GroupId", g)]).await;
-        }
+        let lb = self.load_balancer.as_deref();
+        let tg = self.target_group.as_deref();
+        let _ = remove_parts(core, region, lb, tg, &self.security_groups).await;
         if let Some(td) = &self.task_definition {
             let body = json!({ "taskDefinition": td });
             let _ = super::ecs::handle(core, "DeregisterTaskDefinition", &body, region).await;
@@ -160,17 +148,15 @@ async fn make(
     let part = format!("ecs-express-{id}");
     let port = s["primaryContainer"]["containerPort"].to_string();
     let net = &s["networkConfiguration"];
-    let mut groups = strings(&net["securityGroups"]);
-    let mut subnets = strings(&net["subnets"]);
-    if subnets.is_empty() {
-        subnets.push(super::ec2_network::DEFAULT_SUBNET.to_string());
-    }
+    let mut groups = string_list(net, "securityGroups")?;
+    let subnets = subnets_of(net)?;
     if groups.is_empty() {
         // One group for the load balancer and the tasks: the tasks take
         // the container port from the load balancer.
-        let answer = ec2(
+        let answer = query(
             core,
             region,
+            QueryService::Ec2,
             "CreateSecurityGroup",
             &[
                 ("GroupName", &part),
@@ -181,9 +167,10 @@ async fn make(
         let group = xml_text(&answer, "groupId")
             .ok_or_else(|| ApiError::server("CreateSecurityGroup answered no groupId"))?;
         made.security_groups.push(group.clone());
-        ec2(
+        query(
             core,
             region,
+            QueryService::Ec2,
             "AuthorizeSecurityGroupIngress",
             &[
                 ("GroupId", &group),
@@ -220,14 +207,22 @@ async fn make(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let answer = elbv2(core, region, "CreateLoadBalancer", &lb_form).await?;
+    let answer = query(
+        core,
+        region,
+        QueryService::Elbv2,
+        "CreateLoadBalancer",
+        &lb_form,
+    )
+    .await?;
     let lb = xml_text(&answer, "LoadBalancerArn")
         .ok_or_else(|| ApiError::server("CreateLoadBalancer answered no ARN"))?;
     made.load_balancer = Some(lb.clone());
     let health = s["healthCheckPath"].as_str().unwrap_or_default();
-    let answer = elbv2(
+    let answer = query(
         core,
         region,
+        QueryService::Elbv2,
         "CreateTargetGroup",
         &[
             ("Name", &part),
@@ -242,9 +237,10 @@ async fn make(
         .ok_or_else(|| ApiError::server("CreateTargetGroup answered no ARN"))?;
     made.target_group = Some(tg.clone());
     let listen_port = free_port(core)?;
-    let answer = elbv2(
+    let answer = query(
         core,
         region,
+        QueryService::Elbv2,
         "CreateListener",
         &[
             ("LoadBalancerArn", &lb),
@@ -266,9 +262,7 @@ async fn make(
         "taskDefinition": td_arn,
         "desiredCount": scaling.min_task_count,
         "launchType": "FARGATE",
-        "networkConfiguration": {"awsvpcConfiguration": {
-            "subnets": subnets, "securityGroups": groups, "assignPublicIp": "DISABLED",
-        }},
+        "networkConfiguration": awsvpc(&subnets, &groups),
         "loadBalancers": [{
             "targetGroupArn": tg, "containerName": CONTAINER,
             "containerPort": s["primaryContainer"]["containerPort"],
@@ -340,9 +334,10 @@ async fn update(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
         .cloned()
         .ok_or_else(|| ApiError::server("an Express service without its record"))?;
     if s["healthCheckPath"] != before["healthCheckPath"] {
-        elbv2(
+        query(
             core,
             region,
+            QueryService::Elbv2,
             "ModifyTargetGroup",
             &[
                 ("TargetGroupArn", &e.target_group_arn),
@@ -378,17 +373,11 @@ async fn update(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
         });
         if s["networkConfiguration"] != before["networkConfiguration"] {
             let net = &s["networkConfiguration"];
-            let mut groups = strings(&net["securityGroups"]);
+            let mut groups = string_list(net, "securityGroups")?;
             if groups.is_empty() {
                 groups = e.security_groups_made.clone();
             }
-            let mut subnets = strings(&net["subnets"]);
-            if subnets.is_empty() {
-                subnets.push(super::ec2_network::DEFAULT_SUBNET.to_string());
-            }
-            change["networkConfiguration"] = json!({"awsvpcConfiguration": {
-                "subnets": subnets, "securityGroups": groups, "assignPublicIp": "DISABLED",
-            }});
+            change["networkConfiguration"] = awsvpc(&subnets_of(net)?, &groups);
         }
         super::ecs::handle(core, "UpdateService", &change, region).await?;
     }
@@ -456,9 +445,10 @@ async fn delete(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
     // once its tasks have stopped.
     if let Some(e) = &svc.express {
         let lb = &e.load_balancer_arn;
-        elbv2(
+        query(
             core,
             region,
+            QueryService::Elbv2,
             "DeleteLoadBalancer",
             &[("LoadBalancerArn", lb)],
         )
@@ -467,18 +457,6 @@ async fn delete(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
     let state = core.state.lock().await;
     let svc = express_service(&state, &arn)?;
     Ok(json!({ "service": view(svc, false) }))
-}
-
-/// Commits a changed service and wakes the scheduler for it.
-async fn commit(core: &Core, state: &mut State, svc: &Service) -> Result<(), ApiError> {
-    state
-        .apply(
-            core.store.as_ref(),
-            vec![Write::Service(Box::new(svc.clone()))],
-        )
-        .await?;
-    core.wake.service(svc.key());
-    Ok(())
 }
 
 /// The service an ARN names, in any state.
@@ -551,15 +529,20 @@ fn view(svc: &Service, with_tags: bool) -> Value {
     v
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
+/// The subnets a `networkConfiguration` names, else the default one.
+fn subnets_of(net: &Value) -> Result<Vec<String>, ApiError> {
+    let mut subnets = string_list(net, "subnets")?;
+    if subnets.is_empty() {
+        subnets.push(super::ec2_network::DEFAULT_SUBNET.to_string());
+    }
+    Ok(subnets)
+}
+
+/// The service's `networkConfiguration`.
+fn awsvpc(subnets: &[String], groups: &[String]) -> Value {
+    json!({"awsvpcConfiguration": {
+        "subnets": subnets, "securityGroups": groups, "assignPublicIp": "DISABLED",
+    }})
 }
 
 /// A free port on the load balancers' address, for a new listener.
@@ -570,26 +553,47 @@ fn free_port(core: &Core) -> Result<u16, ApiError> {
         .map_err(|e| ApiError::server(format!("no free port for the listener: {e}")))
 }
 
-/// One EC2 action, as if it came on the wire.
-async fn ec2(
+/// One EC2 or ELBv2 action, as if it came on the wire.
+async fn query(
     core: &Core,
     region: &str,
+    service: QueryService,
     action: &str,
     params: &[(&str, &str)],
 ) -> Result<String, ApiError> {
     let p = form(action, params);
-    super::ec2::handle(core, action, &p, region).await
+    match service {
+        QueryService::Ec2 => super::ec2::handle(core, action, &p, region).await,
+        QueryService::Elbv2 => super::elbv2::handle(core, action, &p, region).await,
+    }
 }
 
-/// One ELBv2 action, as if it came on the wire.
-async fn elbv2(
+/// Removes an Express service's load balancer (if still there), target
+/// group and the security groups made for it, in that order (each is in
+/// use by the one before); the first that cannot go says why.
+async fn remove_parts(
     core: &Core,
     region: &str,
-    action: &str,
-    params: &[(&str, &str)],
-) -> Result<String, ApiError> {
-    let p = form(action, params);
-    super::elbv2::handle(core, action, &p, region).await
+    load_balancer: Option<&str>,
+    target_group: Option<&str>,
+    security_groups: &[String],
+) -> Result<(), ApiError> {
+    use QueryService::{Ec2, Elbv2};
+    if let Some(lb) = load_balancer {
+        let lb = [("LoadBalancerArn", lb)];
+        query(core, region, Elbv2, "DeleteLoadBalancer", &lb).await?;
+    }
+    if let Some(tg) = target_group {
+        let tg = [("TargetGroupArn", tg)];
+        query(core, region, Elbv2, "DeleteTargetGroup", &tg).await?;
+    }
+    for g in security_groups {
+        match query(core, region, Ec2, "DeleteSecurityGroup", &[("GroupId", g)]).await {
+            Err(e) if e.kind != "InvalidGroup.NotFound" => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn form(action: &str, params: &[(&str, &str)]) -> Params {

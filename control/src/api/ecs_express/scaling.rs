@@ -1,7 +1,7 @@
 //! Scaling Express services by their targets, and removing what deleted
 //! ones leave behind.
 
-use super::{Api, commit, ec2, elbv2, find_by_arn};
+use super::{Api, commit, find_by_arn, remove_parts};
 use crate::core::Core;
 use crate::core::metrics::Key;
 use crate::core::model::now;
@@ -151,28 +151,13 @@ async fn clean_up(core: &Core, svc: &Service) {
         return;
     };
     let region = svc.service_arn.split(':').nth(3).unwrap_or_default();
-    // Gone already if DeleteExpressGatewayService deleted the service, but
-    // not if DeleteService did.
-    let lb = &e.load_balancer_arn;
-    let _ = elbv2(
-        core,
-        region,
-        "DeleteLoadBalancer",
-        &[("LoadBalancerArn", lb)],
-    )
-    .await;
-    let tg = &e.target_group_arn;
-    if let Err(err) = elbv2(core, region, "DeleteTargetGroup", &[("TargetGroupArn", tg)]).await {
-        tracing::warn!(service = %svc.service_arn, "cannot remove the target group yet: {}", err.message);
+    // The load balancer is gone already if DeleteExpressGatewayService
+    // deleted the service, but not if DeleteService did.
+    let (lb, tg) = (&e.load_balancer_arn, &e.target_group_arn);
+    if let Err(err) = remove_parts(core, region, Some(lb), Some(tg), &e.security_groups_made).await
+    {
+        tracing::warn!(service = %svc.service_arn, "cannot remove its parts yet: {}", err.message);
         return;
-    }
-    for g in &e.security_groups_made {
-        if let Err(err) = ec2(core, region, "DeleteSecurityGroup", &[("GroupId", g)]).await
-            && err.kind != "InvalidGroup.NotFound"
-        {
-            tracing::warn!(service = %svc.service_arn, "cannot remove security group {g} yet: {}", err.message);
-            return;
-        }
     }
     let mut state = core.state.lock().await;
     let Some(current) = find_by_arn(&state, &svc.service_arn) else {
