@@ -76,6 +76,19 @@ fn an_express_service_serves_scales_updates_and_goes_away_whole() {
     let dir = tempfile::tempdir().unwrap();
     let serve = ServeProcess::start(dir.path());
     serve.push(app("HTTP_HELLO_P2"), "hello-http:v1");
+    // A group of the user's that lets nothing in: the service still
+    // serves (the load balancer's group is the tasks' too).
+    let closed = serve.aws_ok(&[
+        "ec2",
+        "create-security-group",
+        "--group-name",
+        "closed",
+        "--description",
+        "nothing in",
+    ])["GroupId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let before = parts(&serve);
 
     // Mistakes are refused naming the field, and leave nothing behind.
@@ -105,6 +118,24 @@ fn an_express_service_serves_scales_updates_and_goes_away_whole() {
         "InvalidParameterException",
     );
     assert!(err.contains("cpu"), "{err}");
+    let mut bad_role = create("web", &["--primary-container", "image=hello-http:v1"]);
+    bad_role[5] = "not-an-arn";
+    let err = serve.aws_err(&bad_role, "InvalidParameterException");
+    assert!(err.contains("infrastructureRoleArn"), "{err}");
+    let err = serve.aws_err(
+        &create(
+            "web",
+            &[
+                "--primary-container",
+                "image=hello-http:v1",
+                "--tags",
+                "key=a,value=1",
+                "key=a,value=2",
+            ],
+        ),
+        "InvalidParameterException",
+    );
+    assert!(err.contains("twice"), "{err}");
     // A part that cannot be made undoes those made before it: the task
     // definition (secrets: skiff has no Secrets Manager or SSM) comes after
     // the security group.
@@ -130,6 +161,8 @@ fn an_express_service_serves_scales_updates_and_goes_away_whole() {
             "minTaskCount=1,maxTaskCount=3,autoScalingMetric=REQUEST_COUNT_PER_TARGET,autoScalingTargetValue=10",
             "--tags",
             "key=team,value=web",
+            "--network-configuration",
+            &format!("securityGroups={closed}"),
         ],
     ));
     let svc = &created["service"];
@@ -184,6 +217,21 @@ fn an_express_service_serves_scales_updates_and_goes_away_whole() {
     });
     serve.aws_ok(&["ecs", "wait", "services-stable", "--services", "web"]);
     assert_eq!(get(&format!("{endpoint}whoami")).trim(), "blue");
+    // Its output is in a log group of its own, as ECS makes one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = serve.aws_ok(&[
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            "/aws/ecs/default/web",
+        ]);
+        if events["events"].to_string().contains("/whoami") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log events: {events}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // 40 requests a minute against a target of 10 per task: as many
     // tasks as it may have.

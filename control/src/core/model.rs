@@ -73,6 +73,14 @@ pub fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
             )));
         }
     }
+    let mut keys: Vec<&str> = tags.iter().map(|t| t.key.as_str()).collect();
+    keys.sort_unstable();
+    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ApiError::invalid_parameter(format!(
+            "Tag key {:?} is given twice: a resource's tag keys are unique.",
+            w[0]
+        )));
+    }
     Ok(())
 }
 

@@ -38,7 +38,7 @@ mod scaling;
 mod settings;
 
 pub(crate) use scaling::express_loop;
-use settings::{CONTAINER, settings, task_definition};
+use settings::{CONTAINER, check_role, default_logs, settings, task_definition};
 
 /// Dispatches one Express Gateway operation.
 pub(crate) async fn handle(
@@ -79,6 +79,8 @@ impl Made {
         if let Some(td) = &self.task_definition {
             let body = json!({ "taskDefinition": td });
             let _ = super::ecs::handle(core, "DeregisterTaskDefinition", &body, region).await;
+            let body = json!({ "taskDefinitions": [td] });
+            let _ = super::ecs::handle(core, "DeleteTaskDefinitions", &body, region).await;
         }
     }
 }
@@ -87,7 +89,8 @@ async fn create(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
     for name in ["executionRoleArn", "infrastructureRoleArn"] {
         required(body, name)?;
     }
-    let s = settings(body, None)?;
+    check_role("infrastructureRoleArn", &body["infrastructureRoleArn"])?;
+    let mut s = settings(body, None)?;
     let tags: Vec<Tag> = match body.get("tags").filter(|v| !v.is_null()) {
         None => Vec::new(),
         Some(v) => serde_json::from_value(v.clone())
@@ -116,6 +119,10 @@ async fn create(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
                 "A service named {name} already exists in cluster {}.",
                 c.cluster_name
             )));
+        }
+        let container = &mut s["primaryContainer"];
+        if container["awsLogsConfiguration"].is_null() {
+            container["awsLogsConfiguration"] = default_logs(&c.cluster_name, &name);
         }
     }
     let mut made = Made::default();
@@ -150,9 +157,10 @@ async fn make(
     let net = &s["networkConfiguration"];
     let mut groups = string_list(net, "securityGroups")?;
     let subnets = subnets_of(net)?;
-    if groups.is_empty() {
-        // One group for the load balancer and the tasks: the tasks take
-        // the container port from the load balancer.
+    {
+        // A group for the load balancer, which the tasks are in too (with
+        // the groups the request names): they take the container port from
+        // the load balancer, whatever the request's groups allow.
         let answer = query(
             core,
             region,
@@ -197,7 +205,7 @@ async fn make(
     made.task_definition = Some(td_arn.clone());
 
     let mut lb_form: Vec<(String, String)> = vec![("Name".into(), part.clone())];
-    for (i, g) in groups.iter().enumerate() {
+    for (i, g) in made.security_groups.iter().enumerate() {
         lb_form.push((format!("SecurityGroups.member.{}", i + 1), g.clone()));
     }
     for (i, n) in subnets.iter().enumerate() {
@@ -305,7 +313,7 @@ async fn make(
         removed: false,
     }));
     commit(core, &mut state, &svc).await?;
-    Ok(json!({ "service": view(&svc, false) }))
+    Ok(json!({ "service": view(&svc, true) }))
 }
 
 async fn update(core: &Core, body: &Value, region: &str) -> Result<Value, ApiError> {
@@ -374,9 +382,7 @@ async fn update(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
         if s["networkConfiguration"] != before["networkConfiguration"] {
             let net = &s["networkConfiguration"];
             let mut groups = string_list(net, "securityGroups")?;
-            if groups.is_empty() {
-                groups = e.security_groups_made.clone();
-            }
+            groups.extend(e.security_groups_made.iter().cloned());
             change["networkConfiguration"] = awsvpc(&subnets_of(net)?, &groups);
         }
         super::ecs::handle(core, "UpdateService", &change, region).await?;
@@ -384,6 +390,12 @@ async fn update(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
     let at = now();
     let mut state = core.state.lock().await;
     let mut svc = express_service(&state, &arn)?.clone();
+    if svc.status != "ACTIVE" {
+        // Deleted while this update ran: what it rolled out drains with it.
+        return Err(ApiError::invalid_parameter(format!(
+            "The Express service {arn} was deleted while it was being updated."
+        )));
+    }
     let deployment = svc
         .deployments
         .first()
@@ -406,7 +418,7 @@ async fn update(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
     }
     // The count moves into the new bounds at once.
     if let Some(t) = svc.express.as_ref().and_then(|e| e.scaling()) {
-        let n = express::target_tracking(svc.desired_count, None, &t, 0.0);
+        let n = express::target_tracking(svc.desired_count, 0, None, &t, 0.0);
         svc.desired_count = n;
     }
     commit(core, &mut state, &svc).await?;
@@ -474,7 +486,7 @@ fn express_service<'a>(state: &'a State, arn: &str) -> Result<&'a Service, ApiEr
     match find_by_arn(state, arn) {
         Some(s) if s.express.is_some() => Ok(s),
         Some(_) => Err(ApiError::invalid_parameter(format!(
-            "{arn} is a service, but not an Express service: use DescribeServices."
+            "{arn} is a service, but not an Express service: manage it with DescribeServices, UpdateService and DeleteService."
         ))),
         None => Err(ApiError::not_found(
             "ServiceNotFoundException",

@@ -27,35 +27,42 @@ pub(crate) async fn express_loop(api: Weak<Api>) {
         let core = Arc::clone(&api.core);
         drop(api);
         crate::core::lb_metrics::measure(&core.elb, &core.metrics, false);
-        let services: Vec<Service> = {
+        // Each with the number of its tasks running.
+        let services: Vec<(Service, u32)> = {
             let state = core.state.lock().await;
             state
                 .services
                 .values()
                 .map(|s| &s.value)
                 .filter(|s| s.express.as_ref().is_some_and(|e| !e.removed))
-                .cloned()
+                .map(|s| {
+                    let running = state
+                        .tasks_of_service(&s.key())
+                        .filter(|t| t.last_status == "RUNNING")
+                        .count();
+                    (s.clone(), u32::try_from(running).unwrap_or(u32::MAX))
+                })
                 .collect()
         };
-        for svc in services {
+        for (svc, running) in services {
             if svc.status == "INACTIVE" {
                 clean_up(&core, &svc).await;
             } else if svc.status == "ACTIVE" {
-                scale(&core, &svc, &low_since).await;
+                scale(&core, &svc, running, &low_since).await;
             }
         }
     }
 }
 
 /// Sets an Express service's desired count by its scaling target.
-async fn scale(core: &Core, svc: &Service, low_since: &Mutex<HashMap<String, f64>>) {
+async fn scale(core: &Core, svc: &Service, running: u32, low_since: &Mutex<HashMap<String, f64>>) {
     let Some(e) = svc.express.as_deref() else {
         return;
     };
     let Some(target) = e.scaling() else { return };
     let at = now();
     let metric = measured(core, svc, e, target.auto_scaling_metric, at as i64);
-    let wanted = express::target_tracking(svc.desired_count, metric, &target, f64::MAX);
+    let wanted = express::target_tracking(svc.desired_count, running, metric, &target, f64::MAX);
     let since = {
         let Ok(mut low) = low_since.lock() else {
             return;
@@ -67,7 +74,7 @@ async fn scale(core: &Core, svc: &Service, low_since: &Mutex<HashMap<String, f64
             at
         }
     };
-    let n = express::target_tracking(svc.desired_count, metric, &target, at - since);
+    let n = express::target_tracking(svc.desired_count, running, metric, &target, at - since);
     if n == svc.desired_count {
         return;
     }

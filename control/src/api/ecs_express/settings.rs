@@ -54,10 +54,16 @@ pub(super) fn settings(body: &Value, before: Option<&Value>) -> Result<Value, Ap
             .is_some_and(|v| v.parse::<u32>().is_ok_and(|n| n > 0))
         {
             return Err(ApiError::invalid_parameter(format!(
-                "{name} must be a positive whole number (of {}), not {}.",
+                "{name} must be a whole number of {} from 1 to {}, not {}.",
                 if name == "cpu" { "CPU units" } else { "MiB" },
+                u32::MAX,
                 s[name]
             )));
+        }
+    }
+    for name in ["executionRoleArn", "taskRoleArn"] {
+        if let Some(arn) = s.get(name).filter(|v| !v.is_null()) {
+            check_role(name, arn)?;
         }
     }
     let mut container = match given("primaryContainer") {
@@ -85,6 +91,22 @@ pub(super) fn settings(body: &Value, before: Option<&Value>) -> Result<Value, Ap
             "primaryContainer.repositoryCredentials names a Secrets Manager secret, and skiff has no Secrets Manager: pull with the cluster's registry credentials (or a public image).",
         ));
     }
+    // A new container without a log configuration keeps the one before.
+    if container
+        .get("awsLogsConfiguration")
+        .is_none_or(Value::is_null)
+        && let Some(logs) = before
+            .map(|b| &b["primaryContainer"]["awsLogsConfiguration"])
+            .filter(|v| !v.is_null())
+    {
+        container["awsLogsConfiguration"] = logs.clone();
+    }
+    if let Some(logs) = container
+        .get("awsLogsConfiguration")
+        .filter(|v| !v.is_null())
+    {
+        check_logs(logs)?;
+    }
     s["primaryContainer"] = container;
     let scaling = match given("scalingTarget") {
         Some(t) => scaling_target(t, before)?,
@@ -96,25 +118,83 @@ pub(super) fn settings(body: &Value, before: Option<&Value>) -> Result<Value, Ap
     Ok(s)
 }
 
+/// An IAM role's ARN (`arn:aws:iam::123456789012:role/NAME`), or the
+/// error AWS gives. (Roles are not assumed here: there is no IAM.)
+pub(super) fn check_role(name: &str, arn: &Value) -> Result<(), ApiError> {
+    let ok = arn.as_str().is_some_and(|a| {
+        let parts: Vec<&str> = a.splitn(6, ':').collect();
+        parts.len() == 6
+            && parts[0] == "arn"
+            && parts[1].starts_with("aws")
+            && parts[2] == "iam"
+            && parts[3].is_empty()
+            && parts[4].len() == 12
+            && parts[4].bytes().all(|b| b.is_ascii_digit())
+            && parts[5]
+                .strip_prefix("role/")
+                .is_some_and(|r| !r.is_empty())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_parameter(format!(
+            "{name} must be an IAM role's ARN (arn:aws:iam::123456789012:role/NAME), not {arn}."
+        )))
+    }
+}
+
+/// An `awsLogsConfiguration` CloudWatch Logs will take: a log group name
+/// of its characters, a stream prefix without `:` or `*` (stream names
+/// are made of it).
+fn check_logs(logs: &Value) -> Result<(), ApiError> {
+    let group = logs["logGroup"].as_str().unwrap_or_default();
+    if group.is_empty()
+        || group.len() > 512
+        || !group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/#".contains(&b))
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "primaryContainer.awsLogsConfiguration.logGroup {group:?} is not a log group name (1 to 512 of a-z, A-Z, 0-9, '.', '_', '-', '/', '#')."
+        )));
+    }
+    let prefix = logs["logStreamPrefix"].as_str().unwrap_or_default();
+    if prefix.is_empty() || prefix.len() > 256 || prefix.contains([':', '*']) {
+        return Err(ApiError::invalid_parameter(format!(
+            "primaryContainer.awsLogsConfiguration.logStreamPrefix {prefix:?} must be 1 to 256 characters without ':' or '*'."
+        )));
+    }
+    Ok(())
+}
+
+/// The log configuration an Express service gets when it names none, as
+/// ECS gives one: a group of its own, streams prefixed `ecs`.
+pub(super) fn default_logs(cluster: &str, service: &str) -> Value {
+    json!({"logGroup": format!("/aws/ecs/{cluster}/{service}"), "logStreamPrefix": "ecs"})
+}
+
 /// A `scalingTarget`: what it leaves out is as before (or the default).
 fn scaling_target(t: &Value, before: Option<&Value>) -> Result<ScalingTarget, ApiError> {
     let base: ScalingTarget = before
         .and_then(|b| serde_json::from_value(b["scalingTarget"].clone()).ok())
         .unwrap_or(DEFAULT_SCALING);
-    let count = |name: &str, default: u32| -> Result<u32, ApiError> {
-        match t.get(name).filter(|v| !v.is_null()) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| *n <= 5000)
-                .ok_or_else(|| {
-                    ApiError::invalid_parameter(format!(
-                        "scalingTarget.{name} must be 0 to 5000, not {v}."
-                    ))
-                }),
-        }
-    };
+    let count =
+        |name: &str, default: u32, range: (u32, u32), what: &str| -> Result<u32, ApiError> {
+            match t.get(name).filter(|v| !v.is_null()) {
+                None => Ok(default),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| (range.0..=range.1).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid_parameter(format!(
+                            "scalingTarget.{name} must be {} to {}{what}, not {v}.",
+                            range.0, range.1
+                        ))
+                    }),
+            }
+        };
+    let tasks = (0, 5000);
     let metric = match t.get("autoScalingMetric").and_then(Value::as_str) {
         None => base.auto_scaling_metric,
         Some(m) => serde_json::from_value(json!(m)).map_err(|_| {
@@ -123,11 +203,23 @@ fn scaling_target(t: &Value, before: Option<&Value>) -> Result<ScalingTarget, Ap
             ))
         })?,
     };
+    let percent = matches!(metric, Metric::AverageCpu | Metric::AverageMemory);
+    let (values, what) = if percent {
+        ((1, 100), " (percent)")
+    } else {
+        ((1, 1_000_000), " (requests per target per minute)")
+    };
+    // A new metric without a value starts from the default value.
+    let value = if metric == base.auto_scaling_metric {
+        base.auto_scaling_target_value
+    } else {
+        DEFAULT_SCALING.auto_scaling_target_value
+    };
     let target = ScalingTarget {
-        min_task_count: count("minTaskCount", base.min_task_count)?,
-        max_task_count: count("maxTaskCount", base.max_task_count)?,
+        min_task_count: count("minTaskCount", base.min_task_count, tasks, "")?,
+        max_task_count: count("maxTaskCount", base.max_task_count, tasks, "")?,
         auto_scaling_metric: metric,
-        auto_scaling_target_value: count("autoScalingTargetValue", base.auto_scaling_target_value)?,
+        auto_scaling_target_value: count("autoScalingTargetValue", value, values, what)?,
     };
     if target.min_task_count > target.max_task_count {
         return Err(ApiError::invalid_parameter(format!(
@@ -135,17 +227,14 @@ fn scaling_target(t: &Value, before: Option<&Value>) -> Result<ScalingTarget, Ap
             target.min_task_count, target.max_task_count
         )));
     }
-    let value = target.auto_scaling_target_value;
-    let percent = matches!(metric, Metric::AverageCpu | Metric::AverageMemory);
-    if value == 0 || (percent && value > 100) {
+    if !(values.0..=values.1).contains(&target.auto_scaling_target_value) {
+        // The value kept from before, for a metric it does not suit.
         return Err(ApiError::invalid_parameter(format!(
-            "scalingTarget.autoScalingTargetValue must be {} for {}, not {value}.",
-            if percent {
-                "1 to 100 (percent)"
-            } else {
-                "at least 1 (requests per target per minute)"
-            },
-            json!(metric).as_str().unwrap_or_default()
+            "scalingTarget.autoScalingTargetValue {} does not suit {}: give one from {} to {}{what}.",
+            target.auto_scaling_target_value,
+            json!(metric).as_str().unwrap_or_default(),
+            values.0,
+            values.1
         )));
     }
     Ok(target)
@@ -217,6 +306,29 @@ mod tests {
         assert_eq!(u["primaryContainer"]["image"], "web:v1");
         assert_eq!(u["scalingTarget"]["maxTaskCount"], 3);
         assert_eq!(u["scalingTarget"]["minTaskCount"], 1);
+        // Another metric without a value starts from the default value.
+        let r = settings(
+            &json!({"scalingTarget": {"autoScalingMetric": "REQUEST_COUNT_PER_TARGET",
+                                      "autoScalingTargetValue": 500}}),
+            Some(&u),
+        )
+        .unwrap();
+        let m = settings(
+            &json!({"scalingTarget": {"autoScalingMetric": "AVERAGE_MEMORY"}}),
+            Some(&r),
+        )
+        .unwrap();
+        assert_eq!(m["scalingTarget"]["autoScalingTargetValue"], 60);
+        // A container given anew keeps the log configuration before.
+        let logs = json!({"logGroup": "/g", "logStreamPrefix": "p"});
+        let mut with_logs = u.clone();
+        with_logs["primaryContainer"]["awsLogsConfiguration"] = logs.clone();
+        let n = settings(
+            &json!({"primaryContainer": {"image": "web:v2"}}),
+            Some(&with_logs),
+        )
+        .unwrap();
+        assert_eq!(n["primaryContainer"]["awsLogsConfiguration"], logs);
     }
 
     #[test]
@@ -251,6 +363,29 @@ mod tests {
         bad(
             json!({"primaryContainer": {"image": "w", "repositoryCredentials": {"credentialsParameter": "arn"}}}),
             "Secrets Manager",
+        );
+        bad(
+            json!({"primaryContainer": image, "taskRoleArn": "garbage"}),
+            "taskRoleArn",
+        );
+        bad(
+            json!({"primaryContainer": image, "executionRoleArn": "arn:aws:iam::1:role/x"}),
+            "executionRoleArn",
+        );
+        bad(
+            json!({"primaryContainer": {"image": "w", "awsLogsConfiguration":
+                {"logGroup": "bad group!", "logStreamPrefix": "p"}}}),
+            "logGroup",
+        );
+        bad(
+            json!({"primaryContainer": {"image": "w", "awsLogsConfiguration":
+                {"logGroup": "/g", "logStreamPrefix": "a:b"}}}),
+            "logStreamPrefix",
+        );
+        bad(
+            json!({"primaryContainer": image, "scalingTarget":
+                {"autoScalingMetric": "REQUEST_COUNT_PER_TARGET", "autoScalingTargetValue": 0}}),
+            "1 to 1000000",
         );
     }
 }
