@@ -341,6 +341,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         limits: Limits {
             memory: args.memory,
             cpu_units: args.cpu,
+            cpu_cap: None,
             fuel: args.fuel,
             timeout: args.timeout,
         },

@@ -280,6 +280,16 @@ pub(crate) async fn run(
         });
     }
 
+    // The task's size, when it has one, is a hard limit on its containers'
+    // CPU together (as the ECS agent's task cgroup, and Fargate, make it).
+    let cap = task
+        .overrides
+        .cpu
+        .as_deref()
+        .or(td.cpu.as_deref())
+        .and_then(|c| c.parse::<u32>().ok())
+        .filter(|c| *c > 0)
+        .map(skiff_runtime::CpuCap::new);
     // The containers: a wasi:http component serves at its address (the
     // host's loopback in host mode), at its first mapped port.
     let containers: Vec<Container> = td
@@ -296,6 +306,7 @@ pub(crate) async fn run(
             let mut spec =
                 crate::spec::container_spec(&task, &td, c, &record, &volumes.paths, output);
             spec.network = Arc::clone(policy);
+            spec.limits.cpu_cap = cap.clone();
             let serve_at = c.port_mappings.first().and_then(|p| {
                 (artifact.kind() == ArtifactKind::HttpProxy).then(|| {
                     SocketAddr::from((ip.unwrap_or(Ipv4Addr::LOCALHOST), p.container_port))

@@ -10,7 +10,9 @@
 //! - memory: the override's, the container's `memory`, or the task's, as a
 //!   hard limit on the instance's linear memory;
 //! - CPU: the override's or the container's `cpu` units, else the task's
-//!   (1024 = one core), a weighted share of the agent's cores.
+//!   (1024 = one core), a weighted share of the agent's cores; the task's
+//!   own `cpu`, when it has one, is also a hard limit on all its
+//!   containers together (set by the runner: one `CpuCap` per task).
 //!
 //! The network policy is the task network's (see `resources::network`).
 
@@ -114,6 +116,7 @@ pub(crate) fn container_spec(
         limits: Limits {
             memory: memory_mib.map(|m| u64::from(m) << 20),
             cpu_units,
+            cpu_cap: None,
             fuel: None,
             timeout: None,
         },

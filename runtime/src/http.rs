@@ -347,6 +347,10 @@ where
     let inner = &state.runtime.inner;
     let spec = &state.options.spec;
     let started = tokio::time::Instant::now();
+    // A server past its CPU cap starts its next guest once it owes nothing.
+    if let Some(owed) = spec.limits.cpu_cap.as_ref().and_then(crate::CpuCap::debt) {
+        tokio::time::sleep(owed).await;
+    }
     // A request beyond the pool's capacity waits for a slot, for a while,
     // and not past the drain timeout.
     let mut abandoned = state.abandon.clone();
@@ -377,6 +381,7 @@ where
     let meter = &state.options.usage;
     host.limiter.share_with(meter);
     let cpu = Arc::clone(&meter.0);
+    let cap = spec.limits.cpu_cap.clone();
     let mut store =
         crate::instance::new_store(inner, host, spec).map_err(|e| internal("store", &e))?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -416,6 +421,7 @@ where
                     .await
             }),
             counters: cpu,
+            cap,
         };
         let limit = async {
             match deadline {

@@ -201,6 +201,7 @@ pub(crate) fn spawn(
     let task = handle.spawn(CpuMeter {
         inner: Box::pin(supervised),
         counters: Arc::clone(&counters),
+        cap: spec.limits.cpu_cap.clone(),
     });
     Ok(Instance {
         id,
@@ -227,11 +228,16 @@ pub(crate) fn new_store(
     }
     let slice = inner.slice_ticks(spec.limits.cpu_units);
     store.set_epoch_deadline(slice);
+    let cap = spec.limits.cpu_cap.clone();
     store.epoch_deadline_callback(move |_| {
-        Ok(UpdateDeadline::YieldCustom(
-            slice,
-            Box::pin(tokio::task::yield_now()),
-        ))
+        // Past its cap, it pauses until it owes nothing; else it lets the
+        // other tasks of this thread run.
+        let pause: Pin<Box<dyn Future<Output = ()> + Send>> =
+            match cap.as_ref().and_then(crate::CpuCap::debt) {
+                Some(owed) => Box::pin(tokio::time::sleep(owed)),
+                None => Box::pin(tokio::task::yield_now()),
+            };
+        Ok(UpdateDeadline::YieldCustom(slice, pause))
     });
     Ok(store)
 }
@@ -391,6 +397,8 @@ fn classify(
 pub(crate) struct CpuMeter<F> {
     pub(crate) inner: Pin<Box<F>>,
     pub(crate) counters: Arc<UsageCounters>,
+    /// Charged the same CPU time, if the instance is capped.
+    pub(crate) cap: Option<crate::CpuCap>,
 }
 
 impl<F: Future> Future for CpuMeter<F> {
@@ -400,10 +408,11 @@ impl<F: Future> Future for CpuMeter<F> {
         let start = thread_cpu_time();
         let result = self.inner.as_mut().poll(cx);
         let spent = thread_cpu_time().saturating_sub(start);
-        self.counters.cpu_nanos.fetch_add(
-            u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.counters.cpu_nanos.fetch_add(nanos, Ordering::Relaxed);
+        if let Some(cap) = &self.cap {
+            cap.charge(nanos);
+        }
         result
     }
 }

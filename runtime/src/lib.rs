@@ -46,7 +46,7 @@ pub mod units;
 pub use artifact::{Artifact, ArtifactKind, LoadSource, inspect};
 pub use config::{RuntimeConfig, default_data_dir};
 pub use instance::{Instance, Limit, Outcome};
-pub use limits::{Limits, Usage, UsageMeter};
+pub use limits::{CPU_BURST, CpuCap, Limits, Usage, UsageMeter};
 pub use net::NetworkMode;
 pub use sandbox::{InstanceSpec, Mount};
 pub use stdio::{CaptureSink, Output, OutputSink, Stdin};

@@ -13,6 +13,11 @@ pub struct Limits {
     /// CPU share in ECS units (1024 = one vCPU). Under contention tasks get
     /// CPU in proportion to their units. Default 1024.
     pub cpu_units: u32,
+    /// A hard limit on CPU time, shared by every instance given the same
+    /// [`CpuCap`] (a task's containers, a server's requests): past it they
+    /// pause until their share has refilled, as a Fargate task stays
+    /// within its size. Without it, `cpu_units` is only a share.
+    pub cpu_cap: Option<CpuCap>,
     /// Total instruction budget. Requires a runtime built with fuel on.
     pub fuel: Option<u64>,
     /// Wall-clock limit from the start of the instance.
@@ -24,11 +29,85 @@ impl Default for Limits {
         Limits {
             memory: None,
             cpu_units: 1024,
+            cpu_cap: None,
             fuel: None,
             timeout: None,
         }
     }
 }
+
+/// A hard CPU limit: a bucket of CPU time that fills at `cpu_units` /
+/// 1024 of a core and holds at most [`CPU_BURST`] of it. Instances sharing
+/// it are charged the CPU time of every poll; one whose bucket is empty
+/// pauses at its next CPU slice (and a server's next request waits) until
+/// it is no longer in debt.
+#[derive(Clone)]
+pub struct CpuCap(Arc<std::sync::Mutex<Bucket>>);
+
+struct Bucket {
+    /// CPU nanoseconds per wall nanosecond.
+    rate: f64,
+    /// CPU nanoseconds at hand (negative: owed).
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+/// How much CPU time a capped instance may use at once after being idle:
+/// this long at its rate.
+pub const CPU_BURST: Duration = Duration::from_millis(100);
+
+impl CpuCap {
+    /// A cap of `cpu_units` (1024 = one core), full.
+    pub fn new(cpu_units: u32) -> CpuCap {
+        let rate = f64::from(cpu_units.max(1)) / 1024.0;
+        CpuCap(Arc::new(std::sync::Mutex::new(Bucket {
+            rate,
+            tokens: CPU_BURST.as_nanos() as f64 * rate,
+            last: std::time::Instant::now(),
+        })))
+    }
+
+    /// Takes `nanos` of CPU time from the bucket.
+    pub(crate) fn charge(&self, nanos: u64) {
+        if let Ok(mut b) = self.0.lock() {
+            b.refill();
+            b.tokens -= nanos as f64;
+        }
+    }
+
+    /// How long to pause before running again: none unless in debt.
+    pub(crate) fn debt(&self) -> Option<Duration> {
+        let mut b = self.0.lock().ok()?;
+        b.refill();
+        (b.tokens < 0.0).then(|| Duration::from_nanos((-b.tokens / b.rate) as u64))
+    }
+}
+
+impl Bucket {
+    fn refill(&mut self) {
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.last).as_nanos() as f64;
+        self.last = now;
+        let full = CPU_BURST.as_nanos() as f64 * self.rate;
+        self.tokens = (self.tokens + elapsed * self.rate).min(full);
+    }
+}
+
+impl std::fmt::Debug for CpuCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = self.0.lock().map(|b| b.rate).unwrap_or_default();
+        write!(f, "CpuCap({} units)", (rate * 1024.0).round())
+    }
+}
+
+/// Two caps are the same when they are one bucket.
+impl PartialEq for CpuCap {
+    fn eq(&self, other: &CpuCap) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CpuCap {}
 
 /// What an instance has used so far. Cheap to read at any time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -197,6 +276,25 @@ pub(crate) fn thread_cpu_time() -> Duration {
 mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn a_cpu_cap_owes_what_was_used_past_its_burst_and_repays_at_its_rate() {
+        let cap = CpuCap::new(512); // half a core
+        assert_eq!(cap.debt(), None, "it starts full");
+        // 50 ms of CPU is its whole burst at half a core; 60 ms more is
+        // owed, repaid in about 120 ms at half a core.
+        cap.charge(50_000_000 + 60_000_000);
+        let owed = cap.debt().expect("in debt");
+        assert!(
+            owed > Duration::from_millis(100) && owed <= Duration::from_millis(120),
+            "{owed:?}"
+        );
+        // A clone is the same bucket.
+        let same = cap.clone();
+        assert_eq!(same, cap);
+        assert_ne!(CpuCap::new(512), cap);
+        assert!(same.debt().is_some());
+    }
 
     #[test]
     fn a_shared_meter_counts_the_memory_of_live_instances() {

@@ -88,9 +88,13 @@ print(json.dumps({'found': found,
     ] {
         assert!(found[key].as_f64().is_some(), "no {key} above zero: {out}");
     }
-    // A task that never yields uses at least its half vCPU while it runs
-    // (more when a core is free: a `cpu` reservation is a share).
+    // A task that never yields uses its half vCPU while it runs, and no
+    // more, however free the cores: the task's size is a hard limit, as
+    // on Fargate (a sample may take some of its 100 ms burst).
     let burn = found["burn CPUUtilization"].as_f64().unwrap();
-    assert!(burn > 50.0, "burn used {burn}% of its CPU: {out}");
+    assert!(
+        (50.0..=110.0).contains(&burn),
+        "burn used {burn}% of its CPU: {out}"
+    );
     assert_eq!(result["services"], serde_json::json!(["burn", "web"]));
 }

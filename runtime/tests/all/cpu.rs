@@ -106,3 +106,34 @@ async fn cpu_time_is_reported() {
         job.usage()
     );
 }
+
+/// A capped guest gets no more CPU than its cap allows, however free the
+/// cores are: a quarter of a core, plus the burst, over the time it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_cap_holds_a_spinning_guest_to_its_share() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    let burn = rt.load_file(app("CPU_BURN_P1").as_ref()).unwrap();
+    let (spec, out, _) = captured(&["cpu-burn", "--report-every", "2000000"]);
+    let spec = InstanceSpec {
+        limits: Limits {
+            cpu_units: 256,
+            cpu_cap: Some(skiff_runtime::CpuCap::new(256)),
+            ..Limits::default()
+        },
+        ..spec
+    };
+    let started = Instant::now();
+    let mut job = rt.spawn(&burn, spec).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    job.stop(Duration::ZERO);
+    assert_eq!(job.wait().await, Outcome::Stopped);
+    let ran = started.elapsed();
+    let used = job.usage().cpu_time;
+    let allowed = ran.mul_f64(0.25) + skiff_runtime::CPU_BURST.mul_f64(0.25);
+    assert!(
+        used <= allowed + Duration::from_millis(50),
+        "used {used:?} of CPU in {ran:?} with a quarter of a core"
+    );
+    assert!(progress(&out) > 0, "it still runs");
+}
