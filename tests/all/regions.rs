@@ -18,6 +18,24 @@ fn a_serve_is_one_region_and_refuses_the_others() {
     );
     let sg = serve.aws_ok(&["ec2", "describe-security-groups"]);
     assert_eq!(sg["SecurityGroups"][0]["OwnerId"], "123456789012");
+    // The same name in another region's or account's ARN is another
+    // cluster, which is not here.
+    for other in [
+        "arn:aws:ecs:us-west-2:123456789012:cluster/apps",
+        "arn:aws:ecs:eu-west-1:999999999999:cluster/apps",
+    ] {
+        let d = serve.aws_ok(&["ecs", "describe-clusters", "--clusters", other]);
+        assert_eq!(d["clusters"], serde_json::json!([]), "{other}");
+        assert_eq!(d["failures"][0]["reason"], "MISSING", "{other}");
+        serve.aws_err(
+            &["ecs", "list-services", "--cluster", other],
+            "ClusterNotFoundException",
+        );
+    }
+    let own = "arn:aws:ecs:eu-west-1:123456789012:cluster/apps";
+    let d = serve.aws_ok(&["ecs", "describe-clusters", "--clusters", own]);
+    assert_eq!(d["clusters"][0]["clusterName"], "apps");
+    serve.aws_ok(&["ecs", "list-services", "--cluster", own]);
 
     // Another region's signature, in both protocols: refused, nothing made.
     for args in [
