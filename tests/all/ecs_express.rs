@@ -158,7 +158,7 @@ fn an_express_service_serves_scales_updates_and_goes_away_whole() {
             "--primary-container",
             r#"{"image": "hello-http:v1", "environment": [{"name": "WHO", "value": "blue"}]}"#,
             "--scaling-target",
-            "minTaskCount=1,maxTaskCount=3,autoScalingMetric=REQUEST_COUNT_PER_TARGET,autoScalingTargetValue=10",
+            "minTaskCount=1,maxTaskCount=6,autoScalingMetric=REQUEST_COUNT_PER_TARGET,autoScalingTargetValue=15",
             "--tags",
             "key=team,value=web",
             "--network-configuration",
@@ -174,7 +174,7 @@ fn an_express_service_serves_scales_updates_and_goes_away_whole() {
     assert_eq!(config["memory"], "512");
     assert_eq!(config["healthCheckPath"], "/ping");
     assert_eq!(config["primaryContainer"]["containerPort"], 80);
-    assert_eq!(config["scalingTarget"]["maxTaskCount"], 3);
+    assert_eq!(config["scalingTarget"]["maxTaskCount"], 6);
     let endpoint = config["ingressPaths"][0]["endpoint"]
         .as_str()
         .unwrap()
@@ -233,14 +233,21 @@ fn an_express_service_serves_scales_updates_and_goes_away_whole() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // 40 requests a minute against a target of 10 per task: as many
-    // tasks as it may have.
+    // 40 requests a minute against a target of 15 per task: 3 tasks.
     for _ in 0..40 {
         get(&endpoint);
     }
     let scaled = until(&serve, "scaled out", |s| s["desiredCount"] == 3);
     let events = scaled["events"].to_string();
     assert!(events.contains("scaled from 1 to 3"), "{events}");
+    // And no further while the same load lasts, though the new tasks
+    // take no traffic until their targets are healthy (three rounds).
+    let deadline = Instant::now() + Duration::from_secs(16);
+    while Instant::now() < deadline {
+        let d = serve.aws_ok(&["ecs", "describe-services", "--services", "web"]);
+        assert_eq!(d["services"][0]["desiredCount"], 3, "ran away: {d:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // An update of what runs rolls out a new revision; scaling bounds
     // apply at once.

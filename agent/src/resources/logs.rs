@@ -120,10 +120,17 @@ impl skiff_runtime::OutputSink for LineSink {
                 events.push((ts, String::from_utf8_lossy(&chunk).into_owned()));
             }
         }
-        if !events.is_empty() {
-            self.logs
-                .put_events(&self.group, &self.stream, &events)
-                .map_err(std::io::Error::other)?;
+        // Lines CloudWatch Logs would not take (or a control plane that is
+        // away) cost the lines, not the container: its write succeeds.
+        if !events.is_empty()
+            && let Err(e) = self.logs.put_events(&self.group, &self.stream, &events)
+        {
+            tracing::warn!(
+                group = %self.group,
+                stream = %self.stream,
+                lines = events.len(),
+                "cannot store log events, dropped: {e}"
+            );
         }
         Ok(())
     }
@@ -154,6 +161,26 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// A destination that takes nothing.
+    struct Refusing;
+
+    impl LogDestination for Refusing {
+        fn open_stream(&self, _: &str, _: &str, _: bool) -> Result<(), OpenStreamError> {
+            Ok(())
+        }
+        fn put_events(&self, _: &str, _: &str, _: &[(i64, String)]) -> Result<(), String> {
+            Err("the control plane is away".into())
+        }
+    }
+
+    #[test]
+    fn lines_the_destination_refuses_cost_the_lines_not_the_write() {
+        let sink = LineSink::new(Arc::new(Refusing), "/g".into(), "s".into());
+        sink.write(b"one\ntwo\n")
+            .expect("the guest's write succeeds");
+        sink.flush();
     }
 
     #[test]

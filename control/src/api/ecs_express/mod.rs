@@ -418,7 +418,7 @@ async fn update(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
     }
     // The count moves into the new bounds at once.
     if let Some(t) = svc.express.as_ref().and_then(|e| e.scaling()) {
-        let n = express::target_tracking(svc.desired_count, 0, None, &t, 0.0);
+        let n = express::target_tracking(svc.desired_count, None, &t, 0.0);
         svc.desired_count = n;
     }
     commit(core, &mut state, &svc).await?;

@@ -61,8 +61,8 @@ async fn scale(core: &Core, svc: &Service, running: u32, low_since: &Mutex<HashM
     };
     let Some(target) = e.scaling() else { return };
     let at = now();
-    let metric = measured(core, svc, e, target.auto_scaling_metric, at as i64);
-    let wanted = express::target_tracking(svc.desired_count, running, metric, &target, f64::MAX);
+    let load = load(core, svc, e, target.auto_scaling_metric, running, at as i64);
+    let wanted = express::target_tracking(svc.desired_count, load, &target, f64::MAX);
     let since = {
         let Ok(mut low) = low_since.lock() else {
             return;
@@ -74,7 +74,7 @@ async fn scale(core: &Core, svc: &Service, running: u32, low_since: &Mutex<HashM
             at
         }
     };
-    let n = express::target_tracking(svc.desired_count, running, metric, &target, at - since);
+    let n = express::target_tracking(svc.desired_count, load, &target, at - since);
     if n == svc.desired_count {
         return;
     }
@@ -86,12 +86,17 @@ async fn scale(core: &Core, svc: &Service, running: u32, low_since: &Mutex<HashM
         return; // changed meanwhile: the next round decides
     }
     let mut changed = current.clone();
-    let why = match metric {
-        Some(m) => format!(
-            "{} was {m:.1} against a target of {}",
+    let why = match load {
+        Some(l) if target.auto_scaling_metric == Metric::RequestCountPerTarget => format!(
+            "{l:.0} requests in the last minute against a target of {} per task",
+            target.auto_scaling_target_value
+        ),
+        Some(l) => format!(
+            "{} was {:.1} over {running} running tasks against a target of {}",
             json!(target.auto_scaling_metric)
                 .as_str()
                 .unwrap_or_default(),
+            l / f64::from(running.max(1)),
             target.auto_scaling_target_value
         ),
         None => format!(
@@ -115,10 +120,20 @@ async fn scale(core: &Core, svc: &Service, running: u32, low_since: &Mutex<HashM
     }
 }
 
-/// The service's metric over the last minute; none without datapoints.
-fn measured(core: &Core, svc: &Service, e: &Express, metric: Metric, at: i64) -> Option<f64> {
+/// The service's load over the last minute, in its metric's units summed
+/// over tasks: the running tasks' average utilization times their number,
+/// or every request its target group was sent (whichever targets took
+/// them). None without datapoints.
+fn load(
+    core: &Core,
+    svc: &Service,
+    e: &Express,
+    metric: Metric,
+    running: u32,
+    at: i64,
+) -> Option<f64> {
     let cluster = crate::core::model::name_of(&svc.cluster_arn);
-    let (key, per_point) = match metric {
+    let key = match metric {
         Metric::AverageCpu | Metric::AverageMemory => {
             let name = if metric == Metric::AverageCpu {
                 "CPUUtilization"
@@ -126,27 +141,29 @@ fn measured(core: &Core, svc: &Service, e: &Express, metric: Metric, at: i64) ->
                 "MemoryUtilization"
             };
             let dims = [("ClusterName", cluster), ("ServiceName", &svc.service_name)];
-            (Key::new("AWS/ECS", name, &dims), false)
+            Key::new("AWS/ECS", name, &dims)
         }
         Metric::RequestCountPerTarget => {
             let tg = e.target_group_arn.rsplit(':').next().unwrap_or_default();
-            let dims = [("TargetGroup", tg)];
-            (
-                Key::new("AWS/ApplicationELB", "RequestCountPerTarget", &dims),
-                true,
-            )
+            let lb = e.load_balancer_arn.split(":loadbalancer/").nth(1)?;
+            let dims = [("TargetGroup", tg), ("LoadBalancer", lb)];
+            Key::new("AWS/ApplicationELB", "RequestCount", &dims)
         }
     };
-    let (_, points) = core.metrics.aggregate(&key, None, at - 60, at + 1, 1)?;
     use crate::core::metrics::Stat;
+    let points = core
+        .metrics
+        .aggregate(&key, None, at - 60, at + 1, 1)
+        .map(|(_, p)| p)
+        .unwrap_or_default();
     let (sum, count) = points.iter().fold((0.0, 0.0), |(s, c), (_, p)| {
         (s + p.get(Stat::Sum), c + p.get(Stat::SampleCount))
     });
-    if per_point {
-        // Requests per target in the minute, whether or not any came.
+    if metric == Metric::RequestCountPerTarget {
+        // A minute without requests is a load of none.
         Some(sum)
     } else {
-        (count > 0.0).then(|| sum / count)
+        (count > 0.0).then(|| sum / count * f64::from(running.max(1)))
     }
 }
 

@@ -88,25 +88,25 @@ pub enum Metric {
 /// scaling in waits, so a dip does not cost capacity).
 pub const SCALE_IN_AFTER: f64 = 300.0;
 
-/// Target tracking: the desired count (now `current`) that brings
-/// `metric` — measured over the last minute, averaged over the `running`
-/// tasks — to `target`, within `min..=max`. The load is the running
-/// tasks', so tasks asked for but not started yet do not make the same
-/// load count again. Scaling in only when `low_for` (how long the metric
-/// has wanted fewer tasks) has reached [`SCALE_IN_AFTER`]. Without a
-/// measurement the count only moves into its bounds.
+/// Target tracking: the desired count (now `current`) that brings the
+/// service's metric to its target value, within `min..=max`, given its
+/// `load` over the last minute in the metric's units summed over tasks
+/// (the running tasks' utilization times their number, or the target
+/// group's requests): `load / target` tasks. Counting what the running
+/// tasks carry, not what is asked for, tasks not started (or not yet
+/// healthy) do not make the same load count again. Scaling in only when
+/// `low_for` (how long the load has wanted fewer tasks) has reached
+/// [`SCALE_IN_AFTER`]. Without a measurement the count only moves into
+/// its bounds.
 pub fn target_tracking(
     current: u32,
-    running: u32,
-    metric: Option<f64>,
+    load: Option<f64>,
     scaling: &ScalingTarget,
     low_for: f64,
 ) -> u32 {
     let (min, max) = (scaling.min_task_count, scaling.max_task_count);
-    let wanted = match metric {
-        Some(m) if scaling.auto_scaling_target_value > 0 => {
-            // With no task running, the load is measured as one task's.
-            let load = f64::from(running.max(1)) * m;
+    let wanted = match load {
+        Some(load) if scaling.auto_scaling_target_value > 0 => {
             let n = (load / f64::from(scaling.auto_scaling_target_value)).ceil();
             n.clamp(0.0, f64::from(u32::MAX)) as u32
         }
@@ -136,39 +136,41 @@ mod tests {
     #[test]
     fn scales_out_at_once_to_bring_the_metric_to_target() {
         let t = target(1, 10, 60);
-        // Two tasks at 90%: three tasks would run at 60%.
-        assert_eq!(target_tracking(2, 2, Some(90.0), &t, 0.0), 3);
+        // Two tasks at 90% (a load of 180): three would run at 60%.
+        assert_eq!(target_tracking(2, Some(180.0), &t, 0.0), 3);
         // Far over target: no further than the maximum.
-        assert_eq!(target_tracking(2, 2, Some(900.0), &t, 0.0), 10);
+        assert_eq!(target_tracking(2, Some(1800.0), &t, 0.0), 10);
         // At target: as is.
-        assert_eq!(target_tracking(3, 3, Some(60.0), &t, 0.0), 3);
+        assert_eq!(target_tracking(3, Some(180.0), &t, 0.0), 3);
     }
 
     #[test]
-    fn tasks_not_started_yet_do_not_count_the_load_again() {
-        let t = target(1, 20, 60);
-        // Asked for 5, 3 run at 150%: 8 would hold the load at 60%, not
-        // 5 × 150% / 60%.
-        assert_eq!(target_tracking(5, 3, Some(150.0), &t, 0.0), 8);
-        assert_eq!(target_tracking(8, 3, Some(150.0), &t, 0.0), 8);
+    fn the_same_load_asks_for_the_same_count_however_many_were_asked_for() {
+        let t = target(1, 20, 50);
+        // 100 requests a minute at 50 per task: 2 tasks, whether 1 or 6
+        // are asked for meanwhile (new ones take no traffic until healthy).
+        for asked in [1, 2, 6] {
+            let n = target_tracking(asked, Some(100.0), &t, SCALE_IN_AFTER);
+            assert_eq!(n, 2, "with {asked} asked for");
+        }
     }
 
     #[test]
     fn scales_in_only_after_the_cooldown_and_not_below_the_minimum() {
         let t = target(2, 10, 60);
-        assert_eq!(target_tracking(6, 6, Some(20.0), &t, 10.0), 6);
-        assert_eq!(target_tracking(6, 6, Some(20.0), &t, SCALE_IN_AFTER), 2);
-        assert_eq!(target_tracking(6, 6, Some(0.0), &t, SCALE_IN_AFTER), 2);
+        assert_eq!(target_tracking(6, Some(120.0), &t, 10.0), 6);
+        assert_eq!(target_tracking(6, Some(120.0), &t, SCALE_IN_AFTER), 2);
+        assert_eq!(target_tracking(6, Some(0.0), &t, SCALE_IN_AFTER), 2);
     }
 
     #[test]
     fn without_a_measurement_the_count_only_moves_into_bounds() {
         let t = target(2, 4, 60);
-        assert_eq!(target_tracking(0, 0, None, &t, 0.0), 2);
-        assert_eq!(target_tracking(9, 9, None, &t, 0.0), 4);
-        assert_eq!(target_tracking(3, 1, None, &t, 0.0), 3);
-        // A service scaled to zero still measures its load as one task's.
+        assert_eq!(target_tracking(0, None, &t, 0.0), 2);
+        assert_eq!(target_tracking(9, None, &t, 0.0), 4);
+        assert_eq!(target_tracking(3, None, &t, 0.0), 3);
+        // A service scaled to zero scales out for the load that comes.
         let t = target(0, 4, 10);
-        assert_eq!(target_tracking(0, 0, Some(25.0), &t, 0.0), 3);
+        assert_eq!(target_tracking(0, Some(25.0), &t, 0.0), 3);
     }
 }
