@@ -19,19 +19,40 @@ fn a_serve_is_one_region_and_refuses_the_others() {
     let sg = serve.aws_ok(&["ec2", "describe-security-groups"]);
     assert_eq!(sg["SecurityGroups"][0]["OwnerId"], "123456789012");
     // The same name in another region's or account's ARN is another
-    // cluster, which is not here.
+    // resource, which is not here: refused, naming it, whatever names it.
     for other in [
         "arn:aws:ecs:us-west-2:123456789012:cluster/apps",
         "arn:aws:ecs:eu-west-1:999999999999:cluster/apps",
     ] {
-        let d = serve.aws_ok(&["ecs", "describe-clusters", "--clusters", other]);
-        assert_eq!(d["clusters"], serde_json::json!([]), "{other}");
-        assert_eq!(d["failures"][0]["reason"], "MISSING", "{other}");
-        serve.aws_err(
-            &["ecs", "list-services", "--cluster", other],
-            "ClusterNotFoundException",
-        );
+        for args in [
+            vec!["ecs", "describe-clusters", "--clusters", other],
+            vec!["ecs", "list-services", "--cluster", other],
+            vec![
+                "ecs",
+                "tag-resource",
+                "--resource-arn",
+                other,
+                "--tags",
+                "key=a,value=b",
+            ],
+        ] {
+            let e = serve.aws_err(&args, "InvalidParameterException");
+            assert!(e.contains(other) && e.contains("one region"), "{e}");
+        }
     }
+    serve.aws_ok(&["logs", "create-log-group", "--log-group-name", "mine"]);
+    serve.aws_err(
+        &[
+            "logs",
+            "tag-resource",
+            "--resource-arn",
+            "arn:aws:logs:us-west-2:123456789012:log-group:mine",
+            "--tags",
+            "a=b",
+        ],
+        "InvalidParameterException",
+    );
+    serve.aws_ok(&["logs", "delete-log-group", "--log-group-name", "mine"]);
     let own = "arn:aws:ecs:eu-west-1:123456789012:cluster/apps";
     let d = serve.aws_ok(&["ecs", "describe-clusters", "--clusters", own]);
     assert_eq!(d["clusters"][0]["clusterName"], "apps");

@@ -93,6 +93,7 @@ impl Api {
         if let Some(op) = target.strip_prefix("AmazonEC2ContainerServiceV20141113.") {
             catalog::admit(Service::Ecs, op)?;
             check(JsonService::Ecs, op, body)?;
+            self.here("ecs", body, region)?;
             if op.ends_with("ExpressGatewayService") {
                 return ecs_express::handle(self, op, body, region).await;
             }
@@ -118,6 +119,7 @@ impl Api {
         if let Some(op) = target.strip_prefix("Logs_20140328.") {
             catalog::admit(Service::Logs, op)?;
             check(JsonService::Logs, op, body)?;
+            self.here("logs", body, region)?;
             let store = self.core.logs.clone();
             let (op, body, region) = (op.to_string(), body.clone(), region.to_string());
             return tokio::task::spawn_blocking(move || logs::handle(&store, &op, &body, &region))
@@ -125,6 +127,20 @@ impl Api {
                 .map_err(|e| ApiError::server(format!("the logs worker failed: {e}")))?;
         }
         Err(ApiError::unknown_operation(target))
+    }
+
+    /// Refuses a request naming a resource of `service` by an ARN of
+    /// another region or account: nothing of theirs is here (one `skiff
+    /// serve` is one region of one account), and the ARN's last part must
+    /// not find the local resource of that name.
+    fn here(&self, service: &str, body: &serde_json::Value, region: &str) -> Result<(), ApiError> {
+        let account = &self.core.config.account_id;
+        match foreign_arn(body, service, region, account) {
+            None => Ok(()),
+            Some(arn) => Err(ApiError::invalid_parameter(format!(
+                "{arn} is not of this region and account ({region}, {account}): one skiff serve is one region of one account, and nothing of another is here."
+            ))),
+        }
     }
 
     /// Handles a Query-protocol request (EC2 security groups) and returns
@@ -147,5 +163,57 @@ impl Api {
             QueryService::Ec2 => ec2::handle(&self.core, action, params, region).await,
             QueryService::Elbv2 => elbv2::handle(&self.core, action, params, region).await,
         }
+    }
+}
+
+/// The first ARN of `service` in `v` (anywhere in it) whose region or
+/// account is not `region` / `account`.
+fn foreign_arn(
+    v: &serde_json::Value,
+    service: &str,
+    region: &str,
+    account: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => {
+            let parts: Vec<&str> = s.splitn(6, ':').collect();
+            (parts.len() == 6
+                && parts[0] == "arn"
+                && parts[2] == service
+                && (parts[3] != region || parts[4] != account))
+                .then(|| s.clone())
+        }
+        Value::Array(a) => a
+            .iter()
+            .find_map(|x| foreign_arn(x, service, region, account)),
+        Value::Object(o) => o
+            .values()
+            .find_map(|x| foreign_arn(x, service, region, account)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_arn;
+    use serde_json::json;
+
+    #[test]
+    fn arns_of_another_region_or_account_are_found_anywhere_in_a_request() {
+        let here = |v| foreign_arn(&v, "ecs", "eu-west-1", "123456789012");
+        let own = "arn:aws:ecs:eu-west-1:123456789012:cluster/apps";
+        let west = "arn:aws:ecs:us-west-2:123456789012:cluster/apps";
+        let theirs = "arn:aws:ecs:eu-west-1:999999999999:service/apps/web";
+        assert_eq!(here(json!({"cluster": own, "services": ["web"]})), None);
+        assert_eq!(here(json!({"cluster": west})).as_deref(), Some(west));
+        assert_eq!(
+            here(json!({"services": ["web", theirs]})).as_deref(),
+            Some(theirs)
+        );
+        // Other services' ARNs (roles, target groups) are not this check's.
+        let role = "arn:aws:iam::999999999999:role/r";
+        let tg = "arn:aws:elasticloadbalancing:us-west-2:1:targetgroup/t/1";
+        assert_eq!(here(json!({"executionRoleArn": role, "tg": tg})), None);
     }
 }
