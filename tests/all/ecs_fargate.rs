@@ -319,6 +319,31 @@ fn capacity_providers_platform_versions_and_tags() {
         "InvalidParameterException",
     );
     assert!(e.contains("not associated with the cluster"), "{e}");
+    // Overrides make a task size Fargate must have too.
+    for (overrides, needle) in [
+        (r#"{"cpu": "300"}"#, "cpu 300"),
+        (r#"{"memory": "4096"}"#, "4096 memory"),
+    ] {
+        let e = serve.aws_err(
+            &[
+                "ecs",
+                "run-task",
+                "--task-definition",
+                "sample-fargate",
+                "--launch-type",
+                "FARGATE",
+                "--overrides",
+                overrides,
+                "--network-configuration",
+                net,
+            ],
+            "ClientException",
+        );
+        assert!(
+            e.contains("No Fargate configuration") && e.contains(needle),
+            "{e}"
+        );
+    }
     let c = serve.aws_ok(&[
         "ecs",
         "create-cluster",

@@ -568,13 +568,17 @@ pub(crate) fn check_group_name(name: &str) -> Result<(), ApiError> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-/.#".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_parameter(format!(
+    if !ok {
+        return Err(ApiError::invalid_parameter(format!(
             "Log group name {name:?} is invalid: 1 to 512 of a-z, A-Z, 0-9, '_', '-', '/', '.', '#'."
-        )))
+        )));
     }
+    if name.starts_with("aws/") {
+        return Err(ApiError::invalid_parameter(format!(
+            "Log group name {name:?} is invalid: names starting with aws/ are reserved for AWS."
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) use crate::core::filter_pattern::FilterPattern;

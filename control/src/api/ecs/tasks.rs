@@ -193,6 +193,18 @@ pub(crate) async fn run_task(
     let launch_type = choice.launch_type.clone();
     let td = resolve_taskdef(&state, given_td, true)?;
     check_overrides(body, &td, &req.overrides)?;
+    if launch_type == "FARGATE" && (req.overrides.cpu.is_some() || req.overrides.memory.is_some()) {
+        // The task's size with its overrides must be one Fargate has.
+        let size = |over: &Option<String>, td: &Option<String>| {
+            over.as_deref()
+                .or(td.as_deref())
+                .and_then(|v| v.parse::<u32>().ok())
+        };
+        crate::core::taskdef::check_fargate_size(
+            size(&req.overrides.cpu, &td.cpu),
+            size(&req.overrides.memory, &td.memory),
+        )?;
+    }
     check_launch(
         &launch_type,
         Some(&td),

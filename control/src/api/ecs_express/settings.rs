@@ -130,9 +130,12 @@ pub(super) fn check_role(name: &str, arn: &Value) -> Result<(), ApiError> {
             && parts[3].is_empty()
             && parts[4].len() == 12
             && parts[4].bytes().all(|b| b.is_ascii_digit())
-            && parts[5]
-                .strip_prefix("role/")
-                .is_some_and(|r| !r.is_empty())
+            && parts[5].strip_prefix("role/").is_some_and(|r| {
+                // IAM's characters for a role's path and name.
+                !r.is_empty()
+                    && r.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+            })
     });
     if ok {
         Ok(())
@@ -148,16 +151,12 @@ pub(super) fn check_role(name: &str, arn: &Value) -> Result<(), ApiError> {
 /// are made of it).
 fn check_logs(logs: &Value) -> Result<(), ApiError> {
     let group = logs["logGroup"].as_str().unwrap_or_default();
-    if group.is_empty()
-        || group.len() > 512
-        || !group
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/#".contains(&b))
-    {
-        return Err(ApiError::invalid_parameter(format!(
-            "primaryContainer.awsLogsConfiguration.logGroup {group:?} is not a log group name (1 to 512 of a-z, A-Z, 0-9, '.', '_', '-', '/', '#')."
-        )));
-    }
+    crate::core::logs::check_group_name(group).map_err(|e| {
+        ApiError::invalid_parameter(format!(
+            "primaryContainer.awsLogsConfiguration.logGroup: {}",
+            e.message
+        ))
+    })?;
     let prefix = logs["logStreamPrefix"].as_str().unwrap_or_default();
     if prefix.is_empty() || prefix.len() > 256 || prefix.contains([':', '*']) {
         return Err(ApiError::invalid_parameter(format!(
@@ -371,6 +370,15 @@ mod tests {
         bad(
             json!({"primaryContainer": image, "executionRoleArn": "arn:aws:iam::1:role/x"}),
             "executionRoleArn",
+        );
+        bad(
+            json!({"primaryContainer": image, "executionRoleArn": "arn:aws:iam::000000000000:role/a b"}),
+            "executionRoleArn",
+        );
+        bad(
+            json!({"primaryContainer": {"image": "w", "awsLogsConfiguration":
+                {"logGroup": "aws/mine", "logStreamPrefix": "p"}}}),
+            "reserved",
         );
         bad(
             json!({"primaryContainer": {"image": "w", "awsLogsConfiguration":
