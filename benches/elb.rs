@@ -121,10 +121,11 @@ fn main() {
         url: format!("http://{api}/"),
     };
 
-    // The service and its load balancer.
+    // The service and its load balancer. The task's size is a hard CPU
+    // limit: 2048 units lets it use both cores, as the baselines may.
     api.ecs(
         "RegisterTaskDefinition",
-        json!({"family": "web", "networkMode": "awsvpc", "cpu": "1024", "memory": "512",
+        json!({"family": "web", "networkMode": "awsvpc", "cpu": "2048", "memory": "512",
                "containerDefinitions": [{"name": "web", "image": "hello-http:v1",
                                          "portMappings": [{"containerPort": 80}]}]}),
     );
