@@ -130,7 +130,7 @@ impl Api {
     }
 
     /// Refuses a request naming a resource of `service` by an ARN of
-    /// another region or account: nothing of theirs is here (one `skiff
+    /// another region or account (see [`foreign_arn`]): nothing of theirs is here (one `skiff
     /// serve` is one region of one account), and the ARN's last part must
     /// not find the local resource of that name.
     fn here(&self, service: &str, body: &serde_json::Value, region: &str) -> Result<(), ApiError> {
@@ -166,8 +166,11 @@ impl Api {
     }
 }
 
-/// The first ARN of `service` in `v` (anywhere in it) whose region or
-/// account is not `region` / `account`.
+/// The first ARN of `service` among the request's own members (strings,
+/// and lists of strings, at the top: where ECS and Logs name the resources
+/// a request is about) whose region or account is not `region` /
+/// `account`. What a request carries deeper — a container's environment,
+/// a log event's message — is data, and may name anything.
 fn foreign_arn(
     v: &serde_json::Value,
     service: &str,
@@ -175,23 +178,23 @@ fn foreign_arn(
     account: &str,
 ) -> Option<String> {
     use serde_json::Value;
-    match v {
-        Value::String(s) => {
-            let parts: Vec<&str> = s.splitn(6, ':').collect();
-            (parts.len() == 6
-                && parts[0] == "arn"
-                && parts[2] == service
-                && (parts[3] != region || parts[4] != account))
-                .then(|| s.clone())
-        }
+    let foreign = |s: &str| {
+        let parts: Vec<&str> = s.splitn(6, ':').collect();
+        parts.len() == 6
+            && parts[0] == "arn"
+            && parts[2] == service
+            && (parts[3] != region || parts[4] != account)
+    };
+    let members = v.as_object()?;
+    members.values().find_map(|m| match m {
+        Value::String(s) => foreign(s).then(|| s.clone()),
         Value::Array(a) => a
             .iter()
-            .find_map(|x| foreign_arn(x, service, region, account)),
-        Value::Object(o) => o
-            .values()
-            .find_map(|x| foreign_arn(x, service, region, account)),
+            .filter_map(Value::as_str)
+            .find(|s| foreign(s))
+            .map(String::from),
         _ => None,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -200,7 +203,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn arns_of_another_region_or_account_are_found_anywhere_in_a_request() {
+    fn arns_of_another_region_or_account_naming_what_a_request_is_about_are_found() {
         let here = |v| foreign_arn(&v, "ecs", "eu-west-1", "123456789012");
         let own = "arn:aws:ecs:eu-west-1:123456789012:cluster/apps";
         let west = "arn:aws:ecs:us-west-2:123456789012:cluster/apps";
@@ -215,5 +218,11 @@ mod tests {
         let role = "arn:aws:iam::999999999999:role/r";
         let tg = "arn:aws:elasticloadbalancing:us-west-2:1:targetgroup/t/1";
         assert_eq!(here(json!({"executionRoleArn": role, "tg": tg})), None);
+        // Nor is data: an environment value may name another region's
+        // cluster (a task that manages it), a log line may quote one.
+        let env =
+            json!({"containerDefinitions": [{"environment": [{"name": "C", "value": west}]}]});
+        assert_eq!(here(env), None);
+        assert_eq!(here(json!({"logEvents": [{"message": west}]})), None);
     }
 }
