@@ -7,13 +7,16 @@
 //! `CPUUtilization` and `MemoryUtilization` by `ClusterName`+`ServiceName`,
 //! in percent: the CPU (or memory) the service's tasks used over what they
 //! reserve (the task's `cpu` in units of 1/1024 vCPU, its `memory` in
-//! MiB). As on AWS, a busy task may use more than it reserves (its `cpu`
-//! is a share, not a cap), so CPU may read over 100. Each datapoint is one
-//! sample of the whole service; the statistics are over samples.
+//! MiB). A task's `cpu` is a hard limit (`skiff_runtime::CpuCap`), so CPU
+//! reads at most about 100 (a sample may hold some of the cap's burst); a
+//! task without one is counted against one vCPU, and may read over. Each
+//! datapoint is one sample of the whole service; the statistics are over
+//! samples.
 
 use super::Core;
 use crate::core::metrics::Metrics;
 use crate::core::model::{self, Task};
+use crate::core::state::service_of;
 use skiff_channel::messages::UsageReport;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,9 +50,10 @@ impl Core {
                 .tasks
                 .into_iter()
                 .filter_map(|u| {
-                    let t = state.tasks.get(model::name_of(&u.task_arn))?;
-                    (t.value.runs_on() == Some(from))
-                        .then(|| (t.value.clone(), u.cpu_nanos, u.memory_bytes))
+                    let t = &state.tasks.get(model::name_of(&u.task_arn))?.value;
+                    // Only services are measured.
+                    (t.runs_on() == Some(from) && service_of(t).is_some())
+                        .then(|| (t.clone(), u.cpu_nanos, u.memory_bytes))
                 })
                 .collect()
         };
@@ -57,32 +61,29 @@ impl Core {
             return;
         };
         let samples = samples.entry(from.to_string()).or_default();
-        // Tasks that no longer run there are forgotten.
-        samples.retain(|arn, _| tasks.iter().any(|(t, ..)| t.task_arn == *arn));
         let by_service = utilization(samples, report.at, &tasks);
         record(&self.metrics, report.at as i64, by_service);
     }
 }
 
 /// Each service's use between the tasks' last samples and these, keyed
-/// by (cluster name, service name); remembers these samples.
+/// by (cluster name, service name). These samples replace the last ones:
+/// a task no longer reported is forgotten.
 fn utilization(
     samples: &mut HashMap<String, Sample>,
     at: f64,
     tasks: &[(Task, u64, u64)],
 ) -> HashMap<(String, String), Use> {
+    let previous = std::mem::take(samples);
     let mut by_service: HashMap<(String, String), Use> = HashMap::new();
     for (task, cpu_nanos, memory_bytes) in tasks {
         let now = Sample {
             at,
             cpu_nanos: *cpu_nanos,
         };
-        let before = samples.insert(task.task_arn.clone(), now);
-        let Some(service) = task
-            .group
-            .as_deref()
-            .and_then(|g| g.strip_prefix("service:"))
-        else {
+        samples.insert(task.task_arn.clone(), now);
+        let before = previous.get(&task.task_arn).copied();
+        let Some(key) = service_of(task) else {
             continue;
         };
         let Some(before) = before.filter(|b| b.at < at) else {
@@ -90,11 +91,11 @@ fn utilization(
         };
         let seconds = at - before.at;
         let used = now.cpu_nanos.saturating_sub(before.cpu_nanos) as f64 / 1e9;
+        let Some((cluster, service)) = key.split_once('/') else {
+            continue;
+        };
         let entry = by_service
-            .entry((
-                model::name_of(&task.cluster_arn).to_string(),
-                service.to_string(),
-            ))
+            .entry((cluster.to_string(), service.to_string()))
             .or_default();
         entry.cpu_units += used / seconds * 1024.0;
         entry.cpu_reserved += reserved(&task.cpu).unwrap_or(1024.0);
@@ -148,6 +149,7 @@ mod tests {
         }))
         .unwrap();
         t.group = service.map(|s| format!("service:{s}"));
+        t.started_by = service.map(|_| "ecs-svc/1".to_string());
         t
     }
 
@@ -175,6 +177,9 @@ mod tests {
         assert_eq!(web.memory_mib / web.memory_reserved, 0.5);
         // A sample that is not newer is no interval.
         assert!(utilization(&mut samples, 110.0, &second).is_empty());
+        // A task no longer reported is forgotten.
+        utilization(&mut samples, 120.0, &second[..1]);
+        assert_eq!(samples.len(), 1);
     }
 
     #[test]
