@@ -16,12 +16,13 @@
 //!
 //! Scaling is target tracking (`core/services/express.rs`): every
 //! 5 s (`scaling.rs`) the loop reads the service's metric over the last
-//! minute — `AWS/ECS` `CPUUtilization` or `MemoryUtilization`, or its
-//! target group's `RequestCountPerTarget` — and sets the desired count
-//! that brings it to the target value, within the minimum and maximum.
+//! minute — `AWS/ECS` `CPUUtilization` or `MemoryUtilization` times the
+//! running tasks, or every request its target group was sent — and sets
+//! the desired count that brings it to the target value, within the
+//! minimum and maximum.
 
 use super::ecs::{arn_of, commit, valid_name};
-use super::protocol::json::{includes, required, string_list};
+use super::protocol::json::{includes, parse, required, string_list};
 use super::protocol::query::Params;
 use super::{Api, QueryService};
 use crate::core::Core;
@@ -93,8 +94,7 @@ async fn create(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
     let mut s = settings(body, None)?;
     let tags: Vec<Tag> = match body.get("tags").filter(|v| !v.is_null()) {
         None => Vec::new(),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| ApiError::invalid_parameter(format!("tags: {e}")))?,
+        Some(v) => parse(v)?,
     };
     check_tags(&tags)?;
     let id = super::elbv2::short_id();
@@ -292,11 +292,7 @@ async fn make(
     let mut svc = find_by_arn(&state, &arn)
         .cloned()
         .ok_or_else(|| ApiError::server("the service just made is gone"))?;
-    let deployment = svc
-        .deployments
-        .first()
-        .map(|d| d.id.clone())
-        .unwrap_or_default();
+    let deployment = primary_deployment(&svc);
     svc.express = Some(Box::new(Express {
         infrastructure_role_arn: required(body, "infrastructureRoleArn")?.to_string(),
         configurations: vec![Configuration {
@@ -396,11 +392,7 @@ async fn update(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
             "The Express service {arn} was deleted while it was being updated."
         )));
     }
-    let deployment = svc
-        .deployments
-        .first()
-        .map(|d| d.id.clone())
-        .unwrap_or_default();
+    let deployment = primary_deployment(&svc);
     if let Some(e) = svc.express.as_deref_mut() {
         if !redeploy && let Some(last) = e.configurations.last_mut() {
             // Scaling and health checks change in place.
@@ -456,29 +448,22 @@ async fn delete(core: &Core, body: &Value, region: &str) -> Result<Value, ApiErr
     // Nothing more reaches it; its target group and security group go
     // once its tasks have stopped.
     if let Some(e) = &svc.express {
-        let lb = &e.load_balancer_arn;
-        query(
-            core,
-            region,
-            QueryService::Elbv2,
-            "DeleteLoadBalancer",
-            &[("LoadBalancerArn", lb)],
-        )
-        .await?;
+        remove_parts(core, region, Some(&e.load_balancer_arn), None, &[]).await?;
     }
     let state = core.state.lock().await;
     let svc = express_service(&state, &arn)?;
     Ok(json!({ "service": view(svc, false) }))
 }
 
-/// The service an ARN names, in any state.
+/// The service an ARN names, in any state: the state keeps services by
+/// `CLUSTER/NAME`, the ARN's tail.
 fn find_by_arn<'a>(state: &'a State, arn: &str) -> Option<&'a Service> {
+    let (_, key) = arn.split_once(":service/")?;
     state
         .services
-        .values()
+        .get(key)
         .map(|s| &s.value)
         .filter(|s| s.service_arn == arn)
-        .max_by(|a, b| a.created_at.total_cmp(&b.created_at))
 }
 
 /// The Express service an ARN names, or the error AWS gives.
@@ -539,6 +524,15 @@ fn view(svc: &Service, with_tags: bool) -> Value {
         v["tags"] = json!(svc.tags);
     }
     v
+}
+
+/// The id of the service's newest deployment (what a configuration is
+/// rolled out by).
+fn primary_deployment(svc: &Service) -> String {
+    svc.deployments
+        .first()
+        .map(|d| d.id.clone())
+        .unwrap_or_default()
 }
 
 /// The subnets a `networkConfiguration` names, else the default one.

@@ -26,7 +26,6 @@ pub(crate) async fn express_loop(api: Weak<Api>) {
         let Some(api) = api.upgrade() else { return };
         let core = Arc::clone(&api.core);
         drop(api);
-        crate::core::lb_metrics::measure(&core.elb, &core.metrics, false);
         // Each with the number of its tasks running.
         let services: Vec<(Service, u32)> = {
             let state = core.state.lock().await;
@@ -44,6 +43,15 @@ pub(crate) async fn express_loop(api: Weak<Api>) {
                 })
                 .collect()
         };
+        if services.iter().any(|(s, _)| {
+            s.express
+                .as_ref()
+                .and_then(|e| e.scaling())
+                .is_some_and(|t| t.auto_scaling_metric == Metric::RequestCountPerTarget)
+        }) {
+            // The requests up to now, not the last tick's.
+            crate::core::lb_metrics::measure(&core.elb, &core.metrics, false);
+        }
         for (svc, running) in services {
             if svc.status == "INACTIVE" {
                 clean_up(&core, &svc).await;

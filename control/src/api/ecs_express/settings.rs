@@ -110,9 +110,7 @@ pub(super) fn settings(body: &Value, before: Option<&Value>) -> Result<Value, Ap
     s["primaryContainer"] = container;
     let scaling = match given("scalingTarget") {
         Some(t) => scaling_target(t, before)?,
-        None => before
-            .and_then(|b| serde_json::from_value(b["scalingTarget"].clone()).ok())
-            .unwrap_or(DEFAULT_SCALING),
+        None => kept_scaling(before),
     };
     s["scalingTarget"] = json!(scaling);
     Ok(s)
@@ -172,11 +170,16 @@ pub(super) fn default_logs(cluster: &str, service: &str) -> Value {
     json!({"logGroup": format!("/aws/ecs/{cluster}/{service}"), "logStreamPrefix": "ecs"})
 }
 
+/// The scaling target of the settings before, else the default.
+fn kept_scaling(before: Option<&Value>) -> ScalingTarget {
+    before
+        .and_then(|b| serde_json::from_value(b["scalingTarget"].clone()).ok())
+        .unwrap_or(DEFAULT_SCALING)
+}
+
 /// A `scalingTarget`: what it leaves out is as before (or the default).
 fn scaling_target(t: &Value, before: Option<&Value>) -> Result<ScalingTarget, ApiError> {
-    let base: ScalingTarget = before
-        .and_then(|b| serde_json::from_value(b["scalingTarget"].clone()).ok())
-        .unwrap_or(DEFAULT_SCALING);
+    let base = kept_scaling(before);
     let count =
         |name: &str, default: u32, range: (u32, u32), what: &str| -> Result<u32, ApiError> {
             match t.get(name).filter(|v| !v.is_null()) {
