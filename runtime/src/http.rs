@@ -412,30 +412,35 @@ where
     // The guest keeps running after it has sent the response head, to write
     // the body, so it runs in its own (tracked) task.
     let guest = state.guests.spawn(async move {
-        let call = crate::instance::CpuMeter {
-            inner: Box::pin(async {
+        let end = {
+            // Pinned here, and dropped with this block, before the store
+            // is used again.
+            let call = std::pin::pin!(async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await
-            }),
-            counters: cpu,
-            cap,
-        };
-        let limit = async {
-            match deadline {
-                Some((at, _)) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+            });
+            let call = crate::instance::CpuMeter {
+                inner: call,
+                counters: cpu,
+                cap,
+            };
+            let limit = async {
+                match deadline {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = call => match result {
+                    Ok(()) => GuestEnd::Done,
+                    Err(e) => GuestEnd::Failed(format!("{e:#}")),
+                },
+                () = limit => GuestEnd::TimedOut(deadline.map(|(_, t)| t).unwrap_or_default()),
+                _ = abandon.wait_for(|gone| *gone) => GuestEnd::Abandoned,
             }
-        };
-        let end = tokio::select! {
-            result = call => match result {
-                Ok(()) => GuestEnd::Done,
-                Err(e) => GuestEnd::Failed(format!("{e:#}")),
-            },
-            () = limit => GuestEnd::TimedOut(deadline.map(|(_, t)| t).unwrap_or_default()),
-            _ = abandon.wait_for(|gone| *gone) => GuestEnd::Abandoned,
         };
         // Its output, to deliver before the request counts as done (as an
         // instance's is before its outcome): a server that returned has

@@ -395,18 +395,19 @@ fn classify(
 /// instance's usage. Guest code runs inside these polls (on a fiber, on the
 /// polling thread), so this is the instance's CPU time.
 pub(crate) struct CpuMeter<F> {
-    pub(crate) inner: Pin<Box<F>>,
+    /// The future measured, pinned by the caller (boxed, or on its stack).
+    pub(crate) inner: F,
     pub(crate) counters: Arc<UsageCounters>,
     /// Charged the same CPU time, if the instance is capped.
     pub(crate) cap: Option<crate::CpuCap>,
 }
 
-impl<F: Future> Future for CpuMeter<F> {
+impl<F: Future + Unpin> Future for CpuMeter<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let start = thread_cpu_time();
-        let result = self.inner.as_mut().poll(cx);
+        let result = Pin::new(&mut self.inner).poll(cx);
         let spent = thread_cpu_time().saturating_sub(start);
         let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
         self.counters.cpu_nanos.fetch_add(nanos, Ordering::Relaxed);
