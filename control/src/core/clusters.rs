@@ -34,15 +34,8 @@ pub(crate) fn active_cluster<'a>(
         .clusters
         .get(cluster_name(given))
         .map(|e| &e.value)
-        .filter(|c| c.status == "ACTIVE" && names(c, given))
+        .filter(|c| c.status == "ACTIVE")
         .ok_or_else(ApiError::cluster_not_found)
-}
-
-/// Does `given` (a name, an ARN, or nothing: `default`) name cluster
-/// `c`? An ARN must be the cluster's own: one of another region or
-/// account names another cluster, which is not here.
-pub(crate) fn names(c: &Cluster, given: Option<&str>) -> bool {
-    given.is_none_or(|g| !g.starts_with("arn:") || g == c.cluster_arn)
 }
 
 /// ECS's rule for cluster names.
