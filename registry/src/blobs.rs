@@ -88,16 +88,35 @@ impl Blobs {
         fs::read(self.path(digest))
     }
 
-    /// A whole blob, mapped rather than read: layers may be large, and the
-    /// pages are read as they are sent.
-    pub(crate) fn map(&self, digest: &Digest) -> io::Result<bytes::Bytes> {
+    /// Bytes of a blob from `start` (`len` of them, or to its end),
+    /// mapped rather than read: layers may be large. Only those bytes are
+    /// mapped, populated up front: one call instead of a page fault every
+    /// 4 KiB as they are written out.
+    pub(crate) fn map(
+        &self,
+        digest: &Digest,
+        start: u64,
+        len: Option<u64>,
+    ) -> io::Result<bytes::Bytes> {
         let file = File::open(self.path(digest))?;
-        if file.metadata()?.len() == 0 {
+        let len = match len {
+            Some(len) => len,
+            None => file.metadata()?.len().saturating_sub(start),
+        };
+        if len == 0 {
             return Ok(bytes::Bytes::new());
         }
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::other(format!("a {len}-byte blob does not fit in memory")))?;
         // SAFETY: blob files are immutable once committed, and a removed
         // file stays mapped until the mapping is dropped.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(start)
+                .len(len)
+                .populate()
+                .map(&file)?
+        };
         Ok(bytes::Bytes::from_owner(map))
     }
 

@@ -79,7 +79,7 @@ impl Registry {
             let b = blob.clone();
             let data = self
                 .inner
-                .off_thread(move |i| Ok(i.blobs.map(&b)?))
+                .off_thread(move |i| Ok(i.blobs.map(&b, 0, None)?))
                 .await
                 .map_err(|e| format!("reading blob {blob}: {e}"))?;
             client

@@ -713,30 +713,15 @@ impl Inner {
                 let body = if head || len == 0 {
                     Bytes::new()
                 } else {
-                    let file = match std::fs::File::open(i.blobs.path(&d)) {
-                        Ok(file) => file,
+                    match i.blobs.map(&d, start, Some(len)) {
+                        Ok(body) => body,
                         // Collected since the lookup: gone, as it would be
                         // for a request a moment later.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                             return Ok(BlobLookup::NoBlob);
                         }
                         Err(e) => return Err(e.into()),
-                    };
-                    // SAFETY: blob files are immutable once committed, and a
-                    // removed file stays mapped until the mapping is dropped.
-                    // Only the bytes asked for are mapped, populated up
-                    // front: one call instead of a page fault every 4 KiB as
-                    // the body is written out.
-                    let map = unsafe {
-                        memmap2::MmapOptions::new()
-                            .offset(start)
-                            .len(usize::try_from(len).map_err(|_| {
-                                Internal::Other(format!("a {len}-byte body does not fit in memory"))
-                            })?)
-                            .populate()
-                            .map(&file)?
-                    };
-                    Bytes::from_owner(map)
+                    }
                 };
                 Ok(BlobLookup::Found {
                     size,
