@@ -8,6 +8,7 @@
 //! tokio's blocking pool), and at most as many images compile at once as
 //! there are cores: compiling is CPU work, more at once only queues.
 
+use skiff_channel::task::ContainerPhases;
 use skiff_channel::taskdef::{ContainerDefinition, TaskDefinition};
 use skiff_registry::images::{ImageRecord, Puller};
 use skiff_runtime::{Artifact, ArtifactKind, Runtime};
@@ -83,25 +84,36 @@ impl Images {
     }
 
     /// The compiled image of container `c`, checked against what the
-    /// container asks of it; the reason (ECS's error first) if there is
-    /// none.
+    /// container asks of it, with where it came from and how long that
+    /// took; the reason (ECS's error first) if there is none.
     pub(crate) async fn container(
         &self,
         c: &ContainerDefinition,
         td: &TaskDefinition,
-    ) -> Result<(ImageRecord, Arc<Artifact>), String> {
+    ) -> Result<(ImageRecord, Arc<Artifact>, ContainerPhases), String> {
         let reference = self.qualify(&c.image);
-        let (record, artifact) = self.image(&reference).await?;
+        let (record, artifact, phases) = self.image(&reference).await?;
         servable(c, td, artifact.kind(), &record.reference)?;
-        Ok((record, artifact))
+        Ok((record, artifact, phases))
     }
 
     /// The compiled image for `reference`: warm if the store still maps it
     /// to the binary compiled last time, else pulled (or read from the
     /// store) and compiled (or loaded from the compile cache).
-    async fn image(&self, reference: &str) -> Result<(ImageRecord, Arc<Artifact>), String> {
+    async fn image(
+        &self,
+        reference: &str,
+    ) -> Result<(ImageRecord, Arc<Artifact>, ContainerPhases), String> {
+        let warm = |(record, artifact)| {
+            let phases = ContainerPhases {
+                image: Some("warm".into()),
+                compile: Some("warm".into()),
+                ..ContainerPhases::default()
+            };
+            (record, artifact, phases)
+        };
         if let Some(found) = self.warm(reference) {
-            return Ok(found);
+            return Ok(warm(found));
         }
         // One load per reference at a time; whoever waited finds it warm.
         let gate = self
@@ -113,7 +125,7 @@ impl Images {
             })?;
         let _loading = gate.lock().await;
         if let Some(found) = self.warm(reference) {
-            return Ok(found);
+            return Ok(warm(found));
         }
         let loaded = self.load(reference).await;
         if let Ok(mut l) = self.loading.lock()
@@ -137,10 +149,13 @@ impl Images {
 
     /// Pulls (or reads from the store) and compiles (or loads from the
     /// compile cache) the image for `reference`, and keeps it warm.
-    async fn load(&self, reference: &str) -> Result<(ImageRecord, Arc<Artifact>), String> {
-        let (record, bytes) = self
+    async fn load(
+        &self,
+        reference: &str,
+    ) -> Result<(ImageRecord, Arc<Artifact>, ContainerPhases), String> {
+        let (record, bytes, pull) = self
             .puller
-            .ensure(reference, &|_, _| {})
+            .ensure_measured(reference, &|_, _| {})
             .await
             .map_err(|e| format!("CannotPullContainerError: {e}"))?;
         let runtime = self.runtime.clone();
@@ -150,17 +165,35 @@ impl Images {
             .acquire()
             .await
             .map_err(|_| "CannotPullContainerError: the agent is shutting down".to_string())?;
+        let compiling = std::time::Instant::now();
         let artifact = tokio::task::spawn_blocking(move || runtime.load_bytes(&name, &bytes))
             .await
             .map_err(|e| format!("CannotPullContainerError: compiling failed: {e}"))?
             .map_err(|e| format!("CannotPullContainerError: {e}"))?;
+        let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let phases = ContainerPhases {
+            image: Some(if pull.pulled { "registry" } else { "store" }.into()),
+            pull_bytes: Some(pull.bytes),
+            resolve_micros: Some(micros(pull.resolve)),
+            download_micros: Some(micros(pull.download)),
+            store_micros: Some(micros(pull.store)),
+            compile: Some(
+                match artifact.source() {
+                    skiff_runtime::LoadSource::Compiled => "compiled",
+                    skiff_runtime::LoadSource::DiskCache => "cache",
+                }
+                .into(),
+            ),
+            compile_micros: Some(micros(compiling.elapsed())),
+            ..ContainerPhases::default()
+        };
         if let Ok(mut w) = self.warm.lock() {
             w.insert(
                 (record.reference.clone(), record.wasm_digest.clone()),
                 Arc::clone(&artifact),
             );
         }
-        Ok((record, artifact))
+        Ok((record, artifact, phases))
     }
 
     /// A reference with no registry host names an image in skiff's own

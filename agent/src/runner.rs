@@ -189,10 +189,11 @@ pub(crate) async fn run(
             _ = stop.wait_for(|s| *s) => return fail(stopped_early(), Vec::new()),
         };
         match pulled_one {
-            Ok((record, artifact)) => {
+            Ok((record, artifact, phases)) => {
                 pulled.push(ContainerChange {
                     container_name: c.name.clone(),
                     image_digest: Some(record.manifest_digest.clone()),
+                    phases: Some(phases),
                     ..ContainerChange::default()
                 });
                 images.push((record, artifact));

@@ -12,8 +12,9 @@ use skiff_channel::messages::{
     ContainerChange, ContainerStatus, HealthStatus, TaskStateChange, TaskStatus,
 };
 use skiff_channel::now;
+use skiff_channel::task::ContainerPhases;
 use skiff_channel::taskdef::ContainerDefinition;
-use skiff_runtime::{Artifact, InstanceSpec, Limit, Outcome, Runtime};
+use skiff_runtime::{Artifact, InstanceSpec, Limit, Outcome, Runtime, StartPhases};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,29 @@ pub(crate) struct Container {
     pub sink: Option<Arc<LineSink>>,
 }
 
+/// What a container's watcher tells supervision.
+enum Event {
+    /// Container `i`'s guest began to run (a server's, its first request).
+    Entered(usize, ContainerPhases),
+    /// Container `i` ended, with the phases not yet reported.
+    Exited(usize, Outcome, ContainerPhases),
+}
+
+/// A start's phases as the task reports them.
+fn start_phases(p: StartPhases) -> ContainerPhases {
+    let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    ContainerPhases {
+        sandbox_micros: Some(micros(p.sandbox)),
+        instantiate_micros: Some(micros(p.instantiate)),
+        first_instruction_at: p
+            .entered_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64()),
+        ..ContainerPhases::default()
+    }
+}
+
 /// Starts the containers, watches them, and stops them; how it ended.
 pub(crate) async fn supervise(
     runtime: &Runtime,
@@ -55,7 +79,7 @@ pub(crate) async fn supervise(
     let definitions: Vec<ContainerDefinition> =
         containers.iter().map(|c| c.definition.clone()).collect();
     let n = containers.len();
-    let (exits, mut exited) = mpsc::unbounded_channel::<(usize, Outcome)>();
+    let (exits, mut exited) = mpsc::unbounded_channel::<Event>();
     let (halt, _) = watch::channel(false);
     let mut started = vec![false; n];
     let mut outcome: Vec<Option<Outcome>> = vec![None; n];
@@ -202,10 +226,21 @@ pub(crate) async fn supervise(
                     break;
                 }
             }
-            Some((i, o)) = exited.recv() => {
+            Some(event) = exited.recv() => {
+                let (i, o, phases) = match event {
+                    Event::Entered(i, phases) => {
+                        report.container(ContainerChange {
+                            container_name: definitions[i].name.clone(),
+                            phases: Some(phases),
+                            ..ContainerChange::default()
+                        });
+                        continue;
+                    }
+                    Event::Exited(i, o, phases) => (i, o, phases),
+                };
                 flush(i);
                 let c = &definitions[i];
-                report.container(exit_change(&c.name, &o));
+                report.container(exit_change(&c.name, &o, phases));
                 outcome[i] = Some(o);
                 if c.essential {
                     result = Some(Supervised::EssentialExited(c.name.clone()));
@@ -247,14 +282,27 @@ pub(crate) async fn supervise(
         .count();
     let mut remaining = still_running;
     while remaining > 0 {
-        let Some((i, o)) = exited.recv().await else {
+        let Some(event) = exited.recv().await else {
             break;
         };
-        if outcome[i].is_none() {
-            remaining -= 1;
-            flush(i);
-            report.container(exit_change(&definitions[i].name, &o));
-            outcome[i] = Some(o);
+        let (i, o, phases) = match event {
+            Event::Entered(i, phases) => (i, None, phases),
+            Event::Exited(i, o, phases) => (i, Some(o), phases),
+        };
+        let name = &definitions[i].name;
+        match o {
+            Some(o) if outcome[i].is_none() => {
+                remaining -= 1;
+                flush(i);
+                report.container(exit_change(name, &o, phases));
+                outcome[i] = Some(o);
+            }
+            Some(_) => {}
+            None => report.container(ContainerChange {
+                container_name: name.clone(),
+                phases: Some(phases),
+                ..ContainerChange::default()
+            }),
         }
     }
     // Containers that never started end STOPPED with no exit code.
@@ -277,7 +325,7 @@ pub(crate) async fn supervise(
 
 /// A container's end, as ECS reports it: its exit code, and why if it
 /// did not simply exit.
-fn exit_change(name: &str, o: &Outcome) -> ContainerChange {
+fn exit_change(name: &str, o: &Outcome, mut phases: ContainerPhases) -> ContainerChange {
     let reason = match o {
         Outcome::Exited(_) | Outcome::Stopped => None,
         Outcome::Trapped(t) => Some(format!("Trapped: {}", first_line(t))),
@@ -288,11 +336,13 @@ fn exit_change(name: &str, o: &Outcome) -> ContainerChange {
         Outcome::LimitExceeded { limit, .. } => Some(format!("the container exceeded its {limit}")),
         Outcome::Failed(why) => Some(format!("CannotStartContainerError: {why}")),
     };
+    phases.exited_at = Some(now());
     ContainerChange {
         container_name: name.to_string(),
         status: Some(ContainerStatus::Stopped),
         exit_code: Some(o.exit_code()),
         reason,
+        phases: Some(phases),
         ..ContainerChange::default()
     }
 }
@@ -301,23 +351,45 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// Waits for one container; on halt, stops it with its grace period.
+/// Waits for one container, reporting when its guest begins to run; on
+/// halt, stops it with its grace period.
 fn spawn_watch(
     mut instance: skiff_runtime::Instance,
     index: usize,
     grace: Duration,
-    exits: mpsc::UnboundedSender<(usize, Outcome)>,
+    exits: mpsc::UnboundedSender<Event>,
     mut halt: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let outcome = tokio::select! {
-            o = instance.wait() => o,
-            () = halted(&mut halt) => {
-                instance.stop(grace);
-                instance.wait().await
+        let mut entered = instance.start_phases();
+        let mut reported = false;
+        let outcome = loop {
+            tokio::select! {
+                o = instance.wait() => break o,
+                () = halted(&mut halt) => {
+                    instance.stop(grace);
+                    break instance.wait().await;
+                }
+                seen = async { entered.wait_for(Option::is_some).await.ok().and_then(|p| *p) }, if !reported => {
+                    reported = true;
+                    // A guest that has already ended says it all at its
+                    // exit, in one report.
+                    if let Some(p) = seen
+                        && !instance.is_finished()
+                    {
+                        let _ = exits.send(Event::Entered(index, start_phases(p)));
+                    } else {
+                        reported = false;
+                        break instance.wait().await;
+                    }
+                }
             }
         };
-        let _ = exits.send((index, outcome));
+        let phases = match instance.phases() {
+            Some(p) if !reported => start_phases(p),
+            _ => ContainerPhases::default(),
+        };
+        let _ = exits.send(Event::Exited(index, outcome, phases));
     });
 }
 
@@ -332,7 +404,7 @@ fn spawn_server(
     at: SocketAddr,
     index: usize,
     grace: Duration,
-    exits: mpsc::UnboundedSender<(usize, Outcome)>,
+    exits: mpsc::UnboundedSender<Event>,
     mut halt: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let listener = std::net::TcpListener::bind(skiff_runtime::ports::host(at))
@@ -347,17 +419,28 @@ fn spawn_server(
             let mut options = skiff_runtime::http::ServeOptions::new(spec);
             options.drain_timeout = grace;
             options.usage = usage;
+            let mut first = options.first_request();
+            let entered = exits.clone();
+            // The first request's start, when there is one.
+            let first_request = tokio::spawn(async move {
+                if let Ok(p) = first.wait_for(Option::is_some).await
+                    && let Some(p) = *p
+                {
+                    let _ = entered.send(Event::Entered(index, start_phases(p)));
+                }
+            });
             tokio::spawn(async move {
                 let served =
                     skiff_runtime::http::serve(&runtime, &artifact, listener, options, async {
                         halted(&mut halt).await;
                     })
                     .await;
+                first_request.abort();
                 let outcome = match served {
                     Ok(_) => Outcome::Exited(0),
                     Err(e) => Outcome::Failed(e.to_string()),
                 };
-                let _ = exits.send((index, outcome));
+                let _ = exits.send(Event::Exited(index, outcome, ContainerPhases::default()));
             });
         })
 }

@@ -230,6 +230,9 @@ pub struct ContainerChange {
     /// skiff's: the container's health check result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_status: Option<HealthStatus>,
+    /// skiff's: what is now known of where its start went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<crate::task::ContainerPhases>,
 }
 
 /// ECS's `SubmitAttachmentStateChanges`: the task's network interface

@@ -84,6 +84,109 @@ pub struct Container {
     pub memory: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_reservation: Option<String>,
+    /// skiff's: where its start went (stored; views show it as the
+    /// task's `skiff.*` attributes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<ContainerPhases>,
+}
+
+/// Where one container's start went, as its agent measured it. Each part
+/// is reported when it is known: the image's when it is loaded, the
+/// instance's when the guest begins to run, the exit when it ends.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPhases {
+    /// Where the binary came from: `registry` (pulled now), `store`
+    /// (pulled before, read back and its digest checked) or `warm` (the
+    /// agent held it compiled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Bytes of the binary that came over the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_bytes: Option<u64>,
+    /// Resolving the reference: manifests and image config, each checked
+    /// against its digest (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_micros: Option<u64>,
+    /// The layer's download, its digest checked as it arrives (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_micros: Option<u64>,
+    /// Writing it to the image store, or reading it back from there and
+    /// checking its digest (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_micros: Option<u64>,
+    /// Where the compiled code came from: `compiled` (now), `cache` (the
+    /// on-disk compile cache) or `warm` (held in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile: Option<String>,
+    /// Compiling, or loading from the compile cache, and pre-linking (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_micros: Option<u64>,
+    /// Building the sandbox: WASI context, store, limits (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_micros: Option<u64>,
+    /// Instantiating in it (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instantiate_micros: Option<u64>,
+    /// When the guest's first instruction ran (seconds since the epoch, to
+    /// the microsecond); for a wasi:http server, its first request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_instruction_at: Option<f64>,
+    /// When the guest ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited_at: Option<f64>,
+}
+
+impl ContainerPhases {
+    /// Takes what `later` knows that this does not.
+    pub fn merge(&mut self, later: ContainerPhases) {
+        fn keep<T>(slot: &mut Option<T>, v: Option<T>) {
+            if slot.is_none() {
+                *slot = v;
+            }
+        }
+        keep(&mut self.image, later.image);
+        keep(&mut self.pull_bytes, later.pull_bytes);
+        keep(&mut self.resolve_micros, later.resolve_micros);
+        keep(&mut self.download_micros, later.download_micros);
+        keep(&mut self.store_micros, later.store_micros);
+        keep(&mut self.compile, later.compile);
+        keep(&mut self.compile_micros, later.compile_micros);
+        keep(&mut self.sandbox_micros, later.sandbox_micros);
+        keep(&mut self.instantiate_micros, later.instantiate_micros);
+        keep(&mut self.first_instruction_at, later.first_instruction_at);
+        keep(&mut self.exited_at, later.exited_at);
+    }
+
+    /// Its parts as ECS attributes (name, value) of a task, each name
+    /// `skiff.CONTAINER.PART`: durations in microseconds, times in seconds
+    /// since the epoch as ECS's own timestamps. A container name too long
+    /// for an attribute name (128 characters) is given by its position.
+    pub fn attributes(&self, container: &str, index: usize) -> Vec<(String, String)> {
+        let who = if container.len() <= 96 {
+            container.to_string()
+        } else {
+            index.to_string()
+        };
+        let micros = |v: Option<u64>| v.map(|v| v.to_string());
+        let time = |v: Option<f64>| v.map(|v| format!("{v:.6}"));
+        [
+            ("image", self.image.clone()),
+            ("pullBytes", micros(self.pull_bytes)),
+            ("resolveMicros", micros(self.resolve_micros)),
+            ("downloadMicros", micros(self.download_micros)),
+            ("storeMicros", micros(self.store_micros)),
+            ("compile", self.compile.clone()),
+            ("compileMicros", micros(self.compile_micros)),
+            ("sandboxMicros", micros(self.sandbox_micros)),
+            ("instantiateMicros", micros(self.instantiate_micros)),
+            ("firstInstructionAt", time(self.first_instruction_at)),
+            ("exitedAt", time(self.exited_at)),
+        ]
+        .into_iter()
+        .filter_map(|(part, v)| v.map(|v| (format!("skiff.{who}.{part}"), v)))
+        .collect()
+    }
 }
 
 /// The task lifecycle, in ECS's order.
@@ -209,6 +312,10 @@ pub struct Task {
     /// shown by GetTaskProtection only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protected_until: Option<f64>,
+    /// When the control plane recorded it STOPPED, by its own clock
+    /// (stored; shown as the `skiff.stopRecordedAt` attribute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_recorded_at: Option<f64>,
 }
 
 impl Task {

@@ -29,6 +29,23 @@ pub struct ImageRecord {
     pub pulled_at: i64,
 }
 
+/// Where an image a task asked for came from, and how long each part
+/// took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullReport {
+    /// Fetched from its registry now (else read from the store).
+    pub pulled: bool,
+    /// The binary's bytes that came over the network (0 from the store).
+    pub bytes: u64,
+    /// Resolving the reference: manifests and the image config.
+    pub resolve: std::time::Duration,
+    /// The layer's download, its digest checked as it arrives.
+    pub download: std::time::Duration,
+    /// Writing it to the store (fsynced), or, from the store, reading it
+    /// back and checking its digest.
+    pub store: std::time::Duration,
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
@@ -197,13 +214,34 @@ impl Puller {
         reference: &str,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(ImageRecord, Vec<u8>), RemoteError> {
+        self.ensure_measured(reference, progress)
+            .await
+            .map(|(record, wasm, _)| (record, wasm))
+    }
+
+    /// [`Puller::ensure`], saying where the image came from and how long
+    /// each part took.
+    pub async fn ensure_measured(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<(ImageRecord, Vec<u8>, PullReport), RemoteError> {
         let whole = remote::parse_reference(reference)?.whole();
         let lock = self.lock_for(&whole);
         let _one_at_a_time = lock.lock().await;
+        let started = std::time::Instant::now();
         if let Some(record) = self.store.get(&whole).ok().flatten()
             && let Ok(wasm) = self.store.read_wasm(&record)
         {
-            return Ok((record, wasm));
+            let report = PullReport {
+                pulled: false,
+                bytes: 0,
+                resolve: std::time::Duration::ZERO,
+                download: std::time::Duration::ZERO,
+                // Reading the binary and checking its digest.
+                store: started.elapsed(),
+            };
+            return Ok((record, wasm, report));
         }
         self.fetch(&whole, progress).await
     }
@@ -224,16 +262,19 @@ impl Puller {
         let whole = remote::parse_reference(reference)?.whole();
         let lock = self.lock_for(&whole);
         let _one_at_a_time = lock.lock().await;
-        self.fetch(&whole, progress).await
+        self.fetch(&whole, progress)
+            .await
+            .map(|(record, wasm, _)| (record, wasm))
     }
 
     async fn fetch(
         &self,
         whole: &str,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
-    ) -> Result<(ImageRecord, Vec<u8>), RemoteError> {
+    ) -> Result<(ImageRecord, Vec<u8>, PullReport), RemoteError> {
         let options = self.options.read().map(|o| o.clone()).unwrap_or_default();
         let pulled = remote::pull(whole, &options, progress).await?;
+        let stored = std::time::Instant::now();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -245,6 +286,13 @@ impl Puller {
                 reference: whole.to_string(),
                 detail: format!("cannot store the image: {e}"),
             })?;
-        Ok((record, pulled.wasm))
+        let report = PullReport {
+            pulled: true,
+            bytes: pulled.wasm.len() as u64,
+            resolve: pulled.resolve,
+            download: pulled.download,
+            store: stored.elapsed(),
+        };
+        Ok((record, pulled.wasm, report))
     }
 }

@@ -102,6 +102,13 @@ pub struct Pulled {
     pub wasm: Vec<u8>,
     /// Arguments and environment from an image config, if any.
     pub run: RunConfig,
+    /// How long resolving took: the manifest (and an index's entry) and
+    /// the image config, each checked against its digest.
+    pub resolve: std::time::Duration,
+    /// How long the layer took to arrive. Its digest is checked as its
+    /// bytes arrive (oci-client hashes the stream), so the check is in
+    /// this time, not after it.
+    pub download: std::time::Duration,
 }
 
 /// Parses an image reference (`[registry/]repository[:tag][@digest]`).
@@ -235,6 +242,7 @@ pub async fn pull(
     };
     let (client, auth) = client_for(&image, options);
 
+    let started = std::time::Instant::now();
     let (bytes, _) = client
         .pull_manifest_raw(&image, &auth, &ACCEPT)
         .await
@@ -288,6 +296,7 @@ pub async fn pull(
         .find(|l| l.digest == digest)
         .map(|l| u64::try_from(l.size).unwrap_or(0))
         .unwrap_or(0);
+    let resolved = std::time::Instant::now();
     let mut sink = Progress {
         bytes: Vec::new(),
         total,
@@ -298,6 +307,7 @@ pub async fn pull(
         .await
         .map_err(registry_error)?;
     let layer = sink.bytes;
+    let download = resolved.elapsed();
     let wasm = match tar {
         None => layer,
         Some(gzip) => {
@@ -314,6 +324,8 @@ pub async fn pull(
         manifest_digest,
         wasm,
         run,
+        resolve: resolved.duration_since(started),
+        download,
     })
 }
 

@@ -53,6 +53,9 @@ pub struct ServeOptions {
     /// Counts the CPU time of every request's guest, and the memory of
     /// those running (a fresh meter by default; keep a clone to read it).
     pub usage: crate::UsageMeter,
+    /// Where the first request's start went, once its guest runs (see
+    /// [`ServeOptions::first_request`]).
+    pub first_request: watch::Sender<Option<crate::StartPhases>>,
 }
 
 impl ServeOptions {
@@ -65,7 +68,15 @@ impl ServeOptions {
             header_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(30),
             usage: crate::UsageMeter::new(),
+            first_request: watch::Sender::new(None),
         }
+    }
+
+    /// Turns to the start phases of the first request's instance (its
+    /// sandbox, its instantiation, when its handler was called), once
+    /// there has been a request.
+    pub fn first_request(&self) -> watch::Receiver<Option<crate::StartPhases>> {
+        self.first_request.subscribe()
     }
 }
 
@@ -106,6 +117,23 @@ struct State {
     failed: AtomicU64,
     /// Its listener is closed: no new requests, in-process ones included.
     closed: AtomicBool,
+    /// The first request's start has been recorded.
+    first_recorded: AtomicBool,
+}
+
+impl State {
+    /// Records the first request's start phases (later ones are not).
+    fn first_start(&self, sandbox: Duration, instantiate: Duration) {
+        if !self.first_recorded.swap(true, Ordering::Relaxed) {
+            self.options
+                .first_request
+                .send_replace(Some(crate::StartPhases {
+                    sandbox,
+                    instantiate,
+                    entered_at: std::time::SystemTime::now(),
+                }));
+        }
+    }
 }
 
 /// The servers of this process by the address their listener is bound to.
@@ -231,6 +259,7 @@ pub async fn serve(
         requests: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         closed: AtomicBool::new(false),
+        first_recorded: AtomicBool::new(false),
         options,
     });
     let listed = listener.local_addr().ok().map(|a| Listed::new(a, &state));
@@ -376,6 +405,7 @@ where
     inner.ticker.wake();
 
     let counters = Arc::new(UsageCounters::default());
+    let building = std::time::Instant::now();
     let mut host =
         Host::new(&inner.config, spec, None, counters).map_err(|e| internal("sandbox", &e))?;
     let meter = &state.options.usage;
@@ -384,6 +414,7 @@ where
     let cap = spec.limits.cpu_cap.clone();
     let mut store =
         crate::instance::new_store(inner, host, spec).map_err(|e| internal("store", &e))?;
+    let sandbox = building.elapsed();
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let req = store
         .data_mut()
@@ -416,7 +447,9 @@ where
             // Pinned here, and dropped with this block, before the store
             // is used again.
             let call = std::pin::pin!(async {
+                let instantiating = std::time::Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
+                counting.first_start(sandbox, instantiating.elapsed());
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)

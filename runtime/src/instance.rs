@@ -80,6 +80,20 @@ impl Outcome {
     }
 }
 
+/// Where an instance's start went, recorded as it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartPhases {
+    /// Building its sandbox: the WASI context (arguments, environment,
+    /// mounts, stdio, network policy), the store and its limits.
+    pub sandbox: Duration,
+    /// Instantiating the pre-linked image in it: a pool slot, memories and
+    /// tables initialised, imports bound.
+    pub instantiate: Duration,
+    /// When the guest's first instruction ran: its entry point
+    /// (`_initialize`, `_start` or `wasi:cli/run`) was called.
+    pub entered_at: std::time::SystemTime,
+}
+
 /// A running (or finished) instance. Dropping it kills the instance.
 pub struct Instance {
     id: u64,
@@ -87,6 +101,7 @@ pub struct Instance {
     outcome: Option<Outcome>,
     stop: watch::Sender<Option<Duration>>,
     counters: Arc<UsageCounters>,
+    phases: watch::Receiver<Option<StartPhases>>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -144,6 +159,18 @@ impl Instance {
             .unwrap_or_else(|| Outcome::Failed("no outcome recorded".into()))
     }
 
+    /// Where its start went, once its guest has begun to run.
+    pub fn phases(&self) -> Option<StartPhases> {
+        *self.phases.borrow()
+    }
+
+    /// Turns to where its start went when its guest begins to run; closes
+    /// with `None` if it ended without running (it could not be
+    /// instantiated, or was stopped first).
+    pub fn start_phases(&self) -> watch::Receiver<Option<StartPhases>> {
+        self.phases.clone()
+    }
+
     /// Whether the instance has ended.
     pub fn is_finished(&self) -> bool {
         self.task.as_ref().is_none_or(|t| t.is_finished())
@@ -184,10 +211,13 @@ pub(crate) fn spawn(
         }
         _ => (None, None),
     };
+    let building = std::time::Instant::now();
     let host = Host::new(&inner.config, &spec, stdin_reader, Arc::clone(&counters))?;
     let store = new_store(inner, host, &spec)?;
+    let sandbox = building.elapsed();
 
     let (stop_tx, stop_rx) = watch::channel(None);
+    let (phases_tx, phases) = watch::channel(None);
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let supervised = supervise(
         slot,
@@ -197,6 +227,10 @@ pub(crate) fn spawn(
         Arc::clone(&counters),
         stop_rx,
         stdin_writer,
+        Entry {
+            sandbox,
+            phases: phases_tx,
+        },
     );
     let task = handle.spawn(CpuMeter {
         inner: Box::pin(supervised),
@@ -209,7 +243,26 @@ pub(crate) fn spawn(
         outcome: None,
         stop: stop_tx,
         counters,
+        phases,
     })
+}
+
+/// Records the moment a guest begins to run, with how long its sandbox
+/// took to build.
+struct Entry {
+    sandbox: Duration,
+    phases: watch::Sender<Option<StartPhases>>,
+}
+
+impl Entry {
+    /// The guest was instantiated in `instantiate` and runs now.
+    fn enter(&self, instantiate: Duration) {
+        self.phases.send_replace(Some(StartPhases {
+            sandbox: self.sandbox,
+            instantiate,
+            entered_at: std::time::SystemTime::now(),
+        }));
+    }
 }
 
 /// A store with the spec's limits applied: memory limiter, fuel, and the
@@ -242,6 +295,7 @@ pub(crate) fn new_store(
     Ok(store)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn supervise(
     // Held until the instance ends, freeing its slot in the pool.
     _slot: tokio::sync::OwnedSemaphorePermit,
@@ -251,9 +305,10 @@ async fn supervise(
     counters: Arc<UsageCounters>,
     mut stop: watch::Receiver<Option<Duration>>,
     stdin_writer: Option<tokio::io::DuplexStream>,
+    entry: Entry,
 ) -> Outcome {
     let outputs = store.data().outputs.clone();
-    let run = run_guest(&mut store, &artifact);
+    let run = run_guest(&mut store, &artifact, &entry);
     tokio::pin!(run);
     let deadline = async {
         match limits.timeout {
@@ -307,10 +362,16 @@ async fn stop_requested(stop: &mut watch::Receiver<Option<Duration>>) -> Duratio
     }
 }
 
-async fn run_guest(store: &mut Store<Host>, artifact: &Artifact) -> wasmtime::Result<()> {
+async fn run_guest(
+    store: &mut Store<Host>,
+    artifact: &Artifact,
+    entry: &Entry,
+) -> wasmtime::Result<()> {
+    let instantiating = std::time::Instant::now();
     match &artifact.pre {
         Prepared::Module(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;
+            entry.enter(instantiating.elapsed());
             if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
                 init.call_async(&mut *store, ()).await?;
             }
@@ -322,6 +383,7 @@ async fn run_guest(store: &mut Store<Host>, artifact: &Artifact) -> wasmtime::Re
         }
         Prepared::Command(pre) => {
             let command = pre.instantiate_async(&mut *store).await?;
+            entry.enter(instantiating.elapsed());
             match command.wasi_cli_run().call_run(&mut *store).await? {
                 Ok(()) => Ok(()),
                 Err(()) => Err(I32Exit(1).into()),

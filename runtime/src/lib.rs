@@ -45,7 +45,7 @@ pub mod units;
 
 pub use artifact::{Artifact, ArtifactKind, LoadSource, inspect};
 pub use config::{RuntimeConfig, default_data_dir};
-pub use instance::{Instance, Limit, Outcome};
+pub use instance::{Instance, Limit, Outcome, StartPhases};
 pub use limits::{CPU_BURST, CpuCap, Limits, Usage, UsageMeter};
 pub use net::NetworkMode;
 pub use sandbox::{InstanceSpec, Mount};

@@ -20,6 +20,7 @@ mod ecs_express;
 mod ecs_fargate;
 mod ecs_metrics;
 mod ecs_network;
+mod ecs_phases;
 mod ecs_scale;
 mod ecs_services;
 mod ecs_task_sets;

@@ -113,6 +113,7 @@ pub(crate) fn apply_task_change(mut t: Task, p: TaskStateChange) -> Task {
         t.last_status = s.into();
         if s == "STOPPED" {
             t.desired_status = "STOPPED".into();
+            t.stop_recorded_at = Some(now());
         }
         if matches!(s, "DEACTIVATING" | "STOPPING") {
             t.desired_status = "STOPPED".into();
@@ -180,6 +181,9 @@ pub(crate) fn apply_container_change(mut t: Task, cp: ContainerChange) -> Task {
         }
         if let Some(b) = cp.network_bindings {
             c.network_bindings = b;
+        }
+        if let Some(p) = cp.phases {
+            c.phases.get_or_insert_default().merge(p);
         }
     }
     t

@@ -408,6 +408,7 @@ pub(crate) fn new_task(
                     .and_then(|o| o.memory_reservation)
                     .or(c.memory_reservation)
                     .map(|m| m.to_string()),
+                phases: None,
             }
         })
         .collect();
@@ -456,6 +457,7 @@ pub(crate) fn new_task(
         }),
         platform_family: (launch.launch_type == "FARGATE").then(|| "Linux".to_string()),
         protected_until: None,
+        stop_recorded_at: None,
     }
 }
 

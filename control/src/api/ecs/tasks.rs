@@ -120,11 +120,37 @@ pub(crate) fn task_view(t: &Task, with_tags: bool) -> Value {
         o.remove("networkConfiguration");
         o.remove("hostInstanceArn");
         o.remove("protectedUntil");
+        o.remove("stopRecordedAt");
         if !with_tags {
             o.remove("tags");
         }
+        if let Some(containers) = o.get_mut("containers").and_then(Value::as_array_mut) {
+            for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+                c.remove("phases");
+            }
+        }
+        o.insert("attributes".into(), phase_attributes(t));
     }
     v
+}
+
+/// Where the task's start went, as ECS attributes (`skiff.CONTAINER.PART`
+/// for each container's phases, `skiff.stopRecordedAt` for when the
+/// control plane recorded it STOPPED): ECS's `Task` has an `attributes`
+/// list, so the AWS CLI and SDKs show them as they are.
+fn phase_attributes(t: &Task) -> Value {
+    let mut out: Vec<Value> = t
+        .containers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.phases.as_ref().map(|p| p.attributes(&c.name, i)))
+        .flatten()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    if let Some(at) = t.stop_recorded_at {
+        out.push(json!({"name": "skiff.stopRecordedAt", "value": format!("{at:.6}")}));
+    }
+    Value::Array(out)
 }
 
 /// RunTask, or StartTask when `on` names the instances.

@@ -1,0 +1,169 @@
+//! Every task carries where its start went, as ECS attributes the real
+//! AWS CLI shows (`skiff.CONTAINER.PART`): where the image came from and
+//! how long pulling and compiling took, the sandbox and instantiation, the
+//! first instruction and the exit. Also the fast path's promise: the second
+//! start of an image compiles nothing, and a restarted agent loads the
+//! compiled code from its compile cache.
+
+use crate::support::ServeProcess;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use wasm_apps::app;
+
+/// The task's `skiff.*` attributes, by name.
+fn phases(task: &Value) -> HashMap<String, String> {
+    task["attributes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no attributes: {task}"))
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .filter(|(n, _)| n.starts_with("skiff."))
+        .collect()
+}
+
+fn number(p: &HashMap<String, String>, name: &str) -> f64 {
+    p.get(name)
+        .unwrap_or_else(|| panic!("no {name} in {p:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// One of ECS's timestamps (the AWS CLI prints them as seconds since the
+/// epoch, to the microsecond, as the API sends them).
+fn timestamp(task: &Value, field: &str) -> f64 {
+    task[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {field}: {task}"))
+}
+
+/// Runs one hello job to its end; the task as DescribeTasks shows it.
+fn run_job(serve: &ServeProcess) -> Value {
+    let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "phases"]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
+    let task = serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0].clone();
+    assert_eq!(task["containers"][0]["exitCode"], 0, "{task}");
+    task
+}
+
+#[test]
+fn tasks_show_where_their_start_went_and_the_second_start_compiles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = ServeProcess::start(dir.path());
+    serve.push(app("HELLO_P2"), "hello:v1");
+    let size = std::fs::metadata(app("HELLO_P2")).unwrap().len();
+    serve.register_task_definition(
+        dir.path(),
+        &json!({
+            "family": "phases",
+            "networkMode": "none",
+            "containerDefinitions": [{"name": "app", "image": "hello:v1", "memory": 64}],
+        }),
+    );
+
+    // The first start pulls from the registry and compiles.
+    let first = run_job(&serve);
+    let p = phases(&first);
+    assert_eq!(p["skiff.app.image"], "registry", "{p:?}");
+    assert_eq!(number(&p, "skiff.app.pullBytes"), size as f64, "{p:?}");
+    assert_eq!(p["skiff.app.compile"], "compiled", "{p:?}");
+    assert!(number(&p, "skiff.app.compileMicros") > 0.0, "{p:?}");
+    for part in [
+        "resolveMicros",
+        "downloadMicros",
+        "storeMicros",
+        "sandboxMicros",
+    ] {
+        number(&p, &format!("skiff.app.{part}"));
+    }
+    assert!(number(&p, "skiff.app.instantiateMicros") > 0.0, "{p:?}");
+    // The phases fall between ECS's own timestamps, in order.
+    let entered = number(&p, "skiff.app.firstInstructionAt");
+    let exited = number(&p, "skiff.app.exitedAt");
+    let recorded = number(&p, "skiff.stopRecordedAt");
+    let slack = 1e-6; // both are printed to the microsecond
+    assert!(
+        entered + slack >= timestamp(&first, "pullStoppedAt"),
+        "{first}"
+    );
+    assert!(exited >= entered, "{p:?}");
+    assert!(exited <= timestamp(&first, "stoppedAt") + slack, "{first}");
+    assert!(
+        recorded + slack >= timestamp(&first, "stoppedAt"),
+        "{first}"
+    );
+
+    // The second start of the same image only instantiates: nothing is
+    // pulled or compiled.
+    let second = run_job(&serve);
+    let p = phases(&second);
+    assert_eq!(p["skiff.app.image"], "warm", "{p:?}");
+    assert_eq!(p["skiff.app.compile"], "warm", "{p:?}");
+    assert!(!p.contains_key("skiff.app.pullBytes"), "{p:?}");
+    assert!(!p.contains_key("skiff.app.compileMicros"), "{p:?}");
+    number(&p, "skiff.app.instantiateMicros");
+    number(&p, "skiff.app.firstInstructionAt");
+
+    // A restarted agent resolves the tag again (as the ECS agent's default
+    // pull behaviour does) but compiles nothing: the compiled code comes
+    // from its compile cache.
+    assert_eq!(serve.terminate(), 0);
+    let serve = ServeProcess::start(dir.path());
+    let third = run_job(&serve);
+    let p = phases(&third);
+    assert_eq!(p["skiff.app.compile"], "cache", "{p:?}");
+    number(&p, "skiff.app.instantiateMicros");
+}
+
+#[test]
+fn a_running_task_shows_its_start_before_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("SLEEPER_P1"), "sleeper:v1");
+    serve.register_task_definition(
+        dir.path(),
+        &json!({
+            "family": "long",
+            "networkMode": "none",
+            "containerDefinitions": [{
+                "name": "main", "image": "sleeper:v1", "memory": 16,
+                "command": ["--until-stdin-eof"],
+            }],
+        }),
+    );
+    let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "long"]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    serve.aws_ok(&["ecs", "wait", "tasks-running", "--tasks", &arn]);
+    // The guest's start is reported when it begins to run, apart from
+    // RUNNING (which does not wait for it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let p = loop {
+        let task = serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0].clone();
+        let p = phases(&task);
+        if p.contains_key("skiff.main.firstInstructionAt") {
+            assert_eq!(task["lastStatus"], "RUNNING", "{task}");
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no start phases: {task}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    number(&p, "skiff.main.sandboxMicros");
+    number(&p, "skiff.main.instantiateMicros");
+    assert!(!p.contains_key("skiff.main.exitedAt"), "{p:?}");
+    assert!(!p.contains_key("skiff.stopRecordedAt"), "{p:?}");
+
+    serve.aws_ok(&["ecs", "stop-task", "--task", &arn]);
+    serve.aws_ok(&["ecs", "wait", "tasks-stopped", "--tasks", &arn]);
+    let task = serve.aws_ok(&["ecs", "describe-tasks", "--tasks", &arn])["tasks"][0].clone();
+    let p = phases(&task);
+    assert!(number(&p, "skiff.main.exitedAt") > number(&p, "skiff.main.firstInstructionAt"));
+    number(&p, "skiff.stopRecordedAt");
+}
