@@ -103,6 +103,16 @@ impl Api {
         .await
     }
 
+    /// Calls `AmazonEC2ContainerRegistry_V20150921.<op>`.
+    pub async fn ecr(&self, op: &str, body: Value) -> Result<Value, CallError> {
+        self.call(
+            "ecr",
+            &format!("AmazonEC2ContainerRegistry_V20150921.{op}"),
+            body,
+        )
+        .await
+    }
+
     /// Calls `Logs_20140328.<op>`.
     pub async fn logs(&self, op: &str, body: Value) -> Result<Value, CallError> {
         self.call("logs", &format!("Logs_20140328.{op}"), body)

@@ -5,6 +5,7 @@ mod agent;
 mod agent_keys;
 mod api_client;
 mod aws_config;
+mod bench;
 mod ecs_cli;
 mod ecs_deploy;
 mod images;
@@ -73,6 +74,9 @@ enum Command {
     Deploy(ecs_deploy::DeployArgs),
     /// Change how many tasks a service runs, then wait until it does
     Scale(ecs_deploy::ScaleArgs),
+    /// Measure skiff on this machine beside baselines run alongside it
+    /// (cold start: where each task's time goes).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => ecs_cli::logs(args),
         Command::Deploy(args) => ecs_deploy::deploy(args),
         Command::Scale(args) => ecs_deploy::scale(args),
+        Command::Bench(args) => bench::run(args),
     };
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
 }

