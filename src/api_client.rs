@@ -143,23 +143,99 @@ impl Api {
         target: &str,
         body: &Value,
     ) -> Result<Value, (CallError, Option<String>)> {
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let (status, text, theirs) = self
+            .post(service, "application/x-amz-json-1.1", Some(target), bytes)
+            .await?;
+        let v: Value = serde_json::from_str(&text).map_err(|_| {
+            (
+                CallError::Transport(format!(
+                    "{} answered HTTP {status} with something other than AWS JSON: is it skiff's API?",
+                    self.url
+                )),
+                None,
+            )
+        })?;
+        if status.is_success() {
+            return Ok(v);
+        }
+        let kind = v["__type"]
+            .as_str()
+            .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        let message = v["message"]
+            .as_str()
+            .or_else(|| v["Message"].as_str())
+            .unwrap_or("")
+            .to_string();
+        Err((CallError::Api { kind, message }, theirs))
+    }
+
+    /// Calls ELBv2's `action` (the query protocol: a form in, XML out):
+    /// the answer's XML.
+    pub async fn elb(&self, action: &str, params: &[(&str, &str)]) -> Result<String, CallError> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("Action", action);
+        form.append_pair("Version", "2015-12-01");
+        for (k, v) in params {
+            form.append_pair(k, v);
+        }
+        let body = form.finish().into_bytes();
+        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+        let once = async || {
+            let (status, text, theirs) = self
+                .post("elasticloadbalancing", content_type, None, body.clone())
+                .await?;
+            if status.is_success() {
+                return Ok(text);
+            }
+            let tag = |t: &str| {
+                let open = format!("<{t}>");
+                let start = text.find(&open)? + open.len();
+                let end = text[start..].find('<')? + start;
+                Some(text[start..end].to_string())
+            };
+            let kind = tag("Code").unwrap_or_else(|| format!("HTTP {status}"));
+            let message = tag("Message").unwrap_or_default();
+            Err((CallError::Api { kind, message }, theirs))
+        };
+        match once().await {
+            Err((CallError::Api { kind, .. }, Some(theirs)))
+                if kind == "InvalidSignatureException" && !self.region_given =>
+            {
+                if let Ok(mut r) = self.region.lock() {
+                    *r = theirs;
+                }
+                once().await.map_err(|(e, _)| e)
+            }
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    /// POSTs `body`, signed for `service`: the status, the answer's text
+    /// and the region the server says it is, if not the one signed for.
+    async fn post(
+        &self,
+        service: &str,
+        content_type: &str,
+        target: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Result<(reqwest::StatusCode, String, Option<String>), (CallError, Option<String>)> {
         let region = self
             .region
             .lock()
             .map(|r| r.clone())
             .unwrap_or_else(|_| "us-east-1".into());
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let content_type = "application/x-amz-json-1.1";
+        let mut headers = vec![("host", self.host.as_str()), ("content-type", content_type)];
+        if let Some(target) = target {
+            headers.push(("x-amz-target", target));
+        }
         let signed = skiff_control::sigv4::sign_post(
-            &[
-                ("host", &self.host),
-                ("content-type", content_type),
-                ("x-amz-target", target),
-            ],
+            &headers,
             &bytes,
             &self.key,
             &self.secret,
@@ -170,8 +246,10 @@ impl Api {
         let mut req = self
             .http
             .post(self.url.clone())
-            .header("content-type", content_type)
-            .header("x-amz-target", target);
+            .header("content-type", content_type);
+        if let Some(target) = target {
+            req = req.header("x-amz-target", target);
+        }
         for (n, v) in signed {
             req = req.header(n, v);
         }
@@ -197,28 +275,7 @@ impl Api {
                 None,
             )
         })?;
-        let v: Value = serde_json::from_str(&text).map_err(|_| {
-            (
-                CallError::Transport(format!(
-                    "{} answered HTTP {status} with something other than AWS JSON: is it skiff's API?",
-                    self.url
-                )),
-                None,
-            )
-        })?;
-        if status.is_success() {
-            return Ok(v);
-        }
-        let kind = v["__type"]
-            .as_str()
-            .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        let message = v["message"]
-            .as_str()
-            .or_else(|| v["Message"].as_str())
-            .unwrap_or("")
-            .to_string();
-        Err((CallError::Api { kind, message }, theirs))
+        Ok((status, text, theirs))
     }
 
     /// Every page of a List operation: the items under `key`.

@@ -135,11 +135,7 @@ fn bare(wasm: &[u8], runs: usize, cold: bool) -> anyhow::Result<Ran> {
 /// warm (one run first), or, cold, with it off (`-C cache=n`).
 pub fn wasmtime_cli(wasmtime: Option<&Path>, file: &Path, runs: usize, cold: bool) -> Baseline {
     let name = "wasmtime CLI (`wasmtime run`, a process each)".to_string();
-    let Some(wasmtime) = wasmtime
-        .map(Path::to_path_buf)
-        .or_else(|| on_path("wasmtime"))
-        .map(native_wasmtime)
-    else {
+    let Some(wasmtime) = find_wasmtime(wasmtime) else {
         return Baseline {
             name,
             outcome: Err(
@@ -159,6 +155,14 @@ pub fn wasmtime_cli(wasmtime: Option<&Path>, file: &Path, runs: usize, cold: boo
         phases: vec![total],
     });
     Baseline { name, outcome }
+}
+
+/// The wasmtime CLI: the one given, else `wasmtime` on PATH.
+pub fn find_wasmtime(given: Option<&Path>) -> Option<PathBuf> {
+    given
+        .map(Path::to_path_buf)
+        .or_else(|| on_path("wasmtime"))
+        .map(native_wasmtime)
 }
 
 /// The wasmtime binary itself when `found` is a script in front of it

@@ -106,7 +106,7 @@ async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<Vec<String>> {
 
 /// The bench's repository (`skiff-bench`) in the server's registry, made
 /// through ECR's API if need be: its URI.
-async fn repository(api: &Api) -> anyhow::Result<String> {
+pub(super) async fn repository(api: &Api) -> anyhow::Result<String> {
     let body = json!({"repositoryName": "skiff-bench"});
     let made = match api.ecr("CreateRepository", body.clone()).await {
         Ok(v) => v["repository"].clone(),
@@ -131,7 +131,7 @@ async fn repository(api: &Api) -> anyhow::Result<String> {
 
 /// Credentials for pushing there, as `aws ecr get-login-password` gets
 /// them (a registry that wants none ignores them).
-async fn push_options(api: &Api, repository: &str) -> anyhow::Result<RemoteOptions> {
+pub(super) async fn push_options(api: &Api, repository: &str) -> anyhow::Result<RemoteOptions> {
     use base64::Engine as _;
     let host = repository.split('/').next().unwrap_or(repository);
     let mut options = RemoteOptions::default();

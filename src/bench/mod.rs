@@ -5,6 +5,8 @@
 mod baselines;
 mod cold_start;
 mod guest;
+mod http;
+mod load;
 mod plot;
 mod report;
 mod server;
@@ -28,6 +30,51 @@ enum Bench {
     /// where each one's time went, beside a bare wasmtime embedding, the
     /// wasmtime CLI and a container runtime.
     ColdStart(ColdStartArgs),
+    /// Serve a wasi:http component as an ECS service behind a load
+    /// balancer and measure requests per second and latency, through it
+    /// and straight to the task, beside `wasmtime serve` and a native
+    /// hyper server giving the same answer.
+    Http(HttpArgs),
+    /// The native server `skiff bench http` compares with (run by it).
+    #[command(hide = true)]
+    NativeHello {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: std::net::SocketAddr,
+    },
+}
+
+#[derive(Args, Debug)]
+struct HttpArgs {
+    /// The wasi:http component to serve (for example wasm-apps' http_hello.wasm).
+    #[arg(long, value_name = "FILE")]
+    image: PathBuf,
+    /// How long each round of load lasts, in seconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Rounds per target (interleaved; the best is kept).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Connections kept busy at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connections: u32,
+    /// A running `skiff serve`'s API (default: start one for this run).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// The cluster the service runs in.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    cluster: String,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Draw each target's latency distribution to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// The wasmtime CLI to compare with (default: `wasmtime` on PATH).
+    #[arg(long, value_name = "PATH")]
+    wasmtime: Option<PathBuf>,
+    /// Measure skiff alone.
+    #[arg(long)]
+    no_baselines: bool,
 }
 
 #[derive(Args, Debug)]
@@ -74,8 +121,12 @@ struct ColdStartArgs {
 
 /// Runs a benchmark; the exit status.
 pub fn run(args: BenchArgs) -> i32 {
-    let Bench::ColdStart(args) = args.bench;
-    match cold_start_command(&args) {
+    let ran = match args.bench {
+        Bench::ColdStart(args) => cold_start_command(&args),
+        Bench::Http(args) => http_command(&args),
+        Bench::NativeHello { addr } => load::native_server(addr).map(|()| 0),
+    };
+    match ran {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -88,8 +139,9 @@ pub fn run(args: BenchArgs) -> i32 {
 /// container start is tens of milliseconds).
 const PROCESS_RUNS: usize = 100;
 
-fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
-    if let Some(plot) = &args.plot
+/// A plot goes to an SVG file.
+fn check_plot(plot: Option<&PathBuf>) -> anyhow::Result<()> {
+    if let Some(plot) = plot
         && plot.extension().and_then(|e| e.to_str()) != Some("svg")
     {
         anyhow::bail!(
@@ -97,6 +149,95 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
             plot.display()
         );
     }
+    Ok(())
+}
+
+/// The server to measure: the one given, or one started now (kept
+/// running while the returned guard lives).
+fn server_for(endpoint: Option<&String>) -> anyhow::Result<(Option<server::OwnServe>, String)> {
+    Ok(match endpoint {
+        Some(e) => (None, e.clone()),
+        None => {
+            let own = server::OwnServe::start()?;
+            let api = own.api.clone();
+            (Some(own), api)
+        }
+    })
+}
+
+fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
+    check_plot(args.plot.as_ref())?;
+    let name = args.image.display().to_string();
+    let wasm = std::fs::read(&args.image)
+        .map_err(|e| anyhow::anyhow!("--image {name}: cannot read it: {e}"))?;
+    if skiff_runtime::inspect(&name, &wasm)? != skiff_runtime::ArtifactKind::HttpProxy {
+        anyhow::bail!(
+            "--image {name}: not a wasi:http component (wasi:http/proxy): the http bench serves requests"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (own, endpoint) = server_for(args.endpoint.as_ref())?;
+    let api = crate::api_client::Api::new(&endpoint)?;
+    if !args.json {
+        eprintln!(
+            "skiff bench http: {name} as an ECS service behind a load balancer, against {}",
+            match &own {
+                Some(_) => format!("a skiff serve started for this run ({endpoint})"),
+                None => endpoint.clone(),
+            }
+        );
+    }
+    let plan = http::Plan {
+        wasm,
+        file: args.image.clone(),
+        seconds: args.seconds,
+        rounds: args.rounds,
+        connections: args.connections as usize,
+        cluster: args.cluster.clone(),
+        wasmtime: args.wasmtime.clone(),
+        baselines: !args.no_baselines,
+    };
+    let targets = http::run(&rt, &api, &plan)?;
+    let peak = own.as_ref().and_then(|o| report::peak_memory(o.pid()));
+    drop(own);
+    if let Some(path) = &args.plot {
+        let rows: Vec<Phase> = targets.iter().filter_map(http::latency).collect();
+        plot::draw(
+            path,
+            &format!("skiff bench http ({} connections)", args.connections),
+            &rows,
+        )?;
+    }
+    let out = json!({
+        "bench": "http",
+        "skiffVersion": env!("CARGO_PKG_VERSION"),
+        "machine": report::machine(),
+        "guest": {"name": name, "bytes": plan.wasm.len()},
+        "endpoint": endpoint,
+        "serverStartedForThisRun": args.endpoint.is_none(),
+        "peakMemoryBytes": peak,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "targets": http::json_of(&targets),
+        "ratios": http::ratios(&targets),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        http::print(&targets, plan.connections, plan.seconds, plan.rounds);
+    }
+    let served = targets
+        .iter()
+        .take(2)
+        .all(|t| t.outcome.as_ref().is_ok_and(|m| m.best.requests > 0));
+    Ok(if served { 0 } else { 1 })
+}
+
+fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
+    check_plot(args.plot.as_ref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -106,14 +247,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
             "{what} is a wasi:http component, which serves requests rather than running to an exit: cold-start runs a module or a wasi:cli command"
         );
     }
-    let (own, endpoint) = match &args.endpoint {
-        Some(e) => (None, e.clone()),
-        None => {
-            let own = server::OwnServe::start()?;
-            let api = own.api.clone();
-            (Some(own), api)
-        }
-    };
+    let (own, endpoint) = server_for(args.endpoint.as_ref())?;
     let api = Arc::new(crate::api_client::Api::new(&endpoint)?);
     let tasks = args.tasks as usize;
     let plan = cold_start::Plan {

@@ -1,7 +1,8 @@
-//! `skiff bench cold-start`, run as a user runs it: its JSON's shape, every
-//! phase present for every task, cold starts that really pull and compile,
-//! the plot, baselines that run when their tool is there and are skipped
-//! with the reason when it is not, and bad flags refused.
+//! `skiff bench cold-start` and `skiff bench http`, run as a user runs
+//! them: their JSON's shape, every phase present for every task, cold
+//! starts that really pull and compile, the plot, every target served
+//! without errors, baselines that run when their tool is there and are
+//! skipped with the reason when it is not, and bad flags refused.
 
 use crate::support::{ServeProcess, skiff};
 use serde_json::Value;
@@ -242,4 +243,121 @@ fn bad_flags_and_guests_are_refused_with_the_reason() {
     skiff(["bench", "cold-start", "--image", app("HTTP_HELLO_P2")])
         .run()
         .assert_one_line_error(1, "wasi:http component");
+}
+
+fn http_bench(args: &[&str], path: &str) -> Value {
+    let mut all = vec![
+        "bench",
+        "http",
+        "--json",
+        "--image",
+        app("HTTP_HELLO_P2"),
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+        "--connections",
+        "4",
+    ];
+    all.extend(args);
+    let done = skiff(&all).env("PATH", path).run();
+    assert_eq!(
+        done.code, 0,
+        "stdout: {}\nstderr: {}",
+        done.stdout, done.stderr
+    );
+    serde_json::from_str(&done.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", done.stdout))
+}
+
+fn target<'a>(out: &'a Value, starts: &str) -> &'a Value {
+    out["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().starts_with(starts))
+        .unwrap_or_else(|| panic!("no target {starts}: {out:#}"))
+}
+
+/// A target that served: answers, none failed, ordered latencies.
+fn served(t: &Value) {
+    assert_eq!(t["ran"], true, "{t:#}");
+    assert!(t["requests"].as_u64().unwrap() > 0, "{t:#}");
+    assert_eq!(t["errors"], 0, "{t:#}");
+    assert!(t["requestsPerSecond"].as_f64().unwrap() > 0.0, "{t:#}");
+    let l = &t["latency"];
+    let [p50, p99, max] = ["p50Micros", "p99Micros", "maxMicros"].map(|k| l[k].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{t:#}");
+}
+
+#[test]
+fn the_http_bench_loads_the_service_through_its_load_balancer_and_beside_its_baselines() {
+    let out = http_bench(&[], BARE_PATH);
+    assert_eq!(out["bench"], "http");
+    for name in [
+        "through the load balancer",
+        "straight to the task",
+        "native hyper",
+    ] {
+        served(target(&out, name));
+    }
+    let lb = target(&out, "through");
+    assert!(
+        lb["url"].as_str().unwrap().starts_with("http://127.0.0.1:"),
+        "{lb}"
+    );
+    let direct = target(&out, "straight");
+    // The task's own address, in skiff's task network.
+    assert!(
+        direct["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.18."),
+        "{direct}"
+    );
+    let wasmtime = target(&out, "wasmtime serve");
+    assert_eq!(wasmtime["ran"], false);
+    assert!(
+        wasmtime["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("no `wasmtime`")
+    );
+    let ratios = &out["ratios"];
+    assert!(
+        ratios["directOverNative"].as_f64().unwrap() > 0.0,
+        "{ratios}"
+    );
+    assert!(ratios["loadBalancerCost"].as_f64().is_some(), "{ratios}");
+    assert_eq!(ratios["directOverWasmtimeServe"], Value::Null);
+
+    // Alone: the service, through its load balancer and straight.
+    let out = http_bench(&["--no-baselines"], BARE_PATH);
+    assert_eq!(out["targets"].as_array().unwrap().len(), 2, "{out:#}");
+}
+
+#[test]
+fn wasmtime_serve_is_measured_when_the_cli_is_there() {
+    let out = http_bench(&[], &std::env::var("PATH").unwrap());
+    served(target(&out, "wasmtime serve"));
+    assert!(out["ratios"]["directOverWasmtimeServe"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn the_http_bench_wants_an_http_component() {
+    skiff(["bench", "http", "--image", app("HELLO_P2")])
+        .run()
+        .assert_one_line_error(1, "not a wasi:http component");
+    skiff(["bench", "http"])
+        .run()
+        .assert_one_line_error(2, "--image");
+    skiff([
+        "bench",
+        "http",
+        "--image",
+        app("HTTP_HELLO_P2"),
+        "--seconds",
+        "0",
+    ])
+    .run()
+    .assert_one_line_error(2, "--seconds");
 }
