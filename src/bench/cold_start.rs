@@ -19,6 +19,8 @@ pub struct Plan {
     pub cluster: String,
     /// The guest's bytes, pushed to the server's registry.
     pub wasm: Vec<u8>,
+    /// Tasks in awsvpc mode (else `none`).
+    pub awsvpc: bool,
 }
 
 /// What the run measured.
@@ -38,20 +40,13 @@ pub async fn run(api: &Arc<Api>, plan: &Plan) -> anyhow::Result<Measured> {
     let definitions = prepare(api, plan).await?;
     if !plan.cold {
         // One untimed start pulls and compiles: what follows is warm.
-        let primed = run_tasks(api, &plan.cluster, &definitions, 1, 1).await?;
+        let primed = run_tasks(api, plan, &definitions, 1, 1).await?;
         if let Some(Err(why)) = primed.into_iter().next().map(|s| s.task) {
             anyhow::bail!("the first task, which pulls and compiles the guest, failed: {why}");
         }
     }
     let started = Instant::now();
-    let samples = run_tasks(
-        api,
-        &plan.cluster,
-        &definitions,
-        plan.tasks,
-        plan.concurrency,
-    )
-    .await?;
+    let samples = run_tasks(api, plan, &definitions, plan.tasks, plan.concurrency).await?;
     let wall = started.elapsed();
     Ok(measure(samples, wall))
 }
@@ -88,7 +83,7 @@ async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<Vec<String>> {
                 "RegisterTaskDefinition",
                 json!({
                     "family": "skiff-bench",
-                    "networkMode": "none",
+                    "networkMode": if plan.awsvpc { "awsvpc" } else { "none" },
                     "containerDefinitions": [{
                         "name": "guest", "image": image, "memory": 64, "essential": true,
                     }],
@@ -167,7 +162,7 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<(Instant, Value)>>>>;
 /// `concurrency` at once.
 async fn run_tasks(
     api: &Arc<Api>,
-    cluster: &str,
+    plan: &Plan,
     definitions: &[String],
     count: usize,
     concurrency: usize,
@@ -175,19 +170,23 @@ async fn run_tasks(
     let pending: Pending = Arc::default();
     let poller = tokio::spawn(poll(
         Arc::clone(api),
-        cluster.to_string(),
+        plan.cluster.clone(),
         Arc::clone(&pending),
     ));
+    let mut request = json!({"cluster": plan.cluster, "count": 1});
+    if plan.awsvpc {
+        request["networkConfiguration"] = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"]}});
+    }
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut running = Vec::with_capacity(count);
     for i in 0..count {
         let slot = Arc::clone(&slots).acquire_owned().await?;
         let api = Arc::clone(api);
         let pending = Arc::clone(&pending);
-        let cluster = cluster.to_string();
-        let definition = definitions[i % definitions.len()].clone();
+        let mut request = request.clone();
+        request["taskDefinition"] = definitions[i % definitions.len()].clone().into();
         running.push(tokio::spawn(async move {
-            let sample = one(&api, &cluster, &definition, &pending).await;
+            let sample = one(&api, request, &pending).await;
             drop(slot);
             sample
         }));
@@ -201,14 +200,9 @@ async fn run_tasks(
 }
 
 /// RunTask, then wait for the poller to see it STOPPED.
-async fn one(api: &Api, cluster: &str, definition: &str, pending: &Pending) -> Sample {
+async fn one(api: &Api, request: Value, pending: &Pending) -> Sample {
     let sent = Instant::now();
-    let ran = api
-        .ecs(
-            "RunTask",
-            json!({"cluster": cluster, "taskDefinition": definition, "count": 1}),
-        )
-        .await;
+    let ran = api.ecs("RunTask", request).await;
     let answered = Instant::now();
     let failed = |why: String| Sample {
         sent,

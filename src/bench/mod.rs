@@ -98,6 +98,10 @@ struct ColdStartArgs {
     /// timed only instantiate (the default).
     #[arg(long)]
     warm: bool,
+    /// The tasks' network mode: `none`, or `awsvpc` (each task leases an
+    /// address and gets its own network).
+    #[arg(long, default_value = "none", value_parser = ["none", "awsvpc"])]
+    network_mode: String,
     /// A running `skiff serve`'s API to measure (default: start one, with
     /// an empty data dir, for this run).
     #[arg(long, value_name = "URL")]
@@ -256,6 +260,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         cold: args.cold,
         cluster: args.cluster.clone(),
         wasm: wasm.clone(),
+        awsvpc: args.network_mode == "awsvpc",
     };
     if !args.json {
         eprintln!(
@@ -291,6 +296,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         "skiffVersion": env!("CARGO_PKG_VERSION"),
         "machine": report::machine(),
         "mode": if args.cold { "cold" } else { "warm" },
+        "networkMode": args.network_mode,
         "tasks": tasks,
         "concurrency": args.concurrency,
         "guest": {"name": what, "bytes": wasm.len()},

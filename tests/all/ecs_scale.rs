@@ -430,3 +430,92 @@ print(json.dumps({'running': running, 'failures': failures, 'worst': worst,
     assert_eq!(r["big"], serde_json::json!(["RESOURCE:MEMORY"]), "{out}");
     assert_eq!(r["cap"], serde_json::json!(["64"]), "{out}");
 }
+
+/// The local instance's remaining WASM_SLOTS.
+fn free_slots(serve: &ServeProcess) -> i64 {
+    let arns = serve.aws_ok(&["ecs", "list-container-instances"]);
+    let arn = arns["containerInstanceArns"][0].as_str().unwrap();
+    let described = serve.aws_ok(&[
+        "ecs",
+        "describe-container-instances",
+        "--container-instances",
+        arn,
+    ]);
+    described["containerInstances"][0]["remainingResources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "WASM_SLOTS")
+        .and_then(|r| r["integerValue"].as_i64())
+        .unwrap()
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn ten_thousand_tasks_started_and_stopped_leak_no_addresses_files_or_pool_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its address leases where this test can read them.
+    let run = tempfile::tempdir().unwrap();
+    let mut skiff = std::process::Command::new(crate::support::skiff_bin());
+    skiff.env("XDG_RUNTIME_DIR", run.path());
+    // 48 pool slots for 10,000 tasks, 40 at a time: a task that kept its
+    // slot would soon leave none for the rest.
+    let serve = ServeProcess::launch(skiff, dir.path(), &["--max-instances", "64"]);
+    let held = || {
+        std::fs::read_dir(run.path().join("skiff/addresses"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .filter(|lease| lease.starts_with("held"))
+            .count()
+    };
+    let endpoint = format!("http://{}", serve.api);
+    let bench = |tasks: &str| {
+        let done = crate::support::skiff([
+            "bench",
+            "cold-start",
+            "--json",
+            "--no-baselines",
+            "--network-mode",
+            "awsvpc",
+            "--concurrency",
+            "40",
+            "--tasks",
+            tasks,
+            "--endpoint",
+            &endpoint,
+        ])
+        .run();
+        assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
+        let out: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+        assert_eq!(out["skiff"]["failed"], serde_json::json!([]), "{out:#}");
+        assert_eq!(out["skiff"]["succeeded"], tasks.parse::<u64>().unwrap());
+    };
+    let pid = serve.child.id();
+    // What is opened once (the store, the registry's files, pools) is open
+    // after a first round.
+    bench("100");
+    let slots = free_slots(&serve);
+    assert_eq!(slots, 48);
+    let files = open_files(pid);
+
+    assert_eq!(held(), 0);
+
+    bench("10000");
+    assert_eq!(free_slots(&serve), slots, "pool slots were kept");
+    assert_eq!(held(), 0, "task addresses were kept");
+    // The bench's connections close as it exits; the server sees them go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while open_files(pid) > files + 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} files open after 10,000 tasks, {files} before",
+            open_files(pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
