@@ -149,11 +149,39 @@ pub fn ensure_tls_provider() {
 pub(crate) fn client_for(reference: &Reference, options: &RemoteOptions) -> (Client, RegistryAuth) {
     ensure_tls_provider();
     let registry = reference.resolve_registry().to_string();
-    let mut plain: Vec<String> = options.insecure_registries.clone();
-    if is_loopback(&registry) {
-        plain.push(registry.clone());
+    let credentials = options
+        .credentials
+        .iter()
+        .find(|(r, _)| *r == registry)
+        .map(|(_, c)| c.clone());
+    let auth = credentials
+        .as_ref()
+        .map(|c| RegistryAuth::Basic(c.username.clone(), c.password.clone()))
+        .unwrap_or(RegistryAuth::Anonymous);
+    // One client per registry and settings, kept: making one (a TLS
+    // configuration with its root certificates) took longer than pulling
+    // a small image from a loopback registry, and a kept one reuses its
+    // connections and tokens. The credentials are part of the key, so a
+    // token got with one identity never serves another.
+    let key = ClientKey {
+        registry: registry.clone(),
+        plain: is_loopback(&registry) || options.insecure_registries.contains(&registry),
+        connect_timeout: options.connect_timeout,
+        read_timeout: options.read_timeout,
+        user_agent: options.user_agent,
+        credentials: credentials.map(|c| (c.username, c.password)),
+    };
+    if let Ok(clients) = CLIENTS.lock()
+        && let Some(client) = clients.get(&key)
+    {
+        return (client.clone(), auth);
     }
     let defaults = ClientConfig::default();
+    let plain = if key.plain {
+        vec![registry.clone()]
+    } else {
+        Vec::new()
+    };
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(plain),
         connect_timeout: Some(options.connect_timeout),
@@ -161,14 +189,31 @@ pub(crate) fn client_for(reference: &Reference, options: &RemoteOptions) -> (Cli
         user_agent: options.user_agent.unwrap_or(defaults.user_agent),
         ..defaults
     });
-    let auth = options
-        .credentials
-        .iter()
-        .find(|(r, _)| *r == registry)
-        .map(|(_, c)| RegistryAuth::Basic(c.username.clone(), c.password.clone()))
-        .unwrap_or(RegistryAuth::Anonymous);
+    if let Ok(mut clients) = CLIENTS.lock() {
+        // Bounded: registries and identities a process talks to are few.
+        if clients.len() >= 256 {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+    }
     (client, auth)
 }
+
+/// What a kept client was made for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    registry: String,
+    plain: bool,
+    connect_timeout: std::time::Duration,
+    read_timeout: std::time::Duration,
+    user_agent: Option<&'static str>,
+    credentials: Option<(String, String)>,
+}
+
+/// The kept clients.
+static CLIENTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<ClientKey, Client>>,
+> = std::sync::LazyLock::new(Default::default);
 
 /// Pushes `wasm` to `reference` as a CNCF Wasm OCI artifact and returns the
 /// manifest's digest. The artifact records now as its creation time.
@@ -240,9 +285,11 @@ pub async fn pull(
         reference: whole.clone(),
         what,
     };
+    // Resolving counts from here: the client (made, or kept), then the
+    // manifests and config.
+    let started = std::time::Instant::now();
     let (client, auth) = client_for(&image, options);
 
-    let started = std::time::Instant::now();
     let (bytes, _) = client
         .pull_manifest_raw(&image, &auth, &ACCEPT)
         .await
