@@ -6,6 +6,9 @@ use super::report::Phase;
 use plotters::prelude::*;
 use std::path::Path;
 
+/// The most samples drawn in one row.
+const MAX_DOTS: usize = 300;
+
 /// Draws `phases` (those with samples) to the SVG file at `path`.
 pub fn draw(path: &Path, title: &str, phases: &[Phase]) -> anyhow::Result<()> {
     let rows: Vec<&Phase> = phases.iter().filter(|p| !p.micros.is_empty()).collect();
@@ -38,9 +41,19 @@ pub fn draw(path: &Path, title: &str, phases: &[Phase]) -> anyhow::Result<()> {
     for (i, phase) in rows.iter().enumerate() {
         // Rows top to bottom, in the order given.
         let y = (rows.len() - i) as f64 - 0.5;
-        let n = phase.micros.len().max(1) as f64;
+        // At most MAX_DOTS a row, evenly by rank: the shape stays, the
+        // file stays small.
+        let mut dots = phase.micros.clone();
+        dots.sort_by(f64::total_cmp);
+        if dots.len() > MAX_DOTS {
+            let step = dots.len() as f64 / MAX_DOTS as f64;
+            dots = (0..MAX_DOTS)
+                .map(|i| dots[(i as f64 * step) as usize])
+                .collect();
+        }
+        let n = dots.len().max(1) as f64;
         chart
-            .draw_series(phase.micros.iter().enumerate().map(|(k, v)| {
+            .draw_series(dots.iter().enumerate().map(|(k, v)| {
                 // Spread within the row so that equal values stay visible.
                 let jitter = ((k as f64 * 0.618_034) % 1.0 - 0.5) * 0.6 * (n.min(50.0) / 50.0);
                 Circle::new((v.max(lo), y + jitter), 2, BLUE.mix(0.35).filled())

@@ -426,7 +426,10 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let rows = store.range("task/").await.unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].1.value.as_slice(), rows[0].1.revision), (&b"A"[..], 7));
+        assert_eq!(
+            (rows[0].1.value.as_slice(), rows[0].1.revision),
+            (&b"A"[..], 7)
+        );
         // Compares see the moved revision; the next commit follows it.
         let txn = Txn {
             compares: vec![Compare::Revision("task/a".into(), 7)],
