@@ -94,6 +94,9 @@ pub(crate) async fn supervise(
         .collect();
     let (health_tx, mut health_rx) = mpsc::unbounded_channel::<(usize, HealthStatus)>();
     let mut running_reported = false;
+    // When the last container began to start: the task's startedAt, so
+    // that no guest's first instruction comes before it.
+    let mut starting = now();
     let mut result: Option<Supervised> = None;
     let mut checks = HealthChecks::default();
 
@@ -142,6 +145,7 @@ pub(crate) async fn supervise(
                     .stop_timeout
                     .map(|s| Duration::from_secs(u64::from(s)))
                     .unwrap_or(default_stop_timeout);
+                starting = now();
                 let runtime_id = if let Some(at) = container.serve_at {
                     let usage = skiff_runtime::UsageMeter::new();
                     report.meter(usage.clone());
@@ -203,7 +207,7 @@ pub(crate) async fn supervise(
                 running_reported = true;
                 report.task(TaskStateChange {
                     status: Some(TaskStatus::Running),
-                    started_at: Some(now()),
+                    started_at: Some(starting),
                     ..TaskStateChange::default()
                 });
             }

@@ -159,10 +159,12 @@ pub fn wasmtime_cli(wasmtime: Option<&Path>, file: &Path, runs: usize, cold: boo
 
 /// The wasmtime CLI: the one given, else `wasmtime` on PATH.
 pub fn find_wasmtime(given: Option<&Path>) -> Option<PathBuf> {
-    given
-        .map(Path::to_path_buf)
-        .or_else(|| on_path("wasmtime"))
-        .map(native_wasmtime)
+    // One given is used as it is; one found on PATH may be a script in
+    // front of the real binary.
+    match given {
+        Some(path) => Some(path.to_path_buf()),
+        None => on_path("wasmtime").map(native_wasmtime),
+    }
 }
 
 /// The wasmtime binary itself when `found` is a script in front of it

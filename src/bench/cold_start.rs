@@ -23,6 +23,9 @@ pub struct Plan {
     pub awsvpc: bool,
     /// Tasks per RunTask call (its `count`).
     pub per_call: usize,
+    /// How long a task may take to stop before the bench stops it and
+    /// counts it failed.
+    pub task_timeout: Duration,
 }
 
 /// What the run measured.
@@ -209,8 +212,10 @@ async fn run_tasks(
         let mut request = request.clone();
         request["taskDefinition"] = definitions[i % definitions.len()].clone().into();
         request["count"] = n.into();
+        let timeout = plan.task_timeout;
+        let cluster = plan.cluster.clone();
         running.push(tokio::spawn(async move {
-            let samples = one(&api, request, n, &pending).await;
+            let samples = one(&api, request, n, &pending, timeout, &cluster).await;
             drop(slot);
             samples
         }));
@@ -224,7 +229,14 @@ async fn run_tasks(
 }
 
 /// RunTask of `n` tasks, then wait for the poller to see each STOPPED.
-async fn one(api: &Api, request: Value, n: usize, pending: &Pending) -> Vec<Sample> {
+async fn one(
+    api: &Api,
+    request: Value,
+    n: usize,
+    pending: &Pending,
+    timeout: Duration,
+    cluster: &str,
+) -> Vec<Sample> {
     let sent = Instant::now();
     let ran = api.ecs("RunTask", request).await;
     let answered = Instant::now();
@@ -258,18 +270,29 @@ async fn one(api: &Api, request: Value, n: usize, pending: &Pending) -> Vec<Samp
         }
         waits.push((arn, rx));
     }
+    let deadline = tokio::time::Instant::now() + timeout;
     for (arn, rx) in waits {
-        out.push(
-            match tokio::time::timeout(Duration::from_secs(600), rx).await {
-                Ok(Ok((seen, task))) => Sample {
-                    sent,
-                    answered,
-                    seen,
-                    task: Ok(task),
-                },
-                _ => failed(format!("{arn} did not stop within 10 minutes")),
+        let waited = tokio::time::timeout_at(deadline, rx).await;
+        out.push(match waited {
+            Ok(Ok((seen, task))) => Sample {
+                sent,
+                answered,
+                seen,
+                task: Ok(task),
             },
-        );
+            _ => {
+                // A guest that does not exit is stopped, not waited for.
+                if let Ok(mut p) = pending.lock() {
+                    p.remove(&arn);
+                }
+                let stop = json!({"cluster": cluster, "task": arn, "reason": "skiff bench: no exit in time"});
+                let _ = api.ecs("StopTask", stop).await;
+                failed(format!(
+                    "a task did not stop within {} (--task-timeout): cold-start measures guests that run to their exit; it was stopped",
+                    skiff_runtime::format_duration(timeout)
+                ))
+            }
+        });
     }
     out
 }

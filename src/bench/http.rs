@@ -49,7 +49,12 @@ impl Drop for Killed {
 
 /// The service behind a load balancer on the server `api` reaches:
 /// (the listener's URL, the task's URL); undone by [`teardown`].
-async fn deploy(api: &Api, plan: &Plan, id: &str) -> anyhow::Result<(String, String, Vec<String>)> {
+async fn deploy(
+    api: &Api,
+    plan: &Plan,
+    id: &str,
+    made: &mut Vec<String>,
+) -> anyhow::Result<(String, String)> {
     let repository = super::cold_start::repository(api).await?;
     let options = super::cold_start::push_options(api, &repository).await?;
     let image = format!("{repository}:http-{id}");
@@ -74,7 +79,7 @@ async fn deploy(api: &Api, plan: &Plan, id: &str) -> anyhow::Result<(String, Str
         .await?,
         "LoadBalancerArn",
     )?;
-    let mut made = vec![lb.clone()];
+    made.push(lb.clone());
     let tg = tag(
         &api.elb(
             "CreateTargetGroup",
@@ -140,22 +145,26 @@ async fn deploy(api: &Api, plan: &Plan, id: &str) -> anyhow::Result<(String, Str
     let ip = described["tasks"][0]["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("the bench's task has no address"))?;
-    Ok((listener_url, format!("http://{ip}:80/"), made))
+    Ok((listener_url, format!("http://{ip}:80/")))
 }
 
-/// Removes what [`deploy`] made: the service, the load balancer (and its
-/// listener), the target group.
+/// Removes what [`deploy`] made (the load balancer and its listener, the
+/// target group, the service), as far as it got.
 async fn teardown(api: &Api, cluster: &str, made: &[String]) {
-    if let [lb, tg, service] = made {
+    if let Some(service) = made.get(2) {
         let _ = api
             .ecs(
                 "DeleteService",
                 json!({"cluster": cluster, "service": service, "force": true}),
             )
             .await;
+    }
+    if let Some(lb) = made.first() {
         let _ = api
             .elb("DeleteLoadBalancer", &[("LoadBalancerArn", lb)])
             .await;
+    }
+    if let Some(tg) = made.get(1) {
         // The target group goes once the load balancer no longer uses it.
         for _ in 0..50 {
             if api
@@ -253,7 +262,14 @@ pub fn run(rt: &tokio::runtime::Runtime, api: &Api, plan: &Plan) -> anyhow::Resu
             .map(|d| d.as_micros() % 0xffff_ffff)
             .unwrap_or_default()
     );
-    let (lb, direct, made) = rt.block_on(deploy(api, plan, &id))?;
+    let mut made = Vec::new();
+    let (lb, direct) = match rt.block_on(deploy(api, plan, &id, &mut made)) {
+        Ok(urls) => urls,
+        Err(e) => {
+            rt.block_on(teardown(api, &plan.cluster, &made));
+            return Err(e);
+        }
+    };
     let mut servers: Vec<(&'static str, Result<String, String>, Option<Killed>)> = vec![
         ("through the load balancer", Ok(lb), None),
         ("straight to the task", Ok(direct), None),
@@ -273,16 +289,43 @@ pub fn run(rt: &tokio::runtime::Runtime, api: &Api, plan: &Plan) -> anyhow::Resu
         }
     }
     let time = Duration::from_secs(plan.seconds);
-    let mut results: Vec<Vec<Load>> = servers.iter().map(|_| Vec::new()).collect();
-    for _ in 0..plan.rounds {
-        for (i, (_, url, _)) in servers.iter().enumerate() {
-            let Ok(url) = url else { continue };
-            let Some(addr) = address_of(url) else {
-                continue;
-            };
-            results[i].push(load::drive(addr, &addr.to_string(), plan.connections, time));
+    let addresses: Vec<Option<SocketAddr>> = servers
+        .iter()
+        .map(|(_, url, _)| url.as_deref().ok().and_then(address_of))
+        .collect();
+    let (rounds, connections) = (plan.rounds, plan.connections);
+    let load = move || {
+        let mut results: Vec<Vec<Load>> = addresses.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (i, addr) in addresses.iter().enumerate() {
+                if let Some(addr) = addr {
+                    results[i].push(load::drive(*addr, &addr.to_string(), connections, time));
+                }
+            }
         }
-    }
+        results
+    };
+    // Interrupted (Ctrl-C, SIGTERM), what was made on the server is
+    // removed before the bench ends.
+    let loaded = rt.block_on(async {
+        tokio::select! {
+            results = tokio::task::spawn_blocking(load) => Some(results),
+            _ = crate::signals::shutdown_signal() => None,
+        }
+    });
+    let results = match loaded {
+        Some(Ok(results)) => results,
+        Some(Err(e)) => {
+            rt.block_on(teardown(api, &plan.cluster, &made));
+            anyhow::bail!("the load failed: {e}");
+        }
+        None => {
+            rt.block_on(teardown(api, &plan.cluster, &made));
+            anyhow::bail!(
+                "interrupted: the bench's service, load balancer and target group were removed"
+            );
+        }
+    };
     rt.block_on(teardown(api, &plan.cluster, &made));
     Ok(servers
         .into_iter()
@@ -364,7 +407,7 @@ pub fn json_of(targets: &[Target]) -> Value {
 
 pub fn print(targets: &[Target], connections: usize, seconds: u64, rounds: u32) {
     println!(
-        "{connections} connections, {seconds} s a round, {rounds} round(s) interleaved, best round of each:"
+        "{connections} connection(s), {seconds} s a round, {rounds} round(s) interleaved, best round of each:"
     );
     println!(
         "{:<36} {:>12} {:>10} {:>10} {:>10} {:>8}",
@@ -404,8 +447,13 @@ pub fn print(targets: &[Target], connections: usize, seconds: u64, rounds: u32) 
     }
     if let Some(v) = r["loadBalancerCost"].as_f64() {
         println!(
-            "load balancer cost (1 − through / straight): {:.1}%",
-            v * 100.0
+            "load balancer cost (1 − through / straight): {:.1}%{}",
+            v * 100.0,
+            if v < 0.0 {
+                " (below zero: the rounds' noise is larger than the cost; run more rounds)"
+            } else {
+                ""
+            }
         );
     }
 }

@@ -58,7 +58,9 @@ struct HttpArgs {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connections: u32,
     /// A running `skiff serve`'s API (default: start one for this run).
-    #[arg(long, value_name = "URL")]
+    /// The service, load balancer and target group it makes there are
+    /// removed after (also on Ctrl-C); its task definition and image stay.
+    #[arg(long, env = "SKIFF_ENDPOINT", value_name = "URL")]
     endpoint: Option<String>,
     /// The cluster the service runs in.
     #[arg(long, default_value = "default", value_name = "NAME")]
@@ -79,7 +81,8 @@ struct HttpArgs {
 
 #[derive(Args, Debug)]
 struct ColdStartArgs {
-    /// How many tasks to run (and how many runs of each baseline).
+    /// How many tasks to run (and runs of the in-process baseline; the
+    /// process baselines run at most 100 times).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     tasks: u32,
     /// How many tasks at once.
@@ -89,6 +92,10 @@ struct ColdStartArgs {
     /// ECS): one store commit starts them all.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10), conflicts_with = "cold")]
     count: u32,
+    /// How long a task may take to reach STOPPED before it is stopped and
+    /// counted failed (the guest is expected to exit by itself).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = crate::serve::parse_timeout)]
+    task_timeout: std::time::Duration,
     /// The guest: a Wasm file, or an image reference pulled once and
     /// pushed to the server's registry (default: a built-in hello world).
     #[arg(long, value_name = "FILE | REF")]
@@ -107,8 +114,10 @@ struct ColdStartArgs {
     #[arg(long, default_value = "none", value_parser = ["none", "awsvpc"])]
     network_mode: String,
     /// A running `skiff serve`'s API to measure (default: start one, with
-    /// an empty data dir, for this run).
-    #[arg(long, value_name = "URL")]
+    /// an empty data dir, for this run). The bench leaves its task
+    /// definitions (family skiff-bench) and images (repository
+    /// skiff-bench) there.
+    #[arg(long, env = "SKIFF_ENDPOINT", value_name = "URL")]
     endpoint: Option<String>,
     /// The cluster the tasks run in.
     #[arg(long, default_value = "default", value_name = "NAME")]
@@ -149,13 +158,16 @@ const PROCESS_RUNS: usize = 100;
 
 /// A plot goes to an SVG file.
 fn check_plot(plot: Option<&PathBuf>) -> anyhow::Result<()> {
-    if let Some(plot) = plot
-        && plot.extension().and_then(|e| e.to_str()) != Some("svg")
-    {
-        anyhow::bail!(
-            "--plot {}: the plot is an SVG file (FILE.svg)",
-            plot.display()
-        );
+    if let Some(plot) = plot {
+        if plot.extension().and_then(|e| e.to_str()) != Some("svg") {
+            anyhow::bail!(
+                "--plot {}: the plot is an SVG file (FILE.svg)",
+                plot.display()
+            );
+        }
+        // Found out now, not after the bench has run.
+        std::fs::File::create(plot)
+            .map_err(|e| anyhow::anyhow!("--plot {}: cannot write it: {e}", plot.display()))?;
     }
     Ok(())
 }
@@ -246,6 +258,14 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
 
 fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
     check_plot(args.plot.as_ref())?;
+    if args.count > args.concurrency {
+        anyhow::bail!(
+            "--count {} is more than --concurrency {}: a RunTask of {} tasks runs them all at once (raise --concurrency)",
+            args.count,
+            args.concurrency,
+            args.count
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -266,12 +286,19 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         wasm: wasm.clone(),
         awsvpc: args.network_mode == "awsvpc",
         per_call: args.count as usize,
+        task_timeout: args.task_timeout,
     };
     if !args.json {
         eprintln!(
-            "skiff bench cold-start: {tasks} tasks of {what}, {}, {} at a time, against {}",
+            "skiff bench cold-start: {tasks} tasks of {what}, {}, network mode {}, {} at a time{}, against {}",
             if args.cold { "cold" } else { "warm" },
+            args.network_mode,
             args.concurrency,
+            if args.count > 1 {
+                format!(", {} to a RunTask", args.count)
+            } else {
+                String::new()
+            },
             match &own {
                 Some(_) => format!("a skiff serve started for this run ({endpoint})"),
                 None => endpoint.clone(),
@@ -356,7 +383,11 @@ async fn guest_of(image: Option<&str>) -> anyhow::Result<(Vec<u8>, String)> {
         }
         return Ok((wasm, image.to_string()));
     }
-    if !image.contains(':') && !image.contains('/') {
+    let looks_like_a_file = image.ends_with(".wasm")
+        || image.starts_with('/')
+        || image.starts_with("./")
+        || image.starts_with("../");
+    if looks_like_a_file || (!image.contains(':') && !image.contains('/')) {
         anyhow::bail!(
             "--image {image}: no such file, and not an image reference (REGISTRY/REPOSITORY:TAG)"
         );

@@ -89,15 +89,17 @@ pub fn table(phases: &[Phase]) -> String {
     out
 }
 
-/// The phases as JSON: `{name: {what, count, p50Micros, …}}`, phases with
-/// no samples left out.
+/// The phases as JSON: `{name: {order, what, count, p50Micros, …}}`
+/// (`order`: where it comes in the table), phases with no samples left
+/// out.
 pub fn json(phases: &[Phase]) -> Value {
     let mut out = serde_json::Map::new();
-    for p in phases {
+    for (order, p) in phases.iter().enumerate() {
         if let Some(s) = p.summary() {
             out.insert(
-                p.name.to_string(),
+                p.name.trim().to_string(),
                 json!({
+                    "order": order,
                     "what": p.what,
                     "count": s.count,
                     "p50Micros": s.p50,

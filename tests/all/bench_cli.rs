@@ -82,7 +82,7 @@ fn warm_starts_report_every_phase_and_skip_missing_baselines_with_the_reason() {
     ] {
         phase(phases, name, 12);
     }
-    for cold_only in ["  resolve", "  download", "  compile"] {
+    for cold_only in ["resolve", "download", "compile"] {
         assert!(phases.get(cold_only).is_none(), "{cold_only}: {phases:#}");
     }
     // The parts fit inside the whole.
@@ -128,7 +128,7 @@ fn cold_starts_pull_and_compile_every_task_and_so_do_the_baselines() {
         pulled > 3 * guest && pulled < 3 * (guest + 64),
         "{pulled} for {guest}"
     );
-    for name in ["  resolve", "  download", "  store", "  compile", "image"] {
+    for name in ["resolve", "download", "store", "compile", "image"] {
         phase(&skiff["phases"], name, 3);
     }
     let bare = baseline(&out, "bare wasmtime");
@@ -246,8 +246,12 @@ fn bad_flags_and_guests_are_refused_with_the_reason() {
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "hello").unwrap();
     let text = text.to_str().unwrap();
-    let cases: [(&[&str], i32, &str); 8] = [
+    let cases: [(&[&str], i32, &str); 12] = [
         (&["--tasks", "0"], 2, "--tasks"),
+        (&["--count", "10"], 1, "more than --concurrency 8"),
+        (&["--task-timeout", "soon"], 2, "--task-timeout"),
+        (&["--plot", "/nonexistent/dir/x.svg"], 1, "cannot write it"),
+        (&["--image", "/nope/x.wasm"], 1, "no such file"),
         (&["--count", "11"], 2, "--count"),
         (&["--cold", "--count", "2"], 2, "--count"),
         (&["--concurrency", "0"], 2, "--concurrency"),
@@ -385,4 +389,40 @@ fn the_http_bench_wants_an_http_component() {
     ])
     .run()
     .assert_one_line_error(2, "--seconds");
+}
+
+#[test]
+fn a_guest_that_never_exits_is_stopped_and_reported_not_waited_for() {
+    let done = skiff([
+        "bench",
+        "cold-start",
+        "--json",
+        "--tasks",
+        "2",
+        "--no-baselines",
+        "--task-timeout",
+        "2s",
+        "--image",
+        app("SLEEPER_P1"),
+    ])
+    .run();
+    done.assert_one_line_error(1, "did not stop within 2s");
+    assert!(done.stderr.contains("run to their exit"), "{}", done.stderr);
+}
+
+#[test]
+fn a_given_wasmtime_is_the_one_measured() {
+    let out = bench(
+        &["--tasks", "2", "--wasmtime", "/nonexistent/wasmtime"],
+        &std::env::var("PATH").unwrap(),
+    );
+    let cli = baseline(&out, "wasmtime CLI");
+    assert_eq!(cli["ran"], false, "{cli:#}");
+    assert!(
+        cli["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("cannot run /nonexistent/wasmtime"),
+        "{cli}"
+    );
 }
