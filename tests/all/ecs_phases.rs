@@ -91,6 +91,9 @@ fn tasks_show_where_their_start_went_and_the_second_start_compiles_nothing() {
         entered + slack >= timestamp(&first, "pullStoppedAt"),
         "{first}"
     );
+    // startedAt (RUNNING) is when the container began to start: no guest
+    // runs before it.
+    assert!(entered + slack >= timestamp(&first, "startedAt"), "{first}");
     assert!(exited >= entered, "{p:?}");
     assert!(exited <= timestamp(&first, "stoppedAt") + slack, "{first}");
     assert!(
