@@ -43,6 +43,33 @@ enum Bench {
     },
 }
 
+/// What both benches take.
+#[derive(Args, Debug)]
+struct Common {
+    /// A running `skiff serve`'s API to measure (default: start one, with
+    /// an empty data dir, for this run). The benches leave their task
+    /// definitions and images there; `http` removes its service, load
+    /// balancer and target group (also on Ctrl-C).
+    #[arg(long, env = "SKIFF_ENDPOINT", value_name = "URL")]
+    endpoint: Option<String>,
+    /// The cluster the tasks run in.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    cluster: String,
+    /// Print the figures as JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Draw the distributions (each phase's, or each target's latency) to
+    /// this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// The wasmtime CLI to compare with (default: `wasmtime` on PATH).
+    #[arg(long, value_name = "PATH")]
+    wasmtime: Option<PathBuf>,
+    /// Measure skiff alone.
+    #[arg(long)]
+    no_baselines: bool,
+}
+
 #[derive(Args, Debug)]
 struct HttpArgs {
     /// The wasi:http component to serve (for example wasm-apps' http_hello.wasm).
@@ -57,26 +84,8 @@ struct HttpArgs {
     /// Connections kept busy at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connections: u32,
-    /// A running `skiff serve`'s API (default: start one for this run).
-    /// The service, load balancer and target group it makes there are
-    /// removed after (also on Ctrl-C); its task definition and image stay.
-    #[arg(long, env = "SKIFF_ENDPOINT", value_name = "URL")]
-    endpoint: Option<String>,
-    /// The cluster the service runs in.
-    #[arg(long, default_value = "default", value_name = "NAME")]
-    cluster: String,
-    /// Print the figures as JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Draw each target's latency distribution to this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
-    plot: Option<PathBuf>,
-    /// The wasmtime CLI to compare with (default: `wasmtime` on PATH).
-    #[arg(long, value_name = "PATH")]
-    wasmtime: Option<PathBuf>,
-    /// Measure skiff alone.
-    #[arg(long)]
-    no_baselines: bool,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -113,27 +122,8 @@ struct ColdStartArgs {
     /// address and gets its own network).
     #[arg(long, default_value = "none", value_parser = ["none", "awsvpc"])]
     network_mode: String,
-    /// A running `skiff serve`'s API to measure (default: start one, with
-    /// an empty data dir, for this run). The bench leaves its task
-    /// definitions (family skiff-bench) and images (repository
-    /// skiff-bench) there.
-    #[arg(long, env = "SKIFF_ENDPOINT", value_name = "URL")]
-    endpoint: Option<String>,
-    /// The cluster the tasks run in.
-    #[arg(long, default_value = "default", value_name = "NAME")]
-    cluster: String,
-    /// Print the figures as JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-    /// Draw every phase's distribution to this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
-    plot: Option<PathBuf>,
-    /// The wasmtime CLI to compare with (default: `wasmtime` on PATH).
-    #[arg(long, value_name = "PATH")]
-    wasmtime: Option<PathBuf>,
-    /// Measure skiff alone.
-    #[arg(long)]
-    no_baselines: bool,
+    #[command(flatten)]
+    common: Common,
 }
 
 /// Runs a benchmark; the exit status.
@@ -186,7 +176,7 @@ fn server_for(endpoint: Option<&String>) -> anyhow::Result<(Option<server::OwnSe
 }
 
 fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
-    check_plot(args.plot.as_ref())?;
+    check_plot(args.common.plot.as_ref())?;
     let name = args.image.display().to_string();
     let wasm = std::fs::read(&args.image)
         .map_err(|e| anyhow::anyhow!("--image {name}: cannot read it: {e}"))?;
@@ -198,9 +188,9 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (own, endpoint) = server_for(args.endpoint.as_ref())?;
+    let (own, endpoint) = server_for(args.common.endpoint.as_ref())?;
     let api = crate::api_client::Api::new(&endpoint)?;
-    if !args.json {
+    if !args.common.json {
         eprintln!(
             "skiff bench http: {name} as an ECS service behind a load balancer, against {}",
             match &own {
@@ -215,14 +205,14 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
         seconds: args.seconds,
         rounds: args.rounds,
         connections: args.connections as usize,
-        cluster: args.cluster.clone(),
-        wasmtime: args.wasmtime.clone(),
-        baselines: !args.no_baselines,
+        cluster: args.common.cluster.clone(),
+        wasmtime: args.common.wasmtime.clone(),
+        baselines: !args.common.no_baselines,
     };
     let targets = http::run(&rt, &api, &plan)?;
     let peak = own.as_ref().and_then(|o| report::peak_memory(o.pid()));
     drop(own);
-    if let Some(path) = &args.plot {
+    if let Some(path) = &args.common.plot {
         let rows: Vec<Phase> = targets.iter().filter_map(http::latency).collect();
         plot::draw(
             path,
@@ -236,7 +226,7 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
         "machine": report::machine(),
         "guest": {"name": name, "bytes": plan.wasm.len()},
         "endpoint": endpoint,
-        "serverStartedForThisRun": args.endpoint.is_none(),
+        "serverStartedForThisRun": args.common.endpoint.is_none(),
         "peakMemoryBytes": peak,
         "connections": args.connections,
         "seconds": args.seconds,
@@ -244,7 +234,7 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
         "targets": http::json_of(&targets),
         "ratios": http::ratios(&targets),
     });
-    if args.json {
+    if args.common.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         http::print(&targets, plan.connections, plan.seconds, plan.rounds);
@@ -257,7 +247,7 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
 }
 
 fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
-    check_plot(args.plot.as_ref())?;
+    check_plot(args.common.plot.as_ref())?;
     if args.count > args.concurrency {
         anyhow::bail!(
             "--count {} is more than --concurrency {}: a RunTask of {} tasks runs them all at once (raise --concurrency)",
@@ -275,20 +265,20 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
             "{what} is a wasi:http component, which serves requests rather than running to an exit: cold-start runs a module or a wasi:cli command"
         );
     }
-    let (own, endpoint) = server_for(args.endpoint.as_ref())?;
+    let (own, endpoint) = server_for(args.common.endpoint.as_ref())?;
     let api = Arc::new(crate::api_client::Api::new(&endpoint)?);
     let tasks = args.tasks as usize;
     let plan = cold_start::Plan {
         tasks,
         concurrency: args.concurrency as usize,
         cold: args.cold,
-        cluster: args.cluster.clone(),
+        cluster: args.common.cluster.clone(),
         wasm: wasm.clone(),
         awsvpc: args.network_mode == "awsvpc",
         per_call: args.count as usize,
         task_timeout: args.task_timeout,
     };
-    if !args.json {
+    if !args.common.json {
         eprintln!(
             "skiff bench cold-start: {tasks} tasks of {what}, {}, network mode {}, {} at a time{}, against {}",
             if args.cold { "cold" } else { "warm" },
@@ -309,7 +299,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
     let peak = own.as_ref().and_then(|o| report::peak_memory(o.pid()));
     drop(own);
 
-    let baselines = if args.no_baselines {
+    let baselines = if args.common.no_baselines {
         Vec::new()
     } else {
         let file = tempfile::Builder::new().suffix(".wasm").tempfile()?;
@@ -317,7 +307,12 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         let runs = tasks.min(PROCESS_RUNS);
         let mut b = vec![
             baselines::bare_wasmtime(&wasm, tasks, args.cold),
-            baselines::wasmtime_cli(args.wasmtime.as_deref(), file.path(), runs, args.cold),
+            baselines::wasmtime_cli(
+                args.common.wasmtime.as_deref(),
+                file.path(),
+                runs,
+                args.cold,
+            ),
         ];
         b.extend(baselines::container(runs));
         b
@@ -334,12 +329,12 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         "countPerRunTask": args.count,
         "guest": {"name": what, "bytes": wasm.len()},
         "endpoint": endpoint,
-        "serverStartedForThisRun": args.endpoint.is_none(),
+        "serverStartedForThisRun": args.common.endpoint.is_none(),
         "peakMemoryBytes": peak,
         "skiff": cold_start::json_of(&measured),
         "baselines": baselines.iter().map(|b| baseline_json(b, &measured.phases)).collect::<Vec<_>>(),
     });
-    if let Some(path) = &args.plot {
+    if let Some(path) = &args.common.plot {
         let mut rows: Vec<Phase> = measured.phases.clone();
         for b in &baselines {
             if let Ok(ran) = &b.outcome
@@ -360,7 +355,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
             &rows,
         )?;
     }
-    if args.json {
+    if args.common.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_text(&measured, peak, &baselines, &out);
