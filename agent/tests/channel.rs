@@ -203,10 +203,14 @@ async fn a_task_payload_runs_and_every_state_change_comes_back_in_ecs_shapes() {
             TaskStatus::Stopped,
         ]
     );
+    // The guest's start is reported on its own when it begins to run, or
+    // with its exit if it has already ended by then: either way, once.
     let container: Vec<(Option<ContainerStatus>, Option<i32>)> = changes
         .iter()
         .filter_map(|c| match c {
-            FromAgent::ContainerStateChange(c) => Some((c.change.status, c.change.exit_code)),
+            FromAgent::ContainerStateChange(c) if c.change.status.is_some() => {
+                Some((c.change.status, c.change.exit_code))
+            }
             _ => None,
         })
         .collect();
@@ -216,6 +220,25 @@ async fn a_task_payload_runs_and_every_state_change_comes_back_in_ecs_shapes() {
             (Some(ContainerStatus::Running), None),
             (Some(ContainerStatus::Stopped), Some(0))
         ]
+    );
+    let mut phases = skiff_channel::task::ContainerPhases::default();
+    for c in &changes {
+        if let FromAgent::ContainerStateChange(c) = c
+            && let Some(p) = &c.change.phases
+        {
+            assert!(
+                c.change.status.is_some() || p.first_instruction_at.is_some(),
+                "{c:?}"
+            );
+            phases.merge(p.clone());
+        }
+    }
+    assert!(phases.first_instruction_at.is_some(), "{phases:?}");
+    assert!(phases.sandbox_micros.is_some(), "{phases:?}");
+    assert!(phases.instantiate_micros.is_some(), "{phases:?}");
+    assert!(
+        phases.exited_at >= phases.first_instruction_at,
+        "{phases:?}"
     );
     let FromAgent::TaskStateChange(last) = changes.last().unwrap() else {
         unreachable!()
