@@ -170,7 +170,7 @@ impl Images {
             .await
             .map_err(|e| format!("CannotPullContainerError: compiling failed: {e}"))?
             .map_err(|e| format!("CannotPullContainerError: {e}"))?;
-        let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let micros = ContainerPhases::micros;
         let phases = ContainerPhases {
             image: Some(if pull.pulled { "registry" } else { "store" }.into()),
             pull_bytes: Some(pull.bytes),

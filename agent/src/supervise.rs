@@ -48,10 +48,9 @@ enum Event {
 
 /// A start's phases as the task reports them.
 fn start_phases(p: StartPhases) -> ContainerPhases {
-    let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     ContainerPhases {
-        sandbox_micros: Some(micros(p.sandbox)),
-        instantiate_micros: Some(micros(p.instantiate)),
+        sandbox_micros: Some(ContainerPhases::micros(p.sandbox)),
+        instantiate_micros: Some(ContainerPhases::micros(p.instantiate)),
         first_instruction_at: p
             .entered_at
             .duration_since(std::time::UNIX_EPOCH)
@@ -375,16 +374,14 @@ fn spawn_watch(
                     break instance.wait().await;
                 }
                 seen = async { entered.wait_for(Option::is_some).await.ok().and_then(|p| *p) }, if !reported => {
-                    reported = true;
-                    // A guest that has already ended says it all at its
-                    // exit, in one report.
-                    if let Some(p) = seen
-                        && !instance.is_finished()
-                    {
-                        let _ = exits.send(Event::Entered(index, start_phases(p)));
-                    } else {
-                        reported = false;
-                        break instance.wait().await;
+                    match seen {
+                        Some(p) if !instance.is_finished() => {
+                            let _ = exits.send(Event::Entered(index, start_phases(p)));
+                            reported = true;
+                        }
+                        // A guest that has already ended (or never ran)
+                        // says it all at its exit, in one report.
+                        _ => break instance.wait().await,
                     }
                 }
             }

@@ -138,6 +138,11 @@ pub struct ContainerPhases {
 }
 
 impl ContainerPhases {
+    /// A duration as the phases count it: whole microseconds.
+    pub fn micros(d: std::time::Duration) -> u64 {
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+    }
+
     /// Takes what `later` knows that this does not.
     pub fn merge(&mut self, later: ContainerPhases) {
         fn keep<T>(slot: &mut Option<T>, v: Option<T>) {
@@ -168,18 +173,18 @@ impl ContainerPhases {
         } else {
             index.to_string()
         };
-        let micros = |v: Option<u64>| v.map(|v| v.to_string());
+        let count = |v: Option<u64>| v.map(|v| v.to_string());
         let time = |v: Option<f64>| v.map(|v| format!("{v:.6}"));
         [
             ("image", self.image.clone()),
-            ("pullBytes", micros(self.pull_bytes)),
-            ("resolveMicros", micros(self.resolve_micros)),
-            ("downloadMicros", micros(self.download_micros)),
-            ("storeMicros", micros(self.store_micros)),
+            ("pullBytes", count(self.pull_bytes)),
+            ("resolveMicros", count(self.resolve_micros)),
+            ("downloadMicros", count(self.download_micros)),
+            ("storeMicros", count(self.store_micros)),
             ("compile", self.compile.clone()),
-            ("compileMicros", micros(self.compile_micros)),
-            ("sandboxMicros", micros(self.sandbox_micros)),
-            ("instantiateMicros", micros(self.instantiate_micros)),
+            ("compileMicros", count(self.compile_micros)),
+            ("sandboxMicros", count(self.sandbox_micros)),
+            ("instantiateMicros", count(self.instantiate_micros)),
             ("firstInstructionAt", time(self.first_instruction_at)),
             ("exitedAt", time(self.exited_at)),
         ]

@@ -127,11 +127,7 @@ impl State {
         if !self.first_recorded.swap(true, Ordering::Relaxed) {
             self.options
                 .first_request
-                .send_replace(Some(crate::StartPhases {
-                    sandbox,
-                    instantiate,
-                    entered_at: std::time::SystemTime::now(),
-                }));
+                .send_replace(Some(crate::StartPhases::entering(sandbox, instantiate)));
         }
     }
 }

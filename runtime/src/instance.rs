@@ -94,6 +94,18 @@ pub struct StartPhases {
     pub entered_at: std::time::SystemTime,
 }
 
+impl StartPhases {
+    /// A guest built in `sandbox` and instantiated in `instantiate` is
+    /// about to run its first instruction, now.
+    pub(crate) fn entering(sandbox: Duration, instantiate: Duration) -> StartPhases {
+        StartPhases {
+            sandbox,
+            instantiate,
+            entered_at: std::time::SystemTime::now(),
+        }
+    }
+}
+
 /// A running (or finished) instance. Dropping it kills the instance.
 pub struct Instance {
     id: u64,
@@ -257,11 +269,8 @@ struct Entry {
 impl Entry {
     /// The guest was instantiated in `instantiate` and runs now.
     fn enter(&self, instantiate: Duration) {
-        self.phases.send_replace(Some(StartPhases {
-            sandbox: self.sandbox,
-            instantiate,
-            entered_at: std::time::SystemTime::now(),
-        }));
+        self.phases
+            .send_replace(Some(StartPhases::entering(self.sandbox, instantiate)));
     }
 }
 

