@@ -352,7 +352,7 @@ fn processes(program: &Path, args: &[&str], runs: usize, prime: bool) -> Result<
     Ok(total)
 }
 
-fn version_of(program: &Path, flag: &str) -> Option<String> {
+pub(super) fn version_of(program: &Path, flag: &str) -> Option<String> {
     let out = Command::new(program).arg(flag).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().next().map(|l| l.trim().to_string())

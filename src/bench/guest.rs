@@ -21,6 +21,37 @@ pub fn hello() -> anyhow::Result<Vec<u8>> {
     wat::parse_str(HELLO_WAT).map_err(|e| anyhow::anyhow!("the built-in guest: {e}"))
 }
 
+/// A wasip1 module that says `sleeping` on stdout and then waits, doing
+/// nothing, until its stdin closes — which is how skiff asks a task to
+/// stop (before it is killed at the container's stopTimeout) — and exits
+/// 0: a long-running task at rest, as most of a dense box's tasks are,
+/// that stops when asked.
+const SLEEPER_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read"
+    (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "sleeping\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 9))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    ;; read stdin into 64..128 until it ends (0 bytes) or fails
+    (i32.store (i32.const 32) (i32.const 64))
+    (i32.store (i32.const 36) (i32.const 64))
+    (block $closed
+      (loop $waiting
+        (br_if $closed (call $fd_read (i32.const 0) (i32.const 32) (i32.const 1) (i32.const 40)))
+        (br_if $closed (i32.eqz (i32.load (i32.const 40))))
+        (br $waiting)))))
+"#;
+
+/// The built-in sleeper module's bytes.
+pub fn sleeper() -> anyhow::Result<Vec<u8>> {
+    wat::parse_str(SLEEPER_WAT).map_err(|e| anyhow::anyhow!("the built-in sleeper: {e}"))
+}
+
 /// `wasm` with a custom section naming `n` appended: the same program
 /// under another digest, so nothing cached for one is found for another
 /// (a cold start each). Custom sections may follow any section, in a
@@ -62,7 +93,8 @@ mod tests {
         let b = distinct(&hello, 300);
         assert_ne!(a, b);
         let engine = wasmtime::Engine::default();
-        for wasm in [&hello, &a, &b] {
+        let sleeper = sleeper().unwrap();
+        for wasm in [&hello, &a, &b, &sleeper] {
             wasmtime::Module::validate(&engine, wasm).unwrap();
         }
     }

@@ -4,11 +4,14 @@
 
 mod baselines;
 mod cold_start;
+mod density;
+mod density_report;
 mod guest;
 mod http;
 mod load;
 mod plot;
 mod report;
+mod resident;
 mod server;
 
 use clap::{Args, Subcommand};
@@ -35,6 +38,12 @@ enum Bench {
     /// and straight to the task, beside `wasmtime serve` and a native
     /// hyper server giving the same answer.
     Http(HttpArgs),
+    /// Hold many long-running tasks on one agent at once (a sleeper, or
+    /// idle wasi:http services each at its own address) and show the
+    /// resident memory each adds, how fast they start and stop, and
+    /// whether one more still starts fast, beside the same guest as a
+    /// process of its own.
+    Density(DensityArgs),
     /// The native server `skiff bench http` compares with (run by it).
     #[command(hide = true)]
     NativeHello {
@@ -89,6 +98,42 @@ struct HttpArgs {
 }
 
 #[derive(Args, Debug)]
+struct DensityArgs {
+    /// How many tasks to hold at once.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    tasks: u32,
+    /// The guest: a Wasm file or image reference that runs until stopped
+    /// (a wasi:http component is run as an awsvpc service, each task at
+    /// its own address). Default: a built-in sleeper.
+    #[arg(long, value_name = "FILE | REF")]
+    image: Option<String>,
+    /// Each container's memory limit, in MiB. The bench's own serve caps
+    /// every container at this (`--max-container-memory`), so each pool
+    /// slot reserves only that much address space.
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    task_memory: u32,
+    /// RunTask (ten tasks each) and StopTask calls in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    concurrency: u32,
+    /// Tasks started and stopped one by one, before filling and when full.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    probes: u32,
+    /// How long filling (or draining) may take before the tasks left are
+    /// counted failed.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = crate::serve::parse_timeout)]
+    timeout: std::time::Duration,
+    /// Processes each process baseline holds at once.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    baseline_processes: u32,
+    /// With --endpoint: the server's process, whose memory is read (the
+    /// bench reads its own serve's).
+    #[arg(long, value_name = "PID", requires = "endpoint")]
+    server_pid: Option<u32>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
 struct ColdStartArgs {
     /// How many tasks to run (and runs of the in-process baseline; the
     /// process baselines run at most 100 times).
@@ -131,6 +176,7 @@ pub fn run(args: BenchArgs) -> i32 {
     let ran = match args.bench {
         Bench::ColdStart(args) => cold_start_command(&args),
         Bench::Http(args) => http_command(&args),
+        Bench::Density(args) => density_command(&args),
         Bench::NativeHello { addr } => load::native_server(addr).map(|()| 0),
     };
     match ran {
@@ -244,6 +290,123 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
         .take(2)
         .all(|t| t.outcome.as_ref().is_ok_and(|m| m.best.requests > 0));
     Ok(if served { 0 } else { 1 })
+}
+
+fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
+    check_plot(args.common.plot.as_ref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (wasm, what) = match &args.image {
+        Some(image) => rt.block_on(guest_of(Some(image)))?,
+        None => (
+            guest::sleeper()?,
+            "the built-in sleeper (a wasip1 module)".to_string(),
+        ),
+    };
+    let http = skiff_runtime::inspect(&what, &wasm)? == skiff_runtime::ArtifactKind::HttpProxy;
+    let tasks = args.tasks as usize;
+    let probes = args.probes as usize;
+    let (own, endpoint) = match &args.common.endpoint {
+        Some(e) => (None, e.clone()),
+        None => {
+            // Room for every task and probe: pool slots (containers get
+            // nine tenths), CPU and memory declared for all of them.
+            let held = tasks + probes + 1;
+            let slots = (held * 10 / 9 + 17).max(32);
+            let flags = [
+                "--max-instances".to_string(),
+                slots.to_string(),
+                "--max-container-memory".into(),
+                format!("{}m", args.task_memory),
+                "--cpu".into(),
+                (held * 1024).to_string(),
+                "--memory".into(),
+                (held * args.task_memory as usize + 1024).to_string(),
+            ];
+            let own = server::OwnServe::start_with(&flags)?;
+            let api = own.api.clone();
+            (Some(own), api)
+        }
+    };
+    let pid = own.as_ref().map(server::OwnServe::pid).or(args.server_pid);
+    let api = Arc::new(crate::api_client::Api::new(&endpoint)?);
+    if !args.common.json {
+        eprintln!(
+            "skiff bench density: {tasks} {} of {what} at once, {} MiB each, against {}",
+            if http { "idle services" } else { "tasks" },
+            args.task_memory,
+            match &own {
+                Some(_) => format!("a skiff serve started for this run ({endpoint})"),
+                None => endpoint.clone(),
+            }
+        );
+    }
+    let plan = density::Plan {
+        tasks,
+        concurrency: args.concurrency as usize,
+        probes,
+        cluster: args.common.cluster.clone(),
+        wasm: wasm.clone(),
+        http,
+        task_memory: args.task_memory,
+        timeout: args.timeout,
+    };
+    let memory = move || pid.and_then(resident::rss);
+    let measured = rt.block_on(density::run(&api, &plan, &memory))?;
+    let peak = pid.and_then(report::peak_memory);
+    drop(own);
+    let baselines = if args.common.no_baselines {
+        Vec::new()
+    } else {
+        let file = tempfile::Builder::new().suffix(".wasm").tempfile()?;
+        std::fs::write(file.path(), &wasm)?;
+        resident::baselines(
+            file.path(),
+            http,
+            args.common.wasmtime.as_deref(),
+            (args.baseline_processes as usize).min(tasks),
+        )
+    };
+    let out = density_report::json_of(&density_report::Run {
+        what: &what,
+        wasm_bytes: wasm.len(),
+        http,
+        endpoint: &endpoint,
+        own: args.common.endpoint.is_none(),
+        plan: &plan,
+        measured: &measured,
+        peak,
+        baselines: &baselines,
+    });
+    if let Some(path) = &args.common.plot {
+        let rows: Vec<Phase> = [("empty", &measured.empty), ("full", &measured.loaded)]
+            .into_iter()
+            .flat_map(|(when, rows)| {
+                rows.iter().map(move |p| Phase {
+                    name: leak(format!("{when}: {}", p.name)),
+                    ..p.clone()
+                })
+            })
+            .collect();
+        plot::draw(
+            path,
+            &format!("skiff bench density: one more task, empty and with {tasks} running"),
+            &rows,
+        )?;
+    }
+    if args.common.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        density_report::print(&out, &measured, &baselines);
+    }
+    Ok(
+        if measured.running == tasks && measured.failures.is_empty() {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {

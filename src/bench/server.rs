@@ -15,6 +15,11 @@ impl OwnServe {
     /// Starts `skiff serve` on free loopback ports with an empty data dir
     /// (so no image or compiled code is cached), and waits for its banner.
     pub fn start() -> anyhow::Result<OwnServe> {
+        OwnServe::start_with(&[])
+    }
+
+    /// [`OwnServe::start`] with more `skiff serve` flags.
+    pub fn start_with(flags: &[String]) -> anyhow::Result<OwnServe> {
         let data = tempfile::tempdir()?;
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
@@ -25,6 +30,7 @@ impl OwnServe {
                 "--registry-addr",
                 "127.0.0.1:0",
             ])
+            .args(flags)
             .env("SKIFF_DATA_DIR", data.path())
             .env("SKIFF_LOG", "error")
             .stdin(Stdio::null())

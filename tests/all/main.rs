@@ -6,6 +6,7 @@
 mod api_table;
 mod bad_input;
 mod bench_cli;
+mod bench_density;
 mod cloudmap_api;
 mod ec2_api;
 mod ecr_cache;
