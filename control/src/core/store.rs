@@ -93,6 +93,20 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO kv2 (key, revision, value) SELECT key, revision, value FROM kv;
      DROP TABLE kv;
      ALTER TABLE kv2 RENAME TO kv;",
+    // v3: a rowid table. WITHOUT ROWID keeps rows in an index b-tree,
+    // whose leaves hold at most ~1 KB of a row: a task's JSON (1.5–2 KB)
+    // spilled the rest to an overflow page of its own, so every task took
+    // two pages (4.5 KB on disk for 1.7 KB), every update wrote both to the
+    // WAL and every read fetched both. A table b-tree's leaf holds a row of
+    // up to ~4 KB whole, two tasks to a page; the key's index finds it.
+    "CREATE TABLE kv3 (
+         key TEXT PRIMARY KEY NOT NULL,
+         revision INTEGER NOT NULL,
+         value BLOB NOT NULL
+     );
+     INSERT INTO kv3 (key, revision, value) SELECT key, revision, value FROM kv;
+     DROP TABLE kv;
+     ALTER TABLE kv3 RENAME TO kv;",
 ];
 
 /// The default store: SQLite in WAL mode, every commit fsynced before it
@@ -436,5 +450,38 @@ mod tests {
             ops: vec![put("task/a", "B")],
         };
         assert_eq!(store.commit(txn).await.unwrap(), Some(8));
+    }
+
+    /// Task-sized values (a task's JSON is 1.5–2 KB) share pages rather
+    /// than each taking a page and an overflow page of its own.
+    #[tokio::test]
+    async fn task_sized_values_are_stored_two_to_a_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let value = "x".repeat(1_700);
+        for chunk in 0..10 {
+            let ops = (0..100)
+                .map(|i| {
+                    put(
+                        &format!("tasks/{:032x}", chunk * 7919 + i * 104_729),
+                        &value,
+                    )
+                })
+                .collect();
+            let txn = Txn {
+                compares: vec![],
+                ops,
+            };
+            store.commit(txn).await.unwrap().unwrap();
+        }
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let pages: i64 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        // 1,000 × 1.7 KB is 415 pages of 4 KiB packed; one page and an
+        // overflow page each would be 2,000.
+        assert!(pages < 700, "1,000 values of 1.7 KB took {pages} pages");
     }
 }
