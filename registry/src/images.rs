@@ -164,9 +164,37 @@ pub struct Puller {
     store: ImageStore,
     options: std::sync::RwLock<RemoteOptions>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// References as given → their whole form (registry, repository,
+    /// tag): oci-client parses with a regex, which was 4% of an agent's
+    /// CPU starting warm tasks, every one of them naming the same few
+    /// images.
+    wholes: Mutex<HashMap<String, String>>,
 }
 
+/// How many parsed references a puller remembers (then it starts over).
+const WHOLES_KEPT: usize = 4096;
+
 impl Puller {
+    /// `reference`'s whole form, parsed once.
+    fn whole(&self, reference: &str) -> Result<String, RemoteError> {
+        if let Some(whole) = self
+            .wholes
+            .lock()
+            .ok()
+            .and_then(|w| w.get(reference).cloned())
+        {
+            return Ok(whole);
+        }
+        let whole = remote::parse_reference(reference)?.whole();
+        if let Ok(mut w) = self.wholes.lock() {
+            if w.len() >= WHOLES_KEPT {
+                w.clear();
+            }
+            w.insert(reference.to_string(), whole.clone());
+        }
+        Ok(whole)
+    }
+
     /// Sets (or replaces) the credentials for `registry` (`host[:port]`),
     /// for the pulls that start from now: an agent is handed fresh ones
     /// for its cluster's registry whenever its channel opens.
@@ -193,6 +221,7 @@ impl Puller {
             store,
             options: std::sync::RwLock::new(options),
             in_flight: Mutex::new(HashMap::new()),
+            wholes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -226,7 +255,7 @@ impl Puller {
         reference: &str,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(ImageRecord, Vec<u8>, PullReport), RemoteError> {
-        let whole = remote::parse_reference(reference)?.whole();
+        let whole = self.whole(reference)?;
         let lock = self.lock_for(&whole);
         let _one_at_a_time = lock.lock().await;
         let started = std::time::Instant::now();
@@ -249,7 +278,7 @@ impl Puller {
     /// What the store holds for `reference`, if it was pulled before
     /// (nothing is fetched).
     pub fn cached(&self, reference: &str) -> Option<ImageRecord> {
-        let whole = remote::parse_reference(reference).ok()?.whole();
+        let whole = self.whole(reference).ok()?;
         self.store.get(&whole).ok().flatten()
     }
 
@@ -259,7 +288,7 @@ impl Puller {
         reference: &str,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(ImageRecord, Vec<u8>), RemoteError> {
-        let whole = remote::parse_reference(reference)?.whole();
+        let whole = self.whole(reference)?;
         let lock = self.lock_for(&whole);
         let _one_at_a_time = lock.lock().await;
         self.fetch(&whole, progress)
