@@ -72,17 +72,7 @@ fn mem(v: Option<u64>) -> String {
 }
 
 pub fn print(out: &Value, m: &Measured, baselines: &[Resident]) {
-    let machine = &out["machine"];
-    println!(
-        "machine: {} cores, {}, Linux {}",
-        machine["cpus"],
-        machine["memoryBytes"]
-            .as_u64()
-            .map(report::bytes)
-            .unwrap_or_else(|| "? memory".into()),
-        machine["kernel"].as_str().unwrap_or("?")
-    );
-    println!();
+    report::print_machine(out);
     println!(
         "{} of {} tasks running after {:.2} s ({:.0} tasks/s to RUNNING, ten to a RunTask)",
         m.running,

@@ -359,8 +359,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
     let baselines = if args.common.no_baselines {
         Vec::new()
     } else {
-        let file = tempfile::Builder::new().suffix(".wasm").tempfile()?;
-        std::fs::write(file.path(), &wasm)?;
+        let file = guest_file(&wasm)?;
         resident::baselines(
             file.path(),
             http,
@@ -465,8 +464,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
     let baselines = if args.common.no_baselines {
         Vec::new()
     } else {
-        let file = tempfile::Builder::new().suffix(".wasm").tempfile()?;
-        std::fs::write(file.path(), &wasm)?;
+        let file = guest_file(&wasm)?;
         let runs = tasks.min(PROCESS_RUNS);
         let mut b = vec![
             baselines::bare_wasmtime(&wasm, tasks, args.cold),
@@ -524,6 +522,13 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         print_text(&measured, peak, &baselines, &out);
     }
     Ok(if measured.succeeded == 0 { 1 } else { 0 })
+}
+
+/// The guest in a file of its own, for the baselines that run files.
+fn guest_file(wasm: &[u8]) -> anyhow::Result<tempfile::NamedTempFile> {
+    let file = tempfile::Builder::new().suffix(".wasm").tempfile()?;
+    std::fs::write(file.path(), wasm)?;
+    Ok(file)
 }
 
 /// The guest's bytes and a name for it.
@@ -612,17 +617,7 @@ fn print_text(
     baselines: &[baselines::Baseline],
     out: &Value,
 ) {
-    let machine = &out["machine"];
-    println!(
-        "machine: {} cores, {}, Linux {}",
-        machine["cpus"],
-        machine["memoryBytes"]
-            .as_u64()
-            .map(report::bytes)
-            .unwrap_or_else(|| "? memory".into()),
-        machine["kernel"].as_str().unwrap_or("?")
-    );
-    println!();
+    report::print_machine(out);
     print!("{}", report::table(&m.phases));
     let secs = m.wall.as_secs_f64();
     println!();

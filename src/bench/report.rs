@@ -135,6 +135,22 @@ pub fn machine() -> Value {
     json!({"cpus": cpus, "memoryBytes": memory, "kernel": kernel, "cpuModel": model})
 }
 
+/// The first line of a bench's text: the machine it ran on (from its
+/// JSON's `machine`), then a blank line.
+pub fn print_machine(out: &Value) {
+    let machine = &out["machine"];
+    println!(
+        "machine: {} cores, {}, Linux {}",
+        machine["cpus"],
+        machine["memoryBytes"]
+            .as_u64()
+            .map(bytes)
+            .unwrap_or_else(|| "? memory".into()),
+        machine["kernel"].as_str().unwrap_or("?")
+    );
+    println!();
+}
+
 /// The peak resident memory of process `pid` (its VmHWM), if it can be
 /// read.
 pub fn peak_memory(pid: u32) -> Option<u64> {

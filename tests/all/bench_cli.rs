@@ -12,7 +12,13 @@ use wasm_apps::app;
 const BARE_PATH: &str = "/nonexistent";
 
 fn bench(args: &[&str], path: &str) -> Value {
-    let mut all = vec!["bench", "cold-start", "--json"];
+    bench_json("cold-start", args, path)
+}
+
+/// `skiff bench BENCH --json ARGS…` with `PATH` set to `path`: its JSON,
+/// after checking it succeeded.
+pub(crate) fn bench_json(bench: &str, args: &[&str], path: &str) -> Value {
+    let mut all = vec!["bench", bench, "--json"];
     all.extend(args);
     let done = skiff(&all).env("PATH", path).run();
     assert_eq!(
