@@ -381,12 +381,20 @@ async fn run_guest(
         Prepared::Module(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;
             entry.enter(instantiating.elapsed());
-            if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+            // Exports are looked up as options, not as typed functions
+            // that may fail: a failed lookup builds an error, which with
+            // RUST_BACKTRACE set captures a backtrace — for every start of
+            // a command, which has no `_initialize` (`perf` of `skiff run
+            // hello` found it there).
+            let init = instance
+                .get_func(&mut *store, "_initialize")
+                .and_then(|f| f.typed::<(), ()>(&*store).ok());
+            if let Some(init) = init {
                 init.call_async(&mut *store, ()).await?;
             }
-            let start = match instance.get_typed_func::<(), ()>(&mut *store, "_start") {
-                Ok(f) => f,
-                Err(_) => instance.get_typed_func::<(), ()>(&mut *store, "")?,
+            let start = match instance.get_func(&mut *store, "_start") {
+                Some(f) => f.typed::<(), ()>(&*store)?,
+                None => instance.get_typed_func::<(), ()>(&mut *store, "")?,
             };
             start.call_async(&mut *store, ()).await
         }
