@@ -28,6 +28,9 @@ pub struct Plan {
     pub task_memory: u32,
     /// How long filling (or draining) may take.
     pub timeout: Duration,
+    /// Every task of this run is started by this (`startedBy`), so an
+    /// interrupted run finds and stops them on a server it was given.
+    pub run_id: String,
 }
 
 /// What the run measured. Memory figures are the server's resident set,
@@ -77,8 +80,9 @@ pub async fn run(
     let before = memory();
 
     let started = Instant::now();
+    let deadline = started + plan.timeout;
     let arns = fill(api, plan, &definition, &mut failures).await;
-    let (running, not) = wait_for(api, &plan.cluster, &arns, "RUNNING", plan.timeout).await;
+    let (running, not) = wait_for(api, plan, &arns, "RUNNING", deadline).await;
     let fill = started.elapsed();
     count(&mut failures, not);
     let full = memory();
@@ -90,8 +94,9 @@ pub async fn run(
     let loaded = probes(api, plan, &definition, &mut failures).await;
 
     let started = Instant::now();
+    let deadline = started + plan.timeout;
     stop_all(api, plan, &running, &mut failures).await;
-    let (stopped, not) = wait_for(api, &plan.cluster, &running, "STOPPED", plan.timeout).await;
+    let (stopped, not) = wait_for(api, plan, &running, "STOPPED", deadline).await;
     let drain = started.elapsed();
     count(&mut failures, not);
     let after = memory();
@@ -148,8 +153,7 @@ async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<String> {
 }
 
 fn run_request(plan: &Plan, definition: &str, count: usize) -> Value {
-    let mut request =
-        json!({"cluster": plan.cluster, "taskDefinition": definition, "count": count});
+    let mut request = json!({"cluster": plan.cluster, "taskDefinition": definition, "count": count, "startedBy": plan.run_id});
     if plan.http {
         request["networkConfiguration"] = json!({"awsvpcConfiguration": {"subnets": ["subnet-1"]}});
     }
@@ -198,11 +202,14 @@ async fn fill(
                     .flatten()
                     .filter_map(|t| t["taskArn"].as_str().map(String::from))
                     .collect();
-                for f in v["failures"].as_array().into_iter().flatten().take(n) {
-                    let why = f["reason"].as_str().unwrap_or("not placed");
+                // ECS gives one failure per reason, not per task.
+                if placed.len() < n {
+                    let why = v["failures"][0]["reason"]
+                        .as_str()
+                        .unwrap_or("no reason given");
                     *failures
-                        .entry(format!("RunTask placed nothing: {why}"))
-                        .or_default() += 1;
+                        .entry(format!("RunTask did not place them: {why}"))
+                        .or_default() += n - placed.len();
                 }
                 arns.extend(placed);
             }
@@ -210,6 +217,35 @@ async fn fill(
         }
     }
     arns
+}
+
+/// Stops every task of this run still meant to run on the server, until
+/// a listing finds none (a RunTask in flight when the run was interrupted
+/// may place tasks after the first look): how many were asked to stop.
+pub async fn stop_leftovers(api: &Arc<Api>, plan: &Plan) -> Result<usize, String> {
+    let mut stopped = 0;
+    loop {
+        let arns: Vec<String> = api
+            .ecs_all(
+                "ListTasks",
+                json!({"cluster": plan.cluster, "startedBy": plan.run_id, "desiredStatus": "RUNNING"}),
+                "taskArns",
+            )
+            .await
+            .map_err(|e| format!("ListTasks: {e}"))?
+            .into_iter()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        if arns.is_empty() {
+            return Ok(stopped);
+        }
+        let mut failures = HashMap::new();
+        stop_all(api, plan, &arns, &mut failures).await;
+        if let Some((why, _)) = failures.into_iter().next() {
+            return Err(why);
+        }
+        stopped += arns.len();
+    }
 }
 
 /// StopTask on every task, `concurrency` at once.
@@ -245,12 +281,12 @@ async fn stop_all(
 /// stopped while it was to run, or the time ran out).
 async fn wait_for(
     api: &Api,
-    cluster: &str,
+    plan: &Plan,
     arns: &[String],
     status: &str,
-    timeout: Duration,
+    deadline: Instant,
 ) -> (Vec<String>, Vec<String>) {
-    let deadline = Instant::now() + timeout;
+    let cluster = &plan.cluster;
     let mut pending: HashSet<&String> = arns.iter().collect();
     let mut reached = Vec::with_capacity(arns.len());
     let mut failed = Vec::new();
@@ -266,6 +302,9 @@ async fn wait_for(
             else {
                 continue;
             };
+            if Instant::now() >= deadline {
+                break;
+            }
             for task in found["tasks"].as_array().into_iter().flatten() {
                 let Some(arn) = task["taskArn"].as_str() else {
                     continue;
@@ -287,7 +326,7 @@ async fn wait_for(
     failed.extend(pending.iter().map(|_| {
         format!(
             "not {status} within {} (--timeout)",
-            skiff_runtime::format_duration(timeout)
+            skiff_runtime::format_duration(plan.timeout)
         )
     }));
     (reached, failed)

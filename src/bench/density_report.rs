@@ -17,6 +17,8 @@ pub struct Run<'a> {
     pub endpoint: &'a str,
     pub own: bool,
     pub plan: &'a Plan,
+    /// Tasks the cluster had before the run (running, or stopped lately).
+    pub prior: usize,
     pub measured: &'a Measured,
     pub peak: Option<u64>,
     pub baselines: &'a [Resident],
@@ -39,6 +41,7 @@ pub fn json_of(r: &Run) -> Value {
         "tasks": r.plan.tasks,
         "taskMemoryMiB": r.plan.task_memory,
         "concurrency": r.plan.concurrency,
+        "tasksInClusterBefore": r.prior,
         "running": m.running,
         "failed": m.failures.iter().map(|(why, n)| json!({"reason": why, "count": n})).collect::<Vec<_>>(),
         "fill": {"seconds": m.fill.as_secs_f64(), "tasksPerSecond": rate(m.running, m.fill.as_secs_f64())},
@@ -66,38 +69,49 @@ pub fn json_of(r: &Run) -> Value {
     })
 }
 
-fn mem(v: Option<u64>) -> String {
-    v.map(report::bytes)
-        .unwrap_or_else(|| "not measured (give --server-pid with --endpoint)".into())
-}
-
 pub fn print(out: &Value, m: &Measured, baselines: &[Resident]) {
     report::print_machine(out);
     println!(
-        "{} of {} tasks running after {:.2} s ({:.0} tasks/s to RUNNING, ten to a RunTask)",
+        "{} of {} task(s) running after {:.2} s ({:.0} tasks/s to RUNNING, ten to a RunTask)",
         m.running,
         out["tasks"],
         m.fill.as_secs_f64(),
         out["fill"]["tasksPerSecond"].as_f64().unwrap_or(0.0)
     );
-    println!(
-        "skiff serve's resident memory: {} before, {} with them running, {} after stopping them",
-        mem(m.before),
-        mem(m.full),
-        mem(m.after)
-    );
-    match m.per_task() {
-        Some(per) => println!(
-            "  {} per task (growth / tasks); goal ≤ {}: {}",
+    match (m.before, m.full, m.after) {
+        (Some(before), Some(full), Some(after)) => println!(
+            "skiff serve's resident memory: {} before, {} with them running, {} after stopping them",
+            report::bytes(before),
+            report::bytes(full),
+            report::bytes(after)
+        ),
+        _ => println!(
+            "skiff serve's resident memory: not measured (with --endpoint, give --server-pid)"
+        ),
+    }
+    if let Some(per) = m.per_task() {
+        let prior = out["tasksInClusterBefore"].as_u64().unwrap_or(0);
+        println!(
+            "  {} per task (growth / tasks running); goal ≤ {}: {}",
             report::bytes(per),
             report::bytes(GOAL_PER_TASK),
-            if per <= GOAL_PER_TASK {
-                "met"
+            if prior > 0 {
+                format!("not judged ({prior} task(s) were in the cluster before)")
+            } else if per <= GOAL_PER_TASK {
+                "met".into()
             } else {
-                "not met"
+                "not met".into()
             }
-        ),
-        None => println!("  per task: not measured"),
+        );
+    }
+    if let Some((sampled, row)) = &m.requests {
+        println!(
+            "while all ran, {} of {sampled} sampled services answered a request",
+            row.micros.len()
+        );
+        for line in report::table(std::slice::from_ref(row)).lines() {
+            println!("  {line}");
+        }
     }
     println!(
         "stopped {} in {:.2} s ({:.0} tasks/s, StopTask to STOPPED seen)",
@@ -105,15 +119,6 @@ pub fn print(out: &Value, m: &Measured, baselines: &[Resident]) {
         m.drain.as_secs_f64(),
         out["drain"]["tasksPerSecond"].as_f64().unwrap_or(0.0)
     );
-    if let Some((sampled, row)) = &m.requests {
-        println!(
-            "while full, {} of {sampled} sampled services answered a request",
-            row.micros.len()
-        );
-        for line in report::table(std::slice::from_ref(row)).lines() {
-            println!("  {line}");
-        }
-    }
     for (when, rows) in [("empty", &m.empty), ("full", &m.loaded)] {
         if rows.iter().all(|r| r.micros.is_empty()) {
             continue;

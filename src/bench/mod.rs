@@ -107,10 +107,10 @@ struct DensityArgs {
     /// its own address). Default: a built-in sleeper.
     #[arg(long, value_name = "FILE | REF")]
     image: Option<String>,
-    /// Each container's memory limit, in MiB. The bench's own serve caps
+    /// Each container's memory limit, in MiB (ECS's least is 6). The bench's own serve caps
     /// every container at this (`--max-container-memory`), so each pool
     /// slot reserves only that much address space.
-    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u32).range(6..=4096))]
     task_memory: u32,
     /// RunTask (ten tasks each) and StopTask calls in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -294,6 +294,9 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
 
 fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
     check_plot(args.common.plot.as_ref())?;
+    if let Some(pid) = args.server_pid {
+        check_server_pid(pid)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -351,9 +354,60 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
         http,
         task_memory: args.task_memory,
         timeout: args.timeout,
+        run_id: format!(
+            "skiff-bench-density-{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or_default()
+        ),
     };
+    // Figures from a server that has run tasks already read low (it
+    // reuses what they freed) or mix in theirs: said, not hidden.
+    let prior = rt.block_on(tasks_in(&api, &plan.cluster))?;
+    if prior > 0 && !args.common.json {
+        eprintln!(
+            "warning: {prior} task(s) already in cluster {} (running, or stopped within the hour): memory freed by earlier tasks is reused, so per-task figures read low, and the probes are not of an empty box; a fresh serve (no --endpoint) measures from nothing",
+            plan.cluster
+        );
+    }
     let memory = move || pid.and_then(resident::rss);
-    let measured = rt.block_on(density::run(&api, &plan, &memory))?;
+    // Interrupted (Ctrl-C, SIGTERM), the tasks it started on a server it
+    // was given are stopped; its own serve ends with it.
+    let ran = rt.block_on(async {
+        tokio::select! {
+            m = density::run(&api, &plan, &memory) => Some(m),
+            _ = crate::signals::shutdown_signal() => None,
+        }
+    });
+    let Some(measured) = ran else {
+        drop(own);
+        if args.common.endpoint.is_none() {
+            anyhow::bail!("interrupted");
+        }
+        eprintln!(
+            "interrupted: stopping the tasks it started on {endpoint} (startedBy {}; Ctrl-C again to leave them)",
+            plan.run_id
+        );
+        let stopped = rt.block_on(async {
+            tokio::select! {
+                n = density::stop_leftovers(&api, &plan) => Some(n),
+                _ = crate::signals::shutdown_signal() => None,
+            }
+        });
+        match stopped {
+            Some(Ok(n)) => anyhow::bail!("interrupted: {n} task(s) it started were stopped"),
+            Some(Err(why)) => anyhow::bail!(
+                "interrupted: stopping its tasks failed ({why}); they are startedBy {}",
+                plan.run_id
+            ),
+            None => anyhow::bail!(
+                "interrupted twice: its tasks were left running (startedBy {})",
+                plan.run_id
+            ),
+        }
+    };
+    let measured = measured?;
     let peak = pid.and_then(report::peak_memory);
     drop(own);
     let baselines = if args.common.no_baselines {
@@ -374,6 +428,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
         endpoint: &endpoint,
         own: args.common.endpoint.is_none(),
         plan: &plan,
+        prior,
         measured: &measured,
         peak,
         baselines: &baselines,
@@ -406,6 +461,47 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
             1
         },
     )
+}
+
+/// Tasks in `cluster`, running or recently stopped.
+async fn tasks_in(api: &crate::api_client::Api, cluster: &str) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for status in ["RUNNING", "STOPPED"] {
+        n += api
+            .ecs_all(
+                "ListTasks",
+                json!({"cluster": cluster, "desiredStatus": status}),
+                "taskArns",
+            )
+            .await
+            .map(|arns| arns.len())
+            .or_else(|e| match e {
+                crate::api_client::CallError::Api { kind, .. }
+                    if kind == "ClusterNotFoundException" =>
+                {
+                    Ok(0)
+                }
+                e => Err(e),
+            })?;
+    }
+    Ok(n)
+}
+
+/// `--server-pid` names a running skiff process.
+fn check_server_pid(pid: u32) -> anyhow::Result<()> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map_err(|_| anyhow::anyhow!("--server-pid {pid}: no such process"))?;
+    let words: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    if !words.iter().any(|w| w.contains("skiff")) || !words.iter().any(|w| w == "serve") {
+        anyhow::bail!(
+            "--server-pid {pid}: not a skiff serve (it runs {}): give the process of the server at --endpoint",
+            words.first().map(String::as_str).unwrap_or("nothing")
+        );
+    }
+    Ok(())
 }
 
 fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {

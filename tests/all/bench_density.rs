@@ -137,8 +137,14 @@ fn a_guest_that_exits_and_bad_flags_are_refused_with_the_reason() {
         done.stdout,
         done.stderr
     );
-    let cases: [(&[&str], i32, &str); 5] = [
+    let cases: [(&[&str], i32, &str); 7] = [
         (&["--tasks", "0"], 2, "--tasks"),
+        (&["--task-memory", "5"], 2, "--task-memory"),
+        (
+            &["--endpoint", "http://127.0.0.1:9", "--server-pid", "1"],
+            1,
+            "--server-pid 1: not a skiff serve",
+        ),
         (&["--server-pid", "1"], 2, "--endpoint"),
         (&["--task-memory", "0"], 2, "--task-memory"),
         (&["--timeout", "later"], 2, "--timeout"),
@@ -149,4 +155,126 @@ fn a_guest_that_exits_and_bad_flags_are_refused_with_the_reason() {
         all.extend(args);
         skiff(&all).run().assert_one_line_error(code, needle);
     }
+}
+
+/// A server sized for thousands of 64 MiB containers.
+fn roomy_serve(dir: &std::path::Path, slots: &str) -> ServeProcess {
+    ServeProcess::start_with(
+        dir,
+        &[
+            "--max-instances",
+            slots,
+            "--max-container-memory",
+            "64m",
+            "--cpu",
+            "10000000",
+            "--memory",
+            "10000000",
+        ],
+    )
+}
+
+#[test]
+fn an_interrupted_run_stops_the_tasks_it_started_on_a_given_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = roomy_serve(dir.path(), "6000");
+    let endpoint = format!("http://{}", serve.api);
+    let bench = skiff([
+        "bench",
+        "density",
+        "--no-baselines",
+        "--tasks",
+        "5000",
+        "--probes",
+        "0",
+        "--endpoint",
+        &endpoint,
+    ])
+    .env("PATH", "/nonexistent")
+    .spawn();
+    // Interrupted once some of its tasks run, long before all 5,000 do.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let running = serve.aws_ok(&["ecs", "list-tasks", "--desired-status", "RUNNING"]);
+        if running["taskArns"].as_array().unwrap().len() >= 20 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no task ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(bench.id() as i32, libc::SIGINT) };
+    let done = bench.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted: stopping the"), "{stderr}");
+    assert!(
+        stderr.contains("task(s) it started were stopped"),
+        "{stderr}"
+    );
+    // Nothing it started is left to run.
+    let running = serve.aws_ok(&["ecs", "list-tasks", "--desired-status", "RUNNING"]);
+    assert_eq!(running["taskArns"], serde_json::json!([]), "{running}");
+}
+
+#[test]
+fn tasks_a_server_cannot_hold_are_counted_and_an_earlier_run_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 instances: 84 slots for containers.
+    let serve = roomy_serve(dir.path(), "100");
+    let endpoint = format!("http://{}", serve.api);
+    let args = [
+        "density",
+        "--json",
+        "--no-baselines",
+        "--tasks",
+        "120",
+        "--probes",
+        "1",
+        "--endpoint",
+        &endpoint,
+    ];
+    let done = skiff(["bench"].iter().chain(&args))
+        .env("PATH", "/nonexistent")
+        .run();
+    assert_eq!(done.code, 1, "{}", done.stderr);
+    let out: Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(out["tasksInClusterBefore"], 0);
+    let running = out["running"].as_u64().unwrap();
+    // (The probe made when the box is full finds no room either.)
+    let failed: u64 = out["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| !f["reason"].as_str().unwrap().starts_with("probe:"))
+        .map(|f| f["count"].as_u64().unwrap())
+        .sum();
+    // Every task is running or counted failed, once.
+    assert!((80..=84).contains(&running), "{out:#}");
+    assert_eq!(running + failed, 120, "{out:#}");
+    assert!(
+        out["failed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("RESOURCE:WASM_SLOTS"),
+        "{out:#}"
+    );
+    // A second run on the same server says the first was there.
+    let again = crate::bench_cli::bench_json(
+        "density",
+        &[
+            "--no-baselines",
+            "--tasks",
+            "5",
+            "--probes",
+            "1",
+            "--endpoint",
+            &endpoint,
+        ],
+        "/nonexistent",
+    );
+    assert!(
+        again["tasksInClusterBefore"].as_u64().unwrap() > running,
+        "{again:#}"
+    );
 }

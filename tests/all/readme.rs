@@ -306,8 +306,14 @@ fn the_bench_blocks_run_as_written() {
     let out = run_session(&session("bench"), false);
     assert!(out.contains("tasks/s"), "cold-start: {out}");
     assert!(out.contains("straight to the task"), "http: {out}");
-    assert!(out.contains("1000 of 1000 tasks running"), "density: {out}");
-    assert!(out.contains("per task (growth / tasks)"), "density: {out}");
+    assert!(
+        out.contains("1000 of 1000 task(s) running"),
+        "density: {out}"
+    );
+    assert!(
+        out.contains("per task (growth / tasks running)"),
+        "density: {out}"
+    );
 }
 
 #[test]
