@@ -69,13 +69,7 @@ pub async fn run(api: &Arc<Api>, plan: &Plan) -> anyhow::Result<Measured> {
 async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<Vec<String>> {
     let repository = repository(api).await?;
     let options = push_options(api, &repository).await?;
-    let run_id = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or_default()
-    );
+    let run_id = super::run_id();
     let images = if plan.cold { plan.tasks } else { 1 };
     let mut definitions = Vec::with_capacity(images);
     for i in 0..images {
@@ -88,28 +82,48 @@ async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<Vec<String>> {
             (format!("warm-{run_id}"), plan.wasm.clone())
         };
         let image = format!("{repository}:{tag}");
-        remote::push(&image, &wasm, &options)
-            .await
-            .map_err(|e| anyhow::anyhow!("pushing the guest to {image}: {e}"))?;
-        let registered = api
-            .ecs(
-                "RegisterTaskDefinition",
-                json!({
-                    "family": "skiff-bench",
-                    "networkMode": if plan.awsvpc { "awsvpc" } else { "none" },
-                    "containerDefinitions": [{
-                        "name": "guest", "image": image, "memory": 64, "essential": true,
-                    }],
-                }),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("registering the bench's task definition: {e}"))?;
-        let arn = registered["taskDefinition"]["taskDefinitionArn"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("RegisterTaskDefinition answered no ARN"))?;
-        definitions.push(arn.to_string());
+        let definition = json!({
+            "family": "skiff-bench",
+            "networkMode": if plan.awsvpc { "awsvpc" } else { "none" },
+            "containerDefinitions": [{
+                "name": "guest", "image": image, "memory": 64, "essential": true,
+            }],
+        });
+        definitions.push(push_and_register(api, &options, &image, &wasm, definition).await?);
     }
     Ok(definitions)
+}
+
+/// The ARNs of the tasks a RunTask answer placed.
+pub(super) fn placed(ran: &Value) -> Vec<String> {
+    ran["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["taskArn"].as_str().map(String::from))
+        .collect()
+}
+
+/// Pushes `wasm` to `image` and registers `definition` (which runs it):
+/// the task definition's ARN.
+pub(super) async fn push_and_register(
+    api: &Api,
+    options: &RemoteOptions,
+    image: &str,
+    wasm: &[u8],
+    definition: Value,
+) -> anyhow::Result<String> {
+    remote::push(image, wasm, options)
+        .await
+        .map_err(|e| anyhow::anyhow!("pushing the guest to {image}: {e}"))?;
+    let registered = api
+        .ecs("RegisterTaskDefinition", definition)
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the bench's task definition: {e}"))?;
+    registered["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| anyhow::anyhow!("RegisterTaskDefinition answered no ARN"))
 }
 
 /// The bench's repository (`skiff-bench`) in the server's registry, made
@@ -250,12 +264,7 @@ async fn one(
         Ok(v) => v,
         Err(e) => return (0..n).map(|_| failed(format!("RunTask: {e}"))).collect(),
     };
-    let arns: Vec<String> = ran["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["taskArn"].as_str().map(String::from))
-        .collect();
+    let arns = placed(&ran);
     let mut out: Vec<Sample> = (arns.len()..n)
         .map(|_| {
             let why = ran["failures"][0]["reason"].as_str().unwrap_or("no task");
@@ -439,8 +448,7 @@ fn measure(samples: Vec<Sample>, wall: Duration) -> Measured {
             }
         }
     }
-    let mut failures: Vec<(String, usize)> = failures.into_iter().collect();
-    failures.sort_by_key(|f| std::cmp::Reverse(f.1));
+    let failures = report::by_count(failures);
     Measured {
         phases,
         succeeded,

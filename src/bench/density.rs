@@ -7,11 +7,8 @@
 use super::report::Phase;
 use crate::api_client::Api;
 use serde_json::{Value, json};
-use skiff_registry::remote;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 /// What to run.
 pub struct Plan {
@@ -65,7 +62,7 @@ const DESCRIBE_BATCH: usize = 100;
 /// Registers the guest, fills the box, probes, drains; `memory` reads the
 /// server's resident set.
 pub async fn run(
-    api: &Arc<Api>,
+    api: &Api,
     plan: &Plan,
     memory: &dyn Fn() -> Option<u64>,
 ) -> anyhow::Result<Measured> {
@@ -101,8 +98,7 @@ pub async fn run(
     count(&mut failures, not);
     let after = memory();
 
-    let mut failures: Vec<(String, usize)> = failures.into_iter().collect();
-    failures.sort_by_key(|f| std::cmp::Reverse(f.1));
+    let failures = super::report::by_count(failures);
     Ok(Measured {
         before,
         full,
@@ -126,30 +122,18 @@ async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<String> {
         "{repository}:density-{}",
         if plan.http { "http" } else { "sleeper" }
     );
-    remote::push(&image, &plan.wasm, &options)
-        .await
-        .map_err(|e| anyhow::anyhow!("pushing the guest to {image}: {e}"))?;
     let mut container = json!({
         "name": "guest", "image": image, "memory": plan.task_memory, "essential": true,
     });
     if plan.http {
         container["portMappings"] = json!([{"containerPort": 80}]);
     }
-    let registered = api
-        .ecs(
-            "RegisterTaskDefinition",
-            json!({
-                "family": "skiff-bench-density",
-                "networkMode": if plan.http { "awsvpc" } else { "none" },
-                "containerDefinitions": [container],
-            }),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("registering the bench's task definition: {e}"))?;
-    registered["taskDefinition"]["taskDefinitionArn"]
-        .as_str()
-        .map(String::from)
-        .ok_or_else(|| anyhow::anyhow!("RegisterTaskDefinition answered no ARN"))
+    let definition = json!({
+        "family": "skiff-bench-density",
+        "networkMode": if plan.http { "awsvpc" } else { "none" },
+        "containerDefinitions": [container],
+    });
+    super::cold_start::push_and_register(api, &options, &image, &plan.wasm, definition).await
 }
 
 fn run_request(plan: &Plan, definition: &str, count: usize) -> Value {
@@ -166,42 +150,47 @@ fn count(failures: &mut HashMap<String, usize>, reasons: Vec<String>) {
     }
 }
 
+/// `call` on every item, at most `concurrency` at once: the results, in
+/// the items' order.
+async fn at_most<T, R, Fut>(
+    concurrency: usize,
+    items: impl IntoIterator<Item = T>,
+    call: impl Fn(T) -> Fut,
+) -> Vec<R>
+where
+    Fut: std::future::Future<Output = R>,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::iter(items)
+        .map(call)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+}
+
 /// Starts every task, ten to a RunTask (ECS's most), `concurrency` calls
 /// at once: the ARNs of those placed.
 async fn fill(
-    api: &Arc<Api>,
+    api: &Api,
     plan: &Plan,
     definition: &str,
     failures: &mut HashMap<String, usize>,
 ) -> Vec<String> {
-    let slots = Arc::new(Semaphore::new(plan.concurrency));
-    let mut calls = Vec::new();
-    let mut left = plan.tasks;
-    while left > 0 {
-        let n = left.min(10);
-        left -= n;
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
-        let api = Arc::clone(api);
-        let request = run_request(plan, definition, n);
-        calls.push(tokio::spawn(async move {
-            let ran = api.ecs("RunTask", request).await;
-            drop(slot);
-            (n, ran)
-        }));
-    }
+    let calls = (0..plan.tasks)
+        .step_by(10)
+        .map(|first| (plan.tasks - first).min(10));
+    let ran = at_most(plan.concurrency, calls, |n| async move {
+        (
+            n,
+            api.ecs("RunTask", run_request(plan, definition, n)).await,
+        )
+    })
+    .await;
     let mut arns = Vec::with_capacity(plan.tasks);
-    for call in calls {
-        let Ok((n, ran)) = call.await else { continue };
+    for (n, ran) in ran {
         match ran {
             Ok(v) => {
-                let placed: Vec<String> = v["tasks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t["taskArn"].as_str().map(String::from))
-                    .collect();
+                let placed = super::cold_start::placed(&v);
                 // ECS gives one failure per reason, not per task.
                 if placed.len() < n {
                     let why = v["failures"][0]["reason"]
@@ -222,7 +211,7 @@ async fn fill(
 /// Stops every task of this run still meant to run on the server, until
 /// a listing finds none (a RunTask in flight when the run was interrupted
 /// may place tasks after the first look): how many were asked to stop.
-pub async fn stop_leftovers(api: &Arc<Api>, plan: &Plan) -> Result<usize, String> {
+pub async fn stop_leftovers(api: &Api, plan: &Plan) -> Result<usize, String> {
     let mut stopped = 0;
     loop {
         let arns: Vec<String> = api
@@ -249,30 +238,16 @@ pub async fn stop_leftovers(api: &Arc<Api>, plan: &Plan) -> Result<usize, String
 }
 
 /// StopTask on every task, `concurrency` at once.
-async fn stop_all(
-    api: &Arc<Api>,
-    plan: &Plan,
-    arns: &[String],
-    failures: &mut HashMap<String, usize>,
-) {
-    let slots = Arc::new(Semaphore::new(plan.concurrency));
-    let mut calls = Vec::with_capacity(arns.len());
-    for arn in arns {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
-        let api = Arc::clone(api);
-        let body = json!({"cluster": plan.cluster, "task": arn, "reason": STOP_REASON});
-        calls.push(tokio::spawn(async move {
-            let stopped = api.ecs("StopTask", body).await;
-            drop(slot);
-            stopped
-        }));
-    }
-    for call in calls {
-        if let Ok(Err(e)) = call.await {
-            *failures.entry(format!("StopTask: {e}")).or_default() += 1;
-        }
+async fn stop_all(api: &Api, plan: &Plan, arns: &[String], failures: &mut HashMap<String, usize>) {
+    let stopped = at_most(plan.concurrency, arns, |arn| {
+        api.ecs(
+            "StopTask",
+            json!({"cluster": plan.cluster, "task": arn, "reason": STOP_REASON}),
+        )
+    })
+    .await;
+    for e in stopped.into_iter().filter_map(Result::err) {
+        *failures.entry(format!("StopTask: {e}")).or_default() += 1;
     }
 }
 
@@ -312,24 +287,37 @@ async fn wait_for(
                 let Some(&key) = pending.get(&arn.to_string()) else {
                     continue;
                 };
-                let last = task["lastStatus"].as_str().unwrap_or_default();
-                if last == status && (status != "STOPPED" || stopped_by_us(task)) {
-                    pending.remove(key);
-                    reached.push(key.clone());
-                } else if last == "STOPPED" {
-                    pending.remove(key);
-                    failed.push(stopped_reason(task));
+                match settled(task, status) {
+                    Some(Ok(())) => reached.push(key.clone()),
+                    Some(Err(why)) => failed.push(why),
+                    None => continue,
                 }
+                pending.remove(key);
             }
         }
     }
-    failed.extend(pending.iter().map(|_| {
-        format!(
-            "not {status} within {} (--timeout)",
-            skiff_runtime::format_duration(plan.timeout)
-        )
-    }));
+    failed.extend(pending.iter().map(|_| too_late(status, plan.timeout)));
     (reached, failed)
+}
+
+/// Whether `task` has come to `status` (a STOPPED one only if the bench
+/// stopped it), or why it never will; `None` while it is on its way.
+fn settled(task: &Value, status: &str) -> Option<Result<(), String>> {
+    let last = task["lastStatus"].as_str().unwrap_or_default();
+    if last == status && (status != "STOPPED" || stopped_by_us(task)) {
+        Some(Ok(()))
+    } else if last == "STOPPED" {
+        Some(Err(stopped_reason(task)))
+    } else {
+        None
+    }
+}
+
+fn too_late(status: &str, timeout: Duration) -> String {
+    format!(
+        "not {status} within {} (--timeout)",
+        skiff_runtime::format_duration(timeout)
+    )
 }
 
 /// What the bench's StopTask calls give as their reason.
@@ -419,9 +407,7 @@ async fn probe(api: &Api, plan: &Plan, definition: &str) -> Result<Vec<f64>, Str
     let running = watch(api, &plan.cluster, &arn, "RUNNING", plan.timeout).await?;
     let up = sent.elapsed();
     let first_byte = if plan.http {
-        let ip = running["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]
-            .as_str()
-            .ok_or("the service has no address")?;
+        let ip = address_of(&running).ok_or("the service has no address")?;
         Some(first_byte(ip).await?)
     } else {
         None
@@ -464,21 +450,19 @@ async fn watch(
             .await
             .map_err(|e| format!("DescribeTasks: {e}"))?;
         let task = &found["tasks"][0];
-        let last = task["lastStatus"].as_str().unwrap_or_default();
-        if last == status && (status != "STOPPED" || stopped_by_us(task)) {
-            return Ok(task.clone());
-        }
-        if last == "STOPPED" {
-            return Err(stopped_reason(task));
+        if let Some(settled) = settled(task, status) {
+            return settled.map(|()| task.clone());
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "not {status} within {} (--timeout)",
-                skiff_runtime::format_duration(timeout)
-            ));
+            return Err(too_late(status, timeout));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// An awsvpc task's address, as DescribeTasks gives it.
+pub(super) fn address_of(task: &Value) -> Option<&str> {
+    task["containers"][0]["networkInterfaces"][0]["privateIpv4Address"].as_str()
 }
 
 /// `GET /` to a task's port 80 on a new connection: microseconds from
@@ -524,11 +508,9 @@ async fn sample_requests(api: &Api, cluster: &str, arns: &[String]) -> (usize, P
         return (sample.len(), row);
     };
     for task in found["tasks"].as_array().into_iter().flatten() {
-        let ip = task["containers"][0]["networkInterfaces"][0]["privateIpv4Address"].as_str();
-        if let Some(Ok(took)) = match ip {
-            Some(ip) => Some(first_byte(ip).await),
-            None => None,
-        } {
+        if let Some(ip) = address_of(task)
+            && let Ok(took) = first_byte(ip).await
+        {
             row.micros.push(took);
         }
     }

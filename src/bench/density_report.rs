@@ -143,11 +143,7 @@ pub fn print(out: &Value, m: &Measured, baselines: &[Resident]) {
         match &b.outcome {
             Err(why) => println!("  {}: skipped: {why}", b.name),
             Ok(held) => {
-                let version = held
-                    .version
-                    .as_deref()
-                    .map(|v| format!(", {v}"))
-                    .unwrap_or_default();
+                let version = report::version_suffix(held.version.as_deref());
                 let ratio = m
                     .per_task()
                     .filter(|&p| p > 0)

@@ -38,7 +38,7 @@ pub struct Measured {
 }
 
 /// A child process ended when dropped.
-struct Killed(Child);
+pub(super) struct Killed(pub(super) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -142,8 +142,7 @@ async fn deploy(
             json!({"cluster": plan.cluster, "tasks": tasks["taskArns"]}),
         )
         .await?;
-    let ip = described["tasks"][0]["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]
-        .as_str()
+    let ip = super::density::address_of(&described["tasks"][0])
         .ok_or_else(|| anyhow::anyhow!("the bench's task has no address"))?;
     Ok((listener_url, format!("http://{ip}:80/")))
 }
@@ -192,18 +191,21 @@ fn tag(doc: &str, name: &str) -> anyhow::Result<String> {
     Ok(doc[start..start + end].to_string())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-/// Waits until something accepts connections at `addr`.
-fn wait_serving(addr: SocketAddr) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Waits until something accepts connections at `addr`, at most `within`.
+pub(super) fn wait_serving(addr: SocketAddr, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
-            return Err(format!("nothing served at {addr} after 20 s"));
+            return Err(format!(
+                "nothing served at {addr} after {} s",
+                within.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -247,7 +249,7 @@ fn start_wasmtime_serve(wasmtime: Option<&Path>, file: &Path) -> Result<(Killed,
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", wasmtime.display()))?;
     let child = Killed(child);
-    wait_serving(addr)?;
+    wait_serving(addr, Duration::from_secs(20))?;
     Ok((child, format!("http://{addr}/")))
 }
 

@@ -208,17 +208,40 @@ fn check_plot(plot: Option<&PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The server to measure: the one given, or one started now (kept
-/// running while the returned guard lives).
-fn server_for(endpoint: Option<&String>) -> anyhow::Result<(Option<server::OwnServe>, String)> {
+/// The server to measure: the one given, or one started now with
+/// `flags` (kept running while the returned guard lives).
+fn server_for(
+    endpoint: Option<&String>,
+    flags: &[String],
+) -> anyhow::Result<(Option<server::OwnServe>, String)> {
     Ok(match endpoint {
         Some(e) => (None, e.clone()),
         None => {
-            let own = server::OwnServe::start()?;
+            let own = server::OwnServe::start(flags)?;
             let api = own.api.clone();
             (Some(own), api)
         }
     })
+}
+
+/// What a bench's banner says it runs against.
+fn against(own: Option<&server::OwnServe>, endpoint: &str) -> String {
+    match own {
+        Some(_) => format!("a skiff serve started for this run ({endpoint})"),
+        None => endpoint.to_string(),
+    }
+}
+
+/// A name for this run, unlike any earlier one's (microseconds since the
+/// epoch, in hex).
+fn run_id() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or_default()
+    )
 }
 
 fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
@@ -234,15 +257,12 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (own, endpoint) = server_for(args.common.endpoint.as_ref())?;
+    let (own, endpoint) = server_for(args.common.endpoint.as_ref(), &[])?;
     let api = crate::api_client::Api::new(&endpoint)?;
     if !args.common.json {
         eprintln!(
             "skiff bench http: {name} as an ECS service behind a load balancer, against {}",
-            match &own {
-                Some(_) => format!("a skiff serve started for this run ({endpoint})"),
-                None => endpoint.clone(),
-            }
+            against(own.as_ref(), &endpoint)
         );
     }
     let plan = http::Plan {
@@ -310,39 +330,29 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
     let http = skiff_runtime::inspect(&what, &wasm)? == skiff_runtime::ArtifactKind::HttpProxy;
     let tasks = args.tasks as usize;
     let probes = args.probes as usize;
-    let (own, endpoint) = match &args.common.endpoint {
-        Some(e) => (None, e.clone()),
-        None => {
-            // Room for every task and probe: pool slots (containers get
-            // nine tenths), CPU and memory declared for all of them.
-            let held = tasks + probes + 1;
-            let slots = (held * 10 / 9 + 17).max(32);
-            let flags = [
-                "--max-instances".to_string(),
-                slots.to_string(),
-                "--max-container-memory".into(),
-                format!("{}m", args.task_memory),
-                "--cpu".into(),
-                (held * 1024).to_string(),
-                "--memory".into(),
-                (held * args.task_memory as usize + 1024).to_string(),
-            ];
-            let own = server::OwnServe::start_with(&flags)?;
-            let api = own.api.clone();
-            (Some(own), api)
-        }
-    };
+    // Its own serve has room for every task and probe: pool slots
+    // (containers get nine tenths), CPU and memory declared for all.
+    let held = tasks + probes + 1;
+    let slots = (held * 10 / 9 + 17).max(32);
+    let flags = [
+        "--max-instances".to_string(),
+        slots.to_string(),
+        "--max-container-memory".into(),
+        format!("{}m", args.task_memory),
+        "--cpu".into(),
+        (held * 1024).to_string(),
+        "--memory".into(),
+        (held * args.task_memory as usize + 1024).to_string(),
+    ];
+    let (own, endpoint) = server_for(args.common.endpoint.as_ref(), &flags)?;
     let pid = own.as_ref().map(server::OwnServe::pid).or(args.server_pid);
-    let api = Arc::new(crate::api_client::Api::new(&endpoint)?);
+    let api = crate::api_client::Api::new(&endpoint)?;
     if !args.common.json {
         eprintln!(
             "skiff bench density: {tasks} {} of {what} at once, {} MiB each, against {}",
             if http { "idle services" } else { "tasks" },
             args.task_memory,
-            match &own {
-                Some(_) => format!("a skiff serve started for this run ({endpoint})"),
-                None => endpoint.clone(),
-            }
+            against(own.as_ref(), &endpoint)
         );
     }
     let plan = density::Plan {
@@ -354,13 +364,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
         http,
         task_memory: args.task_memory,
         timeout: args.timeout,
-        run_id: format!(
-            "skiff-bench-density-{:x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros())
-                .unwrap_or_default()
-        ),
+        run_id: format!("skiff-bench-density-{}", run_id()),
     };
     // Figures from a server that has run tasks already read low (it
     // reuses what they freed) or mix in theirs: said, not hidden.
@@ -523,7 +527,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
             "{what} is a wasi:http component, which serves requests rather than running to an exit: cold-start runs a module or a wasi:cli command"
         );
     }
-    let (own, endpoint) = server_for(args.common.endpoint.as_ref())?;
+    let (own, endpoint) = server_for(args.common.endpoint.as_ref(), &[])?;
     let api = Arc::new(crate::api_client::Api::new(&endpoint)?);
     let tasks = args.tasks as usize;
     let plan = cold_start::Plan {
@@ -547,10 +551,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
             } else {
                 String::new()
             },
-            match &own {
-                Some(_) => format!("a skiff serve started for this run ({endpoint})"),
-                None => endpoint.clone(),
-            }
+            against(own.as_ref(), &endpoint)
         );
     }
     let measured = rt.block_on(cold_start::run(&api, &plan))?;
@@ -745,11 +746,7 @@ fn print_text(
         match &b.outcome {
             Err(why) => println!("  {}: skipped: {why}", b.name),
             Ok(ran) => {
-                let version = ran
-                    .version
-                    .as_deref()
-                    .map(|v| format!(", {v}"))
-                    .unwrap_or_default();
+                let version = report::version_suffix(ran.version.as_deref());
                 println!("  {}{version}", b.name);
                 for line in report::table(&ran.phases).lines() {
                     println!("    {line}");

@@ -151,15 +151,32 @@ pub fn print_machine(out: &Value) {
     println!();
 }
 
+/// `, VERSION` after a tool's name, or nothing when it has none.
+pub fn version_suffix(version: Option<&str>) -> String {
+    version.map(|v| format!(", {v}")).unwrap_or_default()
+}
+
 /// The peak resident memory of process `pid` (its VmHWM), if it can be
 /// read.
 pub fn peak_memory(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
+    proc_kb(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
+/// A `FIELD:   N kB` line of a /proc file, in bytes.
+pub fn proc_kb(path: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
+}
+
+/// Failure reasons with how many each, the most frequent first.
+pub fn by_count(failures: std::collections::HashMap<String, usize>) -> Vec<(String, usize)> {
+    let mut failures: Vec<(String, usize)> = failures.into_iter().collect();
+    failures.sort_by_key(|f| std::cmp::Reverse(f.1));
+    failures
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@
 //! across the processes that share it), so K processes' sum is what they
 //! cost together, as skiff's resident growth is for its tasks.
 
+use super::http::{Killed, free_port, wait_serving};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// One baseline: its name, and what it measured or why it was skipped.
@@ -28,18 +29,6 @@ pub struct Held {
 /// How long a baseline's process may take to say it is up.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
-/// Processes killed (and reaped) when dropped.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The baselines for `processes` long-running guests: `file` holds the
 /// guest (a wasi:http component when `http`).
 pub fn baselines(
@@ -52,10 +41,11 @@ pub fn baselines(
         Err(why) => Err(why),
         Ok(wasmtime) => {
             let version = super::baselines::version_of(&wasmtime, "--version");
-            hold(processes, |_| {
+            hold(processes, || {
                 let mut c = Command::new(&wasmtime);
                 if http {
-                    let addr = free_addr()?;
+                    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+                    let addr = SocketAddr::from(([127, 0, 0, 1], port));
                     c.args(["serve", "-Scli", "--addr", &addr.to_string()])
                         .arg(file);
                     Ok((c, Ready::Listening(addr)))
@@ -64,14 +54,10 @@ pub fn baselines(
                     Ok((c, Ready::FirstLine))
                 }
             })
-            .map(|(n, per)| Held {
-                version,
-                processes: n,
-                per_process: per,
-            })
+            .map(|held| Held { version, ..held })
         }
     };
-    let native = hold(processes, |_| {
+    let native = hold(processes, || {
         if http {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let mut c = Command::new(exe);
@@ -82,11 +68,6 @@ pub fn baselines(
             c.args(["-c", "echo sleeping; exec sleep 3600"]);
             Ok((c, Ready::FirstLine))
         }
-    })
-    .map(|(n, per)| Held {
-        version: None,
-        processes: n,
-        per_process: per,
     });
     vec![
         Resident {
@@ -117,14 +98,11 @@ enum Ready {
 }
 
 /// Starts `n` processes, waits until each is up, and reads their
-/// proportional set sizes: how many, and their sum over their number.
-fn hold(
-    n: usize,
-    command: impl Fn(usize) -> Result<(Command, Ready), String>,
-) -> Result<(usize, u64), String> {
-    let mut held = Children(Vec::with_capacity(n));
-    for i in 0..n {
-        let (mut c, ready) = command(i)?;
+/// proportional set sizes (the version is the caller's to say).
+fn hold(n: usize, command: impl Fn() -> Result<(Command, Ready), String>) -> Result<Held, String> {
+    let mut held: Vec<Killed> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut c, ready) = command()?;
         let mut child = c
             // Held open: the sleeper waits for its stdin to close.
             .stdin(Stdio::piped())
@@ -133,17 +111,21 @@ fn hold(
             .spawn()
             .map_err(|e| format!("cannot run {:?}: {e}", c.get_program()))?;
         let stdout = child.stdout.take();
-        held.0.push(child);
+        held.push(Killed(child));
         match ready {
             Ready::FirstLine => first_line(stdout)?,
-            Ready::Listening(addr) => listening(addr)?,
+            Ready::Listening(addr) => wait_serving(addr, READY_WITHIN)?,
         }
     }
     let mut total = 0;
-    for child in &held.0 {
-        total += pss(child.id()).ok_or("cannot read a process's memory (smaps_rollup)")?;
+    for child in &held {
+        total += pss(child.0.id()).ok_or("cannot read a process's memory (smaps_rollup)")?;
     }
-    Ok((n, total / n.max(1) as u64))
+    Ok(Held {
+        version: None,
+        processes: n,
+        per_process: total / n.max(1) as u64,
+    })
 }
 
 /// Waits for a first line on `stdout`; the rest is drained.
@@ -167,44 +149,14 @@ fn first_line(stdout: Option<std::process::ChildStdout>) -> Result<(), String> {
     }
 }
 
-/// Waits until `addr` accepts a connection.
-fn listening(addr: SocketAddr) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + READY_WITHIN;
-    while std::time::Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Err(format!(
-        "nothing listened on {addr} within {} s",
-        READY_WITHIN.as_secs()
-    ))
-}
-
-fn free_addr() -> Result<SocketAddr, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
 /// A process's proportional set size (bytes).
 pub fn pss(pid: u32) -> Option<u64> {
-    kb_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+    super::report::proc_kb(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
 }
 
 /// A process's resident set size now (bytes).
 pub fn rss(pid: u32) -> Option<u64> {
-    kb_field(&format!("/proc/{pid}/status"), "VmRSS:")
-}
-
-fn kb_field(path: &str, field: &str) -> Option<u64> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+    super::report::proc_kb(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 #[cfg(test)]
@@ -221,15 +173,15 @@ mod tests {
 
     #[test]
     fn processes_are_held_until_up_and_then_ended() {
-        let (n, per) = hold(3, |_| {
+        let held = hold(3, || {
             let mut c = Command::new("sh");
             c.args(["-c", "echo up; exec sleep 60"]);
             Ok((c, Ready::FirstLine))
         })
         .unwrap();
-        assert_eq!(n, 3);
-        assert!(per > 0);
-        let silent = hold(1, |_| {
+        assert_eq!(held.processes, 3);
+        assert!(held.per_process > 0);
+        let silent = hold(1, || {
             let mut c = Command::new("true");
             c.arg("quiet");
             Ok((c, Ready::FirstLine))

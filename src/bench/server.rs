@@ -14,12 +14,8 @@ pub struct OwnServe {
 impl OwnServe {
     /// Starts `skiff serve` on free loopback ports with an empty data dir
     /// (so no image or compiled code is cached), and waits for its banner.
-    pub fn start() -> anyhow::Result<OwnServe> {
-        OwnServe::start_with(&[])
-    }
-
-    /// [`OwnServe::start`] with more `skiff serve` flags.
-    pub fn start_with(flags: &[String]) -> anyhow::Result<OwnServe> {
+    /// `flags` are more `skiff serve` flags.
+    pub fn start(flags: &[String]) -> anyhow::Result<OwnServe> {
         let data = tempfile::tempdir()?;
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
