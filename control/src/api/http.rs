@@ -141,7 +141,16 @@ impl Api {
         dialect: Dialect,
         flavor: &mut super::protocol::query::Flavor,
     ) -> Response<Full<Bytes>> {
-        match self.http_inner(req, query, flavor).await {
+        let answer = self.http_inner(req, query, flavor).await;
+        // Whatever the request read or wrote may be in memory only (changes
+        // are applied before the store has made them durable): it is
+        // answered once the store is durable past every change made so far.
+        let store = &self.core.store;
+        let answer = match store.synced(store.queued()).await {
+            Ok(()) => answer,
+            Err(e) => Err(e.into()),
+        };
+        match answer {
             Ok(Answer::Json(v)) => respond(200, &v, None, dialect),
             Ok(Answer::Xml(doc)) => {
                 // The header carries the id the document gives.

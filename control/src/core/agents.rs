@@ -6,6 +6,7 @@
 //! with who sent it.
 
 use crate::core::model::Task;
+use crate::core::store::{Position, StateStore};
 use crate::core::taskdef::TaskDefinition;
 use skiff_channel::messages::{FromAgent, StartTask, ToAgent};
 use std::collections::HashMap;
@@ -44,12 +45,19 @@ pub(crate) struct Session {
     pub last_heard: Instant,
 }
 
+/// The open channels, by container instance ARN.
+type Links = Arc<RwLock<HashMap<String, Link>>>;
+
 /// The connected agents, by container instance ARN.
-#[derive(Debug)]
 pub(crate) struct Agents {
     /// The in-process agent's container instance (`skiff serve`'s own).
     pub local: String,
-    links: RwLock<HashMap<String, Link>>,
+    links: Links,
+    /// What is sent to agents goes out once the store is durable past the
+    /// changes made before it was sent (the forwarder, [`forward`]): an
+    /// agent never runs a task whose record a crash could lose.
+    outbox: mpsc::UnboundedSender<(Position, String, ToAgent)>,
+    store: Arc<dyn StateStore>,
     /// Remote agents' sessions (connected or not), by instance ARN.
     pub(crate) sessions: Mutex<HashMap<String, Session>>,
     /// Every agent's reports, to the report loop.
@@ -67,9 +75,18 @@ impl Agents {
         local: String,
         link: mpsc::UnboundedSender<ToAgent>,
         reports: mpsc::UnboundedSender<Report>,
+        store: Arc<dyn StateStore>,
     ) -> Agents {
+        let links: Links = Arc::new(RwLock::new(HashMap::from([(
+            local.clone(),
+            Link { tx: link, conn: 0 },
+        )])));
+        let (outbox, sent) = mpsc::unbounded_channel();
+        tokio::spawn(forward(Arc::clone(&store), Arc::clone(&links), sent));
         Agents {
-            links: RwLock::new(HashMap::from([(local.clone(), Link { tx: link, conn: 0 })])),
+            links,
+            outbox,
+            store,
             local,
             sessions: Mutex::new(HashMap::new()),
             reports,
@@ -147,16 +164,13 @@ impl Agents {
     }
 
     fn send(&self, instance_arn: &str, message: ToAgent) {
-        let sent = self
-            .links
-            .read()
-            .ok()
-            .and_then(|l| l.get(instance_arn).map(|l| l.tx.send(message).is_ok()));
-        if sent != Some(true) {
-            tracing::warn!(
-                instance = instance_arn,
-                "no agent connected to send a task to"
-            );
+        let position = self.store.queued();
+        if self
+            .outbox
+            .send((position, instance_arn.to_string(), message))
+            .is_err()
+        {
+            tracing::warn!(instance = instance_arn, "the agents' forwarder is gone");
         }
     }
 
@@ -182,6 +196,39 @@ impl Agents {
                     task_arn: task_arn.to_string(),
                 },
             );
+        }
+    }
+}
+
+impl std::fmt::Debug for Agents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agents")
+            .field("local", &self.local)
+            .field("links", &self.links)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends each message on its agent's channel, in the order sent, once the
+/// store is durable past the position it was sent at; a message sent after
+/// a change the store failed is dropped (the state it came from is being
+/// reloaded).
+async fn forward(
+    store: Arc<dyn StateStore>,
+    links: Links,
+    mut sent: mpsc::UnboundedReceiver<(Position, String, ToAgent)>,
+) {
+    while let Some((position, instance, message)) = sent.recv().await {
+        if let Err(e) = store.synced(position).await {
+            tracing::warn!(instance, "not sent to the agent: {e}");
+            continue;
+        }
+        let delivered = links
+            .read()
+            .ok()
+            .and_then(|l| l.get(&instance).map(|l| l.tx.send(message).is_ok()));
+        if delivered != Some(true) {
+            tracing::warn!(instance, "no agent connected to send a task to");
         }
     }
 }

@@ -195,14 +195,8 @@ impl Core {
         }
         writes.extend(ec2::ensure_default(&state));
         state.apply(store.as_ref(), writes).await?;
-        // The security groups' rules, where task sockets consult them.
         let fabric = Arc::new(Fabric::default());
-        for g in state.security_groups.values() {
-            fabric.set_group(&g.value.group_id, &g.value.ingress, &g.value.egress);
-        }
-        discovery::refresh(&state, &fabric);
         let elb = crate::plane::elb::Plane::new(Arc::clone(&fabric));
-        elb.sync(&state.elb);
 
         let ControlEnd {
             to_agent,
@@ -229,13 +223,19 @@ impl Core {
         let agent_keys = crate::core::agent_keys::AgentKeys::new(&config.data_dir);
         let mesh_token = mesh_token(&config.data_dir)?;
         elb.set_mesh_token(&mesh_token);
-        fabric.set_routes(crate::core::instances::routes(&state, config.lb_address));
+        planes_follow(&state, &fabric, &elb, config.lb_address);
+        let agents = Arc::new(Agents::new(
+            instance_arn,
+            to_agent,
+            reports,
+            Arc::clone(&store),
+        ));
         let core = Arc::new(Core {
             config,
             store,
             state: tokio::sync::Mutex::new(state),
             logs,
-            agents: Arc::new(Agents::new(instance_arn, to_agent, reports)),
+            agents,
             agent_keys,
             mesh_token,
             rng: Mutex::new(placement::Rng::from_entropy()),
@@ -249,6 +249,7 @@ impl Core {
         });
         core.resume().await?;
         tokio::spawn(report_loop(Arc::clone(&core), reports_rx));
+        tokio::spawn(reload_loop(Arc::downgrade(&core)));
         tokio::spawn(crate::core::remote::lost_agents_loop(Arc::downgrade(&core)));
         tokio::spawn(retention_loop(Arc::downgrade(&core)));
         tokio::spawn(metrics_loop(Arc::downgrade(&core)));
@@ -434,6 +435,48 @@ async fn metrics_loop(inner: std::sync::Weak<Core>) {
 /// How many objects one transaction forgets: the API's requests go
 /// between batches.
 const FORGET_PER_COMMIT: usize = 500;
+
+/// The data planes take what the state says: security groups' rules where
+/// task sockets consult them, service discovery's names, the load
+/// balancers, the routes to other instances' tasks.
+fn planes_follow(
+    state: &State,
+    fabric: &Fabric,
+    elb: &crate::plane::elb::Plane,
+    lb_address: std::net::Ipv4Addr,
+) {
+    for g in state.security_groups.values() {
+        fabric.set_group(&g.value.group_id, &g.value.ingress, &g.value.egress);
+    }
+    discovery::refresh(state, fabric);
+    elb.sync(&state.elb);
+    fabric.set_routes(crate::core::instances::routes(state, lb_address));
+}
+
+/// When the store fails a change (memory is ahead of it, and it refuses
+/// every later change), the state is read again from the store, and the
+/// data planes follow it. Requests meanwhile are answered with the
+/// store's error; agents are sent nothing made after the failure.
+async fn reload_loop(core: std::sync::Weak<Core>) {
+    loop {
+        let failed = match core.upgrade() {
+            Some(core) => core.store.failed(),
+            None => return,
+        };
+        if failed.await.is_err() {
+            return;
+        }
+        let Some(core) = core.upgrade() else { return };
+        tracing::error!("the state store failed a change: reading the state from the store again");
+        let mut state = core.state.lock().await;
+        while let Err(e) = state.reload(core.store.as_ref()).await {
+            tracing::error!("cannot read the state store, trying again: {e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        planes_follow(&state, &core.fabric, &core.elb, core.config.lb_address);
+        tracing::info!("the state was read again from the store");
+    }
+}
 
 /// Forgets STOPPED tasks once they have been stopped for the retention
 /// period, and deregistered container instances as long after they left;

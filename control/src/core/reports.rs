@@ -54,7 +54,19 @@ pub(crate) async fn report_loop(inner: Arc<Core>, mut rx: mpsc::UnboundedReceive
             .filter_map(crate::core::state::service_of)
             .collect();
         let writes = changed.into_values().map(Write::Task).collect();
-        match state.apply(inner.store.as_ref(), writes).await {
+        // Applied to memory and queued; the state is let go while the store
+        // writes it, so that requests (and their commits) go on meanwhile.
+        let durable = state.stage(inner.store.as_ref(), writes);
+        if durable.is_ok() && !state.discovery.services.is_empty() {
+            // Discovered names follow their tasks.
+            discovery::refresh(&state, &inner.fabric);
+        }
+        drop(state);
+        let durable = match durable {
+            Ok(d) => d.wait().await,
+            Err(e) => Err(e),
+        };
+        match durable {
             Ok(()) => {
                 for report in batch.drain(..) {
                     if let Some((acked, seq)) = report.ack {
@@ -65,17 +77,14 @@ pub(crate) async fn report_loop(inner: Arc<Core>, mut rx: mpsc::UnboundedReceive
                         });
                     }
                 }
-                // Discovered names follow their tasks.
-                if !state.discovery.services.is_empty() {
-                    discovery::refresh(&state, &inner.fabric);
-                }
                 // Services see their tasks' new states.
                 for key in woken {
                     inner.wake.service(key);
                 }
             }
             Err(e) => {
-                drop(state);
+                // The state is read again from the store (`reload_loop`);
+                // the batch is applied to that.
                 tracing::error!("cannot record task state changes, retrying: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

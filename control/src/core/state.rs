@@ -1,13 +1,23 @@
 //! The control plane's in-memory view of the store, and the one way to
-//! change it: a batch of writes committed to the store (compare-and-swap on
-//! every revision the batch read) before memory changes. A crash between the
-//! two loses nothing: memory is rebuilt from the store on start.
+//! change it: a batch of writes queued to the store as one transaction
+//! (compare-and-swap on every revision the batch read, and on the revision
+//! it will get) and applied to memory at once, under the state's lock; the
+//! caller may let go of the lock and then wait until the store has made it
+//! durable ([`Durable`]), so that requests share the store's fsyncs. What
+//! is not durable yet reaches no one: every API answer waits until the
+//! store is durable past what it could have read (`api/http.rs`), and
+//! messages to agents until the store is durable past what they were sent
+//! after (`agents.rs`). A crash loses only what was not yet answered:
+//! memory is rebuilt from the store on start; a failed commit makes the
+//! store refuse the rest until memory is rebuilt from it
+//! ([`State::reload`]).
 
 use crate::core::discovery::Registry;
 use crate::core::instances::{Usage, account};
 use crate::core::model::{Cluster, ContainerInstance, Task};
 use crate::core::security_groups::SecurityGroup;
 use crate::core::services::Service;
+use crate::core::store::StoreFuture;
 use crate::core::store::{Compare, Op, StateStore, Txn};
 use crate::core::taskdef::TaskDefinition;
 use crate::error::ApiError;
@@ -57,6 +67,30 @@ pub(crate) struct State {
     /// What the tasks not STOPPED use, by instance ARN, kept as tasks
     /// change.
     usage: HashMap<String, Usage>,
+    /// The store revision of the last change queued: the next gets the one
+    /// after.
+    revision: u64,
+}
+
+/// A change applied to memory and queued to the store: resolves once it
+/// is durable.
+#[must_use = "a change is not durable until its Durable resolves"]
+pub(crate) struct Durable(Option<StoreFuture<'static, Option<u64>>>);
+
+impl Durable {
+    /// Once the change is durable; an error (the server's) if the store
+    /// failed it, and memory is to be reloaded ([`State::reload`]).
+    pub async fn wait(self) -> Result<(), ApiError> {
+        let Some(commit) = self.0 else {
+            return Ok(());
+        };
+        match commit.await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::server(
+                "the state store changed under this control plane (is another one using it?)",
+            )),
+        }
+    }
 }
 
 /// The key of the service that started `t` (`CLUSTER/NAME`), if one did.
@@ -141,7 +175,10 @@ async fn load<T: DeserializeOwned>(
 impl State {
     /// Everything the store holds.
     pub async fn load(store: &dyn StateStore) -> Result<State, ApiError> {
-        let mut state = State::default();
+        let mut state = State {
+            revision: store.revision().await?,
+            ..State::default()
+        };
         for c in load::<Cluster>(store, "clusters/").await? {
             state.clusters.insert(c.value.cluster_name.clone(), c);
         }
@@ -243,16 +280,41 @@ impl State {
         }
     }
 
-    /// Commits `writes` to the store and then to memory, all or nothing.
+    /// After the store failed a change (memory holds changes it does not):
+    /// what the store holds, read again once it accepts commits.
+    pub async fn reload(&mut self, store: &dyn StateStore) -> Result<(), ApiError> {
+        store.resume().await?;
+        *self = State::load(store).await?;
+        Ok(())
+    }
+
+    /// Commits `writes` to the store and to memory, all or nothing, and
+    /// waits (holding the state) until they are durable.
     pub async fn apply(
         &mut self,
         store: &dyn StateStore,
         writes: Vec<Write>,
     ) -> Result<(), ApiError> {
+        self.stage(store, writes)?.wait().await
+    }
+
+    /// Applies `writes` to memory and queues them to the store as one
+    /// transaction: the caller may release the state, then wait on the
+    /// answer until they are durable. (A failed commit makes the store
+    /// refuse every later one until the state is reloaded.)
+    pub fn stage(
+        &mut self,
+        store: &dyn StateStore,
+        writes: Vec<Write>,
+    ) -> Result<Durable, ApiError> {
         if writes.is_empty() {
-            return Ok(());
+            return Ok(Durable(None));
         }
-        let mut txn = Txn::default();
+        let revision = self.revision + 1;
+        let mut txn = Txn {
+            revision: Some(revision),
+            ..Txn::default()
+        };
         for w in &writes {
             let (key, revision, value) = match w {
                 Write::Cluster(c) => (
@@ -322,11 +384,8 @@ impl State {
                 None => Op::Delete(key),
             });
         }
-        let Some(revision) = store.commit(txn).await? else {
-            return Err(ApiError::server(
-                "the state store changed under this control plane (is another one using it?)",
-            ));
-        };
+        let durable = Durable(Some(store.commit(txn)));
+        self.revision = revision;
         for w in writes {
             match w {
                 Write::Cluster(c) => {
@@ -423,7 +482,7 @@ impl State {
                 }
             }
         }
-        Ok(())
+        Ok(durable)
     }
 }
 
@@ -496,5 +555,57 @@ mod tests {
         // Rebuilt from the store, the same.
         let loaded = State::load(&store).await.unwrap();
         assert_eq!(loaded.usage, state.usage);
+    }
+
+    #[tokio::test]
+    async fn staged_changes_are_seen_at_once_and_a_failed_one_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let mut state = State::load(&store).await.unwrap();
+        let first = state
+            .stage(&store, vec![Write::Task(task("a", "PENDING", None))])
+            .unwrap();
+        let second = state
+            .stage(&store, vec![Write::Task(task("a", "RUNNING", Some(80)))])
+            .unwrap();
+        // In memory before either is durable; the second compares against
+        // the revision the first will get.
+        assert_eq!(state.tasks["a"].value.last_status, "RUNNING");
+        first.wait().await.unwrap();
+        second.wait().await.unwrap();
+        assert_eq!(State::load(&store).await.unwrap().usage, state.usage);
+
+        // Another writer moves the store on: the next change fails, and
+        // the store refuses the rest until the state is read again.
+        let other = Txn {
+            ops: vec![Op::Put(
+                task_key("x"),
+                json(&task("x", "RUNNING", Some(81))).unwrap(),
+            )],
+            ..Txn::default()
+        };
+        store.commit(other).await.unwrap().unwrap();
+        let lost = state
+            .stage(&store, vec![Write::Task(task("b", "PENDING", None))])
+            .unwrap();
+        let refused = state
+            .stage(&store, vec![Write::RemoveTask("a".into())])
+            .unwrap();
+        let e = lost.wait().await.unwrap_err();
+        assert!(
+            e.message.contains("changed under this control plane"),
+            "{e:?}"
+        );
+        refused.wait().await.unwrap_err();
+        state.reload(&store).await.unwrap();
+        let ids: Vec<&String> = state.tasks.keys().collect();
+        assert_eq!(ids, ["a", "x"]);
+        assert_eq!(state.usage, summed(&state));
+        // And changes are accepted again.
+        state
+            .apply(&store, vec![Write::Task(task("b", "PENDING", None))])
+            .await
+            .unwrap();
+        assert_eq!(State::load(&store).await.unwrap().tasks.len(), 3);
     }
 }

@@ -7,11 +7,23 @@
 //! SQLite one without the control plane noticing. Values are JSON
 //! documents; keys are `/`-separated paths (`tasks/default/<id>`), so a
 //! prefix lists a kind or a cluster's share of one.
+//!
+//! Commits are queued when [`StateStore::commit`] is called and made
+//! durable in that order; the SQLite store commits whatever is queued
+//! together, in one transaction and one fsync (group commit), so the
+//! control plane can apply a change to memory, let go of its lock and wait
+//! for the disk while other requests go on. A writer that applies changes
+//! to memory before they are durable names the revision each commit must
+//! get ([`Txn::revision`]); if one fails, every later commit is refused
+//! until that writer has reloaded what the store holds and called
+//! [`StateStore::resume`].
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Mutex;
+use tokio::sync::{oneshot, watch};
 
 /// A store operation's future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -55,7 +67,16 @@ pub struct Txn {
     pub compares: Vec<Compare>,
     /// What to write.
     pub ops: Vec<Op>,
+    /// The revision this transaction must commit as (the store's next),
+    /// if its writer counts them: a writer that has already applied it to
+    /// memory and written later compares against it. Another revision
+    /// fails it as a compare does.
+    pub revision: Option<u64>,
 }
+
+/// Where the commits queued so far end: [`StateStore::synced`] waits
+/// until every commit up to a position is durable.
+pub type Position = u64;
 
 /// The control plane's durable state.
 pub trait StateStore: Send + Sync + 'static {
@@ -63,9 +84,25 @@ pub trait StateStore: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>>;
     /// Every key starting with `prefix`, in key order.
     fn range<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<(String, Versioned)>>;
-    /// Applies `txn`: `Some(revision)` once it is durable, `None` if a
-    /// compare failed (and nothing was written).
-    fn commit(&self, txn: Txn) -> StoreFuture<'_, Option<u64>>;
+    /// Queues `txn` behind every commit queued before this call (when it
+    /// is called, not when the future is first polled); the future is
+    /// `Some(revision)` once it is durable, `None` if a compare failed
+    /// (and nothing was written).
+    fn commit(&self, txn: Txn) -> StoreFuture<'static, Option<u64>>;
+    /// The position of the last commit queued so far.
+    fn queued(&self) -> Position;
+    /// Once every commit up to `position` is durable; an error if one of
+    /// them failed, or was refused after an earlier failure.
+    fn synced(&self, position: Position) -> StoreFuture<'static, ()>;
+    /// Resolves when a commit of a writer that counts revisions has failed:
+    /// from then on every commit is refused until [`StateStore::resume`].
+    fn failed(&self) -> StoreFuture<'static, ()>;
+    /// Accepts commits again after a failure, once every commit queued
+    /// before it has been refused: the revision of the last durable
+    /// commit, to count on from (what the caller reloads is as of it).
+    fn resume(&self) -> StoreFuture<'_, u64>;
+    /// The revision of the last durable commit (0 for a new store).
+    fn revision(&self) -> StoreFuture<'_, u64>;
     /// Gives the space of removed keys back to the file system (after
     /// many are removed at once).
     fn reclaim(&self) -> StoreFuture<'_, ()>;
@@ -110,15 +147,59 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The default store: SQLite in WAL mode, every commit fsynced before it
-/// returns.
+/// is answered, commits queued together made durable together.
 pub struct SqliteStore {
-    /// Work for the store's own thread, which owns the connection.
-    jobs: std::sync::mpsc::Sender<Job>,
+    /// Work for the store's own thread, which owns the connection; held
+    /// while a commit takes its position, so positions follow queue order.
+    jobs: Mutex<(std::sync::mpsc::Sender<Job>, Position)>,
+    /// How far the store's thread has got, for [`StateStore::synced`].
+    progress: watch::Receiver<Progress>,
     path: PathBuf,
 }
 
-/// One piece of work on the connection.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// One piece of work for the store's thread.
+enum Job {
+    Commit(Commit),
+    /// Commits are accepted again (after a failure).
+    Resume(oneshot::Sender<Result<u64, StoreError>>),
+    /// Anything else on the connection (reads, upkeep).
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+/// A queued commit.
+struct Commit {
+    txn: Txn,
+    position: Position,
+    done: oneshot::Sender<Result<Option<u64>, StoreError>>,
+}
+
+/// What the store's thread has done, as the waiters of
+/// [`StateStore::synced`] and [`StateStore::failed`] see it.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Every commit up to here is answered (durable, refused or failed).
+    answered: Position,
+    /// Positions whose commits failed or were refused: from the first
+    /// failure to the resume after it (the last few failures).
+    failures: std::collections::VecDeque<(Position, Position)>,
+    /// Between a failure and the resume after it.
+    refusing: bool,
+    /// How many groups have been committed (each one transaction).
+    groups: u64,
+}
+
+impl Progress {
+    /// Whether commit `position` failed or was refused.
+    fn failed(&self, position: Position) -> bool {
+        self.failures
+            .iter()
+            .any(|&(from, to)| (from..to).contains(&position))
+    }
+}
+
+/// How many failures [`Progress`] remembers: a waiter older than that is
+/// not expected (each waits for one fsync).
+const FAILURES_KEPT: usize = 16;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -170,18 +251,21 @@ impl SqliteStore {
         // stands between an API request and its commit. It ends when the
         // store is dropped.
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (progress_tx, progress) = watch::channel(Progress::default());
         std::thread::Builder::new()
             .name("skiff-state-store".into())
-            .spawn(move || {
-                for job in queue {
-                    job(&mut conn);
-                }
-            })
+            .spawn(move || serve_jobs(&mut conn, &queue, &progress_tx))
             .map_err(|e| StoreError(format!("cannot start the store's thread: {e}")))?;
         Ok(SqliteStore {
-            jobs,
+            jobs: Mutex::new((jobs, 0)),
+            progress,
             path: path.to_path_buf(),
         })
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        let jobs = self.jobs.lock().map_err(|_| gone())?;
+        jobs.0.send(job).map_err(|_| gone())
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -189,16 +273,131 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (done, result) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move |conn| {
-                let _ = done.send(f(conn));
-            }))
-            .map_err(|_| StoreError("the store's thread is gone".into()))?;
-        result
-            .await
-            .map_err(|_| StoreError("the store's thread failed".into()))?
+        let (done, result) = oneshot::channel();
+        self.send(Job::Run(Box::new(move |conn| {
+            let _ = done.send(f(conn));
+        })))?;
+        result.await.map_err(|_| gone())?
     }
+}
+
+fn gone() -> StoreError {
+    StoreError("the store's thread is gone".into())
+}
+
+/// The most commits made durable together.
+const MAX_GROUP: usize = 1024;
+
+/// The store's thread: jobs in queue order; commits queued one after
+/// another are committed together.
+fn serve_jobs(
+    conn: &mut Connection,
+    queue: &std::sync::mpsc::Receiver<Job>,
+    progress: &watch::Sender<Progress>,
+) {
+    let mut next = None;
+    loop {
+        let Some(job) = next.take().or_else(|| queue.recv().ok()) else {
+            return;
+        };
+        match job {
+            Job::Run(f) => f(conn),
+            Job::Resume(done) => {
+                progress.send_modify(|p| {
+                    if p.refusing {
+                        p.refusing = false;
+                        if let Some(last) = p.failures.back_mut() {
+                            last.1 = p.answered + 1;
+                        }
+                    }
+                });
+                let _ = done.send(current_revision(conn));
+            }
+            Job::Commit(first) => {
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match queue.try_recv() {
+                        Ok(Job::Commit(c)) => group.push(c),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit_group(conn, group, progress);
+            }
+        }
+    }
+}
+
+fn current_revision(conn: &Connection) -> Result<u64, StoreError> {
+    conn.query_row("SELECT current FROM revision WHERE id = 0", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|r| r as u64)
+    .map_err(sql)
+}
+
+/// Commits `group` in one SQLite transaction (one fsync): a commit whose
+/// compares fail writes nothing and leaves the others; an error writing
+/// fails the whole group. A counted commit that fails, and every commit
+/// after it, is refused until a resume.
+fn commit_group(conn: &mut Connection, group: Vec<Commit>, progress: &watch::Sender<Progress>) {
+    let refusing = progress.borrow().refusing;
+    let last = group.last().map_or(0, |c| c.position);
+    let mut answers: Vec<Result<Option<u64>, StoreError>> = Vec::with_capacity(group.len());
+    let mut failed_at: Option<Position> = None;
+    let outcome = (|| {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        for c in &group {
+            if refusing || failed_at.is_some() {
+                answers.push(Err(refused()));
+                continue;
+            }
+            // A commit whose compares fail has written nothing; one that
+            // fails while writing fails the group (below).
+            let answer = apply(&tx, &c.txn)?;
+            if answer.is_none() && c.txn.revision.is_some() {
+                failed_at = Some(c.position);
+            }
+            answers.push(Ok(answer));
+        }
+        tx.commit().map_err(sql)
+    })();
+    if let Err(e) = outcome {
+        // Nothing of the group is written.
+        failed_at = failed_at.or(group.first().map(|c| c.position));
+        for a in &mut answers {
+            if matches!(a, Ok(Some(_))) {
+                *a = Err(e.clone());
+            }
+        }
+        answers.resize(group.len(), Err(e));
+    }
+    progress.send_modify(|p| {
+        p.answered = last;
+        p.groups += 1;
+        if let Some(from) = failed_at.filter(|_| !refusing) {
+            p.refusing = true;
+            p.failures.push_back((from, Position::MAX));
+            if p.failures.len() > FAILURES_KEPT {
+                p.failures.pop_front();
+            }
+        }
+    });
+    for (c, answer) in group.into_iter().zip(answers) {
+        let _ = c.done.send(answer);
+    }
+}
+
+fn refused() -> StoreError {
+    StoreError(
+        "not written: an earlier change failed to commit, and the control plane is reloading its state"
+            .into(),
+    )
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -221,10 +420,18 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn apply(conn: &mut Connection, txn: &Txn) -> Result<Option<u64>, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sql)?;
+/// Applies `txn` inside transaction `tx` (not committed here): `None`,
+/// having written nothing, if a compare fails.
+fn apply(tx: &Connection, txn: &Txn) -> Result<Option<u64>, StoreError> {
+    if let Some(want) = txn.revision {
+        let current: i64 = tx
+            .prepare_cached("SELECT current FROM revision WHERE id = 0")
+            .and_then(|mut q| q.query_row([], |r| r.get(0)))
+            .map_err(sql)?;
+        if current as u64 + 1 != want {
+            return Ok(None);
+        }
+    }
     for compare in &txn.compares {
         let (key, want) = match compare {
             Compare::Absent(k) => (k, None),
@@ -261,7 +468,6 @@ fn apply(conn: &mut Connection, txn: &Txn) -> Result<Option<u64>, StoreError> {
             }
         }
     }
-    tx.commit().map_err(sql)?;
     Ok(Some(revision as u64))
 }
 
@@ -310,8 +516,64 @@ impl StateStore for SqliteStore {
         }))
     }
 
-    fn commit(&self, txn: Txn) -> StoreFuture<'_, Option<u64>> {
-        Box::pin(self.with_conn(move |conn| apply(conn, &txn)))
+    fn commit(&self, txn: Txn) -> StoreFuture<'static, Option<u64>> {
+        let (done, answer) = oneshot::channel();
+        let queued = self.jobs.lock().map_err(|_| gone()).and_then(|mut jobs| {
+            jobs.1 += 1;
+            let position = jobs.1;
+            jobs.0
+                .send(Job::Commit(Commit {
+                    txn,
+                    position,
+                    done,
+                }))
+                .map_err(|_| gone())
+        });
+        Box::pin(async move {
+            queued?;
+            answer.await.map_err(|_| gone())?
+        })
+    }
+
+    fn queued(&self) -> Position {
+        self.jobs.lock().map_or(0, |jobs| jobs.1)
+    }
+
+    fn synced(&self, position: Position) -> StoreFuture<'static, ()> {
+        let mut progress = self.progress.clone();
+        Box::pin(async move {
+            let p = progress
+                .wait_for(|p| p.answered >= position)
+                .await
+                .map_err(|_| gone())?;
+            match p.failed(position) {
+                true => Err(refused()),
+                false => Ok(()),
+            }
+        })
+    }
+
+    fn failed(&self) -> StoreFuture<'static, ()> {
+        let mut progress = self.progress.clone();
+        Box::pin(async move {
+            progress
+                .wait_for(|p| p.refusing)
+                .await
+                .map_err(|_| gone())?;
+            Ok(())
+        })
+    }
+
+    fn resume(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let (done, answer) = oneshot::channel();
+            self.send(Job::Resume(done))?;
+            answer.await.map_err(|_| gone())?
+        })
+    }
+
+    fn revision(&self) -> StoreFuture<'_, u64> {
+        Box::pin(self.with_conn(|conn| current_revision(conn)))
     }
 
     fn reclaim(&self) -> StoreFuture<'_, ()> {
@@ -353,6 +615,7 @@ mod tests {
             .commit(Txn {
                 compares: vec![Compare::Absent("a".into())],
                 ops: vec![put("a", "1"), put("b", "1")],
+                ..Txn::default()
             })
             .await
             .unwrap()
@@ -362,6 +625,7 @@ mod tests {
             .commit(Txn {
                 compares: vec![Compare::Revision("a".into(), r1 + 7)],
                 ops: vec![put("a", "2"), Op::Delete("b".into())],
+                ..Txn::default()
             })
             .await
             .unwrap();
@@ -371,6 +635,7 @@ mod tests {
             .commit(Txn {
                 compares: vec![Compare::Revision("a".into(), r1)],
                 ops: vec![put("a", "2"), Op::Delete("b".into())],
+                ..Txn::default()
             })
             .await
             .unwrap()
@@ -395,6 +660,7 @@ mod tests {
                         put("tasks/a/1", "y"),
                         put("tasksz", "z"),
                     ],
+                    ..Txn::default()
                 })
                 .await
                 .unwrap();
@@ -448,8 +714,86 @@ mod tests {
         let txn = Txn {
             compares: vec![Compare::Revision("task/a".into(), 7)],
             ops: vec![put("task/a", "B")],
+            ..Txn::default()
         };
         assert_eq!(store.commit(txn).await.unwrap(), Some(8));
+    }
+
+    /// Holds the store's thread until the returned sender is dropped (or
+    /// sent to), so that what is queued meanwhile is one group.
+    fn hold(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        store
+            .send(Job::Run(Box::new(move |_| {
+                let _ = held.recv();
+            })))
+            .unwrap();
+        release
+    }
+
+    fn counted(key: &str, revision: u64) -> Txn {
+        Txn {
+            ops: vec![put(key, "v")],
+            revision: Some(revision),
+            ..Txn::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_queued_together_are_made_durable_together_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let release = hold(&store);
+        // Queued when called, in call order: revisions follow it.
+        let commits: Vec<_> = (1..=100)
+            .map(|i| store.commit(counted(&format!("k/{i:03}"), i)))
+            .collect();
+        assert_eq!(store.queued(), 100);
+        let all = store.synced(store.queued());
+        drop(release);
+        for (i, c) in commits.into_iter().enumerate() {
+            assert_eq!(c.await.unwrap(), Some(i as u64 + 1));
+        }
+        all.await.unwrap();
+        assert_eq!(store.progress.borrow().groups, 1, "one transaction");
+        assert_eq!(store.revision().await.unwrap(), 100);
+        assert_eq!(store.range("k/").await.unwrap().len(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_failed_counted_commit_refuses_the_rest_until_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let failed = store.failed();
+        let release = hold(&store);
+        let first = store.commit(counted("a", 1));
+        // Counted as 3 where the store is at 2: its writer's count is off.
+        let wrong = store.commit(counted("b", 3));
+        let after = store.commit(counted("c", 2));
+        let (at_first, at_wrong) = (1, 2);
+        drop(release);
+        // The commit before the failure in the same group is durable.
+        assert_eq!(first.await.unwrap(), Some(1));
+        store.synced(at_first).await.unwrap();
+        assert_eq!(wrong.await.unwrap(), None);
+        let refused = after.await.unwrap_err();
+        assert!(refused.0.contains("earlier change failed"), "{refused}");
+        store.synced(at_wrong).await.unwrap_err();
+        failed.await.unwrap();
+        // Refused until resumed, even a commit that counts right.
+        store.commit(counted("c", 2)).await.unwrap_err();
+        store.synced(store.queued()).await.unwrap_err();
+        assert_eq!(store.resume().await.unwrap(), 1);
+        assert_eq!(store.commit(counted("c", 2)).await.unwrap(), Some(2));
+        store.synced(store.queued()).await.unwrap();
+        let keys: Vec<String> = store
+            .range("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["a", "c"]);
     }
 
     /// Task-sized values (a task's JSON is 1.5–2 KB) share pages rather
@@ -472,6 +816,7 @@ mod tests {
             let txn = Txn {
                 compares: vec![],
                 ops,
+                ..Txn::default()
             };
             store.commit(txn).await.unwrap().unwrap();
         }

@@ -272,15 +272,18 @@ pub(crate) async fn run_task(
         count as usize,
         on.as_deref(),
     )?;
-    state
-        .apply(
-            core.store.as_ref(),
-            tasks.iter().cloned().map(Write::Task).collect(),
-        )
-        .await?;
+    let durable = state.stage(
+        core.store.as_ref(),
+        tasks.iter().cloned().map(Write::Task).collect(),
+    )?;
+    // (Agents are sent the tasks once they are durable.)
     for t in &tasks {
         core.agents.start(t, &launch.td);
     }
+    // Other requests go on while the store writes these tasks (with
+    // theirs).
+    drop(state);
+    durable.wait().await?;
     let views: Vec<Value> = tasks.iter().map(|t| task_view(t, false)).collect();
     Ok(json!({ "tasks": views, "failures": failures }))
 }
@@ -343,13 +346,15 @@ pub(crate) async fn stop_task(core: &Core, body: &Value) -> Result<Value, ApiErr
         writes.extend(d.writes);
         draining = d.targets;
     }
-    state.apply(core.store.as_ref(), writes).await?;
+    let durable = state.stage(core.store.as_ref(), writes)?;
     if !draining.is_empty() {
         core.elb.sync(&state.elb);
     }
     if running_here {
         crate::core::services::stop_after_draining(core, &t, draining);
     }
+    drop(state);
+    durable.wait().await?;
     // A service replaces its stopped task.
     if let Some(key) = crate::core::state::service_of(&t) {
         core.wake.service(key);
