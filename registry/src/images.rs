@@ -50,7 +50,36 @@ pub struct PullReport {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    /// Records read, by reference, with the file they were read from: a
+    /// task start looks its image's record up, and a `stat` says whether
+    /// the file is still the one read (every write replaces it whole)
+    /// where reading and parsing it again cost ten times as much.
+    read: Arc<Mutex<HashMap<String, (FileId, ImageRecord)>>>,
 }
+
+/// Which file, as written: a rename puts another inode in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    inode: u64,
+    device: u64,
+    modified_ns: i128,
+    len: u64,
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            inode: meta.ino(),
+            device: meta.dev(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            len: meta.len(),
+        }
+    }
+}
+
+/// How many records [`ImageStore::get`] keeps (it starts over when full).
+const RECORDS_KEPT: usize = 4_096;
 
 fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -65,7 +94,10 @@ fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl ImageStore {
     /// The store under `root` (`DATA_DIR/images`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        ImageStore { root: root.into() }
+        ImageStore {
+            root: root.into(),
+            read: Arc::default(),
+        }
     }
 
     fn record_path(&self, reference: &str) -> PathBuf {
@@ -80,11 +112,41 @@ impl ImageStore {
 
     /// The record for a (normalised) reference, if pulled.
     pub fn get(&self, reference: &str) -> std::io::Result<Option<ImageRecord>> {
-        match std::fs::read(self.record_path(reference)) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let path = self.record_path(reference);
+        let missing = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(None),
+            _ => Err(e),
+        };
+        let now = match std::fs::metadata(&path) {
+            Ok(meta) => FileId::of(&meta),
+            Err(e) => return missing(e),
+        };
+        if let Some((_, record)) = self
+            .read
+            .lock()
+            .ok()
+            .and_then(|r| r.get(reference).filter(|(was, _)| *was == now).cloned())
+        {
+            return Ok(Some(record));
         }
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => return missing(e),
+        };
+        // (What is read is this file's, whatever the path held before.)
+        let id = FileId::of(&file.metadata()?);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)?;
+        let Ok(record) = serde_json::from_slice::<ImageRecord>(&bytes) else {
+            return Ok(None);
+        };
+        if let Ok(mut read) = self.read.lock() {
+            if read.len() >= RECORDS_KEPT {
+                read.clear();
+            }
+            read.insert(reference.to_string(), (id, record.clone()));
+        }
+        Ok(Some(record))
     }
 
     /// Reads a stored image's binary, checking it against its digest.
@@ -323,5 +385,43 @@ impl Puller {
             store: stored.elapsed(),
         };
         Ok((record, pulled.wasm, report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pulled(reference: &str, wasm: &[u8]) -> Pulled {
+        Pulled {
+            reference: reference.into(),
+            manifest_digest: Digest::sha256_of(wasm),
+            wasm: wasm.to_vec(),
+            run: Default::default(),
+            resolve: Default::default(),
+            download: Default::default(),
+        }
+    }
+
+    /// A record read before is given again only while its file is the one
+    /// read: a pull that replaces it, or its removal, is seen at once.
+    #[test]
+    fn a_record_read_again_is_the_files_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(dir.path());
+        let reference = "127.0.0.1:5050/app:latest";
+        assert_eq!(store.get(reference).unwrap(), None);
+        let first = store.put(&pulled(reference, b"one"), 1).unwrap();
+        assert_eq!(store.get(reference).unwrap().as_ref(), Some(&first));
+        assert_eq!(store.get(reference).unwrap().as_ref(), Some(&first));
+        let second = store.put(&pulled(reference, b"two"), 2).unwrap();
+        assert_ne!(first.wasm_digest, second.wasm_digest);
+        assert_eq!(store.get(reference).unwrap(), Some(second));
+        // Another process's store (no records read) sees the same.
+        let other = ImageStore::new(dir.path());
+        other.put(&pulled(reference, b"three"), 3).unwrap();
+        assert_eq!(store.get(reference).unwrap().unwrap().pulled_at, 3);
+        std::fs::remove_file(store.record_path(reference)).unwrap();
+        assert_eq!(store.get(reference).unwrap(), None);
     }
 }
