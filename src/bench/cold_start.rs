@@ -185,8 +185,41 @@ struct Sample {
 /// How many task descriptions a second the poller asks for at most.
 const DESCRIBED_PER_SECOND: f64 = 8_000.0;
 
-/// Tasks the poller watches, by ARN: who waits for each.
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<(Instant, Value)>>>>;
+/// Tasks the poller watches: who waits for each, by ARN, and the order to
+/// ask about them in.
+type Pending = Arc<Mutex<Waiting>>;
+
+#[derive(Default)]
+struct Waiting {
+    waiters: HashMap<String, oneshot::Sender<(Instant, Value)>>,
+    /// Longest unasked first: a task found not yet STOPPED goes to the back.
+    queue: std::collections::VecDeque<String>,
+}
+
+impl Waiting {
+    fn insert(&mut self, arn: String, waiter: oneshot::Sender<(Instant, Value)>) {
+        self.queue.push_back(arn.clone());
+        self.waiters.insert(arn, waiter);
+    }
+
+    fn remove(&mut self, arn: &str) -> Option<oneshot::Sender<(Instant, Value)>> {
+        // (Its place in the queue is skipped when it comes up.)
+        self.waiters.remove(arn)
+    }
+
+    /// The next `n` tasks still waited for, from the front of the queue.
+    fn next(&mut self, n: usize) -> Vec<String> {
+        let mut out = Vec::with_capacity(n.min(self.waiters.len()));
+        while out.len() < n
+            && let Some(arn) = self.queue.pop_front()
+        {
+            if self.waiters.contains_key(&arn) {
+                out.push(arn);
+            }
+        }
+        out
+    }
+}
 
 /// Runs `count` tasks, `per_call` a RunTask, the i-th call's of
 /// `definitions[i % len]`, at most `concurrency` at once.
@@ -306,39 +339,50 @@ async fn one(
     out
 }
 
-/// DescribeTasks on the tasks being waited for (100 a call, ECS's most),
-/// handing each STOPPED one to its waiter: every millisecond while a few
-/// wait, less often with many, at most [`DESCRIBED_PER_SECOND`] task
-/// descriptions a second, so that polling does not become the load it
-/// measures.
+/// DescribeTasks on the tasks being waited for, handing each STOPPED one
+/// to its waiter: the 100 (ECS's most a call) asked about longest ago
+/// (or never) each time — every millisecond while a few wait, less often
+/// with many, at most [`DESCRIBED_PER_SECOND`] task descriptions a
+/// second, so that polling does not become the load it measures. Asking
+/// in turn, a task is asked about once it has waited as long as all those
+/// ahead of it, by when most have stopped: about one description a task,
+/// where asking about every task each time asked about most twice.
 async fn poll(api: Arc<Api>, cluster: String, pending: Pending) {
-    let mut waiting = 0usize;
+    let mut asked = 0usize;
     loop {
-        let every = Duration::from_secs_f64((waiting as f64 / DESCRIBED_PER_SECOND).max(0.001));
+        let every = Duration::from_secs_f64((asked as f64 / DESCRIBED_PER_SECOND).max(0.001));
         tokio::time::sleep(every).await;
-        let arns: Vec<String> = match pending.lock() {
-            Ok(p) => p.keys().cloned().collect(),
+        let arns = match pending.lock() {
+            Ok(mut p) => p.next(100),
             Err(_) => return,
         };
-        waiting = arns.len();
-        for chunk in arns.chunks(100) {
-            let Ok(found) = api
-                .ecs("DescribeTasks", json!({"cluster": cluster, "tasks": chunk}))
-                .await
-            else {
-                continue;
-            };
-            let seen = Instant::now();
-            for task in found["tasks"].as_array().into_iter().flatten() {
-                if task["lastStatus"] != "STOPPED" {
-                    continue;
+        asked = arns.len();
+        if arns.is_empty() {
+            continue;
+        }
+        let found = api
+            .ecs("DescribeTasks", json!({"cluster": cluster, "tasks": arns}))
+            .await;
+        let seen = Instant::now();
+        let stopped: HashMap<&str, &Value> = match &found {
+            Ok(found) => found["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["lastStatus"] == "STOPPED")
+                .filter_map(|t| Some((t["taskArn"].as_str()?, t)))
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+        let Ok(mut p) = pending.lock() else { return };
+        for arn in arns {
+            match stopped.get(arn.as_str()) {
+                Some(task) => {
+                    if let Some(waiter) = p.remove(&arn) {
+                        let _ = waiter.send((seen, (*task).clone()));
+                    }
                 }
-                let waiter = task["taskArn"]
-                    .as_str()
-                    .and_then(|arn| pending.lock().ok()?.remove(arn));
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send((seen, task.clone()));
-                }
+                None => p.queue.push_back(arn),
             }
         }
     }
