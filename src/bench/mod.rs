@@ -728,6 +728,13 @@ fn print_text(
             0.0
         }
     );
+    if m.succeeded > 0 {
+        println!(
+            "watching them: {} DescribeTasks calls, {:.2} descriptions a task",
+            m.described.calls,
+            m.described.tasks as f64 / m.succeeded as f64
+        );
+    }
     println!(
         "pulled {}; peak memory of skiff serve: {}",
         report::bytes(m.pulled_bytes),

@@ -71,6 +71,16 @@ fn warm_starts_report_every_phase_and_skip_missing_baselines_with_the_reason() {
     assert!(skiff["tasksPerSecond"].as_f64().unwrap() > 0.0);
     // Warm: nothing pulled or compiled by the tasks timed.
     assert_eq!(skiff["pulledBytes"], 0);
+    // Each task was asked about until seen STOPPED: at least once, in
+    // calls of at most 100.
+    let (calls, described) = (
+        skiff["describeTasksCalls"].as_u64().unwrap(),
+        skiff["tasksDescribed"].as_u64().unwrap(),
+    );
+    assert!(
+        described >= 12 && calls >= described.div_ceil(100),
+        "{skiff:#}"
+    );
     let phases = &skiff["phases"];
     for name in [
         "RunTask answered",
