@@ -278,17 +278,17 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
     let kind = skiff_runtime::inspect(&name, &bytes).map_err(|e| e.to_string())?;
     check_publish(&args, kind, &name)?;
 
-    // One command needs a pool of one instance; a server needs room for
-    // every request in flight. Reserving 1000 slots (and their stacks'
-    // guard pages) would cost a one-shot command more than it runs.
+    // A server needs a pool with room for every request in flight. One
+    // command is one instance: reserving a pool for it (wasmtime sizes its
+    // pieces, reads the CPU count from cgroups, maps and unmaps it) cost
+    // more of `skiff run`'s whole process than instantiating; its memory
+    // is mapped when it starts instead, limits enforced the same way.
+    let server = kind == ArtifactKind::HttpProxy;
     let config = RuntimeConfig {
         data_dir,
         fuel: args.fuel.is_some(),
-        max_instances: if kind == ArtifactKind::HttpProxy {
-            1000
-        } else {
-            1
-        },
+        pooling: server,
+        max_instances: if server { 1000 } else { 1 },
         ..RuntimeConfig::default()
     };
     let mounts = mounts(&args, &config)?;

@@ -14,7 +14,8 @@ pub struct RuntimeConfig {
     /// Default: on. Off only for measurements of the cold path.
     pub compile_cache: bool,
     /// Allocate instances from a pre-reserved pool (fast, the default) or
-    /// with fresh mmaps each time (`false`; only a baseline for benchmarks).
+    /// with fresh mmaps each time (`false`: `skiff run` of one command,
+    /// and a baseline for benchmarks).
     pub pooling: bool,
     /// How many instances may exist at once (tasks' containers plus in-flight
     /// HTTP requests). Sizes the pooling allocator. Default: 1000, the same as
