@@ -368,8 +368,8 @@ fn commit_group(conn: &mut Connection, group: Vec<Commit>, progress: &watch::Sen
         tx.commit().map_err(sql)
     })();
     if let Err(e) = outcome {
-        // Nothing of the group is written.
-        failed_at = failed_at.or(group.first().map(|c| c.position));
+        // Nothing of the group is written: it failed from its first.
+        failed_at = group.first().map(|c| c.position);
         for a in &mut answers {
             if matches!(a, Ok(Some(_))) {
                 *a = Err(e.clone());
@@ -794,6 +794,41 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, ["a", "c"]);
+    }
+
+    /// A group that cannot be written (here the file may not grow) fails
+    /// whole: the commits before the one that failed are not durable, and
+    /// nothing is refused once resumed.
+    #[tokio::test]
+    async fn a_group_that_cannot_be_written_fails_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        assert_eq!(store.commit(counted("a", 1)).await.unwrap(), Some(1));
+        store
+            .with_conn(|conn| {
+                let pages: i64 = conn
+                    .pragma_query_value(None, "page_count", |r| r.get(0))
+                    .map_err(sql)?;
+                conn.pragma_update(None, "max_page_count", pages)
+                    .map_err(sql)
+            })
+            .await
+            .unwrap();
+        let release = hold(&store);
+        let small = store.commit(counted("b", 2));
+        let at_small = store.queued();
+        let large = store.commit(Txn {
+            ops: vec![Op::Put("c".into(), vec![7; 64 << 10])],
+            revision: Some(3),
+            ..Txn::default()
+        });
+        drop(release);
+        small.await.unwrap_err();
+        large.await.unwrap_err();
+        store.synced(at_small).await.unwrap_err();
+        assert_eq!(store.resume().await.unwrap(), 1);
+        assert_eq!(store.get("b").await.unwrap(), None);
+        assert_eq!(store.commit(counted("b", 2)).await.unwrap(), Some(2));
     }
 
     /// Task-sized values (a task's JSON is 1.5–2 KB) share pages rather
