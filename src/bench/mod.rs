@@ -730,7 +730,7 @@ fn print_text(
     );
     if m.succeeded > 0 {
         println!(
-            "watching them: {} DescribeTasks calls, {:.2} descriptions a task",
+            "watching them (the bench's own polling): {} DescribeTasks calls, {:.2} descriptions a task",
             m.described.calls,
             m.described.tasks as f64 / m.succeeded as f64
         );
