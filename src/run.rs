@@ -33,7 +33,8 @@ pub struct RunArgs {
     #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro|:rw]", value_parser = parse_volume)]
     volumes: Vec<VolumeArg>,
 
-    /// Hard limit on the instance's linear memory (64m, 1g, 65536).
+    /// Hard limit on the instance's linear memory: bytes, or with a unit
+    /// (64m, 1g, 65536).
     #[arg(short = 'm', long, value_name = "SIZE", value_parser = parse_memory)]
     memory: Option<u64>,
 
@@ -177,9 +178,16 @@ fn parse_volume(s: &str) -> Result<VolumeArg, String> {
     })
 }
 
+/// One Wasm page: no memory is smaller.
+const WASM_PAGE: u64 = 64 << 10;
+
 fn parse_memory(s: &str) -> Result<u64, String> {
     match parse_size(s)? {
         0 => Err("the memory limit must be greater than zero".to_string()),
+        // ECS counts memory in MiB; a bare number here is bytes.
+        n if n < WASM_PAGE => Err(format!(
+            "{n} bytes is less than one Wasm page (64 KiB): a bare number is bytes (did you mean {n}m?)"
+        )),
         n => Ok(n),
     }
 }

@@ -92,6 +92,7 @@ fn malformed_flags_are_one_line_usage_errors() {
         (vec!["--memory", "lots"], "--memory"),
         (vec!["-m", "12q"], "unknown unit"),
         (vec!["-m", "0"], "greater than zero"),
+        (vec!["--memory", "64"], "did you mean 64m?"),
         (vec!["--timeout", "soon"], "--timeout"),
         (vec!["--timeout", "0s"], "greater than zero"),
         (vec!["--fuel", "lots"], "--fuel"),
