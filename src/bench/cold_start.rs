@@ -70,11 +70,7 @@ pub async fn run(api: &Arc<Api>, plan: &Plan) -> anyhow::Result<Measured> {
         plan.per_call,
     )
     .await?;
-    let wall = started.elapsed();
-    Ok(Measured {
-        described,
-        ..measure(samples, wall)
-    })
+    Ok(measure(samples, started.elapsed(), described))
 }
 
 /// The task definition of each task (the same one for every task, when
@@ -368,7 +364,7 @@ async fn poll(api: Arc<Api>, cluster: String, pending: Pending) {
         let every = Duration::from_secs_f64((asked as f64 / DESCRIBED_PER_SECOND).max(0.001));
         tokio::time::sleep(every).await;
         let arns = match pending.lock() {
-            Ok(mut p) => p.next(100),
+            Ok(mut p) => p.next(super::DESCRIBE_BATCH),
             Err(_) => return,
         };
         asked = arns.len();
@@ -407,7 +403,7 @@ async fn poll(api: Arc<Api>, cluster: String, pending: Pending) {
 
 /// The phases of every task that ran, from its timestamps (seconds since
 /// the epoch, to the microsecond) and its `skiff.guest.*` attributes.
-fn measure(samples: Vec<Sample>, wall: Duration) -> Measured {
+fn measure(samples: Vec<Sample>, wall: Duration, described: Polled) -> Measured {
     let mut phases = [
         ("RunTask answered", "the API call, as the client timed it"),
         (
@@ -516,7 +512,7 @@ fn measure(samples: Vec<Sample>, wall: Duration) -> Measured {
         failures,
         wall,
         pulled_bytes,
-        described: Polled::default(),
+        described,
     }
 }
 

@@ -56,9 +56,6 @@ impl Measured {
     }
 }
 
-/// How many tasks a DescribeTasks names (ECS's most).
-const DESCRIBE_BATCH: usize = 100;
-
 /// Registers the guest, fills the box, probes, drains; `memory` reads the
 /// server's resident set.
 pub async fn run(
@@ -270,7 +267,7 @@ async fn wait_for(
         let every = Duration::from_secs_f64((pending.len() as f64 / 8_000.0).max(0.005));
         tokio::time::sleep(every).await;
         let batch: Vec<&String> = pending.iter().copied().collect();
-        for chunk in batch.chunks(DESCRIBE_BATCH) {
+        for chunk in batch.chunks(super::DESCRIBE_BATCH) {
             let Ok(found) = api
                 .ecs("DescribeTasks", json!({"cluster": cluster, "tasks": chunk}))
                 .await

@@ -193,6 +193,9 @@ pub fn run(args: BenchArgs) -> i32 {
 const PROCESS_RUNS: usize = 100;
 
 /// A plot goes to an SVG file.
+/// How many tasks a DescribeTasks names (ECS's most).
+const DESCRIBE_BATCH: usize = 100;
+
 fn check_plot(plot: Option<&PathBuf>) -> anyhow::Result<()> {
     if let Some(plot) = plot {
         if plot.extension().and_then(|e| e.to_str()) != Some("svg") {

@@ -332,11 +332,10 @@ fn serve_jobs(
 }
 
 fn current_revision(conn: &Connection) -> Result<u64, StoreError> {
-    conn.query_row("SELECT current FROM revision WHERE id = 0", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|r| r as u64)
-    .map_err(sql)
+    conn.prepare_cached("SELECT current FROM revision WHERE id = 0")
+        .and_then(|mut q| q.query_row([], |r| r.get::<_, i64>(0)))
+        .map(|r| r as u64)
+        .map_err(sql)
 }
 
 /// Commits `group` in one SQLite transaction (one fsync): a commit whose
@@ -423,14 +422,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// Applies `txn` inside transaction `tx` (not committed here): `None`,
 /// having written nothing, if a compare fails.
 fn apply(tx: &Connection, txn: &Txn) -> Result<Option<u64>, StoreError> {
-    if let Some(want) = txn.revision {
-        let current: i64 = tx
-            .prepare_cached("SELECT current FROM revision WHERE id = 0")
-            .and_then(|mut q| q.query_row([], |r| r.get(0)))
-            .map_err(sql)?;
-        if current as u64 + 1 != want {
-            return Ok(None);
-        }
+    if let Some(want) = txn.revision
+        && current_revision(tx)? + 1 != want
+    {
+        return Ok(None);
     }
     for compare in &txn.compares {
         let (key, want) = match compare {
