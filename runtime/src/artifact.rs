@@ -228,16 +228,17 @@ impl Linkers {
     }
 }
 
-/// Compiles (or loads from `cache`) and pre-links `bytes`.
+/// Compiles (or loads from `cache`) and pre-links `bytes`, whose sha256
+/// (hex) is `sha`.
 pub(crate) fn load(
     engine: &Engine,
     linkers: &Linkers,
     cache: Option<&CompileCache>,
     name: &str,
     bytes: &[u8],
+    sha: String,
 ) -> Result<Artifact, LoadError> {
     let kind = inspect(name, bytes)?;
-    let sha = sha256_hex(bytes);
     let invalid = |e: wasmtime::Error| compile_error(name, bytes, e);
     let linker_failed = |reason: String| LoadError::Unsupported {
         name: name.to_string(),
@@ -252,8 +253,10 @@ pub(crate) fn load(
                 // SAFETY: the cache only hands out entries that
                 // `CompileCache::store` wrote from `Module::serialize` for
                 // this engine configuration (the key includes its
-                // compatibility hash) and that passed their checksum.
-                |code| unsafe { Module::deserialize(engine, code) },
+                // compatibility hash), that passed their checksum, and
+                // whose files are never written again (so the mapping
+                // wasmtime makes of one keeps what was checked).
+                |file| unsafe { Module::deserialize_open_file(engine, file) },
                 || Module::from_binary(engine, bytes),
                 Module::serialize,
             )
@@ -270,7 +273,7 @@ pub(crate) fn load(
                 cache,
                 &sha,
                 // SAFETY: as for modules above.
-                |code| unsafe { Component::deserialize(engine, code) },
+                |file| unsafe { component_from_file(engine, file) },
                 || Component::from_binary(engine, bytes),
                 Component::serialize,
             )
@@ -324,15 +327,15 @@ fn compile_error(name: &str, bytes: &[u8], e: wasmtime::Error) -> LoadError {
 fn compile_or_load<T>(
     cache: Option<&CompileCache>,
     sha: &str,
-    deserialize: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
+    deserialize: impl FnOnce(std::fs::File) -> wasmtime::Result<T>,
     compile: impl FnOnce() -> wasmtime::Result<T>,
     serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
 ) -> wasmtime::Result<(T, LoadSource)> {
     let Some(cache) = cache else {
         return Ok((compile()?, LoadSource::Compiled));
     };
-    if let Lookup::Hit(code) = cache.lookup(sha) {
-        match deserialize(&code) {
+    if let Lookup::Hit(file) = cache.lookup(sha) {
+        match deserialize(file) {
             Ok(loaded) => return Ok((loaded, LoadSource::DiskCache)),
             Err(e) => {
                 tracing::warn!("compiled-code cache entry rejected ({e:#}); recompiling");
@@ -350,6 +353,30 @@ fn compile_or_load<T>(
         Err(e) => tracing::warn!("could not serialize compiled code: {e:#}"),
     }
     Ok((compiled, LoadSource::Compiled))
+}
+
+/// Loads a compiled component from a compile-cache entry's open file.
+/// wasmtime maps a file for modules but takes a path for components: the
+/// open file's `/proc/self/fd` entry names that file, where the cache path
+/// could name a newer one by now. Without `/proc` the file is read and
+/// copied instead.
+///
+/// # Safety
+///
+/// As for [`Component::deserialize_file`]: `file` holds code this engine
+/// compiled, and nobody writes to it while the component lives.
+unsafe fn component_from_file(engine: &Engine, file: std::fs::File) -> wasmtime::Result<Component> {
+    use std::os::fd::AsRawFd;
+    let by_fd = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    if by_fd.exists() {
+        // SAFETY: the caller's promise; `file` stays open until wasmtime
+        // has opened the same file through this path.
+        return unsafe { Component::deserialize_file(engine, &by_fd) };
+    }
+    let mut code = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut code)?;
+    // SAFETY: the caller's promise.
+    unsafe { Component::deserialize(engine, &code) }
 }
 
 /// Link errors name the import that no skiff world provides.

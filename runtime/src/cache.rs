@@ -9,6 +9,12 @@
 //! rather than handed to wasmtime, which trusts serialized code.
 //!
 //! Layout: `<payload> <xxh3-128: 16 bytes LE> <payload length: u64 LE> <b"SKIFFCW1">`.
+//!
+//! A hit is handed over as the open file, which wasmtime maps rather than
+//! copies (the payload is an ELF object; the trailer after it is not read).
+//! That is sound because an entry's file is never written once it has its
+//! name: a new entry is a new file renamed over the old one, so a mapping
+//! keeps the bytes that were checked.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -30,7 +36,8 @@ pub(crate) struct CompileCache {
 
 /// What a cache lookup found.
 pub(crate) enum Lookup {
-    Hit(Vec<u8>),
+    /// A valid entry, open for reading; its payload is checked.
+    Hit(fs::File),
     Miss,
     /// An entry existed but failed its checksum; it has been removed.
     Corrupt,
@@ -54,7 +61,11 @@ impl CompileCache {
 
     pub(crate) fn lookup(&self, sha256_hex: &str) -> Lookup {
         let path = self.entry_path(sha256_hex);
-        match fs::metadata(&path) {
+        let Ok(file) = fs::File::open(&path) else {
+            return Lookup::Miss;
+        };
+        // The file opened, not the name: it could be replaced in between.
+        match file.metadata() {
             Ok(meta) if !trusted(&meta) => {
                 // Loading compiled code runs it: never take it from a file
                 // someone else could have written.
@@ -64,14 +75,14 @@ impl CompileCache {
             Ok(_) => {}
             Err(_) => return Lookup::Miss,
         }
-        let Ok(mut data) = fs::read(&path) else {
+        // SAFETY: skiff never writes an entry's file after naming it (see
+        // the module's comment); another user's process could, but the
+        // file is this user's and writable by nobody else (checked above).
+        let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
             return Lookup::Miss;
         };
-        match payload_len(&data) {
-            Some(len) => {
-                data.truncate(len);
-                Lookup::Hit(data)
-            }
+        match payload_len(&map) {
+            Some(_) => Lookup::Hit(file),
             None => {
                 tracing::warn!(path = %path.display(), "corrupt compiled-code cache entry; recompiling");
                 let _ = fs::remove_file(&path);
@@ -146,7 +157,12 @@ mod tests {
         let engine = Engine::default();
         let cache = CompileCache::new(dir.path().to_path_buf(), &engine);
         cache.store("abc", b"compiled bytes").unwrap();
-        assert!(matches!(cache.lookup("abc"), Lookup::Hit(d) if d == b"compiled bytes"));
+        let Lookup::Hit(mut file) = cache.lookup("abc") else {
+            panic!("a stored entry is a hit");
+        };
+        let mut raw = Vec::new();
+        io::Read::read_to_end(&mut file, &mut raw).unwrap();
+        assert!(raw.starts_with(b"compiled bytes"), "the hit is the entry");
 
         // Flip one payload byte: the checksum catches it and the entry goes.
         let path = cache.entry_path("abc");

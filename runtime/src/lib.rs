@@ -250,6 +250,7 @@ impl Runtime {
             self.inner.cache.as_ref(),
             name,
             bytes,
+            key.0.clone(),
         )?);
         if let Ok(mut map) = self.inner.loaded.lock() {
             // Forget artifacts nobody holds any more.

@@ -40,6 +40,28 @@ async fn cached_code_runs_like_fresh_code() {
     }
 }
 
+#[tokio::test]
+async fn code_loaded_from_disk_runs_on_when_its_entry_is_replaced() {
+    // Loaded code maps the entry's file; entries are replaced by renaming
+    // a new file over them, which leaves the mapped one as it was.
+    let data = tempfile::tempdir().unwrap();
+    for (kind, hello) in both("hello") {
+        runtime(data.path()).load_file(hello.as_ref()).unwrap();
+        let rt = runtime(data.path());
+        let loaded = rt.load_file(hello.as_ref()).unwrap();
+        assert_eq!(loaded.source(), LoadSource::DiskCache, "{kind}");
+        for entry in entries(data.path()) {
+            let new = entry.with_extension("new");
+            std::fs::write(&new, b"not code").unwrap();
+            std::fs::rename(&new, &entry).unwrap();
+        }
+        let (spec, out, _) = captured(&["hello", "--exit", "5"]);
+        let outcome = rt.spawn(&loaded, spec).unwrap().wait().await;
+        assert_eq!(outcome, Outcome::Exited(5), "{kind}");
+        assert!(out.text().starts_with("Hello, world!"), "{kind}");
+    }
+}
+
 #[test]
 fn a_changed_file_is_compiled_again() {
     let data = tempfile::tempdir().unwrap();
