@@ -358,7 +358,7 @@ pub(super) fn version_of(program: &Path, flag: &str) -> Option<String> {
     text.lines().next().map(|l| l.trim().to_string())
 }
 
-fn last_line(bytes: &[u8]) -> String {
+pub(super) fn last_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .lines()
         .rev()

@@ -13,6 +13,7 @@ mod plot;
 mod report;
 mod resident;
 mod server;
+mod whole_process;
 
 use clap::{Args, Subcommand};
 use report::Phase;
@@ -44,6 +45,10 @@ enum Bench {
     /// whether one more still starts fast, beside the same guest as a
     /// process of its own.
     Density(DensityArgs),
+    /// Time `skiff run` itself, a whole process each time (spawned to
+    /// exited), beside `wasmtime run` on the same file and a native
+    /// process that does nothing.
+    Run(RunArgs),
     /// The native server `skiff bench http` compares with (run by it).
     #[command(hide = true)]
     NativeHello {
@@ -134,6 +139,34 @@ struct DensityArgs {
 }
 
 #[derive(Args, Debug)]
+struct RunArgs {
+    /// Processes of each program, timed (after one untimed run each).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    runs: u32,
+    /// The guest: a Wasm file that runs to its exit (default: a built-in
+    /// hello world).
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// Compile every time: each `skiff run` gets an empty data dir, and
+    /// `wasmtime run` its cache off (`-C cache=n`). Default: warm, both
+    /// compile caches filled by the untimed run.
+    #[arg(long)]
+    cold: bool,
+    /// Print the figures as JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Draw the distributions to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// The wasmtime CLI to compare with (default: `wasmtime` on PATH).
+    #[arg(long, value_name = "PATH")]
+    wasmtime: Option<PathBuf>,
+    /// Measure skiff alone.
+    #[arg(long)]
+    no_baselines: bool,
+}
+
+#[derive(Args, Debug)]
 struct ColdStartArgs {
     /// How many tasks to run (and runs of the in-process baseline; the
     /// process baselines run at most 100 times).
@@ -177,6 +210,7 @@ pub fn run(args: BenchArgs) -> i32 {
         Bench::ColdStart(args) => cold_start_command(&args),
         Bench::Http(args) => http_command(&args),
         Bench::Density(args) => density_command(&args),
+        Bench::Run(args) => run_command(&args),
         Bench::NativeHello { addr } => load::native_server(addr).map(|()| 0),
     };
     match ran {
@@ -192,10 +226,10 @@ pub fn run(args: BenchArgs) -> i32 {
 /// container start is tens of milliseconds).
 const PROCESS_RUNS: usize = 100;
 
-/// A plot goes to an SVG file.
 /// How many tasks a DescribeTasks names (ECS's most).
 const DESCRIBE_BATCH: usize = 100;
 
+/// A plot goes to an SVG file.
 fn check_plot(plot: Option<&PathBuf>) -> anyhow::Result<()> {
     if let Some(plot) = plot {
         if plot.extension().and_then(|e| e.to_str()) != Some("svg") {
@@ -622,6 +656,128 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         print_text(&measured, peak, &baselines, &out);
     }
     Ok(if measured.succeeded == 0 { 1 } else { 0 })
+}
+
+fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
+    check_plot(args.plot.as_ref())?;
+    // The built-in guest is written to a file kept while the bench runs.
+    let (wasm, what, path, _written) = match &args.image {
+        Some(path) => {
+            let wasm = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("--image {}: cannot read it: {e}", path.display()))?;
+            (wasm, path.display().to_string(), path.clone(), None)
+        }
+        None => {
+            let wasm = guest::hello()?;
+            let file = guest_file(&wasm)?;
+            let path = file.path().to_path_buf();
+            let what = "the built-in hello (a wasip1 module)".to_string();
+            (wasm, what, path, Some(file))
+        }
+    };
+    // Refused here with the reason, not as a failed process later.
+    if skiff_runtime::inspect(&what, &wasm)? == skiff_runtime::ArtifactKind::HttpProxy {
+        anyhow::bail!(
+            "{what} is a wasi:http component, which serves requests rather than running to an exit: bench run runs a module or a wasi:cli command"
+        );
+    }
+    let mode = if args.cold { "cold" } else { "warm" };
+    if !args.json {
+        eprintln!(
+            "skiff bench run: `skiff run` on {what}, {} processes of each program, {mode}, in turns",
+            args.runs
+        );
+    }
+    let measured = whole_process::run(&whole_process::Plan {
+        skiff: std::env::current_exe()?,
+        file: &path,
+        runs: args.runs as usize,
+        cold: args.cold,
+        wasmtime: args.wasmtime.as_deref(),
+        baselines: !args.no_baselines,
+    })?;
+    let skiff_p50 = measured.skiff.summary().map(|s| s.p50);
+    let baselines_json: Vec<Value> = measured
+        .baselines
+        .iter()
+        .map(|b| match &b.outcome {
+            Ok(ran) => {
+                let theirs = ran.start_to_exit().and_then(Phase::summary).map(|s| s.p50);
+                let compared = theirs.zip(skiff_p50).map(|(theirs, ours)| {
+                    json!({"what": "start → exit, p50", "baselineMicros": theirs, "skiffMicros": ours, "baselineOverSkiff": theirs / ours})
+                });
+                json!({"name": b.name, "ran": true, "version": ran.version, "phases": report::json(&ran.phases), "comparison": compared})
+            }
+            Err(why) => json!({"name": b.name, "ran": false, "skipped": why}),
+        })
+        .collect();
+    let out = json!({
+        "bench": "run",
+        "skiffVersion": env!("CARGO_PKG_VERSION"),
+        "machine": report::machine(),
+        "mode": mode,
+        "runs": args.runs,
+        "guest": {"name": what, "bytes": wasm.len()},
+        "skiff": report::json(std::slice::from_ref(&measured.skiff)),
+        "baselines": baselines_json,
+    });
+    // skiff's row, then each baseline that ran, by its short name.
+    let mut rows = vec![Phase {
+        name: "skiff run",
+        ..measured.skiff.clone()
+    }];
+    for b in &measured.baselines {
+        if let Ok(ran) = &b.outcome
+            && let Some(total) = ran.start_to_exit()
+        {
+            rows.push(Phase {
+                name: leak(short(&b.name).to_string()),
+                ..total.clone()
+            });
+        }
+    }
+    if let Some(plot) = &args.plot {
+        plot::draw(
+            plot,
+            &format!("skiff bench run ({} processes each, {mode})", args.runs),
+            &rows,
+        )?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    report::print_machine(&out);
+    print!("{}", report::table_headed(&rows, "process", "runs"));
+    for (b, json) in measured.baselines.iter().zip(&baselines_json) {
+        match &b.outcome {
+            Err(why) => println!("{}: skipped: {why}", b.name),
+            Ok(ran) => {
+                let c = &json["comparison"];
+                let (Some(theirs), Some(ours)) =
+                    (c["baselineMicros"].as_f64(), c["skiffMicros"].as_f64())
+                else {
+                    continue;
+                };
+                let ratio = theirs / ours;
+                let verdict = if b.name.starts_with(whole_process::FLOOR) {
+                    format!("skiff run takes {} more", report::duration(ours - theirs))
+                } else if ratio >= 1.0 {
+                    format!("skiff run {ratio:.1}× faster")
+                } else {
+                    format!("skiff run {:.1}× slower", 1.0 / ratio)
+                };
+                println!(
+                    "{}{}: p50 {} vs skiff run's {}: {verdict}",
+                    b.name,
+                    report::version_suffix(ran.version.as_deref()),
+                    report::duration(theirs),
+                    report::duration(ours)
+                );
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// The guest in a file of its own, for the baselines that run files.

@@ -70,9 +70,14 @@ pub fn bytes(n: u64) -> String {
 
 /// The phases as a table: name, samples, p50, p90, p99, max.
 pub fn table(phases: &[Phase]) -> String {
+    table_headed(phases, "phase", "tasks")
+}
+
+/// [`table`] with its first two columns headed `name` and `count`.
+pub fn table_headed(phases: &[Phase], name: &str, count: &str) -> String {
     let mut out = format!(
         "{:<34} {:>6} {:>10} {:>10} {:>10} {:>10}\n",
-        "phase", "tasks", "p50", "p90", "p99", "max"
+        name, count, "p50", "p90", "p99", "max"
     );
     for p in phases {
         let Some(s) = p.summary() else { continue };

