@@ -188,26 +188,41 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 /// `wasi_unstable` ancestor) to core modules; WASI 0.2 (`wasi:cli`,
 /// `wasi:filesystem`, `wasi:sockets`, `wasi:http`...) to components. Each
 /// linker is built the first time an artifact of its kind is loaded, so a
-/// process that only runs modules never pays for the component linker.
+/// process that only runs modules never pays for the component linker,
+/// and one whose modules import no `wasi_unstable` never pays for that
+/// (building it doubled the module linker's cost, a start's worth).
 #[derive(Default)]
 pub(crate) struct Linkers {
-    module: OnceLock<Result<wasmtime::Linker<Host>, String>>,
+    preview1: OnceLock<Result<wasmtime::Linker<Host>, String>>,
+    with_unstable: OnceLock<Result<wasmtime::Linker<Host>, String>>,
     component: OnceLock<Result<wasmtime::component::Linker<Host>, String>>,
 }
 
 impl Linkers {
-    fn module(&self, engine: &Engine) -> Result<&wasmtime::Linker<Host>, String> {
-        self.module
-            .get_or_init(|| {
-                let mut linker = wasmtime::Linker::new(engine);
+    /// The linker for `module`: preview 1, and `wasi_unstable` too if it
+    /// imports from it.
+    fn module(&self, engine: &Engine, module: &Module) -> Result<&wasmtime::Linker<Host>, String> {
+        let unstable = module.imports().any(|i| i.module() == "wasi_unstable");
+        let cell = if unstable {
+            &self.with_unstable
+        } else {
+            &self.preview1
+        };
+        cell.get_or_init(|| {
+            let mut linker = wasmtime::Linker::new(engine);
+            let added = if unstable {
                 wasmtime_wasi::p0::add_to_linker_async(&mut linker, Host::p1)
-                    .and_then(|()| wasmtime_wasi::p1::add_to_linker_async(&mut linker, Host::p1))
-                    .and_then(|()| crate::posix_fs::fix_module_linker(&mut linker))
-                    .map(|()| linker)
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+            } else {
+                Ok(())
+            };
+            added
+                .and_then(|()| wasmtime_wasi::p1::add_to_linker_async(&mut linker, Host::p1))
+                .and_then(|()| crate::posix_fs::fix_module_linker(&mut linker, unstable))
+                .map(|()| linker)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
     }
 
     fn component(&self, engine: &Engine) -> Result<&wasmtime::component::Linker<Host>, String> {
@@ -262,7 +277,7 @@ pub(crate) fn load(
             )
             .map_err(invalid)?;
             let pre = linkers
-                .module(engine)
+                .module(engine, &module)
                 .map_err(linker_failed)?
                 .instantiate_pre(&module)
                 .map_err(|e| unsupported(name, e))?;

@@ -30,7 +30,10 @@ pub(crate) fn rmdir_path(path: &str) -> &str {
 /// wasmtime-wasi's, which is called with the path's length short of its
 /// trailing slashes (wasmtime-wasi's generated entry point, so errors
 /// become errnos exactly as there).
-pub(crate) fn fix_module_linker(linker: &mut wasmtime::Linker<Host>) -> wasmtime::Result<()> {
+pub(crate) fn fix_module_linker(
+    linker: &mut wasmtime::Linker<Host>,
+    unstable: bool,
+) -> wasmtime::Result<()> {
     /// A shadowing `path_remove_directory` calling `$call`.
     macro_rules! shadow {
         ($module:literal, $call:path) => {
@@ -56,6 +59,9 @@ pub(crate) fn fix_module_linker(linker: &mut wasmtime::Linker<Host>) -> wasmtime
     )
     .map(|_| ());
     let linked = linked.and_then(|()| {
+        if !unstable {
+            return Ok(());
+        }
         shadow!(
             "wasi_unstable",
             wasmtime_wasi::p0::wasi_unstable::path_remove_directory

@@ -81,3 +81,44 @@ async fn exit_codes_pass_through() {
         other => panic!("expected a trap, got {other:?}"),
     }
 }
+
+/// A module writing `text` with `fd_write` and exiting 3 with `proc_exit`,
+/// both imported from `abi` (memory at 16 holds the text, at 0 its iovec).
+fn writer(abi: &str, text: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (import "{abi}" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (import "{abi}" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "{text}")
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const {len}))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (call $exit (i32.const 3))))"#,
+        len = text.len(),
+        text = text.replace('\n', "\\n"),
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn modules_of_the_old_wasi_unstable_abi_run_beside_preview1_ones() {
+    // Each ABI's linker is built when a module first needs it; one
+    // runtime serves both, in either order.
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime(data.path());
+    for (abi, text) in [
+        ("wasi_snapshot_preview1", "preview 1\n"),
+        ("wasi_unstable", "unstable\n"),
+        ("wasi_snapshot_preview1", "preview 1 again\n"),
+    ] {
+        let art = rt.load_bytes(abi, &writer(abi, text)).unwrap();
+        let (spec, out, _) = captured(&[abi]);
+        assert_eq!(
+            rt.spawn(&art, spec).unwrap().wait().await,
+            Outcome::Exited(3)
+        );
+        assert_eq!(out.text(), text, "{abi}");
+    }
+}
