@@ -27,13 +27,47 @@ use std::process::ExitCode;
     propagate_version = true
 )]
 struct Cli {
-    /// Where skiff keeps its state (compiled code, volumes).
-    #[arg(long, global = true, env = "SKIFF_DATA_DIR", value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    global: Global,
 
     #[command(subcommand)]
     command: Command,
 }
+
+/// What every command takes.
+#[derive(clap::Args)]
+struct Global {
+    /// Where skiff keeps its state (compiled code, volumes).
+    #[arg(long, global = true, env = "SKIFF_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// [`Cli`] with only `run`, parsed when `run` is the first argument:
+/// building every command's arguments (clap builds the whole tree to parse
+/// any of it) was a tenth of a `skiff run hello` process. The same
+/// `Global` and `RunArgs`, so help and errors read the same either way.
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "Amazon ECS rebuilt for WebAssembly",
+    propagate_version = true
+)]
+struct RunCli {
+    #[command(flatten)]
+    global: Global,
+
+    #[command(subcommand)]
+    command: RunOnly,
+}
+
+#[derive(Subcommand)]
+enum RunOnly {
+    #[command(about = RUN_ABOUT)]
+    Run(Box<run::RunArgs>),
+}
+
+const RUN_ABOUT: &str = "Run a WASI module or component, sandboxed and limited";
 
 #[derive(Subcommand)]
 enum Command {
@@ -46,7 +80,7 @@ enum Command {
     /// Issue, list and revoke the keys agents join a cluster with (on the
     /// control plane's machine).
     AgentKeys(agent_keys::AgentKeysArgs),
-    /// Run a WASI module or component, sandboxed and limited.
+    #[command(about = RUN_ABOUT)]
     Run(Box<run::RunArgs>),
     /// Run the OCI registry alone, in the foreground.
     Registry(registry::RegistryArgs),
@@ -80,12 +114,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => return clap_exit(&e),
     };
     init_logging();
-    let data_dir = cli.data_dir.unwrap_or_else(skiff_runtime::default_data_dir);
+    let data_dir = cli
+        .global
+        .data_dir
+        .unwrap_or_else(skiff_runtime::default_data_dir);
     let code = match cli.command {
         Command::Serve(args) => serve::run(*args, &data_dir),
         Command::Agent(args) => agent::run(*args, &data_dir),
@@ -106,6 +143,20 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
     };
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+}
+
+/// The command line: `skiff run …` through [`RunCli`], anything else
+/// through [`Cli`].
+fn parse() -> Result<Cli, clap::Error> {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
+        let RunCli { global, command } = RunCli::try_parse()?;
+        let RunOnly::Run(args) = command;
+        return Ok(Cli {
+            global,
+            command: Command::Run(args),
+        });
+    }
+    Cli::try_parse()
 }
 
 /// Help and version go to stdout as usual; a usage error is one line on
@@ -168,11 +219,19 @@ pub(crate) fn raise_open_files_limit() {
 /// `SKIFF_LOG` takes a tracing filter (`debug`, `skiff_runtime=trace`);
 /// warnings and errors show by default.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Without SKIFF_LOG, a plain level: parsing a filter is a start's
+    // worth of a `skiff run` process.
+    let _ = match tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG") {
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .try_init(),
+        Err(_) => tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
 }

@@ -15,6 +15,48 @@ fn version_prints_name_and_semver() {
 }
 
 #[test]
+fn run_parses_the_same_first_or_after_global_flags() {
+    // `skiff run …` is parsed by a parser of `run` alone (a faster
+    // start); after a global flag, by the whole command line's. What a
+    // user sees must not tell them apart.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["--bogus", "x.wasm"],
+        vec!["--memory", "lots", "x.wasm"],
+        vec![],
+    ] {
+        let short = skiff(["run"].iter().chain(&args)).run();
+        let long = skiff(["--data-dir", data, "run"].iter().chain(&args)).run();
+        assert_eq!(
+            (short.code, &short.stdout, &short.stderr),
+            (long.code, &long.stdout, &long.stderr),
+            "skiff run {args:?}"
+        );
+    }
+    let help = skiff(["run", "--help"]).run();
+    assert!(
+        help.stdout
+            .starts_with("Run a WASI module or component, sandboxed and limited\n"),
+        "{}",
+        help.stdout
+    );
+    // The global flag is taken after `run` too.
+    let hello = app("HELLO_P1");
+    let out = skiff(["run", "--data-dir", data, hello]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        std::fs::read_dir(dir.path().join("cache/compiled"))
+            .unwrap()
+            .next()
+            .is_some(),
+        "compiled code went to --data-dir"
+    );
+}
+
+#[test]
 fn arguments_after_the_file_go_to_the_guest_verbatim() {
     for (kind, hello) in both("hello") {
         // `-e` and `--dir` after the file are the guest's, not skiff's.
