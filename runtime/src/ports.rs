@@ -121,16 +121,38 @@ impl PortMap {
 }
 
 /// May this process bind privileged ports (`CAP_NET_BIND_SERVICE` in its
-/// effective set)?
+/// effective set)? Asked with `capget(2)`: reading `/proc/self/status`,
+/// which the kernel writes out whole, cost a start's worth of `skiff run`.
 fn may_bind_privileged() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    /// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets, as two `Data`.
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
     };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes at most two `Data` (version 3) into `data`
+    // and reads `header`; both outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
+    rc == 0 && data[0].effective & (1 << CAP_NET_BIND_SERVICE) != 0
 }
 
 /// [`PortMap::host`] of the process's map.
@@ -149,6 +171,20 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn capget_agrees_with_the_status_file() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let caps = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+            .unwrap();
+        assert_eq!(
+            may_bind_privileged(),
+            caps & (1 << CAP_NET_BIND_SERVICE) != 0
+        );
     }
 
     #[test]
