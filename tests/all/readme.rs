@@ -314,6 +314,7 @@ fn the_bench_blocks_run_as_written() {
         out.contains("per task (growth / tasks running)"),
         "density: {out}"
     );
+    assert!(out.contains("vs skiff run's"), "run: {out}");
 }
 
 #[test]
