@@ -16,6 +16,7 @@ mod serve;
 mod signals;
 
 use clap::{Parser, Subcommand};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -180,6 +181,11 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
                 if line.starts_with("Usage:") || line.starts_with("For more information") {
                     break;
                 }
+                // clap's "to pass '--x' as a value, use '-- --x'": after
+                // `--`, `skiff run` takes it for the Wasm file.
+                if line.starts_with("tip: to pass") {
+                    continue;
+                }
                 if !line.is_empty() {
                     parts.push(line);
                 }
@@ -189,7 +195,8 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
             } else {
                 parts.join(" ")
             };
-            eprintln!("{one}");
+            // Not `eprintln!`: with stderr gone it would panic (101).
+            let _ = writeln!(std::io::stderr(), "{one}");
             ExitCode::from(2)
         }
     }

@@ -1,5 +1,15 @@
 //! `skiff run`: one task, from a Wasm file, in the foreground.
 
+/// `eprintln!` that does not panic when stderr is gone (closed, a full
+/// disk, a reader that left): what skiff says is lost, but the exit
+/// status the README promises is not turned into a panic's 101.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use clap::Args;
 use skiff_runtime::http::ServeOptions;
 use skiff_runtime::net::NetworkMode;
@@ -244,7 +254,7 @@ pub fn run(args: RunArgs, data_dir: PathBuf) -> i32 {
     match execute(args, data_dir) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             125
         }
     }
@@ -320,7 +330,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         let lease = pool
             .acquire(&format!("skiff run {}", std::process::id()))
             .map_err(|e| format!("cannot lease a task address: {e}"))?;
-        eprintln!("skiff: task address {}", lease.ip());
+        say!("skiff: task address {}", lease.ip());
         Some(lease)
     } else {
         None
@@ -451,7 +461,7 @@ async fn publish(ports: &[Publish], ip: Ipv4Addr) -> Result<(), String> {
             .local_addr()
             .map_err(|e| format!("cannot read the published address: {e}"))?;
         let target = SocketAddr::from((ip, p.container_port));
-        eprintln!("skiff: publishing {local} -> {target}");
+        say!("skiff: publishing {local} -> {target}");
         tokio::spawn(skiff_runtime::proxy::forward_tcp(
             listener,
             target,
@@ -602,17 +612,17 @@ async fn run_command(
 fn report(name: &str, outcome: &Outcome) -> i32 {
     match outcome {
         Outcome::Exited(_) | Outcome::Stopped => {}
-        Outcome::Trapped(trap) => eprintln!("skiff: {name} trapped: {trap}"),
+        Outcome::Trapped(trap) => say!("skiff: {name} trapped: {trap}"),
         Outcome::LimitExceeded {
             limit: limit @ Limit::Memory(_),
             detail,
         } => {
-            eprintln!("skiff: {name} exceeded its {limit}: {detail}");
+            say!("skiff: {name} exceeded its {limit}: {detail}");
         }
         Outcome::LimitExceeded { limit, .. } => {
-            eprintln!("skiff: {name} was stopped: it exceeded its {limit}");
+            say!("skiff: {name} was stopped: it exceeded its {limit}");
         }
-        Outcome::Failed(why) => eprintln!("error: {name} could not run: {why}"),
+        Outcome::Failed(why) => say!("error: {name} could not run: {why}"),
     }
     outcome.exit_code()
 }
@@ -633,11 +643,11 @@ async fn serve(
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     // Signals are caught from here, before the banner says we serve.
     let stop = crate::signals::shutdown_signal();
-    eprintln!("Serving HTTP on http://{local}/ (container port {container_port})");
+    say!("Serving HTTP on http://{local}/ (container port {container_port})");
     let options = ServeOptions::new(spec);
     let report = skiff_runtime::http::serve(runtime, artifact, listener, options, async {
         stop.await;
-        eprintln!("skiff: shutting down, finishing requests in flight (signal again to stop now)");
+        say!("skiff: shutting down, finishing requests in flight (signal again to stop now)");
         // A second signal means now.
         tokio::spawn(async {
             let signal = crate::signals::shutdown_signal().await;
@@ -652,6 +662,8 @@ async fn serve(
         abandoned = report.abandoned,
         "stopped serving"
     );
+    // Drained: a server asked to stop that finished its requests exits
+    // 0, as a drained container does.
     Ok(0)
 }
 

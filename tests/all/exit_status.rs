@@ -14,6 +14,35 @@ fn the_guests_exit_code_is_skiffs() {
 }
 
 #[test]
+fn the_exit_status_holds_when_stderr_cannot_be_written() {
+    // A reader that went away, or a full disk: what skiff says is lost,
+    // not the status (a panic writing it would make every one 101).
+    let tmp = tempfile::tempdir().unwrap();
+    let trap = wat_file(
+        tmp.path(),
+        "trap.wasm",
+        r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#,
+    );
+    for (args, expected) in [
+        (vec!["run", trap.to_str().unwrap()], 134),
+        (vec!["run", "/nonexistent/x.wasm"], 125),
+        (vec!["run", "--bogus", "x.wasm"], 2),
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let status = std::process::Command::new(skiff_bin())
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(full)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(expected), "skiff {args:?}");
+    }
+}
+
+#[test]
 fn infinite_recursion_traps_with_134_and_a_wasm_backtrace() {
     for (kind, recurse) in both("recurse") {
         let out = skiff(["run", recurse]).run();
