@@ -396,7 +396,7 @@ pub fn json_of(targets: &[Target]) -> Value {
                     "errors": m.best.errors,
                     "firstError": m.best.first_error,
                     "roundsRequestsPerSecond": m.rounds,
-                    "latency": lat.map(|s| json!({"p50Micros": s.p50, "p90Micros": s.p90, "p99Micros": s.p99, "maxMicros": s.max})),
+                    "latency": lat.map(|s| json!({"p50Micros": report::ns(s.p50), "p90Micros": report::ns(s.p90), "p99Micros": report::ns(s.p99), "maxMicros": report::ns(s.max)})),
                 })
             }
             Err(why) => json!({"name": t.name, "ran": false, "skipped": why}),

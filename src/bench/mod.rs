@@ -164,6 +164,11 @@ struct RunArgs {
     /// Measure skiff alone.
     #[arg(long)]
     no_baselines: bool,
+    /// How long the first, untimed `skiff run` may take before it is
+    /// stopped and the bench fails (it times guests that run to their
+    /// exit).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = crate::serve::parse_timeout)]
+    timeout: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -684,18 +689,34 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
     let mode = if args.cold { "cold" } else { "warm" };
     if !args.json {
         eprintln!(
-            "skiff bench run: `skiff run` on {what}, {} processes of each program, {mode}, in turns",
-            args.runs
+            "skiff bench run: `skiff run` on {what}, {} process{} of each program, {mode}, in turns",
+            args.runs,
+            if args.runs == 1 { "" } else { "es" }
         );
     }
-    let measured = whole_process::run(&whole_process::Plan {
-        skiff: std::env::current_exe()?,
-        file: &path,
-        runs: args.runs as usize,
-        cold: args.cold,
-        wasmtime: args.wasmtime.as_deref(),
-        baselines: !args.no_baselines,
+    // Ctrl-C (or a SIGTERM) stops the bench between processes, so its
+    // data dirs and files are removed rather than left behind.
+    let skiff = std::env::current_exe()?;
+    let measured = whole_process::watching_signals(|interrupted| {
+        whole_process::run(&whole_process::Plan {
+            skiff,
+            file: &path,
+            runs: args.runs as usize,
+            cold: args.cold,
+            wasmtime: args.wasmtime.as_deref(),
+            baselines: !args.no_baselines,
+            first_run_limit: args.timeout,
+            interrupted,
+        })
     })?;
+    let measured = match measured {
+        Ok(m) => m,
+        Err(whole_process::Stopped::Interrupted(signal)) => {
+            eprintln!("skiff bench run: interrupted, its files removed; nothing to report");
+            return Ok(128 + signal);
+        }
+        Err(whole_process::Stopped::Failed(why)) => anyhow::bail!("{why}"),
+    };
     let skiff_p50 = measured.skiff.summary().map(|s| s.p50);
     let baselines_json: Vec<Value> = measured
         .baselines
@@ -704,7 +725,7 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
             Ok(ran) => {
                 let theirs = ran.start_to_exit().and_then(Phase::summary).map(|s| s.p50);
                 let compared = theirs.zip(skiff_p50).map(|(theirs, ours)| {
-                    json!({"what": "start → exit, p50", "baselineMicros": theirs, "skiffMicros": ours, "baselineOverSkiff": theirs / ours})
+                    json!({"what": "start → exit, p50", "baselineMicros": report::ns(theirs), "skiffMicros": report::ns(ours), "baselineOverSkiff": theirs / ours})
                 });
                 json!({"name": b.name, "ran": true, "version": ran.version, "phases": report::json(&ran.phases), "comparison": compared})
             }
@@ -762,6 +783,8 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
                 let ratio = theirs / ours;
                 let verdict = if b.name.starts_with(whole_process::FLOOR) {
                     format!("skiff run takes {} more", report::duration(ours - theirs))
+                } else if (0.95..=1.05).contains(&ratio) {
+                    "about the same".to_string()
                 } else if ratio >= 1.0 {
                     format!("skiff run {ratio:.1}× faster")
                 } else {
@@ -859,7 +882,7 @@ fn baseline_json(b: &baselines::Baseline, skiff: &[Phase]) -> Value {
     match &b.outcome {
         Ok(ran) => {
             let compared = comparison(b, skiff).map(|(what, theirs, ours)| {
-                json!({"what": what, "baselineMicros": theirs, "skiffMicros": ours, "baselineOverSkiff": theirs / ours})
+                json!({"what": what, "baselineMicros": report::ns(theirs), "skiffMicros": report::ns(ours), "baselineOverSkiff": theirs / ours})
             });
             json!({"name": b.name, "ran": true, "version": ran.version, "phases": report::json(&ran.phases), "comparison": compared})
         }

@@ -94,9 +94,15 @@ pub fn table_headed(phases: &[Phase], name: &str, count: &str) -> String {
     out
 }
 
+/// Microseconds to the nanosecond, for JSON.
+pub fn ns(micros: f64) -> f64 {
+    (micros * 1e3).round() / 1e3
+}
+
 /// The phases as JSON: `{name: {order, what, count, p50Micros, …}}`
 /// (`order`: where it comes in the table), phases with no samples left
-/// out.
+/// out. Times are to the nanosecond (what a clock gives), not carrying
+/// the float noise of converting them.
 pub fn json(phases: &[Phase]) -> Value {
     let mut out = serde_json::Map::new();
     for (order, p) in phases.iter().enumerate() {
@@ -107,10 +113,10 @@ pub fn json(phases: &[Phase]) -> Value {
                     "order": order,
                     "what": p.what,
                     "count": s.count,
-                    "p50Micros": s.p50,
-                    "p90Micros": s.p90,
-                    "p99Micros": s.p99,
-                    "maxMicros": s.max,
+                    "p50Micros": ns(s.p50),
+                    "p90Micros": ns(s.p90),
+                    "p99Micros": ns(s.p99),
+                    "maxMicros": ns(s.max),
                 }),
             );
         }

@@ -534,3 +534,70 @@ fn bench_run_refuses_what_it_cannot_time() {
     assert_eq!(done.code, 2, "{}", done.stderr);
     assert!(done.stderr.contains("--runs"), "{}", done.stderr);
 }
+
+#[test]
+fn bench_run_names_why_a_guest_could_not_be_timed() {
+    let dir = tempfile::tempdir().unwrap();
+    let trap = dir.path().join("trap.wasm");
+    std::fs::write(
+        &trap,
+        wat::parse_str(
+            r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // The error is the last line, after the banner.
+    let error = |done: &crate::support::Finished| {
+        assert_eq!(done.code, 1, "{}", done.stderr);
+        let last = done.stderr.lines().last().unwrap_or_default().to_string();
+        assert!(last.starts_with("error: "), "{}", done.stderr);
+        last
+    };
+    // skiff's own line, not the last line of the wasm backtrace after it.
+    let done = skiff(["bench", "run", "--image", trap.to_str().unwrap()]).run();
+    let last = error(&done);
+    assert!(last.contains("trapped: wasm trap"), "{last}");
+    assert!(!last.contains("run to their exit"), "{last}");
+    // A guest that never exits is stopped on its first run.
+    let done = skiff([
+        "bench",
+        "run",
+        "--image",
+        app("SLEEPER_P1"),
+        "--timeout",
+        "1s",
+    ])
+    .run();
+    let last = error(&done);
+    assert!(
+        last.contains("timeout") && last.contains("run to their exit"),
+        "{last}"
+    );
+}
+
+#[test]
+fn an_interrupted_bench_run_leaves_no_files_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = skiff(["bench", "run", "--runs", "100000"])
+        .env("TMPDIR", tmp.path().to_str().unwrap())
+        .spawn();
+    // Started: its data dir and guest file exist.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(tmp.path()).unwrap().count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bench never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
