@@ -237,7 +237,11 @@ const DESCRIBE_BATCH: usize = 100;
 /// A plot goes to an SVG file.
 fn check_plot(plot: Option<&PathBuf>) -> anyhow::Result<()> {
     if let Some(plot) = plot {
-        if plot.extension().and_then(|e| e.to_str()) != Some("svg") {
+        if !plot
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+        {
             anyhow::bail!(
                 "--plot {}: the plot is an SVG file (FILE.svg)",
                 plot.display()

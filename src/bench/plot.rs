@@ -2,7 +2,7 @@
 //! a row each, with its median marked — for people who would rather look
 //! than read.
 
-use super::report::Phase;
+use super::report::{self, Phase};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -17,9 +17,10 @@ pub fn draw(path: &Path, title: &str, phases: &[Phase]) -> anyhow::Result<()> {
     }
     let all = rows.iter().flat_map(|p| p.micros.iter().copied());
     let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    // A log axis needs positive bounds, a decade's room either side.
-    let lo = 10f64.powf(lo.max(0.1).log10().floor());
-    let hi = 10f64.powf(hi.max(1.0).log10().ceil()).max(lo * 10.0);
+    // A log axis needs positive bounds: the nearest 1, 2 or 5 × 10ⁿ
+    // outside the samples, and at least a decade wide.
+    let lo = nice_below(lo.max(0.1));
+    let hi = nice_above(hi.max(1.0)).max(lo * 10.0);
     let height = 90 + 28 * rows.len() as u32;
     let error = |e: &dyn std::fmt::Display| anyhow::anyhow!("--plot {}: {e}", path.display());
     let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
@@ -28,6 +29,8 @@ pub fn draw(path: &Path, title: &str, phases: &[Phase]) -> anyhow::Result<()> {
     let mut chart = ChartBuilder::on(&plot_area)
         .caption(title, ("sans-serif", 16))
         .margin(10)
+        // Room for the last tick's label.
+        .margin_right(40)
         .x_label_area_size(36)
         .build_cartesian_2d((lo..hi).log_scale(), 0f64..rows.len() as f64)
         .map_err(|e| error(&e))?;
@@ -35,7 +38,19 @@ pub fn draw(path: &Path, title: &str, phases: &[Phase]) -> anyhow::Result<()> {
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(0)
-        .x_desc("microseconds (log scale)")
+        // Only 1, 2 and 5 × 10ⁿ named: the ticks between crowd a log axis.
+        .x_label_formatter(&|v| {
+            let mantissa = v / 10f64.powf(v.log10().floor());
+            if [1.0, 2.0, 5.0, 10.0]
+                .iter()
+                .any(|m| (mantissa - m).abs() < 0.01)
+            {
+                report::duration(*v)
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("time (log scale); each dot a sample, the red line its median")
         .draw()
         .map_err(|e| error(&e))?;
     for (i, phase) in rows.iter().enumerate() {
@@ -81,4 +96,39 @@ pub fn draw(path: &Path, title: &str, phases: &[Phase]) -> anyhow::Result<()> {
     }
     root.present().map_err(|e| error(&e))?;
     Ok(())
+}
+
+/// The largest 1, 2 or 5 × 10ⁿ at or below `v` (> 0).
+fn nice_below(v: f64) -> f64 {
+    let decade = 10f64.powf(v.log10().floor());
+    [5.0, 2.0, 1.0]
+        .into_iter()
+        .map(|m| m * decade)
+        .find(|&n| n <= v)
+        .unwrap_or(decade)
+}
+
+/// The smallest 1, 2 or 5 × 10ⁿ at or above `v` (> 0).
+fn nice_above(v: f64) -> f64 {
+    let decade = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * decade)
+        .find(|&n| n >= v)
+        .unwrap_or(10.0 * decade)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_round_numbers_around_the_samples() {
+        assert_eq!(nice_below(700.0), 500.0);
+        assert_eq!(nice_below(1000.0), 1000.0);
+        assert_eq!(nice_below(0.3), 0.2);
+        assert_eq!(nice_above(12_000.0), 20_000.0);
+        assert_eq!(nice_above(600.0), 1000.0);
+        assert_eq!(nice_above(5000.0), 5000.0);
+    }
 }
