@@ -518,6 +518,25 @@ fn bench_run_compares_with_wasmtime_run_and_the_process_floor() {
 }
 
 #[test]
+fn the_benches_refuse_a_data_dir_they_would_not_use() {
+    for args in [
+        ["--data-dir", "/tmp/x", "bench", "run"],
+        ["bench", "run", "--data-dir", "/tmp/x"],
+        ["bench", "cold-start", "--data-dir", "/tmp/x"],
+    ] {
+        skiff(args)
+            .run()
+            .assert_one_line_error(2, "skiff bench uses data dirs of its own");
+    }
+    // From the environment it is the user's setting for everything else,
+    // not a request to this command: the bench runs.
+    let done = skiff(["bench", "run", "--runs", "1", "--no-baselines"])
+        .env("SKIFF_DATA_DIR", "/tmp/x")
+        .run();
+    assert_eq!(done.code, 0, "{}", done.stderr);
+}
+
+#[test]
 fn bench_run_refuses_what_it_cannot_time() {
     skiff(["bench", "run", "--image", app("HTTP_HELLO_P2")])
         .run()
