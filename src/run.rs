@@ -270,6 +270,7 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
         Target::File(path) => {
             let name = path.display().to_string();
             let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
+            let bytes = from_text(&name, &path, bytes)?;
             // argv[0] is the file's name without its directories, as
             // wasmtime does.
             let argv0 = path
@@ -481,6 +482,36 @@ async fn publish(ports: &[Publish], ip: Ipv4Addr) -> Result<(), String> {
 /// would wait for that lock (`process::exit` only tries it).
 fn exit_now(code: i32) -> ! {
     std::process::exit(code)
+}
+
+/// The binary of a WebAssembly text file (`.wat`, or text that opens
+/// with `(` or a `;;` comment), as `wasmtime run` takes them; anything
+/// else as it is.
+fn from_text(name: &str, path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let text_like = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'(' || b == b';');
+    if bytes.starts_with(b"\0asm") || !(text_like || path.extension().is_some_and(|e| e == "wat")) {
+        return Ok(bytes);
+    }
+    wat::parse_bytes(&bytes)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|mut e| {
+            e.set_path(path);
+            // The message and where (`--> file:line:col`), without the
+            // snippet wat draws under them.
+            let text = e.to_string();
+            let said: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty() && !l.starts_with('|') && !l.starts_with(char::is_numeric)
+                })
+                .take(2)
+                .collect();
+            format!("cannot read {name} as WebAssembly text: {}", said.join(" "))
+        })
 }
 
 /// What `skiff run` was given.

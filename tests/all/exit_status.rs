@@ -14,6 +14,32 @@ fn the_guests_exit_code_is_skiffs() {
 }
 
 #[test]
+fn webassembly_text_runs_as_wasmtime_run_takes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (func (export "_start") (call $exit (i32.const 42))))"#;
+    for name in ["exit.wat", "exit-text.wasm"] {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = skiff(["run", path.to_str().unwrap()]).run();
+        assert_eq!(out.code, 42, "{name}: {}", out.stderr);
+    }
+    let bad = tmp.path().join("bad.wat");
+    std::fs::write(&bad, "(module\n  (func (export \"_start\") (i32.bogus)))").unwrap();
+    let out = skiff(["run", bad.to_str().unwrap()]).run();
+    out.assert_one_line_error(125, "as WebAssembly text");
+    assert!(out.stderr.contains("bad.wat:2:"), "{}", out.stderr);
+    // Not text, not Wasm: the binary's own complaint, as before.
+    let junk = tmp.path().join("junk.wasm");
+    std::fs::write(&junk, "hello").unwrap();
+    skiff(["run", junk.to_str().unwrap()])
+        .run()
+        .assert_one_line_error(125, "magic number");
+}
+
+#[test]
 fn the_exit_status_holds_when_stderr_cannot_be_written() {
     // A reader that went away, or a full disk: what skiff says is lost,
     // not the status (a panic writing it would make every one 101).
