@@ -178,6 +178,11 @@ mod tests {
         fs::write(&path, &raw[..raw.len() - 5]).unwrap();
         assert!(matches!(cache.lookup("abc"), Lookup::Corrupt));
         assert!(matches!(cache.lookup("abc"), Lookup::Miss));
+
+        // An empty one (a write torn before its first byte) too.
+        fs::write(&path, b"").unwrap();
+        assert!(matches!(cache.lookup("abc"), Lookup::Corrupt));
+        assert!(!path.exists());
     }
 
     #[test]
