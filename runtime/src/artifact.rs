@@ -93,7 +93,7 @@ impl Artifact {
 /// proxy. Also rejects, with a reason, what is not Wasm, does not parse, or
 /// has no entry point skiff can call.
 pub fn inspect(name: &str, bytes: &[u8]) -> Result<ArtifactKind, LoadError> {
-    use wasmparser::{Encoding, Parser, Payload};
+    use wasmparser::{Chunk, Encoding, Parser, Payload};
     let not_wasm = |reason: &str| LoadError::NotWasm {
         name: name.to_string(),
         reason: reason.to_string(),
@@ -117,21 +117,29 @@ pub fn inspect(name: &str, bytes: &[u8]) -> Result<ArtifactKind, LoadError> {
         reason: e.to_string(),
     };
 
-    // Only the outermost module or component matters; nested ones are
-    // walked past (each opens with `Version` and closes with `End`).
-    let mut depth = 0usize;
+    // Only the outermost module or component matters: its code section
+    // and nested modules and components are skipped, not walked (what
+    // they hold is for the compiler to check).
+    let truncated = || LoadError::Invalid {
+        name: name.to_string(),
+        reason: "unexpected end-of-file: a section runs past the end of the binary".into(),
+    };
     let mut component = false;
     let mut exports: Vec<String> = Vec::new();
-    for payload in Parser::new(0).parse_all(bytes) {
-        match payload.map_err(invalid)? {
-            Payload::Version { encoding, .. } => {
-                depth += 1;
-                if depth == 1 {
-                    component = encoding == Encoding::Component;
-                }
+    let mut parser = Parser::new(0);
+    let mut data = bytes;
+    loop {
+        let payload = match parser.parse(data, true).map_err(invalid)? {
+            Chunk::Parsed { consumed, payload } => {
+                data = &data[consumed..];
+                payload
             }
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::ExportSection(reader) if depth == 1 => {
+            // Not with `eof` set; counted as the end it would be.
+            Chunk::NeedMoreData(_) => return Err(truncated()),
+        };
+        match payload {
+            Payload::Version { encoding, .. } => component = encoding == Encoding::Component,
+            Payload::ExportSection(reader) => {
                 for export in reader {
                     let export = export.map_err(invalid)?;
                     // Only functions can be entry points.
@@ -140,11 +148,27 @@ pub fn inspect(name: &str, bytes: &[u8]) -> Result<ArtifactKind, LoadError> {
                     }
                 }
             }
-            Payload::ComponentExportSection(reader) if depth == 1 => {
+            Payload::ComponentExportSection(reader) => {
                 for export in reader {
                     exports.push(export.map_err(invalid)?.name.name.to_string());
                 }
             }
+            Payload::CodeSectionStart { size, .. } => {
+                parser.skip_section();
+                data = usize::try_from(size)
+                    .ok()
+                    .and_then(|n| data.get(n..))
+                    .ok_or_else(truncated)?;
+            }
+            Payload::ModuleSection {
+                unchecked_range, ..
+            }
+            | Payload::ComponentSection {
+                unchecked_range, ..
+            } => {
+                data = data.get(unchecked_range.len()..).ok_or_else(truncated)?;
+            }
+            Payload::End(_) => break,
             _ => {}
         }
     }
@@ -425,6 +449,18 @@ mod tests {
             wat::parse_str(r#"(component (core module (func (export "_start"))))"#).unwrap();
         let err = inspect("c", &nested).unwrap_err().to_string();
         assert!(err.contains("exports neither"), "{err}");
+        // Sections after a skipped code section or nested module are read.
+        let after_code = wat::parse_str(
+            r#"(module (func (export "_start") nop) (@custom "after" (after code) "x"))"#,
+        )
+        .unwrap();
+        assert_eq!(inspect("a", &after_code).unwrap(), ArtifactKind::Module);
+        let cut = &after_code[..after_code.len() - 12];
+        let err = inspect("cut", cut).unwrap_err().to_string();
+        assert!(err.contains("cut is not valid WebAssembly"), "{err}");
+        let cut = &nested[..nested.len() / 2];
+        let err = inspect("half", cut).unwrap_err().to_string();
+        assert!(err.contains("half is not valid WebAssembly"), "{err}");
     }
 
     #[test]
