@@ -69,11 +69,18 @@ struct Common {
     /// The cluster the tasks run in.
     #[arg(long, default_value = "default", value_name = "NAME")]
     cluster: String,
+    #[command(flatten)]
+    out: Output,
+}
+
+/// What every bench takes: how it reports, and what it compares with.
+#[derive(Args, Debug)]
+struct Output {
     /// Print the figures as JSON instead of tables.
     #[arg(long)]
     json: bool,
-    /// Draw the distributions (each phase's, or each target's latency) to
-    /// this SVG file.
+    /// Draw the distributions (each phase's, each target's latency, or
+    /// each program's processes) to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// The wasmtime CLI to compare with (default: `wasmtime` on PATH).
@@ -152,18 +159,8 @@ struct RunArgs {
     /// compile caches filled by the untimed run.
     #[arg(long)]
     cold: bool,
-    /// Print the figures as JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-    /// Draw the distributions to this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
-    plot: Option<PathBuf>,
-    /// The wasmtime CLI to compare with (default: `wasmtime` on PATH).
-    #[arg(long, value_name = "PATH")]
-    wasmtime: Option<PathBuf>,
-    /// Measure skiff alone.
-    #[arg(long)]
-    no_baselines: bool,
+    #[command(flatten)]
+    out: Output,
     /// How long the first, untimed `skiff run` may take before it is
     /// stopped and the bench fails (it times guests that run to their
     /// exit).
@@ -291,7 +288,7 @@ fn run_id() -> String {
 }
 
 fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
-    check_plot(args.common.plot.as_ref())?;
+    check_plot(args.common.out.plot.as_ref())?;
     let name = args.image.display().to_string();
     let wasm = std::fs::read(&args.image)
         .map_err(|e| anyhow::anyhow!("--image {name}: cannot read it: {e}"))?;
@@ -305,7 +302,7 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
         .build()?;
     let (own, endpoint) = server_for(args.common.endpoint.as_ref(), &[])?;
     let api = crate::api_client::Api::new(&endpoint)?;
-    if !args.common.json {
+    if !args.common.out.json {
         eprintln!(
             "skiff bench http: {name} as an ECS service behind a load balancer, against {}",
             against(own.as_ref(), &endpoint)
@@ -318,13 +315,13 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
         rounds: args.rounds,
         connections: args.connections as usize,
         cluster: args.common.cluster.clone(),
-        wasmtime: args.common.wasmtime.clone(),
-        baselines: !args.common.no_baselines,
+        wasmtime: args.common.out.wasmtime.clone(),
+        baselines: !args.common.out.no_baselines,
     };
     let targets = http::run(&rt, &api, &plan)?;
     let peak = own.as_ref().and_then(|o| report::peak_memory(o.pid()));
     drop(own);
-    if let Some(path) = &args.common.plot {
+    if let Some(path) = &args.common.out.plot {
         let rows: Vec<Phase> = targets.iter().filter_map(http::latency).collect();
         plot::draw(
             path,
@@ -346,7 +343,7 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
         "targets": http::json_of(&targets),
         "ratios": http::ratios(&targets),
     });
-    if args.common.json {
+    if args.common.out.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         http::print(&targets, plan.connections, plan.seconds, plan.rounds);
@@ -359,7 +356,7 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
 }
 
 fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
-    check_plot(args.common.plot.as_ref())?;
+    check_plot(args.common.out.plot.as_ref())?;
     if let Some(pid) = args.server_pid {
         check_server_pid(pid)?;
     }
@@ -393,7 +390,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
     let (own, endpoint) = server_for(args.common.endpoint.as_ref(), &flags)?;
     let pid = own.as_ref().map(server::OwnServe::pid).or(args.server_pid);
     let api = crate::api_client::Api::new(&endpoint)?;
-    if !args.common.json {
+    if !args.common.out.json {
         eprintln!(
             "skiff bench density: {tasks} {} of {what} at once, {} MiB each, against {}",
             if http { "idle services" } else { "tasks" },
@@ -415,7 +412,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
     // Figures from a server that has run tasks already read low (it
     // reuses what they freed) or mix in theirs: said, not hidden.
     let prior = rt.block_on(tasks_in(&api, &plan.cluster))?;
-    if prior > 0 && !args.common.json {
+    if prior > 0 && !args.common.out.json {
         eprintln!(
             "warning: {prior} task(s) already in cluster {} (running, or stopped within the hour): memory freed by earlier tasks is reused, so per-task figures read low, and the probes are not of an empty box; a fresh serve (no --endpoint) measures from nothing",
             plan.cluster
@@ -460,14 +457,14 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
     let measured = measured?;
     let peak = pid.and_then(report::peak_memory);
     drop(own);
-    let baselines = if args.common.no_baselines {
+    let baselines = if args.common.out.no_baselines {
         Vec::new()
     } else {
         let file = guest_file(&wasm)?;
         resident::baselines(
             file.path(),
             http,
-            args.common.wasmtime.as_deref(),
+            args.common.out.wasmtime.as_deref(),
             (args.baseline_processes as usize).min(tasks),
         )
     };
@@ -483,7 +480,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
         peak,
         baselines: &baselines,
     });
-    if let Some(path) = &args.common.plot {
+    if let Some(path) = &args.common.out.plot {
         let rows: Vec<Phase> = [("empty", &measured.empty), ("full", &measured.loaded)]
             .into_iter()
             .flat_map(|(when, rows)| {
@@ -499,7 +496,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
             &rows,
         )?;
     }
-    if args.common.json {
+    if args.common.out.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         density_report::print(&out, &measured, &baselines);
@@ -555,7 +552,7 @@ fn check_server_pid(pid: u32) -> anyhow::Result<()> {
 }
 
 fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
-    check_plot(args.common.plot.as_ref())?;
+    check_plot(args.common.out.plot.as_ref())?;
     if args.count > args.concurrency {
         anyhow::bail!(
             "--count {} is more than --concurrency {}: a RunTask of {} tasks runs them all at once (raise --concurrency)",
@@ -586,7 +583,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         per_call: args.count as usize,
         task_timeout: args.task_timeout,
     };
-    if !args.common.json {
+    if !args.common.out.json {
         eprintln!(
             "skiff bench cold-start: {tasks} tasks of {what}, {}, network mode {}, {} at a time{}, against {}",
             if args.cold { "cold" } else { "warm" },
@@ -604,7 +601,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
     let peak = own.as_ref().and_then(|o| report::peak_memory(o.pid()));
     drop(own);
 
-    let baselines = if args.common.no_baselines {
+    let baselines = if args.common.out.no_baselines {
         Vec::new()
     } else {
         let file = guest_file(&wasm)?;
@@ -612,7 +609,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         let mut b = vec![
             baselines::bare_wasmtime(&wasm, tasks, args.cold),
             baselines::wasmtime_cli(
-                args.common.wasmtime.as_deref(),
+                args.common.out.wasmtime.as_deref(),
                 file.path(),
                 runs,
                 args.cold,
@@ -638,7 +635,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         "skiff": cold_start::json_of(&measured),
         "baselines": baselines.iter().map(|b| baseline_json(b, &measured.phases)).collect::<Vec<_>>(),
     });
-    if let Some(path) = &args.common.plot {
+    if let Some(path) = &args.common.out.plot {
         let mut rows: Vec<Phase> = measured.phases.clone();
         for b in &baselines {
             if let Ok(ran) = &b.outcome
@@ -659,7 +656,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
             &rows,
         )?;
     }
-    if args.common.json {
+    if args.common.out.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_text(&measured, peak, &baselines, &out);
@@ -668,7 +665,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
 }
 
 fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
-    check_plot(args.plot.as_ref())?;
+    check_plot(args.out.plot.as_ref())?;
     // The built-in guest is written to a file kept while the bench runs.
     let (wasm, what, path, _written) = match &args.image {
         Some(path) => {
@@ -691,7 +688,7 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
         );
     }
     let mode = if args.cold { "cold" } else { "warm" };
-    if !args.json {
+    if !args.out.json {
         eprintln!(
             "skiff bench run: `skiff run` on {what}, {} process{} of each program, {mode}, in turns",
             args.runs,
@@ -707,8 +704,8 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
             file: &path,
             runs: args.runs as usize,
             cold: args.cold,
-            wasmtime: args.wasmtime.as_deref(),
-            baselines: !args.no_baselines,
+            wasmtime: args.out.wasmtime.as_deref(),
+            baselines: !args.out.no_baselines,
             first_run_limit: args.timeout,
             interrupted,
         })
@@ -761,14 +758,14 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
             });
         }
     }
-    if let Some(plot) = &args.plot {
+    if let Some(plot) = &args.out.plot {
         plot::draw(
             plot,
             &format!("skiff bench run ({} processes each, {mode})", args.runs),
             &rows,
         )?;
     }
-    if args.json {
+    if args.out.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }

@@ -44,6 +44,16 @@ fn phase<'a>(phases: &'a Value, name: &str, count: u64) -> &'a Value {
     p
 }
 
+/// Checks that baseline or target `b` did not run, for a reason saying
+/// `why`.
+fn skipped(b: &Value, why: &str) {
+    assert_eq!(b["ran"], false, "{b:#}");
+    assert!(
+        b["skipped"].as_str().is_some_and(|s| s.contains(why)),
+        "{b:#}"
+    );
+}
+
 fn baseline<'a>(out: &'a Value, starts: &str) -> &'a Value {
     out["baselines"]
         .as_array()
@@ -110,23 +120,10 @@ fn warm_starts_report_every_phase_and_skip_missing_baselines_with_the_reason() {
     phase(&bare["phases"], "start → exit", 12);
     phase(&bare["phases"], "instantiate", 12);
     assert!(bare["comparison"]["baselineOverSkiff"].as_f64().unwrap() > 0.0);
-    let cli = baseline(&out, "wasmtime CLI");
-    assert_eq!(cli["ran"], false);
-    assert!(
-        cli["skipped"]
-            .as_str()
-            .unwrap()
-            .contains("no `wasmtime` on PATH"),
-        "{cli}"
-    );
-    let containers = baseline(&out, "container runtime");
-    assert_eq!(containers["ran"], false);
-    assert!(
-        containers["skipped"]
-            .as_str()
-            .unwrap()
-            .contains("neither `crun` nor `runc`"),
-        "{containers}"
+    skipped(baseline(&out, "wasmtime CLI"), "no `wasmtime` on PATH");
+    skipped(
+        baseline(&out, "container runtime"),
+        "neither `crun` nor `runc`",
     );
 }
 
@@ -359,14 +356,7 @@ fn the_http_bench_loads_the_service_through_its_load_balancer_and_beside_its_bas
             .starts_with("http://127.18."),
         "{direct}"
     );
-    let wasmtime = target(&out, "wasmtime serve");
-    assert_eq!(wasmtime["ran"], false);
-    assert!(
-        wasmtime["skipped"]
-            .as_str()
-            .unwrap()
-            .contains("no `wasmtime`")
-    );
+    skipped(target(&out, "wasmtime serve"), "no `wasmtime`");
     let ratios = &out["ratios"];
     assert!(
         ratios["directOverNative"].as_f64().unwrap() > 0.0,
@@ -432,14 +422,9 @@ fn a_given_wasmtime_is_the_one_measured() {
         &["--tasks", "2", "--wasmtime", "/nonexistent/wasmtime"],
         &std::env::var("PATH").unwrap(),
     );
-    let cli = baseline(&out, "wasmtime CLI");
-    assert_eq!(cli["ran"], false, "{cli:#}");
-    assert!(
-        cli["skipped"]
-            .as_str()
-            .unwrap()
-            .contains("cannot run /nonexistent/wasmtime"),
-        "{cli}"
+    skipped(
+        baseline(&out, "wasmtime CLI"),
+        "cannot run /nonexistent/wasmtime",
     );
 }
 
@@ -451,23 +436,10 @@ fn bench_run_times_skiff_run_as_processes_and_skips_missing_baselines_with_the_r
     assert_eq!(out["runs"], 3);
     assert_eq!(out["guest"]["bytes"].as_u64().unwrap(), 171, "{out:#}");
     phase(&out["skiff"], "start → exit", 3);
-    let cli = baseline(&out, "wasmtime CLI");
-    assert_eq!(cli["ran"], false, "{cli:#}");
-    assert!(
-        cli["skipped"]
-            .as_str()
-            .unwrap()
-            .contains("no `wasmtime` on PATH"),
-        "{cli}"
-    );
-    let floor = baseline(&out, "a native process doing nothing");
-    assert_eq!(floor["ran"], false, "{floor:#}");
-    assert!(
-        floor["skipped"]
-            .as_str()
-            .unwrap()
-            .contains("no `true` on PATH"),
-        "{floor}"
+    skipped(baseline(&out, "wasmtime CLI"), "no `wasmtime` on PATH");
+    skipped(
+        baseline(&out, "a native process doing nothing"),
+        "no `true` on PATH",
     );
 
     let out = bench_json("run", &["--runs", "2", "--no-baselines"], BARE_PATH);
