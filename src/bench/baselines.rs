@@ -328,15 +328,8 @@ fn run_containers(runtime: &Path, runs: usize) -> Result<Ran, String> {
 fn processes(program: &Path, args: &[&str], runs: usize, prime: bool) -> Result<Phase, String> {
     let mut total = Phase::new("start → exit", "a process, start to exit");
     for i in 0..runs + usize::from(prime) {
-        let start = Instant::now();
-        let out = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
+        let (took, out) = timed_process(Command::new(program).args(args))
             .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-        let took = micros(start);
         if !out.status.success() {
             return Err(format!(
                 "`{} {}` failed: {}",
@@ -350,6 +343,18 @@ fn processes(program: &Path, args: &[&str], runs: usize, prime: bool) -> Result<
         }
     }
     Ok(total)
+}
+
+/// One process of `command`, stdin and stdout to nothing, stderr kept:
+/// microseconds from its spawn to its exit, and how it ended.
+pub(super) fn timed_process(command: &mut Command) -> std::io::Result<(f64, std::process::Output)> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let out = command.output()?;
+    Ok((micros(start), out))
 }
 
 pub(super) fn version_of(program: &Path, flag: &str) -> Option<String> {

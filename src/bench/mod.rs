@@ -637,15 +637,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
     });
     if let Some(path) = &args.common.out.plot {
         let mut rows: Vec<Phase> = measured.phases.clone();
-        for b in &baselines {
-            if let Ok(ran) = &b.outcome
-                && let Some(total) = ran.start_to_exit()
-            {
-                let mut p = total.clone();
-                p.name = leak(format!("baseline: {}", short(&b.name)));
-                rows.push(p);
-            }
-        }
+        rows.extend(start_to_exit_rows(&baselines, "baseline: "));
         plot::draw(
             path,
             &format!(
@@ -718,20 +710,22 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
         }
         Err(whole_process::Stopped::Failed(why)) => anyhow::bail!("{why}"),
     };
+    // Each baseline's p50 and skiff run's, where both ran.
     let skiff_p50 = measured.skiff.summary().map(|s| s.p50);
+    let compared: Vec<Option<(f64, f64)>> = measured
+        .baselines
+        .iter()
+        .map(|b| {
+            let ran = b.outcome.as_ref().ok()?;
+            let theirs = ran.start_to_exit()?.summary()?.p50;
+            Some((theirs, skiff_p50?))
+        })
+        .collect();
     let baselines_json: Vec<Value> = measured
         .baselines
         .iter()
-        .map(|b| match &b.outcome {
-            Ok(ran) => {
-                let theirs = ran.start_to_exit().and_then(Phase::summary).map(|s| s.p50);
-                let compared = theirs.zip(skiff_p50).map(|(theirs, ours)| {
-                    json!({"what": "start → exit, p50", "baselineMicros": report::ns(theirs), "skiffMicros": report::ns(ours), "baselineOverSkiff": theirs / ours})
-                });
-                json!({"name": b.name, "ran": true, "version": ran.version, "phases": report::json(&ran.phases), "comparison": compared})
-            }
-            Err(why) => json!({"name": b.name, "ran": false, "skipped": why}),
-        })
+        .zip(&compared)
+        .map(|(b, c)| compared_json(b, c.map(|(t, o)| ("start → exit, p50".to_string(), t, o))))
         .collect();
     let out = json!({
         "bench": "run",
@@ -748,16 +742,7 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
         name: "skiff run",
         ..measured.skiff.clone()
     }];
-    for b in &measured.baselines {
-        if let Ok(ran) = &b.outcome
-            && let Some(total) = ran.start_to_exit()
-        {
-            rows.push(Phase {
-                name: leak(short(&b.name).to_string()),
-                ..total.clone()
-            });
-        }
-    }
+    rows.extend(start_to_exit_rows(&measured.baselines, ""));
     if let Some(plot) = &args.out.plot {
         plot::draw(
             plot,
@@ -771,25 +756,18 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
     }
     report::print_machine(&out);
     print!("{}", report::table_headed(&rows, "process", "runs"));
-    for (b, json) in measured.baselines.iter().zip(&baselines_json) {
+    for (b, c) in measured.baselines.iter().zip(&compared) {
         match &b.outcome {
             Err(why) => println!("{}: skipped: {why}", b.name),
             Ok(ran) => {
-                let c = &json["comparison"];
-                let (Some(theirs), Some(ours)) =
-                    (c["baselineMicros"].as_f64(), c["skiffMicros"].as_f64())
-                else {
-                    continue;
-                };
+                let Some((theirs, ours)) = *c else { continue };
                 let ratio = theirs / ours;
                 let verdict = if b.name.starts_with(whole_process::FLOOR) {
                     format!("skiff run takes {} more", report::duration(ours - theirs))
                 } else if (0.95..=1.05).contains(&ratio) {
                     "about the same".to_string()
-                } else if ratio >= 1.0 {
-                    format!("skiff run {ratio:.1}× faster")
                 } else {
-                    format!("skiff run {:.1}× slower", 1.0 / ratio)
+                    faster_or_slower("skiff run", ratio)
                 };
                 println!(
                     "{}{}: p50 {} vs skiff run's {}: {verdict}",
@@ -846,6 +824,21 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
+/// Each baseline that ran, as one row of its start → exit named
+/// `prefix` and its short name.
+fn start_to_exit_rows<'a>(
+    baselines: &'a [baselines::Baseline],
+    prefix: &'a str,
+) -> impl Iterator<Item = Phase> + 'a {
+    baselines.iter().filter_map(move |b| {
+        let total = b.outcome.as_ref().ok()?.start_to_exit()?;
+        Some(Phase {
+            name: leak(format!("{prefix}{}", short(&b.name))),
+            ..total.clone()
+        })
+    })
+}
+
 /// A baseline's name up to its parenthesis.
 fn short(name: &str) -> &str {
     name.split(" (").next().unwrap_or(name)
@@ -880,14 +873,30 @@ fn comparison(b: &baselines::Baseline, skiff: &[Phase]) -> Option<(String, f64, 
 }
 
 fn baseline_json(b: &baselines::Baseline, skiff: &[Phase]) -> Value {
+    compared_json(b, comparison(b, skiff))
+}
+
+/// A baseline as JSON, with what it was compared with: (what, its
+/// figure, skiff's), in microseconds.
+fn compared_json(b: &baselines::Baseline, compared: Option<(String, f64, f64)>) -> Value {
     match &b.outcome {
         Ok(ran) => {
-            let compared = comparison(b, skiff).map(|(what, theirs, ours)| {
+            let compared = compared.map(|(what, theirs, ours)| {
                 json!({"what": what, "baselineMicros": report::ns(theirs), "skiffMicros": report::ns(ours), "baselineOverSkiff": theirs / ours})
             });
             json!({"name": b.name, "ran": true, "version": ran.version, "phases": report::json(&ran.phases), "comparison": compared})
         }
         Err(why) => json!({"name": b.name, "ran": false, "skipped": why}),
+    }
+}
+
+/// "WHO N× faster" or "WHO N× slower", for a baseline's figure over
+/// skiff's.
+fn faster_or_slower(who: &str, ratio: f64) -> String {
+    if ratio >= 1.0 {
+        format!("{who} {ratio:.1}× faster")
+    } else {
+        format!("{who} {:.1}× slower", 1.0 / ratio)
     }
 }
 
@@ -942,12 +951,7 @@ fn print_text(
                     println!("    {line}");
                 }
                 if let Some((what, theirs, ours)) = comparison(b, &m.phases) {
-                    let ratio = theirs / ours;
-                    let verdict = if ratio >= 1.0 {
-                        format!("skiff {ratio:.1}× faster")
-                    } else {
-                        format!("skiff {:.1}× slower", 1.0 / ratio)
-                    };
+                    let verdict = faster_or_slower("skiff", theirs / ours);
                     println!(
                         "    {what}: {} vs skiff's {}: {verdict}",
                         report::duration(theirs),

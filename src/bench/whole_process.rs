@@ -7,9 +7,9 @@
 use super::baselines::{self, Baseline, Ran};
 use super::report::Phase;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The name of the floor: starting a process at all.
 pub const FLOOR: &str = "a native process doing nothing";
@@ -104,20 +104,13 @@ impl Target {
         if let Some(dir) = &data_dir {
             command.arg("--data-dir").arg(dir.path());
         }
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        let out = match command.output() {
-            Ok(out) => out,
+        let (took, out) = match baselines::timed_process(command.args(args)) {
+            Ok(ran) => ran,
             Err(e) => {
                 self.failed = Some(format!("cannot run {}: {e}", self.program.display()));
                 return;
             }
         };
-        let took = start.elapsed().as_secs_f64() * 1e6;
         if !out.status.success() {
             self.timed_out = out.status.code() == Some(124);
             self.failed = Some(format!(
