@@ -1,6 +1,16 @@
 //! `skiff`: Amazon ECS rebuilt for WebAssembly. This binary is a thin client
 //! of the libraries: it parses, calls them, and prints.
 
+/// `eprintln!` that does not panic when stderr is gone (closed, a full
+/// disk, a reader that left): what skiff says is lost, but the exit
+/// status it promises is not turned into a panic's 101.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod agent;
 mod agent_keys;
 mod api_client;
@@ -16,7 +26,6 @@ mod serve;
 mod signals;
 
 use clap::{Parser, Subcommand};
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,7 +33,7 @@ use std::process::ExitCode;
 #[command(
     name = "skiff",
     version,
-    about = "Amazon ECS rebuilt for WebAssembly",
+    about = ABOUT,
     propagate_version = true
 )]
 struct Cli {
@@ -51,7 +60,7 @@ struct Global {
 #[command(
     name = "skiff",
     version,
-    about = "Amazon ECS rebuilt for WebAssembly",
+    about = ABOUT,
     propagate_version = true
 )]
 struct RunCli {
@@ -68,6 +77,7 @@ enum RunOnly {
     Run(Box<run::RunArgs>),
 }
 
+const ABOUT: &str = "Amazon ECS rebuilt for WebAssembly";
 const RUN_ABOUT: &str = "Run a WASI module or component, sandboxed and limited";
 
 #[derive(Subcommand)]
@@ -208,8 +218,7 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
             } else {
                 parts.join(" ")
             };
-            // Not `eprintln!`: with stderr gone it would panic (101).
-            let _ = writeln!(std::io::stderr(), "{one}");
+            say!("{one}");
             ExitCode::from(2)
         }
     }

@@ -1,15 +1,5 @@
 //! `skiff run`: one task, from a Wasm file, in the foreground.
 
-/// `eprintln!` that does not panic when stderr is gone (closed, a full
-/// disk, a reader that left): what skiff says is lost, but the exit
-/// status the README promises is not turned into a panic's 101.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 use clap::Args;
 use skiff_runtime::http::ServeOptions;
 use skiff_runtime::net::NetworkMode;
