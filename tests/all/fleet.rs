@@ -1294,7 +1294,12 @@ impl Fleet {
             .map(|e| e["message"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
             .join("\n");
-        (code, out)
+        // The task's own account too, for a failure's message.
+        let why = format!(
+            "[{} / {}]",
+            d["containers"][0]["reason"], d["stoppedReason"]
+        );
+        (code, format!("{out}\n{why}"))
     }
 }
 
