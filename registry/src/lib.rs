@@ -54,6 +54,26 @@ pub struct RegistryStats {
     pub manifests_stored: u64,
 }
 
+/// An image a push has just stored, with its Wasm binary.
+#[derive(Debug, Clone)]
+pub struct PushedImage {
+    /// The repository pushed to.
+    pub repository: String,
+    /// The image manifest's digest.
+    pub digest: String,
+    /// The binary the image runs.
+    pub wasm: Vec<u8>,
+}
+
+/// Told of each pushed image manifest that holds a Wasm binary skiff
+/// runs (not of indexes, whose entries are pushed as manifests of their
+/// own, nor of referrers such as signatures and scan reports), after the
+/// push has been answered. Images are handed over one at a time, each
+/// read from storage once the future of the one before has finished, so
+/// a burst of pushes holds one binary in memory, not all of them.
+pub type PushHook =
+    Arc<dyn Fn(PushedImage) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// The registry could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open the registry: {0}")]
@@ -150,6 +170,15 @@ impl Registry {
         })
         .await;
         Ok(())
+    }
+
+    /// Calls `hook` after each push of an image (see [`PushHook`]),
+    /// replacing any hook set before. `skiff serve` compiles pushed images
+    /// with it, so a new image's first task starts from compiled code.
+    pub fn on_push(&self, hook: PushHook) {
+        if let Ok(mut h) = self.inner.on_push.write() {
+            *h = Some(hook);
+        }
     }
 
     /// How many manifests and blobs the registry has served (GET).

@@ -441,6 +441,16 @@ pub fn scan_wasm(bytes: &[u8]) -> (Vec<Finding>, Option<WasmInfo>) {
 }
 
 /// Builds a complete report from findings.
+/// An image's Wasm binary, as this registry holds it.
+pub(crate) enum ImageWasm {
+    /// The binary.
+    Binary(Vec<u8>),
+    /// Not an image skiff runs, and why.
+    Unsupported(String),
+    /// One, but its binary could not be read, and why.
+    Unreadable(String),
+}
+
 fn complete(repo: &str, digest: &str, wasm: &[u8], at: i64) -> ScanReport {
     let (findings, info) = scan_wasm(wasm);
     let mut counts = BTreeMap::new();
@@ -605,17 +615,29 @@ impl Inner {
         repo: &str,
         digest: &str,
     ) -> Result<Option<ScanReport>, Internal> {
-        let Some(mut parsed) = self.stored_manifest(repo, digest)? else {
-            return Ok(None);
-        };
-        let unsupported = |why: String| {
-            Ok(Some(ScanReport::new(
+        Ok(self.image_wasm(repo, digest)?.map(|found| match found {
+            ImageWasm::Binary(wasm) => complete(repo, digest, &wasm, now()),
+            ImageWasm::Unsupported(why) => ScanReport::new(
                 repo,
                 digest,
                 ScanStatus::UnsupportedImage,
                 format!("Not a Wasm image skiff can scan: {why}."),
-            )))
+            ),
+            ImageWasm::Unreadable(why) => ScanReport::new(repo, digest, ScanStatus::Failed, why),
+        }))
+    }
+
+    /// The Wasm binary of the image `digest` of `repo`, read from this
+    /// registry's storage (blocking). None if there is no such manifest.
+    pub(crate) fn image_wasm(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<ImageWasm>, Internal> {
+        let Some(mut parsed) = self.stored_manifest(repo, digest)? else {
+            return Ok(None);
         };
+        let unsupported = |why: String| Ok(Some(ImageWasm::Unsupported(why)));
         if parsed.artifact_type.as_deref() == Some(SCAN_REPORT_TYPE) {
             return unsupported("it is a scan report".into());
         }
@@ -654,8 +676,8 @@ impl Inner {
             }
         };
         Ok(Some(match wasm {
-            Ok(wasm) => complete(repo, digest, &wasm, now()),
-            Err(why) => ScanReport::new(repo, digest, ScanStatus::Failed, why),
+            Ok(wasm) => ImageWasm::Binary(wasm),
+            Err(why) => ImageWasm::Unreadable(why),
         }))
     }
 

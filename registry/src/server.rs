@@ -100,6 +100,10 @@ pub(crate) struct Inner {
     pub(crate) auth: Auth,
     /// Scans run one at a time.
     pub(crate) scan_slots: tokio::sync::Semaphore,
+    /// Told of each image pushed ([`crate::Registry::on_push`]), one
+    /// image at a time.
+    pub(crate) on_push: std::sync::RwLock<Option<crate::PushHook>>,
+    pub(crate) push_turns: tokio::sync::Semaphore,
     /// Wakes the maintenance loop (after deletes).
     pub(crate) maintenance: tokio::sync::Notify,
     /// Held while this registry serves: one server per directory, and
@@ -144,6 +148,8 @@ impl Inner {
             blobs_served: Default::default(),
             auth,
             scan_slots: tokio::sync::Semaphore::new(1),
+            on_push: std::sync::RwLock::new(None),
+            push_turns: tokio::sync::Semaphore::new(1),
             maintenance: tokio::sync::Notify::new(),
             serving: Mutex::new(None),
         })
@@ -205,6 +211,41 @@ impl Inner {
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| Internal::Other(format!("blocking task: {e}")))?
+    }
+
+    /// Hands the Wasm binary of the image just pushed to the push hook,
+    /// if there is one and the image holds a binary skiff runs: off the
+    /// push's path, which has been answered whatever happens here.
+    fn announce_push(self: &Arc<Self>, repo: &str, digest: &str) {
+        let Some(hook) = self.on_push.read().ok().and_then(|h| h.clone()) else {
+            return;
+        };
+        let (inner, repo, digest) = (Arc::clone(self), repo.to_string(), digest.to_string());
+        tokio::spawn(async move {
+            let Ok(_turn) = inner.push_turns.acquire().await else {
+                return;
+            };
+            let (r, d) = (repo.clone(), digest.clone());
+            match inner.off_thread(move |i| i.image_wasm(&r, &d)).await {
+                Ok(Some(crate::scan::ImageWasm::Binary(wasm))) => {
+                    hook(crate::PushedImage {
+                        repository: repo,
+                        digest,
+                        wasm,
+                    })
+                    .await;
+                }
+                Ok(Some(crate::scan::ImageWasm::Unsupported(why))) => {
+                    tracing::debug!(%repo, %digest, "pushed, not a Wasm image skiff runs: {why}");
+                }
+                Ok(Some(crate::scan::ImageWasm::Unreadable(why))) => {
+                    tracing::warn!(%repo, %digest, "pushed, but its Wasm binary cannot be read: {why}");
+                }
+                // Deleted already.
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%repo, %digest, "cannot read a pushed image: {e}"),
+            }
+        });
     }
 
     /// [`Inner::off_thread`], for handlers.
@@ -598,6 +639,9 @@ impl Inner {
         // The push has succeeded whatever happens to its scan.
         if scan && let Err(e) = self.start_scan(name, &digest.to_string()).await {
             tracing::warn!(repository = name, %digest, "cannot start a scan: {e}");
+        }
+        if recorded == Recorded::Stored && !parsed.is_index() && parsed.subject.is_none() {
+            self.announce_push(name, &digest.to_string());
         }
         match recorded {
             Recorded::Stored => {}

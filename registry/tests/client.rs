@@ -453,3 +453,74 @@ fn oci_client_authenticates_with_basic_and_with_bearer_tokens() {
         );
     }
 }
+
+#[test]
+fn the_push_hook_is_told_of_each_pushed_wasm_image_with_its_binary_and_of_nothing_else() {
+    let s = Server::start();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    s.registry.on_push(std::sync::Arc::new(
+        move |image: skiff_registry::PushedImage| {
+            tx.lock().unwrap().send(image).unwrap();
+            Box::pin(async {})
+        },
+    ));
+    let module = wat::parse_str(MODULE).unwrap();
+    let r = reference(&s, "hooked/app:v1");
+    let digest = block_on(remote::push(&r, &module, &RemoteOptions::default())).unwrap();
+    let told = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    assert_eq!(told.repository, "hooked/app");
+    assert_eq!(told.digest, digest.to_string());
+    assert_eq!(told.wasm, module);
+
+    // Not a Wasm image (an OCI artifact of another kind), an index of the
+    // image, and a referrer of it (a signature): not told.
+    let blob = s.push_blob("hooked/app", b"{}");
+    let other = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.example.config+json", "digest": blob.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.example.data", "digest": blob.to_string(), "size": 2}],
+    }))
+    .unwrap();
+    assert_eq!(
+        s.push_manifest("hooked/app", "other", OCI_MANIFEST, &other)
+            .status(),
+        reqwest::StatusCode::CREATED
+    );
+    let manifest = s
+        .get(&format!("/v2/hooked/app/manifests/{digest}"))
+        .bytes()
+        .unwrap();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len(),
+            "platform": {"architecture": "wasm", "os": "wasip1"}}],
+    }))
+    .unwrap();
+    assert_eq!(
+        s.push_manifest("hooked/app", "index", OCI_INDEX, &index)
+            .status(),
+        reqwest::StatusCode::CREATED
+    );
+    let signature = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": blob.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.example.data", "digest": blob.to_string(), "size": 2}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len()},
+    }))
+    .unwrap();
+    let signed = s.push_manifest(
+        "hooked/app",
+        &Digest::sha256_of(&signature).to_string(),
+        OCI_MANIFEST,
+        &signature,
+    );
+    assert_eq!(signed.status(), reqwest::StatusCode::CREATED);
+    // A second Wasm push after them all: the first thing told since.
+    let second = wat::parse_str(r#"(module (func (export "_start") nop))"#).unwrap();
+    let r2 = reference(&s, "hooked/app:v2");
+    let digest2 = block_on(remote::push(&r2, &second, &RemoteOptions::default())).unwrap();
+    let told = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    assert_eq!((told.digest, told.wasm), (digest2.to_string(), second));
+}
