@@ -155,6 +155,9 @@ pub(crate) struct Inner {
     /// Artifacts in use, by (sha256, name): loading one again while it is
     /// held anywhere returns it without touching the disk.
     loaded: Mutex<HashMap<(String, String), Weak<Artifact>>>,
+    /// One compile at a time per binary (by sha256): a second load of a
+    /// binary being compiled waits, then finds it in the compile cache.
+    compiling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// One permit per instance the pool can hold, taken by every running
     /// task and in-flight HTTP request.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
@@ -214,6 +217,7 @@ impl Runtime {
                 linkers,
                 cache,
                 loaded: Mutex::new(HashMap::new()),
+                compiling: Mutex::new(HashMap::new()),
                 slots,
                 next_id: AtomicU64::new(1),
                 ticker,
@@ -240,22 +244,64 @@ impl Runtime {
 
     /// Loads a Wasm binary held in memory. `name` is used in messages.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Arc<Artifact>, LoadError> {
-        let key = (artifact::sha256_hex(bytes), name.to_string());
+        self.load_keyed((artifact::sha256_hex(bytes), name.to_string()), bytes)
+    }
+
+    /// Compiles a Wasm binary into the compile cache, so that loading it
+    /// later only maps the compiled code: whether it compiled it (not if
+    /// the cache held it already, or there is no cache to keep it in).
+    /// A load of the same binary meanwhile waits for it rather than
+    /// compiling it a second time.
+    pub fn precompile(&self, name: &str, bytes: &[u8]) -> Result<bool, LoadError> {
+        let sha = artifact::sha256_hex(bytes);
+        if self.inner.cache.is_none() || self.is_compiled(&sha) {
+            return Ok(false);
+        }
+        let loaded = self.load_keyed((sha, name.to_string()), bytes)?;
+        Ok(loaded.source() == LoadSource::Compiled)
+    }
+
+    fn load_keyed(&self, key: (String, String), bytes: &[u8]) -> Result<Arc<Artifact>, LoadError> {
         if let Some(found) = self.loaded_artifact(&key) {
+            return Ok(found);
+        }
+        let gate = self
+            .inner
+            .compiling
+            .lock()
+            .map(|mut c| Arc::clone(c.entry(key.0.clone()).or_default()))
+            .unwrap_or_default();
+        let loaded = {
+            let _compiling = gate.lock().unwrap_or_else(|p| p.into_inner());
+            self.load_gated(&key, bytes)
+        };
+        if let Ok(mut c) = self.inner.compiling.lock()
+            && c.get(&key.0).is_some_and(|g| Arc::ptr_eq(g, &gate))
+            && Arc::strong_count(&gate) <= 2
+        {
+            // Nobody else waits on it: forget the gate.
+            c.remove(&key.0);
+        }
+        loaded
+    }
+
+    /// [`Runtime::load_keyed`] holding the binary's compile gate.
+    fn load_gated(&self, key: &(String, String), bytes: &[u8]) -> Result<Arc<Artifact>, LoadError> {
+        if let Some(found) = self.loaded_artifact(key) {
             return Ok(found);
         }
         let loaded = Arc::new(artifact::load(
             &self.inner.engine,
             &self.inner.linkers,
             self.inner.cache.as_ref(),
-            name,
+            &key.1,
             bytes,
             key.0.clone(),
         )?);
         if let Ok(mut map) = self.inner.loaded.lock() {
             // Forget artifacts nobody holds any more.
             map.retain(|_, a| a.strong_count() > 0);
-            map.insert(key, Arc::downgrade(&loaded));
+            map.insert(key.clone(), Arc::downgrade(&loaded));
         }
         Ok(loaded)
     }

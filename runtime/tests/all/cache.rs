@@ -187,3 +187,50 @@ fn concurrent_loads_of_one_file_share_the_entry_safely() {
         LoadSource::DiskCache
     );
 }
+
+#[test]
+fn precompiling_fills_the_cache_once_and_a_load_meanwhile_waits_for_it() {
+    let data = tempfile::tempdir().unwrap();
+    for (kind, hello) in both("hello") {
+        let bytes = std::fs::read(hello).unwrap();
+        let rt = runtime(data.path());
+        // A push's compile and a task's start of the same binary at once
+        // (as different names): one compiles, the other finds its code.
+        let (pushed, started) = std::thread::scope(|s| {
+            let push = s.spawn(|| rt.precompile("pushed", &bytes).unwrap());
+            let start = s.spawn(|| rt.load_bytes("started", &bytes).unwrap().source());
+            (push.join().unwrap(), start.join().unwrap())
+        });
+        assert!(
+            pushed != (started == LoadSource::Compiled),
+            "{kind}: compiled by the push: {pushed}, the start's code: {started:?}"
+        );
+        // Compiled already: nothing to do.
+        assert!(!rt.precompile("again", &bytes).unwrap(), "{kind}");
+        let fresh = runtime(data.path());
+        assert!(!fresh.precompile("again", &bytes).unwrap(), "{kind}");
+        assert_eq!(
+            fresh.load_bytes("later", &bytes).unwrap().source(),
+            LoadSource::DiskCache,
+            "{kind}"
+        );
+    }
+    assert_eq!(entries(data.path()).len(), 2);
+}
+
+#[test]
+fn precompiling_without_a_cache_keeps_nothing_and_bad_binaries_are_errors() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = skiff_runtime::Runtime::new(skiff_runtime::RuntimeConfig {
+        compile_cache: false,
+        ..skiff_runtime::RuntimeConfig::default().with_data_dir(data.path())
+    })
+    .unwrap();
+    let hello = std::fs::read(app("HELLO_P1")).unwrap();
+    assert!(!rt.precompile("hello", &hello).unwrap());
+    assert!(entries(data.path()).is_empty());
+    let rt = runtime(data.path());
+    let err = rt.precompile("junk", b"\0asm\x01\0\0\0junk").unwrap_err();
+    assert!(err.to_string().contains("junk"), "{err}");
+    assert!(entries(data.path()).is_empty());
+}
