@@ -144,6 +144,15 @@ pub struct ServeArgs {
     /// images are pushed there in plain HTTP, anonymously.
     #[arg(long, value_name = "REGION/ACCOUNT=HOST:PORT", value_parser = parse_replication_peer)]
     replication_peer: Vec<(String, String)>,
+
+    /// Do not compile images as they are pushed. By default the local
+    /// instance compiles each pushed Wasm image into its compile cache in
+    /// the background (one at a time), so the image's first task here
+    /// starts from compiled code instead of compiling it; a task started
+    /// while its image compiles waits for that compile rather than doing
+    /// it twice. Agents on other machines compile on their first start.
+    #[arg(long)]
+    no_compile_on_push: bool,
 }
 
 fn parse_replication_peer(s: &str) -> Result<(String, String), String> {
@@ -372,6 +381,31 @@ pub(crate) fn task_runtime(
     .map_err(|e| e.to_string())
 }
 
+/// The push hook that compiles each pushed image into `runtime`'s compile
+/// cache (one at a time, as the registry hands them over: compiling is CPU
+/// work tasks also need).
+fn compile_on_push(runtime: Runtime) -> skiff_registry::PushHook {
+    Arc::new(move |image: skiff_registry::PushedImage| {
+        let runtime = runtime.clone();
+        Box::pin(async move {
+            let name = format!("{}@{}", image.repository, image.digest);
+            let started = std::time::Instant::now();
+            let n = name.clone();
+            let compiled =
+                tokio::task::spawn_blocking(move || runtime.precompile(&n, &image.wasm)).await;
+            match compiled {
+                Ok(Ok(true)) => {
+                    tracing::info!(image = %name, elapsed = ?started.elapsed(), "compiled on push");
+                }
+                Ok(Ok(false)) => tracing::debug!(image = %name, "already compiled"),
+                // Its tasks fail with this error when they start.
+                Ok(Err(e)) => tracing::info!(image = %name, "pushed, does not compile: {e}"),
+                Err(e) => tracing::warn!(image = %name, "compiling on push failed: {e}"),
+            }
+        })
+    })
+}
+
 /// Serves until SIGINT/SIGTERM; returns the exit status.
 pub fn run(args: ServeArgs, data_dir: &Path) -> i32 {
     crate::raise_open_files_limit();
@@ -424,6 +458,9 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     }
     let registry = Registry::open(registry_config).map_err(|e| e.to_string())?;
     let runtime = task_runtime(data_dir, args.max_instances, args.max_container_memory)?;
+    if !args.no_compile_on_push {
+        registry.on_push(compile_on_push(runtime.clone()));
+    }
     let ecs_config = match &args.ecs_config {
         Some(p) => read_ecs_config(p, ECS_CONFIG_KEYS, "skiff serve")?,
         None => HashMap::new(),

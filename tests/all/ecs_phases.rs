@@ -2,8 +2,9 @@
 //! AWS CLI shows (`skiff.CONTAINER.PART`): where the image came from and
 //! how long pulling and compiling took, the sandbox and instantiation, the
 //! first instruction and the exit. Also the fast path's promise: the second
-//! start of an image compiles nothing, and a restarted agent loads the
-//! compiled code from its compile cache.
+//! start of an image compiles nothing, a restarted agent loads the
+//! compiled code from its compile cache, and so does the first start of
+//! an image compiled as it was pushed.
 
 use crate::support::ServeProcess;
 use serde_json::{Value, json};
@@ -54,7 +55,8 @@ fn run_job(serve: &ServeProcess) -> Value {
 #[test]
 fn tasks_show_where_their_start_went_and_the_second_start_compiles_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = ServeProcess::start(dir.path());
+    // Not compiled as it is pushed: the first start compiles.
+    let mut serve = ServeProcess::start_with(dir.path(), &["--no-compile-on-push"]);
     serve.push(app("HELLO_P2"), "hello:v1");
     let size = std::fs::metadata(app("HELLO_P2")).unwrap().len();
     serve.register_task_definition(
@@ -121,6 +123,43 @@ fn tasks_show_where_their_start_went_and_the_second_start_compiles_nothing() {
     let p = phases(&third);
     assert_eq!(p["skiff.app.compile"], "cache", "{p:?}");
     number(&p, "skiff.app.instantiateMicros");
+}
+
+#[test]
+fn an_image_compiled_as_it_was_pushed_starts_from_compiled_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("HELLO_P2"), "hello:v1");
+    // The push is answered first; the compile follows, into the cache.
+    let compiled = dir.path().join("cache/compiled");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let entries = || {
+        std::fs::read_dir(&compiled).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                .count()
+        })
+    };
+    while entries() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing compiled within a minute of the push"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    serve.register_task_definition(
+        dir.path(),
+        &json!({
+            "family": "phases",
+            "networkMode": "none",
+            "containerDefinitions": [{"name": "app", "image": "hello:v1", "memory": 64}],
+        }),
+    );
+    // Its first start pulls, and loads the compiled code.
+    let p = phases(&run_job(&serve));
+    assert_eq!(p["skiff.app.image"], "registry", "{p:?}");
+    assert_eq!(p["skiff.app.compile"], "cache", "{p:?}");
+    number(&p, "skiff.app.compileMicros");
 }
 
 #[test]
