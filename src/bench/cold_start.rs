@@ -26,6 +26,10 @@ pub struct Plan {
     /// How long a task may take to stop before the bench stops it and
     /// counts it failed.
     pub task_timeout: Duration,
+    /// Cold, with the server compiling each image as it is pushed: wait
+    /// until this compile cache (the server's) holds every image before
+    /// timing, so the first starts time pull + loading compiled code.
+    pub compiled_on_push: Option<std::path::PathBuf>,
 }
 
 /// What the run measured.
@@ -36,6 +40,9 @@ pub struct Measured {
     pub failures: Vec<(String, usize)>,
     pub wall: Duration,
     pub pulled_bytes: u64,
+    /// Where the tasks' compiled code came from (`skiff.guest.compile`:
+    /// compiled, cache, warm), with how many of each.
+    pub code: Vec<(String, usize)>,
     /// The poller's DescribeTasks calls, and the task descriptions they
     /// asked for (what watching the tasks cost the server).
     pub described: Polled,
@@ -52,7 +59,10 @@ pub struct Polled {
 /// the task definitions, runs every task to STOPPED and reads where each
 /// one's time went.
 pub async fn run(api: &Arc<Api>, plan: &Plan) -> anyhow::Result<Measured> {
-    let definitions = prepare(api, plan).await?;
+    let (definitions, binaries) = prepare(api, plan).await?;
+    if let Some(cache) = &plan.compiled_on_push {
+        wait_compiled(cache, &binaries, plan.task_timeout).await?;
+    }
     if !plan.cold {
         // One untimed start pulls and compiles: what follows is warm.
         let (primed, _) = run_tasks(api, plan, &definitions, 1, 1, 1).await?;
@@ -73,14 +83,49 @@ pub async fn run(api: &Arc<Api>, plan: &Plan) -> anyhow::Result<Measured> {
     Ok(measure(samples, started.elapsed(), described))
 }
 
+/// Waits until `cache` (a compile cache directory) holds compiled code of
+/// every binary in `shas` (sha256 hex), for at most `limit`.
+async fn wait_compiled(
+    cache: &std::path::Path,
+    shas: &[String],
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let compiled = |sha: &String| -> bool {
+        std::fs::read_dir(cache).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(sha.as_str()) && n.ends_with(".cwasm"))
+            })
+        })
+    };
+    let mut left: Vec<&String> = shas.iter().collect();
+    loop {
+        left.retain(|sha| !compiled(sha));
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the server compiled {} of {} pushed images within {limit:?} (--task-timeout)",
+                shas.len() - left.len(),
+                shas.len(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The task definition of each task (the same one for every task, when
-/// warm).
-async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<Vec<String>> {
+/// warm), and the sha256 (hex) of each image's binary.
+async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let repository = repository(api).await?;
     let options = push_options(api, &repository).await?;
     let run_id = super::run_id();
     let images = if plan.cold { plan.tasks } else { 1 };
     let mut definitions = Vec::with_capacity(images);
+    let mut binaries = Vec::with_capacity(images);
     for i in 0..images {
         let (tag, wasm) = if plan.cold {
             (
@@ -98,9 +143,10 @@ async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<Vec<String>> {
                 "name": "guest", "image": image, "memory": 64, "essential": true,
             }],
         });
+        binaries.push(skiff_registry::Digest::sha256_of(&wasm).hex().to_string());
         definitions.push(push_and_register(api, &options, &image, &wasm, definition).await?);
     }
-    Ok(definitions)
+    Ok((definitions, binaries))
 }
 
 /// The ARNs of the tasks a RunTask answer placed.
@@ -445,6 +491,7 @@ fn measure(samples: Vec<Sample>, wall: Duration, described: Polled) -> Measured 
     let mut failures: HashMap<String, usize> = HashMap::new();
     let mut succeeded = 0;
     let mut pulled_bytes = 0;
+    let mut code: HashMap<String, usize> = HashMap::new();
     for s in samples {
         let task = match s.task {
             Ok(t) if t["containers"][0]["exitCode"] == 0 => t,
@@ -478,6 +525,15 @@ fn measure(samples: Vec<Sample>, wall: Duration, described: Polled) -> Measured 
             _ => None,
         };
         pulled_bytes += attr("pullBytes").unwrap_or(0.0) as u64;
+        let source = task["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["name"] == "skiff.guest.compile")
+            .and_then(|a| a["value"].as_str());
+        *code
+            .entry(source.unwrap_or("unknown").to_string())
+            .or_default() += 1;
         let entered = attr("firstInstructionAt");
         let exited = attr("exitedAt");
         let values = [
@@ -512,6 +568,7 @@ fn measure(samples: Vec<Sample>, wall: Duration, described: Polled) -> Measured 
         failures,
         wall,
         pulled_bytes,
+        code: report::by_count(code),
         described,
     }
 }
@@ -536,6 +593,7 @@ pub fn json_of(m: &Measured) -> Value {
         "wallSeconds": secs,
         "tasksPerSecond": if secs > 0.0 { m.succeeded as f64 / secs } else { 0.0 },
         "pulledBytes": m.pulled_bytes,
+        "codeFrom": m.code.iter().map(|(from, n)| (from.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "describeTasksCalls": m.described.calls,
         "tasksDescribed": m.described.tasks,
         "phases": report::json(&m.phases),

@@ -198,6 +198,13 @@ struct ColdStartArgs {
     /// timed only instantiate (the default).
     #[arg(long)]
     warm: bool,
+    /// With --cold: the server compiles each image as it is pushed (as
+    /// `skiff serve` does by default), and the bench waits for that before
+    /// timing, so each first start is a pull and a load of compiled code.
+    /// Without it a cold run's server does not compile on push, and each
+    /// first start compiles. Needs the bench's own server.
+    #[arg(long, requires = "cold", conflicts_with = "endpoint")]
+    compiled_on_push: bool,
     /// The tasks' network mode: `none`, or `awsvpc` (each task leases an
     /// address and gets its own network).
     #[arg(long, default_value = "none", value_parser = ["none", "awsvpc"])]
@@ -570,7 +577,18 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
             "{what} is a wasi:http component, which serves requests rather than running to an exit: cold-start runs a module or a wasi:cli command"
         );
     }
-    let (own, endpoint) = server_for(args.common.endpoint.as_ref(), &[])?;
+    // A cold run times compiling at first start unless told otherwise.
+    let flags = if args.cold && !args.compiled_on_push {
+        vec!["--no-compile-on-push".to_string()]
+    } else {
+        Vec::new()
+    };
+    let (own, endpoint) = server_for(args.common.endpoint.as_ref(), &flags)?;
+    if args.cold && own.is_none() {
+        eprintln!(
+            "note: the server at {endpoint} may compile images as they are pushed (skiff serve does unless started with --no-compile-on-push); a first start that finds its image compiled shows compile \"cache\""
+        );
+    }
     let api = Arc::new(crate::api_client::Api::new(&endpoint)?);
     let tasks = args.tasks as usize;
     let plan = cold_start::Plan {
@@ -582,11 +600,19 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         awsvpc: args.network_mode == "awsvpc",
         per_call: args.count as usize,
         task_timeout: args.task_timeout,
+        compiled_on_push: own
+            .as_ref()
+            .filter(|_| args.compiled_on_push)
+            .map(server::OwnServe::compile_cache),
     };
     if !args.common.out.json {
         eprintln!(
             "skiff bench cold-start: {tasks} tasks of {what}, {}, network mode {}, {} at a time{}, against {}",
-            if args.cold { "cold" } else { "warm" },
+            match (args.cold, args.compiled_on_push) {
+                (false, _) => "warm",
+                (true, false) => "cold",
+                (true, true) => "cold, compiled on push",
+            },
             args.network_mode,
             args.concurrency,
             if args.count > 1 {
@@ -624,6 +650,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
         "skiffVersion": env!("CARGO_PKG_VERSION"),
         "machine": report::machine(),
         "mode": if args.cold { "cold" } else { "warm" },
+        "compiledOnPush": args.compiled_on_push,
         "networkMode": args.network_mode,
         "tasks": tasks,
         "concurrency": args.concurrency,
@@ -926,6 +953,19 @@ fn print_text(
             m.described.calls,
             m.described.tasks as f64 / m.succeeded as f64
         );
+    }
+    let code: Vec<String> = m
+        .code
+        .iter()
+        .map(|(from, n)| match from.as_str() {
+            "compiled" => format!("{n} compiled at start"),
+            "cache" => format!("{n} loaded from the compile cache"),
+            "warm" => format!("{n} already in memory"),
+            other => format!("{n} {other}"),
+        })
+        .collect();
+    if !code.is_empty() {
+        println!("compiled code: {}", code.join(", "));
     }
     println!(
         "pulled {}; peak memory of skiff serve: {}",

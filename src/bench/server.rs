@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 pub struct OwnServe {
     child: Child,
     pub api: String,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl OwnServe {
@@ -46,15 +46,18 @@ impl OwnServe {
             let _ = child.kill();
             anyhow::bail!("skiff serve did not start: {}", line.trim());
         };
-        Ok(OwnServe {
-            child,
-            api,
-            _data: data,
-        })
+        Ok(OwnServe { child, api, data })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's compile cache directory.
+    pub fn compile_cache(&self) -> std::path::PathBuf {
+        skiff_runtime::RuntimeConfig::default()
+            .with_data_dir(self.data.path())
+            .compiled_cache_dir()
     }
 }
 

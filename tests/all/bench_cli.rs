@@ -5,7 +5,7 @@
 //! skipped with the reason when it is not, and bad flags refused.
 
 use crate::support::{ServeProcess, skiff};
-use serde_json::Value;
+use serde_json::{Value, json};
 use wasm_apps::app;
 
 /// A PATH with none of the baselines' tools on it.
@@ -144,8 +144,36 @@ fn cold_starts_pull_and_compile_every_task_and_so_do_the_baselines() {
     for name in ["resolve", "download", "store", "compile", "image"] {
         phase(&skiff["phases"], name, 3);
     }
+    // Its server compiles nothing on push: every first start compiles.
+    assert_eq!(out["compiledOnPush"], false);
+    assert_eq!(skiff["codeFrom"], json!({"compiled": 3}), "{skiff:#}");
     let bare = baseline(&out, "bare wasmtime");
     phase(&bare["phases"], "compile", 3);
+}
+
+#[test]
+fn cold_starts_after_a_compile_on_push_load_compiled_code() {
+    let out = bench(
+        &[
+            "--tasks",
+            "3",
+            "--cold",
+            "--compiled-on-push",
+            "--no-baselines",
+        ],
+        BARE_PATH,
+    );
+    assert_eq!(
+        (&out["mode"], &out["compiledOnPush"]),
+        (&json!("cold"), &json!(true))
+    );
+    let skiff = &out["skiff"];
+    assert_eq!(skiff["succeeded"], 3, "{skiff:#}");
+    // Each its own image, pulled, its code compiled as it was pushed.
+    assert_eq!(skiff["codeFrom"], json!({"cache": 3}), "{skiff:#}");
+    for name in ["resolve", "download", "compile", "image"] {
+        phase(&skiff["phases"], name, 3);
+    }
 }
 
 #[test]
@@ -259,7 +287,7 @@ fn bad_flags_and_guests_are_refused_with_the_reason() {
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "hello").unwrap();
     let text = text.to_str().unwrap();
-    let cases: [(&[&str], i32, &str); 12] = [
+    let cases: [(&[&str], i32, &str); 14] = [
         (&["--tasks", "0"], 2, "--tasks"),
         (&["--count", "10"], 1, "more than --concurrency 8"),
         (&["--task-timeout", "soon"], 2, "--task-timeout"),
@@ -269,6 +297,17 @@ fn bad_flags_and_guests_are_refused_with_the_reason() {
         (&["--cold", "--count", "2"], 2, "--count"),
         (&["--concurrency", "0"], 2, "--concurrency"),
         (&["--cold", "--warm"], 2, "--warm"),
+        (&["--compiled-on-push"], 2, "--cold"),
+        (
+            &[
+                "--cold",
+                "--compiled-on-push",
+                "--endpoint",
+                "http://127.0.0.1:1",
+            ],
+            2,
+            "--endpoint",
+        ),
         (
             &["--image", "missing"],
             1,
