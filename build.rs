@@ -3,6 +3,8 @@
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=SKIFF_PIE");
+    println!("cargo:rerun-if-env-changed=SKIFF_LINK_ORDER");
+    println!("cargo:rerun-if-changed=link/startup.order");
     let linux_gnu = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
     if !linux_gnu {
@@ -27,4 +29,42 @@ fn main() {
         // that require it (docs/PERFORMANCE.md).
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
+    if links_with_rust_lld() && std::env::var_os("SKIFF_LINK_ORDER").is_none_or(|v| v != "0") {
+        // The functions a `skiff run` start executes, placed together
+        // (link/startup.order, made by link/refresh-startup-order): the
+        // start then faults in its code from a few hundred KiB rather than
+        // from pages all over a 37 MB .text — 364 page faults became 253
+        // and a `skiff run hello` process 30% faster. Names the list has
+        // and this build lacks are skipped.
+        let order = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
+            .join("link/startup.order");
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    }
+}
+
+/// Whether the binary is linked by rustc's own LLD, which takes a symbol
+/// ordering file (GNU ld does not): the default for x86_64 Linux since Rust
+/// 1.90, unless a linker is configured.
+fn links_with_rust_lld() -> bool {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let configured = std::env::var_os("RUSTC_LINKER").is_some()
+        || env("CARGO_ENCODED_RUSTFLAGS").contains("link");
+    let minor = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or("rustc".into()))
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let v = String::from_utf8_lossy(&o.stdout).into_owned();
+            v.split_whitespace()
+                .nth(1)?
+                .split('.')
+                .nth(1)?
+                .parse::<u32>()
+                .ok()
+        });
+    env("CARGO_CFG_TARGET_ARCH") == "x86_64" && !configured && minor.is_some_and(|m| m >= 90)
 }
