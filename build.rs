@@ -33,7 +33,7 @@ fn main() {
         // The functions a `skiff run` start executes, placed together
         // (link/startup.order, made by link/refresh-startup-order): the
         // start then faults in its code from a few hundred KiB rather than
-        // from pages all over a 37 MB .text — 364 page faults became 253
+        // from pages all over a 37 MB .text — 357 page faults became 232
         // and a `skiff run hello` process 30% faster. Names the list has
         // and this build lacks are skipped.
         let order = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
@@ -47,24 +47,29 @@ fn main() {
 }
 
 /// Whether the binary is linked by rustc's own LLD, which takes a symbol
-/// ordering file (GNU ld does not): the default for x86_64 Linux since Rust
-/// 1.90, unless a linker is configured.
+/// ordering file (GNU ld does not): the default for x86_64-unknown-linux-gnu
+/// since Rust 1.90 when the toolchain ships it (rustup's do; some
+/// distributions' builds of rustc do not, and link with the system's
+/// linker), unless a linker is configured.
 fn links_with_rust_lld() -> bool {
     let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let target = env("TARGET");
     let configured = std::env::var_os("RUSTC_LINKER").is_some()
         || env("CARGO_ENCODED_RUSTFLAGS").contains("link");
-    let minor = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or("rustc".into()))
-        .arg("--version")
+    if target != "x86_64-unknown-linux-gnu" || configured {
+        return false;
+    }
+    let sysroot = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or("rustc".into()))
+        .args(["--print", "sysroot"])
         .output()
         .ok()
-        .and_then(|o| {
-            let v = String::from_utf8_lossy(&o.stdout).into_owned();
-            v.split_whitespace()
-                .nth(1)?
-                .split('.')
-                .nth(1)?
-                .parse::<u32>()
-                .ok()
-        });
-    env("CARGO_CFG_TARGET_ARCH") == "x86_64" && !configured && minor.is_some_and(|m| m >= 90)
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    sysroot.is_some_and(|root| {
+        std::path::Path::new(&root)
+            .join("lib/rustlib")
+            .join(&target)
+            .join("bin/gcc-ld/ld.lld")
+            .exists()
+    })
 }
