@@ -67,10 +67,11 @@ pub struct PushedImage {
 
 /// Told of each pushed image manifest that holds a Wasm binary skiff
 /// runs (not of indexes, whose entries are pushed as manifests of their
-/// own, nor of referrers such as signatures and scan reports), after the
-/// push has been answered. Images are handed over one at a time, each
-/// read from storage once the future of the one before has finished, so
-/// a burst of pushes holds one binary in memory, not all of them.
+/// own, nor of referrers such as signatures and scan reports), off the
+/// push's path: the push is answered without waiting for it. Images are
+/// handed over one at a time, each read from storage once the future of
+/// the one before has finished (so it must finish), so a burst of pushes
+/// holds one binary in memory, not all of them.
 pub type PushHook =
     Arc<dyn Fn(PushedImage) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 

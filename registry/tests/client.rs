@@ -502,11 +502,14 @@ fn the_push_hook_is_told_of_each_pushed_wasm_image_with_its_binary_and_of_nothin
             .status(),
         reqwest::StatusCode::CREATED
     );
+    // (The referrer carries a Wasm layer, so only its being a referrer
+    // keeps it from the hook.)
+    let layer = s.push_blob("hooked/app", &module);
     let signature = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "artifactType": "application/vnd.example.signature",
         "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": blob.to_string(), "size": 2},
-        "layers": [{"mediaType": "application/vnd.example.data", "digest": blob.to_string(), "size": 2}],
+        "layers": [{"mediaType": "application/wasm", "digest": layer.to_string(), "size": module.len()}],
         "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len()},
     }))
     .unwrap();

@@ -84,31 +84,36 @@ pub async fn run(api: &Arc<Api>, plan: &Plan) -> anyhow::Result<Measured> {
 }
 
 /// Waits until `cache` (a compile cache directory) holds compiled code of
-/// every binary in `shas` (sha256 hex), for at most `limit`.
+/// every binary in `shas` (sha256 hex). The server compiles them one at a
+/// time, so the limit is on going `limit` without one more done.
 async fn wait_compiled(
     cache: &std::path::Path,
     shas: &[String],
     limit: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    let compiled = |sha: &String| -> bool {
-        std::fs::read_dir(cache).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(sha.as_str()) && n.ends_with(".cwasm"))
-            })
-        })
-    };
-    let mut left: Vec<&String> = shas.iter().collect();
+    let mut left: std::collections::HashSet<&str> = shas.iter().map(String::as_str).collect();
+    let mut progressed = Instant::now();
     loop {
-        left.retain(|sha| !compiled(sha));
+        // Entries are `<sha256>-<engine>.cwasm`.
+        let before = left.len();
+        if let Ok(entries) = std::fs::read_dir(cache) {
+            for entry in entries.flatten() {
+                if let Some(name) = entry.file_name().to_str()
+                    && let Some((sha, rest)) = name.split_once('-')
+                    && rest.ends_with(".cwasm")
+                {
+                    left.remove(sha);
+                }
+            }
+        }
         if left.is_empty() {
             return Ok(());
         }
-        if Instant::now() > deadline {
+        if left.len() < before {
+            progressed = Instant::now();
+        } else if progressed.elapsed() > limit {
             anyhow::bail!(
-                "the server compiled {} of {} pushed images within {limit:?} (--task-timeout)",
+                "the server compiled {} of {} pushed images, then none more within {limit:?} (--task-timeout)",
                 shas.len() - left.len(),
                 shas.len(),
             );

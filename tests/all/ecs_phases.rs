@@ -42,6 +42,18 @@ fn timestamp(task: &Value, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {field}: {task}"))
 }
 
+/// Registers `phases`: one container of `hello:v1`.
+fn register_hello(serve: &ServeProcess, dir: &std::path::Path) {
+    serve.register_task_definition(
+        dir,
+        &json!({
+            "family": "phases",
+            "networkMode": "none",
+            "containerDefinitions": [{"name": "app", "image": "hello:v1", "memory": 64}],
+        }),
+    );
+}
+
 /// Runs one hello job to its end; the task as DescribeTasks shows it.
 fn run_job(serve: &ServeProcess) -> Value {
     let run = serve.aws_ok(&["ecs", "run-task", "--task-definition", "phases"]);
@@ -59,14 +71,7 @@ fn tasks_show_where_their_start_went_and_the_second_start_compiles_nothing() {
     let mut serve = ServeProcess::start_with(dir.path(), &["--no-compile-on-push"]);
     serve.push(app("HELLO_P2"), "hello:v1");
     let size = std::fs::metadata(app("HELLO_P2")).unwrap().len();
-    serve.register_task_definition(
-        dir.path(),
-        &json!({
-            "family": "phases",
-            "networkMode": "none",
-            "containerDefinitions": [{"name": "app", "image": "hello:v1", "memory": 64}],
-        }),
-    );
+    register_hello(&serve, dir.path());
 
     // The first start pulls from the registry and compiles.
     let first = run_job(&serve);
@@ -147,14 +152,7 @@ fn an_image_compiled_as_it_was_pushed_starts_from_compiled_code() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    serve.register_task_definition(
-        dir.path(),
-        &json!({
-            "family": "phases",
-            "networkMode": "none",
-            "containerDefinitions": [{"name": "app", "image": "hello:v1", "memory": 64}],
-        }),
-    );
+    register_hello(&serve, dir.path());
     // Its first start pulls, and loads the compiled code.
     let p = phases(&run_job(&serve));
     assert_eq!(p["skiff.app.image"], "registry", "{p:?}");
