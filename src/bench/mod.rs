@@ -203,7 +203,7 @@ struct ColdStartArgs {
     /// timing, so each first start is a pull and a load of compiled code.
     /// Without it a cold run's server does not compile on push, and each
     /// first start compiles. Needs the bench's own server.
-    #[arg(long, requires = "cold", conflicts_with = "endpoint")]
+    #[arg(long, requires = "cold", conflicts_with_all = ["warm", "endpoint"])]
     compiled_on_push: bool,
     /// The tasks' network mode: `none`, or `awsvpc` (each task leases an
     /// address and gets its own network).

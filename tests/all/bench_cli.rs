@@ -287,7 +287,7 @@ fn bad_flags_and_guests_are_refused_with_the_reason() {
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "hello").unwrap();
     let text = text.to_str().unwrap();
-    let cases: [(&[&str], i32, &str); 14] = [
+    let cases: [(&[&str], i32, &str); 15] = [
         (&["--tasks", "0"], 2, "--tasks"),
         (&["--count", "10"], 1, "more than --concurrency 8"),
         (&["--task-timeout", "soon"], 2, "--task-timeout"),
@@ -298,6 +298,7 @@ fn bad_flags_and_guests_are_refused_with_the_reason() {
         (&["--concurrency", "0"], 2, "--concurrency"),
         (&["--cold", "--warm"], 2, "--warm"),
         (&["--compiled-on-push"], 2, "--cold"),
+        (&["--warm", "--compiled-on-push"], 2, "--warm"),
         (
             &[
                 "--cold",
