@@ -440,7 +440,6 @@ pub fn scan_wasm(bytes: &[u8]) -> (Vec<Finding>, Option<WasmInfo>) {
     (findings, Some(info))
 }
 
-/// Builds a complete report from findings.
 /// An image's Wasm binary, as this registry holds it.
 pub(crate) enum ImageWasm {
     /// The binary.
@@ -451,6 +450,7 @@ pub(crate) enum ImageWasm {
     Unreadable(String),
 }
 
+/// Builds a complete report from findings.
 fn complete(repo: &str, digest: &str, wasm: &[u8], at: i64) -> ScanReport {
     let (findings, info) = scan_wasm(wasm);
     let mut counts = BTreeMap::new();

@@ -516,28 +516,22 @@ fn measure(samples: Vec<Sample>, wall: Duration, described: Polled) -> Measured 
         };
         succeeded += 1;
         let at = |field: &str| task[field].as_f64();
-        let attr = |part: &str| {
+        let text = |part: &str| {
             task["attributes"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .find(|a| a["name"] == format!("skiff.guest.{part}"))
                 .and_then(|a| a["value"].as_str())
-                .and_then(|v| v.parse::<f64>().ok())
         };
+        let attr = |part: &str| text(part).and_then(|v| v.parse::<f64>().ok());
         let between = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => Some((b - a) * 1e6),
             _ => None,
         };
         pulled_bytes += attr("pullBytes").unwrap_or(0.0) as u64;
-        let source = task["attributes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|a| a["name"] == "skiff.guest.compile")
-            .and_then(|a| a["value"].as_str());
         *code
-            .entry(source.unwrap_or("unknown").to_string())
+            .entry(text("compile").unwrap_or("unknown").to_string())
             .or_default() += 1;
         let entered = attr("firstInstructionAt");
         let exited = attr("exitedAt");
