@@ -36,8 +36,14 @@ fn main() {
         // from pages all over a 37 MB .text — 357 page faults became 232
         // and a `skiff run hello` process 30% faster. Names the list has
         // and this build lacks are skipped.
-        let order = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
-            .join("link/startup.order");
+        // Linked from a copy in OUT_DIR, not from the source tree: a build
+        // directory shared by clones at other paths (CI's cache) reuses
+        // this script's output, and a path into one clone would outlive it.
+        let env = |k: &str| std::path::PathBuf::from(std::env::var_os(k).unwrap_or_default());
+        let order = env("OUT_DIR").join("startup.order");
+        if std::fs::copy(env("CARGO_MANIFEST_DIR").join("link/startup.order"), &order).is_err() {
+            return;
+        }
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()
