@@ -99,6 +99,7 @@ const ECS_CONFIG_KEYS: &[&str] = &[
     "ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION",
     "ECS_IMAGE_PULL_TIMEOUT",
     "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT",
+    "ECS_IMAGE_PULL_BEHAVIOR",
 ];
 
 fn parse_attribute(s: &str) -> Result<(String, Option<String>), String> {
@@ -289,6 +290,7 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
     if let Some(d) = crate::serve::timeout_setting(None, &settings, "ECS_IMAGE_PULL_TIMEOUT")? {
         agent_config.image_pull_timeout = d;
     }
+    agent_config.image_pull_behavior = crate::serve::pull_behavior_setting(None, &settings)?;
     if let Some(d) = crate::serve::timeout_setting(None, &settings, "ECS_CONTAINER_STOP_TIMEOUT")? {
         agent_config.default_stop_timeout = d;
     }

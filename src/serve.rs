@@ -5,7 +5,7 @@
 use clap::Args;
 use skiff_agent::{Agent, AgentConfig};
 use skiff_control::{ControlConfig, ControlPlane};
-use skiff_registry::images::Puller;
+use skiff_registry::images::{PullBehavior, Puller};
 use skiff_registry::{Registry, RegistryConfig};
 use skiff_runtime::{Runtime, RuntimeConfig};
 use std::collections::HashMap;
@@ -78,6 +78,14 @@ pub struct ServeArgs {
     /// (default 1m; or the ECS agent's ECS_IMAGE_PULL_INACTIVITY_TIMEOUT).
     #[arg(long, env = "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     image_pull_inactivity_timeout: Option<std::time::Duration>,
+
+    /// Whether a task's image is pulled again when this machine holds it,
+    /// as the ECS agent's ECS_IMAGE_PULL_BEHAVIOR: default (ask the
+    /// registry what the tag names at every start, use the held image if
+    /// it cannot answer), always (the same, but failing the task), once or
+    /// prefer-cached (use the held image). Default: default.
+    #[arg(long, env = "ECS_IMAGE_PULL_BEHAVIOR", value_name = "BEHAVIOR")]
+    image_pull_behavior: Option<PullBehavior>,
 
     /// The most memory one container may have (e.g. 256m; default 4g, a
     /// Wasm memory's most). Below 4g each instance reserves that much
@@ -257,6 +265,7 @@ const ECS_CONFIG_KEYS: &[&str] = &[
     "ECS_CLUSTER",
     "ECS_IMAGE_PULL_TIMEOUT",
     "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT",
+    "ECS_IMAGE_PULL_BEHAVIOR",
 ];
 
 /// A container memory cap: whole MiB, from 1 MiB to 4 GiB.
@@ -294,6 +303,20 @@ pub(crate) fn timeout_setting(
             .map(Some)
             .map_err(|e| format!("{key}: {e}")),
         (None, None) => Ok(None),
+    }
+}
+
+/// ECS_IMAGE_PULL_BEHAVIOR, given by flag (or its variable), else by the
+/// ECS agent config file.
+pub(crate) fn pull_behavior_setting(
+    flag: Option<PullBehavior>,
+    ecs_config: &HashMap<String, String>,
+) -> Result<PullBehavior, String> {
+    const KEY: &str = "ECS_IMAGE_PULL_BEHAVIOR";
+    match (flag, ecs_config.get(KEY)) {
+        (Some(b), _) => Ok(b),
+        (None, Some(v)) => v.parse().map_err(|e| format!("{KEY}: {e}")),
+        (None, None) => Ok(PullBehavior::default()),
     }
 }
 
@@ -531,6 +554,8 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     )? {
         agent_config.image_pull_timeout = d;
     }
+    agent_config.image_pull_behavior =
+        pull_behavior_setting(args.image_pull_behavior, &ecs_config)?;
     let ports = skiff_runtime::ports::PortMap::detect(args.task_addresses);
     if ports.shifts() {
         tracing::info!(
@@ -558,6 +583,13 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         // Port 0 picks a port: unqualified images must name the real one.
         config.default_registry = reg_local.to_string();
         agent_config.default_registry = reg_local.to_string();
+        // The agent asks its own registry what a tag names in-process, at
+        // every start, rather than by a request to itself.
+        let local = registry.clone();
+        puller.set_tag_resolver(
+            &reg_local.to_string(),
+            Arc::new(move |repository, tag| local.tag_digest(repository, tag)),
+        );
         config.reserved_ports = vec![api_local.port(), reg_local.port()];
         let signed = !config.credentials.is_empty();
         let cluster = config.cluster.clone();
@@ -691,6 +723,37 @@ mod tests {
         assert_eq!(keys.get("AKIA2").map(String::as_str), Some("s2"));
         std::fs::write(&p, "[default]\nregion=x\n").unwrap();
         assert!(read_credentials(&p).is_err());
+    }
+
+    #[test]
+    fn the_image_pull_behavior_is_ecs_agents() {
+        let file =
+            |v: &str| HashMap::from([("ECS_IMAGE_PULL_BEHAVIOR".to_string(), v.to_string())]);
+        assert_eq!(
+            pull_behavior_setting(None, &HashMap::new()),
+            Ok(PullBehavior::Default)
+        );
+        for (v, b) in PullBehavior::VALUES.iter().zip([
+            PullBehavior::Default,
+            PullBehavior::Always,
+            PullBehavior::Once,
+            PullBehavior::PreferCached,
+        ]) {
+            assert_eq!(pull_behavior_setting(None, &file(v)), Ok(b));
+            assert_eq!(b.to_string(), *v);
+        }
+        // The flag (or its variable) wins; a wrong value is named, with
+        // the ones there are.
+        assert_eq!(
+            pull_behavior_setting(Some(PullBehavior::Once), &file("always")),
+            Ok(PullBehavior::Once)
+        );
+        let e = pull_behavior_setting(None, &file("sometimes")).unwrap_err();
+        assert!(
+            e.starts_with("ECS_IMAGE_PULL_BEHAVIOR: \"sometimes\""),
+            "{e}"
+        );
+        assert!(e.contains("default, always, once, prefer-cached"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use skiff_channel::task::ContainerPhases;
 use skiff_channel::taskdef::{ContainerDefinition, TaskDefinition};
-use skiff_registry::images::{ImageRecord, Puller};
+use skiff_registry::images::{Checked, ImageRecord, PullBehavior, Puller};
 use skiff_runtime::{Artifact, ArtifactKind, Runtime};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,8 @@ pub(crate) struct Images {
     puller: Arc<Puller>,
     /// Where `hello:v1` (no registry host) is pulled from.
     default_registry: String,
+    /// When a stored image is pulled again (ECS_IMAGE_PULL_BEHAVIOR).
+    pull_behavior: PullBehavior,
     /// Compiled images recently started here, by image reference and
     /// binary digest.
     warm: Mutex<Warm>,
@@ -70,11 +72,17 @@ impl Warm {
 }
 
 impl Images {
-    pub(crate) fn new(runtime: Runtime, puller: Arc<Puller>, default_registry: &str) -> Images {
+    pub(crate) fn new(
+        runtime: Runtime,
+        puller: Arc<Puller>,
+        default_registry: &str,
+        pull_behavior: PullBehavior,
+    ) -> Images {
         Images {
             runtime,
             puller,
             default_registry: default_registry.to_string(),
+            pull_behavior,
             warm: Mutex::new(Warm::default()),
             loading: Mutex::new(HashMap::new()),
             compiles: tokio::sync::Semaphore::new(
@@ -97,23 +105,31 @@ impl Images {
         Ok((record, artifact, phases))
     }
 
-    /// The compiled image for `reference`: warm if the store still maps it
-    /// to the binary compiled last time, else pulled (or read from the
-    /// store) and compiled (or loaded from the compile cache).
+    /// The compiled image for `reference`: warm if the pull behaviour lets
+    /// the start use the stored image and that is the binary compiled last
+    /// time, else pulled (or read from the store) and compiled (or loaded
+    /// from the compile cache).
     async fn image(
         &self,
         reference: &str,
     ) -> Result<(ImageRecord, Arc<Artifact>, ContainerPhases), String> {
-        let warm = |(record, artifact)| {
+        let mut checked = self
+            .puller
+            .check(reference, self.pull_behavior)
+            .await
+            .map_err(|e| format!("CannotPullContainerError: {e}"))?;
+        let warm = |(record, artifact), checked: &Checked| {
             let phases = ContainerPhases {
                 image: Some("warm".into()),
                 compile: Some("warm".into()),
+                resolve_micros: (!checked.resolve.is_zero())
+                    .then(|| ContainerPhases::micros(checked.resolve)),
                 ..ContainerPhases::default()
             };
             (record, artifact, phases)
         };
-        if let Some(found) = self.warm(reference) {
-            return Ok(warm(found));
+        if let Some(found) = self.warm(&checked) {
+            return Ok(warm(found, &checked));
         }
         // One load per reference at a time; whoever waited finds it warm.
         let gate = self
@@ -124,10 +140,11 @@ impl Images {
                 "CannotPullContainerError: the agent's image lock is poisoned".to_string()
             })?;
         let _loading = gate.lock().await;
-        if let Some(found) = self.warm(reference) {
-            return Ok(warm(found));
+        self.puller.recheck(&mut checked);
+        if let Some(found) = self.warm(&checked) {
+            return Ok(warm(found, &checked));
         }
-        let loaded = self.load(reference).await;
+        let loaded = self.load(checked).await;
         if let Ok(mut l) = self.loading.lock()
             && l.get(reference).is_some_and(|g| Arc::ptr_eq(g, &gate))
             && Arc::strong_count(&gate) <= 2
@@ -138,24 +155,24 @@ impl Images {
         loaded
     }
 
-    /// The compiled image for `reference`, if the store still maps it to
-    /// the binary compiled last time.
-    fn warm(&self, reference: &str) -> Option<(ImageRecord, Arc<Artifact>)> {
-        let record = self.puller.cached(reference)?;
+    /// The compiled image `checked` lets the start use, if it is the
+    /// binary compiled last time.
+    fn warm(&self, checked: &Checked) -> Option<(ImageRecord, Arc<Artifact>)> {
+        let record = checked.current.as_ref()?;
         let key = (record.reference.clone(), record.wasm_digest.clone());
         let artifact = self.warm.lock().ok().and_then(|mut w| w.get(&key))?;
-        Some((record, artifact))
+        Some((record.clone(), artifact))
     }
 
     /// Pulls (or reads from the store) and compiles (or loads from the
-    /// compile cache) the image for `reference`, and keeps it warm.
+    /// compile cache) the image `checked` found, and keeps it warm.
     async fn load(
         &self,
-        reference: &str,
+        checked: Checked,
     ) -> Result<(ImageRecord, Arc<Artifact>, ContainerPhases), String> {
         let (record, bytes, pull) = self
             .puller
-            .ensure_measured(reference, &|_, _| {})
+            .ensure_checked(checked, &|_, _| {})
             .await
             .map_err(|e| format!("CannotPullContainerError: {e}"))?;
         let runtime = self.runtime.clone();

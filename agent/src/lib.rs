@@ -44,7 +44,7 @@ use skiff_channel::fabric::Fabric;
 use skiff_channel::link::AgentEnd;
 use skiff_channel::logs::LogDestination;
 use skiff_channel::messages::{FromAgent, StartTask, TaskUsage, ToAgent, UsageReport};
-use skiff_registry::images::Puller;
+use skiff_registry::images::{PullBehavior, Puller};
 use skiff_runtime::Runtime;
 use skiff_runtime::addresses::{AddressBlock, AddressPool};
 use std::collections::HashMap;
@@ -68,6 +68,10 @@ pub struct AgentConfig {
     /// `ECS_IMAGE_PULL_TIMEOUT`). Default: 10 minutes. How long a registry
     /// may send nothing is the puller's (`RemoteOptions::read_timeout`).
     pub image_pull_timeout: std::time::Duration,
+    /// Whether a task's image is pulled again when the agent holds it
+    /// (ECS's `ECS_IMAGE_PULL_BEHAVIOR`). Default: `default`, which asks
+    /// the registry what a tag names at every start.
+    pub image_pull_behavior: PullBehavior,
     /// How long a container without a `stopTimeout` has to exit after it is
     /// asked to stop (ECS's `ECS_CONTAINER_STOP_TIMEOUT`). Default: 30 s.
     pub default_stop_timeout: std::time::Duration,
@@ -89,6 +93,7 @@ impl AgentConfig {
             default_registry: "127.0.0.1:5050".into(),
             task_addresses: AddressBlock::default(),
             image_pull_timeout: std::time::Duration::from_secs(600),
+            image_pull_behavior: PullBehavior::Default,
             default_stop_timeout: std::time::Duration::from_secs(30),
             task_cleanup_wait: std::time::Duration::ZERO,
             publish_address: std::net::Ipv4Addr::LOCALHOST,
@@ -215,7 +220,12 @@ impl Agent {
             .map(Arc::new)
             .map_err(|e| format!("cannot keep task address leases: {e}"));
         let inner = Arc::new(Inner {
-            images: images::Images::new(runtime.clone(), puller, &config.default_registry),
+            images: images::Images::new(
+                runtime.clone(),
+                puller,
+                &config.default_registry,
+                config.image_pull_behavior,
+            ),
             config,
             runtime,
             logs,

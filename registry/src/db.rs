@@ -433,6 +433,17 @@ impl Db {
         Ok(size.map(|s| s as u64))
     }
 
+    /// The digest `tag` names in `repo`.
+    pub(crate) fn tag_digest(&self, repo: &str, tag: &str) -> Result<Option<String>, Internal> {
+        // Asked at every task start: the statement is kept.
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT digest FROM tags WHERE repo = ?1 AND tag = ?2")?;
+        Ok(stmt
+            .query_row(params![repo, tag], |r| r.get(0))
+            .optional()?)
+    }
+
     /// The manifest `reference` (a tag or a digest) names in `repo`.
     pub(crate) fn manifest(
         &self,

@@ -17,6 +17,11 @@ pub struct ImageRecord {
     pub reference: String,
     /// The manifest it resolved to.
     pub manifest_digest: String,
+    /// The digest the reference named when it was pulled: the manifest's,
+    /// or the index's it was picked from (empty in records written before
+    /// skiff kept it, which a tag's check then finds stale).
+    #[serde(default)]
+    pub reference_digest: String,
     /// The Wasm binary's sha256.
     pub wasm_digest: String,
     /// The binary's size.
@@ -172,6 +177,7 @@ impl ImageStore {
         let record = ImageRecord {
             reference: pulled.reference.clone(),
             manifest_digest: pulled.manifest_digest.to_string(),
+            reference_digest: pulled.reference_digest.to_string(),
             wasm_digest: wasm_digest.to_string(),
             size: pulled.wasm.len() as u64,
             args: pulled.run.args.clone(),
@@ -220,41 +226,160 @@ impl ImageStore {
     }
 }
 
+/// Whether a task's image is pulled again when the store holds it: the
+/// ECS agent's `ECS_IMAGE_PULL_BEHAVIOR`, with its values and meanings.
+/// A reference by digest names one image forever, so in every mode it is
+/// pulled only if the store lacks it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullBehavior {
+    /// `default`: at every start the registry is asked what the tag names
+    /// now (a manifest HEAD; `skiff serve`'s agent asks its own registry
+    /// in-process), and the image is pulled if that moved. If the registry
+    /// cannot be reached, the stored image is used.
+    #[default]
+    Default,
+    /// `always`: as `default`, but a registry that cannot be reached fails
+    /// the task.
+    Always,
+    /// `once`: pulled only if the store does not hold it. (ECS tells this
+    /// apart from `prefer-cached` by who pulled an image; skiff's store
+    /// holds only what skiff pulled, so here they are the same.)
+    Once,
+    /// `prefer-cached`: the stored image if there is one, else pulled.
+    PreferCached,
+}
+
+impl PullBehavior {
+    /// Every value, as ECS spells them.
+    pub const VALUES: [&'static str; 4] = ["default", "always", "once", "prefer-cached"];
+
+    /// As ECS spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullBehavior::Default => "default",
+            PullBehavior::Always => "always",
+            PullBehavior::Once => "once",
+            PullBehavior::PreferCached => "prefer-cached",
+        }
+    }
+
+    /// Whether a start asks the registry what a tag names.
+    fn asks(self) -> bool {
+        matches!(self, PullBehavior::Default | PullBehavior::Always)
+    }
+}
+
+impl std::fmt::Display for PullBehavior {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PullBehavior {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(PullBehavior::Default),
+            "always" => Ok(PullBehavior::Always),
+            "once" => Ok(PullBehavior::Once),
+            "prefer-cached" => Ok(PullBehavior::PreferCached),
+            _ => Err(format!(
+                "{s:?} is not an image pull behavior (it is one of {})",
+                PullBehavior::VALUES.join(", ")
+            )),
+        }
+    }
+}
+
+/// Says what a tag of a repository names now, without HTTP: how `skiff
+/// serve`'s agent asks the registry in its own process (given the
+/// repository and the tag, the manifest digest). `None` sends the
+/// question over HTTP, as to any other registry.
+pub type TagResolver = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
+/// A reference, parsed.
+#[derive(Debug)]
+struct Named {
+    /// Registry, repository, tag (and digest, if given).
+    whole: String,
+    registry: String,
+    repository: String,
+    /// The tag, if the reference gives no digest: a name that may move.
+    tag: Option<String>,
+}
+
+/// What a task start's [`PullBehavior`] made of the stored image (see
+/// [`Puller::check`]).
+#[derive(Debug, Clone)]
+pub struct Checked {
+    named: Arc<Named>,
+    /// The stored image, if the start may use it.
+    pub current: Option<ImageRecord>,
+    /// What the tag names now, if the registry was asked and answered.
+    names: Option<String>,
+    /// How long asking the registry took.
+    pub resolve: std::time::Duration,
+}
+
 /// Pulls into an [`ImageStore`]; pulls of one reference that overlap (two
 /// tasks starting at once) download it once.
 pub struct Puller {
     store: ImageStore,
     options: std::sync::RwLock<RemoteOptions>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// References as given → their whole form (registry, repository,
-    /// tag): oci-client parses with a regex, which was 4% of an agent's
-    /// CPU starting warm tasks, every one of them naming the same few
-    /// images.
-    wholes: Mutex<HashMap<String, String>>,
+    /// References as given, parsed: oci-client parses with a regex, which
+    /// was 4% of an agent's CPU starting warm tasks, every one of them
+    /// naming the same few images.
+    parsed: Mutex<HashMap<String, Arc<Named>>>,
+    /// A registry asked in-process what its tags name, and how.
+    tag_resolver: std::sync::RwLock<Option<(String, TagResolver)>>,
 }
 
 /// How many parsed references a puller remembers (then it starts over).
-const WHOLES_KEPT: usize = 4096;
+const PARSED_KEPT: usize = 4096;
 
 impl Puller {
-    /// `reference`'s whole form, parsed once.
-    fn whole(&self, reference: &str) -> Result<String, RemoteError> {
-        if let Some(whole) = self
-            .wholes
+    /// `reference`, parsed once.
+    fn named(&self, reference: &str) -> Result<Arc<Named>, RemoteError> {
+        if let Some(named) = self
+            .parsed
             .lock()
             .ok()
-            .and_then(|w| w.get(reference).cloned())
+            .and_then(|p| p.get(reference).cloned())
         {
-            return Ok(whole);
+            return Ok(named);
         }
-        let whole = remote::parse_reference(reference)?.whole();
-        if let Ok(mut w) = self.wholes.lock() {
-            if w.len() >= WHOLES_KEPT {
-                w.clear();
+        let parsed = remote::parse_reference(reference)?;
+        let named = Arc::new(Named {
+            whole: parsed.whole(),
+            registry: parsed.registry().to_string(),
+            repository: parsed.repository().to_string(),
+            tag: match parsed.digest() {
+                Some(_) => None,
+                None => Some(parsed.tag().unwrap_or("latest").to_string()),
+            },
+        });
+        if let Ok(mut p) = self.parsed.lock() {
+            if p.len() >= PARSED_KEPT {
+                p.clear();
             }
-            w.insert(reference.to_string(), whole.clone());
+            p.insert(reference.to_string(), Arc::clone(&named));
         }
-        Ok(whole)
+        Ok(named)
+    }
+
+    /// `reference`'s whole form (registry, repository, tag).
+    fn whole(&self, reference: &str) -> Result<String, RemoteError> {
+        self.named(reference).map(|n| n.whole.clone())
+    }
+
+    /// Asks `resolver` instead of `registry` (`host[:port]`) over HTTP
+    /// what that registry's tags name, replacing any resolver set before.
+    pub fn set_tag_resolver(&self, registry: &str, resolver: TagResolver) {
+        if let Ok(mut r) = self.tag_resolver.write() {
+            *r = Some((registry.to_string(), resolver));
+        }
     }
 
     /// Sets (or replaces) the credentials for `registry` (`host[:port]`),
@@ -283,7 +408,8 @@ impl Puller {
             store,
             options: std::sync::RwLock::new(options),
             in_flight: Mutex::new(HashMap::new()),
-            wholes: Mutex::new(HashMap::new()),
+            parsed: Mutex::new(HashMap::new()),
+            tag_resolver: std::sync::RwLock::new(None),
         }
     }
 
@@ -299,49 +425,113 @@ impl Puller {
         }
     }
 
-    /// The image, from the store if it was pulled before, else pulled now.
+    /// The image, from the store if it was pulled before, else pulled now
+    /// (`prefer-cached`).
     pub async fn ensure(
         &self,
         reference: &str,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(ImageRecord, Vec<u8>), RemoteError> {
-        self.ensure_measured(reference, progress)
+        let checked = self.check(reference, PullBehavior::PreferCached).await?;
+        self.ensure_checked(checked, progress)
             .await
             .map(|(record, wasm, _)| (record, wasm))
     }
 
-    /// [`Puller::ensure`], saying where the image came from and how long
-    /// each part took.
-    pub async fn ensure_measured(
+    /// Whether a task starting now may use the stored image of
+    /// `reference` under `behavior`: asks the registry what the tag names
+    /// if the behaviour says to. Fails only if the registry must be asked
+    /// and cannot answer (under `default`, only when nothing is stored).
+    pub async fn check(
         &self,
         reference: &str,
+        behavior: PullBehavior,
+    ) -> Result<Checked, RemoteError> {
+        let named = self.named(reference)?;
+        let stored = self.store.get(&named.whole).ok().flatten();
+        let mut checked = Checked {
+            named: Arc::clone(&named),
+            current: None,
+            names: None,
+            resolve: std::time::Duration::ZERO,
+        };
+        let Some(tag) = named.tag.as_deref().filter(|_| behavior.asks()) else {
+            checked.current = stored;
+            return Ok(checked);
+        };
+        let started = std::time::Instant::now();
+        match self.resolve(&named, tag).await {
+            Ok(names) => {
+                checked.current = stored.filter(|r| r.reference_digest == names);
+                checked.names = Some(names);
+            }
+            Err(e) if behavior == PullBehavior::Default && stored.is_some() => {
+                tracing::warn!(reference = %named.whole, "starting from the stored image: {e}");
+                checked.current = stored;
+            }
+            Err(e) => return Err(e),
+        }
+        checked.resolve = started.elapsed();
+        Ok(checked)
+    }
+
+    /// Looks at the store again for what `checked` found missing or stale:
+    /// another start may have pulled it since.
+    pub fn recheck(&self, checked: &mut Checked) {
+        if checked.current.is_some() {
+            return;
+        }
+        let stored = self.store.get(&checked.named.whole).ok().flatten();
+        checked.current = match &checked.names {
+            Some(names) => stored.filter(|r| r.reference_digest == *names),
+            None => stored,
+        };
+    }
+
+    /// The image `checked` found: from the store if it may be used, else
+    /// pulled now; saying where it came from and how long each part took.
+    pub async fn ensure_checked(
+        &self,
+        mut checked: Checked,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(ImageRecord, Vec<u8>, PullReport), RemoteError> {
-        let whole = self.whole(reference)?;
-        let lock = self.lock_for(&whole);
+        let lock = self.lock_for(&checked.named.whole);
         let _one_at_a_time = lock.lock().await;
         let started = std::time::Instant::now();
-        if let Some(record) = self.store.get(&whole).ok().flatten()
+        self.recheck(&mut checked);
+        if let Some(record) = checked.current
             && let Ok(wasm) = self.store.read_wasm(&record)
         {
             let report = PullReport {
                 pulled: false,
                 bytes: 0,
-                resolve: std::time::Duration::ZERO,
+                resolve: checked.resolve,
                 download: std::time::Duration::ZERO,
                 // Reading the binary and checking its digest.
                 store: started.elapsed(),
             };
             return Ok((record, wasm, report));
         }
-        self.fetch(&whole, progress).await
+        let (record, wasm, mut report) = self.fetch(&checked.named.whole, progress).await?;
+        report.resolve += checked.resolve;
+        Ok((record, wasm, report))
     }
 
-    /// What the store holds for `reference`, if it was pulled before
-    /// (nothing is fetched).
-    pub fn cached(&self, reference: &str) -> Option<ImageRecord> {
-        let whole = self.whole(reference).ok()?;
-        self.store.get(&whole).ok().flatten()
+    /// What `tag` of `named`'s repository names now: from the registry's
+    /// resolver if it has one, else by HTTP.
+    async fn resolve(&self, named: &Named, tag: &str) -> Result<String, RemoteError> {
+        let resolver = self.tag_resolver.read().ok().and_then(|r| {
+            r.as_ref()
+                .filter(|(registry, _)| *registry == named.registry)
+                .map(|(_, resolve)| Arc::clone(resolve))
+        });
+        if let Some(names) = resolver.and_then(|resolve| resolve(&named.repository, tag)) {
+            return Ok(names);
+        }
+        let options = self.options.read().map(|o| o.clone()).unwrap_or_default();
+        remote::resolve(&named.whole, &options)
+            .await
+            .map(|d| d.to_string())
     }
 
     /// Pulls the image now, whatever the store holds.
@@ -396,6 +586,7 @@ mod tests {
         Pulled {
             reference: reference.into(),
             manifest_digest: Digest::sha256_of(wasm),
+            reference_digest: Digest::sha256_of(wasm),
             wasm: wasm.to_vec(),
             run: Default::default(),
             resolve: Default::default(),

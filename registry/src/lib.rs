@@ -182,6 +182,24 @@ impl Registry {
         }
     }
 
+    /// What `tag` of `repository` names now (its manifest's digest), read
+    /// from the registry's database without HTTP: how an agent in the same
+    /// process asks at every task start whether a tag moved. `None` if the
+    /// tag names nothing here, or if a pull would do more than read it (a
+    /// pull-through cache's repository, whose tags a pull refreshes from
+    /// upstream): then the question goes over HTTP.
+    pub fn tag_digest(&self, repository: &str, tag: &str) -> Option<String> {
+        let db = &self.inner.db;
+        let rules = db.cache_rules().ok()?;
+        if rules
+            .iter()
+            .any(|r| r.upstream_repository(repository).is_some())
+        {
+            return None;
+        }
+        db.tag_digest(repository, tag).ok().flatten()
+    }
+
     /// How many manifests and blobs the registry has served (GET).
     pub fn stats(&self) -> RegistryStats {
         use std::sync::atomic::Ordering::Relaxed;

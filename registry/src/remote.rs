@@ -98,6 +98,9 @@ pub struct Pulled {
     pub reference: String,
     /// The digest of the manifest that was resolved.
     pub manifest_digest: Digest,
+    /// The digest the reference named: the manifest's, or the index's it
+    /// was picked from. A tag that still names it names the same image.
+    pub reference_digest: Digest,
     /// The Wasm binary.
     pub wasm: Vec<u8>,
     /// Arguments and environment from an image config, if any.
@@ -295,6 +298,7 @@ pub async fn pull(
         .await
         .map_err(registry_error)?;
     let mut manifest_digest = verified_digest(&whole, image.digest(), &bytes)?;
+    let reference_digest = manifest_digest.clone();
     let mut parsed =
         manifest::parse(&bytes, "").map_err(|e| unrunnable(format!("not an image ({e})")))?;
     if parsed.is_index() {
@@ -369,10 +373,30 @@ pub async fn pull(
     Ok(Pulled {
         reference: whole.clone(),
         manifest_digest,
+        reference_digest,
         wasm,
         run,
         resolve: resolved.duration_since(started),
         download,
+    })
+}
+
+/// The digest `reference`'s tag names now (a manifest HEAD, as `docker
+/// pull` asks before it downloads anything), without pulling it.
+pub async fn resolve(reference: &str, options: &RemoteOptions) -> Result<Digest, RemoteError> {
+    let image = parse_reference(reference)?;
+    let whole = image.whole();
+    let (client, auth) = client_for(&image, options);
+    let named = client
+        .fetch_manifest_digest(&image, &auth)
+        .await
+        .map_err(|e| RemoteError::Registry {
+            reference: whole.clone(),
+            detail: describe(&e, options),
+        })?;
+    named.parse::<Digest>().map_err(|e| RemoteError::Registry {
+        reference: whole,
+        detail: format!("the registry named the manifest {named:?}: {e}"),
     })
 }
 

@@ -210,6 +210,17 @@ fn every_shape_of_wasm_image_yields_its_binary() {
     .unwrap();
     assert_eq!(pulled.wasm, wasm);
     assert_eq!(pulled.manifest_digest.to_string(), wd);
+    // What the tag names is the index: a start that asks finds the pulled
+    // image current (not pulled again each time).
+    assert_eq!(pulled.reference_digest, Digest::sha256_of(&index));
+    let dir = tempfile::tempdir().unwrap();
+    let puller = Puller::new(ImageStore::new(dir.path()), RemoteOptions::default());
+    let both = reference(&s, "shapes/multi:both");
+    let always = skiff_registry::images::PullBehavior::Always;
+    let checked = block_on(puller.check(&both, always)).unwrap();
+    block_on(puller.ensure_checked(checked, &no_progress)).unwrap();
+    let checked = block_on(puller.check(&both, always)).unwrap();
+    assert!(checked.current.is_some(), "an index's image is current");
 }
 
 #[test]
@@ -333,6 +344,134 @@ fn overlapping_pulls_of_one_image_download_it_once() {
     assert_eq!(listed[0].wasm_digest, Digest::sha256_of(&wasm).to_string());
     assert!(store.remove(&listed[0].reference).unwrap());
     assert!(store.list().unwrap().is_empty());
+}
+
+/// ECS_IMAGE_PULL_BEHAVIOR: `default` and `always` ask what a tag names
+/// at every start and pull it again when it moved; `once` and
+/// `prefer-cached` start from the stored image without a request; a
+/// digest is never asked about; a registry that cannot be reached fails
+/// only `always` (and `default` with nothing stored).
+#[test]
+fn a_moved_tag_is_pulled_again_as_the_pull_behavior_says() {
+    use skiff_registry::images::PullBehavior::{Always, Default, Once, PreferCached};
+    let mut s = Server::start();
+    let v1 = wat::parse_str(MODULE).unwrap();
+    let v2 = wat::parse_str(r#"(module (func (export "_start") nop))"#).unwrap();
+    assert_ne!(v1, v2);
+    let r = reference(&s, "moving/web:latest");
+    let d1 = block_on(remote::push(&r, &v1, &RemoteOptions::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let puller = Puller::new(ImageStore::new(dir.path()), RemoteOptions::default());
+    // Requests to the registry (a HEAD counts as a manifest served).
+    let asked = |s: &Server| s.registry.stats().manifests_served;
+    let start = |behavior| {
+        let checked = block_on(puller.check(&r, behavior)).unwrap();
+        let current = checked.current.clone();
+        let (record, wasm, report) =
+            block_on(puller.ensure_checked(checked, &no_progress)).unwrap();
+        (current.is_some(), record, wasm, report.pulled)
+    };
+
+    let (was_current, record, wasm, pulled) = start(Default);
+    assert!(!was_current && pulled);
+    assert_eq!(
+        (wasm, record.reference_digest),
+        (v1.clone(), d1.to_string())
+    );
+    // Unmoved: asked (one HEAD), not pulled.
+    let before = asked(&s);
+    let (was_current, _, wasm, pulled) = start(Default);
+    assert!(was_current && !pulled);
+    assert_eq!(wasm, v1);
+    assert_eq!(asked(&s) - before, 1, "one manifest HEAD");
+
+    let d2 = block_on(remote::push(&r, &v2, &RemoteOptions::default())).unwrap();
+    // once and prefer-cached use what is stored, asking nothing.
+    let before = asked(&s);
+    for behavior in [Once, PreferCached] {
+        let (was_current, _, wasm, pulled) = start(behavior);
+        assert!(was_current && !pulled, "{behavior}");
+        assert_eq!(wasm, v1, "{behavior} starts the stored image");
+    }
+    assert_eq!(asked(&s), before, "once and prefer-cached ask nothing");
+    // default sees the move and pulls the new binary.
+    let (was_current, record, wasm, pulled) = start(Default);
+    assert!(!was_current && pulled);
+    assert_eq!(
+        (wasm, record.reference_digest),
+        (v2.clone(), d2.to_string())
+    );
+
+    // A digest names one image forever: pulled once, never asked again.
+    let by_digest = format!("{}@{d1}", r.trim_end_matches(":latest"));
+    let checked = block_on(puller.check(&by_digest, Always)).unwrap();
+    let (_, wasm, report) = block_on(puller.ensure_checked(checked, &no_progress)).unwrap();
+    assert!(report.pulled);
+    assert_eq!(wasm, v1);
+    let before = asked(&s);
+    let checked = block_on(puller.check(&by_digest, Always)).unwrap();
+    assert!(checked.current.is_some());
+    assert_eq!(asked(&s), before, "a digest is not asked about");
+
+    // The registry gone: default starts the stored image, always fails,
+    // and default with nothing stored fails naming the registry.
+    s.shutdown();
+    let checked = block_on(puller.check(&r, Default)).unwrap();
+    assert_eq!(checked.current.unwrap().reference_digest, d2.to_string());
+    assert!(matches!(
+        block_on(puller.check(&r, Always)),
+        Err(RemoteError::Registry { .. })
+    ));
+    let never = reference(&s, "moving/never:v1");
+    assert!(matches!(
+        block_on(puller.check(&never, Default)),
+        Err(RemoteError::Registry { .. })
+    ));
+}
+
+/// An agent in the registry's process asks it what a tag names without
+/// HTTP, and still sees every move; a pull-through cache's repository,
+/// whose tags a pull refreshes from upstream, is asked over HTTP.
+#[test]
+fn a_tag_resolver_answers_in_process_and_sees_every_move() {
+    use skiff_registry::images::PullBehavior::Default;
+    let s = Server::start();
+    let v1 = wat::parse_str(MODULE).unwrap();
+    let v2 = wat::parse_str(r#"(module (func (export "_start") nop))"#).unwrap();
+    let r = reference(&s, "local/web:v1");
+    block_on(remote::push(&r, &v1, &RemoteOptions::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let puller = Puller::new(ImageStore::new(dir.path()), RemoteOptions::default());
+    let registry = s.registry.clone();
+    puller.set_tag_resolver(
+        s.base.trim_start_matches("http://"),
+        std::sync::Arc::new(move |repo, tag| registry.tag_digest(repo, tag)),
+    );
+    let checked = block_on(puller.check(&r, Default)).unwrap();
+    block_on(puller.ensure_checked(checked, &no_progress)).unwrap();
+    let before = s.registry.stats();
+    let d2 = block_on(remote::push(&r, &v2, &RemoteOptions::default())).unwrap();
+    let checked = block_on(puller.check(&r, Default)).unwrap();
+    assert!(checked.current.is_none(), "the move is seen");
+    assert_eq!(
+        s.registry.stats().manifests_served,
+        before.manifests_served,
+        "asked in-process, not over HTTP"
+    );
+    let (record, wasm, _) = block_on(puller.ensure_checked(checked, &no_progress)).unwrap();
+    assert_eq!((wasm, record.reference_digest), (v2, d2.to_string()));
+
+    // Under a pull-through cache rule the registry does not answer
+    // in-process: a pull there may refresh the tag from upstream.
+    assert_eq!(
+        s.registry.tag_digest("local/web", "v1"),
+        Some(d2.to_string())
+    );
+    assert_eq!(s.registry.tag_digest("local/web", "v9"), None);
+    s.registry
+        .create_cache_rule("local", "127.0.0.1:9", None)
+        .unwrap();
+    assert_eq!(s.registry.tag_digest("local/web", "v1"), None);
 }
 
 #[test]

@@ -207,3 +207,59 @@ fn a_running_task_shows_its_start_before_it_ends() {
     assert!(number(&p, "skiff.main.exitedAt") > number(&p, "skiff.main.firstInstructionAt"));
     number(&p, "skiff.stopRecordedAt");
 }
+
+/// A tag pushed again runs its new image at the next start, as under the
+/// ECS agent's default pull behaviour (which asks what the tag names at
+/// every start); an agent set to `prefer-cached` (here by its ECS agent
+/// config file) keeps starting the image it holds.
+#[test]
+fn a_tag_pushed_again_runs_its_new_image_unless_the_agent_prefers_cached() {
+    for behavior in ["default", "prefer-cached"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("ecs.config");
+        std::fs::write(&config, format!("ECS_IMAGE_PULL_BEHAVIOR={behavior}\n")).unwrap();
+        let serve =
+            ServeProcess::start_with(dir.path(), &["--ecs-config", config.to_str().unwrap()]);
+        serve.push(app("HELLO_P2"), "hello:v1");
+        register_hello(&serve, dir.path());
+        let digest = |task: &Value| {
+            task["containers"][0]["imageDigest"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let first = digest(&run_job(&serve));
+        let again = run_job(&serve);
+        assert_eq!(phases(&again)["skiff.app.image"], "warm", "{again}");
+        assert_eq!(digest(&again), first);
+
+        // The same tag, another binary.
+        serve.push(app("HELLO_P1"), "hello:v1");
+        let images = serve.aws_ok(&[
+            "ecr",
+            "describe-images",
+            "--repository-name",
+            "hello",
+            "--image-ids",
+            "imageTag=v1",
+        ]);
+        let pushed = images["imageDetails"][0]["imageDigest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_ne!(pushed, first);
+        let after = run_job(&serve);
+        let p = phases(&after);
+        if behavior == "default" {
+            assert_eq!(digest(&after), pushed, "{behavior}: {after}");
+            assert_eq!(p["skiff.app.image"], "registry", "{p:?}");
+            // And that one is warm from then on.
+            let next = run_job(&serve);
+            assert_eq!(phases(&next)["skiff.app.image"], "warm", "{next}");
+            assert_eq!(digest(&next), pushed);
+        } else {
+            assert_eq!(digest(&after), first, "{behavior}: {after}");
+            assert_eq!(p["skiff.app.image"], "warm", "{p:?}");
+        }
+    }
+}
