@@ -104,7 +104,7 @@ pub fn progress_bar(what: &str) -> indicatif::ProgressBar {
 fn runtime_for(data_dir: &Path) -> Result<Runtime, String> {
     Runtime::new(RuntimeConfig {
         max_instances: 1,
-        ..RuntimeConfig::default().with_data_dir(data_dir)
+        ..crate::runtime_config(data_dir)
     })
     .map_err(|e| e.to_string())
 }

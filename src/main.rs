@@ -50,6 +50,36 @@ struct Global {
     /// Where skiff keeps its state (compiled code, volumes).
     #[arg(long, global = true, env = "SKIFF_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+
+    /// How much compiled code to keep in the data dir (e.g. 512m, 4g;
+    /// default 1g): past it, the least recently used is removed.
+    #[arg(long, global = true, env = "SKIFF_COMPILE_CACHE_LIMIT", value_name = "SIZE", value_parser = parse_cache_limit)]
+    compile_cache_limit: Option<u64>,
+}
+
+fn parse_cache_limit(s: &str) -> Result<u64, String> {
+    let bytes = skiff_runtime::units::parse_size(s)?;
+    if bytes < 1 << 20 {
+        return Err(format!(
+            "{s:?}: a compile cache limit is at least 1m (one compiled module is often more)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `--compile-cache-limit`, once parsed.
+static COMPILE_CACHE_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The runtime settings every command starts from: the defaults, with the
+/// data dir and the global flags.
+pub(crate) fn runtime_config(data_dir: impl Into<PathBuf>) -> skiff_runtime::RuntimeConfig {
+    skiff_runtime::RuntimeConfig {
+        compile_cache_limit: COMPILE_CACHE_LIMIT
+            .get()
+            .copied()
+            .unwrap_or(skiff_runtime::DEFAULT_COMPILE_CACHE_LIMIT),
+        ..skiff_runtime::RuntimeConfig::default().with_data_dir(data_dir)
+    }
 }
 
 /// [`Cli`] with only `run`, parsed when `run` is the first argument:
@@ -130,6 +160,9 @@ fn main() -> ExitCode {
         Err(e) => return clap_exit(&e),
     };
     init_logging();
+    if let Some(limit) = cli.global.compile_cache_limit {
+        let _ = COMPILE_CACHE_LIMIT.set(limit);
+    }
     let data_dir = cli
         .global
         .data_dir
@@ -172,12 +205,17 @@ fn parse() -> Result<Cli, clap::Error> {
     let cli = Cli::from_arg_matches(&matches)?;
     // The benches start what they measure with data dirs of their own:
     // one given would not be used, so it is refused rather than ignored.
-    if matches!(cli.command, Command::Bench(_))
-        && matches.value_source("data_dir") == Some(clap::parser::ValueSource::CommandLine)
-    {
+    let given = |id| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    if matches!(cli.command, Command::Bench(_)) && given("data_dir") {
         return Err(Cli::command().error(
             clap::error::ErrorKind::ArgumentConflict,
             "--data-dir: skiff bench uses data dirs of its own (empty ones, so what is cached elsewhere does not change its figures); drop --data-dir",
+        ));
+    }
+    if matches!(cli.command, Command::Bench(_)) && given("compile_cache_limit") {
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--compile-cache-limit: skiff bench uses compile caches of its own, which its runs do not fill; drop --compile-cache-limit",
         ));
     }
     Ok(cli)

@@ -294,11 +294,10 @@ fn execute(args: RunArgs, data_dir: PathBuf) -> Result<i32, String> {
     // is mapped when it starts instead, limits enforced the same way.
     let server = kind == ArtifactKind::HttpProxy;
     let config = RuntimeConfig {
-        data_dir,
         fuel: args.fuel.is_some(),
         pooling: server,
         max_instances: if server { 1000 } else { 1 },
-        ..RuntimeConfig::default()
+        ..crate::runtime_config(data_dir)
     };
     let mounts = mounts(&args, &config)?;
     // The image's environment, then the user's (which wins).

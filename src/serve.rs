@@ -395,7 +395,7 @@ pub(crate) fn task_runtime(
     max_instances: u32,
     max_container_memory: Option<u64>,
 ) -> Result<Runtime, String> {
-    let defaults = RuntimeConfig::default().with_data_dir(data_dir);
+    let defaults = crate::runtime_config(data_dir);
     Runtime::new(RuntimeConfig {
         max_instances,
         max_memory_per_instance: max_container_memory.unwrap_or(defaults.max_memory_per_instance),

@@ -32,7 +32,20 @@ const TRAILER: usize = 16 + 8 + 8;
 pub(crate) struct CompileCache {
     dir: PathBuf,
     engine_hash: String,
+    /// How many bytes of entries the directory may hold (see
+    /// [`CompileCache::prune`]).
+    limit: u64,
 }
+
+/// What pruning removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pruned {
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
+}
+
+/// A temp file older than this was left by a write a crash interrupted.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What a cache lookup found.
 pub(crate) enum Lookup {
@@ -44,12 +57,13 @@ pub(crate) enum Lookup {
 }
 
 impl CompileCache {
-    pub(crate) fn new(dir: PathBuf, engine: &Engine) -> Self {
+    pub(crate) fn new(dir: PathBuf, engine: &Engine, limit: u64) -> Self {
         let mut hasher = Xxh3::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         CompileCache {
             dir,
             engine_hash: format!("{:016x}", hasher.finish()),
+            limit,
         }
     }
 
@@ -82,7 +96,12 @@ impl CompileCache {
             return Lookup::Miss;
         };
         match payload_len(&map) {
-            Some(_) => Lookup::Hit(file),
+            Some(_) => {
+                // Marks it used: pruning removes the least recently used.
+                // (Its times only: its bytes are never written again.)
+                let _ = file.set_modified(std::time::SystemTime::now());
+                Lookup::Hit(file)
+            }
             None => {
                 tracing::warn!(path = %path.display(), "corrupt compiled-code cache entry; recompiling");
                 let _ = fs::remove_file(&path);
@@ -107,7 +126,70 @@ impl CompileCache {
         trailer[..16].copy_from_slice(&xxh3_128(payload).to_le_bytes());
         trailer[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
         trailer[24..].copy_from_slice(MAGIC);
-        write_atomically(&path, &[payload, &trailer])
+        write_atomically(&path, &[payload, &trailer])?;
+        match self.prune(&path) {
+            Ok(p) if p.entries > 0 => tracing::info!(
+                entries = p.entries,
+                bytes = p.bytes,
+                limit = self.limit,
+                "compile cache pruned: least recently used code removed"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), "cannot prune the compile cache: {e}")
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the directory within its limit, as wasmtime's own cache does:
+    /// once its entries (of every engine, so code of an older wasmtime goes
+    /// first, never being used) pass the limit, the least recently used go
+    /// until they take 70% of it, never `keep` (the entry just written).
+    /// Temp files older than an hour, left by writes a crash interrupted,
+    /// go too. Removing an entry a task has mapped is safe: the mapping
+    /// keeps its bytes.
+    pub(crate) fn prune(&self, keep: &Path) -> io::Result<Pruned> {
+        let mut entries = Vec::new();
+        let mut total = 0u64;
+        let mut pruned = Pruned::default();
+        let now = std::time::SystemTime::now();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let modified = meta.modified().unwrap_or(now);
+            if name.starts_with(".tmp") {
+                if now.duration_since(modified).unwrap_or_default() > ABANDONED_AFTER
+                    && fs::remove_file(entry.path()).is_ok()
+                {
+                    pruned.entries += 1;
+                    pruned.bytes += meta.len();
+                }
+            } else if name.ends_with(".cwasm") && meta.is_file() {
+                total += meta.len();
+                entries.push((modified, meta.len(), entry.path()));
+            }
+        }
+        if total <= self.limit {
+            return Ok(pruned);
+        }
+        let target = self.limit / 10 * 7;
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= target {
+                break;
+            }
+            if path != keep && fs::remove_file(&path).is_ok() {
+                total -= len;
+                pruned.entries += 1;
+                pruned.bytes += len;
+            }
+        }
+        Ok(pruned)
     }
 }
 
@@ -155,7 +237,7 @@ mod tests {
     fn trailer_round_trips_and_detects_damage() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::default();
-        let cache = CompileCache::new(dir.path().to_path_buf(), &engine);
+        let cache = CompileCache::new(dir.path().to_path_buf(), &engine, u64::MAX);
         cache.store("abc", b"compiled bytes").unwrap();
         let Lookup::Hit(mut file) = cache.lookup("abc") else {
             panic!("a stored entry is a hit");
@@ -190,7 +272,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let cache_dir = dir.path().join("cache/compiled");
-        let cache = CompileCache::new(cache_dir.clone(), &Engine::default());
+        let cache = CompileCache::new(cache_dir.clone(), &Engine::default(), u64::MAX);
         cache.store("abc", b"code").unwrap();
         let path = cache.entry_path("abc");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
@@ -203,6 +285,59 @@ mod tests {
         }
     }
 
+    /// Past its limit the cache keeps the most recently used entries (a
+    /// hit counts as a use) and the one just written, down to 70% of the
+    /// limit; temp files a crash left go after an hour, a write in
+    /// progress stays.
+    #[test]
+    fn past_its_limit_the_least_recently_used_code_goes() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        // Each entry: 968 bytes of payload and the 32-byte trailer.
+        let payload = vec![7u8; 968];
+        let cache = CompileCache::new(dir.path().to_path_buf(), &engine, 4_500);
+        let age = |name: &str, secs: u64| {
+            let f = fs::File::options()
+                .write(true)
+                .open(cache.entry_path(name))
+                .unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(secs))
+                .unwrap();
+        };
+        for (name, secs) in [("a", 400), ("b", 300), ("c", 200), ("d", 100)] {
+            cache.store(name, &payload).unwrap();
+            age(name, secs);
+        }
+        let abandoned = dir.path().join(".tmpOLD123");
+        fs::write(&abandoned, b"half a write").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&abandoned)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        let writing = dir.path().join(".tmpNEW456");
+        fs::write(&writing, b"a write in progress").unwrap();
+        // "a" is the oldest but used now: it stays.
+        assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
+        // A fifth entry passes 4,500 bytes: down to 3,150, so two go —
+        // the least recently used, "b" and "c"; not "e", just written.
+        cache.store("e", &payload).unwrap();
+        let left = |name: &str| cache.entry_path(name).exists();
+        assert_eq!(
+            ["a", "b", "c", "d", "e"].map(left),
+            [true, false, false, true, true]
+        );
+        assert!(!abandoned.exists(), "an abandoned temp file goes");
+        assert!(writing.exists(), "a write in progress stays");
+        // Within the limit nothing more goes.
+        assert_eq!(
+            cache.prune(&cache.entry_path("e")).unwrap(),
+            Pruned::default()
+        );
+    }
+
     #[test]
     fn key_depends_on_engine_settings() {
         let dir = tempfile::tempdir().unwrap();
@@ -210,8 +345,8 @@ mod tests {
         let mut fuel = wasmtime::Config::new();
         fuel.consume_fuel(true);
         let fuel = Engine::new(&fuel).unwrap();
-        let a = CompileCache::new(dir.path().to_path_buf(), &plain);
-        let b = CompileCache::new(dir.path().to_path_buf(), &fuel);
+        let a = CompileCache::new(dir.path().to_path_buf(), &plain, u64::MAX);
+        let b = CompileCache::new(dir.path().to_path_buf(), &fuel, u64::MAX);
         assert_ne!(a.entry_path("abc"), b.entry_path("abc"));
     }
 }

@@ -13,6 +13,13 @@ pub struct RuntimeConfig {
     /// Keep compiled code on disk so a second start never compiles.
     /// Default: on. Off only for measurements of the cold path.
     pub compile_cache: bool,
+    /// How many bytes of compiled code the compile cache keeps: past it,
+    /// the least recently used entries are removed (down to 70% of it)
+    /// whenever an entry is written. Default: 1 GiB, wasmtime's own
+    /// cache's soft limit — about 250 compiled 100 KiB components, or
+    /// 30 large (5 MB) modules. Without a limit, compiling every pushed
+    /// image would let anyone who may push fill the disk.
+    pub compile_cache_limit: u64,
     /// Allocate instances from a pre-reserved pool (fast, the default) or
     /// with fresh mmaps each time (`false`: `skiff run` of one command,
     /// and a baseline for benchmarks).
@@ -59,11 +66,15 @@ pub struct RuntimeConfig {
     pub max_cpu_slice: Duration,
 }
 
+/// [`RuntimeConfig::compile_cache_limit`]'s default: 1 GiB.
+pub const DEFAULT_COMPILE_CACHE_LIMIT: u64 = 1 << 30;
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             data_dir: default_data_dir(),
             compile_cache: true,
+            compile_cache_limit: DEFAULT_COMPILE_CACHE_LIMIT,
             pooling: true,
 
             max_instances: 1000,

@@ -44,7 +44,7 @@ mod stdio;
 pub mod units;
 
 pub use artifact::{Artifact, ArtifactKind, LoadSource, inspect};
-pub use config::{RuntimeConfig, default_data_dir};
+pub use config::{DEFAULT_COMPILE_CACHE_LIMIT, RuntimeConfig, default_data_dir};
 pub use instance::{Instance, Limit, Outcome, StartPhases};
 pub use limits::{CPU_BURST, CpuCap, Limits, Usage, UsageMeter};
 pub use net::NetworkMode;
@@ -200,9 +200,13 @@ impl Runtime {
         })?;
         let linkers = artifact::Linkers::default();
         let total_slots = usize::try_from(config.max_instances).unwrap_or(usize::MAX);
-        let cache = config
-            .compile_cache
-            .then(|| cache::CompileCache::new(config.compiled_cache_dir(), &engine));
+        let cache = config.compile_cache.then(|| {
+            cache::CompileCache::new(
+                config.compiled_cache_dir(),
+                &engine,
+                config.compile_cache_limit,
+            )
+        });
         let slots = Arc::new(tokio::sync::Semaphore::new(total_slots));
         let ticker = engine::EpochTicker::start(
             engine.clone(),

@@ -315,3 +315,37 @@ fn data_dir_flag_and_env_choose_where_compiled_code_goes() {
         .count();
     assert_eq!(entries, 1);
 }
+
+/// `--compile-cache-limit` (or `SKIFF_COMPILE_CACHE_LIMIT`): past it, the
+/// least recently used compiled code goes when new code is written; a
+/// limit too small to hold anything is refused.
+#[test]
+fn compile_cache_limit_removes_the_least_recently_used_code() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = data.path().join("cache/compiled");
+    std::fs::create_dir_all(&cache).unwrap();
+    // Code of some other binary (and another engine), unused for a day.
+    let stale = cache.join(format!("{}-0123456789abcdef.cwasm", "ab".repeat(32)));
+    let f = std::fs::File::create(&stale).unwrap();
+    f.set_len(3 << 20).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400))
+        .unwrap();
+    drop(f);
+    let out = skiff(["run", "--compile-cache-limit", "2m", app("HELLO_P1")])
+        .data_dir(data.path())
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!stale.exists(), "the stale entry goes: {left:?}");
+    assert_eq!(left.len(), 1, "hello's own code stays: {left:?}");
+
+    let out = skiff(["run", app("HELLO_P1")])
+        .data_dir(data.path())
+        .env("SKIFF_COMPILE_CACHE_LIMIT", "64k")
+        .run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("at least 1m"), "{}", out.stderr);
+}
