@@ -174,7 +174,7 @@ pub fn run(args: AgentArgs, data_dir: &Path) -> i32 {
     match agent(args, data_dir) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             1
         }
     }
@@ -344,7 +344,7 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
             mesh,
         };
         let stop = crate::signals::shutdown_signal();
-        eprintln!(
+        say!(
             "skiff agent: instance {} ({}) in cluster {cluster}, control plane {}, images from {registry}, data in {}",
             joined.container_instance_arn,
             joined.ec2_instance_id,
@@ -357,7 +357,7 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
             async move { join::serve(&config, joined, agent, held, control_end, stop_rx).await }
         });
         stop.await;
-        eprintln!("skiff agent: shutting down, stopping tasks (signal again to stop now)");
+        say!("skiff agent: shutting down, stopping tasks (signal again to stop now)");
         tokio::spawn(async {
             let signal = crate::signals::shutdown_signal().await;
             std::process::exit(128 + signal);

@@ -37,7 +37,7 @@ pub fn run(args: AgentKeysArgs, data_dir: &Path) -> i32 {
     let path = agent_keys::file_in(&data_dir.join("control"));
     let done = match args.command {
         AgentKeysCommand::Create { cluster } => agent_keys::create(&path, &cluster).map(|k| {
-            eprintln!("Agent key for cluster {}:", k.cluster);
+            say!("Agent key for cluster {}:", k.cluster);
             println!("AWS_ACCESS_KEY_ID={}", k.access_key_id);
             println!("AWS_SECRET_ACCESS_KEY={}", k.secret_access_key);
         }),
@@ -64,7 +64,7 @@ pub fn run(args: AgentKeysArgs, data_dir: &Path) -> i32 {
     match done {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             1
         }
     }

@@ -83,14 +83,14 @@ pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: 
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start a runtime: {e}");
+            say!("error: cannot start a runtime: {e}");
             return 1;
         }
     };
     match rt.block_on(f) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!("error: {e:#}");
             1
         }
     }
@@ -376,7 +376,7 @@ async fn streams(
             let log = &c["logConfiguration"];
             if log["logDriver"] != "awslogs" {
                 if warned.insert(format!("{td_arn}/{name}")) {
-                    eprintln!(
+                    say!(
                         "skiff: container {name} of {} has no awslogs logConfiguration: its output is not kept",
                         short(&td_arn)
                     );

@@ -316,19 +316,17 @@ pub fn deploy(args: DeployArgs) -> i32 {
                     let why = mine
                         .and_then(|d| d["rolloutStateReason"].as_str())
                         .unwrap_or("");
-                    eprintln!("error: deployment {ours} failed: {why}");
+                    say!("error: deployment {ours} failed: {why}");
                     return Ok(1);
                 }
                 None => {
-                    eprintln!(
-                        "error: deployment {ours} was replaced (by another deploy or a rollback)"
-                    );
+                    say!("error: deployment {ours} was replaced (by another deploy or a rollback)");
                     return Ok(1);
                 }
                 _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                eprintln!(
+                say!(
                     "error: gave up after {}: deployment {ours} is still in progress",
                     humantime::format_duration(args.timeout)
                 );
@@ -382,7 +380,7 @@ pub fn scale(args: ScaleArgs) -> i32 {
                 return Ok(0);
             }
             if tokio::time::Instant::now() >= deadline {
-                eprintln!(
+                say!(
                     "error: gave up after {}: {} of {} tasks running",
                     humantime::format_duration(args.timeout),
                     running,

@@ -67,7 +67,7 @@ fn admin(args: RegistryCommand, data_dir: &Path) -> Result<(), String> {
             let token = registry.issue_token(ttl).map_err(|e| e.to_string())?;
             let expires =
                 std::time::UNIX_EPOCH + Duration::from_secs(token.expires_at.max(0) as u64);
-            eprintln!(
+            say!(
                 "Token for user AWS, valid until {}:",
                 humantime::format_rfc3339_seconds(expires)
             );
@@ -87,7 +87,7 @@ pub fn run(args: RegistryArgs, data_dir: &Path) -> i32 {
         return match admin(command, data_dir) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("error: {e}");
+                say!("error: {e}");
                 1
             }
         };
@@ -96,7 +96,7 @@ pub fn run(args: RegistryArgs, data_dir: &Path) -> i32 {
     if args.auth_challenge.is_some() && args.auth == AuthMode::Off {
         // Nothing is ever challenged with auth off: say so rather than
         // accept a flag that does nothing.
-        eprintln!("error: --auth-challenge needs --auth push or --auth all");
+        say!("error: --auth-challenge needs --auth push or --auth all");
         return 2;
     }
     let result = (|| -> Result<(), String> {
@@ -117,14 +117,14 @@ pub fn run(args: RegistryArgs, data_dir: &Path) -> i32 {
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             // Signals are caught from here, before the banner says we serve.
             let stop = crate::signals::shutdown_signal();
-            eprintln!(
+            say!(
                 "Registry listening on http://{local}/ (data in {})",
                 data_dir.join("registry").display()
             );
             registry
                 .serve(listener, async {
                     stop.await;
-                    eprintln!("skiff: shutting down the registry");
+                    say!("skiff: shutting down the registry");
                 })
                 .await
                 .map_err(|e| e.to_string())
@@ -133,7 +133,7 @@ pub fn run(args: RegistryArgs, data_dir: &Path) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             125
         }
     }

@@ -263,7 +263,7 @@ pub fn run(args: RepoArgs, data_dir: &Path) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             1
         }
     }

@@ -435,7 +435,7 @@ pub fn run(args: ServeArgs, data_dir: &Path) -> i32 {
     match serve(args, data_dir) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             1
         }
     }
@@ -653,17 +653,18 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         control.attach_registry(registry.clone());
         // Signals are caught from here, before the banner says we serve.
         let stop = crate::signals::shutdown_signal();
-        eprintln!(
+        say!(
             "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}{}, instance in cluster {cluster}, data in {}",
             if signed {
                 "SigV4 required"
             } else {
                 "any signature accepted"
             },
-            if protected_registry {
-                " (tokens required: aws ecr get-login-password)"
-            } else {
-                ""
+            match (protected_registry, !args.no_compile_on_push) {
+                (true, true) => " (tokens required: aws ecr get-login-password; pushed images compiled for this instance)",
+                (true, false) => " (tokens required: aws ecr get-login-password)",
+                (false, true) => " (pushed images compiled for this instance)",
+                (false, false) => "",
             },
             data_dir.display()
         );
@@ -690,7 +691,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             })
         };
         stop.await;
-        eprintln!("skiff serve: shutting down, stopping tasks (signal again to stop now)");
+        say!("skiff serve: shutting down, stopping tasks (signal again to stop now)");
         tokio::spawn(async {
             let signal = crate::signals::shutdown_signal().await;
             std::process::exit(128 + signal);

@@ -225,7 +225,7 @@ pub fn run(args: BenchArgs) -> i32 {
     match ran {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!("error: {e:#}");
             1
         }
     }
@@ -310,7 +310,7 @@ fn http_command(args: &HttpArgs) -> anyhow::Result<i32> {
     let (own, endpoint) = server_for(args.common.endpoint.as_ref(), &[])?;
     let api = crate::api_client::Api::new(&endpoint)?;
     if !args.common.out.json {
-        eprintln!(
+        say!(
             "skiff bench http: {name} as an ECS service behind a load balancer, against {}",
             against(own.as_ref(), &endpoint)
         );
@@ -398,7 +398,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
     let pid = own.as_ref().map(server::OwnServe::pid).or(args.server_pid);
     let api = crate::api_client::Api::new(&endpoint)?;
     if !args.common.out.json {
-        eprintln!(
+        say!(
             "skiff bench density: {tasks} {} of {what} at once, {} MiB each, against {}",
             if http { "idle services" } else { "tasks" },
             args.task_memory,
@@ -420,7 +420,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
     // reuses what they freed) or mix in theirs: said, not hidden.
     let prior = rt.block_on(tasks_in(&api, &plan.cluster))?;
     if prior > 0 && !args.common.out.json {
-        eprintln!(
+        say!(
             "warning: {prior} task(s) already in cluster {} (running, or stopped within the hour): memory freed by earlier tasks is reused, so per-task figures read low, and the probes are not of an empty box; a fresh serve (no --endpoint) measures from nothing",
             plan.cluster
         );
@@ -439,7 +439,7 @@ fn density_command(args: &DensityArgs) -> anyhow::Result<i32> {
         if args.common.endpoint.is_none() {
             anyhow::bail!("interrupted");
         }
-        eprintln!(
+        say!(
             "interrupted: stopping the tasks it started on {endpoint} (startedBy {}; Ctrl-C again to leave them)",
             plan.run_id
         );
@@ -585,7 +585,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
     };
     let (own, endpoint) = server_for(args.common.endpoint.as_ref(), &flags)?;
     if args.cold && own.is_none() {
-        eprintln!(
+        say!(
             "note: the server at {endpoint} may compile images as they are pushed (skiff serve does unless started with --no-compile-on-push); a first start that finds its image compiled shows compile \"cache\""
         );
     }
@@ -606,7 +606,7 @@ fn cold_start_command(args: &ColdStartArgs) -> anyhow::Result<i32> {
             .map(server::OwnServe::compile_cache),
     };
     if !args.common.out.json {
-        eprintln!(
+        say!(
             "skiff bench cold-start: {tasks} tasks of {what}, {}, network mode {}, {} at a time{}, against {}",
             match (args.cold, args.compiled_on_push) {
                 (false, _) => "warm",
@@ -708,7 +708,7 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
     }
     let mode = if args.cold { "cold" } else { "warm" };
     if !args.out.json {
-        eprintln!(
+        say!(
             "skiff bench run: `skiff run` on {what}, {} process{} of each program, {mode}, in turns",
             args.runs,
             if args.runs == 1 { "" } else { "es" }
@@ -732,7 +732,7 @@ fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
     let measured = match measured {
         Ok(m) => m,
         Err(whole_process::Stopped::Interrupted(signal)) => {
-            eprintln!("skiff bench run: interrupted, its files removed; nothing to report");
+            say!("skiff bench run: interrupted, its files removed; nothing to report");
             return Ok(128 + signal);
         }
         Err(whole_process::Stopped::Failed(why)) => anyhow::bail!("{why}"),
