@@ -116,12 +116,22 @@ pub struct Pulled {
 
 /// Parses an image reference (`[registry/]repository[:tag][@digest]`).
 pub fn parse_reference(reference: &str) -> Result<Reference, RemoteError> {
-    reference
-        .parse::<Reference>()
-        .map_err(|e| RemoteError::BadReference {
+    let parts =
+        crate::names::parse_reference(reference).map_err(|reason| RemoteError::BadReference {
             reference: reference.to_string(),
-            reason: e.to_string(),
-        })
+            reason,
+        })?;
+    Ok(match (parts.tag, parts.digest) {
+        (Some(tag), Some(digest)) => {
+            Reference::with_tag_and_digest(parts.registry, parts.repository, tag, digest)
+        }
+        (None, Some(digest)) => Reference::with_digest(parts.registry, parts.repository, digest),
+        (tag, None) => Reference::with_tag(
+            parts.registry,
+            parts.repository,
+            tag.unwrap_or_else(|| "latest".into()),
+        ),
+    })
 }
 
 /// Is `registry` (`host[:port]`) on this machine's loopback?
