@@ -160,6 +160,17 @@ fn main() -> ExitCode {
         Err(e) => return clap_exit(&e),
     };
     init_logging();
+    if prints_for_a_pipe(&cli.command) {
+        // Like any Unix tool, end quietly when a reader of our output
+        // leaves (`skiff images | head -1`), rather than panicking in
+        // println! with exit status 101. Not for servers or `run`, whose
+        // writes to pipes must never end them, nor for bench, which must
+        // stop what it started. (Sockets are written with MSG_NOSIGNAL.)
+        // SAFETY: no other thread exists yet to race on the disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Some(limit) = cli.global.compile_cache_limit {
         let _ = COMPILE_CACHE_LIMIT.set(limit);
     }
@@ -187,6 +198,30 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
     };
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+}
+
+/// Whether `command` is a client that prints and holds nothing a signal
+/// could leave half done.
+fn prints_for_a_pipe(command: &Command) -> bool {
+    match command {
+        Command::Serve(_)
+        | Command::Agent(_)
+        | Command::Run(_)
+        | Command::Registry(_)
+        | Command::Bench(_) => false,
+        Command::AgentKeys(_)
+        | Command::Push(_)
+        | Command::Pull(_)
+        | Command::Images
+        | Command::Rmi(_)
+        | Command::Login(_)
+        | Command::Repo(_)
+        | Command::Ps(_)
+        | Command::Services(_)
+        | Command::Logs(_)
+        | Command::Deploy(_)
+        | Command::Scale(_) => true,
+    }
 }
 
 /// The command line: `skiff run …` through [`RunCli`], anything else

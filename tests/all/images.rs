@@ -294,3 +294,29 @@ fn a_bare_name_means_skiffs_registry_everywhere() {
         out.stderr
     );
 }
+
+/// A listing whose reader has left (`skiff images | head -0`) ends the way
+/// Unix tools do, by SIGPIPE, not with a panic's backtrace and status 101.
+#[test]
+fn a_listing_whose_reader_left_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let data = tempfile::tempdir().unwrap();
+    // A pipe whose only reader is gone: every write to it fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(skiff_bin())
+        .arg("images")
+        .env("SKIFF_DATA_DIR", data.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
