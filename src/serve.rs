@@ -590,6 +590,12 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             &reg_local.to_string(),
             Arc::new(move |repository, tag| local.tag_digest(repository, tag)),
         );
+        if !protected_registry {
+            // The first task's pull then finds its client made (with a
+            // token, once the token is set, below).
+            let (puller, at) = (Arc::clone(&puller), reg_local.to_string());
+            tokio::task::spawn_blocking(move || puller.prepare(&at));
+        }
         config.reserved_ports = vec![api_local.port(), reg_local.port()];
         let signed = !config.credentials.is_empty();
         let cluster = config.cluster.clone();
@@ -607,13 +613,17 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             tokio::spawn(async move {
                 loop {
                     match registry.issue_token(Duration::from_secs(12 * 3600)) {
-                        Ok(t) => puller.set_credentials(
-                            &at,
-                            skiff_registry::remote::Credentials {
-                                username: "AWS".into(),
-                                password: t.token,
-                            },
-                        ),
+                        Ok(t) => {
+                            puller.set_credentials(
+                                &at,
+                                skiff_registry::remote::Credentials {
+                                    username: "AWS".into(),
+                                    password: t.token,
+                                },
+                            );
+                            let (puller, at) = (Arc::clone(&puller), at.clone());
+                            tokio::task::spawn_blocking(move || puller.prepare(&at));
+                        }
                         Err(e) => tracing::error!("cannot issue the local agent a registry token: {e}"),
                     }
                     tokio::time::sleep(Duration::from_secs(6 * 3600)).await;

@@ -392,6 +392,17 @@ impl Puller {
         }
     }
 
+    /// Makes the client for `registry` (`host[:port]`) now, with the
+    /// settings and credentials given so far, so the first pull from it
+    /// does not ([`remote::prepare_client`]). Call it off the async
+    /// threads: it is CPU work.
+    pub fn prepare(&self, registry: &str) {
+        let options = self.options.read().map(|o| o.clone()).unwrap_or_default();
+        if let Err(e) = remote::prepare_client(registry, &options) {
+            tracing::debug!("cannot prepare a client for {registry}: {e}");
+        }
+    }
+
     /// Speaks plain HTTP to `registry` (`host:port`) from now, as to
     /// loopback ones (a cluster's own registry on its network).
     pub fn allow_plain_http(&self, registry: &str) {

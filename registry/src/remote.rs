@@ -212,6 +212,15 @@ pub(crate) fn client_for(reference: &Reference, options: &RemoteOptions) -> (Cli
     (client, auth)
 }
 
+/// Makes (and keeps) the client for `registry` now, so the first pull from
+/// it does not wait for that: its TLS configuration reads the system's
+/// root certificates, about 10 ms of a first start.
+pub fn prepare_client(registry: &str, options: &RemoteOptions) -> Result<(), RemoteError> {
+    let image = parse_reference(&format!("{registry}/skiff/prepare:latest"))?;
+    client_for(&image, options);
+    Ok(())
+}
+
 /// What a kept client was made for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClientKey {

@@ -59,6 +59,9 @@ impl Held {
                 password: access.password.clone(),
             },
         );
+        // The first task's pull then finds its client made.
+        let (puller, at) = (Arc::clone(&self.puller), access.address.clone());
+        tokio::task::spawn_blocking(move || puller.prepare(&at));
     }
 }
 
