@@ -189,6 +189,33 @@ impl ImageStore {
         Ok(record)
     }
 
+    /// A stored image of `registry`/`repository` (under any tag or
+    /// digest) whose reference named `digest`, or whose manifest is it.
+    pub fn find(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &str,
+    ) -> std::io::Result<Option<ImageRecord>> {
+        Ok(self.list()?.into_iter().find(|r| {
+            (r.reference_digest == digest || r.manifest_digest == digest)
+                && crate::names::parse_reference(&r.reference)
+                    .is_ok_and(|p| p.registry == registry && p.repository == repository)
+        }))
+    }
+
+    /// Records `image` under `reference` too (another name of the same
+    /// image: no binary is written).
+    pub fn alias(&self, image: &ImageRecord, reference: &str) -> std::io::Result<ImageRecord> {
+        let record = ImageRecord {
+            reference: reference.to_string(),
+            ..image.clone()
+        };
+        let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+        write_whole(&self.record_path(reference), &json)?;
+        Ok(record)
+    }
+
     /// Every pulled image, by reference.
     pub fn list(&self) -> std::io::Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
@@ -307,6 +334,8 @@ struct Named {
     repository: String,
     /// The tag, if the reference gives no digest: a name that may move.
     tag: Option<String>,
+    /// The digest, if given: a name for one image forever.
+    digest: Option<String>,
 }
 
 /// What a task start's [`PullBehavior`] made of the stored image (see
@@ -359,6 +388,7 @@ impl Puller {
                 Some(_) => None,
                 None => Some(parsed.tag().unwrap_or("latest").to_string()),
             },
+            digest: parsed.digest().map(str::to_string),
         });
         if let Ok(mut p) = self.parsed.lock() {
             if p.len() >= PARSED_KEPT {
@@ -459,23 +489,31 @@ impl Puller {
         behavior: PullBehavior,
     ) -> Result<Checked, RemoteError> {
         let named = self.named(reference)?;
-        let stored = self.store.get(&named.whole).ok().flatten();
+        let stored = self.stored(&named);
         let mut checked = Checked {
             named: Arc::clone(&named),
             current: None,
             names: None,
             resolve: std::time::Duration::ZERO,
         };
-        let Some(tag) = named.tag.as_deref().filter(|_| behavior.asks()) else {
-            checked.current = stored;
-            return Ok(checked);
+        // A tag is asked about under default and always; a digest, which
+        // names one image forever, only under always (ECS pulls it then,
+        // failing the task if the registry no longer has it).
+        let asked = match (&named.tag, &named.digest) {
+            (Some(tag), _) if behavior.asks() => tag,
+            (None, Some(digest)) if behavior == PullBehavior::Always => digest,
+            _ => {
+                checked.current = stored;
+                return Ok(checked);
+            }
         };
         let started = std::time::Instant::now();
-        match self.resolve(&named, tag).await {
-            Ok(names) => {
+        match self.resolve(&named, asked).await {
+            Ok(names) if named.tag.is_some() => {
                 checked.current = stored.filter(|r| r.reference_digest == names);
                 checked.names = Some(names);
             }
+            Ok(_) => checked.current = stored,
             Err(e) if behavior == PullBehavior::Default && stored.is_some() => {
                 tracing::warn!(reference = %named.whole, "starting from the stored image: {e}");
                 checked.current = stored;
@@ -486,13 +524,25 @@ impl Puller {
         Ok(checked)
     }
 
+    /// The store's record for `named`; for a digest, also the same image
+    /// stored under another name of its repository (pulled by tag).
+    fn stored(&self, named: &Named) -> Option<ImageRecord> {
+        self.store.get(&named.whole).ok().flatten().or_else(|| {
+            let digest = named.digest.as_deref()?;
+            self.store
+                .find(&named.registry, &named.repository, digest)
+                .ok()
+                .flatten()
+        })
+    }
+
     /// Looks at the store again for what `checked` found missing or stale:
     /// another start may have pulled it since.
     pub fn recheck(&self, checked: &mut Checked) {
         if checked.current.is_some() {
             return;
         }
-        let stored = self.store.get(&checked.named.whole).ok().flatten();
+        let stored = self.stored(&checked.named);
         checked.current = match &checked.names {
             Some(names) => stored.filter(|r| r.reference_digest == *names),
             None => stored,
@@ -510,15 +560,41 @@ impl Puller {
         let _one_at_a_time = lock.lock().await;
         let started = std::time::Instant::now();
         self.recheck(&mut checked);
-        if let Some(record) = checked.current
+        if let Some(mut record) = checked.current
             && let Ok(wasm) = self.store.read_wasm(&record)
         {
+            if record.reference != checked.named.whole {
+                // Found under another name (a digest's image, pulled by
+                // tag): recorded under this one too.
+                record = self
+                    .store
+                    .alias(&record, &checked.named.whole)
+                    .unwrap_or(record);
+            }
             let report = PullReport {
                 pulled: false,
                 bytes: 0,
                 resolve: checked.resolve,
                 download: std::time::Duration::ZERO,
                 // Reading the binary and checking its digest.
+                store: started.elapsed(),
+            };
+            return Ok((record, wasm, report));
+        }
+        // The tag names an image stored under another of its names: no
+        // download, a record for this name.
+        if let Some(names) = &checked.names
+            && let Ok(Some(same)) =
+                self.store
+                    .find(&checked.named.registry, &checked.named.repository, names)
+            && let Ok(wasm) = self.store.read_wasm(&same)
+            && let Ok(record) = self.store.alias(&same, &checked.named.whole)
+        {
+            let report = PullReport {
+                pulled: false,
+                bytes: 0,
+                resolve: checked.resolve,
+                download: std::time::Duration::ZERO,
                 store: started.elapsed(),
             };
             return Ok((record, wasm, report));

@@ -385,7 +385,10 @@ fn a_moved_tag_is_pulled_again_as_the_pull_behavior_says() {
     assert_eq!(wasm, v1);
     assert_eq!(asked(&s) - before, 1, "one manifest HEAD");
 
-    let d2 = block_on(remote::push(&r, &v2, &RemoteOptions::default())).unwrap();
+    // (At a fixed time: pushed again below under another tag, it is the
+    // same manifest.)
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let d2 = block_on(remote::push_as_of(&r, &v2, at, &RemoteOptions::default())).unwrap();
     // once and prefer-cached use what is stored, asking nothing.
     let before = asked(&s);
     for behavior in [Once, PreferCached] {
@@ -402,16 +405,47 @@ fn a_moved_tag_is_pulled_again_as_the_pull_behavior_says() {
         (v2.clone(), d2.to_string())
     );
 
-    // A digest names one image forever: pulled once, never asked again.
-    let by_digest = format!("{}@{d1}", r.trim_end_matches(":latest"));
-    let checked = block_on(puller.check(&by_digest, Always)).unwrap();
+    // A digest names one image forever: pulled once, not asked about again
+    // (but under always, as ECS pulls it then).
+    let repo = r.trim_end_matches(":latest");
+    let by_digest = format!("{repo}@{d1}");
+    let checked = block_on(puller.check(&by_digest, Default)).unwrap();
     let (_, wasm, report) = block_on(puller.ensure_checked(checked, &no_progress)).unwrap();
     assert!(report.pulled);
     assert_eq!(wasm, v1);
     let before = asked(&s);
-    let checked = block_on(puller.check(&by_digest, Always)).unwrap();
+    let checked = block_on(puller.check(&by_digest, Default)).unwrap();
     assert!(checked.current.is_some());
     assert_eq!(asked(&s), before, "a digest is not asked about");
+    let checked = block_on(puller.check(&by_digest, Always)).unwrap();
+    assert!(checked.current.is_some());
+    assert_eq!(asked(&s) - before, 1, "always asks about a digest too");
+
+    // The same image under another name is not downloaded again: by the
+    // digest the store holds under the tag, or by another tag naming it.
+    let blobs = s.registry.stats().blobs_served;
+    let checked = block_on(puller.check(&format!("{repo}@{d2}"), Default)).unwrap();
+    assert!(checked.current.is_some(), "held under the tag");
+    let (_, wasm, report) = block_on(puller.ensure_checked(checked, &no_progress)).unwrap();
+    assert!(!report.pulled);
+    assert_eq!(wasm, v2);
+    let stable = format!("{repo}:stable");
+    let same = block_on(remote::push_as_of(
+        &stable,
+        &v2,
+        at,
+        &RemoteOptions::default(),
+    ))
+    .unwrap();
+    assert_eq!(same, d2);
+    let checked = block_on(puller.check(&stable, Default)).unwrap();
+    let (record, wasm, report) = block_on(puller.ensure_checked(checked, &no_progress)).unwrap();
+    assert!(!report.pulled);
+    assert_eq!(
+        (wasm, record.reference_digest),
+        (v2.clone(), d2.to_string())
+    );
+    assert_eq!(s.registry.stats().blobs_served, blobs, "no download");
 
     // The registry gone: default starts the stored image, always fails,
     // and default with nothing stored fails naming the registry.
@@ -420,6 +454,16 @@ fn a_moved_tag_is_pulled_again_as_the_pull_behavior_says() {
     assert_eq!(checked.current.unwrap().reference_digest, d2.to_string());
     assert!(matches!(
         block_on(puller.check(&r, Always)),
+        Err(RemoteError::Registry { .. })
+    ));
+    assert!(
+        block_on(puller.check(&by_digest, Default))
+            .unwrap()
+            .current
+            .is_some()
+    );
+    assert!(matches!(
+        block_on(puller.check(&by_digest, Always)),
         Err(RemoteError::Registry { .. })
     ));
     let never = reference(&s, "moving/never:v1");
