@@ -57,8 +57,9 @@ pub struct AgentArgs {
     /// lines): ECS_CLUSTER, ECS_INSTANCE_ATTRIBUTES, ECS_RESERVED_MEMORY,
     /// ECS_RESERVED_PORTS, ECS_CONTAINER_STOP_TIMEOUT,
     /// ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION, ECS_IMAGE_PULL_TIMEOUT,
-    /// ECS_IMAGE_PULL_INACTIVITY_TIMEOUT. Any other key is an error. The
-    /// same names as environment variables apply too; flags win.
+    /// ECS_IMAGE_PULL_INACTIVITY_TIMEOUT, ECS_IMAGE_PULL_BEHAVIOR (default,
+    /// always, once, prefer-cached). Any other key is an error. The same
+    /// names as environment variables apply too, over the file; flags win.
     #[arg(long, value_name = "FILE")]
     ecs_config: Option<PathBuf>,
 
@@ -290,7 +291,8 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
     if let Some(d) = crate::serve::timeout_setting(None, &settings, "ECS_IMAGE_PULL_TIMEOUT")? {
         agent_config.image_pull_timeout = d;
     }
-    agent_config.image_pull_behavior = crate::serve::pull_behavior_setting(None, &settings)?;
+    agent_config.image_pull_behavior =
+        crate::serve::pull_behavior_setting(None, &settings, args.ecs_config.as_deref())?;
     if let Some(d) = crate::serve::timeout_setting(None, &settings, "ECS_CONTAINER_STOP_TIMEOUT")? {
         agent_config.default_stop_timeout = d;
     }

@@ -63,8 +63,10 @@ pub struct ServeArgs {
     cluster: Option<String>,
 
     /// An ECS agent configuration file (the KEY=VALUE lines of
-    /// /etc/ecs/ecs.config). Its ECS_CLUSTER names the local instance's
-    /// cluster; a key skiff serve cannot honour is an error.
+    /// /etc/ecs/ecs.config) for the local instance: ECS_CLUSTER,
+    /// ECS_IMAGE_PULL_TIMEOUT, ECS_IMAGE_PULL_INACTIVITY_TIMEOUT,
+    /// ECS_IMAGE_PULL_BEHAVIOR; a key skiff serve cannot honour is an
+    /// error. The flags, and the same names as environment variables, win.
     #[arg(long, value_name = "FILE")]
     ecs_config: Option<PathBuf>,
 
@@ -84,7 +86,8 @@ pub struct ServeArgs {
     /// registry what the tag names at every start, use the held image if
     /// it cannot answer), always (the same, but failing the task), once or
     /// prefer-cached (use the held image). Default: default.
-    #[arg(long, env = "ECS_IMAGE_PULL_BEHAVIOR", value_name = "BEHAVIOR")]
+    /// Or ECS_IMAGE_PULL_BEHAVIOR, or that line of --ecs-config.
+    #[arg(long, value_name = "BEHAVIOR")]
     image_pull_behavior: Option<PullBehavior>,
 
     /// The most memory one container may have (e.g. 256m; default 4g, a
@@ -306,17 +309,29 @@ pub(crate) fn timeout_setting(
     }
 }
 
-/// ECS_IMAGE_PULL_BEHAVIOR, given by flag (or its variable), else by the
-/// ECS agent config file.
+/// ECS_IMAGE_PULL_BEHAVIOR, given by flag, else by the variable (when not
+/// empty), else by the ECS agent config file `file` (empty: the default).
+/// A wrong value's error says where it came from.
 pub(crate) fn pull_behavior_setting(
     flag: Option<PullBehavior>,
     ecs_config: &HashMap<String, String>,
+    file: Option<&Path>,
 ) -> Result<PullBehavior, String> {
     const KEY: &str = "ECS_IMAGE_PULL_BEHAVIOR";
-    match (flag, ecs_config.get(KEY)) {
-        (Some(b), _) => Ok(b),
-        (None, Some(v)) => v.parse().map_err(|e| format!("{KEY}: {e}")),
-        (None, None) => Ok(PullBehavior::default()),
+    if let Some(b) = flag {
+        return Ok(b);
+    }
+    if let Some(v) = std::env::var(KEY).ok().filter(|v| !v.is_empty()) {
+        return v
+            .parse()
+            .map_err(|e| format!("{KEY} in the environment: {e}"));
+    }
+    match ecs_config.get(KEY).filter(|v| !v.is_empty()) {
+        Some(v) => v.parse().map_err(|e| {
+            let from = file.map_or("the ECS agent config".into(), |f| f.display().to_string());
+            format!("{KEY} in {from}: {e}")
+        }),
+        None => Ok(PullBehavior::default()),
     }
 }
 
@@ -396,12 +411,17 @@ pub(crate) fn task_runtime(
     max_container_memory: Option<u64>,
 ) -> Result<Runtime, String> {
     let defaults = crate::runtime_config(data_dir);
-    Runtime::new(RuntimeConfig {
+    let runtime = Runtime::new(RuntimeConfig {
         max_instances,
         max_memory_per_instance: max_container_memory.unwrap_or(defaults.max_memory_per_instance),
         ..defaults
     })
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    // Within its limit now if it was lowered (it is kept so after every
+    // compile), off the start's path.
+    let pruning = runtime.clone();
+    std::thread::spawn(move || pruning.prune_compile_cache());
+    Ok(runtime)
 }
 
 /// The push hook that compiles each pushed image into `runtime`'s compile
@@ -554,8 +574,11 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     )? {
         agent_config.image_pull_timeout = d;
     }
-    agent_config.image_pull_behavior =
-        pull_behavior_setting(args.image_pull_behavior, &ecs_config)?;
+    agent_config.image_pull_behavior = pull_behavior_setting(
+        args.image_pull_behavior,
+        &ecs_config,
+        args.ecs_config.as_deref(),
+    )?;
     let ports = skiff_runtime::ports::PortMap::detect(args.task_addresses);
     if ports.shifts() {
         tracing::info!(
@@ -741,7 +764,7 @@ mod tests {
         let file =
             |v: &str| HashMap::from([("ECS_IMAGE_PULL_BEHAVIOR".to_string(), v.to_string())]);
         assert_eq!(
-            pull_behavior_setting(None, &HashMap::new()),
+            pull_behavior_setting(None, &HashMap::new(), None),
             Ok(PullBehavior::Default)
         );
         for (v, b) in PullBehavior::VALUES.iter().zip([
@@ -750,19 +773,29 @@ mod tests {
             PullBehavior::Once,
             PullBehavior::PreferCached,
         ]) {
-            assert_eq!(pull_behavior_setting(None, &file(v)), Ok(b));
+            assert_eq!(pull_behavior_setting(None, &file(v), None), Ok(b));
             assert_eq!(b.to_string(), *v);
         }
         // The flag (or its variable) wins; a wrong value is named, with
         // the ones there are.
         assert_eq!(
-            pull_behavior_setting(Some(PullBehavior::Once), &file("always")),
+            pull_behavior_setting(Some(PullBehavior::Once), &file("always"), None),
             Ok(PullBehavior::Once)
         );
-        let e = pull_behavior_setting(None, &file("sometimes")).unwrap_err();
+        let e = pull_behavior_setting(
+            None,
+            &file("sometimes"),
+            Some(Path::new("/etc/ecs/ecs.config")),
+        )
+        .unwrap_err();
         assert!(
-            e.starts_with("ECS_IMAGE_PULL_BEHAVIOR: \"sometimes\""),
+            e.starts_with("ECS_IMAGE_PULL_BEHAVIOR in /etc/ecs/ecs.config: \"sometimes\""),
             "{e}"
+        );
+        // Empty in the file, as ECS_CLUSTER= may be: the default.
+        assert_eq!(
+            pull_behavior_setting(None, &file(""), None),
+            Ok(PullBehavior::Default)
         );
         assert!(e.contains("default, always, once, prefer-cached"), "{e}");
     }
