@@ -52,8 +52,9 @@ struct Global {
     data_dir: Option<PathBuf>,
 
     /// How much compiled code to keep in the data dir (e.g. 512m, 4g;
-    /// default 1g): past it, the least recently used is removed.
-    #[arg(long, global = true, env = "SKIFF_COMPILE_CACHE_LIMIT", value_name = "SIZE", value_parser = parse_cache_limit)]
+    /// default 1g, or SKIFF_COMPILE_CACHE_LIMIT): past it, the least
+    /// recently used is removed.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_cache_limit)]
     compile_cache_limit: Option<u64>,
 }
 
@@ -171,7 +172,23 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    if let Some(limit) = cli.global.compile_cache_limit {
+    // The flag, else the variable (read here, not by clap, so that a flag
+    // given wins over a bad variable, an empty one is unset, and an error
+    // names the variable).
+    let limit = match cli.global.compile_cache_limit {
+        Some(limit) => Some(limit),
+        None => match std::env::var("SKIFF_COMPILE_CACHE_LIMIT") {
+            Ok(v) if !v.is_empty() => match parse_cache_limit(&v) {
+                Ok(limit) => Some(limit),
+                Err(e) => {
+                    say!("error: SKIFF_COMPILE_CACHE_LIMIT in the environment: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => None,
+        },
+    };
+    if let Some(limit) = limit {
         let _ = COMPILE_CACHE_LIMIT.set(limit);
     }
     let data_dir = cli
@@ -251,6 +268,22 @@ fn parse() -> Result<Cli, clap::Error> {
         return Err(Cli::command().error(
             clap::error::ErrorKind::ArgumentConflict,
             "--compile-cache-limit: skiff bench uses compile caches of its own, which its runs do not fill; drop --compile-cache-limit",
+        ));
+    }
+    // Only the commands that compile honour it; the others would ignore it.
+    if given("compile_cache_limit")
+        && !matches!(
+            cli.command,
+            Command::Serve(_)
+                | Command::Agent(_)
+                | Command::Run(_)
+                | Command::Pull(_)
+                | Command::Bench(_)
+        )
+    {
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--compile-cache-limit: this command compiles nothing (serve, agent, run and pull do); drop --compile-cache-limit",
         ));
     }
     Ok(cli)

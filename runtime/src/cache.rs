@@ -126,30 +126,17 @@ impl CompileCache {
         trailer[..16].copy_from_slice(&xxh3_128(payload).to_le_bytes());
         trailer[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
         trailer[24..].copy_from_slice(MAGIC);
-        write_atomically(&path, &[payload, &trailer])?;
-        match self.prune(&path) {
-            Ok(p) if p.entries > 0 => tracing::info!(
-                entries = p.entries,
-                bytes = p.bytes,
-                limit = self.limit,
-                "compile cache pruned: least recently used code removed"
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), "cannot prune the compile cache: {e}")
-            }
-        }
-        Ok(())
+        write_atomically(&path, &[payload, &trailer])
     }
 
     /// Keeps the directory within its limit, as wasmtime's own cache does:
     /// once its entries (of every engine, so code of an older wasmtime goes
     /// first, never being used) pass the limit, the least recently used go
-    /// until they take 70% of it, never `keep` (the entry just written).
-    /// Temp files older than an hour, left by writes a crash interrupted,
-    /// go too. Removing an entry a task has mapped is safe: the mapping
-    /// keeps its bytes.
-    pub(crate) fn prune(&self, keep: &Path) -> io::Result<Pruned> {
+    /// until they take 70% of it, never one whose binary's sha256 (hex)
+    /// `in_use` says is loaded. Temp files older than an hour, left by
+    /// writes a crash interrupted, go too. Removing an entry a task has
+    /// mapped is safe: the mapping keeps its bytes.
+    pub(crate) fn prune(&self, in_use: &dyn Fn(&str) -> bool) -> io::Result<Pruned> {
         let mut entries = Vec::new();
         let mut total = 0u64;
         let mut pruned = Pruned::default();
@@ -171,7 +158,10 @@ impl CompileCache {
                 }
             } else if name.ends_with(".cwasm") && meta.is_file() {
                 total += meta.len();
-                entries.push((modified, meta.len(), entry.path()));
+                let sha = name.split('-').next().unwrap_or_default();
+                if !in_use(sha) {
+                    entries.push((modified, meta.len(), entry.path()));
+                }
             }
         }
         if total <= self.limit {
@@ -183,7 +173,7 @@ impl CompileCache {
             if total <= target {
                 break;
             }
-            if path != keep && fs::remove_file(&path).is_ok() {
+            if fs::remove_file(&path).is_ok() {
                 total -= len;
                 pruned.entries += 1;
                 pruned.bytes += len;
@@ -322,20 +312,26 @@ mod tests {
         // "a" is the oldest but used now: it stays.
         assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
         // A fifth entry passes 4,500 bytes: down to 3,150, so two go —
-        // the least recently used, "b" and "c"; not "e", just written.
+        // the least recently used, "b" and "c" — but "b" is loaded, so
+        // "c" and "d"; not "e", just written (and loaded).
         cache.store("e", &payload).unwrap();
+        let loaded = |sha: &str| sha == "b" || sha == "e";
+        assert_eq!(
+            cache.prune(&loaded).unwrap(),
+            Pruned {
+                entries: 3,
+                bytes: 2_000 + 12
+            }
+        );
         let left = |name: &str| cache.entry_path(name).exists();
         assert_eq!(
             ["a", "b", "c", "d", "e"].map(left),
-            [true, false, false, true, true]
+            [true, true, false, false, true]
         );
         assert!(!abandoned.exists(), "an abandoned temp file goes");
         assert!(writing.exists(), "a write in progress stays");
         // Within the limit nothing more goes.
-        assert_eq!(
-            cache.prune(&cache.entry_path("e")).unwrap(),
-            Pruned::default()
-        );
+        assert_eq!(cache.prune(&loaded).unwrap(), Pruned::default());
     }
 
     #[test]

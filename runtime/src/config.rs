@@ -14,8 +14,9 @@ pub struct RuntimeConfig {
     /// Default: on. Off only for measurements of the cold path.
     pub compile_cache: bool,
     /// How many bytes of compiled code the compile cache keeps: past it,
-    /// the least recently used entries are removed (down to 70% of it)
-    /// whenever an entry is written. Default: 1 GiB, wasmtime's own
+    /// the least recently used entries (not those of loaded artifacts)
+    /// are removed, down to 70% of it, after every compile
+    /// ([`Runtime::prune_compile_cache`](crate::Runtime::prune_compile_cache)). Default: 1 GiB, wasmtime's own
     /// cache's soft limit — about 250 compiled 100 KiB components, or
     /// 30 large (5 MB) modules. Without a limit, compiling every pushed
     /// image would let anyone who may push fill the disk.

@@ -307,7 +307,51 @@ impl Runtime {
             map.retain(|_, a| a.strong_count() > 0);
             map.insert(key.clone(), Arc::downgrade(&loaded));
         }
+        if loaded.source() == LoadSource::Compiled {
+            // New code in the cache: keep it within its limit.
+            self.prune_compile_cache();
+        }
         Ok(loaded)
+    }
+
+    /// Keeps the compile cache within [`RuntimeConfig::compile_cache_limit`]:
+    /// the least recently used code goes, never that of an artifact this
+    /// runtime has loaded and someone still holds. Done after every
+    /// compile; a server also calls it as it starts, for a limit lowered
+    /// since. Returns how many entries and bytes went.
+    pub fn prune_compile_cache(&self) -> (u64, u64) {
+        let Some(cache) = &self.inner.cache else {
+            return (0, 0);
+        };
+        let live: std::collections::HashSet<String> = self
+            .inner
+            .loaded
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .filter(|(_, a)| a.strong_count() > 0)
+                    .map(|((sha, _), _)| sha.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match cache.prune(&|sha| live.contains(sha)) {
+            Ok(p) => {
+                if p.entries > 0 {
+                    tracing::info!(
+                        entries = p.entries,
+                        bytes = p.bytes,
+                        limit = self.inner.config.compile_cache_limit,
+                        "compile cache pruned: least recently used code removed"
+                    );
+                }
+                (p.entries, p.bytes)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0),
+            Err(e) => {
+                tracing::warn!("cannot prune the compile cache: {e}");
+                (0, 0)
+            }
+        }
     }
 
     fn loaded_artifact(&self, key: &(String, String)) -> Option<Arc<Artifact>> {

@@ -263,3 +263,28 @@ fn a_tag_pushed_again_runs_its_new_image_unless_the_agent_prefers_cached() {
         }
     }
 }
+
+/// A server started with a lower `--compile-cache-limit` than its cache
+/// holds prunes it as it starts, not only at its next compile.
+#[test]
+fn a_server_prunes_its_compile_cache_to_a_lowered_limit_as_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache/compiled");
+    std::fs::create_dir_all(&cache).unwrap();
+    let stale = cache.join(format!("{}-0123456789abcdef.cwasm", "cd".repeat(32)));
+    std::fs::File::create(&stale)
+        .unwrap()
+        .set_len(3 << 20)
+        .unwrap();
+    let _serve = ServeProcess::start_with(dir.path(), &["--compile-cache-limit", "2m"]);
+    // Pruned off the start's path: soon after the server answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stale.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} is still there",
+            stale.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

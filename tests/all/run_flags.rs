@@ -347,5 +347,24 @@ fn compile_cache_limit_removes_the_least_recently_used_code() {
         .env("SKIFF_COMPILE_CACHE_LIMIT", "64k")
         .run();
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("at least 1m"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("SKIFF_COMPILE_CACHE_LIMIT in the environment: \"64k\": a compile cache limit is at least 1m"),
+        "{}",
+        out.stderr
+    );
+    // A flag given wins over the variable; an empty variable is unset.
+    for (flag, var) in [(&["--compile-cache-limit", "2m"][..], "64k"), (&[][..], "")] {
+        let out = skiff(["run"].iter().chain(flag).chain([&app("HELLO_P1")]))
+            .data_dir(data.path())
+            .env("SKIFF_COMPILE_CACHE_LIMIT", var)
+            .run();
+        assert_eq!(out.code, 0, "{flag:?} {var:?}: {}", out.stderr);
+    }
+    // A command that compiles nothing refuses it rather than ignore it.
+    let out = skiff(["--compile-cache-limit", "1g", "images"])
+        .data_dir(data.path())
+        .run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("compiles nothing"), "{}", out.stderr);
 }
