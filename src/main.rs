@@ -62,7 +62,7 @@ fn parse_cache_limit(s: &str) -> Result<u64, String> {
     let bytes = skiff_runtime::units::parse_size(s)?;
     if bytes < 1 << 20 {
         return Err(format!(
-            "{s:?}: a compile cache limit is at least 1m (one compiled module is often more)"
+            "`{s}`: a compile cache limit is at least 1m (one compiled module is often more)"
         ));
     }
     Ok(bytes)

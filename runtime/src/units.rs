@@ -16,8 +16,19 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         ));
     }
     let n: u64 = digits.parse().map_err(|_| format!("`{s}` is too large"))?;
+    if unit.starts_with('.') {
+        return Err(format!(
+            "`{s}`: a size is a whole number of its unit (say 1536m for 1.5g)"
+        ));
+    }
     let unit = unit.to_ascii_lowercase();
-    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+    // 64m, 64mb, 64mib and 64mi all mean MiB (as Kubernetes' Mi does).
+    let base = unit
+        .strip_suffix("ib")
+        .or(unit.strip_suffix('i'))
+        .or(unit.strip_suffix('b'))
+        .unwrap_or(&unit);
+    let shift = match base {
         "" => 0,
         "k" => 10,
         "m" => 20,
@@ -99,6 +110,9 @@ mod tests {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert_eq!(parse_size("2k"), Ok(2048));
+        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
+        assert!(parse_size("1.5g").unwrap_err().contains("say 1536m"));
+        assert!(parse_size("1ii").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("m").is_err());
         assert!(parse_size("12x").unwrap_err().contains("unknown unit"));

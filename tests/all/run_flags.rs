@@ -349,7 +349,7 @@ fn compile_cache_limit_removes_the_least_recently_used_code() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("SKIFF_COMPILE_CACHE_LIMIT in the environment: \"64k\": a compile cache limit is at least 1m"),
+            .contains("SKIFF_COMPILE_CACHE_LIMIT in the environment: `64k`: a compile cache limit is at least 1m"),
         "{}",
         out.stderr
     );
