@@ -5,7 +5,7 @@
 use clap::Args;
 use skiff_agent::join::{self, JoinConfig};
 use skiff_agent::{Agent, AgentConfig};
-use skiff_registry::images::Puller;
+use skiff_registry::images::{PullBehavior, Puller};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -291,8 +291,9 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
     if let Some(d) = crate::serve::timeout_setting(None, &settings, "ECS_IMAGE_PULL_TIMEOUT")? {
         agent_config.image_pull_timeout = d;
     }
-    agent_config.image_pull_behavior =
+    let pull_behavior =
         crate::serve::pull_behavior_setting(None, &settings, args.ecs_config.as_deref())?;
+    agent_config.image_pull_behavior = pull_behavior;
     if let Some(d) = crate::serve::timeout_setting(None, &settings, "ECS_CONTAINER_STOP_TIMEOUT")? {
         agent_config.default_stop_timeout = d;
     }
@@ -347,10 +348,14 @@ fn agent(args: AgentArgs, data_dir: &Path) -> Result<(), String> {
         };
         let stop = crate::signals::shutdown_signal();
         say!(
-            "skiff agent: instance {} ({}) in cluster {cluster}, control plane {}, images from {registry}, data in {}",
+            "skiff agent: instance {} ({}) in cluster {cluster}, control plane {}, images from {registry}{}, data in {}",
             joined.container_instance_arn,
             joined.ec2_instance_id,
             args.endpoint,
+            match pull_behavior {
+                PullBehavior::Default => String::new(),
+                b => format!(" (image pull behavior {b})"),
+            },
             data_dir.display()
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

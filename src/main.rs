@@ -47,8 +47,10 @@ struct Cli {
 /// What every command takes.
 #[derive(clap::Args)]
 struct Global {
-    /// Where skiff keeps its state (compiled code, volumes).
-    #[arg(long, global = true, env = "SKIFF_DATA_DIR", value_name = "DIR")]
+    /// Where skiff keeps its state (compiled code, volumes; default:
+    /// SKIFF_DATA_DIR, else ~/.skiff). The variable is read by skiff, not
+    /// the parser, so a flag given wins over it and an empty one is unset.
+    #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
     /// How much compiled code to keep in the data dir (e.g. 512m, 4g;

@@ -574,11 +574,12 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
     )? {
         agent_config.image_pull_timeout = d;
     }
-    agent_config.image_pull_behavior = pull_behavior_setting(
+    let pull_behavior = pull_behavior_setting(
         args.image_pull_behavior,
         &ecs_config,
         args.ecs_config.as_deref(),
     )?;
+    agent_config.image_pull_behavior = pull_behavior;
     let ports = skiff_runtime::ports::PortMap::detect(args.task_addresses);
     if ports.shifts() {
         tracing::info!(
@@ -687,7 +688,7 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
         // Signals are caught from here, before the banner says we serve.
         let stop = crate::signals::shutdown_signal();
         say!(
-            "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}{}, instance in cluster {cluster}, data in {}",
+            "skiff serve: API on http://{api_local}/ ({}), registry on {reg_local}{}, instance in cluster {cluster}{}, data in {}",
             if signed {
                 "SigV4 required"
             } else {
@@ -698,6 +699,10 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
                 (true, false) => " (tokens required: aws ecr get-login-password)",
                 (false, true) => " (pushed images compiled for this instance)",
                 (false, false) => "",
+            },
+            match pull_behavior {
+                PullBehavior::Default => String::new(),
+                b => format!(", image pull behavior {b}"),
             },
             data_dir.display()
         );

@@ -314,6 +314,21 @@ fn data_dir_flag_and_env_choose_where_compiled_code_goes() {
         .unwrap()
         .count();
     assert_eq!(entries, 1);
+
+    // An empty variable is unset, and a flag given wins over it.
+    let out = skiff([
+        "run",
+        "--data-dir",
+        by_flag.path().to_str().unwrap(),
+        app("HELLO_P2"),
+    ])
+    .env("SKIFF_DATA_DIR", "")
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let entries = std::fs::read_dir(by_flag.path().join("cache/compiled"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 2);
 }
 
 /// `--compile-cache-limit` (or `SKIFF_COMPILE_CACHE_LIMIT`): past it, the
