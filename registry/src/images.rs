@@ -363,6 +363,55 @@ pub struct Puller {
     parsed: Mutex<HashMap<String, Arc<Named>>>,
     /// A registry asked in-process what its tags name, and how.
     tag_resolver: std::sync::RwLock<Option<(String, TagResolver)>>,
+    /// Questions over HTTP of what a reference names (see
+    /// [`Puller::resolve`]).
+    asked: Questions<Result<String, RemoteError>>,
+}
+
+/// Questions shared by whoever asks them at once: one at a time per key,
+/// and a caller takes the answer of a question asked after it arrived
+/// (one asked before may predate what it must see), asking it itself if
+/// it is first in line.
+struct Questions<T> {
+    /// Per key, the last question's answer and when it was asked.
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(std::time::Instant, T)>>>>>,
+}
+
+impl<T: Clone> Questions<T> {
+    fn new() -> Self {
+        Questions {
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `ask`'s answer for `key`, or that of a question of `key` another
+    /// caller asked after this one arrived.
+    async fn ask<F: std::future::Future<Output = T>>(
+        &self,
+        key: &str,
+        ask: impl FnOnce() -> F,
+    ) -> T {
+        let arrived = std::time::Instant::now();
+        let slot = match self.slots.lock() {
+            Ok(mut slots) => {
+                if slots.len() >= PARSED_KEPT {
+                    slots.clear();
+                }
+                Arc::clone(slots.entry(key.to_string()).or_default())
+            }
+            Err(_) => Arc::default(),
+        };
+        let mut last = slot.lock().await;
+        if let Some((asked_at, answer)) = &*last
+            && *asked_at >= arrived
+        {
+            return answer.clone();
+        }
+        let asked_at = std::time::Instant::now();
+        let answer = ask().await;
+        *last = Some((asked_at, answer.clone()));
+        answer
+    }
 }
 
 /// How many parsed references a puller remembers (then it starts over).
@@ -451,6 +500,7 @@ impl Puller {
             in_flight: Mutex::new(HashMap::new()),
             parsed: Mutex::new(HashMap::new()),
             tag_resolver: std::sync::RwLock::new(None),
+            asked: Questions::new(),
         }
     }
 
@@ -604,8 +654,16 @@ impl Puller {
         Ok((record, wasm, report))
     }
 
-    /// What `tag` of `named`'s repository names now: from the registry's
-    /// resolver if it has one, else by HTTP.
+    /// What `tag` (or digest) of `named`'s repository names now: from the
+    /// registry's resolver if it has one, else by HTTP.
+    ///
+    /// Over HTTP, starts of one reference share questions: a start waits
+    /// for the question in flight (asked before it arrived, so its answer
+    /// may predate a push it must see), then takes the answer of the next
+    /// one, asked after it arrived, by whichever start got there first. A
+    /// thousand tasks of one image starting at once ask twice, not a
+    /// thousand times (which the registry's per-client connection limit
+    /// would refuse).
     async fn resolve(&self, named: &Named, tag: &str) -> Result<String, RemoteError> {
         let resolver = self.tag_resolver.read().ok().and_then(|r| {
             r.as_ref()
@@ -616,9 +674,13 @@ impl Puller {
             return Ok(names);
         }
         let options = self.options.read().map(|o| o.clone()).unwrap_or_default();
-        remote::resolve(&named.whole, &options)
+        self.asked
+            .ask(&named.whole, || async {
+                remote::resolve(&named.whole, &options)
+                    .await
+                    .map(|d| d.to_string())
+            })
             .await
-            .map(|d| d.to_string())
     }
 
     /// Pulls the image now, whatever the store holds.
@@ -679,6 +741,68 @@ mod tests {
             resolve: Default::default(),
             download: Default::default(),
         }
+    }
+
+    /// Fifty callers arriving while a question is in flight wait for it,
+    /// then share one more, asked after they all arrived: two in all.
+    /// Deterministic: one thread, and the first question held open until
+    /// every caller is in line.
+    #[test]
+    fn callers_at_once_share_the_next_question() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let questions = Arc::new(Questions::<usize>::new());
+            let asked = Arc::new(AtomicUsize::new(0));
+            let in_line = Arc::new(AtomicUsize::new(0));
+            let (open, held) = tokio::sync::watch::channel(false);
+            let callers: Vec<_> = (0..50)
+                .map(|_| {
+                    let (questions, asked, in_line) = (
+                        Arc::clone(&questions),
+                        Arc::clone(&asked),
+                        Arc::clone(&in_line),
+                    );
+                    let mut held = held.clone();
+                    tokio::spawn(async move {
+                        in_line.fetch_add(1, SeqCst);
+                        questions
+                            .ask("app:v1", || async move {
+                                let n = asked.fetch_add(1, SeqCst) + 1;
+                                // The first question stays open until all
+                                // fifty are in line.
+                                let _ = held.wait_for(|open| *open).await;
+                                n
+                            })
+                            .await
+                    })
+                })
+                .collect();
+            while in_line.load(SeqCst) < 50 {
+                tokio::task::yield_now().await;
+            }
+            open.send(true).unwrap();
+            let mut answers = Vec::new();
+            for caller in callers {
+                answers.push(caller.await.unwrap());
+            }
+            assert_eq!(asked.load(SeqCst), 2, "two questions for fifty callers");
+            assert_eq!(
+                answers.iter().filter(|a| **a == 1).count(),
+                1,
+                "{answers:?}"
+            );
+            assert_eq!(
+                answers.iter().filter(|a| **a == 2).count(),
+                49,
+                "{answers:?}"
+            );
+            // A caller after them asks again.
+            let again = questions.ask("app:v1", || async { 3 }).await;
+            assert_eq!(again, 3);
+        });
     }
 
     /// A record read before is given again only while its file is the one

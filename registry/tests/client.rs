@@ -473,6 +473,55 @@ fn a_moved_tag_is_pulled_again_as_the_pull_behavior_says() {
     ));
 }
 
+/// Tasks of one image starting together share the question of what its
+/// tag names, and every one of them sees the tag's current image. (How
+/// many questions they share is timing; `Questions`' own test counts them
+/// deterministically.)
+#[test]
+fn starts_of_one_image_at_once_all_see_its_current_image() {
+    use skiff_registry::images::PullBehavior::Default;
+    let s = Server::start();
+    let wasm = wat::parse_str(MODULE).unwrap();
+    let r = reference(&s, "burst/web:v1");
+    let pushed = block_on(remote::push(&r, &wasm, &RemoteOptions::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let puller = std::sync::Arc::new(Puller::new(
+        ImageStore::new(dir.path()),
+        RemoteOptions::default(),
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let checked = puller.check(&r, Default).await.unwrap();
+        puller.ensure_checked(checked, &no_progress).await.unwrap();
+    });
+    let before = s.registry.stats().manifests_served;
+    let current: Vec<bool> = rt.block_on(async {
+        let starts: Vec<_> = (0..50)
+            .map(|_| {
+                let (puller, r) = (puller.clone(), r.clone());
+                tokio::spawn(async move { puller.check(&r, Default).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for start in starts {
+            let checked = start.await.unwrap().unwrap();
+            out.push(
+                checked
+                    .current
+                    .is_some_and(|c| c.reference_digest == pushed.to_string()),
+            );
+        }
+        out
+    });
+    assert!(current.iter().all(|c| *c), "{current:?}");
+    let asked = s.registry.stats().manifests_served - before;
+    assert!(asked >= 1, "the registry was asked");
+}
+
 /// An agent in the registry's process asks it what a tag names without
 /// HTTP, and still sees every move; a pull-through cache's repository,
 /// whose tags a pull refreshes from upstream, is asked over HTTP.
