@@ -374,8 +374,11 @@ pub struct Puller {
 /// it is first in line.
 struct Questions<T> {
     /// Per key, the last question's answer and when it was asked.
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(std::time::Instant, T)>>>>>,
+    slots: Mutex<HashMap<String, Slot<T>>>,
 }
+
+/// One key's last question: when it was asked, and its answer.
+type Slot<T> = Arc<tokio::sync::Mutex<Option<(std::time::Instant, T)>>>;
 
 impl<T: Clone> Questions<T> {
     fn new() -> Self {
