@@ -268,7 +268,19 @@ impl tcp::HostTcpSocket for TaskSocketsView<'_> {
     }
 
     fn remote_address(&mut self, this: Resource<TcpSocket>) -> SocketResult<IpSocketAddress> {
-        let peer = tcp::HostTcpSocket::remote_address(&mut self.inner, borrow(&this))?;
+        let peer = tcp::HostTcpSocket::remote_address(&mut self.inner, borrow(&this)).map_err(
+            |e| match e.downcast_ref() {
+                // A connection the peer reset has no peer any more: the
+                // kernel says ENOTCONN, which wasmtime-wasi reports as
+                // invalid-state. wasi-libc asks only about sockets it
+                // believes connected and aborts the guest on invalid-state
+                // (its own state "cannot" be wrong), so a program that
+                // logs its peer after a failure died with a trap and no
+                // message. The connection was reset: say so.
+                Some(ErrorCode::InvalidState) => ErrorCode::ConnectionReset.into(),
+                _ => e,
+            },
+        )?;
         let mesh = Mesh::current();
         if mesh.is_exit(peer.into()) {
             // Through the exit: the guest's peer is where it connected.

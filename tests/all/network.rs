@@ -50,6 +50,62 @@ fn host_probe(op: &str, target: &str) -> Finished {
     skiff(["run", "--network", "host", app("NET_PROBE_P2"), op, target]).run()
 }
 
+/// A program that asks for its peer after the peer reset the connection
+/// gets an error, not a trap: wasi-libc aborts the guest on the
+/// invalid-state wasmtime-wasi reports for the kernel's ENOTCONN (this
+/// once killed the fleet test's refused probe, with no message).
+#[test]
+fn asking_for_a_reset_connections_peer_is_an_error_not_a_trap() {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // Accept, then reset (SO_LINGER 0: close sends RST). A guest that never
+    // connects ends the test rather than hanging it.
+    listener.set_nonblocking(true).unwrap();
+    let server = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let conn = loop {
+            match listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if std::time::Instant::now() > deadline {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket and a linger value of the right size.
+        let set = unsafe {
+            libc::setsockopt(
+                conn.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
+        drop(conn);
+    });
+    // The guest reads until the reset has arrived, then asks for its peer.
+    let out = host_probe("peer-after-reset", &addr);
+    server.join().unwrap();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("peer-after-reset failed: Connection reset"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn host_allows_loopback_tcp_and_udp() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -3,7 +3,8 @@
 //! Ops: `connect ADDR` (TCP), `bind ADDR` (TCP listen), `udp ADDR` (bind a
 //! UDP socket and send one datagram to ADDR), `lookup HOST`, `send ADDR MSG`
 //! (a line over TCP; prints both ends and the reply), `udp-send ADDR MSG`
-//! (a datagram; prints the reply).
+//! (a datagram; prints the reply), `peer-after-reset ADDR` (connect, read
+//! until the peer ends it, then ask for the peer's address).
 //! Prints `ok ...` and exits 0, or `net-probe: OP failed: ERROR` and exits 1.
 //! On wasip1 there is no socket API at all, so every op fails.
 
@@ -34,6 +35,16 @@ fn run(op: &str, addr: &str, message: Option<&str>) -> std::io::Result<String> {
             let mut reply = String::new();
             s.read_to_string(&mut reply)?;
             Ok(format!("from {local} to {peer}: {}", reply.trim_end()))
+        }
+        "peer-after-reset" => {
+            // Connects, reads until the peer ends the connection (a server
+            // that resets it), then asks who the peer is: what a program
+            // that logs its peer after a failure does.
+            let mut s = TcpStream::connect(addr)?;
+            let mut rest = Vec::new();
+            let ended = s.read_to_end(&mut rest);
+            let peer = s.peer_addr()?;
+            Ok(format!("peer {peer} after {ended:?}"))
         }
         "udp-send" => {
             // `udp-send ADDR MESSAGE`: one datagram there, one back.
