@@ -239,7 +239,12 @@ fn an_express_service_serves_scales_updates_and_goes_away_whole() {
     }
     let scaled = until(&serve, "scaled out", |s| s["desiredCount"] == 3);
     let events = scaled["events"].to_string();
-    assert!(events.contains("scaled from 1 to 3"), "{events}");
+    // In one step, or two when the scaler looked while the requests were
+    // still arriving (1 to 2, then 2 to 3): target tracking either way.
+    assert!(
+        events.contains("scaled from 1 to 3") || events.contains("scaled from 2 to 3"),
+        "{events}"
+    );
     // And no further while the same load lasts, though the new tasks
     // take no traffic until their targets are healthy (three rounds).
     let deadline = Instant::now() + Duration::from_secs(16);
