@@ -613,16 +613,22 @@ impl Puller {
         let _one_at_a_time = lock.lock().await;
         let started = std::time::Instant::now();
         self.recheck(&mut checked);
-        if let Some(mut record) = checked.current
+        let named = &checked.named;
+        // The stored image the check allows; else, when the tag names an
+        // image stored under another of its names, that one (no download).
+        let held = checked.current.take().or_else(|| {
+            let names = checked.names.as_deref()?;
+            self.store
+                .find(&named.registry, &named.repository, names)
+                .ok()
+                .flatten()
+        });
+        if let Some(mut record) = held
             && let Ok(wasm) = self.store.read_wasm(&record)
         {
-            if record.reference != checked.named.whole {
-                // Found under another name (a digest's image, pulled by
-                // tag): recorded under this one too.
-                record = self
-                    .store
-                    .alias(&record, &checked.named.whole)
-                    .unwrap_or(record);
+            if record.reference != named.whole {
+                // Found under another name: recorded under this one too.
+                record = self.store.alias(&record, &named.whole).unwrap_or(record);
             }
             let report = PullReport {
                 pulled: false,
@@ -630,24 +636,6 @@ impl Puller {
                 resolve: checked.resolve,
                 download: std::time::Duration::ZERO,
                 // Reading the binary and checking its digest.
-                store: started.elapsed(),
-            };
-            return Ok((record, wasm, report));
-        }
-        // The tag names an image stored under another of its names: no
-        // download, a record for this name.
-        if let Some(names) = &checked.names
-            && let Ok(Some(same)) =
-                self.store
-                    .find(&checked.named.registry, &checked.named.repository, names)
-            && let Ok(wasm) = self.store.read_wasm(&same)
-            && let Ok(record) = self.store.alias(&same, &checked.named.whole)
-        {
-            let report = PullReport {
-                pulled: false,
-                bytes: 0,
-                resolve: checked.resolve,
-                download: std::time::Duration::ZERO,
                 store: started.elapsed(),
             };
             return Ok((record, wasm, report));
