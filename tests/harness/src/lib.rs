@@ -12,7 +12,7 @@
 
 pub mod netns;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -110,6 +110,16 @@ pub fn first_line_then_drain(stderr: ChildStderr) -> String {
         let mut sink = Vec::new();
         let _ = reader.read_to_end(&mut sink);
     });
+    line.trim_end().to_string()
+}
+
+/// The first line of a child's stderr; the rest is copied to `to` in the
+/// background (a log a failed test can show).
+pub fn first_line_then_copy(stderr: ChildStderr, mut to: impl Write + Send + 'static) -> String {
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    let _ = reader.read_line(&mut line);
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut to));
     line.trim_end().to_string()
 }
 
