@@ -496,6 +496,7 @@ impl Inner {
                     children,
                     tag: t.as_deref(),
                     now: now(),
+                    announce: false,
                 })
             })
             .await

@@ -90,6 +90,14 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
      );
      ALTER TABLE repositories ADD COLUMN template TEXT;",
+    // 5: pushed images not yet handed to the push hook (a crash or a
+    // restart interrupted it): handed over when the registry serves again.
+    "CREATE TABLE announcements (
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        queued_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, digest)
+     );",
 ];
 
 /// The metadata database.
@@ -125,6 +133,9 @@ pub(crate) struct NewManifest<'a> {
     pub(crate) children: Vec<Digest>,
     pub(crate) tag: Option<&'a str>,
     pub(crate) now: i64,
+    /// Queue it for the push hook (see [`Db::announcements`]), in the same
+    /// transaction.
+    pub(crate) announce: bool,
 }
 
 /// What became of a manifest push.
@@ -538,6 +549,13 @@ impl Db {
                 params![m.repo, tag, digest, m.now],
             )?;
         }
+        if m.announce {
+            tx.execute(
+                "INSERT INTO announcements (repo, digest, queued_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (repo, digest) DO NOTHING",
+                params![m.repo, digest, m.now],
+            )?;
+        }
         tx.commit()?;
         self.manifests_stored
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -920,6 +938,26 @@ impl Db {
     }
 
     /// Scans that were still running when the registry stopped.
+    /// Pushed images queued for the push hook and not yet handed over, in
+    /// the order they were pushed.
+    pub(crate) fn announcements(&self) -> Result<Vec<(String, String)>, Internal> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT repo, digest FROM announcements ORDER BY queued_at, rowid")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The push hook is done with `digest` of `repo`.
+    pub(crate) fn announced(&self, repo: &str, digest: &str) -> Result<(), Internal> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM announcements WHERE repo = ?1 AND digest = ?2",
+            params![repo, digest],
+        )?;
+        Ok(())
+    }
+
     pub(crate) fn scans_in_progress(&self) -> Result<Vec<(String, String)>, Internal> {
         let conn = self.lock()?;
         let mut stmt =
@@ -987,6 +1025,7 @@ mod tests {
             children,
             tag,
             now: 1,
+            announce: false,
         })
         .unwrap();
     }
@@ -1016,6 +1055,7 @@ mod tests {
                 children: vec![],
                 tag: Some("v1"),
                 now: 2,
+                announce: false,
             })
             .unwrap();
         assert_eq!(outcome, Recorded::NoRepository);

@@ -71,7 +71,10 @@ pub struct PushedImage {
 /// push's path: the push is answered without waiting for it. Images are
 /// handed over one at a time, each read from storage once the future of
 /// the one before has finished (so it must finish), so a burst of pushes
-/// holds one binary in memory, not all of them.
+/// holds one binary in memory, not all of them. The queue is kept with the
+/// manifests: an image whose hook had not finished when the process ended
+/// (a crash, a restart) is handed over again when the registry next serves
+/// with a hook, so the hook may see an image twice.
 pub type PushHook =
     Arc<dyn Fn(PushedImage) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -115,9 +118,12 @@ impl Registry {
         served
     }
 
-    /// Resumes interrupted scans, and runs the maintenance loop.
+    /// Resumes interrupted scans and the push hook's queue, and runs the
+    /// maintenance loop.
     fn start_background(&self) -> tokio::task::JoinHandle<()> {
         let inner = Arc::clone(&self.inner);
+        let pending = Arc::clone(&inner);
+        tokio::spawn(async move { pending.announce_pending().await });
         tokio::spawn(async move {
             match inner.off_thread(|i| i.db.scans_in_progress()).await {
                 Ok(pending) => {
@@ -174,7 +180,8 @@ impl Registry {
     }
 
     /// Calls `hook` after each push of an image (see [`PushHook`]),
-    /// replacing any hook set before. `skiff serve` compiles pushed images
+    /// replacing any hook set before. Set before [`Registry::serve`], it is
+    /// also handed the images a previous process did not finish with. `skiff serve` compiles pushed images
     /// with it, so a new image's first task starts from compiled code.
     pub fn on_push(&self, hook: PushHook) {
         if let Ok(mut h) = self.inner.on_push.write() {

@@ -767,6 +767,7 @@ impl Inner {
             children: vec![config_digest, layer_digest],
             tag: None,
             now: at,
+            announce: false,
         })?;
         if stored != crate::db::Recorded::Stored {
             // The repository went while the image was scanned.

@@ -213,39 +213,79 @@ impl Inner {
             .map_err(|e| Internal::Other(format!("blocking task: {e}")))?
     }
 
+    fn has_push_hook(&self) -> bool {
+        self.on_push.read().is_ok_and(|h| h.is_some())
+    }
+
     /// Hands the Wasm binary of the image just pushed to the push hook,
     /// if there is one and the image holds a binary skiff runs: off the
-    /// push's path, which has been answered whatever happens here.
+    /// push's path, which has been answered whatever happens here. Once
+    /// the hook is done (or the image turns out to hold nothing to hand
+    /// over, or is gone), the image leaves the queue the push put it in.
     fn announce_push(self: &Arc<Self>, repo: &str, digest: &str) {
+        let (inner, repo, digest) = (Arc::clone(self), repo.to_string(), digest.to_string());
+        tokio::spawn(async move { inner.hand_over(repo, digest).await });
+    }
+
+    /// [`Inner::announce_push`]'s work, in the hook's turn.
+    async fn hand_over(self: &Arc<Self>, repo: String, digest: String) {
         let Some(hook) = self.on_push.read().ok().and_then(|h| h.clone()) else {
             return;
         };
-        let (inner, repo, digest) = (Arc::clone(self), repo.to_string(), digest.to_string());
-        tokio::spawn(async move {
-            let Ok(_turn) = inner.push_turns.acquire().await else {
-                return;
-            };
-            let (r, d) = (repo.clone(), digest.clone());
-            match inner.off_thread(move |i| i.image_wasm(&r, &d)).await {
-                Ok(Some(crate::scan::ImageWasm::Binary(wasm))) => {
-                    hook(crate::PushedImage {
-                        repository: repo,
-                        digest,
-                        wasm,
-                    })
-                    .await;
-                }
-                Ok(Some(crate::scan::ImageWasm::Unsupported(why))) => {
-                    tracing::debug!(%repo, %digest, "pushed, not a Wasm image skiff runs: {why}");
-                }
-                Ok(Some(crate::scan::ImageWasm::Unreadable(why))) => {
-                    tracing::warn!(%repo, %digest, "pushed, but its Wasm binary cannot be read: {why}");
-                }
-                // Deleted already.
-                Ok(None) => {}
-                Err(e) => tracing::warn!(%repo, %digest, "cannot read a pushed image: {e}"),
+        let Ok(_turn) = self.push_turns.acquire().await else {
+            return;
+        };
+        let (r, d) = (repo.clone(), digest.clone());
+        match self.off_thread(move |i| i.image_wasm(&r, &d)).await {
+            Ok(Some(crate::scan::ImageWasm::Binary(wasm))) => {
+                hook(crate::PushedImage {
+                    repository: repo.clone(),
+                    digest: digest.clone(),
+                    wasm,
+                })
+                .await;
             }
-        });
+            Ok(Some(crate::scan::ImageWasm::Unsupported(why))) => {
+                tracing::debug!(%repo, %digest, "pushed, not a Wasm image skiff runs: {why}");
+            }
+            Ok(Some(crate::scan::ImageWasm::Unreadable(why))) => {
+                tracing::warn!(%repo, %digest, "pushed, but its Wasm binary cannot be read: {why}");
+            }
+            // Deleted already.
+            Ok(None) => {}
+            Err(e) => {
+                // Left queued: tried again when the registry next serves.
+                tracing::warn!(%repo, %digest, "cannot read a pushed image: {e}");
+                return;
+            }
+        }
+        let (r, d) = (repo.clone(), digest.clone());
+        if let Err(e) = self.off_thread(move |i| i.db.announced(&r, &d)).await {
+            tracing::warn!(%repo, %digest, "cannot take a pushed image off the push hook's queue: {e}");
+        }
+    }
+
+    /// Hands the push hook, in push order, the images a crash or a restart
+    /// kept from it (their pushes were answered; the hook had not finished).
+    pub(crate) async fn announce_pending(self: &Arc<Self>) {
+        if !self.has_push_hook() {
+            return;
+        }
+        match self.off_thread(|i| i.db.announcements()).await {
+            Ok(pending) => {
+                if !pending.is_empty() {
+                    tracing::info!(
+                        images = pending.len(),
+                        "handing the push hook the images it had not finished"
+                    );
+                }
+                // In push order: one after the other, each in its turn.
+                for (repo, digest) in pending {
+                    self.hand_over(repo, digest).await;
+                }
+            }
+            Err(e) => tracing::warn!("cannot list the push hook's queue: {e}"),
+        }
     }
 
     /// [`Inner::off_thread`], for handlers.
@@ -608,6 +648,9 @@ impl Inner {
         let size = bytes.len() as u64;
         let scan =
             parsed.subject.is_none() && parsed.artifact_type.as_deref() != Some(SCAN_REPORT_TYPE);
+        // Queued for the push hook with the manifest, so that a crash before
+        // the hook is done leaves it queued (see `Inner::announce_pending`).
+        let announce = !parsed.is_index() && parsed.subject.is_none() && self.has_push_hook();
         let (recorded, scan) = self
             .blocking(move |i| {
                 i.blobs.put(&d, &bytes)?;
@@ -624,6 +667,7 @@ impl Inner {
                     children,
                     tag: tag.as_deref(),
                     now: now(),
+                    announce,
                 })
                 .and_then(|recorded| {
                     let scan = scan
@@ -640,7 +684,7 @@ impl Inner {
         if scan && let Err(e) = self.start_scan(name, &digest.to_string()).await {
             tracing::warn!(repository = name, %digest, "cannot start a scan: {e}");
         }
-        if recorded == Recorded::Stored && !parsed.is_index() && parsed.subject.is_none() {
+        if recorded == Recorded::Stored && announce {
             self.announce_push(name, &digest.to_string());
         }
         match recorded {

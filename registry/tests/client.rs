@@ -686,6 +686,71 @@ fn oci_client_authenticates_with_basic_and_with_bearer_tokens() {
     }
 }
 
+/// A push hook that sends each image's digest to `tx`, then takes as long
+/// as `finish` says (forever: it never finishes).
+fn telling_hook(
+    tx: std::sync::mpsc::Sender<String>,
+    finish: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> skiff_registry::PushHook {
+    let tx = std::sync::Mutex::new(tx);
+    std::sync::Arc::new(move |image: skiff_registry::PushedImage| {
+        let _ = tx.lock().unwrap().send(image.digest);
+        finish()
+    })
+}
+
+/// How many pushed images wait for the push hook, read from the registry's
+/// database as another process would.
+fn queued_for_the_hook(s: &Server) -> i64 {
+    let db = rusqlite::Connection::open(s.dir.path().join("registry/registry.db")).unwrap();
+    db.query_row("SELECT count(*) FROM announcements", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn images_the_push_hook_had_not_finished_are_handed_over_when_the_registry_serves_again() {
+    let wait = std::time::Duration::from_secs(20);
+    // The hook starts on the first image and never finishes; the second
+    // waits its turn. Then the process ends (its runtime with it).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = Server::start_hooked(
+        tempfile::tempdir().unwrap(),
+        telling_hook(tx, || Box::pin(std::future::pending())),
+    );
+    let first = wat::parse_str(MODULE).unwrap();
+    let second = wat::parse_str(r#"(module (func (export "_start") nop))"#).unwrap();
+    let push = |s: &Server, tag: &str, wasm: &[u8]| {
+        let r = reference(s, &format!("queued/app:{tag}"));
+        block_on(remote::push(&r, wasm, &RemoteOptions::default()))
+            .unwrap()
+            .to_string()
+    };
+    let a = push(&s, "v1", &first);
+    let b = push(&s, "v2", &second);
+    assert_eq!(rx.recv_timeout(wait).unwrap(), a);
+    assert_eq!(queued_for_the_hook(&s), 2);
+
+    // Served again: both are handed over, in the order they were pushed,
+    // and once the hook is done with them they leave the queue.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = s.restart_hooked(telling_hook(tx, || Box::pin(async {})));
+    assert_eq!(rx.recv_timeout(wait).unwrap(), a);
+    assert_eq!(rx.recv_timeout(wait).unwrap(), b);
+    let deadline = std::time::Instant::now() + wait;
+    while queued_for_the_hook(&s) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue kept its images"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    // A registry serving without a hook queues nothing.
+    let s = s.restart();
+    push(&s, "v3", &first);
+    assert_eq!(queued_for_the_hook(&s), 0);
+}
+
 #[test]
 fn the_push_hook_is_told_of_each_pushed_wasm_image_with_its_binary_and_of_nothing_else() {
     let s = Server::start();

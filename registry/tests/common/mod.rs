@@ -24,9 +24,25 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, configure: impl FnOnce(&mut RegistryConfig)) -> Server {
+        Self::start_full(dir, configure, None)
+    }
+
+    /// A server whose push hook is set before it serves.
+    pub fn start_hooked(dir: tempfile::TempDir, hook: skiff_registry::PushHook) -> Server {
+        Self::start_full(dir, |_| {}, Some(hook))
+    }
+
+    fn start_full(
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut RegistryConfig),
+        hook: Option<skiff_registry::PushHook>,
+    ) -> Server {
         let mut config = RegistryConfig::new(dir.path().join("registry"));
         configure(&mut config);
         let registry = Registry::open(config).unwrap();
+        if let Some(hook) = hook {
+            registry.on_push(hook);
+        }
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let base = format!("http://{}", std_listener.local_addr().unwrap());
@@ -129,6 +145,14 @@ impl Server {
         self.shutdown();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         Server::start_in(dir, |_| {})
+    }
+
+    /// Stops the server (its runtime, and whatever its push hook was
+    /// doing, end with it) and serves the same data again with `hook`.
+    pub fn restart_hooked(mut self, hook: skiff_registry::PushHook) -> Server {
+        self.shutdown();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Server::start_hooked(dir, hook)
     }
 
     pub fn shutdown(&mut self) {
