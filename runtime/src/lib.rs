@@ -183,6 +183,24 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// The threads [`Runtime::precompile`] compiles on (wasmtime's parallel
+/// compiler runs on the rayon pool it is called from), beside rayon's
+/// global pool, where task starts compile: one per core, as that one has,
+/// so a compile alone is as fast on either. `None` if no thread could be
+/// made: it compiles on the global pool then.
+fn background_compiles() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("skiff-precompile-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 impl Runtime {
     /// Creates the engine and the epoch thread. Linkers are built when the
     /// first artifact needing one is loaded.
@@ -256,12 +274,21 @@ impl Runtime {
     /// the cache held it already, or there is no cache to keep it in).
     /// A load of the same binary meanwhile waits for it rather than
     /// compiling it a second time.
+    ///
+    /// It compiles on threads of its own (as many as the machine has
+    /// cores), not on the pool that the compiles of starting tasks use:
+    /// there a task's compile would wait until this one, queued first, had
+    /// all but finished. Beside it, the two share the cores.
     pub fn precompile(&self, name: &str, bytes: &[u8]) -> Result<bool, LoadError> {
         let sha = artifact::sha256_hex(bytes);
         if self.inner.cache.is_none() || self.is_compiled(&sha) {
             return Ok(false);
         }
-        let loaded = self.load_keyed((sha, name.to_string()), bytes)?;
+        let load = || self.load_keyed((sha, name.to_string()), bytes);
+        let loaded = match background_compiles() {
+            Some(pool) => pool.install(load),
+            None => load(),
+        }?;
         Ok(loaded.source() == LoadSource::Compiled)
     }
 
