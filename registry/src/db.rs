@@ -91,11 +91,13 @@ const MIGRATIONS: &[&str] = &[
      );
      ALTER TABLE repositories ADD COLUMN template TEXT;",
     // 5: pushed images not yet handed to the push hook (a crash or a
-    // restart interrupted it): handed over when the registry serves again.
+    // restart interrupted it): handed over when the registry serves again,
+    // `attempts` times at most (see `server::HAND_OVER_ATTEMPTS`).
     "CREATE TABLE announcements (
         repo TEXT NOT NULL,
         digest TEXT NOT NULL,
         queued_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (repo, digest)
      );",
 ];
@@ -937,15 +939,29 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Scans that were still running when the registry stopped.
     /// Pushed images queued for the push hook and not yet handed over, in
-    /// the order they were pushed.
+    /// the order they were pushed (rowids grow with each insert).
     pub(crate) fn announcements(&self) -> Result<Vec<(String, String)>, Internal> {
         let conn = self.lock()?;
-        let mut stmt =
-            conn.prepare("SELECT repo, digest FROM announcements ORDER BY queued_at, rowid")?;
+        let mut stmt = conn.prepare("SELECT repo, digest FROM announcements ORDER BY rowid")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Counts one more hand-over of `digest` of `repo` to the push hook,
+    /// durably before it starts: how many there have been, this one
+    /// included (0 if it is no longer queued).
+    pub(crate) fn announcing(&self, repo: &str, digest: &str) -> Result<u32, Internal> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "UPDATE announcements SET attempts = attempts + 1
+                 WHERE repo = ?1 AND digest = ?2 RETURNING attempts",
+                params![repo, digest],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
     }
 
     /// The push hook is done with `digest` of `repo`.
@@ -958,6 +974,7 @@ impl Db {
         Ok(())
     }
 
+    /// Scans that were still running when the registry stopped.
     pub(crate) fn scans_in_progress(&self) -> Result<Vec<(String, String)>, Internal> {
         let conn = self.lock()?;
         let mut stmt =

@@ -122,34 +122,9 @@ impl Registry {
     /// maintenance loop.
     fn start_background(&self) -> tokio::task::JoinHandle<()> {
         let inner = Arc::clone(&self.inner);
-        let pending = Arc::clone(&inner);
-        tokio::spawn(async move { pending.announce_pending().await });
         tokio::spawn(async move {
-            match inner.off_thread(|i| i.db.scans_in_progress()).await {
-                Ok(pending) => {
-                    for (repo, digest) in pending {
-                        if let Err(e) = inner.start_scan(&repo, &digest).await {
-                            tracing::warn!(%repo, %digest, "cannot resume a scan: {e}");
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!("cannot list interrupted scans: {e}"),
-            }
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(inner.config.maintenance_interval) => {}
-                    () = inner.maintenance.notified() => {}
-                }
-                match inner.maintain().await {
-                    Ok(gc) if gc.blobs_removed > 0 => tracing::info!(
-                        blobs = gc.blobs_removed,
-                        bytes = gc.bytes_freed,
-                        "garbage collected"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("registry maintenance failed: {e}"),
-                }
-            }
+            // One task: aborted as a whole when serving ends.
+            tokio::join!(inner.announce_pending(), resume_scans_and_maintain(&inner));
         })
     }
 
@@ -222,5 +197,35 @@ impl Registry {
     /// nothing is collected ([`GcReport::deferred`]): the server does it.
     pub async fn collect_garbage(&self) -> Result<GcReport, error::Internal> {
         self.inner.collect_garbage().await
+    }
+}
+
+/// Resumes interrupted scans, then applies lifecycle policies and collects
+/// garbage every [`RegistryConfig::maintenance_interval`] and when told to.
+async fn resume_scans_and_maintain(inner: &Arc<server::Inner>) {
+    match inner.off_thread(|i| i.db.scans_in_progress()).await {
+        Ok(pending) => {
+            for (repo, digest) in pending {
+                if let Err(e) = inner.start_scan(&repo, &digest).await {
+                    tracing::warn!(%repo, %digest, "cannot resume a scan: {e}");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot list interrupted scans: {e}"),
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(inner.config.maintenance_interval) => {}
+            () = inner.maintenance.notified() => {}
+        }
+        match inner.maintain().await {
+            Ok(gc) if gc.blobs_removed > 0 => tracing::info!(
+                blobs = gc.blobs_removed,
+                bytes = gc.bytes_freed,
+                "garbage collected"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("registry maintenance failed: {e}"),
+        }
     }
 }

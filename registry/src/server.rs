@@ -84,6 +84,10 @@ struct Upload {
     touched: std::time::Instant,
 }
 
+/// How many times an image is handed to the push hook before it is given
+/// up on: each time but the last, the process ended before the hook did.
+pub(crate) const HAND_OVER_ATTEMPTS: u32 = 3;
+
 pub(crate) struct Inner {
     pub(crate) config: RegistryConfig,
     pub(crate) db: Db,
@@ -235,6 +239,27 @@ impl Inner {
         let Ok(_turn) = self.push_turns.acquire().await else {
             return;
         };
+        // Counted before the hook runs: an image whose hook ends the
+        // process (a compile that runs out of memory) is not handed over
+        // at every start for ever.
+        let (r, d) = (repo.clone(), digest.clone());
+        match self.off_thread(move |i| i.db.announcing(&r, &d)).await {
+            // Handed over and done with since it was queued.
+            Ok(0) => return,
+            Ok(n) if n > HAND_OVER_ATTEMPTS => {
+                tracing::warn!(%repo, %digest, "not handed to the push hook again: the process ended during each of its last {HAND_OVER_ATTEMPTS} hand-overs");
+                let (r, d) = (repo.clone(), digest.clone());
+                if let Err(e) = self.off_thread(move |i| i.db.announced(&r, &d)).await {
+                    tracing::warn!(%repo, %digest, "cannot take a pushed image off the push hook's queue: {e}");
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%repo, %digest, "cannot read the push hook's queue: {e}");
+                return;
+            }
+        }
         let (r, d) = (repo.clone(), digest.clone());
         match self.off_thread(move |i| i.image_wasm(&r, &d)).await {
             Ok(Some(crate::scan::ImageWasm::Binary(wasm))) => {
@@ -267,6 +292,7 @@ impl Inner {
 
     /// Hands the push hook, in push order, the images a crash or a restart
     /// kept from it (their pushes were answered; the hook had not finished).
+    /// Pushes that arrive meanwhile take their turns among them.
     pub(crate) async fn announce_pending(self: &Arc<Self>) {
         if !self.has_push_hook() {
             return;

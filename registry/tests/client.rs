@@ -736,6 +736,11 @@ fn images_the_push_hook_had_not_finished_are_handed_over_when_the_registry_serve
     let s = s.restart_hooked(telling_hook(tx, || Box::pin(async {})));
     assert_eq!(rx.recv_timeout(wait).unwrap(), a);
     assert_eq!(rx.recv_timeout(wait).unwrap(), b);
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "an image handed over twice"
+    );
     let deadline = std::time::Instant::now() + wait;
     while queued_for_the_hook(&s) > 0 {
         assert!(
@@ -749,6 +754,36 @@ fn images_the_push_hook_had_not_finished_are_handed_over_when_the_registry_serve
     let s = s.restart();
     push(&s, "v3", &first);
     assert_eq!(queued_for_the_hook(&s), 0);
+}
+
+#[test]
+fn an_image_whose_hook_never_finishes_is_given_up_after_three_hand_overs() {
+    let wait = std::time::Duration::from_secs(20);
+    let stuck = |tx| telling_hook(tx, || Box::pin(std::future::pending()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut s = Server::start_hooked(tempfile::tempdir().unwrap(), stuck(tx));
+    let r = reference(&s, "doomed/app:v1");
+    let module = wat::parse_str(MODULE).unwrap();
+    let digest = block_on(remote::push(&r, &module, &RemoteOptions::default()))
+        .unwrap()
+        .to_string();
+    assert_eq!(rx.recv_timeout(wait).unwrap(), digest);
+    // Each time the process ends before the hook does (as a compile that
+    // runs out of memory would end it).
+    for _ in 0..2 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        s = s.restart_hooked(stuck(tx));
+        assert_eq!(rx.recv_timeout(wait).unwrap(), digest);
+    }
+    // The fourth time it is taken off the queue without being handed over.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = s.restart_hooked(telling_hook(tx, || Box::pin(async {})));
+    let deadline = std::time::Instant::now() + wait;
+    while queued_for_the_hook(&s) > 0 {
+        assert!(std::time::Instant::now() < deadline, "still queued");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(rx.try_recv().is_err(), "handed over a fourth time");
 }
 
 #[test]

@@ -185,15 +185,14 @@ impl std::fmt::Debug for Runtime {
 
 /// The threads [`Runtime::precompile`] compiles on (wasmtime's parallel
 /// compiler runs on the rayon pool it is called from), beside rayon's
-/// global pool, where task starts compile: one per core, as that one has,
-/// so a compile alone is as fast on either. `None` if no thread could be
-/// made: it compiles on the global pool then.
+/// global pool, where task starts compile: as many as that one has (one
+/// per core, or `RAYON_NUM_THREADS`), so a compile alone is as fast on
+/// either. `None` if no thread could be made: it compiles on the global
+/// pool then.
 fn background_compiles() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
             .thread_name(|i| format!("skiff-precompile-{i}"))
             .build()
             .ok()
@@ -275,8 +274,9 @@ impl Runtime {
     /// A load of the same binary meanwhile waits for it rather than
     /// compiling it a second time.
     ///
-    /// It compiles on threads of its own (as many as the machine has
-    /// cores), not on the pool that the compiles of starting tasks use:
+    /// It compiles on threads of its own (as many as the global pool has),
+    /// one binary at a time, not on the pool that the compiles of starting
+    /// tasks use:
     /// there a task's compile would wait until this one, queued first, had
     /// all but finished. Beside it, the two share the cores.
     pub fn precompile(&self, name: &str, bytes: &[u8]) -> Result<bool, LoadError> {
@@ -286,7 +286,14 @@ impl Runtime {
         }
         let load = || self.load_keyed((sha, name.to_string()), bytes);
         let loaded = match background_compiles() {
-            Some(pool) => pool.install(load),
+            Some(pool) => {
+                // One job in the pool at a time: a worker waiting inside a
+                // compile may take up the pool's next job, and that one
+                // must not wait on a compile gate the first holds.
+                static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+                let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+                pool.install(load)
+            }
             None => load(),
         }?;
         Ok(loaded.source() == LoadSource::Compiled)

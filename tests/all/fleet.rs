@@ -220,11 +220,21 @@ impl Fleet {
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
+        .stderr(
+            // Appended: a host's agent restarted keeps the earlier one's log.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap(),
+        );
+        // What this agent writes starts here.
+        let before = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let mut child = cmd.spawn().expect("start skiff agent");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let all = std::fs::read(&log).unwrap_or_default();
+            let text = String::from_utf8_lossy(all.get(before..).unwrap_or_default());
             if let Some(line) = text
                 .lines()
                 .find(|l| l.starts_with("skiff agent: instance "))
