@@ -247,7 +247,7 @@ impl Inner {
             // Handed over and done with since it was queued.
             Ok(0) => return,
             Ok(n) if n > HAND_OVER_ATTEMPTS => {
-                tracing::warn!(%repo, %digest, "not handed to the push hook again: the process ended during each of its last {HAND_OVER_ATTEMPTS} hand-overs");
+                tracing::warn!(%repo, %digest, "given up: the process ended each of the last {HAND_OVER_ATTEMPTS} times this pushed image was handed to the push hook (skiff serve: its compile on push; its first task compiles it instead)");
                 let (r, d) = (repo.clone(), digest.clone());
                 if let Err(e) = self.off_thread(move |i| i.db.announced(&r, &d)).await {
                     tracing::warn!(%repo, %digest, "cannot take a pushed image off the push hook's queue: {e}");
@@ -302,7 +302,7 @@ impl Inner {
                 if !pending.is_empty() {
                     tracing::info!(
                         images = pending.len(),
-                        "handing the push hook the images it had not finished"
+                        "handing over again the pushed images the push hook (skiff serve: compile on push) had not finished when the registry last stopped"
                     );
                 }
                 // In push order: one after the other, each in its turn.
