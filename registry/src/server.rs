@@ -243,45 +243,41 @@ impl Inner {
         // process (a compile that runs out of memory) is not handed over
         // at every start for ever.
         let (r, d) = (repo.clone(), digest.clone());
-        match self.off_thread(move |i| i.db.announcing(&r, &d)).await {
+        let attempts = match self.off_thread(move |i| i.db.announcing(&r, &d)).await {
             // Handed over and done with since it was queued.
             Ok(0) => return,
-            Ok(n) if n > HAND_OVER_ATTEMPTS => {
-                tracing::warn!(%repo, %digest, "given up: the process ended each of the last {HAND_OVER_ATTEMPTS} times this pushed image was handed to the push hook (skiff serve: its compile on push; its first task compiles it instead)");
-                let (r, d) = (repo.clone(), digest.clone());
-                if let Err(e) = self.off_thread(move |i| i.db.announced(&r, &d)).await {
-                    tracing::warn!(%repo, %digest, "cannot take a pushed image off the push hook's queue: {e}");
-                }
-                return;
-            }
-            Ok(_) => {}
+            Ok(n) => n,
             Err(e) => {
                 tracing::warn!(%repo, %digest, "cannot read the push hook's queue: {e}");
                 return;
             }
-        }
-        let (r, d) = (repo.clone(), digest.clone());
-        match self.off_thread(move |i| i.image_wasm(&r, &d)).await {
-            Ok(Some(crate::scan::ImageWasm::Binary(wasm))) => {
-                hook(crate::PushedImage {
-                    repository: repo.clone(),
-                    digest: digest.clone(),
-                    wasm,
-                })
-                .await;
-            }
-            Ok(Some(crate::scan::ImageWasm::Unsupported(why))) => {
-                tracing::debug!(%repo, %digest, "pushed, not a Wasm image skiff runs: {why}");
-            }
-            Ok(Some(crate::scan::ImageWasm::Unreadable(why))) => {
-                tracing::warn!(%repo, %digest, "pushed, but its Wasm binary cannot be read: {why}");
-            }
-            // Deleted already.
-            Ok(None) => {}
-            Err(e) => {
-                // Left queued: tried again when the registry next serves.
-                tracing::warn!(%repo, %digest, "cannot read a pushed image: {e}");
-                return;
+        };
+        if attempts > HAND_OVER_ATTEMPTS {
+            tracing::warn!(%repo, %digest, "given up: the process ended each of the last {HAND_OVER_ATTEMPTS} times this pushed image was handed to the push hook (skiff serve: its compile on push; its first task compiles it instead)");
+        } else {
+            let (r, d) = (repo.clone(), digest.clone());
+            match self.off_thread(move |i| i.image_wasm(&r, &d)).await {
+                Ok(Some(crate::scan::ImageWasm::Binary(wasm))) => {
+                    hook(crate::PushedImage {
+                        repository: repo.clone(),
+                        digest: digest.clone(),
+                        wasm,
+                    })
+                    .await;
+                }
+                Ok(Some(crate::scan::ImageWasm::Unsupported(why))) => {
+                    tracing::debug!(%repo, %digest, "pushed, not a Wasm image skiff runs: {why}");
+                }
+                Ok(Some(crate::scan::ImageWasm::Unreadable(why))) => {
+                    tracing::warn!(%repo, %digest, "pushed, but its Wasm binary cannot be read: {why}");
+                }
+                // Deleted already.
+                Ok(None) => {}
+                Err(e) => {
+                    // Left queued: tried again when the registry next serves.
+                    tracing::warn!(%repo, %digest, "cannot read a pushed image: {e}");
+                    return;
+                }
             }
         }
         let (r, d) = (repo.clone(), digest.clone());

@@ -66,6 +66,24 @@ fn push_then_pull_round_trips_a_cncf_wasm_artifact() {
 
 /// Pushes a manifest with `config` (type, bytes) and `layers` (type, bytes)
 /// straight through the distribution API; returns the reference.
+/// A puller with an image store of its own, empty (it lives as long as
+/// the directory returned).
+fn fresh_puller() -> (tempfile::TempDir, Puller) {
+    let dir = tempfile::tempdir().unwrap();
+    let puller = Puller::new(ImageStore::new(dir.path()), RemoteOptions::default());
+    (dir, puller)
+}
+
+/// A runtime with two worker threads, where tasks started at once really
+/// overlap.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn push_image(
     s: &Server,
     repo: &str,
@@ -213,8 +231,7 @@ fn every_shape_of_wasm_image_yields_its_binary() {
     // What the tag names is the index: a start that asks finds the pulled
     // image current (not pulled again each time).
     assert_eq!(pulled.reference_digest, Digest::sha256_of(&index));
-    let dir = tempfile::tempdir().unwrap();
-    let puller = Puller::new(ImageStore::new(dir.path()), RemoteOptions::default());
+    let (_store, puller) = fresh_puller();
     let both = reference(&s, "shapes/multi:both");
     let always = skiff_registry::images::PullBehavior::Always;
     let checked = block_on(puller.check(&both, always)).unwrap();
@@ -302,16 +319,9 @@ fn overlapping_pulls_of_one_image_download_it_once() {
     let r = reference(&s, "once/hello:v1");
     block_on(remote::push(&r, &wasm, &RemoteOptions::default())).unwrap();
     let before = s.registry.stats();
-    let dir = tempfile::tempdir().unwrap();
-    let puller = std::sync::Arc::new(Puller::new(
-        ImageStore::new(dir.path()),
-        RemoteOptions::default(),
-    ));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_store, puller) = fresh_puller();
+    let puller = std::sync::Arc::new(puller);
+    let rt = two_workers();
     let results: Vec<_> = rt.block_on(async {
         let tasks: Vec<_> = (0..4)
             .map(|_| {
@@ -360,8 +370,7 @@ fn a_moved_tag_is_pulled_again_as_the_pull_behavior_says() {
     assert_ne!(v1, v2);
     let r = reference(&s, "moving/web:latest");
     let d1 = block_on(remote::push(&r, &v1, &RemoteOptions::default())).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let puller = Puller::new(ImageStore::new(dir.path()), RemoteOptions::default());
+    let (_store, puller) = fresh_puller();
     // Requests to the registry (a HEAD counts as a manifest served).
     let asked = |s: &Server| s.registry.stats().manifests_served;
     let start = |behavior| {
@@ -484,16 +493,9 @@ fn starts_of_one_image_at_once_all_see_its_current_image() {
     let wasm = wat::parse_str(MODULE).unwrap();
     let r = reference(&s, "burst/web:v1");
     let pushed = block_on(remote::push(&r, &wasm, &RemoteOptions::default())).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let puller = std::sync::Arc::new(Puller::new(
-        ImageStore::new(dir.path()),
-        RemoteOptions::default(),
-    ));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_store, puller) = fresh_puller();
+    let puller = std::sync::Arc::new(puller);
+    let rt = two_workers();
     rt.block_on(async {
         let checked = puller.check(&r, Default).await.unwrap();
         puller.ensure_checked(checked, &no_progress).await.unwrap();
@@ -533,8 +535,7 @@ fn a_tag_resolver_answers_in_process_and_sees_every_move() {
     let v2 = wat::parse_str(r#"(module (func (export "_start") nop))"#).unwrap();
     let r = reference(&s, "local/web:v1");
     block_on(remote::push(&r, &v1, &RemoteOptions::default())).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let puller = Puller::new(ImageStore::new(dir.path()), RemoteOptions::default());
+    let (_store, puller) = fresh_puller();
     let registry = s.registry.clone();
     puller.set_tag_resolver(
         s.base.trim_start_matches("http://"),

@@ -276,9 +276,8 @@ impl Runtime {
     ///
     /// It compiles on threads of its own (as many as the global pool has),
     /// one binary at a time, not on the pool that the compiles of starting
-    /// tasks use:
-    /// there a task's compile would wait until this one, queued first, had
-    /// all but finished. Beside it, the two share the cores.
+    /// tasks use: there a task's compile would wait until this one, queued
+    /// first, had all but finished. Beside it, the two share the cores.
     pub fn precompile(&self, name: &str, bytes: &[u8]) -> Result<bool, LoadError> {
         let sha = artifact::sha256_hex(bytes);
         if self.inner.cache.is_none() || self.is_compiled(&sha) {
