@@ -375,11 +375,14 @@ async fn a_task_that_cannot_start_says_why() {
         unreachable!()
     };
     assert_eq!(last.stop_code.as_deref(), Some("TaskFailedToStart"));
+    // ECS's error, the image, and what the registry said, in its words.
+    let reason = last.reason.as_deref().unwrap_or_default();
     assert!(
-        last.reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("CannotPullContainerError")),
-        "{last:?}"
+        reason.starts_with("CannotPullContainerError: ")
+            && reason.ends_with(
+                "/nowhere:v1: the registry answered NAME_UNKNOWN: repository nowhere is not known"
+            ),
+        "{reason}"
     );
     // And a log group that is not there stops a task before it runs.
     let start = payload(

@@ -522,6 +522,21 @@ fn describe(e: &OciDistributionError, options: &RemoteOptions) -> String {
             Some(said) => format!("the registry answered {code}: {said}"),
             None => e.to_string(),
         },
+        OciDistributionError::RegistryError { envelope, .. } => {
+            // oci-client's text is the URL and "envelope: OCI API errors:
+            // [OCI API error: …]"; the codes and messages are what matter.
+            let said = envelope
+                .errors
+                .iter()
+                .map(|e| match serde_json::to_value(&e.code) {
+                    Ok(serde_json::Value::String(code)) if e.message.is_empty() => code,
+                    Ok(serde_json::Value::String(code)) => format!("{code}: {}", e.message),
+                    _ => e.message.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            format!("the registry answered {said}")
+        }
         OciDistributionError::RequestError(r) => {
             // reqwest says only that sending failed: the causes say why.
             let mut out = r.to_string();
