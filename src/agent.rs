@@ -88,6 +88,9 @@ pub struct AgentArgs {
     /// machine reaches the control plane from, and the mesh port).
     #[arg(long, value_name = "IP:PORT")]
     mesh_advertise: Option<std::net::SocketAddr>,
+
+    #[command(flatten)]
+    pub(crate) compile_cache: crate::CompileCacheArgs,
 }
 
 /// The ECS agent settings `skiff agent` honours.

@@ -37,6 +37,9 @@ pub struct PullArgs {
     reference: String,
     #[command(flatten)]
     registry: RegistryOptions,
+
+    #[command(flatten)]
+    pub(crate) compile_cache: crate::CompileCacheArgs,
 }
 
 #[derive(Args, Debug)]

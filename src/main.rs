@@ -52,11 +52,17 @@ struct Global {
     /// the parser, so a flag given wins over it and an empty one is unset.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+}
 
+/// The compile cache's size, for the commands that compile (serve, agent,
+/// run, pull): only those list it, and the others refuse it as any
+/// argument they do not take.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub(crate) struct CompileCacheArgs {
     /// How much compiled code to keep in the data dir (e.g. 512m, 4g;
     /// default 1g, or SKIFF_COMPILE_CACHE_LIMIT): past it, the least
     /// recently used is removed.
-    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_cache_limit)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_cache_limit)]
     compile_cache_limit: Option<u64>,
 }
 
@@ -177,9 +183,18 @@ fn main() -> ExitCode {
     // The flag, else the variable (read here, not by clap, so that a flag
     // given wins over a bad variable, an empty one is unset, and an error
     // names the variable).
-    let limit = match cli.global.compile_cache_limit {
-        Some(limit) => Some(limit),
-        None => match std::env::var("SKIFF_COMPILE_CACHE_LIMIT") {
+    let cache = match &cli.command {
+        Command::Serve(args) => Some(args.compile_cache),
+        Command::Agent(args) => Some(args.compile_cache),
+        Command::Run(args) => Some(args.compile_cache),
+        Command::Pull(args) => Some(args.compile_cache),
+        _ => None,
+    };
+    let limit = match cache.map(|c| c.compile_cache_limit) {
+        // A command that compiles nothing.
+        None => None,
+        Some(Some(limit)) => Some(limit),
+        Some(None) => match std::env::var("SKIFF_COMPILE_CACHE_LIMIT") {
             Ok(v) if !v.is_empty() => match parse_cache_limit(&v) {
                 Ok(limit) => Some(limit),
                 Err(e) => {
@@ -264,28 +279,6 @@ fn parse() -> Result<Cli, clap::Error> {
         return Err(Cli::command().error(
             clap::error::ErrorKind::ArgumentConflict,
             "--data-dir: skiff bench uses data dirs of its own (empty ones, so what is cached elsewhere does not change its figures); drop --data-dir",
-        ));
-    }
-    if matches!(cli.command, Command::Bench(_)) && given("compile_cache_limit") {
-        return Err(Cli::command().error(
-            clap::error::ErrorKind::ArgumentConflict,
-            "--compile-cache-limit: skiff bench uses compile caches of its own, which its runs do not fill; drop --compile-cache-limit",
-        ));
-    }
-    // Only the commands that compile honour it; the others would ignore it.
-    if given("compile_cache_limit")
-        && !matches!(
-            cli.command,
-            Command::Serve(_)
-                | Command::Agent(_)
-                | Command::Run(_)
-                | Command::Pull(_)
-                | Command::Bench(_)
-        )
-    {
-        return Err(Cli::command().error(
-            clap::error::ErrorKind::ArgumentConflict,
-            "--compile-cache-limit: this command compiles nothing (serve, agent, run and pull do); drop --compile-cache-limit",
         ));
     }
     Ok(cli)

@@ -70,6 +70,9 @@ pub struct RunArgs {
     task_addresses: skiff_runtime::addresses::AddressBlock,
 
     #[command(flatten)]
+    pub(crate) compile_cache: crate::CompileCacheArgs,
+
+    #[command(flatten)]
     registry: crate::images::RegistryOptions,
 
     /// The Wasm file or image reference (pulled once, then run from the

@@ -164,6 +164,9 @@ pub struct ServeArgs {
     /// it twice. Agents on other machines compile on their first start.
     #[arg(long)]
     no_compile_on_push: bool,
+
+    #[command(flatten)]
+    pub(crate) compile_cache: crate::CompileCacheArgs,
 }
 
 fn parse_replication_peer(s: &str) -> Result<(String, String), String> {

@@ -376,10 +376,23 @@ fn compile_cache_limit_removes_the_least_recently_used_code() {
             .run();
         assert_eq!(out.code, 0, "{flag:?} {var:?}: {}", out.stderr);
     }
-    // A command that compiles nothing refuses it rather than ignore it.
-    let out = skiff(["--compile-cache-limit", "1g", "images"])
+    // A command that compiles nothing neither lists nor takes it.
+    let out = skiff(["images", "--compile-cache-limit", "1g"])
         .data_dir(data.path())
         .run();
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("compiles nothing"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("unexpected argument '--compile-cache-limit'"),
+        "{}",
+        out.stderr
+    );
+    let help = skiff(["push", "--help"]).run();
+    assert_eq!(help.code, 0, "{}", help.stderr);
+    assert!(help.stdout.contains("--data-dir"), "{}", help.stdout);
+    assert!(
+        !help.stdout.contains("--compile-cache-limit"),
+        "{}",
+        help.stdout
+    );
 }
