@@ -435,11 +435,15 @@ fn compile_on_push(runtime: Runtime) -> skiff_registry::PushHook {
         let runtime = runtime.clone();
         Box::pin(async move {
             let name = format!("{}@{}", image.repository, image.digest);
+            let resumed = image.resumed;
             let started = std::time::Instant::now();
             let n = name.clone();
             let compiled =
                 tokio::task::spawn_blocking(move || runtime.precompile(&n, &image.wasm)).await;
             match compiled {
+                Ok(Ok(true)) if resumed => {
+                    tracing::info!(image = %name, elapsed = ?started.elapsed(), "compiled on push, after the stop that had interrupted it");
+                }
                 Ok(Ok(true)) => {
                     tracing::info!(image = %name, elapsed = ?started.elapsed(), "compiled on push");
                 }

@@ -941,10 +941,11 @@ impl Db {
 
     /// Pushed images queued for the push hook and not yet handed over, in
     /// the order they were pushed (rowids grow with each insert).
-    pub(crate) fn announcements(&self) -> Result<Vec<(String, String)>, Internal> {
+    pub(crate) fn announcements(&self) -> Result<Vec<(String, String, u32)>, Internal> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare("SELECT repo, digest FROM announcements ORDER BY rowid")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut stmt =
+            conn.prepare("SELECT repo, digest, attempts FROM announcements ORDER BY rowid")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

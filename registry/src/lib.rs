@@ -63,6 +63,9 @@ pub struct PushedImage {
     pub digest: String,
     /// The binary the image runs.
     pub wasm: Vec<u8>,
+    /// Handed over again: the process ended (a stop or a crash) before
+    /// the hook was done with this image the last time.
+    pub resumed: bool,
 }
 
 /// Told of each pushed image manifest that holds a Wasm binary skiff

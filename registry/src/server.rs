@@ -262,6 +262,7 @@ impl Inner {
                         repository: repo.clone(),
                         digest: digest.clone(),
                         wasm,
+                        resumed: attempts > 1,
                     })
                     .await;
                 }
@@ -295,14 +296,20 @@ impl Inner {
         }
         match self.off_thread(|i| i.db.announcements()).await {
             Ok(pending) => {
-                if !pending.is_empty() {
+                // Those about to be given up are not counted: they are not
+                // handed over.
+                let again = pending
+                    .iter()
+                    .filter(|(_, _, attempts)| *attempts < HAND_OVER_ATTEMPTS)
+                    .count();
+                if again > 0 {
                     tracing::info!(
-                        images = pending.len(),
+                        images = again,
                         "handing over again the pushed images the push hook (skiff serve: compile on push) had not finished when the registry last stopped"
                     );
                 }
                 // In push order: one after the other, each in its turn.
-                for (repo, digest) in pending {
+                for (repo, digest, _) in pending {
                     self.hand_over(repo, digest).await;
                 }
             }

@@ -687,15 +687,16 @@ fn oci_client_authenticates_with_basic_and_with_bearer_tokens() {
     }
 }
 
-/// A push hook that sends each image's digest to `tx`, then takes as long
-/// as `finish` says (forever: it never finishes).
+/// A push hook that sends each image's digest to `tx`, and whether it is
+/// handed over again after an interrupted hand-over, then takes as long as
+/// `finish` says (forever: it never finishes).
 fn telling_hook(
-    tx: std::sync::mpsc::Sender<String>,
+    tx: std::sync::mpsc::Sender<(String, bool)>,
     finish: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> skiff_registry::PushHook {
     let tx = std::sync::Mutex::new(tx);
     std::sync::Arc::new(move |image: skiff_registry::PushedImage| {
-        let _ = tx.lock().unwrap().send(image.digest);
+        let _ = tx.lock().unwrap().send((image.digest, image.resumed));
         finish()
     })
 }
@@ -728,15 +729,16 @@ fn images_the_push_hook_had_not_finished_are_handed_over_when_the_registry_serve
     };
     let a = push(&s, "v1", &first);
     let b = push(&s, "v2", &second);
-    assert_eq!(rx.recv_timeout(wait).unwrap(), a);
+    assert_eq!(rx.recv_timeout(wait).unwrap(), (a.clone(), false));
     assert_eq!(queued_for_the_hook(&s), 2);
 
     // Served again: both are handed over, in the order they were pushed,
-    // and once the hook is done with them they leave the queue.
+    // and once the hook is done with them they leave the queue. Only the
+    // first had been interrupted; the second had not had its turn.
     let (tx, rx) = std::sync::mpsc::channel();
     let s = s.restart_hooked(telling_hook(tx, || Box::pin(async {})));
-    assert_eq!(rx.recv_timeout(wait).unwrap(), a);
-    assert_eq!(rx.recv_timeout(wait).unwrap(), b);
+    assert_eq!(rx.recv_timeout(wait).unwrap(), (a, true));
+    assert_eq!(rx.recv_timeout(wait).unwrap(), (b, false));
     assert!(
         rx.recv_timeout(std::time::Duration::from_millis(300))
             .is_err(),
@@ -768,13 +770,13 @@ fn an_image_whose_hook_never_finishes_is_given_up_after_three_hand_overs() {
     let digest = block_on(remote::push(&r, &module, &RemoteOptions::default()))
         .unwrap()
         .to_string();
-    assert_eq!(rx.recv_timeout(wait).unwrap(), digest);
+    assert_eq!(rx.recv_timeout(wait).unwrap(), (digest.clone(), false));
     // Each time the process ends before the hook does (as a compile that
     // runs out of memory would end it).
     for _ in 0..2 {
         let (tx, rx) = std::sync::mpsc::channel();
         s = s.restart_hooked(stuck(tx));
-        assert_eq!(rx.recv_timeout(wait).unwrap(), digest);
+        assert_eq!(rx.recv_timeout(wait).unwrap(), (digest.clone(), true));
     }
     // The fourth time it is taken off the queue without being handed over.
     let (tx, rx) = std::sync::mpsc::channel();
