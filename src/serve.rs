@@ -621,6 +621,13 @@ fn serve(args: ServeArgs, data_dir: &Path) -> Result<(), String> {
             &reg_local.to_string(),
             Arc::new(move |repository, tag| local.tag_digest(repository, tag)),
         );
+        // And reads the binaries pushed to it from the registry's files,
+        // linking them into its image store: no download, no second copy.
+        let local = registry.clone();
+        puller.set_blob_files(
+            &reg_local.to_string(),
+            Arc::new(move |repository, digest| local.blob_file(repository, digest)),
+        );
         if !protected_registry {
             // The first task's pull then finds its client made (with a
             // token, once the token is set, below).

@@ -96,6 +96,24 @@ fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Links `file` (a registry's blob file, immutable) at `path`, if the two
+/// are on one filesystem: the binary is then stored without writing it
+/// again. The link appears whole or not at all. False if it cannot be
+/// made (another filesystem, a filesystem without links); the caller
+/// writes a copy.
+fn link(file: &Path, path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if std::fs::create_dir_all(dir).is_err() {
+        return false;
+    }
+    match std::fs::hard_link(file, path) {
+        Ok(()) => true,
+        // Linked (or written) by another pull meanwhile.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => true,
+        Err(_) => false,
+    }
+}
+
 impl ImageStore {
     /// The store under `root` (`DATA_DIR/images`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -169,9 +187,9 @@ impl ImageStore {
 
     /// Stores a pulled image.
     pub fn put(&self, pulled: &Pulled, now: i64) -> std::io::Result<ImageRecord> {
-        let wasm_digest = Digest::sha256_of(&pulled.wasm);
+        let wasm_digest = pulled.wasm_digest.clone();
         let path = self.wasm_path(wasm_digest.hex());
-        if !path.exists() {
+        if !path.exists() && !pulled.layer_file.as_deref().is_some_and(|f| link(f, &path)) {
             write_whole(&path, &pulled.wasm)?;
         }
         let record = ImageRecord {
@@ -325,6 +343,12 @@ impl std::str::FromStr for PullBehavior {
 /// question over HTTP, as to any other registry.
 pub type TagResolver = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 
+/// Gives the file of a blob of a registry in this process (given the
+/// repository and the blob's digest), read in place of its download:
+/// how `skiff serve`'s agent takes the images pushed to its own registry.
+/// `None` downloads it over HTTP, as from any other registry.
+pub type BlobFiles = Arc<dyn Fn(&str, &str) -> Option<PathBuf> + Send + Sync>;
+
 /// A reference, parsed.
 #[derive(Debug)]
 struct Named {
@@ -363,6 +387,8 @@ pub struct Puller {
     parsed: Mutex<HashMap<String, Arc<Named>>>,
     /// A registry asked in-process what its tags name, and how.
     tag_resolver: std::sync::RwLock<Option<(String, TagResolver)>>,
+    /// A registry whose blob files are read in-process, and how.
+    blob_files: std::sync::RwLock<Option<(String, BlobFiles)>>,
     /// Questions over HTTP of what a reference names (see
     /// [`Puller::resolve`]).
     asked: Questions<Result<String, RemoteError>>,
@@ -464,6 +490,17 @@ impl Puller {
         }
     }
 
+    /// Reads the Wasm layers of `registry`'s (`host[:port]`) images from
+    /// the files `blob_files` names rather than downloading them, and
+    /// links them into the store rather than writing them again,
+    /// replacing any set before. Manifests and configs still come over
+    /// HTTP, with the registry's checks.
+    pub fn set_blob_files(&self, registry: &str, blob_files: BlobFiles) {
+        if let Ok(mut b) = self.blob_files.write() {
+            *b = Some((registry.to_string(), blob_files));
+        }
+    }
+
     /// Sets (or replaces) the credentials for `registry` (`host[:port]`),
     /// for the pulls that start from now: an agent is handed fresh ones
     /// for its cluster's registry whenever its channel opens.
@@ -503,6 +540,7 @@ impl Puller {
             in_flight: Mutex::new(HashMap::new()),
             parsed: Mutex::new(HashMap::new()),
             tag_resolver: std::sync::RwLock::new(None),
+            blob_files: std::sync::RwLock::new(None),
             asked: Questions::new(),
         }
     }
@@ -694,7 +732,13 @@ impl Puller {
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(ImageRecord, Vec<u8>, PullReport), RemoteError> {
         let options = self.options.read().map(|o| o.clone()).unwrap_or_default();
-        let pulled = remote::pull(whole, &options, progress).await?;
+        let named = self.named(whole)?;
+        let local = self.blob_files.read().ok().and_then(|b| {
+            b.as_ref()
+                .filter(|(registry, _)| *registry == named.registry)
+                .map(|(_, files)| Arc::clone(files))
+        });
+        let pulled = remote::pull_from(whole, &options, progress, local.as_ref()).await?;
         let stored = std::time::Instant::now();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -728,6 +772,8 @@ mod tests {
             manifest_digest: Digest::sha256_of(wasm),
             reference_digest: Digest::sha256_of(wasm),
             wasm: wasm.to_vec(),
+            wasm_digest: Digest::sha256_of(wasm),
+            layer_file: None,
             run: Default::default(),
             resolve: Default::default(),
             download: Default::default(),

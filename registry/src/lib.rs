@@ -185,6 +185,23 @@ impl Registry {
         db.tag_digest(repository, tag).ok().flatten()
     }
 
+    /// The file holding blob `digest` of `repository`, for a puller in the
+    /// same process to read (or link) instead of downloading it: `None`
+    /// if the repository does not hold it (a pull-through cache's
+    /// repository, before its first pull, or a bad digest), and the pull
+    /// asks over HTTP as usual. The file is never written again, and a
+    /// garbage collection only unlinks it.
+    pub fn blob_file(&self, repository: &str, digest: &str) -> Option<std::path::PathBuf> {
+        let digest: Digest = digest.parse().ok()?;
+        self.inner
+            .db
+            .linked_blob(repository, &digest)
+            .ok()
+            .flatten()?;
+        let path = self.inner.blobs.path(&digest);
+        path.is_file().then_some(path)
+    }
+
     /// How many manifests and blobs the registry has served (GET).
     pub fn stats(&self) -> RegistryStats {
         use std::sync::atomic::Ordering::Relaxed;

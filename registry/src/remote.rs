@@ -103,6 +103,13 @@ pub struct Pulled {
     pub reference_digest: Digest,
     /// The Wasm binary.
     pub wasm: Vec<u8>,
+    /// The binary's sha256: its layer's digest when the layer is the
+    /// binary (checked as it arrived), else computed.
+    pub wasm_digest: Digest,
+    /// The file the binary was read from, when it is a layer of a
+    /// registry in this process, whole (see [`crate::images::BlobFiles`]):
+    /// the store links it rather than writing the binary again.
+    pub layer_file: Option<std::path::PathBuf>,
     /// Arguments and environment from an image config, if any.
     pub run: RunConfig,
     /// How long resolving took: the manifest (and an index's entry) and
@@ -297,6 +304,18 @@ pub async fn pull(
     options: &RemoteOptions,
     progress: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<Pulled, RemoteError> {
+    pull_from(reference, options, progress, None).await
+}
+
+/// [`pull`], reading the binary's layer from the file `local` names for
+/// it, if it names one whose content is that layer's, instead of
+/// downloading it.
+pub(crate) async fn pull_from(
+    reference: &str,
+    options: &RemoteOptions,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+    local: Option<&crate::images::BlobFiles>,
+) -> Result<Pulled, RemoteError> {
     let image = parse_reference(reference)?;
     let whole = image.whole();
     let registry_error = |e: oci_client::errors::OciDistributionError| RemoteError::Registry {
@@ -367,17 +386,31 @@ pub async fn pull(
         .map(|l| u64::try_from(l.size).unwrap_or(0))
         .unwrap_or(0);
     let resolved = std::time::Instant::now();
-    let mut sink = Progress {
-        bytes: Vec::new(),
-        total,
-        report: progress,
+    let read = match local.and_then(|files| files(image.repository(), digest.as_str())) {
+        Some(file) => read_blob_file(file, digest.as_str()).await,
+        None => None,
     };
-    client
-        .pull_blob(&image, digest.as_str(), &mut sink)
-        .await
-        .map_err(registry_error)?;
-    let layer = sink.bytes;
+    let (layer, layer_file) = match read {
+        Some((bytes, file)) => {
+            progress(bytes.len() as u64, total);
+            (bytes, Some(file))
+        }
+        None => {
+            let mut sink = Progress {
+                bytes: Vec::new(),
+                total,
+                report: progress,
+            };
+            client
+                .pull_blob(&image, digest.as_str(), &mut sink)
+                .await
+                .map_err(registry_error)?;
+            (sink.bytes, None)
+        }
+    };
     let download = resolved.elapsed();
+    // Linked into the store only if the file is the binary itself.
+    let layer_file = layer_file.filter(|_| tar.is_none());
     let wasm = match tar {
         None => layer,
         Some(gzip) => {
@@ -389,15 +422,40 @@ pub async fn pull(
             "an image whose layer is not a Wasm binary".into(),
         ));
     }
+    // Hashing 8 MB takes milliseconds: not again when the layer's digest,
+    // checked, is the binary's.
+    let wasm_digest = match digest.parse::<Digest>() {
+        Ok(d) if tar.is_none() && d.algorithm() == crate::digest::Algorithm::Sha256 => d,
+        _ => Digest::sha256_of(&wasm),
+    };
     Ok(Pulled {
         reference: whole.clone(),
         manifest_digest,
         reference_digest,
         wasm,
+        wasm_digest,
+        layer_file,
         run,
         resolve: resolved.duration_since(started),
         download,
     })
+}
+
+/// The content of a local blob file, if it is the blob `digest` names
+/// (checked: a damaged file is downloaded instead, and the registry's
+/// answer then says what is wrong), with the file.
+async fn read_blob_file(
+    file: std::path::PathBuf,
+    digest: &str,
+) -> Option<(Vec<u8>, std::path::PathBuf)> {
+    let expected: Digest = digest.parse().ok()?;
+    tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&file).ok()?;
+        (Digest::of(expected.algorithm(), &bytes) == expected).then_some((bytes, file))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// The digest `reference`'s tag names now (a manifest HEAD, as `docker

@@ -568,6 +568,64 @@ fn a_tag_resolver_answers_in_process_and_sees_every_move() {
     assert_eq!(s.registry.tag_digest("local/web", "v1"), None);
 }
 
+/// An agent in the registry's process reads a pushed binary from the
+/// registry's blob file and links it into its store: nothing downloaded,
+/// nothing written twice. A damaged file is downloaded instead.
+#[test]
+fn a_registry_in_process_hands_over_its_blob_files_to_link() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Server::start();
+    let host = s.base.trim_start_matches("http://").to_string();
+    let wasm = wat::parse_str(MODULE).unwrap();
+    let r = reference(&s, "local/app:v1");
+    block_on(remote::push(&r, &wasm, &RemoteOptions::default())).unwrap();
+    let layer = Digest::sha256_of(&wasm).to_string();
+    let blob = s.registry.blob_file("local/app", &layer).expect("its blob");
+    // Only a repository that holds the blob has it to hand.
+    assert_eq!(s.registry.blob_file("other/app", &layer), None);
+    assert_eq!(s.registry.blob_file("local/app", "sha256:0bad"), None);
+
+    let (store, puller) = fresh_puller();
+    let registry = s.registry.clone();
+    puller.set_blob_files(
+        &host,
+        std::sync::Arc::new(move |repo, digest| registry.blob_file(repo, digest)),
+    );
+    let served = s.registry.stats().blobs_served;
+    let (record, got) = block_on(puller.ensure(&r, &no_progress)).unwrap();
+    assert_eq!(got, wasm);
+    assert_eq!(
+        s.registry.stats().blobs_served,
+        served,
+        "nothing downloaded"
+    );
+    let stored = puller
+        .store()
+        .wasm_path(layer.trim_start_matches("sha256:"));
+    assert_eq!(record.wasm_digest, layer);
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().ino(),
+        std::fs::metadata(&blob).unwrap().ino(),
+        "the store's binary is the registry's file"
+    );
+
+    // A file that is not the blob is not used: the layer is downloaded.
+    let damaged = store.path().join("damaged");
+    std::fs::write(&damaged, b"\0asm not the layer").unwrap();
+    let (_store2, puller) = fresh_puller();
+    puller.set_blob_files(
+        &host,
+        std::sync::Arc::new(move |_, _| Some(damaged.clone())),
+    );
+    let (_, got) = block_on(puller.ensure(&r, &no_progress)).unwrap();
+    assert_eq!(got, wasm);
+    assert_eq!(s.registry.stats().blobs_served, served + 1, "downloaded");
+    let stored = puller
+        .store()
+        .wasm_path(layer.trim_start_matches("sha256:"));
+    assert_eq!(std::fs::read(&stored).unwrap(), wasm);
+}
+
 #[test]
 fn oci_client_pushes_chunked_and_monolithic_alike() {
     use oci_client::client::{ClientConfig, ClientProtocol};

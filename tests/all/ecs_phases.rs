@@ -89,6 +89,18 @@ fn tasks_show_where_their_start_went_and_the_second_start_compiles_nothing() {
         number(&p, &format!("skiff.app.{part}"));
     }
     assert!(number(&p, "skiff.app.instantiateMicros") > 0.0, "{p:?}");
+    // Taken from serve's own registry, the binary is on disk once: the
+    // image store's file is the registry's blob, linked.
+    let stored: Vec<_> = std::fs::read_dir(dir.path().join("images/wasm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(&stored[0]).unwrap()),
+        2,
+        "{stored:?}"
+    );
     // The phases fall between ECS's own timestamps, in order.
     let entered = number(&p, "skiff.app.firstInstructionAt");
     let exited = number(&p, "skiff.app.exitedAt");
