@@ -249,6 +249,19 @@ fn servable(
             "CannotStartContainerError: {reference} is a wasi:http component: give container {} a portMappings entry for the port it serves on",
             c.name
         )),
+        // A wasi:http component is not a command: its health check can
+        // only be a request of it.
+        ArtifactKind::HttpProxy
+            if c.health_check
+                .as_ref()
+                .is_some_and(|h| matches!(h.http_probe(), Ok(None))) =>
+        {
+            let port = c.port_mappings.first().map_or(80, |p| p.container_port);
+            Err(format!(
+                "CannotStartContainerError: {reference} is a wasi:http component, which runs no commands: container {}'s healthCheck can request it instead, [\"CMD\", \"curl\", \"-f\", \"http://localhost:{port}/\"]",
+                c.name
+            ))
+        }
         _ => Ok(()),
     }
 }

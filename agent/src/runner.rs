@@ -317,6 +317,7 @@ pub(crate) async fn run(
                 definition: c.clone(),
                 spec,
                 artifact,
+                address: ip.unwrap_or(Ipv4Addr::LOCALHOST),
                 serve_at,
                 sink: sink.clone(),
             }

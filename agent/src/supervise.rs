@@ -32,6 +32,9 @@ pub(crate) struct Container {
     pub definition: ContainerDefinition,
     pub spec: InstanceSpec,
     pub artifact: Arc<Artifact>,
+    /// Its address (its task's; the host's loopback in host and bridge
+    /// modes): where its health check's `localhost` is.
+    pub address: std::net::Ipv4Addr,
     /// Where it serves, if it is a wasi:http component.
     pub serve_at: Option<SocketAddr>,
     /// Where its awslogs output goes.
@@ -166,17 +169,6 @@ pub(crate) async fn supervise(
                             report.meter(instance.meter());
                             let id = format!("{}-{}", report.task_id(), instance.id());
                             spawn_watch(instance, i, grace, exits.clone(), halt.subscribe());
-                            if let Some(check) = &c.health_check {
-                                checks.start(
-                                    runtime,
-                                    &container.artifact,
-                                    &container.spec,
-                                    check,
-                                    i,
-                                    &health_tx,
-                                    halt.subscribe(),
-                                );
-                            }
                             Ok(id)
                         }
                         Err(e) => Err(e.to_string()),
@@ -185,6 +177,16 @@ pub(crate) async fn supervise(
                 match runtime_id {
                     Ok(runtime_id) => {
                         started[i] = true;
+                        if let Some(check) = &c.health_check {
+                            checks.start(
+                                runtime,
+                                container,
+                                check,
+                                i,
+                                &health_tx,
+                                halt.subscribe(),
+                            );
+                        }
                         report.container(ContainerChange {
                             container_name: c.name.clone(),
                             status: Some(ContainerStatus::Running),

@@ -900,6 +900,102 @@ fn a_failing_health_check_marks_the_task_unhealthy() {
     assert_eq!(t["lastStatus"], "RUNNING");
 }
 
+/// A web container's health check as ECS definitions write it, a `curl`
+/// of itself (also as `CMD-SHELL`): skiff sends that request to the
+/// container. `-f` fails on an error status; without it any answer
+/// passes. A wasi:http component runs no commands, so any other check of
+/// one stops its task saying how to write it.
+#[test]
+fn a_web_containers_curl_health_check_is_a_request_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    serve.push(app("HTTP_HELLO_P2"), "web:v1");
+    let web = |name: &str, port: u16, essential: bool, command: Value| {
+        json!({"name": name, "image": "web:v1", "memory": 32, "essential": essential,
+            "portMappings": [{"containerPort": port}],
+            "healthCheck": {"command": command, "interval": 5, "timeout": 2, "retries": 1}})
+    };
+    let td = write_json(
+        dir.path(),
+        "web.json",
+        &json!({
+            "family": "web", "networkMode": "awsvpc",
+            "containerDefinitions": [
+                web("ok", 8080, true, json!(["CMD-SHELL", "curl -fsS http://localhost:8080/ || exit 1"])),
+                // /trap answers 500.
+                web("sick", 8081, false, json!(["CMD", "curl", "-f", "http://localhost:8081/trap"])),
+                web("lenient", 8082, false, json!(["CMD", "wget", "-q", "--spider", "http://127.0.0.1:8082/"])),
+            ],
+        }),
+    );
+    serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &td]);
+    let net = "awsvpcConfiguration={subnets=[subnet-0a1b2c]}";
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "web",
+        "--network-configuration",
+        net,
+    ]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    let t = describe_until(&serve, &arn, |t| {
+        t["containers"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().all(|c| c["healthStatus"] != "UNKNOWN"))
+    });
+    let health = |name: &str| {
+        t["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["healthStatus"].clone())
+            .unwrap()
+    };
+    assert_eq!(health("ok"), "HEALTHY", "{t}");
+    assert_eq!(health("sick"), "UNHEALTHY", "{t}");
+    assert_eq!(health("lenient"), "HEALTHY", "{t}");
+    // Only essential containers count toward the task's health.
+    assert_eq!(t["healthStatus"], "HEALTHY", "{t}");
+
+    // What a probe could not honour is refused when registered.
+    let bad = json!({"family": "bad", "networkMode": "awsvpc", "containerDefinitions": [
+        web("w", 8080, true, json!(["CMD", "curl", "-fL", "http://localhost:8080/"]))]});
+    let td = write_json(dir.path(), "bad.json", &bad);
+    let e = serve.aws_err(
+        &["ecs", "register-task-definition", "--cli-input-json", &td],
+        "InvalidParameterException",
+    );
+    assert!(e.contains("curl -L is not supported"), "{e}");
+
+    // A command check of a wasi:http component cannot run.
+    let td = write_json(
+        dir.path(),
+        "cmd.json",
+        &json!({"family": "cmd", "networkMode": "awsvpc", "containerDefinitions": [
+            web("w", 8080, true, json!(["CMD", "http_hello"]))]}),
+    );
+    serve.aws_ok(&["ecs", "register-task-definition", "--cli-input-json", &td]);
+    let run = serve.aws_ok(&[
+        "ecs",
+        "run-task",
+        "--task-definition",
+        "cmd",
+        "--network-configuration",
+        net,
+    ]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    let t = describe_until(&serve, &arn, |t| t["lastStatus"] == "STOPPED");
+    let reason = t["stoppedReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("CannotStartContainerError")
+            && reason.contains("runs no commands")
+            && reason.contains(r#"["CMD", "curl", "-f", "http://localhost:8080/"]"#),
+        "{t}"
+    );
+}
+
 #[test]
 fn instances_registered_through_the_api_are_listed_but_have_no_agent() {
     let dir = tempfile::tempdir().unwrap();

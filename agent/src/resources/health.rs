@@ -1,12 +1,16 @@
 //! Container health checks. A Wasm container has no shell and no other
 //! programs, so `["CMD", arg0, args...]` runs a fresh instance of the
 //! container's own module with that argv (and its environment, mounts and
-//! network) every `interval`: exit 0 within `timeout` passes; `retries`
+//! network) every `interval`: exit 0 within `timeout` passes. A `curl` or
+//! `wget` request of the container itself ([`HealthCheck::http_probe`]) is
+//! sent by the agent instead, to the container's address: an answer passes
+//! (one below 400 if the command says to fail on errors). `retries`
 //! failures in a row after `startPeriod` make it UNHEALTHY, one pass
 //! HEALTHY. The checks stop when the task does.
 
+use crate::supervise::Container;
 use skiff_channel::messages::HealthStatus;
-use skiff_channel::taskdef::{ContainerDefinition, HealthCheck};
+use skiff_channel::taskdef::{ContainerDefinition, HealthCheck, HttpProbe};
 use skiff_runtime::{Artifact, InstanceSpec, Outcome, Output, Runtime, Stdin};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,21 +33,26 @@ impl Drop for HealthChecks {
 impl HealthChecks {
     /// Starts checking container `index` (with `check`), reporting each
     /// result on `report`, until `halt` turns true.
-    #[allow(clippy::too_many_arguments)] // each is one part of the check
     pub(crate) fn start(
         &mut self,
         runtime: &Runtime,
-        artifact: &Arc<Artifact>,
-        spec: &InstanceSpec,
+        container: &Container,
         check: &HealthCheck,
         index: usize,
         report: &mpsc::UnboundedSender<(usize, HealthStatus)>,
         halt: watch::Receiver<bool>,
     ) {
+        // Registration refused a check that is neither.
+        let probe = match check.http_probe() {
+            Ok(Some(probe)) => Probe::Http(probe, container.address),
+            _ => Probe::Command(
+                runtime.clone(),
+                Arc::clone(&container.artifact),
+                container.spec.clone(),
+            ),
+        };
         self.checkers.push(tokio::spawn(health_loop(
-            runtime.clone(),
-            Arc::clone(artifact),
-            spec.clone(),
+            probe,
             check.clone(),
             index,
             report.clone(),
@@ -78,10 +87,62 @@ pub(crate) async fn halted(halt: &mut watch::Receiver<bool>) {
     let _ = halt.wait_for(|h| *h).await.map(|_| ());
 }
 
+/// How a container is checked.
+enum Probe {
+    /// A fresh instance of its module, with the check's argv.
+    Command(Runtime, Arc<Artifact>, InstanceSpec),
+    /// A request of it, at its address.
+    Http(HttpProbe, std::net::Ipv4Addr),
+}
+
+impl Probe {
+    /// One check: whether it passed within `timeout`.
+    async fn passes(&self, check: &HealthCheck, client: &reqwest::Client) -> bool {
+        let timeout = Duration::from_secs(u64::from(check.timeout));
+        match self {
+            Probe::Command(runtime, artifact, spec) => {
+                let mut probe = spec.clone();
+                probe.args = check.command[1..].to_vec();
+                probe.stdin = Stdin::Null;
+                probe.stdout = Output::Null;
+                probe.stderr = Output::Null;
+                probe.limits.timeout = Some(timeout);
+                match runtime.spawn(artifact, probe) {
+                    Ok(mut i) => i.wait().await == Outcome::Exited(0),
+                    Err(_) => false,
+                }
+            }
+            Probe::Http(probe, address) => {
+                let timeout = probe
+                    .max_time
+                    .map_or(timeout, |t| timeout.min(Duration::from_secs(u64::from(t))));
+                // Where the container's port is on the host (a task's
+                // privileged ports are shifted), as its server bound it.
+                let at =
+                    skiff_runtime::ports::host(std::net::SocketAddr::from((*address, probe.port)));
+                let url = format!("http://{at}{}", probe.path);
+                let method = if probe.head {
+                    reqwest::Method::HEAD
+                } else {
+                    reqwest::Method::GET
+                };
+                let sent = client
+                    .request(method, url)
+                    .header(reqwest::header::HOST, format!("localhost:{}", probe.port))
+                    .timeout(timeout)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => !probe.fail_on_error_status || r.status().as_u16() < 400,
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+}
+
 async fn health_loop(
-    runtime: Runtime,
-    artifact: Arc<Artifact>,
-    spec: InstanceSpec,
+    probe: Probe,
     check: HealthCheck,
     index: usize,
     report: mpsc::UnboundedSender<(usize, HealthStatus)>,
@@ -90,17 +151,17 @@ async fn health_loop(
     let started = tokio::time::Instant::now();
     let start_period = Duration::from_secs(u64::from(check.start_period.unwrap_or(0)));
     let mut failures = 0;
+    // Requests as curl makes them: no proxy, no redirects followed, a
+    // connection each time.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .user_agent("curl/8 (skiff health check)")
+        .build()
+        .unwrap_or_default();
     loop {
-        let mut probe = spec.clone();
-        probe.args = check.command[1..].to_vec();
-        probe.stdin = Stdin::Null;
-        probe.stdout = Output::Null;
-        probe.stderr = Output::Null;
-        probe.limits.timeout = Some(Duration::from_secs(u64::from(check.timeout)));
-        let passed = match runtime.spawn(&artifact, probe) {
-            Ok(mut i) => i.wait().await == Outcome::Exited(0),
-            Err(_) => false,
-        };
+        let passed = probe.passes(&check, &client).await;
         if passed {
             failures = 0;
             let _ = report.send((index, HealthStatus::Healthy));

@@ -622,15 +622,16 @@ fn normalise_container(
     }
     if let Some(h) = &c.health_check {
         match h.command.first().map(String::as_str) {
-            Some("CMD") if h.command.len() > 1 => {}
-            Some("CMD-SHELL") => {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Container '{name}': healthCheck CMD-SHELL needs a shell, which a Wasm container does not have: use [\"CMD\", argv0, args...] to run the container's module with those arguments"
-                )));
+            Some("CMD" | "CMD-SHELL") if h.command.len() > 1 => {
+                // A curl or wget request of the container is sent by skiff;
+                // what it could not honour is refused here.
+                h.http_probe().map_err(|e| {
+                    ApiError::invalid_parameter(format!("Container '{name}': healthCheck: {e}"))
+                })?;
             }
             _ => {
                 return Err(ApiError::client(format!(
-                    "Container '{name}': healthCheck.command must be [\"CMD\", argv0, args...]."
+                    "Container '{name}': healthCheck.command must be [\"CMD\", argv0, args...] or [\"CMD-SHELL\", \"curl -f http://localhost:PORT/PATH || exit 1\"]."
                 )));
             }
         }
