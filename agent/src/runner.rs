@@ -360,9 +360,11 @@ pub(crate) async fn run(
         });
     }
     let (stop_code, reason) = match outcome {
-        Supervised::EssentialExited(name) => (
+        // ECS's words exactly (scripts match them); which container it
+        // was, and how it exited, are in the task's containers.
+        Supervised::EssentialExited => (
             Some("EssentialContainerExited".to_string()),
-            Some(format!("Essential container in task exited ({name})")),
+            Some("Essential container in task exited".to_string()),
         ),
         Supervised::FailedToStart(reason) => (Some("TaskFailedToStart".to_string()), Some(reason)),
         Supervised::Stopped => (None, None),

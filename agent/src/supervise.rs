@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 /// How supervision ended.
 pub(crate) enum Supervised {
-    EssentialExited(String),
+    EssentialExited,
     FailedToStart(String),
     Stopped,
 }
@@ -248,7 +248,7 @@ pub(crate) async fn supervise(
                 report.container(exit_change(&c.name, &o, phases));
                 outcome[i] = Some(o);
                 if c.essential {
-                    result = Some(Supervised::EssentialExited(c.name.clone()));
+                    result = Some(Supervised::EssentialExited);
                     break;
                 }
             }

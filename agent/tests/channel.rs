@@ -246,7 +246,7 @@ async fn a_task_payload_runs_and_every_state_change_comes_back_in_ecs_shapes() {
     assert_eq!(last.stop_code.as_deref(), Some("EssentialContainerExited"));
     assert_eq!(
         last.reason.as_deref(),
-        Some("Essential container in task exited (app)")
+        Some("Essential container in task exited")
     );
     // The image's digest was reported at ACTIVATING; the output reached the
     // log destination line by line, in the task's stream.

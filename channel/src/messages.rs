@@ -285,7 +285,7 @@ mod tests {
             cluster: "arn:aws:ecs:r:0:cluster/c".into(),
             task: "arn:aws:ecs:r:0:task/c/abc".into(),
             status: Some(TaskStatus::Stopped),
-            reason: Some("Essential container in task exited (web)".into()),
+            reason: Some("Essential container in task exited".into()),
             containers: vec![ContainerChange {
                 container_name: "web".into(),
                 exit_code: Some(1),
@@ -300,7 +300,7 @@ mod tests {
             wire,
             json!({"taskStateChange": {
                 "cluster": "arn:aws:ecs:r:0:cluster/c", "task": "arn:aws:ecs:r:0:task/c/abc",
-                "status": "STOPPED", "reason": "Essential container in task exited (web)",
+                "status": "STOPPED", "reason": "Essential container in task exited",
                 "containers": [{"containerName": "web", "exitCode": 1, "status": "STOPPED"}],
                 "executionStoppedAt": 2.5,
             }})
