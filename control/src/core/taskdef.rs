@@ -459,6 +459,19 @@ fn normalise_container(
             "Container.image should not be null or empty (container {name})."
         )));
     }
+    // ECS's rule for the field: up to 255 letters, digits, hyphens,
+    // underscores, colons, periods, slashes and number signs (and `@` of
+    // a digest). Whether it names an image is found at the pull.
+    if !c
+        .image
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_:./#@".contains(&b))
+    {
+        return Err(ApiError::client(format!(
+            "Container.image contains invalid characters (container {name}: {:?}); letters, numbers, hyphens, underscores, colons, periods, forward slashes and number signs are allowed.",
+            c.image
+        )));
+    }
     if c.memory.is_none() && c.memory_reservation.is_none() && !task_memory {
         return Err(ApiError::client(format!(
             "Invalid setting for container '{name}'. At least one of 'memory' or 'memoryReservation' must be specified."
@@ -930,6 +943,18 @@ mod tests {
             msg(base(json!({"name": "a", "image": "i", "memory": 8,
                            "healthCheck": {"command": ["CMD-SHELL", "true"]}})))
             .contains("shell")
+        );
+        for image in ["UPPER CASE::x", "app:v1;rm"] {
+            assert!(
+                msg(base(json!({"name": "a", "image": image, "memory": 8})))
+                    .contains("Container.image contains invalid characters"),
+                "{image}"
+            );
+        }
+        assert!(
+            register(base(json!({"name": "a", "memory": 8,
+                "image": "registry.example:5000/team/app@sha256:0123abcd"})))
+            .is_ok()
         );
         let no_mode = json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "i", "memory": 8}]});
         // ECS's default network mode.

@@ -409,7 +409,24 @@ pub(crate) async fn list_tasks(core: &Core, body: &Value) -> Result<Value, ApiEr
             "family and serviceName cannot both be given.",
         ));
     }
+    // A filter naming nothing is an error, as on ECS, not an empty list: a
+    // script's typo would otherwise read as "no tasks".
+    if let Some(n) = s("serviceName")
+        && crate::api::ecs::find_service(&state, &cluster.cluster_name, n).is_none()
+    {
+        return Err(crate::api::ecs::services::service_not_found());
+    }
     let instance = s("containerInstance").map(|i| name_of(i).to_string());
+    if let Some(i) = instance.as_deref()
+        && !state.instances.values().any(|e| {
+            e.value.cluster == cluster.cluster_name && name_of(&e.value.container_instance_arn) == i
+        })
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "containerInstance {i} is not a container instance of cluster {}.",
+            cluster.cluster_name
+        )));
+    }
     let mut tasks: Vec<&Task> = state
         .tasks
         .values()
