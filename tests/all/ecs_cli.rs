@@ -218,6 +218,16 @@ fn the_aws_cli_runs_a_job_and_reads_its_exit_code_and_logs() {
         "STOPPED",
     ]);
     assert_eq!(listed["taskArns"], json!([arn]));
+    // A filter naming nothing is an error, not an empty list.
+    serve.aws_err(
+        &["ecs", "list-tasks", "--service-name", "nosuch"],
+        "ServiceNotFoundException",
+    );
+    let e = serve.aws_err(
+        &["ecs", "list-tasks", "--container-instance", "nonexistent"],
+        "InvalidParameterException",
+    );
+    assert!(e.contains("nonexistent"), "{e}");
 }
 
 #[test]
@@ -958,6 +968,19 @@ fn a_web_containers_curl_health_check_is_a_request_of_it() {
     assert_eq!(health("lenient"), "HEALTHY", "{t}");
     // Only essential containers count toward the task's health.
     assert_eq!(t["healthStatus"], "HEALTHY", "{t}");
+    // The cluster's statistics count it, by launch type.
+    let d = serve.aws_ok(&["ecs", "describe-clusters", "--include", "STATISTICS"]);
+    let stats = &d["clusters"][0]["statistics"];
+    let stat = |name: &str| {
+        stats
+            .as_array()
+            .and_then(|s| s.iter().find(|e| e["name"] == name))
+            .map(|e| e["value"].clone())
+            .unwrap_or_else(|| panic!("no {name}: {stats}"))
+    };
+    assert_eq!(stat("runningEC2TasksCount"), "1", "{stats}");
+    assert_eq!(stat("runningFargateTasksCount"), "0", "{stats}");
+    assert_eq!(stat("activeEC2ServiceCount"), "0", "{stats}");
 
     // What a probe could not honour is refused when registered.
     let bad = json!({"family": "bad", "networkMode": "awsvpc", "containerDefinitions": [

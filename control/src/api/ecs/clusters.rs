@@ -62,6 +62,61 @@ pub(crate) fn cluster_view(
     v
 }
 
+/// DescribeClusters' `STATISTICS`: running and pending tasks and active
+/// and draining services of the cluster, by launch type, as ECS names
+/// them (values are strings).
+fn statistics(state: &State, c: &Cluster) -> Value {
+    let kind = |launch_type: &str| match launch_type {
+        "FARGATE" => "Fargate",
+        "EXTERNAL" => "External",
+        _ => "EC2",
+    };
+    let mut counts: std::collections::BTreeMap<String, usize> = ["EC2", "Fargate"]
+        .iter()
+        .flat_map(|k| {
+            [
+                format!("running{k}TasksCount"),
+                format!("pending{k}TasksCount"),
+                format!("active{k}ServiceCount"),
+                format!("draining{k}ServiceCount"),
+            ]
+        })
+        .map(|name| (name, 0))
+        .collect();
+    for t in state.tasks.values().map(|t| &t.value) {
+        if t.cluster_arn != c.cluster_arn || t.last_status == "STOPPED" {
+            continue;
+        }
+        let k = kind(&t.launch_type);
+        if t.last_status == "RUNNING" {
+            *counts.entry(format!("running{k}TasksCount")).or_default() += 1;
+        } else if is_pending(t) {
+            *counts.entry(format!("pending{k}TasksCount")).or_default() += 1;
+        }
+    }
+    for s in state.services.values().map(|s| &s.value) {
+        if s.cluster_arn != c.cluster_arn {
+            continue;
+        }
+        let k = kind(&s.launch_type);
+        match s.status.as_str() {
+            "ACTIVE" => *counts.entry(format!("active{k}ServiceCount")).or_default() += 1,
+            "DRAINING" => {
+                *counts
+                    .entry(format!("draining{k}ServiceCount"))
+                    .or_default() += 1
+            }
+            _ => {}
+        }
+    }
+    Value::Array(
+        counts
+            .into_iter()
+            .map(|(name, n)| json!({"name": name, "value": n.to_string()}))
+            .collect(),
+    )
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CreateClusterReq {
@@ -144,12 +199,18 @@ pub(crate) async fn describe_clusters(core: &Core, body: &Value) -> Result<Value
     let mut failures = Vec::new();
     for n in names {
         match state.clusters.get(name_of(&n)) {
-            Some(c) => clusters.push(cluster_view(
-                &state,
-                &c.value,
-                includes(body, "TAGS"),
-                includes(body, "SETTINGS"),
-            )),
+            Some(c) => {
+                let mut view = cluster_view(
+                    &state,
+                    &c.value,
+                    includes(body, "TAGS"),
+                    includes(body, "SETTINGS"),
+                );
+                if includes(body, "STATISTICS") {
+                    view["statistics"] = statistics(&state, &c.value);
+                }
+                clusters.push(view);
+            }
             None => failures.push(Failure::missing(if n.starts_with("arn:") {
                 n.clone()
             } else {
