@@ -51,6 +51,8 @@ pub struct TaskDefinition {
 #[serde(rename_all = "camelCase")]
 pub struct ContainerDefinition {
     pub name: String,
+    /// Empty when not given: registration refuses it in ECS's words.
+    #[serde(default)]
     pub image: String,
     #[serde(default)]
     pub cpu: u32,

@@ -460,3 +460,62 @@ print(code(ecs.create_service, serviceName='one-more', taskDefinition='idle', de
     assert!(lines[2].contains("at most 8192"), "{out}");
     assert_eq!(lines[3], "ok");
 }
+
+/// A value of the right type that skiff cannot take — out of range, a
+/// member it needs missing, a `null` where a value must be — is a
+/// ClientException naming the member, not the parser's words.
+#[test]
+fn values_that_do_not_fit_are_client_errors_naming_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(dir.path());
+    let ecs = "AmazonEC2ContainerServiceV20141113.";
+    let cases = [
+        (
+            "RegisterTaskDefinition",
+            r#"{"family": "f", "containerDefinitions": [{"name": "a", "memory": 32}]}"#,
+            "Container.image should not be null or empty (container a).",
+        ),
+        (
+            "RegisterTaskDefinition",
+            r#"{"family": "f", "containerDefinitions": [{"name": "a", "image": "i", "memory": -5}]}"#,
+            "Invalid value -5 for containerDefinitions[0].memory: it must be a whole number from 0 to 4294967295.",
+        ),
+        (
+            "RegisterTaskDefinition",
+            r#"{"family": "f", "containerDefinitions": [{"name": "a", "image": "i", "memory": 8,
+                "portMappings": [{"containerPort": 70000}]}]}"#,
+            "Invalid value 70000 for containerDefinitions[0].portMappings[0].containerPort: it must be a whole number from 0 to 65535.",
+        ),
+        (
+            "RunTask",
+            r#"{"taskDefinition": "f", "overrides": {"containerOverrides": [{"name": "a", "memory": -1}]}}"#,
+            "Invalid value -1 for overrides.containerOverrides[0].memory: it must be a whole number from 0 to 4294967295.",
+        ),
+    ];
+    let cluster = serve.aws_ok(&["ecs", "describe-clusters"])["clusters"][0]["clusterArn"].clone();
+    // null is absence.
+    let tags_null = serde_json::json!({"resourceArn": cluster, "tags": null}).to_string();
+    let cases = cases
+        .iter()
+        .map(|(op, body, says)| (*op, body.to_string(), *says))
+        .chain([("TagResource", tags_null, "tags is required.")]);
+    for (op, body, says) in cases {
+        let (status, answer) = post(&serve.api, &format!("{ecs}{op}"), &body);
+        assert_eq!(status, 400, "{op} {body}: {answer}");
+        assert_eq!(answer["__type"], "ClientException", "{op} {body}: {answer}");
+        assert_eq!(answer["message"], says, "{op} {body}");
+    }
+    let (status, answer) = post(
+        &serve.api,
+        &format!("{ecs}RunTask"),
+        r#"{"taskDefinition": "x", "placementConstraints": [{"type": "memberOf", "expression": "attribute:foo =="}]}"#,
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["__type"], "InvalidParameterException", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(r#"memberOf expression "attribute:foo ==""#)),
+        "{answer}"
+    );
+}

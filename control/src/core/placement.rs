@@ -116,7 +116,9 @@ impl Constraint {
             ("distinctInstance", Some(_)) => {
                 Err("a distinctInstance constraint takes no expression".into())
             }
-            ("memberOf", Some(e)) => Ok(Constraint::MemberOf(Expression::parse(e)?)),
+            ("memberOf", Some(e)) => Expression::parse(e)
+                .map(Constraint::MemberOf)
+                .map_err(|why| format!("memberOf expression {e:?}: {why}")),
             ("memberOf", None) => Err("a memberOf constraint needs an expression".into()),
             (other, _) => Err(format!(
                 "unknown placement constraint type {other:?} (expected distinctInstance or memberOf)"

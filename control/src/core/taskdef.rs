@@ -179,8 +179,9 @@ pub fn parse_register(document: &Value) -> Result<TaskDefinition, ApiError> {
             }
         }
     }
-    let req: Register = serde_json::from_value(document.clone())
-        .map_err(|e| ApiError::serialization(format!("malformed task definition: {e}")))?;
+    let document = crate::error::without_nulls(document);
+    let req: Register = serde_path_to_error::deserialize(document.as_ref())
+        .map_err(|e| ApiError::client(crate::error::unfit(&e)))?;
 
     let family = req
         .family

@@ -335,7 +335,7 @@ pub(crate) async fn update_cluster(core: &Core, body: &Value) -> Result<Value, A
 /// UpdateClusterSettings.
 pub(crate) async fn update_cluster_settings(core: &Core, body: &Value) -> Result<Value, ApiError> {
     let given = required(body, "cluster")?;
-    let settings: Vec<KeyValue> = parse(body.get("settings").unwrap_or(&Value::Null))?;
+    let settings: Vec<KeyValue> = crate::api::protocol::json::parse_member(body, "settings")?;
     check_settings(&settings)?;
     let state = core.state.lock().await;
     let c = active_cluster(&state, Some(given))?;

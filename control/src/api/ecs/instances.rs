@@ -486,7 +486,7 @@ pub(crate) async fn put_attributes(
     body: &Value,
     delete: bool,
 ) -> Result<Value, ApiError> {
-    let attrs: Vec<Attribute> = parse(body.get("attributes").unwrap_or(&Value::Null))?;
+    let attrs: Vec<Attribute> = crate::api::protocol::json::parse_member(body, "attributes")?;
     if attrs.is_empty() || attrs.len() > 10 {
         return Err(ApiError::invalid_parameter(
             "attributes must hold 1 to 10 attributes.",

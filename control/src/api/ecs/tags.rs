@@ -2,7 +2,7 @@
 //! clusters, task definitions, tasks, services, task sets and container
 //! instances.
 
-use crate::api::protocol::json::{parse, required, string_list, to_value};
+use crate::api::protocol::json::{parse_member, required, string_list, to_value};
 use crate::core::Core;
 use crate::core::model::{Cluster, ContainerInstance, Tag, Task, check_tags, merge_tags};
 use crate::core::services::Service;
@@ -21,7 +21,7 @@ pub(crate) async fn tag_resource(
     let (new, keys): (Vec<Tag>, Vec<String>) = if remove {
         (Vec::new(), string_list(body, "tagKeys")?)
     } else {
-        let tags: Vec<Tag> = parse(body.get("tags").unwrap_or(&Value::Null))?;
+        let tags: Vec<Tag> = parse_member(body, "tags")?;
         check_tags(&tags)?;
         (tags, Vec::new())
     };

@@ -7,9 +7,28 @@ use crate::error::ApiError;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+/// `body` as `T`. The members' types were checked against AWS's model
+/// before ([`super::shapes`]); what still does not fit — a value out of
+/// the range skiff stores (a negative memory, a port past 65535), a member
+/// skiff needs and the model leaves optional, a `null` where a value must
+/// be — is a ClientException naming the member, in the request's terms.
 pub(crate) fn parse<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
-    serde_json::from_value(body.clone())
-        .map_err(|e| ApiError::serialization(format!("malformed request: {e}")))
+    let body = crate::error::without_nulls(body);
+    serde_path_to_error::deserialize(body.as_ref())
+        .map_err(|e| ApiError::client(crate::error::unfit(&e)))
+}
+
+/// Member `name` of `body`, parsed as [`parse`] does; a required one:
+/// absent or `null`, it is "`name` is required.".
+pub(crate) fn parse_member<T: DeserializeOwned>(body: &Value, name: &str) -> Result<T, ApiError> {
+    let member = match body.get(name) {
+        None | Some(Value::Null) => {
+            return Err(ApiError::client(format!("{name} is required.")));
+        }
+        Some(v) => crate::error::without_nulls(v),
+    };
+    serde_path_to_error::deserialize(member.as_ref())
+        .map_err(|e| ApiError::client(crate::error::unfit_in(&e, Some(name))))
 }
 
 pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
