@@ -27,6 +27,7 @@ pub(crate) mod services;
 pub(crate) mod state;
 pub mod store;
 pub(crate) mod task_metrics;
+pub mod task_size;
 pub mod taskdef;
 pub(crate) mod tasks;
 

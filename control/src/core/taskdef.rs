@@ -70,15 +70,27 @@ fn refuse_unsupported(
     obj: &serde_json::Map<String, Value>,
     fields: &[&str],
     at: &str,
-) -> Result<(), ApiError> {
+    found: &mut Vec<String>,
+) {
     for field in fields {
         if let Some(v) = obj.get(*field).filter(|v| !is_neutral(v)) {
-            return Err(ApiError::invalid_parameter(format!(
-                "{at}{field} is not supported by skiff (given {v}); remove it"
-            )));
+            found.push(format!("{at}{field} is not supported by skiff (given {v})"));
         }
     }
-    Ok(())
+}
+
+/// All the fields [`refuse_unsupported`] found, in one error: a
+/// definition written for ECS is fixed in one pass, not one field a try.
+fn unsupported_fields(found: Vec<String>) -> Result<(), ApiError> {
+    match found.as_slice() {
+        [] => Ok(()),
+        [one] => Err(ApiError::invalid_parameter(format!("{one}; remove it"))),
+        many => Err(ApiError::invalid_parameter(format!(
+            "{} fields are not supported by skiff; remove them: {}",
+            many.len(),
+            many.join("; ")
+        ))),
+    }
 }
 
 /// A RegisterTaskDefinition request, before normalisation.
@@ -113,6 +125,8 @@ struct RegisterVolume {
     configured_at_launch: Option<bool>,
 }
 
+pub use crate::core::task_size::{check_fargate_size, parse_task_cpu, parse_task_memory};
+
 /// The network modes skiff runs.
 pub const NETWORK_MODES: &[&str] = &["none", "host", "bridge", "awsvpc"];
 
@@ -124,7 +138,7 @@ const MAX_CONTAINER_CPU: u32 = 10 * 1024;
 
 /// The most memory (MiB) a container or task may have: 1 TiB, more than
 /// any host skiff runs on; beyond it a definition could never be placed.
-const MAX_MEMORY_MIB: u32 = 1 << 20;
+pub(crate) const MAX_MEMORY_MIB: u32 = 1 << 20;
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -146,24 +160,31 @@ pub fn parse_register(document: &Value) -> Result<TaskDefinition, ApiError> {
             "The task definition is {size} bytes; ECS's limit is {MAX_TASK_DEFINITION_BYTES} bytes (64 KiB)."
         )));
     }
-    refuse_unsupported(obj, UNSUPPORTED_TASK_FIELDS, "")?;
+    let mut found = Vec::new();
+    refuse_unsupported(obj, UNSUPPORTED_TASK_FIELDS, "", &mut found);
     if let Some(Value::Array(containers)) = obj.get("containerDefinitions") {
         for (i, c) in containers.iter().enumerate() {
             if let Some(c) = c.as_object() {
                 let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
                 let at = format!("containerDefinitions[{i}] ({name}): ");
-                refuse_unsupported(c, UNSUPPORTED_CONTAINER_FIELDS, &at)?;
+                refuse_unsupported(c, UNSUPPORTED_CONTAINER_FIELDS, &at, &mut found);
                 if let Some(Value::Array(ports)) = c.get("portMappings") {
                     for p in ports.iter().filter_map(Value::as_object) {
                         refuse_unsupported(
                             p,
                             &["appProtocol", "containerPortRange", "hostPortRange"],
                             &format!("{at}portMappings "),
-                        )?;
+                            &mut found,
+                        );
                     }
                 }
                 if let Some(Value::Object(log)) = c.get("logConfiguration") {
-                    refuse_unsupported(log, &["secretOptions"], &format!("{at}logConfiguration "))?;
+                    refuse_unsupported(
+                        log,
+                        &["secretOptions"],
+                        &format!("{at}logConfiguration "),
+                        &mut found,
+                    );
                 }
             }
         }
@@ -175,10 +196,12 @@ pub fn parse_register(document: &Value) -> Result<TaskDefinition, ApiError> {
                     d,
                     &["driverOpts", "labels"],
                     "volumes dockerVolumeConfiguration ",
-                )?;
+                    &mut found,
+                );
             }
         }
     }
+    unsupported_fields(found)?;
     let document = crate::error::without_nulls(document);
     let req: Register = serde_path_to_error::deserialize(document.as_ref())
         .map_err(|e| ApiError::client(crate::error::unfit(&e)))?;
@@ -732,88 +755,6 @@ fn requires_attributes(containers: &[ContainerDefinition], task_role: bool) -> V
         .collect()
 }
 
-/// Task cpu: units (`"256"`) or vCPU (`"0.25 vCPU"`, `"1 vcpu"`).
-pub fn parse_task_cpu(s: &str) -> Result<u32, ApiError> {
-    let bad = || {
-        ApiError::client(format!(
-            "Invalid 'cpu' setting for task: {s:?} is neither CPU units (\"256\") nor vCPU (\"0.25 vCPU\")."
-        ))
-    };
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let units = if let Some(v) = lower.strip_suffix("vcpu") {
-        let vcpu: f64 = v.trim().parse().map_err(|_| bad())?;
-        (vcpu * 1024.0).round()
-    } else {
-        t.parse::<u32>().map_err(|_| bad())? as f64
-    };
-    if !(128.0..=196_608.0).contains(&units) {
-        return Err(ApiError::client(format!(
-            "Invalid 'cpu' setting for task: {s:?} must be between 128 units (0.125 vCPU) and 192 vCPU."
-        )));
-    }
-    Ok(units as u32)
-}
-
-/// Task memory: MiB (`"512"`) or GB (`"1 GB"`, `"0.5GB"`).
-pub fn parse_task_memory(s: &str) -> Result<u32, ApiError> {
-    let bad = || {
-        ApiError::client(format!(
-            "Invalid 'memory' setting for task: {s:?} is neither MiB (\"512\") nor GB (\"1 GB\")."
-        ))
-    };
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let mib = if let Some(v) = lower.strip_suffix("gb") {
-        let gb: f64 = v.trim().parse().map_err(|_| bad())?;
-        (gb * 1024.0).round()
-    } else {
-        t.parse::<u32>().map_err(|_| bad())? as f64
-    };
-    if !(6.0..=f64::from(MAX_MEMORY_MIB)).contains(&mib) {
-        return Err(ApiError::client(format!(
-            "Invalid 'memory' setting for task: {s:?} must be between 6 MiB and 1 TiB."
-        )));
-    }
-    Ok(mib as u32)
-}
-
-/// Fargate's cpu → memory table: the memory values (MiB) allowed with each
-/// cpu value (units).
-pub fn fargate_memory_options(cpu: u32) -> Option<Vec<u32>> {
-    let range = |lo: u32, hi: u32, step: u32| (lo..=hi).step_by(step as usize).collect();
-    Some(match cpu {
-        256 => vec![512, 1024, 2048],
-        512 => range(1024, 4096, 1024),
-        1024 => range(2048, 8192, 1024),
-        2048 => range(4096, 16384, 1024),
-        4096 => range(8192, 30720, 1024),
-        8192 => range(16384, 61440, 4096),
-        16384 => range(32768, 122_880, 8192),
-        _ => return None,
-    })
-}
-
-/// Checks a task's cpu and memory against Fargate's table.
-pub fn check_fargate_size(cpu: Option<u32>, memory: Option<u32>) -> Result<(), ApiError> {
-    let (Some(cpu), Some(memory)) = (cpu, memory) else {
-        return Err(ApiError::client(
-            "Fargate requires task definition to have cpu and memory set at the task level.",
-        ));
-    };
-    let Some(options) = fargate_memory_options(cpu) else {
-        return Err(ApiError::client(format!(
-            "No Fargate configuration exists for cpu {cpu}: use 256, 512, 1024, 2048, 4096, 8192 or 16384."
-        )));
-    };
-    if !options.contains(&memory) {
-        return Err(ApiError::client(format!(
-            "No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. With {cpu} CPU units memory must be one of {options:?} MiB."
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -944,6 +885,17 @@ mod tests {
             msg(base(json!({"name": "a", "image": "i", "memory": 8,
                            "healthCheck": {"command": ["CMD-SHELL", "true"]}})))
             .contains("shell")
+        );
+        // Every unsupported field at once, not one a try.
+        let two = json!({"family": "f", "networkMode": "none", "containerDefinitions": [
+            {"name": "a", "image": "i", "memory": 8, "secrets": [{"name": "S", "valueFrom": "arn"}]},
+            {"name": "b", "image": "i", "memory": 8, "ulimits": [{"name": "nofile", "softLimit": 1, "hardLimit": 1}]}]});
+        let m = msg(two);
+        assert!(
+            m.starts_with("2 fields are not supported by skiff; remove them: ")
+                && m.contains("containerDefinitions[0] (a): secrets")
+                && m.contains("containerDefinitions[1] (b): ulimits"),
+            "{m}"
         );
         for image in ["UPPER CASE::x", "app:v1;rm"] {
             assert!(
