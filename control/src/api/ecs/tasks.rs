@@ -418,9 +418,7 @@ pub(crate) async fn list_tasks(core: &Core, body: &Value) -> Result<Value, ApiEr
     }
     let instance = s("containerInstance").map(|i| name_of(i).to_string());
     if let Some(i) = instance.as_deref()
-        && !state.instances.values().any(|e| {
-            e.value.cluster == cluster.cluster_name && name_of(&e.value.container_instance_arn) == i
-        })
+        && crate::core::instances::find_instance(&state, &cluster.cluster_name, i).is_none()
     {
         return Err(ApiError::invalid_parameter(format!(
             "containerInstance {i} is not a container instance of cluster {}.",
