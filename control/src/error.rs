@@ -89,16 +89,19 @@ impl ApiError {
     }
 }
 
-/// What parsing a request into its types found, for people: where, and what was expected there.
-pub(crate) fn unfit(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    unfit_in(e, None)
+/// `value` (the request, or its member `member`) as `T`, its `null`
+/// members left out. What does not fit is a ClientException naming where
+/// it is and what was expected there.
+pub(crate) fn from_request<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    member: Option<&str>,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(without_nulls(value).as_ref())
+        .map_err(|e| ApiError::client(unfit(&e, member)))
 }
 
-/// [`unfit`], of a value that is the request's member `member`.
-pub(crate) fn unfit_in(
-    e: &serde_path_to_error::Error<serde_json::Error>,
-    member: Option<&str>,
-) -> String {
+/// What [`from_request`] found, for people.
+fn unfit(e: &serde_path_to_error::Error<serde_json::Error>, member: Option<&str>) -> String {
     let path = match (member, e.path().to_string()) {
         (None, p) => p,
         (Some(m), p) if p == "." => m.to_string(),
@@ -146,7 +149,7 @@ pub(crate) fn unfit_in(
 /// `value` with its objects' `null` members left out: `null` is a
 /// member's absence (as AWS's front end reads it), so `"tags": null` is
 /// no tags given, not a wrong type.
-pub(crate) fn without_nulls(value: &Value) -> std::borrow::Cow<'_, Value> {
+fn without_nulls(value: &Value) -> std::borrow::Cow<'_, Value> {
     fn has_null(v: &Value) -> bool {
         match v {
             Value::Object(m) => m.values().any(|v| v.is_null() || has_null(v)),

@@ -202,9 +202,7 @@ pub fn parse_register(document: &Value) -> Result<TaskDefinition, ApiError> {
         }
     }
     unsupported_fields(found)?;
-    let document = crate::error::without_nulls(document);
-    let req: Register = serde_path_to_error::deserialize(document.as_ref())
-        .map_err(|e| ApiError::client(crate::error::unfit(&e)))?;
+    let req: Register = crate::error::from_request(document, None)?;
 
     let family = req
         .family

@@ -13,22 +13,16 @@ use serde_json::{Value, json};
 /// skiff needs and the model leaves optional, a `null` where a value must
 /// be — is a ClientException naming the member, in the request's terms.
 pub(crate) fn parse<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
-    let body = crate::error::without_nulls(body);
-    serde_path_to_error::deserialize(body.as_ref())
-        .map_err(|e| ApiError::client(crate::error::unfit(&e)))
+    crate::error::from_request(body, None)
 }
 
 /// Member `name` of `body`, parsed as [`parse`] does; a required one:
 /// absent or `null`, it is "`name` is required.".
 pub(crate) fn parse_member<T: DeserializeOwned>(body: &Value, name: &str) -> Result<T, ApiError> {
-    let member = match body.get(name) {
-        None | Some(Value::Null) => {
-            return Err(ApiError::client(format!("{name} is required.")));
-        }
-        Some(v) => crate::error::without_nulls(v),
-    };
-    serde_path_to_error::deserialize(member.as_ref())
-        .map_err(|e| ApiError::client(crate::error::unfit_in(&e, Some(name))))
+    match body.get(name) {
+        None | Some(Value::Null) => Err(ApiError::client(format!("{name} is required."))),
+        Some(member) => crate::error::from_request(member, Some(name)),
+    }
 }
 
 pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
