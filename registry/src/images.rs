@@ -349,6 +349,34 @@ pub type TagResolver = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 /// `None` downloads it over HTTP, as from any other registry.
 pub type BlobFiles = Arc<dyn Fn(&str, &str) -> Option<PathBuf> + Send + Sync>;
 
+/// A hook of a registry in this process ([`TagResolver`], [`BlobFiles`]):
+/// which registry (`host[:port]`), and the hook.
+struct InProcess<T>(std::sync::RwLock<Option<(String, T)>>);
+
+impl<T> Default for InProcess<T> {
+    fn default() -> Self {
+        InProcess(std::sync::RwLock::new(None))
+    }
+}
+
+impl<T: Clone> InProcess<T> {
+    /// Sets it for `registry`, replacing any set before.
+    fn set(&self, registry: &str, hook: T) {
+        if let Ok(mut h) = self.0.write() {
+            *h = Some((registry.to_string(), hook));
+        }
+    }
+
+    /// The hook, if it is `registry`'s.
+    fn of(&self, registry: &str) -> Option<T> {
+        self.0.read().ok().and_then(|h| {
+            h.as_ref()
+                .filter(|(r, _)| r == registry)
+                .map(|(_, hook)| hook.clone())
+        })
+    }
+}
+
 /// A reference, parsed.
 #[derive(Debug)]
 struct Named {
@@ -386,9 +414,9 @@ pub struct Puller {
     /// naming the same few images.
     parsed: Mutex<HashMap<String, Arc<Named>>>,
     /// A registry asked in-process what its tags name, and how.
-    tag_resolver: std::sync::RwLock<Option<(String, TagResolver)>>,
+    tag_resolver: InProcess<TagResolver>,
     /// A registry whose blob files are read in-process, and how.
-    blob_files: std::sync::RwLock<Option<(String, BlobFiles)>>,
+    blob_files: InProcess<BlobFiles>,
     /// Questions over HTTP of what a reference names (see
     /// [`Puller::resolve`]).
     asked: Questions<Result<String, RemoteError>>,
@@ -485,9 +513,7 @@ impl Puller {
     /// Asks `resolver` instead of `registry` (`host[:port]`) over HTTP
     /// what that registry's tags name, replacing any resolver set before.
     pub fn set_tag_resolver(&self, registry: &str, resolver: TagResolver) {
-        if let Ok(mut r) = self.tag_resolver.write() {
-            *r = Some((registry.to_string(), resolver));
-        }
+        self.tag_resolver.set(registry, resolver);
     }
 
     /// Reads the Wasm layers of `registry`'s (`host[:port]`) images from
@@ -496,9 +522,7 @@ impl Puller {
     /// replacing any set before. Manifests and configs still come over
     /// HTTP, with the registry's checks.
     pub fn set_blob_files(&self, registry: &str, blob_files: BlobFiles) {
-        if let Ok(mut b) = self.blob_files.write() {
-            *b = Some((registry.to_string(), blob_files));
-        }
+        self.blob_files.set(registry, blob_files);
     }
 
     /// Sets (or replaces) the credentials for `registry` (`host[:port]`),
@@ -539,8 +563,8 @@ impl Puller {
             options: std::sync::RwLock::new(options),
             in_flight: Mutex::new(HashMap::new()),
             parsed: Mutex::new(HashMap::new()),
-            tag_resolver: std::sync::RwLock::new(None),
-            blob_files: std::sync::RwLock::new(None),
+            tag_resolver: InProcess::default(),
+            blob_files: InProcess::default(),
             asked: Questions::new(),
         }
     }
@@ -694,11 +718,7 @@ impl Puller {
     /// thousand times (which the registry's per-client connection limit
     /// would refuse).
     async fn resolve(&self, named: &Named, tag: &str) -> Result<String, RemoteError> {
-        let resolver = self.tag_resolver.read().ok().and_then(|r| {
-            r.as_ref()
-                .filter(|(registry, _)| *registry == named.registry)
-                .map(|(_, resolve)| Arc::clone(resolve))
-        });
+        let resolver = self.tag_resolver.of(&named.registry);
         if let Some(names) = resolver.and_then(|resolve| resolve(&named.repository, tag)) {
             return Ok(names);
         }
@@ -733,11 +753,7 @@ impl Puller {
     ) -> Result<(ImageRecord, Vec<u8>, PullReport), RemoteError> {
         let options = self.options.read().map(|o| o.clone()).unwrap_or_default();
         let named = self.named(whole)?;
-        let local = self.blob_files.read().ok().and_then(|b| {
-            b.as_ref()
-                .filter(|(registry, _)| *registry == named.registry)
-                .map(|(_, files)| Arc::clone(files))
-        });
+        let local = self.blob_files.of(&named.registry);
         let pulled = remote::pull_from(whole, &options, progress, local.as_ref()).await?;
         let stored = std::time::Instant::now();
         let now = std::time::SystemTime::now()
