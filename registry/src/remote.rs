@@ -386,9 +386,11 @@ pub(crate) async fn pull_from(
         .map(|l| u64::try_from(l.size).unwrap_or(0))
         .unwrap_or(0);
     let resolved = std::time::Instant::now();
-    let read = match local.and_then(|files| files(image.repository(), digest.as_str())) {
-        Some(file) => read_blob_file(file, digest.as_str()).await,
-        None => None,
+    let layer_digest = digest.parse::<Digest>().ok();
+    let local_file = local.and_then(|files| files(image.repository(), digest.as_str()));
+    let read = match (local_file, &layer_digest) {
+        (Some(file), Some(expected)) => read_blob_file(file, expected.clone()).await,
+        _ => None,
     };
     let (layer, layer_file) = match read {
         Some((bytes, file)) => {
@@ -424,8 +426,8 @@ pub(crate) async fn pull_from(
     }
     // Hashing 8 MB takes milliseconds: not again when the layer's digest,
     // checked, is the binary's.
-    let wasm_digest = match digest.parse::<Digest>() {
-        Ok(d) if tar.is_none() && d.algorithm() == crate::digest::Algorithm::Sha256 => d,
+    let wasm_digest = match layer_digest {
+        Some(d) if tar.is_none() && d.algorithm() == crate::digest::Algorithm::Sha256 => d,
         _ => Digest::sha256_of(&wasm),
     };
     Ok(Pulled {
@@ -441,14 +443,13 @@ pub(crate) async fn pull_from(
     })
 }
 
-/// The content of a local blob file, if it is the blob `digest` names
+/// The content of a local blob file, if it is the blob `expected`
 /// (checked: a damaged file is downloaded instead, and the registry's
 /// answer then says what is wrong), with the file.
 async fn read_blob_file(
     file: std::path::PathBuf,
-    digest: &str,
+    expected: Digest,
 ) -> Option<(Vec<u8>, std::path::PathBuf)> {
-    let expected: Digest = digest.parse().ok()?;
     tokio::task::spawn_blocking(move || {
         let bytes = std::fs::read(&file).ok()?;
         (Digest::of(expected.algorithm(), &bytes) == expected).then_some((bytes, file))
